@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/routing"
+)
+
+// adminServer serves /metrics, /healthz, /readyz and /status.
+type adminServer struct {
+	*http.Server
+	ln net.Listener
+}
+
+// statusDoc is the /status document; `kproxy status` renders it.
+type statusDoc struct {
+	Generation    int64              `json:"config_generation"`
+	LastReloadErr string             `json:"last_reload_error,omitempty"`
+	Ready         bool               `json:"ready"`
+	Proxy         proxy.Status       `json:"proxy"`
+	RoutesDefault string             `json:"routes_default"`
+	Routes        []routing.RuleView `json:"routes"`
+}
+
+func startAdmin(addr string, inst *instance) (*adminServer, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(inst.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !inst.srv.Ready() {
+			http.Error(w, "upstream clusters not reachable", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(inst.statusDoc())
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)
+	}
+	a := &adminServer{Server: &http.Server{Handler: mux}, ln: ln}
+	go func() { _ = a.Serve(ln) }()
+	inst.log.Info("admin http listening", "addr", ln.Addr().String())
+	return a, nil
+}
+
+func (inst *instance) statusDoc() statusDoc {
+	cfg := inst.config()
+	d := statusDoc{Generation: inst.gen.Load(), Ready: inst.srv.Ready(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default)}
+	if e := inst.lastErr.Load(); e != nil {
+		d.LastReloadErr = *e
+	}
+	if t, err := routing.NewTable(cfg); err == nil {
+		d.Routes = t.Rules()
+	}
+	return d
+}
+
+var _ = context.Background

@@ -1,0 +1,163 @@
+package proxy
+
+// Produce (key 0), accepted v3-13 (intersected with the clusters).
+// Route: each topic goes to its produce route's cluster, each partition to
+// that cluster's leader; one sub-request per upstream broker, written in the
+// client's order on this connection's produce connection to that broker, so
+// idempotent sequences arrive in order.
+// Rewrites: response CurrentLeader (v10+) and Brokers name this instance.
+// Record bytes are forwarded as they came, never parsed or decompressed.
+// acks=0: forwarded without waiting; the client gets no response.
+// Not done: topic-id (v13) requests are resolved through the routed
+// cluster's ids, which pass through unchanged (virtual ids: later issue).
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(kmsg.Produce, 3, 13, handleProduce) }
+
+func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+	req := kreq.(*kmsg.ProduceRequest)
+	s := rc.srv()
+	router := s.routes()
+	look := newLeaderLookup(rc)
+	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+
+	subs := map[brokerRef]*kmsg.ProduceRequest{}
+	var order []brokerRef
+	for _, t := range req.Topics {
+		name := t.Topic
+		if req.Version >= 13 {
+			name = rc.topicNameByID(t.TopicID, router)
+		}
+		cluster := router.ProduceCluster(name, rc.client)
+		for _, p := range t.Partitions {
+			ref, code := brokerRef{}, kerr.UnknownTopicID.Code
+			if name != "" {
+				ref, code = look.find(cluster, name, p.Partition)
+			}
+			if code != 0 {
+				addProducePartition(resp, t, producePartitionError(p.Partition, code))
+				continue
+			}
+			sub, ok := subs[ref]
+			if !ok {
+				sub = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
+				subs[ref] = sub
+				order = append(order, ref)
+			}
+			st := lastProduceTopic(sub, t)
+			st.Partitions = append(st.Partitions, p)
+		}
+	}
+
+	if req.Acks == 0 {
+		for _, ref := range order {
+			if u, err := rc.cc.upstream(ref.cluster, ref.id, ref.addr, classProduce); err == nil {
+				_, _ = u.send(subs[ref], rc.clientID, false)
+			}
+		}
+		return nil
+	}
+
+	pend := make([]*pending, len(order))
+	for i, ref := range order {
+		pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+	}
+	return func() kmsg.Response {
+		for i, p := range pend {
+			ref := order[i]
+			r, err := p.response()
+			if err != nil {
+				// The batch may or may not have been written; the client
+				// retries, and idempotent producers de-duplicate.
+				for _, t := range subs[ref].Topics {
+					for _, pp := range t.Partitions {
+						addProducePartition(resp, t, producePartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
+					}
+				}
+				s.refreshSoon(ref.cluster, topicsOfProduce(subs[ref]))
+				continue
+			}
+			pr := r.(*kmsg.ProduceResponse)
+			resp.ThrottleMillis = max(resp.ThrottleMillis, pr.ThrottleMillis)
+			var stale []string
+			for _, t := range pr.Topics {
+				for _, pp := range t.Partitions {
+					if pp.CurrentLeader.LeaderID >= 0 {
+						pp.CurrentLeader.LeaderID = s.virtualNode(pp.CurrentLeader.LeaderID)
+					}
+					if isStaleLeaderCode(pp.ErrorCode) {
+						stale = append(stale, t.Topic)
+					}
+					addProducePartition(resp, kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, pp)
+				}
+			}
+			if len(pr.Brokers) > 0 {
+				resp.Brokers = s.produceBrokers(pr.Brokers)
+			}
+			s.refreshSoon(ref.cluster, stale)
+		}
+		return resp
+	}
+}
+
+func lastProduceTopic(sub *kmsg.ProduceRequest, t kmsg.ProduceRequestTopic) *kmsg.ProduceRequestTopic {
+	if n := len(sub.Topics); n > 0 && sub.Topics[n-1].Topic == t.Topic && sub.Topics[n-1].TopicID == t.TopicID {
+		return &sub.Topics[n-1]
+	}
+	sub.Topics = append(sub.Topics, kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID})
+	return &sub.Topics[len(sub.Topics)-1]
+}
+
+func producePartitionError(partition int32, code int16) kmsg.ProduceResponseTopicPartition {
+	p := kmsg.NewProduceResponseTopicPartition()
+	p.Partition, p.ErrorCode, p.BaseOffset = partition, code, -1
+	return p
+}
+
+func addProducePartition(resp *kmsg.ProduceResponse, t kmsg.ProduceRequestTopic, p kmsg.ProduceResponseTopicPartition) {
+	for i := range resp.Topics {
+		if resp.Topics[i].Topic == t.Topic && resp.Topics[i].TopicID == t.TopicID {
+			resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
+			return
+		}
+	}
+	rt := kmsg.NewProduceResponseTopic()
+	rt.Topic, rt.TopicID = t.Topic, t.TopicID
+	rt.Partitions = []kmsg.ProduceResponseTopicPartition{p}
+	resp.Topics = append(resp.Topics, rt)
+}
+
+func topicsOfProduce(r *kmsg.ProduceRequest) []string {
+	out := make([]string, 0, len(r.Topics))
+	for _, t := range r.Topics {
+		if t.Topic != "" {
+			out = append(out, t.Topic)
+		}
+	}
+	return out
+}
+
+// topicNameByID resolves a topic id through the cluster that knows it.
+func (rc *reqCtx) topicNameByID(id [16]byte, router Router) string {
+	for _, uc := range rc.srv().clusters {
+		if n, ok := uc.topicName(id); ok {
+			return n
+		}
+	}
+	return ""
+}
+
+func init() {
+	errorFillers[kmsg.Produce.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
+		req, resp := kreq.(*kmsg.ProduceRequest), kresp.(*kmsg.ProduceResponse)
+		for _, t := range req.Topics {
+			for _, p := range t.Partitions {
+				addProducePartition(resp, t, producePartitionError(p.Partition, code))
+			}
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package proxy
+
+// Fetch (key 1), accepted v4-18 (intersected with the clusters).
+// Route: each topic is read from its fetch route's cluster, each partition
+// from that cluster's leader; one sub-request per upstream broker on this
+// connection's fetch connection to that broker, all sent at once.
+// Sessions (KIP-227): kproxy terminates them. It never creates a client
+// session (SessionID 0 in every answer, so clients send full fetches) and
+// fetches upstream sessionless; a client naming a session gets
+// FETCH_SESSION_ID_NOT_FOUND and starts over. Every requested partition
+// appears in the answer (Java discards incomplete full responses).
+// Rewrites: PreferredReadReplica is -1 and the client's rack is not
+// forwarded; CurrentLeader (v12+) and Brokers (v16+) name this instance.
+// Record batches are copied once into the client frame, never parsed.
+// Not done: the answer waits for every upstream broker the request spans
+// (each honours MaxWaitMillis/MinBytes on its own share); answering at the
+// merged MinBytes and keeping late data for the next fetch is future work.
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(kmsg.Fetch, 4, 18, handleFetch) }
+
+func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+	req := kreq.(*kmsg.FetchRequest)
+	return func() kmsg.Response {
+		s := rc.srv()
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		if req.Version >= 7 && req.SessionID != 0 {
+			resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
+			return resp
+		}
+		router := s.routes()
+		look := newLeaderLookup(rc)
+		subs := map[brokerRef]*kmsg.FetchRequest{}
+		var order []brokerRef
+		for _, t := range req.Topics {
+			name := t.Topic
+			if req.Version >= 13 {
+				name = rc.topicNameByID(t.TopicID, router)
+			}
+			cluster := router.FetchCluster(name, rc.client)
+			for _, p := range t.Partitions {
+				ref, code := brokerRef{}, kerr.UnknownTopicID.Code
+				if name != "" {
+					ref, code = look.find(cluster, name, p.Partition)
+				} else if req.Version < 13 {
+					code = kerr.UnknownTopicOrPartition.Code
+				}
+				if code != 0 {
+					addFetchPartition(resp, t.Topic, t.TopicID, fetchPartitionError(p.Partition, code))
+					continue
+				}
+				sub, ok := subs[ref]
+				if !ok {
+					sub = kmsg.NewPtrFetchRequest()
+					sub.Version = req.Version
+					sub.MaxWaitMillis, sub.MinBytes, sub.MaxBytes = req.MaxWaitMillis, req.MinBytes, req.MaxBytes
+					sub.IsolationLevel = req.IsolationLevel
+					sub.SessionID, sub.SessionEpoch = 0, -1
+					subs[ref] = sub
+					order = append(order, ref)
+				}
+				st := lastFetchTopic(sub, t)
+				up := p
+				up.LogStartOffset = -1
+				st.Partitions = append(st.Partitions, up)
+			}
+		}
+
+		pend := make([]*pending, len(order))
+		for i, ref := range order {
+			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+		}
+		for i, p := range pend {
+			ref := order[i]
+			r, err := p.response()
+			var fr *kmsg.FetchResponse
+			if err == nil {
+				fr = r.(*kmsg.FetchResponse)
+				if fr.ErrorCode != 0 {
+					err = kerr.ErrorForCode(fr.ErrorCode)
+				}
+			}
+			if err != nil {
+				for _, t := range subs[ref].Topics {
+					for _, pp := range t.Partitions {
+						addFetchPartition(resp, t.Topic, t.TopicID, fetchPartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
+					}
+				}
+				s.refreshSoon(ref.cluster, topicsOfFetch(subs[ref]))
+				continue
+			}
+			resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
+			var stale []string
+			for _, t := range fr.Topics {
+				for _, pp := range t.Partitions {
+					pp.PreferredReadReplica = -1
+					if pp.CurrentLeader.LeaderID >= 0 {
+						pp.CurrentLeader.LeaderID = s.virtualNode(pp.CurrentLeader.LeaderID)
+					}
+					if isStaleLeaderCode(pp.ErrorCode) {
+						stale = append(stale, t.Topic)
+					}
+					addFetchPartition(resp, t.Topic, t.TopicID, pp)
+				}
+			}
+			if len(fr.Brokers) > 0 {
+				resp.Brokers = s.fetchBrokers(fr.Brokers)
+			}
+			s.refreshSoon(ref.cluster, stale)
+		}
+		return resp
+	}
+}
+
+func lastFetchTopic(sub *kmsg.FetchRequest, t kmsg.FetchRequestTopic) *kmsg.FetchRequestTopic {
+	if n := len(sub.Topics); n > 0 && sub.Topics[n-1].Topic == t.Topic && sub.Topics[n-1].TopicID == t.TopicID {
+		return &sub.Topics[n-1]
+	}
+	nt := kmsg.NewFetchRequestTopic()
+	nt.Topic, nt.TopicID = t.Topic, t.TopicID
+	sub.Topics = append(sub.Topics, nt)
+	return &sub.Topics[len(sub.Topics)-1]
+}
+
+func fetchPartitionError(partition int32, code int16) kmsg.FetchResponseTopicPartition {
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.Partition, p.ErrorCode = partition, code
+	p.HighWatermark, p.LastStableOffset, p.LogStartOffset = -1, -1, -1
+	return p
+}
+
+func addFetchPartition(resp *kmsg.FetchResponse, topic string, id [16]byte, p kmsg.FetchResponseTopicPartition) {
+	for i := range resp.Topics {
+		if resp.Topics[i].Topic == topic && resp.Topics[i].TopicID == id {
+			resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
+			return
+		}
+	}
+	rt := kmsg.NewFetchResponseTopic()
+	rt.Topic, rt.TopicID = topic, id
+	rt.Partitions = []kmsg.FetchResponseTopicPartition{p}
+	resp.Topics = append(resp.Topics, rt)
+}
+
+func topicsOfFetch(r *kmsg.FetchRequest) []string {
+	out := make([]string, 0, len(r.Topics))
+	for _, t := range r.Topics {
+		if t.Topic != "" {
+			out = append(out, t.Topic)
+		}
+	}
+	return out
+}

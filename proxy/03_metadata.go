@@ -1,0 +1,114 @@
+package proxy
+
+// Metadata (key 3), accepted v0-13 (intersected with the clusters).
+// Route: each topic is answered by the cluster its fetch route names; a
+// request for all topics asks every configured cluster and keeps each topic
+// from its routed cluster.
+// Rewrites: Brokers is this instance only; ControllerID, Leader, Replicas,
+// ISR and OfflineReplicas name this instance (ident_node.go); ClusterID is the
+// virtual one. Every upstream answer also refreshes kproxy's own leader view.
+// Not done: topic ids and leader epochs pass through from the routed cluster
+// (virtualized with per-topic routing, a later issue).
+
+import (
+	"sort"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(kmsg.Metadata, 0, 13, handleMetadata) }
+
+func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+	req := kreq.(*kmsg.MetadataRequest)
+	return func() kmsg.Response {
+		s := rc.srv()
+		router := s.routes()
+		resp := req.ResponseKind().(*kmsg.MetadataResponse)
+		resp.Brokers = s.metadataBrokers()
+		resp.ClusterID = kmsg.StringPtr(s.opts.ClusterID)
+		resp.ControllerID = s.self()
+
+		// Which clusters to ask, with which topics.
+		all := req.Topics == nil
+		byCluster := map[string][]kmsg.MetadataRequestTopic{}
+		if all {
+			for name := range s.clusters {
+				byCluster[name] = nil
+			}
+		} else {
+			for _, t := range req.Topics {
+				name := router.DefaultCluster()
+				if t.Topic != nil {
+					name = router.FetchCluster(*t.Topic, rc.client)
+				} else {
+					for cn, uc := range s.clusters {
+						if _, ok := uc.topicName(t.TopicID); ok {
+							name = cn
+						}
+					}
+				}
+				byCluster[name] = append(byCluster[name], t)
+			}
+			if len(req.Topics) == 0 {
+				byCluster[router.DefaultCluster()] = []kmsg.MetadataRequestTopic{}
+			}
+		}
+
+		type answer struct {
+			cluster string
+			resp    *kmsg.MetadataResponse
+			asked   []kmsg.MetadataRequestTopic
+			err     error
+		}
+		answers := make(chan answer, len(byCluster))
+		for name, topics := range byCluster {
+			sub := *req
+			sub.Topics = topics
+			if all {
+				sub.Topics = nil
+			}
+			go func() {
+				r := rc.forwardAny(name, &sub)
+				mr, _ := r.(*kmsg.MetadataResponse)
+				if mr == nil {
+					answers <- answer{cluster: name, asked: topics, err: kerr.LeaderNotAvailable}
+					return
+				}
+				answers <- answer{cluster: name, resp: mr, asked: topics}
+			}()
+		}
+		for range byCluster {
+			a := <-answers
+			if a.err != nil || a.resp.ErrorCode != 0 {
+				for _, t := range a.asked {
+					rt := kmsg.NewMetadataResponseTopic()
+					rt.Topic, rt.TopicID = t.Topic, t.TopicID
+					rt.ErrorCode = kerr.LeaderNotAvailable.Code
+					resp.Topics = append(resp.Topics, rt)
+				}
+				continue
+			}
+			uc := s.clusters[a.cluster]
+			uc.learnMetadata(a.resp)
+			for _, t := range a.resp.Topics {
+				if all && t.Topic != nil && router.FetchCluster(*t.Topic, rc.client) != a.cluster {
+					continue // listed by the cluster this topic routes to
+				}
+				for i := range t.Partitions {
+					p := &t.Partitions[i]
+					p.Leader = s.virtualNode(p.Leader)
+					p.Replicas = s.virtualReplicas(p.Replicas)
+					p.ISR = s.virtualReplicas(p.ISR)
+					p.OfflineReplicas = nil
+				}
+				resp.Topics = append(resp.Topics, t)
+			}
+		}
+		sort.Slice(resp.Topics, func(i, j int) bool {
+			a, b := resp.Topics[i].Topic, resp.Topics[j].Topic
+			return a != nil && b != nil && *a < *b
+		})
+		return resp
+	}
+}

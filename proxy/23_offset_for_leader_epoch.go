@@ -1,0 +1,86 @@
+package proxy
+
+// OffsetForLeaderEpoch (key 23), accepted v2-4. Route: each topic's fetch
+// route, each partition to its leader; split per broker and merged.
+// Rewrites: none while one cluster serves the topic (epochs and offsets are
+// that cluster's; monotonic virtual epochs come with cutover).
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() { register(kmsg.OffsetForLeaderEpoch, 2, 4, handleOffsetForLeaderEpoch) }
+
+func handleOffsetForLeaderEpoch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+	req := kreq.(*kmsg.OffsetForLeaderEpochRequest)
+	return func() kmsg.Response {
+		router := rc.srv().routes()
+		look := newLeaderLookup(rc)
+		resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+		add := func(topic string, p kmsg.OffsetForLeaderEpochResponseTopicPartition) {
+			for i := range resp.Topics {
+				if resp.Topics[i].Topic == topic {
+					resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
+					return
+				}
+			}
+			rt := kmsg.NewOffsetForLeaderEpochResponseTopic()
+			rt.Topic, rt.Partitions = topic, []kmsg.OffsetForLeaderEpochResponseTopicPartition{p}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		fail := func(topic string, partition int32, code int16) {
+			p := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+			p.Partition, p.ErrorCode, p.LeaderEpoch, p.EndOffset = partition, code, -1, -1
+			add(topic, p)
+		}
+		subs := map[brokerRef]*kmsg.OffsetForLeaderEpochRequest{}
+		var order []brokerRef
+		for _, t := range req.Topics {
+			cluster := router.FetchCluster(t.Topic, rc.client)
+			for _, p := range t.Partitions {
+				ref, code := look.find(cluster, t.Topic, p.Partition)
+				if code != 0 {
+					fail(t.Topic, p.Partition, code)
+					continue
+				}
+				sub, ok := subs[ref]
+				if !ok {
+					s := *req
+					s.Topics = nil
+					sub = &s
+					subs[ref] = sub
+					order = append(order, ref)
+				}
+				if n := len(sub.Topics); n == 0 || sub.Topics[n-1].Topic != t.Topic {
+					sub.Topics = append(sub.Topics, kmsg.OffsetForLeaderEpochRequestTopic{Topic: t.Topic})
+				}
+				last := &sub.Topics[len(sub.Topics)-1]
+				last.Partitions = append(last.Partitions, p)
+			}
+		}
+		pend := make([]*pending, len(order))
+		for i, ref := range order {
+			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+		}
+		for i, pd := range pend {
+			r, err := pd.response()
+			if err != nil {
+				for _, t := range subs[order[i]].Topics {
+					for _, p := range t.Partitions {
+						fail(t.Topic, p.Partition, kerr.NotLeaderForPartition.Code)
+					}
+				}
+				continue
+			}
+			or := r.(*kmsg.OffsetForLeaderEpochResponse)
+			resp.ThrottleMillis = max(resp.ThrottleMillis, or.ThrottleMillis)
+			for _, t := range or.Topics {
+				for _, p := range t.Partitions {
+					add(t.Topic, p)
+				}
+			}
+		}
+		return resp
+	}
+}

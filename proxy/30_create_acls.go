@@ -1,0 +1,9 @@
+package proxy
+
+// CreateACLs (key 30), accepted v0-3. Route: any broker of the default cluster
+// (KRaft brokers forward controller work themselves). Rewrites: none; the
+// response names no broker.
+
+import "github.com/twmb/franz-go/pkg/kmsg"
+
+func init() { registerAnyAPI(kmsg.CreateACLs, 0, 3) }

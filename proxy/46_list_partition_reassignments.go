@@ -1,0 +1,9 @@
+package proxy
+
+// ListPartitionReassignments (key 46), accepted v0-0. Route: any broker of the default cluster
+// (KRaft brokers forward controller work themselves). Rewrites: none; the
+// response names no broker.
+
+import "github.com/twmb/franz-go/pkg/kmsg"
+
+func init() { registerAnyAPI(kmsg.ListPartitionReassignments, 0, 0) }

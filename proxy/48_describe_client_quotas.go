@@ -1,0 +1,9 @@
+package proxy
+
+// DescribeClientQuotas (key 48), accepted v0-1. Route: any broker of the default cluster
+// (KRaft brokers forward controller work themselves). Rewrites: none; the
+// response names no broker.
+
+import "github.com/twmb/franz-go/pkg/kmsg"
+
+func init() { registerAnyAPI(kmsg.DescribeClientQuotas, 0, 1) }

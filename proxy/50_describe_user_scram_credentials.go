@@ -1,0 +1,9 @@
+package proxy
+
+// DescribeUserSCRAMCredentials (key 50), accepted v0-0. Route: any broker of the default cluster
+// (KRaft brokers forward controller work themselves). Rewrites: none; the
+// response names no broker.
+
+import "github.com/twmb/franz-go/pkg/kmsg"
+
+func init() { registerAnyAPI(kmsg.DescribeUserSCRAMCredentials, 0, 0) }

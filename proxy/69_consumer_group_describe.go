@@ -1,0 +1,32 @@
+package proxy
+
+// ConsumerGroupDescribe (key 69, KIP-848), accepted v0-1. Route: each
+// group's home coordinator, one sub-request per group, merged in order.
+
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+func init() {
+	register(kmsg.ConsumerGroupDescribe, 0, 1, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.ConsumerGroupDescribeRequest)
+		return func() kmsg.Response {
+			resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
+			rc.forEachGroup(req.Groups, func(i int) kmsg.Request {
+				sub := *req
+				sub.Groups = req.Groups[i : i+1]
+				return &sub
+			}, func(i int, r kmsg.Response) {
+				if dr, ok := r.(*kmsg.ConsumerGroupDescribeResponse); ok && len(dr.Groups) > 0 {
+					resp.Groups = append(resp.Groups, dr.Groups...)
+					return
+				}
+				g := kmsg.NewConsumerGroupDescribeResponseGroup()
+				g.Group, g.ErrorCode = req.Groups[i], kerr.CoordinatorNotAvailable.Code
+				resp.Groups = append(resp.Groups, g)
+			})
+			return resp
+		}
+	})
+}

@@ -1,0 +1,41 @@
+package proxy
+
+// Shared plumbing for APIs served by a group or transaction coordinator. The
+// per-API files say which field names the key; routing is by key, never by
+// connection.
+
+import (
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+const (
+	coordGroup int8 = 0
+	coordTxn   int8 = 1
+)
+
+// registerGroupAPI registers an API whose request names one consumer group.
+func registerGroupAPI(key kmsg.Key, min, max int16, group func(kmsg.Request) string) {
+	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
+		return func() kmsg.Response {
+			g := group(req)
+			return rc.forwardCoordinator(rc.srv().routes().GroupCluster(g), coordGroup, g, req)
+		}
+	})
+}
+
+// registerTxnAPI registers an API whose request names one transactional id.
+func registerTxnAPI(key kmsg.Key, min, max int16, txnID func(kmsg.Request) string) {
+	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
+		return func() kmsg.Response {
+			id := txnID(req)
+			return rc.forwardCoordinator(rc.srv().routes().TxnCluster(id), coordTxn, id, req)
+		}
+	})
+}
+
+// registerAnyAPI registers an API any broker of the default cluster serves.
+func registerAnyAPI(key kmsg.Key, min, max int16) {
+	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
+		return func() kmsg.Response { return rc.forwardAny(rc.srv().routes().DefaultCluster(), req) }
+	})
+}

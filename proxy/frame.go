@@ -1,0 +1,147 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// errFrameTooLarge is returned when a frame's declared size exceeds the
+// configured maximum. The connection is closed: we cannot skip the body
+// without reading it, and a peer that sends such a size is usually not
+// speaking Kafka at all.
+var errFrameTooLarge = errors.New("frame exceeds the configured maximum size")
+
+// frameBufPool holds frame buffers. Lifetime rule: kmsg byte fields alias the
+// buffer they were decoded from, so a buffer returns to the pool only after
+// every request or response decoded from it has been re-encoded or dropped.
+var frameBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &b }}
+
+func getBuf() *[]byte { return frameBufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 8<<20 { // do not pin huge fetch buffers forever
+		return
+	}
+	*b = (*b)[:0]
+	frameBufPool.Put(b)
+}
+
+// readFrame reads one size-prefixed Kafka frame into a fresh buffer.
+// The size is checked against max before any allocation.
+func readFrame(r io.Reader, max int32) ([]byte, error) {
+	var size [4]byte
+	if _, err := io.ReadFull(r, size[:]); err != nil {
+		return nil, err
+	}
+	n := int32(binary.BigEndian.Uint32(size[:]))
+	if n < 0 || n > max {
+		return nil, fmt.Errorf("%w: declared %d bytes, max %d%s", errFrameTooLarge, n, max, sizeHint(size))
+	}
+	if n < 8 {
+		return nil, fmt.Errorf("frame of %d bytes is shorter than a request header", n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("reading %d-byte frame body: %w", n, err)
+	}
+	return buf, nil
+}
+
+// sizeHint recognises common non-Kafka openings, as kgo's parseReadSize does,
+// so the log line says what the peer probably is.
+func sizeHint(b [4]byte) string {
+	switch {
+	case string(b[:]) == "GET " || string(b[:]) == "POST" || string(b[:]) == "HTTP":
+		return " (the peer is speaking HTTP, not Kafka)"
+	case b[0] == 0x16 && b[1] == 0x03:
+		return " (the peer is starting TLS; kproxy's listener is plaintext)"
+	}
+	return ""
+}
+
+// requestHeader is the parsed Kafka request header (v1 or v2).
+type requestHeader struct {
+	key      int16
+	version  int16
+	corr     int32
+	clientID *string
+}
+
+// parseRequestHeader reads the header fields that are common to every
+// version; the flexible tag section is skipped by the caller once it knows
+// whether the API version is flexible.
+func parseRequestHeader(body []byte) (requestHeader, *kbin.Reader, error) {
+	r := &kbin.Reader{Src: body}
+	h := requestHeader{key: r.Int16(), version: r.Int16(), corr: r.Int32()}
+	h.clientID = r.NullableString()
+	if err := r.Complete(); err != nil {
+		return h, nil, fmt.Errorf("truncated request header: %w", err)
+	}
+	return h, r, nil
+}
+
+// decodeRequest decodes the body after the header into req (whose version has
+// been set). Trailing garbage is tolerated like the broker does for unknown
+// tagged fields, but a short body is an error.
+func decodeRequest(r *kbin.Reader, req kmsg.Request) error {
+	if req.IsFlexible() {
+		skipTagsBounded(r)
+		if err := r.Complete(); err != nil {
+			return fmt.Errorf("truncated request header tags: %w", err)
+		}
+	}
+	if err := req.ReadFrom(r.Src); err != nil {
+		return fmt.Errorf("decoding %s v%d: %w", kmsg.NameForKey(req.Key()), req.GetVersion(), err)
+	}
+	return nil
+}
+
+// appendResponse frames resp for correlation id corr. The response header is
+// v1 (with a tag byte) for flexible versions, except ApiVersions, whose
+// response header is always v0 so that clients can parse it before they know
+// what the broker supports.
+func appendResponse(dst []byte, corr int32, resp kmsg.Response) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = kbin.AppendInt32(dst, corr)
+	if resp.IsFlexible() && resp.Key() != kmsg.ApiVersions.Int16() {
+		dst = append(dst, 0)
+	}
+	dst = resp.AppendTo(dst)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+// appendRequest frames req for an upstream broker, carrying the downstream
+// client's client.id so broker-side quotas and metrics see the real client.
+func appendRequest(dst []byte, corr int32, clientID *string, req kmsg.Request) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = kbin.AppendInt16(dst, req.Key())
+	dst = kbin.AppendInt16(dst, req.GetVersion())
+	dst = kbin.AppendInt32(dst, corr)
+	dst = kbin.AppendNullableString(dst, clientID)
+	if req.IsFlexible() {
+		dst = append(dst, 0)
+	}
+	dst = req.AppendTo(dst)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+// skipTagsBounded skips a tagged-field section, stopping as soon as the
+// reader runs dry. kmsg.SkipTags keeps counting down a huge declared tag
+// count after the input is exhausted (about 20 s of CPU for a 20-byte
+// frame); see docs/decisions/002-kmsg-tag-loop.md.
+func skipTagsBounded(r *kbin.Reader) {
+	for num := r.Uvarint(); num > 0 && r.Ok(); num-- {
+		_, size := r.Uvarint(), r.Uvarint()
+		r.Span(int(size))
+	}
+}

@@ -1,0 +1,181 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// reqCtx is what a handler knows about the request it serves.
+type reqCtx struct {
+	cc       *clientConn
+	clientID *string // forwarded upstream as-is
+	client   string  // client.id, "" when null
+}
+
+func (rc *reqCtx) srv() *Server { return rc.cc.srv }
+
+// ctx bounds control-plane lookups made on behalf of a request.
+func (rc *reqCtx) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 15*time.Second)
+}
+
+// pending is a request written upstream whose response is not read yet.
+type pending struct {
+	u    *upstreamConn
+	call *upstreamCall
+	req  kmsg.Request
+	err  error
+}
+
+// send writes req to broker in cluster on this connection's upstream
+// connection for the request's traffic class. It returns at once; response
+// waits for the answer. Writes from one goroutine reach the broker in order.
+func (rc *reqCtx) send(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
+	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
+	if err != nil {
+		return &pending{req: req, err: err}
+	}
+	call, err := u.send(req, rc.clientID, true)
+	if err != nil {
+		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
+	}
+	return &pending{u: u, call: call, req: req, err: err}
+}
+
+// response waits for and decodes the upstream answer.
+func (p *pending) response() (kmsg.Response, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	body, err := p.call.wait(p.u, upstreamTimeout(p.req))
+	if err != nil {
+		return nil, err
+	}
+	resp := p.req.ResponseKind()
+	if err := resp.ReadFrom(body); err != nil {
+		return nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
+	}
+	return resp, nil
+}
+
+// upstreamTimeout is how long to wait for a broker: the request's own
+// timeout (or long-poll, or rebalance timeout) plus slack.
+func upstreamTimeout(req kmsg.Request) time.Duration {
+	const slack = 30 * time.Second
+	switch r := req.(type) {
+	case *kmsg.FetchRequest:
+		return time.Duration(r.MaxWaitMillis)*time.Millisecond + slack
+	case *kmsg.JoinGroupRequest:
+		return time.Duration(max(r.RebalanceTimeoutMillis, r.SessionTimeoutMillis))*time.Millisecond + slack
+	case kmsg.TimeoutRequest:
+		return time.Duration(r.Timeout())*time.Millisecond + slack
+	}
+	return slack
+}
+
+// roundTrip sends and waits, retrying once on a fresh connection when the
+// upstream connection was already dead (brokers close idle connections).
+func (rc *reqCtx) roundTrip(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) (kmsg.Response, error) {
+	resp, err := rc.send(cluster, broker, addr, req).response()
+	if err != nil && errors.Is(err, errUpstreamClosed) {
+		resp, err = rc.send(cluster, broker, addr, req).response()
+	}
+	return resp, err
+}
+
+// clusterFor returns the named upstream cluster or an error naming it.
+func (rc *reqCtx) clusterFor(name string) (*upstreamCluster, error) {
+	uc, ok := rc.srv().cluster(name)
+	if !ok {
+		return nil, fmt.Errorf("route names cluster %q, which is not configured", name)
+	}
+	return uc, nil
+}
+
+// forwardAny sends req to any broker of cluster (KRaft brokers forward
+// controller-bound requests themselves). On failure the response carries
+// errorCode in its top-level error field when it has one; otherwise the
+// client connection is closed (nil response) so the client retries.
+func (rc *reqCtx) forwardAny(cluster string, req kmsg.Request) kmsg.Response {
+	uc, err := rc.clusterFor(cluster)
+	if err == nil {
+		for attempt := 0; attempt < 2; attempt++ {
+			id, addr, ok := uc.anyBroker()
+			if !ok {
+				err = fmt.Errorf("cluster %s: no known brokers", cluster)
+				break
+			}
+			var resp kmsg.Response
+			if resp, err = rc.roundTrip(cluster, id, addr, req); err == nil {
+				return resp
+			}
+		}
+	}
+	rc.cc.log.Warn("upstream request failed", "api", kmsg.NameForKey(req.Key()), "cluster", cluster, "error", err)
+	return errorResponse(req, kerr.RequestTimedOut.Code)
+}
+
+// forwardCoordinator sends req to the coordinator of key (typ 0 group, 1
+// transaction) on cluster. A NOT_COORDINATOR answer drops the cached
+// coordinator and goes to the client unchanged: the client looks the
+// coordinator up again (kproxy answers itself) and retries, and the retry
+// finds the new one.
+func (rc *reqCtx) forwardCoordinator(cluster string, typ int8, key string, req kmsg.Request) kmsg.Response {
+	uc, err := rc.clusterFor(cluster)
+	if err != nil {
+		return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
+	}
+	ctx, cancel := rc.ctx()
+	defer cancel()
+	id, addr, err := uc.coordinator(ctx, typ, key)
+	if err != nil {
+		rc.cc.log.Debug("coordinator lookup failed", "cluster", cluster, "key", key, "error", err)
+		return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
+	}
+	resp, err := rc.roundTrip(cluster, id, addr, req)
+	if err != nil {
+		uc.forgetCoordinator(typ, key)
+		return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
+	}
+	if code := topErrorCode(resp); code == kerr.NotCoordinator.Code || code == kerr.CoordinatorNotAvailable.Code {
+		uc.forgetCoordinator(typ, key)
+	}
+	return resp
+}
+
+// errorResponse builds req's response with code in every ErrorCode field
+// that mirrors the request: the top-level one, and for per-partition APIs
+// the topic/partition lists copied from the request by handler helpers.
+// Responses without a top-level ErrorCode get a per-API filler from
+// errorFillers, or nil (close the connection) as a last resort.
+func errorResponse(req kmsg.Request, code int16) kmsg.Response {
+	resp := req.ResponseKind()
+	if f, ok := errorFillers[req.Key()]; ok {
+		f(req, resp, code)
+		return resp
+	}
+	v := reflect.ValueOf(resp).Elem()
+	if f := v.FieldByName("ErrorCode"); f.IsValid() && f.CanSet() && f.Kind() == reflect.Int16 {
+		f.SetInt(int64(code))
+		return resp
+	}
+	return nil
+}
+
+// errorFillers build error responses for APIs whose errors are per entry.
+var errorFillers = map[int16]func(req kmsg.Request, resp kmsg.Response, code int16){}
+
+// topErrorCode reads a response's top-level ErrorCode, if it has one.
+func topErrorCode(resp kmsg.Response) int16 {
+	v := reflect.ValueOf(resp).Elem()
+	if f := v.FieldByName("ErrorCode"); f.IsValid() && f.Kind() == reflect.Int16 {
+		return int16(f.Int())
+	}
+	return 0
+}

@@ -1,0 +1,283 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// VirtualNodeID is the node id kproxy shows clients. Every partition leader,
+// coordinator and controller a client sees is this instance. Negative values
+// are protocol sentinels (-1 "no leader") and pass through unchanged.
+type VirtualNodeID int32
+
+// Options configure a Server. Fields are read once at New, except the
+// router, which SetRouter swaps.
+type Options struct {
+	// Listen is the host:port to accept clients on.
+	Listen string
+	// AdvertiseHost and AdvertisePort are what clients are told to connect
+	// to; empty means the listener's address.
+	AdvertiseHost string
+	AdvertisePort int32
+	// ClusterID is the one virtual cluster id clients ever see.
+	ClusterID string
+	// NodeID is this instance's virtual node id.
+	NodeID int32
+	// Clusters maps "source"/"target" to bootstrap addresses.
+	Clusters map[string][]string
+	// MaxFrameBytes bounds a single request or response frame.
+	MaxFrameBytes int32
+	// MaxInflight bounds pipelined requests per client connection.
+	MaxInflight int
+	// Router decides where requests go.
+	Router Router
+	// Logger is the proxy's logger (named "proxy" by the caller).
+	Logger hclog.Logger
+	// Registerer receives the proxy's metrics; nil means a private registry.
+	Registerer prometheus.Registerer
+	// Capture, when set, is called with every response frame sent to a
+	// client (after rewriting). Tests use it to prove nothing upstream leaks.
+	Capture func(key, version int16, frame []byte)
+}
+
+// Server is one kproxy instance: a listener, the client connections, and the
+// upstream clusters.
+type Server struct {
+	opts    Options
+	log     hclog.Logger
+	metrics *metrics
+
+	clusters map[string]*upstreamCluster
+	router   atomic.Pointer[routerBox]
+	versions atomic.Pointer[map[int16]versionRange]
+
+	ln      net.Listener
+	advHost string
+	advPort int32
+
+	connID  atomic.Uint64
+	mu      sync.Mutex // guards conns
+	conns   map[*clientConn]struct{}
+	wg      sync.WaitGroup
+	closing atomic.Bool
+}
+
+type routerBox struct{ r Router }
+
+// New builds a server; Start connects upstreams and begins listening.
+func New(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.MaxFrameBytes <= 0 {
+		opts.MaxFrameBytes = 100 << 20
+	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = 128
+	}
+	if opts.ClusterID == "" {
+		opts.ClusterID = "kproxy-virtual-cluster"
+	}
+	if opts.Router == nil {
+		return nil, errors.New("proxy: Options.Router is required")
+	}
+	if len(opts.Clusters) == 0 {
+		return nil, errors.New("proxy: at least one upstream cluster is required")
+	}
+	s := &Server{
+		opts:     opts,
+		log:      opts.Logger,
+		clusters: map[string]*upstreamCluster{},
+		conns:    map[*clientConn]struct{}{},
+	}
+	s.metrics = newMetrics(opts.Registerer)
+	s.router.Store(&routerBox{opts.Router})
+	for name, boot := range opts.Clusters {
+		uc, err := newUpstreamCluster(name, boot, s.log)
+		if err != nil {
+			s.closeClusters()
+			return nil, err
+		}
+		s.clusters[name] = uc
+	}
+	return s, nil
+}
+
+// SetRouter swaps the routing decisions for new requests; requests already
+// dispatched keep the router they started with.
+func (s *Server) SetRouter(r Router) { s.router.Store(&routerBox{r}) }
+
+func (s *Server) routes() Router { return s.router.Load().r }
+
+// Start connects to every upstream cluster (retrying until ctx ends, since a
+// proxy that cannot tell clients which API versions work must not accept
+// them), then listens.
+func (s *Server) Start(ctx context.Context) error {
+	var all []map[int16]versionRange
+	for name, uc := range s.clusters {
+		for attempt := 1; ; attempt++ {
+			err := uc.connect(ctx)
+			if err == nil {
+				break
+			}
+			s.log.Warn("upstream cluster not reachable yet; retrying", "cluster", name, "attempt", attempt, "error", err)
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("connecting to cluster %s: %w", name, ctx.Err())
+			case <-time.After(time.Second):
+			}
+		}
+		all = append(all, uc.apiVersions())
+		s.log.Info("upstream cluster connected", "cluster", name, "brokers", len(uc.allBrokers()))
+	}
+	v := advertisedVersions(all)
+	s.versions.Store(&v)
+
+	ln, err := net.Listen("tcp", s.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.opts.Listen, err)
+	}
+	s.ln = ln
+	s.advHost, s.advPort = s.opts.AdvertiseHost, s.opts.AdvertisePort
+	if s.advHost == "" || s.advPort == 0 {
+		h, p, _ := net.SplitHostPort(ln.Addr().String())
+		pn, _ := strconv.Atoi(p)
+		if s.advHost == "" {
+			s.advHost = h
+		}
+		if s.advPort == 0 {
+			s.advPort = int32(pn)
+		}
+	}
+	s.log.Info("listening for kafka clients", "addr", ln.Addr().String(), "advertise", net.JoinHostPort(s.advHost, strconv.Itoa(int(s.advPort))), "node_id", s.opts.NodeID, "cluster_id", s.opts.ClusterID)
+	s.wg.Add(1)
+	go s.acceptLoop()
+	return nil
+}
+
+// Addr is the listener's address (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			s.log.Error("accept failed; listener stopped", "error", err)
+			return
+		}
+		cc := newClientConn(s, nc, s.connID.Add(1))
+		s.mu.Lock()
+		if s.closing.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.conns[cc] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			cc.serve()
+			s.mu.Lock()
+			delete(s.conns, cc)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Close stops listening, closes every client connection and upstream
+// connection, and waits for their goroutines.
+func (s *Server) Close() {
+	if !s.closing.CompareAndSwap(false, true) {
+		return
+	}
+	if s.ln != nil {
+		s.ln.Close()
+	}
+	s.mu.Lock()
+	for cc := range s.conns {
+		cc.nc.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	s.closeClusters()
+}
+
+func (s *Server) closeClusters() {
+	for _, uc := range s.clusters {
+		uc.close()
+	}
+}
+
+func (s *Server) cluster(name string) (*upstreamCluster, bool) {
+	uc, ok := s.clusters[name]
+	return uc, ok
+}
+
+func (s *Server) advertised() map[int16]versionRange { return *s.versions.Load() }
+
+// Status is what /status reports about the proxy.
+type Status struct {
+	Listen      string          `json:"listen"`
+	Advertise   string          `json:"advertise"`
+	ClusterID   string          `json:"cluster_id"`
+	NodeID      int32           `json:"node_id"`
+	Connections int             `json:"connections"`
+	Clusters    []clusterStatus `json:"clusters"`
+}
+
+// Status reports connections and upstream reachability.
+func (s *Server) Status() Status {
+	st := Status{ClusterID: s.opts.ClusterID, NodeID: s.opts.NodeID}
+	if s.ln != nil {
+		st.Listen = s.ln.Addr().String()
+		st.Advertise = net.JoinHostPort(s.advHost, strconv.Itoa(int(s.advPort)))
+	}
+	s.mu.Lock()
+	st.Connections = len(s.conns)
+	s.mu.Unlock()
+	for _, name := range []string{Source, Target} {
+		if uc, ok := s.clusters[name]; ok {
+			st.Clusters = append(st.Clusters, uc.status())
+		}
+	}
+	return st
+}
+
+// Ready reports whether every upstream cluster is reachable.
+func (s *Server) Ready() bool {
+	if s.versions.Load() == nil {
+		return false
+	}
+	for _, uc := range s.clusters {
+		uc.mu.RLock()
+		ok := uc.reachable
+		uc.mu.RUnlock()
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// keyName is a short name for logs and metric labels.
+func keyName(key int16) string { return kmsg.NameForKey(key) }

@@ -1,0 +1,221 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// trafficClass separates upstream connections so that a long-poll Fetch or a
+// JoinGroup waiting for a rebalance never delays a Produce (brokers serve one
+// request per connection at a time, in order). Same split as kgo's
+// cxnProduce/cxnFetch/cxnGroup/cxnNormal.
+type trafficClass int8
+
+const (
+	classNormal trafficClass = iota
+	classProduce
+	classFetch
+	classGroup
+)
+
+func classFor(key int16) trafficClass {
+	switch kmsg.Key(key) {
+	case kmsg.Produce:
+		return classProduce
+	case kmsg.Fetch:
+		return classFetch
+	case kmsg.JoinGroup, kmsg.SyncGroup:
+		return classGroup
+	}
+	return classNormal
+}
+
+// errUpstreamClosed is the error every pending call gets when its upstream
+// connection dies; handlers turn it into a retriable Kafka error code.
+var errUpstreamClosed = errors.New("upstream connection closed")
+
+// upstreamCall is one request sent to a broker, waiting for its response.
+type upstreamCall struct {
+	corr int32
+	key  int16
+	ver  int16
+	done chan struct{}
+	body []byte // response body after the response header
+	err  error
+}
+
+// wait blocks until the response arrives, the connection dies, or timeout
+// passes (which kills the connection: a broker that does not answer within
+// the request's own timeout plus slack is not going to).
+func (c *upstreamCall) wait(uc *upstreamConn, timeout time.Duration) ([]byte, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return c.body, c.err
+	case <-t.C:
+		uc.fail(fmt.Errorf("no response to %s v%d within %s", kmsg.NameForKey(c.key), c.ver, timeout))
+		<-c.done
+		return c.body, c.err
+	}
+}
+
+// upstreamConn is a pipelined connection to one real broker. Writes happen in
+// the caller's order under wmu and the matching call is queued in the same
+// critical section, so responses (which a broker returns in request order)
+// pair with calls FIFO. One reader goroutine per connection, owned by the
+// connection, ends when the socket closes.
+type upstreamConn struct {
+	cluster string
+	broker  int32
+	addr    string
+	maxResp int32
+	nc      net.Conn
+
+	wmu     sync.Mutex // guards the fields below, and ordering of writes with pending
+	corr    int32
+	wbuf    []byte
+	pending chan *upstreamCall
+
+	deadOnce sync.Once
+	dead     chan struct{}
+	deadErr  error
+}
+
+func dialUpstream(cluster string, broker int32, addr string, maxResp int32) (*upstreamConn, error) {
+	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	uc := &upstreamConn{
+		cluster: cluster,
+		broker:  broker,
+		addr:    addr,
+		maxResp: maxResp,
+		nc:      nc,
+		pending: make(chan *upstreamCall, 1024),
+		dead:    make(chan struct{}),
+	}
+	go uc.readLoop()
+	return uc, nil
+}
+
+func (uc *upstreamConn) isDead() bool {
+	select {
+	case <-uc.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail closes the connection and fails every pending call.
+func (uc *upstreamConn) fail(err error) {
+	uc.deadOnce.Do(func() {
+		uc.deadErr = err
+		close(uc.dead)
+		uc.nc.Close()
+		// Fail queued calls. New sends see dead and fail fast; the ones in
+		// the channel are drained here and by readLoop (whichever is first).
+		uc.wmu.Lock()
+		close(uc.pending)
+		uc.wmu.Unlock()
+		for c := range uc.pending {
+			c.err = fmt.Errorf("%w: %v", errUpstreamClosed, err)
+			close(c.done)
+		}
+	})
+}
+
+// send writes req and returns the call to wait on, or nil when the request
+// expects no response (acks=0 Produce).
+func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
+	uc.wmu.Lock()
+	defer uc.wmu.Unlock()
+	if uc.isDead() {
+		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
+	}
+	uc.corr++
+	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
+	uc.wbuf = appendRequest(uc.wbuf[:0], c.corr, clientID, req)
+	if expectResponse {
+		select {
+		case uc.pending <- c:
+		case <-uc.dead: // readLoop died while the queue was full
+			return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
+		}
+	}
+	if _, err := uc.nc.Write(uc.wbuf); err != nil {
+		err = fmt.Errorf("writing %s to upstream %s broker %d: %w", kmsg.NameForKey(req.Key()), uc.cluster, uc.broker, err)
+		go uc.fail(err) // fail takes wmu
+		if !expectResponse {
+			return nil, err
+		}
+		return c, nil // the call fails through fail()
+	}
+	if cap(uc.wbuf) > 1<<20 { // don't pin a large produce buffer per connection
+		uc.wbuf = nil
+	}
+	if !expectResponse {
+		return nil, nil
+	}
+	return c, nil
+}
+
+func (uc *upstreamConn) readLoop() {
+	br := bufio.NewReaderSize(uc.nc, 32<<10)
+	for {
+		frame, err := readFrame(br, uc.maxResp)
+		if err != nil {
+			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
+			return
+		}
+		c, ok := <-uc.pending
+		if !ok {
+			return
+		}
+		corr := int32(uint32(frame[0])<<24 | uint32(frame[1])<<16 | uint32(frame[2])<<8 | uint32(frame[3]))
+		if corr != c.corr {
+			c.err = fmt.Errorf("upstream %s broker %d answered correlation id %d, expected %d", uc.cluster, uc.broker, corr, c.corr)
+			close(c.done)
+			uc.fail(c.err)
+			return
+		}
+		body := frame[4:]
+		resp := kmsg.ResponseForKey(c.key)
+		resp.SetVersion(c.ver)
+		if resp.IsFlexible() && c.key != kmsg.ApiVersions.Int16() {
+			if len(body) < 1 {
+				c.err = fmt.Errorf("upstream %s broker %d: truncated response header", uc.cluster, uc.broker)
+				close(c.done)
+				uc.fail(c.err)
+				return
+			}
+			body = skipTagSection(body)
+		}
+		c.body = body
+		close(c.done)
+	}
+}
+
+// skipTagSection skips a response-header tagged-field section (almost always
+// the single byte 0).
+func skipTagSection(b []byte) []byte {
+	if b[0] == 0 {
+		return b[1:]
+	}
+	r := kbinReader(b)
+	kmsg.SkipTags(r)
+	return r.Src
+}
+
+func (uc *upstreamConn) close() { uc.fail(errors.New("downstream connection closed")) }
