@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/test/checker"
@@ -133,6 +135,7 @@ func runDemo(ctx context.Context, opts demoOptions) (demoResult, error) {
 	}
 	d.drain(ctx)
 	d.stopConsumers()
+	d.checkCommits(ctx)
 	if err := ctx.Err(); err != nil {
 		return demoResult{}, err
 	}
@@ -632,6 +635,74 @@ func (d *demo) stopConsumers() {
 	wg.Wait()
 	d.consumers = nil
 	d.stopPoll = nil
+}
+
+// checkCommits asks kproxy for the group's committed offsets: after the final
+// commit, each partition's must be one past the last record the group read,
+// so a restarted consumer would neither skip nor re-read anything.
+func (d *demo) checkCommits(ctx context.Context) {
+	_, consumed, _, _, _ := d.hist.snapshot()
+	want := map[int32]int64{}
+	for _, c := range consumed {
+		want[c.Partition] = max(want[c.Partition], c.Offset+1)
+	}
+	cl, err := d.demoClient("demo-offset-check")
+	if err != nil {
+		d.problem("committed offsets: %v", err)
+		return
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	g := kmsg.NewOffsetFetchRequestGroup()
+	g.Group = demoGroup
+	t := kmsg.NewOffsetFetchRequestGroupTopic()
+	t.Topic = demoTopic
+	for p := range int32(demoPartitions) {
+		t.Partitions = append(t.Partitions, p)
+	}
+	g.Topics = append(g.Topics, t)
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Groups = append(req.Groups, g)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		d.problem("committed offsets: OffsetFetch: %v", err)
+		return
+	}
+	if len(resp.Groups) != 1 {
+		d.problem("committed offsets: OffsetFetch answered %d groups, want 1", len(resp.Groups))
+		return
+	}
+	rg := resp.Groups[0]
+	if err := kerr.ErrorForCode(rg.ErrorCode); err != nil {
+		d.problem("committed offsets: OffsetFetch: %v", err)
+		return
+	}
+	got := map[int32]int64{}
+	for _, rt := range rg.Topics {
+		for _, rp := range rt.Partitions {
+			if err := kerr.ErrorForCode(rp.ErrorCode); err != nil {
+				d.problem("committed offsets: %s[%d]: %v", rt.Topic, rp.Partition, err)
+				continue
+			}
+			got[rp.Partition] = rp.Offset
+		}
+	}
+	ok := 0
+	for p := range int32(demoPartitions) {
+		w, seen := want[p]
+		if !seen {
+			w = -1 // nothing read, nothing committed
+		}
+		if g, have := got[p]; !have || g != w {
+			d.problem("committed offsets: %s[%d] committed %d, want %d (one past the last record read)", demoTopic, p, got[p], w)
+			continue
+		}
+		ok++
+	}
+	if ok == demoPartitions {
+		d.say("group %s committed offsets at the end of all %d partitions", demoGroup, demoPartitions)
+	}
 }
 
 // Step 5: the verdict.

@@ -1,0 +1,43 @@
+# kproxy: the two commands a newcomer runs are `make demo` and `make test`.
+GO ?= go
+FUZZTIME ?= 20s
+
+.PHONY: demo test build unit fuzz integration lint bench clients
+
+## demo: the whole story on embedded clusters, with a printed verdict (no Java needed)
+demo:
+	$(GO) run ./cmd/kproxy demo
+
+## test: install what is missing, start real Kafka, run every test (what CI runs)
+test:
+	bash test/run-all.sh
+
+build:
+	$(GO) build -o bin/kproxy ./cmd/kproxy
+
+## unit: fast tests, race detector on the concurrent packages
+unit:
+	$(GO) test -race -count=1 ./proxy/... ./config/... ./routing/... ./test/checker/... ./cmd/...
+
+## fuzz: a short run of the request-decoding fuzz target
+fuzz:
+	$(GO) test ./proxy/ -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
+
+## clients: build the client-matrix drivers (Sarama, kafka-go, librdkafka, kafkajs)
+clients:
+	bash test/clients/build.sh
+
+## integration: real Kafka (make kafka-up first) through kproxy with every client
+integration:
+	eval "$$(bash test/kafka/kafka.sh env)" && $(GO) test -count=1 -timeout 20m -v ./test/integration/...
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+## bench: kproxy vs direct on real Kafka; writes bench/RESULTS.md and bench/results.json
+bench:
+	bash bench/run.sh
+
+include Makefile.kafka

@@ -1,0 +1,334 @@
+package config
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Cluster names one of the two upstream Kafka clusters.
+type Cluster string
+
+// The two clusters a migration moves between.
+const (
+	Source Cluster = "source"
+	Target Cluster = "target"
+)
+
+// Valid reports whether c is Source or Target.
+func (c Cluster) Valid() bool { return c == Source || c == Target }
+
+// Config is one parsed, validated kproxy configuration file. Parse and Load
+// return it with every default applied; treat it as immutable afterwards (a
+// reload produces a new Config, it never edits a live one).
+//
+// The fields document the file format: each names its YAML key, its default
+// and its unit.
+type Config struct {
+	// Listen is the host:port kproxy accepts Kafka clients on. Required.
+	// Takes effect only after a restart.
+	Listen string `yaml:"listen"`
+
+	// Advertise is the host:port kproxy tells clients to connect to (the only
+	// broker address they ever see). Default: Listen. Required when Listen's
+	// host is empty, 0.0.0.0 or ::, because clients cannot dial those.
+	Advertise string `yaml:"advertise"`
+
+	// Admin is the host:port of the HTTP admin server (/metrics, /status,
+	// /healthz, /readyz). Default "" (no admin server). Takes effect only
+	// after a restart.
+	Admin string `yaml:"admin"`
+
+	// ClusterID is the id of the one virtual cluster clients see.
+	// Default "kproxy-virtual-cluster". Takes effect only after a restart;
+	// clients treat a changed cluster id as a different cluster.
+	ClusterID string `yaml:"cluster_id"`
+
+	// NodeID is the virtual broker id of this kproxy instance, the leader id
+	// clients see for the partitions it serves. Default 0; must be >= 0.
+	// Takes effect only after a restart.
+	NodeID int32 `yaml:"node_id"`
+
+	// Clusters holds the upstream clusters' bootstrap addresses.
+	Clusters Clusters `yaml:"clusters"`
+
+	// Routes says where each topic's produce and fetch requests go.
+	Routes Routes `yaml:"routes"`
+
+	// Groups says which cluster coordinates each consumer group.
+	Groups Groups `yaml:"groups"`
+
+	// Replicate lists topic names or globs the replicator copies from source
+	// to target. Default empty (replicate nothing). Requires both clusters.
+	Replicate []string `yaml:"replicate"`
+
+	// Replication tunes the replicator.
+	Replication Replication `yaml:"replication"`
+
+	// Cutover bounds a topic flip.
+	Cutover Cutover `yaml:"cutover"`
+
+	// Limits bounds what one client connection may cost.
+	Limits Limits `yaml:"limits"`
+
+	// Log configures kproxy's own logs.
+	Log Log `yaml:"log"`
+
+	hash string // hex SHA-256 of the bytes this Config was parsed from
+}
+
+// Clusters holds the two upstream clusters. At least one must be configured;
+// a config may have only a source (before a migration starts) or only a
+// target (after it has finished).
+type Clusters struct {
+	// Source is the cluster being migrated from. Optional.
+	Source *ClusterConfig `yaml:"source"`
+
+	// Target is the cluster being migrated to. Optional.
+	Target *ClusterConfig `yaml:"target"`
+}
+
+// ClusterConfig describes how to reach one upstream cluster.
+type ClusterConfig struct {
+	// Bootstrap lists host:port addresses of some of the cluster's brokers.
+	// At least one is required; kproxy discovers the rest via Metadata.
+	Bootstrap []string `yaml:"bootstrap"`
+}
+
+// Get returns the configuration of cluster c, or nil when it is not configured.
+func (cs Clusters) Get(c Cluster) *ClusterConfig {
+	switch c {
+	case Source:
+		return cs.Source
+	case Target:
+		return cs.Target
+	}
+	return nil
+}
+
+// Routes says where topics' requests go.
+type Routes struct {
+	// Default is the cluster for produce and fetch of every topic that no key
+	// in Topics matches. Required: source or target, and configured.
+	Default Cluster `yaml:"default"`
+
+	// Topics maps an exact topic name or a glob (path.Match syntax: * ? [..])
+	// to its route. An exact name beats any glob; among matching globs the
+	// longest (see GlobLength) wins; two globs of equal length that can match
+	// the same topic are rejected as ambiguous. Default empty.
+	Topics map[string]TopicRoute `yaml:"topics"`
+}
+
+// TopicRoute is one entry of routes.topics. The short form `orders: target`
+// sets Route; the map form sets any of the fields below.
+type TopicRoute struct {
+	// Route sends both produce and fetch to one cluster (map key "route", or
+	// the whole short form). Default: routes.default.
+	Route Cluster `yaml:"route"`
+
+	// Produce is where produce requests for the topic go.
+	// Default: Route. After Parse it is always set.
+	Produce Cluster `yaml:"produce"`
+
+	// Fetch is where fetch requests for the topic go (for consumers that no
+	// canary selects). Default: Route. After Parse it is always set.
+	Fetch Cluster `yaml:"fetch"`
+
+	// Canary sends the fetches of some consumers elsewhere. Optional.
+	Canary *Canary `yaml:"canary"`
+}
+
+// Effective returns where produce and fetch go, filling unset fields from
+// Route and then from routesDefault, the rule Parse applies.
+func (r TopicRoute) Effective(routesDefault Cluster) (produce, fetch Cluster) {
+	produce, fetch = r.Produce, r.Fetch
+	if produce == "" {
+		produce = r.Route
+	}
+	if fetch == "" {
+		fetch = r.Route
+	}
+	if produce == "" {
+		produce = routesDefault
+	}
+	if fetch == "" {
+		fetch = routesDefault
+	}
+	return produce, fetch
+}
+
+// Canary routes the fetches of selected consumers of a topic to another
+// cluster, for shadow reads before a cutover. It never affects produce. A
+// consumer is selected when its client.id matches one of Clients, or its group
+// id matches one of Groups, or a stable hash of its client.id falls under
+// Percent. At least one selector is required.
+type Canary struct {
+	// Fetch is where selected consumers' fetches go. Required: source or
+	// target, and configured.
+	Fetch Cluster `yaml:"fetch" json:"fetch"`
+
+	// Clients lists client.id values or globs to select. Default empty.
+	Clients []string `yaml:"clients" json:"clients,omitempty"`
+
+	// Groups lists consumer group ids or globs to select. Default empty.
+	Groups []string `yaml:"groups" json:"groups,omitempty"`
+
+	// Percent selects this share of client.ids, by a stable hash of the
+	// client.id (the same client.id is always in or always out). 0 to 100;
+	// default 0.
+	Percent int `yaml:"percent" json:"percent,omitempty"`
+}
+
+// Groups says which cluster coordinates each consumer group (its home). In
+// YAML it is one map: the key "default" sets Default, every other key is a
+// group id or glob (so a group literally named "default" cannot have its own
+// entry; it follows Default).
+type Groups struct {
+	// Default is the home of every group no key in Homes matches.
+	// Default: source, or target when only target is configured.
+	Default Cluster `yaml:"default"`
+
+	// Homes maps exact group ids or globs to their home cluster, with the
+	// same precedence as routes.topics. Default empty.
+	Homes map[string]Cluster `yaml:"-"`
+}
+
+// Replication tunes the replicator.
+type Replication struct {
+	// FetchMaxBytes caps one replicator fetch response, in bytes.
+	// Default 52428800 (50 MiB); must be > 0.
+	FetchMaxBytes int32 `yaml:"fetch_max_bytes"`
+
+	// PartitionMaxBytes caps one partition within a replicator fetch, in
+	// bytes. Default 1048576 (1 MiB); must be > 0.
+	PartitionMaxBytes int32 `yaml:"partition_max_bytes"`
+
+	// Concurrency is how many replication streams run at once.
+	// Default 4; 1 to 1024.
+	Concurrency int `yaml:"concurrency"`
+
+	// ReverseAfterCutover starts target → source replication of a topic once
+	// it has flipped, so that flipping back loses nothing. Default true.
+	ReverseAfterCutover bool `yaml:"reverse_after_cutover"`
+
+	// StateDir is the directory where the replicator keeps its offset maps
+	// and progress. Default "" (kproxy writes no replication state to disk).
+	StateDir string `yaml:"state_dir"`
+}
+
+// Cutover bounds a topic flip.
+type Cutover struct {
+	// MaxHold is the longest kproxy holds a topic's produce requests while it
+	// waits for the target to catch up; on expiry the flip is aborted and the
+	// held requests go to the source. A Go duration ("5s", "1500ms").
+	// Default 5s; more than 0 and at most 120s.
+	MaxHold time.Duration `yaml:"max_hold"`
+}
+
+// Limits bounds what one client connection may cost.
+type Limits struct {
+	// MaxFrameBytes is the largest request frame kproxy accepts, in bytes;
+	// a larger size prefix closes the connection. Default 104857600
+	// (100 MiB); at least 1048576 (1 MiB).
+	MaxFrameBytes int32 `yaml:"max_frame_bytes"`
+
+	// MaxInflightPerConn is how many requests of one connection kproxy
+	// works on at once before it stops reading more. Default 128; >= 1.
+	MaxInflightPerConn int `yaml:"max_inflight_per_conn"`
+}
+
+// Log configures kproxy's own logs.
+type Log struct {
+	// Level is the lowest level logged: trace, debug, info, warn or error.
+	// Default info.
+	Level string `yaml:"level"`
+
+	// JSON writes one JSON object per line instead of text. Default false.
+	JSON bool `yaml:"json"`
+}
+
+// Default values, also used by tests and documentation.
+const (
+	DefaultClusterID          = "kproxy-virtual-cluster"
+	DefaultFetchMaxBytes      = 50 << 20
+	DefaultPartitionMaxBytes  = 1 << 20
+	DefaultConcurrency        = 4
+	DefaultMaxHold            = 5 * time.Second
+	MaxMaxHold                = 120 * time.Second
+	DefaultMaxFrameBytes      = 100 << 20
+	MinMaxFrameBytes          = 1 << 20
+	DefaultMaxInflightPerConn = 128
+	DefaultLogLevel           = "info"
+)
+
+// defaults returns a Config holding every default that does not depend on
+// other fields. Parse decodes the file over it, so a key that is present,
+// even with a zero value, overrides the default and is then validated.
+func defaults() *Config {
+	return &Config{
+		ClusterID: DefaultClusterID,
+		Replication: Replication{
+			FetchMaxBytes:       DefaultFetchMaxBytes,
+			PartitionMaxBytes:   DefaultPartitionMaxBytes,
+			Concurrency:         DefaultConcurrency,
+			ReverseAfterCutover: true,
+		},
+		Cutover: Cutover{MaxHold: DefaultMaxHold},
+		Limits: Limits{
+			MaxFrameBytes:      DefaultMaxFrameBytes,
+			MaxInflightPerConn: DefaultMaxInflightPerConn,
+		},
+		Log: Log{Level: DefaultLogLevel},
+	}
+}
+
+// deriveDefaults fills the defaults that depend on other fields. It runs
+// after validation, so it may assume the fields it reads are valid.
+func (c *Config) deriveDefaults() {
+	if c.Advertise == "" {
+		c.Advertise = c.Listen
+	}
+	if c.Groups.Default == "" {
+		c.Groups.Default = Source
+		if c.Clusters.Source == nil {
+			c.Groups.Default = Target
+		}
+	}
+	for name, r := range c.Routes.Topics {
+		r.Produce, r.Fetch = r.Effective(c.Routes.Default)
+		c.Routes.Topics[name] = r
+	}
+}
+
+// Parse decodes, validates and completes a configuration file's content.
+// Unknown keys are errors. The error reports every problem found, one per
+// line, each naming its YAML path and line (see FieldError).
+func Parse(data []byte) (*Config, error) {
+	c, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	c.hash = hashBytes(data)
+	return c, nil
+}
+
+// Load reads and parses the file at path (see Parse). The returned Config's
+// Hash identifies the file content it came from.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data)
+}
+
+// Hash is the hex SHA-256 of the file content c was parsed from ("" for a
+// Config not built by Parse or Load). Equal hashes mean identical files.
+func (c *Config) Hash() string { return c.hash }
+
+func hashBytes(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,340 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// validator collects every problem of one Config, each located in the
+// document it came from.
+type validator struct {
+	root *yaml.Node // the document's top-level mapping; nil when unknown
+	errs []error
+}
+
+// add records a problem with the value at p.
+func (v *validator) add(p yamlPath, format string, args ...any) {
+	_, val := p.find(v.root)
+	v.record(p, val, format, args...)
+}
+
+// addAtKey records a problem with the key at p (a bad name rather than a bad
+// value), pointing at the key's line.
+func (v *validator) addAtKey(p yamlPath, format string, args ...any) {
+	key, _ := p.find(v.root)
+	v.record(p, key, format, args...)
+}
+
+func (v *validator) record(p yamlPath, n *yaml.Node, format string, args ...any) {
+	e := &FieldError{Path: p.String(), Msg: fmt.Sprintf(format, args...)}
+	if n != nil {
+		e.Line = n.Line
+	}
+	v.errs = append(v.errs, e)
+}
+
+// line returns the line of the key at p, or 0.
+func (v *validator) line(p yamlPath) int {
+	if key, _ := p.find(v.root); key != nil {
+		return key.Line
+	}
+	return 0
+}
+
+// isShortForm reports whether p is written as a scalar in the document, as
+// the short form `orders: target` is.
+func (v *validator) isShortForm(p yamlPath) bool {
+	_, val := p.find(v.root)
+	return val != nil && val.Kind == yaml.ScalarNode
+}
+
+func top(k string) yamlPath { return yamlPath{}.key(k) }
+
+// validate reports every problem in c, or nil. It checks c as decoded, before
+// deriveDefaults.
+func (c *Config) validate(doc *yaml.Node) error {
+	v := &validator{root: doc}
+
+	v.hostPort(top("listen"), c.Listen, hostOptional)
+	c.validateAdvertise(v)
+	if c.Admin != "" {
+		v.hostPort(top("admin"), c.Admin, hostOptional)
+	}
+	if c.ClusterID == "" {
+		v.add(top("cluster_id"), "must not be empty (default %q)", DefaultClusterID)
+	}
+	if c.NodeID < 0 {
+		v.add(top("node_id"), "must be >= 0, got %d", c.NodeID)
+	}
+	c.validateClusters(v)
+	c.validateRoutes(v)
+	c.validateGroups(v)
+	c.validateReplicate(v)
+
+	r := top("replication")
+	if c.Replication.FetchMaxBytes <= 0 {
+		v.add(r.key("fetch_max_bytes"), "must be > 0 bytes, got %d", c.Replication.FetchMaxBytes)
+	}
+	if c.Replication.PartitionMaxBytes <= 0 {
+		v.add(r.key("partition_max_bytes"), "must be > 0 bytes, got %d", c.Replication.PartitionMaxBytes)
+	}
+	if n := c.Replication.Concurrency; n < 1 || n > 1024 {
+		v.add(r.key("concurrency"), "must be from 1 to 1024, got %d", n)
+	}
+	if d := c.Cutover.MaxHold; d <= 0 || d > MaxMaxHold {
+		v.add(top("cutover").key("max_hold"), "must be more than 0 and at most %s, got %s", MaxMaxHold, d)
+	}
+	if n := c.Limits.MaxFrameBytes; n < MinMaxFrameBytes {
+		v.add(top("limits").key("max_frame_bytes"), "must be at least %d bytes (1 MiB), got %d", MinMaxFrameBytes, n)
+	}
+	if n := c.Limits.MaxInflightPerConn; n < 1 {
+		v.add(top("limits").key("max_inflight_per_conn"), "must be >= 1, got %d", n)
+	}
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		v.add(top("log").key("level"), "unknown level %q (want trace, debug, info, warn or error)", c.Log.Level)
+	}
+	return errors.Join(v.errs...)
+}
+
+// hostRule says whether a host:port may leave the host empty (listen on every
+// interface) or must name something a client can dial.
+type hostRule int
+
+const (
+	hostOptional hostRule = iota // listen, admin
+	hostDialable                 // advertise, bootstrap
+)
+
+// hostPort checks s is host:port with a numeric port from 1 to 65535.
+func (v *validator) hostPort(p yamlPath, s string, rule hostRule) (host string, ok bool) {
+	if s == "" {
+		v.add(p, "required (host:port)")
+		return "", false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			err = errors.New(ae.Err)
+		}
+		v.add(p, "%q is not host:port (%v)", s, err)
+		return "", false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		v.add(p, "%q: port %q is not a number from 1 to 65535", s, port)
+		return "", false
+	}
+	if rule == hostDialable && unspecifiedHost(host) {
+		v.add(p, "%q: host %q is not an address clients can connect to", s, host)
+		return "", false
+	}
+	return host, true
+}
+
+func unspecifiedHost(h string) bool {
+	if h == "" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsUnspecified()
+}
+
+func (c *Config) validateAdvertise(v *validator) {
+	if c.Advertise != "" {
+		v.hostPort(top("advertise"), c.Advertise, hostDialable)
+		return
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err == nil && unspecifiedHost(host) {
+		v.add(top("advertise"), "required when listen's host is %q, which clients cannot connect to; set the host:port clients should use", host)
+	}
+}
+
+func (c *Config) validateClusters(v *validator) {
+	cs := top("clusters")
+	if c.Clusters.Source == nil && c.Clusters.Target == nil {
+		v.add(cs, "configure source, target or both")
+		return
+	}
+	seen := map[string]Cluster{}
+	for _, name := range []Cluster{Source, Target} {
+		cc := c.Clusters.Get(name)
+		if cc == nil {
+			continue
+		}
+		bp := cs.key(string(name)).key("bootstrap")
+		if len(cc.Bootstrap) == 0 {
+			v.add(bp, "at least one host:port is required")
+		}
+		for i, addr := range cc.Bootstrap {
+			if _, ok := v.hostPort(bp.index(i), addr, hostDialable); !ok {
+				continue
+			}
+			if other, dup := seen[addr]; dup && other != name {
+				v.add(bp.index(i), "%s is also a %s bootstrap server; source and target must be different clusters", addr, other)
+			}
+			seen[addr] = name
+		}
+	}
+}
+
+// cluster checks a reference to a cluster: a valid name of a configured one.
+func (c *Config) cluster(v *validator, p yamlPath, name Cluster, required bool) {
+	switch {
+	case name == "":
+		if required {
+			v.add(p, "required (source or target)")
+		}
+	case !name.Valid():
+		v.add(p, "unknown cluster %q (want source or target)", name)
+	case c.Clusters.Get(name) == nil:
+		v.add(p, "cluster %q is not configured (add clusters.%s)", name, name)
+	}
+}
+
+func (c *Config) validateRoutes(v *validator) {
+	rp := top("routes")
+	c.cluster(v, rp.key("default"), c.Routes.Default, true)
+
+	tp := rp.key("topics")
+	for _, name := range sortedKeys(c.Routes.Topics) {
+		r := c.Routes.Topics[name]
+		p := tp.key(name)
+		v.checkName(p, name, true)
+		if r.Route == "" && r.Produce == "" && r.Fetch == "" && r.Canary == nil {
+			v.add(p, "empty route (write a cluster, or a map of route, produce, fetch or canary)")
+			continue
+		}
+		if v.isShortForm(p) {
+			c.cluster(v, p, r.Route, false)
+		} else {
+			c.cluster(v, p.key("route"), r.Route, false)
+		}
+		c.cluster(v, p.key("produce"), r.Produce, false)
+		c.cluster(v, p.key("fetch"), r.Fetch, false)
+		if r.Canary != nil {
+			c.validateCanary(v, p.key("canary"), r.Canary)
+		}
+	}
+	v.checkAmbiguity(tp, slices.Collect(maps.Keys(c.Routes.Topics)), "topic")
+}
+
+func (c *Config) validateCanary(v *validator, p yamlPath, k *Canary) {
+	c.cluster(v, p.key("fetch"), k.Fetch, true)
+	for i, g := range k.Clients {
+		v.checkGlobItem(p.key("clients").index(i), g)
+	}
+	for i, g := range k.Groups {
+		v.checkGlobItem(p.key("groups").index(i), g)
+	}
+	if k.Percent < 0 || k.Percent > 100 {
+		v.add(p.key("percent"), "must be from 0 to 100, got %d", k.Percent)
+	}
+	if len(k.Clients) == 0 && len(k.Groups) == 0 && k.Percent <= 0 {
+		v.add(p, "selects no consumer; set clients, groups or a percent above 0")
+	}
+}
+
+func (c *Config) validateGroups(v *validator) {
+	gp := top("groups")
+	c.cluster(v, gp.key("default"), c.Groups.Default, false)
+	for _, name := range sortedKeys(c.Groups.Homes) {
+		p := gp.key(name)
+		v.checkName(p, name, false)
+		c.cluster(v, p, c.Groups.Homes[name], true)
+	}
+	v.checkAmbiguity(gp, slices.Collect(maps.Keys(c.Groups.Homes)), "group")
+}
+
+func (c *Config) validateReplicate(v *validator) {
+	rp := top("replicate")
+	if len(c.Replicate) > 0 && (c.Clusters.Source == nil || c.Clusters.Target == nil) {
+		v.add(rp, "replication needs both clusters.source and clusters.target")
+	}
+	seen := map[string]int{}
+	for i, name := range c.Replicate {
+		p := rp.index(i)
+		v.checkName(p, name, true)
+		if j, dup := seen[name]; dup {
+			v.add(p, "%q is already listed at replicate[%d]", name, j)
+		}
+		seen[name] = i
+	}
+}
+
+// checkName checks a key or list item that is an exact name or a glob.
+// Exact topic names must be valid Kafka topic names, or they could never match.
+func (v *validator) checkName(p yamlPath, name string, topic bool) {
+	switch {
+	case name == "":
+		v.addAtKey(p, "empty name")
+	case IsGlob(name):
+		if err := checkGlob(name); err != nil {
+			v.addAtKey(p, "invalid glob %q: %v", name, err)
+		}
+	case topic && !validTopicName(name):
+		v.addAtKey(p, "%q is not a valid Kafka topic name (letters, digits, '.', '_' and '-', at most 249)", name)
+	}
+}
+
+// checkGlobItem checks one client.id or group glob of a canary.
+func (v *validator) checkGlobItem(p yamlPath, g string) {
+	if g == "" {
+		v.add(p, "empty glob")
+		return
+	}
+	if err := checkGlob(g); err != nil {
+		v.add(p, "invalid glob %q: %v", g, err)
+	}
+}
+
+// checkAmbiguity rejects pairs of globs (among keys, under p) of equal
+// GlobLength that some name matches, because neither would win for that
+// name. Exact names and globs of different lengths never conflict.
+func (v *validator) checkAmbiguity(p yamlPath, keys []string, what string) {
+	var globs []string
+	for _, k := range keys {
+		if IsGlob(k) && checkGlob(k) == nil {
+			globs = append(globs, k)
+		}
+	}
+	slices.Sort(globs)
+	for i, a := range globs {
+		for _, b := range globs[i+1:] {
+			if GlobLength(a) != GlobLength(b) {
+				continue
+			}
+			if name, ok := globOverlap(a, b); ok {
+				other := strconv.Quote(a)
+				if l := v.line(p.key(a)); l > 0 {
+					other = fmt.Sprintf("%s (line %d)", other, l)
+				}
+				v.addAtKey(p.key(b), "ambiguous with %s: both globs have length %d and both match %s %q; make one longer or list that %s by its exact name",
+					other, GlobLength(a), what, name, what)
+			}
+		}
+	}
+}
+
+// validTopicName applies Kafka's topic name rules (Topic.validate).
+func validTopicName(s string) bool {
+	if s == "" || s == "." || s == ".." || len(s) > 249 {
+		return false
+	}
+	return strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}) < 0
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}

@@ -1,0 +1,98 @@
+// Package integration runs kproxy in front of two real Apache Kafka clusters
+// (started by test/kafka/kafka.sh: source 3.9.x, target 4.x) and drives real
+// clients through it. These tests never skip: without real Kafka they fail.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/kproxy/kproxy/proxy"
+)
+
+// env is what the harness exports (test/kafka/kafka.sh env).
+var env struct {
+	source, target   string
+	sourceV, targetV string
+	toolsCP          string
+	root             string
+}
+
+// capture records every response frame the proxies send to clients, for the
+// no-leak test.
+type capture struct {
+	mu     sync.Mutex
+	frames []capturedFrame
+}
+
+type capturedFrame struct {
+	key, version int16
+	frame        []byte
+}
+
+func (c *capture) add(key, version int16, frame []byte) {
+	c.mu.Lock()
+	c.frames = append(c.frames, capturedFrame{key, version, frame})
+	c.mu.Unlock()
+}
+
+func (c *capture) all() []capturedFrame {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]capturedFrame(nil), c.frames...)
+}
+
+var frames = &capture{}
+
+// proxies: one kproxy routing everything to the source, one to the target;
+// both know both clusters, so their ApiVersions answers are the intersection.
+var proxies = map[string]*proxy.Server{}
+
+func TestMain(m *testing.M) {
+	env.source = os.Getenv("KPROXY_SOURCE_BOOTSTRAP")
+	env.target = os.Getenv("KPROXY_TARGET_BOOTSTRAP")
+	env.sourceV = os.Getenv("KPROXY_SOURCE_VERSION")
+	env.targetV = os.Getenv("KPROXY_TARGET_VERSION")
+	env.toolsCP = os.Getenv("KPROXY_TOOLS_CP")
+	wd, _ := os.Getwd()
+	env.root = wd + "/../.."
+	if env.source == "" || env.target == "" {
+		fmt.Fprintln(os.Stderr, "integration: KPROXY_SOURCE_BOOTSTRAP / KPROXY_TARGET_BOOTSTRAP are not set; start real Kafka with `make kafka-up` and run `eval \"$(bash test/kafka/kafka.sh env)\"`. These tests do not skip.")
+		os.Exit(1)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "kproxy", Level: hclog.Warn, Output: os.Stderr})
+	for _, route := range []string{proxy.Source, proxy.Target} {
+		srv, err := proxy.New(proxy.Options{
+			Listen:    "127.0.0.1:0",
+			ClusterID: "kproxy-it-virtual",
+			NodeID:    4242,
+			Clusters:  map[string][]string{proxy.Source: {env.source}, proxy.Target: {env.target}},
+			Router:    proxy.StaticRouter(route),
+			Logger:    log.Named(route),
+			Capture:   frames.add,
+		})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "integration:", err)
+			os.Exit(1)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		err = srv.Start(ctx)
+		cancel()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "integration: kproxy could not reach real Kafka:", err)
+			os.Exit(1)
+		}
+		proxies[route] = srv
+	}
+	code := m.Run()
+	for _, p := range proxies {
+		p.Close()
+	}
+	os.Exit(code)
+}

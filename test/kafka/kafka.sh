@@ -1,0 +1,609 @@
+#!/usr/bin/env bash
+# kafka.sh: real Apache Kafka brokers for kproxy's tests, built from Maven Central jars.
+#
+# Two single-node KRaft clusters (combined broker+controller) on loopback:
+#   source  SOURCE version (3.9.x)  broker 127.0.0.1:19092  controller 127.0.0.1:19093
+#   target  TARGET version (4.x)    broker 127.0.0.1:29092  controller 127.0.0.1:29093
+#
+# Subcommands:
+#   fetch       resolve the source, target and tools classpaths into $KPROXY_CACHE (idempotent)
+#   fetch-mm2   resolve the MirrorMaker 2 classpath (only the benchmark needs it)
+#   up          format fresh storage, start both clusters, wait until each answers Metadata
+#   down        stop both clusters (SIGTERM, 20 s, then SIGKILL); logs are kept
+#   status      which brokers run
+#   logs [N]    last N (default 50) lines of each broker log
+#   env         shell exports for tests: eval "$(test/kafka/kafka.sh env)"
+#   tools-cp    the classpath of org.apache.kafka.tools.* (VerifiableProducer, ...)
+#   mm2-cp      the classpath of org.apache.kafka.connect.mirror.MirrorMaker
+#   fetch-brokers, fetch-tools   the two halves of fetch (up runs fetch-brokers itself)
+#
+# Environment (defaults below): KPROXY_CACHE, KAFKA_{SOURCE,TARGET,TOOLS,MM2}_VERSION,
+# KAFKA_HEAP_OPTS, KAFKA_WAIT_SECONDS, KAFKA_{SOURCE,TARGET}_FORMAT_ARGS,
+# KAFKA_{SOURCE,TARGET}_{BROKER,CONTROLLER}_PORT, KPROXY_M2_REPO (Maven local repository).
+#
+# Needs only java (17+), mvn and go on PATH. Maven Central is the only network access.
+# Cache layout ($KPROXY_CACHE, default <repo>/.cache, git-ignored):
+#   kafka/<name>-<version>/libs/*.jar   one directory per classpath; .complete = hash of its pom
+#   kafka/mvn-logs/                     Maven output of the last resolution of each classpath
+#   kafka-run/{source,target}/          server.properties, log config, data/, server.log, console.log, kafka.pid
+#   bin/waitkafka                       the Go readiness checker (test/kafka/waitkafka)
+set -euo pipefail
+
+# ---- versions (override through the environment) ---------------------------------------
+KAFKA_SOURCE_VERSION="${KAFKA_SOURCE_VERSION:-3.9.2}"
+KAFKA_TARGET_VERSION="${KAFKA_TARGET_VERSION:-4.4.0}"
+# Tools and MirrorMaker 2 are plain Kafka clients. kafka-tools and connect-mirror 4.4.0 are
+# not on Maven Central (neither is kafka-tools-api, connect-runtime or kafka-streams 4.4.0;
+# only the broker-side modules are), so they default to the newest release that is. Set them
+# to 4.4.0 once it is published; fetch fails loudly, it never falls back on its own.
+KAFKA_TOOLS_VERSION="${KAFKA_TOOLS_VERSION:-4.3.1}"
+KAFKA_MM2_VERSION="${KAFKA_MM2_VERSION:-4.3.1}"
+SCALA_BINARY="${SCALA_BINARY:-2.13}"
+# Logging: Kafka 3.9 uses slf4j 1.7 + reload4j; Kafka 4.x uses slf4j 1.7 + log4j2 (KIP-653).
+SLF4J_VERSION="${SLF4J_VERSION:-1.7.36}"
+RELOAD4J_VERSION="${RELOAD4J_VERSION:-1.2.25}"
+LOG4J2_VERSION="${LOG4J2_VERSION:-2.25.5}"
+MVN_DEPENDENCY_PLUGIN="${MVN_DEPENDENCY_PLUGIN:-org.apache.maven.plugins:maven-dependency-plugin:3.8.1}"
+# Broker-side exclusions, "groupId:artifactId" separated by spaces. kafka_2.13:4.4.0 declares
+# kafka-tools-api:4.4.0 (Decoder/RecordReader interfaces for the command-line tools), which
+# Maven Central does not have; no class in the 4.4.0 broker jars references
+# org.apache.kafka.tools.api, so the broker and StorageTool run without it.
+KAFKA_TARGET_EXCLUDES="${KAFKA_TARGET_EXCLUDES-org.apache.kafka:kafka-tools-api}"
+KAFKA_SOURCE_EXCLUDES="${KAFKA_SOURCE_EXCLUDES-}"
+
+# ---- layout and runtime knobs ---------------------------------------------------------
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+KPROXY_CACHE="${KPROXY_CACHE:-$REPO_ROOT/.cache}"
+DIST_DIR="$KPROXY_CACHE/kafka"
+RUN_DIR="$KPROXY_CACHE/kafka-run"
+KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx384m}"
+# Bound on broker startup, counted after formatting. On an idle 2-core machine both brokers
+# are up ~10 s after `up` begins; with a load average of 15 (parallel builds) it took 20-60 s.
+KAFKA_WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-120}"
+KAFKA_STOP_SECONDS="${KAFKA_STOP_SECONDS:-20}"
+# Extra arguments for `StorageTool format`, e.g. "--feature transaction.version=2".
+KAFKA_SOURCE_FORMAT_ARGS="${KAFKA_SOURCE_FORMAT_ARGS:-}"
+KAFKA_TARGET_FORMAT_ARGS="${KAFKA_TARGET_FORMAT_ARGS:-}"
+# Set to 1 to skip the Go Metadata/produce/consume check after start (log line + TCP only).
+KAFKA_SKIP_GO_CHECK="${KAFKA_SKIP_GO_CHECK:-0}"
+
+# Fixed loopback ports; override only to run a second harness beside this one, and then
+# pick ports below 32768 (outside Linux's ephemeral range, where a client socket can hold them).
+SOURCE_BROKER_PORT="${KAFKA_SOURCE_BROKER_PORT:-19092}"
+SOURCE_CONTROLLER_PORT="${KAFKA_SOURCE_CONTROLLER_PORT:-19093}"
+TARGET_BROKER_PORT="${KAFKA_TARGET_BROKER_PORT:-29092}"
+TARGET_CONTROLLER_PORT="${KAFKA_TARGET_CONTROLLER_PORT:-29093}"
+
+SOURCE_CP_DIR="$DIST_DIR/broker-$KAFKA_SOURCE_VERSION"
+TARGET_CP_DIR="$DIST_DIR/broker-$KAFKA_TARGET_VERSION"
+TOOLS_CP_DIR="$DIST_DIR/tools-$KAFKA_TOOLS_VERSION"
+MM2_CP_DIR="$DIST_DIR/mm2-$KAFKA_MM2_VERSION"
+
+say() { echo "kafka.sh: $*" >&2; }
+die() { echo "kafka.sh: error: $*" >&2; exit 1; }
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || die "'$1' is not on PATH ($2)"
+}
+
+# major version of a Kafka version string: 3.9.2 -> 3
+kmajor() { echo "${1%%.*}"; }
+
+# ---- fetch --------------------------------------------------------------------------------
+
+# dep_xml GROUP:ARTIFACT:VERSION [EXCLUDE_G:A ...]
+dep_xml() {
+  local gav="$1"; shift
+  local g a v
+  IFS=: read -r g a v <<<"$gav"
+  printf '    <dependency><groupId>%s</groupId><artifactId>%s</artifactId><version>%s</version>' "$g" "$a" "$v"
+  if (($# > 0)); then
+    printf '\n      <exclusions>'
+    local ex eg ea
+    for ex in "$@"; do
+      IFS=: read -r eg ea <<<"$ex"
+      printf '<exclusion><groupId>%s</groupId><artifactId>%s</artifactId></exclusion>' "$eg" "$ea"
+    done
+    printf '</exclusions>\n    '
+  fi
+  printf '</dependency>\n'
+}
+
+# write_pom NAME DEPS_XML > pom.xml
+write_pom() {
+  cat <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<!-- generated by test/kafka/kafka.sh; resolves one classpath with dependency:copy-dependencies -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>kproxy.test</groupId>
+  <artifactId>kproxy-kafka-$1</artifactId>
+  <version>0</version>
+  <packaging>pom</packaging>
+  <dependencies>
+$2  </dependencies>
+</project>
+EOF
+}
+
+# fetch_cp NAME DIR MAIN_JAR DEPS_XML [EXTRA_FILE_FN]
+# Resolves DEPS_XML into DIR/libs unless DIR/.complete holds the hash of the same pom.
+# MAIN_JAR must appear in libs afterwards (guards against an empty or wrong resolution).
+fetch_cp() {
+  local name="$1" dir="$2" main_jar="$3" deps="$4" extra="${5:-}"
+  local pom hash
+  lock_dist
+  pom="$(write_pom "$name" "$deps")"
+  hash="$( { printf '%s\n' "$pom"; [[ -n "$extra" ]] && "$extra" /dev/stdout; true; } | sha256sum | cut -d' ' -f1)"
+  if [[ -f "$dir/.complete" && "$(cat "$dir/.complete")" == "$hash" ]]; then
+    say "$name: cached in ${dir#"$REPO_ROOT"/}"
+    return 0
+  fi
+  need mvn "install Maven 3.6+"
+  need java "install a JDK 17+"
+  mkdir -p "$DIST_DIR/mvn-logs"
+  local tmp="$dir.tmp.$$" log="$DIST_DIR/mvn-logs/$name.log"
+  rm -rf "$tmp"
+  mkdir -p "$tmp/libs"
+  printf '%s\n' "$pom" >"$tmp/pom.xml"
+  say "$name: resolving from Maven Central (log: $log)"
+  local start=$SECONDS
+  local -a mvn_args=(-B -q -U -Dstyle.color=never -f "$tmp/pom.xml")
+  [[ -n "${KPROXY_M2_REPO:-}" ]] && mvn_args+=("-Dmaven.repo.local=$KPROXY_M2_REPO")
+  if ! mvn "${mvn_args[@]}" "$MVN_DEPENDENCY_PLUGIN:copy-dependencies" \
+      -DoutputDirectory="$tmp/libs" -DincludeScope=runtime -Dmdep.useRepositoryLayout=false \
+      >"$log" 2>&1; then
+    echo "kafka.sh: error: Maven could not resolve the $name classpath. Maven said:" >&2
+    sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^\[(ERROR|FATAL)\]' \
+      | grep -vE 'Re-run Maven|For more information|full stack trace|\[Help 1\] http|^\[ERROR\] *$' \
+      | sed 's/ -> \[Help 1\]$//; s/^/    /' | head -20 >&2 || true
+    echo "kafka.sh: full Maven output: $log" >&2
+    rm -rf "$tmp"
+    exit 1
+  fi
+  if [[ ! -f "$tmp/libs/$main_jar" ]]; then
+    rm -rf "$tmp"
+    die "$name: Maven succeeded but $main_jar is not in the classpath (see $log)"
+  fi
+  [[ -n "$extra" ]] && "$extra" "$tmp"
+  ls "$tmp/libs" >"$tmp/jars.txt"
+  printf '%s\n' "$hash" >"$tmp/.complete"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+  say "$name: $(wc -l <"$dir/jars.txt") jars in $((SECONDS - start)) s"
+}
+
+excl_args() { local x; for x in $1; do printf '%s ' "$x"; done; }
+
+broker_deps() { # VERSION EXCLUDES
+  local v="$1" ex
+  # shellcheck disable=SC2046 # word splitting of the exclusion list is intended
+  dep_xml "org.apache.kafka:kafka_${SCALA_BINARY}:$v" $(excl_args "$2")
+  dep_xml "org.slf4j:slf4j-api:$SLF4J_VERSION"
+  if (($(kmajor "$v") >= 4)); then
+    for ex in log4j-api log4j-core log4j-slf4j-impl log4j-1.2-api; do
+      dep_xml "org.apache.logging.log4j:$ex:$LOG4J2_VERSION"
+    done
+  else
+    dep_xml "ch.qos.reload4j:reload4j:$RELOAD4J_VERSION"
+    dep_xml "org.slf4j:slf4j-reload4j:$SLF4J_VERSION"
+  fi
+}
+
+# The tools log through slf4j-simple, configured by conf/simplelogger.properties on the
+# classpath: WARN and above to stderr, so the JSON lines on stdout stay clean.
+tools_conf() { # DIR (or /dev/stdout to feed the hash)
+  local out="$1"
+  [[ "$out" != /dev/stdout ]] && { mkdir -p "$out/conf"; out="$out/conf/simplelogger.properties"; }
+  cat >"$out" <<'EOF'
+org.slf4j.simpleLogger.defaultLogLevel=warn
+org.slf4j.simpleLogger.logFile=System.err
+org.slf4j.simpleLogger.showDateTime=true
+org.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS
+EOF
+}
+
+fetch_brokers() {
+  fetch_cp "broker-$KAFKA_SOURCE_VERSION" "$SOURCE_CP_DIR" "kafka_${SCALA_BINARY}-$KAFKA_SOURCE_VERSION.jar" \
+    "$(broker_deps "$KAFKA_SOURCE_VERSION" "$KAFKA_SOURCE_EXCLUDES")"
+  fetch_cp "broker-$KAFKA_TARGET_VERSION" "$TARGET_CP_DIR" "kafka_${SCALA_BINARY}-$KAFKA_TARGET_VERSION.jar" \
+    "$(broker_deps "$KAFKA_TARGET_VERSION" "$KAFKA_TARGET_EXCLUDES")"
+}
+
+fetch_tools() {
+  fetch_cp "tools-$KAFKA_TOOLS_VERSION" "$TOOLS_CP_DIR" "kafka-tools-$KAFKA_TOOLS_VERSION.jar" \
+    "$(dep_xml "org.apache.kafka:kafka-tools:$KAFKA_TOOLS_VERSION"
+       dep_xml "org.slf4j:slf4j-api:$SLF4J_VERSION"
+       dep_xml "org.slf4j:slf4j-simple:$SLF4J_VERSION")" tools_conf
+}
+
+fetch_mm2() {
+  fetch_cp "mm2-$KAFKA_MM2_VERSION" "$MM2_CP_DIR" "connect-mirror-$KAFKA_MM2_VERSION.jar" \
+    "$(dep_xml "org.apache.kafka:connect-mirror:$KAFKA_MM2_VERSION"
+       dep_xml "org.apache.kafka:connect-runtime:$KAFKA_MM2_VERSION"
+       dep_xml "org.slf4j:slf4j-api:$SLF4J_VERSION"
+       dep_xml "org.slf4j:slf4j-simple:$SLF4J_VERSION")" tools_conf
+}
+
+require_cp() { # DIR WHAT
+  [[ -f "$1/.complete" ]] || die "$2 classpath missing in $1: run 'test/kafka/kafka.sh ${3:-fetch}' first"
+}
+
+tools_cp() { require_cp "$TOOLS_CP_DIR" "tools"; echo "$TOOLS_CP_DIR/conf:$TOOLS_CP_DIR/libs/*"; }
+mm2_cp() { require_cp "$MM2_CP_DIR" "MirrorMaker 2" fetch-mm2; echo "$MM2_CP_DIR/conf:$MM2_CP_DIR/libs/*"; }
+
+# ---- configuration ------------------------------------------------------------------------
+
+# write_server_properties NAME VERSION BROKER_PORT CONTROLLER_PORT DIR
+write_server_properties() {
+  local name="$1" v="$2" bport="$3" cport="$4" dir="$5"
+  {
+    cat <<EOF
+# generated by test/kafka/kafka.sh: $name cluster, Kafka $v, single-node KRaft combined mode
+process.roles=broker,controller
+node.id=1
+EOF
+    if (($(kmajor "$v") >= 4)); then
+      # Dynamic quorum (KIP-853): bootstrap servers here, `format --standalone` below.
+      echo "controller.quorum.bootstrap.servers=127.0.0.1:$cport"
+    else
+      echo "controller.quorum.voters=1@127.0.0.1:$cport"
+    fi
+    cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+default.replication.factor=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=2
+num.recovery.threads.per.data.dir=1
+log.cleaner.dedupe.buffer.size=16777216
+log.cleaner.threads=1
+log.segment.bytes=67108864
+log.retention.hours=168
+EOF
+    if (($(kmajor "$v") >= 4)); then
+      cat <<EOF
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+EOF
+    fi
+  } >"$dir/server.properties"
+}
+
+write_log_config() { # VERSION DIR -> prints the -D option that selects it
+  local v="$1" dir="$2"
+  if (($(kmajor "$v") >= 4)); then
+    cat >"$dir/log4j2.properties" <<EOF
+# generated by test/kafka/kafka.sh: INFO to server.log, request logging at WARN
+status = warn
+name = kproxy-test-broker
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = $dir/server.log
+appender.file.append = true
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.network.name = kafka.network.RequestChannel\$
+logger.network.level = WARN
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = WARN
+EOF
+    echo "-Dlog4j2.configurationFile=file:$dir/log4j2.properties"
+  else
+    cat >"$dir/log4j.properties" <<EOF
+# generated by test/kafka/kafka.sh: INFO to server.log, request logging at WARN
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File=$dir/server.log
+log4j.appender.file.Append=true
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.kafka.network.RequestChannel\$=WARN
+log4j.logger.kafka.authorizer.logger=WARN
+EOF
+    echo "-Dlog4j.configuration=file:$dir/log4j.properties"
+  fi
+}
+
+# ---- processes ------------------------------------------------------------------------------
+
+# is_our_broker PID DIR: the process runs kafka.Kafka with DIR/server.properties.
+is_our_broker() {
+  local pid="$1" dir="$2" cmd
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *" kafka.Kafka $dir/server.properties"* ]]
+}
+
+# broker_pids DIR: the pid file's process if it is ours, plus any other java process running
+# kafka.Kafka with DIR/server.properties (e.g. after a lost pid file).
+broker_pids() {
+  local dir="$1" p
+  local -a pids=()
+  if [[ -f "$dir/kafka.pid" ]]; then
+    p="$(cat "$dir/kafka.pid")"
+    [[ "$p" =~ ^[0-9]+$ ]] && is_our_broker "$p" "$dir" && pids+=("$p")
+  fi
+  for p in /proc/[0-9]*; do
+    p="${p#/proc/}"
+    [[ " ${pids[*]:-} " == *" $p "* ]] && continue
+    is_our_broker "$p" "$dir" && pids+=("$p")
+  done
+  echo "${pids[*]:-}"
+}
+
+# stop_clusters NAME...: SIGTERM to every broker, wait up to KAFKA_STOP_SECONDS, then SIGKILL.
+stop_clusters() {
+  local name pids all="" p waited=0
+  for name in "$@"; do
+    pids="$(broker_pids "$RUN_DIR/$name")"
+    rm -f "$RUN_DIR/$name/kafka.pid"
+    [[ -z "$pids" ]] && continue
+    say "$name: stopping pid $pids (SIGTERM)"
+    # shellcheck disable=SC2086
+    kill -TERM $pids 2>/dev/null || true
+    all+="$pids "
+  done
+  [[ -z "$all" ]] && return 0
+  while :; do
+    local alive=""
+    for p in $all; do kill -0 "$p" 2>/dev/null && alive+="$p "; done
+    [[ -z "$alive" ]] && break
+    if ((waited >= KAFKA_STOP_SECONDS * 5)); then
+      say "still running after ${KAFKA_STOP_SECONDS}s, SIGKILL pid $alive"
+      # shellcheck disable=SC2086
+      kill -KILL $alive 2>/dev/null || true
+      sleep 0.5
+      break
+    fi
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+  say "stopped $(echo $all | wc -w) broker(s) in $((waited / 5)) s"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+check_port_free() { # PORT NAME
+  if port_open "$1"; then
+    local who
+    who="$(ss -ltnpH "sport = :$1" 2>/dev/null | sed 's/^/    /' || true)"
+    die "port 127.0.0.1:$1 (for $2) is already in use by a process this script did not start:
+$who
+    stop it (if it is a kproxy test broker from another checkout, run 'test/kafka/kafka.sh down' there)"
+  fi
+}
+
+log_tail() { # NAME [N]
+  local name="$1" n="${2:-50}" dir="$RUN_DIR/$1" f
+  for f in "$dir/server.log" "$dir/console.log"; do
+    [[ -s "$f" ]] || continue
+    echo "----- $name: last $n lines of $f -----" >&2
+    tail -n "$n" "$f" >&2
+  done
+}
+
+java_check() { # VERSION
+  need java "install a JDK 17+"
+  local jv
+  jv="$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2; exit}')"
+  if [[ -n "$jv" && "${jv%%.*}" =~ ^[0-9]+$ ]] && ((${jv%%.*} < 17)) && (($(kmajor "$1") >= 4)); then
+    die "Kafka $1 brokers need Java 17+, found java $jv"
+  fi
+}
+
+# start_cluster NAME VERSION CPDIR BPORT CPORT FORMAT_ARGS: format and launch, no waiting.
+start_cluster() {
+  local name="$1" v="$2" cpdir="$3" bport="$4" cport="$5" fargs="$6"
+  local dir="$RUN_DIR/$name" cp="$cpdir/libs/*" logopt cid
+  rm -rf "$dir"
+  mkdir -p "$dir/data"
+  write_server_properties "$name" "$v" "$bport" "$cport" "$dir"
+  logopt="$(write_log_config "$v" "$dir")"
+  local -a tooljvm=(java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -cp "$cp" "$logopt")
+  cid="$("${tooljvm[@]}" kafka.tools.StorageTool random-uuid 2>>"$dir/format.log" | tail -n 1)" \
+    || { cat "$dir/format.log" >&2; die "$name: StorageTool random-uuid failed"; }
+  [[ "$cid" =~ ^[A-Za-z0-9_-]{22}$ ]] || { cat "$dir/format.log" >&2; die "$name: unexpected cluster id '$cid'"; }
+  echo "$cid" >"$dir/cluster.id"
+  local -a fmt=(kafka.tools.StorageTool format -t "$cid" -c "$dir/server.properties")
+  (($(kmajor "$v") >= 4)) && fmt+=(--standalone)
+  # shellcheck disable=SC2206 # extra format args are word-split on purpose
+  [[ -n "$fargs" ]] && fmt+=($fargs)
+  if ! "${tooljvm[@]}" "${fmt[@]}" >>"$dir/format.log" 2>&1; then
+    cat "$dir/format.log" >&2
+    die "$name: formatting storage failed (kafka $v)"
+  fi
+  # setsid: the broker outlives this script and a Ctrl-C in the terminal that ran it;
+  # 8>&- 9>&-: it must not inherit the locks of lock_dist and lock_run.
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
+    java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -cp "$cp" "$logopt" -Dkafka.logs.dir="$dir" \
+    kafka.Kafka "$dir/server.properties" >"$dir/console.log" 2>&1 </dev/null 8>&- 9>&- &
+  say "$name: started Kafka $v (cluster id $cid) on 127.0.0.1:$bport, logs in $dir"
+}
+
+# wait_cluster NAME BPORT DEADLINE_EPOCH: the process lives, the log says started, TCP accepts.
+wait_cluster() {
+  local name="$1" bport="$2" deadline="$3" dir="$RUN_DIR/$1" pid=""
+  while :; do
+    [[ -z "$pid" && -s "$dir/kafka.pid" ]] && pid="$(cat "$dir/kafka.pid")"
+    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+      log_tail "$name" 50
+      die "$name: broker process $pid exited during startup (logs above)"
+    fi
+    if [[ -n "$pid" ]] && grep -q 'Kafka Server started' "$dir/server.log" 2>/dev/null && port_open "$bport"; then
+      say "$name: 'Kafka Server started' and port $bport open (${SECONDS} s)"
+      return 0
+    fi
+    if ((EPOCHSECONDS >= deadline)); then
+      log_tail "$name" 50
+      die "$name: broker did not start within ${KAFKA_WAIT_SECONDS}s (logs above)"
+    fi
+    sleep 0.5
+  done
+}
+
+build_waitkafka() {
+  need go "install Go"
+  mkdir -p "$KPROXY_CACHE/bin"
+  (cd "$REPO_ROOT" && go build -o "$KPROXY_CACHE/bin/waitkafka" ./test/kafka/waitkafka) \
+    || die "building test/kafka/waitkafka failed"
+}
+
+go_check() { # NAME BPORT DEADLINE
+  local name="$1" bport="$2" deadline="$3" left
+  left=$((deadline - EPOCHSECONDS)); ((left < 15)) && left=15
+  if ! "$KPROXY_CACHE/bin/waitkafka" -b "127.0.0.1:$bport" -timeout "${left}s" \
+      -produce "_kproxy_harness_check" -name "$name"; then
+    log_tail "$name" 50
+    die "$name: Metadata/produce/consume check against 127.0.0.1:$bport failed (logs above)"
+  fi
+}
+
+cmd_up() {
+  local t0=$SECONDS
+  fetch_brokers
+  java_check "$KAFKA_TARGET_VERSION"
+  stop_clusters source target
+  check_port_free "$SOURCE_BROKER_PORT" "source broker"
+  check_port_free "$SOURCE_CONTROLLER_PORT" "source controller"
+  check_port_free "$TARGET_BROKER_PORT" "target broker"
+  check_port_free "$TARGET_CONTROLLER_PORT" "target controller"
+  mkdir -p "$RUN_DIR"
+  # Any failure or interrupt from here on stops whatever was started (logs are kept).
+  trap 'rc=$?; trap - EXIT; if ((rc != 0)); then stop_clusters source target; fi; exit $rc' EXIT
+  trap 'exit 130' INT TERM
+  # Compile the checker while the JVMs start (go build is cached after the first time).
+  local gopid=""
+  if [[ "$KAFKA_SKIP_GO_CHECK" != 1 ]]; then
+    build_waitkafka >"$RUN_DIR/waitkafka-build.log" 2>&1 &
+    gopid=$!
+  fi
+  # Format and launch both clusters in parallel (each is a few JVM starts).
+  local spid tpid
+  start_cluster source "$KAFKA_SOURCE_VERSION" "$SOURCE_CP_DIR" "$SOURCE_BROKER_PORT" "$SOURCE_CONTROLLER_PORT" "$KAFKA_SOURCE_FORMAT_ARGS" &
+  spid=$!
+  start_cluster target "$KAFKA_TARGET_VERSION" "$TARGET_CP_DIR" "$TARGET_BROKER_PORT" "$TARGET_CONTROLLER_PORT" "$KAFKA_TARGET_FORMAT_ARGS" &
+  tpid=$!
+  local src_ok=0 tgt_ok=0
+  wait "$spid" || src_ok=$?
+  wait "$tpid" || tgt_ok=$?
+  ((src_ok == 0 && tgt_ok == 0)) || die "could not start the clusters (messages above)"
+  local deadline=$((EPOCHSECONDS + KAFKA_WAIT_SECONDS))
+  wait_cluster source "$SOURCE_BROKER_PORT" "$deadline"
+  wait_cluster target "$TARGET_BROKER_PORT" "$deadline"
+  say "both brokers report 'Kafka Server started' $((SECONDS - t0)) s after 'up' began"
+  if [[ -n "$gopid" ]]; then
+    wait "$gopid" || { cat "$RUN_DIR/waitkafka-build.log" >&2; die "building test/kafka/waitkafka failed"; }
+    go_check source "$SOURCE_BROKER_PORT" "$deadline"
+    go_check target "$TARGET_BROKER_PORT" "$deadline"
+  fi
+  trap - EXIT INT TERM
+  say "up in $((SECONDS - t0)) s: source $KAFKA_SOURCE_VERSION 127.0.0.1:$SOURCE_BROKER_PORT, target $KAFKA_TARGET_VERSION 127.0.0.1:$TARGET_BROKER_PORT"
+}
+
+cmd_down() {
+  stop_clusters source target
+}
+
+cmd_status() {
+  local name pids rc=0
+  for name in source target; do
+    pids="$(broker_pids "$RUN_DIR/$name")"
+    if [[ -n "$pids" ]]; then echo "$name: running (pid $pids)"; else echo "$name: stopped"; rc=3; fi
+  done
+  return $rc
+}
+
+cmd_logs() {
+  local n="${1:-50}" name
+  for name in source target; do
+    if [[ -d "$RUN_DIR/$name" ]]; then log_tail "$name" "$n" 2>&1; else echo "kafka.sh: $name: no run directory"; fi
+  done
+}
+
+cmd_env() {
+  local tcp=""
+  if [[ -f "$TOOLS_CP_DIR/.complete" ]]; then
+    tcp="$TOOLS_CP_DIR/conf:$TOOLS_CP_DIR/libs/*"
+  else
+    say "warning: tools classpath not fetched yet; run 'test/kafka/kafka.sh fetch'"
+  fi
+  printf 'export %s=%q\n' \
+    KPROXY_SOURCE_BOOTSTRAP "127.0.0.1:$SOURCE_BROKER_PORT" \
+    KPROXY_TARGET_BOOTSTRAP "127.0.0.1:$TARGET_BROKER_PORT" \
+    KPROXY_SOURCE_VERSION "$KAFKA_SOURCE_VERSION" \
+    KPROXY_TARGET_VERSION "$KAFKA_TARGET_VERSION" \
+    KPROXY_TOOLS_VERSION "$KAFKA_TOOLS_VERSION" \
+    KPROXY_TOOLS_CP "$tcp" \
+    KPROXY_KAFKA_RUN "$RUN_DIR"
+  if [[ -f "$MM2_CP_DIR/.complete" ]]; then
+    printf 'export %s=%q\n' KPROXY_MM2_CP "$MM2_CP_DIR/conf:$MM2_CP_DIR/libs/*"
+  fi
+}
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//' >&2
+}
+
+# lock_dist: one resolution at a time per cache (another checkout's fetch may share it).
+DIST_LOCKED=0
+lock_dist() {
+  ((DIST_LOCKED)) && return 0
+  mkdir -p "$DIST_DIR"
+  exec 8>"$DIST_DIR/.lock"
+  if command -v flock >/dev/null 2>&1 && ! flock -n 8; then
+    say "waiting for another kafka.sh fetch on $DIST_DIR"
+    flock -w 600 8 || die "another kafka.sh fetch has held $DIST_DIR/.lock for 600 s"
+  fi
+  DIST_LOCKED=1
+}
+
+# lock_run: serialize up/down of this checkout's clusters (two `up`s at once would race).
+lock_run() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/.lock"
+  if command -v flock >/dev/null 2>&1 && ! flock -n 9; then
+    say "waiting for another kafka.sh up/down on $RUN_DIR"
+    flock -w 300 9 || die "another kafka.sh up/down has held $RUN_DIR/.lock for 300 s"
+  fi
+}
+
+main() {
+  local cmd="${1:-}"
+  [[ $# -gt 0 ]] && shift
+  case "$cmd" in
+    fetch) fetch_brokers; fetch_tools ;;
+    fetch-brokers) fetch_brokers ;;
+    fetch-tools) fetch_tools ;;
+    fetch-mm2) fetch_mm2 ;;
+    up) lock_run; cmd_up ;;
+    down) lock_run; cmd_down ;;
+    status) cmd_status ;;
+    logs) cmd_logs "$@" ;;
+    env) cmd_env ;;
+    tools-cp) tools_cp ;;
+    mm2-cp) mm2_cp ;;
+    -h | --help | help) usage ;;
+    "") usage; exit 2 ;;
+    *) say "unknown subcommand '$cmd'"; usage; exit 2 ;;
+  esac
+}
+
+main "$@"

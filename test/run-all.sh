@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# run-all.sh: everything `make test` does, in order, on a fresh machine:
+# install what is missing (apt, npm, Maven jars, Go modules), lint, unit tests
+# with the race detector, a short fuzz run, then real Kafka (two KRaft
+# clusters, 3.9 and 4.x) and the integration and client-matrix tests through
+# kproxy. Real Kafka is required: if it cannot start, this fails.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+say() { echo "== run-all: $*"; }
+
+say "go modules"
+go mod download
+
+say "lint (gofmt, go vet)"
+unformatted=$(gofmt -l $(git ls-files '*.go' | grep -v '^test/clients/') || true)
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+go vet ./...
+
+say "unit tests (race)"
+go test -race -count=1 ./proxy/... ./config/... ./routing/... ./test/checker/... ./cmd/...
+
+say "fuzz (short)"
+go test ./proxy/ -run '^$' -fuzz FuzzParseRequest -fuzztime "${FUZZTIME:-20s}"
+
+say "client drivers"
+bash test/clients/build.sh
+
+say "real Kafka"
+bash test/kafka/kafka.sh fetch
+trap 'bash test/kafka/kafka.sh down || true' EXIT
+if ! bash test/kafka/kafka.sh up; then
+	echo "run-all: real Kafka did not start; the integration tests require it" >&2
+	bash test/kafka/kafka.sh logs 80 || true
+	exit 1
+fi
+eval "$(bash test/kafka/kafka.sh env)"
+
+say "integration and client matrix"
+go test -count=1 -timeout 25m -v ./test/integration/... 2>&1 | tee /tmp/kproxy-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' || true
+if ! grep -q '^ok' /tmp/kproxy-integration.log || grep -q '^FAIL' /tmp/kproxy-integration.log; then
+	echo "run-all: integration tests failed; broker logs follow" >&2
+	tail -n 200 /tmp/kproxy-integration.log
+	bash test/kafka/kafka.sh logs 40 || true
+	exit 1
+fi
+say "all passed"
