@@ -200,7 +200,7 @@ func (rw *resolvedWatch) update() {
 		want = filepath.Dir(rw.resolved)
 		// home may itself contain symlinks; watching the same directory twice
 		// under two names would confuse the inotify backend.
-		if h, err := filepath.EvalSymlinks(rw.home); err == nil && h == want || want == rw.home {
+		if h, err := filepath.EvalSymlinks(rw.home); want == rw.home || (err == nil && h == want) {
 			want = ""
 		}
 	}

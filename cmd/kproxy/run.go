@@ -43,7 +43,7 @@ func runCmd(args []string) error {
 	}
 	defer inst.Close()
 	go func() {
-		if err := config.Watch(ctx, *path, log.Named("config"), inst.Apply); err != nil && !errors.Is(err, context.Canceled) {
+		if err := config.NewReloader(*path, cfg, log.Named("config"), inst.Apply).Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("config watcher stopped; reloads are off until restart", "error", err)
 		}
 	}()

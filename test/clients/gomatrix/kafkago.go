@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"os"
@@ -167,13 +168,28 @@ func kafkagoConsume(ctx context.Context, c *config, em *emitter) error {
 	for {
 		m, ferr := r.FetchMessage(fetchCtx)
 		if ferr != nil {
-			if fetchCtx.Err() == nil {
-				err = fmt.Errorf("fetch: %w", ferr)
-			} else if ctx.Err() != nil {
-				log.Printf("timeout: consumed %d of %d", st.count(), c.count)
+			if fetchCtx.Err() != nil {
+				if ctx.Err() != nil {
+					log.Printf("timeout: consumed %d of %d", st.count(), c.count)
+				}
+				break
 			}
-			break
+			if errors.Is(ferr, io.EOF) { // reader closed
+				err = fmt.Errorf("fetch: %w", ferr)
+				break
+			}
+			// Group and connection errors (e.g. a broker or proxy going
+			// away) surface here; the reader keeps trying, so do we,
+			// until the deadline.
+			em.errorf("fetch: %v", ferr)
+			err = fmt.Errorf("fetch: %w", ferr)
+			select {
+			case <-fetchCtx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
 		}
+		err = nil
 		if !st.take() {
 			break
 		}
