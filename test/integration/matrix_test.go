@@ -64,6 +64,24 @@ var drivers = []driver{
 		},
 	},
 	{
+		name: "franz-go-txn",
+		produce: func(t *testing.T, boot, topic string, run_, start, count int) []byte {
+			return run(t, 2*time.Minute, bin("test/clients/bin/gomatrix"), "produce", "-client", "franz", "-bootstrap", boot, "-topic", topic, "-count", fmt.Sprint(count), "-start", fmt.Sprint(start), "-run", fmt.Sprint(run_), "-transactional", topic+"-txn", "-txn-size", "50")
+		},
+		consume: func(t *testing.T, boot, topic, group string, count int) []byte {
+			return run(t, 2*time.Minute, bin("test/clients/bin/gomatrix"), "consume", "-client", "franz", "-bootstrap", boot, "-topic", topic, "-group", group, "-count", fmt.Sprint(count), "-timeout", "60")
+		},
+	},
+	{
+		name: "librdkafka-txn",
+		produce: func(t *testing.T, boot, topic string, run_, start, count int) []byte {
+			return run(t, 2*time.Minute, bin("test/clients/bin/rdk"), "produce", "--bootstrap", boot, "--topic", topic, "--count", fmt.Sprint(count), "--start", fmt.Sprint(start), "--run", fmt.Sprint(run_), "--transactional", topic+"-txn", "--txn-size", "50")
+		},
+		consume: func(t *testing.T, boot, topic, group string, count int) []byte {
+			return run(t, 2*time.Minute, bin("test/clients/bin/rdk"), "consume", "--bootstrap", boot, "--topic", topic, "--group", group, "--count", fmt.Sprint(count), "--timeout", "60")
+		},
+	},
+	{
 		name: "sarama",
 		produce: func(t *testing.T, boot, topic string, run_, start, count int) []byte {
 			return run(t, 2*time.Minute, bin("test/clients/bin/gomatrix"), "produce", "-client", "sarama", "-bootstrap", boot, "-topic", topic, "-count", fmt.Sprint(count), "-start", fmt.Sprint(start), "-run", fmt.Sprint(run_), "-idempotent")

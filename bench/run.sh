@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# bench/run.sh — `make bench`: kproxy vs direct on the real source cluster.
+#
+# Builds kproxy and bench/loadgen, starts kproxy as its own process in front of
+# the source cluster (routes: default source), and runs, in the same run, the
+# same loadgen measurements against the broker directly and through kproxy:
+# produce throughput, produce ack latency at a fixed rate, fetch throughput,
+# plus kproxy's CPU-seconds per GB from /proc/<pid>/stat. ROUNDS rounds, the
+# direct/proxy order alternating per round; bench/assemble.py takes medians and
+# writes bench/results.json (merged) and bench/RESULTS.md.
+#
+# Knobs (env): ROUNDS=3 N=300000 SIZE=1024 RATE=5000 LAT_SECONDS=15
+#              PARTITIONS=6 LISTEN=127.0.0.1:19192 ADMIN=127.0.0.1:19644
+#              SOURCE=127.0.0.1:19092 TARGET=127.0.0.1:29092 PERF=0
+# PERF=1 additionally records a `perf` CPU profile of kproxy during the first
+# proxied produce phase and writes bench/profile-produce.txt.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+ROUNDS="${ROUNDS:-3}"
+N="${N:-300000}"
+SIZE="${SIZE:-1024}"
+RATE="${RATE:-5000}"
+LAT_SECONDS="${LAT_SECONDS:-15}"
+PARTITIONS="${PARTITIONS:-6}"
+LISTEN="${LISTEN:-127.0.0.1:19192}"
+ADMIN="${ADMIN:-127.0.0.1:19644}"
+SOURCE="${SOURCE:-127.0.0.1:19092}"
+TARGET="${TARGET:-127.0.0.1:29092}"
+PERF="${PERF:-0}"
+GO="${GO:-go}"
+
+say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+T0=$(date +%s)
+
+WORK="$(mktemp -d /tmp/kproxy-bench.XXXXXX)"
+KPROXY_PID=""
+ID="bench-$(date +%s)"
+cleanup() {
+  local rc=$?
+  if [[ -n "$KPROXY_PID" ]] && kill -0 "$KPROXY_PID" 2>/dev/null; then
+    kill -TERM "$KPROXY_PID" 2>/dev/null || true
+    wait "$KPROXY_PID" 2>/dev/null || true
+  fi
+  if [[ -x "$WORK/loadgen" ]]; then
+    "$WORK/loadgen" delete -brokers "$SOURCE" -prefix "$ID-" -timeout 30s >/dev/null 2>&1 ||
+      say "warning: could not delete topics $ID-*"
+  fi
+  [[ $rc -eq 0 ]] && rm -rf "$WORK" || say "work dir kept: $WORK"
+}
+trap cleanup EXIT
+
+# --- Kafka -----------------------------------------------------------------
+status="$(bash test/kafka/kafka.sh status 2>&1 || true)"
+if ! grep -q '^source: running' <<<"$status"; then
+  say "source cluster not running; starting it (bash test/kafka/kafka.sh up)"
+  bash test/kafka/kafka.sh up >&2
+  status="$(bash test/kafka/kafka.sh status 2>&1 || true)"
+fi
+BROKER_PID="$(sed -n 's/^source: running (pid \([0-9]*\)).*/\1/p' <<<"$status" | head -1)"
+SOURCE_VERSION="$(tr '\0' ' ' <"/proc/${BROKER_PID:-0}/cmdline" 2>/dev/null | grep -o 'broker-[0-9][0-9.]*[0-9]' | head -1 | sed 's/broker-//' || true)"
+
+# --- build -----------------------------------------------------------------
+say "building kproxy and loadgen"
+"$GO" build -o "$WORK/kproxy" ./cmd/kproxy
+"$GO" build -o "$WORK/loadgen" ./bench/loadgen
+LG="$WORK/loadgen"
+
+# --- kproxy ----------------------------------------------------------------
+cat >"$WORK/kproxy.yaml" <<EOF
+listen: $LISTEN
+admin: $ADMIN
+clusters:
+  source: { bootstrap: [$SOURCE] }
+  target: { bootstrap: [$TARGET] }
+routes: { default: source }
+log: { level: warn }
+EOF
+"$WORK/kproxy" run -c "$WORK/kproxy.yaml" >"$WORK/kproxy.log" 2>&1 &
+KPROXY_PID=$!
+for i in $(seq 1 100); do
+  curl -fsS "http://$ADMIN/readyz" >/dev/null 2>&1 && break
+  kill -0 "$KPROXY_PID" 2>/dev/null || { cat "$WORK/kproxy.log" >&2; exit 1; }
+  sleep 0.2
+done
+curl -fsS "http://$ADMIN/readyz" >/dev/null || { say "kproxy never became ready"; cat "$WORK/kproxy.log" >&2; exit 1; }
+say "kproxy pid $KPROXY_PID ready on $LISTEN; source broker pid ${BROKER_PID:-?}"
+
+CLK_TCK="$(getconf CLK_TCK)"
+# cpu_ticks PID: utime+stime in clock ticks (fields 14 and 15 of /proc/PID/stat;
+# the comm field is stripped first since it may contain spaces).
+cpu_ticks() {
+  [[ -n "$1" && -r "/proc/$1/stat" ]] || { echo 0; return; }
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'
+}
+
+# --- topics ----------------------------------------------------------------
+topics=()
+for r in $(seq 1 "$ROUNDS"); do
+  for p in direct proxy; do topics+=("$ID-r$r-$p" "$ID-r$r-$p-lat"); done
+done
+topics+=("$ID-warmup")
+"$LG" create -brokers "$SOURCE" -partitions "$PARTITIONS" -topics "$(IFS=,; echo "${topics[*]}")" >/dev/null
+say "created ${#topics[@]} topics ($ID-*), $PARTITIONS partitions each"
+
+RAW="$WORK/raw.jsonl"
+: >"$RAW"
+# measure ROUND PATH PHASE -- loadgen args...: runs loadgen, records its JSON
+# with kproxy's and the broker's CPU ticks spent during the run.
+measure() {
+  local round=$1 path=$2 phase=$3; shift 4
+  local k0 b0 k1 b1 out
+  k0=$(cpu_ticks "$KPROXY_PID"); b0=$(cpu_ticks "$BROKER_PID")
+  out="$("$LG" "$@")"
+  k1=$(cpu_ticks "$KPROXY_PID"); b1=$(cpu_ticks "$BROKER_PID")
+  printf '{"round":%d,"path":"%s","phase":"%s","kproxy_cpu_s":%s,"broker_cpu_s":%s,"result":%s}\n' \
+    "$round" "$path" "$phase" \
+    "$(awk -v a="$k0" -v b="$k1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}')" \
+    "$(awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}')" \
+    "$out" >>"$RAW"
+  say "round $round $phase $path: $out"
+}
+addr() { [[ $1 == proxy ]] && echo "$LISTEN" || echo "$SOURCE"; }
+
+# Warm-up (not recorded): connections, JIT, page cache.
+"$LG" produce -brokers "$SOURCE" -topic "$ID-warmup" -n 20000 -size "$SIZE" >/dev/null
+"$LG" produce -brokers "$LISTEN" -topic "$ID-warmup" -n 20000 -size "$SIZE" >/dev/null
+"$LG" consume -brokers "$LISTEN" -topic "$ID-warmup" >/dev/null
+
+for r in $(seq 1 "$ROUNDS"); do
+  if (( r % 2 == 1 )); then order=(direct proxy); else order=(proxy direct); fi
+  for p in "${order[@]}"; do
+    if [[ $PERF == 1 && $r == 1 && $p == proxy ]] && command -v perf >/dev/null; then
+      perf record -F 499 -g -o "$WORK/perf.data" -p "$KPROXY_PID" >/dev/null 2>&1 &
+      PERF_PID=$!
+      sleep 0.5
+      measure "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"
+      kill -INT "$PERF_PID" 2>/dev/null || true
+      wait "$PERF_PID" 2>/dev/null || true
+      perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+        grep -v '^$' | grep -E '^ +[0-9]' | head -40 >"$ROOT/bench/profile-produce.txt" || true
+    else
+      measure "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"
+    fi
+  done
+  for p in "${order[@]}"; do
+    measure "$r" "$p" latency -- latency -brokers "$(addr "$p")" -topic "$ID-r$r-$p-lat" \
+      -rate "$RATE" -duration "${LAT_SECONDS}s" -size "$SIZE"
+  done
+  for p in "${order[@]}"; do
+    measure "$r" "$p" consume -- consume -brokers "$(addr "$p")" -topic "$ID-r$r-$p"
+  done
+done
+
+kill -0 "$KPROXY_PID" 2>/dev/null || { say "kproxy died during the run"; cat "$WORK/kproxy.log" >&2; exit 1; }
+if grep -qiE '"level":"(error|warn)"|level=(ERROR|WARN)' "$WORK/kproxy.log"; then
+  say "kproxy logged warnings/errors:"; grep -iE 'error|warn' "$WORK/kproxy.log" | head -20 >&2
+fi
+
+"$LG" delete -brokers "$SOURCE" -prefix "$ID-" >/dev/null && say "deleted topics $ID-*"
+
+ELAPSED=$(( $(date +%s) - T0 ))
+python3 bench/assemble.py \
+  --raw "$RAW" --results bench/results.json --md bench/RESULTS.md \
+  --rounds "$ROUNDS" --n "$N" --size "$SIZE" --rate "$RATE" --lat-seconds "$LAT_SECONDS" \
+  --partitions "$PARTITIONS" --kafka "${SOURCE_VERSION:-unknown}" --elapsed "$ELAPSED" \
+  --profile "$([[ -s bench/profile-produce.txt && $PERF == 1 ]] && echo bench/profile-produce.txt || true)"
+cp "$RAW" bench/raw-last.jsonl
+say "done in ${ELAPSED}s: bench/RESULTS.md, bench/results.json (raw: bench/raw-last.jsonl)"
