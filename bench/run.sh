@@ -132,13 +132,13 @@ for r in $(seq 1 "$ROUNDS"); do
   if (( r % 2 == 1 )); then order=(direct proxy); else order=(proxy direct); fi
   for p in "${order[@]}"; do
     if [[ $PERF == 1 && $r == 1 && $p == proxy ]] && command -v perf >/dev/null; then
-      perf record -F 499 -g -o "$WORK/perf.data" -p "$KPROXY_PID" >/dev/null 2>&1 &
+      perf record -F 999 -o "$WORK/perf.data" -p "$KPROXY_PID" >/dev/null 2>&1 &
       PERF_PID=$!
       sleep 0.5
       measure "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"
       kill -INT "$PERF_PID" 2>/dev/null || true
       wait "$PERF_PID" 2>/dev/null || true
-      perf report -i "$WORK/perf.data" --no-children --sort symbol --stdio 2>/dev/null |
+      perf report -i "$WORK/perf.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
         grep -v '^$' | grep -E '^ +[0-9]' | head -40 >"$ROOT/bench/profile-produce.txt" || true
     else
       measure "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -75,7 +74,7 @@ func (cc *clientConn) serve() {
 		cc.writeLoop()
 	}()
 	err := cc.readLoop()
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		cc.log.Warn("closing client connection", "error", err)
 	} else if cc.log.IsDebug() {
 		cc.log.Debug("client connection closed")
@@ -292,19 +291,4 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 	}
 	cc.ups[k] = u
 	return u, nil
-}
-
-// errCode maps an internal error to the Kafka error code a client retries on.
-func errCode(err error) int16 {
-	var ke *kerr.Error
-	switch {
-	case err == nil:
-		return 0
-	case errors.As(err, &ke):
-		return ke.Code
-	case errors.Is(err, errCoordinatorUnknown):
-		return kerr.CoordinatorNotAvailable.Code
-	default:
-		return kerr.NotLeaderForPartition.Code
-	}
 }
