@@ -76,7 +76,7 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		}
 		for i, p := range pend {
 			ref := order[i]
-			r, err := p.response()
+			r, body, err := p.responseBody()
 			var fr *kmsg.FetchResponse
 			if err == nil {
 				fr = r.(*kmsg.FetchResponse)
@@ -92,6 +92,11 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				}
 				s.refreshSoon(ref.cluster, topicsOfFetch(subs[ref]))
 				continue
+			}
+			if len(pend) == 1 && len(resp.Topics) == 0 && fetchNeedsNoRewrite(fr) {
+				// The one upstream answered for every partition and
+				// named no broker: its bytes are the client's answer.
+				return &passthrough{Response: fr, body: body}
 			}
 			resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
 			var stale []string
@@ -154,4 +159,21 @@ func topicsOfFetch(r *kmsg.FetchRequest) []string {
 		}
 	}
 	return out
+}
+
+// fetchNeedsNoRewrite reports whether an upstream fetch answer carries no
+// broker identity (no leader hints, no preferred replica, no endpoints) and
+// no error that should refresh kproxy's leader view.
+func fetchNeedsNoRewrite(fr *kmsg.FetchResponse) bool {
+	if len(fr.Brokers) > 0 || fr.ErrorCode != 0 || fr.SessionID != 0 {
+		return false
+	}
+	for _, t := range fr.Topics {
+		for _, p := range t.Partitions {
+			if p.ErrorCode != 0 || p.PreferredReadReplica >= 0 || p.CurrentLeader.LeaderID >= 0 {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -233,25 +233,51 @@ func (cc *clientConn) writeLoop() {
 		case <-cc.done:
 			return
 		}
+		// Flush what is buffered before waiting on a response that is
+		// not ready: holding response N until N+1 completes would add
+		// the next request's whole latency to every pipelined request.
 		select {
 		case <-s.ready:
-		case <-cc.done:
-			return
+		default:
+			if bw.Buffered() > 0 {
+				if err := bw.Flush(); err != nil {
+					cc.nc.Close()
+					return
+				}
+			}
+			select {
+			case <-s.ready:
+			case <-cc.done:
+				return
+			}
 		}
 		if s.resp == nil {
 			cc.nc.Close()
 			return
 		}
-		buf := appendResponse((*bufp)[:0], s.corr, s.resp)
+		buf := appendResponseHeader((*bufp)[:0], s.corr, s.resp)
+		var body []byte
+		if pt, ok := s.resp.(*passthrough); ok {
+			body = pt.body // upstream bytes, written as they are
+		} else {
+			buf = s.resp.AppendTo(buf)
+		}
+		setFrameSize(buf, len(body))
 		*bufp = buf
 		if c := cc.srv.opts.Capture; c != nil {
-			c(s.key, s.version, append([]byte(nil), buf...))
+			c(s.key, s.version, append(append([]byte(nil), buf...), body...))
 		}
 		if _, err := bw.Write(buf); err != nil {
 			cc.nc.Close()
 			return
 		}
-		// Flush when nothing else is ready, so pipelined responses share
+		if len(body) > 0 {
+			if _, err := bw.Write(body); err != nil {
+				cc.nc.Close()
+				return
+			}
+		}
+		// Flush when nothing else is queued, so pipelined responses share
 		// a syscall but a lone response is not delayed.
 		if len(cc.slots) == 0 {
 			if err := bw.Flush(); err != nil {
@@ -259,7 +285,7 @@ func (cc *clientConn) writeLoop() {
 				return
 			}
 		}
-		cc.srv.metrics.bytesOut.Add(float64(len(buf)))
+		cc.srv.metrics.bytesOut.Add(float64(len(buf) + len(body)))
 		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
 		if cap(*bufp) > 8<<20 {
 			*bufp = make([]byte, 0, 64<<10)

@@ -102,20 +102,31 @@ func decodeRequest(r *kbin.Reader, req kmsg.Request) error {
 	return nil
 }
 
-// appendResponse frames resp for correlation id corr. The response header is
-// v1 (with a tag byte) for flexible versions, except ApiVersions, whose
-// response header is always v0 so that clients can parse it before they know
-// what the broker supports.
-func appendResponse(dst []byte, corr int32, resp kmsg.Response) []byte {
-	start := len(dst)
+// appendResponseHeader starts a response frame: a size placeholder (see
+// setFrameSize), the correlation id and, for flexible versions other than
+// ApiVersions, the empty header tag section.
+func appendResponseHeader(dst []byte, corr int32, resp kmsg.Response) []byte {
 	dst = append(dst, 0, 0, 0, 0)
 	dst = kbin.AppendInt32(dst, corr)
 	if resp.IsFlexible() && resp.Key() != kmsg.ApiVersions.Int16() {
 		dst = append(dst, 0)
 	}
-	dst = resp.AppendTo(dst)
-	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
+}
+
+// setFrameSize fills the size of a frame that starts at frame[0] and is
+// followed by extra more bytes written separately.
+func setFrameSize(frame []byte, extra int) {
+	binary.BigEndian.PutUint32(frame, uint32(len(frame)-4+extra))
+}
+
+// passthrough is a response whose upstream body bytes are exactly what the
+// client must receive (same API version, nothing to rewrite): the write loop
+// sends them as they are instead of re-encoding the decoded form. Fetch uses
+// it, so record batches are never copied into a new frame.
+type passthrough struct {
+	kmsg.Response // the decoded form: key, version, flexibility
+	body          []byte
 }
 
 // appendRequest frames req for an upstream broker, carrying the downstream

@@ -50,18 +50,26 @@ func (rc *reqCtx) send(cluster string, broker UpstreamNodeID, addr string, req k
 
 // response waits for and decodes the upstream answer.
 func (p *pending) response() (kmsg.Response, error) {
+	resp, _, err := p.responseBody()
+	return resp, err
+}
+
+// responseBody also returns the raw body the response was decoded from.
+// Decoding aliases byte fields (record batches) into body rather than
+// copying them.
+func (p *pending) responseBody() (kmsg.Response, []byte, error) {
 	if p.err != nil {
-		return nil, p.err
+		return nil, nil, p.err
 	}
 	body, err := p.call.wait(p.u, upstreamTimeout(p.req))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	resp := p.req.ResponseKind()
 	if err := resp.ReadFrom(body); err != nil {
-		return nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
+		return nil, nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
 	}
-	return resp, nil
+	return resp, body, nil
 }
 
 // upstreamTimeout is how long to wait for a broker: the request's own
