@@ -41,7 +41,7 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			if req.Version >= 13 {
 				name = rc.topicNameByID(t.TopicID, router)
 			}
-			cluster := router.FetchCluster(name, rc.client)
+			cluster := router.FetchCluster(name, rc.client, rc.group())
 			for _, p := range t.Partitions {
 				ref, code := brokerRef{}, kerr.UnknownTopicID.Code
 				if name != "" {

@@ -37,7 +37,7 @@ func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		subs := map[brokerRef]*kmsg.ListOffsetsRequest{}
 		var order []brokerRef
 		for _, t := range req.Topics {
-			cluster := router.FetchCluster(t.Topic, rc.client)
+			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
 			for _, p := range t.Partitions {
 				ref, code := look.find(cluster, t.Topic, p.Partition)
 				if code != 0 {

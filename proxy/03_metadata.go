@@ -40,7 +40,7 @@ func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			for _, t := range req.Topics {
 				name := router.DefaultCluster()
 				if t.Topic != nil {
-					name = router.FetchCluster(*t.Topic, rc.client)
+					name = router.FetchCluster(*t.Topic, rc.client, rc.group())
 				} else {
 					for cn, uc := range s.clusters {
 						if _, ok := uc.topicName(t.TopicID); ok {
@@ -92,7 +92,7 @@ func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			uc := s.clusters[a.cluster]
 			uc.learnMetadata(a.resp)
 			for _, t := range a.resp.Topics {
-				if all && t.Topic != nil && router.FetchCluster(*t.Topic, rc.client) != a.cluster {
+				if all && t.Topic != nil && router.FetchCluster(*t.Topic, rc.client, rc.group()) != a.cluster {
 					continue // listed by the cluster this topic routes to
 				}
 				for i := range t.Partitions {

@@ -37,7 +37,7 @@ func handleOffsetForLeaderEpoch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Respo
 		subs := map[brokerRef]*kmsg.OffsetForLeaderEpochRequest{}
 		var order []brokerRef
 		for _, t := range req.Topics {
-			cluster := router.FetchCluster(t.Topic, rc.client)
+			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
 			for _, p := range t.Partitions {
 				ref, code := look.find(cluster, t.Topic, p.Partition)
 				if code != 0 {

@@ -18,6 +18,9 @@ func registerGroupAPI(key kmsg.Key, min, max int16, group func(kmsg.Request) str
 	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
 		return func() kmsg.Response {
 			g := group(req)
+			if membership(key) && rc.client != "" && g != "" {
+				rc.srv().clientGroups.Store(rc.client, g)
+			}
 			return rc.forwardCoordinator(rc.srv().routes().GroupCluster(g), coordGroup, g, req)
 		}
 	})
@@ -38,4 +41,15 @@ func registerAnyAPI(key kmsg.Key, min, max int16) {
 	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
 		return func() kmsg.Response { return rc.forwardAny(rc.srv().routes().DefaultCluster(), req) }
 	})
+}
+
+// membership says whether an API is sent by a group member about its own
+// membership or progress (so its client.id belongs to the group), as
+// opposed to admin calls about some group.
+func membership(key kmsg.Key) bool {
+	switch key {
+	case kmsg.JoinGroup, kmsg.SyncGroup, kmsg.Heartbeat, kmsg.OffsetCommit, kmsg.ConsumerGroupHeartbeat, kmsg.TxnOffsetCommit:
+		return true
+	}
+	return false
 }

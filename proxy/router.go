@@ -1,5 +1,7 @@
 package proxy
 
+import "github.com/kproxy/kproxy/routing"
+
 // Cluster names, as in the config file.
 const (
 	Source = "source"
@@ -12,8 +14,9 @@ const (
 type Router interface {
 	// ProduceCluster is the cluster a topic's produce requests go to.
 	ProduceCluster(topic, clientID string) string
-	// FetchCluster is the cluster a topic's fetches (and offset lookups) go to.
-	FetchCluster(topic, clientID string) string
+	// FetchCluster is the cluster a topic's fetches (and offset lookups) go
+	// to, for a client (client.id) that is a member of group ("" unknown).
+	FetchCluster(topic, clientID, group string) string
 	// GroupCluster is the home cluster of a consumer group.
 	GroupCluster(group string) string
 	// TxnCluster is the cluster a transactional.id is pinned to.
@@ -26,8 +29,24 @@ type Router interface {
 // per-topic rules).
 type StaticRouter string
 
-func (s StaticRouter) ProduceCluster(string, string) string { return string(s) }
-func (s StaticRouter) FetchCluster(string, string) string   { return string(s) }
-func (s StaticRouter) GroupCluster(string) string           { return string(s) }
-func (s StaticRouter) TxnCluster(string) string             { return string(s) }
-func (s StaticRouter) DefaultCluster() string               { return string(s) }
+func (s StaticRouter) ProduceCluster(string, string) string       { return string(s) }
+func (s StaticRouter) FetchCluster(string, string, string) string { return string(s) }
+func (s StaticRouter) GroupCluster(string) string                 { return string(s) }
+func (s StaticRouter) TxnCluster(string) string                   { return string(s) }
+func (s StaticRouter) DefaultCluster() string                     { return string(s) }
+
+// TableRouter answers from an immutable routing table (package routing).
+type TableRouter struct{ t *routing.Table }
+
+// NewTableRouter wraps a routing table.
+func NewTableRouter(t *routing.Table) TableRouter { return TableRouter{t} }
+
+func (r TableRouter) ProduceCluster(topic, clientID string) string {
+	return string(r.t.Route(topic, routing.Produce, clientID, ""))
+}
+func (r TableRouter) FetchCluster(topic, clientID, group string) string {
+	return string(r.t.Route(topic, routing.Fetch, clientID, group))
+}
+func (r TableRouter) GroupCluster(group string) string { return string(r.t.GroupHome(group)) }
+func (r TableRouter) TxnCluster(string) string         { return string(r.t.Default()) }
+func (r TableRouter) DefaultCluster() string           { return string(r.t.Default()) }

@@ -65,6 +65,10 @@ type Server struct {
 	advHost string
 	advPort int32
 
+	// clientGroups maps client.id to the group it last joined (see
+	// reqCtx.group).
+	clientGroups sync.Map
+
 	connID  atomic.Uint64
 	mu      sync.Mutex // guards conns
 	conns   map[*clientConn]struct{}

@@ -88,7 +88,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 	if err != nil {
 		return nil, err
 	}
-	opts.Router = tableRouter{table}
+	opts.Router = proxy.NewTableRouter(table)
 	opts.Logger = log.Named("proxy")
 	opts.Registerer = reg
 	srv, err := proxy.New(opts)
@@ -166,7 +166,7 @@ func (inst *instance) Apply(next *config.Config) {
 		inst.log.Error("config reload rejected; keeping the last good config", "error", err)
 		return
 	}
-	inst.srv.SetRouter(tableRouter{table})
+	inst.srv.SetRouter(proxy.NewTableRouter(table))
 	inst.cfg = next
 	gen := inst.gen.Add(1)
 	inst.lastErr.Store(nil)
@@ -194,16 +194,3 @@ func (inst *instance) Close() {
 	}
 	inst.srv.Close()
 }
-
-// tableRouter adapts the pure routing table to the proxy's Router.
-type tableRouter struct{ t *routing.Table }
-
-func (r tableRouter) ProduceCluster(topic, clientID string) string {
-	return string(r.t.Route(topic, routing.Produce, clientID, ""))
-}
-func (r tableRouter) FetchCluster(topic, clientID string) string {
-	return string(r.t.Route(topic, routing.Fetch, clientID, ""))
-}
-func (r tableRouter) GroupCluster(group string) string { return string(r.t.GroupHome(group)) }
-func (r tableRouter) TxnCluster(string) string         { return string(r.t.Default()) }
-func (r tableRouter) DefaultCluster() string           { return string(r.t.Default()) }
