@@ -51,6 +51,13 @@ type Config struct {
 	// Takes effect only after a restart.
 	NodeID int32 `yaml:"node_id"`
 
+	// StateDir is the directory for kproxy's own durable state: the virtual
+	// topic ids clients have seen (they must never change, even after the
+	// cluster they were first taken from is gone). Default "" keeps that
+	// state in memory only, and kproxy logs a warning at start. Takes effect
+	// only after a restart.
+	StateDir string `yaml:"state_dir"`
+
 	// Clusters holds the upstream clusters' bootstrap addresses.
 	Clusters Clusters `yaml:"clusters"`
 

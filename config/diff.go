@@ -114,6 +114,7 @@ func RestartRequired(old, new *Config) []string {
 	add("admin", old.Admin, new.Admin)
 	add("node_id", old.NodeID, new.NodeID)
 	add("cluster_id", old.ClusterID, new.ClusterID)
+	add("state_dir", old.StateDir, new.StateDir)
 	return out
 }
 

@@ -30,9 +30,10 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 	for _, t := range req.Topics {
 		name := t.Topic
 		if req.Version >= 13 {
-			name = rc.topicNameByID(t.TopicID, router)
+			name, _ = s.topicIDs.name(t.TopicID)
 		}
 		cluster := router.ProduceCluster(name, rc.client)
+		virtualID := t.TopicID
 		for _, p := range t.Partitions {
 			ref, code := brokerRef{}, kerr.UnknownTopicID.Code
 			if name != "" {
@@ -47,6 +48,14 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				sub = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
 				subs[ref] = sub
 				order = append(order, ref)
+			}
+			if req.Version >= 13 {
+				_, up, ok := s.upstreamTopicID(cluster, virtualID)
+				if !ok {
+					addProducePartition(resp, t, producePartitionError(p.Partition, kerr.UnknownTopicID.Code))
+					continue
+				}
+				t.TopicID = up
 			}
 			st := lastProduceTopic(sub, t)
 			st.Partitions = append(st.Partitions, p)
@@ -74,6 +83,7 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				// The batch may or may not have been written; the client
 				// retries, and idempotent producers de-duplicate.
 				for _, t := range subs[ref].Topics {
+					t.TopicID = s.virtualOf(ref.cluster, t.TopicID)
 					for _, pp := range t.Partitions {
 						addProducePartition(resp, t, producePartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
 					}
@@ -89,10 +99,12 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					if pp.CurrentLeader.LeaderID >= 0 {
 						pp.CurrentLeader.LeaderID = s.virtualNode(pp.CurrentLeader.LeaderID)
 					}
+					pp.CurrentLeader.LeaderEpoch = noEpoch
 					if isStaleLeaderCode(pp.ErrorCode) {
 						stale = append(stale, t.Topic)
 					}
-					addProducePartition(resp, kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, pp)
+					id := s.virtualOf(ref.cluster, t.TopicID)
+					addProducePartition(resp, kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: id}, pp)
 				}
 			}
 			if len(pr.Brokers) > 0 {
@@ -139,16 +151,6 @@ func topicsOfProduce(r *kmsg.ProduceRequest) []string {
 		}
 	}
 	return out
-}
-
-// topicNameByID resolves a topic id through the cluster that knows it.
-func (rc *reqCtx) topicNameByID(id [16]byte, router Router) string {
-	for _, uc := range rc.srv().clusters {
-		if n, ok := uc.topicName(id); ok {
-			return n
-		}
-	}
-	return ""
 }
 
 func init() {

@@ -39,7 +39,7 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		for _, t := range req.Topics {
 			name := t.Topic
 			if req.Version >= 13 {
-				name = rc.topicNameByID(t.TopicID, router)
+				name, _ = s.topicIDs.name(t.TopicID)
 			}
 			cluster := router.FetchCluster(name, rc.client, rc.group())
 			for _, p := range t.Partitions {
@@ -63,9 +63,18 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					subs[ref] = sub
 					order = append(order, ref)
 				}
+				if req.Version >= 13 {
+					_, up, ok := s.upstreamTopicID(cluster, t.TopicID)
+					if !ok {
+						addFetchPartition(resp, t.Topic, t.TopicID, fetchPartitionError(p.Partition, kerr.UnknownTopicID.Code))
+						continue
+					}
+					t.TopicID = up // the sub-request names the cluster's id
+				}
 				st := lastFetchTopic(sub, t)
 				up := p
 				up.LogStartOffset = -1
+				up.CurrentLeaderEpoch, up.LastFetchedEpoch = noEpoch, noEpoch
 				st.Partitions = append(st.Partitions, up)
 			}
 		}
@@ -87,13 +96,15 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			if err != nil {
 				for _, t := range subs[ref].Topics {
 					for _, pp := range t.Partitions {
-						addFetchPartition(resp, t.Topic, t.TopicID, fetchPartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
+						addFetchPartition(resp, t.Topic, s.virtualOf(ref.cluster, t.TopicID), fetchPartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
 					}
 				}
 				s.refreshSoon(ref.cluster, topicsOfFetch(subs[ref]))
 				continue
 			}
-			if len(pend) == 1 && len(resp.Topics) == 0 && fetchNeedsNoRewrite(fr) {
+			clearFetchEpochs(fr) // in place: batches alias body
+			idsVirtual := s.virtualizeFetchIDs(ref.cluster, fr)
+			if len(pend) == 1 && len(resp.Topics) == 0 && idsVirtual && fetchNeedsNoRewrite(fr) {
 				// The one upstream answered for every partition and
 				// named no broker: its bytes are the client's answer.
 				return &passthrough{Response: fr, body: body}
@@ -176,4 +187,22 @@ func fetchNeedsNoRewrite(fr *kmsg.FetchResponse) bool {
 		}
 	}
 	return true
+}
+
+// virtualizeFetchIDs replaces the cluster's topic ids in a fetch answer
+// (v13+) with virtual ones and reports whether they already were virtual
+// (then the upstream bytes are the client's answer as they are).
+func (s *Server) virtualizeFetchIDs(cluster string, fr *kmsg.FetchResponse) bool {
+	if fr.Version < 13 {
+		return true
+	}
+	same := true
+	for i := range fr.Topics {
+		t := &fr.Topics[i]
+		if v := s.virtualOf(cluster, t.TopicID); v != t.TopicID {
+			t.TopicID = v
+			same = false
+		}
+	}
+	return same
 }

@@ -56,6 +56,7 @@ func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					sub.Topics = append(sub.Topics, kmsg.ListOffsetsRequestTopic{Topic: t.Topic})
 				}
 				last := &sub.Topics[len(sub.Topics)-1]
+				p.CurrentLeaderEpoch = noEpoch
 				last.Partitions = append(last.Partitions, p)
 			}
 		}
@@ -80,6 +81,7 @@ func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					if isStaleLeaderCode(p.ErrorCode) {
 						rc.srv().refreshSoon(order[i].cluster, []string{t.Topic})
 					}
+					p.LeaderEpoch = noEpoch
 					add(t.Topic, p)
 				}
 			}

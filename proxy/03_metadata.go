@@ -30,7 +30,7 @@ func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		resp.ControllerID = s.self()
 
 		// Which clusters to ask, with which topics.
-		all := req.Topics == nil
+		all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)
 		byCluster := map[string][]kmsg.MetadataRequestTopic{}
 		if all {
 			for name := range s.clusters {
@@ -38,19 +38,20 @@ func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			}
 		} else {
 			for _, t := range req.Topics {
-				name := router.DefaultCluster()
-				if t.Topic != nil {
-					name = router.FetchCluster(*t.Topic, rc.client, rc.group())
-				} else {
-					for cn, uc := range s.clusters {
-						if _, ok := uc.topicName(t.TopicID); ok {
-							name = cn
-						}
+				if t.Topic == nil { // by virtual id (v12+): ask by name
+					n, ok := s.topicIDs.name(t.TopicID)
+					if !ok {
+						rt := kmsg.NewMetadataResponseTopic()
+						rt.TopicID, rt.ErrorCode = t.TopicID, kerr.UnknownTopicID.Code
+						resp.Topics = append(resp.Topics, rt)
+						continue
 					}
+					t.Topic, t.TopicID = kmsg.StringPtr(n), [16]byte{}
 				}
+				name := router.FetchCluster(*t.Topic, rc.client, rc.group())
 				byCluster[name] = append(byCluster[name], t)
 			}
-			if len(req.Topics) == 0 {
+			if len(req.Topics) == 0 && req.Topics != nil {
 				byCluster[router.DefaultCluster()] = []kmsg.MetadataRequestTopic{}
 			}
 		}
@@ -98,9 +99,13 @@ func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				for i := range t.Partitions {
 					p := &t.Partitions[i]
 					p.Leader = s.virtualNode(p.Leader)
+					p.LeaderEpoch = noEpoch
 					p.Replicas = s.virtualReplicas(p.Replicas)
 					p.ISR = s.virtualReplicas(p.ISR)
 					p.OfflineReplicas = nil
+				}
+				if t.Topic != nil && t.TopicID != ([16]byte{}) {
+					t.TopicID = s.virtualTopicID(*t.Topic, t.TopicID)
 				}
 				resp.Topics = append(resp.Topics, t)
 			}

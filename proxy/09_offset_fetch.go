@@ -1,6 +1,7 @@
 package proxy
 
-// OffsetFetch (key 9), accepted v0-10. Route: each group's home coordinator;
+// OffsetFetch (key 9), accepted v0-9 (v10 names topics by id; capped like
+// OffsetCommit). Route: each group's home coordinator;
 // v8+ batches groups, which are split per group and merged. Committed offsets
 // are virtual and pass through.
 
@@ -10,7 +11,7 @@ import (
 )
 
 func init() {
-	register(kmsg.OffsetFetch, 0, 10, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+	register(kmsg.OffsetFetch, 0, 9, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		req := kreq.(*kmsg.OffsetFetchRequest)
 		return func() kmsg.Response {
 			if req.Version < 8 {

@@ -1,9 +1,51 @@
 package proxy
 
-// CreateTopics (key 19), accepted v0-7. Route: any broker of the default cluster
-// (KRaft brokers forward controller work themselves). Rewrites: none; the
-// response names no broker.
+// CreateTopics (key 19), accepted v0-7. Route: each topic to its route's
+// cluster(s): both clusters when its produce and fetch routes differ, so
+// the partition counts match. Rewrites: TopicID (v7+) is the virtual id.
+// A topic created on two clusters answers with the first error, if any.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.CreateTopics, 0, 7) }
+func init() {
+	register(kmsg.CreateTopics, 0, 7, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.CreateTopicsRequest)
+		return func() kmsg.Response {
+			s := rc.srv()
+			resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
+			names := make([]string, len(req.Topics))
+			for i, t := range req.Topics {
+				names[i] = t.Topic
+			}
+			seen := map[string]int{}
+			rc.forwardSplit(names, func(idx []int) kmsg.Request {
+				sub := *req
+				sub.Topics = nil
+				for _, i := range idx {
+					sub.Topics = append(sub.Topics, req.Topics[i])
+				}
+				return &sub
+			}, func(cluster string, r kmsg.Response) {
+				cr := r.(*kmsg.CreateTopicsResponse)
+				resp.ThrottleMillis = max(resp.ThrottleMillis, cr.ThrottleMillis)
+				for _, t := range cr.Topics {
+					if t.TopicID != ([16]byte{}) {
+						if uc, ok := s.clusters[cluster]; ok {
+							uc.learnTopicID(t.Topic, t.TopicID)
+						}
+						t.TopicID = s.virtualOf(cluster, t.TopicID)
+					}
+					if i, dup := seen[t.Topic]; dup {
+						if resp.Topics[i].ErrorCode == 0 {
+							resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = t.ErrorCode, t.ErrorMessage
+						}
+						continue
+					}
+					seen[t.Topic] = len(resp.Topics)
+					resp.Topics = append(resp.Topics, t)
+				}
+			})
+			return resp
+		}
+	})
+}

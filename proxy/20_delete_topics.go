@@ -1,9 +1,70 @@
 package proxy
 
-// DeleteTopics (key 20), accepted v0-6. Route: any broker of the default cluster
-// (KRaft brokers forward controller work themselves). Rewrites: none; the
-// response names no broker.
+// DeleteTopics (key 20), accepted v0-6. Route: each topic to its route's
+// cluster(s). Topics named by virtual id (v6+) are sent by name.
+// Rewrites: response TopicID is the virtual id.
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
 
-func init() { registerAnyAPI(kmsg.DeleteTopics, 0, 6) }
+func init() {
+	register(kmsg.DeleteTopics, 0, 6, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.DeleteTopicsRequest)
+		return func() kmsg.Response {
+			s := rc.srv()
+			resp := req.ResponseKind().(*kmsg.DeleteTopicsResponse)
+			// Normalize to names (v0-5 TopicNames, v6+ Topics by name or id).
+			var names []string
+			if req.Version < 6 {
+				names = append(names, req.TopicNames...)
+			} else {
+				for _, t := range req.Topics {
+					if t.Topic != nil {
+						names = append(names, *t.Topic)
+						continue
+					}
+					n, ok := s.topicIDs.name(t.TopicID)
+					if !ok {
+						rt := kmsg.NewDeleteTopicsResponseTopic()
+						rt.TopicID, rt.ErrorCode = t.TopicID, kerr.UnknownTopicID.Code
+						resp.Topics = append(resp.Topics, rt)
+						continue
+					}
+					names = append(names, n)
+				}
+			}
+			seen := map[string]int{}
+			rc.forwardSplit(names, func(idx []int) kmsg.Request {
+				sub := *req
+				sub.TopicNames, sub.Topics = nil, nil
+				for _, i := range idx {
+					sub.TopicNames = append(sub.TopicNames, names[i])
+					t := kmsg.NewDeleteTopicsRequestTopic()
+					t.Topic = kmsg.StringPtr(names[i])
+					sub.Topics = append(sub.Topics, t)
+				}
+				return &sub
+			}, func(cluster string, r kmsg.Response) {
+				dr := r.(*kmsg.DeleteTopicsResponse)
+				resp.ThrottleMillis = max(resp.ThrottleMillis, dr.ThrottleMillis)
+				for _, t := range dr.Topics {
+					t.TopicID = s.virtualOf(cluster, t.TopicID)
+					if t.Topic == nil {
+						continue
+					}
+					if i, dup := seen[*t.Topic]; dup {
+						if resp.Topics[i].ErrorCode == 0 {
+							resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = t.ErrorCode, t.ErrorMessage
+						}
+						continue
+					}
+					seen[*t.Topic] = len(resp.Topics)
+					resp.Topics = append(resp.Topics, t)
+				}
+			})
+			return resp
+		}
+	})
+}

@@ -1,16 +1,18 @@
 package proxy
 
-// OffsetForLeaderEpoch (key 23), accepted v2-4. Route: each topic's fetch
+// OffsetForLeaderEpoch (key 23), accepted v2 only: Java validates positions
+// with v3+, and kproxy shows no epochs (ident_epoch.go), so clients have
+// nothing to validate. Route: each topic's fetch
 // route, each partition to its leader; split per broker and merged.
-// Rewrites: none while one cluster serves the topic (epochs and offsets are
-// that cluster's; monotonic virtual epochs come with cutover).
+// Rewrites: the client's CurrentLeaderEpoch is dropped (-1) so no broker
+// fences it; offsets are the serving cluster's.
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.OffsetForLeaderEpoch, 2, 4, handleOffsetForLeaderEpoch) }
+func init() { register(kmsg.OffsetForLeaderEpoch, 2, 2, handleOffsetForLeaderEpoch) }
 
 func handleOffsetForLeaderEpoch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 	req := kreq.(*kmsg.OffsetForLeaderEpochRequest)
@@ -56,6 +58,7 @@ func handleOffsetForLeaderEpoch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Respo
 					sub.Topics = append(sub.Topics, kmsg.OffsetForLeaderEpochRequestTopic{Topic: t.Topic})
 				}
 				last := &sub.Topics[len(sub.Topics)-1]
+				p.CurrentLeaderEpoch = noEpoch
 				last.Partitions = append(last.Partitions, p)
 			}
 		}

@@ -1,9 +1,42 @@
 package proxy
 
-// CreatePartitions (key 37), accepted v0-3. Route: any broker of the default cluster
-// (KRaft brokers forward controller work themselves). Rewrites: none; the
-// response names no broker.
+// CreatePartitions (key 37), accepted v0-3. Route: each topic to its route's
+// cluster(s), so a split-route topic keeps the same partition count on both.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.CreatePartitions, 0, 3) }
+func init() {
+	register(kmsg.CreatePartitions, 0, 3, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.CreatePartitionsRequest)
+		return func() kmsg.Response {
+			resp := req.ResponseKind().(*kmsg.CreatePartitionsResponse)
+			names := make([]string, len(req.Topics))
+			for i, t := range req.Topics {
+				names[i] = t.Topic
+			}
+			seen := map[string]int{}
+			rc.forwardSplit(names, func(idx []int) kmsg.Request {
+				sub := *req
+				sub.Topics = nil
+				for _, i := range idx {
+					sub.Topics = append(sub.Topics, req.Topics[i])
+				}
+				return &sub
+			}, func(_ string, r kmsg.Response) {
+				cr := r.(*kmsg.CreatePartitionsResponse)
+				resp.ThrottleMillis = max(resp.ThrottleMillis, cr.ThrottleMillis)
+				for _, t := range cr.Topics {
+					if i, dup := seen[t.Topic]; dup {
+						if resp.Topics[i].ErrorCode == 0 {
+							resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = t.ErrorCode, t.ErrorMessage
+						}
+						continue
+					}
+					seen[t.Topic] = len(resp.Topics)
+					resp.Topics = append(resp.Topics, t)
+				}
+			})
+			return resp
+		}
+	})
+}

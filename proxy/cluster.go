@@ -346,3 +346,19 @@ func (uc *upstreamCluster) status() clusterStatus {
 	sort.Strings(s.Brokers)
 	return s
 }
+
+func (uc *upstreamCluster) topicID(name string) ([16]byte, bool) {
+	uc.mu.RLock()
+	defer uc.mu.RUnlock()
+	id, ok := uc.topicToID[name]
+	return id, ok
+}
+
+// learnTopicID records a topic id the cluster reported outside Metadata
+// (CreateTopics answers), so the first fetch by id needs no refresh.
+func (uc *upstreamCluster) learnTopicID(name string, id [16]byte) {
+	uc.mu.Lock()
+	defer uc.mu.Unlock()
+	uc.idToTopic[id] = name
+	uc.topicToID[name] = id
+}

@@ -157,11 +157,13 @@ func (rc *reqCtx) forwardCoordinator(cluster string, typ int8, key string, req k
 		rc.cc.log.Debug("coordinator lookup failed", "cluster", cluster, "key", key, "error", err)
 		return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
 	}
+	clearRequestEpochs(req)
 	resp, err := rc.roundTrip(cluster, id, addr, req)
 	if err != nil {
 		uc.forgetCoordinator(typ, key)
 		return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
 	}
+	clearResponseEpochs(resp)
 	if code := topErrorCode(resp); code == kerr.NotCoordinator.Code || code == kerr.CoordinatorNotAvailable.Code {
 		uc.forgetCoordinator(typ, key)
 	}

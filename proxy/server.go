@@ -33,6 +33,9 @@ type Options struct {
 	ClusterID string
 	// NodeID is this instance's virtual node id.
 	NodeID int32
+	// StateDir holds kproxy's durable state (virtual topic ids); "" keeps
+	// it in memory.
+	StateDir string
 	// Clusters maps "source"/"target" to bootstrap addresses.
 	Clusters map[string][]string
 	// MaxFrameBytes bounds a single request or response frame.
@@ -58,6 +61,7 @@ type Server struct {
 	metrics *metrics
 
 	clusters map[string]*upstreamCluster
+	topicIDs *topicIDs
 	router   atomic.Pointer[routerBox]
 	versions atomic.Pointer[map[int16]versionRange]
 
@@ -105,6 +109,14 @@ func New(opts Options) (*Server, error) {
 		conns:    map[*clientConn]struct{}{},
 	}
 	s.metrics = newMetrics(opts.Registerer)
+	ids, err := loadTopicIDs(opts.StateDir, s.log)
+	if err != nil {
+		return nil, err
+	}
+	if opts.StateDir == "" {
+		s.log.Warn("state_dir is not set: virtual topic ids live in memory only, and a restart after the source is gone would show clients new ids")
+	}
+	s.topicIDs = ids
 	s.router.Store(&routerBox{opts.Router})
 	for name, boot := range opts.Clusters {
 		uc, err := newUpstreamCluster(name, boot, s.log)

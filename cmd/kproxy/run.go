@@ -142,6 +142,7 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		Clusters:      clusters,
 		MaxFrameBytes: cfg.Limits.MaxFrameBytes,
 		MaxInflight:   cfg.Limits.MaxInflightPerConn,
+		StateDir:      cfg.StateDir,
 	}, nil
 }
 

@@ -1,0 +1,200 @@
+package proxy
+
+// Topic ids (KIP-516): clients see one virtual id per topic name, forever.
+// Each cluster draws its own random ids, so the same name has different ids
+// on source and target; a client that saw an id change would treat the
+// topic as recreated (Java resets its epoch cache and fetch session state;
+// franz-go keeps the old id and then fails with UNKNOWN_TOPIC_ID).
+//
+// The virtual id of a topic is the upstream id of the first cluster kproxy
+// answers for it from, preferring the source: before a cutover, source-routed
+// traffic then carries ids that need no rewriting (fetch answers pass through
+// byte for byte). The assignment is written to state_dir so that it survives
+// restarts and outlives the cluster it came from (docs/decisions/004).
+//
+// Fields translated: Metadata TopicID (v10+, and requests by id v12+);
+// Fetch v13+ request and response ids; Produce v13 request and response ids;
+// CreateTopics and DeleteTopics ids. OffsetCommit/OffsetFetch are capped at
+// v9 (names only), and KIP-848 heartbeats are translated in their handler.
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// VirtualTopicID is a topic id as clients see it.
+type VirtualTopicID = [16]byte
+
+// topicIDs is the name <-> virtual id table.
+type topicIDs struct {
+	path string // "" = memory only
+	log  hclog.Logger
+
+	mu     sync.RWMutex // guards the maps
+	byName map[string]VirtualTopicID
+	byID   map[VirtualTopicID]string
+}
+
+type topicIDFile struct {
+	Topics map[string]string `json:"topics"` // name -> hex id
+}
+
+func loadTopicIDs(dir string, log hclog.Logger) (*topicIDs, error) {
+	t := &topicIDs{log: log, byName: map[string]VirtualTopicID{}, byID: map[VirtualTopicID]string{}}
+	if dir == "" {
+		return t, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
+	}
+	t.path = filepath.Join(dir, "topic-ids.json")
+	b, err := os.ReadFile(t.path)
+	if os.IsNotExist(err) {
+		return t, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", t.path, err)
+	}
+	var f topicIDFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("%s is corrupt (%v); kproxy will not guess the topic ids clients saw, restore the file or remove it knowingly", t.path, err)
+	}
+	for name, h := range f.Topics {
+		var id VirtualTopicID
+		if n, err := hex.Decode(id[:], []byte(h)); err != nil || n != 16 {
+			return nil, fmt.Errorf("%s: topic %q has a malformed id %q", t.path, name, h)
+		}
+		t.byName[name], t.byID[id] = id, name
+	}
+	return t, nil
+}
+
+// lookup returns the virtual id of a topic, if one was assigned.
+func (t *topicIDs) lookup(name string) (VirtualTopicID, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	id, ok := t.byName[name]
+	return id, ok
+}
+
+// name returns the topic a virtual id names.
+func (t *topicIDs) name(id VirtualTopicID) (string, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	n, ok := t.byID[id]
+	return n, ok
+}
+
+// assign returns the topic's virtual id, assigning candidate if it has none.
+// A zero candidate assigns nothing.
+func (t *topicIDs) assign(name string, candidate VirtualTopicID) VirtualTopicID {
+	if id, ok := t.lookup(name); ok || candidate == (VirtualTopicID{}) {
+		return id
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if id, ok := t.byName[name]; ok {
+		return id
+	}
+	if other, taken := t.byID[candidate]; taken {
+		// Two names, one upstream id: only possible across clusters by
+		// chance (2^-122); refuse to alias them.
+		t.log.Error("upstream topic id already names another topic; not assigning", "topic", name, "other_topic", other)
+		return VirtualTopicID{}
+	}
+	t.byName[name], t.byID[candidate] = candidate, name
+	if err := t.saveLocked(); err != nil {
+		t.log.Error("could not persist virtual topic ids; they will not survive a restart", "path", t.path, "error", err)
+	}
+	return candidate
+}
+
+// saveLocked writes the table atomically (write, fsync, rename).
+func (t *topicIDs) saveLocked() error {
+	if t.path == "" {
+		return nil
+	}
+	f := topicIDFile{Topics: make(map[string]string, len(t.byName))}
+	names := make([]string, 0, len(t.byName))
+	for n := range t.byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		id := t.byName[n]
+		f.Topics[n] = hex.EncodeToString(id[:])
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := t.path + ".tmp"
+	fh, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := fh.Write(b); err != nil {
+		fh.Close()
+		return err
+	}
+	if err := fh.Sync(); err != nil {
+		fh.Close()
+		return err
+	}
+	if err := fh.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, t.path)
+}
+
+// virtualTopicID returns the id clients see for name, assigning one from the
+// source cluster (else from the cluster that answered, upstreamID) the
+// first time.
+func (s *Server) virtualTopicID(name string, upstreamID [16]byte) VirtualTopicID {
+	if id, ok := s.topicIDs.lookup(name); ok {
+		return id
+	}
+	candidate := upstreamID
+	if src, ok := s.clusters[Source]; ok {
+		if id, ok := src.topicID(name); ok {
+			candidate = id
+		}
+	}
+	return s.topicIDs.assign(name, candidate)
+}
+
+// upstreamTopicID translates a virtual id into cluster's id for the same
+// name; ok is false when the id is unknown or the cluster lacks the topic.
+func (s *Server) upstreamTopicID(cluster string, id VirtualTopicID) (name string, up [16]byte, ok bool) {
+	name, ok = s.topicIDs.name(id)
+	if !ok {
+		return "", up, false
+	}
+	uc, ok := s.clusters[cluster]
+	if !ok {
+		return name, up, false
+	}
+	up, ok = uc.topicID(name)
+	return name, up, ok
+}
+
+// virtualOf maps a cluster's topic id back to the virtual one (zero ids and
+// ids kproxy never learned pass through).
+func (s *Server) virtualOf(cluster string, up [16]byte) [16]byte {
+	if up == ([16]byte{}) {
+		return up
+	}
+	if uc, ok := s.clusters[cluster]; ok {
+		if n, ok := uc.topicName(up); ok {
+			return s.virtualTopicID(n, up)
+		}
+	}
+	return up
+}
