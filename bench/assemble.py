@@ -50,6 +50,7 @@ def main():
     ap.add_argument("--kafka", default="unknown")
     ap.add_argument("--elapsed", type=int, default=0)
     ap.add_argument("--profile", default="")
+    ap.add_argument("--rev", default="unknown")
     a = ap.parse_args()
 
     rows = [json.loads(l) for l in open(a.raw) if l.strip()]
@@ -60,6 +61,8 @@ def main():
         for k, v in res.items():
             if isinstance(v, (int, float)):
                 vals[(ph, p, k)].append(v)
+        if p == "proxy":
+            vals[(ph, p, "kproxy_cpu_s_total")].append(r["kproxy_cpu_s"])
         gb = res["bytes"] / 1e9
         if gb > 0:
             if p == "proxy":
@@ -139,6 +142,7 @@ def main():
         "(`ConsumePartitions`, `AtStart`), 64 MiB fetch max; data is in the page cache.",
         "- kproxy CPU: utime+stime from /proc/<pid>/stat around each proxied phase, per GB of record "
         "payload moved; baseline column = the source broker's own CPU-s/GB for the same phase on the direct path.",
+        f"- kproxy built from {a.rev} (the working tree at run time), started as its own process.",
         f"- {a.rounds} rounds; within a round each phase runs direct and proxied back to back, the order "
         "alternating per round; every figure is the **median over rounds**. One unrecorded warm-up first. "
         "Fresh topics per run (bench-<unix>-*), deleted at the end.",
@@ -162,7 +166,8 @@ def main():
         f"{a.rate:,} records/s.",
         f"- **kproxy CPU**: {fmt(by[('kproxy_cpu', 'cpu_s_per_gb_produce')]['kproxy'], 2)} CPU-s/GB produced, "
         f"{fmt(by[('kproxy_cpu', 'cpu_s_per_gb_fetch')]['kproxy'], 2)} CPU-s/GB fetched "
-        f"(latency phase, low rate: {fmt(med('latency', 'proxy', 'cpu_s_per_gb'), 2)} CPU-s/GB).",
+        f"(latency phase, {a.rate:,} records/s with linger 0: {fmt(med('latency', 'proxy', 'cpu_s_per_gb'), 2)} CPU-s/GB, "
+        f"i.e. {fmt(100 * (med('latency', 'proxy', 'kproxy_cpu_s_total') or 0) / a.lat_seconds, 0)}% of one core).",
         "",
         "Per-round values (in run order of rounds):",
         "",
@@ -173,17 +178,20 @@ def main():
         f"- kproxy CPU-s/GB produce: {spread('produce', 'proxy', 'cpu_s_per_gb', 2)}; fetch: {spread('consume', 'proxy', 'cpu_s_per_gb', 2)}",
         "",
     ]
-    if a.profile and os.path.exists(a.profile):
-        lines += ["## kproxy CPU profile, proxied produce (perf, top symbols, self time)", "", "```"]
-        lines += [l.rstrip() for l in open(a.profile)][:30]
+    for prof in [x for x in a.profile.split(",") if x and os.path.exists(x)]:
+        what = "fetch" if "consume" in prof else "produce"
+        lines += [f"## kproxy CPU profile, proxied {what}, round 1 (perf, 999 Hz, top symbols by self time)",
+                  "", "```"]
+        lines += [l.rstrip() for l in open(prof)][:25]
         lines += ["```", ""]
     lines += [
         "## Reproduce",
         "",
         "```sh",
         "bash test/kafka/kafka.sh up   # if the clusters are not running",
-        "make bench                    # = bash bench/run.sh",
-        f"# knobs: ROUNDS={a.rounds} N={a.n} SIZE={a.size} RATE={a.rate} LAT_SECONDS={a.lat_seconds} PERF=1 (perf profile)",
+        ("PERF=1 " if a.profile else "") + "make bench   # = bash bench/run.sh",
+        f"# knobs and their values in this run: ROUNDS={a.rounds} N={a.n} SIZE={a.size} RATE={a.rate} "
+        f"LAT_SECONDS={a.lat_seconds}; PERF=1 adds the perf profiles",
         "```",
         "",
         f"This run took {a.elapsed} s end to end. Raw per-round loadgen output: `bench/raw-last.jsonl`.",

@@ -24,14 +24,24 @@ SIZE="${SIZE:-1024}"
 RATE="${RATE:-5000}"
 LAT_SECONDS="${LAT_SECONDS:-15}"
 PARTITIONS="${PARTITIONS:-6}"
-LISTEN="${LISTEN:-127.0.0.1:19192}"
-ADMIN="${ADMIN:-127.0.0.1:19644}"
+# Free ports picked at start unless given, so a second kproxy on the usual
+# ports (another run, a dev instance) can neither block nor impersonate ours.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+LISTEN="${LISTEN:-127.0.0.1:$(free_port)}"
+ADMIN="${ADMIN:-127.0.0.1:$(free_port)}"
 SOURCE="${SOURCE:-127.0.0.1:19092}"
 TARGET="${TARGET:-127.0.0.1:29092}"
 PERF="${PERF:-0}"
 GO="${GO:-go}"
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# Two benchmarks at once on 2 cores measure each other: serialize runs.
+exec 9>/tmp/kproxy-bench.lock
+if ! flock -n 9; then
+  say "another bench/run.sh is running; waiting for it (lock /tmp/kproxy-bench.lock)"
+  flock 9
+fi
 T0=$(date +%s)
 
 WORK="$(mktemp -d /tmp/kproxy-bench.XXXXXX)"
@@ -84,7 +94,8 @@ for i in $(seq 1 100); do
   kill -0 "$KPROXY_PID" 2>/dev/null || { cat "$WORK/kproxy.log" >&2; exit 1; }
   sleep 0.2
 done
-curl -fsS "http://$ADMIN/readyz" >/dev/null || { say "kproxy never became ready"; cat "$WORK/kproxy.log" >&2; exit 1; }
+curl -fsS "http://$ADMIN/readyz" >/dev/null && kill -0 "$KPROXY_PID" 2>/dev/null ||
+  { say "kproxy never became ready"; cat "$WORK/kproxy.log" >&2; exit 1; }
 say "kproxy pid $KPROXY_PID ready on $LISTEN; source broker pid ${BROKER_PID:-?}"
 
 CLK_TCK="$(getconf CLK_TCK)"
@@ -112,6 +123,7 @@ measure() {
   local round=$1 path=$2 phase=$3; shift 4
   local k0 b0 k1 b1 out
   k0=$(cpu_ticks "$KPROXY_PID"); b0=$(cpu_ticks "$BROKER_PID")
+  kill -0 "$KPROXY_PID" 2>/dev/null || { say "kproxy (pid $KPROXY_PID) is gone"; cat "$WORK/kproxy.log" >&2; exit 1; }
   out="$("$LG" "$@")"
   k1=$(cpu_ticks "$KPROXY_PID"); b1=$(cpu_ticks "$BROKER_PID")
   printf '{"round":%d,"path":"%s","phase":"%s","kproxy_cpu_s":%s,"broker_cpu_s":%s,"result":%s}\n' \
@@ -120,6 +132,24 @@ measure() {
     "$(awk -v a="$b0" -v b="$b1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}')" \
     "$out" >>"$RAW"
   say "round $round $phase $path: $out"
+}
+# profiled: measure, plus (PERF=1, round 1, proxied) a perf profile of kproxy
+# written to bench/profile-PHASE.txt.
+profiled() {
+  local round=$1 path=$2 phase=$3
+  if [[ $PERF == 1 && $round == 1 && $path == proxy ]] && command -v perf >/dev/null; then
+    perf record -F 999 -o "$WORK/perf-$phase.data" -p "$KPROXY_PID" >/dev/null 2>&1 &
+    local perf_pid=$!
+    sleep 0.5
+    measure "$@"
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    perf report -i "$WORK/perf-$phase.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
+      grep -E '^ +[0-9]' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | head -30 \
+      >"$ROOT/bench/profile-$phase.txt" || true
+  else
+    measure "$@"
+  fi
 }
 addr() { [[ $1 == proxy ]] && echo "$LISTEN" || echo "$SOURCE"; }
 
@@ -131,25 +161,14 @@ addr() { [[ $1 == proxy ]] && echo "$LISTEN" || echo "$SOURCE"; }
 for r in $(seq 1 "$ROUNDS"); do
   if (( r % 2 == 1 )); then order=(direct proxy); else order=(proxy direct); fi
   for p in "${order[@]}"; do
-    if [[ $PERF == 1 && $r == 1 && $p == proxy ]] && command -v perf >/dev/null; then
-      perf record -F 999 -o "$WORK/perf.data" -p "$KPROXY_PID" >/dev/null 2>&1 &
-      PERF_PID=$!
-      sleep 0.5
-      measure "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"
-      kill -INT "$PERF_PID" 2>/dev/null || true
-      wait "$PERF_PID" 2>/dev/null || true
-      perf report -i "$WORK/perf.data" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
-        grep -v '^$' | grep -E '^ +[0-9]' | head -40 >"$ROOT/bench/profile-produce.txt" || true
-    else
-      measure "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"
-    fi
+    profiled "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"
   done
   for p in "${order[@]}"; do
     measure "$r" "$p" latency -- latency -brokers "$(addr "$p")" -topic "$ID-r$r-$p-lat" \
       -rate "$RATE" -duration "${LAT_SECONDS}s" -size "$SIZE"
   done
   for p in "${order[@]}"; do
-    measure "$r" "$p" consume -- consume -brokers "$(addr "$p")" -topic "$ID-r$r-$p"
+    profiled "$r" "$p" consume -- consume -brokers "$(addr "$p")" -topic "$ID-r$r-$p"
   done
 done
 
@@ -161,10 +180,12 @@ fi
 "$LG" delete -brokers "$SOURCE" -prefix "$ID-" >/dev/null && say "deleted topics $ID-*"
 
 ELAPSED=$(( $(date +%s) - T0 ))
+REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+[[ -n "$(git status --porcelain -- cmd proxy config routing 2>/dev/null)" ]] && REV="$REV + uncommitted changes"
 python3 bench/assemble.py \
   --raw "$RAW" --results bench/results.json --md bench/RESULTS.md \
   --rounds "$ROUNDS" --n "$N" --size "$SIZE" --rate "$RATE" --lat-seconds "$LAT_SECONDS" \
-  --partitions "$PARTITIONS" --kafka "${SOURCE_VERSION:-unknown}" --elapsed "$ELAPSED" \
-  --profile "$([[ -s bench/profile-produce.txt && $PERF == 1 ]] && echo bench/profile-produce.txt || true)"
+  --partitions "$PARTITIONS" --kafka "${SOURCE_VERSION:-unknown}" --elapsed "$ELAPSED" --rev "$REV" \
+  --profile "$([[ $PERF == 1 ]] && echo bench/profile-produce.txt,bench/profile-consume.txt || true)"
 cp "$RAW" bench/raw-last.jsonl
 say "done in ${ELAPSED}s: bench/RESULTS.md, bench/results.json (raw: bench/raw-last.jsonl)"

@@ -5,8 +5,11 @@ package proxy
 // that cluster's leader; one sub-request per upstream broker, written in the
 // client's order on this connection's produce connection to that broker, so
 // idempotent sequences arrive in order.
-// Rewrites: response CurrentLeader (v10+) and Brokers name this instance.
-// Record bytes are forwarded as they came, never parsed or decompressed.
+// Rewrites: virtual producer ids in batch headers become the cluster's
+// (ident_pid.go; header bytes and CRC only, never decompressed); response
+// CurrentLeader (v10+) and Brokers name this instance. A transactional
+// produce to a topic off its transaction's cluster is refused per partition
+// with INVALID_TXN_STATE and a message saying why.
 // acks=0: forwarded without waiting; the client gets no response.
 // Not done: topic-id (v13) requests are resolved through the routed
 // cluster's ids, which pass through unchanged (virtual ids: later issue).
@@ -38,6 +41,17 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			ref, code := brokerRef{}, kerr.UnknownTopicID.Code
 			if name != "" {
 				ref, code = look.find(cluster, name, p.Partition)
+			}
+			if code == 0 && req.TransactionID != nil {
+				if txnCluster := router.TxnCluster(*req.TransactionID); txnCluster != cluster {
+					pe := producePartitionError(p.Partition, kerr.InvalidTxnState.Code)
+					pe.ErrorMessage = kmsg.StringPtr(txnClusterError(*req.TransactionID, name, cluster, txnCluster))
+					addProducePartition(resp, t, pe)
+					continue
+				}
+			}
+			if code == 0 {
+				code = rc.rewriteProducerID(cluster, p.Records)
 			}
 			if code != 0 {
 				addProducePartition(resp, t, producePartitionError(p.Partition, code))

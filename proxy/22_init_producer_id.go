@@ -1,11 +1,9 @@
 package proxy
 
 // InitProducerId (key 22), accepted v0-5. Route: a transactional producer's
-// coordinator on its transaction cluster; an idempotent producer (null
-// transactional id) to any broker of the default cluster.
-// Not done: virtual producer ids (one PID per upstream cluster, batch header
-// rewrite) come with per-topic routing; until then a PID is the default
-// cluster's.
+// coordinator on its transaction cluster. An idempotent producer (null
+// transactional id) is answered by kproxy with a virtual PID (ident_pid.go).
+// An EndTxn (v5, transactions V2) epoch bump returns the coordinator's PID.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
@@ -14,7 +12,7 @@ func init() {
 		req := kreq.(*kmsg.InitProducerIDRequest)
 		return func() kmsg.Response {
 			if req.TransactionalID == nil {
-				return rc.forwardAny(rc.srv().routes().DefaultCluster(), req)
+				return rc.srv().initVirtualProducer(req)
 			}
 			id := *req.TransactionalID
 			return rc.forwardCoordinator(rc.srv().routes().TxnCluster(id), coordTxn, id, req)

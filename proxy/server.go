@@ -62,6 +62,7 @@ type Server struct {
 
 	clusters map[string]*upstreamCluster
 	topicIDs *topicIDs
+	pids     producerIDs
 	router   atomic.Pointer[routerBox]
 	versions atomic.Pointer[map[int16]versionRange]
 
@@ -117,6 +118,7 @@ func New(opts Options) (*Server, error) {
 		s.log.Warn("state_dir is not set: virtual topic ids live in memory only, and a restart after the source is gone would show clients new ids")
 	}
 	s.topicIDs = ids
+	s.pids.m = map[pidKey]upstreamPID{}
 	s.router.Store(&routerBox{opts.Router})
 	for name, boot := range opts.Clusters {
 		uc, err := newUpstreamCluster(name, boot, s.log)

@@ -142,6 +142,7 @@ func produce(ctx context.Context, brokers, topic string, n, size int, linger tim
 		kgo.SeedBrokers(brokers),
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordDeliveryTimeout(30*time.Second),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.ProducerLinger(linger),
 		kgo.ProducerBatchMaxBytes(1<<20),
@@ -170,7 +171,9 @@ func produce(ctx context.Context, brokers, topic string, n, size int, linger tim
 			wg.Done()
 		})
 	}
-	wg.Wait()
+	if err := waitCtx(ctx, &wg); err != nil {
+		return nil, err
+	}
 	secs := time.Since(start).Seconds()
 	if f := failed.Load(); f > 0 {
 		return nil, fmt.Errorf("%d of %d records failed, first: %v", f, n, firstErr.Load())
@@ -190,6 +193,7 @@ func latency(ctx context.Context, brokers, topic string, rate int, dur time.Dura
 		kgo.SeedBrokers(brokers),
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.RecordDeliveryTimeout(30*time.Second),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.ProducerLinger(0),
 		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()),
@@ -231,7 +235,9 @@ func latency(ctx context.Context, brokers, topic string, rate int, dur time.Dura
 		})
 	}
 	sendSecs := time.Since(start).Seconds()
-	wg.Wait()
+	if err := waitCtx(ctx, &wg); err != nil {
+		return nil, err
+	}
 	if f := failed.Load(); f > 0 {
 		return nil, fmt.Errorf("%d of %d records failed", f, total)
 	}
@@ -307,4 +313,17 @@ func consume(ctx context.Context, brokers, topic string) (any, error) {
 		"records": total, "bytes": float64(bytes), "seconds": secs,
 		"mb_per_s": float64(bytes) / 1e6 / secs, "records_per_s": float64(records) / secs,
 	}, nil
+}
+
+// waitCtx waits for wg, or fails when ctx ends first (e.g. the proxy died
+// and records can never be acknowledged).
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("records still unacknowledged: %w", ctx.Err())
+	}
 }
