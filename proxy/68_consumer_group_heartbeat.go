@@ -1,12 +1,48 @@
 package proxy
 
-// ConsumerGroupHeartbeat (key 68, KIP-848), accepted v0-1. Route: the group's
-// home coordinator. Topic ids in the assignment are the home cluster's, which
-// is also the cluster clients see ids from while one cluster serves every
-// topic; virtual topic ids come with per-topic routing (a later issue).
+// ConsumerGroupHeartbeat (key 68, KIP-848), accepted v0-1. Route: the
+// group's home coordinator. The assignment is computed by that coordinator
+// from its own metadata and names its own topic ids: owned partitions in the
+// request go up as the home cluster's ids, and the assignment comes back as
+// virtual ids (ident_topic.go). A subscribed topic that does not exist on
+// the home cluster is never assigned (DESIGN.md §3a).
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
 func init() {
-	registerGroupAPI(kmsg.ConsumerGroupHeartbeat, 0, 1, func(r kmsg.Request) string { return r.(*kmsg.ConsumerGroupHeartbeatRequest).Group })
+	register(kmsg.ConsumerGroupHeartbeat, 0, 1, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.ConsumerGroupHeartbeatRequest)
+		return func() kmsg.Response {
+			s := rc.srv()
+			home := s.routes().GroupCluster(req.Group)
+			if rc.client != "" {
+				s.clientGroups.Store(rc.client, req.Group)
+			}
+			for i := range req.Topics {
+				if _, up, ok := s.upstreamTopicID(home, req.Topics[i].TopicID); ok {
+					req.Topics[i].TopicID = up
+				}
+			}
+			resp := rc.forwardCoordinator(home, coordGroup, req.Group, req)
+			if hr, ok := resp.(*kmsg.ConsumerGroupHeartbeatResponse); ok && hr.Assignment != nil {
+				if uc, ok := s.clusters[home]; ok {
+					for _, t := range hr.Assignment.Topics {
+						if _, known := uc.topicName(t.TopicID); !known {
+							// An id kproxy has not seen from this
+							// cluster: learn all its topics once.
+							ctx, cancel := rc.ctx()
+							_ = uc.refresh(ctx, nil)
+							cancel()
+							break
+						}
+					}
+				}
+				for i := range hr.Assignment.Topics {
+					t := &hr.Assignment.Topics[i]
+					t.TopicID = s.virtualOf(home, t.TopicID)
+				}
+			}
+			return resp
+		}
+	})
 }

@@ -2,6 +2,7 @@ package proxy
 
 // ConsumerGroupDescribe (key 69, KIP-848), accepted v0-1. Route: each
 // group's home coordinator, one sub-request per group, merged in order.
+// Rewrites: assignment topic ids are virtual.
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -19,6 +20,17 @@ func init() {
 				return &sub
 			}, func(i int, r kmsg.Response) {
 				if dr, ok := r.(*kmsg.ConsumerGroupDescribeResponse); ok && len(dr.Groups) > 0 {
+					home := rc.srv().routes().GroupCluster(req.Groups[i])
+					for g := range dr.Groups {
+						for m := range dr.Groups[g].Members {
+							mem := &dr.Groups[g].Members[m]
+							for _, a := range []*kmsg.Assignment{&mem.Assignment, &mem.TargetAssignment} {
+								for t := range a.TopicPartitions {
+									a.TopicPartitions[t].TopicID = rc.srv().virtualOf(home, a.TopicPartitions[t].TopicID)
+								}
+							}
+						}
+					}
 					resp.Groups = append(resp.Groups, dr.Groups...)
 					return
 				}
