@@ -1,9 +1,11 @@
 package proxy
 
-// DescribeConfigs (key 32), accepted v0-4. Route: the default cluster.
+// DescribeConfigs (key 32), accepted v0-4. Route: topic resources to the
+// topic's fetch cluster; other resources to the default cluster.
 // Broker resources (type 4) and broker loggers (type 8) name a broker id:
-// the virtual id is mapped to one real broker of the default cluster, the
-// request goes to that broker, and the answer names the virtual id again.
+// the virtual id (or "") is mapped to one real broker of the default
+// cluster, the request for them goes to that broker, and the answer names
+// the virtual id again.
 
 import (
 	"strconv"
@@ -17,45 +19,54 @@ func init() {
 		req := kreq.(*kmsg.DescribeConfigsRequest)
 		return func() kmsg.Response {
 			s := rc.srv()
-			cluster := s.routes().DefaultCluster()
-			uc, err := rc.clusterFor(cluster)
-			if err != nil {
-				return errorResponse(req, kerr.UnknownServerError.Code)
-			}
-			id, addr, ok := uc.anyBroker()
-			if !ok {
-				return errorResponse(req, kerr.RequestTimedOut.Code)
-			}
+			resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+			order, by := splitResources(rc, req.Resources, func(r kmsg.DescribeConfigsRequestResource) int8 { return int8(r.ResourceType) },
+				func(r kmsg.DescribeConfigsRequestResource) string { return r.ResourceName }, false)
 			virtual := strconv.Itoa(int(s.self()))
-			sub := *req
-			sub.Resources = append([]kmsg.DescribeConfigsRequestResource(nil), req.Resources...)
-			for i := range sub.Resources {
-				r := &sub.Resources[i]
-				if isBrokerResource(int8(r.ResourceType)) && (r.ResourceName == virtual || r.ResourceName == "") {
-					r.ResourceName = strconv.Itoa(int(id))
+			for _, cluster := range order {
+				sub := *req
+				sub.Resources = append([]kmsg.DescribeConfigsRequestResource(nil), by[cluster]...)
+				fail := func(code int16) {
+					for _, r := range sub.Resources {
+						rr := kmsg.NewDescribeConfigsResponseResource()
+						rr.ResourceType, rr.ResourceName, rr.ErrorCode = r.ResourceType, r.ResourceName, code
+						resp.Resources = append(resp.Resources, rr)
+					}
+				}
+				uc, err := rc.clusterFor(cluster)
+				if err != nil {
+					fail(kerr.UnknownServerError.Code)
+					continue
+				}
+				id, addr, ok := uc.anyBroker()
+				if !ok {
+					fail(kerr.RequestTimedOut.Code)
+					continue
+				}
+				upstream := strconv.Itoa(int(id))
+				for i := range sub.Resources {
+					r := &sub.Resources[i]
+					if isBrokerResource(int8(r.ResourceType)) && (r.ResourceName == virtual || r.ResourceName == "") {
+						r.ResourceName = upstream
+					}
+				}
+				r, err := rc.roundTrip(cluster, id, addr, &sub)
+				if err != nil {
+					fail(kerr.RequestTimedOut.Code)
+					continue
+				}
+				dr := r.(*kmsg.DescribeConfigsResponse)
+				resp.ThrottleMillis = max(resp.ThrottleMillis, dr.ThrottleMillis)
+				for _, rr := range dr.Resources {
+					if isBrokerResource(int8(rr.ResourceType)) && rr.ResourceName == upstream {
+						rr.ResourceName = virtual
+					}
+					resp.Resources = append(resp.Resources, rr)
 				}
 			}
-			r, err := rc.roundTrip(cluster, id, addr, &sub)
-			if err != nil {
-				return errorResponse(req, kerr.RequestTimedOut.Code)
-			}
-			dr := r.(*kmsg.DescribeConfigsResponse)
-			for i := range dr.Resources {
-				if isBrokerResource(int8(dr.Resources[i].ResourceType)) && dr.Resources[i].ResourceName == strconv.Itoa(int(id)) {
-					dr.Resources[i].ResourceName = virtual
-				}
-			}
-			return dr
+			return resp
 		}
 	})
-	errorFillers[kmsg.DescribeConfigs.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
-		req, resp := kreq.(*kmsg.DescribeConfigsRequest), kresp.(*kmsg.DescribeConfigsResponse)
-		for _, r := range req.Resources {
-			rr := kmsg.NewDescribeConfigsResponseResource()
-			rr.ResourceType, rr.ResourceName, rr.ErrorCode = r.ResourceType, r.ResourceName, code
-			resp.Resources = append(resp.Resources, rr)
-		}
-	}
 }
 
-func isBrokerResource(t int8) bool { return t == 4 || t == 8 }
+func isBrokerResource(t int8) bool { return t == resourceBroker || t == resourceBrokerLogger }
