@@ -11,6 +11,7 @@ package proxy
 // (virtualized with per-topic routing, a later issue).
 
 import (
+	"fmt"
 	"sort"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -107,6 +108,11 @@ func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				if t.Topic != nil && t.TopicID != ([16]byte{}) {
 					t.TopicID = s.virtualTopicID(*t.Topic, t.TopicID)
 				}
+				if t.Topic != nil && t.ErrorCode == 0 {
+					if msg := rc.splitRouteMismatch(*t.Topic, a.cluster, len(t.Partitions)); msg != "" {
+						t.ErrorCode, t.Partitions = kerr.LeaderNotAvailable.Code, nil
+					}
+				}
 				resp.Topics = append(resp.Topics, t)
 			}
 		}
@@ -116,4 +122,38 @@ func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		})
 		return resp
 	}
+}
+
+// splitRouteMismatch checks a topic whose produce and fetch routes name
+// different clusters: both must have it with the same partition count, or
+// records would be produced to partitions consumers never read. On a
+// mismatch the topic is answered LEADER_NOT_AVAILABLE (clients wait and
+// retry, nothing is written) and kproxy logs the reason; it returns the
+// reason, or "" when the route is usable.
+func (rc *reqCtx) splitRouteMismatch(topic, fetchCluster string, partitions int) string {
+	s := rc.srv()
+	produce := s.routes().ProduceCluster(topic, rc.client)
+	if produce == fetchCluster {
+		return ""
+	}
+	uc, ok := s.clusters[produce]
+	if !ok {
+		return ""
+	}
+	n := uc.partitionCount(topic)
+	if n < 0 {
+		ctx, cancel := rc.ctx()
+		_ = uc.refresh(ctx, []string{topic})
+		cancel()
+		n = uc.partitionCount(topic)
+	}
+	if n == partitions {
+		return ""
+	}
+	msg := fmt.Sprintf("topic %q: produce route %s has %d partitions, fetch route %s has %d; kproxy refuses this route until they match", topic, produce, n, fetchCluster, partitions)
+	if n < 0 {
+		msg = fmt.Sprintf("topic %q: produce route %s does not have the topic, fetch route %s has %d partitions; kproxy refuses this route until both have it", topic, produce, fetchCluster, partitions)
+	}
+	s.log.Error("split route refused", "topic", topic, "reason", msg)
+	return msg
 }

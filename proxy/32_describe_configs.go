@@ -3,7 +3,7 @@ package proxy
 // DescribeConfigs (key 32), accepted v0-4. Route: topic resources to the
 // topic's fetch cluster; other resources to the default cluster.
 // Broker resources (type 4) and broker loggers (type 8) name a broker id:
-// the virtual id (or "") is mapped to one real broker of the default
+// the virtual id is mapped to one real broker of the default
 // cluster, the request for them goes to that broker, and the answer names
 // the virtual id again.
 
@@ -46,7 +46,7 @@ func init() {
 				upstream := strconv.Itoa(int(id))
 				for i := range sub.Resources {
 					r := &sub.Resources[i]
-					if isBrokerResource(int8(r.ResourceType)) && (r.ResourceName == virtual || r.ResourceName == "") {
+					if isBrokerResource(int8(r.ResourceType)) && r.ResourceName == virtual {
 						r.ResourceName = upstream
 					}
 				}

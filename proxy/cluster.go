@@ -362,3 +362,14 @@ func (uc *upstreamCluster) learnTopicID(name string, id [16]byte) {
 	uc.idToTopic[id] = name
 	uc.topicToID[name] = id
 }
+
+// partitionCount is the topic's partition count, or -1 if unknown.
+func (uc *upstreamCluster) partitionCount(topic string) int {
+	uc.mu.RLock()
+	defer uc.mu.RUnlock()
+	parts, ok := uc.leaders[topic]
+	if !ok {
+		return -1
+	}
+	return len(parts)
+}
