@@ -30,6 +30,7 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 
 	subs := map[brokerRef]*kmsg.ProduceRequest{}
 	var order []brokerRef
+	idsRewritten := false
 	for _, t := range req.Topics {
 		name := t.Topic
 		if req.Version >= 13 {
@@ -69,6 +70,9 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					addProducePartition(resp, t, producePartitionError(p.Partition, kerr.UnknownTopicID.Code))
 					continue
 				}
+				if up != t.TopicID {
+					idsRewritten = true
+				}
 				t.TopicID = up
 			}
 			st := lastProduceTopic(sub, t)
@@ -76,9 +80,15 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		}
 	}
 
+	// One upstream broker takes every partition and the request needs no
+	// rewriting beyond what was done in place (producer ids): forward the
+	// client's own bytes, with no re-encoding.
+	raw := len(order) == 1 && len(resp.Topics) == 0 && !idsRewritten
 	if req.Acks == 0 {
 		for _, ref := range order {
-			if u, err := rc.cc.upstream(ref.cluster, ref.id, ref.addr, classProduce); err == nil {
+			if raw {
+				rc.sendRaw(ref.cluster, ref.id, ref.addr, req, false)
+			} else if u, err := rc.cc.upstream(ref.cluster, ref.id, ref.addr, classProduce); err == nil {
 				_, _ = u.send(subs[ref], rc.clientID, false)
 			}
 		}
@@ -87,7 +97,11 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 
 	pend := make([]*pending, len(order))
 	for i, ref := range order {
-		pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+		if raw {
+			pend[i] = rc.sendRaw(ref.cluster, ref.id, ref.addr, req, true)
+		} else {
+			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+		}
 	}
 	return func() kmsg.Response {
 		for i, p := range pend {

@@ -93,8 +93,10 @@ func (cc *clientConn) serve() {
 // frame is malformed. A malformed frame ends only this connection.
 func (cc *clientConn) readLoop() error {
 	br := bufio.NewReaderSize(cc.nc, 64<<10)
+	var reuse []byte // a frame buffer no request references any more
 	for {
-		body, err := readFrame(br, cc.srv.opts.MaxFrameBytes)
+		body, err := readFrameInto(br, cc.srv.opts.MaxFrameBytes, reuse)
+		reuse = nil
 		if err != nil {
 			if errors.Is(err, errFrameTooLarge) {
 				cc.srv.metrics.badFrames.Inc()
@@ -102,24 +104,32 @@ func (cc *clientConn) readLoop() error {
 			return err
 		}
 		cc.srv.metrics.bytesIn.Add(float64(len(body) + 4))
-		if err := cc.dispatch(body); err != nil {
+		released, err := cc.dispatch(body)
+		if err != nil {
 			cc.srv.metrics.badFrames.Inc()
 			return err
+		}
+		if released && cap(body) <= 8<<20 {
+			reuse = body
 		}
 	}
 }
 
-func (cc *clientConn) dispatch(body []byte) (err error) {
+// dispatch decodes and starts one request. released says the request no
+// longer references body once dispatch returns (Produce: its bytes were
+// written upstream during the synchronous part), so the buffer can be
+// reused for the next frame.
+func (cc *clientConn) dispatch(frame []byte) (released bool, err error) {
 	adv := cc.srv.advertised()
-	h, req, err := parseRequest(body, adv)
+	h, req, body, err := parseRequest(frame, adv)
 	if errors.Is(err, errApiVersionsTooNew) {
 		// Answer v0 with UNSUPPORTED_VERSION and our range, so the client
 		// retries lower (KIP-511; NetworkClient.handleApiVersionsResponse).
 		cc.enqueueReady(h, apiVersionsUnsupported(adv))
-		return nil
+		return true, nil
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	spec := registry[h.key]
 	clientID := ""
@@ -141,10 +151,10 @@ func (cc *clientConn) dispatch(body []byte) (err error) {
 		select {
 		case cc.slots <- s:
 		case <-cc.done:
-			return net.ErrClosed
+			return false, net.ErrClosed
 		}
 	}
-	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID}
+	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	go func() {
 		var resp kmsg.Response
@@ -163,7 +173,8 @@ func (cc *clientConn) dispatch(body []byte) (err error) {
 			resp = wait()
 		}
 	}()
-	return nil
+	_, isProduce := req.(*kmsg.ProduceRequest)
+	return isProduce, nil
 }
 
 // errApiVersionsTooNew marks an ApiVersions request newer than we know.
@@ -172,31 +183,32 @@ var errApiVersionsTooNew = errors.New("ApiVersions version is newer than kproxy 
 // parseRequest decodes one request frame body against the advertised
 // versions. Every failure is an error that names what was wrong; nothing
 // here panics on any input (FuzzParseRequest).
-func parseRequest(body []byte, adv map[int16]versionRange) (requestHeader, kmsg.Request, error) {
-	h, r, err := parseRequestHeader(body)
+func parseRequest(frame []byte, adv map[int16]versionRange) (requestHeader, kmsg.Request, []byte, error) {
+	h, r, err := parseRequestHeader(frame)
 	if err != nil {
-		return h, nil, err
+		return h, nil, nil, err
 	}
 	vr, advertised := adv[h.key]
 	if h.key == kmsg.ApiVersions.Int16() && (h.version < 0 || h.version > vr.max) {
-		return h, nil, errApiVersionsTooNew
+		return h, nil, nil, errApiVersionsTooNew
 	}
 	if registry[h.key] == nil || !advertised {
-		return h, nil, fmt.Errorf("request for api key %d (%s) v%d, which kproxy does not advertise; closing as a broker does", h.key, kmsg.NameForKey(h.key), h.version)
+		return h, nil, nil, fmt.Errorf("request for api key %d (%s) v%d, which kproxy does not advertise; closing as a broker does", h.key, kmsg.NameForKey(h.key), h.version)
 	}
 	if h.version < vr.min || h.version > vr.max {
-		return h, nil, fmt.Errorf("%s v%d is outside the advertised range v%d-v%d; closing as a broker does", kmsg.NameForKey(h.key), h.version, vr.min, vr.max)
+		return h, nil, nil, fmt.Errorf("%s v%d is outside the advertised range v%d-v%d; closing as a broker does", kmsg.NameForKey(h.key), h.version, vr.min, vr.max)
 	}
 	req := kmsg.RequestForKey(h.key)
 	req.SetVersion(h.version)
-	if err := decodeRequest(r, req); err != nil {
+	body, err := decodeRequest(r, req)
+	if err != nil {
 		client := "<null>"
 		if h.clientID != nil {
 			client = *h.clientID
 		}
-		return h, nil, fmt.Errorf("malformed request from client %q: %w", client, err)
+		return h, nil, nil, fmt.Errorf("malformed request from client %q: %w", client, err)
 	}
-	return h, req, nil
+	return h, req, body, nil
 }
 
 // runHandler runs the synchronous part of a handler, converting a panic into

@@ -34,7 +34,11 @@ func putBuf(b *[]byte) {
 
 // readFrame reads one size-prefixed Kafka frame into a fresh buffer.
 // The size is checked against max before any allocation.
-func readFrame(r io.Reader, max int32) ([]byte, error) {
+func readFrame(r io.Reader, max int32) ([]byte, error) { return readFrameInto(r, max, nil) }
+
+// readFrameInto reads a frame into reuse when it is large enough, else into a
+// new buffer.
+func readFrameInto(r io.Reader, max int32, reuse []byte) ([]byte, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
 		return nil, err
@@ -46,7 +50,11 @@ func readFrame(r io.Reader, max int32) ([]byte, error) {
 	if n < 8 {
 		return nil, fmt.Errorf("frame of %d bytes is shorter than a request header", n)
 	}
-	buf := make([]byte, n)
+	buf := reuse[:0]
+	if cap(buf) < int(n) {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
 		return nil, fmt.Errorf("reading %d-byte frame body: %w", n, err)
 	}
@@ -89,17 +97,18 @@ func parseRequestHeader(body []byte) (requestHeader, *kbin.Reader, error) {
 // decodeRequest decodes the body after the header into req (whose version has
 // been set). Trailing garbage is tolerated like the broker does for unknown
 // tagged fields, but a short body is an error.
-func decodeRequest(r *kbin.Reader, req kmsg.Request) error {
+// It returns the request body (after the header) it decoded from.
+func decodeRequest(r *kbin.Reader, req kmsg.Request) ([]byte, error) {
 	if req.IsFlexible() {
 		skipTagsBounded(r)
 		if err := r.Complete(); err != nil {
-			return fmt.Errorf("truncated request header tags: %w", err)
+			return nil, fmt.Errorf("truncated request header tags: %w", err)
 		}
 	}
 	if err := req.ReadFrom(r.Src); err != nil {
-		return fmt.Errorf("decoding %s v%d: %w", kmsg.NameForKey(req.Key()), req.GetVersion(), err)
+		return nil, fmt.Errorf("decoding %s v%d: %w", kmsg.NameForKey(req.Key()), req.GetVersion(), err)
 	}
-	return nil
+	return r.Src, nil
 }
 
 // appendResponseHeader starts a response frame: a size placeholder (see
@@ -127,6 +136,20 @@ func setFrameSize(frame []byte, extra int) {
 type passthrough struct {
 	kmsg.Response // the decoded form: key, version, flexibility
 	body          []byte
+}
+
+// appendRequestHeader writes a request frame's size placeholder and header
+// for a body that follows separately (see setFrameSize).
+func appendRequestHeader(dst []byte, key, version int16, flexible bool, corr int32, clientID *string) []byte {
+	dst = append(dst, 0, 0, 0, 0)
+	dst = kbin.AppendInt16(dst, key)
+	dst = kbin.AppendInt16(dst, version)
+	dst = kbin.AppendInt32(dst, corr)
+	dst = kbin.AppendNullableString(dst, clientID)
+	if flexible {
+		dst = append(dst, 0)
+	}
+	return dst
 }
 
 // appendRequest frames req for an upstream broker, carrying the downstream

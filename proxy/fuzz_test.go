@@ -32,7 +32,7 @@ func FuzzParseRequest(f *testing.F) {
 		if hasHugeUvarint(body) {
 			t.Skip("input declares a multi-million-entry tag section")
 		}
-		h, req, err := parseRequest(body, adv)
+		h, req, _, err := parseRequest(body, adv)
 		if err != nil {
 			return
 		}

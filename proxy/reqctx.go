@@ -16,6 +16,7 @@ type reqCtx struct {
 	cc       *clientConn
 	clientID *string // forwarded upstream as-is
 	client   string  // client.id, "" when null
+	body     []byte  // the request body after its header, as the client sent it
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
@@ -53,6 +54,21 @@ func (rc *reqCtx) send(cluster string, broker UpstreamNodeID, addr string, req k
 		return &pending{req: req, err: err}
 	}
 	call, err := u.send(req, rc.clientID, true)
+	if err != nil {
+		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
+	}
+	return &pending{u: u, call: call, req: req, err: err}
+}
+
+// sendRaw writes this request's own body bytes upstream under a new header:
+// no re-encoding. Only valid when the upstream must see exactly what the
+// client sent (same version, nothing rewritten except in place).
+func (rc *reqCtx) sendRaw(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, expectResponse bool) *pending {
+	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
+	if err != nil {
+		return &pending{req: req, err: err}
+	}
+	call, err := u.sendBody(req, rc.clientID, rc.body, expectResponse)
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
 	}

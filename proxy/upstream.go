@@ -81,6 +81,7 @@ type upstreamConn struct {
 	wmu     sync.Mutex // guards the fields below, and ordering of writes with pending
 	corr    int32
 	wbuf    []byte
+	hbuf    []byte
 	pending chan *upstreamCall
 
 	deadOnce sync.Once
@@ -162,8 +163,43 @@ func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse 
 		}
 		return c, nil // the call fails through fail()
 	}
-	if cap(uc.wbuf) > 1<<20 { // don't pin a large produce buffer per connection
+	if cap(uc.wbuf) > 8<<20 { // don't pin a huge buffer per connection
 		uc.wbuf = nil
+	}
+	if !expectResponse {
+		return nil, nil
+	}
+	return c, nil
+}
+
+// sendBody is send for a request whose encoded body the caller already has
+// (the client's own bytes): the header and the body go out in one writev.
+func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
+	uc.wmu.Lock()
+	defer uc.wmu.Unlock()
+	if uc.isDead() {
+		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
+	}
+	uc.corr++
+	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
+	hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
+	setFrameSize(hdr, len(body))
+	uc.hbuf = hdr
+	if expectResponse {
+		select {
+		case uc.pending <- c:
+		case <-uc.dead:
+			return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
+		}
+	}
+	bufs := net.Buffers{hdr, body}
+	if _, err := bufs.WriteTo(uc.nc); err != nil {
+		err = fmt.Errorf("writing %s to upstream %s broker %d: %w", kmsg.NameForKey(req.Key()), uc.cluster, uc.broker, err)
+		go uc.fail(err)
+		if !expectResponse {
+			return nil, err
+		}
+		return c, nil
 	}
 	if !expectResponse {
 		return nil, nil

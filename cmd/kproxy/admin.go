@@ -1,11 +1,11 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -13,7 +13,7 @@ import (
 	"github.com/kproxy/kproxy/routing"
 )
 
-// adminServer serves /metrics, /healthz, /readyz and /status.
+// adminServer serves /metrics, /healthz, /readyz, /status and /debug/pprof.
 type adminServer struct {
 	*http.Server
 	ln net.Listener
@@ -32,6 +32,11 @@ type statusDoc struct {
 func startAdmin(addr string, inst *instance) (*adminServer, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(inst.reg, promhttp.HandlerOpts{}))
+	// Go profiles, for finding where a proxy's CPU goes under real load.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !inst.srv.Ready() {
@@ -68,4 +73,3 @@ func (inst *instance) statusDoc() statusDoc {
 	return d
 }
 
-var _ = context.Background
