@@ -83,9 +83,13 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		for i, ref := range order {
 			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
 		}
+		var frames heldFrames
 		for i, p := range pend {
 			ref := order[i]
 			r, body, err := p.responseBody()
+			if err == nil && p.call != nil {
+				frames = append(frames, p.call)
+			}
 			var fr *kmsg.FetchResponse
 			if err == nil {
 				fr = r.(*kmsg.FetchResponse)
@@ -107,7 +111,7 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			if len(pend) == 1 && len(resp.Topics) == 0 && idsVirtual && fetchNeedsNoRewrite(fr) {
 				// The one upstream answered for every partition and
 				// named no broker: its bytes are the client's answer.
-				return &passthrough{Response: fr, body: body}
+				return &passthrough{Response: fr, body: body, frames: frames}
 			}
 			resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
 			var stale []string
@@ -127,6 +131,9 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				resp.Brokers = s.fetchBrokers(fr.Brokers)
 			}
 			s.refreshSoon(ref.cluster, stale)
+		}
+		if len(frames) > 0 {
+			return &heldResponse{Response: resp, frames: frames}
 		}
 		return resp
 	}

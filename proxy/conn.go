@@ -269,9 +269,15 @@ func (cc *clientConn) writeLoop() {
 		}
 		buf := appendResponseHeader((*bufp)[:0], s.corr, s.resp)
 		var body []byte
-		if pt, ok := s.resp.(*passthrough); ok {
-			body = pt.body // upstream bytes, written as they are
-		} else {
+		var held *heldFrames
+		switch r := s.resp.(type) {
+		case *passthrough:
+			body = r.body // upstream bytes, written as they are
+			held = &r.frames
+		case *heldResponse:
+			buf = r.Response.AppendTo(buf)
+			held = &r.frames
+		default:
 			buf = s.resp.AppendTo(buf)
 		}
 		setFrameSize(buf, len(body))
@@ -297,6 +303,9 @@ func (cc *clientConn) writeLoop() {
 				return
 			}
 		}
+		if held != nil {
+			held.release() // the response's bytes are in the socket or bw now
+		}
 		cc.srv.metrics.bytesOut.Add(float64(len(buf) + len(body)))
 		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
 		if cap(*bufp) > 8<<20 {
@@ -319,7 +328,7 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 		return nil, net.ErrClosed
 	default:
 	}
-	u, err := dialUpstream(cluster, int32(broker), addr, cc.srv.opts.MaxFrameBytes)
+	u, err := dialUpstream(cluster, int32(broker), addr, cc.srv.opts.MaxFrameBytes, class == classFetch)
 	if err != nil {
 		cc.srv.metrics.upstreamErrors.WithLabelValues(cluster).Inc()
 		return nil, err

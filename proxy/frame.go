@@ -24,6 +24,19 @@ var frameBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); ret
 
 func getBuf() *[]byte { return frameBufPool.Get().(*[]byte) }
 
+// fetchFramePool holds upstream fetch response buffers apart from the small
+// response-encoding buffers, so a multi-megabyte fetch frame finds a
+// buffer of its own size again (same lifetime rule as frameBufPool).
+var fetchFramePool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
+
+func putFetchFrame(b *[]byte) {
+	if cap(*b) > 64<<20 {
+		return
+	}
+	*b = (*b)[:0]
+	fetchFramePool.Put(b)
+}
+
 func putBuf(b *[]byte) {
 	if cap(*b) > 8<<20 { // do not pin huge fetch buffers forever
 		return
@@ -136,6 +149,24 @@ func setFrameSize(frame []byte, extra int) {
 type passthrough struct {
 	kmsg.Response // the decoded form: key, version, flexibility
 	body          []byte
+	frames        heldFrames
+}
+
+// heldResponse is a response whose byte fields alias pooled upstream
+// buffers; the write loop releases them once the response is written.
+type heldResponse struct {
+	kmsg.Response
+	frames heldFrames
+}
+
+// heldFrames are pooled upstream buffers a response still aliases.
+type heldFrames []*upstreamCall
+
+func (h *heldFrames) release() {
+	for _, c := range *h {
+		c.releaseFrame()
+	}
+	*h = nil
 }
 
 // appendRequestHeader writes a request frame's size placeholder and header

@@ -94,6 +94,7 @@ func (p *pending) responseBody() (kmsg.Response, []byte, error) {
 	}
 	resp := p.req.ResponseKind()
 	if err := resp.ReadFrom(body); err != nil {
+		p.call.releaseFrame()
 		return nil, nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
 	}
 	return resp, body, nil

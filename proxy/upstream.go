@@ -48,6 +48,20 @@ type upstreamCall struct {
 	done chan struct{}
 	body []byte // response body after the response header
 	err  error
+
+	// frame is the pooled buffer body lives in (fetch connections only);
+	// see releaseFrame.
+	frame *[]byte
+}
+
+// releaseFrame returns a call's pooled response buffer. Lifetime rule: only
+// after every slice decoded from body has been written to the client or
+// copied, and never twice (the caller owns the call).
+func (c *upstreamCall) releaseFrame() {
+	if c != nil && c.frame != nil {
+		putFetchFrame(c.frame)
+		c.frame = nil
+	}
 }
 
 // wait blocks until the response arrives, the connection dies, or timeout
@@ -77,6 +91,7 @@ type upstreamConn struct {
 	addr    string
 	maxResp int32
 	nc      net.Conn
+	pooled  bool // read responses into pooled buffers (fetch connections)
 
 	wmu     sync.Mutex // guards the fields below, and ordering of writes with pending
 	corr    int32
@@ -89,7 +104,7 @@ type upstreamConn struct {
 	deadErr  error
 }
 
-func dialUpstream(cluster string, broker int32, addr string, maxResp int32) (*upstreamConn, error) {
+func dialUpstream(cluster string, broker int32, addr string, maxResp int32, pooled bool) (*upstreamConn, error) {
 	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
@@ -103,6 +118,7 @@ func dialUpstream(cluster string, broker int32, addr string, maxResp int32) (*up
 		addr:    addr,
 		maxResp: maxResp,
 		nc:      nc,
+		pooled:  pooled,
 		pending: make(chan *upstreamCall, 1024),
 		dead:    make(chan struct{}),
 	}
@@ -210,7 +226,16 @@ func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte
 func (uc *upstreamConn) readLoop() {
 	br := bufio.NewReaderSize(uc.nc, 32<<10)
 	for {
-		frame, err := readFrame(br, uc.maxResp)
+		var pooled *[]byte
+		var reuse []byte
+		if uc.pooled {
+			pooled = fetchFramePool.Get().(*[]byte)
+			reuse = *pooled
+		}
+		frame, err := readFrameInto(br, uc.maxResp, reuse)
+		if pooled != nil && err == nil {
+			*pooled = frame
+		}
 		if err != nil {
 			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
 			return
@@ -239,6 +264,7 @@ func (uc *upstreamConn) readLoop() {
 			body = skipTagSection(body)
 		}
 		c.body = body
+		c.frame = pooled
 		close(c.done)
 	}
 }
