@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -299,3 +300,21 @@ func (s *Server) Ready() bool {
 
 // keyName is a short name for logs and metric labels.
 func keyName(key int16) string { return kmsg.NameForKey(key) }
+
+// KnownTopics lists every topic kproxy has seen on any cluster, sorted.
+func (s *Server) KnownTopics() []string {
+	seen := map[string]bool{}
+	for _, uc := range s.clusters {
+		uc.mu.RLock()
+		for t := range uc.leaders {
+			seen[t] = true
+		}
+		uc.mu.RUnlock()
+	}
+	out := make([]string, 0, len(seen))
+	for t := range seen {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -27,6 +27,14 @@ type statusDoc struct {
 	Proxy         proxy.Status       `json:"proxy"`
 	RoutesDefault string             `json:"routes_default"`
 	Routes        []routing.RuleView `json:"routes"`
+	Topics        []topicStatus      `json:"topics"`
+}
+
+// topicStatus is one topic's effective routes (the rule that applies, and
+// where its produce and fetch requests go).
+type topicStatus struct {
+	Topic string           `json:"topic"`
+	Rule  routing.RuleView `json:"rule"`
 }
 
 func startAdmin(addr string, inst *instance) (*adminServer, error) {
@@ -69,7 +77,9 @@ func (inst *instance) statusDoc() statusDoc {
 	}
 	if t, err := routing.NewTable(cfg); err == nil {
 		d.Routes = t.Rules()
+		for _, name := range inst.srv.KnownTopics() {
+			d.Topics = append(d.Topics, topicStatus{Topic: name, Rule: t.TopicRule(name)})
+		}
 	}
 	return d
 }
-

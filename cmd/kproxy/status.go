@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/kproxy/kproxy/routing"
 )
 
 func statusCmd(args []string) error {
@@ -49,14 +52,41 @@ func statusCmd(args []string) error {
 	tw.Flush()
 	fmt.Println()
 	tw = tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOPIC\tPRODUCE\tFETCH\tCANARY")
+	fmt.Fprintln(tw, "RULE\tPRODUCE\tFETCH\tCANARY")
 	fmt.Fprintf(tw, "(default)\t%s\t%s\t-\n", d.RoutesDefault, d.RoutesDefault)
 	for _, r := range d.Routes {
-		canary := "-"
-		if c := r.Canary; c != nil {
-			canary = fmt.Sprintf("fetch %s for clients %v groups %v percent %d", c.Fetch, c.Clients, c.Groups, c.Percent)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Pattern, r.Produce, r.Fetch, canaryText(r))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Println()
+	tw = tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOPIC\tPRODUCE\tFETCH\tCANARY\tRULE")
+	for _, t := range d.Topics {
+		rule := t.Rule.Pattern
+		if rule == "" {
+			rule = "(default)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Pattern, r.Produce, r.Fetch, canary)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Topic, t.Rule.Produce, t.Rule.Fetch, canaryText(t.Rule), rule)
 	}
 	return tw.Flush()
+}
+
+func canaryText(r routing.RuleView) string {
+	c := r.Canary
+	if c == nil {
+		return "-"
+	}
+	var who []string
+	if len(c.Clients) > 0 {
+		who = append(who, fmt.Sprintf("clients %v", c.Clients))
+	}
+	if len(c.Groups) > 0 {
+		who = append(who, fmt.Sprintf("groups %v", c.Groups))
+	}
+	if c.Percent > 0 {
+		who = append(who, fmt.Sprintf("%d%% of client ids", c.Percent))
+	}
+	return fmt.Sprintf("fetch %s for %s", c.Fetch, strings.Join(who, ", "))
 }
