@@ -38,6 +38,7 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		}
 		cluster := router.ProduceCluster(name, rc.client)
 		virtualID := t.TopicID
+		vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: virtualID} // for answers
 		for _, p := range t.Partitions {
 			ref, code := brokerRef{}, kerr.UnknownTopicID.Code
 			if name != "" {
@@ -47,15 +48,26 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				if txnCluster := router.TxnCluster(*req.TransactionID); txnCluster != cluster {
 					pe := producePartitionError(p.Partition, kerr.InvalidTxnState.Code)
 					pe.ErrorMessage = kmsg.StringPtr(txnClusterError(*req.TransactionID, name, cluster, txnCluster))
-					addProducePartition(resp, t, pe)
+					addProducePartition(resp, vt, pe)
 					continue
+				}
+			}
+			if code == 0 && req.Version >= 13 {
+				_, up, ok := s.upstreamTopicID(cluster, virtualID)
+				if !ok {
+					code = kerr.UnknownTopicID.Code
+				} else {
+					if up != virtualID {
+						idsRewritten = true
+					}
+					t.TopicID = up // the sub-request names the cluster's id
 				}
 			}
 			if code == 0 {
 				code = rc.rewriteProducerID(cluster, p.Records)
 			}
 			if code != 0 {
-				addProducePartition(resp, t, producePartitionError(p.Partition, code))
+				addProducePartition(resp, vt, producePartitionError(p.Partition, code))
 				continue
 			}
 			sub, ok := subs[ref]
@@ -63,17 +75,6 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				sub = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
 				subs[ref] = sub
 				order = append(order, ref)
-			}
-			if req.Version >= 13 {
-				_, up, ok := s.upstreamTopicID(cluster, virtualID)
-				if !ok {
-					addProducePartition(resp, t, producePartitionError(p.Partition, kerr.UnknownTopicID.Code))
-					continue
-				}
-				if up != t.TopicID {
-					idsRewritten = true
-				}
-				t.TopicID = up
 			}
 			st := lastProduceTopic(sub, t)
 			st.Partitions = append(st.Partitions, p)

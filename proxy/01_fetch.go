@@ -36,12 +36,14 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		look := newLeaderLookup(rc)
 		subs := map[brokerRef]*kmsg.FetchRequest{}
 		var order []brokerRef
+		translated := false // some partition's offsets go through an offset map
 		for _, t := range req.Topics {
 			name := t.Topic
 			if req.Version >= 13 {
 				name, _ = s.topicIDs.name(t.TopicID)
 			}
 			cluster := router.FetchCluster(name, rc.client, rc.group())
+			virtualID := t.TopicID
 			for _, p := range t.Partitions {
 				ref, code := brokerRef{}, kerr.UnknownTopicID.Code
 				if name != "" {
@@ -50,8 +52,25 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					code = kerr.UnknownTopicOrPartition.Code
 				}
 				if code != 0 {
-					addFetchPartition(resp, t.Topic, t.TopicID, fetchPartitionError(p.Partition, code))
+					addFetchPartition(resp, t.Topic, virtualID, fetchPartitionError(p.Partition, code))
 					continue
+				}
+				if req.Version >= 13 {
+					_, up, ok := s.upstreamTopicID(cluster, virtualID)
+					if !ok {
+						addFetchPartition(resp, t.Topic, virtualID, fetchPartitionError(p.Partition, kerr.UnknownTopicID.Code))
+						continue
+					}
+					t.TopicID = up // the sub-request names the cluster's id
+				}
+				if m := s.offsetMap(cluster, name, p.Partition); m != nil {
+					tgt, ok := toTargetOffset(m, p.FetchOffset)
+					if !ok {
+						addFetchPartition(resp, t.Topic, virtualID, outOfRange(m, p.Partition))
+						continue
+					}
+					p.FetchOffset = tgt
+					translated = true
 				}
 				sub, ok := subs[ref]
 				if !ok {
@@ -62,14 +81,6 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					sub.SessionID, sub.SessionEpoch = 0, -1
 					subs[ref] = sub
 					order = append(order, ref)
-				}
-				if req.Version >= 13 {
-					_, up, ok := s.upstreamTopicID(cluster, t.TopicID)
-					if !ok {
-						addFetchPartition(resp, t.Topic, t.TopicID, fetchPartitionError(p.Partition, kerr.UnknownTopicID.Code))
-						continue
-					}
-					t.TopicID = up // the sub-request names the cluster's id
 				}
 				st := lastFetchTopic(sub, t)
 				up := p
@@ -107,8 +118,11 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				continue
 			}
 			clearFetchEpochs(fr) // in place: batches alias body
+			if translated {
+				s.virtualizeFetchOffsets(ref.cluster, fr)
+			}
 			idsVirtual := s.virtualizeFetchIDs(ref.cluster, fr)
-			if len(pend) == 1 && len(resp.Topics) == 0 && idsVirtual && fetchNeedsNoRewrite(fr) {
+			if len(pend) == 1 && len(resp.Topics) == 0 && idsVirtual && !translated && fetchNeedsNoRewrite(fr) {
 				// The one upstream answered for every partition and
 				// named no broker: its bytes are the client's answer.
 				return &passthrough{Response: fr, body: body, frames: frames}
@@ -212,4 +226,23 @@ func (s *Server) virtualizeFetchIDs(cluster string, fr *kmsg.FetchResponse) bool
 		}
 	}
 	return same
+}
+
+// virtualizeFetchOffsets translates a target answer's replicated partitions
+// (ident_offset.go). Topic names are resolved before ids are virtualized.
+func (s *Server) virtualizeFetchOffsets(cluster string, fr *kmsg.FetchResponse) {
+	uc := s.clusters[cluster]
+	for i := range fr.Topics {
+		t := &fr.Topics[i]
+		name := t.Topic
+		if fr.Version >= 13 {
+			name, _ = uc.topicName(t.TopicID)
+		}
+		for j := range t.Partitions {
+			p := &t.Partitions[j]
+			if m := s.offsetMap(cluster, name, p.Partition); m != nil && p.ErrorCode == 0 {
+				virtualizeFetchPartition(m, p)
+			}
+		}
+	}
 }

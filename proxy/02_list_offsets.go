@@ -2,8 +2,8 @@ package proxy
 
 // ListOffsets (key 2), accepted v1-11. Route: each topic's fetch route, each
 // partition to its leader; split per upstream broker and merged.
-// Rewrites: none while one cluster serves the topic (offsets are that
-// cluster's); translation through the offset map comes with replication.
+// Rewrites: a replicated topic read from the target answers virtual offsets
+// (ident_offset.go); otherwise offsets are the serving cluster's.
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -82,6 +82,9 @@ func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 						rc.srv().refreshSoon(order[i].cluster, []string{t.Topic})
 					}
 					p.LeaderEpoch = noEpoch
+					if m := rc.srv().offsetMap(order[i].cluster, t.Topic, p.Partition); m != nil && p.ErrorCode == 0 {
+						p.Offset = toVirtualOffset(m, p.Offset)
+					}
 					add(t.Topic, p)
 				}
 			}

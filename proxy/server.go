@@ -64,6 +64,7 @@ type Server struct {
 	clusters map[string]*upstreamCluster
 	topicIDs *topicIDs
 	pids     producerIDs
+	maps     atomic.Pointer[mapsBox]
 	router   atomic.Pointer[routerBox]
 	versions atomic.Pointer[map[int16]versionRange]
 

@@ -1,0 +1,113 @@
+package proxy
+
+// Offsets: clients see virtual offsets, which are the source's offsets for a
+// topic that starts on the source. While a replicated topic is read from the
+// target (a canary, or a fetch route of target), every offset is translated
+// through the replicator's exact offset map, so a consumer cannot tell which
+// cluster serves it:
+//   - Fetch requests: FetchOffset virtual -> target (a position on a gap
+//     maps to the next real record; a position not copied yet waits at the
+//     target's end of the map).
+//   - Fetch answers: batch base offsets (bytes 0-7, outside the CRC) and
+//     HighWatermark, LastStableOffset, LogStartOffset target -> virtual.
+//     The target holds no transactions (the replicator clears them), so
+//     there are no aborted-transaction offsets to translate.
+//   - ListOffsets answers: target -> virtual.
+// Committed offsets need nothing: they are virtual wherever they are stored.
+// Topics that are not replicated are served with their cluster's own offsets.
+
+import (
+	"encoding/binary"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// OffsetMap is the replicator's exact map of one partition: virtual (source)
+// offsets <-> target offsets. See package replicator.
+type OffsetMap interface {
+	ToTarget(virtual int64) (target int64, ok bool)
+	ToSource(target int64) (virtual int64, ok bool)
+	SourceStart() int64
+	SourceEnd() int64
+	TargetStart() int64
+	TargetEnd() int64
+}
+
+// OffsetMaps finds the offset map of a replicated partition; nil when the
+// partition is not replicated.
+type OffsetMaps interface {
+	Map(topic string, partition int32) OffsetMap
+}
+
+type mapsBox struct{ m OffsetMaps }
+
+// SetOffsetMaps installs the replicator's maps (nil: none).
+func (s *Server) SetOffsetMaps(m OffsetMaps) { s.maps.Store(&mapsBox{m}) }
+
+// offsetMap returns the map to translate through for a partition served by
+// cluster, or nil when offsets pass through (source, or not replicated).
+func (s *Server) offsetMap(cluster, topic string, partition int32) OffsetMap {
+	if cluster != Target {
+		return nil
+	}
+	b := s.maps.Load()
+	if b == nil || b.m == nil {
+		return nil
+	}
+	return b.m.Map(topic, partition)
+}
+
+// toTargetOffset translates a virtual fetch position. ok is false for a
+// position before the map's start (not on the target: OFFSET_OUT_OF_RANGE).
+func toTargetOffset(m OffsetMap, virtual int64) (int64, bool) {
+	if virtual < m.SourceStart() {
+		return 0, false
+	}
+	if t, ok := m.ToTarget(virtual); ok {
+		return t, true
+	}
+	return m.TargetEnd(), true // not copied yet: wait at the end
+}
+
+// toVirtualOffset translates a target offset; offsets beyond the map's end
+// (records the replicator has not accounted for yet) clip to its end.
+func toVirtualOffset(m OffsetMap, target int64) int64 {
+	if target < 0 {
+		return target // sentinels (-1) pass through
+	}
+	if target >= m.TargetEnd() {
+		return m.SourceEnd()
+	}
+	if target < m.TargetStart() {
+		return m.SourceStart()
+	}
+	v, _ := m.ToSource(target)
+	return v
+}
+
+// virtualizeFetchPartition rewrites a target fetch answer for a replicated
+// partition in place: batch base offsets and the partition's offsets.
+func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) {
+	p.HighWatermark = toVirtualOffset(m, p.HighWatermark)
+	p.LastStableOffset = toVirtualOffset(m, p.LastStableOffset)
+	p.LogStartOffset = max(toVirtualOffset(m, p.LogStartOffset), m.SourceStart())
+	p.AbortedTransactions = nil
+	rs := p.RecordBatches
+	for len(rs) >= 17 {
+		n := int(int32(binary.BigEndian.Uint32(rs[8:]))) + 12
+		if n < 17 || n > len(rs) {
+			break
+		}
+		base := int64(binary.BigEndian.Uint64(rs))
+		binary.BigEndian.PutUint64(rs, uint64(toVirtualOffset(m, base)))
+		rs = rs[n:]
+	}
+}
+
+// outOfRange is the answer for a position before the replicated range.
+func outOfRange(m OffsetMap, partition int32) kmsg.FetchResponseTopicPartition {
+	p := fetchPartitionError(partition, kerr.OffsetOutOfRange.Code)
+	p.HighWatermark, p.LastStableOffset, p.LogStartOffset = m.SourceEnd(), m.SourceEnd(), m.SourceStart()
+	return p
+}

@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// fakeMap: source offsets 100..109 copied, with a gap at 104-105 (a
+// transaction marker and an aborted record): target 0..7.
+type fakeMap struct{}
+
+func (fakeMap) ToTarget(v int64) (int64, bool) {
+	switch {
+	case v < 100 || v > 110:
+		return 0, false
+	case v < 104:
+		return v - 100, true
+	case v < 106:
+		return 4, true // on the gap: the next real record
+	default:
+		return v - 102, true
+	}
+}
+func (fakeMap) ToSource(t int64) (int64, bool) {
+	switch {
+	case t < 0 || t > 8:
+		return 0, false
+	case t < 4:
+		return t + 100, true
+	default:
+		return t + 102, true
+	}
+}
+func (fakeMap) SourceStart() int64 { return 100 }
+func (fakeMap) SourceEnd() int64   { return 110 }
+func (fakeMap) TargetStart() int64 { return 0 }
+func (fakeMap) TargetEnd() int64   { return 8 }
+
+func TestOffsetTranslationBothWays(t *testing.T) {
+	m := fakeMap{}
+	cases := []struct {
+		name    string
+		virtual int64
+		target  int64
+		ok      bool
+	}{
+		{"a copied record maps exactly", 102, 2, true},
+		{"a position on a gap maps to the next real record", 104, 4, true},
+		{"the end of the map is the end of the target", 110, 8, true},
+		{"a position not copied yet waits at the end", 500, 8, true},
+		{"a position before the replicated range is out of range", 99, 0, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := toTargetOffset(m, c.virtual)
+			if ok != c.ok || (ok && got != c.target) {
+				t.Fatalf("toTargetOffset(%d) = %d, %v; want %d, %v", c.virtual, got, ok, c.target, c.ok)
+			}
+		})
+	}
+	for tgt, want := range map[int64]int64{0: 100, 3: 103, 4: 106, 8: 110, 20: 110, -1: -1} {
+		if got := toVirtualOffset(m, tgt); got != want {
+			t.Errorf("toVirtualOffset(%d) = %d, want %d", tgt, got, want)
+		}
+	}
+}
+
+// A target fetch answer leaves with virtual batch base offsets and
+// watermarks; record bytes are not touched.
+func TestVirtualizeFetchPartition(t *testing.T) {
+	b1, b2 := batchBytes(t, -1, 2, 4), batchBytes(t, -1, 2, 4)
+	binary.BigEndian.PutUint64(b1, 0) // target offsets 0..3
+	binary.BigEndian.PutUint64(b2, 4) // target offsets 4..7
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
+	p.HighWatermark, p.LastStableOffset, p.LogStartOffset = 8, 8, 0
+	p.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: 1, FirstOffset: 3}}
+	virtualizeFetchPartition(fakeMap{}, &p)
+	if base := int64(binary.BigEndian.Uint64(p.RecordBatches)); base != 100 {
+		t.Errorf("first batch base %d, want 100", base)
+	}
+	if base := int64(binary.BigEndian.Uint64(p.RecordBatches[len(b1):])); base != 106 {
+		t.Errorf("second batch base %d, want 106 (after the gap)", base)
+	}
+	if p.HighWatermark != 110 || p.LastStableOffset != 110 || p.LogStartOffset != 100 {
+		t.Errorf("hwm %d lso %d start %d, want 110 110 100", p.HighWatermark, p.LastStableOffset, p.LogStartOffset)
+	}
+	if p.AbortedTransactions != nil {
+		t.Errorf("aborted transactions survived")
+	}
+	if string(p.RecordBatches[8:len(b1)]) != string(b1[8:]) {
+		t.Errorf("bytes after the base offset changed")
+	}
+	if oor := outOfRange(fakeMap{}, 3); oor.ErrorCode != kerr.OffsetOutOfRange.Code || oor.LogStartOffset != 100 {
+		t.Errorf("out of range answer: %+v", oor)
+	}
+}
