@@ -1,0 +1,186 @@
+package replicator
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+)
+
+// buildMap copies records at the given source offsets, one add per slice
+// element (a batch), each batch a contiguous range [a, b).
+func buildMap(t *testing.T, srcStart, tgtStart int64, batches [][2]int64, end int64) *OffsetMap {
+	t.Helper()
+	m := NewOffsetMap(MapMeta{Topic: "t", Partition: 3}, srcStart, tgtStart)
+	for _, b := range batches {
+		if err := m.add(b[0], m.TargetEnd(), b[1]-b[0]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m.advance(end)
+	return m
+}
+
+func TestOffsetMapQueries(t *testing.T) {
+	// Source 0..29 with: records 0-4, marker 5, records 6-9 (two batches:
+	// 6-7, 8-9, coalesced), aborted 10-12, marker 13, records 14-19,
+	// compacted 20-24 gone, record 25, trailing markers 26-27. End 28.
+	m := buildMap(t, 0, 100, [][2]int64{{0, 5}, {6, 8}, {8, 10}, {14, 20}, {25, 26}}, 28)
+	if got := m.Runs(); got != 4 {
+		t.Fatalf("runs = %d, want 4 (6-7 and 8-9 coalesce)", got)
+	}
+	toTarget := []struct {
+		src, tgt int64
+		ok       bool
+	}{
+		{-1, 0, false},
+		{0, 100, true}, {4, 104, true},
+		{5, 105, true}, // marker at a run edge: next record (6)
+		{6, 105, true}, {9, 108, true},
+		{10, 109, true}, {13, 109, true}, // aborted + marker → record 14
+		{14, 109, true}, {19, 114, true},
+		{20, 115, true}, {24, 115, true}, // compacted → record 25
+		{25, 115, true},
+		{26, 116, true}, {27, 116, true}, // trailing gaps → target end
+		{28, 116, true}, // SourceEnd → TargetEnd
+		{29, 0, false},  // not copied yet
+	}
+	for _, c := range toTarget {
+		got, ok := m.ToTarget(c.src)
+		if ok != c.ok || (ok && got != c.tgt) {
+			t.Errorf("ToTarget(%d) = %d, %v; want %d, %v", c.src, got, ok, c.tgt, c.ok)
+		}
+	}
+	toSource := []struct {
+		tgt, src int64
+		ok       bool
+	}{
+		{99, 0, false},
+		{100, 0, true}, {104, 4, true}, {105, 6, true}, {108, 9, true},
+		{109, 14, true}, {114, 19, true}, {115, 25, true},
+		{116, 28, true}, // TargetEnd → SourceEnd
+		{117, 0, false},
+	}
+	for _, c := range toSource {
+		got, ok := m.ToSource(c.tgt)
+		if ok != c.ok || (ok && got != c.src) {
+			t.Errorf("ToSource(%d) = %d, %v; want %d, %v", c.tgt, got, ok, c.src, c.ok)
+		}
+	}
+	// Every real record round-trips.
+	for _, r := range [][2]int64{{0, 5}, {6, 10}, {14, 20}, {25, 26}} {
+		for s := r[0]; s < r[1]; s++ {
+			tg, _ := m.ToTarget(s)
+			if back, _ := m.ToSource(tg); back != s {
+				t.Errorf("source %d → target %d → source %d", s, tg, back)
+			}
+		}
+	}
+}
+
+func TestOffsetMapEdges(t *testing.T) {
+	t.Run("an empty map maps its start to the target start", func(t *testing.T) {
+		m := NewOffsetMap(MapMeta{}, 7, 0)
+		if tg, ok := m.ToTarget(7); !ok || tg != 0 {
+			t.Errorf("ToTarget(7) = %d, %v", tg, ok)
+		}
+		if s, ok := m.ToSource(0); !ok || s != 7 {
+			t.Errorf("ToSource(0) = %d, %v", s, ok)
+		}
+		if _, ok := m.ToTarget(8); ok {
+			t.Error("ToTarget(8) on an empty map is ok")
+		}
+	})
+	t.Run("a gap before the first record maps to the first target offset", func(t *testing.T) {
+		m := buildMap(t, 10, 0, [][2]int64{{12, 15}}, 15)
+		for _, s := range []int64{10, 11, 12} {
+			if tg, ok := m.ToTarget(s); !ok || tg != 0 {
+				t.Errorf("ToTarget(%d) = %d, %v", s, tg, ok)
+			}
+		}
+	})
+	t.Run("a gap marked between two adds keeps the runs apart", func(t *testing.T) {
+		m := NewOffsetMap(MapMeta{}, 0, 0)
+		_ = m.add(0, 0, 3)
+		m.advance(4) // marker at 3
+		_ = m.add(4, 3, 2)
+		if m.Runs() != 2 {
+			t.Fatalf("runs = %d", m.Runs())
+		}
+		if tg, _ := m.ToTarget(3); tg != 3 {
+			t.Errorf("marker maps to %d", tg)
+		}
+		if s, _ := m.ToSource(3); s != 4 {
+			t.Errorf("target 3 maps to %d", s)
+		}
+	})
+	t.Run("a foreign target offset is refused", func(t *testing.T) {
+		m := NewOffsetMap(MapMeta{}, 0, 0)
+		if err := m.add(0, 1, 1); err == nil {
+			t.Error("add at target 1 of an empty map succeeded")
+		}
+		_ = m.add(0, 0, 2)
+		if err := m.add(1, 2, 1); err == nil {
+			t.Error("add below the source end succeeded")
+		}
+	})
+}
+
+func TestOffsetMapSaveLoad(t *testing.T) {
+	m := buildMap(t, 3, 40, [][2]int64{{3, 5}, {6, 10}, {1 << 40, 1<<40 + 5}}, 1<<40+9)
+	m.meta.SourceTopicID[0], m.meta.TargetTopicID[15] = 1, 2
+	var buf bytes.Buffer
+	if err := m.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.meta != m.meta || got.srcBase != m.srcBase || got.tgtBase != m.tgtBase ||
+		got.nextSrc != m.nextSrc || got.tgtEnd != m.tgtEnd || len(got.runs) != len(m.runs) {
+		t.Fatalf("loaded %+v, saved %+v", got, m)
+	}
+	for i := range m.runs {
+		if got.runs[i] != m.runs[i] {
+			t.Errorf("run %d: %v != %v", i, got.runs[i], m.runs[i])
+		}
+	}
+	// Every flipped byte and every truncation is detected.
+	b := buf.Bytes()
+	for i := range b {
+		c := append([]byte(nil), b...)
+		c[i] ^= 0x40
+		if _, err := Load(bytes.NewReader(c)); err == nil {
+			t.Fatalf("flipping byte %d went unnoticed", i)
+		}
+		if _, err := Load(bytes.NewReader(b[:i])); err == nil {
+			t.Fatalf("truncating to %d bytes went unnoticed", i)
+		}
+	}
+	if _, err := Load(bytes.NewReader(b[:len(b)-1])); !errors.Is(err, ErrCorruptMap) {
+		t.Errorf("truncated map: %v", err)
+	}
+}
+
+func TestOffsetMapFile(t *testing.T) {
+	dir := t.TempDir()
+	if m, err := loadMapFile(dir, "orders", 2); m != nil || err != nil {
+		t.Fatalf("missing file: %v, %v", m, err)
+	}
+	m := buildMap(t, 0, 0, [][2]int64{{0, 5}, {7, 9}}, 9)
+	m.meta = MapMeta{Topic: "orders", Partition: 2}
+	if err := saveMapFile(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	_ = m.add(9, 7, 1)
+	if err := saveMapFile(dir, m); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadMapFile(dir, "orders", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.SourceEnd() != 10 || got.TargetEnd() != 8 || got.Runs() != 2 {
+		t.Errorf("loaded end %d/%d runs %d", got.SourceEnd(), got.TargetEnd(), got.Runs())
+	}
+}

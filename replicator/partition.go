@@ -1,0 +1,504 @@
+package replicator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// partition is one copy loop's state. The loop goroutine (runPartition) owns
+// the copy; mu guards what Status, Map and WaitCopied read.
+type partition struct {
+	topic     string
+	partition int32
+	log       hclog.Logger
+
+	records, bytes prometheus.Counter
+	lag, lagMs     prometheus.Gauge
+	errs           prometheus.Counter
+
+	mu          sync.Mutex // guards the fields below
+	m           *OffsetMap
+	hwm         int64
+	err         error
+	fatal       error         // set once; the loop has stopped
+	wake        chan struct{} // closed and replaced on progress or fatal error
+	behindSince time.Time     // zero while caught up
+}
+
+// FatalError stops a partition for good: copying on would lose or
+// duplicate data. The message says what the operator must do.
+type FatalError struct {
+	Topic     string
+	Partition int32
+	Reason    string
+}
+
+func (e *FatalError) Error() string {
+	return fmt.Sprintf("replication of %s/%d stopped: %s", e.Topic, e.Partition, e.Reason)
+}
+
+func (p *partition) fatalf(format string, args ...any) error {
+	return &FatalError{Topic: p.topic, Partition: p.partition, Reason: fmt.Sprintf(format, args...)}
+}
+
+// errCrashed is returned when a test hook simulates a kill.
+var errCrashed = errors.New("stopped by a test hook simulating a crash")
+
+func (p *partition) status() PartitionStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := PartitionStatus{Topic: p.topic, Partition: p.partition, SourceHWM: p.hwm}
+	if p.m != nil {
+		s.CopiedThrough, s.TargetEnd = p.m.SourceEnd(), p.m.TargetEnd()
+		s.LagRecords = max(p.hwm-s.CopiedThrough, 0)
+	}
+	if !p.behindSince.IsZero() {
+		s.LagMillis = time.Since(p.behindSince).Milliseconds()
+	}
+	if p.fatal != nil {
+		s.Err, s.Fatal = p.fatal.Error(), true
+	} else if p.err != nil {
+		s.Err = p.err.Error()
+	}
+	return s
+}
+
+// progress publishes the map's new end and wakes WaitCopied callers.
+func (p *partition) progress(m *OffsetMap, hwm int64) {
+	p.mu.Lock()
+	p.m = m
+	if hwm >= 0 {
+		p.hwm = hwm
+	}
+	end := m.SourceEnd()
+	lag := max(p.hwm-end, 0)
+	if lag == 0 {
+		p.behindSince = time.Time{}
+	} else if p.behindSince.IsZero() {
+		p.behindSince = time.Now()
+	}
+	p.err = nil
+	close(p.wake)
+	p.wake = make(chan struct{})
+	lagMs := int64(0)
+	if !p.behindSince.IsZero() {
+		lagMs = time.Since(p.behindSince).Milliseconds()
+	}
+	p.mu.Unlock()
+	p.lag.Set(float64(lag))
+	p.lagMs.Set(float64(lagMs))
+}
+
+func (p *partition) setErr(err error) {
+	p.errs.Inc()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var fe *FatalError
+	if errors.As(err, &fe) || errors.Is(err, errCrashed) {
+		p.fatal = err
+		close(p.wake)
+		p.wake = make(chan struct{})
+		return
+	}
+	p.err = err
+}
+
+// runPartition is the partition's goroutine: it copies until ctx ends or a
+// fatal error. Every transient error (leader moved, broker down, ambiguous
+// produce) goes back through setup, whose reconciliation with the target
+// log makes the retry exactly-once.
+func (r *Replicator) runPartition(ctx context.Context, p *partition) {
+	for {
+		err := r.copyPartition(ctx, p)
+		if ctx.Err() != nil && !errors.Is(err, errCrashed) {
+			return
+		}
+		p.setErr(err)
+		var fe *FatalError
+		switch {
+		case errors.As(err, &fe):
+			p.log.Error("replication stopped; fix the cause and restart kproxy", "error", err)
+			return
+		case errors.Is(err, errCrashed):
+			return
+		}
+		p.log.Warn("replication interrupted, retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(r.opts.RetryBackoff):
+		}
+	}
+}
+
+// leaders is what a copy session needs to know about both clusters.
+type leaders struct {
+	srcLeader, tgtLeader int32
+	srcID, tgtID         [16]byte
+}
+
+func (r *Replicator) lookupLeaders(ctx context.Context, p *partition) (leaders, error) {
+	var l leaders
+	sd, err := r.srcAdm.ListTopics(ctx, p.topic)
+	if err != nil {
+		return l, fmt.Errorf("source metadata: %w", err)
+	}
+	td, err := r.tgtAdm.ListTopics(ctx, p.topic)
+	if err != nil {
+		return l, fmt.Errorf("target metadata: %w", err)
+	}
+	s, t := sd[p.topic], td[p.topic]
+	if s.Err != nil {
+		return l, fmt.Errorf("source metadata: %w", s.Err)
+	}
+	if t.Err != nil {
+		return l, fmt.Errorf("target metadata: %w", t.Err)
+	}
+	sp, ok1 := s.Partitions[p.partition]
+	tp, ok2 := t.Partitions[p.partition]
+	if !ok1 || !ok2 || sp.Leader < 0 || tp.Leader < 0 {
+		return l, fmt.Errorf("no leader for the partition yet (source %v, target %v)", ok1 && sp.Leader >= 0, ok2 && tp.Leader >= 0)
+	}
+	return leaders{srcLeader: sp.Leader, tgtLeader: tp.Leader, srcID: s.ID, tgtID: t.ID}, nil
+}
+
+type offsets struct{ start, end int64 }
+
+func listOffsets(ctx context.Context, r *Replicator, target bool, topic string, partition int32) (offsets, error) {
+	adm, side := r.srcAdm, "source"
+	if target {
+		adm, side = r.tgtAdm, "target"
+	}
+	var o offsets
+	st, err := adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = st.Error()
+	}
+	if err != nil {
+		return o, fmt.Errorf("%s start offsets: %w", side, err)
+	}
+	en, err := adm.ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = en.Error()
+	}
+	if err != nil {
+		return o, fmt.Errorf("%s end offsets: %w", side, err)
+	}
+	s, ok1 := st.Lookup(topic, partition)
+	e, ok2 := en.Lookup(topic, partition)
+	if !ok1 || !ok2 {
+		return o, fmt.Errorf("%s offsets: partition missing from the answer", side)
+	}
+	return offsets{s.Offset, e.Offset}, nil
+}
+
+// copyPartition sets up a copy session and runs it until an error.
+func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
+	l, err := r.lookupLeaders(ctx, p)
+	if err != nil {
+		return err
+	}
+	m, err := r.reconcile(ctx, p, l)
+	if err != nil {
+		return err
+	}
+	sess, err := r.initProducer(ctx)
+	if err != nil {
+		return err
+	}
+	p.log.Debug("copy session started", "offset", m.SourceEnd(), "target_offset", m.TargetEnd(), "producer_id", sess.pid)
+	for {
+		from := m.SourceEnd()
+		fp, err := r.fetch(ctx, r.src, l.srcLeader, p.topic, l.srcID, p.partition, from, 1)
+		if err != nil {
+			return err
+		}
+		if err := kerr.ErrorForCode(fp.ErrorCode); err != nil {
+			return fmt.Errorf("source fetch at offset %d: %w", from, err)
+		}
+		batches := splitRecordSet(fp.RecordBatches)
+		if len(batches) == 0 && len(fp.RecordBatches) > 0 {
+			if len(fp.RecordBatches) > offMagic && fp.RecordBatches[offMagic] < 2 {
+				return p.fatalf("at offset %d: %v", from, ErrLegacyBatch)
+			}
+			return fmt.Errorf("source fetch at offset %d returned %d bytes without a whole batch", from, len(fp.RecordBatches))
+		}
+		filter := newAbortFilter(fp.AbortedTransactions)
+		changed := false
+		for _, b := range batches {
+			if ctx.Err() != nil {
+				break // Stop: persist what was copied, leave the rest
+			}
+			h, err := parseHeader(b)
+			if err != nil {
+				return p.fatalf("at offset %d: %v", from, err)
+			}
+			keep := filter.keep(h, b)
+			if h.lastOffset() < m.SourceEnd() {
+				continue // already copied (a fetch may start inside a batch)
+			}
+			if keep {
+				pb, err := prepareBatch(b, m.SourceEnd(), sess)
+				if err != nil {
+					return p.fatalf("%v", err)
+				}
+				if pb.numRecords > 0 {
+					if err := r.produceBatch(ctx, p, l, m, pb, &sess); err != nil {
+						return err
+					}
+				}
+			}
+			m.advance(h.lastOffset() + 1)
+			changed = true
+		}
+		if changed {
+			if err := saveMapFile(r.opts.StateDir, m); err != nil {
+				return err
+			}
+		}
+		p.progress(m, fp.HighWatermark)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// produceBatch writes one prepared batch and records it in the map.
+func (r *Replicator) produceBatch(ctx context.Context, p *partition, l leaders, m *OffsetMap, pb preparedBatch, sess *producerSession) error {
+	// The produce is not cancelled by Stop: a request already on the wire
+	// may still be appended, so Stop waits for its answer and records it
+	// rather than leave a batch the map does not know about.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks = -1
+	req.TimeoutMillis = 30000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic, rt.TopicID = p.topic, l.tgtID
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition, rp.Records = p.partition, pb.raw
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	kresp, err := r.tgt.Broker(int(l.tgtLeader)).Request(pctx, req)
+	if err != nil {
+		return fmt.Errorf("target broker %d: produce: %w", l.tgtLeader, err)
+	}
+	resp := kresp.(*kmsg.ProduceResponse)
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		return fmt.Errorf("target broker %d: produce answer has %d topics", l.tgtLeader, len(resp.Topics))
+	}
+	pr := resp.Topics[0].Partitions[0]
+	if err := kerr.ErrorForCode(pr.ErrorCode); err != nil {
+		return fmt.Errorf("target broker %d: produce at sequence %d: %w", l.tgtLeader, sess.seq, err)
+	}
+	if hook := r.opts.Hooks.AfterProduce; hook != nil && hook(p.topic, p.partition) {
+		return errCrashed
+	}
+	if pr.BaseOffset != m.TargetEnd() {
+		return p.fatalf("the target appended our batch at offset %d, but the offset map expected %d: something else wrote into the target partition; stop that writer, then delete the target topic and the state for it to copy again", pr.BaseOffset, m.TargetEnd())
+	}
+	if pb.srcOffsets == nil {
+		err = m.add(pb.srcFirst, pr.BaseOffset, int64(pb.numRecords))
+	} else {
+		for i, s := range pb.srcOffsets {
+			if err = m.add(s, pr.BaseOffset+int64(i), 1); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return p.fatalf("%v", err)
+	}
+	// Sequences count records, not batches, and wrap from MaxInt32 to 0
+	// (ProducerAppendInfo.checkSequence).
+	sess.seq = int32((int64(sess.seq) + int64(pb.numRecords)) % (1 << 31))
+	p.records.Add(float64(pb.numRecords))
+	p.bytes.Add(float64(len(pb.raw)))
+	return nil
+}
+
+// initProducer obtains a fresh idempotent producer id on the target. Each
+// copy session has its own, starting at sequence 0, so a session never has
+// to guess what the broker saw from an earlier one.
+func (r *Replicator) initProducer(ctx context.Context) (producerSession, error) {
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionTimeoutMillis = 60000
+	req.ProducerID, req.ProducerEpoch = -1, -1
+	resp, err := req.RequestWith(ctx, r.tgt)
+	if err != nil {
+		return producerSession{}, fmt.Errorf("target InitProducerId: %w", err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return producerSession{}, fmt.Errorf("target InitProducerId: %w", err)
+	}
+	return producerSession{pid: resp.ProducerID, epoch: resp.ProducerEpoch}, nil
+}
+
+// fetch sends one single-partition Fetch (no session) to a leader.
+// isolation 1 is read_committed.
+func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, topic string, id [16]byte, partition int32, offset int64, isolation int8) (*kmsg.FetchResponseTopicPartition, error) {
+	req := kmsg.NewPtrFetchRequest()
+	req.ReplicaID = -1
+	req.MaxWaitMillis = int32(r.opts.FetchMaxWait.Milliseconds())
+	req.MinBytes = 1
+	req.MaxBytes = r.opts.FetchMaxBytes
+	req.IsolationLevel = isolation
+	req.SessionEpoch = -1 // a full fetch that opens no session (KIP-227)
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = topic, id
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition = partition
+	rp.FetchOffset = offset
+	rp.PartitionMaxBytes = r.opts.PartitionMaxBytes
+	rp.CurrentLeaderEpoch, rp.LastFetchedEpoch, rp.LogStartOffset = -1, -1, -1
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	kresp, err := cl.Broker(int(leader)).Request(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("broker %d: fetch: %w", leader, err)
+	}
+	resp := kresp.(*kmsg.FetchResponse)
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		return nil, fmt.Errorf("broker %d: fetch: %w", leader, err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 || resp.Topics[0].Partitions[0].Partition != partition {
+		return nil, fmt.Errorf("broker %d: fetch answer does not hold exactly partition %d", leader, partition)
+	}
+	return &resp.Topics[0].Partitions[0], nil
+}
+
+// reconcile loads the partition's map and checks it against both logs. The
+// target log is the checkpoint: records on the target beyond the map (a
+// crash between produce and persist) are matched one by one with the next
+// source records and added to the map. Anything that cannot be explained is
+// fatal.
+func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*OffsetMap, error) {
+	p.mu.Lock()
+	m := p.m
+	p.mu.Unlock()
+	if m == nil {
+		var err error
+		if m, err = loadMapFile(r.opts.StateDir, p.topic, p.partition); err != nil {
+			return nil, p.fatalf("%v", err)
+		}
+	} else {
+		m = m.clone() // the published map is only ever replaced, never rewound
+	}
+	src, err := listOffsets(ctx, r, false, p.topic, p.partition)
+	if err != nil {
+		return nil, err
+	}
+	tgt, err := listOffsets(ctx, r, true, p.topic, p.partition)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		if tgt.end != 0 {
+			return nil, p.fatalf("the target partition holds offsets up to %d but %s has no offset map for it: something else wrote into it, or the state directory was lost; delete the target topic to copy again", tgt.end, r.opts.StateDir)
+		}
+		m = NewOffsetMap(MapMeta{Topic: p.topic, Partition: p.partition, SourceTopicID: l.srcID, TargetTopicID: l.tgtID}, src.start, tgt.end)
+		if err := saveMapFile(r.opts.StateDir, m); err != nil {
+			return nil, err
+		}
+		p.log.Info("starting replication from the source log start", "offset", src.start)
+	}
+	meta := m.Meta()
+	switch {
+	case meta.SourceTopicID != l.srcID:
+		return nil, p.fatalf("the source topic was recreated (topic id changed); its offsets no longer match the offset map")
+	case meta.TargetTopicID != l.tgtID:
+		return nil, p.fatalf("the target topic was recreated (topic id changed) after copying started; delete the state for it to copy again")
+	case tgt.end < m.TargetEnd():
+		return nil, p.fatalf("the target partition ends at %d, before the %d records already copied: it was truncated or recreated", tgt.end, m.TargetEnd())
+	case src.start > m.SourceEnd():
+		return nil, p.fatalf("the source log start moved to %d, past the next offset to copy %d: retention or DeleteRecords removed records that were never copied", src.start, m.SourceEnd())
+	case src.end < m.SourceEnd():
+		return nil, p.fatalf("the source partition ends at %d, before the %d offsets already copied: it was truncated", src.end, m.SourceEnd())
+	}
+	if tgt.end > m.TargetEnd() {
+		if err := r.recoverTail(ctx, p, l, m, tgt.end); err != nil {
+			return nil, err
+		}
+		if err := saveMapFile(r.opts.StateDir, m); err != nil {
+			return nil, err
+		}
+	}
+	p.progress(m, src.end)
+	return m, nil
+}
+
+// recoverTail extends m over target records [m.TargetEnd(), tgtEnd) by
+// matching each with the next committed source record.
+func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m *OffsetMap, tgtEnd int64) error {
+	p.log.Info("target holds records the offset map does not; matching them with the source", "target_offset", m.TargetEnd(), "target_end", tgtEnd)
+	srcNext := m.SourceEnd()
+	var queue []*kgo.Record
+	for m.TargetEnd() < tgtEnd {
+		tfp, err := r.fetch(ctx, r.tgt, l.tgtLeader, p.topic, l.tgtID, p.partition, m.TargetEnd(), 0)
+		if err != nil {
+			return err
+		}
+		trecs, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Offset: m.TargetEnd(), Topic: p.topic, Partition: p.partition}, tfp, decompressor, nil)
+		if trecs.Err != nil {
+			return fmt.Errorf("target fetch at %d: %w", m.TargetEnd(), trecs.Err)
+		}
+		if len(trecs.Records) == 0 {
+			return fmt.Errorf("target fetch at %d returned no records", m.TargetEnd())
+		}
+		for _, t := range trecs.Records {
+			if t.Offset >= tgtEnd {
+				break
+			}
+			for len(queue) == 0 {
+				sfp, err := r.fetch(ctx, r.src, l.srcLeader, p.topic, l.srcID, p.partition, srcNext, 1)
+				if err != nil {
+					return err
+				}
+				srecs, next := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Offset: srcNext, IsolationLevel: kgo.ReadCommitted(), Topic: p.topic, Partition: p.partition}, sfp, decompressor, nil)
+				if srecs.Err != nil {
+					return fmt.Errorf("source fetch at %d: %w", srcNext, srecs.Err)
+				}
+				if next <= srcNext && len(srecs.Records) == 0 {
+					if srcNext >= sfp.HighWatermark {
+						return p.fatalf("target offset %d holds a record the source does not have after offset %d: something else wrote into the target partition", t.Offset, srcNext)
+					}
+					return fmt.Errorf("source fetch at %d made no progress", srcNext)
+				}
+				queue = append(queue, srecs.Records...)
+				srcNext = max(next, srcNext)
+			}
+			s := queue[0]
+			queue = queue[1:]
+			if !sameRecord(s, t) {
+				return p.fatalf("target offset %d does not hold source offset %d's record: something else wrote into the target partition", t.Offset, s.Offset)
+			}
+			if err := m.add(s.Offset, t.Offset, 1); err != nil {
+				return p.fatalf("%v", err)
+			}
+		}
+	}
+	p.log.Info("matched the target's extra records with the source", "offset", m.SourceEnd(), "target_offset", m.TargetEnd())
+	return nil
+}
+
+func sameRecord(a, b *kgo.Record) bool {
+	if !bytes.Equal(a.Key, b.Key) || !bytes.Equal(a.Value, b.Value) || !a.Timestamp.Equal(b.Timestamp) || len(a.Headers) != len(b.Headers) {
+		return false
+	}
+	for i := range a.Headers {
+		if a.Headers[i].Key != b.Headers[i].Key || !bytes.Equal(a.Headers[i].Value, b.Headers[i].Value) {
+			return false
+		}
+	}
+	return true
+}

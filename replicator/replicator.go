@@ -1,0 +1,409 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Options configure a Replicator. Source and Target clients, when given, are
+// used as they are and not closed; otherwise clients are built from the
+// bootstrap lists and closed by Stop.
+type Options struct {
+	// Source and Target are franz-go clients for the two clusters.
+	Source, Target *kgo.Client
+	// SourceBrokers and TargetBrokers are bootstrap addresses, used when
+	// the corresponding client is nil.
+	SourceBrokers, TargetBrokers []string
+
+	// Topics are the source topic names to copy (exact names; globs are
+	// config's business).
+	Topics []string
+
+	// StateDir holds one offset map file per partition
+	// (<dir>/<topic>/<partition>.offsetmap). Required.
+	StateDir string
+
+	// Logger is the replicator's logger; default a null logger.
+	Logger hclog.Logger
+	// Registerer receives the replicator's metrics; nil registers none.
+	Registerer prometheus.Registerer
+
+	// FetchMaxBytes bounds one source fetch response. Default 50 MiB.
+	FetchMaxBytes int32
+	// PartitionMaxBytes bounds one partition's data in a fetch; the broker
+	// still returns at least one whole batch (KIP-74). Default 1 MiB.
+	PartitionMaxBytes int32
+	// FetchMaxWait is the source long-poll. Default 500ms.
+	FetchMaxWait time.Duration
+	// RetryBackoff is the pause before a partition retries after a
+	// transient error. Default 1s.
+	RetryBackoff time.Duration
+
+	// Hooks are for crash tests; leave zero in production.
+	Hooks Hooks
+}
+
+// Hooks let tests stop the copy at chosen points.
+type Hooks struct {
+	// AfterProduce runs after the target acknowledged a batch and before
+	// the offset map records it. Returning true makes the partition stop
+	// right there, without updating or persisting its map, as if the
+	// process had been killed.
+	AfterProduce func(topic string, partition int32) (crash bool)
+}
+
+// Replicator copies source partitions to the target batch for batch and
+// keeps the exact offset map of each. Start it once; Stop it once.
+type Replicator struct {
+	opts    Options
+	log     hclog.Logger
+	src     *kgo.Client
+	tgt     *kgo.Client
+	srcAdm  *kadm.Client
+	tgtAdm  *kadm.Client
+	ownSrc  bool
+	ownTgt  bool
+	metrics *metrics
+
+	mu        sync.Mutex // guards the fields below
+	parts     map[topicPartition]*partition
+	topicErrs map[string]error
+	cancel    context.CancelFunc
+
+	wg sync.WaitGroup // partition goroutines
+}
+
+type topicPartition struct {
+	topic     string
+	partition int32
+}
+
+// PartitionStatus is one partition's replication state, for /status and
+// `kproxy status`. Offsets are source (virtual) offsets unless named Target.
+type PartitionStatus struct {
+	Topic     string
+	Partition int32 // -1 for a topic-level error
+	// SourceHWM is the source high watermark seen by the last fetch.
+	SourceHWM int64
+	// CopiedThrough is the next source offset to copy (the map's
+	// SourceEnd): every offset below it is on the target or a gap.
+	CopiedThrough int64
+	// TargetEnd is the target end offset as far as the replicator knows.
+	TargetEnd int64
+	// LagRecords is SourceHWM - CopiedThrough (markers count as records).
+	LagRecords int64
+	// LagMillis is how long the partition has been behind: 0 when caught
+	// up, else the time since it was last caught up (or since start).
+	LagMillis int64
+	// Err is the last error; Fatal means the partition stopped for good
+	// (foreign writer, truncated source, topic mismatch) until restart.
+	Err   string
+	Fatal bool
+}
+
+// New checks the options and builds clients; it starts nothing.
+func New(o Options) (*Replicator, error) {
+	if o.StateDir == "" {
+		return nil, errors.New("replicator: StateDir is required: the offset maps must survive a restart")
+	}
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.FetchMaxBytes <= 0 {
+		o.FetchMaxBytes = 50 << 20
+	}
+	if o.PartitionMaxBytes <= 0 {
+		o.PartitionMaxBytes = 1 << 20
+	}
+	if o.FetchMaxWait <= 0 {
+		o.FetchMaxWait = 500 * time.Millisecond
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = time.Second
+	}
+	r := &Replicator{opts: o, log: o.Logger, src: o.Source, tgt: o.Target,
+		parts: map[topicPartition]*partition{}, topicErrs: map[string]error{}}
+	var err error
+	if r.src == nil {
+		if r.src, err = kgo.NewClient(kgo.SeedBrokers(o.SourceBrokers...)); err != nil {
+			return nil, fmt.Errorf("replicator: source client: %w", err)
+		}
+		r.ownSrc = true
+	}
+	if r.tgt == nil {
+		if r.tgt, err = kgo.NewClient(kgo.SeedBrokers(o.TargetBrokers...)); err != nil {
+			r.closeClients()
+			return nil, fmt.Errorf("replicator: target client: %w", err)
+		}
+		r.ownTgt = true
+	}
+	r.srcAdm, r.tgtAdm = kadm.NewClient(r.src), kadm.NewClient(r.tgt)
+	if r.metrics, err = newMetrics(o.Registerer); err != nil {
+		r.closeClients()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Replicator) closeClients() {
+	if r.ownSrc && r.src != nil {
+		r.src.Close()
+	}
+	if r.ownTgt && r.tgt != nil {
+		r.tgt.Close()
+	}
+}
+
+// Start prepares every topic (creating or checking it on the target) and
+// starts one copy goroutine per partition. Topic problems are reported in
+// Status, not returned; Start returns an error only if ctx ends first.
+// The goroutines stop on Stop, not when ctx ends.
+func (r *Replicator) Start(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(context.Background())
+	r.mu.Lock()
+	r.cancel = cancel
+	r.mu.Unlock()
+	for _, topic := range r.opts.Topics {
+		n, err := r.setupTopic(ctx, topic)
+		if ctx.Err() != nil {
+			return fmt.Errorf("replicator: starting: %w", ctx.Err())
+		}
+		if err != nil {
+			r.log.Error("topic will not be replicated", "topic", topic, "error", err)
+			r.mu.Lock()
+			r.topicErrs[topic] = err
+			r.mu.Unlock()
+			continue
+		}
+		for i := int32(0); i < n; i++ {
+			p := r.newPartition(topic, i)
+			r.mu.Lock()
+			r.parts[topicPartition{topic, i}] = p
+			r.mu.Unlock()
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.runPartition(runCtx, p)
+			}()
+		}
+	}
+	return nil
+}
+
+// Stop stops every partition (an in-flight produce is allowed to finish and
+// is recorded), persists the maps and closes owned clients.
+func (r *Replicator) Stop() {
+	r.mu.Lock()
+	cancel := r.cancel
+	r.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	r.wg.Wait()
+	r.closeClients()
+}
+
+// Status returns every partition's state, sorted by topic and partition.
+func (r *Replicator) Status() []PartitionStatus {
+	r.mu.Lock()
+	var out []PartitionStatus
+	for t, err := range r.topicErrs {
+		out = append(out, PartitionStatus{Topic: t, Partition: -1, Err: err.Error(), Fatal: true})
+	}
+	parts := make([]*partition, 0, len(r.parts))
+	for _, p := range r.parts {
+		parts = append(parts, p)
+	}
+	r.mu.Unlock()
+	for _, p := range parts {
+		out = append(out, p.status())
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Topic != out[j].Topic {
+			return out[i].Topic < out[j].Topic
+		}
+		return out[i].Partition < out[j].Partition
+	})
+	return out
+}
+
+// TopicErr is the reason a topic is not replicated at all (for example a
+// partition count mismatch on the target), or nil. A flip of that topic
+// must be refused.
+func (r *Replicator) TopicErr(topic string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.topicErrs[topic]
+}
+
+// Map returns the live offset map of a partition (read-only: it has no
+// exported mutators), or nil if the partition is unknown or not set up yet.
+func (r *Replicator) Map(topic string, partition int32) *OffsetMap {
+	if p := r.lookup(topic, partition); p != nil {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.m
+	}
+	return nil
+}
+
+// CaughtUp reports whether every source offset below sourceEnd is on the
+// target or a gap.
+func (r *Replicator) CaughtUp(topic string, partition int32, sourceEnd int64) bool {
+	m := r.Map(topic, partition)
+	return m != nil && m.SourceEnd() >= sourceEnd
+}
+
+// WaitCopied blocks until every source offset below sourceEnd is on the
+// target or a gap (the cutover's drain condition), ctx ends, or the
+// partition stops with a fatal error.
+func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int32, sourceEnd int64) error {
+	p := r.lookup(topic, partition)
+	if p == nil {
+		if err := r.TopicErr(topic); err != nil {
+			return fmt.Errorf("replicator: %s: %w", topic, err)
+		}
+		return fmt.Errorf("replicator: %s/%d is not replicated", topic, partition)
+	}
+	for {
+		p.mu.Lock()
+		m, fatal, wake := p.m, p.fatal, p.wake
+		p.mu.Unlock()
+		if m != nil && m.SourceEnd() >= sourceEnd {
+			return nil
+		}
+		if fatal != nil {
+			return fmt.Errorf("replicator: %s/%d: %w", topic, partition, fatal)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		}
+	}
+}
+
+func (r *Replicator) lookup(topic string, partition int32) *partition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.parts[topicPartition{topic, partition}]
+}
+
+// copiedConfigs are the source topic configs a target topic inherits.
+// message.timestamp.type is handled apart: see setupTopic.
+var copiedConfigs = []string{"cleanup.policy", "retention.ms", "retention.bytes", "max.message.bytes"}
+
+// setupTopic creates the target topic like the source one, or checks the
+// existing one, and returns the partition count.
+func (r *Replicator) setupTopic(ctx context.Context, topic string) (int32, error) {
+	sd, err := r.srcAdm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("source metadata: %w", err)
+	}
+	s := sd[topic]
+	if s.Err != nil {
+		return 0, fmt.Errorf("source topic: %w", s.Err)
+	}
+	n := int32(len(s.Partitions))
+	td, err := r.tgtAdm.ListTopics(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("target metadata: %w", err)
+	}
+	if t := td[topic]; t.Err == nil {
+		if got := int32(len(t.Partitions)); got != n {
+			return 0, fmt.Errorf("target topic has %d partitions, source has %d: offsets cannot be mapped partition by partition; recreate the target topic with %d partitions", got, n, n)
+		}
+		return n, nil
+	} else if !errors.Is(t.Err, kerr.UnknownTopicOrPartition) {
+		return 0, fmt.Errorf("target topic: %w", t.Err)
+	}
+	rc, err := r.srcAdm.DescribeTopicConfigs(ctx, topic)
+	if err != nil {
+		return 0, fmt.Errorf("source configs: %w", err)
+	}
+	c, err := rc.On(topic, nil)
+	if err != nil {
+		return 0, fmt.Errorf("source configs: %w", err)
+	}
+	configs := map[string]*string{"compression.type": kadm.StringPtr("producer")}
+	for _, kv := range c.Configs {
+		for _, k := range copiedConfigs {
+			if kv.Key == k && kv.Value != nil {
+				configs[k] = kv.Value
+			}
+		}
+	}
+	// The target always keeps the source's timestamps as CreateTime:
+	// batches with LogAppendTime are rebuilt with the source's append time
+	// in each record (batch.go), so a LogAppendTime target would replace
+	// them with its own clock.
+	configs["message.timestamp.type"] = kadm.StringPtr("CreateTime")
+	if _, err := r.tgtAdm.CreateTopic(ctx, n, -1, configs, topic); err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return 0, fmt.Errorf("creating target topic: %w", err)
+	}
+	r.log.Info("created target topic", "topic", topic, "partitions", n)
+	// Metadata lags creation for a moment; wait so the partitions do not
+	// start with a round of UNKNOWN_TOPIC_OR_PARTITION retries.
+	for i := 0; i < 50; i++ {
+		td, err := r.tgtAdm.ListTopics(ctx, topic)
+		if err == nil && td[topic].Err == nil && int32(len(td[topic].Partitions)) == n {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return n, nil
+}
+
+// metrics are the replicator's Prometheus series.
+type metrics struct {
+	records *prometheus.CounterVec
+	bytes   *prometheus.CounterVec
+	lag     *prometheus.GaugeVec
+	lagMs   *prometheus.GaugeVec
+	errs    *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	l := []string{"topic", "partition"}
+	m := &metrics{
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
+		bytes:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
+		lag:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
+		lagMs:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
+		errs:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
+
+func (r *Replicator) newPartition(topic string, i int32) *partition {
+	lv := []string{topic, strconv.Itoa(int(i))}
+	return &partition{
+		topic: topic, partition: i, log: r.log.With("topic", topic, "partition", i),
+		records: r.metrics.records.WithLabelValues(lv...), bytes: r.metrics.bytes.WithLabelValues(lv...),
+		lag: r.metrics.lag.WithLabelValues(lv...), lagMs: r.metrics.lagMs.WithLabelValues(lv...),
+		errs: r.metrics.errs.WithLabelValues(lv...),
+		wake: make(chan struct{}), behindSince: time.Now(),
+	}
+}
