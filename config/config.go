@@ -220,8 +220,8 @@ type Replication struct {
 	// it has flipped, so that flipping back loses nothing. Default true.
 	ReverseAfterCutover bool `yaml:"reverse_after_cutover"`
 
-	// StateDir is the directory where the replicator keeps its offset maps
-	// and progress. Default "" (kproxy writes no replication state to disk).
+	// StateDir is the directory where the replicator keeps its offset maps.
+	// Default "": <state_dir>/replicator. Replication needs one of the two.
 	StateDir string `yaml:"state_dir"`
 }
 

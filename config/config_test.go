@@ -62,7 +62,7 @@ func TestParseExample(t *testing.T) {
 		},
 		Groups:      Groups{Default: Source, Homes: map[string]Cluster{"billing-*": Target}},
 		Replicate:   []string{"orders", "logs.*"},
-		Replication: Replication{FetchMaxBytes: 52428800, PartitionMaxBytes: 1048576, Concurrency: 4, ReverseAfterCutover: true},
+		Replication: Replication{FetchMaxBytes: 52428800, PartitionMaxBytes: 1048576, Concurrency: 4, ReverseAfterCutover: true, StateDir: "/var/lib/kproxy/replicator"},
 		Cutover:     Cutover{MaxHold: 5 * time.Second},
 		Limits:      Limits{MaxFrameBytes: 104857600, MaxInflightPerConn: 128},
 		Log:         Log{Level: "info"},
@@ -322,8 +322,13 @@ func TestParseRejects(t *testing.T) {
 		},
 		{
 			"a topic replicated twice",
-			minimal + "replicate: [orders, \"logs.*\", orders]\n",
-			[]string{`replicate[2] (line 8): "orders" is already listed at replicate[0]`},
+			minimal + "state_dir: /tmp/k\nreplicate: [orders, \"logs.*\", orders]\n",
+			[]string{`replicate[2] (line 9): "orders" is already listed at replicate[0]`},
+		},
+		{
+			"replication without a state directory",
+			minimal + "replicate: [orders]\n",
+			[]string{"replicate (line 8): replication keeps offset maps on disk: set state_dir (or replication.state_dir)"},
 		},
 		{
 			"a zero max hold",

@@ -14,6 +14,7 @@ func TestDiff(t *testing.T) {
 groups:
   "billing-*": target
 replicate: [orders]
+state_dir: /var/lib/kproxy
 `
 	tests := []struct {
 		name     string

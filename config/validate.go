@@ -260,6 +260,9 @@ func (c *Config) validateReplicate(v *validator) {
 	if len(c.Replicate) > 0 && (c.Clusters.Source == nil || c.Clusters.Target == nil) {
 		v.add(rp, "replication needs both clusters.source and clusters.target")
 	}
+	if len(c.Replicate) > 0 && c.StateDir == "" && c.Replication.StateDir == "" {
+		v.add(rp, "replication keeps offset maps on disk: set state_dir (or replication.state_dir)")
+	}
 	seen := map[string]int{}
 	for i, name := range c.Replicate {
 		p := rp.index(i)
