@@ -63,7 +63,14 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					}
 					t.TopicID = up // the sub-request names the cluster's id
 				}
-				if m := s.offsetMap(cluster, name, p.Partition); m != nil {
+				m := s.offsetMap(cluster, name, p.Partition)
+				if m == nil && cluster == Target && router.Replicated(name) {
+					// Replicated, but no map yet (replication starting):
+					// target offsets must never reach a client. Retry.
+					addFetchPartition(resp, t.Topic, virtualID, fetchPartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+					continue
+				}
+				if m != nil {
 					tgt, ok := toTargetOffset(m, p.FetchOffset)
 					if !ok {
 						addFetchPartition(resp, t.Topic, virtualID, outOfRange(m, p.Partition))

@@ -23,6 +23,9 @@ type Router interface {
 	TxnCluster(txnID string) string
 	// DefaultCluster serves requests that name no topic or group.
 	DefaultCluster() string
+	// Replicated says whether a topic is copied source -> target, so that
+	// reading it from the target must go through the offset map.
+	Replicated(topic string) bool
 }
 
 // StaticRouter sends everything to one cluster (routes.default with no
@@ -34,6 +37,7 @@ func (s StaticRouter) FetchCluster(string, string, string) string { return strin
 func (s StaticRouter) GroupCluster(string) string                 { return string(s) }
 func (s StaticRouter) TxnCluster(string) string                   { return string(s) }
 func (s StaticRouter) DefaultCluster() string                     { return string(s) }
+func (s StaticRouter) Replicated(string) bool                     { return false }
 
 // TableRouter answers from an immutable routing table (package routing).
 type TableRouter struct{ t *routing.Table }
@@ -50,3 +54,4 @@ func (r TableRouter) FetchCluster(topic, clientID, group string) string {
 func (r TableRouter) GroupCluster(group string) string { return string(r.t.GroupHome(group)) }
 func (r TableRouter) TxnCluster(string) string         { return string(r.t.Default()) }
 func (r TableRouter) DefaultCluster() string           { return string(r.t.Default()) }
+func (r TableRouter) Replicated(topic string) bool     { return r.t.Replicated(topic) }

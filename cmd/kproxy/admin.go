@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kproxy/kproxy/proxy"
@@ -28,6 +29,7 @@ type statusDoc struct {
 	RoutesDefault string             `json:"routes_default"`
 	Routes        []routing.RuleView `json:"routes"`
 	Topics        []topicStatus      `json:"topics"`
+	Replication   replicationStatus  `json:"replication"`
 }
 
 // topicStatus is one topic's effective routes (the rule that applies, and
@@ -39,7 +41,7 @@ type topicStatus struct {
 
 func startAdmin(addr string, inst *instance) (*adminServer, error) {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(inst.reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{inst.reg, inst.repl}, promhttp.HandlerOpts{}))
 	// Go profiles, for finding where a proxy's CPU goes under real load.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -72,6 +74,7 @@ func startAdmin(addr string, inst *instance) (*adminServer, error) {
 func (inst *instance) statusDoc() statusDoc {
 	cfg := inst.config()
 	d := statusDoc{Generation: inst.gen.Load(), Ready: inst.srv.Ready(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default)}
+	d.Replication = inst.repl.status()
 	if e := inst.lastErr.Load(); e != nil {
 		d.LastReloadErr = *e
 	}

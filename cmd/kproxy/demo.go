@@ -217,6 +217,7 @@ func (d *demo) startClusters() error {
 // demoConfig is the part of a kproxy config file the demo varies.
 type demoConfig struct {
 	Listen, Admin  string
+	StateDir       string
 	Source, Target []string
 	Replicate      []string
 	// Topics maps topic names to a route (source or target), for a flip.
@@ -226,7 +227,7 @@ type demoConfig struct {
 func (c demoConfig) yaml() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by kproxy demo\n")
-	fmt.Fprintf(&b, "listen: %s\nadvertise: %s\nadmin: %s\ncluster_id: kproxy-demo\n", c.Listen, c.Listen, c.Admin)
+	fmt.Fprintf(&b, "listen: %s\nadvertise: %s\nadmin: %s\ncluster_id: kproxy-demo\nstate_dir: %s\n", c.Listen, c.Listen, c.Admin, c.StateDir)
 	fmt.Fprintf(&b, "clusters:\n  source:\n    bootstrap: [%s]\n  target:\n    bootstrap: [%s]\n",
 		strings.Join(c.Source, ", "), strings.Join(c.Target, ", "))
 	fmt.Fprintf(&b, "routes:\n  default: source\n")
@@ -299,7 +300,7 @@ func (d *demo) tryStartKproxy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c := demoConfig{Listen: listen, Admin: admin, Source: d.source.ListenAddrs(), Target: d.target.ListenAddrs()}
+	c := demoConfig{Listen: listen, Admin: admin, StateDir: filepath.Join(filepath.Dir(d.cfgPath), "state"), Source: d.source.ListenAddrs(), Target: d.target.ListenAddrs()}
 	if err := d.writeConfig(c); err != nil {
 		return err
 	}

@@ -74,6 +74,7 @@ type instance struct {
 	reg     *prometheus.Registry
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
+	repl    *replication
 }
 
 // start builds and starts an instance from a valid config.
@@ -99,7 +100,13 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		srv.Close()
 		return nil, err
 	}
-	inst := &instance{log: log, srv: srv, cfg: cfg, reg: reg}
+	inst := &instance{log: log, srv: srv, cfg: cfg, reg: reg, repl: newReplication(log.Named("replicator"))}
+	srv.SetOffsetMaps(inst.repl)
+	if err := inst.repl.apply(cfg); err != nil {
+		// Clients are served either way; /status and the log say why
+		// replication is not running.
+		log.Error("replication not started", "error", err)
+	}
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
 	inst.lastOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kproxy_config_last_reload_success_timestamp_seconds", Help: "When the config was last loaded successfully."})
@@ -169,6 +176,9 @@ func (inst *instance) Apply(next *config.Config) {
 	}
 	inst.srv.SetRouter(proxy.NewTableRouter(table))
 	inst.cfg = next
+	if err := inst.repl.apply(next); err != nil {
+		inst.log.Error("replication not (re)started after reload", "error", err)
+	}
 	gen := inst.gen.Add(1)
 	inst.lastErr.Store(nil)
 	inst.reloads.WithLabelValues("applied").Inc()
@@ -193,5 +203,6 @@ func (inst *instance) Close() {
 		inst.admin.Shutdown(ctx)
 		cancel()
 	}
+	inst.repl.stop()
 	inst.srv.Close()
 }

@@ -70,7 +70,22 @@ func statusCmd(args []string) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Topic, t.Rule.Produce, t.Rule.Fetch, canaryText(t.Rule), rule)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if r := d.Replication; len(r.Topics) > 0 || r.Error != "" {
+		fmt.Println()
+		if r.Error != "" {
+			fmt.Printf("replication error: %s\n", r.Error)
+		}
+		tw = tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "REPLICATED\tPARTITION\tSOURCE HWM\tCOPIED TO\tTARGET END\tLAG RECORDS\tLAG MS\tERROR")
+		for _, p := range r.Partitions {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Topic, p.Partition, p.SourceHWM, p.CopiedThrough, p.TargetEnd, p.LagRecords, p.LagMillis, p.Err)
+		}
+		return tw.Flush()
+	}
+	return nil
 }
 
 func canaryText(r routing.RuleView) string {
