@@ -2,14 +2,26 @@ package proxy
 
 // OffsetCommit (key 8), accepted v0-9 (v10 names topics by id, KIP-848
 // era; capped so commits carry names, which need no translation).
-// Route: the group's home coordinator.
+// Route: the group's home coordinator; commits for topics the home cluster
+// does not have go to the cluster that has them (group_offsets.go).
 // Offsets are stored as the client sent them (virtual offsets).
 // Errors: per partition, mirroring the request.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
 func init() {
-	registerGroupAPI(kmsg.OffsetCommit, 0, 9, func(r kmsg.Request) string { return r.(*kmsg.OffsetCommitRequest).Group })
+	register(kmsg.OffsetCommit, 0, 9, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.OffsetCommitRequest)
+		return func() kmsg.Response {
+			if rc.client != "" && req.Group != "" {
+				rc.srv().clientGroups.Store(rc.client, req.Group)
+			}
+			if resp := rc.splitCommit(req); resp != nil {
+				return resp
+			}
+			return rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req)
+		}
+	})
 	errorFillers[kmsg.OffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
 		req, resp := kreq.(*kmsg.OffsetCommitRequest), kresp.(*kmsg.OffsetCommitResponse)
 		for _, t := range req.Topics {

@@ -1,12 +1,12 @@
 package proxy
 
 // OffsetFetch (key 9), accepted v0-9 (v10 names topics by id; capped like
-// OffsetCommit). Route: each group's home coordinator;
-// v8+ batches groups, which are split per group and merged. Committed offsets
-// are virtual and pass through.
+// OffsetCommit). Route: each group's home coordinator, plus the cluster that
+// holds commits for topics the home cluster lacks (group_offsets.go); v8+
+// batches groups, answered group by group. Committed offsets are virtual and
+// pass through; epochs are cleared (ident_epoch.go).
 
 import (
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -14,31 +14,33 @@ func init() {
 	register(kmsg.OffsetFetch, 0, 9, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		req := kreq.(*kmsg.OffsetFetchRequest)
 		return func() kmsg.Response {
-			if req.Version < 8 {
-				return rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req)
-			}
 			resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
-			names := make([]string, len(req.Groups))
-			for i, g := range req.Groups {
-				names[i] = g.Group
+			if req.Version >= 8 {
+				for _, g := range req.Groups {
+					resp.Groups = append(resp.Groups, rc.fetchGroupOffsets(req, g))
+				}
+				return resp
 			}
-			rc.forEachGroup(names, func(i int) kmsg.Request {
-				sub := *req
-				sub.Groups = req.Groups[i : i+1]
-				return &sub
-			}, func(i int, r kmsg.Response) {
-				if or, ok := r.(*kmsg.OffsetFetchResponse); ok && len(or.Groups) > 0 {
-					resp.ThrottleMillis = max(resp.ThrottleMillis, or.ThrottleMillis)
-					resp.Groups = append(resp.Groups, or.Groups...)
-					return
+			g := kmsg.NewOffsetFetchRequestGroup()
+			g.Group = req.Group
+			if req.Topics != nil {
+				g.Topics = []kmsg.OffsetFetchRequestGroupTopic{}
+				for _, t := range req.Topics {
+					g.Topics = append(g.Topics, kmsg.OffsetFetchRequestGroupTopic{Topic: t.Topic, Partitions: t.Partitions})
 				}
-				g := kmsg.NewOffsetFetchResponseGroup()
-				g.Group, g.ErrorCode = names[i], kerr.CoordinatorNotAvailable.Code
-				if or, ok := r.(*kmsg.OffsetFetchResponse); ok && or.ErrorCode != 0 {
-					g.ErrorCode = or.ErrorCode
+			}
+			got := rc.fetchGroupOffsets(req, g)
+			resp.ErrorCode = got.ErrorCode
+			for _, t := range got.Topics {
+				rt := kmsg.NewOffsetFetchResponseTopic()
+				rt.Topic = t.Topic
+				for _, p := range t.Partitions {
+					rt.Partitions = append(rt.Partitions, kmsg.OffsetFetchResponseTopicPartition{
+						Partition: p.Partition, Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: p.Metadata, ErrorCode: p.ErrorCode,
+					})
 				}
-				resp.Groups = append(resp.Groups, g)
-			})
+				resp.Topics = append(resp.Topics, rt)
+			}
 			return resp
 		}
 	})

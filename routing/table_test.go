@@ -43,6 +43,7 @@ groups:
   "billing-eu-*": source
   billing-eu-archive: target
 replicate: ["orders", "logs.*"]
+state_dir: /tmp/kproxy-routing-test
 `
 
 func newTable(t *testing.T, yaml string) *Table {

@@ -12,6 +12,7 @@ usage:
   kproxy run -c FILE        serve Kafka clients with the config in FILE (hot-reloaded)
   kproxy validate -c FILE   parse and validate FILE, print problems, start nothing
   kproxy status [-admin ADDR] [-o table|json]   show routes and upstream state from a running kproxy
+  kproxy verify -c FILE [-o table|json] TOPIC...   compare source and target record by record through the offset maps (run before a flip)
   kproxy demo               the whole story on embedded clusters, with a verdict
 `
 
@@ -28,6 +29,8 @@ func main() {
 		err = validateCmd(os.Args[2:])
 	case "status":
 		err = statusCmd(os.Args[2:])
+	case "verify":
+		err = verifyCmd(os.Args[2:])
 	case "demo":
 		err = demoCmd(os.Args[2:])
 	case "-h", "--help", "help":

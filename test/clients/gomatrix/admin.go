@@ -22,7 +22,7 @@ func createTopic(ctx context.Context, c *config) error {
 	}
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
-	resp, err := adm.CreateTopics(ctx, c.partitions, c.replicationFactor, nil, c.topic)
+	resp, err := adm.CreateTopics(ctx, c.partitions, c.replicationFactor, nil, c.topics()...)
 	if err != nil {
 		return fmt.Errorf("create topic %s: %w", c.topic, err)
 	}

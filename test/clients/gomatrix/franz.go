@@ -28,8 +28,9 @@ func franzOpts(c *config) []kgo.Opt {
 // franzProduce produces with a promise per record; each promise gets the
 // record back with Partition and Offset filled in from the Produce response.
 func franzProduce(ctx context.Context, c *config, em *emitter) error {
+	topics := c.topics()
 	opts := append(franzOpts(c),
-		kgo.DefaultProduceTopic(c.topic),
+		kgo.DefaultProduceTopic(topics[0]),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordRetries(10),
 	)
@@ -58,7 +59,8 @@ func franzProduce(ctx context.Context, c *config, em *emitter) error {
 		var wg sync.WaitGroup
 		for i, r := range chunk {
 			wg.Add(1)
-			cl.Produce(ctx, &kgo.Record{Key: r.key, Value: r.value}, func(rec *kgo.Record, err error) {
+			topic := topics[r.idx%len(topics)]
+			cl.Produce(ctx, &kgo.Record{Topic: topic, Key: r.key, Value: r.value}, func(rec *kgo.Record, err error) {
 				defer wg.Done()
 				done[i], errs[i] = rec, err
 			})
@@ -105,7 +107,7 @@ func franzProduce(ctx context.Context, c *config, em *emitter) error {
 func franzConsume(ctx context.Context, c *config, em *emitter) error {
 	opts := append(franzOpts(c),
 		kgo.ConsumerGroup(c.group),
-		kgo.ConsumeTopics(c.topic),
+		kgo.ConsumeTopics(c.topics()...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.AutoCommitMarks(),
@@ -157,6 +159,9 @@ loop:
 			marks = append(marks, r)
 		})
 		cl.MarkCommitRecords(marks...)
+		// Flush per poll so a caller watching stdout sees records as they
+		// arrive (long-running consumers never fill the buffer).
+		em.flush()
 	}
 	if ctx.Err() != nil && st.count() < c.count {
 		log.Printf("timeout: consumed %d of %d", st.count(), c.count)

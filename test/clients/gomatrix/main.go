@@ -14,6 +14,8 @@
 // produce: sends -count records (key k-<i>, value <client>-<run>-<i>, i from
 // -start) with acks=all and prints an "ack" event per acknowledged record with
 // the partition and offset the broker returned. Exits 1 if any send failed.
+// franz takes -topic a,b,...: record i goes to topic number i mod n, consume
+// subscribes to every listed topic.
 //
 // consume: joins group -group, subscribes to -topic and prints a "consume"
 // event per record until -count records were seen (then keeps reading for
@@ -92,7 +94,7 @@ func parseFlags(args []string) (*config, error) {
 	fs.StringVar(&c.client, "client", "", "sarama | kafkago | franz")
 	fs.StringVar(&c.mode, "mode", "", "produce | consume (or give it as the first argument)")
 	fs.StringVar(&bootstrap, "bootstrap", "127.0.0.1:9092", "comma-separated bootstrap servers")
-	fs.StringVar(&c.topic, "topic", "", "topic")
+	fs.StringVar(&c.topic, "topic", "", "topic; franz and create also take a comma-separated list (produce spreads records over the topics round-robin, consume subscribes to all)")
 	fs.StringVar(&c.group, "group", "", "consumer group (consume)")
 	fs.StringVar(&c.clientID, "client-id", "", "Kafka client.id (default gomatrix-<client>)")
 	fs.StringVar(&c.consumer, "consumer", "", "consumer name printed in consume events (default <client-id>)")
@@ -134,7 +136,7 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("mode must be produce, consume or create")
 	case c.mode == "create" && c.client != "franz":
 		return nil, fmt.Errorf("create is done with franz-go's kadm (-client franz)")
-	case c.topic == "":
+	case len(c.topics()) == 0:
 		return nil, fmt.Errorf("-topic is required")
 	case len(c.bootstrap) == 0:
 		return nil, fmt.Errorf("-bootstrap is required")
@@ -142,6 +144,9 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("-group is required to consume")
 	case c.count < 0:
 		return nil, fmt.Errorf("-count must be >= 0")
+	}
+	if strings.Contains(c.topic, ",") && c.client != "franz" {
+		return nil, fmt.Errorf("a comma-separated -topic list needs -client franz")
 	}
 	if c.clientID == "" {
 		c.clientID = "gomatrix-" + c.client
@@ -224,6 +229,17 @@ type rec struct {
 	idx   int
 	key   []byte
 	value []byte
+}
+
+// topics splits -topic on commas (franz and create take a list).
+func (c *config) topics() []string {
+	var out []string
+	for _, t := range strings.Split(c.topic, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 func (c *config) records() []rec {

@@ -13,11 +13,13 @@
  * no error, with the partition and offset from the report (for transactions:
  * printed only after the commit succeeded). Exit 1 if any record failed.
  *
- * consume: high-level KafkaConsumer (rd_kafka_subscribe) in --group; prints a
+ * consume: high-level KafkaConsumer (rd_kafka_subscribe) in --group, subscribed
+ * to every topic of --topic (a comma-separated list is allowed); prints a
  * "consume" line per record until --count were seen (then keeps reading for
  * --linger seconds) or --timeout; stores the offset of each printed record
  * only (enable.auto.offset.store=false), commits synchronously at the end and
- * closes (leaving the group). Exit 0 unless the client failed.
+ * closes (leaving the group). stdout is flushed at least every 200 ms, so a
+ * caller can watch a long-running consumer. Exit 0 unless the client failed.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -344,7 +346,7 @@ static int consume(void) {
 	rd_kafka_topic_partition_list_t *subs;
 	rd_kafka_resp_err_t e;
 	long seen = 0;
-	double deadline = now() + opt.timeout, linger_until = 0;
+	double deadline = now() + opt.timeout, linger_until = 0, flushed = now();
 	int rc = 0;
 
 	set(conf, "group.id", opt.group);
@@ -361,7 +363,19 @@ static int consume(void) {
 	rd_kafka_poll_set_consumer(rk);
 
 	subs = rd_kafka_topic_partition_list_new(1);
-	rd_kafka_topic_partition_list_add(subs, opt.topic, RD_KAFKA_PARTITION_UA);
+	{
+		/* --topic a,b,c subscribes to each. */
+		char *list = strdup(opt.topic), *save = NULL, *tok;
+		for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+			if (*tok) rd_kafka_topic_partition_list_add(subs, tok, RD_KAFKA_PARTITION_UA);
+		free(list);
+	}
+	if (subs->cnt == 0) {
+		logf_("--topic names no topic");
+		rd_kafka_topic_partition_list_destroy(subs);
+		rd_kafka_destroy(rk);
+		return 2;
+	}
 	e = rd_kafka_subscribe(rk, subs);
 	rd_kafka_topic_partition_list_destroy(subs);
 	if (e) {
@@ -379,6 +393,10 @@ static int consume(void) {
 		}
 		if (seen >= opt.count && (opt.linger <= 0 || (linger_until > 0 && t >= linger_until)))
 			break;
+		if (t - flushed >= 0.2) {
+			fflush(stdout);
+			flushed = t;
+		}
 		m = rd_kafka_consumer_poll(rk, 200);
 		if (!m) continue;
 		if (m->err) {
