@@ -40,4 +40,9 @@ lint:
 bench:
 	bash bench/run.sh
 
+## bench-replication: kproxy's replicator vs MirrorMaker 2 on real Kafka; appends to bench/RESULTS.md and bench/results.json
+.PHONY: bench-replication
+bench-replication:
+	bash bench/replication/run.sh
+
 include Makefile.kafka

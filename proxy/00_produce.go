@@ -15,6 +15,8 @@ package proxy
 // cluster's ids, which pass through unchanged (virtual ids: later issue).
 
 import (
+	"time"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -31,10 +33,36 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 	subs := map[brokerRef]*kmsg.ProduceRequest{}
 	var order []brokerRef
 	idsRewritten := false
+	var held []*heldProduce
+	var counted []string // replicated topics counted in flight until answered
 	for _, t := range req.Topics {
 		name := t.Topic
 		if req.Version >= 13 {
 			name, _ = s.topicIDs.name(t.TopicID)
+		}
+		if name != "" && router.Replicated(name) {
+			// Count first, then look at the hold: a cutover that starts
+			// between the two either sees this request in flight or this
+			// request sees the hold (cutover_hold.go).
+			s.holds.counter(name).Add(1)
+			if s.holds.isHeld(name) {
+				// Cutover in progress: queue this topic's part, with
+				// its records copied (the frame buffer is reused).
+				hp := &heldProduce{rc: rc, done: make(chan struct{}),
+					req: &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}}
+				ht := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}
+				for _, p := range t.Partitions {
+					p.Records = append([]byte(nil), p.Records...)
+					ht.Partitions = append(ht.Partitions, p)
+				}
+				hp.req.Topics = []kmsg.ProduceRequestTopic{ht}
+				if s.holds.enqueue(name, hp) {
+					s.holds.counter(name).Add(-1)
+					held = append(held, hp)
+					continue
+				}
+			}
+			counted = append(counted, name)
 		}
 		cluster := router.ProduceCluster(name, rc.client)
 		virtualID := t.TopicID
@@ -84,8 +112,14 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 	// One upstream broker takes every partition and the request needs no
 	// rewriting beyond what was done in place (producer ids): forward the
 	// client's own bytes, with no re-encoding.
-	raw := len(order) == 1 && len(resp.Topics) == 0 && !idsRewritten
+	raw := len(order) == 1 && len(resp.Topics) == 0 && !idsRewritten && len(held) == 0
+	doneInFlight := func() {
+		for _, name := range counted {
+			s.holds.counter(name).Add(-1)
+		}
+	}
 	if req.Acks == 0 {
+		defer doneInFlight()
 		for _, ref := range order {
 			if raw {
 				rc.sendRaw(ref.cluster, ref.id, ref.addr, req, false)
@@ -105,6 +139,26 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		}
 	}
 	return func() kmsg.Response {
+		defer func() {
+			for _, hp := range held {
+				name := hp.req.Topics[0].Topic
+				if hp.req.Version >= 13 {
+					name, _ = s.topicIDs.name(hp.req.Topics[0].TopicID)
+				}
+				vt := kmsg.ProduceRequestTopic{Topic: hp.req.Topics[0].Topic, TopicID: hp.req.Topics[0].TopicID}
+				if err := hp.wait(10 * time.Minute); err != nil {
+					rc.cc.log.Error("held produce request was never released; answering NOT_LEADER so the client retries", "topic", name)
+					for _, p := range hp.req.Topics[0].Partitions {
+						addProducePartition(resp, vt, producePartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+					}
+					continue
+				}
+				for _, pp := range hp.parts {
+					addProducePartition(resp, vt, pp)
+				}
+			}
+		}()
+		defer doneInFlight()
 		for i, p := range pend {
 			ref := order[i]
 			r, err := p.response()
@@ -124,11 +178,12 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			resp.ThrottleMillis = max(resp.ThrottleMillis, pr.ThrottleMillis)
 			var stale []string
 			for _, t := range pr.Topics {
+				name := t.Topic
+				if pr.Version >= 13 {
+					name, _ = s.clusters[ref.cluster].topicName(t.TopicID)
+				}
 				for _, pp := range t.Partitions {
-					if pp.CurrentLeader.LeaderID >= 0 {
-						pp.CurrentLeader.LeaderID = s.virtualNode(pp.CurrentLeader.LeaderID)
-					}
-					pp.CurrentLeader.LeaderEpoch = noEpoch
+					s.finishProducePartition(ref.cluster, name, &pp)
 					if isStaleLeaderCode(pp.ErrorCode) {
 						stale = append(stale, t.Topic)
 					}

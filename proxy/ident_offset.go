@@ -108,6 +108,6 @@ func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) 
 // outOfRange is the answer for a position before the replicated range.
 func outOfRange(m OffsetMap, partition int32) kmsg.FetchResponseTopicPartition {
 	p := fetchPartitionError(partition, kerr.OffsetOutOfRange.Code)
-	p.HighWatermark, p.LastStableOffset, p.LogStartOffset = m.SourceEnd(), m.SourceEnd(), m.SourceStart()
+	p.LogStartOffset = m.SourceStart()
 	return p
 }

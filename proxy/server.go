@@ -65,6 +65,7 @@ type Server struct {
 	topicIDs *topicIDs
 	pids     producerIDs
 	maps     atomic.Pointer[mapsBox]
+	holds    holds
 	router   atomic.Pointer[routerBox]
 	versions atomic.Pointer[map[int16]versionRange]
 
@@ -121,6 +122,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.topicIDs = ids
 	s.pids.m = map[pidKey]upstreamPID{}
+	s.holds.held = map[string]*topicHold{}
 	s.router.Store(&routerBox{opts.Router})
 	for name, boot := range opts.Clusters {
 		uc, err := newUpstreamCluster(name, boot, s.log)

@@ -24,5 +24,16 @@
 //     or group id means "unknown" and matches no glob (the percent rule still
 //     hashes the empty client.id).
 //
-// The cutover state machine will live here too; it is not built yet.
+// Cutovers (cutover.go) follow the same rules: a Cutover is an immutable
+// value, and Step(c, event, now, policy) returns the next value plus the
+// Actions the proxy performs, in order; time and cutover.max_hold come in as
+// arguments, and the proxy owns the timers, the held requests and the
+// replicator. One topic's attempt goes steady → holding (produce queued,
+// in-flight produce drained) → draining (until the replicator has copied the
+// frozen end offsets) → flipped, or to aborted (max_hold exceeded, failure,
+// route reverted) with the held requests released to the old cluster. A
+// revert after the flip is a rollback: the same attempt in the other
+// direction. A fetch-only move holds no produce. PlanCutovers turns a reload
+// (old and new Table) into the cutovers it starts; Step's and PlanCutovers'
+// doc comments give every rule.
 package routing

@@ -30,6 +30,7 @@ type statusDoc struct {
 	Routes        []routing.RuleView `json:"routes"`
 	Topics        []topicStatus      `json:"topics"`
 	Replication   replicationStatus  `json:"replication"`
+	Cutovers      []cutoverStatus    `json:"cutovers"`
 }
 
 // topicStatus is one topic's effective routes (the rule that applies, and
@@ -75,6 +76,7 @@ func (inst *instance) statusDoc() statusDoc {
 	cfg := inst.config()
 	d := statusDoc{Generation: inst.gen.Load(), Ready: inst.srv.Ready(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default)}
 	d.Replication = inst.repl.status()
+	d.Cutovers = inst.cuts.list()
 	if e := inst.lastErr.Load(); e != nil {
 		d.LastReloadErr = *e
 	}

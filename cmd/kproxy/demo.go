@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -78,6 +79,14 @@ type demoResult struct {
 	ConsumeErrors int
 	// Reloads counts configs kproxy applied while traffic was flowing.
 	Reloads int
+	// Cutover is how the flip of the demo topic went ("" if none ran).
+	Cutover string
+	// HoldMillis is how long the flip held the topic's produce requests.
+	HoldMillis int64
+	// OnTarget counts records the target cluster holds after the run.
+	OnTarget int64
+	// RebalancesAfterFlip counts group rebalance events from the flip on.
+	RebalancesAfterFlip int64
 	// Problems are reasons for FAIL beyond the checker's anomalies.
 	Problems []string
 }
@@ -97,7 +106,11 @@ func demoCmd(args []string) error {
 		return err
 	}
 	opts.Out = os.Stdout
-	opts.Log = hclog.New(&hclog.LoggerOptions{Name: "kproxy", Level: hclog.Warn, Output: os.Stderr})
+	level := hclog.Warn
+	if l := os.Getenv("KPROXY_DEMO_LOG"); l != "" {
+		level = hclog.LevelFromString(l)
+	}
+	opts.Log = hclog.New(&hclog.LoggerOptions{Name: "kproxy", Level: level, Output: os.Stderr})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := runDemo(ctx, opts)
@@ -152,12 +165,12 @@ type demoEvent struct {
 	run  func(d *demo, ctx context.Context) error
 }
 
-// demoEvents is the mid-run script. Today kproxy has no replicator or
-// cutover, so the script is one config reload that changes no route; once
-// the cutover lands, flipping orders to the target goes here too.
+// demoEvents is the mid-run script: the topic is replicated from the
+// start; half-way through, the operator's one-line edit flips it to the
+// target while producers and consumers keep running.
 func demoEvents() []demoEvent {
 	return []demoEvent{
-		{at: 0.5, name: "config reload", run: (*demo).reloadUnderLoad},
+		{at: 0.5, name: "cutover", run: (*demo).flipUnderLoad},
 	}
 }
 
@@ -182,8 +195,12 @@ type demo struct {
 
 	producers []*demoProducer
 
-	reloads  int
-	problems []string
+	reloads     int
+	cutover     string
+	holdMillis  int64
+	epochAtFlip int64 // consumers' rebalance events when the flip started
+	epochAtEnd  int64 // and when traffic ended, before the group is left
+	problems    []string
 }
 
 // say prints one line of the story, stamped with the time since start.
@@ -300,7 +317,7 @@ func (d *demo) tryStartKproxy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c := demoConfig{Listen: listen, Admin: admin, StateDir: filepath.Join(filepath.Dir(d.cfgPath), "state"), Source: d.source.ListenAddrs(), Target: d.target.ListenAddrs()}
+	c := demoConfig{Listen: listen, Admin: admin, StateDir: filepath.Join(filepath.Dir(d.cfgPath), "state"), Source: d.source.ListenAddrs(), Target: d.target.ListenAddrs(), Replicate: []string{demoTopic}}
 	if err := d.writeConfig(c); err != nil {
 		return err
 	}
@@ -553,9 +570,10 @@ func (d *demo) runTraffic(ctx context.Context) error {
 // It goes through the same path as an edited file under `kproxy run`: the
 // file is replaced, re-read, validated and handed to the instance's Apply,
 // which hot-swaps the router.
-func (d *demo) reloadUnderLoad(_ context.Context) error {
+func (d *demo) flipUnderLoad(ctx context.Context) error {
+	d.epochAtFlip = d.rebalanceEvents()
 	next := d.cfgFile
-	next.Replicate = []string{demoTopic}
+	next.Topics = map[string]config.Cluster{demoTopic: config.Target}
 	if err := d.writeConfig(next); err != nil {
 		return err
 	}
@@ -571,9 +589,33 @@ func (d *demo) reloadUnderLoad(_ context.Context) error {
 		return fmt.Errorf("kproxy did not apply the reload: %s", why)
 	}
 	d.reloads++
-	d.say("config generation %d applied: routes unchanged, replicate [%s]", d.inst.gen.Load(), demoTopic)
-	return nil
+	d.say("config generation %d applied: %s: target (cutover started)", d.inst.gen.Load(), demoTopic)
+	deadline := time.Now().Add(d.cfg().Cutover.MaxHold + 5*time.Second)
+	for time.Now().Before(deadline) {
+		for _, st := range d.inst.cuts.list() {
+			if st.Topic != demoTopic {
+				continue
+			}
+			switch st.State {
+			case "flipped":
+				d.cutover, d.holdMillis = st.State, st.HoldMillis
+				d.say("cutover of %s flipped to the target: produce held %d ms", demoTopic, st.HoldMillis)
+				return nil
+			case "aborted", "refused":
+				d.cutover = st.State
+				return fmt.Errorf("cutover of %s %s: %s", demoTopic, st.State, st.Reason)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("cutover of %s did not finish", demoTopic)
 }
+
+func (d *demo) cfg() *config.Config { return d.inst.config() }
 
 func (d *demo) stopProducers() {
 	for _, p := range d.producers {
@@ -620,6 +662,8 @@ func (d *demo) stopConsumers() {
 	}
 	d.stopPoll()
 	d.consumeWG.Wait()
+	// Rebalance events up to here; leaving the group below adds more.
+	d.epochAtEnd = d.rebalanceEvents()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -710,13 +754,20 @@ func (d *demo) checkCommits(ctx context.Context) {
 func (d *demo) verdict() demoResult {
 	acks, consumed, perr, cerr, samples := d.hist.snapshot()
 	res := demoResult{
-		Report:        checker.Check(acks, consumed, checker.Options{ExpectAll: true}),
-		ProduceErrors: perr,
-		ConsumeErrors: cerr,
-		Reloads:       d.reloads,
-		Problems:      d.problems,
+		Report:              checker.Check(acks, consumed, checker.Options{ExpectAll: true}),
+		ProduceErrors:       perr,
+		ConsumeErrors:       cerr,
+		Reloads:             d.reloads,
+		Cutover:             d.cutover,
+		HoldMillis:          d.holdMillis,
+		OnTarget:            d.onTarget(),
+		RebalancesAfterFlip: d.epochAtEnd - d.epochAtFlip,
+		Problems:            d.problems,
 	}
 	res.Problems = append(slices.Clip(res.Problems), samples...)
+	if res.Cutover != "" && res.RebalancesAfterFlip > 0 {
+		res.Problems = append(res.Problems, fmt.Sprintf("%d consumer group rebalance events after the flip (want 0)", res.RebalancesAfterFlip))
+	}
 	return res
 }
 
@@ -740,6 +791,8 @@ func (d *demo) printVerdict(res demoResult) {
 	line("produce errors", res.ProduceErrors)
 	line("consume errors", res.ConsumeErrors)
 	line("config reloads", fmt.Sprintf("%d (applied under load)", res.Reloads))
+	line("cutover", fmt.Sprintf("%s to target, produce held %d ms, %d records now on the target", res.Cutover, res.HoldMillis, res.OnTarget))
+	line("rebalances in flip", res.RebalancesAfterFlip)
 	if res.Pass() {
 		fmt.Fprintln(w, "verdict: PASS")
 		return
@@ -850,4 +903,32 @@ func (h *demoHistory) snapshot() ([]checker.Ack, []checker.Consumed, int, int, [
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return slices.Clone(h.acks), slices.Clone(h.consumes), h.perr, h.cerr, slices.Clone(h.samples)
+}
+
+// onTarget counts the records the target cluster holds for the demo topic
+// (copied before the flip plus produced after it).
+func (d *demo) onTarget() int64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(d.target.ListenAddrs()...))
+	if err != nil {
+		return -1
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, demoTopic)
+	if err != nil {
+		return -1
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
+}
+
+// rebalanceEvents sums the consumers' rebalance events so far.
+func (d *demo) rebalanceEvents() int64 {
+	var n int64
+	for _, c := range d.consumers {
+		n += c.epoch.Load()
+	}
+	return n
 }

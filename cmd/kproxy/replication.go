@@ -31,16 +31,32 @@ type replication struct {
 	ctx    context.Context // the instance's lifetime, not the start-up's
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards the fields below
-	topics []string
-	r      *replicator.Replicator
-	reg    *prometheus.Registry
-	err    string
+	mu       sync.Mutex // guards the fields below
+	topics   []string
+	r        *replicator.Replicator
+	reg      *prometheus.Registry
+	err      string
+	cfg      *config.Config
+	excluded map[string]bool                  // flipped topics: no longer copied
+	sealed   map[tpKey]*replicator.FlippedMap // their maps, extended past the flip
+}
+
+type tpKey struct {
+	topic     string
+	partition int32
 }
 
 func newReplication(log hclog.Logger) *replication {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &replication{ctx: ctx, cancel: cancel, log: log}
+	return &replication{ctx: ctx, cancel: cancel, log: log, excluded: map[string]bool{}, sealed: map[tpKey]*replicator.FlippedMap{}}
+}
+
+// setConfig records the config before the first apply (sealTopic needs the
+// state directory).
+func (rp *replication) setConfig(cfg *config.Config) {
+	rp.mu.Lock()
+	rp.cfg = cfg
+	rp.mu.Unlock()
 }
 
 // stateDir is where the replicator keeps its maps.
@@ -85,6 +101,9 @@ func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
 
 // apply starts, restarts or stops the replicator for cfg.
 func (rp *replication) apply(cfg *config.Config) error {
+	rp.mu.Lock()
+	rp.cfg = cfg
+	rp.mu.Unlock()
 	topics, err := resolveTopics(rp.ctx, cfg)
 	if err != nil {
 		rp.mu.Lock()
@@ -94,6 +113,7 @@ func (rp *replication) apply(cfg *config.Config) error {
 	}
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
+	topics = slices.DeleteFunc(topics, func(t string) bool { return rp.excluded[t] })
 	rp.err = ""
 	if slices.Equal(topics, rp.topics) && (rp.r != nil || len(topics) == 0) {
 		return nil
@@ -147,8 +167,72 @@ func (rp *replication) current() *replicator.Replicator {
 	return rp.r
 }
 
+// stopTopic stops copying a topic for good (it flipped): the replicator
+// restarts without it; its maps stay on disk, sealed by sealTopic.
+func (rp *replication) stopTopic(topic string) error {
+	rp.mu.Lock()
+	rp.excluded[topic] = true
+	cfg := rp.cfg
+	rp.mu.Unlock()
+	if cfg == nil {
+		return nil
+	}
+	return rp.apply(cfg)
+}
+
+// sealTopic loads a flipped topic's maps from disk, extended past the flip.
+func (rp *replication) sealTopic(topic string, partitions int32) error {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	rp.excluded[topic] = true
+	dir := ""
+	if rp.cfg != nil {
+		dir = replicationStateDir(rp.cfg)
+	}
+	for p := int32(0); p < partitions; p++ {
+		m, err := replicator.LoadFlipped(dir, topic, p)
+		if err != nil {
+			return fmt.Errorf("sealing %s/%d: %w", topic, p, err)
+		}
+		rp.sealed[tpKey{topic, p}] = m
+	}
+	return nil
+}
+
+// sealedMap returns a flipped topic's sealed map.
+func (rp *replication) sealedMap(topic string, partition int32) *replicator.FlippedMap {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.sealed[tpKey{topic, partition}]
+}
+
+// unsealTopic undoes stopTopic and sealTopic after an aborted flip: the
+// replicator copies the topic again (reconciling any tail).
+func (rp *replication) unsealTopic(topic string) {
+	rp.mu.Lock()
+	delete(rp.excluded, topic)
+	for k := range rp.sealed {
+		if k.topic == topic {
+			delete(rp.sealed, k)
+		}
+	}
+	cfg := rp.cfg
+	rp.mu.Unlock()
+	if cfg != nil {
+		if err := rp.apply(cfg); err != nil {
+			rp.log.Error("replication not restarted after an aborted flip", "topic", topic, "error", err)
+		}
+	}
+}
+
 // Map implements proxy.OffsetMaps.
 func (rp *replication) Map(topic string, partition int32) proxy.OffsetMap {
+	rp.mu.Lock()
+	sm := rp.sealed[tpKey{topic, partition}]
+	rp.mu.Unlock()
+	if sm != nil {
+		return sm
+	}
 	r := rp.current()
 	if r == nil {
 		return nil

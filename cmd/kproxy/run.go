@@ -75,6 +75,8 @@ type instance struct {
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
 	repl    *replication
+	cuts    *cutovers
+	table   *routing.Table // the applied config's routes (cuts overlays pins)
 }
 
 // start builds and starts an instance from a valid config.
@@ -100,7 +102,15 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		srv.Close()
 		return nil, err
 	}
-	inst := &instance{log: log, srv: srv, cfg: cfg, reg: reg, repl: newReplication(log.Named("replicator"))}
+	inst := &instance{log: log, srv: srv, cfg: cfg, reg: reg, repl: newReplication(log.Named("replicator")), table: table}
+	inst.repl.setConfig(cfg)
+	cuts, err := newCutovers(log.Named("cutover"), srv, inst.repl, cfg.StateDir, reg)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	inst.cuts = cuts
+	cuts.apply(cfg, nil, table, nil)
 	srv.SetOffsetMaps(inst.repl)
 	if err := inst.repl.apply(cfg); err != nil {
 		// Clients are served either way; /status and the log say why
@@ -174,7 +184,8 @@ func (inst *instance) Apply(next *config.Config) {
 		inst.log.Error("config reload rejected; keeping the last good config", "error", err)
 		return
 	}
-	inst.srv.SetRouter(proxy.NewTableRouter(table))
+	inst.cuts.apply(next, inst.table, table, inst.srv.KnownTopics())
+	inst.table = table
 	inst.cfg = next
 	if err := inst.repl.apply(next); err != nil {
 		inst.log.Error("replication not (re)started after reload", "error", err)

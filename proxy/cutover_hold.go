@@ -1,0 +1,245 @@
+package proxy
+
+// Produce hold for a topic's cutover. While a topic is held, its produce
+// partitions are queued in arrival order (other topics of the same request,
+// and other requests, keep flowing); the proxy tracks how many of the
+// topic's produce sub-requests are still in flight upstream, so the cutover
+// controller can wait until every acknowledged record is on the source
+// before it freezes the end offsets. Release sends the queue, in order, to
+// the cluster the router names at that moment (the target after a flip, the
+// source after an abort). Each client response still leaves in request
+// order: a request's response waits for its held partitions.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// heldProduce is the held part of one produce request.
+type heldProduce struct {
+	rc    *reqCtx
+	req   *kmsg.ProduceRequest // topics/partitions of the held topic only; records copied
+	done  chan struct{}
+	parts []kmsg.ProduceResponseTopicPartition // filled at release
+}
+
+type topicHold struct {
+	queue []*heldProduce
+	since time.Time
+}
+
+// holds is the proxy's hold and in-flight state.
+type holds struct {
+	mu       sync.Mutex // guards held
+	held     map[string]*topicHold
+	inflight sync.Map // topic -> *atomic.Int64, replicated topics only
+}
+
+func (h *holds) counter(topic string) *atomic.Int64 {
+	if c, ok := h.inflight.Load(topic); ok {
+		return c.(*atomic.Int64)
+	}
+	c, _ := h.inflight.LoadOrStore(topic, new(atomic.Int64))
+	return c.(*atomic.Int64)
+}
+
+// isHeld reports whether topic's produce requests are being queued.
+func (h *holds) isHeld(topic string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.held[topic]
+	return ok
+}
+
+// enqueue queues a held request part; false when the topic is not held
+// (any more), so the caller sends it normally.
+func (h *holds) enqueue(topic string, hp *heldProduce) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	th, ok := h.held[topic]
+	if !ok {
+		return false
+	}
+	th.queue = append(th.queue, hp)
+	return true
+}
+
+// HoldProduce starts queueing topic's produce requests.
+func (s *Server) HoldProduce(topic string) {
+	s.holds.mu.Lock()
+	defer s.holds.mu.Unlock()
+	if _, ok := s.holds.held[topic]; !ok {
+		s.holds.held[topic] = &topicHold{since: time.Now()}
+	}
+}
+
+// HeldCount is how many produce requests wait in topic's hold.
+func (s *Server) HeldCount(topic string) int {
+	s.holds.mu.Lock()
+	defer s.holds.mu.Unlock()
+	if th, ok := s.holds.held[topic]; ok {
+		return len(th.queue)
+	}
+	return 0
+}
+
+// WaitProduceIdle waits until no produce sub-request for topic is in flight
+// upstream (every one sent before the hold was answered).
+func (s *Server) WaitProduceIdle(ctx context.Context, topic string) error {
+	c := s.holds.counter(topic)
+	for c.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d produce requests for %s still in flight: %w", c.Load(), topic, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// ReleaseProduce ends topic's hold: the queued requests go, in arrival
+// order, to the cluster the current router names for the topic.
+//
+// The hold is removed only once its queue is empty: requests that arrive
+// while the queue is being sent join the queue, so none can overtake a held
+// one (an idempotent producer's later sequence reaching the broker first is
+// OUT_OF_ORDER_SEQUENCE_NUMBER, and the client's recovery resends batches).
+func (s *Server) ReleaseProduce(topic string) {
+	for {
+		s.holds.mu.Lock()
+		th, ok := s.holds.held[topic]
+		if !ok {
+			s.holds.mu.Unlock()
+			return
+		}
+		queue := th.queue
+		th.queue = nil
+		if len(queue) == 0 {
+			delete(s.holds.held, topic)
+			s.holds.mu.Unlock()
+			return
+		}
+		s.holds.mu.Unlock()
+		s.sendHeld(topic, queue)
+	}
+}
+
+// sendHeld sends queued requests in order and collects their answers.
+func (s *Server) sendHeld(topic string, queue []*heldProduce) {
+	th := &topicHold{queue: queue}
+	// Sends happen here, in order; each request's wait collects its answer.
+	type sent struct {
+		hp   *heldProduce
+		pend []*pending
+		refs []brokerRef
+		subs []*kmsg.ProduceRequest
+	}
+	var all []sent
+	for _, hp := range th.queue {
+		rc := hp.rc
+		router := s.routes()
+		look := newLeaderLookup(rc)
+		subs := map[brokerRef]*kmsg.ProduceRequest{}
+		var order []brokerRef
+		for _, t := range hp.req.Topics {
+			cluster := router.ProduceCluster(topic, rc.client)
+			virtualID := t.TopicID
+			for _, p := range t.Partitions {
+				ref, code := look.find(cluster, topic, p.Partition)
+				if code == 0 && hp.req.Version >= 13 {
+					if _, up, ok := s.upstreamTopicID(cluster, virtualID); ok {
+						t.TopicID = up
+					} else {
+						code = kerr.UnknownTopicID.Code
+					}
+				}
+				if code == 0 {
+					code = rc.rewriteProducerID(cluster, p.Records)
+				}
+				if code != 0 {
+					hp.parts = append(hp.parts, producePartitionError(p.Partition, code))
+					continue
+				}
+				sub, ok := subs[ref]
+				if !ok {
+					sub = &kmsg.ProduceRequest{Version: hp.req.Version, TransactionID: hp.req.TransactionID, Acks: hp.req.Acks, TimeoutMillis: hp.req.TimeoutMillis}
+					subs[ref] = sub
+					order = append(order, ref)
+				}
+				st := lastProduceTopic(sub, t)
+				st.Partitions = append(st.Partitions, p)
+			}
+		}
+		st := sent{hp: hp}
+		for _, ref := range order {
+			if hp.req.Acks == 0 {
+				if u, err := rc.cc.upstream(ref.cluster, ref.id, ref.addr, classProduce); err == nil {
+					_, _ = u.send(subs[ref], rc.clientID, false)
+				}
+				continue
+			}
+			st.pend = append(st.pend, rc.send(ref.cluster, ref.id, ref.addr, subs[ref]))
+			st.refs = append(st.refs, ref)
+			st.subs = append(st.subs, subs[ref])
+		}
+		all = append(all, st)
+	}
+	go func() {
+		for _, st := range all {
+			for i, p := range st.pend {
+				r, err := p.response()
+				if err != nil {
+					for _, t := range st.subs[i].Topics {
+						for _, pp := range t.Partitions {
+							st.hp.parts = append(st.hp.parts, producePartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
+						}
+					}
+					continue
+				}
+				pr := r.(*kmsg.ProduceResponse)
+				for _, t := range pr.Topics {
+					for _, pp := range t.Partitions {
+						s.finishProducePartition(st.refs[i].cluster, topic, &pp)
+						st.hp.parts = append(st.hp.parts, pp)
+					}
+				}
+			}
+			close(st.hp.done)
+		}
+	}()
+}
+
+// finishProducePartition rewrites one upstream produce answer for a client:
+// no epochs, virtual node, virtual offsets for a replicated topic written
+// on the target.
+func (s *Server) finishProducePartition(cluster, topic string, pp *kmsg.ProduceResponseTopicPartition) {
+	if pp.CurrentLeader.LeaderID >= 0 {
+		pp.CurrentLeader.LeaderID = s.virtualNode(pp.CurrentLeader.LeaderID)
+	}
+	pp.CurrentLeader.LeaderEpoch = noEpoch
+	if m := s.offsetMap(cluster, topic, pp.Partition); m != nil && pp.ErrorCode == 0 {
+		pp.BaseOffset = toVirtualOffset(m, pp.BaseOffset)
+		pp.LogStartOffset = max(toVirtualOffset(m, pp.LogStartOffset), m.SourceStart())
+	}
+}
+
+// errHoldTimeout is what a held request answers if nobody released it.
+var errHoldTimeout = errors.New("produce hold was never released")
+
+// waitHeld waits for a held part's answer, bounded so a controller bug
+// cannot wedge a client forever.
+func (hp *heldProduce) wait(limit time.Duration) error {
+	select {
+	case <-hp.done:
+		return nil
+	case <-time.After(limit):
+		return errHoldTimeout
+	}
+}

@@ -1,0 +1,67 @@
+package replicator
+
+// After a topic's cutover its producers write to the target directly and the
+// replicator no longer copies it. The offset map then ends at the flip, and
+// every later target record continues the virtual offsets: target offset
+// TargetEnd+k is virtual SourceEnd+k. FlippedMap is that open-ended view of
+// a partition's map, loaded from the map file the replicator left.
+
+import (
+	"fmt"
+	"math"
+)
+
+// FlippedMap is a sealed OffsetMap extended past its end (see the file
+// comment). It is safe for concurrent use (it never changes).
+type FlippedMap struct {
+	m              *OffsetMap
+	srcEnd, tgtEnd int64
+}
+
+// Flipped seals m at its current end.
+func Flipped(m *OffsetMap) *FlippedMap {
+	return &FlippedMap{m: m, srcEnd: m.SourceEnd(), tgtEnd: m.TargetEnd()}
+}
+
+// LoadFlipped reads a partition's persisted map and seals it.
+func LoadFlipped(stateDir, topic string, partition int32) (*FlippedMap, error) {
+	m, err := loadMapFile(stateDir, topic, partition)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, fmt.Errorf("no offset map for %s/%d in %s", topic, partition, stateDir)
+	}
+	return Flipped(m), nil
+}
+
+// ToTarget maps a virtual offset to the target.
+func (f *FlippedMap) ToTarget(v int64) (int64, bool) {
+	if v >= f.srcEnd {
+		return f.tgtEnd + (v - f.srcEnd), true
+	}
+	return f.m.ToTarget(v)
+}
+
+// ToSource maps a target offset to the virtual one.
+func (f *FlippedMap) ToSource(t int64) (int64, bool) {
+	if t >= f.tgtEnd {
+		return f.srcEnd + (t - f.tgtEnd), true
+	}
+	return f.m.ToSource(t)
+}
+
+// SourceStart is the first virtual offset on the target.
+func (f *FlippedMap) SourceStart() int64 { return f.m.SourceStart() }
+
+// TargetStart is the target offset of the first copied record.
+func (f *FlippedMap) TargetStart() int64 { return f.m.TargetStart() }
+
+// SourceEnd and TargetEnd are unbounded: the map extends forever.
+func (f *FlippedMap) SourceEnd() int64 { return math.MaxInt64 }
+
+// TargetEnd is unbounded (see SourceEnd).
+func (f *FlippedMap) TargetEnd() int64 { return math.MaxInt64 }
+
+// FlipPoint is where the copied range ends: (virtual, target).
+func (f *FlippedMap) FlipPoint() (virtual, target int64) { return f.srcEnd, f.tgtEnd }
