@@ -150,27 +150,33 @@ func (c *cutovers) apply(cfg *config.Config, prev, next *routing.Table, topics [
 		if !prev.Replicated(t) && !next.Replicated(t) {
 			continue
 		}
-		pp, nf := prev.Route(t, routing.Produce, "", ""), next.Route(t, routing.Fetch, "", "")
-		np := next.Route(t, routing.Produce, "", "")
+		// Where the topic's produce requests go now: its pin (held,
+		// aborted, refused or flipped) or the previous config's route.
+		now := prev.Route(t, routing.Produce, "", "")
+		if pin, ok := c.pins[t]; ok {
+			now = config.Cluster(pin)
+		}
+		np, nf := next.Route(t, routing.Produce, "", ""), next.Route(t, routing.Fetch, "", "")
 		_, isFlipped := c.flipped[t]
 		st := c.status[t]
 		busy := st != nil && (st.State == "holding" || st.State == "draining")
 		switch {
+		case busy:
 		case isFlipped && (np != config.Target || nf != config.Target):
 			c.refuse(t, "rollback to the source needs reverse replication, which kproxy does not have yet; the topic stays on the target")
-		case isFlipped || busy:
-		case pp == config.Source && np == config.Target && nf != config.Target:
+		case isFlipped:
+		case now == config.Source && np == config.Target && nf != config.Target:
 			c.refuse(t, "producers-first (produce: target while consumers read the source) needs reverse replication, which kproxy does not have yet; flip fetch first, or both together")
-		case pp == config.Source && np == config.Target:
+		case now == config.Source && np == config.Target:
 			c.pins[t] = proxy.Source
 			c.status[t] = &cutoverStatus{Topic: t, From: proxy.Source, To: proxy.Target, State: "holding", StartedAt: time.Now()}
 			start = append(start, t)
 		default:
-			if st != nil && st.State == "refused" {
+			// The config keeps the topic where it is (or moves only its
+			// fetch route, which needs no hold): no pin.
+			delete(c.pins, t)
+			if st != nil && st.State != "flipped" {
 				delete(c.status, t)
-			}
-			if !isFlipped {
-				delete(c.pins, t)
 			}
 		}
 	}
