@@ -34,31 +34,25 @@ func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			p.Partition, p.ErrorCode, p.Offset, p.Timestamp = partition, code, -1, -1
 			add(topic, p)
 		}
-		subs := map[brokerRef]*kmsg.ListOffsetsRequest{}
-		var order []brokerRef
+		var bl byLeader[kmsg.ListOffsetsRequestTopicPartition]
 		for _, t := range req.Topics {
 			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
 			for _, p := range t.Partitions {
-				ref, code := look.find(cluster, t.Topic, p.Partition)
-				if code != 0 {
-					fail(t.Topic, p.Partition, code)
-					continue
-				}
-				sub, ok := subs[ref]
-				if !ok {
-					s := *req
-					s.Topics = nil
-					sub = &s
-					subs[ref] = sub
-					order = append(order, ref)
-				}
-				if n := len(sub.Topics); n == 0 || sub.Topics[n-1].Topic != t.Topic {
-					sub.Topics = append(sub.Topics, kmsg.ListOffsetsRequestTopic{Topic: t.Topic})
-				}
-				last := &sub.Topics[len(sub.Topics)-1]
 				p.CurrentLeaderEpoch = noEpoch
-				last.Partitions = append(last.Partitions, p)
+				if code := bl.add(look, cluster, t.Topic, p.Partition, p); code != 0 {
+					fail(t.Topic, p.Partition, code)
+				}
 			}
+		}
+		order := bl.order
+		subs := map[brokerRef]*kmsg.ListOffsetsRequest{}
+		for _, ref := range order {
+			sub := *req
+			sub.Topics = nil
+			for _, tp := range bl.subs[ref] {
+				sub.Topics = append(sub.Topics, kmsg.ListOffsetsRequestTopic{Topic: tp.topic, Partitions: tp.parts})
+			}
+			subs[ref] = &sub
 		}
 		pend := make([]*pending, len(order))
 		for i, ref := range order {

@@ -32,30 +32,24 @@ func handleDeleteRecords(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			p.Partition, p.ErrorCode, p.LowWatermark = partition, code, -1
 			add(topic, p)
 		}
-		subs := map[brokerRef]*kmsg.DeleteRecordsRequest{}
-		var order []brokerRef
+		var bl byLeader[kmsg.DeleteRecordsRequestTopicPartition]
 		for _, t := range req.Topics {
 			cluster := router.ProduceCluster(t.Topic, rc.client)
 			for _, p := range t.Partitions {
-				ref, code := look.find(cluster, t.Topic, p.Partition)
-				if code != 0 {
+				if code := bl.add(look, cluster, t.Topic, p.Partition, p); code != 0 {
 					fail(t.Topic, p.Partition, code)
-					continue
 				}
-				sub, ok := subs[ref]
-				if !ok {
-					s := *req
-					s.Topics = nil
-					sub = &s
-					subs[ref] = sub
-					order = append(order, ref)
-				}
-				if n := len(sub.Topics); n == 0 || sub.Topics[n-1].Topic != t.Topic {
-					sub.Topics = append(sub.Topics, kmsg.DeleteRecordsRequestTopic{Topic: t.Topic})
-				}
-				last := &sub.Topics[len(sub.Topics)-1]
-				last.Partitions = append(last.Partitions, p)
 			}
+		}
+		order := bl.order
+		subs := map[brokerRef]*kmsg.DeleteRecordsRequest{}
+		for _, ref := range order {
+			sub := *req
+			sub.Topics = nil
+			for _, tp := range bl.subs[ref] {
+				sub.Topics = append(sub.Topics, kmsg.DeleteRecordsRequestTopic{Topic: tp.topic, Partitions: tp.parts})
+			}
+			subs[ref] = &sub
 		}
 		for _, ref := range order {
 			r, err := rc.roundTrip(ref.cluster, ref.id, ref.addr, subs[ref])

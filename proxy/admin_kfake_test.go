@@ -1,0 +1,70 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// DeleteRecords and ListOffsets, split across three upstream leaders and
+// merged: every partition's log start moves to the requested offset and
+// the end offsets are the records produced.
+func TestDeleteRecordsAndListOffsetsAcrossLeaders(t *testing.T) {
+	srv, _ := newKfakeProxy(t, 3, kfake.SeedTopics(6, "del"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()), kgo.DefaultProduceTopic("del"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for p := int32(0); p < 6; p++ {
+		for i := 0; i < 5; i++ {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Partition: p, Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	adm := kadm.NewClient(cl)
+	del := kadm.Offsets{}
+	for p := int32(0); p < 6; p++ {
+		del.AddOffset("del", p, 2, -1)
+	}
+	resp, err := adm.DeleteRecords(ctx, del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Each(func(r kadm.DeleteRecordsResponse) {
+		if r.Err != nil || r.LowWatermark != 2 {
+			t.Errorf("delete records %s/%d: low watermark %d, err %v", r.Topic, r.Partition, r.LowWatermark, r.Err)
+		}
+	})
+	starts, err := adm.ListStartOffsets(ctx, "del")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, "del")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	starts.Each(func(o kadm.ListedOffset) {
+		n++
+		if o.Err != nil || o.Offset != 2 {
+			t.Errorf("start offset of del/%d: %d, %v", o.Partition, o.Offset, o.Err)
+		}
+	})
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil || o.Offset != 5 {
+			t.Errorf("end offset of del/%d: %d, %v", o.Partition, o.Offset, o.Err)
+		}
+	})
+	if n != 6 {
+		t.Fatalf("%d partitions listed, want 6", n)
+	}
+}
