@@ -128,12 +128,12 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			if translated {
 				s.virtualizeFetchOffsets(ref.cluster, fr)
 			}
-			idsVirtual := s.virtualizeFetchIDs(ref.cluster, fr)
-			if len(pend) == 1 && len(resp.Topics) == 0 && idsVirtual && !translated && fetchNeedsNoRewrite(fr) {
+			if len(pend) == 1 && len(resp.Topics) == 0 && !translated && fetchNeedsNoRewrite(fr) && s.patchFetchIDs(ref.cluster, body, fr) {
 				// The one upstream answered for every partition and
 				// named no broker: its bytes are the client's answer.
 				return &passthrough{Response: fr, body: body, frames: frames}
 			}
+			s.virtualizeFetchIDs(ref.cluster, fr)
 			resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
 			var stale []string
 			for _, t := range fr.Topics {
@@ -252,4 +252,19 @@ func (s *Server) virtualizeFetchOffsets(cluster string, fr *kmsg.FetchResponse) 
 			}
 		}
 	}
+}
+
+// patchFetchIDs makes a passthrough answer's topic ids virtual in place
+// (fetch_ids.go); false means the answer must be re-encoded instead.
+func (s *Server) patchFetchIDs(cluster string, body []byte, fr *kmsg.FetchResponse) bool {
+	if fr.Version < 13 {
+		return true
+	}
+	ids := make([][16]byte, len(fr.Topics))
+	same := true
+	for i, t := range fr.Topics {
+		ids[i] = s.virtualOf(cluster, t.TopicID)
+		same = same && ids[i] == t.TopicID
+	}
+	return same || patchFetchTopicIDs(body, fr, ids)
 }

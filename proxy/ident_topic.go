@@ -6,11 +6,13 @@ package proxy
 // topic as recreated (Java resets its epoch cache and fetch session state;
 // franz-go keeps the old id and then fails with UNKNOWN_TOPIC_ID).
 //
-// The virtual id of a topic is the upstream id of the first cluster kproxy
-// answers for it from, preferring the source: before a cutover, source-routed
-// traffic then carries ids that need no rewriting (fetch answers pass through
-// byte for byte). The assignment is written to state_dir so that it survives
-// restarts and outlives the cluster it came from (docs/decisions/004).
+// The virtual id of a topic is derived from the virtual cluster id and the
+// topic name (SHA-256, UUID version 8 bits): the same on every kproxy
+// instance, never an upstream id, so no cluster's identity reaches a client.
+// The assignment is also written to state_dir, so an id a client saw stays
+// even if the derivation ever changes (docs/decisions/004). Fetch answers
+// still pass through byte for byte: their topic ids are patched in place
+// (fetch_ids.go).
 //
 // Fields translated: Metadata TopicID (v10+, and requests by id v12+);
 // Fetch v13+ request and response ids; Produce v13 request and response ids;
@@ -18,6 +20,7 @@ package proxy
 // v9 (names only), and KIP-848 heartbeats are translated in their handler.
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -157,17 +160,22 @@ func (t *topicIDs) saveLocked() error {
 // virtualTopicID returns the id clients see for name, assigning one from the
 // source cluster (else from the cluster that answered, upstreamID) the
 // first time.
-func (s *Server) virtualTopicID(name string, upstreamID [16]byte) VirtualTopicID {
+func (s *Server) virtualTopicID(name string, _ [16]byte) VirtualTopicID {
 	if id, ok := s.topicIDs.lookup(name); ok {
 		return id
 	}
-	candidate := upstreamID
-	if src, ok := s.clusters[Source]; ok {
-		if id, ok := src.topicID(name); ok {
-			candidate = id
-		}
-	}
-	return s.topicIDs.assign(name, candidate)
+	return s.topicIDs.assign(name, deriveTopicID(s.opts.ClusterID, name))
+}
+
+// deriveTopicID is the virtual id of a topic: 16 bytes of SHA-256 over the
+// virtual cluster id and the name, marked as a version 8 (custom) UUID.
+func deriveTopicID(clusterID, topic string) VirtualTopicID {
+	sum := sha256.Sum256([]byte("kproxy topic id\x00" + clusterID + "\x00" + topic))
+	var id VirtualTopicID
+	copy(id[:], sum[:16])
+	id[6] = id[6]&0x0f | 0x80
+	id[8] = id[8]&0x3f | 0x80
+	return id
 }
 
 // upstreamTopicID translates a virtual id into cluster's id for the same
