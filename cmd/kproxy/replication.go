@@ -137,6 +137,9 @@ func (rp *replication) apply(cfg *config.Config) error {
 		Registerer:        reg,
 		FetchMaxBytes:     cfg.Replication.FetchMaxBytes,
 		PartitionMaxBytes: cfg.Replication.PartitionMaxBytes,
+		// A cutover waits for the copy to reach the frozen source end; a
+		// caught-up partition sits in this long poll, so it bounds the hold.
+		FetchMaxWait: 100 * time.Millisecond,
 	})
 	if err != nil {
 		rp.err = err.Error()
