@@ -1,12 +1,11 @@
 package proxy
 
-// AlterConfigs (key 33), accepted v0-2. Route: config_resources.go. Broker
-// resources may only name the cluster-wide default (""): kproxy's one
-// virtual broker stands for every real broker, so altering "broker N" has no
-// single meaning; such a resource is refused with INVALID_REQUEST.
+// AlterConfigs (key 33), accepted v0-2. Route and broker-resource rule:
+// alter_configs.go and config_resources.go.
 
 import (
-	"github.com/twmb/franz-go/pkg/kerr"
+	"strconv"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -15,39 +14,28 @@ func init() {
 		req := kreq.(*kmsg.AlterConfigsRequest)
 		return func() kmsg.Response {
 			resp := req.ResponseKind().(*kmsg.AlterConfigsResponse)
-			var ok []kmsg.AlterConfigsRequestResource
-			for _, r := range req.Resources {
-				if isBrokerResource(int8(r.ResourceType)) && r.ResourceName != "" {
-					rr := kmsg.NewAlterConfigsResponseResource()
-					rr.ResourceType, rr.ResourceName, rr.ErrorCode = r.ResourceType, r.ResourceName, kerr.InvalidRequest.Code
-					rr.ErrorMessage = kmsg.StringPtr("kproxy shows one virtual broker; alter a real broker's config on its cluster directly, or use the cluster-wide default (empty name)")
-					resp.Resources = append(resp.Resources, rr)
-					continue
-				}
-				ok = append(ok, r)
-			}
-			order, by := splitResources(rc, ok, func(r kmsg.AlterConfigsRequestResource) int8 { return int8(r.ResourceType) },
-				func(r kmsg.AlterConfigsRequestResource) string { return r.ResourceName }, true)
-			seen := map[string]int{}
-			for _, c := range order {
-				sub := *req
-				sub.Resources = by[c]
-				ar, _ := rc.forwardAny(c, &sub).(*kmsg.AlterConfigsResponse)
-				if ar == nil {
-					continue
-				}
-				for _, r := range ar.Resources {
-					k := string(rune(r.ResourceType)) + r.ResourceName
-					if i, dup := seen[k]; dup {
-						if resp.Resources[i].ErrorCode == 0 {
-							resp.Resources[i].ErrorCode, resp.Resources[i].ErrorMessage = r.ErrorCode, r.ErrorMessage
-						}
-						continue
+			resp.Resources = alterConfigs(rc, req.Resources, configAlteration[kmsg.AlterConfigsRequestResource, kmsg.AlterConfigsResponseResource]{
+				typ:  func(r kmsg.AlterConfigsRequestResource) int8 { return int8(r.ResourceType) },
+				name: func(r kmsg.AlterConfigsRequestResource) string { return r.ResourceName },
+				refused: func(r kmsg.AlterConfigsRequestResource, code int16, msg string) kmsg.AlterConfigsResponseResource {
+					q := kmsg.NewAlterConfigsResponseResource()
+					q.ResourceType, q.ResourceName, q.ErrorCode, q.ErrorMessage = r.ResourceType, r.ResourceName, code, kmsg.StringPtr(msg)
+					return q
+				},
+				forward: func(c string, rs []kmsg.AlterConfigsRequestResource) ([]kmsg.AlterConfigsResponseResource, bool) {
+					sub := *req
+					sub.Resources = rs
+					ar, ok := rc.forwardAny(c, &sub).(*kmsg.AlterConfigsResponse)
+					if !ok || ar == nil {
+						return nil, false
 					}
-					seen[k] = len(resp.Resources)
-					resp.Resources = append(resp.Resources, r)
-				}
-			}
+					return ar.Resources, true
+				},
+				key: func(q kmsg.AlterConfigsResponseResource) string {
+					return strconv.Itoa(int(q.ResourceType)) + "/" + q.ResourceName
+				},
+				errOf: func(q *kmsg.AlterConfigsResponseResource) (*int16, **string) { return &q.ErrorCode, &q.ErrorMessage },
+			})
 			return resp
 		}
 	})

@@ -1,10 +1,11 @@
 package proxy
 
 // IncrementalAlterConfigs (key 44), accepted v0-1. Route and broker-resource
-// rule as AlterConfigs (33_alter_configs.go).
+// rule: alter_configs.go and config_resources.go.
 
 import (
-	"github.com/twmb/franz-go/pkg/kerr"
+	"strconv"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -13,39 +14,30 @@ func init() {
 		req := kreq.(*kmsg.IncrementalAlterConfigsRequest)
 		return func() kmsg.Response {
 			resp := req.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
-			var ok []kmsg.IncrementalAlterConfigsRequestResource
-			for _, r := range req.Resources {
-				if isBrokerResource(int8(r.ResourceType)) && r.ResourceName != "" {
-					rr := kmsg.NewIncrementalAlterConfigsResponseResource()
-					rr.ResourceType, rr.ResourceName, rr.ErrorCode = r.ResourceType, r.ResourceName, kerr.InvalidRequest.Code
-					rr.ErrorMessage = kmsg.StringPtr("kproxy shows one virtual broker; alter a real broker's config on its cluster directly, or use the cluster-wide default (empty name)")
-					resp.Resources = append(resp.Resources, rr)
-					continue
-				}
-				ok = append(ok, r)
-			}
-			order, by := splitResources(rc, ok, func(r kmsg.IncrementalAlterConfigsRequestResource) int8 { return int8(r.ResourceType) },
-				func(r kmsg.IncrementalAlterConfigsRequestResource) string { return r.ResourceName }, true)
-			seen := map[string]int{}
-			for _, c := range order {
-				sub := *req
-				sub.Resources = by[c]
-				ar, _ := rc.forwardAny(c, &sub).(*kmsg.IncrementalAlterConfigsResponse)
-				if ar == nil {
-					continue
-				}
-				for _, r := range ar.Resources {
-					k := string(rune(r.ResourceType)) + r.ResourceName
-					if i, dup := seen[k]; dup {
-						if resp.Resources[i].ErrorCode == 0 {
-							resp.Resources[i].ErrorCode, resp.Resources[i].ErrorMessage = r.ErrorCode, r.ErrorMessage
-						}
-						continue
+			resp.Resources = alterConfigs(rc, req.Resources, configAlteration[kmsg.IncrementalAlterConfigsRequestResource, kmsg.IncrementalAlterConfigsResponseResource]{
+				typ:  func(r kmsg.IncrementalAlterConfigsRequestResource) int8 { return int8(r.ResourceType) },
+				name: func(r kmsg.IncrementalAlterConfigsRequestResource) string { return r.ResourceName },
+				refused: func(r kmsg.IncrementalAlterConfigsRequestResource, code int16, msg string) kmsg.IncrementalAlterConfigsResponseResource {
+					q := kmsg.NewIncrementalAlterConfigsResponseResource()
+					q.ResourceType, q.ResourceName, q.ErrorCode, q.ErrorMessage = r.ResourceType, r.ResourceName, code, kmsg.StringPtr(msg)
+					return q
+				},
+				forward: func(c string, rs []kmsg.IncrementalAlterConfigsRequestResource) ([]kmsg.IncrementalAlterConfigsResponseResource, bool) {
+					sub := *req
+					sub.Resources = rs
+					ar, ok := rc.forwardAny(c, &sub).(*kmsg.IncrementalAlterConfigsResponse)
+					if !ok || ar == nil {
+						return nil, false
 					}
-					seen[k] = len(resp.Resources)
-					resp.Resources = append(resp.Resources, r)
-				}
-			}
+					return ar.Resources, true
+				},
+				key: func(q kmsg.IncrementalAlterConfigsResponseResource) string {
+					return strconv.Itoa(int(q.ResourceType)) + "/" + q.ResourceName
+				},
+				errOf: func(q *kmsg.IncrementalAlterConfigsResponseResource) (*int16, **string) {
+					return &q.ErrorCode, &q.ErrorMessage
+				},
+			})
 			return resp
 		}
 	})

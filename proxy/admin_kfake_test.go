@@ -68,3 +68,56 @@ func TestDeleteRecordsAndListOffsetsAcrossLeaders(t *testing.T) {
 		t.Fatalf("%d partitions listed, want 6", n)
 	}
 }
+
+// A topic config changed through kproxy lands on every cluster the topic is
+// routed to (both, for a split route), and a real broker's config cannot be
+// altered through the one virtual broker.
+func TestAlterConfigsFollowTheTopicRoute(t *testing.T) {
+	routes := routesHeader + "routes:\n  default: source\n  topics:\n    split: { produce: source, fetch: target }\n"
+	srv, src, tgt := twoClusterProxy(t, tableFor(t, routes), "split")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	adm := kadm.NewClient(cl)
+	v := "3600000"
+	resps, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v}}, "split")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resps {
+		if r.Err != nil {
+			t.Fatalf("alter %s: %v", r.Name, r.Err)
+		}
+	}
+	for name, c := range map[string]*kfake.Cluster{"source": src, "target": tgt} {
+		direct, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := kadm.NewClient(direct).DescribeTopicConfigs(ctx, "split")
+		direct.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		for _, cfg := range rc[0].Configs {
+			if cfg.Key == "retention.ms" && cfg.Value != nil {
+				got = *cfg.Value
+			}
+		}
+		if got != v {
+			t.Errorf("%s cluster: retention.ms = %q, want %q", name, got, v)
+		}
+	}
+	bresp, err := adm.AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "log.retention.ms", Value: &v}}, 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bresp) != 1 || bresp[0].Err == nil {
+		t.Fatalf("altering broker 9 (the virtual broker) should be refused: %+v", bresp)
+	}
+}
