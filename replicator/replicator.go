@@ -80,6 +80,7 @@ type Replicator struct {
 	parts     map[topicPartition]*partition
 	topicErrs map[string]error
 	cancel    context.CancelFunc
+	runs      map[string]*topicRun // per topic, for StopTopic
 
 	wg sync.WaitGroup // partition goroutines
 }
@@ -186,15 +187,25 @@ func (r *Replicator) Start(ctx context.Context) error {
 			r.mu.Unlock()
 			continue
 		}
+		tctx, tcancel := context.WithCancel(runCtx)
+		run := &topicRun{cancel: tcancel}
+		r.mu.Lock()
+		if r.runs == nil {
+			r.runs = map[string]*topicRun{}
+		}
+		r.runs[topic] = run
+		r.mu.Unlock()
 		for i := int32(0); i < n; i++ {
 			p := r.newPartition(topic, i)
 			r.mu.Lock()
 			r.parts[topicPartition{topic, i}] = p
 			r.mu.Unlock()
 			r.wg.Add(1)
+			run.wg.Add(1)
 			go func() {
 				defer r.wg.Done()
-				r.runPartition(runCtx, p)
+				defer run.wg.Done()
+				r.runPartition(tctx, p)
 			}()
 		}
 	}
@@ -406,4 +417,25 @@ func (r *Replicator) newPartition(topic string, i int32) *partition {
 		errs: r.metrics.errs.WithLabelValues(lv...),
 		wake: make(chan struct{}), behindSince: time.Now(),
 	}
+}
+
+// topicRun is one topic's partition goroutines.
+type topicRun struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StopTopic stops copying one topic for good (its cutover flipped it) and
+// waits until its partitions have stopped and saved their maps; the other
+// topics keep copying. The topic's maps stay readable through Map.
+func (r *Replicator) StopTopic(topic string) {
+	r.mu.Lock()
+	run := r.runs[topic]
+	delete(r.runs, topic)
+	r.mu.Unlock()
+	if run == nil {
+		return
+	}
+	run.cancel()
+	run.wg.Wait()
 }

@@ -175,12 +175,13 @@ func (rp *replication) current() *replicator.Replicator {
 func (rp *replication) stopTopic(topic string) error {
 	rp.mu.Lock()
 	rp.excluded[topic] = true
-	cfg := rp.cfg
+	rp.topics = slices.DeleteFunc(slices.Clone(rp.topics), func(t string) bool { return t == topic })
+	r := rp.r
 	rp.mu.Unlock()
-	if cfg == nil {
-		return nil
+	if r != nil {
+		r.StopTopic(topic) // the other topics keep copying
 	}
-	return rp.apply(cfg)
+	return nil
 }
 
 // sealTopic loads a flipped topic's maps from disk, extended past the flip.
@@ -193,6 +194,13 @@ func (rp *replication) sealTopic(topic string, partitions int32) error {
 		dir = replicationStateDir(rp.cfg)
 	}
 	for p := int32(0); p < partitions; p++ {
+		// The stopped replicator's final map, else (at start-up) the file.
+		if rp.r != nil {
+			if live := rp.r.Map(topic, p); live != nil {
+				rp.sealed[tpKey{topic, p}] = replicator.Flipped(live)
+				continue
+			}
+		}
 		m, err := replicator.LoadFlipped(dir, topic, p)
 		if err != nil {
 			return fmt.Errorf("sealing %s/%d: %w", topic, p, err)
