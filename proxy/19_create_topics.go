@@ -35,14 +35,7 @@ func init() {
 						}
 						t.TopicID = s.virtualOf(cluster, t.TopicID)
 					}
-					if i, dup := seen[t.Topic]; dup {
-						if resp.Topics[i].ErrorCode == 0 {
-							resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = t.ErrorCode, t.ErrorMessage
-						}
-						continue
-					}
-					seen[t.Topic] = len(resp.Topics)
-					resp.Topics = append(resp.Topics, t)
+					mergeAnswer(&resp.Topics, seen, t.Topic, t, func(q *kmsg.CreateTopicsResponseTopic) (*int16, **string) { return &q.ErrorCode, &q.ErrorMessage })
 				}
 			})
 			return resp

@@ -54,14 +54,7 @@ func init() {
 					if t.Topic == nil {
 						continue
 					}
-					if i, dup := seen[*t.Topic]; dup {
-						if resp.Topics[i].ErrorCode == 0 {
-							resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = t.ErrorCode, t.ErrorMessage
-						}
-						continue
-					}
-					seen[*t.Topic] = len(resp.Topics)
-					resp.Topics = append(resp.Topics, t)
+					mergeAnswer(&resp.Topics, seen, *t.Topic, t, func(q *kmsg.DeleteTopicsResponseTopic) (*int16, **string) { return &q.ErrorCode, &q.ErrorMessage })
 				}
 			})
 			return resp

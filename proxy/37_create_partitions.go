@@ -26,14 +26,7 @@ func init() {
 				cr := r.(*kmsg.CreatePartitionsResponse)
 				resp.ThrottleMillis = max(resp.ThrottleMillis, cr.ThrottleMillis)
 				for _, t := range cr.Topics {
-					if i, dup := seen[t.Topic]; dup {
-						if resp.Topics[i].ErrorCode == 0 {
-							resp.Topics[i].ErrorCode, resp.Topics[i].ErrorMessage = t.ErrorCode, t.ErrorMessage
-						}
-						continue
-					}
-					seen[t.Topic] = len(resp.Topics)
-					resp.Topics = append(resp.Topics, t)
+					mergeAnswer(&resp.Topics, seen, t.Topic, t, func(q *kmsg.CreatePartitionsResponseTopic) (*int16, **string) { return &q.ErrorCode, &q.ErrorMessage })
 				}
 			})
 			return resp

@@ -45,17 +45,7 @@ func alterConfigs[R, Q any](rc *reqCtx, resources []R, a configAlteration[R, Q])
 			continue
 		}
 		for _, q := range answers {
-			k := a.key(q)
-			if i, dup := seen[k]; dup {
-				code, msg := a.errOf(&out[i])
-				qc, qm := a.errOf(&q)
-				if *code == 0 {
-					*code, *msg = *qc, *qm
-				}
-				continue
-			}
-			seen[k] = len(out)
-			out = append(out, q)
+			mergeAnswer(&out, seen, a.key(q), q, a.errOf)
 		}
 	}
 	return out

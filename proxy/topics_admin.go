@@ -52,3 +52,19 @@ func (rc *reqCtx) forwardSplit(names []string, build func(idx []int) kmsg.Reques
 		}
 	}
 }
+
+// mergeAnswer adds one cluster's answer for a resource (a topic, a config
+// resource) to out. A resource sent to two clusters (a split route) is
+// answered once, with the first error either cluster reported.
+func mergeAnswer[T any](out *[]T, seen map[string]int, key string, a T, errOf func(*T) (*int16, **string)) {
+	if i, dup := seen[key]; dup {
+		code, msg := errOf(&(*out)[i])
+		ac, am := errOf(&a)
+		if *code == 0 {
+			*code, *msg = *ac, *am
+		}
+		return
+	}
+	seen[key] = len(*out)
+	*out = append(*out, a)
+}

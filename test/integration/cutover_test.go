@@ -29,10 +29,7 @@ import (
 
 func TestLiveCutoverUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	exe := filepath.Join(dir, "kproxy")
-	if out, err := exec.Command("go", "build", "-o", exe, "github.com/kproxy/kproxy/cmd/kproxy").CombinedOutput(); err != nil {
-		t.Fatalf("building kproxy: %v\n%s", err, out)
-	}
+	exe := buildKproxy(t, dir)
 	topic := replTopic("cutover")
 	replCreateTopic(t, topic, 3, nil)
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -200,10 +197,7 @@ func bytesContain(s, sub string) bool { return strings.Contains(s, sub) }
 // lost or duplicated; the next edit with a workable max_hold flips it.
 func TestAbortedCutoverKeepsTheRouteAndLosesNothing(t *testing.T) {
 	dir := t.TempDir()
-	exe := filepath.Join(dir, "kproxy")
-	if out, err := exec.Command("go", "build", "-o", exe, "github.com/kproxy/kproxy/cmd/kproxy").CombinedOutput(); err != nil {
-		t.Fatalf("building kproxy: %v\n%s", err, out)
-	}
+	exe := buildKproxy(t, dir)
 	topic := replTopic("abort")
 	replCreateTopic(t, topic, 2, nil)
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))

@@ -25,10 +25,7 @@ import (
 
 func TestKill9DuringReplicationCopiesExactlyOnce(t *testing.T) {
 	dir := t.TempDir()
-	exe := filepath.Join(dir, "kproxy")
-	if out, err := exec.Command("go", "build", "-o", exe, "github.com/kproxy/kproxy/cmd/kproxy").CombinedOutput(); err != nil {
-		t.Fatalf("building kproxy: %v\n%s", err, out)
-	}
+	exe := buildKproxy(t, dir)
 	topic := replTopic("kill9")
 	replCreateTopic(t, topic, 3, nil)
 

@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -95,4 +97,15 @@ func TestMain(m *testing.M) {
 		p.Close()
 	}
 	os.Exit(code)
+}
+
+// buildKproxy builds the kproxy binary into dir and returns its path, for
+// tests that run the real binary with a config file.
+func buildKproxy(t *testing.T, dir string) string {
+	t.Helper()
+	exe := filepath.Join(dir, "kproxy")
+	if out, err := exec.Command("go", "build", "-o", exe, "github.com/kproxy/kproxy/cmd/kproxy").CombinedOutput(); err != nil {
+		t.Fatalf("building kproxy: %v\n%s", err, out)
+	}
+	return exe
 }

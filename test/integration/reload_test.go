@@ -56,10 +56,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // requests on the same connection, with no reconnect.
 func TestBinaryConfigReload(t *testing.T) {
 	dir := t.TempDir()
-	exe := filepath.Join(dir, "kproxy")
-	if out, err := exec.Command("go", "build", "-o", exe, "github.com/kproxy/kproxy/cmd/kproxy").CombinedOutput(); err != nil {
-		t.Fatalf("building kproxy: %v\n%s", err, out)
-	}
+	exe := buildKproxy(t, dir)
 	port := freePort(t)
 	cfgPath := filepath.Join(dir, "kproxy.yaml")
 	write := func(def string, extra string) {

@@ -81,10 +81,7 @@ func verifyTransactions(t *testing.T, topic string) {
 
 func TestVerifyParallelRun(t *testing.T) {
 	dir := t.TempDir()
-	exe := filepath.Join(dir, "kproxy")
-	if out, err := exec.Command("go", "build", "-o", exe, "github.com/kproxy/kproxy/cmd/kproxy").CombinedOutput(); err != nil {
-		t.Fatalf("building kproxy: %v\n%s", err, out)
-	}
+	exe := buildKproxy(t, dir)
 	topic := replTopic("verify")
 	replCreateTopic(t, topic, 2, nil)
 	replProduce(t, topic, 2, 300, 25, kgo.RecordPartitioner(kgo.ManualPartitioner()))
