@@ -2,9 +2,10 @@ package proxy
 
 // Offsets: clients see virtual offsets, which are the source's offsets for a
 // topic that starts on the source. While a replicated topic is read from the
-// target (a canary, or a fetch route of target), every offset is translated
-// through the replicator's exact offset map, so a consumer cannot tell which
-// cluster serves it:
+// cluster it is copied to (a canary, a fetch route of target; after a
+// cutover, the source the topic is copied back to), and on the new home
+// after a cutover, every offset is translated through the replicator's exact
+// offset map, so a consumer cannot tell which cluster serves it:
 //   - Fetch requests: FetchOffset virtual -> target (a position on a gap
 //     maps to the next real record; a position not copied yet waits at the
 //     target's end of the map).
@@ -34,10 +35,12 @@ type OffsetMap interface {
 	TargetEnd() int64
 }
 
-// OffsetMaps finds the offset map of a replicated partition; nil when the
-// partition is not replicated.
+// OffsetMaps finds how a partition's offsets on a cluster translate to
+// virtual ones: (nil, false) when they are the virtual ones (the topic's
+// first home, or a topic that is not replicated); (map, true) to translate;
+// (nil, true) when they must be translated but the map is not ready yet.
 type OffsetMaps interface {
-	Map(topic string, partition int32) OffsetMap
+	Map(cluster, topic string, partition int32) (OffsetMap, bool)
 }
 
 type mapsBox struct{ m OffsetMaps }
@@ -46,16 +49,20 @@ type mapsBox struct{ m OffsetMaps }
 func (s *Server) SetOffsetMaps(m OffsetMaps) { s.maps.Store(&mapsBox{m}) }
 
 // offsetMap returns the map to translate through for a partition served by
-// cluster, or nil when offsets pass through (source, or not replicated).
+// cluster, or nil when offsets pass through.
 func (s *Server) offsetMap(cluster, topic string, partition int32) OffsetMap {
-	if cluster != Target {
-		return nil
-	}
+	m, _ := s.offsetMapState(cluster, topic, partition)
+	return m
+}
+
+// offsetMapState is offsetMap, also saying whether the offsets need a map
+// (pending: they do, and it is not ready).
+func (s *Server) offsetMapState(cluster, topic string, partition int32) (m OffsetMap, translated bool) {
 	b := s.maps.Load()
 	if b == nil || b.m == nil {
-		return nil
+		return nil, false
 	}
-	return b.m.Map(topic, partition)
+	return b.m.Map(cluster, topic, partition)
 }
 
 // toTargetOffset translates a virtual fetch position. ok is false for a
@@ -93,16 +100,30 @@ func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) 
 	p.LastStableOffset = toVirtualOffset(m, p.LastStableOffset)
 	p.LogStartOffset = max(toVirtualOffset(m, p.LogStartOffset), m.SourceStart())
 	p.AbortedTransactions = nil
-	rs := p.RecordBatches
-	for len(rs) >= 17 {
-		n := int(int32(binary.BigEndian.Uint32(rs[8:]))) + 12
-		if n < 17 || n > len(rs) {
+	// Batches the map does not cover yet (the replicator wrote them but
+	// has not recorded them) are cut off: they have no virtual offsets
+	// yet, and the next fetch gets them. So is a partial batch at the end
+	// (a client discards it anyway); a partial first batch stays, with its
+	// offset translated, so the client sees that it must fetch more bytes.
+	rs, keep := p.RecordBatches, 0
+	end := m.TargetEnd()
+	for off := 0; off+12 <= len(rs); {
+		base := int64(binary.BigEndian.Uint64(rs[off:]))
+		if base >= end {
 			break
 		}
-		base := int64(binary.BigEndian.Uint64(rs))
-		binary.BigEndian.PutUint64(rs, uint64(toVirtualOffset(m, base)))
-		rs = rs[n:]
+		binary.BigEndian.PutUint64(rs[off:], uint64(toVirtualOffset(m, base)))
+		n := int(int32(binary.BigEndian.Uint32(rs[off+8:]))) + 12
+		if n < 17 || off+n > len(rs) {
+			if off == 0 {
+				keep = len(rs)
+			}
+			break
+		}
+		off += n
+		keep = off
 	}
+	p.RecordBatches = rs[:keep]
 }
 
 // outOfRange is the answer for a position before the replicated range.

@@ -98,3 +98,33 @@ func TestVirtualizeFetchPartition(t *testing.T) {
 		t.Errorf("out of range answer: %+v", oor)
 	}
 }
+
+// Batches past the map's end (on the target, not recorded yet) and a partial
+// batch at the end of an answer are cut off; a partial first batch stays, its
+// offset translated, so the client knows to fetch more bytes.
+func TestVirtualizeFetchPartitionCutsWhatTheMapDoesNotCover(t *testing.T) {
+	b1, b2, b3 := batchBytes(t, -1, 2, 4), batchBytes(t, -1, 2, 4), batchBytes(t, -1, 2, 4)
+	binary.BigEndian.PutUint64(b1, 0) // target 0..3: in the map
+	binary.BigEndian.PutUint64(b2, 4) // target 4..7: in the map
+	binary.BigEndian.PutUint64(b3, 8) // target 8..11: not recorded yet
+	whole := append(append(append([]byte(nil), b1...), b2...), b3...)
+
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.RecordBatches = append([]byte(nil), whole...)
+	virtualizeFetchPartition(fakeMap{}, &p)
+	if len(p.RecordBatches) != len(b1)+len(b2) {
+		t.Fatalf("kept %d bytes, want the two mapped batches (%d)", len(p.RecordBatches), len(b1)+len(b2))
+	}
+
+	p.RecordBatches = append([]byte(nil), whole[:len(b1)+len(b2)/2]...) // b2 cut by the broker
+	virtualizeFetchPartition(fakeMap{}, &p)
+	if len(p.RecordBatches) != len(b1) {
+		t.Fatalf("kept %d bytes, want only the whole first batch (%d)", len(p.RecordBatches), len(b1))
+	}
+
+	p.RecordBatches = append([]byte(nil), b1[:len(b1)/2]...) // only part of the first batch
+	virtualizeFetchPartition(fakeMap{}, &p)
+	if len(p.RecordBatches) != len(b1)/2 || binary.BigEndian.Uint64(p.RecordBatches) != 100 {
+		t.Fatalf("partial first batch: %d bytes, base %d; want %d bytes, base 100", len(p.RecordBatches), binary.BigEndian.Uint64(p.RecordBatches), len(b1)/2)
+	}
+}

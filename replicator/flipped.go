@@ -65,3 +65,43 @@ func (f *FlippedMap) TargetEnd() int64 { return math.MaxInt64 }
 
 // FlipPoint is where the copied range ends: (virtual, target).
 func (f *FlippedMap) FlipPoint() (virtual, target int64) { return f.srcEnd, f.tgtEnd }
+
+// ContinueMap is the starting map for copying a topic back to the cluster it
+// just left, so that a later flip back (rollback) finds that cluster
+// complete. The cluster's offsets already have virtual offsets: its own
+// (left == nil: it was the topic's first home) or those of its sealed map
+// (left). Those become one prefix of the new map, up to the cluster's log
+// end; the copy appends the new home's later records after it. meta names
+// the new copy (its source is the new home) and its SourceShift; the caller
+// checks that the result ends at the new home's flip point.
+func ContinueMap(meta MapMeta, left *FlippedMap, end int64) (*OffsetMap, error) {
+	if left == nil {
+		m := NewOffsetMap(meta, 0, 0)
+		if end > 0 {
+			if err := m.add(0, 0, end); err != nil {
+				return nil, err
+			}
+		}
+		return m, nil
+	}
+	v, t := left.FlipPoint()
+	if end < t {
+		return nil, fmt.Errorf("%s/%d: the log ends at %d, before the %d offsets it held when the topic last left it: it was truncated", meta.Topic, meta.Partition, end, t)
+	}
+	m := left.m.clone()
+	m.meta = meta
+	if end > t {
+		if err := m.add(v, t, end-t); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// SaveMap persists m where a replicator with state directory dir finds it.
+func SaveMap(dir string, m *OffsetMap) error { return saveMapFile(dir, m) }
+
+// LoadMap reads a persisted map; nil and no error if there is none.
+func LoadMap(dir, topic string, partition int32) (*OffsetMap, error) {
+	return loadMapFile(dir, topic, partition)
+}

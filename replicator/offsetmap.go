@@ -70,6 +70,13 @@ type MapMeta struct {
 	Partition     int32
 	SourceTopicID [16]byte
 	TargetTopicID [16]byte
+	// SourceShift turns the copying replicator's source log offsets into
+	// the map's source side (virtual offsets): virtual = offset + shift.
+	// It is 0 for a topic's first copy (the source's offsets are the
+	// virtual ones). After a cutover the other cluster is the topic's home
+	// and the copy runs the other way; the new home's records continue the
+	// virtual offsets at a fixed distance from its own (flipped.go).
+	SourceShift int64
 }
 
 // NewOffsetMap returns an empty map whose first source offset is srcStart
@@ -219,10 +226,11 @@ func (m *OffsetMap) clone() *OffsetMap {
 	}
 }
 
-// The file format, version 1 (all integers unsigned varints unless noted):
+// The file format, version 2 (all integers unsigned varints unless noted):
 //
-//	"KPOMAP" version(byte=1)
+//	"KPOMAP" version(byte=2)
 //	len(topic) topic partition(int32 big endian) sourceTopicID[16] targetTopicID[16]
+//	sourceShift (signed varint; absent in version 1, where it is 0)
 //	srcBase tgtBase nruns
 //	nruns × (gapBefore len)      gapBefore = run.src - end of previous run (srcBase at first)
 //	gapAfter                      nextSrc - end of last run
@@ -231,7 +239,7 @@ func (m *OffsetMap) clone() *OffsetMap {
 // Target offsets are not stored: they follow from tgtBase and the lengths.
 const (
 	mapMagic   = "KPOMAP"
-	mapVersion = 1
+	mapVersion = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -254,6 +262,7 @@ func (m *OffsetMap) AppendBinary(b []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(m.meta.Partition))
 	b = append(b, m.meta.SourceTopicID[:]...)
 	b = append(b, m.meta.TargetTopicID[:]...)
+	b = binary.AppendVarint(b, m.meta.SourceShift)
 	b = binary.AppendUvarint(b, uint64(m.srcBase))
 	b = binary.AppendUvarint(b, uint64(m.tgtBase))
 	b = binary.AppendUvarint(b, uint64(len(m.runs)))
@@ -285,8 +294,9 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 	if len(b) < len(mapMagic)+1+4 || string(b[:len(mapMagic)]) != mapMagic {
 		return nil, fmt.Errorf("offset map: not an offset map file: %w", ErrCorruptMap)
 	}
-	if v := b[len(mapMagic)]; v != mapVersion {
-		return nil, fmt.Errorf("offset map: file version %d, this kproxy reads version %d", v, mapVersion)
+	version := b[len(mapMagic)]
+	if version != 1 && version != mapVersion {
+		return nil, fmt.Errorf("offset map: file version %d, this kproxy reads versions 1 and %d", version, mapVersion)
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
@@ -299,6 +309,9 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 	m.meta.Partition = int32(binary.BigEndian.Uint32(d.bytes(4)))
 	copy(m.meta.SourceTopicID[:], d.bytes(16))
 	copy(m.meta.TargetTopicID[:], d.bytes(16))
+	if version >= 2 {
+		m.meta.SourceShift = d.varint()
+	}
 	m.srcBase = int64(d.uvarint())
 	m.tgtBase = int64(d.uvarint())
 	nruns := d.uvarint()
@@ -342,6 +355,19 @@ func (d *decoder) uvarint() uint64 {
 	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 || v > 1<<62 {
+		d.err = ErrCorruptMap
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 || v > 1<<62 || v < -(1<<62) {
 		d.err = ErrCorruptMap
 		return 0
 	}

@@ -2,7 +2,9 @@ package replicator
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"testing"
 )
 
@@ -182,5 +184,106 @@ func TestOffsetMapFile(t *testing.T) {
 	}
 	if got.SourceEnd() != 10 || got.TargetEnd() != 8 || got.Runs() != 2 {
 		t.Errorf("loaded end %d/%d runs %d", got.SourceEnd(), got.TargetEnd(), got.Runs())
+	}
+}
+
+// A round trip source -> target -> source: the map for the source after the
+// first flip starts as the identity up to the source's end, and the copy back
+// appends the target's later records at their virtual offsets. A second
+// continuation (the source left again) keeps every earlier answer.
+func TestContinueMapAcrossFlips(t *testing.T) {
+	// Forward copy: source 0..27 with gaps, target 100..113.
+	fwd := buildMap(t, 0, 100, [][2]int64{{0, 5}, {6, 10}, {14, 20}}, 28)
+	onTarget := Flipped(fwd) // flip point (28, 115)
+	v, tgt := onTarget.FlipPoint()
+	if v != 28 || tgt != 115 {
+		t.Fatalf("flip point = (%d, %d), want (28, 115)", v, tgt)
+	}
+	// The source (offsets 0..27, all virtual) gets the copy back.
+	back, err := ContinueMap(MapMeta{Topic: "t", Partition: 3, SourceShift: v - tgt}, nil, 28)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.SourceEnd() != v || back.TargetEnd() != 28 {
+		t.Fatalf("continued map ends at (%d, %d), want (%d, 28)", back.SourceEnd(), back.TargetEnd(), v)
+	}
+	for _, s := range []int64{0, 5, 13, 27} {
+		if got, _ := back.ToSource(s); got != s {
+			t.Fatalf("source offset %d is virtual %d, want the identity", s, got)
+		}
+	}
+	// After the flip the target gets records 115..119 and a transaction
+	// marker at 120 (a gap: not copied back), then 121..122. Copied back
+	// (virtual = target + shift) they land at source 28..34.
+	if err := back.add(115+back.Meta().SourceShift, 28, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := back.add(121+back.Meta().SourceShift, 33, 2); err != nil {
+		t.Fatal(err)
+	}
+	back.advance(123 + back.Meta().SourceShift)
+	for _, c := range []struct{ src, virt int64 }{{27, 27}, {28, 28}, {32, 32}, {33, 34}, {34, 35}} {
+		if got, _ := back.ToSource(c.src); got != c.virt {
+			t.Fatalf("source offset %d -> virtual %d, want %d", c.src, got, c.virt)
+		}
+		if got, _ := onTarget.ToSource(c.virt - v + tgt); c.virt >= v && got != c.virt {
+			t.Fatalf("the target disagrees on virtual %d", c.virt)
+		}
+	}
+	// Roll back: the source is home again. Its view is the sealed map; the
+	// target (ending at 123) continues from its own view.
+	onSource := Flipped(back)
+	v2, s2 := onSource.FlipPoint()
+	if v2 != 36 || s2 != 35 {
+		t.Fatalf("rollback flip point = (%d, %d), want (36, 35)", v2, s2)
+	}
+	fwd2, err := ContinueMap(MapMeta{Topic: "t", Partition: 3, SourceShift: v2 - s2}, onTarget, 123)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fwd2.SourceEnd() != v2 || fwd2.TargetEnd() != 123 {
+		t.Fatalf("second forward map ends at (%d, %d), want (%d, 123)", fwd2.SourceEnd(), fwd2.TargetEnd(), v2)
+	}
+	for _, tg := range []int64{100, 104, 105, 114, 115, 120, 122} {
+		want, _ := onTarget.ToSource(tg)
+		if got, _ := fwd2.ToSource(tg); got != want {
+			t.Fatalf("target offset %d: continued map says %d, the sealed one %d", tg, got, want)
+		}
+	}
+	// Its shift survives a save and a load.
+	var buf bytes.Buffer
+	if err := fwd2.Save(&buf); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Load(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Meta().SourceShift != 1 || got.Runs() != fwd2.Runs() || got.SourceEnd() != fwd2.SourceEnd() {
+		t.Fatalf("loaded map: shift %d runs %d end %d", got.Meta().SourceShift, got.Runs(), got.SourceEnd())
+	}
+	// A log shorter than the sealed map's end is refused.
+	if _, err := ContinueMap(MapMeta{Topic: "t"}, onTarget, 114); err == nil {
+		t.Fatal("a truncated log was accepted")
+	}
+}
+
+// Version 1 files (written before the shift existed) still load, shift 0.
+func TestOffsetMapReadsVersion1(t *testing.T) {
+	m := buildMap(t, 0, 0, [][2]int64{{0, 5}, {7, 9}}, 10)
+	b := m.AppendBinary(nil)
+	// Rebuild the body as version 1: drop the shift varint (one zero byte
+	// after the two topic ids) and recompute the checksum.
+	at := len(mapMagic) + 1 + 1 + len("t") + 4 + 32
+	v1 := append([]byte(nil), b[:at]...)
+	v1[len(mapMagic)] = 1
+	v1 = append(v1, b[at+1:len(b)-4]...)
+	v1 = binary.BigEndian.AppendUint32(v1, crc32.Checksum(v1, castagnoli))
+	got, err := Load(bytes.NewReader(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Meta().SourceShift != 0 || got.Runs() != 2 || got.SourceEnd() != 10 || got.TargetEnd() != 7 {
+		t.Fatalf("version 1 map: %+v runs %d ends (%d, %d)", got.Meta(), got.Runs(), got.SourceEnd(), got.TargetEnd())
 	}
 }

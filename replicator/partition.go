@@ -216,9 +216,12 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 	if err != nil {
 		return err
 	}
-	p.log.Debug("copy session started", "offset", m.SourceEnd(), "target_offset", m.TargetEnd(), "producer_id", sess.pid)
+	// shift turns this session's source log offsets into the map's
+	// (virtual) source side; see MapMeta.SourceShift.
+	shift := m.Meta().SourceShift
+	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
 	for {
-		from := m.SourceEnd()
+		from := m.SourceEnd() - shift
 		fp, err := r.fetch(ctx, r.src, l.srcLeader, p.topic, l.srcID, p.partition, from, 1)
 		if err != nil {
 			return err
@@ -244,21 +247,21 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 				return p.fatalf("at offset %d: %v", from, err)
 			}
 			keep := filter.keep(h, b)
-			if h.lastOffset() < m.SourceEnd() {
+			if h.lastOffset()+shift < m.SourceEnd() {
 				continue // already copied (a fetch may start inside a batch)
 			}
 			if keep {
-				pb, err := prepareBatch(b, m.SourceEnd(), sess)
+				pb, err := prepareBatch(b, m.SourceEnd()-shift, sess)
 				if err != nil {
 					return p.fatalf("%v", err)
 				}
 				if pb.numRecords > 0 {
-					if err := r.produceBatch(ctx, p, l, m, pb, &sess); err != nil {
+					if err := r.produceBatch(ctx, p, l, m, pb, shift, &sess); err != nil {
 						return err
 					}
 				}
 			}
-			m.advance(h.lastOffset() + 1)
+			m.advance(h.lastOffset() + 1 + shift)
 			changed = true
 		}
 		if changed {
@@ -266,7 +269,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 				return err
 			}
 		}
-		p.progress(m, fp.HighWatermark)
+		p.progress(m, fp.HighWatermark+shift)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -274,7 +277,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 }
 
 // produceBatch writes one prepared batch and records it in the map.
-func (r *Replicator) produceBatch(ctx context.Context, p *partition, l leaders, m *OffsetMap, pb preparedBatch, sess *producerSession) error {
+func (r *Replicator) produceBatch(ctx context.Context, p *partition, l leaders, m *OffsetMap, pb preparedBatch, shift int64, sess *producerSession) error {
 	// The produce is not cancelled by Stop: a request already on the wire
 	// may still be appended, so Stop waits for its answer and records it
 	// rather than leave a batch the map does not know about.
@@ -308,10 +311,10 @@ func (r *Replicator) produceBatch(ctx context.Context, p *partition, l leaders, 
 		return p.fatalf("the target appended our batch at offset %d, but the offset map expected %d: something else wrote into the target partition; stop that writer, then delete the target topic and the state for it to copy again", pr.BaseOffset, m.TargetEnd())
 	}
 	if pb.srcOffsets == nil {
-		err = m.add(pb.srcFirst, pr.BaseOffset, int64(pb.numRecords))
+		err = m.add(pb.srcFirst+shift, pr.BaseOffset, int64(pb.numRecords))
 	} else {
 		for i, s := range pb.srcOffsets {
-			if err = m.add(s, pr.BaseOffset+int64(i), 1); err != nil {
+			if err = m.add(s+shift, pr.BaseOffset+int64(i), 1); err != nil {
 				break
 			}
 		}
@@ -413,6 +416,7 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 		p.log.Info("starting replication from the source log start", "offset", src.start)
 	}
 	meta := m.Meta()
+	shift := meta.SourceShift
 	switch {
 	case meta.SourceTopicID != l.srcID:
 		return nil, p.fatalf("the source topic was recreated (topic id changed); its offsets no longer match the offset map")
@@ -420,10 +424,10 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 		return nil, p.fatalf("the target topic was recreated (topic id changed) after copying started; delete the state for it to copy again")
 	case tgt.end < m.TargetEnd():
 		return nil, p.fatalf("the target partition ends at %d, before the %d records already copied: it was truncated or recreated", tgt.end, m.TargetEnd())
-	case src.start > m.SourceEnd():
-		return nil, p.fatalf("the source log start moved to %d, past the next offset to copy %d: retention or DeleteRecords removed records that were never copied", src.start, m.SourceEnd())
-	case src.end < m.SourceEnd():
-		return nil, p.fatalf("the source partition ends at %d, before the %d offsets already copied: it was truncated", src.end, m.SourceEnd())
+	case src.start+shift > m.SourceEnd():
+		return nil, p.fatalf("the source log start moved to %d, past the next offset to copy %d: retention or DeleteRecords removed records that were never copied", src.start, m.SourceEnd()-shift)
+	case src.end+shift < m.SourceEnd():
+		return nil, p.fatalf("the source partition ends at %d, before the %d offsets already copied: it was truncated", src.end, m.SourceEnd()-shift)
 	}
 	if tgt.end > m.TargetEnd() {
 		if err := r.recoverTail(ctx, p, l, m, tgt.end); err != nil {
@@ -433,7 +437,7 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 			return nil, err
 		}
 	}
-	p.progress(m, src.end)
+	p.progress(m, src.end+shift)
 	return m, nil
 }
 
@@ -441,7 +445,8 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 // matching each with the next committed source record.
 func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m *OffsetMap, tgtEnd int64) error {
 	p.log.Info("target holds records the offset map does not; matching them with the source", "target_offset", m.TargetEnd(), "target_end", tgtEnd)
-	srcNext := m.SourceEnd()
+	shift := m.Meta().SourceShift
+	srcNext := m.SourceEnd() - shift
 	var queue []*kgo.Record
 	for m.TargetEnd() < tgtEnd {
 		tfp, err := r.fetch(ctx, r.tgt, l.tgtLeader, p.topic, l.tgtID, p.partition, m.TargetEnd(), 0)
@@ -482,12 +487,12 @@ func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m
 			if !sameRecord(s, t) {
 				return p.fatalf("target offset %d does not hold source offset %d's record: something else wrote into the target partition", t.Offset, s.Offset)
 			}
-			if err := m.add(s.Offset, t.Offset, 1); err != nil {
+			if err := m.add(s.Offset+shift, t.Offset, 1); err != nil {
 				return p.fatalf("%v", err)
 			}
 		}
 	}
-	p.log.Info("matched the target's extra records with the source", "offset", m.SourceEnd(), "target_offset", m.TargetEnd())
+	p.log.Info("matched the target's extra records with the source", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd())
 	return nil
 }
 

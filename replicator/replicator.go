@@ -80,6 +80,7 @@ type Replicator struct {
 	parts     map[topicPartition]*partition
 	topicErrs map[string]error
 	cancel    context.CancelFunc
+	runCtx    context.Context      // the partitions' context, set by Start
 	runs      map[string]*topicRun // per topic, for StopTopic
 
 	wg sync.WaitGroup // partition goroutines
@@ -173,41 +174,64 @@ func (r *Replicator) closeClients() {
 func (r *Replicator) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.Background())
 	r.mu.Lock()
-	r.cancel = cancel
+	r.cancel, r.runCtx = cancel, runCtx
 	r.mu.Unlock()
 	for _, topic := range r.opts.Topics {
-		n, err := r.setupTopic(ctx, topic)
-		if ctx.Err() != nil {
-			return fmt.Errorf("replicator: starting: %w", ctx.Err())
+		if err := r.AddTopic(ctx, topic); err != nil {
+			return err
 		}
-		if err != nil {
-			r.log.Error("topic will not be replicated", "topic", topic, "error", err)
-			r.mu.Lock()
-			r.topicErrs[topic] = err
-			r.mu.Unlock()
-			continue
-		}
-		tctx, tcancel := context.WithCancel(runCtx)
-		run := &topicRun{cancel: tcancel}
+	}
+	return nil
+}
+
+// AddTopic starts copying one more topic (after Start), as Start does for
+// Options.Topics: a cutover adds the topic it flipped to the copy running
+// the other way without stopping that copy's other topics. Topic problems
+// are reported in Status and TopicErr; AddTopic returns an error only if ctx
+// ends first.
+func (r *Replicator) AddTopic(ctx context.Context, topic string) error {
+	r.mu.Lock()
+	runCtx := r.runCtx
+	_, running := r.runs[topic]
+	delete(r.topicErrs, topic)
+	r.mu.Unlock()
+	if runCtx == nil {
+		return errors.New("replicator: AddTopic before Start")
+	}
+	if running {
+		return nil
+	}
+	n, err := r.setupTopic(ctx, topic)
+	if ctx.Err() != nil {
+		return fmt.Errorf("replicator: starting: %w", ctx.Err())
+	}
+	if err != nil {
+		r.log.Error("topic will not be replicated", "topic", topic, "error", err)
 		r.mu.Lock()
-		if r.runs == nil {
-			r.runs = map[string]*topicRun{}
-		}
-		r.runs[topic] = run
+		r.topicErrs[topic] = err
 		r.mu.Unlock()
-		for i := int32(0); i < n; i++ {
-			p := r.newPartition(topic, i)
-			r.mu.Lock()
-			r.parts[topicPartition{topic, i}] = p
-			r.mu.Unlock()
-			r.wg.Add(1)
-			run.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				defer run.wg.Done()
-				r.runPartition(tctx, p)
-			}()
-		}
+		return nil
+	}
+	tctx, tcancel := context.WithCancel(runCtx)
+	run := &topicRun{cancel: tcancel}
+	r.mu.Lock()
+	if r.runs == nil {
+		r.runs = map[string]*topicRun{}
+	}
+	r.runs[topic] = run
+	r.mu.Unlock()
+	for i := int32(0); i < n; i++ {
+		p := r.newPartition(topic, i)
+		r.mu.Lock()
+		r.parts[topicPartition{topic, i}] = p
+		r.mu.Unlock()
+		r.wg.Add(1)
+		run.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			defer run.wg.Done()
+			r.runPartition(tctx, p)
+		}()
 	}
 	return nil
 }
@@ -273,8 +297,21 @@ func (r *Replicator) Map(topic string, partition int32) *OffsetMap {
 // target or a gap.
 func (r *Replicator) CaughtUp(topic string, partition int32, sourceEnd int64) bool {
 	m := r.Map(topic, partition)
-	return m != nil && m.SourceEnd() >= sourceEnd
+	return m != nil && copiedThrough(m) >= sourceEnd
 }
+
+// CopiedThrough is the next source log offset a partition's copy will read
+// (every offset below it is on the target or a gap), -1 if unknown.
+func (r *Replicator) CopiedThrough(topic string, partition int32) int64 {
+	if m := r.Map(topic, partition); m != nil {
+		return copiedThrough(m)
+	}
+	return -1
+}
+
+// copiedThrough is the next source log offset to copy (the map's SourceEnd
+// in the copy's source offsets).
+func copiedThrough(m *OffsetMap) int64 { return m.SourceEnd() - m.Meta().SourceShift }
 
 // WaitCopied blocks until every source offset below sourceEnd is on the
 // target or a gap (the cutover's drain condition), ctx ends, or the
@@ -291,7 +328,7 @@ func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int
 		p.mu.Lock()
 		m, fatal, wake := p.m, p.fatal, p.wake
 		p.mu.Unlock()
-		if m != nil && m.SourceEnd() >= sourceEnd {
+		if m != nil && copiedThrough(m) >= sourceEnd {
 			return nil
 		}
 		if fatal != nil {
@@ -425,17 +462,33 @@ type topicRun struct {
 	wg     sync.WaitGroup
 }
 
-// StopTopic stops copying one topic for good (its cutover flipped it) and
-// waits until its partitions have stopped and saved their maps; the other
-// topics keep copying. The topic's maps stay readable through Map.
-func (r *Replicator) StopTopic(topic string) {
+// StopTopic stops copying one topic (its cutover flipped it) and waits
+// until its partitions have stopped and saved their maps; the other topics
+// keep copying. It returns the final maps by partition and forgets the
+// topic (Status, Map); AddTopic starts it again from the maps on disk.
+func (r *Replicator) StopTopic(topic string) map[int32]*OffsetMap {
 	r.mu.Lock()
 	run := r.runs[topic]
 	delete(r.runs, topic)
 	r.mu.Unlock()
-	if run == nil {
-		return
+	if run != nil {
+		run.cancel()
+		run.wg.Wait()
 	}
-	run.cancel()
-	run.wg.Wait()
+	out := map[int32]*OffsetMap{}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, p := range r.parts {
+		if k.topic != topic {
+			continue
+		}
+		p.mu.Lock()
+		if p.m != nil {
+			out[k.partition] = p.m
+		}
+		p.mu.Unlock()
+		delete(r.parts, k)
+	}
+	delete(r.topicErrs, topic)
+	return out
 }

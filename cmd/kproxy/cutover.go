@@ -1,16 +1,26 @@
 package main
 
-// The cutover controller: turns a reload that moves a replicated topic's
-// produce route from source to target into hold -> drain -> flip -> release,
-// bounded by cutover.max_hold (abort: release to the source, route kept).
-// Consumers-first (fetch: target while producing to source) needs no hold:
-// reads go through the live offset map. Producers-first and rollback (back to
-// the source after a flip) need reverse replication, which kproxy does not
-// have yet: such a reload keeps the topic where it is and says why.
+// The cutover controller. A reload that moves a replicated topic's produce
+// route off its home cluster starts a cutover, driven by routing.Step:
+// hold the topic's produce requests -> wait for those in flight (and open
+// transactions on the topic) -> note the home's end offsets -> wait until
+// the copy has every record below them -> flip -> release. cutover.max_hold
+// bounds the hold; on timeout or error the attempt aborts and the held
+// requests go to the home (nothing is lost either way).
 //
-// A flip is durable: the topic's offset maps are sealed (the map ends at the
-// flip; later target records continue the virtual offsets) and a marker in
-// state_dir/cutover/ keeps the topic on the target across restarts.
+// Both directions are the same operation: a flip makes the other cluster the
+// topic's home and starts copying the topic back (reverse_after_cutover),
+// so moving the route back (a rollback) is again hold -> drain -> flip.
+// Producers-first (produce moves, fetch stays) is a flip whose consumers
+// then read the copy back. Fetch routes move without a hold, onto any
+// cluster that holds the topic's records with a map: its home, or the
+// cluster it is copied to (consumers-first reads the copy, current to the
+// replication lag). A fetch route onto a cluster nothing copies to is held
+// on the home, and status says why.
+//
+// A flip is durable: the new home's maps are sealed (later records continue
+// the virtual offsets) and a marker in state_dir/cutover/ records the home
+// across restarts.
 
 import (
 	"context"
@@ -30,25 +40,34 @@ import (
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
-	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/routing"
 )
 
 // cutoverStatus is one topic's cutover, for /status and `kproxy status`.
 type cutoverStatus struct {
-	Topic      string    `json:"topic"`
-	From       string    `json:"from"`
-	To         string    `json:"to"`
-	State      string    `json:"state"` // holding, draining, flipped, aborted, refused
+	Topic string `json:"topic"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	// Home is where the topic's producers write now.
+	Home       string    `json:"home"`
+	State      string    `json:"state"` // steady, holding, draining, flipped, aborted, refused
 	Reason     string    `json:"reason,omitempty"`
 	StartedAt  time.Time `json:"started_at"`
 	FlippedAt  time.Time `json:"flipped_at,omitempty"`
 	HoldMillis int64     `json:"hold_ms"`
 	Held       int       `json:"held_requests"`
+	// Progress is a one-line account of a drain: how far the copy is from
+	// the frozen end offsets.
+	Progress string `json:"progress,omitempty"`
+	// FetchNote says why the topic's fetches are not where the config says.
+	FetchNote string `json:"fetch_note,omitempty"`
+
+	cut routing.Cutover // the state machine's value (holding, draining)
 }
 
 type cutoverMarker struct {
 	Topic      string    `json:"topic"`
+	Home       string    `json:"home"` // empty in markers written before rollback existed: target
 	FlippedAt  time.Time `json:"flipped_at"`
 	Partitions int32     `json:"partitions"`
 }
@@ -62,22 +81,24 @@ type cutovers struct {
 	dir  string // state_dir/cutover
 
 	holdHist prometheus.Histogram
-	flips    prometheus.Counter
+	flips    *prometheus.CounterVec
 	aborts   prometheus.Counter
 
-	mu      sync.Mutex // guards the fields below
-	status  map[string]*cutoverStatus
-	pins    map[string]string // topic -> cluster its produce and fetch stay on
-	flipped map[string]*cutoverMarker
-	table   *routing.Table // the config's table, under the overlay
+	mu           sync.Mutex // guards the fields below
+	status       map[string]*cutoverStatus
+	producePins  map[string]string // topic -> cluster its produce stays on
+	fetchPins    map[string]string // topic -> cluster its fetches stay on
+	markers      map[string]*cutoverMarker
+	table        *routing.Table // the config's table, under the overlay
+	routerChange func(proxy.Router) proxy.Router
 }
 
 func newCutovers(log hclog.Logger, srv *proxy.Server, repl *replication, stateDir string, reg prometheus.Registerer) (*cutovers, error) {
 	c := &cutovers{
 		log: log, srv: srv, repl: repl, dir: filepath.Join(stateDir, "cutover"),
-		status: map[string]*cutoverStatus{}, pins: map[string]string{}, flipped: map[string]*cutoverMarker{},
+		status: map[string]*cutoverStatus{}, producePins: map[string]string{}, fetchPins: map[string]string{}, markers: map[string]*cutoverMarker{},
 		holdHist: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kproxy_cutover_hold_seconds", Help: "How long produce requests of a topic were held during a cutover.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
-		flips:    prometheus.NewCounter(prometheus.CounterOpts{Name: "kproxy_cutover_flips_total", Help: "Topics flipped to the target."}),
+		flips:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_cutover_flips_total", Help: "Topics flipped, by the cluster they flipped to."}, []string{"to"}),
 		aborts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kproxy_cutover_aborts_total", Help: "Cutovers aborted (the topic stayed on its cluster)."}),
 	}
 	reg.MustRegister(c.holdHist, c.flips, c.aborts)
@@ -89,6 +110,9 @@ func newCutovers(log hclog.Logger, srv *proxy.Server, repl *replication, stateDi
 		return nil, err
 	}
 	for _, e := range entries {
+		if filepath.Ext(e.Name()) != ".json" {
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(c.dir, e.Name()))
 		if err != nil {
 			return nil, err
@@ -97,247 +121,352 @@ func newCutovers(log hclog.Logger, srv *proxy.Server, repl *replication, stateDi
 		if err := json.Unmarshal(b, &m); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
 		}
-		c.flipped[m.Topic] = &m
-		c.pins[m.Topic] = proxy.Target
-		c.status[m.Topic] = &cutoverStatus{Topic: m.Topic, From: proxy.Source, To: proxy.Target, State: "flipped", FlippedAt: m.FlippedAt}
-		if err := repl.sealTopic(m.Topic, m.Partitions); err != nil {
+		if m.Home == "" {
+			m.Home = proxy.Target
+		}
+		c.markers[m.Topic] = &m
+		c.status[m.Topic] = &cutoverStatus{Topic: m.Topic, From: other(m.Home), To: m.Home, Home: m.Home, State: "flipped", FlippedAt: m.FlippedAt}
+		if err := repl.loadHome(m.Topic, m.Home, m.Partitions); err != nil {
 			return nil, fmt.Errorf("flipped topic %s: %w", m.Topic, err)
 		}
 	}
 	return c, nil
 }
 
-// router is the proxy's router: the config's table under the pins.
+// routerLocked is the proxy's router: the config's table under the pins.
 func (c *cutovers) routerLocked() proxy.Router {
-	pins := make(map[string]string, len(c.pins))
-	for k, v := range c.pins {
-		pins[k] = v
+	clone := func(m map[string]string) map[string]string {
+		out := make(map[string]string, len(m))
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
 	}
-	return pinnedRouter{proxy.NewTableRouter(c.table), pins}
+	var r proxy.Router = pinnedRouter{proxy.NewTableRouter(c.table), clone(c.producePins), clone(c.fetchPins)}
+	if c.routerChange != nil {
+		r = c.routerChange(r)
+	}
+	return r
 }
 
-// pinnedRouter keeps pinned topics on one cluster for produce and fetch.
+// pinnedRouter keeps pinned topics' produce and fetch on one cluster.
 type pinnedRouter struct {
 	proxy.Router
-	pins map[string]string
+	produce, fetch map[string]string
 }
 
 func (r pinnedRouter) ProduceCluster(topic, clientID string) string {
-	if c, ok := r.pins[topic]; ok {
+	if c, ok := r.produce[topic]; ok {
 		return c
 	}
 	return r.Router.ProduceCluster(topic, clientID)
 }
 
 func (r pinnedRouter) FetchCluster(topic, clientID, group string) string {
-	if c, ok := r.pins[topic]; ok {
+	if c, ok := r.fetch[topic]; ok {
 		return c
 	}
 	return r.Router.FetchCluster(topic, clientID, group)
 }
 
 // apply installs a new config's routes, starting cutovers for replicated
-// topics whose produce route moves to the target.
+// topics whose produce route leaves their home.
 func (c *cutovers) apply(cfg *config.Config, prev, next *routing.Table, topics []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.table = next
-	var start []string
+	policy := routing.PolicyOf(cfg)
+	seen := map[string]bool{}
+	for t := range c.markers {
+		topics = append(topics, t)
+	}
+	var start []routing.Cutover
 	for _, t := range topics {
-		if prev == nil {
-			break
-		}
-		if !prev.Replicated(t) && !next.Replicated(t) {
+		if seen[t] {
 			continue
 		}
-		// Where the topic's produce requests go now: its pin (held,
-		// aborted, refused or flipped) or the previous config's route.
-		now := prev.Route(t, routing.Produce, "", "")
-		if pin, ok := c.pins[t]; ok {
-			now = config.Cluster(pin)
+		seen[t] = true
+		if !next.Replicated(t) && c.markers[t] == nil && (prev == nil || !prev.Replicated(t)) {
+			continue
 		}
-		np, nf := next.Route(t, routing.Produce, "", ""), next.Route(t, routing.Fetch, "", "")
-		_, isFlipped := c.flipped[t]
+		home := c.repl.home(t)
+		np, nf := string(next.Route(t, routing.Produce, "", "")), string(next.Route(t, routing.Fetch, "", ""))
 		st := c.status[t]
-		busy := st != nil && (st.State == "holding" || st.State == "draining")
+		if st != nil && (st.State == "holding" || st.State == "draining") {
+			continue // the running attempt finishes or aborts first
+		}
+		c.producePins[t] = home
+		c.fetchPins[t] = home
+		var fetchNote string
 		switch {
-		case busy:
-		case isFlipped && (np != config.Target || nf != config.Target):
-			c.refuse(t, "rollback to the source needs reverse replication, which kproxy does not have yet; the topic stays on the target")
-		case isFlipped:
-		case now == config.Source && np == config.Target && nf != config.Target:
-			c.refuse(t, "producers-first (produce: target while consumers read the source) needs reverse replication, which kproxy does not have yet; flip fetch first, or both together")
-		case now == config.Source && np == config.Target:
-			c.pins[t] = proxy.Source
-			c.status[t] = &cutoverStatus{Topic: t, From: proxy.Source, To: proxy.Target, State: "holding", StartedAt: time.Now()}
-			start = append(start, t)
+		case nf == home:
+			delete(c.fetchPins, t)
+		case c.repl.copiesInto(t, nf):
+			delete(c.fetchPins, t) // reads the copy through its map
 		default:
-			// The config keeps the topic where it is (or moves only its
-			// fetch route, which needs no hold): no pin.
-			delete(c.pins, t)
+			fetchNote = fmt.Sprintf("fetch stays on the %s (the topic's home): nothing copies the topic into the %s (replication.reverse_after_cutover is off, or the topic is not replicated)", home, nf)
+		}
+		switch {
+		case np == home:
+			if c.markers[t] == nil {
+				delete(c.producePins, t) // never flipped: the table is right
+			}
 			if st != nil && st.State != "flipped" {
 				delete(c.status, t)
+				st = nil
 			}
+		case !c.repl.copiesInto(t, np):
+			reason := fmt.Sprintf("produce stays on the %s (the topic's home): nothing copies the topic into the %s, so a flip there would lose records", home, np)
+			if np == proxy.Source && !cfg.Replication.ReverseAfterCutover {
+				reason = fmt.Sprintf("produce stays on the %s: moving back to the source needs replication.reverse_after_cutover, which is off", home)
+			}
+			if st == nil || st.Reason != reason {
+				c.log.Error("cutover refused; the topic keeps its route", "topic", t, "reason", reason)
+			}
+			st = &cutoverStatus{Topic: t, From: home, To: np, Home: home, State: "refused", Reason: reason, StartedAt: time.Now()}
+			c.status[t] = st
+		default:
+			cut := routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), Scope: routing.ScopeProduce, Other: config.Cluster(nf)}
+			cut, acts, err := routing.Step(cut, routing.RouteChanged{}, time.Now(), policy)
+			if err != nil {
+				c.log.Error("cutover not started", "topic", t, "error", err)
+				continue
+			}
+			// Fetches stay on the home for the hold: it has every record.
+			c.fetchPins[t] = home
+			st = &cutoverStatus{Topic: t, From: home, To: np, Home: home, State: cut.State.String(), StartedAt: cut.StartedAt, cut: cut}
+			c.status[t] = st
+			c.log.Info("cutover "+cut.State.String(), "topic", t, "from", home, "to", np, "max_hold", cfg.Cutover.MaxHold, "actions", fmt.Sprint(acts))
+			start = append(start, cut)
+		}
+		if st != nil {
+			st.FetchNote = fetchNote
+		} else if fetchNote != "" {
+			c.status[t] = &cutoverStatus{Topic: t, From: home, To: home, Home: home, State: "steady", FetchNote: fetchNote}
 		}
 	}
 	c.srv.SetRouter(c.routerLocked())
-	for _, t := range start {
-		go c.run(t, cfg)
+	for _, cut := range start {
+		go c.run(cut, cfg, policy)
 	}
 }
 
-func (c *cutovers) refuse(topic, reason string) {
-	if st := c.status[topic]; st == nil || st.Reason != reason {
-		c.log.Error("cutover refused; the topic keeps its route", "topic", topic, "reason", reason)
-	}
-	pin := proxy.Source
-	if _, ok := c.flipped[topic]; ok {
-		pin = proxy.Target
-	}
-	c.pins[topic] = pin
-	c.status[topic] = &cutoverStatus{Topic: topic, State: "refused", Reason: reason, StartedAt: time.Now()}
-	if _, ok := c.flipped[topic]; ok {
-		c.status[topic].State = "flipped"
-	}
-}
-
-func (c *cutovers) setState(topic, state string) {
+// step applies one event to a topic's running cutover and logs the
+// transition as one line.
+func (c *cutovers) step(topic string, ev routing.Event, policy routing.Policy, kv ...any) routing.Cutover {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if st := c.status[topic]; st != nil {
-		st.State = state
+	st := c.status[topic]
+	next, acts, err := routing.Step(st.cut, ev, time.Now(), policy)
+	if err != nil {
+		c.log.Error("cutover state machine refused an event", "topic", topic, "event", fmt.Sprint(ev), "error", err)
+		return st.cut
 	}
-	c.log.Info("cutover "+state, "topic", topic)
+	st.cut = next
+	st.State = next.State.String()
+	args := append([]any{"topic", topic, "from", string(next.From), "to", string(next.To), "event", fmt.Sprint(ev), "actions", fmt.Sprint(acts)}, kv...)
+	if next.State == routing.Aborted {
+		args = append(args, "reason", next.Reason)
+	}
+	c.log.Info("cutover "+next.State.String(), args...)
+	return next
 }
 
 // run is one topic's hold -> drain -> flip -> release.
-func (c *cutovers) run(topic string, cfg *config.Config) {
-	maxHold := cfg.Cutover.MaxHold
-	ctx, cancel := context.WithTimeout(context.Background(), maxHold)
+func (c *cutovers) run(cut routing.Cutover, cfg *config.Config, policy routing.Policy) {
+	topic, from, to := cut.Topic, string(cut.From), string(cut.To)
+	deadline, _ := cut.Deadline(policy)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	start := time.Now()
 	c.srv.HoldProduce(topic)
-	c.log.Info("cutover holding produce", "topic", topic, "max_hold", maxHold)
 
-	partitions, err := c.drain(ctx, cfg, topic)
+	ends, err := c.drainInFlight(ctx, cfg, topic, from)
+	var pl *flipPlan
 	if err == nil {
-		err = c.flip(ctx, cfg, topic, partitions)
+		c.step(topic, routing.InFlightDrained{Ends: ends}, policy)
+		pl, err = c.drainAndPlan(ctx, cfg, topic, from, to, ends)
 	}
-	held := time.Since(start)
-	c.holdHist.Observe(held.Seconds())
+	if err == nil {
+		err = c.commit(cfg, pl)
+	}
+	if err != nil && ctx.Err() != nil {
+		// Past max_hold: the Tick at the deadline is what aborts.
+		next := c.step(topic, routing.Tick{}, policy, "error", err.Error())
+		if next.State != routing.Aborted {
+			c.step(topic, routing.Failed{Reason: err.Error()}, policy)
+		}
+	} else if err != nil {
+		c.step(topic, routing.Failed{Reason: err.Error()}, policy)
+	}
+	if err == nil {
+		c.step(topic, routing.Replicated{}, policy)
+	}
 
 	c.mu.Lock()
 	st := c.status[topic]
+	held := st.cut.HoldDuration
 	st.HoldMillis = held.Milliseconds()
 	st.Held = c.srv.HeldCount(topic)
+	st.Progress = ""
 	if err != nil {
-		st.State, st.Reason = "aborted", err.Error()
-		c.pins[topic] = proxy.Source // the route stays
+		st.Reason = err.Error()
+		c.producePins[topic] = from // the route stays
+		c.fetchPins[topic] = from
 		c.aborts.Inc()
 	} else {
-		st.State, st.FlippedAt = "flipped", time.Now()
-		c.pins[topic] = proxy.Target
-		c.flips.Inc()
+		st.FlippedAt, st.Home = st.cut.FlippedAt, to
+		c.producePins[topic] = to
+		c.fetchPins[topic] = to
+		if nf := string(c.table.Route(topic, routing.Fetch, "", "")); nf == to || (nf == from && cfg.Replication.ReverseAfterCutover) {
+			delete(c.fetchPins, topic) // the copy back serves a fetch route left on `from`
+		}
+		c.flips.WithLabelValues(to).Inc()
 	}
+	c.holdHist.Observe(held.Seconds())
 	c.srv.SetRouter(c.routerLocked())
 	c.mu.Unlock()
 	// Release after the router names the cluster the held requests go to.
 	c.srv.ReleaseProduce(topic)
 	if err != nil {
-		c.log.Error("cutover aborted; held produce requests released to the source", "topic", topic, "hold", held, "error", err)
+		c.log.Error("cutover aborted; held produce requests released to the "+from, "topic", topic, "hold", held, "error", err)
+		if !c.repl.copiesInto(topic, to) {
+			// The copy was stopped for the flip: resume it.
+			if rerr := c.repl.startCopy(topic, to); rerr != nil {
+				c.log.Error("replication not resumed after an aborted flip", "topic", topic, "error", rerr)
+			}
+		}
 		return
 	}
-	c.log.Info("cutover flipped; held produce requests released to the target", "topic", topic, "hold", held)
+	c.log.Info("cutover released held produce requests to the "+to, "topic", topic, "hold", held)
+	if from == proxy.Target || cfg.Replication.ReverseAfterCutover {
+		if err := c.repl.startCopy(topic, from); err != nil {
+			c.log.Error("the copy back to the cluster the topic left did not start", "topic", topic, "to", from, "error", err)
+		}
+	}
 }
 
-// drain waits until no produce for topic is in flight and the replicator has
-// copied every partition up to the source end offsets that leaves.
-func (c *cutovers) drain(ctx context.Context, cfg *config.Config, topic string) (int32, error) {
+// drainInFlight waits until no produce request and no transaction for the
+// topic is in flight, then returns the home's end offsets: every
+// acknowledged record lies below them.
+func (c *cutovers) drainInFlight(ctx context.Context, cfg *config.Config, topic, from string) (map[int32]int64, error) {
 	if err := c.srv.WaitProduceIdle(ctx, topic); err != nil {
-		return 0, fmt.Errorf("waiting for in-flight produce requests: %w", err)
+		return nil, fmt.Errorf("waiting for in-flight produce requests: %w", err)
 	}
-	c.setState(topic, "draining")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Clusters.Source.Bootstrap...))
+	if w, ok := any(c.srv).(interface {
+		WaitTxnIdle(context.Context, string) error
+	}); ok {
+		if err := w.WaitTxnIdle(ctx, topic); err != nil {
+			return nil, fmt.Errorf("waiting for open transactions on the topic: %w", err)
+		}
+	}
+	return endOffsets(ctx, cfg, from, topic)
+}
+
+// endOffsets lists a topic's end offsets on a cluster.
+func endOffsets(ctx context.Context, cfg *config.Config, cluster, topic string) (map[int32]int64, error) {
+	cc := cfg.Clusters.Get(config.Cluster(cluster))
+	if cc == nil {
+		return nil, fmt.Errorf("no %s cluster in the config", cluster)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cc.Bootstrap...))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer cl.Close()
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	listed, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
 	if err != nil {
-		return 0, fmt.Errorf("source end offsets: %w", err)
+		return nil, fmt.Errorf("%s end offsets: %w", cluster, err)
 	}
-	r := c.repl.current()
+	ends := map[int32]int64{}
+	var lerr error
+	listed.Each(func(o kadm.ListedOffset) {
+		if o.Err != nil && lerr == nil {
+			lerr = fmt.Errorf("%s end offset of partition %d: %w", cluster, o.Partition, o.Err)
+		}
+		ends[o.Partition] = o.Offset
+	})
+	if lerr == nil && len(ends) == 0 {
+		lerr = fmt.Errorf("the %s lists no partitions of %s", cluster, topic)
+	}
+	return ends, lerr
+}
+
+// drainAndPlan waits until the copy into `to` has every record below ends,
+// stops it and plans the flip: the new home's sealed maps, checked against
+// its log, and the maps of the copy back.
+func (c *cutovers) drainAndPlan(ctx context.Context, cfg *config.Config, topic, from, to string, ends map[int32]int64) (*flipPlan, error) {
+	r := c.repl.copyInto(to)
 	if r == nil {
-		return 0, errors.New("replication is not running")
+		return nil, fmt.Errorf("nothing copies the topic into the %s", to)
 	}
 	if err := r.TopicErr(topic); err != nil {
-		return 0, fmt.Errorf("replication of the topic failed: %w", err)
+		return nil, fmt.Errorf("replication of the topic failed: %w", err)
 	}
-	var n int32
-	var werr error
-	ends.Each(func(o kadm.ListedOffset) {
-		n++
-		if werr == nil && o.Err == nil {
-			if err := r.WaitCopied(ctx, topic, o.Partition, o.Offset); err != nil {
-				werr = fmt.Errorf("partition %d not copied up to %d within the hold: %w", o.Partition, o.Offset, err)
-			}
-		} else if o.Err != nil && werr == nil {
-			werr = o.Err
+	for p, end := range ends {
+		if err := r.WaitCopied(ctx, topic, p, end); err != nil {
+			return nil, fmt.Errorf("partition %d not copied up to %d within the hold: %w", p, end, err)
 		}
-	})
-	return n, werr
+	}
+	final, err := c.repl.stopCopy(topic, to)
+	if err != nil {
+		return nil, err
+	}
+	// Any failure from here on resumes the copy (run does, seeing no plan).
+	fromEnds, err := endOffsets(ctx, cfg, from, topic)
+	if err != nil {
+		return nil, err
+	}
+	for p, e := range fromEnds {
+		if e != ends[p] {
+			return nil, fmt.Errorf("partition %d: the %s's log moved from %d to %d while produce was held: something writes to it around kproxy", p, from, ends[p], e)
+		}
+	}
+	pl, err := c.repl.planFlip(topic, from, to, final, fromEnds)
+	if err != nil {
+		return nil, err
+	}
+	// The sealed maps must end exactly where the new home's log ends: a
+	// record there the map does not account for would shift every later
+	// virtual offset.
+	toEnds, err := endOffsets(ctx, cfg, to, topic)
+	if err != nil {
+		return nil, err
+	}
+	for p, e := range toEnds {
+		f := pl.sealed[p]
+		if f == nil {
+			return nil, fmt.Errorf("partition %d has no offset map on the %s", p, to)
+		}
+		if _, te := f.FlipPoint(); te != e {
+			return nil, fmt.Errorf("partition %d: the offset map ends at %s offset %d but its log ends at %d", p, to, te, e)
+		}
+	}
+	return pl, nil
 }
 
-// flip seals the topic's maps and persists the flip.
-func (c *cutovers) flip(ctx context.Context, cfg *config.Config, topic string, partitions int32) error {
-	if err := c.repl.stopTopic(topic); err != nil {
+// commit makes the flip durable: the copy back's maps, then the marker.
+func (c *cutovers) commit(cfg *config.Config, pl *flipPlan) error {
+	if cfg.StateDir == "" {
+		return errors.New("a flip needs state_dir to record it")
+	}
+	if err := c.repl.saveCopyBack(pl); err != nil {
 		return err
 	}
-	if err := c.repl.sealTopic(topic, partitions); err != nil {
-		return err
-	}
-	// The sealed maps must end exactly where the target's log ends: a
-	// record on the target the map does not account for would shift every
-	// later virtual offset. On a mismatch the flip is aborted (and the
-	// replicator resumes the topic, reconciling its tail).
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Clusters.Target.Bootstrap...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	tends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("target end offsets: %w", err)
-	}
-	var mismatch error
-	tends.Each(func(o kadm.ListedOffset) {
-		m := c.repl.sealedMap(topic, o.Partition)
-		if m == nil {
-			mismatch = fmt.Errorf("partition %d has no sealed offset map", o.Partition)
-			return
-		}
-		if _, te := m.FlipPoint(); te != o.Offset && mismatch == nil {
-			mismatch = fmt.Errorf("partition %d: the offset map ends at target offset %d but the target log ends at %d", o.Partition, te, o.Offset)
-		}
-	})
-	if mismatch != nil {
-		c.repl.unsealTopic(topic)
-		return mismatch
-	}
-	m := cutoverMarker{Topic: topic, FlippedAt: time.Now(), Partitions: partitions}
+	m := cutoverMarker{Topic: pl.topic, Home: pl.to, FlippedAt: time.Now(), Partitions: int32(len(pl.sealed))}
 	b, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.MkdirAll(c.dir, 0o755); err != nil {
 		return err
 	}
-	tmp := filepath.Join(c.dir, topic+".json.tmp")
+	tmp := filepath.Join(c.dir, pl.topic+".json.tmp")
 	if err := os.WriteFile(tmp, b, 0o644); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, filepath.Join(c.dir, topic+".json")); err != nil {
+	if err := os.Rename(tmp, filepath.Join(c.dir, pl.topic+".json")); err != nil {
 		return err
 	}
+	c.repl.adoptFlip(pl)
 	c.mu.Lock()
-	c.flipped[topic] = &m
+	c.markers[pl.topic] = &m
 	c.mu.Unlock()
 	return nil
 }
@@ -351,6 +480,7 @@ func (c *cutovers) list() []cutoverStatus {
 		if s.State == "holding" || s.State == "draining" {
 			s.Held = c.srv.HeldCount(s.Topic)
 			s.HoldMillis = time.Since(s.StartedAt).Milliseconds()
+			s.Progress = c.progressLocked(st)
 		}
 		out = append(out, s)
 	}
@@ -358,15 +488,23 @@ func (c *cutovers) list() []cutoverStatus {
 	return out
 }
 
-// flippedTopics lists topics the replicator must no longer copy.
-func (c *cutovers) flippedTopics() map[string]bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := map[string]bool{}
-	for t := range c.flipped {
-		out[t] = true
+// progressLocked describes a running cutover's drain.
+func (c *cutovers) progressLocked(st *cutoverStatus) string {
+	if st.State == "holding" {
+		return "waiting for in-flight produce requests and open transactions"
 	}
-	return out
+	r := c.repl.copyInto(string(st.cut.To))
+	if r == nil {
+		return ""
+	}
+	done, left := 0, int64(0)
+	for p, end := range st.cut.FrozenEnds {
+		copied := r.CopiedThrough(st.Topic, p)
+		if copied >= end {
+			done++
+		} else {
+			left += end - max(copied, 0)
+		}
+	}
+	return fmt.Sprintf("%d of %d partitions copied to the frozen end, %d offsets to go", done, len(st.cut.FrozenEnds), left)
 }
-
-var _ = replicator.Flipped

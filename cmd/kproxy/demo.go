@@ -79,12 +79,15 @@ type demoResult struct {
 	ConsumeErrors int
 	// Reloads counts configs kproxy applied while traffic was flowing.
 	Reloads int
-	// Cutover is how the flip of the demo topic went ("" if none ran).
-	Cutover string
-	// HoldMillis is how long the flip held the topic's produce requests.
+	// Flips are the cutovers of the demo topic, in order ("target",
+	// "source" for the flip back).
+	Flips []string
+	// HoldMillis is the longest time a flip held the topic's produce
+	// requests.
 	HoldMillis int64
-	// OnTarget counts records the target cluster holds after the run.
-	OnTarget int64
+	// OnTarget and OnSource count records (end offsets) each cluster holds
+	// after the run.
+	OnTarget, OnSource int64
 	// RebalancesAfterFlip counts group rebalance events from the flip on.
 	RebalancesAfterFlip int64
 	// Problems are reasons for FAIL beyond the checker's anomalies.
@@ -166,11 +169,14 @@ type demoEvent struct {
 }
 
 // demoEvents is the mid-run script: the topic is replicated from the
-// start; half-way through, the operator's one-line edit flips it to the
-// target while producers and consumers keep running.
+// start; at 40% of the traffic the operator's one-line edit flips it to the
+// target while producers and consumers keep running, and at 75% the edit is
+// undone: the rollback flips it back to the source (which the copy back kept
+// complete).
 func demoEvents() []demoEvent {
 	return []demoEvent{
-		{at: 0.5, name: "cutover", run: (*demo).flipUnderLoad},
+		{at: 0.4, name: "cutover", run: func(d *demo, ctx context.Context) error { return d.flipUnderLoad(ctx, config.Target) }},
+		{at: 0.75, name: "rollback", run: func(d *demo, ctx context.Context) error { return d.flipUnderLoad(ctx, config.Source) }},
 	}
 }
 
@@ -196,7 +202,7 @@ type demo struct {
 	producers []*demoProducer
 
 	reloads     int
-	cutover     string
+	flips       []string
 	holdMillis  int64
 	epochAtFlip int64 // consumers' rebalance events when the flip started
 	epochAtEnd  int64 // and when traffic ended, before the group is left
@@ -565,15 +571,22 @@ func (d *demo) runTraffic(ctx context.Context) error {
 	return err
 }
 
-// Mid-run event: a config reload that changes no route (it starts listing
-// orders for replication, which has no effect until the replicator exists).
-// It goes through the same path as an edited file under `kproxy run`: the
-// file is replaced, re-read, validated and handed to the instance's Apply,
-// which hot-swaps the router.
-func (d *demo) flipUnderLoad(ctx context.Context) error {
-	d.epochAtFlip = d.rebalanceEvents()
+// Mid-run event: a config reload that routes the demo topic to cluster
+// `to`. It goes through the same path as an edited file under `kproxy run`:
+// the file is replaced, re-read, validated and handed to the instance's
+// Apply, which starts the cutover; this waits until it flipped.
+func (d *demo) flipUnderLoad(ctx context.Context, to config.Cluster) error {
+	if len(d.flips) == 0 {
+		d.epochAtFlip = d.rebalanceEvents()
+	}
+	var flippedBefore time.Time
+	for _, st := range d.inst.cuts.list() {
+		if st.Topic == demoTopic {
+			flippedBefore = st.FlippedAt
+		}
+	}
 	next := d.cfgFile
-	next.Topics = map[string]config.Cluster{demoTopic: config.Target}
+	next.Topics = map[string]config.Cluster{demoTopic: to}
 	if err := d.writeConfig(next); err != nil {
 		return err
 	}
@@ -589,21 +602,21 @@ func (d *demo) flipUnderLoad(ctx context.Context) error {
 		return fmt.Errorf("kproxy did not apply the reload: %s", why)
 	}
 	d.reloads++
-	d.say("config generation %d applied: %s: target (cutover started)", d.inst.gen.Load(), demoTopic)
+	d.say("config generation %d applied: %s: %s (cutover started)", d.inst.gen.Load(), demoTopic, to)
 	deadline := time.Now().Add(d.cfg().Cutover.MaxHold + 5*time.Second)
 	for time.Now().Before(deadline) {
 		for _, st := range d.inst.cuts.list() {
 			if st.Topic != demoTopic {
 				continue
 			}
-			switch st.State {
-			case "flipped":
-				d.cutover, d.holdMillis = st.State, st.HoldMillis
-				d.say("cutover of %s flipped to the target: produce held %d ms", demoTopic, st.HoldMillis)
+			switch {
+			case st.State == "flipped" && st.Home == string(to) && st.FlippedAt.After(flippedBefore):
+				d.flips = append(d.flips, string(to))
+				d.holdMillis = max(d.holdMillis, st.HoldMillis)
+				d.say("cutover of %s flipped to the %s: produce held %d ms (%d requests)", demoTopic, to, st.HoldMillis, st.Held)
 				return nil
-			case "aborted", "refused":
-				d.cutover = st.State
-				return fmt.Errorf("cutover of %s %s: %s", demoTopic, st.State, st.Reason)
+			case st.State == "aborted" || st.State == "refused":
+				return fmt.Errorf("cutover of %s to the %s %s: %s", demoTopic, to, st.State, st.Reason)
 			}
 		}
 		select {
@@ -758,14 +771,15 @@ func (d *demo) verdict() demoResult {
 		ProduceErrors:       perr,
 		ConsumeErrors:       cerr,
 		Reloads:             d.reloads,
-		Cutover:             d.cutover,
+		Flips:               d.flips,
 		HoldMillis:          d.holdMillis,
-		OnTarget:            d.onTarget(),
+		OnTarget:            d.endOffsets(d.target),
+		OnSource:            d.endOffsets(d.source),
 		RebalancesAfterFlip: d.epochAtEnd - d.epochAtFlip,
 		Problems:            d.problems,
 	}
 	res.Problems = append(slices.Clip(res.Problems), samples...)
-	if res.Cutover != "" && res.RebalancesAfterFlip > 0 {
+	if len(res.Flips) > 0 && res.RebalancesAfterFlip > 0 {
 		res.Problems = append(res.Problems, fmt.Sprintf("%d consumer group rebalance events after the flip (want 0)", res.RebalancesAfterFlip))
 	}
 	return res
@@ -791,8 +805,9 @@ func (d *demo) printVerdict(res demoResult) {
 	line("produce errors", res.ProduceErrors)
 	line("consume errors", res.ConsumeErrors)
 	line("config reloads", fmt.Sprintf("%d (applied under load)", res.Reloads))
-	line("cutover", fmt.Sprintf("%s to target, produce held %d ms, %d records now on the target", res.Cutover, res.HoldMillis, res.OnTarget))
-	line("rebalances in flip", res.RebalancesAfterFlip)
+	line("flips", fmt.Sprintf("%d (to the %s), longest produce hold %d ms", len(res.Flips), strings.Join(res.Flips, ", then the "), res.HoldMillis))
+	line("end offsets", fmt.Sprintf("source %d, target %d", res.OnSource, res.OnTarget))
+	line("rebalances in flips", res.RebalancesAfterFlip)
 	if res.Pass() {
 		fmt.Fprintln(w, "verdict: PASS")
 		return
@@ -907,8 +922,9 @@ func (h *demoHistory) snapshot() ([]checker.Ack, []checker.Consumed, int, int, [
 
 // onTarget counts the records the target cluster holds for the demo topic
 // (copied before the flip plus produced after it).
-func (d *demo) onTarget() int64 {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(d.target.ListenAddrs()...))
+// endOffsets sums the demo topic's end offsets on one cluster.
+func (d *demo) endOffsets(c *kfake.Cluster) int64 {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
 	if err != nil {
 		return -1
 	}

@@ -11,8 +11,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 )
 
-// The demo, shortened: traffic through kproxy with a reload under load, and
-// a PASS verdict with every acked record consumed exactly once.
+// The demo, shortened: traffic through kproxy with a flip to the target and
+// a rollback under load, and a PASS verdict with every acked record consumed exactly once.
 func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -39,8 +39,14 @@ func TestDemo(t *testing.T) {
 	if c.Consumed != c.Acked {
 		t.Errorf("consumed %d, acked %d", c.Consumed, c.Acked)
 	}
-	if res.Reloads != 1 {
-		t.Errorf("reloads applied under load = %d, want 1", res.Reloads)
+	if res.Reloads != 2 {
+		t.Errorf("reloads applied under load = %d, want 2", res.Reloads)
+	}
+	if strings.Join(res.Flips, ",") != "target,source" {
+		t.Errorf("flips %v, want to the target and back", res.Flips)
+	}
+	if res.RebalancesAfterFlip != 0 {
+		t.Errorf("%d rebalances from the first flip on", res.RebalancesAfterFlip)
 	}
 	if !strings.Contains(out.String(), "verdict: PASS") {
 		t.Errorf("output has no PASS verdict")

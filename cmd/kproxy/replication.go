@@ -1,5 +1,20 @@
 package main
 
+// Replication in both directions. A replicated topic has a home: the cluster
+// its producers write to (the source until its first cutover). One
+// replicator copies the topics homed on the source to the target (the
+// config's replicate patterns), a second one copies the topics homed on the
+// target back to the source (replication.reverse_after_cutover), so the
+// cluster a topic left stays complete and a rollback is the same flip in
+// the other direction.
+//
+// Every cluster's offsets of a topic have virtual offsets: the home's are
+// the virtual ones on the first home, and after a flip the new home's
+// records continue them at a fixed distance (a sealed map, extended past
+// the flip). The other cluster is read through the map its copy keeps.
+// Maps for the target live in <replication state dir>, maps for the source
+// in <replication state dir>.to-source.
+
 import (
 	"context"
 	"fmt"
@@ -22,23 +37,39 @@ import (
 	"github.com/kproxy/kproxy/replicator"
 )
 
-// replication runs the replicator for the topics the config's replicate
-// patterns name, restarting it when that set changes on a reload (its state
-// is on disk and a restart resumes exactly), and gives the proxy its offset
-// maps.
+// replication runs both copies and gives the proxy its offset maps.
 type replication struct {
 	log    hclog.Logger
 	ctx    context.Context // the instance's lifetime, not the start-up's
 	cancel context.CancelFunc
 
-	mu       sync.Mutex // guards the fields below
-	topics   []string
-	r        *replicator.Replicator
-	reg      *prometheus.Registry
-	err      string
-	cfg      *config.Config
-	excluded map[string]bool                  // flipped topics: no longer copied
-	sealed   map[tpKey]*replicator.FlippedMap // their maps, extended past the flip
+	mu      sync.Mutex // guards the fields below
+	cfg     *config.Config
+	err     string
+	copies  map[string]*copier    // by the cluster copied to
+	homes   map[string]*topicHome // topics that have flipped at least once
+	initial map[tpKey]*initialMap // a copy's starting map until it publishes its own
+	topics  map[string][]string   // resolved topics by the cluster copied to
+	regs    map[string]*prometheus.Registry
+}
+
+// copier is one direction's replicator.
+type copier struct {
+	to     string // cluster copied to
+	r      *replicator.Replicator
+	topics []string
+}
+
+// topicHome is where a flipped topic's producers write, with that cluster's
+// sealed maps (by partition; nil means its offsets are the virtual ones).
+type topicHome struct {
+	cluster string
+	maps    map[int32]*replicator.FlippedMap
+}
+
+type initialMap struct {
+	to string
+	m  *replicator.OffsetMap
 }
 
 type tpKey struct {
@@ -48,10 +79,20 @@ type tpKey struct {
 
 func newReplication(log hclog.Logger) *replication {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &replication{ctx: ctx, cancel: cancel, log: log, excluded: map[string]bool{}, sealed: map[tpKey]*replicator.FlippedMap{}}
+	return &replication{ctx: ctx, cancel: cancel, log: log,
+		copies: map[string]*copier{}, homes: map[string]*topicHome{}, initial: map[tpKey]*initialMap{},
+		topics: map[string][]string{}, regs: map[string]*prometheus.Registry{}}
 }
 
-// setConfig records the config before the first apply (sealTopic needs the
+// other is the cluster that is not c.
+func other(c string) string {
+	if c == proxy.Source {
+		return proxy.Target
+	}
+	return proxy.Source
+}
+
+// setConfig records the config before the first apply (loadHome needs the
 // state directory).
 func (rp *replication) setConfig(cfg *config.Config) {
 	rp.mu.Lock()
@@ -59,7 +100,7 @@ func (rp *replication) setConfig(cfg *config.Config) {
 	rp.mu.Unlock()
 }
 
-// stateDir is where the replicator keeps its maps.
+// replicationStateDir is where the maps of the copy into the target live.
 func replicationStateDir(cfg *config.Config) string {
 	if cfg.Replication.StateDir != "" {
 		return cfg.Replication.StateDir
@@ -67,10 +108,18 @@ func replicationStateDir(cfg *config.Config) string {
 	return filepath.Join(cfg.StateDir, "replicator")
 }
 
+// mapDir is where the maps of the copy into cluster `to` live.
+func mapDir(cfg *config.Config, to string) string {
+	if to == proxy.Source {
+		return replicationStateDir(cfg) + ".to-source"
+	}
+	return replicationStateDir(cfg)
+}
+
 // resolveTopics lists the source topics that match a replicate pattern.
 func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
-	if len(cfg.Replicate) == 0 {
-		return nil, nil
+	if len(cfg.Replicate) == 0 || cfg.Clusters.Source == nil || cfg.Clusters.Target == nil {
+		return nil, nil // the end state: the source is gone, nothing to copy
 	}
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Clusters.Source.Bootstrap...))
 	if err != nil {
@@ -99,7 +148,17 @@ func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
 	return out, nil
 }
 
-// apply starts, restarts or stops the replicator for cfg.
+// homeOf is a topic's home cluster. Callers hold mu.
+func (rp *replication) homeOf(topic string) string {
+	if h := rp.homes[topic]; h != nil {
+		return h.cluster
+	}
+	return proxy.Source
+}
+
+// apply starts and stops copies for cfg: each resolved topic is copied from
+// its home to the other cluster (into the source only with
+// reverse_after_cutover).
 func (rp *replication) apply(cfg *config.Config) error {
 	rp.mu.Lock()
 	rp.cfg = cfg
@@ -112,158 +171,285 @@ func (rp *replication) apply(cfg *config.Config) error {
 		return err
 	}
 	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	topics = slices.DeleteFunc(topics, func(t string) bool { return rp.excluded[t] })
 	rp.err = ""
-	if slices.Equal(topics, rp.topics) && (rp.r != nil || len(topics) == 0) {
+	want := map[string][]string{}
+	for _, t := range topics {
+		to := other(rp.homeOf(t))
+		if to == proxy.Source && !cfg.Replication.ReverseAfterCutover {
+			continue
+		}
+		want[to] = append(want[to], t)
+	}
+	rp.topics = want
+	rp.mu.Unlock()
+	var errs []error
+	for _, to := range []string{proxy.Target, proxy.Source} {
+		if err := rp.sync(cfg, to, want[to]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		rp.mu.Lock()
+		rp.err = fmt.Sprint(errs)
+		rp.mu.Unlock()
+		return errs[0]
+	}
+	return nil
+}
+
+// sync makes the copy into `to` run exactly the given topics, adding and
+// stopping topics without disturbing the others.
+func (rp *replication) sync(cfg *config.Config, to string, topics []string) error {
+	rp.mu.Lock()
+	c := rp.copies[to]
+	rp.mu.Unlock()
+	if c == nil && len(topics) == 0 {
 		return nil
 	}
-	if rp.r != nil {
-		rp.r.Stop()
-		rp.r, rp.reg = nil, nil
-		rp.log.Info("replication stopped", "topics", rp.topics)
+	if c == nil {
+		from := other(to)
+		if cfg.Clusters.Get(config.Cluster(from)) == nil || cfg.Clusters.Get(config.Cluster(to)) == nil {
+			return fmt.Errorf("copying %v into the %s needs both clusters in the config", topics, to)
+		}
+		reg := prometheus.NewRegistry()
+		r, err := replicator.New(replicator.Options{
+			SourceBrokers:     cfg.Clusters.Get(config.Cluster(from)).Bootstrap,
+			TargetBrokers:     cfg.Clusters.Get(config.Cluster(to)).Bootstrap,
+			StateDir:          mapDir(cfg, to),
+			Logger:            rp.log.With("from", from, "to", to),
+			Registerer:        prometheus.WrapRegistererWith(prometheus.Labels{"to": to}, reg),
+			FetchMaxBytes:     cfg.Replication.FetchMaxBytes,
+			PartitionMaxBytes: cfg.Replication.PartitionMaxBytes,
+			// A cutover waits for the copy to reach the frozen end of
+			// the home; a caught-up partition sits in this long poll,
+			// so it bounds the hold.
+			FetchMaxWait: 100 * time.Millisecond,
+		})
+		if err != nil {
+			return err
+		}
+		if err := r.Start(rp.ctx); err != nil {
+			return err
+		}
+		c = &copier{to: to, r: r}
+		rp.mu.Lock()
+		rp.copies[to], rp.regs[to] = c, reg
+		rp.mu.Unlock()
 	}
-	rp.topics = topics
-	if len(topics) == 0 {
-		return nil
+	rp.mu.Lock()
+	have := slices.Clone(c.topics)
+	rp.mu.Unlock()
+	for _, t := range have {
+		if !slices.Contains(topics, t) {
+			c.r.StopTopic(t)
+			rp.log.Info("replication of a topic stopped", "topic", t, "to", to)
+		}
 	}
-	reg := prometheus.NewRegistry()
-	r, err := replicator.New(replicator.Options{
-		SourceBrokers:     cfg.Clusters.Source.Bootstrap,
-		TargetBrokers:     cfg.Clusters.Target.Bootstrap,
-		Topics:            topics,
-		StateDir:          replicationStateDir(cfg),
-		Logger:            rp.log,
-		Registerer:        reg,
-		FetchMaxBytes:     cfg.Replication.FetchMaxBytes,
-		PartitionMaxBytes: cfg.Replication.PartitionMaxBytes,
-		// A cutover waits for the copy to reach the frozen source end; a
-		// caught-up partition sits in this long poll, so it bounds the hold.
-		FetchMaxWait: 100 * time.Millisecond,
-	})
-	if err != nil {
-		rp.err = err.Error()
-		return err
+	for _, t := range topics {
+		if !slices.Contains(have, t) {
+			if err := c.r.AddTopic(rp.ctx, t); err != nil {
+				return err
+			}
+			rp.log.Info("replication of a topic started", "topic", t, "from", other(to), "to", to, "state_dir", mapDir(cfg, to))
+		}
 	}
-	if err := r.Start(rp.ctx); err != nil {
-		rp.err = err.Error()
-		return err
-	}
-	rp.r, rp.reg = r, reg
-	rp.log.Info("replication started", "topics", topics, "state_dir", replicationStateDir(cfg))
+	rp.mu.Lock()
+	c.topics = slices.Clone(topics)
+	rp.mu.Unlock()
 	return nil
 }
 
 func (rp *replication) stop() {
 	rp.mu.Lock()
-	defer rp.mu.Unlock()
-	if rp.r != nil {
-		rp.r.Stop()
-		rp.r = nil
+	copies := rp.copies
+	rp.copies = map[string]*copier{}
+	rp.mu.Unlock()
+	for _, c := range copies {
+		c.r.Stop()
 	}
 	rp.cancel()
 }
 
-func (rp *replication) current() *replicator.Replicator {
+// copyInto returns the replicator copying into cluster `to`, or nil.
+func (rp *replication) copyInto(to string) *replicator.Replicator {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return rp.r
-}
-
-// stopTopic stops copying a topic for good (it flipped): the replicator
-// restarts without it; its maps stay on disk, sealed by sealTopic.
-func (rp *replication) stopTopic(topic string) error {
-	rp.mu.Lock()
-	rp.excluded[topic] = true
-	rp.topics = slices.DeleteFunc(slices.Clone(rp.topics), func(t string) bool { return t == topic })
-	r := rp.r
-	rp.mu.Unlock()
-	if r != nil {
-		r.StopTopic(topic) // the other topics keep copying
+	if c := rp.copies[to]; c != nil {
+		return c.r
 	}
 	return nil
 }
 
-// sealTopic loads a flipped topic's maps from disk, extended past the flip.
-func (rp *replication) sealTopic(topic string, partitions int32) error {
+// home returns a topic's home cluster.
+func (rp *replication) home(topic string) string {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	rp.excluded[topic] = true
-	dir := ""
-	if rp.cfg != nil {
-		dir = replicationStateDir(rp.cfg)
-	}
+	return rp.homeOf(topic)
+}
+
+// copiesInto says whether the topic is (to be) copied into cluster `to`.
+func (rp *replication) copiesInto(topic, to string) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return slices.Contains(rp.topics[to], topic)
+}
+
+// loadHome restores a flipped topic's home at start-up from its maps on
+// disk (the marker in state_dir/cutover says which cluster).
+func (rp *replication) loadHome(topic, cluster string, partitions int32) error {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	h := &topicHome{cluster: cluster, maps: map[int32]*replicator.FlippedMap{}}
 	for p := int32(0); p < partitions; p++ {
-		// The stopped replicator's final map, else (at start-up) the file.
-		if rp.r != nil {
-			if live := rp.r.Map(topic, p); live != nil {
-				rp.sealed[tpKey{topic, p}] = replicator.Flipped(live)
-				continue
-			}
-		}
-		m, err := replicator.LoadFlipped(dir, topic, p)
+		m, err := replicator.LoadFlipped(mapDir(rp.cfg, cluster), topic, p)
 		if err != nil {
-			return fmt.Errorf("sealing %s/%d: %w", topic, p, err)
+			return fmt.Errorf("restoring %s/%d on the %s: %w", topic, p, cluster, err)
 		}
-		rp.sealed[tpKey{topic, p}] = m
+		h.maps[p] = m
+	}
+	rp.homes[topic] = h
+	return nil
+}
+
+// stopCopy stops copying a topic out of its home (its cutover is
+// flipping it) and returns the copy's final maps by partition.
+func (rp *replication) stopCopy(topic, to string) (map[int32]*replicator.OffsetMap, error) {
+	r := rp.copyInto(to)
+	if r == nil {
+		return nil, fmt.Errorf("the topic is not being copied to the %s", to)
+	}
+	maps := r.StopTopic(topic)
+	rp.mu.Lock()
+	if c := rp.copies[to]; c != nil {
+		c.topics = slices.DeleteFunc(c.topics, func(t string) bool { return t == topic })
+	}
+	rp.topics[to] = slices.DeleteFunc(slices.Clone(rp.topics[to]), func(t string) bool { return t == topic })
+	rp.mu.Unlock()
+	return maps, nil
+}
+
+// flipPlan is a flip's new home maps and the maps the copy back starts from.
+type flipPlan struct {
+	topic    string
+	from, to string
+	sealed   map[int32]*replicator.FlippedMap // the new home's view
+	back     map[int32]*replicator.OffsetMap  // the copy from `to` back into `from`
+}
+
+// planFlip seals the stopped copy's maps (the new home's view) and builds
+// the maps a copy back into `from` starts from, given `from`'s log ends.
+// Every one must end where the new home's map does: the two clusters then
+// agree on every virtual offset.
+func (rp *replication) planFlip(topic, from, to string, final map[int32]*replicator.OffsetMap, fromEnds map[int32]int64) (*flipPlan, error) {
+	rp.mu.Lock()
+	left := rp.homes[topic]
+	rp.mu.Unlock()
+	pl := &flipPlan{topic: topic, from: from, to: to, sealed: map[int32]*replicator.FlippedMap{}, back: map[int32]*replicator.OffsetMap{}}
+	for p, end := range fromEnds {
+		m := final[p]
+		if m == nil {
+			return nil, fmt.Errorf("partition %d has no offset map on the %s", p, to)
+		}
+		f := replicator.Flipped(m)
+		pl.sealed[p] = f
+		v, t := f.FlipPoint()
+		meta := m.Meta()
+		backMeta := replicator.MapMeta{Topic: topic, Partition: p,
+			SourceTopicID: meta.TargetTopicID, TargetTopicID: meta.SourceTopicID, SourceShift: v - t}
+		var leftMap *replicator.FlippedMap
+		if left != nil {
+			leftMap = left.maps[p]
+		}
+		back, err := replicator.ContinueMap(backMeta, leftMap, end)
+		if err != nil {
+			return nil, err
+		}
+		if back.SourceEnd() != v {
+			return nil, fmt.Errorf("partition %d: the %s ends at virtual offset %d but the %s's copy at %d: a record reached one cluster the other does not have", p, from, back.SourceEnd(), to, v)
+		}
+		pl.back[p] = back
+	}
+	return pl, nil
+}
+
+// saveCopyBack persists the maps the copy back starts from. The caller
+// writes the flip marker after it and then calls adoptFlip: a crash in
+// between leaves maps that agree with the old home (they extend its view).
+func (rp *replication) saveCopyBack(pl *flipPlan) error {
+	rp.mu.Lock()
+	dir := mapDir(rp.cfg, pl.from)
+	rp.mu.Unlock()
+	for _, m := range pl.back {
+		if err := replicator.SaveMap(dir, m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// sealedMap returns a flipped topic's sealed map.
-func (rp *replication) sealedMap(topic string, partition int32) *replicator.FlippedMap {
+// adoptFlip makes a committed flip's cluster the topic's home.
+func (rp *replication) adoptFlip(pl *flipPlan) {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return rp.sealed[tpKey{topic, partition}]
+	rp.homes[pl.topic] = &topicHome{cluster: pl.to, maps: pl.sealed}
+	for p, m := range pl.back {
+		rp.initial[tpKey{pl.topic, p}] = &initialMap{to: pl.from, m: m}
+	}
 }
 
-// unsealTopic undoes stopTopic and sealTopic after an aborted flip: the
-// replicator copies the topic again (reconciling any tail).
-func (rp *replication) unsealTopic(topic string) {
+// startCopy starts copying a topic into `to` (after a flip: back into the
+// cluster it left; after an aborted flip: again into the one it did not
+// reach).
+func (rp *replication) startCopy(topic, to string) error {
 	rp.mu.Lock()
-	delete(rp.excluded, topic)
-	for k := range rp.sealed {
-		if k.topic == topic {
-			delete(rp.sealed, k)
-		}
-	}
 	cfg := rp.cfg
+	if !slices.Contains(rp.topics[to], topic) {
+		rp.topics[to] = append(slices.Clone(rp.topics[to]), topic)
+	}
+	want := slices.Clone(rp.topics[to])
 	rp.mu.Unlock()
-	if cfg != nil {
-		if err := rp.apply(cfg); err != nil {
-			rp.log.Error("replication not restarted after an aborted flip", "topic", topic, "error", err)
+	return rp.sync(cfg, to, want)
+}
+
+// Map implements proxy.OffsetMaps: how a partition's offsets on cluster
+// translate to virtual ones.
+func (rp *replication) Map(cluster, topic string, partition int32) (proxy.OffsetMap, bool) {
+	rp.mu.Lock()
+	home := rp.homeOf(topic)
+	h := rp.homes[topic]
+	init := rp.initial[tpKey{topic, partition}]
+	copied := slices.Contains(rp.topics[cluster], topic)
+	c := rp.copies[cluster]
+	rp.mu.Unlock()
+	if cluster == home {
+		if h == nil || h.maps[partition] == nil {
+			return nil, false // the first home: its offsets are virtual
+		}
+		return h.maps[partition], true
+	}
+	if c != nil {
+		if m := c.r.Map(topic, partition); m != nil {
+			return m, true
 		}
 	}
+	if init != nil && init.to == cluster {
+		return init.m, true
+	}
+	if !copied && h == nil && cluster == proxy.Target {
+		return nil, false // not replicated: the target's own offsets
+	}
+	return nil, true // replicated, map not ready
 }
 
-// Map implements proxy.OffsetMaps.
-func (rp *replication) Map(topic string, partition int32) proxy.OffsetMap {
-	rp.mu.Lock()
-	sm := rp.sealed[tpKey{topic, partition}]
-	rp.mu.Unlock()
-	if sm != nil {
-		return sm
-	}
-	r := rp.current()
-	if r == nil {
-		return nil
-	}
-	if m := r.Map(topic, partition); m != nil {
-		return m
-	}
-	return nil
-}
-
-// Gather implements prometheus.Gatherer over the current replicator's
-// registry (a restarted replicator registers afresh).
+// Gather implements prometheus.Gatherer over both copies' registries.
 func (rp *replication) Gather() ([]*dto.MetricFamily, error) {
 	rp.mu.Lock()
-	reg := rp.reg
-	rp.mu.Unlock()
-	if reg == nil {
-		return nil, nil
+	var gs prometheus.Gatherers
+	for _, reg := range rp.regs {
+		gs = append(gs, reg)
 	}
-	return reg.Gather()
+	rp.mu.Unlock()
+	return gs.Gather()
 }
 
 // replicationStatus is the /status section on replication.
@@ -271,15 +457,20 @@ type replicationStatus struct {
 	Topics     []string                     `json:"topics"`
 	Error      string                       `json:"error,omitempty"`
 	Partitions []replicator.PartitionStatus `json:"partitions"`
+	// ToSource is the copy back of flipped topics (offsets virtual).
+	ToSourceTopics []string                     `json:"to_source_topics,omitempty"`
+	ToSource       []replicator.PartitionStatus `json:"to_source,omitempty"`
 }
 
 func (rp *replication) status() replicationStatus {
 	rp.mu.Lock()
-	st := replicationStatus{Topics: rp.topics, Error: rp.err}
-	r := rp.current
+	st := replicationStatus{Topics: rp.topics[proxy.Target], ToSourceTopics: rp.topics[proxy.Source], Error: rp.err}
 	rp.mu.Unlock()
-	if cur := r(); cur != nil {
-		st.Partitions = cur.Status()
+	if r := rp.copyInto(proxy.Target); r != nil {
+		st.Partitions = r.Status()
+	}
+	if r := rp.copyInto(proxy.Source); r != nil {
+		st.ToSource = r.Status()
 	}
 	return st
 }

@@ -110,13 +110,14 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		return nil, err
 	}
 	inst.cuts = cuts
-	cuts.apply(cfg, nil, table, nil)
 	srv.SetOffsetMaps(inst.repl)
+	// Replication first: which copies run decides where routes may point.
 	if err := inst.repl.apply(cfg); err != nil {
 		// Clients are served either way; /status and the log say why
 		// replication is not running.
 		log.Error("replication not started", "error", err)
 	}
+	cuts.apply(cfg, nil, table, nil)
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
 	inst.lastOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kproxy_config_last_reload_success_timestamp_seconds", Help: "When the config was last loaded successfully."})
@@ -184,12 +185,12 @@ func (inst *instance) Apply(next *config.Config) {
 		inst.log.Error("config reload rejected; keeping the last good config", "error", err)
 		return
 	}
-	inst.cuts.apply(next, inst.table, table, inst.srv.KnownTopics())
-	inst.table = table
-	inst.cfg = next
 	if err := inst.repl.apply(next); err != nil {
 		inst.log.Error("replication not (re)started after reload", "error", err)
 	}
+	inst.cuts.apply(next, inst.table, table, inst.srv.KnownTopics())
+	inst.table = table
+	inst.cfg = next
 	gen := inst.gen.Add(1)
 	inst.lastErr.Store(nil)
 	inst.reloads.WithLabelValues("applied").Inc()

@@ -214,12 +214,13 @@ func mapRuns(m *replicator.OffsetMap) []mapRun {
 // encodeMap writes a map file (format version 1, see replicator/offsetmap.go)
 // with arbitrary runs, to hand the verifier maps that lie.
 func encodeMap(meta replicator.MapMeta, srcBase, tgtBase int64, runs []mapRun, srcEnd int64) []byte {
-	b := append([]byte("KPOMAP"), 1)
+	b := append([]byte("KPOMAP"), 2)
 	b = binary.AppendUvarint(b, uint64(len(meta.Topic)))
 	b = append(b, meta.Topic...)
 	b = binary.BigEndian.AppendUint32(b, uint32(meta.Partition))
 	b = append(b, meta.SourceTopicID[:]...)
 	b = append(b, meta.TargetTopicID[:]...)
+	b = binary.AppendVarint(b, meta.SourceShift)
 	b = binary.AppendUvarint(b, uint64(srcBase))
 	b = binary.AppendUvarint(b, uint64(tgtBase))
 	b = binary.AppendUvarint(b, uint64(len(runs)))

@@ -134,8 +134,8 @@ func parse(t *testing.T, name string, b []byte) *checker.Log {
 	if err != nil {
 		t.Fatalf("parsing %s output: %v", name, err)
 	}
-	if len(l.Errors) > 0 {
-		t.Errorf("%s reported client errors: %+v", name, l.Errors)
+	if n := len(l.Errors); n > 0 {
+		t.Errorf("%s reported %d client errors, the first: %+v", name, n, l.Errors[:min(n, 5)])
 	}
 	return l
 }

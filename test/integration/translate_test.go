@@ -21,14 +21,18 @@ import (
 	"github.com/kproxy/kproxy/routing"
 )
 
-// replMaps adapts the replicator to the proxy's OffsetMaps.
+// replMaps adapts the replicator to the proxy's OffsetMaps: the source's
+// offsets are the virtual ones, the target's go through the live map.
 type replMaps struct{ r *replicator.Replicator }
 
-func (m replMaps) Map(topic string, partition int32) proxy.OffsetMap {
-	if om := m.r.Map(topic, partition); om != nil {
-		return om
+func (m replMaps) Map(cluster, topic string, partition int32) (proxy.OffsetMap, bool) {
+	if cluster != proxy.Target {
+		return nil, false
 	}
-	return nil
+	if om := m.r.Map(topic, partition); om != nil {
+		return om, true
+	}
+	return nil, true
 }
 
 type seenRecord struct {

@@ -40,7 +40,7 @@ static struct {
 	const char *mode, *bootstrap, *topic, *group, *client_id, *consumer, *run;
 	const char *transactional;
 	long count, start, txn_size;
-	double timeout, linger;
+	double timeout, linger, rate;
 	int idempotent, verbose;
 } opt = {
 	.bootstrap = "127.0.0.1:9092", .client_id = "rdk", .run = "0",
@@ -219,7 +219,7 @@ static int produce(void) {
 	rd_kafka_conf_t *conf = base_conf();
 	rd_kafka_t *rk;
 	long i, failed = 0;
-	double deadline = now() + opt.timeout;
+	double deadline = now() + opt.timeout, started = now();
 	int txn = opt.transactional != NULL;
 
 	set(conf, "acks", "all");
@@ -245,6 +245,10 @@ static int produce(void) {
 			rd_kafka_resp_err_t e;
 			int kl = snprintf(key, sizeof key, "k-%ld", opt.start + i);
 			int vl = snprintf(val, sizeof val, "%s-%s-%ld", CLIENT, opt.run, opt.start + i);
+			/* --rate: pace records (serving deliveries meanwhile), so a
+			 * producer can span a cutover instead of finishing first. */
+			while (opt.rate > 0 && now() < started + (double)i / opt.rate && !interrupted)
+				rd_kafka_poll(rk, 1);
 			for (;;) {
 				e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(opt.topic),
 						      RD_KAFKA_V_KEY(key, (size_t)kl),
@@ -446,7 +450,7 @@ static void usage(void) {
 		"usage: rdk produce|consume [--bootstrap H:P] --topic T [--count N] [--group G]\n"
 		"           [--client-id ID] [--consumer NAME] [--run R] [--start I] [--timeout SEC]\n"
 		"           [--linger SEC] [--idempotent[=true|false]] [--transactional TXID]\n"
-		"           [--txn-size N] [-v]\n");
+		"           [--txn-size N] [--rate RECORDS_PER_SEC] [-v]\n");
 	exit(2);
 }
 
@@ -474,6 +478,7 @@ int main(int argc, char **argv) {
 		{"idempotent", optional_argument, 0, 'I'},
 		{"transactional", required_argument, 0, 'X'},
 		{"txn-size", required_argument, 0, 'S'},
+		{"rate", required_argument, 0, 'R'},
 		{"verbose", no_argument, 0, 'v'},
 		{"v", no_argument, 0, 'v'},
 		{"help", no_argument, 0, 'h'},
@@ -504,6 +509,7 @@ int main(int argc, char **argv) {
 		case 'I': opt.idempotent = parse_bool(optarg); break;
 		case 'X': opt.transactional = optarg; break;
 		case 'S': opt.txn_size = atol(optarg); break;
+		case 'R': opt.rate = atof(optarg); break;
 		case 'v': opt.verbose = 1; break;
 		default: usage();
 		}

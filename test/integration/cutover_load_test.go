@@ -1,0 +1,308 @@
+package integration
+
+// Cutovers under continuous load on the two real clusters, through the
+// kproxy binary. Three idempotent producers (franz-go, librdkafka, Java
+// VerifiableProducer) write one replicated topic through kproxy while three
+// consumer groups (franz-go, librdkafka, Java VerifiableConsumer) read it;
+// the operator edits the routes file on a script: flip to the target, flip
+// back, consumers first, producers first. For every consumer the checker
+// must find no acked record lost, none duplicated, no gap and per-partition
+// order; no producer may see an error and the franz-go group must not
+// rebalance after its first assignment.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/test/checker"
+)
+
+// cutoverStep is one edit of the routes file during the load.
+type cutoverStep struct {
+	at             time.Duration // after the producers start
+	produce, fetch string        // the topic's new routes
+	// home is where the topic's producers must write once the edit is
+	// applied: a cutover to it must flip. "" for an edit that moves only
+	// the fetch route (no cutover).
+	home string
+}
+
+// cutoverStatus is the part of /status the scenarios read.
+type cutoverStatusView struct {
+	Topic     string    `json:"topic"`
+	State     string    `json:"state"`
+	Home      string    `json:"home"`
+	Reason    string    `json:"reason"`
+	FlippedAt time.Time `json:"flipped_at"`
+	Hold      int64     `json:"hold_ms"`
+	FetchNote string    `json:"fetch_note"`
+}
+
+func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []cutoverStep) {
+	dir := t.TempDir()
+	exe := buildKproxy(t, dir)
+	topic := replTopic(name)
+	replCreateTopic(t, topic, 3, nil)
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfgPath := filepath.Join(dir, "kproxy.yaml")
+	writeCfg := func(produce, fetch string) {
+		body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
+			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic)
+		tmp := cfgPath + ".tmp"
+		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, cfgPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeCfg("source", "source")
+	logs := &lockedBuf{}
+	cmd := exec.Command(exe, "run", "-c", cfgPath)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
+	waitFor(t, "kproxy to listen", func() bool { return strings.Contains(logs.String(), "listening for kafka clients") })
+	waitFor(t, "replication to start", func() bool { return strings.Contains(logs.String(), "replication of a topic started") })
+	status := func() (cutoverStatusView, bool) {
+		resp, err := http.Get("http://" + admin + "/status")
+		if err != nil {
+			return cutoverStatusView{}, false
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Cutovers []cutoverStatusView `json:"cutovers"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&st) != nil {
+			return cutoverStatusView{}, false
+		}
+		for _, c := range st.Cutovers {
+			if c.Topic == topic {
+				return c, true
+			}
+		}
+		return cutoverStatusView{}, true
+	}
+	consumeFor := load + 25*time.Second
+
+	// Consumers first, so they hold their partitions across every edit.
+	var consumed []checker.Consumed
+	var cmu sync.Mutex
+	rebalances := 0
+	cons := replClient(t, listen, kgo.ConsumerGroup(topic+"-franz"), kgo.ConsumeTopics(topic), kgo.ClientID("franz-consumer"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
+		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }))
+	pollCtx, stopPoll := context.WithCancel(context.Background())
+	defer stopPoll()
+	var pwg sync.WaitGroup
+	pwg.Add(1)
+	go func() {
+		defer pwg.Done()
+		for pollCtx.Err() == nil {
+			fs := cons.PollFetches(pollCtx)
+			fs.EachError(func(tp string, p int32, err error) {
+				if pollCtx.Err() == nil {
+					t.Errorf("franz consumer: fetch %s/%d: %v", tp, p, err)
+				}
+			})
+			cmu.Lock()
+			fs.EachRecord(func(r *kgo.Record) {
+				consumed = append(consumed, checker.Consumed{Client: "franz", Consumer: "franz", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: string(r.Value)})
+			})
+			cmu.Unlock()
+		}
+	}()
+	secs := func(d time.Duration) string { return fmt.Sprint(int(d.Seconds())) }
+	rdkOut := make(chan []byte, 1)
+	go func() {
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), "consume", "--bootstrap", listen, "--topic", topic, "--group", topic+"-rdk", "--count", "1000000", "--timeout", secs(consumeFor)).Output()
+		rdkOut <- out
+	}()
+	javaOut := make(chan []byte, 1)
+	go func() {
+		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(consumeFor), "consumer", "--bootstrap-server", listen, "--topic", topic, "--group-id", topic+"-java", "--verbose", "--reset-policy", "earliest")
+		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
+		out, _ := c.Output()
+		javaOut <- out
+	}()
+	waitFor(t, "the franz-go group to be assigned", func() bool { cmu.Lock(); defer cmu.Unlock(); return rebalances > 0 })
+	cmu.Lock()
+	rebalancesBefore := rebalances
+	cmu.Unlock()
+
+	// Three idempotent producers, ~150 records/s each, for the load.
+	const rate = 150
+	n := int(load.Seconds() * rate)
+	rdkProd := make(chan []byte, 1)
+	go func() {
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(load+60*time.Second)).Output()
+		rdkProd <- out
+	}()
+	props := filepath.Join(dir, "producer.properties")
+	if err := os.WriteFile(props, []byte("enable.idempotence=true\nacks=all\nretries=2147483647\nlinger.ms=5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	javaProd := make(chan []byte, 1)
+	go func() {
+		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(load+60*time.Second), "producer", "--bootstrap-server", listen, "--topic", topic,
+			"--max-messages", fmt.Sprint(n), "--throughput", fmt.Sprint(rate), "--acks", "-1", "--value-prefix", "2", "--command-config", props)
+		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
+		out, _ := c.Output()
+		javaProd <- out
+	}()
+	prod := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-producer"))
+	var acks []checker.Ack
+	var amu sync.Mutex
+	produceErrs := 0
+	pctx, stopProduce := context.WithTimeout(context.Background(), load+60*time.Second)
+	defer stopProduce()
+	franzDone := make(chan struct{})
+	begin := time.Now()
+	go func() {
+		defer close(franzDone)
+		for i := 0; i < n; i++ {
+			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / rate)))
+			v := fmt.Sprintf("franz-%06d", i)
+			prod.Produce(pctx, &kgo.Record{Key: []byte(fmt.Sprint(i % 31)), Value: []byte(v)}, func(r *kgo.Record, err error) {
+				amu.Lock()
+				defer amu.Unlock()
+				if err != nil {
+					produceErrs++
+					t.Errorf("franz producer: %v", err)
+					return
+				}
+				acks = append(acks, checker.Ack{Client: "franz", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: string(r.Value)})
+			})
+		}
+	}()
+
+	// The operator's edits.
+	var holds []int64
+	for _, s := range steps {
+		time.Sleep(time.Until(begin.Add(s.at)))
+		before, _ := status()
+		writeCfg(s.produce, s.fetch)
+		t.Logf("%5.1fs: routes file now says produce: %s, fetch: %s", time.Since(begin).Seconds(), s.produce, s.fetch)
+		if s.home == "" {
+			continue
+		}
+		var st cutoverStatusView
+		waitFor(t, "the cutover to the "+s.home, func() bool {
+			var ok bool
+			st, ok = status()
+			if !ok {
+				return false
+			}
+			switch {
+			case st.State == "aborted" || st.State == "refused":
+				return true
+			case st.State == "flipped" && st.Home == s.home && st.FlippedAt.After(before.FlippedAt):
+				return true
+			}
+			return false
+		})
+		if st.State != "flipped" {
+			t.Fatalf("cutover to the %s %s: %s\n%s", s.home, st.State, st.Reason, logs.String())
+		}
+		t.Logf("%5.1fs: flipped to the %s, produce held %d ms", time.Since(begin).Seconds(), s.home, st.Hold)
+		holds = append(holds, st.Hold)
+	}
+	if st, _ := status(); st.FetchNote != "" {
+		t.Errorf("fetch route not followed: %s", st.FetchNote)
+	}
+
+	<-franzDone
+	if err := prod.Flush(pctx); err != nil {
+		t.Fatal(err)
+	}
+	all := func() []checker.Ack {
+		amu.Lock()
+		defer amu.Unlock()
+		return append([]checker.Ack(nil), acks...)
+	}()
+	if produceErrs > 0 {
+		t.Errorf("the franz-go producer saw %d errors", produceErrs)
+	}
+	for _, p := range []struct {
+		name string
+		out  <-chan []byte
+	}{{"rdk", rdkProd}, {"java", javaProd}} {
+		l := parse(t, p.name, <-p.out)
+		if len(l.Acks) != n {
+			t.Errorf("%s producer: %d of %d records acked", p.name, len(l.Acks), n)
+		}
+		all = append(all, l.Acks...)
+	}
+
+	waitFor(t, "the franz-go group to read every acked record", func() bool { cmu.Lock(); defer cmu.Unlock(); return len(consumed) >= len(all) })
+	stopPoll()
+	pwg.Wait()
+	cmu.Lock()
+	defer cmu.Unlock()
+	if rebalances != rebalancesBefore {
+		t.Errorf("the franz-go group rebalanced during the edits (%d events after the first assignment)", rebalances-rebalancesBefore)
+	}
+	check := func(name string, got []checker.Consumed) {
+		rep := checker.Check(all, got, checker.Options{ExpectAll: true, RequireAcked: true})
+		t.Logf("%s: %s", name, rep)
+		if !rep.OK() {
+			t.Errorf("%s: %s\n%s", name, rep, rep.Details())
+		}
+	}
+	check("franz-go group", consumed)
+	check("librdkafka group", parse(t, "rdk", <-rdkOut).Consumed)
+	check("java group", parse(t, "java", <-javaOut).Consumed)
+	t.Logf("%d records acked by 3 producers across %d flips (holds %v ms)", len(all), len(holds), holds)
+}
+
+// The operator's one-line edit flips the topic to the target under load.
+func TestLiveCutoverUnderLoad(t *testing.T) {
+	runCutoverScenario(t, "cutover", 8*time.Second, []cutoverStep{
+		{at: 4 * time.Second, produce: "target", fetch: "target", home: "target"},
+	})
+}
+
+// Flip to the target, then undo the edit: the copy back kept the source
+// complete, so the rollback is the same flip in the other direction, and
+// offsets stay continuous both ways.
+func TestCutoverAndRollbackUnderLoad(t *testing.T) {
+	runCutoverScenario(t, "rollback", 11*time.Second, []cutoverStep{
+		{at: 3 * time.Second, produce: "target", fetch: "target", home: "target"},
+		{at: 7 * time.Second, produce: "source", fetch: "source", home: "source"},
+	})
+}
+
+// Consumers first: they read the replicated copy on the target while
+// producers still write to the source; then the producers follow.
+func TestConsumersFirstThenProducers(t *testing.T) {
+	runCutoverScenario(t, "consumers-first", 10*time.Second, []cutoverStep{
+		{at: 3 * time.Second, produce: "source", fetch: "target"},
+		{at: 6 * time.Second, produce: "target", fetch: "target", home: "target"},
+	})
+}
+
+// Producers first: they write to the target while consumers read the
+// source, which the copy back keeps current; then the consumers follow.
+func TestProducersFirstThenConsumers(t *testing.T) {
+	runCutoverScenario(t, "producers-first", 10*time.Second, []cutoverStep{
+		{at: 3 * time.Second, produce: "target", fetch: "source", home: "target"},
+		{at: 6 * time.Second, produce: "target", fetch: "target"},
+	})
+}
