@@ -63,8 +63,8 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 					}
 					t.TopicID = up // the sub-request names the cluster's id
 				}
-				m, translated := s.offsetMapState(cluster, name, p.Partition)
-				if m == nil && (translated || cluster == Target && router.Replicated(name)) {
+				m, needsMap := s.offsetMapState(cluster, name, p.Partition)
+				if m == nil && (needsMap || cluster == Target && router.Replicated(name)) {
 					// Replicated, but no map yet (replication starting):
 					// target offsets must never reach a client. Retry.
 					addFetchPartition(resp, t.Topic, virtualID, fetchPartitionError(p.Partition, kerr.NotLeaderForPartition.Code))

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/test/checker"
@@ -131,4 +133,149 @@ func readAllThrough(t *testing.T, boot, topic string, n int) []checker.Consumed 
 		out = append(out, checker.Consumed{Consumer: "reader", Topic: topic, Partition: r.partition, Offset: r.offset, Value: r.value})
 	}
 	return out
+}
+
+// The end state: every topic has moved, the operator removes clusters.source
+// from the config and restarts kproxy. It keeps serving the flipped topic
+// from the target with the same virtual offsets (the sealed offset map in
+// state_dir), so records read before and after are at the offsets their
+// producers were given, gaps (transaction markers, aborted records) and all,
+// and new records continue the offsets.
+func TestSourceRemovedAfterCutover(t *testing.T) {
+	dir := t.TempDir()
+	exe := buildKproxy(t, dir)
+	topic := replTopic("endstate")
+	replCreateTopic(t, topic, 2, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	var acks []checker.Ack
+	var mu sync.Mutex
+	ack := func(r *kgo.Record, err error) {
+		if err != nil {
+			t.Errorf("produce: %v", err)
+			return
+		}
+		mu.Lock()
+		acks = append(acks, checker.Ack{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Value: string(r.Value)})
+		mu.Unlock()
+	}
+	// History on the source with gaps: plain records, a committed and an
+	// aborted transaction, more plain records.
+	direct := replClient(t, env.source, kgo.DefaultProduceTopic(topic), kgo.TransactionalID(topic+"-txn"))
+	txn := func(commit bool, from int) {
+		if err := direct.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		for i := from; i < from+10; i++ {
+			v := fmt.Sprintf("txn-%d", i)
+			r := &kgo.Record{Value: []byte(v)}
+			if err := direct.ProduceSync(ctx, r).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			if commit {
+				ack(r, nil)
+			}
+		}
+		if err := direct.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	txn(true, 0)
+	txn(false, 10)
+	txn(true, 20)
+
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfgPath := filepath.Join(dir, "kproxy.yaml")
+	state := filepath.Join(dir, "state")
+	write := func(body string) {
+		if err := os.WriteFile(cfgPath+".tmp", []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(cfgPath+".tmp", cfgPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both := func(route string) string {
+		return fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\nlog: { level: info }\n",
+			listen, admin, state, env.source, env.target, topic, route, topic)
+	}
+	start := func() (*exec.Cmd, *lockedBuf) {
+		logs := &lockedBuf{}
+		cmd := exec.Command(exe, "run", "-c", cfgPath)
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("kproxy log:\n%s", logs.String())
+			}
+		})
+		waitFor(t, "kproxy to listen", func() bool { return strings.Contains(logs.String(), "listening for kafka clients") })
+		return cmd, logs
+	}
+	produce := func(prefix string, n int) {
+		cl := replClient(t, listen, kgo.DefaultProduceTopic(topic))
+		for i := 0; i < n; i++ {
+			cl.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("%s-%d", prefix, i))}, ack)
+		}
+		if err := cl.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cl.Close()
+	}
+	write(both("source"))
+	cmd, logs := start()
+	waitFor(t, "replication to start", func() bool { return strings.Contains(logs.String(), "replication of a topic started") })
+	produce("before", 100)
+	write(both("target"))
+	waitFor(t, "the flip", func() bool {
+		if strings.Contains(logs.String(), "cutover aborted") {
+			if resp, err := http.Get("http://" + admin + "/status"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				t.Fatalf("cutover aborted; status: %s", b)
+			}
+		}
+		return strings.Contains(logs.String(), "cutover released held produce requests to the target")
+	})
+	produce("after", 100)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+
+	// The source is gone from the config.
+	write(fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  target: { bootstrap: [%s] }\nroutes:\n  default: target\nlog: { level: info }\n",
+		listen, admin, state, env.target))
+	_, logs = start()
+	produce("sourceless", 50)
+	mu.Lock()
+	want := append([]checker.Ack(nil), acks...)
+	mu.Unlock()
+	got := readAllThrough(t, listen, topic, len(want))
+	rep := checker.Check(want, got, checker.Options{ExpectAll: true, RequireAcked: true})
+	t.Logf("without the source: %s", rep)
+	if !rep.OK() {
+		t.Fatalf("%s\n%s\n%s", rep, rep.Details(), logs.String())
+	}
+	// The history had gaps, so the target's own offsets differ from the
+	// virtual ones: the map, not luck, made them agree.
+	tgtEnds, err := kadm.NewClient(replClient(t, env.target)).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	virtEnds, err := kadm.NewClient(replClient(t, listen)).ListEndOffsets(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tgtSum, virtSum int64
+	tgtEnds.Each(func(o kadm.ListedOffset) { tgtSum += o.Offset })
+	virtEnds.Each(func(o kadm.ListedOffset) { virtSum += o.Offset })
+	if virtSum <= tgtSum {
+		t.Errorf("virtual end offsets sum %d, target's own %d: the source's gaps should keep the virtual offsets ahead", virtSum, tgtSum)
+	}
+	t.Logf("%d records at their virtual offsets; end offsets: virtual %d, target's own %d", len(want), virtSum, tgtSum)
 }

@@ -166,7 +166,12 @@ replicate: [%q]
 	}
 	for name, got := range map[string][]seenRecord{"regular (source)": regular, "shadow (target)": shadow} {
 		if fmt.Sprint(sortSeen(got)) != fmt.Sprint(sortSeen(direct)) {
-			t.Errorf("%s consumer through kproxy saw %d records that differ from the source's %d:\n got %v\nwant %v", name, len(got), len(direct), sortSeen(got)[:min(5, len(got))], sortSeen(direct)[:5])
+			g, w := sortSeen(got), sortSeen(direct)
+			i := 0
+			for i < min(len(g), len(w)) && g[i] == w[i] {
+				i++
+			}
+			t.Errorf("%s consumer through kproxy saw %d records that differ from the source's %d from #%d:\n got %v\nwant %v", name, len(got), len(direct), i, g[i:min(i+5, len(g))], w[i:min(i+5, len(w))])
 		}
 	}
 	// The shadow really read the target: the target's own offsets differ
