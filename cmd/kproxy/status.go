@@ -73,6 +73,12 @@ func statusCmd(args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if len(d.Cutovers) > 0 {
+		fmt.Println()
+		if err := printCutovers(os.Stdout, d.Cutovers); err != nil {
+			return err
+		}
+	}
 	if r := d.Replication; len(r.Topics) > 0 || r.Error != "" {
 		fmt.Println()
 		if r.Error != "" {
@@ -83,9 +89,46 @@ func statusCmd(args []string) error {
 		for _, p := range r.Partitions {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Topic, p.Partition, p.SourceHWM, p.CopiedThrough, p.TargetEnd, p.LagRecords, p.LagMillis, p.Err)
 		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if r := d.Replication; len(r.ToSource) > 0 {
+		// The copy back of flipped topics; offsets are virtual.
+		fmt.Println()
+		tw = tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "COPIED BACK\tPARTITION\tTARGET HWM\tCOPIED TO\tSOURCE END\tLAG RECORDS\tLAG MS\tERROR")
+		for _, p := range r.ToSource {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Topic, p.Partition, p.SourceHWM, p.CopiedThrough, p.TargetEnd, p.LagRecords, p.LagMillis, p.Err)
+		}
 		return tw.Flush()
 	}
 	return nil
+}
+
+// printCutovers is the cutover table: per topic its home, the state of the
+// last cutover, the hold, and a line for a drain in progress or a reason.
+func printCutovers(w io.Writer, cs []cutoverStatus) error {
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CUTOVER\tHOME\tSTATE\tMOVE\tHELD MS\tHELD REQUESTS\tFLIPPED AT\tNOTE")
+	for _, c := range cs {
+		flipped := "-"
+		if !c.FlippedAt.IsZero() {
+			flipped = c.FlippedAt.UTC().Format(time.RFC3339)
+		}
+		note := c.Progress
+		if c.Reason != "" {
+			note = c.Reason
+		}
+		if c.FetchNote != "" {
+			note = strings.TrimSpace(note + " " + c.FetchNote)
+		}
+		if note == "" {
+			note = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s -> %s\t%d\t%d\t%s\t%s\n", c.Topic, c.Home, c.State, c.From, c.To, c.HoldMillis, c.Held, flipped, note)
+	}
+	return tw.Flush()
 }
 
 func canaryText(r routing.RuleView) string {

@@ -112,3 +112,31 @@ routes:
 
 // collapse folds runs of spaces so table assertions don't depend on widths.
 func collapse(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// The cutover table shows each topic's home and state, a drain's progress
+// line while it runs, and the reason of an aborted or refused one.
+func TestPrintCutovers(t *testing.T) {
+	flipped := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
+	var b bytes.Buffer
+	err := printCutovers(&b, []cutoverStatus{
+		{Topic: "orders", From: "source", To: "target", Home: "source", State: "draining", HoldMillis: 120, Held: 4, Progress: "2 of 3 partitions copied to the frozen end, 17 offsets to go"},
+		{Topic: "payments", From: "source", To: "target", Home: "target", State: "flipped", HoldMillis: 80, FlippedAt: flipped},
+		{Topic: "refunds", From: "target", To: "source", Home: "target", State: "refused", Reason: "moving back to the source needs replication.reverse_after_cutover, which is off"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	t.Logf("\n%s", out)
+	for _, want := range []string{
+		"orders    source  draining  source -> target  120",
+		"17 offsets to go",
+		"payments  target  flipped   source -> target  80       0              2026-11-22T04:00:00Z",
+		"refunds   target  refused   target -> source",
+		"reverse_after_cutover, which is off",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+}
