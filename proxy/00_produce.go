@@ -8,8 +8,9 @@ package proxy
 // Rewrites: virtual producer ids in batch headers become the cluster's
 // (ident_pid.go; header bytes and CRC only, never decompressed); response
 // CurrentLeader (v10+) and Brokers name this instance. A transactional
-// produce to a topic off its transaction's cluster is refused per partition
-// with INVALID_TXN_STATE and a message saying why.
+// produce to a topic off its open transaction's cluster is refused per
+// partition with INVALID_TXN_STATE and a message saying why; one whose
+// transaction already includes a held topic is not held (txn_producers.go).
 // acks=0: forwarded without waiting; the client gets no response.
 // Not done: topic-id (v13) requests are resolved through the routed
 // cluster's ids, which pass through unchanged (virtual ids: later issue).
@@ -45,7 +46,9 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			// between the two either sees this request in flight or this
 			// request sees the hold (cutover_hold.go).
 			s.holds.counter(name).Add(1)
-			if s.holds.isHeld(name) {
+			// An open transaction that includes the topic goes on to
+			// its cluster: the cutover waits for it (WaitTxnIdle).
+			if s.holds.isHeld(name) && !s.pids.txnIncludes(req.TransactionID, name) {
 				// Cutover in progress: queue this topic's part, with
 				// its records copied (the frame buffer is reused).
 				hp := &heldProduce{rc: rc, done: make(chan struct{}),
@@ -73,7 +76,7 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				ref, code = look.find(cluster, name, p.Partition)
 			}
 			if code == 0 && req.TransactionID != nil {
-				if txnCluster := router.TxnCluster(*req.TransactionID); txnCluster != cluster {
+				if txnCluster := s.pids.txnOpenCluster(*req.TransactionID); txnCluster != cluster {
 					pe := producePartitionError(p.Partition, kerr.InvalidTxnState.Code)
 					pe.ErrorMessage = kmsg.StringPtr(txnClusterError(*req.TransactionID, name, cluster, txnCluster))
 					addProducePartition(resp, vt, pe)
@@ -92,7 +95,7 @@ func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				}
 			}
 			if code == 0 {
-				code = rc.rewriteProducerID(cluster, p.Records)
+				code = rc.rewriteProducerIDAt(cluster, txnPartition{name, p.Partition}, p.Records)
 			}
 			if code != 0 {
 				addProducePartition(resp, vt, producePartitionError(p.Partition, code))

@@ -4,7 +4,9 @@ package proxy
 // era; capped so commits carry names, which need no translation).
 // Route: the group's home coordinator; commits for topics the home cluster
 // does not have go to the cluster that has them (group_offsets.go).
-// Offsets are stored as the client sent them (virtual offsets).
+// Offsets are stored as the client sent them (virtual offsets). While the
+// group's home moves, commits are queued, and commits of members that have
+// not rejoined since are replayed (group_hold.go).
 // Errors: per partition, mirroring the request.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
@@ -16,10 +18,15 @@ func init() {
 			if rc.client != "" && req.Group != "" {
 				rc.srv().clientGroups.Store(rc.client, req.Group)
 			}
-			if resp := rc.splitCommit(req); resp != nil {
-				return resp
+			queued, held, done := rc.gateCommit(req)
+			if held {
+				return queued // held during a group move (group_hold.go)
 			}
-			return rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req)
+			defer done()
+			if resp := rc.splitCommit(req); resp != nil {
+				return rc.afterMoveCommit(req, resp)
+			}
+			return rc.afterMoveCommit(req, rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req))
 		}
 	})
 	errorFillers[kmsg.OffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {

@@ -4,7 +4,8 @@ package proxy
 // OffsetCommit). Route: each group's home coordinator, plus the cluster that
 // holds commits for topics the home cluster lacks (group_offsets.go); v8+
 // batches groups, answered group by group. Committed offsets are virtual and
-// pass through; epochs are cleared (ident_epoch.go).
+// pass through; epochs are cleared (ident_epoch.go). A group held for a
+// home move answers NOT_COORDINATOR (group_hold.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -17,7 +18,7 @@ func init() {
 			resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
 			if req.Version >= 8 {
 				for _, g := range req.Groups {
-					resp.Groups = append(resp.Groups, rc.fetchGroupOffsets(req, g))
+					resp.Groups = append(resp.Groups, rc.groupOffsetsOrHeld(req, g))
 				}
 				return resp
 			}
@@ -29,7 +30,7 @@ func init() {
 					g.Topics = append(g.Topics, kmsg.OffsetFetchRequestGroupTopic{Topic: t.Topic, Partitions: t.Partitions})
 				}
 			}
-			got := rc.fetchGroupOffsets(req, g)
+			got := rc.groupOffsetsOrHeld(req, g)
 			resp.ErrorCode = got.ErrorCode
 			for _, t := range got.Topics {
 				rt := kmsg.NewOffsetFetchResponseTopic()

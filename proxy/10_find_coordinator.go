@@ -2,8 +2,9 @@ package proxy
 
 // FindCoordinator (key 10), accepted v0-6.
 // Route: answered by kproxy: every coordinator a client sees is this
-// instance. kproxy asks the key's home cluster (groups.* for groups, the
-// transaction route for transactional ids) so that a coordinator that does
+// instance. kproxy asks the key's home cluster (groups.* for groups; for a
+// transactional id, the cluster of its open or last transaction, else
+// routes.default) so that a coordinator that does
 // not exist yet surfaces as COORDINATOR_NOT_AVAILABLE and the client retries,
 // exactly as with a broker. Later group/transaction requests are routed by
 // key, never by connection (the Java client addresses its coordinator as
@@ -27,9 +28,15 @@ func handleFindCoordinator(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			var cluster string
 			switch req.CoordinatorType {
 			case 0:
+				if s.groupHeld(key) {
+					// The group's home is moving (group_hold.go).
+					return kerr.CoordinatorNotAvailable.Code, kmsg.StringPtr("kproxy is moving this group's coordinator; retry")
+				}
 				cluster = s.routes().GroupCluster(key)
 			case 1:
-				cluster = s.routes().TxnCluster(key)
+				// The open (or last) transaction's cluster: its
+				// coordinator serves the id's next requests.
+				cluster = s.txnRoute(key)
 			default:
 				return kerr.InvalidRequest.Code, kmsg.StringPtr("kproxy does not serve share coordinators")
 			}

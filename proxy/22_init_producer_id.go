@@ -1,9 +1,14 @@
 package proxy
 
-// InitProducerId (key 22), accepted v0-5. Route: a transactional producer's
-// coordinator on its transaction cluster. An idempotent producer (null
-// transactional id) is answered by kproxy with a virtual PID (ident_pid.go).
-// An EndTxn (v5, transactions V2) epoch bump returns the coordinator's PID.
+// InitProducerId (key 22), accepted v0-5. Answered by kproxy with a virtual
+// PID and epoch, for idempotent and transactional producers alike
+// (ident_pid.go). An idempotent producer's answer needs no upstream call
+// (upstream sessions start lazily, per cluster, on its first batch there).
+// A transactional producer's id is re-initialized upstream first, on
+// routes.default and on every cluster this instance holds a session on, so
+// older producers are fenced and their open transaction aborted there as a
+// broker would; errors such as CONCURRENT_TRANSACTIONS come back as the
+// client's answer, and it retries (txn_producers.go).
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
@@ -11,11 +16,12 @@ func init() {
 	register(kmsg.InitProducerID, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		req := kreq.(*kmsg.InitProducerIDRequest)
 		return func() kmsg.Response {
-			if req.TransactionalID == nil {
+			// An empty transactional id is an idempotent producer, as
+			// for the broker (TransactionCoordinator.handleInitProducerId).
+			if req.TransactionalID == nil || *req.TransactionalID == "" {
 				return rc.srv().initVirtualProducer(req)
 			}
-			id := *req.TransactionalID
-			return rc.forwardCoordinator(rc.srv().routes().TxnCluster(id), coordTxn, id, req)
+			return rc.initTxnProducer(req)
 		}
 	})
 }

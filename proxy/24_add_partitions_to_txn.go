@@ -2,11 +2,21 @@ package proxy
 
 // AddPartitionsToTxn (key 24), accepted v0-3: the client versions. v4+ is the
 // broker-to-broker batched form (KIP-890) and is not advertised.
-// Route: the transaction's coordinator. A transaction may not span clusters:
-// if any partition's topic is routed to a cluster other than the
-// transaction's, nothing is forwarded; those partitions get
-// INVALID_TXN_STATE and the rest OPERATION_NOT_ATTEMPTED, as a broker
-// answers a partly invalid request, and kproxy logs why.
+// Route: the transaction's coordinator on the transaction's cluster. The
+// first successful add begins the transaction on the produce cluster of its
+// topics (txn_producers.go); upstream the id's session there is created on
+// first use.
+// Rewrites: ProducerID/ProducerEpoch, virtual to the cluster's session.
+// Refusals, nothing forwarded:
+//   - a topic routed to a cluster other than the transaction's: those
+//     partitions INVALID_TXN_STATE, the rest OPERATION_NOT_ATTEMPTED, as a
+//     broker answers a partly invalid request, and kproxy logs why;
+//   - a topic not yet in the transaction whose produce is held for a
+//     cutover: every partition CONCURRENT_TRANSACTIONS, which clients retry
+//     (the transaction begins after the flip, on the new cluster);
+//   - a PID or epoch that is not the id's current virtual session:
+//     INVALID_PRODUCER_ID_MAPPING or PRODUCER_FENCED (INVALID_PRODUCER_EPOCH
+//     before v2), as the coordinator answers.
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -16,50 +26,114 @@ import (
 func init() {
 	register(kmsg.AddPartitionsToTxn, 0, 3, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		req := kreq.(*kmsg.AddPartitionsToTxnRequest)
-		return func() kmsg.Response {
-			router := rc.srv().routes()
-			txnCluster := router.TxnCluster(req.TransactionalID)
-			var offCluster []string
-			for _, t := range req.Topics {
-				if c := router.ProduceCluster(t.Topic, rc.client); c != txnCluster {
-					offCluster = append(offCluster, t.Topic)
-					rc.cc.log.Warn("refusing a transaction that would span clusters", "transactional_id", req.TransactionalID, "topic", t.Topic, "route", c, "txn_cluster", txnCluster)
-				}
-			}
-			if len(offCluster) == 0 {
-				return rc.forwardCoordinator(txnCluster, coordTxn, req.TransactionalID, req)
-			}
-			resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
-			for _, t := range req.Topics {
-				code := kerr.OperationNotAttempted.Code
-				for _, o := range offCluster {
-					if o == t.Topic {
-						code = kerr.InvalidTxnState.Code
-					}
-				}
-				rt := kmsg.NewAddPartitionsToTxnResponseTopic()
-				rt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
-					rp.Partition, rp.ErrorCode = p, code
-					rt.Partitions = append(rt.Partitions, rp)
-				}
-				resp.Topics = append(resp.Topics, rt)
-			}
-			return resp
-		}
+		return func() kmsg.Response { return rc.addPartitionsToTxn(req) }
 	})
 	errorFillers[kmsg.AddPartitionsToTxn.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
 		req, resp := kreq.(*kmsg.AddPartitionsToTxnRequest), kresp.(*kmsg.AddPartitionsToTxnResponse)
-		for _, t := range req.Topics {
-			rt := kmsg.NewAddPartitionsToTxnResponseTopic()
-			rt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			resp.Topics = append(resp.Topics, rt)
+		fillAddPartitionsToTxn(req, resp, func(string) int16 { return code })
+	}
+}
+
+func (rc *reqCtx) addPartitionsToTxn(req *kmsg.AddPartitionsToTxnRequest) kmsg.Response {
+	s := rc.srv()
+	p := &s.pids
+	refuse := func(code func(topic string) int16) kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
+		fillAddPartitionsToTxn(req, resp, code)
+		return resp
+	}
+	all := func(code int16) func(string) int16 { return func(string) int16 { return code } }
+
+	t := p.txnLookup(req.TransactionalID)
+	if t == nil {
+		return refuse(all(kerr.InvalidProducerIDMapping.Code))
+	}
+	t.op.Lock()
+	defer t.op.Unlock()
+	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 2); code != 0 {
+		return refuse(all(code))
+	}
+
+	router := s.routes()
+	cluster := p.txnOpenCluster(req.TransactionalID)
+	off := map[string]bool{}
+	topics := make([]string, 0, len(req.Topics))
+	for _, tp := range req.Topics {
+		c := router.ProduceCluster(tp.Topic, rc.client)
+		if cluster == "" {
+			cluster = c
 		}
+		if c != cluster {
+			off[tp.Topic] = true
+			rc.cc.log.Warn("refusing a transaction that would span clusters", "transactional_id", req.TransactionalID, "topic", tp.Topic, "route", c, "txn_cluster", cluster)
+		}
+		topics = append(topics, tp.Topic)
+	}
+	if len(off) > 0 {
+		return refuse(func(topic string) int16 {
+			if off[topic] {
+				return kerr.InvalidTxnState.Code
+			}
+			return kerr.OperationNotAttempted.Code
+		})
+	}
+
+	// Record first, then look at the holds (see txn_producers.go).
+	added := p.txnAddTopics(t, topics)
+	for _, name := range added {
+		if s.holds.isHeld(name) {
+			p.txnDropTopics(t, added)
+			if rc.cc.log.IsDebug() {
+				rc.cc.log.Debug("transaction waits for a cutover hold", "transactional_id", req.TransactionalID, "topic", name)
+			}
+			return refuse(all(kerr.ConcurrentTransactions.Code))
+		}
+	}
+
+	u, code := rc.txnSessionFor(t, cluster)
+	if code != 0 {
+		p.txnDropTopics(t, added)
+		return refuse(all(code))
+	}
+	req.ProducerID, req.ProducerEpoch = u.pid, u.epoch
+	r := rc.forwardCoordinator(cluster, coordTxn, req.TransactionalID, req)
+	resp, ok := r.(*kmsg.AddPartitionsToTxnResponse)
+	if !ok {
+		p.txnDropTopics(t, added)
+		return r
+	}
+	// A topic is in the transaction once one of its partitions is; a
+	// transaction is open once anything is in it.
+	in := map[string]bool{}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode == 0 {
+				in[rt.Topic] = true
+			}
+		}
+	}
+	var failed []string
+	for _, name := range added {
+		if !in[name] {
+			failed = append(failed, name)
+		}
+	}
+	if len(in) > 0 {
+		p.txnBegin(t, cluster)
+	}
+	p.txnDropTopics(t, failed)
+	return resp
+}
+
+func fillAddPartitionsToTxn(req *kmsg.AddPartitionsToTxnRequest, resp *kmsg.AddPartitionsToTxnResponse, code func(topic string) int16) {
+	for _, t := range req.Topics {
+		rt := kmsg.NewAddPartitionsToTxnResponseTopic()
+		rt.Topic = t.Topic
+		for _, p := range t.Partitions {
+			rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+			rp.Partition, rp.ErrorCode = p, code(t.Topic)
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = append(resp.Topics, rt)
 	}
 }

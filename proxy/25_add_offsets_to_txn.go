@@ -1,10 +1,59 @@
 package proxy
 
 // AddOffsetsToTxn (key 25), accepted v0-4. Route: the transaction's
-// coordinator.
+// coordinator on the transaction's cluster. Sending offsets may be what
+// begins a transaction: it begins on the group's home cluster, whose group
+// coordinator takes the TxnOffsetCommit that follows. A group homed on
+// another cluster than the open transaction's is refused with
+// INVALID_TXN_STATE (the transactional id and the group move together;
+// DESIGN.md). Rewrites: ProducerID/ProducerEpoch (txn_producers.go).
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
 
 func init() {
-	registerTxnAPI(kmsg.AddOffsetsToTxn, 0, 4, func(r kmsg.Request) string { return r.(*kmsg.AddOffsetsToTxnRequest).TransactionalID })
+	register(kmsg.AddOffsetsToTxn, 0, 4, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.AddOffsetsToTxnRequest)
+		return func() kmsg.Response { return rc.addOffsetsToTxn(req) }
+	})
+}
+
+func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {
+	s := rc.srv()
+	p := &s.pids
+	resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+	t := p.txnLookup(req.TransactionalID)
+	if t == nil {
+		resp.ErrorCode = kerr.InvalidProducerIDMapping.Code
+		return resp
+	}
+	t.op.Lock()
+	defer t.op.Unlock()
+	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 2); code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
+	home := s.routes().GroupCluster(req.Group)
+	cluster := p.txnOpenCluster(req.TransactionalID)
+	if cluster == "" {
+		cluster = home
+	}
+	if home != cluster {
+		rc.cc.log.Warn("refusing a transaction that would span clusters: its group is homed elsewhere", "transactional_id", req.TransactionalID, "group", req.Group, "route", home, "txn_cluster", cluster)
+		resp.ErrorCode = kerr.InvalidTxnState.Code
+		return resp
+	}
+	u, code := rc.txnSessionFor(t, cluster)
+	if code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
+	req.ProducerID, req.ProducerEpoch = u.pid, u.epoch
+	r := rc.forwardCoordinator(cluster, coordTxn, req.TransactionalID, req)
+	if ar, ok := r.(*kmsg.AddOffsetsToTxnResponse); ok && ar.ErrorCode == 0 {
+		p.txnBegin(t, cluster)
+	}
+	return r
 }

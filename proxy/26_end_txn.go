@@ -1,9 +1,89 @@
 package proxy
 
-// EndTxn (key 26), accepted v0-5. Route: the transaction's coordinator.
+// EndTxn (key 26), accepted v0-5. Route: the transaction's coordinator on
+// the transaction's cluster; with no transaction open here (a retried
+// EndTxn whose first answer was lost), the last transaction's cluster, whose
+// coordinator answers the retry.
+// Rewrites: ProducerID/ProducerEpoch in the request; in a v5 answer
+// (KIP-890 part 2 bumps the epoch at every EndTxn) the upstream session is
+// updated and the client gets its virtual PID with the next virtual epoch.
+// An answer other than a retriable error ends the transaction here: the next
+// one may begin on another cluster, and WaitTxnIdle stops waiting for it.
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"math"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
 
 func init() {
-	registerTxnAPI(kmsg.EndTxn, 0, 5, func(r kmsg.Request) string { return r.(*kmsg.EndTxnRequest).TransactionalID })
+	register(kmsg.EndTxn, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.EndTxnRequest)
+		return func() kmsg.Response { return rc.endTxn(req) }
+	})
+}
+
+func (rc *reqCtx) endTxn(req *kmsg.EndTxnRequest) kmsg.Response {
+	s := rc.srv()
+	p := &s.pids
+	resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+	resp.ProducerID, resp.ProducerEpoch = -1, -1
+	t := p.txnLookup(req.TransactionalID)
+	if t == nil {
+		resp.ErrorCode = kerr.InvalidProducerIDMapping.Code
+		return resp
+	}
+	t.op.Lock()
+	defer t.op.Unlock()
+	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 2); code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
+	p.mu.Lock()
+	cluster := t.cluster
+	if cluster == "" {
+		cluster = t.last
+	}
+	u, ok := t.sessions[cluster]
+	p.mu.Unlock()
+	if !ok {
+		// Nothing was ever added: what a coordinator answers EndTxn on
+		// an empty transaction (transactions V1).
+		resp.ErrorCode = kerr.InvalidTxnState.Code
+		return resp
+	}
+	req.ProducerID, req.ProducerEpoch = u.pid, u.epoch
+	r := rc.forwardCoordinator(cluster, coordTxn, req.TransactionalID, req)
+	er, ok := r.(*kmsg.EndTxnResponse)
+	if !ok {
+		return r
+	}
+	if txnEndRetriable(er.ErrorCode) {
+		return er
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t.cluster == cluster {
+		t.endLocked(p)
+	}
+	if er.Version >= 5 && er.ErrorCode == 0 && er.ProducerID >= 0 {
+		if nu := (upstreamPID{er.ProducerID, er.ProducerEpoch}); nu != u {
+			// The coordinator bumped the session (transactions V2):
+			// follow it upstream, and bump the virtual epoch so the
+			// client's epoch keeps rising, as it would on a broker.
+			t.sessions[cluster] = nu
+			if t.vepoch >= math.MaxInt16-1 {
+				delete(p.txnPIDs, t.vpid)
+				t.vpid, t.vepoch = newVirtualPID(), 0
+				p.txnPIDs[t.vpid] = t
+			} else {
+				t.vepoch++
+			}
+		}
+	}
+	if er.Version >= 5 {
+		er.ProducerID, er.ProducerEpoch = t.vpid, t.vepoch
+	}
+	return er
 }

@@ -1,13 +1,24 @@
 package proxy
 
 // TxnOffsetCommit (key 28), accepted v0-5. Route: the group's home
-// coordinator (which must be on the transaction's cluster: a transaction may
-// not span clusters). Errors: per partition, mirroring the request.
+// coordinator, which must be on the open transaction's cluster (a
+// transaction may not span clusters; AddOffsetsToTxn checked it when the
+// group joined the transaction). Otherwise every partition gets
+// INVALID_TXN_STATE and nothing is forwarded. While the group is held for a
+// move (group_hold.go) it is refused like the other group APIs.
+// Rewrites: ProducerID/ProducerEpoch, virtual to the cluster's session
+// (txn_producers.go). Errors: per partition, mirroring the request.
 
-import "github.com/twmb/franz-go/pkg/kmsg"
+import (
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
 
 func init() {
-	registerGroupAPI(kmsg.TxnOffsetCommit, 0, 5, func(r kmsg.Request) string { return r.(*kmsg.TxnOffsetCommitRequest).Group })
+	register(kmsg.TxnOffsetCommit, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
+		req := kreq.(*kmsg.TxnOffsetCommitRequest)
+		return func() kmsg.Response { return rc.txnOffsetCommit(req) }
+	})
 	errorFillers[kmsg.TxnOffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
 		req, resp := kreq.(*kmsg.TxnOffsetCommitRequest), kresp.(*kmsg.TxnOffsetCommitResponse)
 		for _, t := range req.Topics {
@@ -21,4 +32,40 @@ func init() {
 			resp.Topics = append(resp.Topics, rt)
 		}
 	}
+}
+
+func (rc *reqCtx) txnOffsetCommit(req *kmsg.TxnOffsetCommitRequest) kmsg.Response {
+	s := rc.srv()
+	p := &s.pids
+	if rc.client != "" && req.Group != "" {
+		s.clientGroups.Store(rc.client, req.Group) // a member's own commit (coordinated.go: membership)
+	}
+	// The group's hold during a group move (group_hold.go), as for the
+	// other group APIs (registerGroupAPI): refused while held, else
+	// counted in flight until answered.
+	resp, done := rc.gateGroup(kmsg.TxnOffsetCommit, req.Group, req)
+	if done == nil {
+		return resp
+	}
+	defer done()
+	t := p.txnLookup(req.TransactionalID)
+	if t == nil {
+		return errorResponse(req, kerr.InvalidProducerIDMapping.Code)
+	}
+	t.op.Lock()
+	defer t.op.Unlock()
+	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 3); code != 0 {
+		return errorResponse(req, code)
+	}
+	home := s.routes().GroupCluster(req.Group)
+	p.mu.Lock()
+	open := t.cluster
+	u, ok := t.sessions[home]
+	p.mu.Unlock()
+	if open != home || !ok {
+		rc.cc.log.Warn("refusing a transactional offset commit off the transaction's cluster", "transactional_id", req.TransactionalID, "group", req.Group, "route", home, "txn_cluster", open)
+		return errorResponse(req, kerr.InvalidTxnState.Code)
+	}
+	req.ProducerID, req.ProducerEpoch = u.pid, u.epoch
+	return rc.forwardCoordinator(home, coordGroup, req.Group, req)
 }

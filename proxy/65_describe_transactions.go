@@ -1,7 +1,10 @@
 package proxy
 
 // DescribeTransactions (key 65), accepted v0. Route: each transactional id's
-// coordinator, one sub-request per id, merged in order.
+// coordinator on the cluster of its open (or last) transaction, else
+// routes.default; one sub-request per id, merged in order.
+// Rewrites: a state whose producer is this instance's upstream session for
+// the id on that cluster shows the virtual PID and epoch the client holds.
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -12,12 +15,17 @@ func init() {
 	register(kmsg.DescribeTransactions, 0, 0, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		req := kreq.(*kmsg.DescribeTransactionsRequest)
 		return func() kmsg.Response {
+			s := rc.srv()
 			resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
 			for _, id := range req.TransactionalIDs {
 				sub := *req
 				sub.TransactionalIDs = []string{id}
-				r := rc.forwardCoordinator(rc.srv().routes().TxnCluster(id), coordTxn, id, &sub)
+				cluster := s.txnRoute(id)
+				r := rc.forwardCoordinator(cluster, coordTxn, id, &sub)
 				if dr, ok := r.(*kmsg.DescribeTransactionsResponse); ok && len(dr.TransactionStates) > 0 {
+					for i := range dr.TransactionStates {
+						s.pids.txnVirtualizeState(cluster, &dr.TransactionStates[i])
+					}
 					resp.TransactionStates = append(resp.TransactionStates, dr.TransactionStates...)
 					continue
 				}

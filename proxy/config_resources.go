@@ -7,7 +7,6 @@ package proxy
 // resources go to the default cluster.
 
 import (
-	"strconv"
 )
 
 const (
@@ -26,11 +25,6 @@ func (rc *reqCtx) configClusters(typ int8, name string, write bool) []string {
 		return rc.topicClusters(name)
 	}
 	return []string{r.FetchCluster(name, rc.client, rc.group())}
-}
-
-// isVirtualBroker says whether a broker resource names this instance.
-func (rc *reqCtx) isVirtualBroker(name string) bool {
-	return name == strconv.Itoa(int(rc.srv().self()))
 }
 
 // splitResources groups resources by destination cluster, in request order.

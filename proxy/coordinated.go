@@ -2,7 +2,9 @@ package proxy
 
 // Shared plumbing for APIs served by a group or transaction coordinator. The
 // per-API files say which field names the key; routing is by key, never by
-// connection.
+// connection. Transaction coordinator APIs have their own handlers: they
+// follow the transactional id's open transaction and rewrite producer ids
+// (txn_producers.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -21,17 +23,16 @@ func registerGroupAPI(key kmsg.Key, min, max int16, group func(kmsg.Request) str
 			if membership(key) && rc.client != "" && g != "" {
 				rc.srv().clientGroups.Store(rc.client, g)
 			}
-			return rc.forwardCoordinator(rc.srv().routes().GroupCluster(g), coordGroup, g, req)
-		}
-	})
-}
-
-// registerTxnAPI registers an API whose request names one transactional id.
-func registerTxnAPI(key kmsg.Key, min, max int16, txnID func(kmsg.Request) string) {
-	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
-		return func() kmsg.Response {
-			id := txnID(req)
-			return rc.forwardCoordinator(rc.srv().routes().TxnCluster(id), coordTxn, id, req)
+			resp, done := rc.gateGroup(key, g, req)
+			if done == nil {
+				return resp // held during a group move (group_hold.go)
+			}
+			defer done()
+			resp = rc.forwardCoordinator(rc.srv().routes().GroupCluster(g), coordGroup, g, req)
+			if key == kmsg.Heartbeat {
+				resp = rc.afterMoveHeartbeat(g, resp)
+			}
+			return resp
 		}
 	})
 }

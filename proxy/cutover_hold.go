@@ -33,6 +33,7 @@ type heldProduce struct {
 type topicHold struct {
 	queue []*heldProduce
 	since time.Time
+	from  string // the topic's produce cluster when the hold began
 }
 
 // holds is the proxy's hold and in-flight state.
@@ -76,7 +77,7 @@ func (s *Server) HoldProduce(topic string) {
 	s.holds.mu.Lock()
 	defer s.holds.mu.Unlock()
 	if _, ok := s.holds.held[topic]; !ok {
-		s.holds.held[topic] = &topicHold{since: time.Now()}
+		s.holds.held[topic] = &topicHold{since: time.Now(), from: s.routes().ProduceCluster(topic, "")}
 	}
 }
 
@@ -112,6 +113,15 @@ func (s *Server) WaitProduceIdle(ctx context.Context, topic string) error {
 // one (an idempotent producer's later sequence reaching the broker first is
 // OUT_OF_ORDER_SEQUENCE_NUMBER, and the client's recovery resends batches).
 func (s *Server) ReleaseProduce(topic string) {
+	s.holds.mu.Lock()
+	if th, ok := s.holds.held[topic]; ok && th.from != s.routes().ProduceCluster(topic, "") {
+		// The topic moved: its idempotent producers get fresh upstream
+		// sessions for it (ident_pid.go), also on a cluster they wrote
+		// it to before (a rollback), where the old session's sequences
+		// stopped at the first flip.
+		s.pids.moveTopic(topic)
+	}
+	s.holds.mu.Unlock()
 	for {
 		s.holds.mu.Lock()
 		th, ok := s.holds.held[topic]
@@ -161,7 +171,7 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 					}
 				}
 				if code == 0 {
-					code = rc.rewriteProducerID(cluster, p.Records)
+					code = rc.rewriteProducerIDAt(cluster, txnPartition{topic, p.Partition}, p.Records)
 				}
 				if code != 0 {
 					hp.parts = append(hp.parts, producePartitionError(p.Partition, code))

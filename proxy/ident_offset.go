@@ -11,8 +11,9 @@ package proxy
 //     target's end of the map).
 //   - Fetch answers: batch base offsets (bytes 0-7, outside the CRC) and
 //     HighWatermark, LastStableOffset, LogStartOffset target -> virtual.
-//     The target holds no transactions (the replicator clears them), so
-//     there are no aborted-transaction offsets to translate.
+//     A copy holds no transactions (the replicator clears them), but a
+//     topic's home after a cutover does (its producers write there), so
+//     aborted-transaction first offsets are translated too.
 //   - ListOffsets answers: target -> virtual.
 // Committed offsets need nothing: they are virtual wherever they are stored.
 // Topics that are not replicated are served with their cluster's own offsets.
@@ -99,7 +100,10 @@ func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) 
 	p.HighWatermark = toVirtualOffset(m, p.HighWatermark)
 	p.LastStableOffset = toVirtualOffset(m, p.LastStableOffset)
 	p.LogStartOffset = max(toVirtualOffset(m, p.LogStartOffset), m.SourceStart())
-	p.AbortedTransactions = nil
+	for i := range p.AbortedTransactions {
+		a := &p.AbortedTransactions[i]
+		a.FirstOffset = toVirtualOffset(m, a.FirstOffset)
+	}
 	// Batches the map does not cover yet (the replicator wrote them but
 	// has not recorded them) are cut off: they have no virtual offsets
 	// yet, and the next fetch gets them. So is a partial batch at the end

@@ -88,8 +88,8 @@ func TestVirtualizeFetchPartition(t *testing.T) {
 	if p.HighWatermark != 110 || p.LastStableOffset != 110 || p.LogStartOffset != 100 {
 		t.Errorf("hwm %d lso %d start %d, want 110 110 100", p.HighWatermark, p.LastStableOffset, p.LogStartOffset)
 	}
-	if p.AbortedTransactions != nil {
-		t.Errorf("aborted transactions survived")
+	if len(p.AbortedTransactions) != 1 || p.AbortedTransactions[0].FirstOffset != 103 || p.AbortedTransactions[0].ProducerID != 1 {
+		t.Errorf("aborted transactions %+v, want first offset 103 (virtual) for producer 1", p.AbortedTransactions)
 	}
 	if string(p.RecordBatches[8:len(b1)]) != string(b1[8:]) {
 		t.Errorf("bytes after the base offset changed")

@@ -1,28 +1,51 @@
 package proxy
 
-// Producer ids: an idempotent producer (no transactional.id) gets a virtual
-// PID from kproxy, so one producer can write to topics on both clusters and
-// keep writing across a route change. kproxy obtains an upstream PID per
-// (virtual PID, virtual epoch, cluster) lazily, on the first batch for that
-// cluster, and rewrites the batch header's ProducerID and ProducerEpoch
+// Producer ids: every producer gets a virtual PID from kproxy, so one
+// producer can write to topics on both clusters and keep writing across a
+// route change. kproxy answers every InitProducerId itself; a client never
+// holds an upstream PID.
+//
+// Idempotent producers (no transactional.id): kproxy obtains an upstream PID
+// per (virtual PID, virtual epoch, cluster) lazily, on the first batch for
+// that cluster, and rewrites the batch header's ProducerID and ProducerEpoch
 // (bytes 43-52, under the CRC; CRC-32C over bytes 21.. is recomputed, the
 // records are never decompressed). Sequence numbers pass through: a broker
 // accepts any first sequence from a PID it has no state for, so a producer
 // that moves to the other cluster mid-stream continues its sequence there.
+// A topic that moved (a cutover; moveTopic) gets its own upstream sessions
+// from then on, per move: after a rollback the producer comes back to a
+// cluster whose old session still expects the sequence where the topic left
+// it, and a fresh session is the only one that accepts the continuation.
 //
-// Virtual PIDs have bit 62 set and 62 random bits below it: brokers allocate
-// PIDs upward from 0 in blocks of 1000 and never reach 2^62, so virtual and
-// upstream PIDs cannot be confused, and instances need no coordination.
+// Transactional producers: one virtual session per transactional.id, with
+// one upstream session per cluster, and a transaction on one cluster at a
+// time (txn_producers.go). Their batches (attribute bit 4) are translated by
+// looking the virtual PID up in that table, never by its bits, and their
+// base sequence (bytes 53-56) is rebased onto the upstream session.
 //
-// Transactional producers keep their coordinator's real PID: a transactional
-// id is pinned to one cluster and a transaction may not span clusters
-// (00_produce.go and 24_add_partitions_to_txn.go refuse it).
+// Telling virtual from upstream PIDs: by where a PID comes from, not by its
+// value. A PID in a client's request is virtual (kproxy issued it), a PID in
+// an upstream answer is upstream, and the code never asks a PID which side
+// it is on. An earlier version tested bit 62 on every batch and passed
+// transactional (upstream) PIDs through; kfake allocates random 63-bit PIDs,
+// so half of its PIDs have bit 62 set and were taken for virtual ones. Now:
+//   - a transactional batch's PID must be in the transactional table
+//     (INVALID_PRODUCER_ID_MAPPING otherwise, and the client re-initializes);
+//   - an idempotent batch's PID is virtual when it carries bit 62: virtual
+//     PIDs are still generated with bit 62 set and 62 random bits below it,
+//     so a PID issued before a restart or by another instance is recognised
+//     without shared state (its upstream sessions are rebuilt lazily), and
+//     real brokers, which allocate upward from 0 in blocks of 1000, never
+//     reach 2^62. Even an upstream PID >= 2^62 that reached a client some
+//     other way would only be mapped to a fresh upstream session, which is
+//     harmless for an idempotent producer.
+// A set of issued PIDs was rejected: it would forget every idempotent
+// producer on a restart, which today survives one.
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 	"sync"
 	"time"
@@ -33,7 +56,13 @@ import (
 
 const virtualPIDBit = int64(1) << 62
 
-func isVirtualPID(pid int64) bool { return pid >= virtualPIDBit }
+// isVirtualPID says whether a PID in an idempotent client batch or
+// InitProducerId request was issued by kproxy (see the file comment). Never
+// ask it about a PID from an upstream answer.
+func isVirtualPID(pid int64) bool { return pid >= 0 && pid&virtualPIDBit != 0 }
+
+// batchTransactional is bit 4 of a v2 record batch's attributes.
+const batchTransactional = 0x10
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -41,6 +70,10 @@ type pidKey struct {
 	vpid    int64
 	vepoch  int16
 	cluster string
+	// topic and moves are set for a topic that moved (moveTopic): its
+	// sessions are its own, one per move.
+	topic string
+	moves uint64
 }
 
 type upstreamPID struct {
@@ -50,8 +83,28 @@ type upstreamPID struct {
 
 // producerIDs maps virtual producer sessions to upstream ones.
 type producerIDs struct {
-	mu sync.Mutex // guards m
+	mu sync.Mutex // guards the fields below (and txnProducer's state)
 	m  map[pidKey]upstreamPID
+
+	// Transactional producers (txn_producers.go), created on first use.
+	txns    map[string]*txnProducer // by transactional.id
+	txnPIDs map[int64]*txnProducer  // by virtual PID
+	// txnChanged is closed (and cleared) when an open transaction ends, begins, or
+	// drops a topic; WaitTxnIdle waits on it.
+	txnChanged chan struct{}
+
+	// moved counts each topic's cutovers (moveTopic).
+	moved map[string]uint64
+}
+
+// moveTopic gives topic's idempotent producers fresh upstream sessions.
+func (p *producerIDs) moveTopic(topic string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.moved == nil {
+		p.moved = map[string]uint64{}
+	}
+	p.moved[topic]++
 }
 
 func newVirtualPID() int64 {
@@ -74,10 +127,13 @@ func (p *producerIDs) forget(vpid int64) {
 
 // upstream returns the upstream session for a virtual one on cluster,
 // initializing it with InitProducerId on any broker of the cluster.
-func (rc *reqCtx) upstreamPID(cluster string, vpid int64, vepoch int16) (upstreamPID, int16) {
+func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (upstreamPID, int16) {
 	s := rc.srv()
-	k := pidKey{vpid, vepoch, cluster}
+	k := pidKey{vpid: vpid, vepoch: vepoch, cluster: cluster}
 	s.pids.mu.Lock()
+	if n := s.pids.moved[topic]; n > 0 {
+		k.topic, k.moves = topic, n
+	}
 	u, ok := s.pids.m[k]
 	s.pids.mu.Unlock()
 	if ok {
@@ -108,8 +164,16 @@ func (rc *reqCtx) upstreamPID(cluster string, vpid int64, vepoch int16) (upstrea
 
 // rewriteProducerID translates a produce partition's record batches from a
 // virtual PID to cluster's upstream PID, in place. It returns a Kafka error
-// code for the partition, or 0.
+// code for the partition, or 0. Transactional batches need their partition
+// (rewriteProducerIDAt); without it they are refused with INVALID_TXN_STATE.
 func (rc *reqCtx) rewriteProducerID(cluster string, records []byte) int16 {
+	return rc.rewriteProducerIDAt(cluster, txnPartition{partition: -1}, records)
+}
+
+// rewriteProducerIDAt is rewriteProducerID for a known partition, where
+// transactional batches also get their sequence rebased onto the upstream
+// session (txn_producers.go, rebaseSequenceLocked).
+func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records []byte) int16 {
 	for len(records) >= 61 {
 		n := int(int32(binary.BigEndian.Uint32(records[8:]))) + 12
 		if n < 61 || n > len(records) {
@@ -121,16 +185,27 @@ func (rc *reqCtx) rewriteProducerID(cluster string, records []byte) int16 {
 			continue // legacy message sets carry no producer id
 		}
 		vpid := int64(binary.BigEndian.Uint64(b[43:]))
-		if !isVirtualPID(vpid) {
-			continue
-		}
 		vepoch := int16(binary.BigEndian.Uint16(b[51:]))
-		u, code := rc.upstreamPID(cluster, vpid, vepoch)
-		if code != 0 {
-			return code
+		switch {
+		case binary.BigEndian.Uint16(b[21:])&batchTransactional != 0:
+			seq := int32(binary.BigEndian.Uint32(b[53:]))
+			u, useq, code := rc.srv().pids.txnUpstream(vpid, vepoch, cluster, tp, seq)
+			if code != 0 {
+				return code
+			}
+			binary.BigEndian.PutUint64(b[43:], uint64(u.pid))
+			binary.BigEndian.PutUint16(b[51:], uint16(u.epoch))
+			binary.BigEndian.PutUint32(b[53:], uint32(useq))
+		case isVirtualPID(vpid):
+			u, code := rc.upstreamPID(cluster, tp.topic, vpid, vepoch)
+			if code != 0 {
+				return code
+			}
+			binary.BigEndian.PutUint64(b[43:], uint64(u.pid))
+			binary.BigEndian.PutUint16(b[51:], uint16(u.epoch))
+		default:
+			continue // no producer id (-1), or not one of ours: unchanged
 		}
-		binary.BigEndian.PutUint64(b[43:], uint64(u.pid))
-		binary.BigEndian.PutUint16(b[51:], uint16(u.epoch))
 		binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
 	}
 	return 0
@@ -155,9 +230,4 @@ func (s *Server) initVirtualProducer(req *kmsg.InitProducerIDRequest) *kmsg.Init
 	}
 	resp.ProducerID, resp.ProducerEpoch = newVirtualPID(), 0
 	return resp
-}
-
-// txnClusterError explains a transaction that would span clusters.
-func txnClusterError(txnID, topic, topicCluster, txnCluster string) string {
-	return fmt.Sprintf("kproxy: transactional id %q is pinned to the %s cluster, but topic %q is routed to %s; a transaction may not span clusters", txnID, txnCluster, topic, topicCluster)
 }

@@ -3,19 +3,21 @@ package proxy
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"math"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // A batch from a virtual producer leaves with the cluster's PID and epoch,
-// its sequence untouched and a CRC that matches again; a batch from a real
-// (transactional) PID is left byte for byte.
+// its sequence untouched and a CRC that matches again; an idempotent batch
+// with a PID kproxy did not issue is left byte for byte.
 func TestRewriteProducerIDKeepsSequenceAndFixesCRC(t *testing.T) {
 	srv := &Server{}
 	srv.pids.m = map[pidKey]upstreamPID{}
 	vpid := newVirtualPID()
-	srv.pids.m[pidKey{vpid, 3, Target}] = upstreamPID{pid: 4001, epoch: 7}
+	srv.pids.m[pidKey{vpid: vpid, vepoch: 3, cluster: Target}] = upstreamPID{pid: 4001, epoch: 7}
 	rc := &reqCtx{cc: &clientConn{srv: srv}}
 
 	mk := func(pid int64, epoch int16, seq int32) []byte {
@@ -58,7 +60,7 @@ func TestInitVirtualProducer(t *testing.T) {
 	if !isVirtualPID(first.ProducerID) || first.ProducerEpoch != 0 {
 		t.Fatalf("first init: %d/%d", first.ProducerID, first.ProducerEpoch)
 	}
-	srv.pids.m[pidKey{first.ProducerID, 0, Source}] = upstreamPID{1, 0}
+	srv.pids.m[pidKey{vpid: first.ProducerID, cluster: Source}] = upstreamPID{1, 0}
 	req.ProducerID, req.ProducerEpoch = first.ProducerID, 0
 	bumped := srv.initVirtualProducer(req)
 	if bumped.ProducerID != first.ProducerID || bumped.ProducerEpoch != 1 || len(srv.pids.m) != 0 {
@@ -67,5 +69,100 @@ func TestInitVirtualProducer(t *testing.T) {
 	req.ProducerID = 5
 	if r := srv.initVirtualProducer(req); r.ErrorCode == 0 {
 		t.Fatalf("a real PID was accepted for a bump")
+	}
+}
+
+// Regression for the bit-62 test: kfake allocates random 63-bit PIDs, so an
+// upstream transactional PID may have bit 62 set. A transactional batch is
+// translated through the transactional table, never by its PID's bits: an
+// unknown one is refused rather than mapped to an idempotent session, and a
+// known one gets its cluster session and a sequence rebased to start at 0
+// (then continuing, retries included).
+func TestTransactionalBatchUsesTheTableNotTheBits(t *testing.T) {
+	srv := &Server{}
+	srv.pids.m = map[pidKey]upstreamPID{}
+	rc := &reqCtx{cc: &clientConn{srv: srv}}
+	mk := func(pid int64, epoch int16, seq int32) []byte {
+		b := kmsg.RecordBatch{Magic: 2, Attributes: batchTransactional, ProducerID: pid, ProducerEpoch: epoch, FirstSequence: seq, NumRecords: 2, LastOffsetDelta: 1, Records: []byte("0123456789abcdef")}
+		raw := b.AppendTo(nil)
+		binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+		binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], castagnoli))
+		return raw
+	}
+	kfakeLike := virtualPIDBit | 12345 // an upstream PID that has bit 62 set
+	tp := txnPartition{"t", 1}
+	if code := rc.rewriteProducerIDAt(Source, tp, mk(kfakeLike, 0, 0)); code != kerr.InvalidProducerIDMapping.Code {
+		t.Fatalf("unknown transactional PID: code %d, want INVALID_PRODUCER_ID_MAPPING", code)
+	}
+	if len(srv.pids.m) != 0 {
+		t.Fatalf("a transactional batch opened an idempotent session")
+	}
+
+	tx := srv.pids.txnGet("tx")
+	tx.vpid, tx.vepoch = newVirtualPID(), 4
+	tx.sessions[Source] = upstreamPID{kfakeLike, 9}
+	srv.pids.txnPIDs[tx.vpid] = tx
+	if code := rc.rewriteProducerIDAt(Source, tp, mk(tx.vpid, 4, 40)); code != kerr.InvalidTxnState.Code {
+		t.Fatalf("no open transaction: code %d, want INVALID_TXN_STATE", code)
+	}
+	srv.pids.txnBegin(tx, Source)
+	if code := rc.rewriteProducerIDAt(Source, tp, mk(tx.vpid, 3, 40)); code != kerr.InvalidProducerEpoch.Code {
+		t.Fatalf("old epoch: code %d, want INVALID_PRODUCER_EPOCH", code)
+	}
+	if code := rc.rewriteProducerID(Source, mk(tx.vpid, 4, 40)); code != kerr.InvalidTxnState.Code {
+		t.Fatalf("no partition: code %d, want INVALID_TXN_STATE", code)
+	}
+	for _, c := range []struct{ client, upstream int32 }{{40, 0}, {42, 2}, {42, 2}, {44, 4}} {
+		b := mk(tx.vpid, 4, c.client)
+		if code := rc.rewriteProducerIDAt(Source, tp, b); code != 0 {
+			t.Fatalf("code %d", code)
+		}
+		var got kmsg.RecordBatch
+		if err := got.ReadFrom(b); err != nil {
+			t.Fatal(err)
+		}
+		if got.ProducerID != kfakeLike || got.ProducerEpoch != 9 || got.FirstSequence != c.upstream || uint32(got.CRC) != crc32.Checksum(b[21:], castagnoli) {
+			t.Fatalf("client seq %d: pid %d epoch %d seq %d, want %d 9 %d and a matching CRC", c.client, got.ProducerID, got.ProducerEpoch, got.FirstSequence, kfakeLike, c.upstream)
+		}
+	}
+	// Sequences wrap at 2^31 on both sides.
+	if got := tx.rebaseSequenceLocked(Source, txnPartition{"t", 2}, math.MaxInt32); got != 0 {
+		t.Fatalf("base: %d", got)
+	}
+	if got := tx.rebaseSequenceLocked(Source, txnPartition{"t", 2}, 1); got != 2 {
+		t.Fatalf("after the wrap: %d, want 2", got)
+	}
+}
+
+// A topic that moved gets its own upstream session, a new one per move, so
+// an idempotent producer that comes back to a cluster (a rollback) does not
+// continue on the session whose sequences stopped at the first flip. Other
+// topics keep the shared session.
+func TestMovedTopicGetsFreshUpstreamSessions(t *testing.T) {
+	srv := &Server{}
+	srv.pids.m = map[pidKey]upstreamPID{}
+	vpid := newVirtualPID()
+	shared := pidKey{vpid: vpid, vepoch: 0, cluster: Source}
+	srv.pids.m[shared] = upstreamPID{pid: 11, epoch: 0}
+	srv.pids.m[pidKey{vpid: vpid, cluster: Source, topic: "orders", moves: 2}] = upstreamPID{pid: 33, epoch: 0}
+	rc := &reqCtx{cc: &clientConn{srv: srv}}
+	pidOf := func(topic string) int64 {
+		t.Helper()
+		u, code := rc.upstreamPID(Source, topic, vpid, 0)
+		if code != 0 {
+			t.Fatalf("upstreamPID(%s): code %d", topic, code)
+		}
+		return u.pid
+	}
+	if got := pidOf("orders"); got != 11 {
+		t.Fatalf("before any move: pid %d, want the shared 11", got)
+	}
+	srv.pids.moveTopic("orders")
+	srv.pids.moveTopic("orders")
+	if got := pidOf("orders"); got != 33 {
+		t.Fatalf("after two moves: pid %d, want the topic's own 33", got)
+	}
+	if got := pidOf("payments"); got != 11 {
+		t.Fatalf("another topic: pid %d, want the shared 11", got)
 	}
 }

@@ -66,6 +66,7 @@ type Server struct {
 	pids     producerIDs
 	maps     atomic.Pointer[mapsBox]
 	holds    holds
+	gholds   groupHolds // group moves (group_hold.go)
 	router   atomic.Pointer[routerBox]
 	versions atomic.Pointer[map[int16]versionRange]
 

@@ -31,6 +31,7 @@ type statusDoc struct {
 	Topics        []topicStatus      `json:"topics"`
 	Replication   replicationStatus  `json:"replication"`
 	Cutovers      []cutoverStatus    `json:"cutovers"`
+	GroupMoves    []groupMoveStatus  `json:"group_moves"`
 }
 
 // topicStatus is one topic's effective routes (the rule that applies, and
@@ -77,6 +78,7 @@ func (inst *instance) statusDoc() statusDoc {
 	d := statusDoc{Generation: inst.gen.Load(), Ready: inst.srv.Ready(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default)}
 	d.Replication = inst.repl.status()
 	d.Cutovers = inst.cuts.list()
+	d.GroupMoves = inst.groups.list()
 	if e := inst.lastErr.Load(); e != nil {
 		d.LastReloadErr = *e
 	}

@@ -149,6 +149,15 @@ func (c *cutovers) routerLocked() proxy.Router {
 	return r
 }
 
+// refreshRouter installs the router again (a group move changed its pins).
+func (c *cutovers) refreshRouter() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.table != nil {
+		c.srv.SetRouter(c.routerLocked())
+	}
+}
+
 // pinnedRouter keeps pinned topics' produce and fetch on one cluster.
 type pinnedRouter struct {
 	proxy.Router
@@ -352,12 +361,10 @@ func (c *cutovers) drainInFlight(ctx context.Context, cfg *config.Config, topic,
 	if err := c.srv.WaitProduceIdle(ctx, topic); err != nil {
 		return nil, fmt.Errorf("waiting for in-flight produce requests: %w", err)
 	}
-	if w, ok := any(c.srv).(interface {
-		WaitTxnIdle(context.Context, string) error
-	}); ok {
-		if err := w.WaitTxnIdle(ctx, topic); err != nil {
-			return nil, fmt.Errorf("waiting for open transactions on the topic: %w", err)
-		}
+	// An open transaction on the topic finishes on the home first: its
+	// marker must lie below the end offsets the drain waits for.
+	if err := c.srv.WaitTxnIdle(ctx, topic); err != nil {
+		return nil, fmt.Errorf("waiting for open transactions on the topic: %w", err)
 	}
 	return endOffsets(ctx, cfg, from, topic)
 }

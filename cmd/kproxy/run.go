@@ -76,6 +76,7 @@ type instance struct {
 	lastOK  prometheus.Gauge
 	repl    *replication
 	cuts    *cutovers
+	groups  *groupMoves
 	table   *routing.Table // the applied config's routes (cuts overlays pins)
 }
 
@@ -110,6 +111,8 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		return nil, err
 	}
 	inst.cuts = cuts
+	inst.groups = newGroupMoves(log.Named("groups"), srv, reg, cuts.refreshRouter)
+	cuts.routerChange = inst.groups.wrap
 	srv.SetOffsetMaps(inst.repl)
 	// Replication first: which copies run decides where routes may point.
 	if err := inst.repl.apply(cfg); err != nil {
@@ -117,6 +120,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		// replication is not running.
 		log.Error("replication not started", "error", err)
 	}
+	inst.groups.apply(cfg, nil, table)
 	cuts.apply(cfg, nil, table, nil)
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
@@ -188,6 +192,9 @@ func (inst *instance) Apply(next *config.Config) {
 	if err := inst.repl.apply(next); err != nil {
 		inst.log.Error("replication not (re)started after reload", "error", err)
 	}
+	// Group pins first, so the router that serves the new table already
+	// keeps a moving group on its old home until its offsets are copied.
+	inst.groups.apply(next, inst.table, table)
 	inst.cuts.apply(next, inst.table, table, inst.srv.KnownTopics())
 	inst.table = table
 	inst.cfg = next
@@ -217,4 +224,5 @@ func (inst *instance) Close() {
 	}
 	inst.repl.stop()
 	inst.srv.Close()
+	inst.groups.wait()
 }

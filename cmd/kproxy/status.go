@@ -79,6 +79,21 @@ func statusCmd(args []string) error {
 			return err
 		}
 	}
+	if len(d.GroupMoves) > 0 {
+		fmt.Println()
+		tw = tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "GROUP MOVE\tSTATE\tMOVE\tOFFSETS COPIED\tHELD MS\tHELD COMMITS\tREASON")
+		for _, g := range d.GroupMoves {
+			reason := g.Reason
+			if reason == "" {
+				reason = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s -> %s\t%d\t%d\t%d\t%s\n", g.Group, g.State, g.From, g.To, g.Offsets, g.HoldMillis, g.Held, reason)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
 	if r := d.Replication; len(r.Topics) > 0 || r.Error != "" {
 		fmt.Println()
 		if r.Error != "" {

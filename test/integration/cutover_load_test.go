@@ -2,7 +2,8 @@ package integration
 
 // Cutovers under continuous load on the two real clusters, through the
 // kproxy binary. Three idempotent producers (franz-go, librdkafka, Java
-// VerifiableProducer) write one replicated topic through kproxy while three
+// VerifiableProducer), and in the rollback scenario two transactional ones
+// (franz-go, librdkafka), write one replicated topic through kproxy while three
 // consumer groups (franz-go, librdkafka, Java VerifiableConsumer) read it;
 // the operator edits the routes file on a script: flip to the target, flip
 // back, consumers first, producers first. For every consumer the checker
@@ -50,7 +51,18 @@ type cutoverStatusView struct {
 	FetchNote string    `json:"fetch_note"`
 }
 
-func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []cutoverStep) {
+// scenarioOptions add producers to a scenario.
+type scenarioOptions struct {
+	// transactional adds a franz-go and a librdkafka transactional
+	// producer (10 records per transaction) to the idempotent ones.
+	transactional bool
+}
+
+func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []cutoverStep, opts ...scenarioOptions) {
+	var opt scenarioOptions
+	if len(opts) > 0 {
+		opt = opts[0]
+	}
 	dir := t.TempDir()
 	exe := buildKproxy(t, dir)
 	topic := replTopic(name)
@@ -105,7 +117,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	var cmu sync.Mutex
 	rebalances := 0
 	cons := replClient(t, listen, kgo.ConsumerGroup(topic+"-franz"), kgo.ConsumeTopics(topic), kgo.ClientID("franz-consumer"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
 		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
 		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }))
@@ -136,8 +148,12 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		rdkOut <- out
 	}()
 	javaOut := make(chan []byte, 1)
+	consProps := filepath.Join(dir, "consumer.properties")
+	if err := os.WriteFile(consProps, []byte("isolation.level=read_committed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	go func() {
-		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(consumeFor), "consumer", "--bootstrap-server", listen, "--topic", topic, "--group-id", topic+"-java", "--verbose", "--reset-policy", "earliest")
+		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(consumeFor), "consumer", "--bootstrap-server", listen, "--topic", topic, "--group-id", topic+"-java", "--verbose", "--reset-policy", "earliest", "--command-config", consProps)
 		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
 		out, _ := c.Output()
 		javaOut <- out
@@ -174,7 +190,57 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	pctx, stopProduce := context.WithTimeout(context.Background(), load+60*time.Second)
 	defer stopProduce()
 	franzDone := make(chan struct{})
+	txnDone := make(chan struct{})
+	rdkTxn := make(chan []byte, 1)
+	if opt.transactional {
+		go func() {
+			out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
+				"--transactional", topic+"-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(load+60*time.Second)).Output()
+			rdkTxn <- out
+		}()
+	} else {
+		rdkTxn <- nil
+	}
 	begin := time.Now()
+	go func() {
+		defer close(txnDone)
+		if !opt.transactional {
+			return
+		}
+		// A franz-go transactional producer: 10 records per transaction,
+		// acked once the transaction committed.
+		tp := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-txn"), kgo.TransactionalID(topic+"-franz-txn"))
+		for i := 0; i < n; i += 10 {
+			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / rate)))
+			if err := tp.BeginTransaction(); err != nil {
+				t.Errorf("franz transactional producer: begin: %v", err)
+				return
+			}
+			var batch []*kgo.Record
+			for j := i; j < i+10 && j < n; j++ {
+				batch = append(batch, &kgo.Record{Value: []byte(fmt.Sprintf("franz-txn-%06d", j))})
+			}
+			if err := tp.ProduceSync(pctx, batch...).FirstErr(); err != nil {
+				t.Errorf("franz transactional producer: produce: %v", err)
+				return
+			}
+			// Every fourth transaction aborts: read_committed consumers
+			// must not see it on either cluster.
+			commit := kgo.TransactionEndTry((i/10)%4 != 3)
+			if err := tp.EndTransaction(pctx, commit); err != nil {
+				t.Errorf("franz transactional producer: end: %v", err)
+				return
+			}
+			if !commit {
+				continue
+			}
+			amu.Lock()
+			for _, r := range batch {
+				acks = append(acks, checker.Ack{Client: "franz-txn", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Value: string(r.Value)})
+			}
+			amu.Unlock()
+		}
+	}()
 	go func() {
 		defer close(franzDone)
 		for i := 0; i < n; i++ {
@@ -229,6 +295,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	}
 
 	<-franzDone
+	<-txnDone
 	if err := prod.Flush(pctx); err != nil {
 		t.Fatal(err)
 	}
@@ -243,8 +310,12 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	for _, p := range []struct {
 		name string
 		out  <-chan []byte
-	}{{"rdk", rdkProd}, {"java", javaProd}} {
-		l := parse(t, p.name, <-p.out)
+	}{{"rdk", rdkProd}, {"java", javaProd}, {"rdk-txn", rdkTxn}} {
+		out := <-p.out
+		if out == nil {
+			continue // not in this scenario
+		}
+		l := parse(t, p.name, out)
 		if len(l.Acks) != n {
 			t.Errorf("%s producer: %d of %d records acked", p.name, len(l.Acks), n)
 		}
@@ -269,7 +340,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	check("franz-go group", consumed)
 	check("librdkafka group", parse(t, "rdk", <-rdkOut).Consumed)
 	check("java group", parse(t, "java", <-javaOut).Consumed)
-	t.Logf("%d records acked by 3 producers across %d flips (holds %v ms)", len(all), len(holds), holds)
+	t.Logf("%d records acked across %d flips (holds %v ms)", len(all), len(holds), holds)
 }
 
 // The operator's one-line edit flips the topic to the target under load.
@@ -282,11 +353,16 @@ func TestLiveCutoverUnderLoad(t *testing.T) {
 // Flip to the target, then undo the edit: the copy back kept the source
 // complete, so the rollback is the same flip in the other direction, and
 // offsets stay continuous both ways.
+//
+// Transactional producers (franz-go, librdkafka) write across both flips
+// too: a transaction open at a flip finishes on the cluster it began on,
+// the next one begins on the new home. Every fourth franz-go transaction
+// aborts; the consumers read committed and must never see those records.
 func TestCutoverAndRollbackUnderLoad(t *testing.T) {
 	runCutoverScenario(t, "rollback", 11*time.Second, []cutoverStep{
 		{at: 3 * time.Second, produce: "target", fetch: "target", home: "target"},
 		{at: 7 * time.Second, produce: "source", fetch: "source", home: "source"},
-	})
+	}, scenarioOptions{transactional: true})
 }
 
 // Consumers first: they read the replicated copy on the target while

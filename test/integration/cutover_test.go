@@ -24,8 +24,6 @@ import (
 	"github.com/kproxy/kproxy/test/checker"
 )
 
-func bytesContain(s, sub string) bool { return strings.Contains(s, sub) }
-
 // A cutover that cannot finish within cutover.max_hold aborts: the held
 // produce requests go to the source, the topic stays there, and nothing is
 // lost or duplicated; the next edit with a workable max_hold flips it.

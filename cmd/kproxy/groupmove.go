@@ -1,0 +1,446 @@
+package main
+
+// The group move controller: turns a reload that changes a consumer group's
+// home (groups.* in the config) into hold -> wait for in-flight commits ->
+// copy the committed offsets verbatim (they are virtual, so the same numbers
+// mean the same records on either cluster) -> pin the group to its new home
+// -> release, bounded by cutover.max_hold. On any error the group is pinned
+// to its old home and released there ("aborted"); the next reload that
+// still names the new home tries again. Members notice once: their next
+// heartbeat reaches a coordinator that does not know them (UNKNOWN_MEMBER_ID)
+// and they rejoin there, resuming from the copied offsets. Commits sent
+// during the hold are queued by the proxy and land on the new home after the
+// copy (proxy/group_hold.go). Topic routes, and topic flips, never move a
+// group.
+//
+// Which groups move: every exact group id named in the old or the new
+// config's groups section, and every pinned group, is compared directly.
+// When a glob or groups.default changes, the groups it may move are the ones
+// that exist: they are listed (ListGroups) on both clusters in the
+// background, and each one whose home changes and that the listing found on
+// its old home moves. Until that listing is done, every group not pinned
+// keeps the home the previous table gave it (the frozen table), so none of
+// them reaches its new home before its offsets do.
+//
+// Not persisted: a move runs in memory. A restart after an aborted move
+// serves the group from the config's home without its offsets.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/routing"
+)
+
+// Group move states, as /status shows them.
+const (
+	groupHolding = "holding" // coordinator requests held, waiting for in-flight commits
+	groupCopying = "copying" // committed offsets being copied
+	groupMoved   = "moved"
+	groupAborted = "aborted" // the group stays on its old home; Reason says why
+)
+
+// groupMoveStatus is one group's move, for /status and `kproxy status`.
+type groupMoveStatus struct {
+	Group      string    `json:"group"`
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	State      string    `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
+	Offsets    int       `json:"offsets"` // partitions whose committed offsets were copied
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	HoldMillis int64     `json:"hold_ms"`
+	Held       int       `json:"held_commits"` // commits queued by the proxy (at release, once done)
+}
+
+// groupMoves owns group moves and the routing overlay that keeps a group on
+// the cluster its offsets are on.
+type groupMoves struct {
+	log   hclog.Logger
+	srv   *proxy.Server
+	moves *prometheus.CounterVec
+
+	// refresh re-installs the proxy's router, which calls wrap; it is
+	// called without mu held, after every change of the overlay.
+	refresh func()
+
+	mu     sync.Mutex // guards the fields below
+	cfg    *config.Config
+	table  *routing.Table    // the config's table, under the overlay
+	pins   map[string]string // group -> the cluster that coordinates it now
+	frozen *routing.Table    // non-nil while globs resolve: unpinned groups keep this table's home
+	status map[string]*groupMoveStatus
+	wg     sync.WaitGroup // running moves and glob listings
+}
+
+func newGroupMoves(log hclog.Logger, srv *proxy.Server, reg prometheus.Registerer, refresh func()) *groupMoves {
+	g := &groupMoves{
+		log: log, srv: srv, refresh: refresh,
+		pins: map[string]string{}, status: map[string]*groupMoveStatus{},
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_group_moves_total",
+			Help: "Consumer group home moves, by result (moved, aborted).",
+		}, []string{"result"}),
+	}
+	g.moves.WithLabelValues("moved")
+	g.moves.WithLabelValues("aborted")
+	reg.MustRegister(g.moves)
+	return g
+}
+
+// wrap puts the group overlay over r.
+func (g *groupMoves) wrap(r proxy.Router) proxy.Router {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return groupPinnedRouter{Router: r, pins: maps.Clone(g.pins), frozen: g.frozen}
+}
+
+// groupPinnedRouter keeps pinned groups on one cluster, and while globs
+// resolve, every other group on the frozen table's home.
+type groupPinnedRouter struct {
+	proxy.Router
+	pins   map[string]string
+	frozen *routing.Table
+}
+
+func (r groupPinnedRouter) GroupCluster(group string) string {
+	if c, ok := r.pins[group]; ok {
+		return c
+	}
+	if r.frozen != nil {
+		return string(r.frozen.GroupHome(group))
+	}
+	return r.Router.GroupCluster(group)
+}
+
+// apply takes a new config's table (prev is the table it replaces; nil at
+// startup, when nothing moves) and starts a move for every group whose home
+// changes. Call it before the router is re-installed for next, so the pins
+// it sets are in the first router that serves next.
+func (g *groupMoves) apply(cfg *config.Config, prev, next *routing.Table) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	prevCfg := g.cfg
+	g.cfg, g.table = cfg, next
+	if prev == nil {
+		return
+	}
+	names := map[string]bool{}
+	for _, c := range []*config.Config{prevCfg, cfg} {
+		if c == nil {
+			continue
+		}
+		for k := range c.Groups.Homes {
+			if !config.IsGlob(k) {
+				names[k] = true
+			}
+		}
+	}
+	for k := range g.pins {
+		names[k] = true
+	}
+	for _, name := range sortedGroupKeys(names) {
+		g.considerLocked(cfg, name, g.currentLocked(name, prev))
+	}
+	if prevCfg == nil || g.frozen != nil || globsChanged(prevCfg, cfg) {
+		if g.frozen == nil {
+			g.frozen = prev
+		}
+		g.wg.Add(1)
+		go g.resolve(cfg)
+	}
+}
+
+// currentLocked is the cluster that coordinates group now; prev is the
+// table the router served before g.table (nil: g.table).
+func (g *groupMoves) currentLocked(group string, prev *routing.Table) string {
+	if c, ok := g.pins[group]; ok {
+		return c
+	}
+	if g.frozen != nil {
+		return string(g.frozen.GroupHome(group))
+	}
+	if prev == nil {
+		prev = g.table
+	}
+	return string(prev.GroupHome(group))
+}
+
+// considerLocked starts moving group from cur to its home in g.table, or
+// drops its pin when that is where it is.
+func (g *groupMoves) considerLocked(cfg *config.Config, group, cur string) {
+	to := string(g.table.GroupHome(group))
+	st := g.status[group]
+	if st != nil && (st.State == groupHolding || st.State == groupCopying) {
+		return // run looks at the table again when it ends
+	}
+	if cur == to {
+		delete(g.pins, group)
+		if st != nil && st.State == groupAborted {
+			delete(g.status, group)
+		}
+		return
+	}
+	g.pins[group] = cur
+	g.status[group] = &groupMoveStatus{Group: group, From: cur, To: to, State: groupHolding, StartedAt: time.Now()}
+	g.wg.Add(1)
+	go g.run(cfg, group, cur, to)
+}
+
+// globsChanged reports whether the group globs or groups.default differ.
+func globsChanged(a, b *config.Config) bool {
+	if a.Groups.Default != b.Groups.Default {
+		return true
+	}
+	globs := func(c *config.Config) map[string]config.Cluster {
+		out := map[string]config.Cluster{}
+		for k, v := range c.Groups.Homes {
+			if config.IsGlob(k) {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	return !maps.Equal(globs(a), globs(b))
+}
+
+// resolve lists the groups that exist and moves those whose home changed,
+// then lifts the frozen table.
+func (g *groupMoves) resolve(cfg *config.Config) {
+	defer g.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	listed := map[string][]string{} // group -> clusters it was listed on
+	var errs []error
+	for _, cluster := range []string{proxy.Source, proxy.Target} {
+		if cfg.Clusters.Get(config.Cluster(cluster)) == nil {
+			continue
+		}
+		adm, done, err := groupAdmin(cfg, cluster)
+		if err == nil {
+			var gs kadm.ListedGroups
+			gs, err = adm.ListGroups(ctx)
+			for name := range gs {
+				listed[name] = append(listed[name], cluster)
+			}
+			done()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("listing groups on %s: %w", cluster, err))
+		}
+	}
+
+	g.mu.Lock()
+	if g.cfg != cfg {
+		g.mu.Unlock()
+		return // a later reload listed again
+	}
+	if err := errors.Join(errs...); err != nil {
+		g.mu.Unlock()
+		g.log.Error("could not list consumer groups to resolve changed group globs; groups they match keep their previous home until the next reload", "error", err)
+		return
+	}
+	for _, name := range sortedGroupKeys(listed) {
+		cur := g.currentLocked(name, nil)
+		found := false
+		for _, c := range listed[name] {
+			found = found || c == cur
+		}
+		if found { // else it has no coordinator state on its home: nothing to move
+			g.considerLocked(cfg, name, cur)
+		}
+	}
+	g.frozen = nil
+	g.mu.Unlock()
+	g.refresh()
+}
+
+// run is one group's hold -> copy -> pin -> release.
+func (g *groupMoves) run(cfg *config.Config, group, from, to string) {
+	defer g.wg.Done()
+	limit := cfg.Cutover.MaxHold
+	if limit <= 0 {
+		limit = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	start := time.Now()
+	g.srv.HoldGroup(group)
+	g.log.Info("group move holding coordinator requests", "group", group, "from", from, "to", to, "max_hold", limit)
+
+	n, err := g.copyOffsets(ctx, cfg, group, from, to)
+	held := time.Since(start)
+
+	g.mu.Lock()
+	st := g.status[group]
+	st.HoldMillis, st.FinishedAt, st.Offsets = held.Milliseconds(), time.Now(), n
+	st.Held = g.srv.GroupHeldCount(group)
+	if err != nil {
+		st.State, st.Reason = groupAborted, err.Error()
+		g.pins[group] = from
+		g.moves.WithLabelValues("aborted").Inc()
+	} else {
+		st.State = groupMoved
+		g.pins[group] = to
+		g.moves.WithLabelValues("moved").Inc()
+	}
+	g.mu.Unlock()
+	// Release after the router names the cluster the queued commits go to.
+	g.refresh()
+	g.srv.ReleaseGroup(group)
+	if err != nil {
+		g.log.Error("group move aborted; the group stays on its old home", "group", group, "from", from, "to", to, "held_commits", st.Held, "hold", held, "error", err)
+		return
+	}
+	g.log.Info("group moved; coordinator requests released to the new home", "group", group, "from", from, "to", to, "offsets", n, "held_commits", st.Held, "hold", held)
+
+	// The config may have changed while the group moved.
+	g.mu.Lock()
+	if g.frozen == nil && string(g.table.GroupHome(group)) == to {
+		delete(g.pins, group) // the table says the same
+	} else if g.frozen == nil {
+		g.considerLocked(g.cfg, group, to)
+	}
+	g.mu.Unlock()
+	g.refresh()
+}
+
+func (g *groupMoves) setState(group, state string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if st := g.status[group]; st != nil {
+		st.State = state
+		g.log.Info("group move "+state, "group", group, "from", st.From, "to", st.To)
+	}
+}
+
+// copyOffsets waits for in-flight commits, then writes the group's committed
+// offsets on from to to, and reads them back. It returns how many
+// partitions were copied. A topic to lacks keeps its commits on from, where
+// the proxy looks for them (proxy/group_offsets.go).
+func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group, from, to string) (int, error) {
+	if err := g.srv.WaitGroupIdle(ctx, group); err != nil {
+		return 0, fmt.Errorf("waiting for in-flight offset commits: %w", err)
+	}
+	g.setState(group, groupCopying)
+	src, doneSrc, err := groupAdmin(cfg, from)
+	if err != nil {
+		return 0, err
+	}
+	defer doneSrc()
+	fetched, err := src.FetchOffsets(ctx, group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading committed offsets on %s: %w", from, err)
+	}
+	if err := fetched.Error(); err != nil {
+		return 0, fmt.Errorf("reading committed offsets on %s: %w", from, err)
+	}
+	offs := kadm.Offsets{}
+	fetched.Each(func(r kadm.OffsetResponse) {
+		if r.At >= 0 {
+			offs.Add(r.Offset)
+		}
+	})
+	if len(offs) == 0 {
+		return 0, nil
+	}
+	dst, doneDst, err := groupAdmin(cfg, to)
+	if err != nil {
+		return 0, err
+	}
+	defer doneDst()
+	committed, err := dst.CommitOffsets(ctx, group, offs)
+	if err != nil {
+		return 0, fmt.Errorf("writing committed offsets on %s: %w", to, err)
+	}
+	var errs []error
+	written := kadm.Offsets{}
+	committed.Each(func(r kadm.OffsetResponse) {
+		switch {
+		case r.Err == nil:
+			written.Add(r.Offset)
+		case errors.Is(r.Err, kerr.UnknownTopicOrPartition):
+			g.log.Warn("topic missing on the group's new home; its committed offsets stay on the old home", "group", group, "topic", r.Topic, "partition", r.Partition, "cluster", from)
+		default:
+			errs = append(errs, fmt.Errorf("%s/%d: %w", r.Topic, r.Partition, r.Err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return 0, fmt.Errorf("writing committed offsets on %s (does the group have members there already?): %w", to, err)
+	}
+	back, err := dst.FetchOffsets(ctx, group)
+	if err == nil {
+		err = back.Error()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading back committed offsets on %s: %w", to, err)
+	}
+	n := 0
+	written.Each(func(o kadm.Offset) {
+		n++
+		got, ok := back.Lookup(o.Topic, o.Partition)
+		if (!ok || got.At != o.At || got.Metadata != o.Metadata) && err == nil {
+			err = fmt.Errorf("%s/%d: %s reads back offset %d after %d was written", o.Topic, o.Partition, to, got.At, o.At)
+		}
+	})
+	return n, err
+}
+
+// groupAdmin is an admin client for cluster; done closes it.
+func groupAdmin(cfg *config.Config, cluster string) (*kadm.Client, func(), error) {
+	cc := cfg.Clusters.Get(config.Cluster(cluster))
+	if cc == nil {
+		return nil, nil, fmt.Errorf("cluster %s is not configured", cluster)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cc.Bootstrap...))
+	if err != nil {
+		return nil, nil, fmt.Errorf("cluster %s: %w", cluster, err)
+	}
+	return kadm.NewClient(cl), cl.Close, nil
+}
+
+// list is every group move, for /status.
+func (g *groupMoves) list() []groupMoveStatus {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]groupMoveStatus, 0, len(g.status))
+	for _, st := range g.status {
+		s := *st
+		if s.State == groupHolding || s.State == groupCopying {
+			s.Held = g.srv.GroupHeldCount(s.Group)
+			s.HoldMillis = time.Since(s.StartedAt).Milliseconds()
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Group < out[j].Group })
+	return out
+}
+
+// wait blocks until no move or listing runs (tests; shutdown).
+func (g *groupMoves) wait() { g.wg.Wait() }
+
+func sortedGroupKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

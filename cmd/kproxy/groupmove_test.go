@@ -1,0 +1,512 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/routing"
+)
+
+// moveRig is a proxy over two kfake clusters (topic "orders", 3 partitions,
+// on both; every topic routed to the source) with a group move controller
+// installed the way run.go installs it.
+type moveRig struct {
+	t        *testing.T
+	srv      *proxy.Server
+	src, tgt *kfake.Cluster
+	gm       *groupMoves
+	table    atomic.Pointer[routing.Table]
+	logs     *syncBuffer
+	reg      *prometheus.Registry
+	syncs    atomic.Int32 // SyncGroup requests either cluster saw: one per member per (re)join
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newMoveRig(t *testing.T) *moveRig {
+	t.Helper()
+	r := &moveRig{t: t, logs: &syncBuffer{}}
+	for _, c := range []**kfake.Cluster{&r.src, &r.tgt} {
+		kc, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "orders"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(kc.Close)
+		kc.ControlKey(kmsg.SyncGroup.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+			r.syncs.Add(1)
+			return nil, nil, false
+		})
+		*c = kc
+	}
+	srv, err := proxy.New(proxy.Options{Listen: "127.0.0.1:0", NodeID: 9, StateDir: t.TempDir(), Router: proxy.StaticRouter(proxy.Source),
+		Clusters: map[string][]string{proxy.Source: r.src.ListenAddrs(), proxy.Target: r.tgt.ListenAddrs()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	r.srv = srv
+	log := hclog.New(&hclog.LoggerOptions{Name: "kproxy", Output: r.logs, Level: hclog.Info})
+	r.reg = prometheus.NewRegistry()
+	r.gm = newGroupMoves(log.Named("groups"), srv, r.reg, r.refresh)
+	t.Cleanup(r.gm.wait)
+	r.reload("  default: source\n")
+	return r
+}
+
+// refresh is what the cutover controller's router change does: the config's
+// table under the group overlay.
+func (r *moveRig) refresh() { r.srv.SetRouter(r.gm.wrap(proxy.NewTableRouter(r.table.Load()))) }
+
+// reload applies a config whose groups section is groups, as a reload does:
+// the controller sees the new table before the router serves it.
+func (r *moveRig) reload(groups string) {
+	r.t.Helper()
+	cfg, err := config.Parse(fmt.Appendf(nil, "listen: 127.0.0.1:1\nclusters:\n  source: {bootstrap: [%s]}\n  target: {bootstrap: [%s]}\nroutes:\n  default: source\ngroups:\n%s",
+		r.src.ListenAddrs()[0], r.tgt.ListenAddrs()[0], groups))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	next, err := routing.NewTable(cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.gm.apply(cfg, r.table.Load(), next)
+	r.table.Store(next)
+	r.refresh()
+}
+
+// movesTotal reads kproxy_group_moves_total{result} from the registry.
+func (r *moveRig) movesTotal(result string) float64 {
+	r.t.Helper()
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "kproxy_group_moves_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// produce writes n records to orders through the proxy.
+func (r *moveRig) produce(ctx context.Context, n int) {
+	r.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.srv.Addr().String()), kgo.DefaultProduceTopic("orders"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer cl.Close()
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		recs[i] = &kgo.Record{Key: fmt.Appendf(nil, "k%d", i), Value: []byte("v")}
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		r.t.Fatalf("produce: %v", err)
+	}
+}
+
+// committed reads group's committed offsets on one cluster, directly.
+func committed(t *testing.T, ctx context.Context, c *kfake.Cluster, group string) map[int32]int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	out := map[int32]int64{}
+	os, err := kadm.NewClient(cl).FetchOffsets(ctx, group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return out
+	}
+	if err != nil {
+		t.Fatalf("fetch offsets: %v", err)
+	}
+	os.Each(func(o kadm.OffsetResponse) { out[o.Partition] = o.At })
+	return out
+}
+
+// consumer is a group member through the proxy that processes each polled
+// record (appends it to a per-partition tally) and then commits
+// synchronously, with rebalances blocked between poll and commit, as a
+// careful application does. A record tallied twice is a re-consumption; a
+// gap is a skip.
+type consumer struct {
+	cl     *kgo.Client
+	gate   sync.Mutex // held by the loop for each poll+commit; the test takes it to pause
+	mu     sync.Mutex // guards the fields below
+	next   map[int32]int64
+	n      int
+	errs   []string
+	failed int // commits with an error (the next successful one covers them)
+	assign int // OnPartitionsAssigned calls: one per (re)join that assigned something
+	done   chan struct{}
+
+	// beforeCommit, when set, runs on the loop after each poll is tallied
+	// and before its commit, with the number of records consumed.
+	beforeCommit func(consumed int)
+}
+
+func startConsumer(t *testing.T, ctx context.Context, addr, group string, beforeCommit func(int)) *consumer {
+	t.Helper()
+	c := &consumer{next: map[int32]int64{}, done: make(chan struct{}), beforeCommit: beforeCommit}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumerGroup(group), kgo.ConsumeTopics("orders"),
+		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(50*time.Millisecond), kgo.HeartbeatInterval(50*time.Millisecond),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			c.mu.Lock()
+			c.assign++
+			c.mu.Unlock()
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.cl = cl
+	go c.loop(ctx)
+	t.Cleanup(func() {
+		<-c.done
+		cl.Close()
+	})
+	return c
+}
+
+func (c *consumer) loop(ctx context.Context) {
+	defer close(c.done)
+	for ctx.Err() == nil {
+		c.gate.Lock()
+		pctx, pcancel := context.WithTimeout(ctx, 100*time.Millisecond) // releases the gate when idle
+		fs := c.cl.PollRecords(pctx, 25)
+		pcancel()
+		offs := map[string]map[int32]kgo.EpochOffset{"orders": {}}
+		c.mu.Lock()
+		fs.EachRecord(func(r *kgo.Record) {
+			if want := c.next[r.Partition]; r.Offset != want {
+				c.errs = append(c.errs, fmt.Sprintf("partition %d: consumed offset %d, expected %d", r.Partition, r.Offset, want))
+			}
+			c.next[r.Partition] = r.Offset + 1
+			c.n++
+			offs["orders"][r.Partition] = kgo.EpochOffset{Epoch: -1, Offset: r.Offset + 1}
+		})
+		n := c.n
+		c.mu.Unlock()
+		if c.beforeCommit != nil && len(offs["orders"]) > 0 {
+			c.beforeCommit(n)
+		}
+		if len(offs["orders"]) > 0 {
+			c.cl.CommitOffsetsSync(ctx, offs, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+				bad := err != nil || resp == nil
+				if !bad {
+					for _, t := range resp.Topics {
+						for _, p := range t.Partitions {
+							bad = bad || p.ErrorCode != 0
+						}
+					}
+				}
+				if bad {
+					c.mu.Lock()
+					c.failed++
+					c.mu.Unlock()
+				}
+			})
+		}
+		c.cl.AllowRebalance()
+		c.gate.Unlock()
+	}
+}
+
+func (c *consumer) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("consumer: %d consumed, next %v, %d assignments, %d failed commits, errors %q", c.n, c.next, c.assign, c.failed, c.errs)
+}
+
+func (c *consumer) consumed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// check reports re-consumed or skipped records.
+func (c *consumer) check(t *testing.T, want int) {
+	t.Helper()
+	t.Log(c)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.errs {
+		t.Error(e)
+	}
+	if c.n != want {
+		t.Errorf("consumed %d records, want %d", c.n, want)
+	}
+}
+
+// checkOneRebalance reports more (re)joins than the first plus one.
+func (r *moveRig) checkOneRebalance() {
+	r.t.Helper()
+	if n := r.syncs.Load(); n > 2 {
+		r.t.Errorf("the member synced %d times: more than its first join plus one rebalance", n)
+	}
+}
+
+func waitUntil(t *testing.T, ctx context.Context, what string, cond func() bool, state ...fmt.Stringer) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not reached before the test deadline; %v", what, state)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func sum(m map[int32]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// A group consuming through kproxy moves home from the source to the target
+// while paused between polls: the target then holds exactly the offsets
+// the source had, and the consumer rejoins once and goes on without
+// re-consuming or skipping a record, committing on the target.
+func TestGroupMoveCopiesCommittedOffsetsVerbatim(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r.produce(ctx, 300)
+	c := startConsumer(t, ctx, r.srv.Addr().String(), "mover", nil)
+	defer cancel()
+	waitUntil(t, ctx, "100 records consumed", func() bool { return c.consumed() >= 100 })
+
+	c.gate.Lock()
+	atMove := committed(t, ctx, r.src, "mover")
+	if len(atMove) == 0 {
+		t.Fatal("no committed offsets on the source before the move")
+	}
+	r.reload("  default: source\n  mover: target\n")
+	r.gm.wait()
+	st := r.gm.list()
+	if len(st) != 1 || st[0].State != groupMoved || st[0].From != proxy.Source || st[0].To != proxy.Target || st[0].Offsets != len(atMove) {
+		t.Fatalf("status after the move: %+v", st)
+	}
+	if got := committed(t, ctx, r.tgt, "mover"); fmt.Sprint(got) != fmt.Sprint(atMove) {
+		t.Fatalf("target committed %v after the move, source had %v", got, atMove)
+	}
+	c.gate.Unlock()
+	waitUntil(t, ctx, "the member rejoined on the target", func() bool { return r.syncs.Load() >= 2 }, c, r.logs)
+
+	r.produce(ctx, 300)
+	waitUntil(t, ctx, "600 records consumed", func() bool { return c.consumed() >= 600 }, c, r.logs)
+	waitUntil(t, ctx, "commits on the target cover 600 records", func() bool { return sum(committed(t, ctx, r.tgt, "mover")) == 600 }, c)
+	cancel()
+	<-c.done
+	c.check(t, 600)
+	r.checkOneRebalance()
+	if n := r.movesTotal("moved"); n != 1 {
+		t.Errorf("kproxy_group_moves_total{result=moved} = %v, want 1", n)
+	}
+	for _, line := range []string{"group move holding coordinator requests", "group move copying", "group moved; coordinator requests released to the new home"} {
+		if !strings.Contains(r.logs.String(), line) {
+			t.Errorf("log has no %q line:\n%s", line, r.logs.String())
+		}
+	}
+}
+
+// The same move while the consumer polls and commits: its commit sent during
+// the hold waits and lands on the new home after the copy, and still every
+// record is consumed exactly once, in order, with one rebalance. (The test
+// starts the hold itself, just before the consumer's commit and a moment
+// before the controller does, so that a commit is certainly queued; the
+// controller's own HoldGroup is then a no-op.)
+func TestGroupMoveWithACommitHeldConsumesEachRecordOnce(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r.produce(ctx, 300)
+	var holding bool
+	c := startConsumer(t, ctx, r.srv.Addr().String(), "busy", func(n int) {
+		if n >= 50 && !holding {
+			holding = true
+			r.srv.HoldGroup("busy") // this poll's commit is queued
+		}
+	})
+	t.Cleanup(func() { r.srv.ReleaseGroup("busy") }) // on failure: do not leave the consumer blocked
+	waitUntil(t, ctx, "a commit queued in the hold", func() bool { return r.srv.GroupHeldCount("busy") > 0 }, c)
+	r.reload("  default: source\n  busy: target\n")
+	r.gm.wait()
+	if st := r.gm.list(); len(st) != 1 || st[0].State != groupMoved || st[0].Held != 1 {
+		t.Fatalf("status after the move: %+v, want moved with 1 held commit", st)
+	}
+	waitUntil(t, ctx, "the member rejoined on the target", func() bool { return r.syncs.Load() >= 2 }, c, r.logs)
+	r.produce(ctx, 300)
+	waitUntil(t, ctx, "600 records consumed", func() bool { return c.consumed() >= 600 }, c, r.logs)
+	waitUntil(t, ctx, "commits on the target cover 600 records", func() bool { return sum(committed(t, ctx, r.tgt, "busy")) == 600 }, c)
+	cancel()
+	<-c.done
+	c.check(t, 600)
+	r.checkOneRebalance()
+}
+
+// A topic route change moves no group.
+func TestTopicFlipMovesNoGroup(t *testing.T) {
+	r := newMoveRig(t)
+	cfg := func(topicRoute string) *config.Config {
+		c, err := config.Parse(fmt.Appendf(nil, "listen: 127.0.0.1:1\nclusters:\n  source: {bootstrap: [%s]}\n  target: {bootstrap: [%s]}\nroutes:\n  default: source\n  topics:\n    orders: %s\ngroups:\n  default: source\n  \"app-*\": source\n",
+			r.src.ListenAddrs()[0], r.tgt.ListenAddrs()[0], topicRoute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, route := range []string{"source", "target"} {
+		c := cfg(route)
+		next, err := routing.NewTable(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.gm.apply(c, r.table.Load(), next)
+		r.table.Store(next)
+		r.refresh()
+		r.gm.wait()
+	}
+	if st := r.gm.list(); len(st) != 0 {
+		t.Fatalf("a topic flip started group moves: %+v", st)
+	}
+}
+
+// A changed glob moves the groups that exist on their old home and match
+// it; other groups stay where they are.
+func TestGroupMoveResolvesGlobsToExistingGroups(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, g := range []string{"app-1", "other"} {
+		var o kadm.Offsets
+		o.Add(kadm.Offset{Topic: "orders", Partition: 1, At: 17, LeaderEpoch: -1, Metadata: "m-" + g})
+		if resp, err := kadm.NewClient(cl).CommitOffsets(ctx, g, o); err != nil || resp.Error() != nil {
+			t.Fatalf("seeding %s: %v %v", g, err, resp.Error())
+		}
+	}
+	r.reload("  default: source\n  \"app-*\": target\n")
+	r.gm.wait()
+	st := r.gm.list()
+	if len(st) != 1 || st[0].Group != "app-1" || st[0].State != groupMoved || st[0].Offsets != 1 {
+		t.Fatalf("status: %+v, want app-1 moved with 1 offset", st)
+	}
+	if got := committed(t, ctx, r.tgt, "app-1"); got[1] != 17 {
+		t.Fatalf("app-1 on the target: %v", got)
+	}
+	if got := committed(t, ctx, r.tgt, "other"); len(got) != 0 {
+		t.Fatalf("other was copied to the target: %v", got)
+	}
+	if home := r.gm.wrap(proxy.NewTableRouter(r.table.Load())).GroupCluster("app-1"); home != proxy.Target {
+		t.Fatalf("app-1 routes to %s after the move", home)
+	}
+	if home := r.gm.wrap(proxy.NewTableRouter(r.table.Load())).GroupCluster("app-2"); home != proxy.Target {
+		t.Fatalf("app-2 (no state anywhere) routes to %s after the globs resolved", home)
+	}
+}
+
+// A move the new home refuses (the group already has members there) is
+// aborted: the group stays on its old home, pinned, and the abort is counted.
+func TestGroupMoveAbortsWhenTheNewHomeHasMembers(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var o kadm.Offsets
+	o.Add(kadm.Offset{Topic: "orders", Partition: 0, At: 5, LeaderEpoch: -1})
+	if resp, err := kadm.NewClient(src).CommitOffsets(ctx, "taken", o); err != nil || resp.Error() != nil {
+		t.Fatalf("seeding: %v %v", err, resp.Error())
+	}
+	joined := make(chan struct{}, 1)
+	squatter, err := kgo.NewClient(kgo.SeedBrokers(r.tgt.ListenAddrs()...), kgo.ConsumerGroup("taken"), kgo.ConsumeTopics("orders"),
+		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
+			select {
+			case joined <- struct{}{}:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	go squatter.PollFetches(ctx)
+	select {
+	case <-joined:
+	case <-ctx.Done():
+		t.Fatal("the squatter never joined the target")
+	}
+
+	r.reload("  default: source\n  taken: target\n")
+	r.gm.wait()
+	st := r.gm.list()
+	if len(st) != 1 || st[0].State != groupAborted || st[0].Reason == "" {
+		t.Fatalf("status: %+v, want aborted with a reason", st)
+	}
+	if home := r.gm.wrap(proxy.NewTableRouter(r.table.Load())).GroupCluster("taken"); home != proxy.Source {
+		t.Fatalf("an aborted move routes the group to %s", home)
+	}
+	if n := r.movesTotal("aborted"); n != 1 {
+		t.Errorf("kproxy_group_moves_total{result=aborted} = %v, want 1", n)
+	}
+	if !strings.Contains(r.logs.String(), "group move aborted; the group stays on its old home") {
+		t.Errorf("no abort line in the log:\n%s", r.logs.String())
+	}
+}
