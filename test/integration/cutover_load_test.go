@@ -38,6 +38,9 @@ type cutoverStep struct {
 	// applied: a cutover to it must flip. "" for an edit that moves only
 	// the fetch route (no cutover).
 	home string
+	// groups, when set, is the new groups.default: the consumer groups'
+	// home moves there (their members rejoin once).
+	groups string
 }
 
 // cutoverStatus is the part of /status the scenarios read.
@@ -70,9 +73,10 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfgPath := filepath.Join(dir, "kproxy.yaml")
+	groupsHome := "source"
 	writeCfg := func(produce, fetch string) {
-		body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
-			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic)
+		body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
+			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome)
 		tmp := cfgPath + ".tmp"
 		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -261,11 +265,24 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 
 	// The operator's edits.
 	var holds []int64
+	movedGroups := false
 	for _, s := range steps {
 		time.Sleep(time.Until(begin.Add(s.at)))
 		before, _ := status()
+		if s.groups != "" {
+			groupsHome = s.groups
+		}
 		writeCfg(s.produce, s.fetch)
-		t.Logf("%5.1fs: routes file now says produce: %s, fetch: %s", time.Since(begin).Seconds(), s.produce, s.fetch)
+		t.Logf("%5.1fs: routes file now says produce: %s, fetch: %s, groups: %s", time.Since(begin).Seconds(), s.produce, s.fetch, groupsHome)
+		if s.groups != "" {
+			waitFor(t, "the three groups to move", func() bool {
+				if strings.Contains(logs.String(), "group move aborted") {
+					t.Fatalf("a group move aborted:\n%s", logs.String())
+				}
+				return strings.Count(logs.String(), "group moved;") >= 3
+			})
+			movedGroups = true
+		}
 		if s.home == "" {
 			continue
 		}
@@ -327,7 +344,10 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	pwg.Wait()
 	cmu.Lock()
 	defer cmu.Unlock()
-	if rebalances != rebalancesBefore {
+	switch {
+	case movedGroups && rebalances-rebalancesBefore > 2:
+		t.Errorf("the franz-go group rebalanced more than once around its move (%d events after the first assignment)", rebalances-rebalancesBefore)
+	case !movedGroups && rebalances != rebalancesBefore:
 		t.Errorf("the franz-go group rebalanced during the edits (%d events after the first assignment)", rebalances-rebalancesBefore)
 	}
 	check := func(name string, got []checker.Consumed) {
@@ -380,5 +400,16 @@ func TestProducersFirstThenConsumers(t *testing.T) {
 	runCutoverScenario(t, "producers-first", 10*time.Second, []cutoverStep{
 		{at: 3 * time.Second, produce: "target", fetch: "source", home: "target"},
 		{at: 6 * time.Second, produce: "target", fetch: "target"},
+	})
+}
+
+// The consumer groups' home moves to the target under load, after their
+// topic flipped: each group's commits are held, its committed offsets copied
+// verbatim, its members rejoin once on the new home, and nothing is
+// re-consumed or skipped.
+func TestGroupHomeMoveUnderLoad(t *testing.T) {
+	runCutoverScenario(t, "group-move", 10*time.Second, []cutoverStep{
+		{at: 3 * time.Second, produce: "target", fetch: "target", home: "target"},
+		{at: 6 * time.Second, produce: "target", fetch: "target", groups: "target"},
 	})
 }
