@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -33,7 +34,17 @@ type partition struct {
 	fatal       error         // set once; the loop has stopped
 	wake        chan struct{} // closed and replaced on progress or fatal error
 	behindSince time.Time     // zero while caught up
+
+	// waiters counts WaitCopied callers (a cutover's drain). While there
+	// are any, the copy polls the source with a short wait: a caught-up
+	// partition's long poll can outlast the last records it must copy
+	// (measured: holds of ~110 ms at a 100 ms long poll, ~10-20 ms with
+	// short polls), and the hold waits for it.
+	waiters atomic.Int32
 }
+
+// urgentFetchWait is the source poll while a drain waits on the partition.
+const urgentFetchWait = 5 * time.Millisecond
 
 // FatalError stops a partition for good: copying on would lose or
 // duplicate data. The message says what the operator must do.
@@ -222,7 +233,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
 	for {
 		from := m.SourceEnd() - shift
-		fp, err := r.fetch(ctx, r.src, l.srcLeader, p.topic, l.srcID, p.partition, from, 1)
+		fp, err := r.fetchPolled(ctx, p, l, from)
 		if err != nil {
 			return err
 		}
@@ -349,10 +360,10 @@ func (r *Replicator) initProducer(ctx context.Context) (producerSession, error) 
 
 // fetch sends one single-partition Fetch (no session) to a leader.
 // isolation 1 is read_committed.
-func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, topic string, id [16]byte, partition int32, offset int64, isolation int8) (*kmsg.FetchResponseTopicPartition, error) {
+func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, topic string, id [16]byte, partition int32, offset int64, isolation int8, wait time.Duration) (*kmsg.FetchResponseTopicPartition, error) {
 	req := kmsg.NewPtrFetchRequest()
 	req.ReplicaID = -1
-	req.MaxWaitMillis = int32(r.opts.FetchMaxWait.Milliseconds())
+	req.MaxWaitMillis = int32(wait.Milliseconds())
 	req.MinBytes = 1
 	req.MaxBytes = r.opts.FetchMaxBytes
 	req.IsolationLevel = isolation
@@ -449,7 +460,7 @@ func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m
 	srcNext := m.SourceEnd() - shift
 	var queue []*kgo.Record
 	for m.TargetEnd() < tgtEnd {
-		tfp, err := r.fetch(ctx, r.tgt, l.tgtLeader, p.topic, l.tgtID, p.partition, m.TargetEnd(), 0)
+		tfp, err := r.fetch(ctx, r.tgt, l.tgtLeader, p.topic, l.tgtID, p.partition, m.TargetEnd(), 0, r.opts.FetchMaxWait)
 		if err != nil {
 			return err
 		}
@@ -465,7 +476,7 @@ func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m
 				break
 			}
 			for len(queue) == 0 {
-				sfp, err := r.fetch(ctx, r.src, l.srcLeader, p.topic, l.srcID, p.partition, srcNext, 1)
+				sfp, err := r.fetch(ctx, r.src, l.srcLeader, p.topic, l.srcID, p.partition, srcNext, 1, r.opts.FetchMaxWait)
 				if err != nil {
 					return err
 				}

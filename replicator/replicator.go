@@ -80,8 +80,9 @@ type Replicator struct {
 	parts     map[topicPartition]*partition
 	topicErrs map[string]error
 	cancel    context.CancelFunc
-	runCtx    context.Context      // the partitions' context, set by Start
-	runs      map[string]*topicRun // per topic, for StopTopic
+	runCtx    context.Context          // the partitions' context, set by Start
+	runs      map[string]*topicRun     // per topic, for StopTopic
+	fetchers  map[int32]*leaderFetcher // shared source fetches, by leader (fetcher.go)
 
 	wg sync.WaitGroup // partition goroutines
 }
@@ -324,6 +325,8 @@ func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int
 		}
 		return fmt.Errorf("replicator: %s/%d is not replicated", topic, partition)
 	}
+	p.waiters.Add(1)
+	defer p.waiters.Add(-1)
 	for {
 		p.mu.Lock()
 		m, fatal, wake := p.m, p.fatal, p.wake

@@ -288,15 +288,17 @@ func (c *cutovers) run(cut routing.Cutover, cfg *config.Config, policy routing.P
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	c.srv.HoldProduce(topic)
+	phases := newPhaseTimer()
 
-	ends, err := c.drainInFlight(ctx, cfg, topic, from)
+	ends, err := c.drainInFlight(ctx, cfg, topic, from, phases)
 	var pl *flipPlan
 	if err == nil {
 		c.step(topic, routing.InFlightDrained{Ends: ends}, policy)
-		pl, err = c.drainAndPlan(ctx, cfg, topic, from, to, ends)
+		pl, err = c.drainAndPlan(ctx, cfg, topic, from, to, ends, phases)
 	}
 	if err == nil {
 		err = c.commit(cfg, pl)
+		phases.mark("commit")
 	}
 	if err != nil && ctx.Err() != nil {
 		// Past max_hold: the Tick at the deadline is what aborts.
@@ -337,7 +339,7 @@ func (c *cutovers) run(cut routing.Cutover, cfg *config.Config, policy routing.P
 	// Release after the router names the cluster the held requests go to.
 	c.srv.ReleaseProduce(topic)
 	if err != nil {
-		c.log.Error("cutover aborted; held produce requests released to the "+from, "topic", topic, "hold", held, "error", err)
+		c.log.Error("cutover aborted; held produce requests released to the "+from, "topic", topic, "hold", held, "phases", phases.String(), "error", err)
 		if !c.repl.copiesInto(topic, to) {
 			// The copy was stopped for the flip: resume it.
 			if rerr := c.repl.startCopy(topic, to); rerr != nil {
@@ -346,7 +348,7 @@ func (c *cutovers) run(cut routing.Cutover, cfg *config.Config, policy routing.P
 		}
 		return
 	}
-	c.log.Info("cutover released held produce requests to the "+to, "topic", topic, "hold", held)
+	c.log.Info("cutover released held produce requests to the "+to, "topic", topic, "hold", held, "phases", phases.String())
 	if from == proxy.Target || cfg.Replication.ReverseAfterCutover {
 		if err := c.repl.startCopy(topic, from); err != nil {
 			c.log.Error("the copy back to the cluster the topic left did not start", "topic", topic, "to", from, "error", err)
@@ -357,17 +359,36 @@ func (c *cutovers) run(cut routing.Cutover, cfg *config.Config, policy routing.P
 // drainInFlight waits until no produce request and no transaction for the
 // topic is in flight, then returns the home's end offsets: every
 // acknowledged record lies below them.
-func (c *cutovers) drainInFlight(ctx context.Context, cfg *config.Config, topic, from string) (map[int32]int64, error) {
+func (c *cutovers) drainInFlight(ctx context.Context, cfg *config.Config, topic, from string, phases *phaseTimer) (map[int32]int64, error) {
 	if err := c.srv.WaitProduceIdle(ctx, topic); err != nil {
 		return nil, fmt.Errorf("waiting for in-flight produce requests: %w", err)
 	}
+	phases.mark("in-flight")
 	// An open transaction on the topic finishes on the home first: its
 	// marker must lie below the end offsets the drain waits for.
 	if err := c.srv.WaitTxnIdle(ctx, topic); err != nil {
 		return nil, fmt.Errorf("waiting for open transactions on the topic: %w", err)
 	}
+	phases.mark("transactions")
+	defer phases.mark("ends")
 	return endOffsets(ctx, cfg, from, topic)
 }
+
+// phaseTimer measures a hold's phases, for the log line that ends it.
+type phaseTimer struct {
+	last  time.Time
+	parts []string
+}
+
+func newPhaseTimer() *phaseTimer { return &phaseTimer{last: time.Now()} }
+
+func (p *phaseTimer) mark(name string) {
+	now := time.Now()
+	p.parts = append(p.parts, fmt.Sprintf("%s=%s", name, now.Sub(p.last).Round(100*time.Microsecond)))
+	p.last = now
+}
+
+func (p *phaseTimer) String() string { return fmt.Sprint(p.parts) }
 
 // endOffsets lists a topic's end offsets on a cluster.
 func endOffsets(ctx context.Context, cfg *config.Config, cluster, topic string) (map[int32]int64, error) {
@@ -401,7 +422,7 @@ func endOffsets(ctx context.Context, cfg *config.Config, cluster, topic string) 
 // drainAndPlan waits until the copy into `to` has every record below ends,
 // stops it and plans the flip: the new home's sealed maps, checked against
 // its log, and the maps of the copy back.
-func (c *cutovers) drainAndPlan(ctx context.Context, cfg *config.Config, topic, from, to string, ends map[int32]int64) (*flipPlan, error) {
+func (c *cutovers) drainAndPlan(ctx context.Context, cfg *config.Config, topic, from, to string, ends map[int32]int64, phases *phaseTimer) (*flipPlan, error) {
 	r := c.repl.copyInto(to)
 	if r == nil {
 		return nil, fmt.Errorf("nothing copies the topic into the %s", to)
@@ -414,10 +435,12 @@ func (c *cutovers) drainAndPlan(ctx context.Context, cfg *config.Config, topic, 
 			return nil, fmt.Errorf("partition %d not copied up to %d within the hold: %w", p, end, err)
 		}
 	}
+	phases.mark("copy")
 	final, err := c.repl.stopCopy(topic, to)
 	if err != nil {
 		return nil, err
 	}
+	phases.mark("stop")
 	// Any failure from here on resumes the copy (run does, seeing no plan).
 	fromEnds, err := endOffsets(ctx, cfg, from, topic)
 	if err != nil {
@@ -448,6 +471,7 @@ func (c *cutovers) drainAndPlan(ctx context.Context, cfg *config.Config, topic, 
 			return nil, fmt.Errorf("partition %d: the offset map ends at %s offset %d but its log ends at %d", p, to, te, e)
 		}
 	}
+	phases.mark("check")
 	return pl, nil
 }
 

@@ -221,9 +221,12 @@ func (rp *replication) sync(cfg *config.Config, to string, topics []string) erro
 			FetchMaxBytes:     cfg.Replication.FetchMaxBytes,
 			PartitionMaxBytes: cfg.Replication.PartitionMaxBytes,
 			// A cutover waits for the copy to reach the frozen end of
-			// the home; a caught-up partition sits in this long poll,
-			// so it bounds the hold.
-			FetchMaxWait: 100 * time.Millisecond,
+			// the home, and a fetch that starts during a long poll waits
+			// it out: short polls keep holds short. Fetches are one
+			// request per source broker (replicator/fetcher.go), so an
+			// idle copy costs 40 requests/s per broker, whatever the
+			// number of partitions.
+			FetchMaxWait: 25 * time.Millisecond,
 		})
 		if err != nil {
 			return err

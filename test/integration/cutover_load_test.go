@@ -21,7 +21,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -77,23 +76,10 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	writeCfg := func(produce, fetch string) {
 		body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
 			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome)
-		tmp := cfgPath + ".tmp"
-		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, cfgPath); err != nil {
-			t.Fatal(err)
-		}
+		writeConfig(t, cfgPath, body)
 	}
 	writeCfg("source", "source")
-	logs := &lockedBuf{}
-	cmd := exec.Command(exe, "run", "-c", cfgPath)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
-	waitFor(t, "kproxy to listen", func() bool { return strings.Contains(logs.String(), "listening for kafka clients") })
+	_, logs := runKproxy(t, exe, cfgPath)
 	waitFor(t, "replication to start", func() bool { return strings.Contains(logs.String(), "replication of a topic started") })
 	status := func() (cutoverStatusView, bool) {
 		resp, err := http.Get("http://" + admin + "/status")
@@ -361,6 +347,11 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	check("librdkafka group", parse(t, "rdk", <-rdkOut).Consumed)
 	check("java group", parse(t, "java", <-javaOut).Consumed)
 	t.Logf("%d records acked across %d flips (holds %v ms)", len(all), len(holds), holds)
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "cutover released") {
+			t.Logf("kproxy: %s", l[strings.Index(l, "cutover released"):])
+		}
+	}
 }
 
 // The operator's one-line edit flips the topic to the target under load.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -38,22 +37,10 @@ func TestAbortedCutoverKeepsTheRouteAndLosesNothing(t *testing.T) {
 	writeCfg := func(route, maxHold string) {
 		body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\ncutover: { max_hold: %s }\nlog: { level: info }\n",
 			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, route, topic, maxHold)
-		if err := os.WriteFile(cfgPath+".tmp", []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(cfgPath+".tmp", cfgPath); err != nil {
-			t.Fatal(err)
-		}
+		writeConfig(t, cfgPath, body)
 	}
 	writeCfg("source", "10s")
-	logs := &lockedBuf{}
-	cmd := exec.Command(exe, "run", "-c", cfgPath)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() }()
-	waitFor(t, "kproxy to listen", func() bool { return strings.Contains(logs.String(), "listening for kafka clients") })
+	runKproxy(t, exe, cfgPath)
 
 	state := func() (string, string) {
 		resp, err := http.Get("http://" + admin + "/status")
@@ -187,35 +174,12 @@ func TestSourceRemovedAfterCutover(t *testing.T) {
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfgPath := filepath.Join(dir, "kproxy.yaml")
 	state := filepath.Join(dir, "state")
-	write := func(body string) {
-		if err := os.WriteFile(cfgPath+".tmp", []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(cfgPath+".tmp", cfgPath); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(body string) { writeConfig(t, cfgPath, body) }
 	both := func(route string) string {
 		return fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\nlog: { level: info }\n",
 			listen, admin, state, env.source, env.target, topic, route, topic)
 	}
-	start := func() (*exec.Cmd, *lockedBuf) {
-		logs := &lockedBuf{}
-		cmd := exec.Command(exe, "run", "-c", cfgPath)
-		cmd.Stdout, cmd.Stderr = logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			_ = cmd.Wait()
-			if t.Failed() {
-				t.Logf("kproxy log:\n%s", logs.String())
-			}
-		})
-		waitFor(t, "kproxy to listen", func() bool { return strings.Contains(logs.String(), "listening for kafka clients") })
-		return cmd, logs
-	}
+	start := func() (*exec.Cmd, *lockedBuf) { return runKproxy(t, exe, cfgPath) }
 	produce := func(prefix string, n int) {
 		cl := replClient(t, listen, kgo.DefaultProduceTopic(topic))
 		for i := 0; i < n; i++ {

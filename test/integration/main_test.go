@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -108,4 +110,39 @@ func buildKproxy(t *testing.T, dir string) string {
 		t.Fatalf("building kproxy: %v\n%s", err, out)
 	}
 	return exe
+}
+
+// writeConfig replaces the config file at path the way editors do (a
+// temporary file renamed over it), which is what kproxy's watcher must see.
+func writeConfig(t *testing.T, path, body string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runKproxy starts `kproxy run -c cfgPath`, waits until it listens for
+// clients, and stops it (SIGTERM) when the test ends, printing its log if
+// the test failed.
+func runKproxy(t *testing.T, exe, cfgPath string) (*exec.Cmd, *lockedBuf) {
+	t.Helper()
+	logs := &lockedBuf{}
+	cmd := exec.Command(exe, "run", "-c", cfgPath)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("kproxy log:\n%s", logs.String())
+		}
+	})
+	waitFor(t, "kproxy to listen", func() bool { return strings.Contains(logs.String(), "listening for kafka clients") })
+	return cmd, logs
 }

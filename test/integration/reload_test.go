@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -61,13 +60,7 @@ func TestBinaryConfigReload(t *testing.T) {
 	cfgPath := filepath.Join(dir, "kproxy.yaml")
 	write := func(def string, extra string) {
 		body := fmt.Sprintf("listen: 127.0.0.1:%d\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: %s\n%s", port, env.source, env.target, def, extra)
-		tmp := cfgPath + ".tmp"
-		if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, cfgPath); err != nil { // editors replace files by rename
-			t.Fatal(err)
-		}
+		writeConfig(t, cfgPath, body)
 	}
 	write("source", "")
 	logs := &lockedBuf{}
