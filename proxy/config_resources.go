@@ -6,8 +6,7 @@ package proxy
 // routed to, so a split-route topic keeps one configuration); other
 // resources go to the default cluster.
 
-import (
-)
+import ()
 
 const (
 	resourceTopic        int8 = 2
