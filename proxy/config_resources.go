@@ -6,8 +6,6 @@ package proxy
 // routed to, so a split-route topic keeps one configuration); other
 // resources go to the default cluster.
 
-import ()
-
 const (
 	resourceTopic        int8 = 2
 	resourceBroker       int8 = 4
