@@ -511,8 +511,11 @@ func run(o opts) (err error) {
 			if !strings.Contains(line, "topic="+o.prefix+"-") {
 				continue
 			}
-			aborted := strings.Contains(line, "cutover aborted")
-			if !aborted && !strings.Contains(line, "cutover flipped") {
+			// One line ends each attempt, with its hold: "cutover
+			// released held produce requests ..." or "cutover aborted;
+			// held produce requests released ...".
+			aborted := strings.Contains(line, "cutover aborted;")
+			if !aborted && !strings.Contains(line, "cutover released held") {
 				continue
 			}
 			if aborted {

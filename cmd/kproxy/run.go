@@ -225,4 +225,5 @@ func (inst *instance) Close() {
 	inst.repl.stop()
 	inst.srv.Close()
 	inst.groups.wait()
+	inst.cuts.close()
 }
