@@ -27,9 +27,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -85,6 +88,71 @@ type groupMoves struct {
 	frozen *routing.Table    // non-nil while globs resolve: unpinned groups keep this table's home
 	status map[string]*groupMoveStatus
 	wg     sync.WaitGroup // running moves and glob listings
+	file   string         // state_dir/group-homes.json ("" without state_dir)
+}
+
+// groupHomes is what group-homes.json keeps: the groups section in effect
+// and the pins, so that start-up can compare the config with where the
+// groups really are.
+type groupHomes struct {
+	Groups config.Groups     `json:"groups"`
+	Pins   map[string]string `json:"pins,omitempty"`
+}
+
+// restore reads state_dir/group-homes.json and makes start-up behave like a
+// reload from the groups config in effect when kproxy last ran: a groups
+// change made while kproxy was down then moves those groups with their
+// offsets, instead of serving them from a home that does not have them. It
+// returns the table to pass to apply as prev (nil: nothing was kept).
+func (g *groupMoves) restore(cfg *config.Config) (*routing.Table, error) {
+	if cfg.StateDir == "" {
+		return nil, nil
+	}
+	g.mu.Lock()
+	g.file = filepath.Join(cfg.StateDir, "group-homes.json")
+	file := g.file
+	g.mu.Unlock()
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var h groupHomes
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	last := *cfg
+	last.Groups = h.Groups
+	prev, err := routing.NewTable(&last)
+	if err != nil {
+		return nil, fmt.Errorf("%s: the groups section kproxy last served no longer fits the config: %w", file, err)
+	}
+	g.mu.Lock()
+	g.cfg = &last
+	for k, v := range h.Pins {
+		g.pins[k] = v
+	}
+	g.mu.Unlock()
+	return prev, nil
+}
+
+// saveLocked persists the groups section in effect and the pins. Callers
+// hold mu. A failure is logged: moves go on, and the next save retries.
+func (g *groupMoves) saveLocked() {
+	if g.file == "" || g.cfg == nil {
+		return
+	}
+	b, _ := json.MarshalIndent(groupHomes{Groups: g.cfg.Groups, Pins: g.pins}, "", "  ")
+	tmp := g.file + ".tmp"
+	err := os.WriteFile(tmp, b, 0o644)
+	if err == nil {
+		err = os.Rename(tmp, g.file)
+	}
+	if err != nil {
+		g.log.Error("group homes not saved; a restart with a changed groups section may not move them", "file", g.file, "error", err)
+	}
 }
 
 func newGroupMoves(log hclog.Logger, srv *proxy.Server, reg prometheus.Registerer, refresh func()) *groupMoves {
@@ -136,6 +204,7 @@ func (g *groupMoves) apply(cfg *config.Config, prev, next *routing.Table) {
 	defer g.mu.Unlock()
 	prevCfg := g.cfg
 	g.cfg, g.table = cfg, next
+	defer g.saveLocked()
 	if prev == nil {
 		return
 	}
@@ -298,6 +367,7 @@ func (g *groupMoves) run(cfg *config.Config, group, from, to string) {
 		g.pins[group] = to
 		g.moves.WithLabelValues("moved").Inc()
 	}
+	g.saveLocked()
 	g.mu.Unlock()
 	// Release after the router names the cluster the queued commits go to.
 	g.refresh()
@@ -315,6 +385,7 @@ func (g *groupMoves) run(cfg *config.Config, group, from, to string) {
 	} else if g.frozen == nil {
 		g.considerLocked(g.cfg, group, to)
 	}
+	g.saveLocked()
 	g.mu.Unlock()
 	g.refresh()
 }

@@ -510,3 +510,76 @@ func TestGroupMoveAbortsWhenTheNewHomeHasMembers(t *testing.T) {
 		t.Errorf("no abort line in the log:\n%s", r.logs.String())
 	}
 }
+
+// A groups change made while kproxy was down: the groups section kproxy last
+// served is kept in state_dir, so the restarted instance compares it with the
+// new config and moves the group with its committed offsets, instead of
+// serving it from a home that has none.
+func TestGroupMoveAfterARestartWithAChangedConfig(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The last run: group "sleeper" on the source with committed offsets.
+	src, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var offs kadm.Offsets
+	offs.Add(kadm.Offset{Topic: "orders", Partition: 0, At: 17, LeaderEpoch: -1})
+	offs.Add(kadm.Offset{Topic: "orders", Partition: 2, At: 5, LeaderEpoch: -1})
+	if _, err := kadm.NewClient(src).CommitOffsets(ctx, "sleeper", offs); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	parse := func(groups string) (*config.Config, *routing.Table) {
+		cfg, err := config.Parse(fmt.Appendf(nil, "listen: 127.0.0.1:1\nstate_dir: %s\nclusters:\n  source: {bootstrap: [%s]}\n  target: {bootstrap: [%s]}\nroutes:\n  default: source\ngroups:\n%s",
+			dir, r.src.ListenAddrs()[0], r.tgt.ListenAddrs()[0], groups))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb, err := routing.NewTable(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg, tb
+	}
+	start := func(cfg *config.Config, tb *routing.Table) *groupMoves {
+		var gm *groupMoves
+		gm = newGroupMoves(hclog.New(&hclog.LoggerOptions{Output: r.logs, Level: hclog.Info}), r.srv, prometheus.NewRegistry(),
+			func() { r.srv.SetRouter(gm.wrap(proxy.NewTableRouter(tb))) })
+		prev, err := gm.restore(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gm.apply(cfg, prev, tb)
+		gm.wait()
+		return gm
+	}
+	first := start(parse("  default: source\n"))
+	if st := first.list(); len(st) != 0 {
+		t.Fatalf("a first start moved groups: %+v", st)
+	}
+
+	// Down; the operator moves every group to the target; up again.
+	second := start(parse("  default: target\n"))
+	var moved *groupMoveStatus
+	for _, st := range second.list() {
+		if st.Group == "sleeper" {
+			moved = &st
+		}
+	}
+	if moved == nil || moved.State != groupMoved || moved.From != proxy.Source || moved.To != proxy.Target {
+		t.Fatalf("after the restart: %+v; log:\n%s", second.list(), r.logs.String())
+	}
+	want := map[int32]int64{0: 17, 2: 5}
+	if got := committed(t, ctx, r.tgt, "sleeper"); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("target committed %v after the restart, want %v", got, want)
+	}
+
+	// A third start with the same config moves nothing.
+	third := start(parse("  default: target\n"))
+	if st := third.list(); len(st) != 0 {
+		t.Fatalf("an unchanged config moved groups again: %+v", st)
+	}
+}

@@ -120,7 +120,12 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		// replication is not running.
 		log.Error("replication not started", "error", err)
 	}
-	inst.groups.apply(cfg, nil, table)
+	// A groups change made while kproxy was down moves those groups now.
+	lastGroups, err := inst.groups.restore(cfg)
+	if err != nil {
+		log.Error("group homes from the last run not restored; groups are served from the config's homes", "error", err)
+	}
+	inst.groups.apply(cfg, lastGroups, table)
 	cuts.apply(cfg, nil, table, nil)
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
