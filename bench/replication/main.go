@@ -86,7 +86,11 @@ func main() {
 }
 
 func client(brokers string, opts ...kgo.Opt) (*kgo.Client, *kadm.Client, error) {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers)}, opts...)...)
+	// The watch asks for a topic that does not exist yet, every 25 ms: with
+	// kgo's default 5 s metadata cache it would see the topic 5 s late, by
+	// which time a fast copier may be done.
+	base := []kgo.Opt{kgo.SeedBrokers(brokers), kgo.MetadataMinAge(10 * time.Millisecond)}
+	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
