@@ -167,12 +167,14 @@ def main():
         "cores, so wall-clock throughput is bounded by the brokers as much as by the copier; "
         "CPU-s per GB is the copier's own cost and the fairer comparison.")
     L.append(
-        "- kproxy's wall-clock number is held down by a tail: in a 100k-record trace ~96% of the records "
-        "landed within 0.35 s of the first, then the copy stalled ~0.5 s and ~1 s before the last "
-        "partitions finished. Likely cause: each partition sends its own single-partition Fetch "
-        "(MinBytes 1, MaxWait 500 ms) to the same source broker, and franz-go sends them over one "
-        "connection, which the broker serves in order, so a caught-up partition's long-poll delays the "
-        "others' fetches. MM2 shows no such tail. CPU-s per GB is not affected.")
+        "- The previous run (rev 9cadcb1: 0.94x / 0.77x MM2's MB/s, 5.5x / 8.0x MB per CPU-s) had a tail: "
+        "each partition sent its own single-partition long poll to the same source broker over one "
+        "connection, which the broker serves in order, so a caught-up partition's poll delayed the "
+        "others. Source fetches are now one multi-partition request per broker "
+        "(`replicator/fetcher.go`), and the target topic starts copying at once (the client's 5 s "
+        "metadata cache no longer hides a just-created topic). The lz4 rounds vary most: kproxy copies "
+        "lz4 batches without decompressing them, so it moves the compressed bytes while MM2 "
+        "recompresses.")
     L.append(f"- Rev {a.rev}, {a.rounds} rounds per configuration, run took {a.elapsed} s. Reproduce: "
              "`bash bench/replication/run.sh` (knobs ROUNDS N SIZE PARTITIONS COMPRESSIONS MM2_TASKS); "
              "raw rows: `bench/replication/raw-last.jsonl`.")
