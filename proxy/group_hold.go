@@ -443,16 +443,7 @@ func (rc *reqCtx) replayCommit(from, to string, req *kmsg.OffsetCommitRequest) k
 // commitAt is splitCommit with an explicit home: topics the home lacks go,
 // as simple commits, to a cluster that has them.
 func (rc *reqCtx) commitAt(home string, req *kmsg.OffsetCommitRequest) kmsg.Response {
-	look := newLeaderLookup(rc)
-	by := map[string][]kmsg.OffsetCommitRequestTopic{}
-	var order []string
-	for _, t := range req.Topics {
-		c := rc.offsetHome(home, t.Topic, look)
-		if _, ok := by[c]; !ok {
-			order = append(order, c)
-		}
-		by[c] = append(by[c], t)
-	}
+	order, by := rc.commitClusters(home, req)
 	if len(order) <= 1 {
 		c := home
 		if len(order) == 1 {
@@ -466,19 +457,9 @@ func (rc *reqCtx) commitAt(home string, req *kmsg.OffsetCommitRequest) kmsg.Resp
 		}
 		return rc.forwardCoordinator(c, coordGroup, req.Group, sub)
 	}
-	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
-	for _, c := range order {
-		sub := *req
-		sub.Topics = by[c]
-		if c != home {
-			sub.Generation, sub.MemberID, sub.InstanceID = -1, "", nil
-		}
-		cr, ok := rc.forwardCoordinator(c, coordGroup, req.Group, &sub).(*kmsg.OffsetCommitResponse)
-		if !ok {
-			return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
-		}
-		resp.ThrottleMillis = max(resp.ThrottleMillis, cr.ThrottleMillis)
-		resp.Topics = append(resp.Topics, cr.Topics...)
+	resp, ok := rc.commitParts(home, req, order, by)
+	if !ok {
+		return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
 	}
 	return resp
 }

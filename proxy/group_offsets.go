@@ -42,6 +42,20 @@ func (rc *reqCtx) offsetHome(home, topic string, look *leaderLookup) string {
 // clusters; it returns nil when every topic belongs on the home cluster.
 func (rc *reqCtx) splitCommit(req *kmsg.OffsetCommitRequest) kmsg.Response {
 	home := rc.srv().routes().GroupCluster(req.Group)
+	order, by := rc.commitClusters(home, req)
+	if len(order) == 1 && order[0] == home {
+		return nil
+	}
+	resp, ok := rc.commitParts(home, req, order, by)
+	if !ok {
+		return nil // the connection closes and the client retries
+	}
+	return resp
+}
+
+// commitClusters splits a commit's topics by the cluster that keeps their
+// offsets (offsetHome), in request order.
+func (rc *reqCtx) commitClusters(home string, req *kmsg.OffsetCommitRequest) ([]string, map[string][]kmsg.OffsetCommitRequestTopic) {
 	look := newLeaderLookup(rc)
 	by := map[string][]kmsg.OffsetCommitRequestTopic{}
 	var order []string
@@ -52,25 +66,28 @@ func (rc *reqCtx) splitCommit(req *kmsg.OffsetCommitRequest) kmsg.Response {
 		}
 		by[c] = append(by[c], t)
 	}
-	if len(order) == 1 && order[0] == home {
-		return nil
-	}
-	resp := req.ResponseKind().(*kmsg.OffsetCommitResponse)
+	return order, by
+}
+
+// commitParts sends each cluster its part of a commit (a simple commit,
+// generation -1, off the home) and merges the answers; ok is false when a
+// part got no commit answer.
+func (rc *reqCtx) commitParts(home string, req *kmsg.OffsetCommitRequest, order []string, by map[string][]kmsg.OffsetCommitRequestTopic) (resp *kmsg.OffsetCommitResponse, ok bool) {
+	resp = req.ResponseKind().(*kmsg.OffsetCommitResponse)
 	for _, c := range order {
 		sub := *req
 		sub.Topics = by[c]
 		if c != home {
 			sub.Generation, sub.MemberID, sub.InstanceID = -1, "", nil
 		}
-		r := rc.forwardCoordinator(c, coordGroup, req.Group, &sub)
-		cr, ok := r.(*kmsg.OffsetCommitResponse)
-		if !ok {
-			return r // nil: the connection closes and the client retries
+		cr, isCommit := rc.forwardCoordinator(c, coordGroup, req.Group, &sub).(*kmsg.OffsetCommitResponse)
+		if !isCommit {
+			return nil, false
 		}
 		resp.ThrottleMillis = max(resp.ThrottleMillis, cr.ThrottleMillis)
 		resp.Topics = append(resp.Topics, cr.Topics...)
 	}
-	return resp
+	return resp, true
 }
 
 // fetchGroupOffsets returns one group's committed offsets (topics nil: all)
