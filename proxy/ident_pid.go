@@ -95,6 +95,10 @@ type producerIDs struct {
 
 	// moved counts each topic's cutovers (moveTopic).
 	moved map[string]uint64
+	// store persists sessions and moves (nil without state_dir).
+	store *pidStore
+	// initMu serializes opening upstream idempotent sessions.
+	initMu sync.Mutex
 }
 
 // moveTopic gives topic's idempotent producers fresh upstream sessions.
@@ -105,6 +109,9 @@ func (p *producerIDs) moveTopic(topic string) {
 		p.moved = map[string]uint64{}
 	}
 	p.moved[topic]++
+	// Under mu, so a session of the new move is never written before
+	// the move itself. A failure only weakens restarts: log it.
+	_ = p.store.append(pidRecord{Moved: topic, Moves: p.moved[topic]})
 }
 
 func newVirtualPID() int64 {
@@ -139,6 +146,16 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 	if ok {
 		return u, 0
 	}
+	// One session per key, also when two first batches race: the one
+	// persisted is the one used (ident_pid_store.go).
+	s.pids.initMu.Lock()
+	defer s.pids.initMu.Unlock()
+	s.pids.mu.Lock()
+	u, ok = s.pids.m[k]
+	s.pids.mu.Unlock()
+	if ok {
+		return u, 0
+	}
 	uc, err := rc.clusterFor(cluster)
 	if err != nil {
 		return u, kerr.UnknownServerError.Code
@@ -156,6 +173,11 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 		return u, resp.ErrorCode
 	}
 	u = upstreamPID{resp.ProducerID, resp.ProducerEpoch}
+	// Durable before any batch uses it: after a restart a resent batch
+	// must reach the same session (ident_pid_store.go).
+	if err := s.pids.store.append(pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch}); err != nil {
+		rc.cc.log.Warn("producer session not saved; a kproxy restart could duplicate this producer's resent batches", "error", err)
+	}
 	s.pids.mu.Lock()
 	s.pids.m[k] = u
 	s.pids.mu.Unlock()

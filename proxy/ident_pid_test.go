@@ -4,8 +4,11 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"math"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -164,5 +167,54 @@ func TestMovedTopicGetsFreshUpstreamSessions(t *testing.T) {
 	}
 	if got := pidOf("payments"); got != 11 {
 		t.Fatalf("another topic: pid %d, want the shared 11", got)
+	}
+}
+
+// Upstream sessions and topic moves are saved in state_dir and loaded by the
+// next Server, so a batch resent after a restart reaches the same upstream
+// session (and the broker drops it as a duplicate). A torn last line is
+// skipped.
+func TestProducerSessionsSurviveARestart(t *testing.T) {
+	dir := t.TempDir()
+	var first producerIDs
+	first.m = map[pidKey]upstreamPID{}
+	st, err := openPIDStore(dir, &first, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.store = st
+	vpid := newVirtualPID()
+	shared := pidKey{vpid: vpid, vepoch: 1, cluster: Source}
+	if err := st.append(pidRecord{VPID: vpid, VEpoch: 1, Cluster: Source, PID: 41, Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
+	first.moveTopic("orders")
+	first.moveTopic("orders")
+	if err := st.append(pidRecord{VPID: vpid, VEpoch: 1, Cluster: Target, Topic: "orders", Moves: 2, PID: 77, Epoch: 0}); err != nil {
+		t.Fatal(err)
+	}
+	st.close()
+	f, err := os.OpenFile(filepath.Join(dir, pidStoreFile), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"v":12,"c":"sou`) // a crash mid-write
+	f.Close()
+
+	var second producerIDs
+	second.m = map[pidKey]upstreamPID{}
+	st2, err := openPIDStore(dir, &second, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.close()
+	if got := second.m[shared]; got != (upstreamPID{41, 2}) {
+		t.Errorf("shared session after restart: %+v", got)
+	}
+	if got := second.m[pidKey{vpid: vpid, vepoch: 1, cluster: Target, topic: "orders", moves: 2}]; got != (upstreamPID{77, 0}) {
+		t.Errorf("moved topic's session after restart: %+v", got)
+	}
+	if second.moved["orders"] != 2 || len(second.m) != 2 {
+		t.Errorf("moves %v, %d sessions; want orders moved twice and 2 sessions", second.moved, len(second.m))
 	}
 }

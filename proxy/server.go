@@ -123,6 +123,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s.topicIDs = ids
 	s.pids.m = map[pidKey]upstreamPID{}
+	if opts.StateDir != "" {
+		// Upstream producer sessions survive a restart (ident_pid_store.go).
+		if s.pids.store, err = openPIDStore(opts.StateDir, &s.pids, s.log); err != nil {
+			return nil, err
+		}
+	}
 	s.holds.held = map[string]*topicHold{}
 	s.router.Store(&routerBox{opts.Router})
 	for name, boot := range opts.Clusters {
@@ -242,6 +248,7 @@ func (s *Server) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	defer s.pids.store.close()
 	s.closeClusters()
 }
 

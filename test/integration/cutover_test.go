@@ -241,3 +241,96 @@ func TestSourceRemovedAfterCutover(t *testing.T) {
 	}
 	t.Logf("%d records at their virtual offsets; end offsets: virtual %d, target's own %d", len(want), virtSum, tgtSum)
 }
+
+// Restarts across a cutover and a rollback: kproxy is killed (SIGKILL)
+// twice while an idempotent producer writes through it, once after the flip
+// to the target and once after the flip back. The restarted kproxy knows
+// where the topic lives (the flip marker), resumes the copy back from its
+// map, and maps the producer's virtual PID to the same upstream sessions
+// (state_dir/producer-sessions.jsonl), so batches the producer resends after
+// a kill are dropped by the broker as duplicates. Nothing acked is lost,
+// nothing is duplicated, order holds per partition.
+func TestRestartsAcrossCutoverAndRollback(t *testing.T) {
+	dir := t.TempDir()
+	exe := buildKproxy(t, dir)
+	topic := replTopic("restarts")
+	replCreateTopic(t, topic, 3, nil)
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfgPath := filepath.Join(dir, "kproxy.yaml")
+	writeCfg := func(route string) {
+		writeConfig(t, cfgPath, fmt.Sprintf("listen: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\nlog: { level: info }\n",
+			listen, filepath.Join(dir, "state"), env.source, env.target, topic, route, topic))
+	}
+	writeCfg("source")
+	cmd, logs := runKproxy(t, exe, cfgPath)
+	waitFor(t, "replication to start", func() bool { return strings.Contains(logs.String(), "replication of a topic started") })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	prod := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(2*time.Minute))
+	var acks []checker.Ack
+	var mu sync.Mutex
+	errs := 0
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("restart-%06d", i))}, func(r *kgo.Record, err error) {
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs++
+					return
+				}
+				acks = append(acks, checker.Ack{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Value: string(r.Value)})
+			})
+			time.Sleep(3 * time.Millisecond)
+		}
+	}()
+	flipTo := func(route string) {
+		t.Helper()
+		writeCfg(route)
+		waitFor(t, "the flip to the "+route, func() bool {
+			return strings.Contains(logs.String(), "cutover released held produce requests to the "+route)
+		})
+	}
+	kill := func() {
+		t.Helper()
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+		time.Sleep(300 * time.Millisecond)
+		cmd, logs = runKproxy(t, exe, cfgPath)
+	}
+	time.Sleep(2 * time.Second)
+	flipTo("target")
+	time.Sleep(time.Second)
+	kill()
+	waitFor(t, "the copy back to resume", func() bool { return strings.Contains(logs.String(), "to=source") })
+	time.Sleep(2 * time.Second)
+	flipTo("source")
+	time.Sleep(time.Second)
+	kill()
+	time.Sleep(2 * time.Second)
+	close(stop)
+	<-done
+	if err := prod.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if errs > 0 {
+		t.Errorf("the producer saw %d errors", errs)
+	}
+	got := readAllThrough(t, listen, topic, len(acks))
+	rep := checker.Check(acks, got, checker.Options{ExpectAll: true, RequireAcked: true})
+	t.Logf("%d acked across a flip, a kill, a rollback and a kill: %s", len(acks), rep)
+	if !rep.OK() {
+		t.Fatalf("%s\n%s", rep, rep.Details())
+	}
+}

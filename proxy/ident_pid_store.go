@@ -1,0 +1,164 @@
+package proxy
+
+// Idempotent producers' upstream sessions survive a restart of kproxy.
+//
+// A client keeps its virtual PID and its sequence numbers across a kproxy
+// restart and resends the batches whose answers it lost. If the restarted
+// kproxy mapped that virtual PID to a new upstream session, the broker could
+// not recognise a resent batch it already appended, and the record would be
+// written twice. So every upstream session kproxy opens for an idempotent
+// producer, and every topic move (which switches a topic to new sessions,
+// ident_pid.go), is appended to state_dir/producer-sessions.jsonl and
+// fsynced before a batch uses it; a restart loads the file (and rewrites it
+// compacted), and a resent batch goes to the same upstream session, where
+// the broker's duplicate check drops it.
+//
+// Brokers forget an idle producer after producer.id.expiration.ms (a day by
+// default); a mapping older than that only costs an OUT_OF_ORDER_SEQUENCE
+// answer the client recovers from by bumping its epoch (KIP-360), which
+// starts fresh sessions.
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// pidRecord is one line of the sessions file: an upstream session (Cluster
+// set) or a topic move (Moved set).
+type pidRecord struct {
+	VPID    int64  `json:"v,omitempty"`
+	VEpoch  int16  `json:"ve,omitempty"`
+	Cluster string `json:"c,omitempty"`
+	Topic   string `json:"t,omitempty"`
+	Moves   uint64 `json:"m,omitempty"`
+	PID     int64  `json:"p,omitempty"`
+	Epoch   int16  `json:"e,omitempty"`
+	Moved   string `json:"moved,omitempty"`
+}
+
+// pidStore appends session records to the sessions file.
+type pidStore struct {
+	mu sync.Mutex // guards f
+	f  *os.File
+}
+
+const pidStoreFile = "producer-sessions.jsonl"
+
+// openPIDStore loads the sessions file of dir into p, rewrites it compacted
+// and opens it for appending. A torn last line (a crash mid-write) is
+// skipped with a log line.
+func openPIDStore(dir string, p *producerIDs, log hclog.Logger) (*pidStore, error) {
+	path := filepath.Join(dir, pidStoreFile)
+	if err := loadPIDRecords(path, p, log); err != nil {
+		return nil, err
+	}
+	var recs []pidRecord
+	p.mu.Lock()
+	for t, n := range p.moved {
+		recs = append(recs, pidRecord{Moved: t, Moves: n})
+	}
+	for k, u := range p.m {
+		recs = append(recs, pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch})
+	}
+	p.mu.Unlock()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("producer sessions: %w", err)
+	}
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("producer sessions: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	enc := json.NewEncoder(w)
+	for _, r := range recs {
+		if err := enc.Encode(r); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("producer sessions: %w", err)
+		}
+	}
+	err = w.Flush()
+	if err == nil {
+		err = f.Sync()
+	}
+	f.Close()
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("producer sessions: %w", err)
+	}
+	f, err = os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("producer sessions: %w", err)
+	}
+	return &pidStore{f: f}, nil
+}
+
+func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("producer sessions: %w", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = map[pidKey]upstreamPID{}
+	}
+	if p.moved == nil {
+		p.moved = map[string]uint64{}
+	}
+	line := 0
+	for sc.Scan() {
+		line++
+		var r pidRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			log.Warn("producer sessions: skipping an unreadable line (a crash mid-write leaves one)", "file", path, "line", line, "error", err)
+			continue
+		}
+		if r.Moved != "" {
+			p.moved[r.Moved] = max(p.moved[r.Moved], r.Moves)
+			continue
+		}
+		p.m[pidKey{vpid: r.VPID, vepoch: r.VEpoch, cluster: r.Cluster, topic: r.Topic, moves: r.Moves}] = upstreamPID{pid: r.PID, epoch: r.Epoch}
+	}
+	return sc.Err()
+}
+
+// append writes one record and syncs it.
+func (st *pidStore) append(r pidRecord) error {
+	if st == nil {
+		return nil
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if _, err := st.f.Write(append(b, '\n')); err != nil {
+		return err
+	}
+	return st.f.Sync()
+}
+
+func (st *pidStore) close() {
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.f.Close()
+}
