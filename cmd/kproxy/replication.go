@@ -46,10 +46,11 @@ type replication struct {
 	mu      sync.Mutex // guards the fields below
 	cfg     *config.Config
 	err     string
-	copies  map[string]*copier    // by the cluster copied to
-	homes   map[string]*topicHome // topics that have flipped at least once
-	initial map[tpKey]*initialMap // a copy's starting map until it publishes its own
-	topics  map[string][]string   // resolved topics by the cluster copied to
+	copies  map[string]*copier         // by the cluster copied to
+	homes   map[string]*topicHome      // topics that have flipped at least once
+	initial map[tpKey]*initialMap      // a copy's starting map until it publishes its own
+	topics  map[string][]string        // resolved topics by the cluster copied to
+	copied  map[string]map[string]bool // the same as sets, for Map (per fetched partition)
 	regs    map[string]*prometheus.Registry
 }
 
@@ -148,6 +149,18 @@ func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
 	return out, nil
 }
 
+// indexTopicsLocked rebuilds the topic sets from rp.topics. Callers hold mu.
+func (rp *replication) indexTopicsLocked() {
+	rp.copied = map[string]map[string]bool{}
+	for to, ts := range rp.topics {
+		set := make(map[string]bool, len(ts))
+		for _, t := range ts {
+			set[t] = true
+		}
+		rp.copied[to] = set
+	}
+}
+
 // homeOf is a topic's home cluster. Callers hold mu.
 func (rp *replication) homeOf(topic string) string {
 	if h := rp.homes[topic]; h != nil {
@@ -181,6 +194,7 @@ func (rp *replication) apply(cfg *config.Config) error {
 		want[to] = append(want[to], t)
 	}
 	rp.topics = want
+	rp.indexTopicsLocked()
 	rp.mu.Unlock()
 	var errs []error
 	for _, to := range []string{proxy.Target, proxy.Source} {
@@ -294,7 +308,7 @@ func (rp *replication) home(topic string) string {
 func (rp *replication) copiesInto(topic, to string) bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return slices.Contains(rp.topics[to], topic)
+	return rp.copied[to][topic]
 }
 
 // loadHome restores a flipped topic's home at start-up from its maps on
@@ -327,6 +341,7 @@ func (rp *replication) stopCopy(topic, to string) (map[int32]*replicator.OffsetM
 		c.topics = slices.DeleteFunc(c.topics, func(t string) bool { return t == topic })
 	}
 	rp.topics[to] = slices.DeleteFunc(slices.Clone(rp.topics[to]), func(t string) bool { return t == topic })
+	rp.indexTopicsLocked()
 	rp.mu.Unlock()
 	return maps, nil
 }
@@ -406,8 +421,9 @@ func (rp *replication) adoptFlip(pl *flipPlan) {
 func (rp *replication) startCopy(topic, to string) error {
 	rp.mu.Lock()
 	cfg := rp.cfg
-	if !slices.Contains(rp.topics[to], topic) {
+	if !rp.copied[to][topic] {
 		rp.topics[to] = append(slices.Clone(rp.topics[to]), topic)
+		rp.indexTopicsLocked()
 	}
 	want := slices.Clone(rp.topics[to])
 	rp.mu.Unlock()
@@ -421,7 +437,7 @@ func (rp *replication) Map(cluster, topic string, partition int32) (proxy.Offset
 	home := rp.homeOf(topic)
 	h := rp.homes[topic]
 	init := rp.initial[tpKey{topic, partition}]
-	copied := slices.Contains(rp.topics[cluster], topic)
+	copied := rp.copied[cluster][topic]
 	c := rp.copies[cluster]
 	rp.mu.Unlock()
 	if cluster == home {
