@@ -297,6 +297,17 @@ func (rp *replication) copyInto(to string) *replicator.Replicator {
 	return nil
 }
 
+// resolvedTopics lists every topic a copy runs for (either direction).
+func (rp *replication) resolvedTopics() []string {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	var out []string
+	for _, ts := range rp.topics {
+		out = append(out, ts...)
+	}
+	return out
+}
+
 // home returns a topic's home cluster.
 func (rp *replication) home(topic string) string {
 	rp.mu.Lock()

@@ -126,7 +126,10 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 		log.Error("group homes from the last run not restored; groups are served from the config's homes", "error", err)
 	}
 	inst.groups.apply(cfg, lastGroups, table)
-	cuts.apply(cfg, nil, table, nil)
+	// Every replicated topic is considered, not only the flipped ones: a
+	// config edited while kproxy was down may route a topic away from its
+	// home, and that takes a cutover (hold, drain, flip), never a switch.
+	cuts.apply(cfg, nil, table, inst.repl.resolvedTopics())
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
 	inst.lastOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kproxy_config_last_reload_success_timestamp_seconds", Help: "When the config was last loaded successfully."})
