@@ -203,7 +203,9 @@ func (inst *instance) Apply(next *config.Config) {
 	// Group pins first, so the router that serves the new table already
 	// keeps a moving group on its old home until its offsets are copied.
 	inst.groups.apply(next, inst.table, table)
-	inst.cuts.apply(next, inst.table, table, inst.srv.KnownTopics())
+	// Replicated topics count even if no client has used them yet: their
+	// route change is a cutover too.
+	inst.cuts.apply(next, inst.table, table, append(inst.srv.KnownTopics(), inst.repl.resolvedTopics()...))
 	inst.table = table
 	inst.cfg = next
 	gen := inst.gen.Add(1)
