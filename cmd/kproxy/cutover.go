@@ -374,7 +374,34 @@ func (c *cutovers) drainInFlight(ctx context.Context, cfg *config.Config, topic,
 	}
 	phases.mark("transactions")
 	defer phases.mark("ends")
-	return c.endOffsets(ctx, cfg, from, topic)
+	// EndTxn answers once the coordinator decided; the transaction's
+	// markers reach the partitions a moment later, and each moves the log
+	// end. Wait until every partition's last stable offset is its end (no
+	// marker pending), so the ends frozen here are final.
+	for {
+		ends, err := c.endOffsets(ctx, cfg, from, topic)
+		if err != nil {
+			return nil, err
+		}
+		stable, err := c.stableOffsets(ctx, cfg, from, topic)
+		if err != nil {
+			return nil, err
+		}
+		settled := true
+		for p, e := range ends {
+			if stable[p] != e {
+				settled = false
+			}
+		}
+		if settled {
+			return ends, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
 
 // phaseTimer measures a hold's phases, for the log line that ends it.
@@ -429,11 +456,24 @@ func (c *cutovers) close() {
 
 // endOffsets lists a topic's end offsets on a cluster.
 func (c *cutovers) endOffsets(ctx context.Context, cfg *config.Config, cluster, topic string) (map[int32]int64, error) {
+	return c.listOffsets(ctx, cfg, cluster, topic, false)
+}
+
+// stableOffsets lists a topic's last stable offsets (read_committed ends).
+func (c *cutovers) stableOffsets(ctx context.Context, cfg *config.Config, cluster, topic string) (map[int32]int64, error) {
+	return c.listOffsets(ctx, cfg, cluster, topic, true)
+}
+
+func (c *cutovers) listOffsets(ctx context.Context, cfg *config.Config, cluster, topic string, stable bool) (map[int32]int64, error) {
 	adm, err := c.admin(cfg, cluster)
 	if err != nil {
 		return nil, err
 	}
-	listed, err := adm.ListEndOffsets(ctx, topic)
+	list := adm.ListEndOffsets
+	if stable {
+		list = adm.ListCommittedOffsets
+	}
+	listed, err := list(ctx, topic)
 	if err != nil {
 		return nil, fmt.Errorf("%s end offsets: %w", cluster, err)
 	}

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,22 +62,12 @@ func TestAbortedCutoverKeepsTheRouteAndLosesNothing(t *testing.T) {
 	}
 
 	prod := replClient(t, listen, kgo.DefaultProduceTopic(topic))
-	var acks []checker.Ack
-	var mu sync.Mutex
-	errs := 0
+	var log ackLog
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	produce := func(from, n int) {
 		for i := from; i < from+n; i++ {
-			prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("abort-%06d", i))}, func(r *kgo.Record, err error) {
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs++
-					return
-				}
-				acks = append(acks, checker.Ack{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Value: string(r.Value)})
-			})
+			prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("abort-%06d", i))}, log.promise)
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
@@ -96,8 +85,7 @@ func TestAbortedCutoverKeepsTheRouteAndLosesNothing(t *testing.T) {
 	if err := prod.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	acks, errs := log.snapshot()
 	if errs > 0 {
 		t.Errorf("the producer saw %d errors", errs)
 	}
@@ -134,17 +122,8 @@ func TestSourceRemovedAfterCutover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	var acks []checker.Ack
-	var mu sync.Mutex
-	ack := func(r *kgo.Record, err error) {
-		if err != nil {
-			t.Errorf("produce: %v", err)
-			return
-		}
-		mu.Lock()
-		acks = append(acks, checker.Ack{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Value: string(r.Value)})
-		mu.Unlock()
-	}
+	var log ackLog
+	ack := log.promise
 	// History on the source with gaps: plain records, a committed and an
 	// aborted transaction, more plain records.
 	direct := replClient(t, env.source, kgo.DefaultProduceTopic(topic), kgo.TransactionalID(topic+"-txn"))
@@ -214,9 +193,10 @@ func TestSourceRemovedAfterCutover(t *testing.T) {
 		listen, admin, state, env.target))
 	_, logs = start()
 	produce("sourceless", 50)
-	mu.Lock()
-	want := append([]checker.Ack(nil), acks...)
-	mu.Unlock()
+	want, errs := log.snapshot()
+	if errs > 0 {
+		t.Errorf("the producers saw %d errors", errs)
+	}
 	got := readAllThrough(t, listen, topic, len(want))
 	rep := checker.Check(want, got, checker.Options{ExpectAll: true, RequireAcked: true})
 	t.Logf("without the source: %s", rep)
@@ -268,9 +248,7 @@ func TestRestartsAcrossCutoverAndRollback(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	prod := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.RecordDeliveryTimeout(2*time.Minute))
-	var acks []checker.Ack
-	var mu sync.Mutex
-	errs := 0
+	var log ackLog
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -281,15 +259,7 @@ func TestRestartsAcrossCutoverAndRollback(t *testing.T) {
 				return
 			default:
 			}
-			prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("restart-%06d", i))}, func(r *kgo.Record, err error) {
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					errs++
-					return
-				}
-				acks = append(acks, checker.Ack{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Value: string(r.Value)})
-			})
+			prod.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprintf("restart-%06d", i))}, log.promise)
 			time.Sleep(3 * time.Millisecond)
 		}
 	}()
@@ -322,8 +292,7 @@ func TestRestartsAcrossCutoverAndRollback(t *testing.T) {
 	if err := prod.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	acks, errs := log.snapshot()
 	if errs > 0 {
 		t.Errorf("the producer saw %d errors", errs)
 	}

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/test/checker"
 )
 
 // env is what the harness exports (test/kafka/kafka.sh env).
@@ -145,4 +147,29 @@ func runKproxy(t *testing.T, exe, cfgPath string) (*exec.Cmd, *lockedBuf) {
 	})
 	waitFor(t, "kproxy to listen", func() bool { return strings.Contains(logs.String(), "listening for kafka clients") })
 	return cmd, logs
+}
+
+// ackLog records what a franz-go producer had acknowledged, for the checker.
+type ackLog struct {
+	mu   sync.Mutex
+	acks []checker.Ack
+	errs int
+}
+
+// promise is a kgo produce promise that records the ack or the error.
+func (l *ackLog) promise(r *kgo.Record, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.errs++
+		return
+	}
+	l.acks = append(l.acks, checker.Ack{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: string(r.Value)})
+}
+
+// snapshot returns the acks so far and the number of errors.
+func (l *ackLog) snapshot() ([]checker.Ack, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]checker.Ack(nil), l.acks...), l.errs
 }
