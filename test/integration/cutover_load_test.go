@@ -101,6 +101,18 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		return cutoverStatusView{}, true
 	}
 	consumeFor := load + 25*time.Second
+	// Goroutines and client callbacks record errors here; the test reports
+	// them from its own goroutine (a callback may run after a failed test
+	// has returned, where t must not be used).
+	var bgMu sync.Mutex
+	var bgErrs []string
+	bgErr := func(format string, args ...any) {
+		bgMu.Lock()
+		defer bgMu.Unlock()
+		if len(bgErrs) < 20 {
+			bgErrs = append(bgErrs, fmt.Sprintf(format, args...))
+		}
+	}
 
 	// Consumers first, so they hold their partitions across every edit.
 	var consumed []checker.Consumed
@@ -121,7 +133,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			fs := cons.PollFetches(pollCtx)
 			fs.EachError(func(tp string, p int32, err error) {
 				if pollCtx.Err() == nil {
-					t.Errorf("franz consumer: fetch %s/%d: %v", tp, p, err)
+					bgErr("franz consumer: fetch %s/%d: %v", tp, p, err)
 				}
 			})
 			cmu.Lock()
@@ -203,7 +215,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		for i := 0; i < n; i += 10 {
 			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / rate)))
 			if err := tp.BeginTransaction(); err != nil {
-				t.Errorf("franz transactional producer: begin: %v", err)
+				bgErr("franz transactional producer: begin: %v", err)
 				return
 			}
 			var batch []*kgo.Record
@@ -211,14 +223,14 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 				batch = append(batch, &kgo.Record{Value: []byte(fmt.Sprintf("franz-txn-%06d", j))})
 			}
 			if err := tp.ProduceSync(pctx, batch...).FirstErr(); err != nil {
-				t.Errorf("franz transactional producer: produce: %v", err)
+				bgErr("franz transactional producer: produce: %v", err)
 				return
 			}
 			// Every fourth transaction aborts: read_committed consumers
 			// must not see it on either cluster.
 			commit := kgo.TransactionEndTry((i/10)%4 != 3)
 			if err := tp.EndTransaction(pctx, commit); err != nil {
-				t.Errorf("franz transactional producer: end: %v", err)
+				bgErr("franz transactional producer: end: %v", err)
 				return
 			}
 			if !commit {
@@ -241,7 +253,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 				defer amu.Unlock()
 				if err != nil {
 					produceErrs++
-					t.Errorf("franz producer: %v", err)
+					bgErr("franz producer: %v", err)
 					return
 				}
 				acks = append(acks, checker.Ack{Client: "franz", Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Key: string(r.Key), Value: string(r.Value)})
@@ -343,6 +355,11 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			t.Errorf("%s: %s\n%s", name, rep, rep.Details())
 		}
 	}
+	bgMu.Lock()
+	for _, e := range bgErrs {
+		t.Error(e)
+	}
+	bgMu.Unlock()
 	check("franz-go group", consumed)
 	check("librdkafka group", parse(t, "rdk", <-rdkOut).Consumed)
 	check("java group", parse(t, "java", <-javaOut).Consumed)
