@@ -44,15 +44,11 @@ func (rc *reqCtx) addPartitionsToTxn(req *kmsg.AddPartitionsToTxnRequest) kmsg.R
 	}
 	all := func(code int16) func(string) int16 { return func(string) int16 { return code } }
 
-	t := p.txnLookup(req.TransactionalID)
-	if t == nil {
-		return refuse(all(kerr.InvalidProducerIDMapping.Code))
-	}
-	t.op.Lock()
-	defer t.op.Unlock()
-	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 2); code != 0 {
+	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
+	if code != 0 {
 		return refuse(all(code))
 	}
+	defer t.op.Unlock()
 
 	router := s.routes()
 	cluster := p.txnOpenCluster(req.TransactionalID)

@@ -24,17 +24,12 @@ func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Respons
 	s := rc.srv()
 	p := &s.pids
 	resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
-	t := p.txnLookup(req.TransactionalID)
-	if t == nil {
-		resp.ErrorCode = kerr.InvalidProducerIDMapping.Code
-		return resp
-	}
-	t.op.Lock()
-	defer t.op.Unlock()
-	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 2); code != 0 {
+	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
+	if code != 0 {
 		resp.ErrorCode = code
 		return resp
 	}
+	defer t.op.Unlock()
 	home := s.routes().GroupCluster(req.Group)
 	cluster := p.txnOpenCluster(req.TransactionalID)
 	if cluster == "" {

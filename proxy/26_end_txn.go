@@ -29,17 +29,12 @@ func (rc *reqCtx) endTxn(req *kmsg.EndTxnRequest) kmsg.Response {
 	p := &s.pids
 	resp := req.ResponseKind().(*kmsg.EndTxnResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
-	t := p.txnLookup(req.TransactionalID)
-	if t == nil {
-		resp.ErrorCode = kerr.InvalidProducerIDMapping.Code
-		return resp
-	}
-	t.op.Lock()
-	defer t.op.Unlock()
-	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 2); code != 0 {
+	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
+	if code != 0 {
 		resp.ErrorCode = code
 		return resp
 	}
+	defer t.op.Unlock()
 	p.mu.Lock()
 	cluster := t.cluster
 	if cluster == "" {

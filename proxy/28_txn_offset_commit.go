@@ -48,15 +48,11 @@ func (rc *reqCtx) txnOffsetCommit(req *kmsg.TxnOffsetCommitRequest) kmsg.Respons
 		return resp
 	}
 	defer done()
-	t := p.txnLookup(req.TransactionalID)
-	if t == nil {
-		return errorResponse(req, kerr.InvalidProducerIDMapping.Code)
-	}
-	t.op.Lock()
-	defer t.op.Unlock()
-	if code := p.txnCheck(t, req.ProducerID, req.ProducerEpoch, req.Version, 3); code != 0 {
+	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 3)
+	if code != 0 {
 		return errorResponse(req, code)
 	}
+	defer t.op.Unlock()
 	home := s.routes().GroupCluster(req.Group)
 	p.mu.Lock()
 	open := t.cluster

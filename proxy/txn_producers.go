@@ -160,6 +160,23 @@ func (p *producerIDs) txnCheck(t *txnProducer, pid int64, epoch int16, version, 
 	return 0
 }
 
+// txnEnter starts serving a coordinator request of a transaction: it finds
+// the transactional id, takes its op lock and checks the request's PID and
+// epoch (txnCheck). On 0 the caller owns t.op and must unlock it; on an
+// error code nothing is held.
+func (p *producerIDs) txnEnter(id string, pid int64, epoch int16, version, fencedSince int16) (*txnProducer, int16) {
+	t := p.txnLookup(id)
+	if t == nil {
+		return nil, kerr.InvalidProducerIDMapping.Code
+	}
+	t.op.Lock()
+	if code := p.txnCheck(t, pid, epoch, version, fencedSince); code != 0 {
+		t.op.Unlock()
+		return nil, code
+	}
+	return t, 0
+}
+
 // txnRoute is the cluster a transactional id's coordinator requests that
 // belong to no transaction (FindCoordinator, DescribeTransactions) go to: the
 // open transaction's, else the last one's, else routes.default.
