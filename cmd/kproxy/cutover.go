@@ -36,7 +36,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
@@ -92,13 +91,14 @@ type cutovers struct {
 	table        *routing.Table // the config's table, under the overlay
 	routerChange func(proxy.Router) proxy.Router
 
-	clMu    sync.Mutex // guards clients
-	clients map[string]*kadm.Client
+	// admins is shared with the group mover (run.go).
+	admins *clusterAdmins
 }
 
 func newCutovers(log hclog.Logger, srv *proxy.Server, repl *replication, stateDir string, reg prometheus.Registerer) (*cutovers, error) {
 	c := &cutovers{
 		log: log, srv: srv, repl: repl, dir: filepath.Join(stateDir, "cutover"),
+		admins: &clusterAdmins{},
 		status: map[string]*cutoverStatus{}, producePins: map[string]string{}, fetchPins: map[string]string{}, markers: map[string]*cutoverMarker{},
 		holdHist: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kproxy_cutover_hold_seconds", Help: "How long produce requests of a topic were held during a cutover.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
 		flips:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_cutover_flips_total", Help: "Topics flipped, by the cluster they flipped to."}, []string{"to"}),
@@ -420,39 +420,8 @@ func (p *phaseTimer) mark(name string) {
 
 func (p *phaseTimer) String() string { return fmt.Sprint(p.parts) }
 
-// admin returns the controller's long-lived client for a cluster: building
-// one per lookup cost 10-70 ms of every hold (connect, metadata).
-func (c *cutovers) admin(cfg *config.Config, cluster string) (*kadm.Client, error) {
-	c.clMu.Lock()
-	defer c.clMu.Unlock()
-	if a, ok := c.clients[cluster]; ok {
-		return a, nil
-	}
-	cc := cfg.Clusters.Get(config.Cluster(cluster))
-	if cc == nil {
-		return nil, fmt.Errorf("no %s cluster in the config", cluster)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cc.Bootstrap...), kgo.MetadataMinAge(100*time.Millisecond))
-	if err != nil {
-		return nil, err
-	}
-	if c.clients == nil {
-		c.clients = map[string]*kadm.Client{}
-	}
-	a := kadm.NewClient(cl)
-	c.clients[cluster] = a
-	return a, nil
-}
-
 // close releases the controller's clients.
-func (c *cutovers) close() {
-	c.clMu.Lock()
-	defer c.clMu.Unlock()
-	for _, a := range c.clients {
-		a.Close()
-	}
-	c.clients = nil
-}
+func (c *cutovers) close() { c.admins.close() }
 
 // endOffsets lists a topic's end offsets on a cluster.
 func (c *cutovers) endOffsets(ctx context.Context, cfg *config.Config, cluster, topic string) (map[int32]int64, error) {
@@ -465,7 +434,7 @@ func (c *cutovers) stableOffsets(ctx context.Context, cfg *config.Config, cluste
 }
 
 func (c *cutovers) listOffsets(ctx context.Context, cfg *config.Config, cluster, topic string, stable bool) (map[int32]int64, error) {
-	adm, err := c.admin(cfg, cluster)
+	adm, err := c.admins.get(cfg, cluster)
 	if err != nil {
 		return nil, err
 	}

@@ -41,7 +41,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
@@ -89,6 +88,7 @@ type groupMoves struct {
 	status map[string]*groupMoveStatus
 	wg     sync.WaitGroup // running moves and glob listings
 	file   string         // state_dir/group-homes.json ("" without state_dir)
+	admins *clusterAdmins // shared with the cutover controller in kproxy run
 }
 
 // groupHomes is what group-homes.json keeps: the groups section in effect
@@ -157,7 +157,7 @@ func (g *groupMoves) saveLocked() {
 
 func newGroupMoves(log hclog.Logger, srv *proxy.Server, reg prometheus.Registerer, refresh func()) *groupMoves {
 	g := &groupMoves{
-		log: log, srv: srv, refresh: refresh,
+		log: log, srv: srv, refresh: refresh, admins: &clusterAdmins{},
 		pins: map[string]string{}, status: map[string]*groupMoveStatus{},
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_group_moves_total",
@@ -299,14 +299,13 @@ func (g *groupMoves) resolve(cfg *config.Config) {
 		if cfg.Clusters.Get(config.Cluster(cluster)) == nil {
 			continue
 		}
-		adm, done, err := groupAdmin(cfg, cluster)
+		adm, err := g.admins.get(cfg, cluster)
 		if err == nil {
 			var gs kadm.ListedGroups
 			gs, err = adm.ListGroups(ctx)
 			for name := range gs {
 				listed[name] = append(listed[name], cluster)
 			}
-			done()
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("listing groups on %s: %w", cluster, err))
@@ -408,11 +407,10 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 		return 0, fmt.Errorf("waiting for in-flight offset commits: %w", err)
 	}
 	g.setState(group, groupCopying)
-	src, doneSrc, err := groupAdmin(cfg, from)
+	src, err := g.admins.get(cfg, from)
 	if err != nil {
 		return 0, err
 	}
-	defer doneSrc()
 	fetched, err := src.FetchOffsets(ctx, group)
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		return 0, nil
@@ -432,11 +430,10 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 	if len(offs) == 0 {
 		return 0, nil
 	}
-	dst, doneDst, err := groupAdmin(cfg, to)
+	dst, err := g.admins.get(cfg, to)
 	if err != nil {
 		return 0, err
 	}
-	defer doneDst()
 	committed, err := dst.CommitOffsets(ctx, group, offs)
 	if err != nil {
 		return 0, fmt.Errorf("writing committed offsets on %s: %w", to, err)
@@ -472,19 +469,6 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 		}
 	})
 	return n, err
-}
-
-// groupAdmin is an admin client for cluster; done closes it.
-func groupAdmin(cfg *config.Config, cluster string) (*kadm.Client, func(), error) {
-	cc := cfg.Clusters.Get(config.Cluster(cluster))
-	if cc == nil {
-		return nil, nil, fmt.Errorf("cluster %s is not configured", cluster)
-	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cc.Bootstrap...))
-	if err != nil {
-		return nil, nil, fmt.Errorf("cluster %s: %w", cluster, err)
-	}
-	return kadm.NewClient(cl), cl.Close, nil
 }
 
 // list is every group move, for /status.

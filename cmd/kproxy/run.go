@@ -112,6 +112,7 @@ func start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*instance
 	}
 	inst.cuts = cuts
 	inst.groups = newGroupMoves(log.Named("groups"), srv, reg, cuts.refreshRouter)
+	inst.groups.admins = cuts.admins // one client per cluster for both controllers
 	cuts.routerChange = inst.groups.wrap
 	srv.SetOffsetMaps(inst.repl)
 	// Replication first: which copies run decides where routes may point.
