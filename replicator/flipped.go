@@ -100,8 +100,3 @@ func ContinueMap(meta MapMeta, left *FlippedMap, end int64) (*OffsetMap, error) 
 
 // SaveMap persists m where a replicator with state directory dir finds it.
 func SaveMap(dir string, m *OffsetMap) error { return saveMapFile(dir, m) }
-
-// LoadMap reads a persisted map; nil and no error if there is none.
-func LoadMap(dir, topic string, partition int32) (*OffsetMap, error) {
-	return loadMapFile(dir, topic, partition)
-}

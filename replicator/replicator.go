@@ -301,13 +301,6 @@ func (r *Replicator) Map(topic string, partition int32) *OffsetMap {
 	return nil
 }
 
-// CaughtUp reports whether every source offset below sourceEnd is on the
-// target or a gap.
-func (r *Replicator) CaughtUp(topic string, partition int32, sourceEnd int64) bool {
-	m := r.Map(topic, partition)
-	return m != nil && copiedThrough(m) >= sourceEnd
-}
-
 // CopiedThrough is the next source log offset a partition's copy will read
 // (every offset below it is on the target or a gap), -1 if unknown.
 func (r *Replicator) CopiedThrough(topic string, partition int32) int64 {
