@@ -113,33 +113,24 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 func (f *leaderFetcher) fetch(ctx context.Context, wants []*fetchWant) {
 	r := f.r
 	wait := r.opts.FetchMaxWait
-	req := kmsg.NewPtrFetchRequest()
-	req.ReplicaID = -1
-	req.MinBytes = 1
-	req.MaxBytes = r.opts.FetchMaxBytes
-	req.IsolationLevel = 1 // read_committed
-	req.SessionEpoch = -1  // a full fetch that opens no session (KIP-227)
 	byTopic := map[string]int{}
+	var topics []kmsg.FetchRequestTopic
 	for _, w := range wants {
 		if w.urgent {
 			wait = urgentFetchWait
 		}
 		i, ok := byTopic[w.topic]
 		if !ok {
-			i = len(req.Topics)
+			i = len(topics)
 			byTopic[w.topic] = i
 			rt := kmsg.NewFetchRequestTopic()
 			rt.Topic, rt.TopicID = w.topic, w.id
-			req.Topics = append(req.Topics, rt)
+			topics = append(topics, rt)
 		}
-		rp := kmsg.NewFetchRequestTopicPartition()
-		rp.Partition = w.partition
-		rp.FetchOffset = w.offset
-		rp.PartitionMaxBytes = r.opts.PartitionMaxBytes
-		rp.CurrentLeaderEpoch, rp.LastFetchedEpoch, rp.LogStartOffset = -1, -1, -1
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
+		topics[i].Partitions = append(topics[i].Partitions, r.fetchPartition(w.partition, w.offset))
 	}
-	req.MaxWaitMillis = int32(wait.Milliseconds())
+	req := r.newFetchRequest(1, wait) // read_committed
+	req.Topics = topics
 	answerAll := func(err error) {
 		for _, w := range wants {
 			w.reply <- fetchReply{err: err}

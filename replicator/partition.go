@@ -358,9 +358,9 @@ func (r *Replicator) initProducer(ctx context.Context) (producerSession, error) 
 	return producerSession{pid: resp.ProducerID, epoch: resp.ProducerEpoch}, nil
 }
 
-// fetch sends one single-partition Fetch (no session) to a leader.
+// newFetchRequest is a full fetch (no session) with the replicator's limits;
 // isolation 1 is read_committed.
-func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, topic string, id [16]byte, partition int32, offset int64, isolation int8, wait time.Duration) (*kmsg.FetchResponseTopicPartition, error) {
+func (r *Replicator) newFetchRequest(isolation int8, wait time.Duration) *kmsg.FetchRequest {
 	req := kmsg.NewPtrFetchRequest()
 	req.ReplicaID = -1
 	req.MaxWaitMillis = int32(wait.Milliseconds())
@@ -368,14 +368,26 @@ func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, to
 	req.MaxBytes = r.opts.FetchMaxBytes
 	req.IsolationLevel = isolation
 	req.SessionEpoch = -1 // a full fetch that opens no session (KIP-227)
-	rt := kmsg.NewFetchRequestTopic()
-	rt.Topic, rt.TopicID = topic, id
+	return req
+}
+
+// fetchPartition is one partition of a fetch request, with no epochs.
+func (r *Replicator) fetchPartition(partition int32, offset int64) kmsg.FetchRequestTopicPartition {
 	rp := kmsg.NewFetchRequestTopicPartition()
 	rp.Partition = partition
 	rp.FetchOffset = offset
 	rp.PartitionMaxBytes = r.opts.PartitionMaxBytes
 	rp.CurrentLeaderEpoch, rp.LastFetchedEpoch, rp.LogStartOffset = -1, -1, -1
-	rt.Partitions = append(rt.Partitions, rp)
+	return rp
+}
+
+// fetch sends one single-partition Fetch (no session) to a leader.
+// isolation 1 is read_committed.
+func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, topic string, id [16]byte, partition int32, offset int64, isolation int8, wait time.Duration) (*kmsg.FetchResponseTopicPartition, error) {
+	req := r.newFetchRequest(isolation, wait)
+	rt := kmsg.NewFetchRequestTopic()
+	rt.Topic, rt.TopicID = topic, id
+	rt.Partitions = append(rt.Partitions, r.fetchPartition(partition, offset))
 	req.Topics = append(req.Topics, rt)
 	kresp, err := cl.Broker(int(leader)).Request(ctx, req)
 	if err != nil {
