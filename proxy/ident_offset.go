@@ -97,12 +97,24 @@ func toVirtualOffset(m OffsetMap, target int64) int64 {
 // virtualizeFetchPartition rewrites a target fetch answer for a replicated
 // partition in place: batch base offsets and the partition's offsets.
 func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) {
-	p.HighWatermark = toVirtualOffset(m, p.HighWatermark)
-	p.LastStableOffset = toVirtualOffset(m, p.LastStableOffset)
-	p.LogStartOffset = max(toVirtualOffset(m, p.LogStartOffset), m.SourceStart())
+	// One snapshot of the map's end for the whole answer: a live map grows
+	// while this runs, and watermarks clipped to an earlier end than the
+	// batches kept would put records at or past the last stable offset,
+	// which read_committed clients drop (librdkafka then reports "might
+	// be too large to fetch").
+	end := m.TargetEnd()
+	virt := func(target int64) int64 {
+		if target < 0 {
+			return target // sentinels (-1) pass through
+		}
+		return toVirtualOffset(m, min(target, end))
+	}
+	p.HighWatermark = virt(p.HighWatermark)
+	p.LastStableOffset = virt(p.LastStableOffset)
+	p.LogStartOffset = max(virt(p.LogStartOffset), m.SourceStart())
 	for i := range p.AbortedTransactions {
 		a := &p.AbortedTransactions[i]
-		a.FirstOffset = toVirtualOffset(m, a.FirstOffset)
+		a.FirstOffset = virt(a.FirstOffset)
 	}
 	// Batches the map does not cover yet (the replicator wrote them but
 	// has not recorded them) are cut off: they have no virtual offsets
@@ -110,13 +122,12 @@ func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) 
 	// (a client discards it anyway); a partial first batch stays, with its
 	// offset translated, so the client sees that it must fetch more bytes.
 	rs, keep := p.RecordBatches, 0
-	end := m.TargetEnd()
 	for off := 0; off+12 <= len(rs); {
 		base := int64(binary.BigEndian.Uint64(rs[off:]))
 		if base >= end {
 			break
 		}
-		binary.BigEndian.PutUint64(rs[off:], uint64(toVirtualOffset(m, base)))
+		binary.BigEndian.PutUint64(rs[off:], uint64(virt(base)))
 		n := int(int32(binary.BigEndian.Uint32(rs[off+8:]))) + 12
 		if n < 17 || off+n > len(rs) {
 			if off == 0 {

@@ -128,3 +128,51 @@ func TestVirtualizeFetchPartitionCutsWhatTheMapDoesNotCover(t *testing.T) {
 		t.Fatalf("partial first batch: %d bytes, base %d; want %d bytes, base 100", len(p.RecordBatches), binary.BigEndian.Uint64(p.RecordBatches), len(b1)/2)
 	}
 }
+
+// growingMap is fakeMap whose end moves from 8 to 12 after the first look,
+// as a live map does while the replicator copies.
+type growingMap struct {
+	fakeMap
+	looks *int
+}
+
+func (g growingMap) TargetEnd() int64 {
+	*g.looks++
+	if *g.looks == 1 {
+		return 8
+	}
+	return 12
+}
+func (g growingMap) SourceEnd() int64 {
+	if *g.looks <= 1 {
+		return 110
+	}
+	return 114
+}
+func (g growingMap) ToSource(t int64) (int64, bool) {
+	if t >= 8 && t <= 12 {
+		return t + 102, true
+	}
+	return g.fakeMap.ToSource(t)
+}
+
+// An answer is translated against one snapshot of a growing map: the kept
+// batches all lie below the watermarks, never at or past them (a
+// read_committed client drops records at or past the last stable offset).
+func TestVirtualizeFetchPartitionUsesOneSnapshotOfAGrowingMap(t *testing.T) {
+	b1, b2 := batchBytes(t, -1, 2, 4), batchBytes(t, -1, 2, 4)
+	binary.BigEndian.PutUint64(b1, 4)
+	binary.BigEndian.PutUint64(b2, 8) // recorded only after the first look
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
+	p.HighWatermark, p.LastStableOffset = 12, 12
+	looks := 0
+	virtualizeFetchPartition(growingMap{looks: &looks}, &p)
+	last := int64(binary.BigEndian.Uint64(p.RecordBatches)) + 3
+	if len(p.RecordBatches) != len(b1) {
+		t.Fatalf("kept %d bytes, want the batch the first snapshot covers (%d)", len(p.RecordBatches), len(b1))
+	}
+	if last >= p.LastStableOffset || last >= p.HighWatermark {
+		t.Fatalf("kept records up to %d, but hwm %d lso %d", last, p.HighWatermark, p.LastStableOffset)
+	}
+}
