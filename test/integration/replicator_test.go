@@ -342,7 +342,10 @@ func TestReplicatorTransactions(t *testing.T) {
 func TestReplicatorCrashesCopyExactlyOnce(t *testing.T) {
 	topic := replTopic("crash")
 	replCreateTopic(t, topic, 2, nil)
-	const n = 1500
+	// Enough batches that five interrupted rounds cannot copy them all
+	// (a stop round copies on until Stop lands: 260 batches in one CI run,
+	// with 300 in all, left the last round nothing to do).
+	const n = 6000
 	replProduce(t, topic, 2, n, 10, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	dir := t.TempDir()
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
