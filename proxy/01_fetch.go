@@ -36,7 +36,8 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		look := newLeaderLookup(rc)
 		subs := map[brokerRef]*kmsg.FetchRequest{}
 		var order []brokerRef
-		translated := false // some partition's offsets go through an offset map
+		translated := false               // some partition's offsets go through an offset map
+		positions := map[fetchPos]int64{} // the client's virtual fetch offsets, for those
 		for _, t := range req.Topics {
 			name := t.Topic
 			if req.Version >= 13 {
@@ -76,6 +77,7 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 						addFetchPartition(resp, t.Topic, virtualID, outOfRange(m, p.Partition))
 						continue
 					}
+					positions[fetchPos{name, p.Partition}] = p.FetchOffset
 					p.FetchOffset = tgt
 					translated = true
 				}
@@ -126,7 +128,7 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			}
 			clearFetchEpochs(fr) // in place: batches alias body
 			if translated {
-				s.virtualizeFetchOffsets(ref.cluster, fr)
+				s.virtualizeFetchOffsets(ref.cluster, fr, positions)
 			}
 			if len(pend) == 1 && len(resp.Topics) == 0 && !translated && fetchNeedsNoRewrite(fr) && s.patchFetchIDs(ref.cluster, body, fr) {
 				// The one upstream answered for every partition and
@@ -235,9 +237,16 @@ func (s *Server) virtualizeFetchIDs(cluster string, fr *kmsg.FetchResponse) bool
 	return same
 }
 
+// fetchPos names a partition in a fetch.
+type fetchPos struct {
+	topic     string
+	partition int32
+}
+
 // virtualizeFetchOffsets translates a target answer's replicated partitions
-// (ident_offset.go). Topic names are resolved before ids are virtualized.
-func (s *Server) virtualizeFetchOffsets(cluster string, fr *kmsg.FetchResponse) {
+// (ident_offset.go); positions are the client's virtual fetch offsets. Topic
+// names are resolved before ids are virtualized.
+func (s *Server) virtualizeFetchOffsets(cluster string, fr *kmsg.FetchResponse, positions map[fetchPos]int64) {
 	uc := s.clusters[cluster]
 	for i := range fr.Topics {
 		t := &fr.Topics[i]
@@ -248,7 +257,7 @@ func (s *Server) virtualizeFetchOffsets(cluster string, fr *kmsg.FetchResponse) 
 		for j := range t.Partitions {
 			p := &t.Partitions[j]
 			if m := s.offsetMap(cluster, name, p.Partition); m != nil && p.ErrorCode == 0 {
-				virtualizeFetchPartition(m, p)
+				virtualizeFetchPartition(m, p, positions[fetchPos{name, p.Partition}])
 			}
 		}
 	}

@@ -96,7 +96,15 @@ func toVirtualOffset(m OffsetMap, target int64) int64 {
 
 // virtualizeFetchPartition rewrites a target fetch answer for a replicated
 // partition in place: batch base offsets and the partition's offsets.
-func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) {
+//
+// pos is the client's virtual fetch offset. Batches that end below it are
+// dropped: a client ahead of a live map's end (it read the source further
+// than the copy has reached) is sent to the map's end, and by the time the
+// answer arrives the map may cover batches it already has. A broker never
+// answers with those, and librdkafka, finding nothing at or after its
+// position in a non-empty answer, grows its fetch size and finally reports
+// "might be too large to fetch".
+func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition, pos int64) {
 	// One snapshot of the map's end for the whole answer: a live map grows
 	// while this runs, and watermarks clipped to an earlier end than the
 	// batches kept would put records at or past the last stable offset,
@@ -121,7 +129,7 @@ func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) 
 	// yet, and the next fetch gets them. So is a partial batch at the end
 	// (a client discards it anyway); a partial first batch stays, with its
 	// offset translated, so the client sees that it must fetch more bytes.
-	rs, keep := p.RecordBatches, 0
+	rs, start, keep := p.RecordBatches, 0, 0
 	for off := 0; off+12 <= len(rs); {
 		base := int64(binary.BigEndian.Uint64(rs[off:]))
 		if base >= end {
@@ -129,16 +137,21 @@ func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition) 
 		}
 		binary.BigEndian.PutUint64(rs[off:], uint64(virt(base)))
 		n := int(int32(binary.BigEndian.Uint32(rs[off+8:]))) + 12
-		if n < 17 || off+n > len(rs) {
-			if off == 0 {
+		if n < 27 || off+n > len(rs) {
+			if off == start {
 				keep = len(rs)
 			}
 			break
 		}
+		if off == start {
+			if last := base + int64(int32(binary.BigEndian.Uint32(rs[off+23:]))); virt(last) < pos {
+				start = off + n // wholly below the client's position
+			}
+		}
 		off += n
 		keep = off
 	}
-	p.RecordBatches = rs[:keep]
+	p.RecordBatches = rs[start:max(keep, start)]
 }
 
 // outOfRange is the answer for a position before the replicated range.

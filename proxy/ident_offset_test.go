@@ -78,7 +78,7 @@ func TestVirtualizeFetchPartition(t *testing.T) {
 	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
 	p.HighWatermark, p.LastStableOffset, p.LogStartOffset = 8, 8, 0
 	p.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: 1, FirstOffset: 3}}
-	virtualizeFetchPartition(fakeMap{}, &p)
+	virtualizeFetchPartition(fakeMap{}, &p, 0)
 	if base := int64(binary.BigEndian.Uint64(p.RecordBatches)); base != 100 {
 		t.Errorf("first batch base %d, want 100", base)
 	}
@@ -111,19 +111,19 @@ func TestVirtualizeFetchPartitionCutsWhatTheMapDoesNotCover(t *testing.T) {
 
 	p := kmsg.NewFetchResponseTopicPartition()
 	p.RecordBatches = append([]byte(nil), whole...)
-	virtualizeFetchPartition(fakeMap{}, &p)
+	virtualizeFetchPartition(fakeMap{}, &p, 0)
 	if len(p.RecordBatches) != len(b1)+len(b2) {
 		t.Fatalf("kept %d bytes, want the two mapped batches (%d)", len(p.RecordBatches), len(b1)+len(b2))
 	}
 
 	p.RecordBatches = append([]byte(nil), whole[:len(b1)+len(b2)/2]...) // b2 cut by the broker
-	virtualizeFetchPartition(fakeMap{}, &p)
+	virtualizeFetchPartition(fakeMap{}, &p, 0)
 	if len(p.RecordBatches) != len(b1) {
 		t.Fatalf("kept %d bytes, want only the whole first batch (%d)", len(p.RecordBatches), len(b1))
 	}
 
 	p.RecordBatches = append([]byte(nil), b1[:len(b1)/2]...) // only part of the first batch
-	virtualizeFetchPartition(fakeMap{}, &p)
+	virtualizeFetchPartition(fakeMap{}, &p, 0)
 	if len(p.RecordBatches) != len(b1)/2 || binary.BigEndian.Uint64(p.RecordBatches) != 100 {
 		t.Fatalf("partial first batch: %d bytes, base %d; want %d bytes, base 100", len(p.RecordBatches), binary.BigEndian.Uint64(p.RecordBatches), len(b1)/2)
 	}
@@ -167,12 +167,32 @@ func TestVirtualizeFetchPartitionUsesOneSnapshotOfAGrowingMap(t *testing.T) {
 	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
 	p.HighWatermark, p.LastStableOffset = 12, 12
 	looks := 0
-	virtualizeFetchPartition(growingMap{looks: &looks}, &p)
+	virtualizeFetchPartition(growingMap{looks: &looks}, &p, 0)
 	last := int64(binary.BigEndian.Uint64(p.RecordBatches)) + 3
 	if len(p.RecordBatches) != len(b1) {
 		t.Fatalf("kept %d bytes, want the batch the first snapshot covers (%d)", len(p.RecordBatches), len(b1))
 	}
 	if last >= p.LastStableOffset || last >= p.HighWatermark {
 		t.Fatalf("kept records up to %d, but hwm %d lso %d", last, p.HighWatermark, p.LastStableOffset)
+	}
+}
+
+// A client ahead of the map's end is sent to the map's end; batches that
+// end below its position are dropped from the answer (a broker never sends
+// them), and a batch that reaches its position stays.
+func TestVirtualizeFetchPartitionDropsBatchesBelowThePosition(t *testing.T) {
+	b1, b2 := batchBytes(t, -1, 2, 4), batchBytes(t, -1, 2, 4)
+	binary.BigEndian.PutUint64(b1, 0) // virtual 100..103
+	binary.BigEndian.PutUint64(b2, 4) // virtual 106..109
+	p := kmsg.NewFetchResponseTopicPartition()
+	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
+	virtualizeFetchPartition(fakeMap{}, &p, 107)
+	if len(p.RecordBatches) != len(b2) || binary.BigEndian.Uint64(p.RecordBatches) != 106 {
+		t.Fatalf("kept %d bytes from base %d; want only the batch reaching 107 (%d bytes, base 106)", len(p.RecordBatches), binary.BigEndian.Uint64(p.RecordBatches), len(b2))
+	}
+	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
+	virtualizeFetchPartition(fakeMap{}, &p, 110)
+	if len(p.RecordBatches) != 0 {
+		t.Fatalf("kept %d bytes for a client past every batch", len(p.RecordBatches))
 	}
 }
