@@ -6,7 +6,7 @@ FUZZTIME ?= 20s
 
 ## demo: the whole story on embedded clusters, with a printed verdict (no Java needed)
 demo:
-	$(GO) run ./cmd/kproxy demo
+	$(GO) run ./cmd/kproxy-demo
 
 ## test: install what is missing, start real Kafka, run every test (what CI runs)
 test:

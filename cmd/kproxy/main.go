@@ -4,6 +4,8 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/kproxy/kproxy/verify"
 )
 
 const usage = `kproxy: a Kafka cutover proxy
@@ -13,7 +15,7 @@ usage:
   kproxy validate -c FILE   parse and validate FILE, print problems, start nothing
   kproxy status [-admin ADDR] [-o table|json]   show routes and upstream state from a running kproxy
   kproxy verify -c FILE [-o table|json] TOPIC...   compare source and target record by record through the offset maps (run before a flip)
-  kproxy demo               the whole story on embedded clusters, with a verdict
+  kproxy demo               the demo moved: run "make demo" (go run ./cmd/kproxy-demo)
 `
 
 func main() {
@@ -30,9 +32,10 @@ func main() {
 	case "status":
 		err = statusCmd(os.Args[2:])
 	case "verify":
-		err = verifyCmd(os.Args[2:])
+		err = verify.Command(os.Stdout, os.Args[2:])
 	case "demo":
-		err = demoCmd(os.Args[2:])
+		// The demo links embedded test clusters; the serving binary does not.
+		fmt.Println("the demo is its own binary: run `make demo` (go run ./cmd/kproxy-demo)")
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

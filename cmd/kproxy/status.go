@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/kproxy/kproxy/control"
 	"github.com/kproxy/kproxy/routing"
 )
 
@@ -35,7 +36,7 @@ func statusCmd(args []string) error {
 		_, err := os.Stdout.Write(body)
 		return err
 	}
-	var d statusDoc
+	var d control.StatusDoc
 	if err := json.Unmarshal(body, &d); err != nil {
 		return fmt.Errorf("decoding /status: %w", err)
 	}
@@ -123,7 +124,7 @@ func statusCmd(args []string) error {
 
 // printCutovers is the cutover table: per topic its home, the state of the
 // last cutover, the hold, and a line for a drain in progress or a reason.
-func printCutovers(w io.Writer, cs []cutoverStatus) error {
+func printCutovers(w io.Writer, cs []control.CutoverStatus) error {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CUTOVER\tHOME\tSTATE\tMOVE\tHELD MS\tHELD REQUESTS\tFLIPPED AT\tNOTE")
 	for _, c := range cs {

@@ -1,4 +1,4 @@
-package main
+package verify
 
 import (
 	"bytes"
@@ -171,7 +171,7 @@ func (e *verifyEnv) replicate(crash bool) {
 // verify runs `kproxy verify` and returns its output and error.
 func (e *verifyEnv) verify(args ...string) (string, error) {
 	var out bytes.Buffer
-	err := verifyTo(&out, append([]string{"-c", e.cfgPath, "-timeout", "20s"}, args...))
+	err := Command(&out, append([]string{"-c", e.cfgPath, "-timeout", "20s"}, args...))
 	return out.String(), err
 }
 
@@ -411,7 +411,7 @@ func TestVerifyArgs(t *testing.T) {
 	if err != nil || strings.Join(pos, ",") != "a,b,-c" || fs.Lookup("o").Value.String() != "json" {
 		t.Fatalf("parseInterspersed = %v, %v, -o %s", pos, err, fs.Lookup("o").Value)
 	}
-	if err := verifyTo(&bytes.Buffer{}, []string{"-c", "x.yaml"}); err == nil || !strings.Contains(err.Error(), "at least one topic") {
+	if err := Command(&bytes.Buffer{}, []string{"-c", "x.yaml"}); err == nil || !strings.Contains(err.Error(), "at least one topic") {
 		t.Errorf("no topics: %v", err)
 	}
 }
@@ -422,3 +422,6 @@ func flagSetForTest() *flag.FlagSet {
 	fs.String("c", "", "")
 	return fs
 }
+
+// collapse squeezes runs of white space to one blank (table columns).
+func collapse(s string) string { return strings.Join(strings.Fields(s), " ") }

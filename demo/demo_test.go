@@ -1,4 +1,4 @@
-package main
+package demo
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ func TestDemo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out bytes.Buffer
-	res, err := runDemo(ctx, demoOptions{
+	res, err := Run(ctx, Options{
 		Duration:     2 * time.Second,
 		Rate:         1000,
 		DrainTimeout: 15 * time.Second,

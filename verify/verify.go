@@ -1,8 +1,7 @@
-package main
-
-// `kproxy verify`: the parallel-run check operators run before a flip. It
-// reads both logs through the replicator's persisted offset maps and
-// compares them record by record.
+// Package verify is `kproxy verify`: the parallel-run check operators run
+// before a flip. It reads both logs through the replicator's persisted
+// offset maps and compares them record by record.
+package verify
 
 import (
 	"context"
@@ -30,6 +29,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/control"
 	"github.com/kproxy/kproxy/replicator"
 )
 
@@ -45,10 +45,10 @@ Exits non-zero on any difference, a missing map, or a read failure.
 flags:
 `
 
-func verifyCmd(args []string) error { return verifyTo(os.Stdout, args) }
-
-// verifyTo is verifyCmd writing its report to w.
-func verifyTo(w io.Writer, args []string) error {
+// Command runs `kproxy verify` with args (the arguments after the
+// subcommand) and writes its report to w. It returns an error on any
+// difference, a missing map or a read failure.
+func Command(w io.Writer, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	path := fs.String("c", "kproxy.yaml", "config file")
 	fs.StringVar(path, "config", "kproxy.yaml", "config file")
@@ -83,7 +83,7 @@ func verifyTo(w io.Writer, args []string) error {
 	if cfg.StateDir == "" && cfg.Replication.StateDir == "" {
 		return fmt.Errorf("%s: no state_dir or replication.state_dir: there are no offset maps to verify against", *path)
 	}
-	dir := replicationStateDir(cfg)
+	dir := control.ReplicationStateDir(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	rep, err := verifyTopics(ctx, verifyOptions{

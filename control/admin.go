@@ -1,4 +1,4 @@
-package main
+package control
 
 import (
 	"encoding/json"
@@ -20,30 +20,30 @@ type adminServer struct {
 	ln net.Listener
 }
 
-// statusDoc is the /status document; `kproxy status` renders it.
-type statusDoc struct {
+// StatusDoc is the /status document; `kproxy status` renders it.
+type StatusDoc struct {
 	Generation    int64              `json:"config_generation"`
 	LastReloadErr string             `json:"last_reload_error,omitempty"`
 	Ready         bool               `json:"ready"`
 	Proxy         proxy.Status       `json:"proxy"`
 	RoutesDefault string             `json:"routes_default"`
 	Routes        []routing.RuleView `json:"routes"`
-	Topics        []topicStatus      `json:"topics"`
-	Replication   replicationStatus  `json:"replication"`
-	Cutovers      []cutoverStatus    `json:"cutovers"`
-	GroupMoves    []groupMoveStatus  `json:"group_moves"`
+	Topics        []TopicStatus      `json:"topics"`
+	Replication   ReplicationStatus  `json:"replication"`
+	Cutovers      []CutoverStatus    `json:"cutovers"`
+	GroupMoves    []GroupMoveStatus  `json:"group_moves"`
 }
 
-// topicStatus is one topic's effective routes (the rule that applies, and
+// TopicStatus is one topic's effective routes (the rule that applies, and
 // where its produce and fetch requests go).
-type topicStatus struct {
+type TopicStatus struct {
 	Topic string           `json:"topic"`
 	Rule  routing.RuleView `json:"rule"`
 }
 
-func startAdmin(addr string, inst *instance) (*adminServer, error) {
+func startAdmin(addr string, inst *Instance) (*adminServer, error) {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{inst.reg, inst.repl}, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{inst.reg, inst.ctrl.repl}, promhttp.HandlerOpts{}))
 	// Go profiles, for finding where a proxy's CPU goes under real load.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
@@ -61,7 +61,7 @@ func startAdmin(addr string, inst *instance) (*adminServer, error) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(inst.statusDoc())
+		_ = enc.Encode(inst.Status())
 	})
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -73,19 +73,18 @@ func startAdmin(addr string, inst *instance) (*adminServer, error) {
 	return a, nil
 }
 
-func (inst *instance) statusDoc() statusDoc {
-	cfg := inst.config()
-	d := statusDoc{Generation: inst.gen.Load(), Ready: inst.srv.Ready(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default)}
-	d.Replication = inst.repl.status()
-	d.Cutovers = inst.cuts.list()
-	d.GroupMoves = inst.groups.list()
-	if e := inst.lastErr.Load(); e != nil {
-		d.LastReloadErr = *e
-	}
+// Status is the /status document.
+func (inst *Instance) Status() StatusDoc {
+	cfg := inst.Config()
+	d := StatusDoc{Generation: inst.gen.Load(), Ready: inst.srv.Ready(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default),
+		LastReloadErr: inst.LastReloadError()}
+	d.Replication = inst.ctrl.Replication()
+	d.Cutovers = inst.ctrl.Cutovers()
+	d.GroupMoves = inst.ctrl.GroupMoves()
 	if t, err := routing.NewTable(cfg); err == nil {
 		d.Routes = t.Rules()
 		for _, name := range inst.srv.KnownTopics() {
-			d.Topics = append(d.Topics, topicStatus{Topic: name, Rule: t.TopicRule(name)})
+			d.Topics = append(d.Topics, TopicStatus{Topic: name, Rule: t.TopicRule(name)})
 		}
 	}
 	return d

@@ -1,4 +1,4 @@
-package main
+package control
 
 import (
 	"bytes"
@@ -26,12 +26,13 @@ import (
 
 // moveRig is a proxy over two kfake clusters (topic "orders", 3 partitions,
 // on both; every topic routed to the source) with a group move controller
-// installed the way run.go installs it.
+// installed the way the Controller installs it.
 type moveRig struct {
 	t        *testing.T
 	srv      *proxy.Server
 	src, tgt *kfake.Cluster
 	gm       *groupMoves
+	ov       *overlay
 	table    atomic.Pointer[routing.Table]
 	logs     *syncBuffer
 	reg      *prometheus.Registry
@@ -84,15 +85,18 @@ func newMoveRig(t *testing.T) *moveRig {
 	r.srv = srv
 	log := hclog.New(&hclog.LoggerOptions{Name: "kproxy", Output: r.logs, Level: hclog.Info})
 	r.reg = prometheus.NewRegistry()
-	r.gm = newGroupMoves(log.Named("groups"), srv, r.reg, r.refresh)
+	r.ov = newOverlay(srv)
+	admins := &clusterAdmins{}
+	r.gm = newGroupMoves(context.Background(), log.Named("groups"), srv, r.ov, admins, r.reg)
+	t.Cleanup(admins.close)
 	t.Cleanup(r.gm.wait)
 	r.reload("  default: source\n")
 	return r
 }
 
-// refresh is what the cutover controller's router change does: the config's
-// table under the group overlay.
-func (r *moveRig) refresh() { r.srv.SetRouter(r.gm.wrap(proxy.NewTableRouter(r.table.Load()))) }
+// refresh is what the cutover controller does after a reload: it hands the
+// overlay the config's table (no topic pins here).
+func (r *moveRig) refresh() { r.ov.setTopics(r.table.Load(), nil, nil) }
 
 // reload applies a config whose groups section is groups, as a reload does:
 // the controller sees the new table before the router serves it.
@@ -451,10 +455,10 @@ func TestGroupMoveResolvesGlobsToExistingGroups(t *testing.T) {
 	if got := committed(t, ctx, r.tgt, "other"); len(got) != 0 {
 		t.Fatalf("other was copied to the target: %v", got)
 	}
-	if home := r.gm.wrap(proxy.NewTableRouter(r.table.Load())).GroupCluster("app-1"); home != proxy.Target {
+	if home := r.ov.router().GroupCluster("app-1"); home != proxy.Target {
 		t.Fatalf("app-1 routes to %s after the move", home)
 	}
-	if home := r.gm.wrap(proxy.NewTableRouter(r.table.Load())).GroupCluster("app-2"); home != proxy.Target {
+	if home := r.ov.router().GroupCluster("app-2"); home != proxy.Target {
 		t.Fatalf("app-2 (no state anywhere) routes to %s after the globs resolved", home)
 	}
 }
@@ -500,7 +504,7 @@ func TestGroupMoveAbortsWhenTheNewHomeHasMembers(t *testing.T) {
 	if len(st) != 1 || st[0].State != groupAborted || st[0].Reason == "" {
 		t.Fatalf("status: %+v, want aborted with a reason", st)
 	}
-	if home := r.gm.wrap(proxy.NewTableRouter(r.table.Load())).GroupCluster("taken"); home != proxy.Source {
+	if home := r.ov.router().GroupCluster("taken"); home != proxy.Source {
 		t.Fatalf("an aborted move routes the group to %s", home)
 	}
 	if n := r.movesTotal("aborted"); n != 1 {
@@ -545,9 +549,11 @@ func TestGroupMoveAfterARestartWithAChangedConfig(t *testing.T) {
 		return cfg, tb
 	}
 	start := func(cfg *config.Config, tb *routing.Table) *groupMoves {
-		var gm *groupMoves
-		gm = newGroupMoves(hclog.New(&hclog.LoggerOptions{Output: r.logs, Level: hclog.Info}), r.srv, prometheus.NewRegistry(),
-			func() { r.srv.SetRouter(gm.wrap(proxy.NewTableRouter(tb))) })
+		ov := newOverlay(r.srv)
+		ov.setTopics(tb, nil, nil)
+		admins := &clusterAdmins{}
+		t.Cleanup(admins.close)
+		gm := newGroupMoves(context.Background(), hclog.New(&hclog.LoggerOptions{Output: r.logs, Level: hclog.Info}), r.srv, ov, admins, prometheus.NewRegistry())
 		prev, err := gm.restore(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -563,7 +569,7 @@ func TestGroupMoveAfterARestartWithAChangedConfig(t *testing.T) {
 
 	// Down; the operator moves every group to the target; up again.
 	second := start(parse("  default: target\n"))
-	var moved *groupMoveStatus
+	var moved *GroupMoveStatus
 	for _, st := range second.list() {
 		if st.Group == "sleeper" {
 			moved = &st

@@ -1,4 +1,4 @@
-package main
+package control
 
 // clusterAdmins keeps one long-lived admin client per upstream cluster for
 // the controllers (cutovers, group moves). Building a client per lookup cost

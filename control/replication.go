@@ -1,4 +1,4 @@
-package main
+package control
 
 // Replication in both directions. A replicated topic has a home: the cluster
 // its producers write to (the source until its first cutover). One
@@ -101,8 +101,8 @@ func (rp *replication) setConfig(cfg *config.Config) {
 	rp.mu.Unlock()
 }
 
-// replicationStateDir is where the maps of the copy into the target live.
-func replicationStateDir(cfg *config.Config) string {
+// ReplicationStateDir is where the maps of the copy into the target live.
+func ReplicationStateDir(cfg *config.Config) string {
 	if cfg.Replication.StateDir != "" {
 		return cfg.Replication.StateDir
 	}
@@ -112,9 +112,9 @@ func replicationStateDir(cfg *config.Config) string {
 // mapDir is where the maps of the copy into cluster `to` live.
 func mapDir(cfg *config.Config, to string) string {
 	if to == proxy.Source {
-		return replicationStateDir(cfg) + ".to-source"
+		return ReplicationStateDir(cfg) + ".to-source"
 	}
-	return replicationStateDir(cfg)
+	return ReplicationStateDir(cfg)
 }
 
 // resolveTopics lists the source topics that match a replicate pattern.
@@ -482,8 +482,8 @@ func (rp *replication) Gather() ([]*dto.MetricFamily, error) {
 	return gs.Gather()
 }
 
-// replicationStatus is the /status section on replication.
-type replicationStatus struct {
+// ReplicationStatus is the /status section on replication.
+type ReplicationStatus struct {
 	Topics     []string                     `json:"topics"`
 	Error      string                       `json:"error,omitempty"`
 	Partitions []replicator.PartitionStatus `json:"partitions"`
@@ -492,9 +492,9 @@ type replicationStatus struct {
 	ToSource       []replicator.PartitionStatus `json:"to_source,omitempty"`
 }
 
-func (rp *replication) status() replicationStatus {
+func (rp *replication) status() ReplicationStatus {
 	rp.mu.Lock()
-	st := replicationStatus{Topics: rp.topics[proxy.Target], ToSourceTopics: rp.topics[proxy.Source], Error: rp.err}
+	st := ReplicationStatus{Topics: rp.topics[proxy.Target], ToSourceTopics: rp.topics[proxy.Source], Error: rp.err}
 	rp.mu.Unlock()
 	if r := rp.copyInto(proxy.Target); r != nil {
 		st.Partitions = r.Status()

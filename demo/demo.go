@@ -1,15 +1,18 @@
-package main
+// Package demo tells kproxy's whole story on two embedded (kfake) clusters:
+// live traffic through a kproxy instance, a flip to the target and a
+// rollback under load, a drain and a verdict. It links kfake and
+// test/checker, so only cmd/kproxy-demo imports it; the serving binary
+// (cmd/kproxy) does not.
+package demo
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"maps"
 	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -26,6 +29,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/control"
+	"github.com/kproxy/kproxy/routing"
 	"github.com/kproxy/kproxy/test/checker"
 )
 
@@ -38,9 +43,9 @@ const (
 	demoMembers    = 2
 )
 
-// demoOptions tune one demo run. The command uses the defaults; tests shorten
+// Options tune one demo run. The command uses the defaults; tests shorten
 // the traffic phase.
-type demoOptions struct {
+type Options struct {
 	// Duration is how long the producers run.
 	Duration time.Duration
 	// Rate is records per second, all producers together.
@@ -54,7 +59,7 @@ type demoOptions struct {
 	Log hclog.Logger
 }
 
-func (o *demoOptions) fill() {
+func (o *Options) fill() {
 	if o.Duration <= 0 {
 		o.Duration = 5 * time.Second
 	}
@@ -72,8 +77,8 @@ func (o *demoOptions) fill() {
 	}
 }
 
-// demoResult is what a run found.
-type demoResult struct {
+// Result is what a run found.
+type Result struct {
 	Report        checker.Report
 	ProduceErrors int
 	ConsumeErrors int
@@ -95,42 +100,15 @@ type demoResult struct {
 }
 
 // Pass is the verdict.
-func (r demoResult) Pass() bool {
+func (r Result) Pass() bool {
 	return r.Report.OK() && r.ProduceErrors == 0 && r.ConsumeErrors == 0 && len(r.Problems) == 0
 }
 
-func demoCmd(args []string) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	var opts demoOptions
-	fs.DurationVar(&opts.Duration, "duration", 5*time.Second, "how long the producers run")
-	fs.IntVar(&opts.Rate, "rate", 2000, "records per second, all producers together")
-	fs.DurationVar(&opts.DrainTimeout, "drain-timeout", 15*time.Second, "how long consumers may take to read every acked record")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	opts.Out = os.Stdout
-	level := hclog.Warn
-	if l := os.Getenv("KPROXY_DEMO_LOG"); l != "" {
-		level = hclog.LevelFromString(l)
-	}
-	opts.Log = hclog.New(&hclog.LoggerOptions{Name: "kproxy", Level: level, Output: os.Stderr})
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	res, err := runDemo(ctx, opts)
-	if err != nil {
-		return err
-	}
-	if !res.Pass() {
-		return errors.New("verdict FAIL")
-	}
-	return nil
-}
-
-// runDemo tells the whole story: embedded clusters, kproxy in front of them,
+// Run tells the whole story: embedded clusters, kproxy in front of them,
 // live traffic through kproxy with events applied to it mid-run, a drain and
 // a verdict. It returns an error only when the demo could not run; a run that
 // found anomalies returns a result whose Pass is false.
-func runDemo(ctx context.Context, opts demoOptions) (demoResult, error) {
+func Run(ctx context.Context, opts Options) (Result, error) {
 	opts.fill()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -138,22 +116,22 @@ func runDemo(ctx context.Context, opts demoOptions) (demoResult, error) {
 	defer d.close()
 
 	if err := d.startClusters(); err != nil {
-		return demoResult{}, err
+		return Result{}, err
 	}
 	if err := d.startKproxy(ctx); err != nil {
-		return demoResult{}, err
+		return Result{}, err
 	}
 	if err := d.startConsumers(ctx); err != nil {
-		return demoResult{}, err
+		return Result{}, err
 	}
 	if err := d.runTraffic(ctx); err != nil {
-		return demoResult{}, err
+		return Result{}, err
 	}
 	d.drain(ctx)
 	d.stopConsumers()
 	d.checkCommits(ctx)
 	if err := ctx.Err(); err != nil {
-		return demoResult{}, err
+		return Result{}, err
 	}
 	res := d.verdict()
 	d.printVerdict(res)
@@ -182,16 +160,16 @@ func demoEvents() []demoEvent {
 
 // demo is one run's state.
 type demo struct {
-	opts  demoOptions
+	opts  Options
 	begin time.Time
 	hist  *demoHistory
 
 	source, target *kfake.Cluster
 
-	dir      string     // temp dir holding the config file
-	cfgPath  string     // the config file kproxy was started from
-	cfgFile  demoConfig // what cfgPath holds now
-	inst     *instance  // the running kproxy
+	dir      string            // temp dir holding the config file
+	cfgPath  string            // the config file kproxy was started from
+	cfgFile  demoConfig        // what cfgPath holds now
+	inst     *control.Instance // the running kproxy
 	reloader *config.Reloader
 	addr     string // kproxy's Kafka listener
 
@@ -308,8 +286,8 @@ func (d *demo) startKproxy(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting kproxy: %w", err)
 	}
-	d.addr = d.inst.srv.Addr().String()
-	d.reloader = config.NewReloader(d.cfgPath, d.inst.config(), d.opts.Log.Named("config"), d.inst.Apply)
+	d.addr = d.inst.Addr().String()
+	d.reloader = config.NewReloader(d.cfgPath, d.inst.Config(), d.opts.Log.Named("config"), d.inst.Apply)
 	d.say("kproxy up: kafka on %s, admin on http://%s, config %s", d.addr, d.cfgFile.Admin, d.cfgPath)
 	return nil
 }
@@ -333,7 +311,7 @@ func (d *demo) tryStartKproxy(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	inst, err := start(sctx, cfg, d.opts.Log)
+	inst, err := control.Start(sctx, cfg, d.opts.Log)
 	if err != nil {
 		return err
 	}
@@ -580,7 +558,7 @@ func (d *demo) flipUnderLoad(ctx context.Context, to config.Cluster) error {
 		d.epochAtFlip = d.rebalanceEvents()
 	}
 	var flippedBefore time.Time
-	for _, st := range d.inst.cuts.list() {
+	for _, st := range d.inst.Cutovers() {
 		if st.Topic == demoTopic {
 			flippedBefore = st.FlippedAt
 		}
@@ -590,32 +568,32 @@ func (d *demo) flipUnderLoad(ctx context.Context, to config.Cluster) error {
 	if err := d.writeConfig(next); err != nil {
 		return err
 	}
-	before := d.inst.gen.Load()
+	before := d.inst.Generation()
 	if err := d.reloader.Reload(); err != nil {
 		return err
 	}
-	if d.inst.gen.Load() != before+1 {
+	if d.inst.Generation() != before+1 {
 		why := "not applied"
-		if p := d.inst.lastErr.Load(); p != nil {
-			why = *p
+		if e := d.inst.LastReloadError(); e != "" {
+			why = e
 		}
 		return fmt.Errorf("kproxy did not apply the reload: %s", why)
 	}
 	d.reloads++
-	d.say("config generation %d applied: %s: %s (cutover started)", d.inst.gen.Load(), demoTopic, to)
+	d.say("config generation %d applied: %s: %s (cutover started)", d.inst.Generation(), demoTopic, to)
 	deadline := time.Now().Add(d.cfg().Cutover.MaxHold + 5*time.Second)
 	for time.Now().Before(deadline) {
-		for _, st := range d.inst.cuts.list() {
+		for _, st := range d.inst.Cutovers() {
 			if st.Topic != demoTopic {
 				continue
 			}
 			switch {
-			case st.State == "flipped" && st.Home == string(to) && st.FlippedAt.After(flippedBefore):
+			case st.State == routing.Flipped.String() && st.Home == string(to) && st.FlippedAt.After(flippedBefore):
 				d.flips = append(d.flips, string(to))
 				d.holdMillis = max(d.holdMillis, st.HoldMillis)
 				d.say("cutover of %s flipped to the %s: produce held %d ms (%d requests)", demoTopic, to, st.HoldMillis, st.Held)
 				return nil
-			case st.State == "aborted" || st.State == "refused":
+			case st.State == routing.Aborted.String() || st.State == control.StateRefused:
 				return fmt.Errorf("cutover of %s to the %s %s: %s", demoTopic, to, st.State, st.Reason)
 			}
 		}
@@ -628,7 +606,7 @@ func (d *demo) flipUnderLoad(ctx context.Context, to config.Cluster) error {
 	return fmt.Errorf("cutover of %s did not finish", demoTopic)
 }
 
-func (d *demo) cfg() *config.Config { return d.inst.config() }
+func (d *demo) cfg() *config.Config { return d.inst.Config() }
 
 func (d *demo) stopProducers() {
 	for _, p := range d.producers {
@@ -764,9 +742,9 @@ func (d *demo) checkCommits(ctx context.Context) {
 }
 
 // Step 5: the verdict.
-func (d *demo) verdict() demoResult {
+func (d *demo) verdict() Result {
 	acks, consumed, perr, cerr, samples := d.hist.snapshot()
-	res := demoResult{
+	res := Result{
 		Report:              checker.Check(acks, consumed, checker.Options{ExpectAll: true}),
 		ProduceErrors:       perr,
 		ConsumeErrors:       cerr,
@@ -785,7 +763,7 @@ func (d *demo) verdict() demoResult {
 	return res
 }
 
-func (d *demo) printVerdict(res demoResult) {
+func (d *demo) printVerdict(res Result) {
 	w := d.opts.Out
 	c := res.Report.Counts
 	fmt.Fprintf(w, "\nkproxy demo: %d producers, 1 consumer group (%d members), topic %s (%d partitions) on embedded clusters\n",

@@ -1,4 +1,4 @@
-package main
+package control
 
 // The group move controller: turns a reload that changes a consumer group's
 // home (groups.* in the config) into hold -> wait for in-flight commits ->
@@ -22,8 +22,12 @@ package main
 // keeps the home the previous table gave it (the frozen table), so none of
 // them reaches its new home before its offsets do.
 //
-// Not persisted: a move runs in memory. A restart after an aborted move
-// serves the group from the config's home without its offsets.
+// Persisted: state_dir/group-homes.json keeps the groups section in effect
+// and the pins (saveLocked), and start-up restores them (restore), so a
+// restart after an aborted or interrupted move, or with a groups section
+// edited while kproxy was down, moves the group again with its offsets
+// instead of serving it from a home that lacks them. Without state_dir a
+// move runs in memory only.
 
 import (
 	"context"
@@ -55,8 +59,8 @@ const (
 	groupAborted = "aborted" // the group stays on its old home; Reason says why
 )
 
-// groupMoveStatus is one group's move, for /status and `kproxy status`.
-type groupMoveStatus struct {
+// GroupMoveStatus is one group's move, for /status and `kproxy status`.
+type GroupMoveStatus struct {
 	Group      string    `json:"group"`
 	From       string    `json:"from"`
 	To         string    `json:"to"`
@@ -73,22 +77,31 @@ type groupMoveStatus struct {
 // the cluster its offsets are on.
 type groupMoves struct {
 	log   hclog.Logger
-	srv   *proxy.Server
+	srv   groupHolder
 	moves *prometheus.CounterVec
 
-	// refresh re-installs the proxy's router, which calls wrap; it is
-	// called without mu held, after every change of the overlay.
-	refresh func()
+	// ctx is the controller's lifetime: Close cancels it, which aborts a
+	// running move (the group stays on its old home).
+	ctx     context.Context
+	overlay *overlay
 
 	mu     sync.Mutex // guards the fields below
 	cfg    *config.Config
 	table  *routing.Table    // the config's table, under the overlay
 	pins   map[string]string // group -> the cluster that coordinates it now
 	frozen *routing.Table    // non-nil while globs resolve: unpinned groups keep this table's home
-	status map[string]*groupMoveStatus
+	status map[string]*GroupMoveStatus
 	wg     sync.WaitGroup // running moves and glob listings
 	file   string         // state_dir/group-homes.json ("" without state_dir)
-	admins *clusterAdmins // shared with the cutover controller in kproxy run
+	admins *clusterAdmins // shared with the cutover controller
+}
+
+// groupHolder is the proxy's side of a group move (proxy/group_hold.go).
+type groupHolder interface {
+	HoldGroup(group string)
+	ReleaseGroup(group string)
+	WaitGroupIdle(ctx context.Context, group string) error
+	GroupHeldCount(group string) int
 }
 
 // groupHomes is what group-homes.json keeps: the groups section in effect
@@ -155,10 +168,10 @@ func (g *groupMoves) saveLocked() {
 	}
 }
 
-func newGroupMoves(log hclog.Logger, srv *proxy.Server, reg prometheus.Registerer, refresh func()) *groupMoves {
+func newGroupMoves(ctx context.Context, log hclog.Logger, srv groupHolder, ov *overlay, admins *clusterAdmins, reg prometheus.Registerer) *groupMoves {
 	g := &groupMoves{
-		log: log, srv: srv, refresh: refresh, admins: &clusterAdmins{},
-		pins: map[string]string{}, status: map[string]*groupMoveStatus{},
+		log: log, srv: srv, ctx: ctx, overlay: ov, admins: admins,
+		pins: map[string]string{}, status: map[string]*GroupMoveStatus{},
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_group_moves_total",
 			Help: "Consumer group home moves, by result (moved, aborted).",
@@ -170,40 +183,24 @@ func newGroupMoves(log hclog.Logger, srv *proxy.Server, reg prometheus.Registere
 	return g
 }
 
-// wrap puts the group overlay over r.
-func (g *groupMoves) wrap(r proxy.Router) proxy.Router {
+// refresh hands the overlay the group pins and the frozen table; the
+// overlay installs the router. Called without mu held.
+func (g *groupMoves) refresh() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return groupPinnedRouter{Router: r, pins: maps.Clone(g.pins), frozen: g.frozen}
-}
-
-// groupPinnedRouter keeps pinned groups on one cluster, and while globs
-// resolve, every other group on the frozen table's home.
-type groupPinnedRouter struct {
-	proxy.Router
-	pins   map[string]string
-	frozen *routing.Table
-}
-
-func (r groupPinnedRouter) GroupCluster(group string) string {
-	if c, ok := r.pins[group]; ok {
-		return c
-	}
-	if r.frozen != nil {
-		return string(r.frozen.GroupHome(group))
-	}
-	return r.Router.GroupCluster(group)
+	g.overlay.setGroups(g.pins, g.frozen)
 }
 
 // apply takes a new config's table (prev is the table it replaces; nil at
 // startup, when nothing moves) and starts a move for every group whose home
-// changes. Call it before the router is re-installed for next, so the pins
-// it sets are in the first router that serves next.
+// changes. Call it before the overlay serves next, so the pins it sets are
+// in the first router that serves next.
 func (g *groupMoves) apply(cfg *config.Config, prev, next *routing.Table) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	prevCfg := g.cfg
 	g.cfg, g.table = cfg, next
+	defer g.overlay.setGroups(g.pins, g.frozen)
 	defer g.saveLocked()
 	if prev == nil {
 		return
@@ -265,7 +262,7 @@ func (g *groupMoves) considerLocked(cfg *config.Config, group, cur string) {
 		return
 	}
 	g.pins[group] = cur
-	g.status[group] = &groupMoveStatus{Group: group, From: cur, To: to, State: groupHolding, StartedAt: time.Now()}
+	g.status[group] = &GroupMoveStatus{Group: group, From: cur, To: to, State: groupHolding, StartedAt: time.Now()}
 	g.wg.Add(1)
 	go g.run(cfg, group, cur, to)
 }
@@ -291,7 +288,7 @@ func globsChanged(a, b *config.Config) bool {
 // then lifts the frozen table.
 func (g *groupMoves) resolve(cfg *config.Config) {
 	defer g.wg.Done()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(g.ctx, 30*time.Second)
 	defer cancel()
 	listed := map[string][]string{} // group -> clusters it was listed on
 	var errs []error
@@ -344,7 +341,7 @@ func (g *groupMoves) run(cfg *config.Config, group, from, to string) {
 	if limit <= 0 {
 		limit = 5 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	ctx, cancel := context.WithTimeout(g.ctx, limit)
 	defer cancel()
 	start := time.Now()
 	g.srv.HoldGroup(group)
@@ -472,10 +469,10 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 }
 
 // list is every group move, for /status.
-func (g *groupMoves) list() []groupMoveStatus {
+func (g *groupMoves) list() []GroupMoveStatus {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := make([]groupMoveStatus, 0, len(g.status))
+	out := make([]GroupMoveStatus, 0, len(g.status))
 	for _, st := range g.status {
 		s := *st
 		if s.State == groupHolding || s.State == groupCopying {
@@ -488,7 +485,7 @@ func (g *groupMoves) list() []groupMoveStatus {
 	return out
 }
 
-// wait blocks until no move or listing runs (tests; shutdown).
+// wait blocks until no move or listing runs (tests; Close).
 func (g *groupMoves) wait() { g.wg.Wait() }
 
 func sortedGroupKeys[V any](m map[string]V) []string {

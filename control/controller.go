@@ -1,0 +1,119 @@
+package control
+
+// The control plane of one kproxy: two-way replication and topic homes
+// (replication.go), the cutover controller (cutover.go), the group mover
+// (groupmove.go), the admin clients they share (admins.go) and the router
+// overlay they pin routes in (router.go). One lifecycle: NewController,
+// Start, Apply per reload, Close. Close cancels running cutovers and group
+// moves (each releases what it holds to the cluster it came from), waits
+// for their goroutines, stops replication, and only then closes the admin
+// clients they use.
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/routing"
+)
+
+// Controller drives replication, cutovers and group moves from reloads.
+// Apply and Start must not be called concurrently with each other (the
+// instance serialises reloads).
+type Controller struct {
+	log    hclog.Logger
+	srv    *proxy.Server
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	repl    *replication
+	admins  *clusterAdmins
+	overlay *overlay
+	cuts    *cutovers
+	groups  *groupMoves
+	table   *routing.Table // the applied config's routes, under the overlay
+}
+
+// NewController builds the control plane for srv from the first config and
+// installs its router (the config's table) on srv. Nothing runs until Start.
+func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg prometheus.Registerer) (*Controller, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Controller{log: log, srv: srv, ctx: ctx, cancel: cancel,
+		repl: newReplication(log.Named("replicator")), admins: &clusterAdmins{}, overlay: newOverlay(srv)}
+	c.repl.setConfig(cfg)
+	dir := ""
+	if cfg.StateDir != "" {
+		dir = filepath.Join(cfg.StateDir, "cutover")
+	}
+	ends := adminOffsets{admins: c.admins, cfg: cfg}
+	cuts, err := newCutovers(ctx, log.Named("cutover"), srv, ends, replicationPort{rp: c.repl, ends: ends}, fileMarkers{dir: dir}, c.overlay, reg)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c.cuts = cuts
+	c.groups = newGroupMoves(ctx, log.Named("groups"), srv, c.overlay, c.admins, reg)
+	srv.SetOffsetMaps(c.repl)
+	return c, nil
+}
+
+// Start applies the first config: replication, then the group homes and
+// topic homes kept from the last run against the config.
+func (c *Controller) Start(cfg *config.Config, table *routing.Table) {
+	// Replication first: which copies run decides where routes may point.
+	if err := c.repl.apply(cfg); err != nil {
+		// Clients are served either way; /status and the log say why
+		// replication is not running.
+		c.log.Error("replication not started", "error", err)
+	}
+	// A groups change made while kproxy was down moves those groups now.
+	lastGroups, err := c.groups.restore(cfg)
+	if err != nil {
+		c.log.Error("group homes from the last run not restored; groups are served from the config's homes", "error", err)
+	}
+	c.groups.apply(cfg, lastGroups, table)
+	// Every replicated topic is considered, not only the flipped ones: a
+	// config edited while kproxy was down may route a topic away from its
+	// home, and that takes a cutover (hold, drain, flip), never a switch.
+	c.cuts.apply(cfg, nil, table, c.repl.resolvedTopics())
+	c.table = table
+}
+
+// Apply installs a reloaded config (already validated; table is its
+// routing table).
+func (c *Controller) Apply(cfg *config.Config, table *routing.Table) {
+	if err := c.repl.apply(cfg); err != nil {
+		c.log.Error("replication not (re)started after reload", "error", err)
+	}
+	// Group pins first, so the router that serves the new table already
+	// keeps a moving group on its old home until its offsets are copied.
+	c.groups.apply(cfg, c.table, table)
+	// Replicated topics count even if no client has used them yet: their
+	// route change is a cutover too.
+	c.cuts.apply(cfg, c.table, table, append(c.srv.KnownTopics(), c.repl.resolvedTopics()...))
+	c.table = table
+}
+
+// Close stops the control plane: running cutovers and group moves abort
+// (releasing what they hold to where it came from) and are awaited, then
+// replication stops and the admin clients close.
+func (c *Controller) Close() {
+	c.cancel()
+	c.cuts.wait()
+	c.groups.wait()
+	c.repl.stop()
+	c.admins.close()
+}
+
+// Cutovers is every topic's cutover, for /status.
+func (c *Controller) Cutovers() []CutoverStatus { return c.cuts.list() }
+
+// GroupMoves is every group move, for /status.
+func (c *Controller) GroupMoves() []GroupMoveStatus { return c.groups.list() }
+
+// Replication is the replication section of /status.
+func (c *Controller) Replication() ReplicationStatus { return c.repl.status() }

@@ -1,0 +1,674 @@
+package control
+
+// The cutover controller. A reload that moves a replicated topic's produce
+// route off its home cluster starts a cutover. routing.Step decides every
+// transition and the controller executes the actions it returns, in order,
+// and nothing else (execute): hold the topic's produce requests -> wait for
+// those in flight (and open transactions on the topic) and note the home's
+// end offsets -> wait until the copy has every record below them, seal the
+// new home's maps and record the flip -> flip the route -> release the held
+// requests -> start the copy back. cutover.max_hold bounds the hold; on
+// timeout or error the attempt aborts and the held requests go to the home
+// (nothing is lost either way).
+//
+// Both directions are the same operation: a flip makes the other cluster the
+// topic's home and starts copying the topic back (reverse_after_cutover),
+// so moving the route back (a rollback) is again hold -> drain -> flip.
+// Producers-first (produce moves, fetch stays) is a flip whose consumers
+// then read the copy back. Fetch routes move without a hold, onto any
+// cluster that holds the topic's records with a map: its home, or the
+// cluster it is copied to (consumers-first reads the copy, current to the
+// replication lag). A fetch route onto a cluster nothing copies to is held
+// on the home, and status says why.
+//
+// A reload that arrives while an attempt runs: a route back to the home
+// cancels the attempt (routing.RouteReverted; if the flip is already
+// recorded it completes), and whatever the reload asked, the controller
+// compares the topic with the config again once the attempt ends and starts
+// the move the config now asks for. The config wins eventually: a topic is
+// never left pinned against it by a reload it missed (decision 006).
+//
+// A flip is durable: the new home's maps are sealed (later records continue
+// the virtual offsets) and a marker (markerStore, state_dir/cutover/)
+// records the home across restarts.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/routing"
+)
+
+// CutoverStatus is one topic's cutover, for /status and `kproxy status`.
+type CutoverStatus struct {
+	Topic string `json:"topic"`
+	From  string `json:"from"`
+	To    string `json:"to"`
+	// Home is where the topic's producers write now.
+	Home string `json:"home"`
+	// State is routing.State's name (steady, holding, draining, flipped,
+	// aborted), or "refused" when the config asks for a move that would
+	// lose records.
+	State      string    `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	FlippedAt  time.Time `json:"flipped_at,omitempty"`
+	HoldMillis int64     `json:"hold_ms"`
+	Held       int       `json:"held_requests"`
+	// Progress is a one-line account of a drain: how far the copy is from
+	// the frozen end offsets.
+	Progress string `json:"progress,omitempty"`
+	// FetchNote says why the topic's fetches are not where the config says.
+	FetchNote string `json:"fetch_note,omitempty"`
+}
+
+// StateRefused is CutoverStatus.State of a move the controller refuses.
+const StateRefused = "refused"
+
+// cutoverEntry is the controller's record of one topic.
+type cutoverEntry struct {
+	st      CutoverStatus
+	cut     routing.Cutover // the state machine's value; the truth for State
+	refused bool            // the config asks for a move that would lose records
+	// running: an attempt's goroutine owns the topic until it ends.
+	running bool
+	// cancel cancels the running attempt (route reverted, shutdown).
+	cancel context.CancelCauseFunc
+	// reconsider: a reload arrived while the attempt ran; compare the topic
+	// with the config again when it ends.
+	reconsider bool
+}
+
+func (e *cutoverEntry) view() CutoverStatus {
+	s := e.st
+	s.State = e.cut.State.String()
+	if e.refused {
+		s.State = StateRefused
+	}
+	return s
+}
+
+// errRouteReverted is the cause of an attempt cancelled by a reload that
+// routes the topic back to its home.
+var errRouteReverted = errors.New("a reload routed the topic back to its home")
+
+// The cutover controller's ports: what it drives. Production wires the
+// proxy server, the replication (replicationPort), the admin clients
+// (adminOffsets) and state_dir/cutover (fileMarkers); the unit test wires
+// fakes.
+
+// produceGate holds and releases a topic's produce requests
+// (proxy/cutover_hold.go).
+type produceGate interface {
+	HoldProduce(topic string)
+	ReleaseProduce(topic string)
+	HeldCount(topic string) int
+	WaitProduceIdle(ctx context.Context, topic string) error
+	WaitTxnIdle(ctx context.Context, topic string) error
+}
+
+// endOffsets lists a topic's end offsets on a cluster: the log ends, or
+// with stable the last stable offsets (read_committed ends).
+type endOffsets interface {
+	Ends(ctx context.Context, cluster, topic string, stable bool) (map[int32]int64, error)
+}
+
+// topicCopies is the replication's side of a cutover.
+type topicCopies interface {
+	// Home is the cluster the topic's producers write to.
+	Home(topic string) string
+	// CopiesInto says whether the topic is (to be) copied into cluster to.
+	CopiesInto(topic, to string) bool
+	// WaitCopied waits until the copy into to has every record of the
+	// topic below ends (per partition, the home's offsets).
+	WaitCopied(ctx context.Context, topic, to string, ends map[int32]int64) error
+	// CopiedThrough is how far the copy into to has copied a partition.
+	CopiedThrough(topic, to string, partition int32) int64
+	// SealFlip stops the copy into to and plans the flip: the new home's
+	// sealed maps, checked against both logs (from must still end at ends).
+	// On error the caller resumes the copy (StartCopy).
+	SealFlip(ctx context.Context, topic, from, to string, ends map[int32]int64) (*flipPlan, error)
+	// SaveCopyBack persists the maps the copy back starts from (before the
+	// marker); AdoptFlip makes the plan's cluster the topic's home (after).
+	SaveCopyBack(pl *flipPlan) error
+	AdoptFlip(pl *flipPlan)
+	// StartCopy starts copying the topic into to.
+	StartCopy(topic, to string) error
+	// LoadHome restores a flipped topic's home from its maps at start-up.
+	LoadHome(topic, cluster string, partitions int32) error
+}
+
+// markerStore keeps one marker per flipped topic.
+type markerStore interface {
+	Load() ([]cutoverMarker, error)
+	Save(cutoverMarker) error
+}
+
+type cutoverMarker struct {
+	Topic      string    `json:"topic"`
+	Home       string    `json:"home"` // empty in markers written before rollback existed: target
+	FlippedAt  time.Time `json:"flipped_at"`
+	Partitions int32     `json:"partitions"`
+}
+
+// cutovers owns per-topic cutover state and the topic pins of the router
+// overlay: topics whose route may not (yet) follow the table.
+type cutovers struct {
+	log     hclog.Logger
+	gate    produceGate
+	ends    endOffsets
+	copies  topicCopies
+	markers markerStore
+	overlay *overlay
+	ctx     context.Context // the controller's lifetime; Close cancels it
+	wg      sync.WaitGroup  // running attempts
+
+	holdHist prometheus.Histogram
+	flips    *prometheus.CounterVec
+	aborts   prometheus.Counter
+
+	mu          sync.Mutex // guards the fields below
+	entries     map[string]*cutoverEntry
+	producePins map[string]string // topic -> cluster its produce stays on
+	fetchPins   map[string]string // topic -> cluster its fetches stay on
+	flipped     map[string]*cutoverMarker
+	cfg         *config.Config // the applied config
+	table       *routing.Table // its table, under the pins
+}
+
+func newCutovers(ctx context.Context, log hclog.Logger, gate produceGate, ends endOffsets, copies topicCopies, markers markerStore, ov *overlay, reg prometheus.Registerer) (*cutovers, error) {
+	c := &cutovers{
+		log: log, gate: gate, ends: ends, copies: copies, markers: markers, overlay: ov, ctx: ctx,
+		entries: map[string]*cutoverEntry{}, producePins: map[string]string{}, fetchPins: map[string]string{}, flipped: map[string]*cutoverMarker{},
+		holdHist: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kproxy_cutover_hold_seconds", Help: "How long produce requests of a topic were held during a cutover.", Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		flips:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_cutover_flips_total", Help: "Topics flipped, by the cluster they flipped to."}, []string{"to"}),
+		aborts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "kproxy_cutover_aborts_total", Help: "Cutovers aborted (the topic stayed on its cluster)."}),
+	}
+	reg.MustRegister(c.holdHist, c.flips, c.aborts)
+	ms, err := markers.Load()
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		m := m
+		if m.Home == "" {
+			m.Home = proxy.Target
+		}
+		c.flipped[m.Topic] = &m
+		from := other(m.Home)
+		c.entries[m.Topic] = &cutoverEntry{
+			st:  CutoverStatus{Topic: m.Topic, From: from, To: m.Home, Home: m.Home, FlippedAt: m.FlippedAt},
+			cut: routing.Cutover{Topic: m.Topic, From: config.Cluster(from), To: config.Cluster(m.Home), Scope: routing.ScopeProduce, State: routing.Flipped, FlippedAt: m.FlippedAt},
+		}
+		if err := copies.LoadHome(m.Topic, m.Home, m.Partitions); err != nil {
+			return nil, fmt.Errorf("flipped topic %s: %w", m.Topic, err)
+		}
+	}
+	return c, nil
+}
+
+// publishLocked hands the overlay the table and the topic pins.
+func (c *cutovers) publishLocked() {
+	if c.table != nil {
+		c.overlay.setTopics(c.table, c.producePins, c.fetchPins)
+	}
+}
+
+// attempt is a cutover ready to run: its first actions from routing.Step.
+type attempt struct {
+	cut    routing.Cutover
+	acts   []routing.Action
+	ctx    context.Context
+	policy routing.Policy
+}
+
+// apply installs a new config's routes (prev is the table it replaces, nil
+// at start-up), starting cutovers for replicated topics whose produce route
+// leaves their home.
+func (c *cutovers) apply(cfg *config.Config, prev, next *routing.Table, topics []string) {
+	c.mu.Lock()
+	c.cfg, c.table = cfg, next
+	seen := map[string]bool{}
+	for t := range c.flipped {
+		topics = append(topics, t)
+	}
+	var start []attempt
+	for _, t := range topics {
+		if seen[t] {
+			continue
+		}
+		seen[t] = true
+		if !next.Replicated(t) && c.flipped[t] == nil && (prev == nil || !prev.Replicated(t)) {
+			continue
+		}
+		if a := c.considerLocked(t); a != nil {
+			start = append(start, *a)
+		}
+	}
+	c.publishLocked()
+	c.mu.Unlock()
+	c.launch(start)
+}
+
+// launch runs attempts, each in its own tracked goroutine.
+func (c *cutovers) launch(as []attempt) {
+	for _, a := range as {
+		go c.run(a)
+	}
+}
+
+// considerLocked compares one topic's home with the applied config: it
+// sets the topic's pins and returns the attempt to start, if any. For a
+// topic whose attempt is running it only notes the reload (and cancels the
+// attempt when the config routes the topic back to its home): the attempt
+// looks again when it ends.
+func (c *cutovers) considerLocked(t string) *attempt {
+	cfg, next := c.cfg, c.table
+	np, nf := string(next.Route(t, routing.Produce, "", "")), string(next.Route(t, routing.Fetch, "", ""))
+	e := c.entries[t]
+	if e != nil && e.running {
+		e.reconsider = true
+		if np == string(e.cut.From) {
+			e.cancel(errRouteReverted)
+		}
+		return nil
+	}
+	home := c.copies.Home(t)
+	c.producePins[t] = home
+	c.fetchPins[t] = home
+	var fetchNote string
+	switch {
+	case nf == home:
+		delete(c.fetchPins, t)
+	case c.copies.CopiesInto(t, nf):
+		delete(c.fetchPins, t) // reads the copy through its map
+	default:
+		fetchNote = fmt.Sprintf("fetch stays on the %s (the topic's home): nothing copies the topic into the %s (replication.reverse_after_cutover is off, or the topic is not replicated)", home, nf)
+	}
+	var start *attempt
+	switch {
+	case np == home:
+		if c.flipped[t] == nil {
+			delete(c.producePins, t) // never flipped: the table is right
+		}
+		if e != nil && e.cut.State == routing.Aborted {
+			// Config and traffic agree again.
+			if cut, _, err := routing.Step(e.cut, routing.RouteReverted{}, time.Now(), routing.PolicyOf(cfg)); err == nil && cut.State == routing.Steady {
+				e = nil
+				delete(c.entries, t)
+			}
+		}
+		if e != nil && (e.refused || e.cut.State != routing.Flipped) {
+			delete(c.entries, t)
+			e = nil
+		}
+	case !c.copies.CopiesInto(t, np):
+		reason := fmt.Sprintf("produce stays on the %s (the topic's home): nothing copies the topic into the %s, so a flip there would lose records", home, np)
+		if np == proxy.Source && !cfg.Replication.ReverseAfterCutover {
+			reason = fmt.Sprintf("produce stays on the %s: moving back to the source needs replication.reverse_after_cutover, which is off", home)
+		}
+		if e == nil || e.st.Reason != reason {
+			c.log.Error("cutover refused; the topic keeps its route", "topic", t, "reason", reason)
+		}
+		e = &cutoverEntry{refused: true,
+			st:  CutoverStatus{Topic: t, From: home, To: np, Home: home, Reason: reason, StartedAt: time.Now()},
+			cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), Scope: routing.ScopeProduce, State: routing.Steady}}
+		c.entries[t] = e
+	default:
+		policy := c.policy(cfg, np)
+		cut := routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), Scope: routing.ScopeProduce, Other: config.Cluster(nf)}
+		cut, acts, err := routing.Step(cut, routing.RouteChanged{}, time.Now(), policy)
+		if err != nil {
+			c.log.Error("cutover not started", "topic", t, "error", err)
+			break
+		}
+		// Fetches stay on the home for the hold: it has every record.
+		c.fetchPins[t] = home
+		ctx, cancel := context.WithCancelCause(c.ctx)
+		e = &cutoverEntry{running: true, cancel: cancel, cut: cut,
+			st: CutoverStatus{Topic: t, From: home, To: np, Home: home, StartedAt: cut.StartedAt}}
+		c.entries[t] = e
+		c.log.Info("cutover "+cut.State.String(), "topic", t, "from", home, "to", np, "max_hold", policy.MaxHold, "actions", fmt.Sprint(acts))
+		c.wg.Add(1)
+		start = &attempt{cut: cut, acts: acts, ctx: ctx, policy: policy}
+	}
+	if e != nil {
+		e.st.FetchNote = fetchNote
+	} else if fetchNote != "" {
+		c.entries[t] = &cutoverEntry{
+			st:  CutoverStatus{Topic: t, From: home, To: home, Home: home, FetchNote: fetchNote},
+			cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(home), State: routing.Steady}}
+	}
+	return start
+}
+
+// policy is the policy of an attempt onto cluster to under cfg. A flip
+// onto the source always starts the copy source -> target again: that is
+// the configured replication, not reverse_after_cutover's copy back.
+func (c *cutovers) policy(cfg *config.Config, to string) routing.Policy {
+	p := routing.PolicyOf(cfg)
+	if to == proxy.Source {
+		p.ReverseReplication = true
+	}
+	return p
+}
+
+// step applies one event to a topic's running attempt, logs the transition
+// as one line and returns the actions to execute.
+func (c *cutovers) step(topic string, ev routing.Event, policy routing.Policy, kv ...any) (routing.Cutover, []routing.Action) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[topic]
+	next, acts, err := routing.Step(e.cut, ev, time.Now(), policy)
+	if err != nil {
+		c.log.Error("cutover state machine refused an event", "topic", topic, "event", fmt.Sprint(ev), "error", err)
+		return e.cut, nil
+	}
+	e.cut = next
+	args := append([]any{"topic", topic, "from", string(next.From), "to", string(next.To), "event", fmt.Sprint(ev), "actions", fmt.Sprint(acts)}, kv...)
+	if next.State == routing.Aborted {
+		args = append(args, "reason", next.Reason)
+		e.st.Reason = next.Reason
+	}
+	c.log.Info("cutover "+next.State.String(), args...)
+	return next, acts
+}
+
+// run executes one attempt: the actions Step returns, in order, feeding
+// each action's outcome back to Step as the next event.
+func (c *cutovers) run(a attempt) {
+	defer c.wg.Done()
+	cut, acts, policy := a.cut, a.acts, a.policy
+	topic := cut.Topic
+	ctx, cancel := a.ctx, context.CancelFunc(func() {})
+	if deadline, ok := cut.Deadline(policy); ok {
+		ctx, cancel = context.WithDeadline(a.ctx, deadline)
+	}
+	defer cancel()
+	ex := &execution{topic: topic, phases: newPhaseTimer()}
+	for len(acts) > 0 {
+		act := acts[0]
+		acts = acts[1:]
+		ev, err := c.execute(ctx, ex, cut, act, policy)
+		if ev == nil {
+			continue
+		}
+		var kv []any
+		if err != nil {
+			kv = []any{"error", err.Error()}
+		}
+		var more []routing.Action
+		cut, more = c.step(topic, ev, policy, kv...)
+		if _, tick := ev.(routing.Tick); tick && cut.State != routing.Aborted {
+			// The deadline passed by the context's clock, not yet by
+			// Step's: fail the attempt with the same error.
+			cut, more = c.step(topic, routing.Failed{Reason: err.Error()}, policy)
+		}
+		acts = append(acts, more...)
+	}
+	c.finish(cut, ex)
+}
+
+// execution is what one attempt's actions pass on to later ones.
+type execution struct {
+	topic  string
+	phases *phaseTimer
+	err    error // why the attempt failed, for the final log line
+}
+
+// execute performs one action and returns the event it leads to (nil: none).
+func (c *cutovers) execute(ctx context.Context, ex *execution, cut routing.Cutover, act routing.Action, policy routing.Policy) (routing.Event, error) {
+	topic := ex.topic
+	switch a := act.(type) {
+	case routing.ActionHoldProduce:
+		c.gate.HoldProduce(topic)
+		return nil, nil
+	case routing.ActionDrainInFlight:
+		ends, err := c.drainInFlight(ctx, topic, string(a.From), ex.phases)
+		if err != nil {
+			return c.failure(ctx, ex, err), err
+		}
+		return routing.InFlightDrained{Ends: ends}, nil
+	case routing.ActionWaitReplicated:
+		if err := c.copyAndCommit(ctx, topic, string(a.From), string(a.To), a.Ends, ex.phases); err != nil {
+			return c.failure(ctx, ex, err), err
+		}
+		return routing.Replicated{}, nil
+	case routing.ActionFlipRoute:
+		to := string(a.To)
+		c.mu.Lock()
+		e := c.entries[topic]
+		e.st.FlippedAt, e.st.Home = cut.FlippedAt, to
+		c.producePins[topic] = to
+		c.fetchPins[topic] = to
+		if nf := string(c.table.Route(topic, routing.Fetch, "", "")); nf == to || (nf == string(cut.From) && policy.ReverseReplication) {
+			delete(c.fetchPins, topic) // the copy back serves a fetch route left on From
+		}
+		c.publishLocked()
+		c.mu.Unlock()
+		c.flips.WithLabelValues(to).Inc()
+		return nil, nil
+	case routing.ActionReleaseHeld:
+		// The router names a.To already: a flip's route changed just
+		// before, an abort's never left From.
+		c.mu.Lock()
+		c.entries[topic].st.Held = c.gate.HeldCount(topic)
+		c.mu.Unlock()
+		c.gate.ReleaseProduce(topic)
+		return nil, nil
+	case routing.ActionStartReverseReplication:
+		if err := c.copies.StartCopy(topic, string(a.Dst)); err != nil {
+			c.log.Error("the copy back to the cluster the topic left did not start", "topic", topic, "to", string(a.Dst), "error", err)
+		}
+		return nil, nil
+	case routing.ActionKeepRoute:
+		c.mu.Lock()
+		c.producePins[topic] = string(a.Cluster)
+		c.fetchPins[topic] = string(a.Cluster)
+		c.publishLocked()
+		c.mu.Unlock()
+		c.aborts.Inc()
+		return nil, nil
+	}
+	err := fmt.Errorf("cutover controller cannot execute %v", act)
+	c.log.Error("cutover action not executed", "topic", topic, "error", err)
+	return routing.Failed{Reason: err.Error()}, err
+}
+
+// failure is the event of an action that failed with err: RouteReverted
+// when a reload cancelled the attempt, Tick when max_hold passed (Step
+// aborts on it), Failed otherwise.
+func (c *cutovers) failure(ctx context.Context, ex *execution, err error) routing.Event {
+	ex.err = err
+	switch {
+	case errors.Is(context.Cause(ctx), errRouteReverted):
+		return routing.RouteReverted{}
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return routing.Tick{}
+	}
+	return routing.Failed{Reason: err.Error()}
+}
+
+// finish records an ended attempt and, if a reload arrived meanwhile,
+// compares the topic with the config again.
+func (c *cutovers) finish(cut routing.Cutover, ex *execution) {
+	topic := cut.Topic
+	c.mu.Lock()
+	e := c.entries[topic]
+	e.running = false
+	e.cancel(nil)
+	e.st.HoldMillis = cut.HoldDuration.Milliseconds()
+	e.st.Progress = ""
+	c.holdHist.Observe(cut.HoldDuration.Seconds())
+	if cut.State == routing.Aborted {
+		c.log.Error("cutover aborted; held produce requests released to the "+string(cut.From), "topic", topic, "hold", cut.HoldDuration, "phases", ex.phases.String(), "reason", cut.Reason)
+	} else {
+		c.log.Info("cutover released held produce requests to the "+string(cut.To), "topic", topic, "hold", cut.HoldDuration, "phases", ex.phases.String())
+	}
+	var again *attempt
+	if e.reconsider {
+		e.reconsider = false
+		again = c.considerLocked(topic)
+		c.publishLocked()
+	}
+	c.mu.Unlock()
+	if again != nil {
+		c.log.Info("a reload arrived during the cutover; the topic follows the config again", "topic", topic, "from", string(again.cut.From), "to", string(again.cut.To))
+		c.launch([]attempt{*again})
+	}
+}
+
+// drainInFlight waits until no produce request and no transaction for the
+// topic is in flight, then returns the home's end offsets: every
+// acknowledged record lies below them.
+func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases *phaseTimer) (map[int32]int64, error) {
+	if err := c.gate.WaitProduceIdle(ctx, topic); err != nil {
+		return nil, fmt.Errorf("waiting for in-flight produce requests: %w", err)
+	}
+	phases.mark("in-flight")
+	// An open transaction on the topic finishes on the home first: its
+	// marker must lie below the end offsets the drain waits for.
+	if err := c.gate.WaitTxnIdle(ctx, topic); err != nil {
+		return nil, fmt.Errorf("waiting for open transactions on the topic: %w", err)
+	}
+	phases.mark("transactions")
+	defer phases.mark("ends")
+	// EndTxn answers once the coordinator decided; the transaction's
+	// markers reach the partitions a moment later, and each moves the log
+	// end. Wait until every partition's last stable offset is its end (no
+	// marker pending), so the ends frozen here are final.
+	for {
+		ends, err := c.ends.Ends(ctx, from, topic, false)
+		if err != nil {
+			return nil, err
+		}
+		stable, err := c.ends.Ends(ctx, from, topic, true)
+		if err != nil {
+			return nil, err
+		}
+		settled := true
+		for p, e := range ends {
+			if stable[p] != e {
+				settled = false
+			}
+		}
+		if settled {
+			return ends, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// copyAndCommit waits until the copy into to has every record below ends,
+// seals the flip and makes it durable: the copy back's maps, then the
+// marker, then the new home. On an error after the copy stopped it resumes
+// the copy, so an aborted attempt leaves replication as it was.
+func (c *cutovers) copyAndCommit(ctx context.Context, topic, from, to string, ends map[int32]int64, phases *phaseTimer) error {
+	if err := c.copies.WaitCopied(ctx, topic, to, ends); err != nil {
+		return err
+	}
+	phases.mark("copy")
+	pl, err := c.copies.SealFlip(ctx, topic, from, to, ends)
+	if err == nil {
+		phases.mark("seal")
+		err = c.commit(pl)
+		phases.mark("commit")
+	}
+	if err != nil && !c.copies.CopiesInto(topic, to) {
+		if rerr := c.copies.StartCopy(topic, to); rerr != nil {
+			c.log.Error("replication not resumed after an aborted flip", "topic", topic, "error", rerr)
+		}
+	}
+	return err
+}
+
+// commit makes the flip durable: the copy back's maps, then the marker.
+func (c *cutovers) commit(pl *flipPlan) error {
+	if err := c.copies.SaveCopyBack(pl); err != nil {
+		return err
+	}
+	m := cutoverMarker{Topic: pl.topic, Home: pl.to, FlippedAt: time.Now(), Partitions: int32(len(pl.sealed))}
+	if err := c.markers.Save(m); err != nil {
+		return err
+	}
+	c.copies.AdoptFlip(pl)
+	c.mu.Lock()
+	c.flipped[pl.topic] = &m
+	c.mu.Unlock()
+	return nil
+}
+
+// wait blocks until no attempt runs (Close cancels them first).
+func (c *cutovers) wait() { c.wg.Wait() }
+
+// list is every topic's cutover, for /status.
+func (c *cutovers) list() []CutoverStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]CutoverStatus, 0, len(c.entries))
+	for _, e := range c.entries {
+		s := e.view()
+		if e.cut.HoldsProduce() {
+			s.Held = c.gate.HeldCount(s.Topic)
+			s.HoldMillis = time.Since(s.StartedAt).Milliseconds()
+			s.Progress = c.progressLocked(e)
+		}
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Topic < out[j].Topic })
+	return out
+}
+
+// progressLocked describes a running cutover's drain.
+func (c *cutovers) progressLocked(e *cutoverEntry) string {
+	if e.cut.State == routing.Holding {
+		return "waiting for in-flight produce requests and open transactions"
+	}
+	done, left := 0, int64(0)
+	for p, end := range e.cut.FrozenEnds {
+		copied := c.copies.CopiedThrough(e.st.Topic, string(e.cut.To), p)
+		if copied >= end {
+			done++
+		} else {
+			left += end - max(copied, 0)
+		}
+	}
+	return fmt.Sprintf("%d of %d partitions copied to the frozen end, %d offsets to go", done, len(e.cut.FrozenEnds), left)
+}
+
+// pins returns copies of the topic pins (tests).
+func (c *cutovers) pins() (produce, fetch map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.producePins), maps.Clone(c.fetchPins)
+}
+
+// phaseTimer measures a hold's phases, for the log line that ends it.
+type phaseTimer struct {
+	last  time.Time
+	parts []string
+}
+
+func newPhaseTimer() *phaseTimer { return &phaseTimer{last: time.Now()} }
+
+func (p *phaseTimer) mark(name string) {
+	now := time.Now()
+	p.parts = append(p.parts, fmt.Sprintf("%s=%s", name, now.Sub(p.last).Round(100*time.Microsecond)))
+	p.last = now
+}
+
+func (p *phaseTimer) String() string { return fmt.Sprint(p.parts) }
