@@ -26,14 +26,14 @@
 //
 // Cutovers (cutover.go) follow the same rules: a Cutover is an immutable
 // value, and Step(c, event, now, policy) returns the next value plus the
-// Actions the proxy performs, in order; time and cutover.max_hold come in as
-// arguments, and the proxy owns the timers, the held requests and the
-// replicator. One topic's attempt goes steady → holding (produce queued,
+// Actions the control plane (control/cutover.go) executes, in order and
+// nothing else; time and cutover.max_hold come in as arguments, and the
+// control plane owns the timers, the held requests (through the proxy) and
+// the replicator. One topic's attempt goes steady → holding (produce queued,
 // in-flight produce drained) → draining (until the replicator has copied the
 // frozen end offsets) → flipped, or to aborted (max_hold exceeded, failure,
 // route reverted) with the held requests released to the old cluster. A
 // revert after the flip is a rollback: the same attempt in the other
-// direction. A fetch-only move holds no produce. PlanCutovers turns a reload
-// (old and new Table) into the cutovers it starts; Step's and PlanCutovers'
-// doc comments give every rule.
+// direction. A fetch-only move holds no produce. Step's doc comment gives
+// every rule.
 package routing
