@@ -208,7 +208,7 @@ func newCutovers(ctx context.Context, log hclog.Logger, gate produceGate, ends e
 		from := other(m.Home)
 		c.entries[m.Topic] = &cutoverEntry{
 			st:  CutoverStatus{Topic: m.Topic, From: from, To: m.Home, Home: m.Home, FlippedAt: m.FlippedAt},
-			cut: routing.Cutover{Topic: m.Topic, From: config.Cluster(from), To: config.Cluster(m.Home), Scope: routing.ScopeProduce, State: routing.Flipped, FlippedAt: m.FlippedAt},
+			cut: routing.Cutover{Topic: m.Topic, From: config.Cluster(from), To: config.Cluster(m.Home), State: routing.Flipped, FlippedAt: m.FlippedAt},
 		}
 		if err := copies.LoadHome(m.Topic, m.Home, m.Partitions); err != nil {
 			return nil, fmt.Errorf("flipped topic %s: %w", m.Topic, err)
@@ -322,11 +322,11 @@ func (c *cutovers) considerLocked(t string) *attempt {
 		}
 		e = &cutoverEntry{refused: true,
 			st:  CutoverStatus{Topic: t, From: home, To: np, Home: home, Reason: reason, StartedAt: time.Now()},
-			cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), Scope: routing.ScopeProduce, State: routing.Steady}}
+			cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), State: routing.Steady}}
 		c.entries[t] = e
 	default:
 		policy := c.policy(cfg, np)
-		cut := routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), Scope: routing.ScopeProduce, Other: config.Cluster(nf)}
+		cut := routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np)}
 		cut, acts, err := routing.Step(cut, routing.RouteChanged{}, time.Now(), policy)
 		if err != nil {
 			c.log.Error("cutover not started", "topic", t, "error", err)

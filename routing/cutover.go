@@ -16,16 +16,16 @@ type State int
 
 // The cutover states. The zero State is Steady.
 const (
-	// Steady: the topic is served from From; no attempt is running. A
-	// Cutover from PlanCutovers starts here, ready for RouteChanged.
+	// Steady: the topic is served from From; no attempt is running. A new
+	// Cutover starts here, ready for RouteChanged.
 	Steady State = iota
 	// Holding: new produce requests for the topic are queued inside the
 	// proxy while the produce requests already sent to From finish.
 	Holding
-	// Draining: waiting until the replicator has copied From → To up to the
-	// frozen end offsets (or, for a fetch-only cutover, until it caught up).
+	// Draining: produce still held, waiting until the replicator has copied
+	// From → To up to the frozen end offsets.
 	Draining
-	// Flipped: the topic's Scope is served from To.
+	// Flipped: the topic's produce is served from To (its new home).
 	Flipped
 	// Aborted: the attempt timed out, failed or was reverted; the topic is
 	// served from From again (Reason says why). Terminal for this attempt: the
@@ -48,47 +48,6 @@ func (s State) String() string {
 	}
 	return fmt.Sprintf("State(%d)", int(s))
 }
-
-// Scope is which of a topic's routes a cutover moves.
-type Scope int
-
-// The scopes. The zero Scope is ScopeBoth, the plain "orders: target" edit.
-const (
-	// ScopeBoth moves produce and fetch together (produce is held).
-	ScopeBoth Scope = iota
-	// ScopeProduce moves produce only, producers first (produce is held).
-	ScopeProduce
-	// ScopeFetch moves fetch only, consumers first or back; nothing is held.
-	ScopeFetch
-)
-
-func (s Scope) String() string {
-	switch s {
-	case ScopeBoth:
-		return "produce+fetch"
-	case ScopeProduce:
-		return "produce"
-	case ScopeFetch:
-		return "fetch"
-	}
-	return fmt.Sprintf("Scope(%d)", int(s))
-}
-
-// Includes reports whether s moves the route of dir.
-func (s Scope) Includes(dir Direction) bool {
-	switch s {
-	case ScopeBoth:
-		return true
-	case ScopeProduce:
-		return dir == Produce
-	case ScopeFetch:
-		return dir == Fetch
-	}
-	return false
-}
-
-// holds reports whether a cutover of scope s holds produce requests.
-func (s Scope) holds() bool { return s.Includes(Produce) }
 
 // Policy is the configuration a cutover runs under. It is passed to Step on
 // every event, like the time, so a reload's new values apply at once.
@@ -113,71 +72,52 @@ func (p Policy) maxHold() time.Duration {
 	return p.MaxHold
 }
 
-// Cutover is one topic's cutover: an immutable value. Step returns a new value
-// and never modifies the one it is given; do not modify FrozenEnds either.
+// Cutover is one topic's cutover: the move of its produce route (its home)
+// From → To, with produce held until the copy has every record. Fetch
+// routes are not part of it: they move without a hold onto any cluster that
+// holds the topic's records with a map (control/cutover.go). A Cutover is an
+// immutable value. Step returns a new value and never modifies the one it is
+// given; do not modify FrozenEnds either.
 type Cutover struct {
 	// Topic is the topic being moved.
 	Topic string
-	// From is the cluster that serves Scope before the flip (and again after
-	// an abort); To is the cluster that serves it after the flip.
+	// From is the cluster that takes the topic's produce before the flip
+	// (and again after an abort); To is the one that takes it after.
 	From config.Cluster
 	To   config.Cluster
-	// Scope is which routes move.
-	Scope Scope
-	// Other is where the route outside Scope goes (the fetch of a
-	// ScopeProduce cutover, the produce of a ScopeFetch one); this cutover
-	// does not move it. Empty for ScopeBoth.
-	Other config.Cluster
 	// State is where the cutover stands.
 	State State
 	// StartedAt is when the current attempt started (zero in Steady).
 	StartedAt time.Time
-	// HeldSince is when produce requests started being held; zero when the
-	// attempt holds nothing (ScopeFetch).
+	// HeldSince is when produce requests started being held.
 	HeldSince time.Time
 	// FrozenEnds are From's end offsets per partition once produce was held
 	// and the in-flight produces drained: every acknowledged record lies
-	// below them. Set from Draining on, for scopes that hold produce.
+	// below them. Set from Draining on.
 	FrozenEnds map[int32]int64
 	// Reason says why the attempt aborted (Aborted only).
 	Reason string
 	// FlippedAt is when the attempt flipped (Flipped only).
 	FlippedAt time.Time
 	// HoldDuration is how long produce was held: until the flip or the
-	// abort. Zero while holding and for attempts that hold nothing.
+	// abort. Zero while holding.
 	HoldDuration time.Duration
 }
 
 // HoldsProduce reports whether new produce requests for the topic must be
 // queued now.
 func (c Cutover) HoldsProduce() bool {
-	return (c.State == Holding || c.State == Draining) && c.Scope.holds()
+	return c.State == Holding || c.State == Draining
 }
 
 // Deadline returns when a Tick aborts the attempt under p (HeldSince plus
-// max_hold), and false when nothing is held. The proxy can arm a timer for it.
+// max_hold), and false when nothing is held. The controller arms a timer for
+// it.
 func (c Cutover) Deadline(p Policy) (time.Time, bool) {
 	if !c.HoldsProduce() {
 		return time.Time{}, false
 	}
 	return c.HeldSince.Add(p.maxHold()), true
-}
-
-// Serving returns the cluster that serves dir requests for the topic in this
-// cutover's state, and false when dir is outside Scope (the new route table
-// answers). It answers for consumers outside the topic's canary: a canary's
-// consumers keep following the table.
-func (c Cutover) Serving(dir Direction) (config.Cluster, bool) {
-	if !c.Scope.Includes(dir) {
-		return "", false
-	}
-	switch c.State {
-	case Flipped:
-		return c.To, true
-	case Steady, Holding, Draining, Aborted:
-		return c.From, true
-	}
-	return c.From, true
 }
 
 // Event is something that happened to a cutover: one of RouteChanged,
@@ -194,8 +134,8 @@ type RouteChanged struct{}
 // been answered; Ends are From's end offsets per partition right after.
 type InFlightDrained struct{ Ends map[int32]int64 }
 
-// Replicated: the replicator has copied what ActionWaitReplicated or
-// ActionWaitCaughtUp asked for.
+// Replicated: the replicator has copied what ActionWaitReplicated asked for
+// (and the controller has recorded the flip: a Flipped state is durable).
 type Replicated struct{}
 
 // Tick: time passed. The time is Step's now argument.
@@ -222,8 +162,8 @@ func (Tick) String() string            { return "tick" }
 func (e Failed) String() string        { return fmt.Sprintf("failed (%s)", e.Reason) }
 func (RouteReverted) String() string   { return "route reverted" }
 
-// Action is something the proxy must do for the cutover's topic, in the order
-// Step returns them.
+// Action is something the controller must do for the cutover's topic, in the
+// order Step returns them.
 type Action interface {
 	fmt.Stringer
 	action()
@@ -246,16 +186,8 @@ type ActionWaitReplicated struct {
 	Ends     map[int32]int64
 }
 
-// ActionWaitCaughtUp: a fetch-only cutover onto the replica: read From's end
-// offsets now, wait until the topic is copied From → To up to them, then send
-// Replicated. Nothing is held.
-type ActionWaitCaughtUp struct{ From, To config.Cluster }
-
-// ActionFlipRoute: route the topic's Scope requests to To from now on.
-type ActionFlipRoute struct {
-	Scope Scope
-	To    config.Cluster
-}
+// ActionFlipRoute: route the topic's produce requests to To from now on.
+type ActionFlipRoute struct{ To config.Cluster }
 
 // ActionReleaseHeld: send the held produce requests to To, in their order,
 // and stop holding.
@@ -267,16 +199,12 @@ type ActionReleaseHeld struct{ To config.Cluster }
 type ActionStartReverseReplication struct{ Src, Dst config.Cluster }
 
 // ActionKeepRoute: the attempt ended without a flip; keep serving the topic's
-// Scope from Cluster even though the config may say otherwise.
-type ActionKeepRoute struct {
-	Scope   Scope
-	Cluster config.Cluster
-}
+// produce from Cluster even though the config may say otherwise.
+type ActionKeepRoute struct{ Cluster config.Cluster }
 
 func (ActionHoldProduce) action()             {}
 func (ActionDrainInFlight) action()           {}
 func (ActionWaitReplicated) action()          {}
-func (ActionWaitCaughtUp) action()            {}
 func (ActionFlipRoute) action()               {}
 func (ActionReleaseHeld) action()             {}
 func (ActionStartReverseReplication) action() {}
@@ -289,10 +217,7 @@ func (a ActionDrainInFlight) String() string {
 func (a ActionWaitReplicated) String() string {
 	return fmt.Sprintf("wait until %s→%s replicated to %s", a.From, a.To, formatEnds(a.Ends))
 }
-func (a ActionWaitCaughtUp) String() string {
-	return fmt.Sprintf("wait until %s→%s caught up", a.From, a.To)
-}
-func (a ActionFlipRoute) String() string { return fmt.Sprintf("flip %s to %s", a.Scope, a.To) }
+func (a ActionFlipRoute) String() string { return fmt.Sprintf("flip produce to %s", a.To) }
 func (a ActionReleaseHeld) String() string {
 	return fmt.Sprintf("release held produce to %s", a.To)
 }
@@ -300,7 +225,7 @@ func (a ActionStartReverseReplication) String() string {
 	return fmt.Sprintf("start replication %s→%s", a.Src, a.Dst)
 }
 func (a ActionKeepRoute) String() string {
-	return fmt.Sprintf("keep %s on %s", a.Scope, a.Cluster)
+	return fmt.Sprintf("keep produce on %s", a.Cluster)
 }
 
 // formatEnds writes ends as {p:offset ...} in partition order.
@@ -318,7 +243,7 @@ func formatEnds(ends map[int32]int64) string {
 }
 
 // TransitionError is the error of an event that is illegal in the cutover's
-// state. The proxy may see one for a late event (a Replicated after the hold
+// state. The controller may see one for a late event (a Replicated after the hold
 // timed out) and can ignore it; the cutover is unchanged.
 type TransitionError struct {
 	Topic   string
@@ -338,17 +263,14 @@ func (e *TransitionError) Error() string {
 }
 
 // Step applies ev to c at time now under policy p and returns the new
-// cutover and the actions the proxy must perform, in order. On error c is
-// returned unchanged with no actions. The rules, by state:
+// cutover and the actions the controller must perform, in order. On error c
+// is returned unchanged with no actions. The rules, by state:
 //
-//	steady + route changed:
-//	  ScopeBoth, ScopeProduce         → holding  [hold produce, drain in-flight]
-//	  ScopeFetch onto the replica     → draining [wait caught up]   (Other == From)
-//	  ScopeFetch onto the produce log → flipped  [flip route]       (Other == To)
+//	steady + route changed            → holding  [hold produce, drain in-flight]
 //	holding + in-flight drained       → draining [wait replicated to Ends]; FrozenEnds = Ends
 //	draining + replicated             → flipped  [flip route, release held to To,
 //	                                              start reverse replication To → From]
-//	  release and reverse only when produce moves, reverse only if p.ReverseReplication
+//	  reverse only if p.ReverseReplication
 //	holding, draining + tick          → aborted  [release held to From, keep route]
 //	  only when now - HeldSince > max_hold; reason "hold exceeded max_hold (5s) while holding"
 //	holding, draining + failed        → aborted  [release held to From, keep route]; reason: the event's
@@ -359,19 +281,13 @@ func (e *TransitionError) Error() string {
 //	aborted + route reverted          → steady   []  (config and traffic agree again)
 //	any other tick                    → unchanged []
 //
-// "release held to From" is left out when nothing is held (ScopeFetch).
 // Everything else is an illegal transition: a *TransitionError naming both
 // states and the event.
 //
-// Why fetch-only moves hold nothing: a consumer cannot lose or duplicate a
-// record by fetching elsewhere, only see it later, so consumers-first needs no
-// produce hold. Fetch onto the cluster that takes the topic's produce
-// (Other == To) is safe at once: that log has every record. Fetch onto the
-// replica (Other == From) first waits until the replica has caught up, so
-// consumers' positions are (almost) all below its end; the proxy must still
-// answer a fetch beyond the replica's end with no records, never
-// OFFSET_OUT_OF_RANGE. Such a wait holds nothing, so max_hold does not bound
-// it: it ends by Replicated, Failed or RouteReverted.
+// Fetch routes are not cutovers: a consumer cannot lose or duplicate a
+// record by fetching elsewhere, only see it later, so the controller moves a
+// fetch route without a hold onto any cluster that holds the topic's
+// records with a map.
 //
 // max_hold is checked on Tick only: an InFlightDrained or Replicated that
 // arrives before the Tick that would abort still counts (the flip releases the
@@ -417,7 +333,7 @@ func Step(c Cutover, ev Event, now time.Time, p Policy) (Cutover, []Action, erro
 		case RouteChanged:
 			return start(c, now)
 		case RouteReverted:
-			return Cutover{Topic: c.Topic, From: c.From, To: c.To, Scope: c.Scope, Other: c.Other, State: Steady}, nil, nil
+			return Cutover{Topic: c.Topic, From: c.From, To: c.To, State: Steady}, nil, nil
 		}
 	default:
 		return c, nil, fmt.Errorf("routing: cutover of %q: unknown %v", c.Topic, c.State)
@@ -430,7 +346,7 @@ func illegal(c Cutover, ev Event) error {
 	e := &TransitionError{Topic: c.Topic, From: c.State, Event: ev}
 	switch ev.(type) {
 	case RouteChanged:
-		e.To, e.LegalIn = startState(c), []State{Steady, Aborted}
+		e.To, e.LegalIn = Holding, []State{Steady, Aborted}
 	case InFlightDrained:
 		e.To, e.LegalIn = Draining, []State{Holding}
 	case Replicated:
@@ -443,41 +359,17 @@ func illegal(c Cutover, ev Event) error {
 	return e
 }
 
-// startState is the state RouteChanged leads c to.
-func startState(c Cutover) State {
-	switch {
-	case c.Scope.holds():
-		return Holding
-	case c.Other == c.To:
-		return Flipped
-	default:
-		return Draining
-	}
-}
-
-// start begins an attempt of c at now.
+// start begins an attempt of c at now: produce is held from now on.
 func start(c Cutover, now time.Time) (Cutover, []Action, error) {
 	if err := c.validate(); err != nil {
 		return c, nil, err
 	}
-	n := Cutover{Topic: c.Topic, From: c.From, To: c.To, Scope: c.Scope, Other: c.Other, StartedAt: now}
-	n.State = startState(c)
-	switch n.State {
-	case Holding:
-		n.HeldSince = now
-		return n, []Action{ActionHoldProduce{}, ActionDrainInFlight{From: c.From}}, nil
-	case Flipped:
-		n.FlippedAt = now
-		return n, []Action{ActionFlipRoute{Scope: c.Scope, To: c.To}}, nil
-	case Draining:
-		return n, []Action{ActionWaitCaughtUp{From: c.From, To: c.To}}, nil
-	case Steady, Aborted: // startState never returns these
-	}
-	return c, nil, fmt.Errorf("routing: cutover of %q: cannot start into %v", c.Topic, n.State)
+	n := Cutover{Topic: c.Topic, From: c.From, To: c.To, State: Holding, StartedAt: now, HeldSince: now}
+	return n, []Action{ActionHoldProduce{}, ActionDrainInFlight{From: c.From}}, nil
 }
 
-// validate checks what an attempt needs: two different valid clusters, a
-// known scope and, for ScopeFetch, where produce goes.
+// validate checks what an attempt needs: a topic and two different valid
+// clusters.
 func (c Cutover) validate() error {
 	var errs []error
 	if c.Topic == "" {
@@ -485,19 +377,6 @@ func (c Cutover) validate() error {
 	}
 	if !c.From.Valid() || !c.To.Valid() || c.From == c.To {
 		errs = append(errs, fmt.Errorf("from %q to %q: want source→target or target→source", c.From, c.To))
-	}
-	switch c.Scope {
-	case ScopeBoth:
-	case ScopeProduce:
-		if !c.Other.Valid() {
-			errs = append(errs, fmt.Errorf("scope produce: fetch cluster %q unknown", c.Other))
-		}
-	case ScopeFetch:
-		if !c.Other.Valid() {
-			errs = append(errs, fmt.Errorf("scope fetch: produce cluster %q unknown", c.Other))
-		}
-	default:
-		errs = append(errs, fmt.Errorf("unknown %v", c.Scope))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("routing: cutover of %q cannot start: %w", c.Topic, err)
@@ -526,13 +405,10 @@ func flip(c Cutover, now time.Time, p Policy) (Cutover, []Action, error) {
 	n := c
 	n.State = Flipped
 	n.FlippedAt = now
-	acts := []Action{ActionFlipRoute{Scope: c.Scope, To: c.To}}
-	if c.Scope.holds() {
-		n.HoldDuration = now.Sub(c.HeldSince)
-		acts = append(acts, ActionReleaseHeld{To: c.To})
-		if p.ReverseReplication {
-			acts = append(acts, ActionStartReverseReplication{Src: c.To, Dst: c.From})
-		}
+	n.HoldDuration = now.Sub(c.HeldSince)
+	acts := []Action{ActionFlipRoute{To: c.To}, ActionReleaseHeld{To: c.To}}
+	if p.ReverseReplication {
+		acts = append(acts, ActionStartReverseReplication{Src: c.To, Dst: c.From})
 	}
 	return n, acts, nil
 }
@@ -552,19 +428,13 @@ func abort(c Cutover, now time.Time, reason string) Cutover {
 	n := c
 	n.State = Aborted
 	n.Reason = reason
-	if c.Scope.holds() {
-		n.HoldDuration = now.Sub(c.HeldSince)
-	}
+	n.HoldDuration = now.Sub(c.HeldSince)
 	return n
 }
 
-// abortActions is what the proxy does when c's attempt aborts.
+// abortActions is what the controller does when c's attempt aborts.
 func abortActions(c Cutover) []Action {
-	keep := ActionKeepRoute{Scope: c.Scope, Cluster: c.From}
-	if c.Scope.holds() {
-		return []Action{ActionReleaseHeld{To: c.From}, keep}
-	}
-	return []Action{keep}
+	return []Action{ActionReleaseHeld{To: c.From}, ActionKeepRoute{Cluster: c.From}}
 }
 
 func reasonOr(reason, fallback string) string {

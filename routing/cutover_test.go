@@ -22,13 +22,8 @@ var (
 	ends      = map[int32]int64{0: 120, 1: 98, 2: 0}
 )
 
-// The planned (steady) cutovers of the tests.
-var (
-	both          = Cutover{Topic: "orders", From: S, To: T, Scope: ScopeBoth}
-	producersOnly = Cutover{Topic: "orders", From: S, To: T, Scope: ScopeProduce, Other: S}
-	consumers1st  = Cutover{Topic: "orders", From: S, To: T, Scope: ScopeFetch, Other: S} // fetch onto the replica
-	fetchOntoLive = Cutover{Topic: "orders", From: T, To: S, Scope: ScopeFetch, Other: S} // fetch onto the produce cluster
-)
+// The planned (steady) cutover of the tests.
+var both = Cutover{Topic: "orders", From: S, To: T}
 
 // in returns c moved into state s the way Step would get it there, with the
 // hold starting at t0, the drain done at 1s and the flip or abort at 2s.
@@ -38,11 +33,9 @@ func in(c Cutover, s State) Cutover {
 		return c
 	}
 	c.StartedAt = t0
-	if c.Scope.holds() {
-		c.HeldSince = t0
-		if s != Holding {
-			c.FrozenEnds = map[int32]int64{0: 120, 1: 98, 2: 0}
-		}
+	c.HeldSince = t0
+	if s != Holding {
+		c.FrozenEnds = map[int32]int64{0: 120, 1: 98, 2: 0}
 	}
 	switch s {
 	case Flipped:
@@ -51,7 +44,7 @@ func in(c Cutover, s State) Cutover {
 		c.Reason = "route reverted"
 	case Steady, Holding, Draining:
 	}
-	if (s == Flipped || s == Aborted) && c.Scope.holds() {
+	if s == Flipped || s == Aborted {
 		c.HoldDuration = 2 * time.Second
 	}
 	return c
@@ -86,24 +79,6 @@ func TestStepLegalTransitions(t *testing.T) {
 			acts: []Action{ActionHoldProduce{}, ActionDrainInFlight{From: S}},
 		},
 		{
-			name: "a produce-only route change holds produce too",
-			c:    producersOnly, ev: RouteChanged{}, now: t0, p: pol,
-			want: in(producersOnly, Holding),
-			acts: []Action{ActionHoldProduce{}, ActionDrainInFlight{From: S}},
-		},
-		{
-			name: "a fetch-only change onto the replica holds nothing and waits for the replica to catch up",
-			c:    consumers1st, ev: RouteChanged{}, now: t0, p: pol,
-			want: in(consumers1st, Draining),
-			acts: []Action{ActionWaitCaughtUp{From: S, To: T}},
-		},
-		{
-			name: "a fetch-only change onto the produce cluster flips at once",
-			c:    fetchOntoLive, ev: RouteChanged{}, now: t0, p: pol,
-			want: with(in(fetchOntoLive, Flipped), func(c *Cutover) { c.FlippedAt = t0 }),
-			acts: []Action{ActionFlipRoute{Scope: ScopeFetch, To: S}},
-		},
-		{
 			name: "drained in-flight produces freeze the end offsets and wait for replication up to them",
 			c:    in(both, Holding), ev: InFlightDrained{Ends: ends}, now: at(time.Second), p: pol,
 			want: in(both, Draining),
@@ -114,7 +89,7 @@ func TestStepLegalTransitions(t *testing.T) {
 			c:    in(both, Draining), ev: Replicated{}, now: at(2 * time.Second), p: pol,
 			want: in(both, Flipped),
 			acts: []Action{
-				ActionFlipRoute{Scope: ScopeBoth, To: T},
+				ActionFlipRoute{To: T},
 				ActionReleaseHeld{To: T},
 				ActionStartReverseReplication{Src: T, Dst: S},
 			},
@@ -123,59 +98,31 @@ func TestStepLegalTransitions(t *testing.T) {
 			name: "without reverse_after_cutover the flip starts no reverse replication",
 			c:    in(both, Draining), ev: Replicated{}, now: at(2 * time.Second), p: polNoBack,
 			want: in(both, Flipped),
-			acts: []Action{ActionFlipRoute{Scope: ScopeBoth, To: T}, ActionReleaseHeld{To: T}},
-		},
-		{
-			name: "a produce-only flip moves produce only",
-			c:    in(producersOnly, Draining), ev: Replicated{}, now: at(2 * time.Second), p: pol,
-			want: in(producersOnly, Flipped),
-			acts: []Action{
-				ActionFlipRoute{Scope: ScopeProduce, To: T},
-				ActionReleaseHeld{To: T},
-				ActionStartReverseReplication{Src: T, Dst: S},
-			},
-		},
-		{
-			name: "a caught-up replica flips a fetch-only cutover with nothing to release or reverse",
-			c:    in(consumers1st, Draining), ev: Replicated{}, now: at(2 * time.Second), p: pol,
-			want: in(consumers1st, Flipped),
-			acts: []Action{ActionFlipRoute{Scope: ScopeFetch, To: T}},
+			acts: []Action{ActionFlipRoute{To: T}, ActionReleaseHeld{To: T}},
 		},
 		{
 			name: "a failure while holding aborts and releases the held requests to the source",
 			c:    in(both, Holding), ev: Failed{Reason: "target unreachable"}, now: at(2 * time.Second), p: pol,
 			want: with(in(both, Aborted), func(c *Cutover) { c.Reason, c.FrozenEnds = "target unreachable", nil }),
-			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeBoth, Cluster: S}},
+			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}},
 		},
 		{
 			name: "a failure without a reason aborts with reason failed",
 			c:    in(both, Draining), ev: Failed{}, now: at(2 * time.Second), p: pol,
 			want: with(in(both, Aborted), func(c *Cutover) { c.Reason = "failed" }),
-			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeBoth, Cluster: S}},
-		},
-		{
-			name: "a failure of a fetch-only wait aborts with nothing to release",
-			c:    in(consumers1st, Draining), ev: Failed{Reason: "replication stopped"}, now: at(2 * time.Second), p: pol,
-			want: with(in(consumers1st, Aborted), func(c *Cutover) { c.Reason = "replication stopped" }),
-			acts: []Action{ActionKeepRoute{Scope: ScopeFetch, Cluster: S}},
+			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}},
 		},
 		{
 			name: "a revert while holding aborts and releases the held requests to the source",
 			c:    in(both, Holding), ev: RouteReverted{}, now: at(2 * time.Second), p: pol,
 			want: with(in(both, Aborted), func(c *Cutover) { c.FrozenEnds = nil }),
-			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeBoth, Cluster: S}},
+			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}},
 		},
 		{
 			name: "a revert while draining aborts and releases the held requests to the source",
 			c:    in(both, Draining), ev: RouteReverted{}, now: at(2 * time.Second), p: pol,
 			want: in(both, Aborted),
-			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeBoth, Cluster: S}},
-		},
-		{
-			name: "a revert of a fetch-only wait aborts with nothing to release",
-			c:    in(consumers1st, Draining), ev: RouteReverted{}, now: at(2 * time.Second), p: pol,
-			want: in(consumers1st, Aborted),
-			acts: []Action{ActionKeepRoute{Scope: ScopeFetch, Cluster: S}},
+			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}},
 		},
 		{
 			name: "a tick within max_hold changes nothing while holding",
@@ -188,15 +135,15 @@ func TestStepLegalTransitions(t *testing.T) {
 			want: with(in(both, Aborted), func(c *Cutover) {
 				c.Reason, c.FrozenEnds, c.HoldDuration = "hold exceeded max_hold (5s) while holding", nil, 5*time.Second+1
 			}),
-			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeBoth, Cluster: S}},
+			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}},
 		},
 		{
 			name: "a tick past max_hold aborts a drain and names the state",
-			c:    in(producersOnly, Draining), ev: Tick{}, now: at(6 * time.Second), p: pol,
-			want: with(in(producersOnly, Aborted), func(c *Cutover) {
+			c:    in(both, Draining), ev: Tick{}, now: at(6 * time.Second), p: pol,
+			want: with(in(both, Aborted), func(c *Cutover) {
 				c.Reason, c.HoldDuration = "hold exceeded max_hold (5s) while draining", 6*time.Second
 			}),
-			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeProduce, Cluster: S}},
+			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}},
 		},
 		{
 			name: "a zero policy bounds the hold by the default max_hold",
@@ -205,12 +152,7 @@ func TestStepLegalTransitions(t *testing.T) {
 				c.Reason = fmt.Sprintf("hold exceeded max_hold (%s) while holding", config.DefaultMaxHold)
 				c.FrozenEnds, c.HoldDuration = nil, config.DefaultMaxHold+time.Millisecond
 			}),
-			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeBoth, Cluster: S}},
-		},
-		{
-			name: "max_hold does not bound a fetch-only wait, which holds nothing",
-			c:    in(consumers1st, Draining), ev: Tick{}, now: at(time.Hour), p: pol,
-			want: in(consumers1st, Draining),
+			acts: []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}},
 		},
 		{
 			name: "a tick changes nothing in steady",
@@ -232,18 +174,6 @@ func TestStepLegalTransitions(t *testing.T) {
 			c:    in(both, Flipped), ev: RouteReverted{}, now: at(time.Minute), p: pol,
 			want: with(swapped(both), func(c *Cutover) { c.State, c.StartedAt, c.HeldSince = Holding, at(time.Minute), at(time.Minute) }),
 			acts: []Action{ActionHoldProduce{}, ActionDrainInFlight{From: T}},
-		},
-		{
-			name: "a revert after a consumers-first flip moves fetch back onto the produce cluster at once",
-			c:    in(consumers1st, Flipped), ev: RouteReverted{}, now: at(time.Minute), p: pol,
-			want: with(swapped(consumers1st), func(c *Cutover) { c.State, c.StartedAt, c.FlippedAt = Flipped, at(time.Minute), at(time.Minute) }),
-			acts: []Action{ActionFlipRoute{Scope: ScopeFetch, To: S}},
-		},
-		{
-			name: "a revert after a fetch flip onto the produce cluster waits for the replica again",
-			c:    with(in(fetchOntoLive, Flipped), func(c *Cutover) { c.FlippedAt = t0 }), ev: RouteReverted{}, now: at(time.Minute), p: pol,
-			want: with(swapped(fetchOntoLive), func(c *Cutover) { c.State, c.StartedAt = Draining, at(time.Minute) }),
-			acts: []Action{ActionWaitCaughtUp{From: S, To: T}},
 		},
 		{
 			name: "a route change after an abort starts a new attempt from scratch",
@@ -342,8 +272,8 @@ func TestIllegalTransitionErrorText(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v, want %s", err, want)
 	}
-	_, _, err = Step(in(consumers1st, Flipped), RouteChanged{}, t0, pol)
-	want = `routing: cutover of "orders": illegal transition flipped → draining on route changed (legal only in steady, aborted)`
+	_, _, err = Step(in(both, Flipped), RouteChanged{}, t0, pol)
+	want = `routing: cutover of "orders": illegal transition flipped → holding on route changed (legal only in steady, aborted)`
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v, want %s", err, want)
 	}
@@ -399,8 +329,8 @@ func TestScenarios(t *testing.T) {
 				if !reflect.DeepEqual(c.FrozenEnds, ends) {
 					t.Errorf("FrozenEnds = %v, want %v", c.FrozenEnds, ends)
 				}
-				if got, _ := c.Serving(Produce); got != T {
-					t.Errorf("flipped cutover serves produce from %s, want target", got)
+				if c.HoldsProduce() {
+					t.Errorf("a flipped cutover still holds produce")
 				}
 			},
 		},
@@ -418,12 +348,12 @@ func TestScenarios(t *testing.T) {
 				if c.Reason != "hold exceeded max_hold (5s) while draining" || c.HoldDuration != 5100*time.Millisecond {
 					t.Errorf("reason %q hold %v", c.Reason, c.HoldDuration)
 				}
-				want := []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Scope: ScopeBoth, Cluster: S}}
+				want := []Action{ActionReleaseHeld{To: S}, ActionKeepRoute{Cluster: S}}
 				if !reflect.DeepEqual(acts[3], want) {
 					t.Errorf("abort actions = %v, want %v", acts[3], want)
 				}
-				if got, _ := c.Serving(Produce); got != S || c.HoldsProduce() {
-					t.Errorf("aborted cutover serves produce from %s (holding %v), want source, not holding", got, c.HoldsProduce())
+				if c.HoldsProduce() {
+					t.Errorf("an aborted cutover still holds produce")
 				}
 				late, _, err := Step(c, Replicated{}, at(6*time.Second), pol)
 				var te *TransitionError
@@ -475,41 +405,12 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("rollback waits for %s→%s, want target→source", wait.From, wait.To)
 				}
 				want := []Action{
-					ActionFlipRoute{Scope: ScopeBoth, To: S},
+					ActionFlipRoute{To: S},
 					ActionReleaseHeld{To: S},
 					ActionStartReverseReplication{Src: S, Dst: T},
 				}
 				if !reflect.DeepEqual(acts[5], want) {
 					t.Errorf("rollback flip actions = %v, want %v", acts[5], want)
-				}
-			},
-		},
-		{
-			name: "consumers first: fetch flips once caught up, produce never held, and flipping back is immediate",
-			c:    consumers1st, p: pol,
-			steps: []step{
-				{RouteChanged{}, t0},
-				{Tick{}, at(time.Minute)},
-				{Replicated{}, at(2 * time.Minute)},
-				{RouteReverted{}, at(3 * time.Minute)},
-			},
-			state: Flipped,
-			check: func(t *testing.T, c Cutover, acts [][]Action) {
-				for i, a := range acts {
-					for _, a := range a {
-						if _, ok := a.(ActionHoldProduce); ok {
-							t.Errorf("step %d held produce", i)
-						}
-					}
-				}
-				if acts[1] != nil {
-					t.Errorf("tick of a fetch-only wait asked for %v", acts[1])
-				}
-				if got, _ := c.Serving(Fetch); got != S || c.HoldDuration != 0 {
-					t.Errorf("after flipping back fetch is on %s, hold %v; want source, 0", got, c.HoldDuration)
-				}
-				if _, ok := c.Serving(Produce); ok {
-					t.Error("a fetch-only cutover claims to decide produce")
 				}
 			},
 		},
@@ -542,9 +443,6 @@ func TestStepRejectsBadInput(t *testing.T) {
 		{"a cutover without a topic cannot start", with(both, func(c *Cutover) { c.Topic = "" }), RouteChanged{}, "empty topic"},
 		{"a cutover to the cluster it is on cannot start", with(both, func(c *Cutover) { c.To = S }), RouteChanged{}, `from "source" to "source"`},
 		{"a cutover to an unknown cluster cannot start", with(both, func(c *Cutover) { c.To = "blue" }), RouteChanged{}, `to "blue"`},
-		{"a fetch-only cutover must know where produce goes", with(consumers1st, func(c *Cutover) { c.Other = "" }), RouteChanged{}, "produce cluster"},
-		{"a produce-only cutover must know where fetch goes", with(producersOnly, func(c *Cutover) { c.Other = "" }), RouteChanged{}, "fetch cluster"},
-		{"an unknown scope cannot start", with(both, func(c *Cutover) { c.Scope = Scope(7) }), RouteChanged{}, "unknown Scope(7)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -581,21 +479,16 @@ func TestFrozenEndsAreCopied(t *testing.T) {
 func TestCutoverQueries(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name      string
-		c         Cutover
-		holds     bool
-		deadline  time.Time // zero: none
-		produce   config.Cluster
-		fetch     config.Cluster // "" when outside Scope
-		produceOK bool
-		fetchOK   bool
+		name     string
+		c        Cutover
+		holds    bool
+		deadline time.Time // zero: none
 	}{
-		{"a planned cutover serves its source and holds nothing", both, false, time.Time{}, S, S, true, true},
-		{"a holding cutover holds produce until max_hold", in(both, Holding), true, at(5 * time.Second), S, S, true, true},
-		{"a draining cutover still holds produce", in(producersOnly, Draining), true, at(5 * time.Second), S, "", true, false},
-		{"a fetch-only wait holds nothing", in(consumers1st, Draining), false, time.Time{}, "", S, false, true},
-		{"a flipped cutover serves its target", in(both, Flipped), false, time.Time{}, T, T, true, true},
-		{"an aborted cutover serves its source", in(both, Aborted), false, time.Time{}, S, S, true, true},
+		{"a planned cutover holds nothing", both, false, time.Time{}},
+		{"a holding cutover holds produce until max_hold", in(both, Holding), true, at(5 * time.Second)},
+		{"a draining cutover still holds produce", in(both, Draining), true, at(5 * time.Second)},
+		{"a flipped cutover holds nothing", in(both, Flipped), false, time.Time{}},
+		{"an aborted cutover holds nothing", in(both, Aborted), false, time.Time{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -606,12 +499,6 @@ func TestCutoverQueries(t *testing.T) {
 			d, ok := tt.c.Deadline(pol)
 			if ok != !tt.deadline.IsZero() || !d.Equal(tt.deadline) {
 				t.Errorf("Deadline() = %v, %v; want %v", d, ok, tt.deadline)
-			}
-			if got, ok := tt.c.Serving(Produce); got != tt.produce || ok != tt.produceOK {
-				t.Errorf("Serving(produce) = %q, %v; want %q, %v", got, ok, tt.produce, tt.produceOK)
-			}
-			if got, ok := tt.c.Serving(Fetch); got != tt.fetch || ok != tt.fetchOK {
-				t.Errorf("Serving(fetch) = %q, %v; want %q, %v", got, ok, tt.fetch, tt.fetchOK)
 			}
 		})
 	}
@@ -630,10 +517,6 @@ func TestStrings(t *testing.T) {
 		{"flipped", Flipped, "flipped"},
 		{"aborted", Aborted, "aborted"},
 		{"an unknown state", State(9), "State(9)"},
-		{"scope both", ScopeBoth, "produce+fetch"},
-		{"scope produce", ScopeProduce, "produce"},
-		{"scope fetch", ScopeFetch, "fetch"},
-		{"an unknown scope", Scope(9), "Scope(9)"},
 		{"route changed", RouteChanged{}, "route changed"},
 		{"in-flight drained", InFlightDrained{}, "in-flight drained"},
 		{"replicated", Replicated{}, "replicated"},
@@ -643,32 +526,14 @@ func TestStrings(t *testing.T) {
 		{"hold", ActionHoldProduce{}, "hold produce"},
 		{"drain", ActionDrainInFlight{From: S}, "drain in-flight produce to source"},
 		{"wait replicated lists partitions in order", ActionWaitReplicated{From: S, To: T, Ends: ends}, "wait until source→target replicated to {0:120 1:98 2:0}"},
-		{"wait caught up", ActionWaitCaughtUp{From: S, To: T}, "wait until source→target caught up"},
-		{"flip", ActionFlipRoute{Scope: ScopeFetch, To: T}, "flip fetch to target"},
+		{"flip", ActionFlipRoute{To: T}, "flip produce to target"},
 		{"release", ActionReleaseHeld{To: S}, "release held produce to source"},
 		{"reverse", ActionStartReverseReplication{Src: T, Dst: S}, "start replication target→source"},
-		{"keep", ActionKeepRoute{Scope: ScopeBoth, Cluster: S}, "keep produce+fetch on source"},
+		{"keep", ActionKeepRoute{Cluster: S}, "keep produce on source"},
 	}
 	for _, tt := range tests {
 		if got := tt.v.String(); got != tt.want {
 			t.Errorf("%s: String() = %q, want %q", tt.name, got, tt.want)
-		}
-	}
-}
-
-func TestScopeIncludes(t *testing.T) {
-	t.Parallel()
-	for _, tt := range []struct {
-		s              Scope
-		produce, fetch bool
-	}{
-		{ScopeBoth, true, true}, {ScopeProduce, true, false}, {ScopeFetch, false, true}, {Scope(9), false, false},
-	} {
-		if got := tt.s.Includes(Produce); got != tt.produce {
-			t.Errorf("%v.Includes(produce) = %v", tt.s, got)
-		}
-		if got := tt.s.Includes(Fetch); got != tt.fetch {
-			t.Errorf("%v.Includes(fetch) = %v", tt.s, got)
 		}
 	}
 }

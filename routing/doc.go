@@ -34,6 +34,6 @@
 // frozen end offsets) → flipped, or to aborted (max_hold exceeded, failure,
 // route reverted) with the held requests released to the old cluster. A
 // revert after the flip is a rollback: the same attempt in the other
-// direction. A fetch-only move holds no produce. Step's doc comment gives
-// every rule.
+// direction. A cutover moves a topic's produce (its home); fetch routes move
+// without a hold and are not cutovers. Step's doc comment gives every rule.
 package routing
