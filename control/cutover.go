@@ -36,7 +36,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sort"
 	"sync"
 	"time"
@@ -200,7 +199,6 @@ func newCutovers(ctx context.Context, log hclog.Logger, gate produceGate, ends e
 		return nil, err
 	}
 	for _, m := range ms {
-		m := m
 		if m.Home == "" {
 			m.Home = proxy.Target
 		}
@@ -324,6 +322,8 @@ func (c *cutovers) considerLocked(t string) *attempt {
 			st:  CutoverStatus{Topic: t, From: home, To: np, Home: home, Reason: reason, StartedAt: time.Now()},
 			cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), State: routing.Steady}}
 		c.entries[t] = e
+	case c.ctx.Err() != nil:
+		// Shutting down: no new attempt; the pins keep the home.
 	default:
 		policy := c.policy(cfg, np)
 		cut := routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np)}
@@ -576,7 +576,8 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 // copyAndCommit waits until the copy into to has every record below ends,
 // seals the flip and makes it durable: the copy back's maps, then the
 // marker, then the new home. On an error after the copy stopped it resumes
-// the copy, so an aborted attempt leaves replication as it was.
+// the copy (unless kproxy is shutting down), so an aborted attempt leaves
+// replication as it was.
 func (c *cutovers) copyAndCommit(ctx context.Context, topic, from, to string, ends map[int32]int64, phases *phaseTimer) error {
 	if err := c.copies.WaitCopied(ctx, topic, to, ends); err != nil {
 		return err
@@ -588,7 +589,7 @@ func (c *cutovers) copyAndCommit(ctx context.Context, topic, from, to string, en
 		err = c.commit(pl)
 		phases.mark("commit")
 	}
-	if err != nil && !c.copies.CopiesInto(topic, to) {
+	if err != nil && c.ctx.Err() == nil && !c.copies.CopiesInto(topic, to) {
 		if rerr := c.copies.StartCopy(topic, to); rerr != nil {
 			c.log.Error("replication not resumed after an aborted flip", "topic", topic, "error", rerr)
 		}
@@ -648,13 +649,6 @@ func (c *cutovers) progressLocked(e *cutoverEntry) string {
 		}
 	}
 	return fmt.Sprintf("%d of %d partitions copied to the frozen end, %d offsets to go", done, len(e.cut.FrozenEnds), left)
-}
-
-// pins returns copies of the topic pins (tests).
-func (c *cutovers) pins() (produce, fetch map[string]string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.producePins), maps.Clone(c.fetchPins)
 }
 
 // phaseTimer measures a hold's phases, for the log line that ends it.
