@@ -375,6 +375,12 @@ func (c *cutovers) step(topic string, ev routing.Event, policy routing.Policy, k
 		return e.cut, nil
 	}
 	e.cut = next
+	if next.State == routing.Flipped || next.State == routing.Aborted {
+		// The hold ends with this step: its length and the requests it
+		// queued (released by the actions that follow).
+		e.st.HoldMillis = next.HoldDuration.Milliseconds()
+		e.st.Held = c.gate.HeldCount(topic)
+	}
 	args := append([]any{"topic", topic, "from", string(next.From), "to", string(next.To), "event", fmt.Sprint(ev), "actions", fmt.Sprint(acts)}, kv...)
 	if next.State == routing.Aborted {
 		args = append(args, "reason", next.Reason)
@@ -461,9 +467,6 @@ func (c *cutovers) execute(ctx context.Context, ex *execution, cut routing.Cutov
 	case routing.ActionReleaseHeld:
 		// The router names a.To already: a flip's route changed just
 		// before, an abort's never left From.
-		c.mu.Lock()
-		c.entries[topic].st.Held = c.gate.HeldCount(topic)
-		c.mu.Unlock()
 		c.gate.ReleaseProduce(topic)
 		return nil, nil
 	case routing.ActionStartReverseReplication:
@@ -507,7 +510,6 @@ func (c *cutovers) finish(cut routing.Cutover, ex *execution) {
 	e := c.entries[topic]
 	e.running = false
 	e.cancel(nil)
-	e.st.HoldMillis = cut.HoldDuration.Milliseconds()
 	e.st.Progress = ""
 	c.holdHist.Observe(cut.HoldDuration.Seconds())
 	if cut.State == routing.Aborted {
