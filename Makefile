@@ -17,7 +17,7 @@ build:
 
 ## unit: fast tests, race detector on the concurrent packages
 unit:
-	$(GO) test -race -count=1 ./proxy/... ./config/... ./routing/... ./replicator/... ./test/checker/... ./cmd/...
+	$(GO) test -race -count=1 ./proxy/... ./config/... ./routing/... ./replicator/... ./test/checker/... ./cmd/... ./control/... ./verify/... ./demo/...
 
 ## fuzz: a short run of the request-decoding fuzz target
 fuzz:
