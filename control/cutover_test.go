@@ -460,3 +460,53 @@ func TestCutoverReloadMidCutoverEndsWhereTheConfigSays(t *testing.T) {
 		}
 	})
 }
+
+// Reloads during an attempt that end with the config still asking for the
+// move: the topic ends flipped, with one flip or, when the route went back
+// and forth, a retry after the cancelled attempt.
+func TestCutoverReloadMidCutoverThatKeepsTheMove(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		reloads []string
+		flips   int
+	}{
+		{"an unrelated reload", []string{proxy.Target}, 1},
+		{"back and forth", []string{proxy.Source, proxy.Target}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newCutRig(t)
+			release := make(chan struct{})
+			first := true
+			r.block = func(ctx context.Context) error {
+				if !first {
+					return nil
+				}
+				first = false
+				select {
+				case <-ctx.Done():
+					return context.Cause(ctx)
+				case <-release:
+					return nil
+				}
+			}
+			r.start()
+			r.reload(proxy.Source)
+			r.reload(proxy.Target)
+			<-r.blocked
+			for _, to := range tc.reloads {
+				r.reload(to)
+			}
+			close(release)
+			r.settle()
+			if got := r.sink.produce("orders"); got != proxy.Target {
+				t.Fatalf("produce routed to %s, config says target; trace %s", got, r.traceString())
+			}
+			if st := r.status(); st.State != routing.Flipped.String() || st.Home != proxy.Target {
+				t.Fatalf("status %+v; trace %s", st, r.traceString())
+			}
+			if n := strings.Count(r.traceString(), "marker target"); n != tc.flips {
+				t.Fatalf("%d flips recorded, want %d; trace %s", n, tc.flips, r.traceString())
+			}
+		})
+	}
+}
