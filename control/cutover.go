@@ -299,13 +299,8 @@ func (c *cutovers) considerLocked(t string) *attempt {
 		if c.flipped[t] == nil {
 			delete(c.producePins, t) // never flipped: the table is right
 		}
-		if e != nil && e.cut.State == routing.Aborted {
-			// Config and traffic agree again.
-			if cut, _, err := routing.Step(e.cut, routing.RouteReverted{}, time.Now(), routing.PolicyOf(cfg)); err == nil && cut.State == routing.Steady {
-				e = nil
-				delete(c.entries, t)
-			}
-		}
+		// Config and traffic agree: only a flip is worth keeping in the
+		// status (an aborted or refused attempt is over).
 		if e != nil && (e.refused || e.cut.State != routing.Flipped) {
 			delete(c.entries, t)
 			e = nil
