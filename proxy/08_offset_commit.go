@@ -11,24 +11,24 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	register(kmsg.OffsetCommit, 0, 9, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.OffsetCommitRequest)
-		return func() kmsg.Response {
-			if rc.client != "" && req.Group != "" {
-				rc.srv().clientGroups.Store(rc.client, req.Group)
-			}
-			queued, held, done := rc.gateCommit(req)
-			if held {
-				return queued // held during a group move (group_hold.go)
-			}
-			defer done()
-			if resp := rc.splitCommit(req); resp != nil {
-				return rc.afterMoveCommit(req, resp)
-			}
-			return rc.afterMoveCommit(req, rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req))
+func handleOffsetCommit(rc *reqCtx, req *kmsg.OffsetCommitRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		if rc.client != "" && req.Group != "" {
+			rc.srv().clientGroups.Store(rc.client, req.Group)
 		}
-	})
+		queued, held, done := rc.gateCommit(req)
+		if held {
+			return queued // held during a group move (group_hold.go)
+		}
+		defer done()
+		if resp := rc.splitCommit(req); resp != nil {
+			return rc.afterMoveCommit(req, resp)
+		}
+		return rc.afterMoveCommit(req, rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req))
+	}
+}
+
+func init() {
 	errorFillers[kmsg.OffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
 		req, resp := kreq.(*kmsg.OffsetCommitRequest), kresp.(*kmsg.OffsetCommitResponse)
 		for _, t := range req.Topics {

@@ -23,11 +23,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+func handleAddPartitionsToTxn(rc *reqCtx, req *kmsg.AddPartitionsToTxnRequest) func() kmsg.Response {
+	return func() kmsg.Response { return rc.addPartitionsToTxn(req) }
+}
+
 func init() {
-	register(kmsg.AddPartitionsToTxn, 0, 3, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.AddPartitionsToTxnRequest)
-		return func() kmsg.Response { return rc.addPartitionsToTxn(req) }
-	})
 	errorFillers[kmsg.AddPartitionsToTxn.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
 		req, resp := kreq.(*kmsg.AddPartitionsToTxnRequest), kresp.(*kmsg.AddPartitionsToTxnResponse)
 		fillAddPartitionsToTxn(req, resp, func(string) int16 { return code })

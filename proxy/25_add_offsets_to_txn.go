@@ -13,11 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.AddOffsetsToTxn, 0, 4, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.AddOffsetsToTxnRequest)
-		return func() kmsg.Response { return rc.addOffsetsToTxn(req) }
-	})
+func handleAddOffsetsToTxn(rc *reqCtx, req *kmsg.AddOffsetsToTxnRequest) func() kmsg.Response {
+	return func() kmsg.Response { return rc.addOffsetsToTxn(req) }
 }
 
 func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {

@@ -17,11 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.EndTxn, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.EndTxnRequest)
-		return func() kmsg.Response { return rc.endTxn(req) }
-	})
+func handleEndTxn(rc *reqCtx, req *kmsg.EndTxnRequest) func() kmsg.Response {
+	return func() kmsg.Response { return rc.endTxn(req) }
 }
 
 func (rc *reqCtx) endTxn(req *kmsg.EndTxnRequest) kmsg.Response {

@@ -14,11 +14,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
+func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) func() kmsg.Response {
+	return func() kmsg.Response { return rc.txnOffsetCommit(req) }
+}
+
 func init() {
-	register(kmsg.TxnOffsetCommit, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.TxnOffsetCommitRequest)
-		return func() kmsg.Response { return rc.txnOffsetCommit(req) }
-	})
 	errorFillers[kmsg.TxnOffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
 		req, resp := kreq.(*kmsg.TxnOffsetCommitRequest), kresp.(*kmsg.TxnOffsetCommitResponse)
 		for _, t := range req.Topics {
@@ -41,7 +41,7 @@ func (rc *reqCtx) txnOffsetCommit(req *kmsg.TxnOffsetCommitRequest) kmsg.Respons
 		s.clientGroups.Store(rc.client, req.Group) // a member's own commit (coordinated.go: membership)
 	}
 	// The group's hold during a group move (group_hold.go), as for the
-	// other group APIs (registerGroupAPI): refused while held, else
+	// other group APIs (toGroupCoordinator): refused while held, else
 	// counted in flight until answered.
 	resp, done := rc.gateGroup(kmsg.TxnOffsetCommit, req.Group, req)
 	if done == nil {

@@ -14,59 +14,56 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.DescribeConfigs, 0, 4, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.DescribeConfigsRequest)
-		return func() kmsg.Response {
-			s := rc.srv()
-			resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
-			order, by := splitResources(rc, req.Resources, func(r kmsg.DescribeConfigsRequestResource) int8 { return int8(r.ResourceType) },
-				func(r kmsg.DescribeConfigsRequestResource) string { return r.ResourceName }, false)
-			virtual := strconv.Itoa(int(s.self()))
-			for _, cluster := range order {
-				sub := *req
-				sub.Resources = append([]kmsg.DescribeConfigsRequestResource(nil), by[cluster]...)
-				fail := func(code int16) {
-					for _, r := range sub.Resources {
-						rr := kmsg.NewDescribeConfigsResponseResource()
-						rr.ResourceType, rr.ResourceName, rr.ErrorCode = r.ResourceType, r.ResourceName, code
-						resp.Resources = append(resp.Resources, rr)
-					}
-				}
-				uc, err := rc.clusterFor(cluster)
-				if err != nil {
-					fail(kerr.UnknownServerError.Code)
-					continue
-				}
-				id, addr, ok := uc.anyBroker()
-				if !ok {
-					fail(kerr.RequestTimedOut.Code)
-					continue
-				}
-				upstream := strconv.Itoa(int(id))
-				for i := range sub.Resources {
-					r := &sub.Resources[i]
-					if isBrokerResource(int8(r.ResourceType)) && r.ResourceName == virtual {
-						r.ResourceName = upstream
-					}
-				}
-				r, err := rc.roundTrip(cluster, id, addr, &sub)
-				if err != nil {
-					fail(kerr.RequestTimedOut.Code)
-					continue
-				}
-				dr := r.(*kmsg.DescribeConfigsResponse)
-				resp.ThrottleMillis = max(resp.ThrottleMillis, dr.ThrottleMillis)
-				for _, rr := range dr.Resources {
-					if isBrokerResource(int8(rr.ResourceType)) && rr.ResourceName == upstream {
-						rr.ResourceName = virtual
-					}
+func handleDescribeConfigs(rc *reqCtx, req *kmsg.DescribeConfigsRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		s := rc.srv()
+		resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+		order, by := splitResources(rc, req.Resources, func(r kmsg.DescribeConfigsRequestResource) int8 { return int8(r.ResourceType) },
+			func(r kmsg.DescribeConfigsRequestResource) string { return r.ResourceName }, false)
+		virtual := strconv.Itoa(int(s.self()))
+		for _, cluster := range order {
+			sub := *req
+			sub.Resources = append([]kmsg.DescribeConfigsRequestResource(nil), by[cluster]...)
+			fail := func(code int16) {
+				for _, r := range sub.Resources {
+					rr := kmsg.NewDescribeConfigsResponseResource()
+					rr.ResourceType, rr.ResourceName, rr.ErrorCode = r.ResourceType, r.ResourceName, code
 					resp.Resources = append(resp.Resources, rr)
 				}
 			}
-			return resp
+			uc, err := rc.clusterFor(cluster)
+			if err != nil {
+				fail(kerr.UnknownServerError.Code)
+				continue
+			}
+			id, addr, ok := uc.anyBroker()
+			if !ok {
+				fail(kerr.RequestTimedOut.Code)
+				continue
+			}
+			upstream := strconv.Itoa(int(id))
+			for i := range sub.Resources {
+				r := &sub.Resources[i]
+				if isBrokerResource(int8(r.ResourceType)) && r.ResourceName == virtual {
+					r.ResourceName = upstream
+				}
+			}
+			r, err := rc.roundTrip(cluster, id, addr, &sub)
+			if err != nil {
+				fail(kerr.RequestTimedOut.Code)
+				continue
+			}
+			dr := r.(*kmsg.DescribeConfigsResponse)
+			resp.ThrottleMillis = max(resp.ThrottleMillis, dr.ThrottleMillis)
+			for _, rr := range dr.Resources {
+				if isBrokerResource(int8(rr.ResourceType)) && rr.ResourceName == upstream {
+					rr.ResourceName = virtual
+				}
+				resp.Resources = append(resp.Resources, rr)
+			}
 		}
-	})
+		return resp
+	}
 }
 
 func isBrokerResource(t int8) bool { return t == resourceBroker || t == resourceBrokerLogger }

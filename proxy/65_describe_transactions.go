@@ -11,29 +11,26 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.DescribeTransactions, 0, 0, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.DescribeTransactionsRequest)
-		return func() kmsg.Response {
-			s := rc.srv()
-			resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
-			for _, id := range req.TransactionalIDs {
-				sub := *req
-				sub.TransactionalIDs = []string{id}
-				cluster := s.txnRoute(id)
-				r := rc.forwardCoordinator(cluster, coordTxn, id, &sub)
-				if dr, ok := r.(*kmsg.DescribeTransactionsResponse); ok && len(dr.TransactionStates) > 0 {
-					for i := range dr.TransactionStates {
-						s.pids.txnVirtualizeState(cluster, &dr.TransactionStates[i])
-					}
-					resp.TransactionStates = append(resp.TransactionStates, dr.TransactionStates...)
-					continue
+func handleDescribeTransactions(rc *reqCtx, req *kmsg.DescribeTransactionsRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		s := rc.srv()
+		resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
+		for _, id := range req.TransactionalIDs {
+			sub := *req
+			sub.TransactionalIDs = []string{id}
+			cluster := s.txnRoute(id)
+			r := rc.forwardCoordinator(cluster, coordTxn, id, &sub)
+			if dr, ok := r.(*kmsg.DescribeTransactionsResponse); ok && len(dr.TransactionStates) > 0 {
+				for i := range dr.TransactionStates {
+					s.pids.txnVirtualizeState(cluster, &dr.TransactionStates[i])
 				}
-				st := kmsg.NewDescribeTransactionsResponseTransactionState()
-				st.TransactionalID, st.ErrorCode = id, kerr.CoordinatorNotAvailable.Code
-				resp.TransactionStates = append(resp.TransactionStates, st)
+				resp.TransactionStates = append(resp.TransactionStates, dr.TransactionStates...)
+				continue
 			}
-			return resp
+			st := kmsg.NewDescribeTransactionsResponseTransactionState()
+			st.TransactionalID, st.ErrorCode = id, kerr.CoordinatorNotAvailable.Code
+			resp.TransactionStates = append(resp.TransactionStates, st)
 		}
-	})
+		return resp
+	}
 }

@@ -9,36 +9,33 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.ConsumerGroupDescribe, 0, 1, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.ConsumerGroupDescribeRequest)
-		return func() kmsg.Response {
-			resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
-			rc.forEachGroup(req.Groups, func(i int) kmsg.Request {
-				sub := *req
-				sub.Groups = req.Groups[i : i+1]
-				return &sub
-			}, func(i int, r kmsg.Response) {
-				if dr, ok := r.(*kmsg.ConsumerGroupDescribeResponse); ok && len(dr.Groups) > 0 {
-					home := rc.srv().routes().GroupCluster(req.Groups[i])
-					for g := range dr.Groups {
-						for m := range dr.Groups[g].Members {
-							mem := &dr.Groups[g].Members[m]
-							for _, a := range []*kmsg.Assignment{&mem.Assignment, &mem.TargetAssignment} {
-								for t := range a.TopicPartitions {
-									a.TopicPartitions[t].TopicID = rc.srv().virtualOf(home, a.TopicPartitions[t].TopicID)
-								}
+func handleConsumerGroupDescribe(rc *reqCtx, req *kmsg.ConsumerGroupDescribeRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
+		rc.forEachGroup(req.Groups, func(i int) kmsg.Request {
+			sub := *req
+			sub.Groups = req.Groups[i : i+1]
+			return &sub
+		}, func(i int, r kmsg.Response) {
+			if dr, ok := r.(*kmsg.ConsumerGroupDescribeResponse); ok && len(dr.Groups) > 0 {
+				home := rc.srv().routes().GroupCluster(req.Groups[i])
+				for g := range dr.Groups {
+					for m := range dr.Groups[g].Members {
+						mem := &dr.Groups[g].Members[m]
+						for _, a := range []*kmsg.Assignment{&mem.Assignment, &mem.TargetAssignment} {
+							for t := range a.TopicPartitions {
+								a.TopicPartitions[t].TopicID = rc.srv().virtualOf(home, a.TopicPartitions[t].TopicID)
 							}
 						}
 					}
-					resp.Groups = append(resp.Groups, dr.Groups...)
-					return
 				}
-				g := kmsg.NewConsumerGroupDescribeResponseGroup()
-				g.Group, g.ErrorCode = req.Groups[i], kerr.CoordinatorNotAvailable.Code
-				resp.Groups = append(resp.Groups, g)
-			})
-			return resp
-		}
-	})
+				resp.Groups = append(resp.Groups, dr.Groups...)
+				return
+			}
+			g := kmsg.NewConsumerGroupDescribeResponseGroup()
+			g.Group, g.ErrorCode = req.Groups[i], kerr.CoordinatorNotAvailable.Code
+			resp.Groups = append(resp.Groups, g)
+		})
+		return resp
+	}
 }

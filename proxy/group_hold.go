@@ -251,7 +251,7 @@ func (rc *reqCtx) gateCommit(req *kmsg.OffsetCommitRequest) (resp kmsg.Response,
 }
 
 // gateGroup is the hold check of the other group-keyed APIs
-// (registerGroupAPI): a non-nil response when the group is held, else a
+// (toGroupCoordinator): a non-nil response when the group is held, else a
 // done func (counting TxnOffsetCommit in flight).
 func (rc *reqCtx) gateGroup(key kmsg.Key, group string, req kmsg.Request) (kmsg.Response, func()) {
 	h := rc.srv().groupHolds()
