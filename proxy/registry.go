@@ -34,10 +34,10 @@ const (
 	// toCoordinator: the coordinator of the request's group or
 	// transactional id (one sub-request per key when it names several).
 	toCoordinator
-	// splitByCluster: the topics, config resources or partitions go to the
+	// splitAcrossClusters: the topics, config resources or partitions go to the
 	// clusters that hold them; one sub-request per cluster, merged so that
 	// every requested item is answered (split_cluster.go).
-	splitByCluster
+	splitAcrossClusters
 	// toEveryBroker: every broker of every cluster, merged (listing APIs).
 	toEveryBroker
 )
