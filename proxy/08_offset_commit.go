@@ -21,10 +21,7 @@ func handleOffsetCommit(rc *reqCtx, req *kmsg.OffsetCommitRequest) func() kmsg.R
 			return queued // held during a group move (group_hold.go)
 		}
 		defer done()
-		if resp := rc.splitCommit(req); resp != nil {
-			return rc.afterMoveCommit(req, resp)
-		}
-		return rc.afterMoveCommit(req, rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req))
+		return rc.afterMoveCommit(req, rc.commitAt(rc.srv().routes().GroupCluster(req.Group), req))
 	}
 }
 
