@@ -262,6 +262,12 @@ func groupOf(r kmsg.Response, group string) kmsg.OffsetFetchResponseGroup {
 		if len(fr.Groups) > 0 {
 			return fr.Groups[0]
 		}
+		// No group in the answer: kproxy's own error answer
+		// (errorResponse) sets only the top-level code.
+		g.ErrorCode = fr.ErrorCode
+		if g.ErrorCode == 0 {
+			g.ErrorCode = kerr.UnknownServerError.Code
+		}
 		return g
 	}
 	g.ErrorCode = fr.ErrorCode
