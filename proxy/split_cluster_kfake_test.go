@@ -306,4 +306,3 @@ func TestOffsetFetchAnswersPartitionsOfAFailedCluster(t *testing.T) {
 		}
 	}
 }
-
