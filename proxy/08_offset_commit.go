@@ -26,17 +26,12 @@ func handleOffsetCommit(rc *reqCtx, req *kmsg.OffsetCommitRequest) func() kmsg.R
 }
 
 func init() {
-	errorFillers[kmsg.OffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
-		req, resp := kreq.(*kmsg.OffsetCommitRequest), kresp.(*kmsg.OffsetCommitResponse)
+	errorFillers[kmsg.OffsetCommit.Int16()] = fillErrors(func(req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, code int16) {
 		for _, t := range req.Topics {
 			rt := kmsg.NewOffsetCommitResponseTopic()
 			rt.Topic, rt.TopicID = t.Topic, t.TopicID
-			for _, p := range t.Partitions {
-				rp := kmsg.NewOffsetCommitResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
+			completeCommit(t, &rt, code)
 			resp.Topics = append(resp.Topics, rt)
 		}
-	}
+	})
 }

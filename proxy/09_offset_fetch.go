@@ -29,17 +29,7 @@ func handleOffsetFetch(rc *reqCtx, req *kmsg.OffsetFetchRequest) func() kmsg.Res
 			}
 		}
 		got := rc.groupOffsetsOrHeld(req, g)
-		resp.ErrorCode = got.ErrorCode
-		for _, t := range got.Topics {
-			rt := kmsg.NewOffsetFetchResponseTopic()
-			rt.Topic = t.Topic
-			for _, p := range t.Partitions {
-				rt.Partitions = append(rt.Partitions, kmsg.OffsetFetchResponseTopicPartition{
-					Partition: p.Partition, Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: p.Metadata, ErrorCode: p.ErrorCode,
-				})
-			}
-			resp.Topics = append(resp.Topics, rt)
-		}
+		resp.ErrorCode, resp.Topics = got.ErrorCode, topicsOfGroup(got.Topics)
 		return resp
 	}
 }

@@ -28,10 +28,9 @@ func handleAddPartitionsToTxn(rc *reqCtx, req *kmsg.AddPartitionsToTxnRequest) f
 }
 
 func init() {
-	errorFillers[kmsg.AddPartitionsToTxn.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
-		req, resp := kreq.(*kmsg.AddPartitionsToTxnRequest), kresp.(*kmsg.AddPartitionsToTxnResponse)
+	errorFillers[kmsg.AddPartitionsToTxn.Int16()] = fillErrors(func(req *kmsg.AddPartitionsToTxnRequest, resp *kmsg.AddPartitionsToTxnResponse, code int16) {
 		fillAddPartitionsToTxn(req, resp, func(string) int16 { return code })
-	}
+	})
 }
 
 func (rc *reqCtx) addPartitionsToTxn(req *kmsg.AddPartitionsToTxnRequest) kmsg.Response {

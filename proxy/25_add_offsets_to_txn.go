@@ -20,11 +20,9 @@ func handleAddOffsetsToTxn(rc *reqCtx, req *kmsg.AddOffsetsToTxnRequest) func() 
 func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
-	resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
 	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
 	if code != 0 {
-		resp.ErrorCode = code
-		return resp
+		return errorResponse(req, code)
 	}
 	defer t.op.Unlock()
 	home := s.routes().GroupCluster(req.Group)
@@ -34,13 +32,11 @@ func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Respons
 	}
 	if home != cluster {
 		rc.cc.log.Warn("refusing a transaction that would span clusters: its group is homed elsewhere", "transactional_id", req.TransactionalID, "group", req.Group, "route", home, "txn_cluster", cluster)
-		resp.ErrorCode = kerr.InvalidTxnState.Code
-		return resp
+		return errorResponse(req, kerr.InvalidTxnState.Code)
 	}
 	u, code := rc.txnSessionFor(t, cluster)
 	if code != 0 {
-		resp.ErrorCode = code
-		return resp
+		return errorResponse(req, code)
 	}
 	req.ProducerID, req.ProducerEpoch = u.pid, u.epoch
 	r := rc.forwardCoordinator(cluster, coordTxn, req.TransactionalID, req)

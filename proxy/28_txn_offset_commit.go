@@ -19,8 +19,7 @@ func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) func() 
 }
 
 func init() {
-	errorFillers[kmsg.TxnOffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
-		req, resp := kreq.(*kmsg.TxnOffsetCommitRequest), kresp.(*kmsg.TxnOffsetCommitResponse)
+	errorFillers[kmsg.TxnOffsetCommit.Int16()] = fillErrors(func(req *kmsg.TxnOffsetCommitRequest, resp *kmsg.TxnOffsetCommitResponse, code int16) {
 		for _, t := range req.Topics {
 			rt := kmsg.NewTxnOffsetCommitResponseTopic()
 			rt.Topic = t.Topic
@@ -31,7 +30,7 @@ func init() {
 			}
 			resp.Topics = append(resp.Topics, rt)
 		}
-	}
+	})
 }
 
 func (rc *reqCtx) txnOffsetCommit(req *kmsg.TxnOffsetCommitRequest) kmsg.Response {

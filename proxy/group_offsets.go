@@ -88,18 +88,18 @@ func (rc *reqCtx) commitAt(home string, req *kmsg.OffsetCommitRequest) kmsg.Resp
 		failed: func(t kmsg.OffsetCommitRequestTopic, code int16, _ string) kmsg.OffsetCommitResponseTopic {
 			rt := kmsg.NewOffsetCommitResponseTopic()
 			rt.Topic = t.Topic
-			rc.completeCommit(t, &rt, code)
+			completeCommit(t, &rt, code)
 			return rt
 		},
 		complete: func(t kmsg.OffsetCommitRequestTopic, rt *kmsg.OffsetCommitResponseTopic) {
-			rc.completeCommit(t, rt, kerr.UnknownServerError.Code)
+			completeCommit(t, rt, kerr.UnknownServerError.Code)
 		},
 	})
 	return resp
 }
 
 // completeCommit answers with code every partition of t that rt lacks.
-func (*reqCtx) completeCommit(t kmsg.OffsetCommitRequestTopic, rt *kmsg.OffsetCommitResponseTopic, code int16) {
+func completeCommit(t kmsg.OffsetCommitRequestTopic, rt *kmsg.OffsetCommitResponseTopic, code int16) {
 	have := map[int32]bool{}
 	for _, p := range rt.Partitions {
 		have[p.Partition] = true
@@ -270,16 +270,40 @@ func groupOf(r kmsg.Response, group string) kmsg.OffsetFetchResponseGroup {
 		}
 		return g
 	}
-	g.ErrorCode = fr.ErrorCode
-	for _, t := range fr.Topics {
+	g.ErrorCode, g.Topics = fr.ErrorCode, groupTopicsOf(fr.Topics)
+	return g
+}
+
+// groupTopicsOf and topicsOfGroup convert answered topics between the
+// v0-7 OffsetFetch layout and the v8+ per-group one (the partitions are
+// the same struct under two names).
+func groupTopicsOf(ts []kmsg.OffsetFetchResponseTopic) []kmsg.OffsetFetchResponseGroupTopic {
+	out := make([]kmsg.OffsetFetchResponseGroupTopic, 0, len(ts))
+	for _, t := range ts {
 		gt := kmsg.NewOffsetFetchResponseGroupTopic()
 		gt.Topic = t.Topic
-		for _, p := range t.Partitions {
-			gt.Partitions = append(gt.Partitions, kmsg.OffsetFetchResponseGroupTopicPartition{
-				Partition: p.Partition, Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: p.Metadata, ErrorCode: p.ErrorCode,
-			})
-		}
-		g.Topics = append(g.Topics, gt)
+		gt.Partitions = convertEach(t.Partitions, func(p kmsg.OffsetFetchResponseTopicPartition) kmsg.OffsetFetchResponseGroupTopicPartition {
+			return kmsg.OffsetFetchResponseGroupTopicPartition(p)
+		})
+		out = append(out, gt)
 	}
-	return g
+	return out
+}
+
+func topicsOfGroup(ts []kmsg.OffsetFetchResponseGroupTopic) []kmsg.OffsetFetchResponseTopic {
+	return convertEach(ts, func(t kmsg.OffsetFetchResponseGroupTopic) kmsg.OffsetFetchResponseTopic {
+		rt := kmsg.NewOffsetFetchResponseTopic()
+		rt.Topic, rt.Partitions = t.Topic, convertEach(t.Partitions, func(p kmsg.OffsetFetchResponseGroupTopicPartition) kmsg.OffsetFetchResponseTopicPartition {
+			return kmsg.OffsetFetchResponseTopicPartition(p)
+		})
+		return rt
+	})
+}
+
+func convertEach[F, T any](in []F, f func(F) T) []T {
+	out := make([]T, len(in))
+	for i, v := range in {
+		out[i] = f(v)
+	}
+	return out
 }

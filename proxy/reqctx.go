@@ -209,6 +209,12 @@ func errorResponse(req kmsg.Request, code int16) kmsg.Response {
 // errorFillers build error responses for APIs whose errors are per entry.
 var errorFillers = map[int16]func(req kmsg.Request, resp kmsg.Response, code int16){}
 
+// fillErrors makes an errorFillers entry from a filler of the API's own
+// request and response types.
+func fillErrors[Q kmsg.Request, R kmsg.Response](f func(req Q, resp R, code int16)) func(kmsg.Request, kmsg.Response, int16) {
+	return func(req kmsg.Request, resp kmsg.Response, code int16) { f(req.(Q), resp.(R), code) }
+}
+
 // topErrorCode reads a response's top-level ErrorCode, if it has one.
 func topErrorCode(resp kmsg.Response) int16 {
 	v := reflect.ValueOf(resp).Elem()

@@ -13,13 +13,14 @@ import (
 // splitRig is a proxy over a source and a target: "onsource" lives on the
 // source, "ontarget" on the target (and is routed there), "tonly" exists
 // only on the target but is routed by default (to the source), so a group
-// homed on the source keeps its commits of tonly on the target.
+// homed on the source keeps its commits of tonly on the target. Group "gt"
+// is homed on the target, every other group on the source.
 func splitRig(t *testing.T) (*Server, *kfake.Cluster, *kfake.Cluster) {
 	t.Helper()
 	src := newKfake(t, kfake.NumBrokers(1), kfake.ClusterID("src"), kfake.SeedTopics(3, "onsource"))
 	tgt := newKfake(t, kfake.NumBrokers(1), kfake.ClusterID("tgt"), kfake.SeedTopics(3, "ontarget", "tonly"))
 	routes := routesHeader + "routes:\n  default: source\n  topics:\n    ontarget: target\n    newtgt: target\n"
-	srv := startProxy(t, Options{NodeID: 9, StateDir: t.TempDir(), Router: tableFor(t, routes),
+	srv := startProxy(t, Options{NodeID: 9, StateDir: t.TempDir(), Router: homeRouter{tableFor(t, routes), map[string]string{"gt": Target}},
 		Clusters: map[string][]string{Source: src.ListenAddrs(), Target: tgt.ListenAddrs()}})
 	return srv, src, tgt
 }
@@ -304,5 +305,25 @@ func TestOffsetFetchAnswersPartitionsOfAFailedCluster(t *testing.T) {
 		if (k[:5] == "tonly") != (code != 0) {
 			t.Errorf("%s: %v", k, kerr.ErrorForCode(code))
 		}
+	}
+}
+
+// A batched group request answers every group: one whose coordinator
+// failed gets COORDINATOR_NOT_AVAILABLE, which clients retry.
+func TestDescribeGroupsAnswersGroupsOfAFailedCluster(t *testing.T) {
+	srv, _, tgt := splitRig(t)
+	commitOnHome(t, srv)
+	failAll(tgt, kmsg.DescribeGroups)
+	req := kmsg.NewPtrDescribeGroupsRequest()
+	req.Groups = []string{"gt", "g"}
+	resp := askDirect[*kmsg.DescribeGroupsResponse](t, srv, req)
+	if len(resp.Groups) != 2 || resp.Groups[0].Group != "gt" || resp.Groups[1].Group != "g" {
+		t.Fatalf("answered %+v, want gt then g", resp.Groups)
+	}
+	if code := resp.Groups[0].ErrorCode; code != kerr.CoordinatorNotAvailable.Code {
+		t.Errorf("gt: %v, want COORDINATOR_NOT_AVAILABLE", kerr.ErrorForCode(code))
+	}
+	if code := resp.Groups[1].ErrorCode; code != 0 {
+		t.Errorf("g: %v", kerr.ErrorForCode(code))
 	}
 }
