@@ -23,17 +23,14 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func handleAddPartitionsToTxn(rc *reqCtx, req *kmsg.AddPartitionsToTxnRequest) func() kmsg.Response {
-	return func() kmsg.Response { return rc.addPartitionsToTxn(req) }
-}
-
 func init() {
 	errorFillers[kmsg.AddPartitionsToTxn.Int16()] = fillErrors(func(req *kmsg.AddPartitionsToTxnRequest, resp *kmsg.AddPartitionsToTxnResponse, code int16) {
 		fillAddPartitionsToTxn(req, resp, func(string) int16 { return code })
 	})
 }
 
-func (rc *reqCtx) addPartitionsToTxn(req *kmsg.AddPartitionsToTxnRequest) kmsg.Response {
+// handleAddPartitionsToTxn answers on the response goroutine (apis.go: answerLater).
+func handleAddPartitionsToTxn(rc *reqCtx, req *kmsg.AddPartitionsToTxnRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
 	refuse := func(code func(topic string) int16) kmsg.Response {

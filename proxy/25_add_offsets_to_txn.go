@@ -13,11 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func handleAddOffsetsToTxn(rc *reqCtx, req *kmsg.AddOffsetsToTxnRequest) func() kmsg.Response {
-	return func() kmsg.Response { return rc.addOffsetsToTxn(req) }
-}
-
-func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {
+// handleAddOffsetsToTxn answers on the response goroutine (apis.go: answerLater).
+func handleAddOffsetsToTxn(rc *reqCtx, req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
 	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)

@@ -14,10 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) func() kmsg.Response {
-	return func() kmsg.Response { return rc.txnOffsetCommit(req) }
-}
-
 func init() {
 	errorFillers[kmsg.TxnOffsetCommit.Int16()] = fillErrors(func(req *kmsg.TxnOffsetCommitRequest, resp *kmsg.TxnOffsetCommitResponse, code int16) {
 		for _, t := range req.Topics {
@@ -33,7 +29,8 @@ func init() {
 	})
 }
 
-func (rc *reqCtx) txnOffsetCommit(req *kmsg.TxnOffsetCommitRequest) kmsg.Response {
+// handleTxnOffsetCommit answers on the response goroutine (apis.go: answerLater).
+func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
 	if rc.client != "" && req.Group != "" {

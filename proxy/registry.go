@@ -76,6 +76,12 @@ func api[T kmsg.Request](key kmsg.Key, min, max int16, r route, rw rewrites, f f
 	}}
 }
 
+// answerLater adapts a handler with nothing to do in request order: all
+// of its work runs on the response goroutine.
+func answerLater[T kmsg.Request](f func(*reqCtx, T) kmsg.Response) func(*reqCtx, T) func() kmsg.Response {
+	return func(rc *reqCtx, req T) func() kmsg.Response { return func() kmsg.Response { return f(rc, req) } }
+}
+
 // registry is the API table (apis.go) by key: the dispatcher (conn.go) and
 // the ApiVersions answer (advertisedVersions) both read it.
 var registry = map[int16]*apiSpec{}

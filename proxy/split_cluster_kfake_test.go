@@ -74,11 +74,8 @@ func TestCreateTopicsAnswersTopicsOfAFailedCluster(t *testing.T) {
 		req.Topics = append(req.Topics, rt)
 	}
 	resp := askDirect[*kmsg.CreateTopicsResponse](t, srv, req)
-	got := map[string]int16{}
-	for _, rt := range resp.Topics {
-		got[rt.Topic] = rt.ErrorCode
-	}
-	wantCodes(t, got, map[string]int16{"newsrc": 0, "newtgt": timedOut})
+	wantCodes(t, codesOf(resp.Topics, func(t kmsg.CreateTopicsResponseTopic) (string, int16) { return t.Topic, t.ErrorCode }),
+		map[string]int16{"newsrc": 0, "newtgt": timedOut})
 }
 
 func TestCreatePartitionsAnswersTopicsOfAFailedCluster(t *testing.T) {
@@ -92,11 +89,7 @@ func TestCreatePartitionsAnswersTopicsOfAFailedCluster(t *testing.T) {
 		req.Topics = append(req.Topics, rt)
 	}
 	resp := askDirect[*kmsg.CreatePartitionsResponse](t, srv, req)
-	got := map[string]int16{}
-	for _, rt := range resp.Topics {
-		got[rt.Topic] = rt.ErrorCode
-	}
-	wantCodes(t, got, map[string]int16{"onsource": 0, "ontarget": timedOut})
+	wantCodes(t, codesOf(resp.Topics, func(t kmsg.CreatePartitionsResponseTopic) (string, int16) { return t.Topic, t.ErrorCode }), sourceOKTargetTimedOut)
 }
 
 func TestDeleteTopicsAnswersTopicsOfAFailedCluster(t *testing.T) {
@@ -111,25 +104,27 @@ func TestDeleteTopicsAnswersTopicsOfAFailedCluster(t *testing.T) {
 		req.TopicNames = append(req.TopicNames, n)
 	}
 	resp := askDirect[*kmsg.DeleteTopicsResponse](t, srv, req)
-	got := map[string]int16{}
-	for _, rt := range resp.Topics {
-		if rt.Topic != nil {
-			got[*rt.Topic] = rt.ErrorCode
+	wantCodes(t, codesOf(resp.Topics, func(t kmsg.DeleteTopicsResponseTopic) (string, int16) {
+		if t.Topic == nil {
+			return "<nil>", t.ErrorCode
 		}
-	}
-	wantCodes(t, got, map[string]int16{"onsource": 0, "ontarget": timedOut})
+		return *t.Topic, t.ErrorCode
+	}), sourceOKTargetTimedOut)
 }
 
-// configCodes checks a config API's answer: one per topic resource.
-func configCodes[A any](t *testing.T, answers []A, fields func(A) (string, int16)) {
-	t.Helper()
+// codesOf maps each answer's name to its error code.
+func codesOf[A any](answers []A, fields func(A) (string, int16)) map[string]int16 {
 	got := map[string]int16{}
 	for _, a := range answers {
 		n, code := fields(a)
 		got[n] = code
 	}
-	wantCodes(t, got, map[string]int16{"onsource": 0, "ontarget": timedOut})
+	return got
 }
+
+// sourceOKTargetTimedOut is what a request naming onsource and ontarget
+// gets when the target failed.
+var sourceOKTargetTimedOut = map[string]int16{"onsource": 0, "ontarget": timedOut}
 
 func TestAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
 	srv, _, tgt := splitRig(t)
@@ -144,7 +139,7 @@ func TestAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
 		req.Resources = append(req.Resources, r)
 	}
 	resp := askDirect[*kmsg.AlterConfigsResponse](t, srv, req)
-	configCodes(t, resp.Resources, func(r kmsg.AlterConfigsResponseResource) (string, int16) { return r.ResourceName, r.ErrorCode })
+	wantCodes(t, codesOf(resp.Resources, func(r kmsg.AlterConfigsResponseResource) (string, int16) { return r.ResourceName, r.ErrorCode }), sourceOKTargetTimedOut)
 }
 
 func TestIncrementalAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
@@ -160,9 +155,9 @@ func TestIncrementalAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
 		req.Resources = append(req.Resources, r)
 	}
 	resp := askDirect[*kmsg.IncrementalAlterConfigsResponse](t, srv, req)
-	configCodes(t, resp.Resources, func(r kmsg.IncrementalAlterConfigsResponseResource) (string, int16) {
+	wantCodes(t, codesOf(resp.Resources, func(r kmsg.IncrementalAlterConfigsResponseResource) (string, int16) {
 		return r.ResourceName, r.ErrorCode
-	})
+	}), sourceOKTargetTimedOut)
 }
 
 func TestDescribeConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
@@ -175,7 +170,7 @@ func TestDescribeConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
 		req.Resources = append(req.Resources, r)
 	}
 	resp := askDirect[*kmsg.DescribeConfigsResponse](t, srv, req)
-	configCodes(t, resp.Resources, func(r kmsg.DescribeConfigsResponseResource) (string, int16) { return r.ResourceName, r.ErrorCode })
+	wantCodes(t, codesOf(resp.Resources, func(r kmsg.DescribeConfigsResponseResource) (string, int16) { return r.ResourceName, r.ErrorCode }), sourceOKTargetTimedOut)
 }
 
 // offsetCommit commits offset on partitions 0-2 of each topic, as a simple
