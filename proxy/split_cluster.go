@@ -29,7 +29,7 @@ type clusterSplit[I, A any] struct {
 	itemKey   func(I) string
 	answerKey func(A) string
 	failed    func(item I, code int16, msg string) A // the answer for an item its cluster did not answer
-	errOf     func(*A) (*int16, **string)            // an answer's error fields
+	errOf     func(*A) (*int16, **string)            // an answer's error fields; needed when clusters can name two
 	complete  func(I, *A)                            // optional: answers what an answer left out inside an item (partitions)
 }
 
@@ -54,27 +54,26 @@ func splitByCluster[I, A any](items []I, s clusterSplit[I, A]) ([]A, int32) {
 		}
 	}
 	type part struct {
-		answers  map[string]A
+		answers  map[string]A // by answerKey; the first answer for a key
 		throttle int32
 		ok       bool
 	}
-	parts := make(map[string]*part, len(order))
-	var mu sync.Mutex
+	parts := make([]part, len(order))
+	at := make(map[string]*part, len(order))
 	var wg sync.WaitGroup
-	for _, c := range order {
+	for i, c := range order {
+		at[c] = &parts[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			got, throttle, ok := s.send(c, by[c])
-			p := &part{answers: make(map[string]A, len(got)), throttle: throttle, ok: ok}
+			p := part{answers: make(map[string]A, len(got)), throttle: throttle, ok: ok}
 			for _, a := range got {
 				if k := s.answerKey(a); !hasKey(p.answers, k) {
 					p.answers[k] = a
 				}
 			}
-			mu.Lock()
-			parts[c] = p
-			mu.Unlock()
+			parts[i] = p
 		}()
 	}
 	wg.Wait()
@@ -93,7 +92,7 @@ func splitByCluster[I, A any](items []I, s clusterSplit[I, A]) ([]A, int32) {
 		done[k] = true
 		var merged *A
 		for _, c := range dest[i] {
-			p := parts[c]
+			p := at[c]
 			a, found := p.answers[k]
 			switch {
 			case !p.ok:
