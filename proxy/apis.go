@@ -7,17 +7,18 @@ package proxy
 // ApiVersions answer (18_api_versions.go) come from this table only; a key
 // not listed here is neither advertised nor served. apis_test.go checks
 // that the table, the dispatcher, ApiVersions and each handler file's
-// header agree.
+// header agree. The rewrites column says what each handler translates
+// today; the rules live in the ident_*.go files.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
 var apiTable = []apiSpec{
 	api(kmsg.Produce, 3, 13, toLeaders, rwProducerIDs|rwNodes|rwTopicIDs, handleProduce),
 	api(kmsg.Fetch, 4, 18, toLeaders, rwOffsets|rwEpochs|rwNodes|rwTopicIDs, handleFetch),
-	api(kmsg.ListOffsets, 1, 11, toLeaders, rwOffsets, handleListOffsets),
-	api(kmsg.Metadata, 0, 13, builtHere, rwNodes|rwTopicIDs, handleMetadata),
-	api(kmsg.OffsetCommit, 0, 9, splitAcrossClusters, rwEpochs, handleOffsetCommit),
-	api(kmsg.OffsetFetch, 0, 9, splitAcrossClusters, rwEpochs, handleOffsetFetch),
+	api(kmsg.ListOffsets, 1, 11, toLeaders, rwOffsets|rwEpochs, handleListOffsets),
+	api(kmsg.Metadata, 0, 13, builtHere, rwNodes|rwTopicIDs|rwEpochs, handleMetadata),
+	api(kmsg.OffsetCommit, 0, 9, splitAcrossClusters, rwEpochs, handleOffsetCommit), // the group's coordinator, split when topics live off its home
+	api(kmsg.OffsetFetch, 0, 9, splitAcrossClusters, rwEpochs, handleOffsetFetch), // likewise
 	api(kmsg.FindCoordinator, 0, 6, builtHere, rwNodes, handleFindCoordinator),
 	api(kmsg.JoinGroup, 0, 9, toCoordinator, 0, handleJoinGroup),
 	api(kmsg.Heartbeat, 0, 4, toCoordinator, 0, handleHeartbeat),
