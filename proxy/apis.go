@@ -18,7 +18,7 @@ var apiTable = []apiSpec{
 	api(kmsg.ListOffsets, 1, 11, toLeaders, rwOffsets|rwEpochs, handleListOffsets),
 	api(kmsg.Metadata, 0, 13, builtHere, rwNodes|rwTopicIDs|rwEpochs, handleMetadata),
 	api(kmsg.OffsetCommit, 0, 9, splitAcrossClusters, rwEpochs, handleOffsetCommit), // the group's coordinator, split when topics live off its home
-	api(kmsg.OffsetFetch, 0, 9, splitAcrossClusters, rwEpochs, handleOffsetFetch), // likewise
+	api(kmsg.OffsetFetch, 0, 9, splitAcrossClusters, rwEpochs, handleOffsetFetch),   // likewise
 	api(kmsg.FindCoordinator, 0, 6, builtHere, rwNodes, handleFindCoordinator),
 	api(kmsg.JoinGroup, 0, 9, toCoordinator, 0, handleJoinGroup),
 	api(kmsg.Heartbeat, 0, 4, toCoordinator, 0, handleHeartbeat),
