@@ -22,10 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.Produce, 3, 13, handleProduce) }
-
-func handleProduce(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.ProduceRequest)
+func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	s := rc.srv()
 	router := s.routes()
 	look := newLeaderLookup(rc)

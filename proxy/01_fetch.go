@@ -21,10 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.Fetch, 4, 18, handleFetch) }
-
-func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.FetchRequest)
+func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 	return func() kmsg.Response {
 		s := rc.srv()
 		resp := req.ResponseKind().(*kmsg.FetchResponse)

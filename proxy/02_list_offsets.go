@@ -10,10 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.ListOffsets, 1, 11, handleListOffsets) }
-
-func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.ListOffsetsRequest)
+func handleListOffsets(rc *reqCtx, req *kmsg.ListOffsetsRequest) func() kmsg.Response {
 	return func() kmsg.Response {
 		router := rc.srv().routes()
 		look := newLeaderLookup(rc)

@@ -18,10 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.Metadata, 0, 13, handleMetadata) }
-
-func handleMetadata(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.MetadataRequest)
+func handleMetadata(rc *reqCtx, req *kmsg.MetadataRequest) func() kmsg.Response {
 	return func() kmsg.Response {
 		s := rc.srv()
 		router := s.routes()

@@ -11,35 +11,27 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	register(kmsg.OffsetCommit, 0, 9, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.OffsetCommitRequest)
-		return func() kmsg.Response {
-			if rc.client != "" && req.Group != "" {
-				rc.srv().clientGroups.Store(rc.client, req.Group)
-			}
-			queued, held, done := rc.gateCommit(req)
-			if held {
-				return queued // held during a group move (group_hold.go)
-			}
-			defer done()
-			if resp := rc.splitCommit(req); resp != nil {
-				return rc.afterMoveCommit(req, resp)
-			}
-			return rc.afterMoveCommit(req, rc.forwardCoordinator(rc.srv().routes().GroupCluster(req.Group), coordGroup, req.Group, req))
+func handleOffsetCommit(rc *reqCtx, req *kmsg.OffsetCommitRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		if rc.client != "" && req.Group != "" {
+			rc.srv().clientGroups.Store(rc.client, req.Group)
 		}
-	})
-	errorFillers[kmsg.OffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
-		req, resp := kreq.(*kmsg.OffsetCommitRequest), kresp.(*kmsg.OffsetCommitResponse)
+		queued, held, done := rc.gateCommit(req)
+		if held {
+			return queued // held during a group move (group_hold.go)
+		}
+		defer done()
+		return rc.afterMoveCommit(req, rc.commitAt(rc.srv().routes().GroupCluster(req.Group), req))
+	}
+}
+
+func init() {
+	errorFillers[kmsg.OffsetCommit.Int16()] = fillErrors(func(req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, code int16) {
 		for _, t := range req.Topics {
 			rt := kmsg.NewOffsetCommitResponseTopic()
 			rt.Topic, rt.TopicID = t.Topic, t.TopicID
-			for _, p := range t.Partitions {
-				rp := kmsg.NewOffsetCommitResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = p.Partition, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
+			completeCommit(t, &rt, code)
 			resp.Topics = append(resp.Topics, rt)
 		}
-	}
+	})
 }

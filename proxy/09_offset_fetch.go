@@ -11,38 +11,25 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.OffsetFetch, 0, 9, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.OffsetFetchRequest)
-		return func() kmsg.Response {
-			resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
-			if req.Version >= 8 {
-				for _, g := range req.Groups {
-					resp.Groups = append(resp.Groups, rc.groupOffsetsOrHeld(req, g))
-				}
-				return resp
-			}
-			g := kmsg.NewOffsetFetchRequestGroup()
-			g.Group = req.Group
-			if req.Topics != nil {
-				g.Topics = []kmsg.OffsetFetchRequestGroupTopic{}
-				for _, t := range req.Topics {
-					g.Topics = append(g.Topics, kmsg.OffsetFetchRequestGroupTopic{Topic: t.Topic, Partitions: t.Partitions})
-				}
-			}
-			got := rc.groupOffsetsOrHeld(req, g)
-			resp.ErrorCode = got.ErrorCode
-			for _, t := range got.Topics {
-				rt := kmsg.NewOffsetFetchResponseTopic()
-				rt.Topic = t.Topic
-				for _, p := range t.Partitions {
-					rt.Partitions = append(rt.Partitions, kmsg.OffsetFetchResponseTopicPartition{
-						Partition: p.Partition, Offset: p.Offset, LeaderEpoch: p.LeaderEpoch, Metadata: p.Metadata, ErrorCode: p.ErrorCode,
-					})
-				}
-				resp.Topics = append(resp.Topics, rt)
+func handleOffsetFetch(rc *reqCtx, req *kmsg.OffsetFetchRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.OffsetFetchResponse)
+		if req.Version >= 8 {
+			for _, g := range req.Groups {
+				resp.Groups = append(resp.Groups, rc.groupOffsetsOrHeld(req, g))
 			}
 			return resp
 		}
-	})
+		g := kmsg.NewOffsetFetchRequestGroup()
+		g.Group = req.Group
+		if req.Topics != nil {
+			g.Topics = []kmsg.OffsetFetchRequestGroupTopic{}
+			for _, t := range req.Topics {
+				g.Topics = append(g.Topics, kmsg.OffsetFetchRequestGroupTopic{Topic: t.Topic, Partitions: t.Partitions})
+			}
+		}
+		got := rc.groupOffsetsOrHeld(req, g)
+		resp.ErrorCode, resp.Topics = got.ErrorCode, topicsOfGroup(got.Topics)
+		return resp
+	}
 }

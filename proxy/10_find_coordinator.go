@@ -17,10 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.FindCoordinator, 0, 6, handleFindCoordinator) }
-
-func handleFindCoordinator(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.FindCoordinatorRequest)
+func handleFindCoordinator(rc *reqCtx, req *kmsg.FindCoordinatorRequest) func() kmsg.Response {
 	return func() kmsg.Response {
 		s := rc.srv()
 		resp := req.ResponseKind().(*kmsg.FindCoordinatorResponse)

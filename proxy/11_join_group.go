@@ -6,6 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	registerGroupAPI(kmsg.JoinGroup, 0, 9, func(r kmsg.Request) string { return r.(*kmsg.JoinGroupRequest).Group })
+func handleJoinGroup(rc *reqCtx, req *kmsg.JoinGroupRequest) func() kmsg.Response {
+	return rc.toGroupCoordinator(req, req.Group)
 }

@@ -4,6 +4,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	registerGroupAPI(kmsg.Heartbeat, 0, 4, func(r kmsg.Request) string { return r.(*kmsg.HeartbeatRequest).Group })
+func handleHeartbeat(rc *reqCtx, req *kmsg.HeartbeatRequest) func() kmsg.Response {
+	return rc.toGroupCoordinator(req, req.Group)
 }

@@ -4,6 +4,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	registerGroupAPI(kmsg.LeaveGroup, 0, 5, func(r kmsg.Request) string { return r.(*kmsg.LeaveGroupRequest).Group })
+func handleLeaveGroup(rc *reqCtx, req *kmsg.LeaveGroupRequest) func() kmsg.Response {
+	return rc.toGroupCoordinator(req, req.Group)
 }

@@ -5,6 +5,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	registerGroupAPI(kmsg.SyncGroup, 0, 5, func(r kmsg.Request) string { return r.(*kmsg.SyncGroupRequest).Group })
+func handleSyncGroup(rc *reqCtx, req *kmsg.SyncGroupRequest) func() kmsg.Response {
+	return rc.toGroupCoordinator(req, req.Group)
 }

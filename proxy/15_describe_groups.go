@@ -1,32 +1,11 @@
 package proxy
 
 // DescribeGroups (key 15), accepted v0-6. Route: each group's home
-// coordinator, one sub-request per group, merged in request order.
+// coordinator, one sub-request per group, merged in request order
+// (groups_split.go).
 
-import (
-	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
-)
+import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	register(kmsg.DescribeGroups, 0, 6, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.DescribeGroupsRequest)
-		return func() kmsg.Response {
-			resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
-			rc.forEachGroup(req.Groups, func(i int) kmsg.Request {
-				sub := *req
-				sub.Groups = req.Groups[i : i+1]
-				return &sub
-			}, func(i int, r kmsg.Response) {
-				if dr, ok := r.(*kmsg.DescribeGroupsResponse); ok && len(dr.Groups) > 0 {
-					resp.Groups = append(resp.Groups, dr.Groups...)
-					return
-				}
-				g := kmsg.NewDescribeGroupsResponseGroup()
-				g.Group, g.ErrorCode = req.Groups[i], kerr.CoordinatorNotAvailable.Code
-				resp.Groups = append(resp.Groups, g)
-			})
-			return resp
-		}
-	})
+func handleDescribeGroups(rc *reqCtx, req *kmsg.DescribeGroupsRequest) func() kmsg.Response {
+	return rc.forwardPerKey(req, groupKeys)
 }

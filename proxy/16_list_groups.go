@@ -5,25 +5,22 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	register(kmsg.ListGroups, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.ListGroupsRequest)
-		return func() kmsg.Response {
-			resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
-			seen := map[string]bool{}
-			rc.broadcast(req, func(r kmsg.Response) {
-				lr := r.(*kmsg.ListGroupsResponse)
-				if lr.ErrorCode != 0 && resp.ErrorCode == 0 {
-					resp.ErrorCode = lr.ErrorCode
+func handleListGroups(rc *reqCtx, req *kmsg.ListGroupsRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.ListGroupsResponse)
+		seen := map[string]bool{}
+		rc.broadcast(req, func(r kmsg.Response) {
+			lr := r.(*kmsg.ListGroupsResponse)
+			if lr.ErrorCode != 0 && resp.ErrorCode == 0 {
+				resp.ErrorCode = lr.ErrorCode
+			}
+			for _, g := range lr.Groups {
+				if !seen[g.Group] {
+					seen[g.Group] = true
+					resp.Groups = append(resp.Groups, g)
 				}
-				for _, g := range lr.Groups {
-					if !seen[g.Group] {
-						seen[g.Group] = true
-						resp.Groups = append(resp.Groups, g)
-					}
-				}
-			})
-			return resp
-		}
-	})
+			}
+		})
+		return resp
+	}
 }

@@ -3,7 +3,7 @@ package proxy
 // ApiVersions (key 18), accepted v0-4.
 // Route: answered by kproxy itself, never forwarded.
 // Answer: per key, the intersection of every configured cluster's range and
-// what kproxy registers (registry.go), so a client never picks a version one
+// what kproxy lists (apis.go), so a client never picks a version one
 // cluster lacks. A too-new request gets a v0 body with UNSUPPORTED_VERSION
 // and our range (KIP-511), and the client retries lower.
 // Not done: finalized features are not presented yet (no client needs them
@@ -14,10 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.ApiVersions, 0, 4, handleApiVersions) }
-
-func handleApiVersions(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.ApiVersionsRequest)
+func handleApiVersions(rc *reqCtx, req *kmsg.ApiVersionsRequest) func() kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ApiVersionsResponse)
 	if req.Version >= 3 && !validSoftwareName(req.ClientSoftwareName, req.ClientSoftwareVersion) {
 		resp.ErrorCode = kerr.InvalidRequest.Code

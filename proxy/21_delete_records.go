@@ -8,10 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.DeleteRecords, 0, 2, handleDeleteRecords) }
-
-func handleDeleteRecords(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.DeleteRecordsRequest)
+func handleDeleteRecords(rc *reqCtx, req *kmsg.DeleteRecordsRequest) func() kmsg.Response {
 	return func() kmsg.Response {
 		router := rc.srv().routes()
 		look := newLeaderLookup(rc)

@@ -12,16 +12,13 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	register(kmsg.InitProducerID, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.InitProducerIDRequest)
-		return func() kmsg.Response {
-			// An empty transactional id is an idempotent producer, as
-			// for the broker (TransactionCoordinator.handleInitProducerId).
-			if req.TransactionalID == nil || *req.TransactionalID == "" {
-				return rc.srv().initVirtualProducer(req)
-			}
-			return rc.initTxnProducer(req)
+func handleInitProducerID(rc *reqCtx, req *kmsg.InitProducerIDRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		// An empty transactional id is an idempotent producer, as
+		// for the broker (TransactionCoordinator.handleInitProducerId).
+		if req.TransactionalID == nil || *req.TransactionalID == "" {
+			return rc.srv().initVirtualProducer(req)
 		}
-	})
+		return rc.initTxnProducer(req)
+	}
 }

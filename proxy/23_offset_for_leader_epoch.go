@@ -12,10 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() { register(kmsg.OffsetForLeaderEpoch, 2, 2, handleOffsetForLeaderEpoch) }
-
-func handleOffsetForLeaderEpoch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-	req := kreq.(*kmsg.OffsetForLeaderEpochRequest)
+func handleOffsetForLeaderEpoch(rc *reqCtx, req *kmsg.OffsetForLeaderEpochRequest) func() kmsg.Response {
 	return func() kmsg.Response {
 		router := rc.srv().routes()
 		look := newLeaderLookup(rc)

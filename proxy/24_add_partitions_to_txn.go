@@ -24,17 +24,13 @@ import (
 )
 
 func init() {
-	register(kmsg.AddPartitionsToTxn, 0, 3, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.AddPartitionsToTxnRequest)
-		return func() kmsg.Response { return rc.addPartitionsToTxn(req) }
-	})
-	errorFillers[kmsg.AddPartitionsToTxn.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
-		req, resp := kreq.(*kmsg.AddPartitionsToTxnRequest), kresp.(*kmsg.AddPartitionsToTxnResponse)
+	errorFillers[kmsg.AddPartitionsToTxn.Int16()] = fillErrors(func(req *kmsg.AddPartitionsToTxnRequest, resp *kmsg.AddPartitionsToTxnResponse, code int16) {
 		fillAddPartitionsToTxn(req, resp, func(string) int16 { return code })
-	}
+	})
 }
 
-func (rc *reqCtx) addPartitionsToTxn(req *kmsg.AddPartitionsToTxnRequest) kmsg.Response {
+// handleAddPartitionsToTxn answers on the response goroutine (apis.go: answerLater).
+func handleAddPartitionsToTxn(rc *reqCtx, req *kmsg.AddPartitionsToTxnRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
 	refuse := func(code func(topic string) int16) kmsg.Response {

@@ -13,21 +13,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.AddOffsetsToTxn, 0, 4, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.AddOffsetsToTxnRequest)
-		return func() kmsg.Response { return rc.addOffsetsToTxn(req) }
-	})
-}
-
-func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {
+// handleAddOffsetsToTxn answers on the response goroutine (apis.go: answerLater).
+func handleAddOffsetsToTxn(rc *reqCtx, req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
-	resp := req.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
 	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
 	if code != 0 {
-		resp.ErrorCode = code
-		return resp
+		return errorResponse(req, code)
 	}
 	defer t.op.Unlock()
 	home := s.routes().GroupCluster(req.Group)
@@ -37,13 +29,11 @@ func (rc *reqCtx) addOffsetsToTxn(req *kmsg.AddOffsetsToTxnRequest) kmsg.Respons
 	}
 	if home != cluster {
 		rc.cc.log.Warn("refusing a transaction that would span clusters: its group is homed elsewhere", "transactional_id", req.TransactionalID, "group", req.Group, "route", home, "txn_cluster", cluster)
-		resp.ErrorCode = kerr.InvalidTxnState.Code
-		return resp
+		return errorResponse(req, kerr.InvalidTxnState.Code)
 	}
 	u, code := rc.txnSessionFor(t, cluster)
 	if code != 0 {
-		resp.ErrorCode = code
-		return resp
+		return errorResponse(req, code)
 	}
 	req.ProducerID, req.ProducerEpoch = u.pid, u.epoch
 	r := rc.forwardCoordinator(cluster, coordTxn, req.TransactionalID, req)

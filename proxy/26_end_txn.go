@@ -17,14 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.EndTxn, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.EndTxnRequest)
-		return func() kmsg.Response { return rc.endTxn(req) }
-	})
-}
-
-func (rc *reqCtx) endTxn(req *kmsg.EndTxnRequest) kmsg.Response {
+// handleEndTxn answers on the response goroutine (apis.go: answerLater).
+func handleEndTxn(rc *reqCtx, req *kmsg.EndTxnRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
 	resp := req.ResponseKind().(*kmsg.EndTxnResponse)

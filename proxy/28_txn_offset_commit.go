@@ -15,12 +15,7 @@ import (
 )
 
 func init() {
-	register(kmsg.TxnOffsetCommit, 0, 5, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.TxnOffsetCommitRequest)
-		return func() kmsg.Response { return rc.txnOffsetCommit(req) }
-	})
-	errorFillers[kmsg.TxnOffsetCommit.Int16()] = func(kreq kmsg.Request, kresp kmsg.Response, code int16) {
-		req, resp := kreq.(*kmsg.TxnOffsetCommitRequest), kresp.(*kmsg.TxnOffsetCommitResponse)
+	errorFillers[kmsg.TxnOffsetCommit.Int16()] = fillErrors(func(req *kmsg.TxnOffsetCommitRequest, resp *kmsg.TxnOffsetCommitResponse, code int16) {
 		for _, t := range req.Topics {
 			rt := kmsg.NewTxnOffsetCommitResponseTopic()
 			rt.Topic = t.Topic
@@ -31,17 +26,18 @@ func init() {
 			}
 			resp.Topics = append(resp.Topics, rt)
 		}
-	}
+	})
 }
 
-func (rc *reqCtx) txnOffsetCommit(req *kmsg.TxnOffsetCommitRequest) kmsg.Response {
+// handleTxnOffsetCommit answers on the response goroutine (apis.go: answerLater).
+func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
 	if rc.client != "" && req.Group != "" {
 		s.clientGroups.Store(rc.client, req.Group) // a member's own commit (coordinated.go: membership)
 	}
 	// The group's hold during a group move (group_hold.go), as for the
-	// other group APIs (registerGroupAPI): refused while held, else
+	// other group APIs (toGroupCoordinator): refused while held, else
 	// counted in flight until answered.
 	resp, done := rc.gateGroup(kmsg.TxnOffsetCommit, req.Group, req)
 	if done == nil {

@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.DescribeACLs, 0, 3) }
+func handleDescribeACLs(rc *reqCtx, req *kmsg.DescribeACLsRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

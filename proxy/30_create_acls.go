@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.CreateACLs, 0, 3) }
+func handleCreateACLs(rc *reqCtx, req *kmsg.CreateACLsRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

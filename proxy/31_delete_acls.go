@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.DeleteACLs, 0, 3) }
+func handleDeleteACLs(rc *reqCtx, req *kmsg.DeleteACLsRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

@@ -5,45 +5,36 @@ package proxy
 // Broker resources (type 4) and broker loggers (type 8) name a broker id:
 // the virtual id is mapped to one real broker of the default
 // cluster, the request for them goes to that broker, and the answer names
-// the virtual id again.
+// the virtual id again. Every resource is answered (split_cluster.go).
 
 import (
 	"strconv"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.DescribeConfigs, 0, 4, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.DescribeConfigsRequest)
-		return func() kmsg.Response {
-			s := rc.srv()
-			resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
-			order, by := splitResources(rc, req.Resources, func(r kmsg.DescribeConfigsRequestResource) int8 { return int8(r.ResourceType) },
-				func(r kmsg.DescribeConfigsRequestResource) string { return r.ResourceName }, false)
-			virtual := strconv.Itoa(int(s.self()))
-			for _, cluster := range order {
-				sub := *req
-				sub.Resources = append([]kmsg.DescribeConfigsRequestResource(nil), by[cluster]...)
-				fail := func(code int16) {
-					for _, r := range sub.Resources {
-						rr := kmsg.NewDescribeConfigsResponseResource()
-						rr.ResourceType, rr.ResourceName, rr.ErrorCode = r.ResourceType, r.ResourceName, code
-						resp.Resources = append(resp.Resources, rr)
-					}
-				}
+func handleDescribeConfigs(rc *reqCtx, req *kmsg.DescribeConfigsRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		s := rc.srv()
+		resp := req.ResponseKind().(*kmsg.DescribeConfigsResponse)
+		virtual := strconv.Itoa(int(s.self()))
+		key := func(typ kmsg.ConfigResourceType, name string) string { return strconv.Itoa(int(typ)) + "/" + name }
+		resp.Resources, resp.ThrottleMillis = splitByCluster(req.Resources, clusterSplit[kmsg.DescribeConfigsRequestResource, kmsg.DescribeConfigsResponseResource]{
+			clusters: func(r kmsg.DescribeConfigsRequestResource) []string {
+				return rc.configClusters(int8(r.ResourceType), r.ResourceName, false)
+			},
+			send: func(cluster string, part []kmsg.DescribeConfigsRequestResource) ([]kmsg.DescribeConfigsResponseResource, int32, bool) {
 				uc, err := rc.clusterFor(cluster)
 				if err != nil {
-					fail(kerr.UnknownServerError.Code)
-					continue
+					return nil, 0, false
 				}
 				id, addr, ok := uc.anyBroker()
 				if !ok {
-					fail(kerr.RequestTimedOut.Code)
-					continue
+					return nil, 0, false
 				}
 				upstream := strconv.Itoa(int(id))
+				sub := *req
+				sub.Resources = append([]kmsg.DescribeConfigsRequestResource(nil), part...)
 				for i := range sub.Resources {
 					r := &sub.Resources[i]
 					if isBrokerResource(int8(r.ResourceType)) && r.ResourceName == virtual {
@@ -52,21 +43,28 @@ func init() {
 				}
 				r, err := rc.roundTrip(cluster, id, addr, &sub)
 				if err != nil {
-					fail(kerr.RequestTimedOut.Code)
-					continue
+					return nil, 0, false
 				}
 				dr := r.(*kmsg.DescribeConfigsResponse)
-				resp.ThrottleMillis = max(resp.ThrottleMillis, dr.ThrottleMillis)
-				for _, rr := range dr.Resources {
+				for i := range dr.Resources {
+					rr := &dr.Resources[i]
 					if isBrokerResource(int8(rr.ResourceType)) && rr.ResourceName == upstream {
 						rr.ResourceName = virtual
 					}
-					resp.Resources = append(resp.Resources, rr)
 				}
-			}
-			return resp
-		}
-	})
+				return dr.Resources, dr.ThrottleMillis, true
+			},
+			itemKey:   func(r kmsg.DescribeConfigsRequestResource) string { return key(r.ResourceType, r.ResourceName) },
+			answerKey: func(r kmsg.DescribeConfigsResponseResource) string { return key(r.ResourceType, r.ResourceName) },
+			failed: func(r kmsg.DescribeConfigsRequestResource, code int16, msg string) kmsg.DescribeConfigsResponseResource {
+				rr := kmsg.NewDescribeConfigsResponseResource()
+				rr.ResourceType, rr.ResourceName, rr.ErrorCode, rr.ErrorMessage = r.ResourceType, r.ResourceName, code, kmsg.StringPtr(msg)
+				return rr
+			},
+			errOf: func(r *kmsg.DescribeConfigsResponseResource) (*int16, **string) { return &r.ErrorCode, &r.ErrorMessage },
+		})
+		return resp
+	}
 }
 
 func isBrokerResource(t int8) bool { return t == resourceBroker || t == resourceBrokerLogger }

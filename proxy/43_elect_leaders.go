@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.ElectLeaders, 0, 2) }
+func handleElectLeaders(rc *reqCtx, req *kmsg.ElectLeadersRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.ListPartitionReassignments, 0, 0) }
+func handleListPartitionReassignments(rc *reqCtx, req *kmsg.ListPartitionReassignmentsRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

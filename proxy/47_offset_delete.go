@@ -4,6 +4,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	registerGroupAPI(kmsg.OffsetDelete, 0, 0, func(r kmsg.Request) string { return r.(*kmsg.OffsetDeleteRequest).Group })
+func handleOffsetDelete(rc *reqCtx, req *kmsg.OffsetDeleteRequest) func() kmsg.Response {
+	return rc.toGroupCoordinator(req, req.Group)
 }

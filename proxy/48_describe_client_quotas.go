@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.DescribeClientQuotas, 0, 1) }
+func handleDescribeClientQuotas(rc *reqCtx, req *kmsg.DescribeClientQuotasRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.AlterClientQuotas, 0, 1) }
+func handleAlterClientQuotas(rc *reqCtx, req *kmsg.AlterClientQuotasRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.DescribeUserSCRAMCredentials, 0, 0) }
+func handleDescribeUserSCRAMCredentials(rc *reqCtx, req *kmsg.DescribeUserSCRAMCredentialsRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

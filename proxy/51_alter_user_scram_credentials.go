@@ -6,4 +6,6 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() { registerAnyAPI(kmsg.AlterUserSCRAMCredentials, 0, 0) }
+func handleAlterUserSCRAMCredentials(rc *reqCtx, req *kmsg.AlterUserSCRAMCredentialsRequest) func() kmsg.Response {
+	return rc.toDefaultCluster(req)
+}

@@ -12,25 +12,22 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.DescribeCluster, 0, 2, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.DescribeClusterRequest)
-		return func() kmsg.Response {
-			s := rc.srv()
-			resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
-			if req.EndpointType == 2 {
-				resp.ErrorCode = kerr.InvalidRequest.Code
-				resp.ErrorMessage = kmsg.StringPtr("kproxy exposes brokers only")
-				return resp
-			}
-			resp.EndpointType = 1
-			resp.ClusterID = s.opts.ClusterID
-			resp.ControllerID = s.self()
-			resp.ClusterAuthorizedOperations = -2147483648
-			b := kmsg.NewDescribeClusterResponseBroker()
-			b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
-			resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
+func handleDescribeCluster(rc *reqCtx, req *kmsg.DescribeClusterRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		s := rc.srv()
+		resp := req.ResponseKind().(*kmsg.DescribeClusterResponse)
+		if req.EndpointType == 2 {
+			resp.ErrorCode = kerr.InvalidRequest.Code
+			resp.ErrorMessage = kmsg.StringPtr("kproxy exposes brokers only")
 			return resp
 		}
-	})
+		resp.EndpointType = 1
+		resp.ClusterID = s.opts.ClusterID
+		resp.ControllerID = s.self()
+		resp.ClusterAuthorizedOperations = -2147483648
+		b := kmsg.NewDescribeClusterResponseBroker()
+		b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+		resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
+		return resp
+	}
 }

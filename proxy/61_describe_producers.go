@@ -8,38 +8,35 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.DescribeProducers, 0, 0, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.DescribeProducersRequest)
-		return func() kmsg.Response {
-			router := rc.srv().routes()
-			look := newLeaderLookup(rc)
-			resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
-			for _, t := range req.Topics {
-				rt := kmsg.NewDescribeProducersResponseTopic()
-				rt.Topic = t.Topic
-				cluster := router.ProduceCluster(t.Topic, rc.client)
-				for _, p := range t.Partitions {
-					rp := kmsg.NewDescribeProducersResponseTopicPartition()
-					rp.Partition = p
-					ref, code := look.find(cluster, t.Topic, p)
-					if code == 0 {
-						sub := *req
-						sub.Topics = []kmsg.DescribeProducersRequestTopic{{Topic: t.Topic, Partitions: []int32{p}}}
-						r, err := rc.roundTrip(ref.cluster, ref.id, ref.addr, &sub)
-						code = kerr.NotLeaderForPartition.Code
-						if err == nil {
-							if dr := r.(*kmsg.DescribeProducersResponse); len(dr.Topics) == 1 && len(dr.Topics[0].Partitions) == 1 {
-								rp, code = dr.Topics[0].Partitions[0], dr.Topics[0].Partitions[0].ErrorCode
-							}
+func handleDescribeProducers(rc *reqCtx, req *kmsg.DescribeProducersRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		router := rc.srv().routes()
+		look := newLeaderLookup(rc)
+		resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
+		for _, t := range req.Topics {
+			rt := kmsg.NewDescribeProducersResponseTopic()
+			rt.Topic = t.Topic
+			cluster := router.ProduceCluster(t.Topic, rc.client)
+			for _, p := range t.Partitions {
+				rp := kmsg.NewDescribeProducersResponseTopicPartition()
+				rp.Partition = p
+				ref, code := look.find(cluster, t.Topic, p)
+				if code == 0 {
+					sub := *req
+					sub.Topics = []kmsg.DescribeProducersRequestTopic{{Topic: t.Topic, Partitions: []int32{p}}}
+					r, err := rc.roundTrip(ref.cluster, ref.id, ref.addr, &sub)
+					code = kerr.NotLeaderForPartition.Code
+					if err == nil {
+						if dr := r.(*kmsg.DescribeProducersResponse); len(dr.Topics) == 1 && len(dr.Topics[0].Partitions) == 1 {
+							rp, code = dr.Topics[0].Partitions[0], dr.Topics[0].Partitions[0].ErrorCode
 						}
 					}
-					rp.ErrorCode = code
-					rt.Partitions = append(rt.Partitions, rp)
 				}
-				resp.Topics = append(resp.Topics, rt)
+				rp.ErrorCode = code
+				rt.Partitions = append(rt.Partitions, rp)
 			}
-			return resp
+			resp.Topics = append(resp.Topics, rt)
 		}
-	})
+		return resp
+	}
 }

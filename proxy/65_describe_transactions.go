@@ -2,38 +2,22 @@ package proxy
 
 // DescribeTransactions (key 65), accepted v0. Route: each transactional id's
 // coordinator on the cluster of its open (or last) transaction, else
-// routes.default; one sub-request per id, merged in order.
+// routes.default; one sub-request per id, merged in order (groups_split.go).
 // Rewrites: a state whose producer is this instance's upstream session for
 // the id on that cluster shows the virtual PID and epoch the client holds.
 
 import (
-	"github.com/twmb/franz-go/pkg/kerr"
+	"reflect"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.DescribeTransactions, 0, 0, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.DescribeTransactionsRequest)
-		return func() kmsg.Response {
-			s := rc.srv()
-			resp := req.ResponseKind().(*kmsg.DescribeTransactionsResponse)
-			for _, id := range req.TransactionalIDs {
-				sub := *req
-				sub.TransactionalIDs = []string{id}
-				cluster := s.txnRoute(id)
-				r := rc.forwardCoordinator(cluster, coordTxn, id, &sub)
-				if dr, ok := r.(*kmsg.DescribeTransactionsResponse); ok && len(dr.TransactionStates) > 0 {
-					for i := range dr.TransactionStates {
-						s.pids.txnVirtualizeState(cluster, &dr.TransactionStates[i])
-					}
-					resp.TransactionStates = append(resp.TransactionStates, dr.TransactionStates...)
-					continue
-				}
-				st := kmsg.NewDescribeTransactionsResponseTransactionState()
-				st.TransactionalID, st.ErrorCode = id, kerr.CoordinatorNotAvailable.Code
-				resp.TransactionStates = append(resp.TransactionStates, st)
-			}
-			return resp
-		}
-	})
+var txnKeys = perKey{keys: "TransactionalIDs", answers: "TransactionStates", keyField: "TransactionalID", typ: coordTxn,
+	cluster: func(rc *reqCtx, id string) string { return rc.srv().txnRoute(id) },
+	fix: func(rc *reqCtx, cluster string, a reflect.Value) {
+		rc.srv().pids.txnVirtualizeState(cluster, a.Addr().Interface().(*kmsg.DescribeTransactionsResponseTransactionState))
+	}}
+
+func handleDescribeTransactions(rc *reqCtx, req *kmsg.DescribeTransactionsRequest) func() kmsg.Response {
+	return rc.forwardPerKey(req, txnKeys)
 }

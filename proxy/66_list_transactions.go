@@ -5,17 +5,14 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	register(kmsg.ListTransactions, 0, 2, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.ListTransactionsRequest)
-		return func() kmsg.Response {
-			resp := req.ResponseKind().(*kmsg.ListTransactionsResponse)
-			rc.broadcast(req, func(r kmsg.Response) {
-				lr := r.(*kmsg.ListTransactionsResponse)
-				resp.TransactionStates = append(resp.TransactionStates, lr.TransactionStates...)
-				resp.UnknownStateFilters = lr.UnknownStateFilters
-			})
-			return resp
-		}
-	})
+func handleListTransactions(rc *reqCtx, req *kmsg.ListTransactionsRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		resp := req.ResponseKind().(*kmsg.ListTransactionsResponse)
+		rc.broadcast(req, func(r kmsg.Response) {
+			lr := r.(*kmsg.ListTransactionsResponse)
+			resp.TransactionStates = append(resp.TransactionStates, lr.TransactionStates...)
+			resp.UnknownStateFilters = lr.UnknownStateFilters
+		})
+		return resp
+	}
 }

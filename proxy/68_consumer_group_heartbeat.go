@@ -9,40 +9,37 @@ package proxy
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
-func init() {
-	register(kmsg.ConsumerGroupHeartbeat, 0, 1, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.ConsumerGroupHeartbeatRequest)
-		return func() kmsg.Response {
-			s := rc.srv()
-			home := s.routes().GroupCluster(req.Group)
-			if rc.client != "" {
-				s.clientGroups.Store(rc.client, req.Group)
+func handleConsumerGroupHeartbeat(rc *reqCtx, req *kmsg.ConsumerGroupHeartbeatRequest) func() kmsg.Response {
+	return func() kmsg.Response {
+		s := rc.srv()
+		home := s.routes().GroupCluster(req.Group)
+		if rc.client != "" {
+			s.clientGroups.Store(rc.client, req.Group)
+		}
+		for i := range req.Topics {
+			if _, up, ok := s.upstreamTopicID(home, req.Topics[i].TopicID); ok {
+				req.Topics[i].TopicID = up
 			}
-			for i := range req.Topics {
-				if _, up, ok := s.upstreamTopicID(home, req.Topics[i].TopicID); ok {
-					req.Topics[i].TopicID = up
-				}
-			}
-			resp := rc.forwardCoordinator(home, coordGroup, req.Group, req)
-			if hr, ok := resp.(*kmsg.ConsumerGroupHeartbeatResponse); ok && hr.Assignment != nil {
-				if uc, ok := s.clusters[home]; ok {
-					for _, t := range hr.Assignment.Topics {
-						if _, known := uc.topicName(t.TopicID); !known {
-							// An id kproxy has not seen from this
-							// cluster: learn all its topics once.
-							ctx, cancel := rc.ctx()
-							_ = uc.refresh(ctx, nil)
-							cancel()
-							break
-						}
+		}
+		resp := rc.forwardCoordinator(home, coordGroup, req.Group, req)
+		if hr, ok := resp.(*kmsg.ConsumerGroupHeartbeatResponse); ok && hr.Assignment != nil {
+			if uc, ok := s.clusters[home]; ok {
+				for _, t := range hr.Assignment.Topics {
+					if _, known := uc.topicName(t.TopicID); !known {
+						// An id kproxy has not seen from this
+						// cluster: learn all its topics once.
+						ctx, cancel := rc.ctx()
+						_ = uc.refresh(ctx, nil)
+						cancel()
+						break
 					}
 				}
-				for i := range hr.Assignment.Topics {
-					t := &hr.Assignment.Topics[i]
-					t.TopicID = s.virtualOf(home, t.TopicID)
-				}
 			}
-			return resp
+			for i := range hr.Assignment.Topics {
+				t := &hr.Assignment.Topics[i]
+				t.TopicID = s.virtualOf(home, t.TopicID)
+			}
 		}
-	})
+		return resp
+	}
 }

@@ -1,44 +1,27 @@
 package proxy
 
 // ConsumerGroupDescribe (key 69, KIP-848), accepted v0-1. Route: each
-// group's home coordinator, one sub-request per group, merged in order.
-// Rewrites: assignment topic ids are virtual.
+// group's home coordinator, one sub-request per group, merged in order
+// (groups_split.go). Rewrites: assignment topic ids are virtual.
 
 import (
-	"github.com/twmb/franz-go/pkg/kerr"
+	"reflect"
+
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-func init() {
-	register(kmsg.ConsumerGroupDescribe, 0, 1, func(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
-		req := kreq.(*kmsg.ConsumerGroupDescribeRequest)
-		return func() kmsg.Response {
-			resp := req.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
-			rc.forEachGroup(req.Groups, func(i int) kmsg.Request {
-				sub := *req
-				sub.Groups = req.Groups[i : i+1]
-				return &sub
-			}, func(i int, r kmsg.Response) {
-				if dr, ok := r.(*kmsg.ConsumerGroupDescribeResponse); ok && len(dr.Groups) > 0 {
-					home := rc.srv().routes().GroupCluster(req.Groups[i])
-					for g := range dr.Groups {
-						for m := range dr.Groups[g].Members {
-							mem := &dr.Groups[g].Members[m]
-							for _, a := range []*kmsg.Assignment{&mem.Assignment, &mem.TargetAssignment} {
-								for t := range a.TopicPartitions {
-									a.TopicPartitions[t].TopicID = rc.srv().virtualOf(home, a.TopicPartitions[t].TopicID)
-								}
-							}
-						}
-					}
-					resp.Groups = append(resp.Groups, dr.Groups...)
-					return
+func handleConsumerGroupDescribe(rc *reqCtx, req *kmsg.ConsumerGroupDescribeRequest) func() kmsg.Response {
+	pk := groupKeys
+	pk.fix = func(rc *reqCtx, home string, a reflect.Value) {
+		g := a.Addr().Interface().(*kmsg.ConsumerGroupDescribeResponseGroup)
+		for m := range g.Members {
+			mem := &g.Members[m]
+			for _, as := range []*kmsg.Assignment{&mem.Assignment, &mem.TargetAssignment} {
+				for t := range as.TopicPartitions {
+					as.TopicPartitions[t].TopicID = rc.srv().virtualOf(home, as.TopicPartitions[t].TopicID)
 				}
-				g := kmsg.NewConsumerGroupDescribeResponseGroup()
-				g.Group, g.ErrorCode = req.Groups[i], kerr.CoordinatorNotAvailable.Code
-				resp.Groups = append(resp.Groups, g)
-			})
-			return resp
+			}
 		}
-	})
+	}
+	return rc.forwardPerKey(req, pk)
 }

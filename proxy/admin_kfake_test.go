@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -16,13 +15,7 @@ import (
 // the end offsets are the records produced.
 func TestDeleteRecordsAndListOffsetsAcrossLeaders(t *testing.T) {
 	srv, _ := newKfakeProxy(t, 3, kfake.SeedTopics(6, "del"))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()), kgo.DefaultProduceTopic("del"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	cl, ctx := proxyClient(t, srv, 20*time.Second, kgo.DefaultProduceTopic("del"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for p := int32(0); p < 6; p++ {
 		for i := 0; i < 5; i++ {
 			if err := cl.ProduceSync(ctx, &kgo.Record{Partition: p, Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
@@ -75,13 +68,7 @@ func TestDeleteRecordsAndListOffsetsAcrossLeaders(t *testing.T) {
 func TestAlterConfigsFollowTheTopicRoute(t *testing.T) {
 	routes := routesHeader + "routes:\n  default: source\n  topics:\n    split: { produce: source, fetch: target }\n"
 	srv, src, tgt := twoClusterProxy(t, tableFor(t, routes), "split")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	cl, ctx := proxyClient(t, srv, 20*time.Second)
 	adm := kadm.NewClient(cl)
 	v := "3600000"
 	resps, err := adm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "retention.ms", Value: &v}}, "split")

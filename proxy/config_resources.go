@@ -12,7 +12,7 @@ const (
 	resourceBrokerLogger int8 = 8
 )
 
-// configCluster lists the clusters one config resource goes to.
+// configClusters lists the clusters one config resource goes to.
 func (rc *reqCtx) configClusters(typ int8, name string, write bool) []string {
 	r := rc.srv().routes()
 	if typ != resourceTopic {
@@ -22,18 +22,4 @@ func (rc *reqCtx) configClusters(typ int8, name string, write bool) []string {
 		return rc.topicClusters(name)
 	}
 	return []string{r.FetchCluster(name, rc.client, rc.group())}
-}
-
-// splitResources groups resources by destination cluster, in request order.
-func splitResources[R any](rc *reqCtx, res []R, typ func(R) int8, name func(R) string, write bool) (order []string, by map[string][]R) {
-	by = map[string][]R{}
-	for _, r := range res {
-		for _, c := range rc.configClusters(typ(r), name(r), write) {
-			if _, ok := by[c]; !ok {
-				order = append(order, c)
-			}
-			by[c] = append(by[c], r)
-		}
-	}
-	return order, by
 }

@@ -15,33 +15,32 @@ const (
 	coordTxn   int8 = 1
 )
 
-// registerGroupAPI registers an API whose request names one consumer group.
-func registerGroupAPI(key kmsg.Key, min, max int16, group func(kmsg.Request) string) {
-	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
-		return func() kmsg.Response {
-			g := group(req)
-			if membership(key) && rc.client != "" && g != "" {
-				rc.srv().clientGroups.Store(rc.client, g)
-			}
-			resp, done := rc.gateGroup(key, g, req)
-			if done == nil {
-				return resp // held during a group move (group_hold.go)
-			}
-			defer done()
-			resp = rc.forwardCoordinator(rc.srv().routes().GroupCluster(g), coordGroup, g, req)
-			if key == kmsg.Heartbeat {
-				resp = rc.afterMoveHeartbeat(g, resp)
-			}
-			return resp
+// toGroupCoordinator serves a request that names one consumer group: it
+// goes to the coordinator of the group's home cluster, unless the group is
+// held for a home move (group_hold.go).
+func (rc *reqCtx) toGroupCoordinator(req kmsg.Request, group string) func() kmsg.Response {
+	key := kmsg.Key(req.Key())
+	return func() kmsg.Response {
+		if membership(key) && rc.client != "" && group != "" {
+			rc.srv().clientGroups.Store(rc.client, group)
 		}
-	})
+		resp, done := rc.gateGroup(key, group, req)
+		if done == nil {
+			return resp // held during a group move (group_hold.go)
+		}
+		defer done()
+		resp = rc.forwardCoordinator(rc.srv().routes().GroupCluster(group), coordGroup, group, req)
+		if key == kmsg.Heartbeat {
+			resp = rc.afterMoveHeartbeat(group, resp)
+		}
+		return resp
+	}
 }
 
-// registerAnyAPI registers an API any broker of the default cluster serves.
-func registerAnyAPI(key kmsg.Key, min, max int16) {
-	register(key, min, max, func(rc *reqCtx, req kmsg.Request) func() kmsg.Response {
-		return func() kmsg.Response { return rc.forwardAny(rc.srv().routes().DefaultCluster(), req) }
-	})
+// toDefaultCluster serves a request any broker of the default cluster
+// answers.
+func (rc *reqCtx) toDefaultCluster(req kmsg.Request) func() kmsg.Response {
+	return func() kmsg.Response { return rc.forwardAny(rc.srv().routes().DefaultCluster(), req) }
 }
 
 // membership says whether an API is sent by a group member about its own

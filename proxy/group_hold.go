@@ -251,7 +251,7 @@ func (rc *reqCtx) gateCommit(req *kmsg.OffsetCommitRequest) (resp kmsg.Response,
 }
 
 // gateGroup is the hold check of the other group-keyed APIs
-// (registerGroupAPI): a non-nil response when the group is held, else a
+// (toGroupCoordinator): a non-nil response when the group is held, else a
 // done func (counting TxnOffsetCommit in flight).
 func (rc *reqCtx) gateGroup(key kmsg.Key, group string, req kmsg.Request) (kmsg.Response, func()) {
 	h := rc.srv().groupHolds()
@@ -347,16 +347,7 @@ func (rc *reqCtx) groupOffsetsOrHeld(req *kmsg.OffsetFetchRequest, g kmsg.Offset
 	out := kmsg.NewOffsetFetchResponseGroup()
 	out.Group = g.Group
 	out.ErrorCode = kerr.NotCoordinator.Code
-	for _, t := range g.Topics {
-		rt := kmsg.NewOffsetFetchResponseGroupTopic()
-		rt.Topic = t.Topic
-		for _, p := range t.Partitions {
-			rp := kmsg.NewOffsetFetchResponseGroupTopicPartition()
-			rp.Partition, rp.Offset, rp.ErrorCode = p, -1, kerr.NotCoordinator.Code
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		out.Topics = append(out.Topics, rt)
-	}
+	out.Topics = noOffsets(g.Topics, kerr.NotCoordinator.Code)
 	return out
 }
 
@@ -438,28 +429,4 @@ func (rc *reqCtx) replayCommit(from, to string, req *kmsg.OffsetCommitRequest) k
 		}
 	}
 	return old
-}
-
-// commitAt is splitCommit with an explicit home: topics the home lacks go,
-// as simple commits, to a cluster that has them.
-func (rc *reqCtx) commitAt(home string, req *kmsg.OffsetCommitRequest) kmsg.Response {
-	order, by := rc.commitClusters(home, req)
-	if len(order) <= 1 {
-		c := home
-		if len(order) == 1 {
-			c = order[0]
-		}
-		sub := req
-		if c != home {
-			cp := *req
-			cp.Generation, cp.MemberID, cp.InstanceID = -1, "", nil
-			sub = &cp
-		}
-		return rc.forwardCoordinator(c, coordGroup, req.Group, sub)
-	}
-	resp, ok := rc.commitParts(home, req, order, by)
-	if !ok {
-		return errorResponse(req, kerr.CoordinatorNotAvailable.Code)
-	}
-	return resp
 }

@@ -34,26 +34,13 @@ func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func newLoggedProxy(t *testing.T) (*Server, *syncBuffer) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
 	logs := &syncBuffer{}
-	srv, err := New(Options{
-		Listen: "127.0.0.1:0", Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source),
+	srv := startProxy(t, Options{
+		Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source),
 		MaxFrameBytes: 1 << 20,
 		Logger:        hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
 	return srv, logs
 }
 
@@ -205,13 +192,7 @@ func TestMetadataNamesOnlyTheProxy(t *testing.T) {
 	var captured [][]byte
 	var mu sync.Mutex
 	srv.opts.Capture = func(_, _ int16, frame []byte) { mu.Lock(); captured = append(captured, frame); mu.Unlock() }
-	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	cl, ctx := proxyClient(t, srv, 10*time.Second)
 	md, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl)
 	if err != nil {
 		t.Fatal(err)

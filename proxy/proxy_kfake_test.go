@@ -14,27 +14,13 @@ import (
 // newKfakeProxy starts a kfake cluster with n brokers and a proxy in front.
 func newKfakeProxy(t *testing.T, brokers int, opts ...kfake.Opt) (*Server, *kfake.Cluster) {
 	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(brokers), kfake.ClusterID("upstream-src"), kfake.AllowAutoTopicCreation()}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	srv, err := New(Options{
-		Listen:    "127.0.0.1:0",
+	c := newKfake(t, append([]kfake.Opt{kfake.NumBrokers(brokers), kfake.ClusterID("upstream-src"), kfake.AllowAutoTopicCreation()}, opts...)...)
+	srv := startProxy(t, Options{
 		ClusterID: "virtual-cluster",
 		NodeID:    7,
 		Clusters:  map[string][]string{Source: c.ListenAddrs()},
 		Router:    StaticRouter(Source),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
 	return srv, c
 }
 

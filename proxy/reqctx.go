@@ -49,26 +49,28 @@ type pending struct {
 // connection for the request's traffic class. It returns at once; response
 // waits for the answer. Writes from one goroutine reach the broker in order.
 func (rc *reqCtx) send(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
-	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
-	if err != nil {
-		return &pending{req: req, err: err}
-	}
-	call, err := u.send(req, rc.clientID, true)
-	if err != nil {
-		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
-	}
-	return &pending{u: u, call: call, req: req, err: err}
+	return rc.write(cluster, broker, addr, req, false, true)
 }
 
 // sendRaw writes this request's own body bytes upstream under a new header:
 // no re-encoding. Only valid when the upstream must see exactly what the
 // client sent (same version, nothing rewritten except in place).
 func (rc *reqCtx) sendRaw(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, expectResponse bool) *pending {
+	return rc.write(cluster, broker, addr, req, true, expectResponse)
+}
+
+// write is send (req encoded) and sendRaw (raw: the client's body bytes).
+func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool) *pending {
 	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
 	if err != nil {
 		return &pending{req: req, err: err}
 	}
-	call, err := u.sendBody(req, rc.clientID, rc.body, expectResponse)
+	var call *upstreamCall
+	if raw {
+		call, err = u.sendBody(req, rc.clientID, rc.body, expectResponse)
+	} else {
+		call, err = u.send(req, rc.clientID, expectResponse)
+	}
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
 	}
@@ -208,6 +210,12 @@ func errorResponse(req kmsg.Request, code int16) kmsg.Response {
 
 // errorFillers build error responses for APIs whose errors are per entry.
 var errorFillers = map[int16]func(req kmsg.Request, resp kmsg.Response, code int16){}
+
+// fillErrors makes an errorFillers entry from a filler of the API's own
+// request and response types.
+func fillErrors[Q kmsg.Request, R kmsg.Response](f func(req Q, resp R, code int16)) func(kmsg.Request, kmsg.Response, int16) {
+	return func(req kmsg.Request, resp kmsg.Response, code int16) { f(req.(Q), resp.(R), code) }
+}
 
 // topErrorCode reads a response's top-level ErrorCode, if it has one.
 func topErrorCode(resp kmsg.Response) int16 {

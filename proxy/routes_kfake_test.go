@@ -34,27 +34,10 @@ const routesHeader = "listen: 127.0.0.1:1\nclusters:\n  source: {bootstrap: [127
 // seeded with topics, and a proxy over both.
 func twoClusterProxy(t *testing.T, router Router, topics ...string) (*Server, *kfake.Cluster, *kfake.Cluster) {
 	t.Helper()
-	src, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.ClusterID("src"), kfake.SeedTopics(3, topics...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID("tgt"), kfake.SeedTopics(3, topics...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tgt.Close)
-	srv, err := New(Options{Listen: "127.0.0.1:0", NodeID: 9, StateDir: t.TempDir(),
+	src := newKfake(t, kfake.NumBrokers(3), kfake.ClusterID("src"), kfake.SeedTopics(3, topics...))
+	tgt := newKfake(t, kfake.NumBrokers(1), kfake.ClusterID("tgt"), kfake.SeedTopics(3, topics...))
+	srv := startProxy(t, Options{NodeID: 9, StateDir: t.TempDir(),
 		Clusters: map[string][]string{Source: src.ListenAddrs(), Target: tgt.ListenAddrs()}, Router: router})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
 	return srv, src, tgt
 }
 

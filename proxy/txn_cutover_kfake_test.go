@@ -290,13 +290,7 @@ func TestTransactionSpanningClustersIsRefused(t *testing.T) {
 // numbers.
 func TestTransactionalInitProducerIDIsVirtualAndMonotonic(t *testing.T) {
 	srv, _, _ := twoClusterProxy(t, txnRoutes(t, Source), "t")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	cl, ctx := proxyClient(t, srv, 20*time.Second)
 	initPID := func(pid int64, epoch int16) *kmsg.InitProducerIDResponse {
 		t.Helper()
 		req := kmsg.NewPtrInitProducerIDRequest()
@@ -341,13 +335,7 @@ func TestTransactionalInitProducerIDIsVirtualAndMonotonic(t *testing.T) {
 // calls it ongoing (kfake aborts it), WaitTxnIdle stops waiting for it.
 func TestWaitTxnIdleOutlivesAnAbandonedTransaction(t *testing.T) {
 	srv, _, _ := twoClusterProxy(t, txnRoutes(t, Source), "t")
-	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	cl, ctx := proxyClient(t, srv, 30*time.Second)
 
 	// A client that begins a transaction on t and then says nothing more.
 	ireq := kmsg.NewPtrInitProducerIDRequest()

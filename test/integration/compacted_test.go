@@ -68,16 +68,12 @@ func TestReplicatorCompactedTopic(t *testing.T) {
 
 	// Wait for the log cleaner (it wakes every 15 s by default).
 	var src []*kgo.Record
-	waitForLong := func() bool {
+	compacted := func() bool {
 		src = readToEnd(t, env.source, topic, 0, end)
 		return len(src) < int(end)
 	}
-	deadline := time.Now().Add(150 * time.Second)
-	for !waitForLong() {
-		if time.Now().After(deadline) {
-			t.Fatalf("the source broker did not compact %s within 150 s", topic)
-		}
-		time.Sleep(3 * time.Second)
+	if !poll(150*time.Second, 3*time.Second, compacted) {
+		t.Fatalf("the source broker did not compact %s within 150 s", topic)
 	}
 	gappy := 0
 	for i := 1; i < len(src); i++ {

@@ -277,18 +277,6 @@ func (p *proc) describe() string {
 	return fmt.Sprintf("%s: exit %v\nstderr (tail):\n%s", p.name, p.err, tail(p.errb.String(), 3000))
 }
 
-// waitUntil polls cond every 100 ms for at most d.
-func waitUntil(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return true
-}
-
 // javaCommitFailures lists VerifiableConsumer offsets_committed events that
 // report failure (the tool keeps running after a failed commit).
 func javaCommitFailures(out string) []string {
@@ -670,7 +658,7 @@ func TestFetchRouteFlipKeepsConsumersAlive(t *testing.T) {
 		return true
 	}
 	start := make([]int, len(consumers))
-	if !waitUntil(90*time.Second, func() bool { return receiving("from-source-", start) }) {
+	if !poll(90*time.Second, 100*time.Millisecond, func() bool { return receiving("from-source-", start) }) {
 		for _, p := range consumers {
 			if !strings.Contains(p.out.String(), `"from-source-`) {
 				t.Errorf("%s received no source record before the flip\n%s", p.name, p.describe())
@@ -693,7 +681,7 @@ func TestFetchRouteFlipKeepsConsumersAlive(t *testing.T) {
 	srv.SetRouter(routerFor(t, fmt.Sprintf("  default: source\n  topics:\n    %s: { produce: source, fetch: target }\n", f)))
 	t.Logf("fetch route of %s flipped to target", f)
 
-	if !waitUntil(60*time.Second, func() bool { return receiving("from-target-", mark) }) {
+	if !poll(60*time.Second, 100*time.Millisecond, func() bool { return receiving("from-target-", mark) }) {
 		for i, p := range consumers {
 			if !strings.Contains(p.out.String()[mark[i]:], `"from-target-`) {
 				t.Errorf("%s received no target record within 60 s of the flip; its last output:\n%s\n%s", p.name, tail(p.out.String(), 600), p.describe())
