@@ -5,18 +5,30 @@ package proxy
 // cluster it is copied to (a canary, a fetch route of target; after a
 // cutover, the source the topic is copied back to), and on the new home
 // after a cutover, every offset is translated through the replicator's exact
-// offset map, so a consumer cannot tell which cluster serves it:
-//   - Fetch requests: FetchOffset virtual -> target (a position on a gap
+// offset map, so a consumer cannot tell which cluster serves it. Topics that
+// are not replicated are served with their cluster's own offsets, and
+// committed offsets need nothing: they are virtual wherever they are stored.
+//
+// The map is chosen once per partition at request time (offsetsPlan); a
+// partition whose offsets need a map that is not ready yet (replication
+// starting) is refused with NOT_LEADER_FOR_PARTITION, which every client
+// retries, by every API: cluster offsets never reach a client.
+//
+// Per API (docs/translation.md has the full table):
+//   - Fetch requests: FetchOffset virtual -> cluster (a position on a gap
 //     maps to the next real record; a position not copied yet waits at the
-//     target's end of the map).
-//   - Fetch answers: batch base offsets (bytes 0-7, outside the CRC) and
-//     HighWatermark, LastStableOffset, LogStartOffset target -> virtual.
-//     A copy holds no transactions (the replicator clears them), but a
-//     topic's home after a cutover does (its producers write there), so
-//     aborted-transaction first offsets are translated too.
-//   - ListOffsets answers: target -> virtual.
-// Committed offsets need nothing: they are virtual wherever they are stored.
-// Topics that are not replicated are served with their cluster's own offsets.
+//     map's end; one before the map's start is OFFSET_OUT_OF_RANGE).
+//   - Fetch answers: batch base offsets (bytes 0-7, outside the CRC),
+//     HighWatermark, LastStableOffset, LogStartOffset and aborted-
+//     transaction first offsets cluster -> virtual. A copy holds no
+//     transactions (the replicator clears them), but a topic's home after a
+//     cutover does (its producers write there).
+//   - Produce answers: BaseOffset, LogStartOffset.
+//   - ListOffsets answers: Offset.
+//   - OffsetForLeaderEpoch answers: EndOffset.
+//   - DeleteRecords: the requested Offset virtual -> cluster, the answer's
+//     LowWatermark cluster -> virtual.
+//   - DescribeProducers answers: CurrentTxnStartOffset.
 
 import (
 	"encoding/binary"
@@ -49,21 +61,28 @@ type mapsBox struct{ m OffsetMaps }
 // SetOffsetMaps installs the replicator's maps (nil: none).
 func (s *Server) SetOffsetMaps(m OffsetMaps) { s.maps.Store(&mapsBox{m}) }
 
-// offsetMap returns the map to translate through for a partition served by
-// cluster, or nil when offsets pass through.
-func (s *Server) offsetMap(cluster, topic string, partition int32) OffsetMap {
-	m, _ := s.offsetMapState(cluster, topic, partition)
-	return m
-}
-
-// offsetMapState is offsetMap, also saying whether the offsets need a map
-// (pending: they do, and it is not ready).
+// offsetMapState returns the map a partition's offsets on cluster go
+// through (nil: they pass through), and whether they need one (translated
+// with m nil: the map is not ready).
 func (s *Server) offsetMapState(cluster, topic string, partition int32) (m OffsetMap, translated bool) {
 	b := s.maps.Load()
 	if b == nil || b.m == nil {
 		return nil, false
 	}
 	return b.m.Map(cluster, topic, partition)
+}
+
+// offsetsPlan resolves how a partition served by cluster translates its
+// offsets, once per request. readsCopy says the partition is read (a fetch
+// route) of a replicated topic: on the target, its offsets need a map even
+// before the replicator has installed any. code is NOT_LEADER_FOR_PARTITION
+// (retriable) when a map is needed and not ready.
+func (s *Server) offsetsPlan(cluster, topic string, partition int32, readsCopy bool) (partPlan, int16) {
+	m, needsMap := s.offsetMapState(cluster, topic, partition)
+	if m == nil && (needsMap || readsCopy && cluster == Target) {
+		return partPlan{}, kerr.NotLeaderForPartition.Code
+	}
+	return partPlan{cluster: cluster, offsets: m}, 0
 }
 
 // toTargetOffset translates a virtual fetch position. ok is false for a
@@ -94,8 +113,30 @@ func toVirtualOffset(m OffsetMap, target int64) int64 {
 	return v
 }
 
-// virtualizeFetchPartition rewrites a target fetch answer for a replicated
-// partition in place: batch base offsets and the partition's offsets.
+// virtualLogStart translates a log start offset: never before the map's
+// start (what lies before it was not copied, so it is gone for a client).
+func virtualLogStart(m OffsetMap, target int64) int64 {
+	if target < 0 {
+		return target
+	}
+	return max(toVirtualOffset(m, target), m.SourceStart())
+}
+
+// offsetsFetchRequestPartition translates a fetch position; ok false means
+// the position is before the map (answer outOfRange). pos is the client's
+// position, kept for the answer.
+func offsetsFetchRequestPartition(m OffsetMap, p *kmsg.FetchRequestTopicPartition) (pos int64, ok bool) {
+	pos = p.FetchOffset
+	if m == nil {
+		return pos, true
+	}
+	tgt, ok := toTargetOffset(m, pos)
+	p.FetchOffset = tgt
+	return pos, ok
+}
+
+// offsetsFetchPartition rewrites a fetch answer in place: batch base offsets
+// and the partition's offsets (nothing when m is nil).
 //
 // pos is the client's virtual fetch offset. Batches that end below it are
 // dropped: a client ahead of a live map's end (it read the source further
@@ -104,7 +145,10 @@ func toVirtualOffset(m OffsetMap, target int64) int64 {
 // answers with those, and librdkafka, finding nothing at or after its
 // position in a non-empty answer, grows its fetch size and finally reports
 // "might be too large to fetch".
-func virtualizeFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition, pos int64) {
+func offsetsFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition, pos int64) {
+	if m == nil {
+		return
+	}
 	// One snapshot of the map's end for the whole answer: a live map grows
 	// while this runs, and watermarks clipped to an earlier end than the
 	// batches kept would put records at or past the last stable offset,
@@ -159,4 +203,62 @@ func outOfRange(m OffsetMap, partition int32) kmsg.FetchResponseTopicPartition {
 	p := fetchPartitionError(partition, kerr.OffsetOutOfRange.Code)
 	p.LogStartOffset = m.SourceStart()
 	return p
+}
+
+func offsetsProducePartition(m OffsetMap, p *kmsg.ProduceResponseTopicPartition) {
+	if m == nil {
+		return
+	}
+	p.BaseOffset = toVirtualOffset(m, p.BaseOffset)
+	p.LogStartOffset = virtualLogStart(m, p.LogStartOffset)
+}
+
+func offsetsListOffsetsPartition(m OffsetMap, p *kmsg.ListOffsetsResponseTopicPartition) {
+	if m == nil {
+		return
+	}
+	p.Offset = toVirtualOffset(m, p.Offset)
+}
+
+func offsetsOffsetForLeaderEpochPartition(m OffsetMap, p *kmsg.OffsetForLeaderEpochResponseTopicPartition) {
+	if m == nil {
+		return
+	}
+	p.EndOffset = toVirtualOffset(m, p.EndOffset)
+}
+
+// offsetsDeleteRecordsRequestPartition translates the offset before which
+// records are deleted. -1 (the high watermark) passes through; a position
+// before the map's start deletes nothing more than is already gone (the
+// map's start); one on a gap or not copied yet goes where a fetch from it
+// would (the next real record, the map's end).
+func offsetsDeleteRecordsRequestPartition(m OffsetMap, p *kmsg.DeleteRecordsRequestTopicPartition) {
+	if m == nil || p.Offset < 0 {
+		return
+	}
+	if tgt, ok := toTargetOffset(m, p.Offset); ok {
+		p.Offset = tgt
+	} else {
+		p.Offset = m.TargetStart()
+	}
+}
+
+func offsetsDeleteRecordsPartition(m OffsetMap, p *kmsg.DeleteRecordsResponseTopicPartition) {
+	if m == nil {
+		return
+	}
+	p.LowWatermark = virtualLogStart(m, p.LowWatermark)
+}
+
+// offsetsDescribeProducersPartition: the first offset of each producer's
+// open transaction (-1: none). LastSequence is a sequence number, not an
+// offset, and passes through.
+func offsetsDescribeProducersPartition(m OffsetMap, p *kmsg.DescribeProducersResponseTopicPartition) {
+	if m == nil {
+		return
+	}
+	for i := range p.ActiveProducers {
+		a := &p.ActiveProducers[i]
+		a.CurrentTxnStartOffset = toVirtualOffset(m, a.CurrentTxnStartOffset)
+	}
 }

@@ -5,8 +5,9 @@ package proxy
 // Fields covered (kafka-protocol-notes §1.1): Metadata Brokers, ControllerID,
 // Leader, Replicas, ISR, OfflineReplicas; FindCoordinator v0-3 and v4+
 // (answered locally, 10_find_coordinator.go); DescribeCluster Brokers and
-// ControllerID; Produce v10+ Brokers and CurrentLeader; Fetch v12+
-// CurrentLeader, v16+ Brokers, v11+ PreferredReadReplica.
+// ControllerID (answered locally, 60_describe_cluster.go); Produce v10+
+// Brokers and CurrentLeader; Fetch v12+ CurrentLeader, v16+ Brokers, v11+
+// PreferredReadReplica (-1: kproxy is the only replica a client may read).
 // Negative ids are protocol sentinels ("none") and pass through unchanged.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
@@ -52,4 +53,20 @@ func (s *Server) fetchBrokers(in []kmsg.FetchResponseBroker) []kmsg.FetchRespons
 	b := kmsg.NewFetchResponseBroker()
 	b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
 	return []kmsg.FetchResponseBroker{b}
+}
+
+func (s *Server) nodesProducePartition(p *kmsg.ProduceResponseTopicPartition) {
+	p.CurrentLeader.LeaderID = s.virtualNode(p.CurrentLeader.LeaderID)
+}
+
+func (s *Server) nodesFetchPartition(p *kmsg.FetchResponseTopicPartition) {
+	p.PreferredReadReplica = -1
+	p.CurrentLeader.LeaderID = s.virtualNode(p.CurrentLeader.LeaderID)
+}
+
+func (s *Server) nodesMetadataPartition(p *kmsg.MetadataResponseTopicPartition) {
+	p.Leader = s.virtualNode(p.Leader)
+	p.Replicas = s.virtualReplicas(p.Replicas)
+	p.ISR = s.virtualReplicas(p.ISR)
+	p.OfflineReplicas = nil
 }
