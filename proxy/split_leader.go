@@ -14,6 +14,8 @@ package proxy
 // split-send-merge for the others.
 
 import (
+	"errors"
+
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -167,7 +169,13 @@ func (ls *leaderSplit[P]) run(build func(topics []topicParts[P]) kmsg.Request, m
 	for i, pd := range pend {
 		ref := order[i]
 		a := &splitAnswer{ls: ls, ref: ref}
-		if r, err := pd.response(); err == nil {
+		r, err := pd.response()
+		if errors.Is(err, errUpstreamClosed) {
+			// The connection was already dead (brokers close idle
+			// ones): once more on a fresh one, as roundTrip does.
+			r, err = ls.rc.send(ref.cluster, ref.id, ref.addr, build(ls.subs[ref])).response()
+		}
+		if err == nil {
 			merge(a, r)
 		} else {
 			ls.asked.failed(ref)
