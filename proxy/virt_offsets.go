@@ -230,16 +230,20 @@ func offsetsOffsetForLeaderEpochPartition(m OffsetMap, p *kmsg.OffsetForLeaderEp
 // offsetsDeleteRecordsRequestPartition translates the offset before which
 // records are deleted. -1 (the high watermark) passes through; a position
 // before the map's start deletes nothing more than is already gone (the
-// map's start); one on a gap or not copied yet goes where a fetch from it
-// would (the next real record, the map's end).
+// map's start); one on a gap deletes up to the next real record; one past
+// the map's end stays past the cluster's end by as much, so the cluster
+// answers OFFSET_OUT_OF_RANGE as it would have for the virtual offset.
 func offsetsDeleteRecordsRequestPartition(m OffsetMap, p *kmsg.DeleteRecordsRequestTopicPartition) {
 	if m == nil || p.Offset < 0 {
 		return
 	}
-	if tgt, ok := toTargetOffset(m, p.Offset); ok {
-		p.Offset = tgt
-	} else {
+	switch tgt, ok := m.ToTarget(p.Offset); {
+	case p.Offset < m.SourceStart():
 		p.Offset = m.TargetStart()
+	case ok:
+		p.Offset = tgt
+	default:
+		p.Offset = m.TargetEnd() + (p.Offset - m.SourceEnd())
 	}
 }
 
