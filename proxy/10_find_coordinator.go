@@ -58,7 +58,7 @@ func handleFindCoordinator(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				c.ErrorCode, c.ErrorMessage = lookup(key)
 				c.NodeID, c.Host, c.Port = -1, "", -1
 				if c.ErrorCode == 0 {
-					c.NodeID, c.Host, c.Port = s.self(), s.advHost, s.advPort
+					c.NodeID, c.Host, c.Port = s.selfEndpoint()
 				}
 				resp.Coordinators = append(resp.Coordinators, c)
 			}
@@ -67,7 +67,7 @@ func handleFindCoordinator(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 		resp.ErrorCode, resp.ErrorMessage = lookup(req.CoordinatorKey)
 		resp.NodeID, resp.Host, resp.Port = -1, "", -1
 		if resp.ErrorCode == 0 {
-			resp.NodeID, resp.Host, resp.Port = s.self(), s.advHost, s.advPort
+			resp.NodeID, resp.Host, resp.Port = s.selfEndpoint()
 		}
 		return resp
 	}

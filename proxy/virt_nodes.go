@@ -15,6 +15,10 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 // self returns this instance's virtual node id.
 func (s *Server) self() int32 { return s.opts.NodeID }
 
+// selfEndpoint is this instance as a broker: node id, advertised host and
+// port. Every broker a client is shown is this one.
+func (s *Server) selfEndpoint() (int32, string, int32) { return s.self(), s.advHost, s.advPort }
+
 // virtualNode maps an upstream node id to the virtual one.
 func (s *Server) virtualNode(id int32) int32 {
 	if id < 0 {
@@ -33,7 +37,7 @@ func (s *Server) virtualReplicas(ids []int32) []int32 {
 
 func (s *Server) metadataBrokers() []kmsg.MetadataResponseBroker {
 	b := kmsg.NewMetadataResponseBroker()
-	b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+	b.NodeID, b.Host, b.Port = s.selfEndpoint()
 	return []kmsg.MetadataResponseBroker{b}
 }
 
@@ -42,7 +46,7 @@ func (s *Server) produceBrokers(in []kmsg.ProduceResponseBroker) []kmsg.ProduceR
 		return nil
 	}
 	b := kmsg.NewProduceResponseBroker()
-	b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+	b.NodeID, b.Host, b.Port = s.selfEndpoint()
 	return []kmsg.ProduceResponseBroker{b}
 }
 
@@ -51,7 +55,7 @@ func (s *Server) fetchBrokers(in []kmsg.FetchResponseBroker) []kmsg.FetchRespons
 		return nil
 	}
 	b := kmsg.NewFetchResponseBroker()
-	b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+	b.NodeID, b.Host, b.Port = s.selfEndpoint()
 	return []kmsg.FetchResponseBroker{b}
 }
 
