@@ -11,8 +11,9 @@ package proxy
 //
 // A handler resolves each partition once, when the request arrives, into a
 // partPlan (which cluster serves it, which offset map its offsets go
-// through), and the answer goes through the steps below in this fixed
-// order: epochs, offsets, topic ids, nodes. docs/translation.md is the
+// through), and the answer goes through the steps in this fixed order:
+// per partition epochs, offsets, nodes; then per topic its id (Fetch and
+// Metadata). docs/translation.md is the
 // table of which step owns which field of which API; no field is touched
 // by two steps, and no handler rewrites an identity field itself.
 
