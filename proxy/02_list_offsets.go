@@ -19,37 +19,25 @@ func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 	return func() kmsg.Response {
 		s := rc.srv()
 		router := s.routes()
-		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
-		add := func(topic string, p kmsg.ListOffsetsResponseTopicPartition) {
-			for i := range resp.Topics {
-				if resp.Topics[i].Topic == topic {
-					resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
-					return
-				}
-			}
-			rt := kmsg.NewListOffsetsResponseTopic()
-			rt.Topic, rt.Partitions = topic, []kmsg.ListOffsetsResponseTopicPartition{p}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		fail := func(topic string, partition int32, code int16) {
+		split := newLeaderSplit[kmsg.ListOffsetsRequestTopicPartition](rc, func(partition int32, code int16) kmsg.ListOffsetsResponseTopicPartition {
 			p := kmsg.NewListOffsetsResponseTopicPartition()
 			p.Partition, p.ErrorCode, p.Offset, p.Timestamp = partition, code, -1, -1
-			add(topic, p)
-		}
-		split := newLeaderSplit[kmsg.ListOffsetsRequestTopicPartition](rc, fail)
+			return p
+		})
 		for _, t := range req.Topics {
 			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
 			for _, p := range t.Partitions {
 				pl, code := s.offsetsPlan(cluster, t.Topic, p.Partition, router.Replicated(t.Topic))
 				if code != 0 {
-					fail(t.Topic, p.Partition, code)
+					split.fail(t.Topic, p.Partition, code)
 					continue
 				}
 				epochsListOffsetsRequestPartition(&p)
 				split.add(pl, t.Topic, p.Partition, p)
 			}
 		}
-		split.run(func(topics []topicParts[kmsg.ListOffsetsRequestTopicPartition]) kmsg.Request {
+		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+		merged := split.run(func(topics []topicParts[kmsg.ListOffsetsRequestTopicPartition]) kmsg.Request {
 			sub := *req
 			sub.Topics = nil
 			for _, tp := range topics {
@@ -63,11 +51,14 @@ func handleListOffsets(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				for _, p := range t.Partitions {
 					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
 						virtListOffsetsPartition(pl, &p)
-						add(t.Topic, p)
+						split.answer(t.Topic, p)
 					}
 				}
 			}
 		})
+		for _, tp := range merged {
+			resp.Topics = append(resp.Topics, kmsg.ListOffsetsResponseTopic{Topic: tp.topic, Partitions: tp.parts})
+		}
 		return resp
 	}
 }

@@ -23,29 +23,16 @@ func handleDeleteRecords(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 	return func() kmsg.Response {
 		s := rc.srv()
 		router := s.routes()
-		resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
-		add := func(topic string, p kmsg.DeleteRecordsResponseTopicPartition) {
-			for i := range resp.Topics {
-				if resp.Topics[i].Topic == topic {
-					resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
-					return
-				}
-			}
-			rt := kmsg.NewDeleteRecordsResponseTopic()
-			rt.Topic, rt.Partitions = topic, []kmsg.DeleteRecordsResponseTopicPartition{p}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		fail := func(topic string, partition int32, code int16) {
+		split := newLeaderSplit[kmsg.DeleteRecordsRequestTopicPartition](rc, func(partition int32, code int16) kmsg.DeleteRecordsResponseTopicPartition {
 			p := kmsg.NewDeleteRecordsResponseTopicPartition()
 			p.Partition, p.ErrorCode, p.LowWatermark = partition, code, -1
-			add(topic, p)
-		}
-		split := newLeaderSplit[kmsg.DeleteRecordsRequestTopicPartition](rc, fail)
+			return p
+		})
 		for _, t := range req.Topics {
 			if router.Replicated(t.Topic) {
 				rc.cc.log.Warn("DeleteRecords refused: the topic is replicated, and a delete on one cluster would not reach its copy (docs/decisions/007)", "topic", t.Topic)
 				for _, p := range t.Partitions {
-					fail(t.Topic, p.Partition, kerr.PolicyViolation.Code)
+					split.fail(t.Topic, p.Partition, kerr.PolicyViolation.Code)
 				}
 				continue
 			}
@@ -53,14 +40,15 @@ func handleDeleteRecords(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			for _, p := range t.Partitions {
 				pl, code := s.offsetsPlan(cluster, t.Topic, p.Partition, false)
 				if code != 0 {
-					fail(t.Topic, p.Partition, code)
+					split.fail(t.Topic, p.Partition, code)
 					continue
 				}
 				offsetsDeleteRecordsRequestPartition(pl.offsets, &p)
 				split.add(pl, t.Topic, p.Partition, p)
 			}
 		}
-		split.run(func(topics []topicParts[kmsg.DeleteRecordsRequestTopicPartition]) kmsg.Request {
+		resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
+		merged := split.run(func(topics []topicParts[kmsg.DeleteRecordsRequestTopicPartition]) kmsg.Request {
 			sub := *req
 			sub.Topics = nil
 			for _, tp := range topics {
@@ -74,11 +62,14 @@ func handleDeleteRecords(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 				for _, p := range t.Partitions {
 					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
 						virtDeleteRecordsPartition(pl, &p)
-						add(t.Topic, p)
+						split.answer(t.Topic, p)
 					}
 				}
 			}
 		})
+		for _, tp := range merged {
+			resp.Topics = append(resp.Topics, kmsg.DeleteRecordsResponseTopic{Topic: tp.topic, Partitions: tp.parts})
+		}
 		return resp
 	}
 }

@@ -21,37 +21,25 @@ func handleOffsetForLeaderEpoch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Respo
 	return func() kmsg.Response {
 		s := rc.srv()
 		router := s.routes()
-		resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
-		add := func(topic string, p kmsg.OffsetForLeaderEpochResponseTopicPartition) {
-			for i := range resp.Topics {
-				if resp.Topics[i].Topic == topic {
-					resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
-					return
-				}
-			}
-			rt := kmsg.NewOffsetForLeaderEpochResponseTopic()
-			rt.Topic, rt.Partitions = topic, []kmsg.OffsetForLeaderEpochResponseTopicPartition{p}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		fail := func(topic string, partition int32, code int16) {
+		split := newLeaderSplit[kmsg.OffsetForLeaderEpochRequestTopicPartition](rc, func(partition int32, code int16) kmsg.OffsetForLeaderEpochResponseTopicPartition {
 			p := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
 			p.Partition, p.ErrorCode, p.LeaderEpoch, p.EndOffset = partition, code, -1, -1
-			add(topic, p)
-		}
-		split := newLeaderSplit[kmsg.OffsetForLeaderEpochRequestTopicPartition](rc, fail)
+			return p
+		})
 		for _, t := range req.Topics {
 			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
 			for _, p := range t.Partitions {
 				pl, code := s.offsetsPlan(cluster, t.Topic, p.Partition, router.Replicated(t.Topic))
 				if code != 0 {
-					fail(t.Topic, p.Partition, code)
+					split.fail(t.Topic, p.Partition, code)
 					continue
 				}
 				epochsOffsetForLeaderEpochRequestPartition(&p)
 				split.add(pl, t.Topic, p.Partition, p)
 			}
 		}
-		split.run(func(topics []topicParts[kmsg.OffsetForLeaderEpochRequestTopicPartition]) kmsg.Request {
+		resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+		merged := split.run(func(topics []topicParts[kmsg.OffsetForLeaderEpochRequestTopicPartition]) kmsg.Request {
 			sub := *req
 			sub.Topics = nil
 			for _, tp := range topics {
@@ -65,11 +53,14 @@ func handleOffsetForLeaderEpoch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Respo
 				for _, p := range t.Partitions {
 					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
 						virtOffsetForLeaderEpochPartition(pl, &p)
-						add(t.Topic, p)
+						split.answer(t.Topic, p)
 					}
 				}
 			}
 		})
+		for _, tp := range merged {
+			resp.Topics = append(resp.Topics, kmsg.OffsetForLeaderEpochResponseTopic{Topic: tp.topic, Partitions: tp.parts})
+		}
 		return resp
 	}
 }

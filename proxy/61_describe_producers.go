@@ -17,36 +17,24 @@ func init() {
 		return func() kmsg.Response {
 			s := rc.srv()
 			router := s.routes()
-			resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
-			add := func(topic string, p kmsg.DescribeProducersResponseTopicPartition) {
-				for i := range resp.Topics {
-					if resp.Topics[i].Topic == topic {
-						resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
-						return
-					}
-				}
-				rt := kmsg.NewDescribeProducersResponseTopic()
-				rt.Topic, rt.Partitions = topic, []kmsg.DescribeProducersResponseTopicPartition{p}
-				resp.Topics = append(resp.Topics, rt)
-			}
-			fail := func(topic string, partition int32, code int16) {
+			split := newLeaderSplit[int32](rc, func(partition int32, code int16) kmsg.DescribeProducersResponseTopicPartition {
 				p := kmsg.NewDescribeProducersResponseTopicPartition()
 				p.Partition, p.ErrorCode = partition, code
-				add(topic, p)
-			}
-			split := newLeaderSplit[int32](rc, fail)
+				return p
+			})
 			for _, t := range req.Topics {
 				cluster := router.ProduceCluster(t.Topic, rc.client)
 				for _, p := range t.Partitions {
 					pl, code := s.offsetsPlan(cluster, t.Topic, p, false)
 					if code != 0 {
-						fail(t.Topic, p, code)
+						split.fail(t.Topic, p, code)
 						continue
 					}
 					split.add(pl, t.Topic, p, p)
 				}
 			}
-			split.run(func(topics []topicParts[int32]) kmsg.Request {
+			resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
+			merged := split.run(func(topics []topicParts[int32]) kmsg.Request {
 				sub := *req
 				sub.Topics = nil
 				for _, tp := range topics {
@@ -60,11 +48,14 @@ func init() {
 					for _, p := range t.Partitions {
 						if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
 							virtDescribeProducersPartition(pl, &p)
-							add(t.Topic, p)
+							split.answer(t.Topic, p)
 						}
 					}
 				}
 			})
+			for _, tp := range merged {
+				resp.Topics = append(resp.Topics, kmsg.DescribeProducersResponseTopic{Topic: tp.topic, Partitions: tp.parts})
+			}
 			return resp
 		}
 	})

@@ -90,25 +90,26 @@ type topicParts[P any] struct {
 
 // leaderSplit splits one request's partition entries (P) by upstream
 // leader, keeping request order, sends the sub-requests together, and
-// merges the answers so that every entry is answered.
-type leaderSplit[P any] struct {
-	rc    *reqCtx
-	look  *leaderLookup
-	fail  func(topic string, partition int32, code int16) // answers one partition with an error
-	subs  map[brokerRef][]topicParts[P]
-	plans map[brokerRef]map[partKey]partPlan
-	asked partsAsked
+// merges the answer partitions (A) so that every entry is answered.
+type leaderSplit[P, A any] struct {
+	rc        *reqCtx
+	look      *leaderLookup
+	errorPart func(partition int32, code int16) A // an answer partition carrying an error
+	subs      map[brokerRef][]topicParts[P]
+	plans     map[brokerRef]map[partKey]partPlan
+	asked     partsAsked
+	answers   []topicParts[A] // the merged answer, topics in first-seen order
 }
 
-func newLeaderSplit[P any](rc *reqCtx, fail func(topic string, partition int32, code int16)) *leaderSplit[P] {
-	return &leaderSplit[P]{rc: rc, look: newLeaderLookup(rc), fail: fail,
+func newLeaderSplit[P, A any](rc *reqCtx, errorPart func(partition int32, code int16) A) *leaderSplit[P, A] {
+	return &leaderSplit[P, A]{rc: rc, look: newLeaderLookup(rc), errorPart: errorPart,
 		subs: map[brokerRef][]topicParts[P]{}, plans: map[brokerRef]map[partKey]partPlan{}}
 }
 
 // add files entry p for topic/partition under its leader on plan.cluster,
 // with the plan its answer is translated by; without a leader the
 // partition is answered with the lookup's error at once.
-func (ls *leaderSplit[P]) add(plan partPlan, topic string, partition int32, p P) {
+func (ls *leaderSplit[P, A]) add(plan partPlan, topic string, partition int32, p P) {
 	ref, code := ls.look.find(plan.cluster, topic, partition)
 	if code != 0 {
 		ls.fail(topic, partition, code)
@@ -126,6 +127,22 @@ func (ls *leaderSplit[P]) add(plan partPlan, topic string, partition int32, p P)
 	}
 	ts[len(ts)-1].parts = append(ts[len(ts)-1].parts, p)
 	ls.subs[ref] = ts
+}
+
+// fail answers a partition with an error code (nothing is sent for it).
+func (ls *leaderSplit[P, A]) fail(topic string, partition int32, code int16) {
+	ls.answer(topic, ls.errorPart(partition, code))
+}
+
+// answer adds a partition to the merged answer.
+func (ls *leaderSplit[P, A]) answer(topic string, a A) {
+	for i := range ls.answers {
+		if ls.answers[i].topic == topic {
+			ls.answers[i].parts = append(ls.answers[i].parts, a)
+			return
+		}
+	}
+	ls.answers = append(ls.answers, topicParts[A]{topic: topic, parts: []A{a}})
 }
 
 // splitAnswer is one upstream answer being merged.
@@ -147,7 +164,7 @@ func (a *splitAnswer) take(topic string, partition int32, code int16) (partPlan,
 	return a.ls.take(a.ref, topic, partition)
 }
 
-func (ls *leaderSplit[P]) take(ref brokerRef, topic string, partition int32) (partPlan, bool) {
+func (ls *leaderSplit[P, A]) take(ref brokerRef, topic string, partition int32) (partPlan, bool) {
 	k := partKey{topic: topic, partition: partition}
 	if !ls.asked.answered(ref, k) {
 		return partPlan{}, false
@@ -156,10 +173,11 @@ func (ls *leaderSplit[P]) take(ref brokerRef, topic string, partition int32) (pa
 }
 
 // run sends one sub-request per leader (build makes it from that leader's
-// entries) and hands each answer to merge, which adds the partitions it
-// takes to the client's answer. Whatever a leader did not answer is failed
-// with NOT_LEADER_FOR_PARTITION.
-func (ls *leaderSplit[P]) run(build func(topics []topicParts[P]) kmsg.Request, merge func(a *splitAnswer, r kmsg.Response)) {
+// entries) and hands each answer to merge, which translates the partitions
+// it takes and adds them (answer). Whatever a leader did not answer is
+// failed with NOT_LEADER_FOR_PARTITION. It returns the merged answer's
+// topics, for the handler to put into its response type.
+func (ls *leaderSplit[P, A]) run(build func(topics []topicParts[P]) kmsg.Request, merge func(a *splitAnswer, r kmsg.Response)) []topicParts[A] {
 	s := ls.rc.srv()
 	order := ls.asked.order
 	pend := make([]*pending, len(order))
@@ -186,6 +204,7 @@ func (ls *leaderSplit[P]) run(build func(topics []topicParts[P]) kmsg.Request, m
 		}
 		s.refreshSoon(ref.cluster, dedupe(a.stale))
 	}
+	return ls.answers
 }
 
 // dedupe drops repeated names, keeping order.
