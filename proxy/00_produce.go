@@ -5,15 +5,17 @@ package proxy
 // that cluster's leader; one sub-request per upstream broker, written in the
 // client's order on this connection's produce connection to that broker, so
 // idempotent sequences arrive in order.
+// Every partition sent upstream is answered: a leader that failed or left
+// one out gives it NOT_LEADER_FOR_PARTITION (split_leader.go).
 // Rewrites: virtual producer ids in batch headers become the cluster's
-// (ident_pid.go; header bytes and CRC only, never decompressed); response
-// CurrentLeader (v10+) and Brokers name this instance. A transactional
+// (ident_pid.go; header bytes and CRC only, never decompressed); answers go
+// through virt.go (no epochs, virtual offsets through the partition's map,
+// CurrentLeader (v10+) and Brokers name this instance) and carry the topic
+// id the client named. A transactional
 // produce to a topic off its open transaction's cluster is refused per
 // partition with INVALID_TXN_STATE and a message saying why; one whose
 // transaction already includes a held topic is not held (txn_producers.go).
 // acks=0: forwarded without waiting; the client gets no response.
-// Not done: topic-id (v13) requests are resolved through the routed
-// cluster's ids, which pass through unchanged (virtual ids: later issue).
 
 import (
 	"time"
@@ -29,7 +31,8 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 
 	subs := map[brokerRef]*kmsg.ProduceRequest{}
-	var order []brokerRef
+	var asked partsAsked
+	plans := map[brokerRef]map[partKey]producePlan{}
 	idsRewritten := false
 	var held []*heldProduce
 	var counted []string // replicated topics counted in flight until answered
@@ -91,6 +94,10 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 					t.TopicID = up // the sub-request names the cluster's id
 				}
 			}
+			var pl partPlan
+			if code == 0 {
+				pl, code = s.offsetsPlan(cluster, name, p.Partition, false)
+			}
 			if code == 0 {
 				code = rc.rewriteProducerIDAt(cluster, txnPartition{name, p.Partition}, p.Records)
 			}
@@ -102,16 +109,20 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			if !ok {
 				sub = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
 				subs[ref] = sub
-				order = append(order, ref)
+				plans[ref] = map[partKey]producePlan{}
 			}
 			st := lastProduceTopic(sub, t)
 			st.Partitions = append(st.Partitions, p)
+			k := partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition}
+			asked.ask(ref, k)
+			plans[ref][k] = producePlan{partPlan: pl, name: name, topic: vt}
 		}
 	}
 
 	// One upstream broker takes every partition and the request needs no
 	// rewriting beyond what was done in place (producer ids): forward the
 	// client's own bytes, with no re-encoding.
+	order := asked.order
 	raw := len(order) == 1 && len(resp.Topics) == 0 && !idsRewritten && len(held) == 0
 	doneInFlight := func() {
 		for _, name := range counted {
@@ -161,43 +172,50 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		defer doneInFlight()
 		for i, p := range pend {
 			ref := order[i]
-			r, err := p.response()
-			if err != nil {
-				// The batch may or may not have been written; the client
-				// retries, and idempotent producers de-duplicate.
-				for _, t := range subs[ref].Topics {
-					t.TopicID = s.virtualOf(ref.cluster, t.TopicID)
-					for _, pp := range t.Partitions {
-						addProducePartition(resp, t, producePartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
-					}
-				}
-				s.refreshSoon(ref.cluster, topicsOfProduce(subs[ref]))
-				continue
-			}
-			pr := r.(*kmsg.ProduceResponse)
-			resp.ThrottleMillis = max(resp.ThrottleMillis, pr.ThrottleMillis)
 			var stale []string
-			for _, t := range pr.Topics {
-				name := t.Topic
-				if pr.Version >= 13 {
-					name, _ = s.clusters[ref.cluster].topicName(t.TopicID)
-				}
-				for _, pp := range t.Partitions {
-					s.finishProducePartition(ref.cluster, name, &pp)
-					if isStaleLeaderCode(pp.ErrorCode) {
-						stale = append(stale, t.Topic)
+			if r, err := p.response(); err == nil {
+				pr := r.(*kmsg.ProduceResponse)
+				resp.ThrottleMillis = max(resp.ThrottleMillis, pr.ThrottleMillis)
+				for _, t := range pr.Topics {
+					for _, pp := range t.Partitions {
+						k := partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition}
+						if !asked.answered(ref, k) {
+							continue // not asked: dropped
+						}
+						pl := plans[ref][k]
+						s.virtProducePartition(pl.partPlan, &pp)
+						if isStaleLeaderCode(pp.ErrorCode) {
+							stale = append(stale, pl.name)
+						}
+						addProducePartition(resp, pl.topic, pp)
 					}
-					id := s.virtualOf(ref.cluster, t.TopicID)
-					addProducePartition(resp, kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: id}, pp)
 				}
+				if len(pr.Brokers) > 0 {
+					resp.Brokers = s.produceBrokers(pr.Brokers)
+				}
+			} else {
+				asked.failed(ref)
 			}
-			if len(pr.Brokers) > 0 {
-				resp.Brokers = s.produceBrokers(pr.Brokers)
+			// Not answered (the connection failed, or the answer left it
+			// out): the batch may or may not have been written; the
+			// client retries, and idempotent producers de-duplicate.
+			for _, k := range asked.missing(ref) {
+				pl := plans[ref][k]
+				addProducePartition(resp, pl.topic, producePartitionError(k.partition, kerr.NotLeaderForPartition.Code))
+				stale = append(stale, pl.name)
 			}
-			s.refreshSoon(ref.cluster, stale)
+			s.refreshSoon(ref.cluster, dedupe(stale))
 		}
 		return resp
 	}
+}
+
+// producePlan is one produced partition's plan: its translation and the
+// topic as the client named it (name, virtual id).
+type producePlan struct {
+	partPlan
+	name  string
+	topic kmsg.ProduceRequestTopic
 }
 
 func lastProduceTopic(sub *kmsg.ProduceRequest, t kmsg.ProduceRequestTopic) *kmsg.ProduceRequestTopic {
@@ -225,16 +243,6 @@ func addProducePartition(resp *kmsg.ProduceResponse, t kmsg.ProduceRequestTopic,
 	rt.Topic, rt.TopicID = t.Topic, t.TopicID
 	rt.Partitions = []kmsg.ProduceResponseTopicPartition{p}
 	resp.Topics = append(resp.Topics, rt)
-}
-
-func topicsOfProduce(r *kmsg.ProduceRequest) []string {
-	out := make([]string, 0, len(r.Topics))
-	for _, t := range r.Topics {
-		if t.Topic != "" {
-			out = append(out, t.Topic)
-		}
-	}
-	return out
 }
 
 func init() {

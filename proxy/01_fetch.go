@@ -29,12 +29,17 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 			resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 			return resp
 		}
+
+		// 1. Plan: each partition's name, cluster, leader, offset map and
+		// client position, resolved once; the sub-requests name what the
+		// upstream knows (its topic ids, its offsets, no epochs).
 		router := s.routes()
 		look := newLeaderLookup(rc)
 		subs := map[brokerRef]*kmsg.FetchRequest{}
-		var order []brokerRef
-		translated := false               // some partition's offsets go through an offset map
-		positions := map[fetchPos]int64{} // the client's virtual fetch offsets, for those
+		var asked partsAsked
+		plans := map[brokerRef]map[partKey]fetchPlan{}
+		virtualIDs := map[brokerRef]map[[16]byte][16]byte{} // cluster id -> the id the client named
+		translated := false                                 // some partition's offsets go through an offset map
 		for _, t := range req.Topics {
 			name := t.Topic
 			if req.Version >= 13 {
@@ -49,35 +54,30 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				} else if req.Version < 13 {
 					code = kerr.UnknownTopicOrPartition.Code
 				}
+				upID := virtualID
+				if code == 0 && req.Version >= 13 {
+					var ok bool
+					if _, upID, ok = s.upstreamTopicID(cluster, virtualID); !ok {
+						code = kerr.UnknownTopicID.Code
+					}
+				}
+				var pl partPlan
+				if code == 0 {
+					pl, code = s.offsetsPlan(cluster, name, p.Partition, router.Replicated(name))
+				}
 				if code != 0 {
 					addFetchPartition(resp, t.Topic, virtualID, fetchPartitionError(p.Partition, code))
 					continue
 				}
-				if req.Version >= 13 {
-					_, up, ok := s.upstreamTopicID(cluster, virtualID)
-					if !ok {
-						addFetchPartition(resp, t.Topic, virtualID, fetchPartitionError(p.Partition, kerr.UnknownTopicID.Code))
-						continue
-					}
-					t.TopicID = up // the sub-request names the cluster's id
-				}
-				m, needsMap := s.offsetMapState(cluster, name, p.Partition)
-				if m == nil && (needsMap || cluster == Target && router.Replicated(name)) {
-					// Replicated, but no map yet (replication starting):
-					// target offsets must never reach a client. Retry.
-					addFetchPartition(resp, t.Topic, virtualID, fetchPartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+				pos, ok := offsetsFetchRequestPartition(pl.offsets, &p)
+				if !ok {
+					addFetchPartition(resp, t.Topic, virtualID, outOfRange(pl.offsets, p.Partition))
 					continue
 				}
-				if m != nil {
-					tgt, ok := toTargetOffset(m, p.FetchOffset)
-					if !ok {
-						addFetchPartition(resp, t.Topic, virtualID, outOfRange(m, p.Partition))
-						continue
-					}
-					positions[fetchPos{name, p.Partition}] = p.FetchOffset
-					p.FetchOffset = tgt
-					translated = true
-				}
+				translated = translated || pl.offsets != nil
+				epochsFetchRequestPartition(&p)
+				p.LogStartOffset = -1 // a follower's field
+
 				sub, ok := subs[ref]
 				if !ok {
 					sub = kmsg.NewPtrFetchRequest()
@@ -86,20 +86,26 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 					sub.IsolationLevel = req.IsolationLevel
 					sub.SessionID, sub.SessionEpoch = 0, -1
 					subs[ref] = sub
-					order = append(order, ref)
+					plans[ref] = map[partKey]fetchPlan{}
+					virtualIDs[ref] = map[[16]byte][16]byte{}
 				}
-				st := lastFetchTopic(sub, t)
-				up := p
-				up.LogStartOffset = -1
-				up.CurrentLeaderEpoch, up.LastFetchedEpoch = noEpoch, noEpoch
-				st.Partitions = append(st.Partitions, up)
+				st := lastFetchTopic(sub, t.Topic, upID)
+				st.Partitions = append(st.Partitions, p)
+				k := partKey{topic: t.Topic, id: upID, partition: p.Partition}
+				asked.ask(ref, k)
+				plans[ref][k] = fetchPlan{partPlan: pl, pos: pos, name: name, topic: t.Topic, virtualID: virtualID}
+				virtualIDs[ref][upID] = virtualID
 			}
 		}
 
+		// 2. Upstream: every sub-request at once.
+		order := asked.order
 		pend := make([]*pending, len(order))
 		for i, ref := range order {
 			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
 		}
+
+		// 3. Answers, each through the translation steps, then merged.
 		var frames heldFrames
 		for i, p := range pend {
 			ref := order[i]
@@ -115,42 +121,58 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				}
 			}
 			if err != nil {
-				for _, t := range subs[ref].Topics {
-					for _, pp := range t.Partitions {
-						addFetchPartition(resp, t.Topic, s.virtualOf(ref.cluster, t.TopicID), fetchPartitionError(pp.Partition, kerr.NotLeaderForPartition.Code))
+				asked.failed(ref)
+				fr = nil
+			}
+			var kept []fetchAnswered
+			var stale []string
+			noRewrite := fr != nil && fetchNeedsNoRewrite(fr)
+			extra := false
+			if fr != nil {
+				for ti := range fr.Topics {
+					t := &fr.Topics[ti]
+					for pi := range t.Partitions {
+						pp := &t.Partitions[pi]
+						k := partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition}
+						if !asked.answered(ref, k) {
+							extra = true // not asked: dropped
+							continue
+						}
+						fp := plans[ref][k]
+						s.virtFetchPartition(fp.partPlan, pp, fp.pos)
+						if isStaleLeaderCode(pp.ErrorCode) {
+							stale = append(stale, fp.name)
+						}
+						kept = append(kept, fetchAnswered{ti, pi})
 					}
 				}
-				s.refreshSoon(ref.cluster, topicsOfFetch(subs[ref]))
+			}
+			missing := asked.missing(ref)
+			for _, k := range missing {
+				fp := plans[ref][k]
+				addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
+				stale = append(stale, fp.name)
+			}
+			s.refreshSoon(ref.cluster, dedupe(stale))
+			if fr == nil {
 				continue
 			}
-			clearFetchEpochs(fr) // in place: batches alias body
-			if translated {
-				s.virtualizeFetchOffsets(ref.cluster, fr, positions)
-			}
-			if len(pend) == 1 && len(resp.Topics) == 0 && !translated && fetchNeedsNoRewrite(fr) && s.patchFetchIDs(ref.cluster, body, fr) {
-				// The one upstream answered for every partition and
-				// named no broker: its bytes are the client's answer.
+			if len(pend) == 1 && len(resp.Topics) == 0 && !translated && noRewrite && !extra &&
+				s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[ref]) {
+				// The one upstream answered for every partition, exactly,
+				// and named no broker: its bytes (epochs cleared in place)
+				// are the client's answer.
 				return &passthrough{Response: fr, body: body, frames: frames}
 			}
-			s.virtualizeFetchIDs(ref.cluster, fr)
+			s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[ref])
 			resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
-			var stale []string
-			for _, t := range fr.Topics {
-				for _, pp := range t.Partitions {
-					pp.PreferredReadReplica = -1
-					if pp.CurrentLeader.LeaderID >= 0 {
-						pp.CurrentLeader.LeaderID = s.virtualNode(pp.CurrentLeader.LeaderID)
-					}
-					if isStaleLeaderCode(pp.ErrorCode) {
-						stale = append(stale, t.Topic)
-					}
-					addFetchPartition(resp, t.Topic, t.TopicID, pp)
-				}
+			for _, a := range kept {
+				t := &fr.Topics[a.topic]
+				addFetchPartition(resp, t.Topic, t.TopicID, t.Partitions[a.partition])
 			}
 			if len(fr.Brokers) > 0 {
 				resp.Brokers = s.fetchBrokers(fr.Brokers)
 			}
-			s.refreshSoon(ref.cluster, stale)
 		}
 		if len(frames) > 0 {
 			return &heldResponse{Response: resp, frames: frames}
@@ -159,12 +181,25 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 	}
 }
 
-func lastFetchTopic(sub *kmsg.FetchRequest, t kmsg.FetchRequestTopic) *kmsg.FetchRequestTopic {
-	if n := len(sub.Topics); n > 0 && sub.Topics[n-1].Topic == t.Topic && sub.Topics[n-1].TopicID == t.TopicID {
+// fetchPlan is one fetched partition's plan: its translation and what the
+// client named (topic, virtual id, virtual position).
+type fetchPlan struct {
+	partPlan
+	pos       int64
+	name      string   // the topic's name (also for a request by id)
+	topic     string   // the topic field the client sent ("" by id)
+	virtualID [16]byte // the id the client sent (v13+)
+}
+
+// fetchAnswered indexes a partition of an upstream fetch answer.
+type fetchAnswered struct{ topic, partition int }
+
+func lastFetchTopic(sub *kmsg.FetchRequest, topic string, id [16]byte) *kmsg.FetchRequestTopic {
+	if n := len(sub.Topics); n > 0 && sub.Topics[n-1].Topic == topic && sub.Topics[n-1].TopicID == id {
 		return &sub.Topics[n-1]
 	}
 	nt := kmsg.NewFetchRequestTopic()
-	nt.Topic, nt.TopicID = t.Topic, t.TopicID
+	nt.Topic, nt.TopicID = topic, id
 	sub.Topics = append(sub.Topics, nt)
 	return &sub.Topics[len(sub.Topics)-1]
 }
@@ -189,16 +224,6 @@ func addFetchPartition(resp *kmsg.FetchResponse, topic string, id [16]byte, p km
 	resp.Topics = append(resp.Topics, rt)
 }
 
-func topicsOfFetch(r *kmsg.FetchRequest) []string {
-	out := make([]string, 0, len(r.Topics))
-	for _, t := range r.Topics {
-		if t.Topic != "" {
-			out = append(out, t.Topic)
-		}
-	}
-	return out
-}
-
 // fetchNeedsNoRewrite reports whether an upstream fetch answer carries no
 // broker identity (no leader hints, no preferred replica, no endpoints) and
 // no error that should refresh kproxy's leader view.
@@ -214,63 +239,4 @@ func fetchNeedsNoRewrite(fr *kmsg.FetchResponse) bool {
 		}
 	}
 	return true
-}
-
-// virtualizeFetchIDs replaces the cluster's topic ids in a fetch answer
-// (v13+) with virtual ones and reports whether they already were virtual
-// (then the upstream bytes are the client's answer as they are).
-func (s *Server) virtualizeFetchIDs(cluster string, fr *kmsg.FetchResponse) bool {
-	if fr.Version < 13 {
-		return true
-	}
-	same := true
-	for i := range fr.Topics {
-		t := &fr.Topics[i]
-		if v := s.virtualOf(cluster, t.TopicID); v != t.TopicID {
-			t.TopicID = v
-			same = false
-		}
-	}
-	return same
-}
-
-// fetchPos names a partition in a fetch.
-type fetchPos struct {
-	topic     string
-	partition int32
-}
-
-// virtualizeFetchOffsets translates a target answer's replicated partitions
-// (ident_offset.go); positions are the client's virtual fetch offsets. Topic
-// names are resolved before ids are virtualized.
-func (s *Server) virtualizeFetchOffsets(cluster string, fr *kmsg.FetchResponse, positions map[fetchPos]int64) {
-	uc := s.clusters[cluster]
-	for i := range fr.Topics {
-		t := &fr.Topics[i]
-		name := t.Topic
-		if fr.Version >= 13 {
-			name, _ = uc.topicName(t.TopicID)
-		}
-		for j := range t.Partitions {
-			p := &t.Partitions[j]
-			if m := s.offsetMap(cluster, name, p.Partition); m != nil && p.ErrorCode == 0 {
-				virtualizeFetchPartition(m, p, positions[fetchPos{name, p.Partition}])
-			}
-		}
-	}
-}
-
-// patchFetchIDs makes a passthrough answer's topic ids virtual in place
-// (fetch_ids.go); false means the answer must be re-encoded instead.
-func (s *Server) patchFetchIDs(cluster string, body []byte, fr *kmsg.FetchResponse) bool {
-	if fr.Version < 13 {
-		return true
-	}
-	ids := make([][16]byte, len(fr.Topics))
-	same := true
-	for i, t := range fr.Topics {
-		ids[i] = s.virtualOf(cluster, t.TopicID)
-		same = same && ids[i] == t.TopicID
-	}
-	return same || patchFetchTopicIDs(body, fr, ids)
 }

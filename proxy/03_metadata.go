@@ -4,11 +4,11 @@ package proxy
 // Route: each topic is answered by the cluster its fetch route names; a
 // request for all topics asks every configured cluster and keeps each topic
 // from its routed cluster.
-// Rewrites: Brokers is this instance only; ControllerID, Leader, Replicas,
-// ISR and OfflineReplicas name this instance (ident_node.go); ClusterID is the
-// virtual one. Every upstream answer also refreshes kproxy's own leader view.
-// Not done: topic ids and leader epochs pass through from the routed cluster
-// (virtualized with per-topic routing, a later issue).
+// Rewrites (virt.go): Brokers is this instance only; ControllerID, Leader,
+// Replicas, ISR and OfflineReplicas name this instance (virt_nodes.go);
+// LeaderEpoch is -1 (virt_epochs.go); TopicID is the virtual one
+// (virt_topicids.go); ClusterID is the virtual one. Every upstream answer
+// also refreshes kproxy's own leader view (before the rewrite).
 
 import (
 	"fmt"
@@ -94,17 +94,7 @@ func handleMetadata(rc *reqCtx, req *kmsg.MetadataRequest) func() kmsg.Response 
 				if all && t.Topic != nil && router.FetchCluster(*t.Topic, rc.client, rc.group()) != a.cluster {
 					continue // listed by the cluster this topic routes to
 				}
-				for i := range t.Partitions {
-					p := &t.Partitions[i]
-					p.Leader = s.virtualNode(p.Leader)
-					p.LeaderEpoch = noEpoch
-					p.Replicas = s.virtualReplicas(p.Replicas)
-					p.ISR = s.virtualReplicas(p.ISR)
-					p.OfflineReplicas = nil
-				}
-				if t.Topic != nil && t.TopicID != ([16]byte{}) {
-					t.TopicID = s.virtualTopicID(*t.Topic, t.TopicID)
-				}
+				s.virtMetadataTopic(&t)
 				if t.Topic != nil && t.ErrorCode == 0 {
 					if msg := rc.splitRouteMismatch(*t.Topic, a.cluster, len(t.Partitions)); msg != "" {
 						t.ErrorCode, t.Partitions = kerr.LeaderNotAvailable.Code, nil

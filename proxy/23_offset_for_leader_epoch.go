@@ -1,79 +1,62 @@
 package proxy
 
 // OffsetForLeaderEpoch (key 23), accepted v2 only: Java validates positions
-// with v3+, and kproxy shows no epochs (ident_epoch.go), so clients have
-// nothing to validate. Route: each topic's fetch
-// route, each partition to its leader; split per broker and merged.
-// Rewrites: the client's CurrentLeaderEpoch is dropped (-1) so no broker
-// fences it; offsets are the serving cluster's.
+// with v3+, and kproxy shows no epochs (virt_epochs.go), so clients have
+// nothing to validate. Route: each topic's fetch route, each partition to
+// its leader; split per broker and merged, every partition answered
+// (split_leader.go).
+// Rewrites (virt.go): the client's CurrentLeaderEpoch is dropped (-1) so no
+// broker fences it; the answer's LeaderEpoch is -1 and its EndOffset
+// virtual (decision 003); a partition whose map is not ready yet gets
+// NOT_LEADER_FOR_PARTITION.
 
 import (
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func handleOffsetForLeaderEpoch(rc *reqCtx, req *kmsg.OffsetForLeaderEpochRequest) func() kmsg.Response {
 	return func() kmsg.Response {
-		router := rc.srv().routes()
-		look := newLeaderLookup(rc)
-		resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
-		add := func(topic string, p kmsg.OffsetForLeaderEpochResponseTopicPartition) {
-			for i := range resp.Topics {
-				if resp.Topics[i].Topic == topic {
-					resp.Topics[i].Partitions = append(resp.Topics[i].Partitions, p)
-					return
-				}
-			}
-			rt := kmsg.NewOffsetForLeaderEpochResponseTopic()
-			rt.Topic, rt.Partitions = topic, []kmsg.OffsetForLeaderEpochResponseTopicPartition{p}
-			resp.Topics = append(resp.Topics, rt)
-		}
-		fail := func(topic string, partition int32, code int16) {
+		s := rc.srv()
+		router := s.routes()
+		split := newLeaderSplit[kmsg.OffsetForLeaderEpochRequestTopicPartition](rc, func(partition int32, code int16) kmsg.OffsetForLeaderEpochResponseTopicPartition {
 			p := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
 			p.Partition, p.ErrorCode, p.LeaderEpoch, p.EndOffset = partition, code, -1, -1
-			add(topic, p)
-		}
-		var bl byLeader[kmsg.OffsetForLeaderEpochRequestTopicPartition]
+			return p
+		})
 		for _, t := range req.Topics {
 			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
 			for _, p := range t.Partitions {
-				p.CurrentLeaderEpoch = noEpoch
-				if code := bl.add(look, cluster, t.Topic, p.Partition, p); code != 0 {
-					fail(t.Topic, p.Partition, code)
+				pl, code := s.offsetsPlan(cluster, t.Topic, p.Partition, router.Replicated(t.Topic))
+				if code != 0 {
+					split.fail(t.Topic, p.Partition, code)
+					continue
 				}
+				epochsOffsetForLeaderEpochRequestPartition(&p)
+				split.add(pl, t.Topic, p.Partition, p)
 			}
 		}
-		order := bl.order
-		subs := map[brokerRef]*kmsg.OffsetForLeaderEpochRequest{}
-		for _, ref := range order {
+		resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+		merged := split.run(func(topics []topicParts[kmsg.OffsetForLeaderEpochRequestTopicPartition]) kmsg.Request {
 			sub := *req
 			sub.Topics = nil
-			for _, tp := range bl.subs[ref] {
+			for _, tp := range topics {
 				sub.Topics = append(sub.Topics, kmsg.OffsetForLeaderEpochRequestTopic{Topic: tp.topic, Partitions: tp.parts})
 			}
-			subs[ref] = &sub
-		}
-		pend := make([]*pending, len(order))
-		for i, ref := range order {
-			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
-		}
-		for i, pd := range pend {
-			r, err := pd.response()
-			if err != nil {
-				for _, t := range subs[order[i]].Topics {
-					for _, p := range t.Partitions {
-						fail(t.Topic, p.Partition, kerr.NotLeaderForPartition.Code)
-					}
-				}
-				continue
-			}
+			return &sub
+		}, func(a *splitAnswer, r kmsg.Response) {
 			or := r.(*kmsg.OffsetForLeaderEpochResponse)
 			resp.ThrottleMillis = max(resp.ThrottleMillis, or.ThrottleMillis)
 			for _, t := range or.Topics {
 				for _, p := range t.Partitions {
-					add(t.Topic, p)
+					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
+						virtOffsetForLeaderEpochPartition(pl, &p)
+						split.answer(t.Topic, p)
+					}
 				}
 			}
+		})
+		for _, tp := range merged {
+			resp.Topics = append(resp.Topics, kmsg.OffsetForLeaderEpochResponseTopic{Topic: tp.topic, Partitions: tp.parts})
 		}
 		return resp
 	}

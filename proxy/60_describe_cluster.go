@@ -2,7 +2,8 @@ package proxy
 
 // DescribeCluster (key 60), accepted v0-2. Route: answered by kproxy from its
 // own identity (the virtual cluster has one broker per kproxy instance).
-// Rewrites: ClusterID, ControllerID and Brokers are virtual; grepplabs
+// Rewrites: ClusterID, ControllerID and Brokers are virtual (this instance,
+// virt_nodes.go); grepplabs
 // kafka-proxy forwards this unchanged, which sends admin tools to the real
 // brokers. EndpointType 2 (controllers, KIP-919) gets UNSUPPORTED_VERSION's
 // sibling INVALID_REQUEST: kproxy exposes no controllers.
@@ -26,7 +27,7 @@ func handleDescribeCluster(rc *reqCtx, req *kmsg.DescribeClusterRequest) func() 
 		resp.ControllerID = s.self()
 		resp.ClusterAuthorizedOperations = -2147483648
 		b := kmsg.NewDescribeClusterResponseBroker()
-		b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+		b.NodeID, b.Host, b.Port = s.selfEndpoint()
 		resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
 		return resp
 	}

@@ -226,18 +226,12 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 	}()
 }
 
-// finishProducePartition rewrites one upstream produce answer for a client:
-// no epochs, virtual node, virtual offsets for a replicated topic written
-// on the target.
+// finishProducePartition rewrites one upstream answer to a held produce
+// for a client (virt.go), with the offset map of the cluster it was
+// released to.
 func (s *Server) finishProducePartition(cluster, topic string, pp *kmsg.ProduceResponseTopicPartition) {
-	if pp.CurrentLeader.LeaderID >= 0 {
-		pp.CurrentLeader.LeaderID = s.virtualNode(pp.CurrentLeader.LeaderID)
-	}
-	pp.CurrentLeader.LeaderEpoch = noEpoch
-	if m := s.offsetMap(cluster, topic, pp.Partition); m != nil && pp.ErrorCode == 0 {
-		pp.BaseOffset = toVirtualOffset(m, pp.BaseOffset)
-		pp.LogStartOffset = max(toVirtualOffset(m, pp.LogStartOffset), m.SourceStart())
-	}
+	m, _ := s.offsetMapState(cluster, topic, pp.Partition)
+	s.virtProducePartition(partPlan{cluster: cluster, offsets: m}, pp)
 }
 
 // errHoldTimeout is what a held request answers if nobody released it.

@@ -1,8 +1,8 @@
 package proxy
 
-// Shared plumbing for APIs that address partitions and must be split by
+// Leader lookup for APIs that address partitions and are split by
 // partition leader: Produce, Fetch, ListOffsets, OffsetForLeaderEpoch,
-// DeleteRecords, DescribeProducers.
+// DeleteRecords, DescribeProducers (the split and merge: split_leader.go).
 
 import (
 	"context"
@@ -76,39 +76,4 @@ func isStaleLeaderCode(code int16) bool {
 		return true
 	}
 	return false
-}
-
-// byLeader groups a request's partition entries by upstream leader, keeping
-// request order, for the APIs that are split per broker (ListOffsets,
-// OffsetForLeaderEpoch, DeleteRecords).
-type byLeader[P any] struct {
-	order []brokerRef
-	subs  map[brokerRef][]topicParts[P]
-}
-
-type topicParts[P any] struct {
-	topic string
-	parts []P
-}
-
-// add files entry p (partition partition of topic) under its leader on
-// cluster; it returns the Kafka error code when there is no leader.
-func (b *byLeader[P]) add(look *leaderLookup, cluster, topic string, partition int32, p P) int16 {
-	ref, code := look.find(cluster, topic, partition)
-	if code != 0 {
-		return code
-	}
-	if b.subs == nil {
-		b.subs = map[brokerRef][]topicParts[P]{}
-	}
-	ts, ok := b.subs[ref]
-	if !ok {
-		b.order = append(b.order, ref)
-	}
-	if n := len(ts); n == 0 || ts[n-1].topic != topic {
-		ts = append(ts, topicParts[P]{topic: topic})
-	}
-	ts[len(ts)-1].parts = append(ts[len(ts)-1].parts, p)
-	b.subs[ref] = ts
-	return 0
 }

@@ -781,7 +781,7 @@ func decodeResponse(f capturedFrame) (kmsg.Response, error) {
 // upstream id of that topic (either cluster's) appears anywhere in any
 // response frame: not in Metadata, Fetch, Produce, CreateTopics, ... A
 // virtual id may equal one cluster's id (kproxy reuses the source's, see
-// proxy/ident_topic.go); the other cluster's id must never reach a client.
+// proxy/virt_topicids.go); the other cluster's id must never reach a client.
 // Runs after the routing tests (file order), before zz_leak_test.
 func TestRoutesZZOneTopicIDPerRoutedTopic(t *testing.T) {
 	routedTopics.mu.Lock()

@@ -78,7 +78,7 @@ func TestVirtualizeFetchPartition(t *testing.T) {
 	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
 	p.HighWatermark, p.LastStableOffset, p.LogStartOffset = 8, 8, 0
 	p.AbortedTransactions = []kmsg.FetchResponseTopicPartitionAbortedTransaction{{ProducerID: 1, FirstOffset: 3}}
-	virtualizeFetchPartition(fakeMap{}, &p, 0)
+	offsetsFetchPartition(fakeMap{}, &p, 0)
 	if base := int64(binary.BigEndian.Uint64(p.RecordBatches)); base != 100 {
 		t.Errorf("first batch base %d, want 100", base)
 	}
@@ -111,19 +111,19 @@ func TestVirtualizeFetchPartitionCutsWhatTheMapDoesNotCover(t *testing.T) {
 
 	p := kmsg.NewFetchResponseTopicPartition()
 	p.RecordBatches = append([]byte(nil), whole...)
-	virtualizeFetchPartition(fakeMap{}, &p, 0)
+	offsetsFetchPartition(fakeMap{}, &p, 0)
 	if len(p.RecordBatches) != len(b1)+len(b2) {
 		t.Fatalf("kept %d bytes, want the two mapped batches (%d)", len(p.RecordBatches), len(b1)+len(b2))
 	}
 
 	p.RecordBatches = append([]byte(nil), whole[:len(b1)+len(b2)/2]...) // b2 cut by the broker
-	virtualizeFetchPartition(fakeMap{}, &p, 0)
+	offsetsFetchPartition(fakeMap{}, &p, 0)
 	if len(p.RecordBatches) != len(b1) {
 		t.Fatalf("kept %d bytes, want only the whole first batch (%d)", len(p.RecordBatches), len(b1))
 	}
 
 	p.RecordBatches = append([]byte(nil), b1[:len(b1)/2]...) // only part of the first batch
-	virtualizeFetchPartition(fakeMap{}, &p, 0)
+	offsetsFetchPartition(fakeMap{}, &p, 0)
 	if len(p.RecordBatches) != len(b1)/2 || binary.BigEndian.Uint64(p.RecordBatches) != 100 {
 		t.Fatalf("partial first batch: %d bytes, base %d; want %d bytes, base 100", len(p.RecordBatches), binary.BigEndian.Uint64(p.RecordBatches), len(b1)/2)
 	}
@@ -167,7 +167,7 @@ func TestVirtualizeFetchPartitionUsesOneSnapshotOfAGrowingMap(t *testing.T) {
 	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
 	p.HighWatermark, p.LastStableOffset = 12, 12
 	looks := 0
-	virtualizeFetchPartition(growingMap{looks: &looks}, &p, 0)
+	offsetsFetchPartition(growingMap{looks: &looks}, &p, 0)
 	last := int64(binary.BigEndian.Uint64(p.RecordBatches)) + 3
 	if len(p.RecordBatches) != len(b1) {
 		t.Fatalf("kept %d bytes, want the batch the first snapshot covers (%d)", len(p.RecordBatches), len(b1))
@@ -186,12 +186,12 @@ func TestVirtualizeFetchPartitionDropsBatchesBelowThePosition(t *testing.T) {
 	binary.BigEndian.PutUint64(b2, 4) // virtual 106..109
 	p := kmsg.NewFetchResponseTopicPartition()
 	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
-	virtualizeFetchPartition(fakeMap{}, &p, 107)
+	offsetsFetchPartition(fakeMap{}, &p, 107)
 	if len(p.RecordBatches) != len(b2) || binary.BigEndian.Uint64(p.RecordBatches) != 106 {
 		t.Fatalf("kept %d bytes from base %d; want only the batch reaching 107 (%d bytes, base 106)", len(p.RecordBatches), binary.BigEndian.Uint64(p.RecordBatches), len(b2))
 	}
 	p.RecordBatches = append(append([]byte(nil), b1...), b2...)
-	virtualizeFetchPartition(fakeMap{}, &p, 110)
+	offsetsFetchPartition(fakeMap{}, &p, 110)
 	if len(p.RecordBatches) != 0 {
 		t.Fatalf("kept %d bytes for a client past every batch", len(p.RecordBatches))
 	}

@@ -46,16 +46,47 @@ func clearBatchEpochs(records []byte) {
 	}
 }
 
-// clearFetchEpochs removes epochs from a fetch answer.
-func clearFetchEpochs(fr *kmsg.FetchResponse) {
-	for i := range fr.Topics {
-		for j := range fr.Topics[i].Partitions {
-			p := &fr.Topics[i].Partitions[j]
-			p.CurrentLeader.LeaderEpoch = noEpoch
-			p.DivergingEpoch.Epoch, p.DivergingEpoch.EndOffset = -1, -1
-			clearBatchEpochs(p.RecordBatches)
-		}
-	}
+// Requests: every epoch a client sends becomes -1, so no broker fences it.
+
+func epochsFetchRequestPartition(p *kmsg.FetchRequestTopicPartition) {
+	p.CurrentLeaderEpoch, p.LastFetchedEpoch = noEpoch, noEpoch
+}
+
+func epochsListOffsetsRequestPartition(p *kmsg.ListOffsetsRequestTopicPartition) {
+	p.CurrentLeaderEpoch = noEpoch
+}
+
+func epochsOffsetForLeaderEpochRequestPartition(p *kmsg.OffsetForLeaderEpochRequestTopicPartition) {
+	p.CurrentLeaderEpoch = noEpoch
+}
+
+// Answers: every epoch field is -1.
+
+// epochsFetchPartition clears a fetch answer's epochs in place (record
+// batches alias the upstream frame, which is what the client gets).
+func epochsFetchPartition(p *kmsg.FetchResponseTopicPartition) {
+	p.CurrentLeader.LeaderEpoch = noEpoch
+	p.DivergingEpoch.Epoch, p.DivergingEpoch.EndOffset = -1, -1
+	clearBatchEpochs(p.RecordBatches)
+}
+
+func epochsProducePartition(p *kmsg.ProduceResponseTopicPartition) {
+	p.CurrentLeader.LeaderEpoch = noEpoch
+}
+
+func epochsListOffsetsPartition(p *kmsg.ListOffsetsResponseTopicPartition) {
+	p.LeaderEpoch = noEpoch
+}
+
+// epochsOffsetForLeaderEpochPartition: the answer's epoch is the one the
+// end offset belongs to; a client that is shown no epochs gets none here
+// either (its EndOffset is translated by the offsets step).
+func epochsOffsetForLeaderEpochPartition(p *kmsg.OffsetForLeaderEpochResponseTopicPartition) {
+	p.LeaderEpoch = noEpoch
+}
+
+func epochsMetadataPartition(p *kmsg.MetadataResponseTopicPartition) {
+	p.LeaderEpoch = noEpoch
 }
 
 // clearRequestEpochs removes epochs from requests a coordinator stores

@@ -15,9 +15,11 @@ package proxy
 // (fetch_ids.go).
 //
 // Fields translated: Metadata TopicID (v10+, and requests by id v12+);
-// Fetch v13+ request and response ids; Produce v13 request and response ids;
-// CreateTopics and DeleteTopics ids. OffsetCommit/OffsetFetch are capped at
-// v9 (names only), and KIP-848 heartbeats are translated in their handler.
+// Fetch v13+ request and response ids; Produce v13 request and response ids
+// (requests: upstreamTopicID in the handler's plan; answers: the virtual id
+// the client named, from the plan); CreateTopics and DeleteTopics ids.
+// OffsetCommit/OffsetFetch are capped at v9 (names only), and KIP-848
+// heartbeats are translated in their handler.
 
 import (
 	"crypto/sha256"
@@ -30,6 +32,7 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // VirtualTopicID is a topic id as clients see it.
@@ -157,10 +160,9 @@ func (t *topicIDs) saveLocked() error {
 	return os.Rename(tmp, t.path)
 }
 
-// virtualTopicID returns the id clients see for name, assigning one from the
-// source cluster (else from the cluster that answered, upstreamID) the
-// first time.
-func (s *Server) virtualTopicID(name string, _ [16]byte) VirtualTopicID {
+// virtualTopicID returns the id clients see for name: the one recorded in
+// state_dir, else the derived one (recorded now).
+func (s *Server) virtualTopicID(name string) VirtualTopicID {
 	if id, ok := s.topicIDs.lookup(name); ok {
 		return id
 	}
@@ -201,8 +203,52 @@ func (s *Server) virtualOf(cluster string, up [16]byte) [16]byte {
 	}
 	if uc, ok := s.clusters[cluster]; ok {
 		if n, ok := uc.topicName(up); ok {
-			return s.virtualTopicID(n, up)
+			return s.virtualTopicID(n)
 		}
 	}
 	return up
+}
+
+// topicIDsMetadataTopic gives a Metadata answer's topic its virtual id (an
+// upstream that sends no id, below v10, gets none added).
+func (s *Server) topicIDsMetadataTopic(t *kmsg.MetadataResponseTopic) {
+	if t.Topic != nil && t.TopicID != ([16]byte{}) {
+		t.TopicID = s.virtualTopicID(*t.Topic)
+	}
+}
+
+// topicIDsFetchAnswer gives each topic of a decoded fetch answer (v13+) the
+// virtual id the client asked by; virtualIDs maps the cluster's ids to them
+// (from the request plan). Ids the request did not name pass through
+// virtualOf.
+func (s *Server) topicIDsFetchAnswer(cluster string, fr *kmsg.FetchResponse, virtualIDs map[[16]byte][16]byte) {
+	if fr.Version < 13 {
+		return
+	}
+	for i := range fr.Topics {
+		fr.Topics[i].TopicID = s.fetchVirtualID(cluster, fr.Topics[i].TopicID, virtualIDs)
+	}
+}
+
+// topicIDsFetchPassthrough makes a passthrough fetch answer's topic ids
+// virtual in place in its bytes (fetch_ids.go); false means the answer must
+// be re-encoded instead.
+func (s *Server) topicIDsFetchPassthrough(cluster string, body []byte, fr *kmsg.FetchResponse, virtualIDs map[[16]byte][16]byte) bool {
+	if fr.Version < 13 {
+		return true
+	}
+	ids := make([][16]byte, len(fr.Topics))
+	same := true
+	for i, t := range fr.Topics {
+		ids[i] = s.fetchVirtualID(cluster, t.TopicID, virtualIDs)
+		same = same && ids[i] == t.TopicID
+	}
+	return same || patchFetchTopicIDs(body, fr, ids)
+}
+
+func (s *Server) fetchVirtualID(cluster string, up [16]byte, virtualIDs map[[16]byte][16]byte) [16]byte {
+	if v, ok := virtualIDs[up]; ok {
+		return v
+	}
+	return s.virtualOf(cluster, up)
 }

@@ -5,14 +5,19 @@ package proxy
 // Fields covered (kafka-protocol-notes §1.1): Metadata Brokers, ControllerID,
 // Leader, Replicas, ISR, OfflineReplicas; FindCoordinator v0-3 and v4+
 // (answered locally, 10_find_coordinator.go); DescribeCluster Brokers and
-// ControllerID; Produce v10+ Brokers and CurrentLeader; Fetch v12+
-// CurrentLeader, v16+ Brokers, v11+ PreferredReadReplica.
+// ControllerID (answered locally, 60_describe_cluster.go); Produce v10+
+// Brokers and CurrentLeader; Fetch v12+ CurrentLeader, v16+ Brokers, v11+
+// PreferredReadReplica (-1: kproxy is the only replica a client may read).
 // Negative ids are protocol sentinels ("none") and pass through unchanged.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
 // self returns this instance's virtual node id.
 func (s *Server) self() int32 { return s.opts.NodeID }
+
+// selfEndpoint is this instance as a broker: node id, advertised host and
+// port. Every broker a client is shown is this one.
+func (s *Server) selfEndpoint() (int32, string, int32) { return s.self(), s.advHost, s.advPort }
 
 // virtualNode maps an upstream node id to the virtual one.
 func (s *Server) virtualNode(id int32) int32 {
@@ -32,7 +37,7 @@ func (s *Server) virtualReplicas(ids []int32) []int32 {
 
 func (s *Server) metadataBrokers() []kmsg.MetadataResponseBroker {
 	b := kmsg.NewMetadataResponseBroker()
-	b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+	b.NodeID, b.Host, b.Port = s.selfEndpoint()
 	return []kmsg.MetadataResponseBroker{b}
 }
 
@@ -41,7 +46,7 @@ func (s *Server) produceBrokers(in []kmsg.ProduceResponseBroker) []kmsg.ProduceR
 		return nil
 	}
 	b := kmsg.NewProduceResponseBroker()
-	b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+	b.NodeID, b.Host, b.Port = s.selfEndpoint()
 	return []kmsg.ProduceResponseBroker{b}
 }
 
@@ -50,6 +55,22 @@ func (s *Server) fetchBrokers(in []kmsg.FetchResponseBroker) []kmsg.FetchRespons
 		return nil
 	}
 	b := kmsg.NewFetchResponseBroker()
-	b.NodeID, b.Host, b.Port = s.self(), s.advHost, s.advPort
+	b.NodeID, b.Host, b.Port = s.selfEndpoint()
 	return []kmsg.FetchResponseBroker{b}
+}
+
+func (s *Server) nodesProducePartition(p *kmsg.ProduceResponseTopicPartition) {
+	p.CurrentLeader.LeaderID = s.virtualNode(p.CurrentLeader.LeaderID)
+}
+
+func (s *Server) nodesFetchPartition(p *kmsg.FetchResponseTopicPartition) {
+	p.PreferredReadReplica = -1
+	p.CurrentLeader.LeaderID = s.virtualNode(p.CurrentLeader.LeaderID)
+}
+
+func (s *Server) nodesMetadataPartition(p *kmsg.MetadataResponseTopicPartition) {
+	p.Leader = s.virtualNode(p.Leader)
+	p.Replicas = s.virtualReplicas(p.Replicas)
+	p.ISR = s.virtualReplicas(p.ISR)
+	p.OfflineReplicas = nil
 }
