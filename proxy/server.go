@@ -43,6 +43,9 @@ type Options struct {
 	MaxFrameBytes int32
 	// MaxInflight bounds pipelined requests per client connection.
 	MaxInflight int
+	// Limits bound connections, buffered bytes and timeouts (limits.go);
+	// zero fields take the defaults.
+	Limits Limits
 	// Router decides where requests go.
 	Router Router
 	// Logger is the proxy's logger (named "proxy" by the caller).
@@ -61,14 +64,23 @@ type Server struct {
 	log     hclog.Logger
 	metrics *metrics
 
-	clusters map[string]*upstreamCluster
-	topicIDs *topicIDs
-	pids     producerIDs
-	maps     atomic.Pointer[mapsBox]
-	holds    holds
-	gholds   groupHolds // group moves (group_hold.go)
-	router   atomic.Pointer[routerBox]
-	versions atomic.Pointer[map[int16]versionRange]
+	clusters   map[string]*upstreamCluster
+	refreshers map[string]*refresher // background metadata refreshes, by cluster (refresh.go)
+	topicIDs   *topicIDs
+	pids       producerIDs
+	maps       atomic.Pointer[mapsBox]
+	holds      holds
+	gholds     groupHolds // group moves (group_hold.go)
+	router     atomic.Pointer[routerBox]
+	versions   atomic.Pointer[map[int16]versionRange]
+
+	budget  *byteBudget // buffered client request and response bytes
+	connLim connLimiter // open client connections, total and per IP
+	dialer  *dialer     // upstream dials and per-broker backoff
+	// acceptErr is the listener's last accept error, nil once an accept
+	// succeeds again; Ready is false while it is set.
+	acceptErr atomic.Pointer[error]
+	listening atomic.Bool // set once Start has a listener
 
 	ln      net.Listener
 	advHost string
@@ -101,6 +113,7 @@ func New(opts Options) (*Server, error) {
 	if opts.ClusterID == "" {
 		opts.ClusterID = "kproxy-virtual-cluster"
 	}
+	opts.Limits = opts.Limits.withDefaults()
 	if opts.Router == nil {
 		return nil, errors.New("proxy: Options.Router is required")
 	}
@@ -108,12 +121,19 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("proxy: at least one upstream cluster is required")
 	}
 	s := &Server{
-		opts:     opts,
-		log:      opts.Logger,
-		clusters: map[string]*upstreamCluster{},
-		conns:    map[*clientConn]struct{}{},
+		opts:       opts,
+		log:        opts.Logger,
+		clusters:   map[string]*upstreamCluster{},
+		refreshers: map[string]*refresher{},
+		conns:      map[*clientConn]struct{}{},
 	}
 	s.metrics = newMetrics(opts.Registerer)
+	s.metrics.setLimits(opts)
+	s.budget = newByteBudget(opts.Limits.BufferBytes, s.metrics.bufferedBytes.Set)
+	s.connLim = connLimiter{max: opts.Limits.MaxConnections, maxPerIP: opts.Limits.MaxConnectionsPerIP}
+	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {
+		s.metrics.dialFailures.WithLabelValues(cluster).Inc()
+	})
 	ids, err := loadTopicIDs(opts.StateDir, s.log)
 	if err != nil {
 		return nil, err
@@ -138,6 +158,7 @@ func New(opts Options) (*Server, error) {
 			return nil, err
 		}
 		s.clusters[name] = uc
+		s.refreshers[name] = newRefresher(uc)
 	}
 	return s, nil
 }
@@ -189,6 +210,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	s.log.Info("listening for kafka clients", "addr", ln.Addr().String(), "advertise", net.JoinHostPort(s.advHost, strconv.Itoa(int(s.advPort))), "node_id", s.opts.NodeID, "cluster_id", s.opts.ClusterID)
+	s.listening.Store(true)
 	s.wg.Add(1)
 	go s.acceptLoop()
 	return nil
@@ -197,26 +219,44 @@ func (s *Server) Start(ctx context.Context) error {
 // Addr is the listener's address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// acceptLoop accepts client connections until Close. An accept error
+// (EMFILE, ENFILE, ECONNABORTED...) is retried with a backoff from 5 ms to
+// 1 s: running out of file descriptors is usually transient, and a listener
+// that stops for good would leave kproxy up but unreachable. While accepts
+// fail, Ready reports false.
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
+	var backoff time.Duration
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
-			if s.closing.Load() {
+			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			s.log.Error("accept failed; listener stopped", "error", err)
-			return
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.acceptErr.Store(&err)
+			s.metrics.acceptErrors.Inc()
+			s.log.Error("accept failed; retrying", "error", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if s.acceptErr.Load() != nil {
+			s.acceptErr.Store(nil)
+			s.log.Info("accepting client connections again")
+		}
+		ip := remoteIP(nc)
+		if ok, reason := s.connLim.admit(ip); !ok {
+			s.metrics.refused.WithLabelValues(reason).Inc()
+			s.log.Warn("refusing client connection: connection limit reached", "remote", nc.RemoteAddr().String(), "limit", reason)
+			nc.Close()
+			continue
 		}
 		cc := newClientConn(s, nc, s.connID.Add(1))
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
+			s.connLim.leave(ip)
 			nc.Close()
 			return
 		}
@@ -229,6 +269,7 @@ func (s *Server) acceptLoop() {
 			s.mu.Lock()
 			delete(s.conns, cc)
 			s.mu.Unlock()
+			s.connLim.leave(ip)
 		}()
 	}
 }
@@ -267,12 +308,16 @@ func (s *Server) advertised() map[int16]versionRange { return *s.versions.Load()
 
 // Status is what /status reports about the proxy.
 type Status struct {
-	Listen      string          `json:"listen"`
-	Advertise   string          `json:"advertise"`
-	ClusterID   string          `json:"cluster_id"`
-	NodeID      int32           `json:"node_id"`
-	Connections int             `json:"connections"`
-	Clusters    []clusterStatus `json:"clusters"`
+	Listen      string `json:"listen"`
+	Advertise   string `json:"advertise"`
+	ClusterID   string `json:"cluster_id"`
+	NodeID      int32  `json:"node_id"`
+	Connections int    `json:"connections"`
+	// AcceptError is the listener's last accept error while accepts fail.
+	AcceptError string `json:"accept_error,omitempty"`
+	// BufferedBytes is what the buffer budget has handed out.
+	BufferedBytes int64           `json:"buffered_bytes"`
+	Clusters      []clusterStatus `json:"clusters"`
 }
 
 // Status reports connections and upstream reachability.
@@ -285,6 +330,10 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	st.Connections = len(s.conns)
 	s.mu.Unlock()
+	if e := s.acceptErr.Load(); e != nil {
+		st.AcceptError = (*e).Error()
+	}
+	st.BufferedBytes = s.budget.inUse()
 	for _, name := range []string{Source, Target} {
 		if uc, ok := s.clusters[name]; ok {
 			st.Clusters = append(st.Clusters, uc.status())
@@ -293,9 +342,10 @@ func (s *Server) Status() Status {
 	return st
 }
 
-// Ready reports whether every upstream cluster is reachable.
+// Ready reports whether the listener accepts connections and every
+// upstream cluster is reachable.
 func (s *Server) Ready() bool {
-	if s.versions.Load() == nil {
+	if s.versions.Load() == nil || !s.listening.Load() || s.closing.Load() || s.acceptErr.Load() != nil {
 		return false
 	}
 	for _, uc := range s.clusters {

@@ -93,6 +93,12 @@ type upstreamConn struct {
 	nc      net.Conn
 	pooled  bool // read responses into pooled buffers (fetch connections)
 
+	// writeTimeout bounds each request write: a broker that stops
+	// reading (or a network that blackholes) fails the connection, and
+	// its calls, instead of blocking the writer and every caller behind
+	// wmu.
+	writeTimeout time.Duration
+
 	wmu     sync.Mutex // guards the fields below, and ordering of writes with pending
 	corr    int32
 	wbuf    []byte
@@ -104,8 +110,8 @@ type upstreamConn struct {
 	deadErr  error
 }
 
-func dialUpstream(cluster string, broker int32, addr string, maxResp int32, pooled bool) (*upstreamConn, error) {
-	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
+func dialUpstream(cluster string, broker int32, addr string, maxResp int32, pooled bool, dialTimeout, writeTimeout time.Duration) (*upstreamConn, error) {
+	nc, err := net.DialTimeout("tcp", addr, dialTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
 	}
@@ -113,14 +119,15 @@ func dialUpstream(cluster string, broker int32, addr string, maxResp int32, pool
 		_ = tc.SetNoDelay(true)
 	}
 	uc := &upstreamConn{
-		cluster: cluster,
-		broker:  broker,
-		addr:    addr,
-		maxResp: maxResp,
-		nc:      nc,
-		pooled:  pooled,
-		pending: make(chan *upstreamCall, 1024),
-		dead:    make(chan struct{}),
+		cluster:      cluster,
+		broker:       broker,
+		addr:         addr,
+		maxResp:      maxResp,
+		writeTimeout: writeTimeout,
+		nc:           nc,
+		pooled:       pooled,
+		pending:      make(chan *upstreamCall, 1024),
+		dead:         make(chan struct{}),
 	}
 	go uc.readLoop()
 	return uc, nil
@@ -156,6 +163,19 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
+	return uc.write(req, clientID, nil, false, expectResponse)
+}
+
+// sendBody is send for a request whose encoded body the caller already has
+// (the client's own bytes): the header and the body go out in one writev.
+func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
+	return uc.write(req, clientID, body, true, expectResponse)
+}
+
+// write frames and writes one request: req encoded, or, when raw, a header
+// for req followed by body as it is. The call is queued for readLoop in the
+// same critical section as the write, so responses pair with calls FIFO.
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
 	if uc.isDead() {
@@ -163,7 +183,16 @@ func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse 
 	}
 	uc.corr++
 	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
-	uc.wbuf = appendRequest(uc.wbuf[:0], c.corr, clientID, req)
+	var bufs net.Buffers
+	if raw {
+		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
+		setFrameSize(hdr, len(body))
+		uc.hbuf = hdr
+		bufs = net.Buffers{hdr, body}
+	} else {
+		uc.wbuf = appendRequest(uc.wbuf[:0], c.corr, clientID, req)
+		bufs = net.Buffers{uc.wbuf}
+	}
 	if expectResponse {
 		select {
 		case uc.pending <- c:
@@ -171,51 +200,20 @@ func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse 
 			return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 		}
 	}
-	if _, err := uc.nc.Write(uc.wbuf); err != nil {
+	if uc.writeTimeout > 0 {
+		_ = uc.nc.SetWriteDeadline(time.Now().Add(uc.writeTimeout))
+	}
+	_, err := bufs.WriteTo(uc.nc)
+	if cap(uc.wbuf) > 8<<20 { // don't pin a huge buffer per connection
+		uc.wbuf = nil
+	}
+	if err != nil {
 		err = fmt.Errorf("writing %s to upstream %s broker %d: %w", kmsg.NameForKey(req.Key()), uc.cluster, uc.broker, err)
 		go uc.fail(err) // fail takes wmu
 		if !expectResponse {
 			return nil, err
 		}
 		return c, nil // the call fails through fail()
-	}
-	if cap(uc.wbuf) > 8<<20 { // don't pin a huge buffer per connection
-		uc.wbuf = nil
-	}
-	if !expectResponse {
-		return nil, nil
-	}
-	return c, nil
-}
-
-// sendBody is send for a request whose encoded body the caller already has
-// (the client's own bytes): the header and the body go out in one writev.
-func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	uc.wmu.Lock()
-	defer uc.wmu.Unlock()
-	if uc.isDead() {
-		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
-	}
-	uc.corr++
-	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
-	hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
-	setFrameSize(hdr, len(body))
-	uc.hbuf = hdr
-	if expectResponse {
-		select {
-		case uc.pending <- c:
-		case <-uc.dead:
-			return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
-		}
-	}
-	bufs := net.Buffers{hdr, body}
-	if _, err := bufs.WriteTo(uc.nc); err != nil {
-		err = fmt.Errorf("writing %s to upstream %s broker %d: %w", kmsg.NameForKey(req.Key()), uc.cluster, uc.broker, err)
-		go uc.fail(err)
-		if !expectResponse {
-			return nil, err
-		}
-		return c, nil
 	}
 	if !expectResponse {
 		return nil, nil
