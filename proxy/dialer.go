@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"time"
 )
@@ -23,6 +24,8 @@ type dialer struct {
 	lim     Limits
 	maxResp int32
 	onFail  func(cluster string)
+	// netDial dials a broker; tests replace it.
+	netDial func(addr string, timeout time.Duration) (net.Conn, error)
 
 	mu    sync.Mutex
 	state map[string]*dialState // by cluster + "\x00" + addr
@@ -35,7 +38,10 @@ type dialState struct {
 }
 
 func newDialer(lim Limits, maxResp int32, onFail func(cluster string)) *dialer {
-	return &dialer{lim: lim, maxResp: maxResp, onFail: onFail, state: map[string]*dialState{}}
+	return &dialer{lim: lim, maxResp: maxResp, onFail: onFail, state: map[string]*dialState{},
+		netDial: func(addr string, timeout time.Duration) (net.Conn, error) {
+			return net.DialTimeout("tcp", addr, timeout)
+		}}
 }
 
 func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool) (*upstreamConn, error) {
@@ -50,14 +56,15 @@ func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool) (*
 	}
 	d.mu.Unlock()
 
-	u, err := dialUpstream(cluster, broker, addr, d.maxResp, pooled, d.lim.DialTimeout, d.lim.UpstreamWriteTimeout)
+	nc, err := d.netDial(addr, d.lim.DialTimeout)
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err == nil {
 		delete(d.state, key)
-		return u, nil
+		return newUpstreamConn(nc, cluster, broker, addr, d.maxResp, pooled, d.lim.UpstreamWriteTimeout), nil
 	}
+	err = fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
 	st := d.state[key]
 	if st == nil {
 		st = &dialState{}

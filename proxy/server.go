@@ -81,6 +81,8 @@ type Server struct {
 	// succeeds again; Ready is false while it is set.
 	acceptErr atomic.Pointer[error]
 	listening atomic.Bool // set once Start has a listener
+	// listen opens the client listener (net.Listen; tests replace it).
+	listen func(network, addr string) (net.Listener, error)
 
 	ln      net.Listener
 	advHost string
@@ -193,7 +195,11 @@ func (s *Server) Start(ctx context.Context) error {
 	v := advertisedVersions(all)
 	s.versions.Store(&v)
 
-	ln, err := net.Listen("tcp", s.opts.Listen)
+	listen := s.listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	ln, err := listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", s.opts.Listen, err)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -110,11 +111,8 @@ type upstreamConn struct {
 	deadErr  error
 }
 
-func dialUpstream(cluster string, broker int32, addr string, maxResp int32, pooled bool, dialTimeout, writeTimeout time.Duration) (*upstreamConn, error) {
-	nc, err := net.DialTimeout("tcp", addr, dialTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
-	}
+// newUpstreamConn starts serving a dialed broker connection.
+func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, maxResp int32, pooled bool, writeTimeout time.Duration) *upstreamConn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
@@ -130,7 +128,7 @@ func dialUpstream(cluster string, broker int32, addr string, maxResp int32, pool
 		dead:         make(chan struct{}),
 	}
 	go uc.readLoop()
-	return uc, nil
+	return uc
 }
 
 func (uc *upstreamConn) isDead() bool {
@@ -242,29 +240,43 @@ func (uc *upstreamConn) readLoop() {
 		if !ok {
 			return
 		}
-		corr := int32(uint32(frame[0])<<24 | uint32(frame[1])<<16 | uint32(frame[2])<<8 | uint32(frame[3]))
-		if corr != c.corr {
-			c.err = fmt.Errorf("upstream %s broker %d answered correlation id %d, expected %d", uc.cluster, uc.broker, corr, c.corr)
+		body, err := responseBody(frame, c.corr, c.key, c.ver)
+		if err != nil {
+			c.err = fmt.Errorf("upstream %s broker %d: %w", uc.cluster, uc.broker, err)
 			close(c.done)
 			uc.fail(c.err)
 			return
-		}
-		body := frame[4:]
-		resp := kmsg.ResponseForKey(c.key)
-		resp.SetVersion(c.ver)
-		if resp.IsFlexible() && c.key != kmsg.ApiVersions.Int16() {
-			if len(body) < 1 {
-				c.err = fmt.Errorf("upstream %s broker %d: truncated response header", uc.cluster, uc.broker)
-				close(c.done)
-				uc.fail(c.err)
-				return
-			}
-			body = skipTagSection(body)
 		}
 		c.body = body
 		c.frame = pooled
 		close(c.done)
 	}
+}
+
+// responseBody checks a response frame against the call it answers (the
+// correlation id; responses arrive in request order) and returns the body
+// after the response header. Nothing here panics on any input
+// (FuzzUpstreamResponse).
+func responseBody(frame []byte, corr int32, key, ver int16) ([]byte, error) {
+	if len(frame) < 4 {
+		return nil, fmt.Errorf("response frame of %d bytes has no correlation id", len(frame))
+	}
+	if got := int32(binary.BigEndian.Uint32(frame)); got != corr {
+		return nil, fmt.Errorf("answered correlation id %d, expected %d", got, corr)
+	}
+	body := frame[4:]
+	resp := kmsg.ResponseForKey(key)
+	if resp == nil {
+		return nil, fmt.Errorf("response for unknown api key %d", key)
+	}
+	resp.SetVersion(ver)
+	if resp.IsFlexible() && key != kmsg.ApiVersions.Int16() {
+		if len(body) < 1 {
+			return nil, errors.New("truncated response header")
+		}
+		body = skipTagSection(body)
+	}
+	return body, nil
 }
 
 // skipTagSection skips a response-header tagged-field section (almost always
