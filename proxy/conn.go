@@ -35,6 +35,11 @@ type clientConn struct {
 	// connection waiting on them is not idle.
 	outstanding atomic.Int64
 
+	// noResponse holds a token per acks=0 produce whose handler has not
+	// finished (its parts may wait in a cutover hold): with the slots
+	// channel, it keeps them within MaxInflight too.
+	noResponse chan struct{}
+
 	// fetchTurn holds a token while a Fetch's response is not written:
 	// the next Fetch is not read until then. Clients keep one Fetch in
 	// flight per broker; a client that pipelines many and never reads
@@ -76,14 +81,15 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		_ = tc.SetNoDelay(true)
 	}
 	return &clientConn{
-		srv:       s,
-		id:        id,
-		nc:        nc,
-		log:       s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
-		slots:     make(chan *slot, s.opts.MaxInflight),
-		done:      make(chan struct{}),
-		fetchTurn: make(chan struct{}, 1),
-		ups:       map[upKey]*upEntry{},
+		srv:        s,
+		id:         id,
+		nc:         nc,
+		log:        s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
+		slots:      make(chan *slot, s.opts.MaxInflight),
+		done:       make(chan struct{}),
+		fetchTurn:  make(chan struct{}, 1),
+		noResponse: make(chan struct{}, s.opts.MaxInflight),
+		ups:        map[upKey]*upEntry{},
 	}
 }
 
@@ -254,7 +260,15 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	}
 	cc.outstanding.Add(1)
 	var s *slot
-	if !noResponse {
+	if noResponse {
+		select {
+		case cc.noResponse <- struct{}{}:
+		case <-cc.done:
+			cc.outstanding.Add(-1)
+			budget.release(charged)
+			return false, net.ErrClosed
+		}
+	} else {
 		s = &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), ready: make(chan struct{})}
 		if h.key == kmsg.Fetch.Int16() {
 			select {
@@ -289,6 +303,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			}
 			budget.release(charged)
 			if s == nil {
+				<-cc.noResponse
 				cc.outstanding.Add(-1)
 				return
 			}
