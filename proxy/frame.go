@@ -236,9 +236,9 @@ func appendRequest(dst []byte, corr int32, clientID *string, req kmsg.Request) [
 }
 
 // skipTagsBounded skips a tagged-field section, stopping as soon as the
-// reader runs dry. kmsg.SkipTags keeps counting down a huge declared tag
-// count after the input is exhausted (about 20 s of CPU for a 20-byte
-// frame); see docs/decisions/002-kmsg-tag-loop.md.
+// reader runs dry. kmsg.SkipTags before v1.15.1 kept counting down a huge
+// declared tag count after the input was exhausted (about 20 s of CPU for a
+// 20-byte frame); see docs/decisions/002-kmsg-tag-loop.md.
 func skipTagsBounded(r *kbin.Reader) {
 	for num := r.Uvarint(); num > 0 && r.Ok(); num-- {
 		_, size := r.Uvarint(), r.Uvarint()
