@@ -99,6 +99,14 @@ func handleFetch(rc *reqCtx, kreq kmsg.Request) func() kmsg.Response {
 			}
 		}
 
+		// The merged answer must stay within the client's MaxBytes (it
+		// used to reach MaxBytes per leader, over franz-go's and Sarama's
+		// 100 MiB frame limit): split it across the leaders.
+		if n := int32(len(order)); n > 1 {
+			for _, ref := range order {
+				subs[ref].MaxBytes = max(req.MaxBytes/n, 1)
+			}
+		}
 		pend := make([]*pending, len(order))
 		for i, ref := range order {
 			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])

@@ -257,17 +257,18 @@ func TestTagFloodIsRefusedAtOnce(t *testing.T) {
 func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	srv, c := newHostileProxy(t, 64<<20, Limits{WriteTimeout: 300 * time.Millisecond})
 	// 4 MiB of records to fetch, again and again.
-	pcl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerBatchMaxBytes(2<<20))
+	pcl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerBatchMaxBytes(512<<10), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	val := make([]byte, 64<<10)
+	var rs []*kgo.Record
 	for range 64 {
-		pcl.Produce(ctx, &kgo.Record{Topic: "t", Value: val}, nil)
+		rs = append(rs, &kgo.Record{Topic: "t", Value: val})
 	}
-	if err := pcl.Flush(ctx); err != nil {
+	if err := pcl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	pcl.Close()
