@@ -586,3 +586,29 @@ func TestHeldAcksZeroProduceStaysInFlightBound(t *testing.T) {
 	srv.ReleaseProduce("t")
 	assertServed(t, srv, "")
 }
+
+// One failed metadata refresh used to leave the cluster unreachable, and
+// /readyz red, until a client request happened to refresh it; kproxy now
+// probes an unreachable cluster until it answers.
+func TestFailedRefreshRecoversReadiness(t *testing.T) {
+	srv, c := newHostileProxy(t, 1<<20, Limits{})
+	var failing atomic.Bool
+	failing.Store(true)
+	c.ControlKey(int16(kmsg.Metadata), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		if failing.Load() {
+			return nil, errors.New("injected metadata failure"), true
+		}
+		return nil, nil, false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := srv.clusters[Source].refresh(ctx, []string{"t"}); err == nil {
+		t.Fatal("the injected failure did not fail the refresh")
+	}
+	if srv.Ready() {
+		t.Fatal("Ready() after a failed refresh")
+	}
+	failing.Store(false)
+	waitUntil(t, "Ready() once the cluster answers again", srv.Ready)
+}

@@ -62,3 +62,33 @@ func (r *refresher) loop() {
 		r.run(topics)
 	}
 }
+
+// probeInterval is how often an unreachable cluster is asked for metadata
+// again (watchClusters).
+const probeInterval = time.Second
+
+// watchClusters re-probes every cluster whose last metadata request failed,
+// until Close. Without it one failed refresh left a cluster unreachable
+// (and /readyz red) until some client request happened to refresh it.
+func (s *Server) watchClusters() {
+	defer s.wg.Done()
+	ctx := context.Context(chanContext(s.stop))
+	t := time.NewTicker(probeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		for _, uc := range s.clusters {
+			uc.mu.RLock()
+			ok := uc.reachable
+			uc.mu.RUnlock()
+			if !ok {
+				// No topics: brokers and cluster id only, cheap.
+				_ = uc.refresh(ctx, []string{})
+			}
+		}
+	}
+}

@@ -92,6 +92,7 @@ type Server struct {
 	// reqCtx.group).
 	clientGroups sync.Map
 
+	stop    chan struct{} // closed by Close, for background loops
 	connID  atomic.Uint64
 	mu      sync.Mutex // guards conns
 	conns   map[*clientConn]struct{}
@@ -128,6 +129,7 @@ func New(opts Options) (*Server, error) {
 		clusters:   map[string]*upstreamCluster{},
 		refreshers: map[string]*refresher{},
 		conns:      map[*clientConn]struct{}{},
+		stop:       make(chan struct{}),
 	}
 	s.metrics = newMetrics(opts.Registerer)
 	s.metrics.setLimits(opts)
@@ -217,8 +219,9 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.log.Info("listening for kafka clients", "addr", ln.Addr().String(), "advertise", net.JoinHostPort(s.advHost, strconv.Itoa(int(s.advPort))), "node_id", s.opts.NodeID, "cluster_id", s.opts.ClusterID)
 	s.listening.Store(true)
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.acceptLoop()
+	go s.watchClusters()
 	return nil
 }
 
@@ -286,6 +289,7 @@ func (s *Server) Close() {
 	if !s.closing.CompareAndSwap(false, true) {
 		return
 	}
+	close(s.stop)
 	if s.ln != nil {
 		s.ln.Close()
 	}
