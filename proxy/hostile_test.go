@@ -612,3 +612,55 @@ func TestFailedRefreshRecoversReadiness(t *testing.T) {
 	failing.Store(false)
 	waitUntil(t, "Ready() once the cluster answers again", srv.Ready)
 }
+
+// hugeArrayFetch is a 1 MiB Fetch v4 frame body whose topics array declares
+// one element per byte left, far more than the bytes can hold (a topic
+// takes at least 6).
+func hugeArrayFetch() []byte {
+	var b []byte
+	b = binary.BigEndian.AppendUint16(b, uint16(kmsg.Fetch))
+	b = binary.BigEndian.AppendUint16(b, 4)
+	b = binary.BigEndian.AppendUint32(b, 7)
+	b = binary.BigEndian.AppendUint16(b, 0xffff) // null client id
+	b = binary.BigEndian.AppendUint32(b, 0xffffffff)
+	b = binary.BigEndian.AppendUint32(b, 500) // max wait
+	b = binary.BigEndian.AppendUint32(b, 1)   // min bytes
+	b = binary.BigEndian.AppendUint32(b, 1<<20)
+	b = append(b, 0) // isolation
+	left := 1<<20 - len(b) - 4
+	b = binary.BigEndian.AppendUint32(b, uint32(left))
+	return append(b, make([]byte, left)...)
+}
+
+// A 1 MiB Fetch frame declaring a topic per byte used to make kmsg
+// allocate the whole array first (64 MiB); kmsg >= v1.15.1 checks the
+// declared length against the minimum encoded size of an element and the
+// bytes left, so it is refused before anything is allocated.
+func TestHugeDeclaredArrayIsRefusedCheaply(t *testing.T) {
+	body := hugeArrayFetch()
+	adv := map[int16]versionRange{}
+	for k, s := range registry {
+		adv[k] = versionRange{s.min, s.max}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, _, _, err := parseRequest(body, adv)
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("the lying array was accepted")
+	}
+	alloc := after.TotalAlloc - before.TotalAlloc
+	t.Logf("decoding a 1 MiB Fetch declaring %d topics allocated %d KiB", len(body)-31, alloc>>10)
+	if alloc > 2<<20 {
+		t.Errorf("decoding allocated %d MiB; want at most 2 MiB", alloc>>20)
+	}
+
+	srv, _ := newHostileProxy(t, 4<<20, Limits{})
+	nc := dialProxy(t, srv)
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
+	if _, err := nc.Write(append(frame, body...)); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed(t, nc)
+	assertServed(t, srv, "")
+}
