@@ -27,8 +27,9 @@ type clientConn struct {
 	nc  net.Conn
 	log hclog.Logger
 
-	slots chan *slot    // responses to write, in request order
-	done  chan struct{} // closed when the connection is finished
+	slots    chan *slot    // responses to write, in request order
+	done     chan struct{} // closed (finish) when the connection is finished
+	doneOnce sync.Once
 
 	// outstanding counts requests read whose response is not written yet
 	// (or, for acks=0 produce, whose handler has not finished): a
@@ -120,7 +121,7 @@ func (cc *clientConn) serve() {
 			cc.log.Debug("client connection closed")
 		}
 	}
-	close(cc.done)
+	cc.finish()
 	cc.nc.Close()
 	wg.Wait()
 	cc.upMu.Lock()
@@ -143,6 +144,12 @@ func (cc *clientConn) serve() {
 		}
 	}
 }
+
+// finish marks the connection finished: the read loop's waits (slots,
+// tokens, the budget) and the write loop end. Either loop may call it first:
+// a write loop that fails must not leave the read loop waiting for a slot
+// it will never take.
+func (cc *clientConn) finish() { cc.doneOnce.Do(func() { close(cc.done) }) }
 
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -434,6 +441,7 @@ func (cc *clientConn) writeLoop() {
 			cc.log.Warn("closing client connection: it did not read a response within the write timeout", "timeout", wt)
 		}
 		cc.nc.Close()
+		cc.finish()
 		if s != nil {
 			// The handler may still be running; give back what the
 			// slot holds once it is done.

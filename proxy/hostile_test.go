@@ -256,22 +256,7 @@ func TestTagFloodIsRefusedAtOnce(t *testing.T) {
 // disconnects the client, giving back everything buffered for it.
 func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	srv, c := newHostileProxy(t, 64<<20, Limits{WriteTimeout: 300 * time.Millisecond})
-	// 4 MiB of records to fetch, again and again.
-	pcl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerBatchMaxBytes(512<<10), kgo.ProducerBatchCompression(kgo.NoCompression()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	val := make([]byte, 64<<10)
-	var rs []*kgo.Record
-	for range 64 {
-		rs = append(rs, &kgo.Record{Topic: "t", Value: val})
-	}
-	if err := pcl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	pcl.Close()
+	produce4MiB(t, c)
 
 	nc, err := net.DialTCP("tcp", nil, srv.Addr().(*net.TCPAddr))
 	if err != nil {
@@ -282,19 +267,7 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 	before := heapInUse()
 	var out []byte
 	for i := range 128 {
-		req := kmsg.NewPtrFetchRequest()
-		req.SetVersion(11)
-		req.ReplicaID = -1
-		req.MaxWaitMillis = 10
-		req.MaxBytes = 16 << 20
-		ft := kmsg.NewFetchRequestTopic()
-		ft.Topic = "t"
-		fp := kmsg.NewFetchRequestTopicPartition()
-		fp.PartitionMaxBytes = 16 << 20
-		fp.LogStartOffset = -1
-		ft.Partitions = append(ft.Partitions, fp)
-		req.Topics = append(req.Topics, ft)
-		out = appendRequest(out, int32(i), kmsg.StringPtr("never-reads"), req)
+		out = appendRequest(out, int32(i), kmsg.StringPtr("never-reads"), fetchAll())
 	}
 	go func() { _, _ = nc.Write(out) }() // blocks once kproxy stops reading
 
@@ -312,6 +285,67 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 		t.Errorf("heap grew by %d MiB; want at most 64 MiB", grew>>20)
 	}
 	assertServed(t, srv, "")
+}
+
+// produce4MiB writes 4 MiB of uncompressed records to t.
+func produce4MiB(t *testing.T, c *kfake.Cluster) {
+	t.Helper()
+	pcl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerBatchMaxBytes(512<<10), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pcl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	val := make([]byte, 64<<10)
+	var rs []*kgo.Record
+	for range 64 {
+		rs = append(rs, &kgo.Record{Topic: "t", Value: val})
+	}
+	if err := pcl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fetchAll is a Fetch v11 of all of t from offset 0.
+func fetchAll() *kmsg.FetchRequest {
+	req := kmsg.NewPtrFetchRequest()
+	req.SetVersion(11)
+	req.ReplicaID = -1
+	req.MaxWaitMillis = 10
+	req.MaxBytes = 16 << 20
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "t"
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.PartitionMaxBytes = 16 << 20
+	fp.LogStartOffset = -1
+	ft.Partitions = append(ft.Partitions, fp)
+	req.Topics = append(req.Topics, ft)
+	return req
+}
+
+// A write loop that failed used to leave the read loop waiting forever for
+// a free response slot (max_inflight_per_conn full): the connection, and
+// everything it held, never went away.
+func TestWriteTimeoutEndsAConnectionWithFullSlots(t *testing.T) {
+	srv, c := newHostileProxy(t, 64<<20, Limits{WriteTimeout: 300 * time.Millisecond}, func(s *Server) { s.opts.MaxInflight = 2 })
+	produce4MiB(t, c)
+	nc, err := net.DialTCP("tcp", nil, srv.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadBuffer(4 << 10)
+	out := appendRequest(nil, 0, nil, fetchAll())
+	for i := range 10 {
+		out = appendRequest(out, int32(i+1), nil, kmsg.NewPtrMetadataRequest())
+	}
+	go func() { _, _ = nc.Write(out) }()
+	waitUntil(t, "the write timeout", func() bool {
+		return counterValue(srv.metrics.closed.WithLabelValues("write_timeout")) == 1
+	})
+	waitUntil(t, "the connection to end", func() bool { return srv.Status().Connections == 0 })
+	waitUntil(t, "the budget to be given back", func() bool { return srv.budget.inUse() == 0 })
 }
 
 // failingListener fails Accept with EMFILE until release is closed.
