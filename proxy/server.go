@@ -296,6 +296,7 @@ func (s *Server) Close() {
 	s.mu.Lock()
 	for cc := range s.conns {
 		cc.nc.Close()
+		cc.finish() // also ends a read loop waiting for a slot or the budget
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
