@@ -239,7 +239,14 @@ func (s *Server) acceptLoop() {
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
-			if s.closing.Load() || errors.Is(err, net.ErrClosed) {
+			if s.closing.Load() {
+				return
+			}
+			if errors.Is(err, net.ErrClosed) {
+				// Closed by something other than Close: nothing to
+				// retry, and not ready.
+				s.acceptErr.Store(&err)
+				s.log.Error("listener closed; no longer accepting client connections", "error", err)
 				return
 			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
