@@ -287,6 +287,11 @@ type Limits struct {
 	// min <= max.
 	DialBackoffMin time.Duration `yaml:"dial_backoff_min"`
 	DialBackoffMax time.Duration `yaml:"dial_backoff_max"`
+
+	// StartGrace is how long kproxy waits at start for every upstream
+	// cluster before it listens with the ones that answered (at least
+	// one); a cluster that answers later is picked up then. Default 30s; > 0.
+	StartGrace time.Duration `yaml:"start_grace"`
 }
 
 // Log configures kproxy's own logs.
@@ -321,6 +326,7 @@ const (
 	DefaultUpstreamWriteTimeout = 30 * time.Second
 	DefaultDialBackoffMin       = 100 * time.Millisecond
 	DefaultDialBackoffMax       = 10 * time.Second
+	DefaultStartGrace           = 30 * time.Second
 	DefaultLogLevel             = "info"
 )
 
@@ -350,6 +356,7 @@ func defaults() *Config {
 			UpstreamWriteTimeout: DefaultUpstreamWriteTimeout,
 			DialBackoffMin:       DefaultDialBackoffMin,
 			DialBackoffMax:       DefaultDialBackoffMax,
+			StartGrace:           DefaultStartGrace,
 		},
 		Log: Log{Level: DefaultLogLevel},
 	}

@@ -368,6 +368,7 @@ func (v *validator) limits(l *Limits) {
 		{"upstream_write_timeout", l.UpstreamWriteTimeout},
 		{"dial_backoff_min", l.DialBackoffMin},
 		{"dial_backoff_max", l.DialBackoffMax},
+		{"start_grace", l.StartGrace},
 	} {
 		if d.val <= 0 {
 			v.add(lim.key(d.key), "must be more than 0, got %s", d.val)

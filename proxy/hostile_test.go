@@ -698,3 +698,47 @@ func TestHugeDeclaredArrayIsRefusedCheaply(t *testing.T) {
 	expectClosed(t, nc)
 	assertServed(t, srv, "")
 }
+
+// kproxy used to wait for every cluster before listening: a source outage
+// during a restart took down the topics already served by the target. It
+// now listens after start_grace with the clusters that answered, serves
+// their topics, and picks the missing cluster up when it appears.
+func TestStartsWithOneClusterDownAndPicksItUpLater(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	// The target's address, with nothing listening on it yet.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+
+	srv, err := New(Options{Listen: "127.0.0.1:0", Router: StaticRouter(Source), Registerer: prometheus.NewRegistry(),
+		Clusters: map[string][]string{Source: src.ListenAddrs(), Target: {ln.Addr().String()}},
+		Limits:   Limits{StartGrace: 100 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatalf("Start with the target down: %v", err)
+	}
+	assertServed(t, srv, "") // t lives on the source
+	if srv.Ready() {
+		t.Error("Ready() while the target has never answered")
+	}
+
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(1, "t"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tgt.Close)
+	waitUntil(t, "Ready() once the target answers", srv.Ready)
+	assertServed(t, srv, "")
+}

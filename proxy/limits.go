@@ -38,6 +38,9 @@ type Limits struct {
 	// to one broker before the next attempt (doubling, with jitter);
 	// requests to that broker fail fast with a retriable error meanwhile.
 	DialBackoffMin, DialBackoffMax time.Duration
+	// StartGrace is how long Start waits for every upstream cluster before
+	// it listens with the ones that answered (at least one).
+	StartGrace time.Duration
 }
 
 // Default limits. They are the values docs/operations.md documents.
@@ -52,6 +55,7 @@ const (
 	DefaultUpstreamWriteTimeout = 30 * time.Second
 	DefaultDialBackoffMin       = 100 * time.Millisecond
 	DefaultDialBackoffMax       = 10 * time.Second
+	DefaultStartGrace           = 30 * time.Second
 )
 
 func (l Limits) withDefaults() Limits {
@@ -76,6 +80,7 @@ func (l Limits) withDefaults() Limits {
 	def(&l.UpstreamWriteTimeout, DefaultUpstreamWriteTimeout)
 	def(&l.DialBackoffMin, DefaultDialBackoffMin)
 	def(&l.DialBackoffMax, DefaultDialBackoffMax)
+	def(&l.StartGrace, DefaultStartGrace)
 	if l.DialBackoffMax < l.DialBackoffMin {
 		l.DialBackoffMax = l.DialBackoffMin
 	}

@@ -83,7 +83,8 @@ func (s *Server) watchClusters() {
 		}
 		for _, uc := range s.clusters {
 			uc.mu.RLock()
-			ok := uc.reachable
+			// A cluster that never connected is connectLoop's.
+			ok := uc.reachable || uc.versions == nil
 			uc.mu.RUnlock()
 			if !ok {
 				// No topics: brokers and cluster id only, cheap.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"sort"
 	"strconv"
@@ -73,6 +74,10 @@ type Server struct {
 	gholds     groupHolds // group moves (group_hold.go)
 	router     atomic.Pointer[routerBox]
 	versions   atomic.Pointer[map[int16]versionRange]
+	// versionsMu serializes updateVersions; connected signals Start as
+	// each cluster connects.
+	versionsMu sync.Mutex
+	connected  chan struct{}
 
 	budget  *byteBudget // buffered client request and response bytes
 	connLim connLimiter // open client connections, total and per IP
@@ -177,25 +182,35 @@ func (s *Server) routes() Router { return s.router.Load().r }
 // proxy that cannot tell clients which API versions work must not accept
 // them), then listens.
 func (s *Server) Start(ctx context.Context) error {
-	var all []map[int16]versionRange
-	for name, uc := range s.clusters {
-		for attempt := 1; ; attempt++ {
-			err := uc.connect(ctx)
-			if err == nil {
-				break
-			}
-			s.log.Warn("upstream cluster not reachable yet; retrying", "cluster", name, "attempt", attempt, "error", err)
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("connecting to cluster %s: %w", name, ctx.Err())
-			case <-time.After(time.Second):
-			}
-		}
-		all = append(all, uc.apiVersions())
-		s.log.Info("upstream cluster connected", "cluster", name, "brokers", len(uc.allBrokers()))
+	// Every cluster is connected by a loop of its own that retries until
+	// it works (or Close). Start listens once all have answered, or once
+	// StartGrace has passed and at least one has: a cluster that is down
+	// during a restart must not take down the topics served by the other
+	// (their clients get retriable errors for the missing cluster's
+	// topics until it appears; see clusterConnected).
+	s.connected = make(chan struct{}, len(s.clusters))
+	for _, uc := range s.clusters {
+		s.wg.Add(1)
+		go s.connectLoop(uc)
 	}
-	v := advertisedVersions(all)
-	s.versions.Store(&v)
+	grace := time.NewTimer(s.opts.Limits.StartGrace)
+	defer grace.Stop()
+	graceOver := false
+	for n := 0; n < len(s.clusters); {
+		if graceOver && n > 0 {
+			s.log.Warn("listening without every upstream cluster; the missing ones are picked up when they answer", "connected", n, "clusters", len(s.clusters))
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("connecting to the upstream clusters: %w", ctx.Err())
+		case <-s.connected:
+			n++
+		case <-grace.C:
+			graceOver = true
+		}
+	}
+	s.updateVersions()
 
 	listen := s.listen
 	if listen == nil {
@@ -223,6 +238,64 @@ func (s *Server) Start(ctx context.Context) error {
 	go s.acceptLoop()
 	go s.watchClusters()
 	return nil
+}
+
+// connectLoop connects one upstream cluster, retrying every second until it
+// works or the server closes.
+func (s *Server) connectLoop(uc *upstreamCluster) {
+	defer s.wg.Done()
+	ctx := context.Context(chanContext(s.stop))
+	for attempt := 1; ; attempt++ {
+		err := uc.connect(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == 1 || attempt%30 == 0 {
+			s.log.Warn("upstream cluster not reachable yet; retrying", "cluster", uc.name, "attempt", attempt, "error", err)
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	s.log.Info("upstream cluster connected", "cluster", uc.name, "brokers", len(uc.allBrokers()))
+	s.clusterConnected(uc.name)
+	s.connected <- struct{}{}
+}
+
+// clusterConnected takes in a cluster that answered. When it answered only
+// after kproxy began advertising versions, its versions narrow what kproxy
+// advertises, and clients that negotiated against the wider set are
+// disconnected so that they ask again (a request at a version the new
+// cluster lacks would fail there).
+func (s *Server) clusterConnected(name string) {
+	if !s.updateVersions() {
+		return
+	}
+	s.mu.Lock()
+	n := len(s.conns)
+	for cc := range s.conns {
+		cc.nc.Close()
+	}
+	s.mu.Unlock()
+	s.log.Warn("advertised API versions narrowed by a cluster that joined late; client connections closed to renegotiate", "cluster", name, "connections", n)
+}
+
+// updateVersions advertises the versions every connected cluster supports
+// and reports whether that changed an earlier set.
+func (s *Server) updateVersions() (changed bool) {
+	s.versionsMu.Lock()
+	defer s.versionsMu.Unlock()
+	var all []map[int16]versionRange
+	for _, uc := range s.clusters {
+		if v := uc.apiVersions(); v != nil {
+			all = append(all, v)
+		}
+	}
+	v := advertisedVersions(all)
+	old := s.versions.Swap(&v)
+	return old != nil && !maps.Equal(*old, v)
 }
 
 // Addr is the listener's address (useful with port 0).

@@ -184,6 +184,7 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 			UpstreamWriteTimeout: cfg.Limits.UpstreamWriteTimeout,
 			DialBackoffMin:       cfg.Limits.DialBackoffMin,
 			DialBackoffMax:       cfg.Limits.DialBackoffMax,
+			StartGrace:           cfg.Limits.StartGrace,
 		},
 		StateDir: cfg.StateDir,
 	}, nil
