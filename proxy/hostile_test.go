@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // Tests for hostile and broken clients (issue 10): each asserts that what
@@ -734,11 +735,21 @@ func TestStartsWithOneClusterDownAndPicksItUpLater(t *testing.T) {
 		t.Error("Ready() while the target has never answered")
 	}
 
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(1, "t"))
+	// A client connected now negotiated versions without the target's say.
+	early := dialProxy(t, srv)
+	before := srv.advertised()[int16(kmsg.Fetch)]
+
+	// The target is older: it narrows what kproxy may advertise.
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(1, "t"),
+		kfake.MaxVersions(kversion.V3_0_0()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(tgt.Close)
 	waitUntil(t, "Ready() once the target answers", srv.Ready)
+	if after := srv.advertised()[int16(kmsg.Fetch)]; after.max >= before.max {
+		t.Errorf("Fetch versions %v after an older target joined, were %v", after, before)
+	}
+	expectClosed(t, early) // told to renegotiate
 	assertServed(t, srv, "")
 }
