@@ -178,9 +178,12 @@ func (s *Server) SetRouter(r Router) { s.router.Store(&routerBox{r}) }
 
 func (s *Server) routes() Router { return s.router.Load().r }
 
-// Start connects to every upstream cluster (retrying until ctx ends, since a
-// proxy that cannot tell clients which API versions work must not accept
-// them), then listens.
+// Start connects to the upstream clusters and listens once every cluster
+// answered, or once Limits.StartGrace passed and at least one did (a proxy
+// that cannot tell clients which API versions work must not accept them;
+// the versions of a cluster that answers later narrow them then). It fails
+// when ctx ends first. Clusters that have not answered keep being retried
+// until Close, which the caller must call also when Start fails.
 func (s *Server) Start(ctx context.Context) error {
 	// Every cluster is connected by a loop of its own that retries until
 	// it works (or Close). Start listens once all have answered, or once
