@@ -203,6 +203,9 @@ func TestConnectionFloodIsCappedPerIP(t *testing.T) {
 	for range 30 {
 		conns = append(conns, dialProxy(t, srv))
 	}
+	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
+		return counterValue(srv.metrics.refused.WithLabelValues("per_ip"))+float64(srv.Status().Connections) >= 30
+	})
 	if open := countOpen(t, conns); open != 4 {
 		t.Errorf("%d flood connections stayed open, want 4", open)
 	}
@@ -219,6 +222,9 @@ func TestConnectionFloodIsCappedInTotal(t *testing.T) {
 	for range 10 {
 		conns = append(conns, dialProxy(t, srv))
 	}
+	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
+		return counterValue(srv.metrics.refused.WithLabelValues("total"))+float64(srv.Status().Connections) >= 10
+	})
 	if open := countOpen(t, conns); open != 6 {
 		t.Errorf("%d flood connections stayed open, want 6", open)
 	}
