@@ -77,7 +77,7 @@ type Config struct {
 	// Cutover bounds a topic flip.
 	Cutover Cutover `yaml:"cutover"`
 
-	// Limits bounds what one client connection may cost.
+	// Limits bounds what clients and upstream brokers may cost.
 	Limits Limits `yaml:"limits"`
 
 	// Log configures kproxy's own logs.
@@ -234,7 +234,9 @@ type Cutover struct {
 	MaxHold time.Duration `yaml:"max_hold"`
 }
 
-// Limits bounds what one client connection may cost.
+// Limits bounds what clients and upstream brokers can cost kproxy. Every
+// key is optional; docs/operations.md lists each with its default and the
+// metric that shows it. Limits take effect only after a restart.
 type Limits struct {
 	// MaxFrameBytes is the largest request frame kproxy accepts, in bytes;
 	// a larger size prefix closes the connection. Default 104857600
@@ -244,6 +246,52 @@ type Limits struct {
 	// MaxInflightPerConn is how many requests of one connection kproxy
 	// works on at once before it stops reading more. Default 128; >= 1.
 	MaxInflightPerConn int `yaml:"max_inflight_per_conn"`
+
+	// MaxConnections caps open client connections; more are closed as
+	// they are accepted. Default 10000; >= 1.
+	MaxConnections int `yaml:"max_connections"`
+
+	// MaxConnectionsPerIP caps open client connections from one source IP.
+	// Default 1000; from 1 to max_connections.
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+
+	// BufferBytes is the budget of client request and response bytes
+	// kproxy buffers at once, over all connections; reading waits while it
+	// is spent. Default 536870912 (512 MiB); at least 1048576 (1 MiB).
+	BufferBytes int64 `yaml:"buffer_bytes"`
+
+	// IdleTimeout closes a client connection with no request outstanding
+	// that sends nothing for this long. A Go duration. Default 10m; > 0.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+
+	// ReadTimeout is how long a client has to send each 64 KiB of a frame
+	// (or the whole frame, if smaller) once it has started. Default 60s; > 0.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+
+	// WriteTimeout is how long a client has to read one response before
+	// kproxy disconnects it. Default 60s; > 0.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+
+	// DialTimeout bounds one dial to an upstream broker, DNS included.
+	// Default 10s; > 0.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+
+	// UpstreamWriteTimeout bounds writing one request to a broker; on
+	// expiry the upstream connection is closed and its requests get
+	// retriable errors. Default 30s; > 0.
+	UpstreamWriteTimeout time.Duration `yaml:"upstream_write_timeout"`
+
+	// DialBackoffMin and DialBackoffMax bound how long requests for a
+	// broker whose dial failed fail fast before kproxy dials it again
+	// (doubling per failure, jittered). Defaults 100ms and 10s; > 0, and
+	// min <= max.
+	DialBackoffMin time.Duration `yaml:"dial_backoff_min"`
+	DialBackoffMax time.Duration `yaml:"dial_backoff_max"`
+
+	// StartGrace is how long kproxy waits at start for every upstream
+	// cluster before it listens with the ones that answered (at least
+	// one); a cluster that answers later is picked up then. Default 30s; > 0.
+	StartGrace time.Duration `yaml:"start_grace"`
 }
 
 // Log configures kproxy's own logs.
@@ -258,16 +306,28 @@ type Log struct {
 
 // Default values, also used by tests and documentation.
 const (
-	DefaultClusterID          = "kproxy-virtual-cluster"
-	DefaultFetchMaxBytes      = 50 << 20
-	DefaultPartitionMaxBytes  = 1 << 20
-	DefaultConcurrency        = 4
-	DefaultMaxHold            = 5 * time.Second
-	MaxMaxHold                = 120 * time.Second
-	DefaultMaxFrameBytes      = 100 << 20
-	MinMaxFrameBytes          = 1 << 20
-	DefaultMaxInflightPerConn = 128
-	DefaultLogLevel           = "info"
+	DefaultClusterID            = "kproxy-virtual-cluster"
+	DefaultFetchMaxBytes        = 50 << 20
+	DefaultPartitionMaxBytes    = 1 << 20
+	DefaultConcurrency          = 4
+	DefaultMaxHold              = 5 * time.Second
+	MaxMaxHold                  = 120 * time.Second
+	DefaultMaxFrameBytes        = 100 << 20
+	MinMaxFrameBytes            = 1 << 20
+	DefaultMaxInflightPerConn   = 128
+	DefaultMaxConnections       = 10000
+	DefaultMaxConnectionsPerIP  = 1000
+	DefaultBufferBytes          = 512 << 20
+	MinBufferBytes              = 1 << 20
+	DefaultIdleTimeout          = 10 * time.Minute
+	DefaultReadTimeout          = 60 * time.Second
+	DefaultWriteTimeout         = 60 * time.Second
+	DefaultDialTimeout          = 10 * time.Second
+	DefaultUpstreamWriteTimeout = 30 * time.Second
+	DefaultDialBackoffMin       = 100 * time.Millisecond
+	DefaultDialBackoffMax       = 10 * time.Second
+	DefaultStartGrace           = 30 * time.Second
+	DefaultLogLevel             = "info"
 )
 
 // defaults returns a Config holding every default that does not depend on
@@ -284,8 +344,19 @@ func defaults() *Config {
 		},
 		Cutover: Cutover{MaxHold: DefaultMaxHold},
 		Limits: Limits{
-			MaxFrameBytes:      DefaultMaxFrameBytes,
-			MaxInflightPerConn: DefaultMaxInflightPerConn,
+			MaxFrameBytes:        DefaultMaxFrameBytes,
+			MaxInflightPerConn:   DefaultMaxInflightPerConn,
+			MaxConnections:       DefaultMaxConnections,
+			MaxConnectionsPerIP:  DefaultMaxConnectionsPerIP,
+			BufferBytes:          DefaultBufferBytes,
+			IdleTimeout:          DefaultIdleTimeout,
+			ReadTimeout:          DefaultReadTimeout,
+			WriteTimeout:         DefaultWriteTimeout,
+			DialTimeout:          DefaultDialTimeout,
+			UpstreamWriteTimeout: DefaultUpstreamWriteTimeout,
+			DialBackoffMin:       DefaultDialBackoffMin,
+			DialBackoffMax:       DefaultDialBackoffMax,
+			StartGrace:           DefaultStartGrace,
 		},
 		Log: Log{Level: DefaultLogLevel},
 	}

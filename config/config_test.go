@@ -64,9 +64,16 @@ func TestParseExample(t *testing.T) {
 		Replicate:   []string{"orders", "logs.*"},
 		Replication: Replication{FetchMaxBytes: 52428800, PartitionMaxBytes: 1048576, Concurrency: 4, ReverseAfterCutover: true, StateDir: "/var/lib/kproxy/replicator"},
 		Cutover:     Cutover{MaxHold: 5 * time.Second},
-		Limits:      Limits{MaxFrameBytes: 104857600, MaxInflightPerConn: 128},
-		Log:         Log{Level: "info"},
-		hash:        hashBytes(data),
+		Limits: Limits{
+			MaxFrameBytes: 104857600, MaxInflightPerConn: 128,
+			MaxConnections: DefaultMaxConnections, MaxConnectionsPerIP: DefaultMaxConnectionsPerIP, BufferBytes: DefaultBufferBytes,
+			IdleTimeout: DefaultIdleTimeout, ReadTimeout: DefaultReadTimeout, WriteTimeout: DefaultWriteTimeout,
+			DialTimeout: DefaultDialTimeout, UpstreamWriteTimeout: DefaultUpstreamWriteTimeout,
+			DialBackoffMin: DefaultDialBackoffMin, DialBackoffMax: DefaultDialBackoffMax,
+			StartGrace: DefaultStartGrace,
+		},
+		Log:  Log{Level: "info"},
+		hash: hashBytes(data),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(example.yaml)\n got %+v\nwant %+v", got, want)
@@ -96,6 +103,28 @@ func TestParseDefaults(t *testing.T) {
 			"a partial limits map keeps the other default",
 			minimal + "limits: { max_frame_bytes: 2097152 }\n",
 			func(c *Config) any { return c.Limits.MaxInflightPerConn }, 128,
+		},
+		{
+			"limits default to the documented values",
+			minimal,
+			func(c *Config) any { return c.Limits },
+			Limits{
+				MaxFrameBytes: 100 << 20, MaxInflightPerConn: 128,
+				MaxConnections: 10000, MaxConnectionsPerIP: 1000, BufferBytes: 512 << 20,
+				IdleTimeout: 10 * time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+				DialTimeout: 10 * time.Second, UpstreamWriteTimeout: 30 * time.Second,
+				DialBackoffMin: 100 * time.Millisecond, DialBackoffMax: 10 * time.Second,
+				StartGrace: 30 * time.Second,
+			},
+		},
+		{
+			"limits parse durations and sizes",
+			minimal + "limits: { max_connections: 50, max_connections_per_ip: 5, buffer_bytes: 8388608, idle_timeout: 90s, read_timeout: 5s, write_timeout: 7s, dial_timeout: 2s, upstream_write_timeout: 3s, dial_backoff_min: 10ms, dial_backoff_max: 1s, start_grace: 4s }\n",
+			func(c *Config) any {
+				l := c.Limits
+				return []any{l.MaxConnections, l.MaxConnectionsPerIP, l.BufferBytes, l.IdleTimeout, l.ReadTimeout, l.WriteTimeout, l.DialTimeout, l.UpstreamWriteTimeout, l.DialBackoffMin, l.DialBackoffMax, l.StartGrace}
+			},
+			[]any{50, 5, int64(8 << 20), 90 * time.Second, 5 * time.Second, 7 * time.Second, 2 * time.Second, 3 * time.Second, 10 * time.Millisecond, time.Second, 4 * time.Second},
 		},
 		{
 			"reverse replication can be turned off",
@@ -354,6 +383,34 @@ func TestParseRejects(t *testing.T) {
 			"a zero in-flight limit",
 			minimal + "limits: { max_inflight_per_conn: 0 }\n",
 			[]string{"limits.max_inflight_per_conn (line 8): must be >= 1, got 0"},
+		},
+		{
+			"connection limits out of range",
+			minimal + "limits: { max_connections: 10, max_connections_per_ip: 11 }\n",
+			[]string{"limits.max_connections_per_ip (line 8): must be from 1 to max_connections (10), got 11"},
+		},
+		{
+			"a zero connection limit",
+			minimal + "limits: { max_connections: 0 }\n",
+			[]string{"limits.max_connections (line 8): must be >= 1, got 0"},
+		},
+		{
+			"a buffer budget below 1 MiB",
+			minimal + "limits: { buffer_bytes: 4096 }\n",
+			[]string{"limits.buffer_bytes (line 8): must be at least 1048576 bytes (1 MiB), got 4096"},
+		},
+		{
+			"zero and negative timeouts",
+			minimal + "limits: { idle_timeout: 0s, write_timeout: -1s }\n",
+			[]string{
+				"limits.idle_timeout (line 8): must be more than 0, got 0s",
+				"limits.write_timeout (line 8): must be more than 0, got -1s",
+			},
+		},
+		{
+			"a dial backoff whose max is below its min",
+			minimal + "limits: { dial_backoff_min: 2s, dial_backoff_max: 1s }\n",
+			[]string{"limits.dial_backoff_max (line 8): must be at least dial_backoff_min (2s), got 1s"},
 		},
 		{
 			"zero replication concurrency",

@@ -11,7 +11,7 @@ import (
 // Diff describes, one line each, what changes when new replaces old: clusters,
 // routes (compared by effective produce/fetch, so a change of routes.default
 // also lists the topics that inherit it), group homes, replicated topics and
-// the other live settings (advertise, replication, cutover, limits, log).
+// the other live settings (advertise, replication, cutover, log).
 // Settings that only take effect after a restart are left to RestartRequired.
 // Lines come in a stable order; nil means no difference.
 //
@@ -95,7 +95,6 @@ func Diff(old, new *Config) []string {
 	}
 	out = append(out, diffFields("replication", old.Replication, new.Replication)...)
 	out = append(out, diffFields("cutover", old.Cutover, new.Cutover)...)
-	out = append(out, diffFields("limits", old.Limits, new.Limits)...)
 	out = append(out, diffFields("log", old.Log, new.Log)...)
 	return out
 }
@@ -115,6 +114,10 @@ func RestartRequired(old, new *Config) []string {
 	add("node_id", old.NodeID, new.NodeID)
 	add("cluster_id", old.ClusterID, new.ClusterID)
 	add("state_dir", old.StateDir, new.StateDir)
+	// The proxy sizes its budgets, limiters and timeouts once, at start.
+	for _, l := range diffFields("limits", old.Limits, new.Limits) {
+		out = append(out, l+" (takes effect after a restart)")
+	}
 	return out
 }
 

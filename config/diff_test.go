@@ -114,6 +114,16 @@ func TestRestartRequired(t *testing.T) {
 				"cluster_id: kproxy-virtual-cluster→other (takes effect after a restart)",
 			},
 		},
+		{
+			// The proxy reads its limits once; a reload that changed
+			// them used to be reported as applied.
+			"limits do",
+			"limits: { buffer_bytes: 2097152, idle_timeout: 1m }\n",
+			[]string{
+				"limits.buffer_bytes: 536870912→2097152 (takes effect after a restart)",
+				"limits.idle_timeout: 10m0s→1m0s (takes effect after a restart)",
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -97,6 +98,7 @@ func (c *Config) validate(doc *yaml.Node) error {
 	if n := c.Limits.MaxInflightPerConn; n < 1 {
 		v.add(top("limits").key("max_inflight_per_conn"), "must be >= 1, got %d", n)
 	}
+	v.limits(&c.Limits)
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -340,4 +342,39 @@ func validTopicName(s string) bool {
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// limits checks the limits section beyond max_frame_bytes and
+// max_inflight_per_conn.
+func (v *validator) limits(l *Limits) {
+	lim := top("limits")
+	if n := l.MaxConnections; n < 1 {
+		v.add(lim.key("max_connections"), "must be >= 1, got %d", n)
+	}
+	if n := l.MaxConnectionsPerIP; n < 1 || (l.MaxConnections >= 1 && n > l.MaxConnections) {
+		v.add(lim.key("max_connections_per_ip"), "must be from 1 to max_connections (%d), got %d", l.MaxConnections, n)
+	}
+	if n := l.BufferBytes; n < MinBufferBytes {
+		v.add(lim.key("buffer_bytes"), "must be at least %d bytes (1 MiB), got %d", MinBufferBytes, n)
+	}
+	for _, d := range []struct {
+		key string
+		val time.Duration
+	}{
+		{"idle_timeout", l.IdleTimeout},
+		{"read_timeout", l.ReadTimeout},
+		{"write_timeout", l.WriteTimeout},
+		{"dial_timeout", l.DialTimeout},
+		{"upstream_write_timeout", l.UpstreamWriteTimeout},
+		{"dial_backoff_min", l.DialBackoffMin},
+		{"dial_backoff_max", l.DialBackoffMax},
+		{"start_grace", l.StartGrace},
+	} {
+		if d.val <= 0 {
+			v.add(lim.key(d.key), "must be more than 0, got %s", d.val)
+		}
+	}
+	if l.DialBackoffMin > 0 && l.DialBackoffMax > 0 && l.DialBackoffMin > l.DialBackoffMax {
+		v.add(lim.key("dial_backoff_max"), "must be at least dial_backoff_min (%s), got %s", l.DialBackoffMin, l.DialBackoffMax)
+	}
 }

@@ -110,7 +110,20 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		Clusters:      clusters,
 		MaxFrameBytes: cfg.Limits.MaxFrameBytes,
 		MaxInflight:   cfg.Limits.MaxInflightPerConn,
-		StateDir:      cfg.StateDir,
+		Limits: proxy.Limits{
+			MaxConnections:       cfg.Limits.MaxConnections,
+			MaxConnectionsPerIP:  cfg.Limits.MaxConnectionsPerIP,
+			BufferBytes:          cfg.Limits.BufferBytes,
+			IdleTimeout:          cfg.Limits.IdleTimeout,
+			ReadTimeout:          cfg.Limits.ReadTimeout,
+			WriteTimeout:         cfg.Limits.WriteTimeout,
+			DialTimeout:          cfg.Limits.DialTimeout,
+			UpstreamWriteTimeout: cfg.Limits.UpstreamWriteTimeout,
+			DialBackoffMin:       cfg.Limits.DialBackoffMin,
+			DialBackoffMax:       cfg.Limits.DialBackoffMax,
+			StartGrace:           cfg.Limits.StartGrace,
+		},
+		StateDir: cfg.StateDir,
 	}, nil
 }
 

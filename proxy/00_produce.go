@@ -138,6 +138,16 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				_, _ = u.send(subs[ref], rc.clientID, false)
 			}
 		}
+		if len(held) > 0 {
+			// Held parts keep this request in the connection's in-flight
+			// bound until the hold releases them (conn.go, dispatch).
+			return func() kmsg.Response {
+				for _, hp := range held {
+					_ = hp.wait(10 * time.Minute)
+				}
+				return nil
+			}
+		}
 		return nil
 	}
 

@@ -98,8 +98,16 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 			}
 		}
 
-		// 2. Upstream: every sub-request at once.
+		// 2. Upstream: every sub-request at once. The merged answer must
+		// stay within the client's MaxBytes (it used to reach MaxBytes per
+		// leader, over franz-go's and Sarama's 100 MiB frame limit): split
+		// it across the leaders.
 		order := asked.order
+		if n := int32(len(order)); n > 1 {
+			for _, ref := range order {
+				subs[ref].MaxBytes = max(req.MaxBytes/n, 1)
+			}
+		}
 		pend := make([]*pending, len(order))
 		for i, ref := range order {
 			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])

@@ -8,6 +8,7 @@ import (
 	"net"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,17 +27,41 @@ type clientConn struct {
 	nc  net.Conn
 	log hclog.Logger
 
-	slots chan *slot    // responses to write, in request order
-	done  chan struct{} // closed when the connection is finished
+	slots    chan *slot    // responses to write, in request order
+	done     chan struct{} // closed (finish) when the connection is finished
+	doneOnce sync.Once
+
+	// outstanding counts requests read whose response is not written yet
+	// (or, for acks=0 produce, whose handler has not finished): a
+	// connection waiting on them is not idle.
+	outstanding atomic.Int64
+
+	// noResponse holds a token per acks=0 produce whose handler has not
+	// finished (its parts may wait in a cutover hold): with the slots
+	// channel, it keeps them within MaxInflight too.
+	noResponse chan struct{}
+
+	// fetchTurn holds a token while a Fetch's response is not written:
+	// the next Fetch is not read until then. Clients keep one Fetch in
+	// flight per broker; a client that pipelines many and never reads
+	// would otherwise pin MaxBytes per Fetch.
+	fetchTurn chan struct{}
 
 	upMu sync.Mutex // guards ups
-	ups  map[upKey]*upstreamConn
+	ups  map[upKey]*upEntry
 }
 
 type upKey struct {
 	cluster string
 	broker  UpstreamNodeID
 	class   trafficClass
+}
+
+// upEntry is a connection's upstream connection for one key, or the dial
+// that is making it (dialing is closed when the dial ends).
+type upEntry struct {
+	conn    *upstreamConn
+	dialing chan struct{}
 }
 
 // slot is one response position in the connection's output order.
@@ -47,6 +72,9 @@ type slot struct {
 	start   time.Time
 	ready   chan struct{}
 	resp    kmsg.Response
+
+	respBytes int64 // charged to the buffer budget until written
+	fetchTurn bool  // holds clientConn.fetchTurn until written
 }
 
 func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
@@ -54,15 +82,20 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		_ = tc.SetNoDelay(true)
 	}
 	return &clientConn{
-		srv:   s,
-		id:    id,
-		nc:    nc,
-		log:   s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
-		slots: make(chan *slot, s.opts.MaxInflight),
-		done:  make(chan struct{}),
-		ups:   map[upKey]*upstreamConn{},
+		srv:        s,
+		id:         id,
+		nc:         nc,
+		log:        s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
+		slots:      make(chan *slot, s.opts.MaxInflight),
+		done:       make(chan struct{}),
+		fetchTurn:  make(chan struct{}, 1),
+		noResponse: make(chan struct{}, s.opts.MaxInflight),
+		ups:        map[upKey]*upEntry{},
 	}
 }
+
+// errIdle ends a connection that sent nothing for Limits.IdleTimeout.
+var errIdle = errors.New("client connection idle")
 
 func (cc *clientConn) serve() {
 	cc.srv.metrics.connections.Inc()
@@ -74,37 +107,98 @@ func (cc *clientConn) serve() {
 		cc.writeLoop()
 	}()
 	err := cc.readLoop()
-	if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+	switch {
+	case errors.Is(err, errIdle):
+		cc.srv.metrics.closed.WithLabelValues("idle").Inc()
+		cc.log.Debug("closing idle client connection")
+	case isTimeout(err):
+		cc.srv.metrics.closed.WithLabelValues("read_timeout").Inc()
+		cc.log.Warn("closing client connection: a frame did not arrive within the read timeout", "error", err)
+	case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 		cc.log.Warn("closing client connection", "error", err)
-	} else if cc.log.IsDebug() {
-		cc.log.Debug("client connection closed")
+	default:
+		if cc.log.IsDebug() {
+			cc.log.Debug("client connection closed")
+		}
 	}
-	close(cc.done)
+	cc.finish()
 	cc.nc.Close()
 	wg.Wait()
 	cc.upMu.Lock()
-	for _, u := range cc.ups {
-		u.close()
+	for _, e := range cc.ups {
+		if e.conn != nil {
+			e.conn.close()
+		}
 	}
 	cc.upMu.Unlock()
+	// Responses the write loop never took: wait for their handlers (the
+	// upstream connections are closed, so they end quickly) and give back
+	// what they hold.
+	for {
+		select {
+		case s := <-cc.slots:
+			<-s.ready
+			cc.finishSlot(s)
+		default:
+			return
+		}
+	}
+}
+
+// finish marks the connection finished: the read loop's waits (slots,
+// tokens, the budget) and the write loop end. Either loop may call it first:
+// a write loop that fails must not leave the read loop waiting for a slot
+// it will never take.
+func (cc *clientConn) finish() { cc.doneOnce.Do(func() { close(cc.done) }) }
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // readLoop reads and dispatches requests until the connection fails or a
 // frame is malformed. A malformed frame ends only this connection.
+//
+// Memory: a frame body is read in chunks, each charged to the server's
+// buffer budget before it is read (reading waits while the budget is
+// spent), so what a connection holds is what its client actually sent.
+// Time: a connection with nothing outstanding may stay silent for
+// IdleTimeout; once a frame has started, each chunk must arrive within
+// ReadTimeout.
 func (cc *clientConn) readLoop() error {
-	br := bufio.NewReaderSize(cc.nc, 64<<10)
+	br := bufio.NewReaderSize(cc.nc, 8<<10)
+	lim := cc.srv.opts.Limits
+	budget := cc.srv.budget
 	var reuse []byte // a frame buffer no request references any more
 	for {
-		body, err := readFrameInto(br, cc.srv.opts.MaxFrameBytes, reuse)
-		reuse = nil
+		if err := cc.awaitRequest(br); err != nil {
+			return err
+		}
+		_ = cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
+		n, err := readFrameSize(br, cc.srv.opts.MaxFrameBytes)
 		if err != nil {
 			if errors.Is(err, errFrameTooLarge) {
 				cc.srv.metrics.badFrames.Inc()
 			}
 			return err
 		}
+		var charged int64
+		body, err := readFrameBody(br, n, reuse, func(k int) error {
+			if err := budget.acquire(int64(k), cc.done); err != nil {
+				return err
+			}
+			charged += int64(k)
+			// The deadline runs from when kproxy is ready for the
+			// chunk: waiting for the budget is not the client's fault.
+			return cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
+		})
+		reuse = nil
+		if err != nil {
+			budget.release(charged)
+			return err
+		}
 		cc.srv.metrics.bytesIn.Add(float64(len(body) + 4))
-		released, err := cc.dispatch(body)
+		released, err := cc.dispatch(body, charged)
 		if err != nil {
 			cc.srv.metrics.badFrames.Inc()
 			return err
@@ -115,20 +209,46 @@ func (cc *clientConn) readLoop() error {
 	}
 }
 
+// awaitRequest waits for the first byte of the next frame. Silence is fine
+// while requests are outstanding (a JoinGroup may wait minutes for a
+// rebalance); otherwise IdleTimeout of it ends the connection.
+func (cc *clientConn) awaitRequest(br *bufio.Reader) error {
+	for {
+		if br.Buffered() > 0 {
+			return nil
+		}
+		_ = cc.nc.SetReadDeadline(time.Now().Add(cc.srv.opts.Limits.IdleTimeout))
+		_, err := br.Peek(1)
+		if err == nil {
+			return nil
+		}
+		if !isTimeout(err) {
+			return err
+		}
+		if cc.outstanding.Load() == 0 {
+			return errIdle
+		}
+	}
+}
+
 // dispatch decodes and starts one request. released says the request no
 // longer references body once dispatch returns (Produce: its bytes were
 // written upstream during the synchronous part), so the buffer can be
-// reused for the next frame.
-func (cc *clientConn) dispatch(frame []byte) (released bool, err error) {
+// reused for the next frame. charged is what the frame holds of the buffer
+// budget; dispatch gives it back once the request's handler is done.
+func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err error) {
+	budget := cc.srv.budget
 	adv := cc.srv.advertised()
 	h, req, body, err := parseRequest(frame, adv)
 	if errors.Is(err, errApiVersionsTooNew) {
+		budget.release(charged)
 		// Answer v0 with UNSUPPORTED_VERSION and our range, so the client
 		// retries lower (KIP-511; NetworkClient.handleApiVersionsResponse).
 		cc.enqueueReady(h, apiVersionsUnsupported(adv))
 		return true, nil
 	}
 	if err != nil {
+		budget.release(charged)
 		return false, err
 	}
 	spec := registry[h.key]
@@ -145,12 +265,36 @@ func (cc *clientConn) dispatch(frame []byte) (released bool, err error) {
 	if p, ok := req.(*kmsg.ProduceRequest); ok && p.Acks == 0 {
 		noResponse = true // acks=0: the client reads no response, ever
 	}
+	cc.outstanding.Add(1)
 	var s *slot
-	if !noResponse {
+	if noResponse {
+		select {
+		case cc.noResponse <- struct{}{}:
+		case <-cc.done:
+			cc.outstanding.Add(-1)
+			budget.release(charged)
+			return false, net.ErrClosed
+		}
+	} else {
 		s = &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), ready: make(chan struct{})}
+		if h.key == kmsg.Fetch.Int16() {
+			select {
+			case cc.fetchTurn <- struct{}{}:
+				s.fetchTurn = true
+			case <-cc.done:
+				cc.outstanding.Add(-1)
+				budget.release(charged)
+				return false, net.ErrClosed
+			}
+		}
 		select {
 		case cc.slots <- s:
 		case <-cc.done:
+			if s.fetchTurn {
+				<-cc.fetchTurn
+			}
+			cc.outstanding.Add(-1)
+			budget.release(charged)
 			return false, net.ErrClosed
 		}
 	}
@@ -164,10 +308,18 @@ func (cc *clientConn) dispatch(frame []byte) (released bool, err error) {
 				cc.nc.Close()
 				resp = nil
 			}
-			if s != nil {
-				s.resp = resp
-				close(s.ready)
+			budget.release(charged)
+			if s == nil {
+				<-cc.noResponse
+				cc.outstanding.Add(-1)
+				return
 			}
+			// The response exists now: charge it until it is written,
+			// so that readers wait while clients do not read.
+			s.respBytes = responseBytes(resp)
+			budget.force(s.respBytes)
+			s.resp = resp
+			close(s.ready)
 		}()
 		if wait != nil {
 			resp = wait()
@@ -175,6 +327,45 @@ func (cc *clientConn) dispatch(frame []byte) (released bool, err error) {
 	}()
 	_, isProduce := req.(*kmsg.ProduceRequest)
 	return isProduce, nil
+}
+
+// responseBytes is what a response holds in upstream buffers (the large
+// part: record batches); responses kproxy builds itself are small and not
+// counted.
+func responseBytes(resp kmsg.Response) int64 {
+	var frames heldFrames
+	switch r := resp.(type) {
+	case *passthrough:
+		frames = r.frames
+		if len(frames) == 0 {
+			return int64(len(r.body))
+		}
+	case *heldResponse:
+		frames = r.frames
+	}
+	var n int64
+	for _, c := range frames {
+		n += int64(len(c.body))
+	}
+	return n
+}
+
+// finishSlot gives back what a slot holds once its response is written or
+// dropped.
+func (cc *clientConn) finishSlot(s *slot) {
+	switch r := s.resp.(type) {
+	case *passthrough:
+		r.frames.release()
+	case *heldResponse:
+		r.frames.release()
+	}
+	cc.srv.budget.release(s.respBytes)
+	s.respBytes = 0
+	if s.fetchTurn {
+		s.fetchTurn = false
+		<-cc.fetchTurn
+	}
+	cc.outstanding.Add(-1)
 }
 
 // errApiVersionsTooNew marks an ApiVersions request newer than we know.
@@ -228,16 +419,35 @@ func (cc *clientConn) runHandler(f func() func() kmsg.Response) (wait func() kms
 func (cc *clientConn) enqueueReady(h requestHeader, resp kmsg.Response) {
 	s := &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), ready: make(chan struct{}), resp: resp}
 	close(s.ready)
+	cc.outstanding.Add(1)
 	select {
 	case cc.slots <- s:
 	case <-cc.done:
+		cc.outstanding.Add(-1)
 	}
 }
 
+// writeLoop writes responses in request order. Every write has a deadline
+// (Limits.WriteTimeout): a client that stops reading is disconnected rather
+// than pinning its queued responses.
 func (cc *clientConn) writeLoop() {
-	bw := bufio.NewWriterSize(cc.nc, 64<<10)
+	bw := bufio.NewWriterSize(cc.nc, 16<<10)
 	bufp := getBuf()
 	defer putBuf(bufp)
+	wt := cc.srv.opts.Limits.WriteTimeout
+	fail := func(s *slot, err error) {
+		if isTimeout(err) {
+			cc.srv.metrics.closed.WithLabelValues("write_timeout").Inc()
+			cc.log.Warn("closing client connection: it did not read a response within the write timeout", "timeout", wt)
+		}
+		cc.nc.Close()
+		cc.finish()
+		if s != nil {
+			// The handler may still be running; give back what the
+			// slot holds once it is done.
+			go func() { <-s.ready; cc.finishSlot(s) }()
+		}
+	}
 	for {
 		var s *slot
 		select {
@@ -252,31 +462,30 @@ func (cc *clientConn) writeLoop() {
 		case <-s.ready:
 		default:
 			if bw.Buffered() > 0 {
+				_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
 				if err := bw.Flush(); err != nil {
-					cc.nc.Close()
+					fail(s, err)
 					return
 				}
 			}
 			select {
 			case <-s.ready:
 			case <-cc.done:
+				fail(s, nil)
 				return
 			}
 		}
 		if s.resp == nil {
-			cc.nc.Close()
+			fail(s, nil)
 			return
 		}
 		buf := appendResponseHeader((*bufp)[:0], s.corr, s.resp)
 		var body []byte
-		var held *heldFrames
 		switch r := s.resp.(type) {
 		case *passthrough:
 			body = r.body // upstream bytes, written as they are
-			held = &r.frames
 		case *heldResponse:
 			buf = r.Response.AppendTo(buf)
-			held = &r.frames
 		default:
 			buf = s.resp.AppendTo(buf)
 		}
@@ -285,13 +494,14 @@ func (cc *clientConn) writeLoop() {
 		if c := cc.srv.opts.Capture; c != nil {
 			c(s.key, s.version, append(append([]byte(nil), buf...), body...))
 		}
+		_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
 		if _, err := bw.Write(buf); err != nil {
-			cc.nc.Close()
+			fail(s, err)
 			return
 		}
 		if len(body) > 0 {
 			if _, err := bw.Write(body); err != nil {
-				cc.nc.Close()
+				fail(s, err)
 				return
 			}
 		}
@@ -299,13 +509,11 @@ func (cc *clientConn) writeLoop() {
 		// a syscall but a lone response is not delayed.
 		if len(cc.slots) == 0 {
 			if err := bw.Flush(); err != nil {
-				cc.nc.Close()
+				fail(s, err)
 				return
 			}
 		}
-		if held != nil {
-			held.release() // the response's bytes are in the socket or bw now
-		}
+		cc.finishSlot(s) // the response's bytes are in the socket or bw now
 		cc.srv.metrics.bytesOut.Add(float64(len(buf) + len(body)))
 		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
 		if cap(*bufp) > 8<<20 {
@@ -315,27 +523,66 @@ func (cc *clientConn) writeLoop() {
 }
 
 // upstream returns this connection's upstream connection to a broker for a
-// traffic class, dialing it if needed.
+// traffic class, dialing it if needed. The dial runs outside upMu, so a
+// dead broker delays only the requests that need it; concurrent requests
+// for the same key wait for one dial. While a broker is in dial backoff
+// (dialer.go) the call fails at once with a retriable error.
 func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr string, class trafficClass) (*upstreamConn, error) {
 	k := upKey{cluster, broker, class}
-	cc.upMu.Lock()
-	defer cc.upMu.Unlock()
-	if u, ok := cc.ups[k]; ok && !u.isDead() && u.addr == addr {
+	for {
+		cc.upMu.Lock()
+		e := cc.ups[k]
+		if e != nil && e.dialing != nil {
+			wait := e.dialing
+			cc.upMu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-cc.done:
+				return nil, net.ErrClosed
+			}
+		}
+		if e != nil && e.conn != nil && !e.conn.isDead() && e.conn.addr == addr {
+			cc.upMu.Unlock()
+			return e.conn, nil
+		}
+		select {
+		case <-cc.done:
+			cc.upMu.Unlock()
+			return nil, net.ErrClosed
+		default:
+		}
+		var old *upstreamConn
+		if e != nil {
+			old = e.conn
+		}
+		e = &upEntry{dialing: make(chan struct{})}
+		cc.ups[k] = e
+		cc.upMu.Unlock()
+		if old != nil {
+			old.close()
+		}
+
+		u, err := cc.srv.dialer.dial(cluster, int32(broker), addr, class == classFetch)
+		cc.upMu.Lock()
+		e.conn = u
+		close(e.dialing)
+		e.dialing = nil
+		closed := false
+		select {
+		case <-cc.done:
+			closed = true
+		default:
+		}
+		cc.upMu.Unlock()
+		if err != nil {
+			cc.srv.metrics.upstreamErrors.WithLabelValues(cluster).Inc()
+			return nil, err
+		}
+		if closed {
+			u.close() // serve already closed the others
+			return nil, net.ErrClosed
+		}
 		return u, nil
 	}
-	select {
-	case <-cc.done:
-		return nil, net.ErrClosed
-	default:
-	}
-	u, err := dialUpstream(cluster, int32(broker), addr, cc.srv.opts.MaxFrameBytes, class == classFetch)
-	if err != nil {
-		cc.srv.metrics.upstreamErrors.WithLabelValues(cluster).Inc()
-		return nil, err
-	}
-	if old, ok := cc.ups[k]; ok {
-		old.close()
-	}
-	cc.ups[k] = u
-	return u, nil
 }

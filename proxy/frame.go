@@ -50,26 +50,61 @@ func putBuf(b *[]byte) {
 func readFrame(r io.Reader, max int32) ([]byte, error) { return readFrameInto(r, max, nil) }
 
 // readFrameInto reads a frame into reuse when it is large enough, else into a
-// new buffer.
+// buffer that grows as the body arrives.
 func readFrameInto(r io.Reader, max int32, reuse []byte) ([]byte, error) {
+	n, err := readFrameSize(r, max)
+	if err != nil {
+		return nil, err
+	}
+	return readFrameBody(r, n, reuse, nil)
+}
+
+// readFrameSize reads and checks a frame's 4-byte size prefix.
+func readFrameSize(r io.Reader, max int32) (int, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
-		return nil, err
+		return 0, err
 	}
 	n := int32(binary.BigEndian.Uint32(size[:]))
 	if n < 0 || n > max {
-		return nil, fmt.Errorf("%w: declared %d bytes, max %d%s", errFrameTooLarge, n, max, sizeHint(size))
+		return 0, fmt.Errorf("%w: declared %d bytes, max %d%s", errFrameTooLarge, n, max, sizeHint(size))
 	}
 	if n < 8 {
-		return nil, fmt.Errorf("frame of %d bytes is shorter than a request header", n)
+		return 0, fmt.Errorf("frame of %d bytes is shorter than a request header", n)
 	}
+	return int(n), nil
+}
+
+// frameChunk is how much of a frame body is read (and, for client frames,
+// charged to the buffer budget) at a time.
+const frameChunk = 64 << 10
+
+// readFrameBody reads an n-byte frame body. The declared size is only a
+// claim: the buffer grows with the bytes that actually arrive (at most twice
+// what was received, plus one chunk), so a peer that declares 100 MiB and
+// stalls costs one chunk, not 100 MiB. acquire, when set, is called before
+// each chunk is read with the chunk's size and may block (the buffer
+// budget); an error from it ends the read. The caller owns what acquire
+// took, also on error.
+func readFrameBody(r io.Reader, n int, reuse []byte, acquire func(int) error) ([]byte, error) {
 	buf := reuse[:0]
-	if cap(buf) < int(n) {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, fmt.Errorf("reading %d-byte frame body: %w", n, err)
+	for len(buf) < n {
+		k := min(n-len(buf), frameChunk)
+		if acquire != nil {
+			if err := acquire(k); err != nil {
+				return nil, err
+			}
+		}
+		if cap(buf)-len(buf) < k {
+			grown := make([]byte, len(buf), min(max(2*cap(buf), len(buf)+k), n))
+			copy(grown, buf)
+			buf = grown
+		}
+		m, err := io.ReadFull(r, buf[len(buf):len(buf)+k])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			return nil, fmt.Errorf("reading %d-byte frame body (%d received): %w", n, len(buf), err)
+		}
 	}
 	return buf, nil
 }
@@ -201,9 +236,9 @@ func appendRequest(dst []byte, corr int32, clientID *string, req kmsg.Request) [
 }
 
 // skipTagsBounded skips a tagged-field section, stopping as soon as the
-// reader runs dry. kmsg.SkipTags keeps counting down a huge declared tag
-// count after the input is exhausted (about 20 s of CPU for a 20-byte
-// frame); see docs/decisions/002-kmsg-tag-loop.md.
+// reader runs dry. kmsg.SkipTags before v1.15.1 kept counting down a huge
+// declared tag count after the input was exhausted (about 20 s of CPU for a
+// 20-byte frame); see docs/decisions/002-kmsg-tag-loop.md.
 func skipTagsBounded(r *kbin.Reader) {
 	for num := r.Uvarint(); num > 0 && r.Ok(); num-- {
 		_, size := r.Uvarint(), r.Uvarint()

@@ -97,8 +97,10 @@ type producerIDs struct {
 	moved map[string]uint64
 	// store persists sessions and moves (nil without state_dir).
 	store *pidStore
-	// initMu serializes opening upstream idempotent sessions.
-	initMu sync.Mutex
+	// initLocks serializes opening one upstream idempotent session per
+	// key (producer, cluster): first batches of other producers, or to the
+	// other cluster, do not wait for it (keyed_lock.go).
+	initLocks keyedLock[pidKey]
 }
 
 // moveTopic gives topic's idempotent producers fresh upstream sessions.
@@ -148,8 +150,7 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 	}
 	// One session per key, also when two first batches race: the one
 	// persisted is the one used (ident_pid_store.go).
-	s.pids.initMu.Lock()
-	defer s.pids.initMu.Unlock()
+	defer s.pids.initLocks.lock(k)()
 	s.pids.mu.Lock()
 	u, ok = s.pids.m[k]
 	s.pids.mu.Unlock()

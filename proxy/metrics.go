@@ -15,7 +15,15 @@ type metrics struct {
 	badFrames      prometheus.Counter
 	upstreamErrors *prometheus.CounterVec
 	requests       map[int16]prometheus.Counter
-	latency        map[int16]prometheus.Observer
+
+	// Resource limits (limits.go, docs/operations.md).
+	bufferedBytes prometheus.Gauge
+	closed        *prometheus.CounterVec // client connections closed by a limit, by reason
+	refused       *prometheus.CounterVec // client connections refused at accept, by limit
+	acceptErrors  prometheus.Counter
+	dialFailures  *prometheus.CounterVec
+	limits        *prometheus.GaugeVec // configured value of each limit
+	latency       map[int16]prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,6 +48,24 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"cluster"}),
 		requests: map[int16]prometheus.Counter{},
 		latency:  map[int16]prometheus.Observer{},
+		bufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kproxy_buffered_bytes", Help: "Client request and response bytes held against limits.buffer_bytes.",
+		}),
+		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_client_connections_closed_total", Help: "Client connections closed by a limit: idle, read_timeout or write_timeout.",
+		}, []string{"reason"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_client_connections_refused_total", Help: "Client connections closed at accept because a connection limit was reached: total or per_ip.",
+		}, []string{"limit"}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kproxy_accept_errors_total", Help: "Failed accepts on the client listener (retried with backoff).",
+		}),
+		dialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_upstream_dial_failures_total", Help: "Failed upstream dials, by cluster; each starts a dial backoff for that broker.",
+		}, []string{"cluster"}),
+		limits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kproxy_limit", Help: "Configured resource limits (bytes, counts, or seconds for timeouts).",
+		}, []string{"limit"}),
 	}
 	for k := int16(0); k <= 100; k++ {
 		req := kmsg.RequestForKey(k)
@@ -50,6 +76,30 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.requests[k] = reqs.WithLabelValues(name)
 		m.latency[k] = lat.WithLabelValues(name)
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat)
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat,
+		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits)
 	return m
+}
+
+// setLimits exports the configured limits, so dashboards can draw usage
+// against them.
+func (m *metrics) setLimits(o Options) {
+	l := o.Limits
+	for name, v := range map[string]float64{
+		"max_frame_bytes":                       float64(o.MaxFrameBytes),
+		"max_inflight_per_conn":                 float64(o.MaxInflight),
+		"max_connections":                       float64(l.MaxConnections),
+		"max_connections_per_ip":                float64(l.MaxConnectionsPerIP),
+		"buffer_bytes":                          float64(l.BufferBytes),
+		"idle_timeout":                          l.IdleTimeout.Seconds(),
+		"read_timeout":                          l.ReadTimeout.Seconds(),
+		"write_timeout":                         l.WriteTimeout.Seconds(),
+		"dial_timeout":                          l.DialTimeout.Seconds(),
+		"upstream_write_timeout":                l.UpstreamWriteTimeout.Seconds(),
+		"dial_backoff_min":                      l.DialBackoffMin.Seconds(),
+		"dial_backoff_max":                      l.DialBackoffMax.Seconds(),
+		"metadata_refresh_inflight_per_cluster": 1,
+	} {
+		m.limits.WithLabelValues(name).Set(v)
+	}
 }

@@ -55,16 +55,11 @@ func (l *leaderLookup) find(cluster, topic string, partition int32) (brokerRef, 
 
 // refreshSoon refreshes a cluster's view of topics in the background after an
 // upstream said NOT_LEADER or UNKNOWN_TOPIC; the client retries on its own.
+// Refreshes are coalesced per cluster (refresh.go).
 func (s *Server) refreshSoon(cluster string, topics []string) {
-	uc, ok := s.clusters[cluster]
-	if !ok || len(topics) == 0 {
-		return
+	if r, ok := s.refreshers[cluster]; ok {
+		r.request(topics)
 	}
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = uc.refresh(ctx, topics)
-	}()
 }
 
 // isStaleLeaderCode says whether an upstream partition error means kproxy's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"sort"
 	"strconv"
@@ -43,6 +44,9 @@ type Options struct {
 	MaxFrameBytes int32
 	// MaxInflight bounds pipelined requests per client connection.
 	MaxInflight int
+	// Limits bound connections, buffered bytes and timeouts (limits.go);
+	// zero fields take the defaults.
+	Limits Limits
 	// Router decides where requests go.
 	Router Router
 	// Logger is the proxy's logger (named "proxy" by the caller).
@@ -61,14 +65,29 @@ type Server struct {
 	log     hclog.Logger
 	metrics *metrics
 
-	clusters map[string]*upstreamCluster
-	topicIDs *topicIDs
-	pids     producerIDs
-	maps     atomic.Pointer[mapsBox]
-	holds    holds
-	gholds   groupHolds // group moves (group_hold.go)
-	router   atomic.Pointer[routerBox]
-	versions atomic.Pointer[map[int16]versionRange]
+	clusters   map[string]*upstreamCluster
+	refreshers map[string]*refresher // background metadata refreshes, by cluster (refresh.go)
+	topicIDs   *topicIDs
+	pids       producerIDs
+	maps       atomic.Pointer[mapsBox]
+	holds      holds
+	gholds     groupHolds // group moves (group_hold.go)
+	router     atomic.Pointer[routerBox]
+	versions   atomic.Pointer[map[int16]versionRange]
+	// versionsMu serializes updateVersions; connected signals Start as
+	// each cluster connects.
+	versionsMu sync.Mutex
+	connected  chan struct{}
+
+	budget  *byteBudget // buffered client request and response bytes
+	connLim connLimiter // open client connections, total and per IP
+	dialer  *dialer     // upstream dials and per-broker backoff
+	// acceptErr is the listener's last accept error, nil once an accept
+	// succeeds again; Ready is false while it is set.
+	acceptErr atomic.Pointer[error]
+	listening atomic.Bool // set once Start has a listener
+	// listen opens the client listener (net.Listen; tests replace it).
+	listen func(network, addr string) (net.Listener, error)
 
 	ln      net.Listener
 	advHost string
@@ -78,6 +97,7 @@ type Server struct {
 	// reqCtx.group).
 	clientGroups sync.Map
 
+	stop    chan struct{} // closed by Close, for background loops
 	connID  atomic.Uint64
 	mu      sync.Mutex // guards conns
 	conns   map[*clientConn]struct{}
@@ -101,6 +121,7 @@ func New(opts Options) (*Server, error) {
 	if opts.ClusterID == "" {
 		opts.ClusterID = "kproxy-virtual-cluster"
 	}
+	opts.Limits = opts.Limits.withDefaults()
 	if opts.Router == nil {
 		return nil, errors.New("proxy: Options.Router is required")
 	}
@@ -108,12 +129,20 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("proxy: at least one upstream cluster is required")
 	}
 	s := &Server{
-		opts:     opts,
-		log:      opts.Logger,
-		clusters: map[string]*upstreamCluster{},
-		conns:    map[*clientConn]struct{}{},
+		opts:       opts,
+		log:        opts.Logger,
+		clusters:   map[string]*upstreamCluster{},
+		refreshers: map[string]*refresher{},
+		conns:      map[*clientConn]struct{}{},
+		stop:       make(chan struct{}),
 	}
 	s.metrics = newMetrics(opts.Registerer)
+	s.metrics.setLimits(opts)
+	s.budget = newByteBudget(opts.Limits.BufferBytes, s.metrics.bufferedBytes.Set)
+	s.connLim = connLimiter{max: opts.Limits.MaxConnections, maxPerIP: opts.Limits.MaxConnectionsPerIP}
+	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {
+		s.metrics.dialFailures.WithLabelValues(cluster).Inc()
+	})
 	ids, err := loadTopicIDs(opts.StateDir, s.log)
 	if err != nil {
 		return nil, err
@@ -138,6 +167,7 @@ func New(opts Options) (*Server, error) {
 			return nil, err
 		}
 		s.clusters[name] = uc
+		s.refreshers[name] = newRefresher(uc)
 	}
 	return s, nil
 }
@@ -148,31 +178,48 @@ func (s *Server) SetRouter(r Router) { s.router.Store(&routerBox{r}) }
 
 func (s *Server) routes() Router { return s.router.Load().r }
 
-// Start connects to every upstream cluster (retrying until ctx ends, since a
-// proxy that cannot tell clients which API versions work must not accept
-// them), then listens.
+// Start connects to the upstream clusters and listens once every cluster
+// answered, or once Limits.StartGrace passed and at least one did (a proxy
+// that cannot tell clients which API versions work must not accept them;
+// the versions of a cluster that answers later narrow them then). It fails
+// when ctx ends first. Clusters that have not answered keep being retried
+// until Close, which the caller must call also when Start fails.
 func (s *Server) Start(ctx context.Context) error {
-	var all []map[int16]versionRange
-	for name, uc := range s.clusters {
-		for attempt := 1; ; attempt++ {
-			err := uc.connect(ctx)
-			if err == nil {
-				break
-			}
-			s.log.Warn("upstream cluster not reachable yet; retrying", "cluster", name, "attempt", attempt, "error", err)
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("connecting to cluster %s: %w", name, ctx.Err())
-			case <-time.After(time.Second):
-			}
-		}
-		all = append(all, uc.apiVersions())
-		s.log.Info("upstream cluster connected", "cluster", name, "brokers", len(uc.allBrokers()))
+	// Every cluster is connected by a loop of its own that retries until
+	// it works (or Close). Start listens once all have answered, or once
+	// StartGrace has passed and at least one has: a cluster that is down
+	// during a restart must not take down the topics served by the other
+	// (their clients get retriable errors for the missing cluster's
+	// topics until it appears; see clusterConnected).
+	s.connected = make(chan struct{}, len(s.clusters))
+	for _, uc := range s.clusters {
+		s.wg.Add(1)
+		go s.connectLoop(uc)
 	}
-	v := advertisedVersions(all)
-	s.versions.Store(&v)
+	grace := time.NewTimer(s.opts.Limits.StartGrace)
+	defer grace.Stop()
+	graceOver := false
+	for n := 0; n < len(s.clusters); {
+		if graceOver && n > 0 {
+			s.log.Warn("listening without every upstream cluster; the missing ones are picked up when they answer", "connected", n, "clusters", len(s.clusters))
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("connecting to the upstream clusters: %w", ctx.Err())
+		case <-s.connected:
+			n++
+		case <-grace.C:
+			graceOver = true
+		}
+	}
+	s.updateVersions()
 
-	ln, err := net.Listen("tcp", s.opts.Listen)
+	listen := s.listen
+	if listen == nil {
+		listen = net.Listen
+	}
+	ln, err := listen("tcp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", s.opts.Listen, err)
 	}
@@ -189,34 +236,119 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 	}
 	s.log.Info("listening for kafka clients", "addr", ln.Addr().String(), "advertise", net.JoinHostPort(s.advHost, strconv.Itoa(int(s.advPort))), "node_id", s.opts.NodeID, "cluster_id", s.opts.ClusterID)
-	s.wg.Add(1)
+	s.listening.Store(true)
+	s.wg.Add(2)
 	go s.acceptLoop()
+	go s.watchClusters()
 	return nil
+}
+
+// connectLoop connects one upstream cluster, retrying every second until it
+// works or the server closes.
+func (s *Server) connectLoop(uc *upstreamCluster) {
+	defer s.wg.Done()
+	ctx := context.Context(chanContext(s.stop))
+	for attempt := 1; ; attempt++ {
+		err := uc.connect(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == 1 || attempt%30 == 0 {
+			s.log.Warn("upstream cluster not reachable yet; retrying", "cluster", uc.name, "attempt", attempt, "error", err)
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	s.log.Info("upstream cluster connected", "cluster", uc.name, "brokers", len(uc.allBrokers()))
+	s.clusterConnected(uc.name)
+	s.connected <- struct{}{}
+}
+
+// clusterConnected takes in a cluster that answered. When it answered only
+// after kproxy began advertising versions, its versions narrow what kproxy
+// advertises, and clients that negotiated against the wider set are
+// disconnected so that they ask again (a request at a version the new
+// cluster lacks would fail there).
+func (s *Server) clusterConnected(name string) {
+	if !s.updateVersions() {
+		return
+	}
+	s.mu.Lock()
+	n := len(s.conns)
+	for cc := range s.conns {
+		cc.nc.Close()
+	}
+	s.mu.Unlock()
+	s.log.Warn("advertised API versions narrowed by a cluster that joined late; client connections closed to renegotiate", "cluster", name, "connections", n)
+}
+
+// updateVersions advertises the versions every connected cluster supports
+// and reports whether that changed an earlier set.
+func (s *Server) updateVersions() (changed bool) {
+	s.versionsMu.Lock()
+	defer s.versionsMu.Unlock()
+	var all []map[int16]versionRange
+	for _, uc := range s.clusters {
+		if v := uc.apiVersions(); v != nil {
+			all = append(all, v)
+		}
+	}
+	v := advertisedVersions(all)
+	old := s.versions.Swap(&v)
+	return old != nil && !maps.Equal(*old, v)
 }
 
 // Addr is the listener's address (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// acceptLoop accepts client connections until Close. An accept error
+// (EMFILE, ENFILE, ECONNABORTED...) is retried with a backoff from 5 ms to
+// 1 s: running out of file descriptors is usually transient, and a listener
+// that stops for good would leave kproxy up but unreachable. While accepts
+// fail, Ready reports false.
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
+	var backoff time.Duration
 	for {
 		nc, err := s.ln.Accept()
 		if err != nil {
 			if s.closing.Load() {
 				return
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				// Closed by something other than Close: nothing to
+				// retry, and not ready.
+				s.acceptErr.Store(&err)
+				s.log.Error("listener closed; no longer accepting client connections", "error", err)
+				return
 			}
-			s.log.Error("accept failed; listener stopped", "error", err)
-			return
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.acceptErr.Store(&err)
+			s.metrics.acceptErrors.Inc()
+			s.log.Error("accept failed; retrying", "error", err, "backoff", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		if s.acceptErr.Load() != nil {
+			s.acceptErr.Store(nil)
+			s.log.Info("accepting client connections again")
+		}
+		ip := remoteIP(nc)
+		if ok, reason := s.connLim.admit(ip); !ok {
+			s.metrics.refused.WithLabelValues(reason).Inc()
+			s.log.Warn("refusing client connection: connection limit reached", "remote", nc.RemoteAddr().String(), "limit", reason)
+			nc.Close()
+			continue
 		}
 		cc := newClientConn(s, nc, s.connID.Add(1))
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
+			s.connLim.leave(ip)
 			nc.Close()
 			return
 		}
@@ -229,6 +361,7 @@ func (s *Server) acceptLoop() {
 			s.mu.Lock()
 			delete(s.conns, cc)
 			s.mu.Unlock()
+			s.connLim.leave(ip)
 		}()
 	}
 }
@@ -239,12 +372,14 @@ func (s *Server) Close() {
 	if !s.closing.CompareAndSwap(false, true) {
 		return
 	}
+	close(s.stop)
 	if s.ln != nil {
 		s.ln.Close()
 	}
 	s.mu.Lock()
 	for cc := range s.conns {
 		cc.nc.Close()
+		cc.finish() // also ends a read loop waiting for a slot or the budget
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
@@ -267,12 +402,16 @@ func (s *Server) advertised() map[int16]versionRange { return *s.versions.Load()
 
 // Status is what /status reports about the proxy.
 type Status struct {
-	Listen      string          `json:"listen"`
-	Advertise   string          `json:"advertise"`
-	ClusterID   string          `json:"cluster_id"`
-	NodeID      int32           `json:"node_id"`
-	Connections int             `json:"connections"`
-	Clusters    []clusterStatus `json:"clusters"`
+	Listen      string `json:"listen"`
+	Advertise   string `json:"advertise"`
+	ClusterID   string `json:"cluster_id"`
+	NodeID      int32  `json:"node_id"`
+	Connections int    `json:"connections"`
+	// AcceptError is the listener's last accept error while accepts fail.
+	AcceptError string `json:"accept_error,omitempty"`
+	// BufferedBytes is what the buffer budget has handed out.
+	BufferedBytes int64           `json:"buffered_bytes"`
+	Clusters      []clusterStatus `json:"clusters"`
 }
 
 // Status reports connections and upstream reachability.
@@ -285,6 +424,10 @@ func (s *Server) Status() Status {
 	s.mu.Lock()
 	st.Connections = len(s.conns)
 	s.mu.Unlock()
+	if e := s.acceptErr.Load(); e != nil {
+		st.AcceptError = (*e).Error()
+	}
+	st.BufferedBytes = s.budget.inUse()
 	for _, name := range []string{Source, Target} {
 		if uc, ok := s.clusters[name]; ok {
 			st.Clusters = append(st.Clusters, uc.status())
@@ -293,9 +436,10 @@ func (s *Server) Status() Status {
 	return st
 }
 
-// Ready reports whether every upstream cluster is reachable.
+// Ready reports whether the listener accepts connections and every
+// upstream cluster is reachable.
 func (s *Server) Ready() bool {
-	if s.versions.Load() == nil {
+	if s.versions.Load() == nil || !s.listening.Load() || s.closing.Load() || s.acceptErr.Load() != nil {
 		return false
 	}
 	for _, uc := range s.clusters {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -93,6 +94,12 @@ type upstreamConn struct {
 	nc      net.Conn
 	pooled  bool // read responses into pooled buffers (fetch connections)
 
+	// writeTimeout bounds each request write: a broker that stops
+	// reading (or a network that blackholes) fails the connection, and
+	// its calls, instead of blocking the writer and every caller behind
+	// wmu.
+	writeTimeout time.Duration
+
 	wmu     sync.Mutex // guards the fields below, and ordering of writes with pending
 	corr    int32
 	wbuf    []byte
@@ -104,26 +111,24 @@ type upstreamConn struct {
 	deadErr  error
 }
 
-func dialUpstream(cluster string, broker int32, addr string, maxResp int32, pooled bool) (*upstreamConn, error) {
-	nc, err := net.DialTimeout("tcp", addr, 10*time.Second)
-	if err != nil {
-		return nil, fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
-	}
+// newUpstreamConn starts serving a dialed broker connection.
+func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, maxResp int32, pooled bool, writeTimeout time.Duration) *upstreamConn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
 	uc := &upstreamConn{
-		cluster: cluster,
-		broker:  broker,
-		addr:    addr,
-		maxResp: maxResp,
-		nc:      nc,
-		pooled:  pooled,
-		pending: make(chan *upstreamCall, 1024),
-		dead:    make(chan struct{}),
+		cluster:      cluster,
+		broker:       broker,
+		addr:         addr,
+		maxResp:      maxResp,
+		writeTimeout: writeTimeout,
+		nc:           nc,
+		pooled:       pooled,
+		pending:      make(chan *upstreamCall, 1024),
+		dead:         make(chan struct{}),
 	}
 	go uc.readLoop()
-	return uc, nil
+	return uc
 }
 
 func (uc *upstreamConn) isDead() bool {
@@ -156,6 +161,19 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
+	return uc.write(req, clientID, nil, false, expectResponse)
+}
+
+// sendBody is send for a request whose encoded body the caller already has
+// (the client's own bytes): the header and the body go out in one writev.
+func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
+	return uc.write(req, clientID, body, true, expectResponse)
+}
+
+// write frames and writes one request: req encoded, or, when raw, a header
+// for req followed by body as it is. The call is queued for readLoop in the
+// same critical section as the write, so responses pair with calls FIFO.
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
 	if uc.isDead() {
@@ -163,7 +181,16 @@ func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse 
 	}
 	uc.corr++
 	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
-	uc.wbuf = appendRequest(uc.wbuf[:0], c.corr, clientID, req)
+	var bufs net.Buffers
+	if raw {
+		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
+		setFrameSize(hdr, len(body))
+		uc.hbuf = hdr
+		bufs = net.Buffers{hdr, body}
+	} else {
+		uc.wbuf = appendRequest(uc.wbuf[:0], c.corr, clientID, req)
+		bufs = net.Buffers{uc.wbuf}
+	}
 	if expectResponse {
 		select {
 		case uc.pending <- c:
@@ -171,51 +198,20 @@ func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse 
 			return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 		}
 	}
-	if _, err := uc.nc.Write(uc.wbuf); err != nil {
+	if uc.writeTimeout > 0 {
+		_ = uc.nc.SetWriteDeadline(time.Now().Add(uc.writeTimeout))
+	}
+	_, err := bufs.WriteTo(uc.nc)
+	if cap(uc.wbuf) > 8<<20 { // don't pin a huge buffer per connection
+		uc.wbuf = nil
+	}
+	if err != nil {
 		err = fmt.Errorf("writing %s to upstream %s broker %d: %w", kmsg.NameForKey(req.Key()), uc.cluster, uc.broker, err)
 		go uc.fail(err) // fail takes wmu
 		if !expectResponse {
 			return nil, err
 		}
 		return c, nil // the call fails through fail()
-	}
-	if cap(uc.wbuf) > 8<<20 { // don't pin a huge buffer per connection
-		uc.wbuf = nil
-	}
-	if !expectResponse {
-		return nil, nil
-	}
-	return c, nil
-}
-
-// sendBody is send for a request whose encoded body the caller already has
-// (the client's own bytes): the header and the body go out in one writev.
-func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	uc.wmu.Lock()
-	defer uc.wmu.Unlock()
-	if uc.isDead() {
-		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
-	}
-	uc.corr++
-	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
-	hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
-	setFrameSize(hdr, len(body))
-	uc.hbuf = hdr
-	if expectResponse {
-		select {
-		case uc.pending <- c:
-		case <-uc.dead:
-			return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
-		}
-	}
-	bufs := net.Buffers{hdr, body}
-	if _, err := bufs.WriteTo(uc.nc); err != nil {
-		err = fmt.Errorf("writing %s to upstream %s broker %d: %w", kmsg.NameForKey(req.Key()), uc.cluster, uc.broker, err)
-		go uc.fail(err)
-		if !expectResponse {
-			return nil, err
-		}
-		return c, nil
 	}
 	if !expectResponse {
 		return nil, nil
@@ -244,29 +240,43 @@ func (uc *upstreamConn) readLoop() {
 		if !ok {
 			return
 		}
-		corr := int32(uint32(frame[0])<<24 | uint32(frame[1])<<16 | uint32(frame[2])<<8 | uint32(frame[3]))
-		if corr != c.corr {
-			c.err = fmt.Errorf("upstream %s broker %d answered correlation id %d, expected %d", uc.cluster, uc.broker, corr, c.corr)
+		body, err := responseBody(frame, c.corr, c.key, c.ver)
+		if err != nil {
+			c.err = fmt.Errorf("upstream %s broker %d: %w", uc.cluster, uc.broker, err)
 			close(c.done)
 			uc.fail(c.err)
 			return
-		}
-		body := frame[4:]
-		resp := kmsg.ResponseForKey(c.key)
-		resp.SetVersion(c.ver)
-		if resp.IsFlexible() && c.key != kmsg.ApiVersions.Int16() {
-			if len(body) < 1 {
-				c.err = fmt.Errorf("upstream %s broker %d: truncated response header", uc.cluster, uc.broker)
-				close(c.done)
-				uc.fail(c.err)
-				return
-			}
-			body = skipTagSection(body)
 		}
 		c.body = body
 		c.frame = pooled
 		close(c.done)
 	}
+}
+
+// responseBody checks a response frame against the call it answers (the
+// correlation id; responses arrive in request order) and returns the body
+// after the response header. Nothing here panics on any input
+// (FuzzUpstreamResponse).
+func responseBody(frame []byte, corr int32, key, ver int16) ([]byte, error) {
+	if len(frame) < 4 {
+		return nil, fmt.Errorf("response frame of %d bytes has no correlation id", len(frame))
+	}
+	if got := int32(binary.BigEndian.Uint32(frame)); got != corr {
+		return nil, fmt.Errorf("answered correlation id %d, expected %d", got, corr)
+	}
+	body := frame[4:]
+	resp := kmsg.ResponseForKey(key)
+	if resp == nil {
+		return nil, fmt.Errorf("response for unknown api key %d", key)
+	}
+	resp.SetVersion(ver)
+	if resp.IsFlexible() && key != kmsg.ApiVersions.Int16() {
+		if len(body) < 1 {
+			return nil, errors.New("truncated response header")
+		}
+		body = skipTagSection(body)
+	}
+	return body, nil
 }
 
 // skipTagSection skips a response-header tagged-field section (almost always

@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+)
+
+// errDialBackoff marks a request that was not sent because its broker's
+// last dial failed moments ago; handlers answer it like any other upstream
+// failure, with a retriable error.
+var errDialBackoff = errors.New("broker is in dial backoff")
+
+// dialer dials upstream brokers for every client connection and remembers
+// which brokers failed: after a failed dial, requests for that broker fail
+// fast until a backoff (doubling from Limits.DialBackoffMin to
+// DialBackoffMax, with jitter so that many connections do not retry in
+// step) has passed. A dead broker then costs one dial per backoff period,
+// not one 10 s dial per request.
+type dialer struct {
+	lim     Limits
+	maxResp int32
+	onFail  func(cluster string)
+	// netDial dials a broker; tests replace it.
+	netDial func(addr string, timeout time.Duration) (net.Conn, error)
+
+	mu    sync.Mutex
+	state map[string]*dialState // by cluster + "\x00" + addr
+}
+
+type dialState struct {
+	fails   int
+	retryAt time.Time
+	lastErr error
+}
+
+func newDialer(lim Limits, maxResp int32, onFail func(cluster string)) *dialer {
+	return &dialer{lim: lim, maxResp: maxResp, onFail: onFail, state: map[string]*dialState{},
+		netDial: func(addr string, timeout time.Duration) (net.Conn, error) {
+			return net.DialTimeout("tcp", addr, timeout)
+		}}
+}
+
+func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool) (*upstreamConn, error) {
+	key := cluster + "\x00" + addr
+	d.mu.Lock()
+	if st := d.state[key]; st != nil {
+		if wait := time.Until(st.retryAt); wait > 0 {
+			err := st.lastErr
+			d.mu.Unlock()
+			return nil, fmt.Errorf("%w (%s more): %w", errDialBackoff, wait.Round(time.Millisecond), err)
+		}
+	}
+	d.mu.Unlock()
+
+	nc, err := d.netDial(addr, d.lim.DialTimeout)
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		delete(d.state, key)
+		return newUpstreamConn(nc, cluster, broker, addr, d.maxResp, pooled, d.lim.UpstreamWriteTimeout), nil
+	}
+	err = fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
+	st := d.state[key]
+	if st == nil {
+		st = &dialState{}
+		d.state[key] = st
+	}
+	st.fails++
+	st.lastErr = err
+	st.retryAt = time.Now().Add(d.backoff(st.fails))
+	if d.onFail != nil {
+		d.onFail(cluster)
+	}
+	return nil, err
+}
+
+// backoff is the wait after the fails-th consecutive failure: doubling from
+// DialBackoffMin, capped at DialBackoffMax, then jittered to 50-100%.
+func (d *dialer) backoff(fails int) time.Duration {
+	b := d.lim.DialBackoffMin
+	for i := 1; i < fails && b < d.lim.DialBackoffMax; i++ {
+		b *= 2
+	}
+	b = min(b, d.lim.DialBackoffMax)
+	return b/2 + rand.N(b/2+1)
+}
