@@ -110,6 +110,26 @@ func (p *partition) progress(m *OffsetMap, hwm int64) {
 	p.lagMs.Set(float64(lagMs))
 }
 
+// observeHWM records a source high watermark seen while the partition had
+// nothing to copy (its fetch stays parked).
+func (p *partition) observeHWM(hwm int64) {
+	p.mu.Lock()
+	if hwm <= p.hwm {
+		p.mu.Unlock()
+		return
+	}
+	p.hwm = hwm
+	lag := int64(0)
+	if p.m != nil {
+		lag = max(hwm-p.m.SourceEnd(), 0)
+	}
+	if lag > 0 && p.behindSince.IsZero() {
+		p.behindSince = time.Now()
+	}
+	p.mu.Unlock()
+	p.lag.Set(float64(lag))
+}
+
 func (p *partition) setErr(err error) {
 	p.errs.Inc()
 	p.mu.Lock()
@@ -227,13 +247,15 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 	if err != nil {
 		return err
 	}
+	f := r.fetcherFor(l.srcLeader)
+	defer f.leave(p)
 	// shift turns this session's source log offsets into the map's
 	// (virtual) source side; see MapMeta.SourceShift.
 	shift := m.Meta().SourceShift
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
 	for {
 		from := m.SourceEnd() - shift
-		fp, err := r.fetchPolled(ctx, p, l, from)
+		fp, err := f.fetch(ctx, p, l.srcID, from, shift)
 		if err != nil {
 			return err
 		}

@@ -44,8 +44,15 @@ type Options struct {
 	// PartitionMaxBytes bounds one partition's data in a fetch; the broker
 	// still returns at least one whole batch (KIP-74). Default 1 MiB.
 	PartitionMaxBytes int32
-	// FetchMaxWait is the source long-poll. Default 500ms.
+	// FetchMaxWait is the source poll while some partition of the leader
+	// is busy copying an answer (its next fetch should not wait out a long
+	// poll). Default 500ms.
 	FetchMaxWait time.Duration
+	// IdleFetchWait is the source long poll while every partition of the
+	// leader is caught up and waiting for records: new records end it at
+	// once, so it only bounds how often an idle source is asked
+	// (fetcher.go). Default 500ms; never below FetchMaxWait.
+	IdleFetchWait time.Duration
 	// RetryBackoff is the pause before a partition retries after a
 	// transient error. Default 1s.
 	RetryBackoff time.Duration
@@ -139,6 +146,10 @@ func New(o Options) (*Replicator, error) {
 	if o.FetchMaxWait <= 0 {
 		o.FetchMaxWait = 500 * time.Millisecond
 	}
+	if o.IdleFetchWait <= 0 {
+		o.IdleFetchWait = 500 * time.Millisecond
+	}
+	o.IdleFetchWait = max(o.IdleFetchWait, o.FetchMaxWait)
 	if o.RetryBackoff <= 0 {
 		o.RetryBackoff = time.Second
 	}
@@ -427,19 +438,22 @@ type metrics struct {
 	lag     *prometheus.GaugeVec
 	lagMs   *prometheus.GaugeVec
 	errs    *prometheus.CounterVec
+	// sessionResets counts source fetch sessions the broker lost.
+	sessionResets prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	l := []string{"topic", "partition"}
 	m := &metrics{
-		records: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
-		bytes:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
-		lag:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
-		lagMs:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
-		errs:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
+		records:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
+		bytes:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
+		lag:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
+		lagMs:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
+		errs:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
+		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.sessionResets} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
