@@ -146,6 +146,34 @@ func (pp *kfakePair) waitFetches(t *testing.T, mark, n int) []fetchSeen {
 	return pp.log.since(mark)
 }
 
+// waitParked waits until the source fetcher's session holds n partitions,
+// all of them parked at the offset the session has: the copy is idle.
+func (pp *kfakePair) waitParked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pp.r.mu.Lock()
+		fs := make([]*leaderFetcher, 0, len(pp.r.fetchers))
+		for _, f := range pp.r.fetchers {
+			fs = append(fs, f)
+		}
+		pp.r.mu.Unlock()
+		parked := 0
+		for _, f := range fs {
+			f.mu.Lock()
+			parked += len(f.parked)
+			f.mu.Unlock()
+		}
+		if parked == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d partitions parked", parked, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func checkNoPartitionErrors(t *testing.T, r *Replicator) {
 	t.Helper()
 	for _, s := range r.Status() {
@@ -161,8 +189,9 @@ func checkNoPartitionErrors(t *testing.T, r *Replicator) {
 func TestIdleFetchesNameNoPartitions(t *testing.T) {
 	topics := []string{"a", "b", "c", "d", "e"}
 	pp := startPair(t, topics, 4, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 20 * time.Millisecond})
+	pp.waitParked(t, len(topics)*4)
 	seen := pp.waitFetches(t, pp.log.len(), 6)
-	for _, s := range seen[1:] { // the first may still carry the last offsets
+	for _, s := range seen[1:] { // the first may have been sent before the last partition parked
 		if s.sessionID == 0 || s.epoch <= 0 {
 			t.Fatalf("idle fetch without a session: %+v (all: %+v)", s, seen)
 		}
@@ -194,6 +223,7 @@ func TestFetchSessionLostStartsOver(t *testing.T) {
 		t.Run(kerr.ErrorForCode(code).Error(), func(t *testing.T) {
 			topics := []string{"x", "y"}
 			pp := startPair(t, topics, 3, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 20 * time.Millisecond})
+			pp.waitParked(t, len(topics)*3)
 			pp.waitFetches(t, pp.log.len(), 2)
 			var once sync.Once
 			failed := make(chan int) // the index of the next fetch

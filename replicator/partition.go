@@ -26,6 +26,8 @@ type partition struct {
 	records, bytes prometheus.Counter
 	lag, lagMs     prometheus.Gauge
 	errs           prometheus.Counter
+	lagBytes       prometheus.Gauge
+	riskGauge      prometheus.Gauge
 
 	mu          sync.Mutex // guards the fields below
 	m           *OffsetMap
@@ -34,6 +36,13 @@ type partition struct {
 	fatal       error         // set once; the loop has stopped
 	wake        chan struct{} // closed and replaced on progress or fatal error
 	behindSince time.Time     // zero while caught up
+
+	// Lag and retention risk (lag.go).
+	seenBytes, seenOffsets int64 // source batches seen: bytes per offset
+	nextTs                 int64 // unix ms of the next record to copy (estimate), 0 unknown
+	rates                  rateState
+	risk                   time.Duration
+	riskKnown, riskWarned  bool
 
 	// waiters counts WaitCopied callers (a cutover's drain). While there
 	// are any, the copy polls the source with a short wait: a caught-up
@@ -75,6 +84,24 @@ func (p *partition) status() PartitionStatus {
 	}
 	if !p.behindSince.IsZero() {
 		s.LagMillis = time.Since(p.behindSince).Milliseconds()
+	}
+	s.LagBytes = p.lagBytesLocked(s.LagRecords)
+	if s.LagRecords > 0 && p.nextTs > 0 {
+		s.RecordLagMillis = max(time.Now().UnixMilli()-p.nextTs, 0)
+	}
+	s.RetentionRiskMillis = -1
+	if p.riskKnown {
+		s.RetentionRiskMillis = p.risk.Milliseconds()
+	}
+	s.RetentionAtRisk = p.riskWarned
+	s.ProduceRecordsPerSec, s.CopyRecordsPerSec = p.rates.produceRate, p.rates.copyRate
+	switch {
+	case s.LagRecords == 0:
+		s.CatchUpMillis = 0
+	case p.rates.copyRate > p.rates.produceRate:
+		s.CatchUpMillis = int64(float64(s.LagRecords) / (p.rates.copyRate - p.rates.produceRate) * 1000)
+	default:
+		s.CatchUpMillis = -1
 	}
 	if p.fatal != nil {
 		s.Err, s.Fatal = p.fatal.Error(), true
@@ -269,8 +296,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 			}
 			return fmt.Errorf("source fetch at offset %d returned %d bytes without a whole batch", from, len(fp.RecordBatches))
 		}
+		p.noteAnswer(batches, from)
 		filter := newAbortFilter(fp.AbortedTransactions)
-		changed := false
+		changed, lastTs := false, int64(0)
 		for _, b := range batches {
 			if ctx.Err() != nil {
 				break // Stop: persist what was copied, leave the rest
@@ -296,8 +324,10 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 			}
 			m.advance(h.lastOffset() + 1 + shift)
 			changed = true
+			lastTs = h.maxTimestamp
 		}
 		if changed {
+			p.noteCopied(lastTs)
 			if err := saveMapFile(r.opts.StateDir, m); err != nil {
 				return err
 			}
