@@ -260,8 +260,14 @@ func listOffsets(ctx context.Context, r *Replicator, target bool, topic string, 
 	return offsets{s.Offset, e.Offset}, nil
 }
 
+// mapSaveInterval bounds how long a busy copy goes without persisting its
+// map. Saving (write, fsync, rename, fsync) after every fetch round was most
+// of the copy's own CPU; the target log is the checkpoint, so a map saved
+// late only means a longer recoverTail after a crash, never a wrong map.
+const mapSaveInterval = time.Second
+
 // copyPartition sets up a copy session and runs it until an error.
-func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
+func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr error) {
 	l, err := r.lookupLeaders(ctx, p)
 	if err != nil {
 		return err
@@ -280,6 +286,17 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 	// (virtual) source side; see MapMeta.SourceShift.
 	shift := m.Meta().SourceShift
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
+	// The map is saved when the copy catches up, at most mapSaveInterval
+	// after a change while it is behind, and when the session ends (Stop,
+	// StopTopic, an error), except in a simulated crash.
+	unsaved, savedAt := false, time.Now()
+	defer func() {
+		if unsaved && !errors.Is(retErr, errCrashed) {
+			if err := saveMapFile(r.opts.StateDir, m); err != nil && retErr == nil {
+				retErr = err
+			}
+		}
+	}()
 	for {
 		from := m.SourceEnd() - shift
 		fp, err := f.fetch(ctx, p, l.srcID, from, shift)
@@ -328,9 +345,14 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 		}
 		if changed {
 			p.noteCopied(lastTs)
+			unsaved = true
+		}
+		caughtUp := m.SourceEnd() >= fp.HighWatermark+shift
+		if unsaved && (caughtUp || ctx.Err() != nil || time.Since(savedAt) >= mapSaveInterval) {
 			if err := saveMapFile(r.opts.StateDir, m); err != nil {
 				return err
 			}
+			unsaved, savedAt = false, time.Now()
 		}
 		p.progress(m, fp.HighWatermark+shift)
 		if ctx.Err() != nil {
