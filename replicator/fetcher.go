@@ -205,6 +205,9 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 				break
 			}
 		}
+		if len(wants) == 0 {
+			wait = 0 // only forgetting: nothing to wait for
+		}
 		f.fetchOnce(ctx, wants, wait)
 	}
 }
