@@ -10,6 +10,11 @@
 //
 // It prints one JSON line. -cleanup deletes the topics from both clusters
 // afterwards.
+//
+// With -copy TOPIC it instead copies an existing source topic (e.g. one
+// `replbench produce` wrote) and reports this process's CPU from Start until
+// every partition is copied, optionally with a CPU profile (-cpuprofile):
+// for finding where the copy's CPU goes.
 package main
 
 import (
@@ -20,6 +25,7 @@ import (
 	"log"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -41,7 +47,13 @@ func main() {
 	settle := flag.Duration("settle", 5*time.Second, "pause after every partition copies, before measuring")
 	fetchWait := flag.Duration("fetch-max-wait", 25*time.Millisecond, "Options.FetchMaxWait (cmd/kproxy passes 25ms)")
 	cleanup := flag.Bool("cleanup", false, "delete the topics from both clusters at the end")
+	copyTopic := flag.String("copy", "", "copy this existing source topic and report CPU (see the package comment)")
+	cpuprofile := flag.String("cpuprofile", "", "CPU profile of the copy (-copy)")
 	flag.Parse()
+	if *copyTopic != "" {
+		copyOnce(*src, *tgt, *copyTopic, *cpuprofile)
+		return
+	}
 
 	ctx := context.Background()
 	sc, err := kgo.NewClient(kgo.SeedBrokers(*src))
@@ -138,6 +150,59 @@ func main() {
 		}
 	}
 	b, _ := json.Marshal(out)
+	fmt.Println(string(b))
+}
+
+// copyOnce copies topic and prints the copy's CPU and payload bytes.
+func copyOnce(src, tgt, topic, profile string) {
+	ctx := context.Background()
+	sc, err := kgo.NewClient(kgo.SeedBrokers(src))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sc.Close()
+	ends, err := kadm.NewClient(sc).ListEndOffsets(ctx, topic)
+	if err != nil {
+		log.Fatal(err)
+	}
+	state, err := os.MkdirTemp("", "scalebench-copy-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(state)
+	r, err := replicator.New(replicator.Options{SourceBrokers: []string{src}, TargetBrokers: []string{tgt},
+		Topics: []string{topic}, StateDir: state, FetchMaxWait: 25 * time.Millisecond})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+	}
+	t0, c0 := time.Now(), ticks(os.Getpid())
+	if err := r.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	var records int64
+	ends.Each(func(o kadm.ListedOffset) {
+		records += o.Offset
+		if err := r.WaitCopied(ctx, topic, o.Partition, o.Offset); err != nil {
+			log.Fatal(err)
+		}
+	})
+	cpu := float64(ticks(os.Getpid())-c0) / 100
+	secs := time.Since(t0).Seconds()
+	if profile != "" {
+		pprof.StopCPUProfile()
+	}
+	r.Stop()
+	b, _ := json.Marshal(map[string]any{"topic": topic, "records": records, "seconds": secs, "cpu_s": cpu})
 	fmt.Println(string(b))
 }
 
