@@ -178,7 +178,14 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 			}
 			continue
 		}
-		if busy > 0 && !dirty {
+		urgent := false
+		for _, w := range wants {
+			if w.p.waiters.Load() > 0 {
+				urgent = true
+				break
+			}
+		}
+		if busy > 0 && !dirty && !urgent {
 			// A partition was just answered: give its loop a moment to
 			// come back with its next offset, so the next request
 			// carries it instead of leaving it to wait a whole poll.
@@ -196,17 +203,13 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 			}
 		}
 		wait := f.r.opts.IdleFetchWait
-		if busy > 0 {
-			wait = f.r.opts.FetchMaxWait
-		}
-		for _, w := range wants {
-			if w.p.waiters.Load() > 0 {
-				wait = urgentFetchWait
-				break
-			}
-		}
-		if len(wants) == 0 {
+		switch {
+		case len(wants) == 0:
 			wait = 0 // only forgetting: nothing to wait for
+		case urgent:
+			wait = urgentFetchWait
+		case busy > 0:
+			wait = f.r.opts.FetchMaxWait
 		}
 		f.fetchOnce(ctx, wants, wait)
 	}
