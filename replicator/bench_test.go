@@ -2,31 +2,56 @@ package replicator
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"testing"
 )
 
-// BenchmarkOffsetMapTransactional builds the map of a partition of 1M
-// records where every 10th offset is a transaction marker (100k gaps), and
-// reports memory and file bytes per gap, then measures ToTarget.
-func BenchmarkOffsetMapTransactional(b *testing.B) {
-	const records, every = 1_000_000, 10
-	m := NewOffsetMap(MapMeta{Topic: "bench"}, 0, 0)
-	var src int64
-	for copied := int64(0); copied < records; copied += every - 1 {
-		if err := m.add(src, m.TargetEnd(), every-1); err != nil {
-			b.Fatal(err)
+// benchMaps are 1M-offset partitions: "transactional" has a marker every
+// 10th offset (100k gaps); "compacted" keeps each offset with probability
+// 0.3, as a compacted topic whose keys were mostly overwritten (~210k gaps).
+func benchMaps(tb testing.TB) map[string]*OffsetMap {
+	const records = 1_000_000
+	tx := NewOffsetMap(MapMeta{Topic: "bench"}, 0, 0)
+	for src := int64(0); src+10 <= records; src += 10 {
+		if err := tx.add(src, tx.TargetEnd(), 9); err != nil {
+			tb.Fatal(err)
 		}
-		src += every
-		m.advance(src) // the marker
+		tx.advance(src + 10) // the marker
 	}
-	gaps := float64(m.Runs())
-	var buf bytes.Buffer
-	_ = m.Save(&buf)
-	for i := 0; b.Loop(); i++ {
-		m.ToTarget(int64(i*7919) % src)
+	cp := NewOffsetMap(MapMeta{Topic: "bench"}, 0, 0)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for src := int64(0); src < records; src++ {
+		if rng.Float64() < 0.3 {
+			if err := cp.add(src, cp.TargetEnd(), 1); err != nil {
+				tb.Fatal(err)
+			}
+		}
 	}
-	// Reported after the loop: b.Loop resets the timer and extra metrics.
-	b.ReportMetric(float64(len(m.runs)*16)/gaps, "mem-B/gap")
-	b.ReportMetric(float64(m.MemoryBytes())/gaps, "mem-cap-B/gap")
-	b.ReportMetric(float64(buf.Len())/gaps, "file-B/gap")
+	cp.advance(records)
+	return map[string]*OffsetMap{"transactional": tx, "compacted": cp}
+}
+
+// BenchmarkOffsetMap reports memory and file bytes per gap of each map and
+// measures both lookups at pseudo-random offsets.
+func BenchmarkOffsetMap(b *testing.B) {
+	for _, name := range []string{"transactional", "compacted"} {
+		m := benchMaps(b)[name]
+		gaps := float64(m.Runs())
+		var buf bytes.Buffer
+		_ = m.Save(&buf)
+		srcEnd, tgtEnd := m.SourceEnd(), m.TargetEnd()
+		b.Run(name+"/ToTarget", func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				m.ToTarget(int64(i*7919) % srcEnd)
+			}
+			b.ReportMetric(float64(m.MemoryBytes())/gaps, "mem-B/gap")
+			b.ReportMetric(float64(buf.Len())/gaps, "file-B/gap")
+		})
+		b.Run(name+"/ToSource", func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				m.ToSource(int64(i*7919) % tgtEnd)
+			}
+			b.ReportMetric(float64(m.MemoryBytes())/gaps, "mem-B/gap")
+		})
+	}
 }

@@ -15,7 +15,8 @@
 //     never decrease while the process runs. ToTarget/ToSource are exact;
 //     a source offset on a gap maps to the next copied record.
 //   - The target log is the checkpoint. Maps are persisted atomically under
-//     Options.StateDir after every fetch round; after a crash the target's
+//     Options.StateDir when the copy catches up, at least once a second
+//     while it is behind, and when a copy session ends; after a crash the target's
 //     records beyond the persisted map are matched one by one with the next
 //     committed source records. Records the source does not explain, a
 //     truncated or recreated topic, or a source log start past the copy

@@ -6,31 +6,50 @@ package replicator
 // broker, so each poll waited behind every other partition's long poll
 // (the cutover benchmark: holds of 0.5-4 s at 20 topics, mostly waiting to
 // fetch the last records). Now a partition hands its fetch to its leader's
-// fetcher, which sends the wants of every partition waiting at that moment
-// as one multi-partition Fetch and answers each from the response, as a
-// consumer does. A fetch answers once any partition has data (MinBytes 1);
-// partitions without data get an empty answer and ask again.
+// fetcher, which sends the wants of every waiting partition as one
+// multi-partition Fetch and answers each from the response, as a consumer
+// does.
 //
-// A drain (WaitCopied) must not wait out a long poll either: while any
-// partition of a request has a waiter, the request polls briefly.
+// Idle cost is flat in the number of partitions (issue 15):
+//
+//   - A want without data is not answered: it stays parked in the fetcher
+//     until its partition has records (or an error), so an idle partition
+//     costs no goroutine wake-up and no request of its own.
+//   - The fetcher keeps an incremental fetch session with the broker
+//     (KIP-227): the first request names every parked partition, later ones
+//     name only partitions whose fetch offset changed (and forget those
+//     whose copy loop is busy with an answer). An idle source gets one
+//     nearly empty request per IdleFetchWait, whatever the partition count.
+//     A broker that lost the session (restart: FETCH_SESSION_ID_NOT_FOUND,
+//     or INVALID_FETCH_SESSION_EPOCH) is answered with a full fetch that
+//     opens a new one; the wants stay parked meanwhile.
+//   - The poll is long (IdleFetchWait) only while every partition of the
+//     leader is parked: new data for any of them ends it at once (the broker
+//     watches every partition of the session). While some copy loop is busy
+//     the poll is FetchMaxWait, so a loop that comes back with its next
+//     offset does not wait out a long poll; while a drain (WaitCopied)
+//     waits on a parked partition the poll is urgentFetchWait.
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// fetchWant is one partition's fetch, waiting for its leader's next request.
+// fetchWant is one partition's fetch, parked in its leader's fetcher until
+// it is answered.
 type fetchWant struct {
-	topic     string
-	id        [16]byte
-	partition int32
-	offset    int64
-	urgent    bool
-	reply     chan fetchReply // buffered: the fetcher never blocks on it
+	p      *partition
+	id     [16]byte
+	offset int64
+	shift  int64           // the copy session's SourceShift, for hwm updates
+	reply  chan fetchReply // buffered 1: the fetcher never blocks on it
 }
 
 type fetchReply struct {
@@ -39,14 +58,37 @@ type fetchReply struct {
 }
 
 // leaderFetcher batches the fetches of the partitions one source broker
-// leads.
+// leads and keeps the fetch session with that broker.
 type leaderFetcher struct {
 	r      *Replicator
 	leader int32
 
-	mu      sync.Mutex // guards pending
-	pending []*fetchWant
-	kick    chan struct{} // a want arrived (buffered 1)
+	mu     sync.Mutex // guards the fields below
+	parked map[topicPartition]*fetchWant
+	busy   map[topicPartition]struct{} // answered; their loop has not asked again yet
+	dirty  bool                        // parked or busy changed since the last request
+	kick   chan struct{}               // something changed (buffered 1)
+
+	// sess is owned by the loop goroutine.
+	sess fetchSession
+}
+
+// fetchSession is the client side of a KIP-227 session: what the broker's
+// session holds for each partition.
+type fetchSession struct {
+	id    int32 // 0: none; the next request is a full fetch that asks for one
+	epoch int32
+	parts map[topicPartition]sessionPartition
+}
+
+type sessionPartition struct {
+	id     [16]byte
+	offset int64
+}
+
+func (s *fetchSession) reset() {
+	s.id, s.epoch = 0, 0
+	clear(s.parts)
 }
 
 // fetcherFor returns (starting if needed) the fetcher of a source leader.
@@ -60,7 +102,9 @@ func (r *Replicator) fetcherFor(leader int32) *leaderFetcher {
 	if r.fetchers == nil {
 		r.fetchers = map[int32]*leaderFetcher{}
 	}
-	f := &leaderFetcher{r: r, leader: leader, kick: make(chan struct{}, 1)}
+	f := &leaderFetcher{r: r, leader: leader, kick: make(chan struct{}, 1),
+		parked: map[topicPartition]*fetchWant{}, busy: map[topicPartition]struct{}{},
+		sess: fetchSession{parts: map[topicPartition]sessionPartition{}}}
 	r.fetchers[leader] = f
 	r.wg.Add(1)
 	go func() {
@@ -70,107 +114,237 @@ func (r *Replicator) fetcherFor(leader int32) *leaderFetcher {
 	return f
 }
 
-// fetchPolled fetches a partition's source records from offset through its
-// leader's shared fetcher.
-func (r *Replicator) fetchPolled(ctx context.Context, p *partition, l leaders, offset int64) (*kmsg.FetchResponseTopicPartition, error) {
-	w := &fetchWant{topic: p.topic, id: l.srcID, partition: p.partition, offset: offset,
-		urgent: p.waiters.Load() > 0, reply: make(chan fetchReply, 1)}
-	f := r.fetcherFor(l.srcLeader)
-	f.mu.Lock()
-	f.pending = append(f.pending, w)
-	f.mu.Unlock()
+func (f *leaderFetcher) signal() {
 	select {
 	case f.kick <- struct{}{}:
 	default:
 	}
+}
+
+// fetch waits for a partition's source records from offset. shift is the
+// copy session's SourceShift (virtual = log offset + shift).
+func (f *leaderFetcher) fetch(ctx context.Context, p *partition, id [16]byte, offset, shift int64) (*kmsg.FetchResponseTopicPartition, error) {
+	tp := topicPartition{p.topic, p.partition}
+	w := &fetchWant{p: p, id: id, offset: offset, shift: shift, reply: make(chan fetchReply, 1)}
+	f.mu.Lock()
+	f.parked[tp] = w
+	delete(f.busy, tp)
+	f.dirty = true
+	f.mu.Unlock()
+	f.signal()
 	select {
 	case <-ctx.Done():
+		f.mu.Lock()
+		if f.parked[tp] == w {
+			delete(f.parked, tp)
+			f.dirty = true
+		}
+		f.mu.Unlock()
 		return nil, ctx.Err() // the answer, if any, is dropped
 	case rep := <-w.reply:
 		return rep.fp, rep.err
 	}
 }
 
+// leave tells the fetcher a partition's copy session ended: it is neither
+// parked nor busy any more (a busy partition that never comes back would
+// keep the polls short).
+func (f *leaderFetcher) leave(p *partition) {
+	tp := topicPartition{p.topic, p.partition}
+	f.mu.Lock()
+	delete(f.busy, tp)
+	delete(f.parked, tp)
+	f.dirty = true
+	f.mu.Unlock()
+	f.signal()
+}
+
 func (f *leaderFetcher) loop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-f.kick:
-		}
+	var wants []*fetchWant
+	var busyTimer *time.Timer
+	for ctx.Err() == nil {
 		f.mu.Lock()
-		wants := f.pending
-		f.pending = nil
+		wants = wants[:0]
+		for _, w := range f.parked {
+			wants = append(wants, w)
+		}
+		busy, dirty := len(f.busy), f.dirty
+		f.dirty = false
 		f.mu.Unlock()
-		if len(wants) == 0 {
+		if len(wants) == 0 && len(f.sess.parts) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-f.kick:
+			}
 			continue
 		}
-		f.fetch(ctx, wants)
+		urgent := false
+		for _, w := range wants {
+			if w.p.waiters.Load() > 0 {
+				urgent = true
+				break
+			}
+		}
+		if busy > 0 && !dirty && !urgent {
+			// A partition was just answered: give its loop a moment to
+			// come back with its next offset, so the next request
+			// carries it instead of leaving it to wait a whole poll.
+			if busyTimer == nil {
+				busyTimer = time.NewTimer(f.r.opts.FetchMaxWait)
+			} else {
+				busyTimer.Reset(f.r.opts.FetchMaxWait)
+			}
+			select {
+			case <-ctx.Done():
+			case <-f.kick:
+				busyTimer.Stop()
+				continue
+			case <-busyTimer.C:
+			}
+		}
+		wait := f.r.opts.IdleFetchWait
+		switch {
+		case len(wants) == 0:
+			wait = 0 // only forgetting: nothing to wait for
+		case urgent:
+			wait = urgentFetchWait
+		case busy > 0:
+			wait = f.r.opts.FetchMaxWait
+		}
+		f.fetchOnce(ctx, wants, wait)
 	}
 }
 
-// fetch sends one request for wants and answers each of them.
-func (f *leaderFetcher) fetch(ctx context.Context, wants []*fetchWant) {
-	r := f.r
-	wait := r.opts.FetchMaxWait
-	byTopic := map[string]int{}
-	var topics []kmsg.FetchRequestTopic
-	for _, w := range wants {
-		if w.urgent {
-			wait = urgentFetchWait
-		}
-		i, ok := byTopic[w.topic]
-		if !ok {
-			i = len(topics)
-			byTopic[w.topic] = i
-			rt := kmsg.NewFetchRequestTopic()
-			rt.Topic, rt.TopicID = w.topic, w.id
-			topics = append(topics, rt)
-		}
-		topics[i].Partitions = append(topics[i].Partitions, r.fetchPartition(w.partition, w.offset))
-	}
+// fetchOnce sends one request for wants (the parked partitions) and answers
+// those that got records or an error.
+func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait time.Duration) {
+	r, s := f.r, &f.sess
 	req := r.newFetchRequest(1, wait) // read_committed
-	req.Topics = topics
+	full := s.id == 0
+	req.SessionID, req.SessionEpoch = s.id, s.epoch
+	byTopic := map[string]int{}
+	inRequest := make(map[topicPartition]*fetchWant, len(wants))
+	for _, w := range wants {
+		tp := topicPartition{w.p.topic, w.p.partition}
+		inRequest[tp] = w
+		if sp, ok := s.parts[tp]; !full && ok && sp.offset == w.offset && sp.id == w.id {
+			continue // the session has it
+		}
+		i, ok := byTopic[tp.topic]
+		if !ok {
+			i = len(req.Topics)
+			byTopic[tp.topic] = i
+			rt := kmsg.NewFetchRequestTopic()
+			rt.Topic, rt.TopicID = tp.topic, w.id
+			req.Topics = append(req.Topics, rt)
+		}
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, r.fetchPartition(tp.partition, w.offset))
+	}
+	if !full {
+		forgotten := map[string]int{}
+		for tp, sp := range s.parts {
+			if inRequest[tp] != nil {
+				continue
+			}
+			i, ok := forgotten[tp.topic]
+			if !ok {
+				i = len(req.ForgottenTopics)
+				forgotten[tp.topic] = i
+				ft := kmsg.NewFetchRequestForgottenTopic()
+				ft.Topic, ft.TopicID = tp.topic, sp.id
+				req.ForgottenTopics = append(req.ForgottenTopics, ft)
+			}
+			req.ForgottenTopics[i].Partitions = append(req.ForgottenTopics[i].Partitions, tp.partition)
+		}
+	}
 	answerAll := func(err error) {
+		f.mu.Lock()
 		for _, w := range wants {
+			tp := topicPartition{w.p.topic, w.p.partition}
+			if f.parked[tp] == w {
+				delete(f.parked, tp)
+				f.busy[tp] = struct{}{}
+			}
 			w.reply <- fetchReply{err: err}
 		}
+		f.mu.Unlock()
 	}
 	kresp, err := r.src.Broker(int(f.leader)).Request(ctx, req)
 	if err != nil {
-		answerAll(fmt.Errorf("broker %d: fetch: %w", f.leader, err))
+		// The broker may have restarted and lost the session; the next
+		// request opens a new one.
+		s.reset()
+		if ctx.Err() == nil {
+			answerAll(fmt.Errorf("broker %d: fetch: %w", f.leader, err))
+		}
 		return
 	}
 	resp := kresp.(*kmsg.FetchResponse)
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		s.reset()
+		if errors.Is(err, kerr.FetchSessionIDNotFound) || errors.Is(err, kerr.InvalidFetchSessionEpoch) {
+			// Start over with a full fetch; the wants stay parked.
+			r.log.Debug("source fetch session lost, opening a new one", "broker", f.leader, "error", err)
+			r.metrics.sessionResets.Inc()
+			return
+		}
 		answerAll(fmt.Errorf("broker %d: fetch: %w", f.leader, err))
 		return
 	}
-	type key struct {
-		topic     string
-		partition int32
+	// The broker now holds exactly the partitions of this request.
+	if full {
+		clear(s.parts)
+		s.id, s.epoch = resp.SessionID, 1
+		if s.id == 0 { // no session (the broker's cache is full): stay full
+			s.epoch = 0
+		}
+	} else {
+		s.epoch = nextSessionEpoch(s.epoch)
 	}
-	got := map[key]*kmsg.FetchResponseTopicPartition{}
+	if s.id != 0 {
+		clear(s.parts)
+		for tp, w := range inRequest {
+			s.parts[tp] = sessionPartition{id: w.id, offset: w.offset}
+		}
+	}
+	ids := map[[16]byte]string{}
+	for _, w := range wants {
+		ids[w.id] = w.p.topic
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i := range resp.Topics {
 		rt := &resp.Topics[i]
 		name := rt.Topic
 		if name == "" { // v13+ names topics by id only
-			for _, w := range wants {
-				if w.id == rt.TopicID {
-					name = w.topic
-					break
-				}
-			}
+			name = ids[rt.TopicID]
 		}
 		for j := range rt.Partitions {
-			got[key{name, rt.Partitions[j].Partition}] = &rt.Partitions[j]
-		}
-	}
-	for _, w := range wants {
-		if fp := got[key{w.topic, w.partition}]; fp != nil {
+			fp := &rt.Partitions[j]
+			tp := topicPartition{name, fp.Partition}
+			w := inRequest[tp]
+			if w == nil || f.parked[tp] != w {
+				continue // left meanwhile
+			}
+			if fp.ErrorCode == 0 && len(fp.RecordBatches) == 0 {
+				// The high watermark moved (records not yet
+				// committed, or beyond what read_committed shows):
+				// only the status changes; the want stays parked.
+				w.p.observeHWM(fp.HighWatermark + w.shift)
+				continue
+			}
+			delete(f.parked, tp)
+			f.busy[tp] = struct{}{}
 			w.reply <- fetchReply{fp: fp}
-			continue
 		}
-		w.reply <- fetchReply{err: fmt.Errorf("broker %d: fetch answer has no %s/%d", f.leader, w.topic, w.partition)}
 	}
+}
+
+// nextSessionEpoch follows epoch; after MaxInt32 it wraps to 1 (0 asks for
+// a new session).
+func nextSessionEpoch(epoch int32) int32 {
+	if epoch == math.MaxInt32 {
+		return 1
+	}
+	return epoch + 1
 }

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"unsafe"
 )
 
 // OffsetMap is the exact map between one source partition's offsets (the
@@ -25,18 +26,22 @@ import (
 // target offsets. A partition without gaps is a single run; every gap costs
 // one run.
 //
-// Representation and why: a run is two int64s (source start, target start);
-// its length is implied by the next run's target start (or the target end),
-// because target offsets are contiguous. That is 16 bytes per gap in memory
-// (measured by BenchmarkOffsetMapTransactional: one marker every 10 records),
-// and 2-4 bytes per gap on disk (varint deltas, see Save). Both lookups are a
-// binary search. DESIGN.md suggests a roaring bitmap of gap positions with rank
-// queries, which would be a few bytes per gap in memory; we chose the run list
-// because it needs no dependency, answers both directions (source→target and
-// target→source) with the same search, and stays exact when the target does
-// not start at offset 0. If a busy transactional topic makes 16 B/gap matter,
-// the run slice can be split into delta-encoded blocks without changing this
-// API.
+// Representation and why: a run is a source start and a target start; its
+// length is implied by the next run's target start (or the target end),
+// because target offsets are contiguous. Runs are stored in blocks of
+// blockRuns (runBlock): the first run in full, the others as deltas from the
+// run before (source start, target start), each delta array packed at the
+// smallest byte width (1, 2, 4 or 8) its largest delta needs. The newest
+// runs (up to blockRuns+1) stay in a plain slice, the tail, so appending and
+// coalescing never touch a packed block. A marker every 10 records or a
+// compacted topic needs 1-byte deltas: about 2.4 B per gap in memory (was 16
+// B as a slice of int64 pairs; BenchmarkOffsetMap) and 2-4 B per gap on disk
+// (varint deltas, see Save). Both lookups are the same: a binary search over
+// the block heads (by source or by target start: both increase) and a scan
+// of at most blockRuns-1 deltas, or a binary search of the tail. DESIGN.md
+// suggests a roaring bitmap of gap positions with rank queries; blocks need
+// no dependency, answer both directions with the same search, and stay exact
+// when the target does not start at offset 0.
 //
 // Coverage: source offsets [SourceStart, SourceEnd) map to target offsets
 // [TargetStart, TargetEnd). SourceEnd is the next source offset the
@@ -52,7 +57,12 @@ type OffsetMap struct {
 	meta    MapMeta
 	srcBase int64 // first source offset covered
 	tgtBase int64 // target offset of the first copied record
-	runs    []run // sorted by src and by tgt; runs[0].tgt == tgtBase
+	// The runs, sorted by src and by tgt (the first has tgt == tgtBase):
+	// the packed blocks, then the tail. The tail holds the newest runs and
+	// is non-empty once a record was copied.
+	blocks  []runBlock
+	packed  []byte // the blocks' deltas
+	tail    []run
 	nextSrc int64 // SourceEnd: next source offset to copy
 	tgtEnd  int64 // TargetEnd: next target offset to be written
 }
@@ -61,6 +71,177 @@ type OffsetMap struct {
 // target offsets. Its length is the next run's tgt (or tgtEnd) minus tgt.
 type run struct {
 	src, tgt int64
+}
+
+// blockRuns is the number of runs in a packed block: a lookup scans at most
+// blockRuns-1 deltas; a block head costs 24 bytes, 0.4 per run.
+const blockRuns = 64
+
+// runBlock is blockRuns runs: the first in full, then blockRuns-1 source
+// deltas of sw bytes and blockRuns-1 target deltas of tw bytes (little
+// endian) at packed[off:].
+type runBlock struct {
+	src, tgt int64
+	off      uint32
+	sw, tw   uint8
+}
+
+// deltaWidth is the byte width that holds every delta up to max.
+func deltaWidth(max int64) uint8 {
+	switch {
+	case max < 1<<8:
+		return 1
+	case max < 1<<16:
+		return 2
+	case max < 1<<32:
+		return 4
+	}
+	return 8
+}
+
+func loadDelta(p []byte, w uint8) int64 {
+	switch w {
+	case 1:
+		return int64(p[0])
+	case 2:
+		return int64(binary.LittleEndian.Uint16(p))
+	case 4:
+		return int64(binary.LittleEndian.Uint32(p))
+	}
+	return int64(binary.LittleEndian.Uint64(p))
+}
+
+func appendDelta(b []byte, v int64, w uint8) []byte {
+	switch w {
+	case 1:
+		return append(b, byte(v))
+	case 2:
+		return binary.LittleEndian.AppendUint16(b, uint16(v))
+	case 4:
+		return binary.LittleEndian.AppendUint32(b, uint32(v))
+	}
+	return binary.LittleEndian.AppendUint64(b, uint64(v))
+}
+
+// pushRun appends a run (starting after every run so far) and packs the
+// oldest tail runs into a block once the tail holds more than blockRuns:
+// the last tail run's length may still grow (coalescing), a packed run's
+// never does.
+func (m *OffsetMap) pushRun(r run) {
+	m.tail = append(m.tail, r)
+	if len(m.tail) <= blockRuns {
+		return
+	}
+	rs := m.tail[:blockRuns]
+	var maxS, maxT int64
+	for i := 1; i < len(rs); i++ {
+		maxS = max(maxS, rs[i].src-rs[i-1].src)
+		maxT = max(maxT, rs[i].tgt-rs[i-1].tgt)
+	}
+	b := runBlock{src: rs[0].src, tgt: rs[0].tgt, off: uint32(len(m.packed)), sw: deltaWidth(maxS), tw: deltaWidth(maxT)}
+	for i := 1; i < len(rs); i++ {
+		m.packed = appendDelta(m.packed, rs[i].src-rs[i-1].src, b.sw)
+	}
+	for i := 1; i < len(rs); i++ {
+		m.packed = appendDelta(m.packed, rs[i].tgt-rs[i-1].tgt, b.tw)
+	}
+	m.blocks = append(m.blocks, b)
+	m.tail = m.tail[:copy(m.tail, m.tail[blockRuns:])]
+}
+
+// blockEnd is the target start of the run after block i. Callers hold mu.
+func (m *OffsetMap) blockEnd(i int) int64 {
+	if i+1 < len(m.blocks) {
+		return m.blocks[i+1].tgt
+	}
+	return m.tail[0].tgt
+}
+
+// blockToTarget is ToTarget within block i (blocks[i].src <= src).
+func (m *OffsetMap) blockToTarget(i int, src int64) int64 {
+	b := &m.blocks[i]
+	sd := m.packed[b.off:]
+	td := sd[int(b.sw)*(blockRuns-1):]
+	// k = the run holding src (or the gap after it) within the block.
+	k, ds := prefixWithin(sd, b.sw, src-b.src)
+	s, t := b.src+ds, b.tgt+prefixSum(td, b.tw, k)
+	n := m.blockEnd(i) - t // the block's last run
+	if k < blockRuns-1 {
+		n = loadDelta(td[k*int(b.tw):], b.tw)
+	}
+	return t + min(src-s, n)
+}
+
+// blockToSource is ToSource within block i (blocks[i].tgt <= tgt, and tgt
+// before the next block).
+func (m *OffsetMap) blockToSource(i int, tgt int64) int64 {
+	b := &m.blocks[i]
+	sd := m.packed[b.off:]
+	td := sd[int(b.sw)*(blockRuns-1):]
+	k, dt := prefixWithin(td, b.tw, tgt-b.tgt)
+	return b.src + prefixSum(sd, b.sw, k) + (tgt - (b.tgt + dt))
+}
+
+// prefixWithin returns the largest k <= blockRuns-1 whose first k deltas
+// (width w) sum to at most limit, and that sum.
+func prefixWithin(d []byte, w uint8, limit int64) (k int, sum int64) {
+	const n = blockRuns - 1
+	if w == 1 { // the common case, kept to a tight loop
+		d = d[:n]
+		for k < n {
+			v := int64(d[k])
+			if sum+v > limit {
+				break
+			}
+			sum += v
+			k++
+		}
+		return k, sum
+	}
+	for k < n {
+		v := loadDelta(d[k*int(w):], w)
+		if sum+v > limit {
+			break
+		}
+		sum += v
+		k++
+	}
+	return k, sum
+}
+
+// prefixSum is the sum of the first k deltas (width w).
+func prefixSum(d []byte, w uint8, k int) int64 {
+	var sum int64
+	if w == 1 {
+		for _, v := range d[:k] {
+			sum += int64(v)
+		}
+		return sum
+	}
+	for j := 0; j < k; j++ {
+		sum += loadDelta(d[j*int(w):], w)
+	}
+	return sum
+}
+
+// forEachRun calls fn with every run and its length, in order. Callers
+// hold mu.
+func (m *OffsetMap) forEachRun(fn func(src, tgt, n int64)) {
+	for i := range m.blocks {
+		b := &m.blocks[i]
+		sd := m.packed[b.off:]
+		td := sd[int(b.sw)*(blockRuns-1):]
+		s, t := b.src, b.tgt
+		for k := 0; k < blockRuns-1; k++ {
+			dt := loadDelta(td[k*int(b.tw):], b.tw)
+			fn(s, t, dt)
+			s, t = s+loadDelta(sd[k*int(b.sw):], b.sw), t+dt
+		}
+		fn(s, t, m.blockEnd(i)-t)
+	}
+	for i, r := range m.tail {
+		fn(r.src, r.tgt, m.tailLen(i))
+	}
 }
 
 // MapMeta identifies the partition pair a map belongs to, so that a map
@@ -102,17 +283,29 @@ func (m *OffsetMap) ToTarget(src int64) (tgt int64, ok bool) {
 	if src < m.srcBase || src > m.nextSrc {
 		return 0, false
 	}
-	// i = number of runs starting at or before src.
-	i := sort.Search(len(m.runs), func(i int) bool { return m.runs[i].src > src })
-	if i == 0 {
+	if len(m.tail) == 0 || src < m.firstSrc() {
 		// A gap before the first copied record (or no records at all).
 		return m.tgtBase, true
 	}
-	r := m.runs[i-1]
-	n := m.runLen(i - 1)
+	if src < m.tail[0].src {
+		i := sort.Search(len(m.blocks), func(i int) bool { return m.blocks[i].src > src })
+		return m.blockToTarget(i-1, src), true
+	}
+	// i = number of tail runs starting at or before src (>= 1).
+	i := sort.Search(len(m.tail), func(i int) bool { return m.tail[i].src > src })
+	r := m.tail[i-1]
 	// Inside the run: exact. After it (a gap): the next run's start, which
 	// is r.tgt+n because target offsets are contiguous.
-	return r.tgt + min(src-r.src, n), true
+	return r.tgt + min(src-r.src, m.tailLen(i-1)), true
+}
+
+// firstSrc is the first run's source start. Callers hold mu; there is a
+// run.
+func (m *OffsetMap) firstSrc() int64 {
+	if len(m.blocks) > 0 {
+		return m.blocks[0].src
+	}
+	return m.tail[0].src
 }
 
 // ToSource returns the source offset of the record at target offset tgt;
@@ -126,8 +319,13 @@ func (m *OffsetMap) ToSource(tgt int64) (src int64, ok bool) {
 	if tgt == m.tgtEnd {
 		return m.nextSrc, true
 	}
-	i := sort.Search(len(m.runs), func(i int) bool { return m.runs[i].tgt > tgt })
-	r := m.runs[i-1] // i >= 1: runs[0].tgt == tgtBase <= tgt < tgtEnd
+	// There is a run: tgtBase <= tgt < tgtEnd.
+	if tgt < m.tail[0].tgt {
+		i := sort.Search(len(m.blocks), func(i int) bool { return m.blocks[i].tgt > tgt })
+		return m.blockToSource(i-1, tgt), true // i >= 1: blocks[0].tgt == tgtBase
+	}
+	i := sort.Search(len(m.tail), func(i int) bool { return m.tail[i].tgt > tgt })
+	r := m.tail[i-1]
 	return r.src + (tgt - r.tgt), true
 }
 
@@ -164,22 +362,22 @@ func (m *OffsetMap) TargetEnd() int64 {
 func (m *OffsetMap) Runs() int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return len(m.runs)
+	return len(m.blocks)*blockRuns + len(m.tail)
 }
 
 // MemoryBytes is the memory the runs use (capacity, not length).
 func (m *OffsetMap) MemoryBytes() int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return cap(m.runs) * 16
+	return cap(m.blocks)*int(unsafe.Sizeof(runBlock{})) + cap(m.packed) + cap(m.tail)*int(unsafe.Sizeof(run{}))
 }
 
-// runLen is the length of run i. Callers hold mu.
-func (m *OffsetMap) runLen(i int) int64 {
-	if i+1 < len(m.runs) {
-		return m.runs[i+1].tgt - m.runs[i].tgt
+// tailLen is the length of tail run i. Callers hold mu.
+func (m *OffsetMap) tailLen(i int) int64 {
+	if i+1 < len(m.tail) {
+		return m.tail[i+1].tgt - m.tail[i].tgt
 	}
-	return m.tgtEnd - m.runs[i].tgt
+	return m.tgtEnd - m.tail[i].tgt
 }
 
 // add records that n records at source offsets src..src+n-1 were written at
@@ -199,8 +397,8 @@ func (m *OffsetMap) add(src, tgt, n int64) error {
 		return fmt.Errorf("offset map: target offset %d is not the expected target end %d", tgt, m.tgtEnd)
 	}
 	// Coalesce with the last run when no gap separates them.
-	if k := len(m.runs); k == 0 || m.runs[k-1].src+m.runLen(k-1) != src {
-		m.runs = append(m.runs, run{src: src, tgt: tgt})
+	if k := len(m.tail); k == 0 || m.tail[k-1].src+m.tailLen(k-1) != src {
+		m.pushRun(run{src: src, tgt: tgt})
 	}
 	m.nextSrc = src + n
 	m.tgtEnd = tgt + n
@@ -222,7 +420,8 @@ func (m *OffsetMap) clone() *OffsetMap {
 	defer m.mu.RUnlock()
 	return &OffsetMap{
 		meta: m.meta, srcBase: m.srcBase, tgtBase: m.tgtBase,
-		runs: append([]run(nil), m.runs...), nextSrc: m.nextSrc, tgtEnd: m.tgtEnd,
+		blocks: append([]runBlock(nil), m.blocks...), packed: append([]byte(nil), m.packed...),
+		tail: append(make([]run, 0, blockRuns+1), m.tail...), nextSrc: m.nextSrc, tgtEnd: m.tgtEnd,
 	}
 }
 
@@ -265,14 +464,13 @@ func (m *OffsetMap) AppendBinary(b []byte) []byte {
 	b = binary.AppendVarint(b, m.meta.SourceShift)
 	b = binary.AppendUvarint(b, uint64(m.srcBase))
 	b = binary.AppendUvarint(b, uint64(m.tgtBase))
-	b = binary.AppendUvarint(b, uint64(len(m.runs)))
+	b = binary.AppendUvarint(b, uint64(len(m.blocks)*blockRuns+len(m.tail)))
 	prevEnd := m.srcBase
-	for i, r := range m.runs {
-		n := m.runLen(i)
-		b = binary.AppendUvarint(b, uint64(r.src-prevEnd))
+	m.forEachRun(func(src, _, n int64) {
+		b = binary.AppendUvarint(b, uint64(src-prevEnd))
 		b = binary.AppendUvarint(b, uint64(n))
-		prevEnd = r.src + n
-	}
+		prevEnd = src + n
+	})
 	b = binary.AppendUvarint(b, uint64(m.nextSrc-prevEnd))
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
 }
@@ -319,9 +517,6 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 		d.err = ErrCorruptMap
 	}
 	src, tgt := m.srcBase, m.tgtBase
-	if d.err == nil {
-		m.runs = make([]run, 0, nruns)
-	}
 	for i := uint64(0); i < nruns && d.err == nil; i++ {
 		gap, n := int64(d.uvarint()), int64(d.uvarint())
 		if n <= 0 || (i > 0 && gap <= 0) {
@@ -329,7 +524,7 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 			break
 		}
 		src += gap
-		m.runs = append(m.runs, run{src: src, tgt: tgt})
+		m.pushRun(run{src: src, tgt: tgt})
 		src += n
 		tgt += n
 	}

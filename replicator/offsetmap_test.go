@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"math/rand/v2"
+	"slices"
+	"sort"
 	"testing"
 )
 
@@ -139,13 +142,11 @@ func TestOffsetMapSaveLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.meta != m.meta || got.srcBase != m.srcBase || got.tgtBase != m.tgtBase ||
-		got.nextSrc != m.nextSrc || got.tgtEnd != m.tgtEnd || len(got.runs) != len(m.runs) {
+		got.nextSrc != m.nextSrc || got.tgtEnd != m.tgtEnd || got.Runs() != m.Runs() {
 		t.Fatalf("loaded %+v, saved %+v", got, m)
 	}
-	for i := range m.runs {
-		if got.runs[i] != m.runs[i] {
-			t.Errorf("run %d: %v != %v", i, got.runs[i], m.runs[i])
-		}
+	if g, w := runList(got), runList(m); !slices.Equal(g, w) {
+		t.Errorf("loaded runs %v, saved %v", g, w)
 	}
 	// Every flipped byte and every truncation is detected.
 	b := buf.Bytes()
@@ -285,5 +286,126 @@ func TestOffsetMapReadsVersion1(t *testing.T) {
 	}
 	if got.Meta().SourceShift != 0 || got.Runs() != 2 || got.SourceEnd() != 10 || got.TargetEnd() != 7 {
 		t.Fatalf("version 1 map: %+v runs %d ends (%d, %d)", got.Meta(), got.Runs(), got.SourceEnd(), got.TargetEnd())
+	}
+}
+
+func runList(m *OffsetMap) [][3]int64 {
+	var out [][3]int64
+	m.forEachRun(func(src, tgt, n int64) { out = append(out, [3]int64{src, tgt, n}) })
+	return out
+}
+
+// refMap is the plain run list the packed blocks replaced: the reference
+// the packed lookups must agree with.
+type refMap struct {
+	runs             []run
+	srcBase, tgtEnd  int64
+	tgtBase, nextSrc int64
+}
+
+func (r *refMap) runLen(i int) int64 {
+	if i+1 < len(r.runs) {
+		return r.runs[i+1].tgt - r.runs[i].tgt
+	}
+	return r.tgtEnd - r.runs[i].tgt
+}
+
+func (r *refMap) toTarget(src int64) (int64, bool) {
+	if src < r.srcBase || src > r.nextSrc {
+		return 0, false
+	}
+	i := sort.Search(len(r.runs), func(i int) bool { return r.runs[i].src > src })
+	if i == 0 {
+		return r.tgtBase, true
+	}
+	return r.runs[i-1].tgt + min(src-r.runs[i-1].src, r.runLen(i-1)), true
+}
+
+func (r *refMap) toSource(tgt int64) (int64, bool) {
+	if tgt < r.tgtBase || tgt > r.tgtEnd {
+		return 0, false
+	}
+	if tgt == r.tgtEnd {
+		return r.nextSrc, true
+	}
+	i := sort.Search(len(r.runs), func(i int) bool { return r.runs[i].tgt > tgt })
+	return r.runs[i-1].src + (tgt - r.runs[i-1].tgt), true
+}
+
+// The packed blocks answer exactly like a plain run list, for gaps and run
+// lengths of every delta width, across block edges, after a clone and after
+// a save and load.
+func TestOffsetMapPackedMatchesRunList(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	widths := []int64{1, 200, 60_000, 1 << 20, 1 << 33}
+	for round := 0; round < 20; round++ {
+		srcBase, tgtBase := rng.Int64N(1000), rng.Int64N(1000)
+		m := NewOffsetMap(MapMeta{Topic: "p"}, srcBase, tgtBase)
+		ref := &refMap{srcBase: srcBase, tgtBase: tgtBase, nextSrc: srcBase, tgtEnd: tgtBase}
+		src := srcBase
+		nadds := 64*3 + rng.IntN(200)
+		for k := 0; k < nadds; k++ {
+			// mostly small gaps and lengths; some blocks get wide ones
+			w := widths[0]
+			if rng.IntN(50) == 0 {
+				w = widths[rng.IntN(len(widths))]
+			}
+			gap := rng.Int64N(w + 1)
+			if rng.IntN(4) == 0 {
+				gap = 0 // coalesces with the run before
+			}
+			n := 1 + rng.Int64N(w)
+			src += gap
+			m.advance(src)
+			if err := m.add(src, m.TargetEnd(), n); err != nil {
+				t.Fatal(err)
+			}
+			if len(ref.runs) == 0 || ref.runs[len(ref.runs)-1].src+ref.runLen(len(ref.runs)-1) != src {
+				ref.runs = append(ref.runs, run{src: src, tgt: ref.tgtEnd})
+			}
+			src += n
+			ref.tgtEnd += n
+			ref.nextSrc = src
+		}
+		m.advance(src + 3)
+		ref.nextSrc = src + 3
+		if m.Runs() != len(ref.runs) {
+			t.Fatalf("runs = %d, want %d", m.Runs(), len(ref.runs))
+		}
+		var buf bytes.Buffer
+		if err := m.Save(&buf); err != nil {
+			t.Fatal(err)
+		}
+		loaded, err := Load(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mm := range []*OffsetMap{m, m.clone(), loaded} {
+			// Probe every run's edges and a few points inside and past.
+			for i, r := range ref.runs {
+				n := ref.runLen(i)
+				for _, s := range []int64{r.src - 1, r.src, r.src + n/2, r.src + n - 1, r.src + n} {
+					g, ok := mm.ToTarget(s)
+					wg, wok := ref.toTarget(s)
+					if g != wg || ok != wok {
+						t.Fatalf("round %d: ToTarget(%d) = %d, %v; want %d, %v", round, s, g, ok, wg, wok)
+					}
+				}
+				for _, tg := range []int64{r.tgt - 1, r.tgt, r.tgt + n/2, r.tgt + n - 1, r.tgt + n} {
+					g, ok := mm.ToSource(tg)
+					wg, wok := ref.toSource(tg)
+					if g != wg || ok != wok {
+						t.Fatalf("round %d: ToSource(%d) = %d, %v; want %d, %v", round, tg, g, ok, wg, wok)
+					}
+				}
+			}
+			for _, s := range []int64{srcBase - 1, srcBase, ref.nextSrc, ref.nextSrc + 1} {
+				g, ok := mm.ToTarget(s)
+				wg, wok := ref.toTarget(s)
+				if g != wg || ok != wok {
+					t.Fatalf("round %d: ToTarget(%d) = %d, %v; want %d, %v", round, s, g, ok, wg, wok)
+				}
+			}
+		}
 	}
 }

@@ -26,6 +26,8 @@ type partition struct {
 	records, bytes prometheus.Counter
 	lag, lagMs     prometheus.Gauge
 	errs           prometheus.Counter
+	lagBytes       prometheus.Gauge
+	riskGauge      prometheus.Gauge
 
 	mu          sync.Mutex // guards the fields below
 	m           *OffsetMap
@@ -34,6 +36,13 @@ type partition struct {
 	fatal       error         // set once; the loop has stopped
 	wake        chan struct{} // closed and replaced on progress or fatal error
 	behindSince time.Time     // zero while caught up
+
+	// Lag and retention risk (lag.go).
+	seenBytes, seenOffsets int64 // source batches seen: bytes per offset
+	nextTs                 int64 // unix ms of the next record to copy (estimate), 0 unknown
+	rates                  rateState
+	risk                   time.Duration
+	riskKnown, riskWarned  bool
 
 	// waiters counts WaitCopied callers (a cutover's drain). While there
 	// are any, the copy polls the source with a short wait: a caught-up
@@ -76,6 +85,24 @@ func (p *partition) status() PartitionStatus {
 	if !p.behindSince.IsZero() {
 		s.LagMillis = time.Since(p.behindSince).Milliseconds()
 	}
+	s.LagBytes = p.lagBytesLocked(s.LagRecords)
+	if s.LagRecords > 0 && p.nextTs > 0 {
+		s.RecordLagMillis = max(time.Now().UnixMilli()-p.nextTs, 0)
+	}
+	s.RetentionRiskMillis = -1
+	if p.riskKnown {
+		s.RetentionRiskMillis = p.risk.Milliseconds()
+	}
+	s.RetentionAtRisk = p.riskWarned
+	s.ProduceRecordsPerSec, s.CopyRecordsPerSec = p.rates.produceRate, p.rates.copyRate
+	switch {
+	case s.LagRecords == 0:
+		s.CatchUpMillis = 0
+	case p.rates.copyRate > p.rates.produceRate:
+		s.CatchUpMillis = int64(float64(s.LagRecords) / (p.rates.copyRate - p.rates.produceRate) * 1000)
+	default:
+		s.CatchUpMillis = -1
+	}
 	if p.fatal != nil {
 		s.Err, s.Fatal = p.fatal.Error(), true
 	} else if p.err != nil {
@@ -108,6 +135,26 @@ func (p *partition) progress(m *OffsetMap, hwm int64) {
 	p.mu.Unlock()
 	p.lag.Set(float64(lag))
 	p.lagMs.Set(float64(lagMs))
+}
+
+// observeHWM records a source high watermark seen while the partition had
+// nothing to copy (its fetch stays parked).
+func (p *partition) observeHWM(hwm int64) {
+	p.mu.Lock()
+	if hwm <= p.hwm {
+		p.mu.Unlock()
+		return
+	}
+	p.hwm = hwm
+	lag := int64(0)
+	if p.m != nil {
+		lag = max(hwm-p.m.SourceEnd(), 0)
+	}
+	if lag > 0 && p.behindSince.IsZero() {
+		p.behindSince = time.Now()
+	}
+	p.mu.Unlock()
+	p.lag.Set(float64(lag))
 }
 
 func (p *partition) setErr(err error) {
@@ -213,8 +260,14 @@ func listOffsets(ctx context.Context, r *Replicator, target bool, topic string, 
 	return offsets{s.Offset, e.Offset}, nil
 }
 
+// mapSaveInterval bounds how long a busy copy goes without persisting its
+// map. Saving (write, fsync, rename, fsync) after every fetch round was most
+// of the copy's own CPU; the target log is the checkpoint, so a map saved
+// late only means a longer recoverTail after a crash, never a wrong map.
+const mapSaveInterval = time.Second
+
 // copyPartition sets up a copy session and runs it until an error.
-func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
+func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr error) {
 	l, err := r.lookupLeaders(ctx, p)
 	if err != nil {
 		return err
@@ -227,13 +280,26 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 	if err != nil {
 		return err
 	}
+	f := r.fetcherFor(l.srcLeader)
+	defer f.leave(p)
 	// shift turns this session's source log offsets into the map's
 	// (virtual) source side; see MapMeta.SourceShift.
 	shift := m.Meta().SourceShift
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
+	// The map is saved when the copy catches up, at most mapSaveInterval
+	// after a change while it is behind, and when the session ends (Stop,
+	// StopTopic, an error), except in a simulated crash.
+	unsaved, savedAt := false, time.Now()
+	defer func() {
+		if unsaved && !errors.Is(retErr, errCrashed) {
+			if err := saveMapFile(r.opts.StateDir, m); err != nil && retErr == nil {
+				retErr = err
+			}
+		}
+	}()
 	for {
 		from := m.SourceEnd() - shift
-		fp, err := r.fetchPolled(ctx, p, l, from)
+		fp, err := f.fetch(ctx, p, l.srcID, from, shift)
 		if err != nil {
 			return err
 		}
@@ -247,8 +313,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 			}
 			return fmt.Errorf("source fetch at offset %d returned %d bytes without a whole batch", from, len(fp.RecordBatches))
 		}
+		p.noteAnswer(batches, from)
 		filter := newAbortFilter(fp.AbortedTransactions)
-		changed := false
+		changed, lastTs := false, int64(0)
 		for _, b := range batches {
 			if ctx.Err() != nil {
 				break // Stop: persist what was copied, leave the rest
@@ -274,11 +341,18 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) error {
 			}
 			m.advance(h.lastOffset() + 1 + shift)
 			changed = true
+			lastTs = h.maxTimestamp
 		}
 		if changed {
+			p.noteCopied(lastTs)
+			unsaved = true
+		}
+		caughtUp := m.SourceEnd() >= fp.HighWatermark+shift
+		if unsaved && (caughtUp || ctx.Err() != nil || time.Since(savedAt) >= mapSaveInterval) {
 			if err := saveMapFile(r.opts.StateDir, m); err != nil {
 				return err
 			}
+			unsaved, savedAt = false, time.Now()
 		}
 		p.progress(m, fp.HighWatermark+shift)
 		if ctx.Err() != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"sync"
@@ -44,11 +45,27 @@ type Options struct {
 	// PartitionMaxBytes bounds one partition's data in a fetch; the broker
 	// still returns at least one whole batch (KIP-74). Default 1 MiB.
 	PartitionMaxBytes int32
-	// FetchMaxWait is the source long-poll. Default 500ms.
+	// FetchMaxWait is the source poll while some partition of the leader
+	// is busy copying an answer (its next fetch should not wait out a long
+	// poll). Default 500ms.
 	FetchMaxWait time.Duration
+	// IdleFetchWait is the source long poll while every partition of the
+	// leader is caught up and waiting for records: new records end it at
+	// once, so it only bounds how often an idle source is asked
+	// (fetcher.go). Default 500ms; never below FetchMaxWait.
+	IdleFetchWait time.Duration
 	// RetryBackoff is the pause before a partition retries after a
 	// transient error. Default 1s.
 	RetryBackoff time.Duration
+
+	// RetentionWarning is the retention risk below which a partition is
+	// reported at risk (Status, metric, a warning log line): the estimated
+	// time until the source's retention deletes the oldest record not yet
+	// copied (lag.go). Default 1h.
+	RetentionWarning time.Duration
+	// StatsInterval is how often rates and retention risks are
+	// recomputed. Default 10s.
+	StatsInterval time.Duration
 
 	// Hooks are for crash tests; leave zero in production.
 	Hooks Hooks
@@ -80,9 +97,10 @@ type Replicator struct {
 	parts     map[topicPartition]*partition
 	topicErrs map[string]error
 	cancel    context.CancelFunc
-	runCtx    context.Context          // the partitions' context, set by Start
-	runs      map[string]*topicRun     // per topic, for StopTopic
-	fetchers  map[int32]*leaderFetcher // shared source fetches, by leader (fetcher.go)
+	runCtx    context.Context           // the partitions' context, set by Start
+	runs      map[string]*topicRun      // per topic, for StopTopic
+	fetchers  map[int32]*leaderFetcher  // shared source fetches, by leader (fetcher.go)
+	retention map[string]topicRetention // source topics' retention settings (lag.go)
 
 	wg sync.WaitGroup // partition goroutines
 }
@@ -109,6 +127,23 @@ type PartitionStatus struct {
 	// LagMillis is how long the partition has been behind: 0 when caught
 	// up, else the time since it was last caught up (or since start).
 	LagMillis int64
+	// LagBytes estimates the source bytes of the lag (LagRecords × the
+	// average source bytes per offset seen so far; 0 before any batch).
+	LagBytes int64
+	// RecordLagMillis is the age of the oldest record not yet copied (its
+	// timestamp, estimated; 0 when caught up or unknown).
+	RecordLagMillis int64
+	// ProduceRecordsPerSec and CopyRecordsPerSec are the source's produce
+	// rate and the copy's rate over the last StatsInterval.
+	ProduceRecordsPerSec, CopyRecordsPerSec float64
+	// CatchUpMillis estimates when the copy catches up (the initial sync's
+	// ETA): 0 caught up, -1 not catching up at the current rates.
+	CatchUpMillis int64
+	// RetentionRiskMillis estimates the time until the source's retention
+	// deletes the oldest record not yet copied (data loss); -1 when nothing
+	// is at risk. RetentionAtRisk is true below Options.RetentionWarning.
+	RetentionRiskMillis int64
+	RetentionAtRisk     bool
 	// Err is the last error; Fatal means the partition stopped for good
 	// (foreign writer, truncated source, topic mismatch) until restart.
 	Err   string
@@ -138,6 +173,16 @@ func New(o Options) (*Replicator, error) {
 	}
 	if o.FetchMaxWait <= 0 {
 		o.FetchMaxWait = 500 * time.Millisecond
+	}
+	if o.IdleFetchWait <= 0 {
+		o.IdleFetchWait = 500 * time.Millisecond
+	}
+	o.IdleFetchWait = max(o.IdleFetchWait, o.FetchMaxWait)
+	if o.RetentionWarning <= 0 {
+		o.RetentionWarning = time.Hour
+	}
+	if o.StatsInterval <= 0 {
+		o.StatsInterval = 10 * time.Second
 	}
 	if o.RetryBackoff <= 0 {
 		o.RetryBackoff = time.Second
@@ -184,6 +229,11 @@ func (r *Replicator) Start(ctx context.Context) error {
 	r.mu.Lock()
 	r.cancel, r.runCtx = cancel, runCtx
 	r.mu.Unlock()
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		r.monitor(runCtx)
+	}()
 	for _, topic := range r.opts.Topics {
 		if err := r.AddTopic(ctx, topic); err != nil {
 			return err
@@ -427,19 +477,26 @@ type metrics struct {
 	lag     *prometheus.GaugeVec
 	lagMs   *prometheus.GaugeVec
 	errs    *prometheus.CounterVec
+	lagB    *prometheus.GaugeVec
+	risk    *prometheus.GaugeVec
+	// sessionResets counts source fetch sessions the broker lost.
+	sessionResets prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	l := []string{"topic", "partition"}
 	m := &metrics{
-		records: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
-		bytes:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
-		lag:     prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
-		lagMs:   prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
-		errs:    prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
+		records:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
+		bytes:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
+		lag:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
+		lagMs:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
+		errs:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
+		lagB:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_bytes", Help: "Estimated source bytes not copied yet."}, l),
+		risk:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
+		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.sessionResets} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
@@ -450,13 +507,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 
 func (r *Replicator) newPartition(topic string, i int32) *partition {
 	lv := []string{topic, strconv.Itoa(int(i))}
-	return &partition{
+	p := &partition{
 		topic: topic, partition: i, log: r.log.With("topic", topic, "partition", i),
 		records: r.metrics.records.WithLabelValues(lv...), bytes: r.metrics.bytes.WithLabelValues(lv...),
 		lag: r.metrics.lag.WithLabelValues(lv...), lagMs: r.metrics.lagMs.WithLabelValues(lv...),
-		errs: r.metrics.errs.WithLabelValues(lv...),
+		errs:     r.metrics.errs.WithLabelValues(lv...),
+		lagBytes: r.metrics.lagB.WithLabelValues(lv...), riskGauge: r.metrics.risk.WithLabelValues(lv...),
 		wake: make(chan struct{}), behindSince: time.Now(),
 	}
+	p.riskGauge.Set(math.Inf(1))
+	return p
 }
 
 // topicRun is one topic's partition goroutines.

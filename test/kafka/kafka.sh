@@ -10,6 +10,7 @@
 #   fetch-mm2   resolve the MirrorMaker 2 classpath (only the benchmark needs it)
 #   up          format fresh storage, start both clusters, wait until each answers Metadata
 #   down        stop both clusters (SIGTERM, 20 s, then SIGKILL); logs are kept
+#   restart-source  stop the source broker and start it again on its data (tests of a restart)
 #   status      which brokers run
 #   logs [N]    last N (default 50) lines of each broker log
 #   env         shell exports for tests: eval "$(test/kafka/kafka.sh env)"
@@ -522,6 +523,21 @@ cmd_down() {
   stop_clusters source target
 }
 
+# cmd_restart_source: stop the source broker and start it again on the same storage (no
+# format), e.g. to drop the fetch sessions it holds. The launch line is start_cluster's.
+cmd_restart_source() {
+  local dir="$RUN_DIR/source" v="$KAFKA_SOURCE_VERSION" cp="$SOURCE_CP_DIR/libs/*" logopt
+  [[ -f "$dir/server.properties" ]] || die "source: no server.properties in $dir (run up first)"
+  stop_clusters source
+  logopt="$(write_log_config "$v" "$dir")"
+  [[ -f "$dir/server.log" ]] && mv "$dir/server.log" "$dir/server.log.before-restart"
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
+    java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -cp "$cp" "$logopt" -Dkafka.logs.dir="$dir" \
+    kafka.Kafka "$dir/server.properties" >>"$dir/console.log" 2>&1 </dev/null 8>&- 9>&- &
+  wait_cluster source "$SOURCE_BROKER_PORT" $((EPOCHSECONDS + KAFKA_WAIT_SECONDS))
+}
+
 cmd_status() {
   local name pids rc=0
   for name in source target; do
@@ -595,6 +611,7 @@ main() {
     fetch-mm2) fetch_mm2 ;;
     up) lock_run; cmd_up ;;
     down) lock_run; cmd_down ;;
+    restart-source) lock_run; cmd_restart_source ;;
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
     env) cmd_env ;;

@@ -1,0 +1,261 @@
+package replicator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// fetchLog records the source Fetch requests the replicator sends.
+type fetchLog struct {
+	mu   sync.Mutex
+	reqs []fetchSeen
+}
+
+type fetchSeen struct {
+	sessionID, epoch int32
+	partitions       int // named in the request
+	forgotten        int
+}
+
+func (l *fetchLog) add(req *kmsg.FetchRequest) {
+	s := fetchSeen{sessionID: req.SessionID, epoch: req.SessionEpoch}
+	for _, t := range req.Topics {
+		s.partitions += len(t.Partitions)
+	}
+	for _, t := range req.ForgottenTopics {
+		s.forgotten += len(t.Partitions)
+	}
+	l.mu.Lock()
+	l.reqs = append(l.reqs, s)
+	l.mu.Unlock()
+}
+
+func (l *fetchLog) since(n int) []fetchSeen {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]fetchSeen(nil), l.reqs[n:]...)
+}
+
+func (l *fetchLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.reqs)
+}
+
+type kfakePair struct {
+	src, tgt *kfake.Cluster
+	prod     *kgo.Client
+	log      *fetchLog
+	r        *Replicator
+}
+
+// startPair starts a source and a target kfake cluster, topics × parts
+// partitions on the source with one record each, and a replicator copying
+// them; it waits until everything is copied.
+func startPair(t *testing.T, topics []string, parts int32, o Options) *kfakePair {
+	t.Helper()
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, topics...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tgt.Close)
+	pp := &kfakePair{src: src, tgt: tgt, log: &fetchLog{}}
+	src.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if fr := req.(*kmsg.FetchRequest); fr.ReplicaID == -1 && fr.IsolationLevel == 1 {
+			pp.log.add(fr) // the replicator's shared fetches (read_committed)
+		}
+		return nil, nil, false
+	})
+	pp.prod, err = kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pp.prod.Close)
+	for _, tp := range topics {
+		for p := int32(0); p < parts; p++ {
+			pp.produce(t, tp, p, 1)
+		}
+	}
+	o.SourceBrokers, o.TargetBrokers = src.ListenAddrs(), tgt.ListenAddrs()
+	o.Topics = topics
+	o.StateDir = t.TempDir()
+	if o.RetryBackoff == 0 {
+		o.RetryBackoff = 50 * time.Millisecond
+	}
+	pp.r, err = New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pp.r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pp.r.Stop)
+	for _, tp := range topics {
+		for p := int32(0); p < parts; p++ {
+			pp.waitCopied(t, tp, p, 1)
+		}
+	}
+	return pp
+}
+
+func (pp *kfakePair) produce(t *testing.T, topic string, partition int32, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		r := &kgo.Record{Topic: topic, Partition: partition, Value: []byte(fmt.Sprintf("v%d", i))}
+		if err := pp.prod.ProduceSync(context.Background(), r).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (pp *kfakePair) waitCopied(t *testing.T, topic string, partition int32, end int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := pp.r.WaitCopied(ctx, topic, partition, end); err != nil {
+		t.Fatalf("%s/%d: copy did not reach %d: %v (status %+v)", topic, partition, end, err, pp.r.Status())
+	}
+}
+
+// waitFetches waits until the source saw n more replicator fetches after
+// mark.
+func (pp *kfakePair) waitFetches(t *testing.T, mark, n int) []fetchSeen {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for pp.log.len() < mark+n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d fetches after %d", pp.log.len()-mark, mark)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return pp.log.since(mark)
+}
+
+// waitParked waits until the source fetcher's session holds n partitions,
+// all of them parked at the offset the session has: the copy is idle.
+func (pp *kfakePair) waitParked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pp.r.mu.Lock()
+		fs := make([]*leaderFetcher, 0, len(pp.r.fetchers))
+		for _, f := range pp.r.fetchers {
+			fs = append(fs, f)
+		}
+		pp.r.mu.Unlock()
+		parked := 0
+		for _, f := range fs {
+			f.mu.Lock()
+			parked += len(f.parked)
+			f.mu.Unlock()
+		}
+		if parked == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d partitions parked", parked, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func checkNoPartitionErrors(t *testing.T, r *Replicator) {
+	t.Helper()
+	for _, s := range r.Status() {
+		if s.Err != "" {
+			t.Errorf("%s/%d: %s", s.Topic, s.Partition, s.Err)
+		}
+	}
+}
+
+// An idle copy asks the source with incremental fetch session requests that
+// name no partition at all, however many partitions it copies; new records
+// still arrive through the session.
+func TestIdleFetchesNameNoPartitions(t *testing.T) {
+	topics := []string{"a", "b", "c", "d", "e"}
+	pp := startPair(t, topics, 4, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 20 * time.Millisecond})
+	pp.waitParked(t, len(topics)*4)
+	seen := pp.waitFetches(t, pp.log.len(), 6)
+	for _, s := range seen[1:] { // the first may have been sent before the last partition parked
+		if s.sessionID == 0 || s.epoch <= 0 {
+			t.Fatalf("idle fetch without a session: %+v (all: %+v)", s, seen)
+		}
+		if s.partitions != 0 || s.forgotten != 0 {
+			t.Fatalf("idle fetch names %d partitions and forgets %d, want none: %+v", s.partitions, s.forgotten, seen)
+		}
+	}
+	// New records on one partition are copied; the others stay quiet.
+	pp.produce(t, "c", 2, 3)
+	pp.waitCopied(t, "c", 2, 4)
+	for _, tp := range topics {
+		for p := int32(0); p < 4; p++ {
+			if tp == "c" && p == 2 {
+				continue
+			}
+			if got := pp.r.CopiedThrough(tp, p); got != 1 {
+				t.Errorf("%s/%d copied through %d, want 1", tp, p, got)
+			}
+		}
+	}
+	checkNoPartitionErrors(t, pp.r)
+}
+
+// A broker that lost the session (a restart) answers with a session error;
+// the fetcher starts over with a full fetch naming every partition, and no
+// partition sees an error.
+func TestFetchSessionLostStartsOver(t *testing.T) {
+	for _, code := range []int16{kerr.FetchSessionIDNotFound.Code, kerr.InvalidFetchSessionEpoch.Code} {
+		t.Run(kerr.ErrorForCode(code).Error(), func(t *testing.T) {
+			topics := []string{"x", "y"}
+			pp := startPair(t, topics, 3, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 20 * time.Millisecond})
+			pp.waitParked(t, len(topics)*3)
+			pp.waitFetches(t, pp.log.len(), 2)
+			var once sync.Once
+			failed := make(chan int) // the index of the next fetch
+
+			pp.src.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+				fr := req.(*kmsg.FetchRequest)
+				if fr.SessionID == 0 {
+					return nil, nil, false
+				}
+				handled := false
+				once.Do(func() {
+					handled = true
+					failed <- pp.log.len() // the logger saw this one
+				})
+				if !handled {
+					return nil, nil, false
+				}
+				resp := fr.ResponseKind().(*kmsg.FetchResponse)
+				resp.ErrorCode = code
+				return resp, nil, true
+			})
+			mark := <-failed
+			pp.produce(t, "y", 1, 2)
+			pp.waitCopied(t, "y", 1, 3)
+			seen := pp.waitFetches(t, mark, 2)
+			if s := seen[0]; s.sessionID != 0 || s.epoch != 0 || s.partitions != len(topics)*3 {
+				t.Fatalf("first fetch after the session error = %+v, want a full fetch of all %d partitions opening a session", s, len(topics)*3)
+			}
+			if s := seen[1]; s.sessionID == 0 || s.epoch != 1 {
+				t.Fatalf("second fetch after the session error = %+v, want the new session at epoch 1", s)
+			}
+			checkNoPartitionErrors(t, pp.r)
+		})
+	}
+}
