@@ -23,13 +23,15 @@
 #
 # Environment (defaults below): KPROXY_CACHE, KAFKA_{SOURCE,TARGET,TOOLS,MM2}_VERSION,
 # KAFKA_HEAP_OPTS, KAFKA_WAIT_SECONDS, KAFKA_{SOURCE,TARGET}_FORMAT_ARGS,
-# KAFKA_{SOURCE,TARGET}_{BROKER,CONTROLLER}_PORT, KPROXY_M2_REPO (Maven local repository).
+# KAFKA_{SOURCE,TARGET}_{BROKER,CONTROLLER}_PORT, KPROXY_M2_REPO (Maven local repository),
+# KAFKA_RUN_DIR (default $KPROXY_CACHE/kafka-run), KAFKA_ZK_HEAP_OPTS.
 #
 # Needs only java (17+), mvn and go on PATH. Maven Central is the only network access.
 # Cache layout ($KPROXY_CACHE, default <repo>/.cache, git-ignored):
 #   kafka/<name>-<version>/libs/*.jar   one directory per classpath; .complete = hash of its pom
 #   kafka/mvn-logs/                     Maven output of the last resolution of each classpath
-#   kafka-run/{source,target}/          server.properties, log config, data/, server.log, console.log, kafka.pid
+#   kafka-run/{source,target}/          server.properties, log config, data/, server.log, console.log, kafka.pid,
+#                                       apiversions.txt (the broker's ApiVersions: "key min max" lines)
 #                                       (ZooKeeper mode also: zookeeper.properties, zookeeper/, zookeeper.log, zk.pid)
 #   bin/waitkafka                       the Go readiness checker (test/kafka/waitkafka)
 set -euo pipefail
@@ -52,16 +54,20 @@ MVN_DEPENDENCY_PLUGIN="${MVN_DEPENDENCY_PLUGIN:-org.apache.maven.plugins:maven-d
 # Broker-side exclusions, "groupId:artifactId" separated by spaces. kafka_2.13:4.4.0 declares
 # kafka-tools-api:4.4.0 (Decoder/RecordReader interfaces for the command-line tools), which
 # Maven Central does not have; no class in the 4.4.0 broker jars references
-# org.apache.kafka.tools.api, so the broker and StorageTool run without it.
-KAFKA_TARGET_EXCLUDES="${KAFKA_TARGET_EXCLUDES-org.apache.kafka:kafka-tools-api}"
-KAFKA_SOURCE_EXCLUDES="${KAFKA_SOURCE_EXCLUDES-}"
+# org.apache.kafka.tools.api, so the broker and StorageTool run without it. The default
+# excludes it for every 4.x broker, on whichever side (the downgrade pair runs 4.4.0 as source).
+default_excludes() { (("${1%%.*}" >= 4)) && echo "org.apache.kafka:kafka-tools-api" || true; }
+KAFKA_TARGET_EXCLUDES="${KAFKA_TARGET_EXCLUDES-$(default_excludes "$KAFKA_TARGET_VERSION")}"
+KAFKA_SOURCE_EXCLUDES="${KAFKA_SOURCE_EXCLUDES-$(default_excludes "$KAFKA_SOURCE_VERSION")}"
 
 # ---- layout and runtime knobs ---------------------------------------------------------
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 KPROXY_CACHE="${KPROXY_CACHE:-$REPO_ROOT/.cache}"
 DIST_DIR="$KPROXY_CACHE/kafka"
-RUN_DIR="$KPROXY_CACHE/kafka-run"
+# KAFKA_RUN_DIR: where the clusters' data and logs live; a second pair run after the first
+# (test/matrix.sh) uses its own, so the first pair's logs survive.
+RUN_DIR="${KAFKA_RUN_DIR:-$KPROXY_CACHE/kafka-run}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx384m}"
 KAFKA_ZK_HEAP_OPTS="${KAFKA_ZK_HEAP_OPTS:--Xms32m -Xmx128m}"
 # Bound on broker startup, counted after formatting. On an idle 2-core machine both brokers
@@ -583,7 +589,7 @@ go_check() { # NAME BPORT DEADLINE
   local name="$1" bport="$2" deadline="$3" left
   left=$((deadline - EPOCHSECONDS)); ((left < 15)) && left=15
   if ! "$KPROXY_CACHE/bin/waitkafka" -b "127.0.0.1:$bport" -timeout "${left}s" \
-      -produce "_kproxy_harness_check" -name "$name"; then
+      -produce "_kproxy_harness_check" -name "$name" -apiversions "$RUN_DIR/$name/apiversions.txt"; then
     log_tail "$name" 50
     die "$name: Metadata/produce/consume check against 127.0.0.1:$bport failed (logs above)"
   fi
