@@ -16,7 +16,10 @@
 #
 # Environment: MATRIX_PAIRS, MATRIX_RUN, MATRIX_OUT (summary directory, default
 # $KPROXY_CACHE/matrix), KPROXY_KAFKA_LOCK (a file to flock around each pair's
-# up..down, for machines where several checkouts share the harness ports).
+# up..down, for machines where several checkouts share the harness ports), MATRIX_AFTER_UP
+# (a command run once the pair's clusters are up, with the harness env exported; e.g. to
+# record a new Kafka version's ApiVersions into docs/compatibility.md:
+#   MATRIX_AFTER_UP='KPROXY_COMPAT_BROKER=$KPROXY_SOURCE_VERSION=$KPROXY_KAFKA_RUN/source/apiversions.txt,$KPROXY_TARGET_VERSION=$KPROXY_KAFKA_RUN/target/apiversions.txt KPROXY_UPDATE_COMPAT=1 go test -count=1 -run TestCompatibilityDocTable ./proxy/').
 # The clusters of pair S:T live in $KPROXY_CACHE/kafka-run-S-T (kept after the run).
 # Exit status: 0 when every pair passed.
 set -uo pipefail
@@ -52,6 +55,7 @@ run_pair() {
   local rc=0
   (
     eval "$(bash test/kafka/kafka.sh env)"
+    if [[ -n "${MATRIX_AFTER_UP:-}" ]]; then bash -c "$MATRIX_AFTER_UP" || exit 1; fi
     go test -count=1 -timeout "$MATRIX_TIMEOUT" -run "$MATRIX_RUN" -v ./test/integration/
   ) >>"$log" 2>&1 || rc=$?
   ((rc != 0)) && bash test/kafka/kafka.sh logs 60 >>"$log" 2>&1
