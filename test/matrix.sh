@@ -69,7 +69,7 @@ for pair in "${pairs[@]}"; do
   say "$sv -> $tv (log: $MATRIX_OUT/$sv-to-$tv.log)"
   t0=$SECONDS rc=0
   if [[ -n "${KPROXY_KAFKA_LOCK:-}" ]]; then
-    exec 7>"$KPROXY_KAFKA_LOCK"
+    exec 7>>"$KPROXY_KAFKA_LOCK"
     flock 7
     run_pair "$sv" "$tv" || rc=$?
     exec 7>&-
