@@ -36,6 +36,13 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
 
+## test-matrix: the broker-version matrix (2.8.2, 3.5.2, 3.9.2 -> 4.4.0 and 4.4.0 -> 3.9.2), summary in .cache/matrix
+.PHONY: test-matrix
+test-matrix:
+	bash test/clients/build.sh
+	bash test/kafka/kafka.sh fetch
+	bash test/matrix.sh
+
 ## bench: kproxy vs direct on real Kafka; writes bench/RESULTS.md and bench/results.json
 bench:
 	bash bench/run.sh

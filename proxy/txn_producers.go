@@ -596,9 +596,22 @@ func (s *Server) endIfNotOngoing(ctx context.Context, t *txnProducer) {
 	p.mu.Lock()
 	cluster := t.cluster
 	u, ok := t.sessions[cluster]
+	topics := make([]string, 0, len(t.topics))
+	for tp := range t.topics {
+		topics = append(topics, tp)
+	}
 	p.mu.Unlock()
 	uc, found := s.cluster(cluster)
 	if cluster == "" || !ok || !found {
+		return
+	}
+	if _, has := uc.apiVersions()[kmsg.DescribeTransactions.Int16()]; !has {
+		// Kafka before 3.0 has no DescribeTransactions (KIP-664): ask the
+		// partition leaders instead.
+		if open, err := s.txnRecordsOpen(ctx, uc, topics, u); err == nil && !open {
+			s.log.Warn("an open transaction outlived its timeout and none of its partitions holds its records open; no longer waiting for it", "transactional_id", t.id, "cluster", cluster)
+			p.txnEnd(t, cluster)
+		}
 		return
 	}
 	req := kmsg.NewPtrDescribeTransactionsRequest()
@@ -620,6 +633,46 @@ func (s *Server) endIfNotOngoing(ctx context.Context, t *txnProducer) {
 	}
 	s.log.Warn("an open transaction outlived its timeout and its coordinator ended it; no longer waiting for it", "transactional_id", t.id, "cluster", cluster, "state", st.State)
 	p.txnEnd(t, cluster)
+}
+
+// txnRecordsOpen reports whether any partition of topics on uc holds an
+// open transaction of producer u (DescribeProducers, Kafka 2.8+: a
+// transaction's records stay open until its coordinator writes the abort or
+// commit marker). A partition the transaction only added, with no records,
+// holds nothing a late commit could expose.
+func (s *Server) txnRecordsOpen(ctx context.Context, uc *upstreamCluster, topics []string, u upstreamPID) (bool, error) {
+	req := kmsg.NewPtrDescribeProducersRequest()
+	for _, topic := range topics {
+		rt := kmsg.NewDescribeProducersRequestTopic()
+		rt.Topic = topic
+		n := uc.partitionCount(topic)
+		if n < 0 {
+			return true, fmt.Errorf("partitions of %s unknown", topic)
+		}
+		for i := 0; i < n; i++ {
+			rt.Partitions = append(rt.Partitions, int32(i))
+		}
+		req.Topics = append(req.Topics, rt)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(rctx, uc.cl)
+	if err != nil {
+		return true, err
+	}
+	for _, rt := range resp.Topics {
+		for _, rp := range rt.Partitions {
+			if rp.ErrorCode != 0 {
+				return true, kerr.ErrorForCode(rp.ErrorCode)
+			}
+			for _, ap := range rp.ActiveProducers {
+				if ap.ProducerID == u.pid && ap.CurrentTxnStartOffset >= 0 {
+					return true, nil
+				}
+			}
+		}
+	}
+	return false, nil
 }
 
 // txnVirtualizeState shows a described transaction with the virtual PID and

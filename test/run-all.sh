@@ -3,7 +3,8 @@
 # install what is missing (apt, npm, Maven jars, Go modules), lint, unit tests
 # with the race detector, a short fuzz run, then real Kafka (two KRaft
 # clusters, 3.9 and 4.x) and the integration and client-matrix tests through
-# kproxy. Real Kafka is required: if it cannot start, this fails.
+# kproxy, then a 2.8.2 (ZooKeeper) source with a 4.4.0 target for the cutover
+# under load. Real Kafka is required: if it cannot start, this fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { echo "== run-all: $*"; }
@@ -41,6 +42,19 @@ if ! grep -q '^ok' /tmp/kproxy-integration.log || grep -q '^FAIL' /tmp/kproxy-in
 	echo "run-all: integration tests failed; broker logs follow" >&2
 	tail -n 200 /tmp/kproxy-integration.log
 	bash test/kafka/kafka.sh logs 40 || true
+	exit 1
+fi
+bash test/kafka/kafka.sh down
+
+# The oldest supported source (Kafka 2.8.2, ZooKeeper mode) in front of today's target:
+# the cutover + rollback under load and the end state, on the same ports with their own
+# run directory (the full broker-version matrix is `make test-matrix`).
+say "old-source pair: 2.8.2 -> 4.4.0 (cutover under load, end state)"
+if ! MATRIX_OUT=/tmp/kproxy-matrix-2.8.2 \
+	MATRIX_RUN='^(TestCutoverAndRollbackUnderLoad|TestEndStateFetchUsesTopicIDs|TestVersionFloorsLive)$' \
+	bash test/matrix.sh 2.8.2:4.4.0; then
+	echo "run-all: the 2.8.2 -> 4.4.0 pair failed; its log follows" >&2
+	tail -n 200 /tmp/kproxy-matrix-2.8.2/2.8.2-to-4.4.0.log
 	exit 1
 fi
 say "all passed"

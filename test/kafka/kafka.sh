@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # kafka.sh: real Apache Kafka brokers for kproxy's tests, built from Maven Central jars.
 #
-# Two single-node KRaft clusters (combined broker+controller) on loopback:
-#   source  SOURCE version (3.9.x)  broker 127.0.0.1:19092  controller 127.0.0.1:19093
-#   target  TARGET version (4.x)    broker 127.0.0.1:29092  controller 127.0.0.1:29093
+# Two single-node clusters on loopback, each at any supported version:
+#   source  KAFKA_SOURCE_VERSION (3.9.2)  broker 127.0.0.1:19092  controller/ZooKeeper 127.0.0.1:19093
+#   target  KAFKA_TARGET_VERSION (4.4.0)  broker 127.0.0.1:29092  controller/ZooKeeper 127.0.0.1:29093
+# Kafka 3.3+ runs in KRaft combined mode (broker+controller in one JVM). Older versions
+# (2.8.x, 3.0-3.2, where KRaft was not production-ready) run in ZooKeeper mode: a
+# ZooKeeper from the same classpath (Maven resolves it with kafka_2.13) listens on the
+# controller port, with its data dir inside the cluster's run dir (wiped by every `up`).
 #
 # Subcommands:
 #   fetch       resolve the source, target and tools classpaths into $KPROXY_CACHE (idempotent)
@@ -20,13 +24,16 @@
 #
 # Environment (defaults below): KPROXY_CACHE, KAFKA_{SOURCE,TARGET,TOOLS,MM2}_VERSION,
 # KAFKA_HEAP_OPTS, KAFKA_WAIT_SECONDS, KAFKA_{SOURCE,TARGET}_FORMAT_ARGS,
-# KAFKA_{SOURCE,TARGET}_{BROKER,CONTROLLER}_PORT, KPROXY_M2_REPO (Maven local repository).
+# KAFKA_{SOURCE,TARGET}_{BROKER,CONTROLLER}_PORT, KPROXY_M2_REPO (Maven local repository),
+# KAFKA_RUN_DIR (default $KPROXY_CACHE/kafka-run), KAFKA_ZK_HEAP_OPTS.
 #
 # Needs only java (17+), mvn and go on PATH. Maven Central is the only network access.
 # Cache layout ($KPROXY_CACHE, default <repo>/.cache, git-ignored):
 #   kafka/<name>-<version>/libs/*.jar   one directory per classpath; .complete = hash of its pom
 #   kafka/mvn-logs/                     Maven output of the last resolution of each classpath
-#   kafka-run/{source,target}/          server.properties, log config, data/, server.log, console.log, kafka.pid
+#   kafka-run/{source,target}/          server.properties, log config, data/, server.log, console.log, kafka.pid,
+#                                       apiversions.txt (the broker's ApiVersions: "key min max" lines)
+#                                       (ZooKeeper mode also: zookeeper.properties, zookeeper/, zookeeper.log, zk.pid)
 #   bin/waitkafka                       the Go readiness checker (test/kafka/waitkafka)
 set -euo pipefail
 
@@ -48,17 +55,22 @@ MVN_DEPENDENCY_PLUGIN="${MVN_DEPENDENCY_PLUGIN:-org.apache.maven.plugins:maven-d
 # Broker-side exclusions, "groupId:artifactId" separated by spaces. kafka_2.13:4.4.0 declares
 # kafka-tools-api:4.4.0 (Decoder/RecordReader interfaces for the command-line tools), which
 # Maven Central does not have; no class in the 4.4.0 broker jars references
-# org.apache.kafka.tools.api, so the broker and StorageTool run without it.
-KAFKA_TARGET_EXCLUDES="${KAFKA_TARGET_EXCLUDES-org.apache.kafka:kafka-tools-api}"
-KAFKA_SOURCE_EXCLUDES="${KAFKA_SOURCE_EXCLUDES-}"
+# org.apache.kafka.tools.api, so the broker and StorageTool run without it. The default
+# excludes it for every 4.x broker, on whichever side (the downgrade pair runs 4.4.0 as source).
+default_excludes() { (("${1%%.*}" >= 4)) && echo "org.apache.kafka:kafka-tools-api" || true; }
+KAFKA_TARGET_EXCLUDES="${KAFKA_TARGET_EXCLUDES-$(default_excludes "$KAFKA_TARGET_VERSION")}"
+KAFKA_SOURCE_EXCLUDES="${KAFKA_SOURCE_EXCLUDES-$(default_excludes "$KAFKA_SOURCE_VERSION")}"
 
 # ---- layout and runtime knobs ---------------------------------------------------------
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 KPROXY_CACHE="${KPROXY_CACHE:-$REPO_ROOT/.cache}"
 DIST_DIR="$KPROXY_CACHE/kafka"
-RUN_DIR="$KPROXY_CACHE/kafka-run"
+# KAFKA_RUN_DIR: where the clusters' data and logs live; a second pair run after the first
+# (test/matrix.sh) uses its own, so the first pair's logs survive.
+RUN_DIR="${KAFKA_RUN_DIR:-$KPROXY_CACHE/kafka-run}"
 KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx384m}"
+KAFKA_ZK_HEAP_OPTS="${KAFKA_ZK_HEAP_OPTS:--Xms32m -Xmx128m}"
 # Bound on broker startup, counted after formatting. On an idle 2-core machine both brokers
 # are up ~10 s after `up` begins; with a load average of 15 (parallel builds) it took 20-60 s.
 KAFKA_WAIT_SECONDS="${KAFKA_WAIT_SECONDS:-120}"
@@ -90,6 +102,15 @@ need() {
 
 # major version of a Kafka version string: 3.9.2 -> 3
 kmajor() { echo "${1%%.*}"; }
+kminor() { local r="${1#*.}"; echo "${r%%.*}"; }
+
+# zk_mode VERSION: true for versions that run on ZooKeeper here (before 3.3, KRaft was
+# early access). 2.x and 3.0-3.2; 4.x has no ZooKeeper mode at all.
+zk_mode() {
+  local ma mi
+  ma="$(kmajor "$1")" mi="$(kminor "$1")"
+  ((ma < 3 || (ma == 3 && mi < 3)))
+}
 
 # ---- fetch --------------------------------------------------------------------------------
 
@@ -240,23 +261,39 @@ mm2_cp() { require_cp "$MM2_CP_DIR" "MirrorMaker 2" fetch-mm2; echo "$MM2_CP_DIR
 write_server_properties() {
   local name="$1" v="$2" bport="$3" cport="$4" dir="$5"
   {
-    cat <<EOF
+    if zk_mode "$v"; then
+      # ZooKeeper mode: the controller port is ZooKeeper's client port.
+      cat <<EOF
+# generated by test/kafka/kafka.sh: $name cluster, Kafka $v, single broker in ZooKeeper mode
+broker.id=1
+zookeeper.connect=127.0.0.1:$cport
+zookeeper.connection.timeout.ms=30000
+listeners=PLAINTEXT://127.0.0.1:$bport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+EOF
+    else
+      cat <<EOF
 # generated by test/kafka/kafka.sh: $name cluster, Kafka $v, single-node KRaft combined mode
 process.roles=broker,controller
 node.id=1
 EOF
-    if (($(kmajor "$v") >= 4)); then
+    fi
+    if zk_mode "$v"; then
+      : # no quorum settings
+    elif (($(kmajor "$v") >= 4)); then
       # Dynamic quorum (KIP-853): bootstrap servers here, `format --standalone` below.
       echo "controller.quorum.bootstrap.servers=127.0.0.1:$cport"
     else
       echo "controller.quorum.voters=1@127.0.0.1:$cport"
     fi
-    cat <<EOF
+    zk_mode "$v" || cat <<EOF
 listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
 advertised.listeners=PLAINTEXT://127.0.0.1:$bport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+EOF
+    cat <<EOF
 log.dirs=$dir/data
 num.partitions=1
 default.replication.factor=1
@@ -322,6 +359,33 @@ EOF
   fi
 }
 
+# write_zookeeper_config DIR PORT: a standalone ZooKeeper (the one Kafka's pom brings) for a
+# ZooKeeper-mode broker; prints the -D option selecting its log config.
+write_zookeeper_config() {
+  local dir="$1" port="$2"
+  mkdir -p "$dir/zookeeper"
+  cat >"$dir/zookeeper.properties" <<EOF
+# generated by test/kafka/kafka.sh: standalone ZooKeeper for the broker in $dir
+dataDir=$dir/zookeeper
+clientPort=$port
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+tickTime=2000
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr
+EOF
+  cat >"$dir/zk-log4j.properties" <<EOF
+# generated by test/kafka/kafka.sh: ZooKeeper INFO to zookeeper.log
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File=$dir/zookeeper.log
+log4j.appender.file.Append=true
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+EOF
+  echo "-Dlog4j.configuration=file:$dir/zk-log4j.properties"
+}
+
 # ---- processes ------------------------------------------------------------------------------
 
 # is_our_broker PID DIR: the process runs kafka.Kafka with DIR/server.properties.
@@ -332,31 +396,52 @@ is_our_broker() {
   [[ "$cmd" == *" kafka.Kafka $dir/server.properties"* ]]
 }
 
-# broker_pids DIR: the pid file's process if it is ours, plus any other java process running
-# kafka.Kafka with DIR/server.properties (e.g. after a lost pid file).
-broker_pids() {
-  local dir="$1" p
+# is_our_zookeeper PID DIR: the process runs QuorumPeerMain with DIR/zookeeper.properties.
+is_our_zookeeper() {
+  local pid="$1" dir="$2" cmd
+  [[ -r "/proc/$pid/cmdline" ]] || return 1
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *" org.apache.zookeeper.server.quorum.QuorumPeerMain $dir/zookeeper.properties"* ]]
+}
+
+# our_pids DIR PIDFILE MATCHER: the pid file's process if MATCHER accepts it, plus any other
+# process MATCHER accepts (e.g. after a lost pid file).
+our_pids() {
+  local dir="$1" pidfile="$2" match="$3" p
   local -a pids=()
-  if [[ -f "$dir/kafka.pid" ]]; then
-    p="$(cat "$dir/kafka.pid")"
-    [[ "$p" =~ ^[0-9]+$ ]] && is_our_broker "$p" "$dir" && pids+=("$p")
+  if [[ -f "$dir/$pidfile" ]]; then
+    p="$(cat "$dir/$pidfile")"
+    [[ "$p" =~ ^[0-9]+$ ]] && "$match" "$p" "$dir" && pids+=("$p")
   fi
   for p in /proc/[0-9]*; do
     p="${p#/proc/}"
     [[ " ${pids[*]:-} " == *" $p "* ]] && continue
-    is_our_broker "$p" "$dir" && pids+=("$p")
+    "$match" "$p" "$dir" && pids+=("$p")
   done
   echo "${pids[*]:-}"
 }
 
-# stop_clusters NAME...: SIGTERM to every broker, wait up to KAFKA_STOP_SECONDS, then SIGKILL.
+broker_pids() { our_pids "$1" kafka.pid is_our_broker; }
+zookeeper_pids() { our_pids "$1" zk.pid is_our_zookeeper; }
+
+# stop_clusters NAME...: SIGTERM to every broker, wait up to KAFKA_STOP_SECONDS, then SIGKILL;
+# then the same for ZooKeeper-mode clusters' ZooKeepers (after the brokers: a broker shutting
+# down still talks to its ZooKeeper).
 stop_clusters() {
+  stop_procs broker_pids kafka.pid broker "$@"
+  stop_procs zookeeper_pids zk.pid ZooKeeper "$@"
+}
+
+# stop_procs PIDS_FN PIDFILE WHAT NAME...
+stop_procs() {
+  local pids_fn="$1" pidfile="$2" what="$3"
+  shift 3
   local name pids all="" p waited=0
   for name in "$@"; do
-    pids="$(broker_pids "$RUN_DIR/$name")"
-    rm -f "$RUN_DIR/$name/kafka.pid"
+    pids="$("$pids_fn" "$RUN_DIR/$name")"
+    rm -f "$RUN_DIR/$name/$pidfile"
     [[ -z "$pids" ]] && continue
-    say "$name: stopping pid $pids (SIGTERM)"
+    say "$name: stopping $what pid $pids (SIGTERM)"
     # shellcheck disable=SC2086
     kill -TERM $pids 2>/dev/null || true
     all+="$pids "
@@ -376,7 +461,7 @@ stop_clusters() {
     sleep 0.2
     waited=$((waited + 1))
   done
-  say "stopped $(echo $all | wc -w) broker(s) in $((waited / 5)) s"
+  say "stopped $(echo $all | wc -w) $what process(es) in $((waited / 5)) s"
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -393,7 +478,7 @@ $who
 
 log_tail() { # NAME [N]
   local name="$1" n="${2:-50}" dir="$RUN_DIR/$1" f
-  for f in "$dir/server.log" "$dir/console.log"; do
+  for f in "$dir/zookeeper.log" "$dir/server.log" "$dir/console.log"; do
     [[ -s "$f" ]] || continue
     echo "----- $name: last $n lines of $f -----" >&2
     tail -n "$n" "$f" >&2
@@ -417,6 +502,45 @@ start_cluster() {
   mkdir -p "$dir/data"
   write_server_properties "$name" "$v" "$bport" "$cport" "$dir"
   logopt="$(write_log_config "$v" "$dir")"
+  if zk_mode "$v"; then
+    start_zookeeper "$name" "$dir" "$cp" "$cport"
+  else
+    format_storage "$name" "$v" "$dir" "$cp" "$logopt" "$fargs"
+  fi
+  # setsid: the broker outlives this script and a Ctrl-C in the terminal that ran it;
+  # 8>&- 9>&-: it must not inherit the locks of lock_dist and lock_run.
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
+    java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -cp "$cp" "$logopt" -Dkafka.logs.dir="$dir" \
+    kafka.Kafka "$dir/server.properties" >"$dir/console.log" 2>&1 </dev/null 8>&- 9>&- &
+  say "$name: started Kafka $v ($(zk_mode "$v" && echo ZooKeeper || echo KRaft) mode) on 127.0.0.1:$bport, logs in $dir"
+}
+
+# start_zookeeper NAME DIR CP PORT: launch ZooKeeper and wait until it accepts connections
+# (the broker gives up on a ZooKeeper it cannot reach).
+start_zookeeper() {
+  local name="$1" dir="$2" cp="$3" port="$4" logopt deadline=$((EPOCHSECONDS + KAFKA_WAIT_SECONDS))
+  logopt="$(write_zookeeper_config "$dir" "$port")"
+  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/zk.pid" \
+    java $KAFKA_ZK_HEAP_OPTS -XX:+UseSerialGC -Djava.awt.headless=true -cp "$cp" "$logopt" \
+    org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zookeeper.properties" \
+    >"$dir/zk-console.log" 2>&1 </dev/null 8>&- 9>&- &
+  until port_open "$port"; do
+    local pid=""
+    [[ -s "$dir/zk.pid" ]] && pid="$(cat "$dir/zk.pid")"
+    if [[ -n "$pid" ]] && ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 30 "$dir/zookeeper.log" "$dir/zk-console.log" >&2 2>/dev/null || true
+      die "$name: ZooKeeper exited during startup (logs above)"
+    fi
+    ((EPOCHSECONDS >= deadline)) && die "$name: ZooKeeper did not open 127.0.0.1:$port within ${KAFKA_WAIT_SECONDS}s"
+    sleep 0.3
+  done
+  say "$name: ZooKeeper on 127.0.0.1:$port"
+}
+
+# format_storage NAME VERSION DIR CP LOGOPT FORMAT_ARGS: KRaft storage with a fresh cluster id.
+format_storage() {
+  local name="$1" v="$2" dir="$3" cp="$4" logopt="$5" fargs="$6" cid
   local -a tooljvm=(java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto -cp "$cp" "$logopt")
   cid="$("${tooljvm[@]}" kafka.tools.StorageTool random-uuid 2>>"$dir/format.log" | tail -n 1)" \
     || { cat "$dir/format.log" >&2; die "$name: StorageTool random-uuid failed"; }
@@ -430,13 +554,7 @@ start_cluster() {
     cat "$dir/format.log" >&2
     die "$name: formatting storage failed (kafka $v)"
   fi
-  # setsid: the broker outlives this script and a Ctrl-C in the terminal that ran it;
-  # 8>&- 9>&-: it must not inherit the locks of lock_dist and lock_run.
-  setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
-    java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -cp "$cp" "$logopt" -Dkafka.logs.dir="$dir" \
-    kafka.Kafka "$dir/server.properties" >"$dir/console.log" 2>&1 </dev/null 8>&- 9>&- &
-  say "$name: started Kafka $v (cluster id $cid) on 127.0.0.1:$bport, logs in $dir"
+  say "$name: formatted KRaft storage (cluster id $cid)"
 }
 
 # wait_cluster NAME BPORT DEADLINE_EPOCH: the process lives, the log says started, TCP accepts.
@@ -448,8 +566,9 @@ wait_cluster() {
       log_tail "$name" 50
       die "$name: broker process $pid exited during startup (logs above)"
     fi
-    if [[ -n "$pid" ]] && grep -q 'Kafka Server started' "$dir/server.log" 2>/dev/null && port_open "$bport"; then
-      say "$name: 'Kafka Server started' and port $bport open (${SECONDS} s)"
+    # KRaft logs 'Kafka Server started'; a ZooKeeper-mode broker '[KafkaServer id=1] started'.
+    if [[ -n "$pid" ]] && grep -qE 'Kafka Server started|\] started \(kafka\.server\.KafkaServer\)' "$dir/server.log" 2>/dev/null && port_open "$bport"; then
+      say "$name: broker started and port $bport open (${SECONDS} s)"
       return 0
     fi
     if ((EPOCHSECONDS >= deadline)); then
@@ -471,7 +590,7 @@ go_check() { # NAME BPORT DEADLINE
   local name="$1" bport="$2" deadline="$3" left
   left=$((deadline - EPOCHSECONDS)); ((left < 15)) && left=15
   if ! "$KPROXY_CACHE/bin/waitkafka" -b "127.0.0.1:$bport" -timeout "${left}s" \
-      -produce "_kproxy_harness_check" -name "$name"; then
+      -produce "_kproxy_harness_check" -name "$name" -apiversions "$RUN_DIR/$name/apiversions.txt"; then
     log_tail "$name" 50
     die "$name: Metadata/produce/consume check against 127.0.0.1:$bport failed (logs above)"
   fi
@@ -509,7 +628,7 @@ cmd_up() {
   local deadline=$((EPOCHSECONDS + KAFKA_WAIT_SECONDS))
   wait_cluster source "$SOURCE_BROKER_PORT" "$deadline"
   wait_cluster target "$TARGET_BROKER_PORT" "$deadline"
-  say "both brokers report 'Kafka Server started' $((SECONDS - t0)) s after 'up' began"
+  say "both brokers started $((SECONDS - t0)) s after 'up' began"
   if [[ -n "$gopid" ]]; then
     wait "$gopid" || { cat "$RUN_DIR/waitkafka-build.log" >&2; die "building test/kafka/waitkafka failed"; }
     go_check source "$SOURCE_BROKER_PORT" "$deadline"

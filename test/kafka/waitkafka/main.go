@@ -29,6 +29,7 @@ func main() {
 		topic     = flag.String("produce", "", "if set, produce one record to this topic (auto-created) and consume it back")
 		name      = flag.String("name", "", "label for output lines (default: the bootstrap address)")
 		quiet     = flag.Bool("q", false, "print nothing on success")
+		versions  = flag.String("apiversions", "", "if set, write the broker's ApiVersions answer to this file, one \"key min max\" line per API")
 	)
 	flag.Parse()
 	label := *name
@@ -44,6 +45,15 @@ func main() {
 	}
 	if !*quiet {
 		fmt.Printf("waitkafka: %s: %s\n", label, info)
+	}
+	if *versions != "" {
+		var b strings.Builder
+		for _, k := range lastApiKeys {
+			fmt.Fprintf(&b, "%d %d %d\n", k.ApiKey, k.MinVersion, k.MaxVersion)
+		}
+		if err := os.WriteFile(*versions, []byte(b.String()), 0o644); err != nil {
+			fail(label, "writing the ApiVersions file", err)
+		}
 	}
 	if *topic == "" {
 		return
@@ -120,6 +130,7 @@ func describe(ctx context.Context, seeds []string) (string, error) {
 	if err := kerrOf(ar.ErrorCode); err != nil {
 		return "", err
 	}
+	lastApiKeys = ar.ApiKeys
 	var feats []string
 	for _, f := range ar.FinalizedFeatures {
 		feats = append(feats, fmt.Sprintf("%s=%d", f.Name, f.MaxVersionLevel))
@@ -128,6 +139,9 @@ func describe(ctx context.Context, seeds []string) (string, error) {
 	return fmt.Sprintf("metadata ok: cluster %s, controller %d, brokers [%s], %d APIs, finalized features [%s]",
 		clusterID, r.ControllerID, strings.Join(brokers, " "), len(ar.ApiKeys), strings.Join(feats, " ")), nil
 }
+
+// lastApiKeys is the ApiVersions answer of the last successful describe (-apiversions).
+var lastApiKeys []kmsg.ApiVersionsResponseApiKey
 
 func kerrOf(code int16) error {
 	if code == 0 {
