@@ -413,6 +413,12 @@ func TestCutoverReloadMidCutoverEndsWhereTheConfigSays(t *testing.T) {
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			case <-release:
+				// The reload below cancels before release closes; a select
+				// with both ready picks at random, so cancellation is
+				// checked first, as a real wait would have returned on it.
+				if ctx.Err() != nil {
+					return context.Cause(ctx)
+				}
 				return nil
 			}
 		}

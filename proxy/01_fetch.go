@@ -155,11 +155,22 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 					}
 				}
 			}
-			missing := asked.missing(ref)
-			for _, k := range missing {
+			// A leader that failed answers each of its partitions with a
+			// retriable error. One that answered but left partitions out
+			// had nothing for them within MaxBytes (kfake stops at the
+			// byte limit): they are answered empty, with no error and
+			// unknown (-1) watermarks, which every client skips over. A
+			// full fetch answer that omits a partition is dropped whole
+			// by the Java consumer, and an error would send the client
+			// to refresh metadata for a leader that is fine.
+			for _, k := range asked.missing(ref) {
 				fp := plans[ref][k]
-				addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
-				stale = append(stale, fp.name)
+				if fr == nil {
+					addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
+					stale = append(stale, fp.name)
+					continue
+				}
+				addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, 0))
 			}
 			s.refreshSoon(ref.cluster, dedupe(stale))
 			if fr == nil {
