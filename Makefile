@@ -19,9 +19,11 @@ build:
 unit:
 	$(GO) test -race -count=1 ./proxy/... ./config/... ./routing/... ./replicator/... ./test/checker/... ./cmd/... ./control/... ./verify/... ./demo/...
 
-## fuzz: a short run of the request-decoding fuzz target
+## fuzz: a short run of each fuzz target (request decoding, the client frame reader, upstream responses)
 fuzz:
-	$(GO) test ./proxy/ -run '^$$' -fuzz FuzzParseRequest -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzUpstreamResponse$$' -fuzztime $(FUZZTIME)
 
 ## clients: build the client-matrix drivers (Sarama, kafka-go, librdkafka, kafkajs)
 clients:

@@ -759,3 +759,25 @@ func TestStartsWithOneClusterDownAndPicksItUpLater(t *testing.T) {
 	expectClosed(t, early) // told to renegotiate
 	assertServed(t, srv, "")
 }
+
+// A connection waiting for an answer is not idle: a long-poll Fetch that
+// outlasts idle_timeout is answered, not cut off.
+func TestIdleTimeoutSparesOutstandingRequests(t *testing.T) {
+	srv, _ := newHostileProxy(t, 1<<20, Limits{IdleTimeout: 100 * time.Millisecond})
+	nc := dialProxy(t, srv)
+	req := fetchAll()
+	req.MaxWaitMillis = 1000 // t is empty: kfake waits the whole time
+	req.MinBytes = 1
+	if _, err := nc.Write(appendRequest(nil, 5, nil, req)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	frame, err := readFrame(nc, 1<<20)
+	if err != nil {
+		t.Fatalf("the long poll was not answered: %v", err)
+	}
+	if corr := int32(binary.BigEndian.Uint32(frame)); corr != 5 {
+		t.Fatalf("answer for correlation id %d", corr)
+	}
+	expectClosed(t, nc) // idle once answered
+}

@@ -186,14 +186,25 @@ func prepareBatch(b []byte, from int64, s producerSession) (preparedBatch, error
 	if int(h.length)+12 != len(b) {
 		return preparedBatch{}, fmt.Errorf("batch at offset %d: length field %d does not match %d bytes", h.firstOffset, h.length, len(b))
 	}
-	if got, want := binary.BigEndian.Uint32(b[offCRC:]), crc32.Checksum(b[offAttributes:], castagnoli); got != want {
-		return preparedBatch{}, fmt.Errorf("batch at offset %d: CRC %08x, computed %08x: the source sent a corrupt batch", h.firstOffset, got, want)
+	crc := binary.BigEndian.Uint32(b[offCRC:])
+	if want := crc32.Checksum(b[offAttributes:], castagnoli); crc != want {
+		return preparedBatch{}, fmt.Errorf("batch at offset %d: CRC %08x, computed %08x: the source sent a corrupt batch", h.firstOffset, crc, want)
 	}
 	p := preparedBatch{srcFirst: h.firstOffset, numRecords: h.numRecords, srcLast: h.lastOffset()}
 	if rebuildReason(h, from) != "" {
 		return rebuildBatch(b, h, from, s)
 	}
-	writeHeader(b, h.attributes&^attrTransactional, s)
+	if len(b) < patchedCRCMinBytes {
+		writeHeader(b, h.attributes&^attrTransactional, s)
+		p.raw = b
+		return p, nil
+	}
+	// The CRC was just verified: derive the patched one from it (crc.go)
+	// rather than read the batch a second time.
+	var before [batchHeaderLen - offAttributes]byte
+	copy(before[:], b[offAttributes:batchHeaderLen])
+	patchHeader(b, h.attributes&^attrTransactional, s)
+	binary.BigEndian.PutUint32(b[offCRC:], patchedCRC(crc, before[:], b[offAttributes:batchHeaderLen], len(b)-offAttributes))
 	p.raw = b
 	return p, nil
 }
@@ -213,6 +224,12 @@ func rebuildReason(h batchHeader, from int64) string {
 
 // writeHeader patches the producer fields of a batch and recomputes its CRC.
 func writeHeader(b []byte, attrs int16, s producerSession) {
+	patchHeader(b, attrs, s)
+	binary.BigEndian.PutUint32(b[offCRC:], crc32.Checksum(b[offAttributes:], castagnoli))
+}
+
+// patchHeader patches the producer fields of a batch, leaving its CRC.
+func patchHeader(b []byte, attrs int16, s producerSession) {
 	be := binary.BigEndian
 	be.PutUint64(b[offFirstOffset:], 0)
 	be.PutUint32(b[offLeaderEpoch:], 0xffffffff) // -1
@@ -220,7 +237,6 @@ func writeHeader(b []byte, attrs int16, s producerSession) {
 	be.PutUint64(b[offProducerID:], uint64(s.pid))
 	be.PutUint16(b[offProducerEpoch:], uint16(s.epoch))
 	be.PutUint32(b[offFirstSequence:], uint32(s.seq))
-	be.PutUint32(b[offCRC:], crc32.Checksum(b[offAttributes:], castagnoli))
 }
 
 var (

@@ -107,34 +107,41 @@ func checkHeader(t *testing.T, b []byte, s producerSession, wantN int32) {
 
 func TestPrepareBatchHeaderOnly(t *testing.T) {
 	s := producerSession{pid: 4242, epoch: 0, seq: 77}
-	for _, codec := range []int16{0, 1, 2, 3, 4} {
-		for _, attrs := range []int16{0, attrTransactional} {
-			t.Run(fmt.Sprintf("codec %d attrs %#x keeps the record bytes", codec, attrs), func(t *testing.T) {
-				recs := plainRecs(40)
-				src := makeBatch(t, 1000, codec, attrs, 99, recs)
-				orig := append([]byte(nil), src...)
-				p, err := prepareBatch(src, 1000, s)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if p.rebuilt || p.srcOffsets != nil || p.srcFirst != 1000 || p.srcLast != 1039 || p.numRecords != 40 {
-					t.Fatalf("prepared %+v", p)
-				}
-				if !bytes.Equal(p.raw[batchHeaderLen:], orig[batchHeaderLen:]) {
-					t.Fatal("record bytes changed")
-				}
-				if !bytes.Equal(p.raw[offFirstTimestamp:offProducerID], orig[offFirstTimestamp:offProducerID]) {
-					t.Fatal("timestamps changed")
-				}
-				checkHeader(t, p.raw, s, 40)
-				got := decode(t, p.raw, 5)
-				for i, r := range got {
-					if string(r.Key) != recs[i].key || string(r.Value) != recs[i].val || r.Offset != int64(5+i) ||
-						r.Timestamp.UnixMilli() != 1_700_000_000_000+int64(i) || len(r.Headers) != 1 || r.Headers[0].Value[0] != byte(i) {
-						t.Fatalf("record %d: %+v", i, r)
+	// 40 records make batches below patchedCRCMinBytes (CRC computed
+	// again), 400 uncompressed ones above it (CRC derived, crc.go).
+	for _, n := range []int{40, 400} {
+		for _, codec := range []int16{0, 1, 2, 3, 4} {
+			for _, attrs := range []int16{0, attrTransactional} {
+				t.Run(fmt.Sprintf("%d records codec %d attrs %#x keeps the record bytes", n, codec, attrs), func(t *testing.T) {
+					recs := plainRecs(n)
+					src := makeBatch(t, 1000, codec, attrs, 99, recs)
+					orig := append([]byte(nil), src...)
+					p, err := prepareBatch(src, 1000, s)
+					if err != nil {
+						t.Fatal(err)
 					}
-				}
-			})
+					if p.rebuilt || p.srcOffsets != nil || p.srcFirst != 1000 || p.srcLast != 1000+int64(n)-1 || p.numRecords != int32(n) {
+						t.Fatalf("prepared %+v", p)
+					}
+					if !bytes.Equal(p.raw[batchHeaderLen:], orig[batchHeaderLen:]) {
+						t.Fatal("record bytes changed")
+					}
+					if !bytes.Equal(p.raw[offFirstTimestamp:offProducerID], orig[offFirstTimestamp:offProducerID]) {
+						t.Fatal("timestamps changed")
+					}
+					if codec == 0 && n == 400 && len(p.raw) < patchedCRCMinBytes {
+						t.Fatalf("a %d-byte batch does not exercise the derived CRC", len(p.raw))
+					}
+					checkHeader(t, p.raw, s, int32(n))
+					got := decode(t, p.raw, 5)
+					for i, r := range got {
+						if string(r.Key) != recs[i].key || string(r.Value) != recs[i].val || r.Offset != int64(5+i) ||
+							r.Timestamp.UnixMilli() != 1_700_000_000_000+int64(i) || len(r.Headers) != 1 || r.Headers[0].Value[0] != byte(i) {
+							t.Fatalf("record %d: %+v", i, r)
+						}
+					}
+				})
+			}
 		}
 	}
 }

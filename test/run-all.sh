@@ -21,7 +21,9 @@ say "unit tests (race)"
 go test -race -count=1 ./proxy/... ./config/... ./routing/... ./replicator/... ./test/checker/... ./cmd/... ./control/... ./verify/... ./demo/...
 
 say "fuzz (short)"
-go test ./proxy/ -run '^$' -fuzz FuzzParseRequest -fuzztime "${FUZZTIME:-20s}"
+for target in FuzzParseRequest FuzzReadFrame FuzzUpstreamResponse; do
+  go test ./proxy/ -run '^$' -fuzz "^$target\$" -fuzztime "${FUZZTIME:-20s}"
+done
 
 say "client drivers"
 bash test/clients/build.sh
