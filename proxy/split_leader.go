@@ -286,7 +286,7 @@ func (ls *leaderSplit[P, A]) take(ref brokerRef, topic string, partition int32) 
 // entries) and hands each answer to merge, which translates the partitions
 // it takes and adds them (answer). Whatever a leader did not answer is
 // failed with NOT_LEADER_FOR_PARTITION. It returns the merged answer's
-// topics, for the handler to put into its response type.
+// topics, for forwardByLeader to hand to the API's respond.
 func (ls *leaderSplit[P, A]) run(build func(topics []topicParts[P]) kmsg.Request, merge func(a *splitAnswer, r kmsg.Response)) []topicParts[A] {
 	s := ls.rc.srv()
 	order := ls.asked.order
