@@ -17,11 +17,7 @@ import (
 // (at most MaxBytes, or one batch if the first is larger) now holds per
 // leader with MaxBytes split across them.
 func TestMergedFetchStaysWithinMaxBytes(t *testing.T) {
-	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
+	c := clusterWithSpreadLeaders(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
@@ -42,20 +38,8 @@ func TestMergedFetchStaysWithinMaxBytes(t *testing.T) {
 	if err := pcl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
-	md, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, pcl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaders := map[int32]bool{}
-	for _, tp := range md.Topics {
-		for _, p := range tp.Partitions {
-			leaders[p.Leader] = true
-		}
-	}
 	pcl.Close()
-	if len(leaders) < 2 {
-		t.Fatalf("kfake put every partition on one leader (%v); the test needs several", leaders)
-	}
+	leaders := partitionLeaders(t, c)
 
 	srv, err := New(Options{Listen: "127.0.0.1:0", Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source)})
 	if err != nil {
@@ -108,4 +92,46 @@ func TestMergedFetchStaysWithinMaxBytes(t *testing.T) {
 	if limit := maxBytes + len(leaders)*batchMax; total > limit {
 		t.Errorf("merged answer holds %d bytes of batches; MaxBytes is %d (limit with one extra batch per leader: %d)", total, maxBytes, limit)
 	}
+}
+
+// partitionLeaders is the set of leaders of t's partitions.
+func partitionLeaders(t *testing.T, c *kfake.Cluster) map[int32]bool {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	md, err := kmsg.NewPtrMetadataRequest().RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaders := map[int32]bool{}
+	for _, tp := range md.Topics {
+		for _, p := range tp.Partitions {
+			leaders[p.Leader] = true
+		}
+	}
+	return leaders
+}
+
+// clusterWithSpreadLeaders is a 3-broker kfake cluster whose topic t (3
+// partitions) has more than one leader (kfake places leaders at random).
+func clusterWithSpreadLeaders(t *testing.T) *kfake.Cluster {
+	t.Helper()
+	for range 20 {
+		c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "t"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(partitionLeaders(t, c)) > 1 {
+			t.Cleanup(c.Close)
+			return c
+		}
+		c.Close()
+	}
+	t.Fatal("kfake put every partition of t on one leader 20 times")
+	return nil
 }
