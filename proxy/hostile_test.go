@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kproxy/kproxy/config"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -482,7 +483,7 @@ func TestFailedDialBacksOff(t *testing.T) {
 	if !errors.Is(err, errDialBackoff) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("error %v does not say backoff and why", err)
 	}
-	if b := d.backoff(50); b > DefaultDialBackoffMax || b < DefaultDialBackoffMax/2 {
+	if b := d.backoff(50); b > config.DefaultDialBackoffMax || b < config.DefaultDialBackoffMax/2 {
 		t.Errorf("backoff after 50 failures = %s, want within [max/2, max]", b)
 	}
 }
