@@ -49,11 +49,7 @@ func virtRig(t *testing.T, routes string, maps OffsetMaps, topics ...string) (*k
 	t.Helper()
 	cluster := func(brokers int, id string) *kfake.Cluster {
 		c := newKfake(t, kfake.NumBrokers(brokers), kfake.ClusterID(id), kfake.SeedTopics(3, topics...))
-		cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cl.Close()
+		cl := kfakeClient(t, c)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		versions, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
@@ -117,11 +113,7 @@ func request[R kmsg.Response](t *testing.T, b *kgo.Broker, req kmsg.Request) R {
 // (offsets 0..n-1 on an empty partition).
 func produceDirect(t *testing.T, c *kfake.Cluster, topic string, n int) {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kfakeClient(t, c, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	for i := 0; i < n; i++ {
@@ -213,11 +205,7 @@ func TestDeleteRecordsRefusedOnAReplicatedTopic(t *testing.T) {
 // startOffset is partition 0's log start on c, asked directly.
 func startOffset(t *testing.T, c *kfake.Cluster, topic string) int64 {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	cl := kfakeClient(t, c)
 	req := kmsg.NewPtrListOffsetsRequest()
 	rt := kmsg.NewListOffsetsRequestTopic()
 	rt.Topic = topic
