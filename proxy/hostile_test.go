@@ -180,17 +180,25 @@ func countOpen(t *testing.T, conns []net.Conn) int {
 	return open
 }
 
+// flood opens n connections to srv and waits until each is accepted or
+// refused under limit (the kproxy_client_connections_refused_total label).
+func flood(t *testing.T, srv *Server, n int, limit string) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	for range n {
+		conns = append(conns, dialProxy(t, srv))
+	}
+	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
+		return counterValue(srv.metrics.refused.WithLabelValues(limit))+float64(srv.Status().Connections) >= float64(n)
+	})
+	return conns
+}
+
 // A connection flood from one address gets max_connections_per_ip
 // connections; a client from elsewhere is still served.
 func TestConnectionFloodIsCappedPerIP(t *testing.T) {
 	srv, _ := newHostileProxy(t, 1<<20, Limits{MaxConnectionsPerIP: 4})
-	var conns []net.Conn
-	for range 30 {
-		conns = append(conns, dialProxy(t, srv))
-	}
-	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
-		return counterValue(srv.metrics.refused.WithLabelValues("per_ip"))+float64(srv.Status().Connections) >= 30
-	})
+	conns := flood(t, srv, 30, "per_ip")
 	if open := countOpen(t, conns); open != 4 {
 		t.Errorf("%d flood connections stayed open, want 4", open)
 	}
@@ -203,13 +211,7 @@ func TestConnectionFloodIsCappedPerIP(t *testing.T) {
 // The total cap holds across addresses.
 func TestConnectionFloodIsCappedInTotal(t *testing.T) {
 	srv, _ := newHostileProxy(t, 1<<20, Limits{MaxConnections: 6, MaxConnectionsPerIP: 6})
-	var conns []net.Conn
-	for range 10 {
-		conns = append(conns, dialProxy(t, srv))
-	}
-	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
-		return counterValue(srv.metrics.refused.WithLabelValues("total"))+float64(srv.Status().Connections) >= 10
-	})
+	conns := flood(t, srv, 10, "total")
 	if open := countOpen(t, conns); open != 6 {
 		t.Errorf("%d flood connections stayed open, want 6", open)
 	}
