@@ -319,7 +319,7 @@ const (
 	DefaultMaxConnectionsPerIP  = 1000
 	DefaultBufferBytes          = 512 << 20
 	MinBufferBytes              = 1 << 20
-	DefaultIdleTimeout          = 10 * time.Minute
+	DefaultIdleTimeout          = 10 * time.Minute // a broker's connections.max.idle.ms
 	DefaultReadTimeout          = 60 * time.Second
 	DefaultWriteTimeout         = 60 * time.Second
 	DefaultDialTimeout          = 10 * time.Second

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kproxy/kproxy/config"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -31,27 +32,11 @@ import (
 // topic "t".
 func newHostileProxy(t *testing.T, maxFrame int32, lim Limits, prep ...func(*Server)) (*Server, *kfake.Cluster) {
 	t.Helper()
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	srv, err := New(Options{
-		Listen: "127.0.0.1:0", Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source),
+	c := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
+	srv := startProxy(t, Options{
+		Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source),
 		MaxFrameBytes: maxFrame, Limits: lim, Registerer: prometheus.NewRegistry(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range prep {
-		p(srv)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	}, prep...)
 	return srv, c
 }
 
@@ -195,17 +180,25 @@ func countOpen(t *testing.T, conns []net.Conn) int {
 	return open
 }
 
+// flood opens n connections to srv and waits until each is accepted or
+// refused under limit (the kproxy_client_connections_refused_total label).
+func flood(t *testing.T, srv *Server, n int, limit string) []net.Conn {
+	t.Helper()
+	var conns []net.Conn
+	for range n {
+		conns = append(conns, dialProxy(t, srv))
+	}
+	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
+		return counterValue(srv.metrics.refused.WithLabelValues(limit))+float64(srv.Status().Connections) >= float64(n)
+	})
+	return conns
+}
+
 // A connection flood from one address gets max_connections_per_ip
 // connections; a client from elsewhere is still served.
 func TestConnectionFloodIsCappedPerIP(t *testing.T) {
 	srv, _ := newHostileProxy(t, 1<<20, Limits{MaxConnectionsPerIP: 4})
-	var conns []net.Conn
-	for range 30 {
-		conns = append(conns, dialProxy(t, srv))
-	}
-	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
-		return counterValue(srv.metrics.refused.WithLabelValues("per_ip"))+float64(srv.Status().Connections) >= 30
-	})
+	conns := flood(t, srv, 30, "per_ip")
 	if open := countOpen(t, conns); open != 4 {
 		t.Errorf("%d flood connections stayed open, want 4", open)
 	}
@@ -218,13 +211,7 @@ func TestConnectionFloodIsCappedPerIP(t *testing.T) {
 // The total cap holds across addresses.
 func TestConnectionFloodIsCappedInTotal(t *testing.T) {
 	srv, _ := newHostileProxy(t, 1<<20, Limits{MaxConnections: 6, MaxConnectionsPerIP: 6})
-	var conns []net.Conn
-	for range 10 {
-		conns = append(conns, dialProxy(t, srv))
-	}
-	waitUntil(t, "every flood connection to be accepted or refused", func() bool {
-		return counterValue(srv.metrics.refused.WithLabelValues("total"))+float64(srv.Status().Connections) >= 10
-	})
+	conns := flood(t, srv, 10, "total")
 	if open := countOpen(t, conns); open != 6 {
 		t.Errorf("%d flood connections stayed open, want 6", open)
 	}
@@ -297,11 +284,7 @@ func TestNeverReadingClientIsDisconnected(t *testing.T) {
 // produce4MiB writes 4 MiB of uncompressed records to t.
 func produce4MiB(t *testing.T, c *kfake.Cluster) {
 	t.Helper()
-	pcl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerBatchMaxBytes(512<<10), kgo.ProducerBatchCompression(kgo.NoCompression()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pcl.Close()
+	pcl := kfakeClient(t, c, kgo.ProducerBatchMaxBytes(512<<10), kgo.ProducerBatchCompression(kgo.NoCompression()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	val := make([]byte, 64<<10)
@@ -482,7 +465,7 @@ func TestFailedDialBacksOff(t *testing.T) {
 	if !errors.Is(err, errDialBackoff) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("error %v does not say backoff and why", err)
 	}
-	if b := d.backoff(50); b > DefaultDialBackoffMax || b < DefaultDialBackoffMax/2 {
+	if b := d.backoff(50); b > config.DefaultDialBackoffMax || b < config.DefaultDialBackoffMax/2 {
 		t.Errorf("backoff after 50 failures = %s, want within [max/2, max]", b)
 	}
 }
@@ -580,27 +563,11 @@ func counterValue(c prometheus.Counter) float64 {
 // without limit (they have no response slot); they now count against
 // MaxInflight until the hold releases them.
 func TestHeldAcksZeroProduceStaysInFlightBound(t *testing.T) {
-	var clusters []*kfake.Cluster
-	for _, id := range []string{"src", "tgt"} {
-		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.ClusterID(id), kfake.SeedTopics(1, "t"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		clusters = append(clusters, c)
-	}
-	srv, err := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), MaxInflight: 4,
-		Clusters: map[string][]string{Source: clusters[0].ListenAddrs(), Target: clusters[1].ListenAddrs()},
+	src := newKfake(t, kfake.NumBrokers(1), kfake.ClusterID("src"), kfake.SeedTopics(1, "t"))
+	tgt := newKfake(t, kfake.NumBrokers(1), kfake.ClusterID("tgt"), kfake.SeedTopics(1, "t"))
+	srv := startProxy(t, Options{StateDir: t.TempDir(), MaxInflight: 4,
+		Clusters: map[string][]string{Source: src.ListenAddrs(), Target: tgt.ListenAddrs()},
 		Router:   txnRoutes(t, Source)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
 
 	srv.HoldProduce("t")
 	var out []byte
@@ -711,11 +678,7 @@ func TestHugeDeclaredArrayIsRefusedCheaply(t *testing.T) {
 // now listens after start_grace with the clusters that answered, serves
 // their topics, and picks the missing cluster up when it appears.
 func TestStartsWithOneClusterDownAndPicksItUpLater(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
 	// The target's address, with nothing listening on it yet.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -746,12 +709,7 @@ func TestStartsWithOneClusterDownAndPicksItUpLater(t *testing.T) {
 	before := srv.advertised()[int16(kmsg.Fetch)]
 
 	// The target is older: it narrows what kproxy may advertise.
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(1, "t"),
-		kfake.MaxVersions(kversion.V3_0_0()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tgt.Close)
+	newKfake(t, kfake.NumBrokers(1), kfake.Ports(port), kfake.SeedTopics(1, "t"), kfake.MaxVersions(kversion.V3_0_0()))
 	waitUntil(t, "Ready() once the target answers", srv.Ready)
 	if after := srv.advertised()[int16(kmsg.Fetch)]; after.max >= before.max {
 		t.Errorf("Fetch versions %v after an older target joined, were %v", after, before)

@@ -5,10 +5,12 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/kproxy/kproxy/config"
 )
 
 // Limits bound what clients and upstream brokers can cost kproxy. Zero
-// fields take the defaults below (Options.withDefaults); docs/operations.md
+// fields take config's defaults (Limits.withDefaults); docs/operations.md
 // lists each with its metric.
 type Limits struct {
 	// MaxConnections caps open client connections; a connection over the
@@ -43,21 +45,9 @@ type Limits struct {
 	StartGrace time.Duration
 }
 
-// Default limits. They are the values docs/operations.md documents.
-const (
-	DefaultMaxConnections       = 10000
-	DefaultMaxConnectionsPerIP  = 1000
-	DefaultBufferBytes          = 512 << 20
-	DefaultIdleTimeout          = 10 * time.Minute // a broker's connections.max.idle.ms
-	DefaultReadTimeout          = 60 * time.Second
-	DefaultWriteTimeout         = 60 * time.Second
-	DefaultDialTimeout          = 10 * time.Second
-	DefaultUpstreamWriteTimeout = 30 * time.Second
-	DefaultDialBackoffMin       = 100 * time.Millisecond
-	DefaultDialBackoffMax       = 10 * time.Second
-	DefaultStartGrace           = 30 * time.Second
-)
-
+// withDefaults fills the zero fields with config's defaults: config owns
+// the values (and docs/operations.md documents them), so a Server built
+// without a config file behaves like one whose file leaves limits out.
 func (l Limits) withDefaults() Limits {
 	def := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -65,22 +55,22 @@ func (l Limits) withDefaults() Limits {
 		}
 	}
 	if l.MaxConnections <= 0 {
-		l.MaxConnections = DefaultMaxConnections
+		l.MaxConnections = config.DefaultMaxConnections
 	}
 	if l.MaxConnectionsPerIP <= 0 {
-		l.MaxConnectionsPerIP = DefaultMaxConnectionsPerIP
+		l.MaxConnectionsPerIP = config.DefaultMaxConnectionsPerIP
 	}
 	if l.BufferBytes <= 0 {
-		l.BufferBytes = DefaultBufferBytes
+		l.BufferBytes = config.DefaultBufferBytes
 	}
-	def(&l.IdleTimeout, DefaultIdleTimeout)
-	def(&l.ReadTimeout, DefaultReadTimeout)
-	def(&l.WriteTimeout, DefaultWriteTimeout)
-	def(&l.DialTimeout, DefaultDialTimeout)
-	def(&l.UpstreamWriteTimeout, DefaultUpstreamWriteTimeout)
-	def(&l.DialBackoffMin, DefaultDialBackoffMin)
-	def(&l.DialBackoffMax, DefaultDialBackoffMax)
-	def(&l.StartGrace, DefaultStartGrace)
+	def(&l.IdleTimeout, config.DefaultIdleTimeout)
+	def(&l.ReadTimeout, config.DefaultReadTimeout)
+	def(&l.WriteTimeout, config.DefaultWriteTimeout)
+	def(&l.DialTimeout, config.DefaultDialTimeout)
+	def(&l.UpstreamWriteTimeout, config.DefaultUpstreamWriteTimeout)
+	def(&l.DialBackoffMin, config.DefaultDialBackoffMin)
+	def(&l.DialBackoffMax, config.DefaultDialBackoffMax)
+	def(&l.StartGrace, config.DefaultStartGrace)
 	if l.DialBackoffMax < l.DialBackoffMin {
 		l.DialBackoffMax = l.DialBackoffMin
 	}

@@ -23,9 +23,20 @@ func newKfake(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 	return c
 }
 
-// startProxy creates and starts a proxy with opts (Listen defaults to a
-// free local port).
-func startProxy(t *testing.T, opts Options) *Server {
+// kfakeClient is a client of c itself (not through a proxy).
+func kfakeClient(t *testing.T, c *kfake.Cluster, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// startProxy creates a proxy with opts (Listen defaults to a free local
+// port), runs each prep on it, then starts it.
+func startProxy(t *testing.T, opts Options, prep ...func(*Server)) *Server {
 	t.Helper()
 	if opts.Listen == "" {
 		opts.Listen = "127.0.0.1:0"
@@ -33,6 +44,9 @@ func startProxy(t *testing.T, opts Options) *Server {
 	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, p := range prep {
+		p(srv)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

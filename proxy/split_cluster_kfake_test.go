@@ -46,6 +46,15 @@ func askDirect[R kmsg.Response](t *testing.T, srv *Server, req kmsg.Request) R {
 	return resp.(R)
 }
 
+// askWithTargetFailing sends req to a splitRig proxy whose target fails
+// every request of req's kind.
+func askWithTargetFailing[R kmsg.Response](t *testing.T, req kmsg.Request) R {
+	t.Helper()
+	srv, _, tgt := splitRig(t)
+	failAll(tgt, kmsg.Key(req.Key()))
+	return askDirect[R](t, srv, req)
+}
+
 // wantCodes checks that got names exactly the items of want, each with its
 // code.
 func wantCodes(t *testing.T, got map[string]int16, want map[string]int16) {
@@ -64,8 +73,6 @@ var timedOut = kerr.RequestTimedOut.Code
 
 // A topic whose cluster failed is answered REQUEST_TIMED_OUT, not dropped.
 func TestCreateTopicsAnswersTopicsOfAFailedCluster(t *testing.T) {
-	srv, _, tgt := splitRig(t)
-	failAll(tgt, kmsg.CreateTopics)
 	req := kmsg.NewPtrCreateTopicsRequest()
 	req.TimeoutMillis = 5000
 	for _, n := range []string{"newsrc", "newtgt"} {
@@ -73,14 +80,12 @@ func TestCreateTopicsAnswersTopicsOfAFailedCluster(t *testing.T) {
 		rt.Topic, rt.NumPartitions, rt.ReplicationFactor = n, 1, 1
 		req.Topics = append(req.Topics, rt)
 	}
-	resp := askDirect[*kmsg.CreateTopicsResponse](t, srv, req)
+	resp := askWithTargetFailing[*kmsg.CreateTopicsResponse](t, req)
 	wantCodes(t, codesOf(resp.Topics, func(t kmsg.CreateTopicsResponseTopic) (string, int16) { return t.Topic, t.ErrorCode }),
 		map[string]int16{"newsrc": 0, "newtgt": timedOut})
 }
 
 func TestCreatePartitionsAnswersTopicsOfAFailedCluster(t *testing.T) {
-	srv, _, tgt := splitRig(t)
-	failAll(tgt, kmsg.CreatePartitions)
 	req := kmsg.NewPtrCreatePartitionsRequest()
 	req.TimeoutMillis = 5000
 	for _, n := range []string{"onsource", "ontarget"} {
@@ -88,13 +93,11 @@ func TestCreatePartitionsAnswersTopicsOfAFailedCluster(t *testing.T) {
 		rt.Topic, rt.Count = n, 4
 		req.Topics = append(req.Topics, rt)
 	}
-	resp := askDirect[*kmsg.CreatePartitionsResponse](t, srv, req)
+	resp := askWithTargetFailing[*kmsg.CreatePartitionsResponse](t, req)
 	wantCodes(t, codesOf(resp.Topics, func(t kmsg.CreatePartitionsResponseTopic) (string, int16) { return t.Topic, t.ErrorCode }), sourceOKTargetTimedOut)
 }
 
 func TestDeleteTopicsAnswersTopicsOfAFailedCluster(t *testing.T) {
-	srv, _, tgt := splitRig(t)
-	failAll(tgt, kmsg.DeleteTopics)
 	req := kmsg.NewPtrDeleteTopicsRequest()
 	req.TimeoutMillis = 5000
 	for _, n := range []string{"onsource", "ontarget"} {
@@ -103,7 +106,7 @@ func TestDeleteTopicsAnswersTopicsOfAFailedCluster(t *testing.T) {
 		req.Topics = append(req.Topics, rt)
 		req.TopicNames = append(req.TopicNames, n)
 	}
-	resp := askDirect[*kmsg.DeleteTopicsResponse](t, srv, req)
+	resp := askWithTargetFailing[*kmsg.DeleteTopicsResponse](t, req)
 	wantCodes(t, codesOf(resp.Topics, func(t kmsg.DeleteTopicsResponseTopic) (string, int16) {
 		if t.Topic == nil {
 			return "<nil>", t.ErrorCode
@@ -127,8 +130,6 @@ func codesOf[A any](answers []A, fields func(A) (string, int16)) map[string]int1
 var sourceOKTargetTimedOut = map[string]int16{"onsource": 0, "ontarget": timedOut}
 
 func TestAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
-	srv, _, tgt := splitRig(t)
-	failAll(tgt, kmsg.AlterConfigs)
 	req := kmsg.NewPtrAlterConfigsRequest()
 	for _, n := range []string{"onsource", "ontarget"} {
 		r := kmsg.NewAlterConfigsRequestResource()
@@ -138,13 +139,11 @@ func TestAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
 		r.Configs = append(r.Configs, c)
 		req.Resources = append(req.Resources, r)
 	}
-	resp := askDirect[*kmsg.AlterConfigsResponse](t, srv, req)
+	resp := askWithTargetFailing[*kmsg.AlterConfigsResponse](t, req)
 	wantCodes(t, codesOf(resp.Resources, func(r kmsg.AlterConfigsResponseResource) (string, int16) { return r.ResourceName, r.ErrorCode }), sourceOKTargetTimedOut)
 }
 
 func TestIncrementalAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
-	srv, _, tgt := splitRig(t)
-	failAll(tgt, kmsg.IncrementalAlterConfigs)
 	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
 	for _, n := range []string{"onsource", "ontarget"} {
 		r := kmsg.NewIncrementalAlterConfigsRequestResource()
@@ -154,22 +153,20 @@ func TestIncrementalAlterConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
 		r.Configs = append(r.Configs, c)
 		req.Resources = append(req.Resources, r)
 	}
-	resp := askDirect[*kmsg.IncrementalAlterConfigsResponse](t, srv, req)
+	resp := askWithTargetFailing[*kmsg.IncrementalAlterConfigsResponse](t, req)
 	wantCodes(t, codesOf(resp.Resources, func(r kmsg.IncrementalAlterConfigsResponseResource) (string, int16) {
 		return r.ResourceName, r.ErrorCode
 	}), sourceOKTargetTimedOut)
 }
 
 func TestDescribeConfigsAnswersResourcesOfAFailedCluster(t *testing.T) {
-	srv, _, tgt := splitRig(t)
-	failAll(tgt, kmsg.DescribeConfigs)
 	req := kmsg.NewPtrDescribeConfigsRequest()
 	for _, n := range []string{"onsource", "ontarget"} {
 		r := kmsg.NewDescribeConfigsRequestResource()
 		r.ResourceType, r.ResourceName = kmsg.ConfigResourceTypeTopic, n
 		req.Resources = append(req.Resources, r)
 	}
-	resp := askDirect[*kmsg.DescribeConfigsResponse](t, srv, req)
+	resp := askWithTargetFailing[*kmsg.DescribeConfigsResponse](t, req)
 	wantCodes(t, codesOf(resp.Resources, func(r kmsg.DescribeConfigsResponseResource) (string, int16) { return r.ResourceName, r.ErrorCode }), sourceOKTargetTimedOut)
 }
 
@@ -194,9 +191,7 @@ func offsetCommit(group string, offset int64, topics ...string) *kmsg.OffsetComm
 // A commit split across homes answers every partition: those of the part
 // whose coordinator failed carry a retriable error.
 func TestOffsetCommitAnswersPartitionsOfAFailedCluster(t *testing.T) {
-	srv, _, tgt := splitRig(t)
-	failAll(tgt, kmsg.OffsetCommit)
-	resp := askDirect[*kmsg.OffsetCommitResponse](t, srv, offsetCommit("g", 5, "onsource", "tonly"))
+	resp := askWithTargetFailing[*kmsg.OffsetCommitResponse](t, offsetCommit("g", 5, "onsource", "tonly"))
 	n := 0
 	for _, rt := range resp.Topics {
 		for _, rp := range rt.Partitions {
