@@ -41,7 +41,7 @@ func (e *HeldError) Error() string {
 // another LockDir in this one) holds it, LockDir returns a *HeldError naming
 // the holder.
 func LockDir(dir string) (*Lock, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, LockFile)

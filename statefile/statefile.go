@@ -126,3 +126,31 @@ func ReadLines(path string, decode func([]byte) error) (torn int, err error) {
 		}
 	}
 }
+
+// MkdirAll creates dir and any missing parents, and fsyncs the directory
+// holding each one it creates, so the new names survive a power loss along
+// with the files later written into them.
+func MkdirAll(dir string, perm os.FileMode) error {
+	var created []string
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		created = append(created, d)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	if len(created) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for _, d := range created {
+		if err := SyncDir(filepath.Dir(d)); err != nil {
+			return err
+		}
+	}
+	return nil
+}

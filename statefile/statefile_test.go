@@ -196,3 +196,23 @@ func TestReadLinesForgivesOnlyATornLastLine(t *testing.T) {
 		t.Fatalf("missing file: torn %d err %v", torn, err)
 	}
 }
+
+func TestMkdirAllCreatesNestedDirs(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "a", "b", "c")
+	for range 2 { // the second call finds it there
+		if err := MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			t.Fatalf("%s: %v", dir, err)
+		}
+	}
+	blocker := filepath.Join(base, "file")
+	if err := os.WriteFile(blocker, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := MkdirAll(filepath.Join(blocker, "sub"), 0o755); err == nil {
+		t.Fatal("MkdirAll under a regular file succeeded")
+	}
+}
