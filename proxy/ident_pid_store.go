@@ -22,9 +22,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -46,8 +44,7 @@ type pidRecord struct {
 
 // pidStore appends session records to the sessions file.
 type pidStore struct {
-	mu sync.Mutex // guards f
-	f  *os.File
+	f *statefile.AppendFile
 }
 
 const pidStoreFile = "producer-sessions.jsonl"
@@ -83,7 +80,7 @@ func openPIDStore(dir string, p *producerIDs, log hclog.Logger) (*pidStore, erro
 	if err := statefile.WriteAtomic(path, buf.Bytes(), 0o644); err != nil {
 		return nil, fmt.Errorf("producer sessions: %w", err)
 	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := statefile.OpenAppend(path, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("producer sessions: %w", err)
 	}
@@ -123,7 +120,8 @@ func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
 	return nil
 }
 
-// append writes one record and syncs it.
+// append writes one record and syncs it; a failed append leaves the file
+// as it was (statefile.AppendFile).
 func (st *pidStore) append(r pidRecord) error {
 	if st == nil {
 		return nil
@@ -132,19 +130,12 @@ func (st *pidStore) append(r pidRecord) error {
 	if err != nil {
 		return err
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if _, err := st.f.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	return st.f.Sync()
+	return st.f.Append(b)
 }
 
 func (st *pidStore) close() {
 	if st == nil {
 		return
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.f.Close()
 }

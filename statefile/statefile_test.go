@@ -216,3 +216,57 @@ func TestMkdirAllCreatesNestedDirs(t *testing.T) {
 		t.Fatal("MkdirAll under a regular file succeeded")
 	}
 }
+
+// A failed append (a full disk part way through the line) is cut back, so
+// the next append does not bury a partial line in the middle of the file:
+// every line reads back, none is torn.
+func TestAppendFileCutsBackAFailedAppend(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log.jsonl")
+	a, err := OpenAppend(path, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if err := a.Append([]byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	h := writeHook
+	writeHook = func(f *os.File, data []byte) error {
+		if _, err := f.Write(data[:len(data)-1]); err != nil {
+			return err
+		}
+		return syscall.ENOSPC
+	}
+	err = a.Append([]byte("22222"))
+	writeHook = h
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("append on a full disk: %v", err)
+	}
+	if err := a.Append([]byte("3")); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	torn, err := ReadLines(path, func(b []byte) error {
+		if _, err := fmt.Sscan(string(b), new(int)); err != nil {
+			return err
+		}
+		got = append(got, string(b))
+		return nil
+	})
+	if err != nil || torn != 0 || strings.Join(got, ",") != "1,3" {
+		t.Fatalf("read back %v torn %d err %v; want 1,3", got, torn, err)
+	}
+	// Reopening continues at the end.
+	a.Close()
+	b, err := OpenAppend(path, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := b.Append([]byte("4")); err != nil {
+		t.Fatal(err)
+	}
+	if c, _ := os.ReadFile(path); string(c) != "1\n3\n4\n" {
+		t.Fatalf("file holds %q", c)
+	}
+}
