@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -31,6 +33,8 @@ type cutRig struct {
 	copies map[string]bool // cluster copied into -> copying the topic
 	held   bool
 	marker *cutoverMarker
+	// markers replaces the fake marker store when set.
+	markers markerStore
 
 	// failures by port call ("idle", "ends", "copied", "seal", "marker")
 	fail map[string]error
@@ -67,7 +71,11 @@ func newCutRig(t *testing.T) *cutRig {
 func (r *cutRig) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	c, err := newCutovers(ctx, hclog.NewNullLogger(), (*fakeGate)(r), (*fakeEnds)(r), (*fakeCopies)(r), (*fakeMarkers)(r), newOverlay(r.sink), prometheus.NewRegistry())
+	var markers markerStore = (*fakeMarkers)(r)
+	if r.markers != nil {
+		markers = r.markers
+	}
+	c, err := newCutovers(ctx, hclog.NewNullLogger(), (*fakeGate)(r), (*fakeEnds)(r), (*fakeCopies)(r), markers, newOverlay(r.sink), prometheus.NewRegistry())
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -514,5 +522,61 @@ func TestCutoverReloadMidCutoverThatKeepsTheMove(t *testing.T) {
 				t.Fatalf("%d flips recorded, want %d; trace %s", n, tc.flips, r.traceString())
 			}
 		})
+	}
+}
+
+// The marker on disk is the flip's commit point. When state_dir cannot take
+// it (here the cutover directory is replaced by a regular file, which fails
+// the write for every user, root included, as a full or read-only disk
+// would), the cutover aborts naming the marker, the held requests go back to
+// the source, the copy runs on, no marker exists, and the retry once the
+// disk is writable again flips and records it.
+func TestCutoverAbortsWhenTheMarkerCannotBeWritten(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cutover")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := newCutRig(t)
+	r.markers = fileMarkers{dir: dir}
+	r.start()
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.reload(proxy.Source)
+	r.reload(proxy.Target)
+	r.settle()
+	st := r.status()
+	if st.State != routing.Aborted.String() || st.Home != proxy.Source || !strings.Contains(st.Reason, "marker cannot be written") || !strings.Contains(st.Reason, dir) {
+		t.Fatalf("status: %+v", st)
+	}
+	if got := r.sink.produce("orders"); got != proxy.Source {
+		t.Fatalf("produce routed to %s after the abort", got)
+	}
+	if !r.copies[proxy.Target] || r.held || r.home != proxy.Source {
+		t.Fatalf("after the abort: copying into the target %v, held %v, home %s", r.copies[proxy.Target], r.held, r.home)
+	}
+
+	// The disk is writable again: revert, retry, and the marker is there.
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.reload(proxy.Source)
+	r.reload(proxy.Target)
+	r.settle()
+	if st := r.status(); st.State != routing.Flipped.String() || st.Home != proxy.Target {
+		t.Fatalf("retry: %+v", st)
+	}
+	ms, err := fileMarkers{dir: dir}.Load()
+	if err != nil || len(ms) != 1 || ms[0].Topic != "orders" || ms[0].Home != proxy.Target {
+		t.Fatalf("markers on disk after the retry: %+v, %v", ms, err)
+	}
+	if es, _ := os.ReadDir(dir); len(es) != 1 {
+		t.Fatalf("cutover dir holds %d entries, want only the marker", len(es))
 	}
 }

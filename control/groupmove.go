@@ -49,6 +49,7 @@ import (
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/routing"
+	"github.com/kproxy/kproxy/statefile"
 )
 
 // Group move states, as /status shows them.
@@ -158,12 +159,7 @@ func (g *groupMoves) saveLocked() {
 		return
 	}
 	b, _ := json.MarshalIndent(groupHomes{Groups: g.cfg.Groups, Pins: g.pins}, "", "  ")
-	tmp := g.file + ".tmp"
-	err := os.WriteFile(tmp, b, 0o644)
-	if err == nil {
-		err = os.Rename(tmp, g.file)
-	}
-	if err != nil {
+	if err := statefile.WriteAtomic(g.file, b, 0o644); err != nil {
 		g.log.Error("group homes not saved; a restart with a changed groups section may not move them", "file", g.file, "error", err)
 	}
 }

@@ -8,7 +8,9 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/routing"
+	"github.com/kproxy/kproxy/statefile"
 )
 
 // Instance is one running kproxy.
@@ -35,6 +38,7 @@ type Instance struct {
 	reg     *prometheus.Registry
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
+	locks   []*statefile.Lock // the state directories this instance owns
 }
 
 // Start builds and starts an instance from a valid config.
@@ -49,23 +53,39 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 	if err != nil {
 		return nil, err
 	}
+	// Own the state directories before anything reads or writes them: a
+	// second kproxy on the same ones (a rolling update's overlap, two
+	// replicas on one volume) would copy the same batches into the target
+	// twice and overwrite the other's decisions.
+	locks, err := lockStateDirs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	release := func() {
+		for _, l := range locks {
+			l.Release()
+		}
+	}
 	opts.Router = proxy.NewTableRouter(table)
 	opts.Logger = log.Named("proxy")
 	opts.Registerer = reg
 	srv, err := proxy.New(opts)
 	if err != nil {
+		release()
 		return nil, err
 	}
 	if err := srv.Start(ctx); err != nil {
 		srv.Close()
+		release()
 		return nil, err
 	}
 	ctrl, err := NewController(log, srv, cfg, reg)
 	if err != nil {
 		srv.Close()
+		release()
 		return nil, err
 	}
-	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg}
+	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks}
 	ctrl.Start(cfg, table)
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
@@ -77,11 +97,51 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		if err != nil {
 			ctrl.Close()
 			srv.Close()
+			release()
 			return nil, err
 		}
 		inst.admin = a
 	}
 	return inst, nil
+}
+
+// lockStateDirs takes the lock of state_dir, and of replication.state_dir
+// when it lies outside state_dir (the copy back's maps sit next to it and
+// are covered by its lock).
+func lockStateDirs(cfg *config.Config) ([]*statefile.Lock, error) {
+	var dirs []string
+	if cfg.StateDir != "" {
+		dirs = append(dirs, cfg.StateDir)
+	}
+	if r := cfg.Replication.StateDir; r != "" && !within(cfg.StateDir, r) {
+		dirs = append(dirs, r)
+	}
+	var locks []*statefile.Lock
+	for _, d := range dirs {
+		l, err := statefile.LockDir(d)
+		if err != nil {
+			for _, l := range locks {
+				l.Release()
+			}
+			return nil, err
+		}
+		locks = append(locks, l)
+	}
+	return locks, nil
+}
+
+// within says whether dir is base or lies under it.
+func within(base, dir string) bool {
+	if base == "" {
+		return false
+	}
+	b, err1 := filepath.Abs(base)
+	d, err2 := filepath.Abs(dir)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(b, d)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
 func proxyOptions(cfg *config.Config) (proxy.Options, error) {
@@ -186,7 +246,8 @@ func (inst *Instance) LastReloadError() string {
 func (inst *Instance) Cutovers() []CutoverStatus { return inst.ctrl.Cutovers() }
 
 // Close stops the admin server, the control plane (awaiting running
-// cutovers and group moves) and the proxy.
+// cutovers and group moves) and the proxy, and then gives up the state
+// directories.
 func (inst *Instance) Close() {
 	if inst.admin != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -195,4 +256,7 @@ func (inst *Instance) Close() {
 	}
 	inst.ctrl.Close()
 	inst.srv.Close()
+	for _, l := range inst.locks {
+		l.Release()
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/statefile"
 )
 
 // adminOffsets lists end offsets with the controllers' admin clients.
@@ -174,12 +175,13 @@ func (f fileMarkers) Save(m cutoverMarker) error {
 		return errors.New("a flip needs state_dir to record it")
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := os.MkdirAll(f.dir, 0o755); err != nil {
-		return err
+	if err := statefile.MkdirAll(f.dir, 0o755); err != nil {
+		return fmt.Errorf("the flip's marker cannot be written: %w", err)
 	}
-	tmp := filepath.Join(f.dir, m.Topic+".json.tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
+	// The marker is the flip's commit point: written durably (statefile),
+	// or not at all and the cutover aborts with this error.
+	if err := statefile.WriteAtomic(filepath.Join(f.dir, m.Topic+".json"), b, 0o644); err != nil {
+		return fmt.Errorf("the flip's marker cannot be written: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(f.dir, m.Topic+".json"))
+	return nil
 }

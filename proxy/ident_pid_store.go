@@ -19,15 +19,14 @@ package proxy
 // starts fresh sessions.
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/kproxy/kproxy/statefile"
 )
 
 // pidRecord is one line of the sessions file: an upstream session (Cluster
@@ -45,15 +44,15 @@ type pidRecord struct {
 
 // pidStore appends session records to the sessions file.
 type pidStore struct {
-	mu sync.Mutex // guards f
-	f  *os.File
+	f *statefile.AppendFile
 }
 
 const pidStoreFile = "producer-sessions.jsonl"
 
 // openPIDStore loads the sessions file of dir into p, rewrites it compacted
-// and opens it for appending. A torn last line (a crash mid-write) is
-// skipped with a log line.
+// and opens it for appending. A torn last line (a crash mid-append) is
+// skipped with a log line; any other unreadable line stops start-up, naming
+// the file and line.
 func openPIDStore(dir string, p *producerIDs, log hclog.Logger) (*pidStore, error) {
 	path := filepath.Join(dir, pidStoreFile)
 	if err := loadPIDRecords(path, p, log); err != nil {
@@ -68,34 +67,20 @@ func openPIDStore(dir string, p *producerIDs, log hclog.Logger) (*pidStore, erro
 		recs = append(recs, pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch})
 	}
 	p.mu.Unlock()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := statefile.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("producer sessions: %w", err)
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("producer sessions: %w", err)
-	}
-	w := bufio.NewWriter(f)
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	for _, r := range recs {
 		if err := enc.Encode(r); err != nil {
-			f.Close()
 			return nil, fmt.Errorf("producer sessions: %w", err)
 		}
 	}
-	err = w.Flush()
-	if err == nil {
-		err = f.Sync()
-	}
-	f.Close()
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
+	if err := statefile.WriteAtomic(path, buf.Bytes(), 0o644); err != nil {
 		return nil, fmt.Errorf("producer sessions: %w", err)
 	}
-	f, err = os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o644)
+	f, err := statefile.OpenAppend(path, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("producer sessions: %w", err)
 	}
@@ -103,15 +88,6 @@ func openPIDStore(dir string, p *producerIDs, log hclog.Logger) (*pidStore, erro
 }
 
 func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("producer sessions: %w", err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.m == nil {
@@ -120,24 +96,32 @@ func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
 	if p.moved == nil {
 		p.moved = map[string]uint64{}
 	}
-	line := 0
-	for sc.Scan() {
-		line++
+	torn, err := statefile.ReadLines(path, func(b []byte) error {
 		var r pidRecord
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			log.Warn("producer sessions: skipping an unreadable line (a crash mid-write leaves one)", "file", path, "line", line, "error", err)
-			continue
+		if err := json.Unmarshal(b, &r); err != nil {
+			return err
 		}
 		if r.Moved != "" {
 			p.moved[r.Moved] = max(p.moved[r.Moved], r.Moves)
-			continue
+			return nil
 		}
 		p.m[pidKey{vpid: r.VPID, vepoch: r.VEpoch, cluster: r.Cluster, topic: r.Topic, moves: r.Moves}] = upstreamPID{pid: r.PID, epoch: r.Epoch}
+		return nil
+	})
+	if err != nil {
+		// A damaged line in the middle lost sessions kproxy cannot guess:
+		// serving on would send resent batches to new sessions, and the
+		// broker would append them twice.
+		return fmt.Errorf("producer sessions: %w", err)
 	}
-	return sc.Err()
+	if torn > 0 {
+		log.Warn("producer sessions: skipping a torn last line (a crash mid-append leaves one)", "file", path, "line", torn)
+	}
+	return nil
 }
 
-// append writes one record and syncs it.
+// append writes one record and syncs it; a failed append leaves the file
+// as it was (statefile.AppendFile).
 func (st *pidStore) append(r pidRecord) error {
 	if st == nil {
 		return nil
@@ -146,19 +130,12 @@ func (st *pidStore) append(r pidRecord) error {
 	if err != nil {
 		return err
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if _, err := st.f.Write(append(b, '\n')); err != nil {
-		return err
-	}
-	return st.f.Sync()
+	return st.f.Append(b)
 }
 
 func (st *pidStore) close() {
 	if st == nil {
 		return
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	st.f.Close()
 }

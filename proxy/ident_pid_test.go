@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -216,5 +217,25 @@ func TestProducerSessionsSurviveARestart(t *testing.T) {
 	}
 	if second.moved["orders"] != 2 || len(second.m) != 2 {
 		t.Errorf("moves %v, %d sessions; want orders moved twice and 2 sessions", second.moved, len(second.m))
+	}
+}
+
+// An unreadable line that is not the torn last one means sessions were lost:
+// start-up stops and names the file and line rather than serving with
+// sessions the broker would not recognise (resent batches written twice).
+func TestProducerSessionsDamagedLineStopsStartUp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, pidStoreFile)
+	content := "{\"v\":5,\"ve\":1,\"c\":\"source\",\"p\":41,\"e\":2}\n\x00\x00\x00garbage\n{\"moved\":\"orders\",\"m\":1}\n"
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var p producerIDs
+	_, err := openPIDStore(dir, &p, hclog.NewNullLogger())
+	if err == nil || !strings.Contains(err.Error(), path+" line 2") {
+		t.Fatalf("error %v: want one naming %s line 2", err, path)
+	}
+	if b, rerr := os.ReadFile(path); rerr != nil || string(b) != content {
+		t.Fatalf("the damaged file was rewritten: %q (%v)", b, rerr)
 	}
 }

@@ -33,6 +33,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/statefile"
 )
 
 // VirtualTopicID is a topic id as clients see it.
@@ -57,7 +59,7 @@ func loadTopicIDs(dir string, log hclog.Logger) (*topicIDs, error) {
 	if dir == "" {
 		return t, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := statefile.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("state_dir %s: %w", dir, err)
 	}
 	t.path = filepath.Join(dir, "topic-ids.json")
@@ -122,7 +124,7 @@ func (t *topicIDs) assign(name string, candidate VirtualTopicID) VirtualTopicID 
 	return candidate
 }
 
-// saveLocked writes the table atomically (write, fsync, rename).
+// saveLocked writes the table atomically and durably (statefile).
 func (t *topicIDs) saveLocked() error {
 	if t.path == "" {
 		return nil
@@ -141,23 +143,7 @@ func (t *topicIDs) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	tmp := t.path + ".tmp"
-	fh, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := fh.Write(b); err != nil {
-		fh.Close()
-		return err
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		return err
-	}
-	if err := fh.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, t.path)
+	return statefile.WriteAtomic(t.path, b, 0o644)
 }
 
 // virtualTopicID returns the id clients see for name: the one recorded in

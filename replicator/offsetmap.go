@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"sync"
 	"unsafe"
+
+	"github.com/kproxy/kproxy/statefile"
 )
 
 // OffsetMap is the exact map between one source partition's offsets (the
@@ -614,35 +616,11 @@ func loadMapFile(dir, topic string, partition int32) (*OffsetMap, error) {
 }
 
 func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := statefile.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("offset map: creating state directory: %w", err)
 	}
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := statefile.WriteAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("offset map: %w", err)
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("offset map: writing %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return fmt.Errorf("offset map: syncing %s: %w", dir, err)
-		}
 	}
 	return nil
 }
