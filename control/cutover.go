@@ -183,6 +183,17 @@ type cutovers struct {
 	flipped     map[string]*cutoverMarker
 	cfg         *config.Config // the applied config
 	table       *routing.Table // its table, under the pins
+	// gateRefusals: topics whose cutover failed a gate cutover.require
+	// names, with the reason (plan.go measures them per reload).
+	gateRefusals map[string]string
+}
+
+// setGateRefusals installs the required-gate failures of the reload
+// about to be applied.
+func (c *cutovers) setGateRefusals(m map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gateRefusals = m
 }
 
 func newCutovers(ctx context.Context, log hclog.Logger, gate produceGate, ends endOffsets, copies topicCopies, markers markerStore, ov *overlay, reg prometheus.Registerer) (*cutovers, error) {
@@ -312,6 +323,15 @@ func (c *cutovers) considerLocked(t string) *attempt {
 		}
 		if e == nil || e.st.Reason != reason {
 			c.log.Error("cutover refused; the topic keeps its route", "topic", t, "reason", reason)
+		}
+		e = &cutoverEntry{refused: true,
+			st:  CutoverStatus{Topic: t, From: home, To: np, Home: home, Reason: reason, StartedAt: time.Now()},
+			cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), State: routing.Steady}}
+		c.entries[t] = e
+	case c.gateRefusals[t] != "":
+		reason := c.gateRefusals[t]
+		if e == nil || e.st.Reason != reason {
+			c.log.Error("cutover refused by a required gate; the topic keeps its home", "topic", t, "to", np, "reason", reason)
 		}
 		e = &cutoverEntry{refused: true,
 			st:  CutoverStatus{Topic: t, From: home, To: np, Home: home, Reason: reason, StartedAt: time.Now()},

@@ -130,6 +130,9 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 // Apply installs a new valid config: routes change for new requests without
 // touching connections. Settings that need a restart are logged and kept.
 func (inst *Instance) Apply(next *config.Config) {
+	// cutover.require's gates ask both clusters: measured before the lock,
+	// so /status stays answerable meanwhile (reloads come one at a time).
+	refusals := inst.requiredGateRefusals(inst.ctrl.ctx, next)
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	prev := inst.cfg
@@ -142,6 +145,7 @@ func (inst *Instance) Apply(next *config.Config) {
 		inst.reject(err.Error())
 		return
 	}
+	inst.ctrl.cuts.setGateRefusals(refusals)
 	inst.ctrl.Apply(next, table)
 	inst.cfg = next
 	gen := inst.gen.Add(1)

@@ -17,6 +17,7 @@ usage:
   kproxy run -c FILE        serve Kafka clients with the config in FILE (hot-reloaded)
   kproxy validate -c FILE   parse and validate FILE, print problems, start nothing
   kproxy status [-admin ADDR] [-o table|json]   show routes and upstream state from a running kproxy
+  kproxy plan -c NEW.yaml [-admin ADDR] [-o table|json]   what a reload to NEW would do, with its preflight gates (exit 1 if one fails)
   kproxy verify -c FILE [-o table|json] TOPIC...   compare source and target record by record through the offset maps (run before a flip)
   kproxy demo               the demo moved: run "make demo" (go run ./cmd/kproxy-demo)
   kproxy --version          print the version and the commit it was built from
@@ -42,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = validateCmd(args[1:])
 	case "status":
 		err = statusCmd(stdout, args[1:])
+	case "plan":
+		err = planCmd(stdout, args[1:])
 	case "verify":
 		err = verify.Command(stdout, args[1:])
 	case "demo":
@@ -61,6 +64,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, flag.ErrHelp):
 		// -h / --help: the usage went out already; asking for it is no error.
 		return 0
+	case errors.Is(err, errGateFailed):
+		// plan printed its table; the exit code is the verdict.
+		return 1
 	case err != nil:
 		fmt.Fprintf(stderr, "kproxy %s: %v\n", args[0], err)
 		return 1

@@ -47,3 +47,12 @@ func (m marker) state(s string) string {
 	}
 	return colour + mark + " " + s + reset
 }
+
+// blank is an empty cell of a marked column: as many invisible bytes and
+// visible columns as a marked state's prefix, so the table stays aligned.
+func (m marker) blank() string {
+	if !m.on {
+		return ""
+	}
+	return neutral + "  " + reset
+}

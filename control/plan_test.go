@@ -1,0 +1,179 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/config"
+)
+
+func gateOf(t *testing.T, doc PlanDoc, topic, gate string) GateResult {
+	t.Helper()
+	for _, a := range doc.Actions {
+		if a.Kind == "cutover" && a.Subject == topic {
+			for _, g := range a.Gates {
+				if g.Gate == gate {
+					return g
+				}
+			}
+		}
+	}
+	t.Fatalf("plan has no %s gate for a cutover of %s: %+v", gate, topic, doc.Actions)
+	return GateResult{}
+}
+
+// A plan lists what a candidate config would do and measures each
+// cutover's gates; a gate that cutover.require names refuses the reload's
+// cutover of that topic with the gate's reason, and a later reload after
+// the cause is fixed cuts the topic over.
+func TestPlanGatesAndRequiredGateRefusesCutover(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "payments"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for i := range 100 {
+		cl.Produce(ctx, &kgo.Record{Value: fmt.Append(nil, i)}, nil)
+	}
+	if err := cl.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	listen, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("listen: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\n",
+		listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0])
+	parse := func(rest string) *config.Config {
+		t.Helper()
+		c, err := config.Parse([]byte(base + rest))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	running := parse("routes:\n  default: source\nreplicate: [orders]\n")
+	inst, err := Start(ctx, running, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	// Wait until the copy has all 100 records.
+	for {
+		var copied int64
+		for _, p := range inst.ctrl.Replication().Partitions {
+			copied += p.CopiedThrough
+		}
+		if copied == 100 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("replication did not copy 100 records: %+v", inst.ctrl.Replication())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	candidate := parse("routes:\n  default: source\n  topics:\n    orders: target\n    payments: target\nreplicate: [orders, payments]\ngroups:\n  billing: target\n")
+	doc, err := inst.Plan(ctx, candidate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []string{config.GateCaughtUp, config.GatePartitions, config.GateTopicConfigs, config.GateRetentionHeadroom} {
+		if r := gateOf(t, doc, "orders", g); !r.Pass || r.Required {
+			t.Errorf("orders %s: %+v, want a pass, not required", g, r)
+		}
+	}
+	// payments is not copied yet: caught_up fails and says why; the
+	// target lacks the topic, so partitions fails too.
+	if r := gateOf(t, doc, "payments", config.GateCaughtUp); r.Pass || !strings.Contains(r.Measured, "nothing copies payments into the target") {
+		t.Errorf("payments caught_up: %+v", r)
+	}
+	if r := gateOf(t, doc, "payments", config.GatePartitions); r.Pass || !strings.Contains(r.Measured, "no topic payments on the target") {
+		t.Errorf("payments partitions: %+v", r)
+	}
+	if doc.Pass || doc.Refused {
+		t.Errorf("pass %v refused %v: want a failed gate, nothing required", doc.Pass, doc.Refused)
+	}
+	kinds := map[string]bool{}
+	for _, a := range doc.Actions {
+		kinds[a.Kind+" "+a.Subject] = true
+	}
+	for _, want := range []string{"cutover orders", "cutover payments", "group_move group billing", "replication_start payments"} {
+		if !kinds[want] {
+			t.Errorf("plan lacks %q: %+v", want, doc.Actions)
+		}
+	}
+
+	// The target's copy of orders keeps records for a shorter time.
+	tadm := kadm.NewClient(mustClient(t, tgt))
+	if _, err := tadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("3600000")}}, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	cut := parse("routes:\n  default: source\n  topics:\n    orders: target\nreplicate: [orders]\ncutover:\n  require: [topic_configs]\n")
+	doc, err = inst.Plan(ctx, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := gateOf(t, doc, "orders", config.GateTopicConfigs)
+	if r.Pass || !r.Required || !strings.Contains(r.Measured, `retention.ms source="604800000", target="3600000"`) {
+		t.Errorf("orders topic_configs after the change: %+v", r)
+	}
+	if !doc.Refused {
+		t.Error("a failed required gate: the plan says the reload would be refused")
+	}
+	inst.Apply(cut)
+	st := cutoverOf(inst, "orders")
+	if st.State != StateRefused || st.Home != "source" || !strings.Contains(st.Reason, "cutover.require: gate topic_configs failed") {
+		t.Fatalf("orders after a reload failing a required gate: %+v", st)
+	}
+	// Fixed on the target, the next reload cuts over.
+	if _, err := tadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("604800000")}}, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	inst.Apply(cut)
+	for st = cutoverOf(inst, "orders"); st.State != "flipped"; st = cutoverOf(inst, "orders") {
+		if ctx.Err() != nil || st.State == StateRefused || st.State == "aborted" {
+			t.Fatalf("orders after the fix: %+v", st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func cutoverOf(inst *Instance, topic string) CutoverStatus {
+	for _, c := range inst.Cutovers() {
+		if c.Topic == topic {
+			return c
+		}
+	}
+	return CutoverStatus{}
+}
+
+func mustClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
