@@ -66,6 +66,8 @@ func startAdmin(addr string, inst *Instance) (*adminServer, error) {
 	// The cockpit: what a candidate config would do (plan.go).
 	mux.HandleFunc("POST /plan", inst.servePlan)
 	mux.HandleFunc("/clients", inst.serveClients)
+	mux.HandleFunc("GET /{$}", inst.serveWeb)
+	mux.HandleFunc("GET /kproxy.css", serveCSS)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)

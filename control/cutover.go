@@ -67,6 +67,11 @@ type CutoverStatus struct {
 	// Progress is a one-line account of a drain: how far the copy is from
 	// the frozen end offsets.
 	Progress string `json:"progress,omitempty"`
+	// DrainPartitions and DrainCopied count, while draining, the
+	// partitions with frozen end offsets and those copied up to them (the
+	// status page's progress bar).
+	DrainPartitions int `json:"drain_partitions,omitempty"`
+	DrainCopied     int `json:"drain_copied,omitempty"`
 	// FetchNote says why the topic's fetches are not where the config says.
 	FetchNote string `json:"fetch_note,omitempty"`
 }
@@ -643,7 +648,7 @@ func (c *cutovers) list() []CutoverStatus {
 		if e.cut.HoldsProduce() {
 			s.Held = c.gate.HeldCount(s.Topic)
 			s.HoldMillis = time.Since(s.StartedAt).Milliseconds()
-			s.Progress = c.progressLocked(e)
+			s.Progress, s.DrainCopied, s.DrainPartitions = c.progressLocked(e)
 		}
 		out = append(out, s)
 	}
@@ -651,10 +656,11 @@ func (c *cutovers) list() []CutoverStatus {
 	return out
 }
 
-// progressLocked describes a running cutover's drain.
-func (c *cutovers) progressLocked(e *cutoverEntry) string {
+// progressLocked describes a running cutover's drain, and counts the
+// partitions copied to their frozen ends.
+func (c *cutovers) progressLocked(e *cutoverEntry) (line string, copied, partitions int) {
 	if e.cut.State == routing.Holding {
-		return "waiting for in-flight produce requests and open transactions"
+		return "waiting for in-flight produce requests and open transactions", 0, 0
 	}
 	done, left := 0, int64(0)
 	for p, end := range e.cut.FrozenEnds {
@@ -665,7 +671,7 @@ func (c *cutovers) progressLocked(e *cutoverEntry) string {
 			left += end - max(copied, 0)
 		}
 	}
-	return fmt.Sprintf("%d of %d partitions copied to the frozen end, %d offsets to go", done, len(e.cut.FrozenEnds), left)
+	return fmt.Sprintf("%d of %d partitions copied to the frozen end, %d offsets to go", done, len(e.cut.FrozenEnds), left), done, len(e.cut.FrozenEnds)
 }
 
 // phaseTimer measures a hold's phases, for the log line that ends it.

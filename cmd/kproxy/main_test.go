@@ -108,3 +108,11 @@ func TestStatusMarksOnlyOnTerminal(t *testing.T) {
 		t.Errorf("marked table misaligned:\n%s", b.String())
 	}
 }
+
+func TestCatchUpCell(t *testing.T) {
+	for ms, want := range map[int64]string{0: "caught up", -1: "not catching up", 95_400: "in 1m35s"} {
+		if got := catchUp(ms); got != want {
+			t.Errorf("catchUp(%d) = %q, want %q", ms, got, want)
+		}
+	}
+}

@@ -124,9 +124,9 @@ func printStatus(w io.Writer, m marker, d control.StatusDoc) error {
 			fmt.Fprintf(w, "replication error: %s\n", r.Error)
 		}
 		tw = tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "REPLICATED\tPARTITION\tSOURCE HWM\tCOPIED TO\tTARGET END\tLAG RECORDS\tLAG MS\tERROR")
+		fmt.Fprintln(tw, "REPLICATED\tPARTITION\tSOURCE HWM\tCOPIED TO\tTARGET END\tLAG RECORDS\tLAG MS\tCATCH-UP\tERROR")
 		for _, p := range r.Partitions {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", p.Topic, p.Partition, p.SourceHWM, p.CopiedThrough, p.TargetEnd, p.LagRecords, p.LagMillis, p.Err)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Topic, p.Partition, p.SourceHWM, p.CopiedThrough, p.TargetEnd, p.LagRecords, p.LagMillis, catchUp(p.CatchUpMillis), p.Err)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -168,6 +168,17 @@ func printCutovers(w io.Writer, m marker, cs []control.CutoverStatus) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s -> %s\t%d\t%d\t%s\t%s\n", c.Topic, c.Home, m.state(c.State), c.From, c.To, c.HoldMillis, c.Held, flipped, note)
 	}
 	return tw.Flush()
+}
+
+// catchUp is the replicator's catch-up estimate for a table cell.
+func catchUp(ms int64) string {
+	switch {
+	case ms == 0:
+		return "caught up"
+	case ms < 0:
+		return "not catching up"
+	}
+	return "in " + (time.Duration(ms) * time.Millisecond).Round(time.Second).String()
 }
 
 func canaryText(r routing.RuleView) string {
