@@ -1,0 +1,176 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/control"
+)
+
+// chromium is Debian's headless browser (apt-get install chromium).
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Fatal("no chromium on PATH: apt-get install -y chromium (these tests do not skip)")
+	return ""
+}
+
+// browse runs headless Chromium on url with args (--dump-dom,
+// --screenshot=...) and returns its stdout.
+func browse(t *testing.T, exe, profile, url string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+		"--user-data-dir=" + profile, "--window-size=1400,900"}, append(args, url)...)...)
+	cmd.Dir = profile
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v: %v", args, err)
+	}
+	return string(out)
+}
+
+// The status page in a real browser during a live cutover on real Kafka:
+// an open transaction on the topic keeps the cutover holding, the page
+// (as Chromium renders it) shows the topic holding on its source home;
+// once the transaction commits the cutover drains and flips, and the page
+// shows it flipped with the target as home. Before the reload, `kproxy
+// plan` (the binary) measures the cutover's gates against both clusters.
+// With KPROXY_SCREENSHOT_DIR set, the test saves the two screenshots the
+// README shows.
+func TestStatusPageInChromiumDuringCutover(t *testing.T) {
+	browser := chromium(t)
+	profile := t.TempDir()
+	dir := t.TempDir()
+	exe := buildKproxy(t, dir)
+	topic := replTopic("page")
+	replCreateTopic(t, topic, 3, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	base := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nreplicate: [%q]\ncutover: { max_hold: 90s }\ngroups:\n  billing: source\n",
+		listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic)
+	cfg, err := config.Parse([]byte(base + "routes:\n  default: source\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := control.Start(ctx, cfg, hclog.New(&hclog.LoggerOptions{Name: "kproxy", Level: hclog.Warn, Output: os.Stderr}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+
+	writer := replClient(t, listen, kgo.ClientID("billing-writer"), kgo.DefaultProduceTopic(topic))
+	for i := range 300 {
+		writer.Produce(ctx, &kgo.Record{Key: fmt.Append(nil, i), Value: fmt.Appendf(nil, "order-%d", i)}, nil)
+	}
+	if err := writer.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reader := replClient(t, listen, kgo.ClientID("billing-reader"), kgo.ConsumerGroup("billing"), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	for n := 0; n < 300 && ctx.Err() == nil; {
+		n += reader.PollFetches(ctx).NumRecords()
+	}
+	if err := reader.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the copy to catch up", func() bool {
+		var copied int64
+		for _, p := range inst.Status().Replication.Partitions {
+			if p.Topic == topic {
+				copied += p.CopiedThrough
+			}
+		}
+		return copied == 300
+	})
+
+	flip := base + fmt.Sprintf("routes:\n  default: source\n  topics:\n    %q: target\n", topic)
+	planFile := filepath.Join(dir, "flip.yaml")
+	writeConfig(t, planFile, flip)
+	plan := exec.CommandContext(ctx, exe, "plan", "-admin", admin, "-c", planFile)
+	out, err := plan.CombinedOutput()
+	t.Logf("kproxy plan -c flip.yaml (exit %d):\n%s", plan.ProcessState.ExitCode(), out)
+	if !strings.Contains(string(out), "cutover of "+topic+" to the target") || !strings.Contains(string(out), "caught_up") {
+		t.Errorf("plan output lacks the cutover and its gates")
+	}
+	if strings.Contains(string(out), "caught_up    fail") {
+		t.Errorf("caught_up failed with the copy caught up")
+	}
+
+	// An open transaction holds the cutover.
+	txn := replClient(t, listen, kgo.ClientID("billing-txn"), kgo.TransactionalID(topic+"-txn"), kgo.DefaultProduceTopic(topic))
+	if err := txn.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := txn.ProduceSync(ctx, &kgo.Record{Value: []byte("in-txn")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	next, err := config.Parse([]byte(flip))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst.Apply(next)
+
+	row := regexp.MustCompile(`<tr id="topic-` + regexp.QuoteMeta(topic) + `" data-state="([a-z]+)" data-home="([a-z]+)">`)
+	stateOnPage := func() (string, string) {
+		dom := browse(t, browser, profile, "http://"+admin+"/?refresh=0", "--dump-dom")
+		m := row.FindStringSubmatch(dom)
+		if m == nil {
+			t.Fatalf("the page has no row for %s:\n%s", topic, dom)
+		}
+		return m[1], m[2]
+	}
+	state, home := stateOnPage()
+	if state != "holding" && state != "draining" || home != "source" {
+		t.Fatalf("during the open transaction the page shows %s on %s, want holding on the source", state, home)
+	}
+	shots := os.Getenv("KPROXY_SCREENSHOT_DIR")
+	if shots != "" {
+		browse(t, browser, profile, "http://"+admin+"/?refresh=0", "--screenshot="+filepath.Join(shots, "status-holding.png"))
+	}
+	if err := txn.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatal(err)
+	}
+	for state != "flipped" {
+		if ctx.Err() != nil || state == "aborted" {
+			t.Fatalf("after the commit the page shows %s on %s, want flipped", state, home)
+		}
+		time.Sleep(200 * time.Millisecond)
+		state, home = stateOnPage()
+	}
+	if home != "target" {
+		t.Errorf("flipped, the page shows home %s, want target", home)
+	}
+	// Produce through the flipped route so the page shows traffic on both.
+	if err := writer.ProduceSync(ctx, &kgo.Record{Value: []byte("after-flip")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	dom := browse(t, browser, profile, "http://"+admin+"/?refresh=0", "--dump-dom")
+	for _, want := range []string{`data-client-id="billing-writer"`, `id="group-billing"`, `id="cluster-target" data-state="reachable"`} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	if shots != "" {
+		browse(t, browser, profile, "http://"+admin+"/?refresh=0", "--screenshot="+filepath.Join(shots, "status-flipped.png"))
+	}
+}
