@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"html/template"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -40,6 +41,19 @@ var statusPage = template.Must(template.New("status.html").Funcs(template.FuncMa
 		}
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
+	"ago": func(now, t time.Time) string {
+		if t.IsZero() {
+			return "–"
+		}
+		d := now.Sub(t)
+		if d < time.Second {
+			return "now"
+		}
+		if d < time.Minute {
+			return d.Round(time.Second).String() + " ago"
+		}
+		return d.Round(time.Minute).String() + " ago"
+	},
 	"ms":    func(ms int64) string { return (time.Duration(ms) * time.Millisecond).String() },
 	"bytes": humanBytes,
 }).ParseFS(webFiles, "web/status.html"))
@@ -51,8 +65,18 @@ type webView struct {
 	Refresh  int
 	Topics   []webTopic
 	Groups   []webGroup
-	Clients  []proxy.ClientInfo
+	Clients  []webClient
 	Clusters []webCluster
+}
+
+// webClient is one client.id on the page: its connections merged (a
+// client opens several; the operator asks which applications, not which
+// sockets). /clients keeps one entry per connection.
+type webClient struct {
+	ClientID, Software                                 string
+	Hosts, Produced, Fetched, Groups, TxnIDs, Clusters []string
+	Open, Conns                                        int
+	FirstSeen, LastSeen                                time.Time
 }
 
 type webCluster struct {
@@ -101,7 +125,8 @@ func serveCSS(w http.ResponseWriter, _ *http.Request) {
 
 func (inst *Instance) webView(refresh int) webView {
 	d := inst.Status()
-	v := webView{Status: d, Now: time.Now(), Refresh: refresh, Clients: inst.Clients()}
+	clients := inst.Clients()
+	v := webView{Status: d, Now: time.Now(), Refresh: refresh, Clients: webClients(clients)}
 	for _, c := range d.Proxy.Clusters {
 		state := "reachable"
 		if !c.Reachable {
@@ -110,7 +135,7 @@ func (inst *Instance) webView(refresh int) webView {
 		v.Clusters = append(v.Clusters, webCluster{Name: c.Name, State: state, LastError: c.LastError, Brokers: c.Brokers, Topics: c.Topics})
 	}
 	v.Topics = webTopics(d)
-	v.Groups = inst.webGroups(d, v.Clients)
+	v.Groups = inst.webGroups(d, clients)
 	return v
 }
 
@@ -220,6 +245,55 @@ func (inst *Instance) webGroups(d StatusDoc, clients []proxy.ClientInfo) []webGr
 			}
 		}
 		out = append(out, row)
+	}
+	return out
+}
+
+// webClients merges connections by client.id.
+func webClients(cs []proxy.ClientInfo) []webClient {
+	by := map[string]*webClient{}
+	add := func(dst *[]string, names ...string) {
+		for _, n := range names {
+			if n != "" && !slices.Contains(*dst, n) {
+				*dst = append(*dst, n)
+			}
+		}
+	}
+	for _, c := range cs {
+		w := by[c.ClientID]
+		if w == nil {
+			w = &webClient{ClientID: c.ClientID, FirstSeen: c.FirstSeen}
+			by[c.ClientID] = w
+		}
+		w.Conns++
+		if c.Open {
+			w.Open++
+		}
+		if c.Software != "" {
+			w.Software = strings.TrimSpace(c.Software + " " + c.SoftwareVersion)
+		}
+		if host, _, err := net.SplitHostPort(c.Remote); err == nil {
+			add(&w.Hosts, host)
+		}
+		add(&w.Produced, c.Produced...)
+		add(&w.Fetched, c.Fetched...)
+		add(&w.Groups, c.Groups...)
+		add(&w.TxnIDs, c.TransactionalID...)
+		add(&w.Clusters, c.Clusters...)
+		if c.FirstSeen.Before(w.FirstSeen) {
+			w.FirstSeen = c.FirstSeen
+		}
+		if c.LastSeen.After(w.LastSeen) {
+			w.LastSeen = c.LastSeen
+		}
+	}
+	out := make([]webClient, 0, len(by))
+	for _, id := range slices.Sorted(maps.Keys(by)) {
+		w := by[id]
+		for _, l := range [][]string{w.Hosts, w.Produced, w.Fetched, w.Groups, w.TxnIDs, w.Clusters} {
+			slices.Sort(l)
+		}
+		out = append(out, *w)
 	}
 	return out
 }

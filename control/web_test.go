@@ -126,7 +126,7 @@ func TestStatusPageDrainAndEscaping(t *testing.T) {
 			{Topic: "orders", Partition: 2, CatchUpMillis: 0},
 		}}}
 	v := webView{Status: d, Topics: webTopics(d)}
-	v.Clients = append(v.Clients, clientWithID(`<script>alert(1)</script>`))
+	v.Clients = webClients([]proxy.ClientInfo{clientWithID(`<script>alert(1)</script>`)})
 	var b strings.Builder
 	if err := statusPage.Execute(&b, v); err != nil {
 		t.Fatal(err)
@@ -147,3 +147,22 @@ func TestStatusPageDrainAndEscaping(t *testing.T) {
 }
 
 func clientWithID(id string) proxy.ClientInfo { return proxy.ClientInfo{ClientID: id, Open: true} }
+
+// The page merges a client's connections: one row per client.id with the
+// union of what its connections did.
+func TestWebClientsMergeConnections(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 23, 0, 0, 0, time.UTC)
+	got := webClients([]proxy.ClientInfo{
+		{ClientID: "billing", Remote: "10.0.0.7:5000", Open: true, Clusters: []string{"source"}, FirstSeen: t0.Add(time.Minute), LastSeen: t0.Add(2 * time.Minute)},
+		{ClientID: "billing", Remote: "10.0.0.8:5001", Software: "kgo", SoftwareVersion: "v1.22.2", Produced: []string{"orders"}, Clusters: []string{"target"}, FirstSeen: t0, LastSeen: t0.Add(time.Minute)},
+		{ClientID: "audit", Remote: "10.0.0.9:5002", Fetched: []string{"orders"}, FirstSeen: t0, LastSeen: t0},
+	})
+	if len(got) != 2 || got[0].ClientID != "audit" {
+		t.Fatalf("%+v", got)
+	}
+	b := got[1]
+	if b.Conns != 2 || b.Open != 1 || b.Software != "kgo v1.22.2" || strings.Join(b.Hosts, ",") != "10.0.0.7,10.0.0.8" ||
+		strings.Join(b.Clusters, ",") != "source,target" || strings.Join(b.Produced, ",") != "orders" || !b.FirstSeen.Equal(t0) || !b.LastSeen.Equal(t0.Add(2*time.Minute)) {
+		t.Errorf("merged: %+v", b)
+	}
+}
