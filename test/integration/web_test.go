@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/config"
@@ -51,7 +52,10 @@ func browse(t *testing.T, exe, profile, url string, args ...string) string {
 // (as Chromium renders it) shows the topic holding on its source home;
 // once the transaction commits the cutover drains and flips, and the page
 // shows it flipped with the target as home. Before the reload, `kproxy
-// plan` (the binary) measures the cutover's gates against both clusters.
+// plan` (the binary) measures the cutover's gates against both clusters:
+// with the target's retention.ms changed, the required topic_configs gate
+// fails (exit 1) and a reload is refused for the topic; put back, every
+// gate passes (exit 0).
 // With KPROXY_SCREENSHOT_DIR set, the test saves the two screenshots the
 // README shows.
 func TestStatusPageInChromiumDuringCutover(t *testing.T) {
@@ -103,17 +107,46 @@ func TestStatusPageInChromiumDuringCutover(t *testing.T) {
 		return copied == 300
 	})
 
-	flip := base + fmt.Sprintf("routes:\n  default: source\n  topics:\n    %q: target\n", topic)
+	flip := base + fmt.Sprintf("routes:\n  default: source\n  topics:\n    %q: target\n", topic) + "cutover:\n  max_hold: 90s\n  require: [caught_up, topic_configs]\n"
+	flip = strings.Replace(flip, "cutover: { max_hold: 90s }\n", "", 1)
 	planFile := filepath.Join(dir, "flip.yaml")
 	writeConfig(t, planFile, flip)
-	plan := exec.CommandContext(ctx, exe, "plan", "-admin", admin, "-c", planFile)
-	out, err := plan.CombinedOutput()
-	t.Logf("kproxy plan -c flip.yaml (exit %d):\n%s", plan.ProcessState.ExitCode(), out)
-	if !strings.Contains(string(out), "cutover of "+topic+" to the target") || !strings.Contains(string(out), "caught_up") {
-		t.Errorf("plan output lacks the cutover and its gates")
+	runPlan := func() (string, int) {
+		plan := exec.CommandContext(ctx, exe, "plan", "-admin", admin, "-c", planFile)
+		out, _ := plan.CombinedOutput()
+		t.Logf("kproxy plan -c flip.yaml (exit %d):\n%s", plan.ProcessState.ExitCode(), out)
+		return string(out), plan.ProcessState.ExitCode()
 	}
-	if strings.Contains(string(out), "caught_up    fail") {
-		t.Errorf("caught_up failed with the copy caught up")
+	next, err := config.Parse([]byte(flip))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The target's copy keeps records for an hour, the source's for a
+	// week: topic_configs fails, and being required, refuses the cutover.
+	tadm := kadm.NewClient(replClient(t, env.target))
+	setRetention := func(v string) {
+		if _, err := tadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr(v)}}, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRetention("3600000")
+	out, code := runPlan()
+	if code != 1 || !regexp.MustCompile(`topic_configs \(required\)\s+fail\s+differ: retention.ms source="604800000", target="3600000"`).MatchString(out) {
+		t.Errorf("plan with the retention differing: exit %d, want 1 and a failed required topic_configs gate", code)
+	}
+	inst.Apply(next)
+	refused := false
+	for _, c := range inst.Cutovers() {
+		refused = refused || (c.Topic == topic && c.State == control.StateRefused && strings.Contains(c.Reason, "gate topic_configs failed"))
+	}
+	if !refused {
+		t.Fatalf("a reload failing a required gate: cutovers %+v", inst.Cutovers())
+	}
+	setRetention("604800000")
+	out, code = runPlan()
+	if code != 0 || !regexp.MustCompile(`caught_up \(required\)\s+pass`).MatchString(out) || !strings.Contains(out, "cutover of "+topic+" to the target") {
+		t.Errorf("plan with the retention fixed: exit %d, want 0 with every gate passing", code)
 	}
 
 	// An open transaction holds the cutover.
@@ -122,10 +155,6 @@ func TestStatusPageInChromiumDuringCutover(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := txn.ProduceSync(ctx, &kgo.Record{Value: []byte("in-txn")}).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
-	next, err := config.Parse([]byte(flip))
-	if err != nil {
 		t.Fatal(err)
 	}
 	inst.Apply(next)
