@@ -237,7 +237,8 @@ type Cutover struct {
 	// when a reload starts it; `kproxy plan` shows every gate either way. A
 	// reload whose cutover of a topic fails a required gate is refused for
 	// that topic (the topic keeps its home; /status gives the gate's
-	// reason); the other changes of the reload apply. Default empty.
+	// reason) until its gates, measured again every 10 s, pass; the other
+	// changes of the reload apply. Default empty.
 	Require []string `yaml:"require"`
 }
 

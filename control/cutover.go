@@ -193,6 +193,13 @@ type cutovers struct {
 	gateRefusals map[string]string
 }
 
+// gateRefusalsNow is the installed required-gate failures.
+func (c *cutovers) gateRefusalsNow() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gateRefusals
+}
+
 // setGateRefusals installs the required-gate failures of the reload
 // about to be applied.
 func (c *cutovers) setGateRefusals(m map[string]string) {

@@ -35,6 +35,11 @@ type Instance struct {
 	reg     *prometheus.Registry
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
+
+	// gateRecheck: a loop re-measures cutovers refused by cutover.require
+	// (plan.go); gateRecheckEvery is its period.
+	gateRecheck      atomic.Bool
+	gateRecheckEvery time.Duration
 }
 
 // Start builds and starts an instance from a valid config.
@@ -65,7 +70,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		srv.Close()
 		return nil, err
 	}
-	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg}
+	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, gateRecheckEvery: defaultGateRecheck}
 	ctrl.Start(cfg, table)
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
@@ -147,6 +152,9 @@ func (inst *Instance) Apply(next *config.Config) {
 	}
 	inst.ctrl.cuts.setGateRefusals(refusals)
 	inst.ctrl.Apply(next, table)
+	if len(refusals) > 0 {
+		inst.startGateRecheck()
+	}
 	inst.cfg = next
 	gen := inst.gen.Add(1)
 	inst.lastErr.Store(nil)

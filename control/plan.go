@@ -475,3 +475,56 @@ func (inst *Instance) servePlan(w http.ResponseWriter, r *http.Request) {
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(doc)
 }
+
+// defaultGateRecheck is how often cutovers refused by a required gate are
+// measured again.
+const defaultGateRecheck = 10 * time.Second
+
+// startGateRecheck starts, unless it runs, the loop that re-measures the
+// required gates of refused cutovers and starts each cutover whose gates
+// pass now: an operator fixes the cause (the copy catches up, a topic
+// config is aligned) and the flip follows, with no second edit of the
+// config. The loop ends when no refusal is left or the instance closes.
+func (inst *Instance) startGateRecheck() {
+	if !inst.gateRecheck.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer inst.gateRecheck.Store(false)
+		t := time.NewTicker(inst.gateRecheckEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-inst.ctrl.ctx.Done():
+				return
+			case <-t.C:
+			}
+			if !inst.recheckGates() {
+				return
+			}
+		}
+	}()
+}
+
+// recheckGates measures the required gates of the running config's
+// cutovers again and installs the result; it reports whether refusals
+// remain.
+func (inst *Instance) recheckGates() bool {
+	cfg := inst.Config()
+	refusals := inst.requiredGateRefusals(inst.ctrl.ctx, cfg)
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	if inst.cfg != cfg {
+		// A reload came in meanwhile and measured the gates itself.
+		return len(inst.ctrl.cuts.gateRefusalsNow()) > 0
+	}
+	before := inst.ctrl.cuts.gateRefusalsNow()
+	for t := range before {
+		if _, still := refusals[t]; !still {
+			inst.log.Info("the required gates of a refused cutover pass now; the cutover starts", "topic", t)
+		}
+	}
+	inst.ctrl.cuts.setGateRefusals(refusals)
+	inst.ctrl.recheck(cfg)
+	return len(refusals) > 0
+}
