@@ -45,7 +45,7 @@ type PlanDoc struct {
 // PlanAction is one thing the reload would set going.
 type PlanAction struct {
 	// Kind is cutover, route_switch, fetch_move, canary, group_move,
-	// replication_start or replication_stop.
+	// replication_start, replication_stop or source_removal.
 	Kind    string       `json:"kind"`
 	Subject string       `json:"subject"` // a topic, route pattern or group
 	What    string       `json:"what"`
@@ -54,7 +54,9 @@ type PlanAction struct {
 
 // GateResult is one preflight gate of a cutover.
 type GateResult struct {
-	Gate     string `json:"gate"` // one of config.CutoverGates
+	// Gate is one of config.CutoverGates, or for a source removal one of
+	// the *OffSource gates.
+	Gate     string `json:"gate"`
 	Pass     bool   `json:"pass"`
 	Required bool   `json:"required"` // named in cutover.require
 	Measured string `json:"measured"`
@@ -96,6 +98,9 @@ func (inst *Instance) Plan(ctx context.Context, candidate *config.Config) (PlanD
 	doc.Actions = append(doc.Actions, canaryActions(running, candidate)...)
 	doc.Actions = append(doc.Actions, groupActions(running, candidate)...)
 	doc.Actions = append(doc.Actions, replicateActions(running, candidate)...)
+	if running.Clusters.Source != nil && candidate.Clusters.Source == nil {
+		doc.Actions = append(doc.Actions, inst.sourceRemoval(running, cur))
+	}
 	for _, a := range doc.Actions {
 		for _, g := range a.Gates {
 			if !g.Pass {
@@ -235,6 +240,78 @@ func replicateActions(running, candidate *config.Config) []PlanAction {
 		}
 	}
 	return out
+}
+
+// The gates of removing clusters.source: nothing may still depend on it.
+const (
+	GateTopicsOffSource  = "topics_off_source"
+	GateGroupsOffSource  = "groups_off_source"
+	GateClientsOffSource = "clients_off_source"
+)
+
+// sourceRemoval is the action of a candidate without clusters.source, with
+// what still depends on the source: topics whose home or route is there,
+// groups coordinated there, and clients whose requests reached it (open
+// connections and those closed in the last ten minutes).
+func (inst *Instance) sourceRemoval(running *config.Config, cur *routing.Table) PlanAction {
+	a := PlanAction{Kind: "source_removal", Subject: "clusters.source",
+		What: "the source cluster is removed (takes effect after a restart): kproxy serves everything from the target"}
+	var topics []string
+	for _, t := range planTopics(inst, running) {
+		if strings.HasPrefix(t, "__") {
+			continue // the clusters' internal topics
+		}
+		home := inst.ctrl.repl.home(t)
+		replicated := cur.Replicated(t) || home != proxy.Source
+		onSource := string(cur.Route(t, routing.Produce, "", "")) == proxy.Source || string(cur.Route(t, routing.Fetch, "", "")) == proxy.Source
+		if onSource || (replicated && home == proxy.Source) {
+			topics = append(topics, t)
+		}
+	}
+	a.Gates = append(a.Gates, dependents(GateTopicsOffSource, "topics still produced to, fetched from or at home on the source", topics))
+
+	var groups []string
+	if running.Groups.Default == config.Source {
+		groups = append(groups, "groups.default")
+	}
+	seen := map[string]bool{}
+	for g, home := range running.Groups.Homes {
+		if home == config.Source {
+			seen[g] = true
+		}
+	}
+	clients := map[string]bool{}
+	for _, c := range inst.Clients() {
+		for _, g := range c.Groups {
+			if cur.GroupHome(g) == config.Source {
+				seen[g] = true
+			}
+		}
+		if slices.Contains(c.Clusters, proxy.Source) {
+			id := c.ClientID
+			if id == "" {
+				id = "(no client.id) from " + c.Remote
+			}
+			clients[id] = true
+		}
+	}
+	groups = append(groups, slices.Sorted(maps.Keys(seen))...)
+	a.Gates = append(a.Gates, dependents(GateGroupsOffSource, "groups coordinated on the source", groups))
+	a.Gates = append(a.Gates, dependents(GateClientsOffSource, "clients whose requests reached the source in the last 10 min", slices.Sorted(maps.Keys(clients))))
+	return a
+}
+
+func dependents(gate, what string, names []string) GateResult {
+	g := GateResult{Gate: gate, Pass: len(names) == 0, Measured: "none"}
+	if len(names) > 0 {
+		const show = 10
+		list := strings.Join(names[:min(len(names), show)], ", ")
+		if len(names) > show {
+			list += fmt.Sprintf(" and %d more", len(names)-show)
+		}
+		g.Measured = fmt.Sprintf("%d %s: %s", len(names), what, list)
+	}
+	return g
 }
 
 // gateProbe measures gates against the running clusters.

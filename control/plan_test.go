@@ -124,6 +124,43 @@ func TestPlanGatesAndRequiredGateRefusesCutover(t *testing.T) {
 		}
 	}
 
+	// Removing the source: the topics, groups and clients that still
+	// depend on it are named.
+	noSource, err := config.Parse(fmt.Appendf(nil, "listen: %s\nstate_dir: %s\nclusters:\n  target: { bootstrap: [%s] }\nroutes:\n  default: target\n",
+		listen, t.TempDir(), tgt.ListenAddrs()[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prx, err := kgo.NewClient(kgo.SeedBrokers(listen), kgo.ClientID("still-on-source"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prx.Close()
+	if err := prx.ProduceSync(ctx, &kgo.Record{Topic: "payments", Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	doc, err = inst.Plan(ctx, noSource)
+	if err != nil {
+		t.Fatal(err)
+	}
+	removal := map[string]GateResult{}
+	for _, a := range doc.Actions {
+		if a.Kind == "source_removal" {
+			for _, g := range a.Gates {
+				removal[g.Gate] = g
+			}
+		}
+	}
+	if g := removal[GateClientsOffSource]; g.Pass || !strings.Contains(g.Measured, "still-on-source") {
+		t.Errorf("clients_off_source: %+v", g)
+	}
+	if g := removal[GateTopicsOffSource]; g.Pass || !strings.Contains(g.Measured, "orders") || !strings.Contains(g.Measured, "payments") {
+		t.Errorf("topics_off_source: %+v", g)
+	}
+	if g := removal[GateGroupsOffSource]; g.Pass || !strings.Contains(g.Measured, "groups.default") {
+		t.Errorf("groups_off_source: %+v", g)
+	}
+
 	// The target's copy of orders keeps records for a shorter time.
 	tadm := kadm.NewClient(mustClient(t, tgt))
 	if _, err := tadm.AlterTopicConfigs(ctx, []kadm.AlterConfig{{Name: "retention.ms", Value: kadm.StringPtr("3600000")}}, "orders"); err != nil {
@@ -177,4 +214,19 @@ func mustClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
 	}
 	t.Cleanup(cl.Close)
 	return cl
+}
+
+// A removal gate passes with no dependents and lists at most ten names.
+func TestDependentsGate(t *testing.T) {
+	if g := dependents(GateGroupsOffSource, "groups", nil); !g.Pass || g.Measured != "none" {
+		t.Errorf("no dependents: %+v", g)
+	}
+	var names []string
+	for i := range 12 {
+		names = append(names, fmt.Sprintf("g%02d", i))
+	}
+	g := dependents(GateGroupsOffSource, "groups coordinated on the source", names)
+	if g.Pass || g.Measured != "12 groups coordinated on the source: g00, g01, g02, g03, g04, g05, g06, g07, g08, g09 and 2 more" {
+		t.Errorf("twelve dependents: %+v", g)
+	}
 }
