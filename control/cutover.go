@@ -36,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -188,6 +189,7 @@ type cutovers struct {
 	flipped     map[string]*cutoverMarker
 	cfg         *config.Config // the applied config
 	table       *routing.Table // its table, under the pins
+	history     []CutoverEvent // ended attempts, oldest first, at most cutoverHistory
 	// gateRefusals: topics whose cutover failed a gate cutover.require
 	// names, with the reason (plan.go measures them per reload).
 	gateRefusals map[string]string
@@ -198,6 +200,30 @@ func (c *cutovers) gateRefusalsNow() map[string]string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.gateRefusals
+}
+
+// CutoverEvent is one ended cutover attempt, for the status page's flip
+// history.
+type CutoverEvent struct {
+	Topic      string    `json:"topic"`
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	Outcome    string    `json:"outcome"` // flipped or aborted
+	Reason     string    `json:"reason,omitempty"`
+	At         time.Time `json:"at"`
+	HoldMillis int64     `json:"hold_ms"`
+}
+
+// cutoverHistory bounds the flip history kept in memory.
+const cutoverHistory = 50
+
+// historyList is the flip history, newest first.
+func (c *cutovers) historyList() []CutoverEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := slices.Clone(c.history)
+	slices.Reverse(out)
+	return out
 }
 
 // setGateRefusals installs the required-gate failures of the reload
@@ -539,6 +565,11 @@ func (c *cutovers) finish(cut routing.Cutover, ex *execution) {
 	e.cancel(nil)
 	e.st.Progress = ""
 	c.holdHist.Observe(cut.HoldDuration.Seconds())
+	c.history = append(c.history, CutoverEvent{Topic: topic, From: string(cut.From), To: string(cut.To), Outcome: cut.State.String(),
+		Reason: cut.Reason, At: time.Now(), HoldMillis: cut.HoldDuration.Milliseconds()})
+	if len(c.history) > cutoverHistory {
+		c.history = slices.Delete(c.history, 0, len(c.history)-cutoverHistory)
+	}
 	if cut.State == routing.Aborted {
 		c.log.Error("cutover aborted; held produce requests released to the "+string(cut.From), "topic", topic, "hold", cut.HoldDuration, "phases", ex.phases.String(), "reason", cut.Reason)
 	} else {

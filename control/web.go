@@ -67,6 +67,7 @@ type webView struct {
 	Groups   []webGroup
 	Clients  []webClient
 	Clusters []webCluster
+	Flips    []CutoverEvent // newest first
 }
 
 // webClient is one client.id on the page: its connections merged (a
@@ -136,6 +137,7 @@ func (inst *Instance) webView(refresh int) webView {
 	}
 	v.Topics = webTopics(d)
 	v.Groups = inst.webGroups(d, clients)
+	v.Flips = inst.ctrl.cuts.historyList()
 	return v
 }
 

@@ -106,6 +106,9 @@ func TestStatusPageFollowsACutover(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		page = getPage(t, "http://"+admin+"/?refresh=0")
 	}
+	if !strings.Contains(page, `<tr class="flip" data-topic="orders" data-outcome="flipped">`) {
+		t.Errorf("the flip history lacks the flip of orders:\n%s", page)
+	}
 	if strings.Contains(page, "http-equiv") {
 		t.Error("?refresh=0 turns the refresh off")
 	}
