@@ -134,6 +134,11 @@ func planTopics(inst *Instance, candidate *config.Config) []string {
 			seen[name] = true
 		}
 	}
+	for t := range seen {
+		if strings.HasPrefix(t, "__") {
+			delete(seen, t) // the clusters' internal topics are never routed
+		}
+	}
 	return slices.Sorted(maps.Keys(seen))
 }
 
@@ -258,9 +263,6 @@ func (inst *Instance) sourceRemoval(running *config.Config, cur *routing.Table) 
 		What: "the source cluster is removed (takes effect after a restart): kproxy serves everything from the target"}
 	var topics []string
 	for _, t := range planTopics(inst, running) {
-		if strings.HasPrefix(t, "__") {
-			continue // the clusters' internal topics
-		}
 		home := inst.ctrl.repl.home(t)
 		replicated := cur.Replicated(t) || home != proxy.Source
 		onSource := string(cur.Route(t, routing.Produce, "", "")) == proxy.Source || string(cur.Route(t, routing.Fetch, "", "")) == proxy.Source
