@@ -232,7 +232,33 @@ type Cutover struct {
 	// held requests go to the source. A Go duration ("5s", "1500ms").
 	// Default 5s; more than 0 and at most 120s.
 	MaxHold time.Duration `yaml:"max_hold"`
+
+	// Require names the preflight gates (CutoverGates) a cutover must pass
+	// when a reload starts it; `kproxy plan` shows every gate either way. A
+	// reload whose cutover of a topic fails a required gate is refused for
+	// that topic (the topic keeps its home; /status gives the gate's
+	// reason) until its gates, measured again every 10 s, pass; the other
+	// changes of the reload apply. Default empty.
+	Require []string `yaml:"require"`
 }
+
+// The preflight gates of a cutover (`kproxy plan`, cutover.require).
+const (
+	// GateCaughtUp: the copy into the new home lags the old home by at most
+	// a few records, bytes and the max_hold in record age.
+	GateCaughtUp = "caught_up"
+	// GatePartitions: both clusters have the topic with as many partitions.
+	GatePartitions = "partitions"
+	// GateTopicConfigs: the topic configs that change what clients see
+	// (cleanup.policy, retention, max.message.bytes, ...) are equal.
+	GateTopicConfigs = "topic_configs"
+	// GateRetentionHeadroom: the old home's retention will not delete a
+	// record the copy has not read.
+	GateRetentionHeadroom = "retention_headroom"
+)
+
+// CutoverGates lists every gate name, in the order plans show them.
+var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom}
 
 // Limits bounds what clients and upstream brokers can cost kproxy. Every
 // key is optional; docs/operations.md lists each with its default and the

@@ -166,7 +166,8 @@ func diffFields[T any](prefix string, old, new T) []string {
 			continue
 		}
 		o, n := ov.FieldByIndex(f.Index).Interface(), nv.FieldByIndex(f.Index).Interface()
-		if o != n {
+		// DeepEqual: a list (cutover.require) is no comparable value.
+		if !reflect.DeepEqual(o, n) {
 			out = append(out, fmt.Sprintf("%s.%s: %v→%v", prefix, name, quoteEmpty(o), quoteEmpty(n)))
 		}
 	}

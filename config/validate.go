@@ -92,6 +92,11 @@ func (c *Config) validate(doc *yaml.Node) error {
 	if d := c.Cutover.MaxHold; d <= 0 || d > MaxMaxHold {
 		v.add(top("cutover").key("max_hold"), "must be more than 0 and at most %s, got %s", MaxMaxHold, d)
 	}
+	for i, g := range c.Cutover.Require {
+		if !slices.Contains(CutoverGates, g) {
+			v.add(top("cutover").key("require").index(i), "unknown gate %q (want one of %s)", g, strings.Join(CutoverGates, ", "))
+		}
+	}
 	if n := c.Limits.MaxFrameBytes; n < MinMaxFrameBytes {
 		v.add(top("limits").key("max_frame_bytes"), "must be at least %d bytes (1 MiB), got %d", MinMaxFrameBytes, n)
 	}

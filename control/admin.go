@@ -63,6 +63,11 @@ func startAdmin(addr string, inst *Instance) (*adminServer, error) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(inst.Status())
 	})
+	// The cockpit: what a candidate config would do (plan.go).
+	mux.HandleFunc("POST /plan", inst.servePlan)
+	mux.HandleFunc("/clients", inst.serveClients)
+	mux.HandleFunc("GET /{$}", inst.serveWeb)
+	mux.HandleFunc("GET /kproxy.css", serveCSS)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)

@@ -98,6 +98,13 @@ func (c *Controller) Apply(cfg *config.Config, table *routing.Table) {
 	c.table = table
 }
 
+// recheck compares every topic with the applied config again (the same
+// config and table): after the required-gate refusals changed. Like Apply,
+// not concurrent with Apply (the instance holds its lock).
+func (c *Controller) recheck(cfg *config.Config) {
+	c.cuts.apply(cfg, c.table, c.table, append(c.srv.KnownTopics(), c.repl.resolvedTopics()...))
+}
+
 // Close stops the control plane: running cutovers and group moves abort
 // (releasing what they hold to where it came from) and are awaited, then
 // replication stops and the admin clients close.

@@ -36,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -67,6 +68,11 @@ type CutoverStatus struct {
 	// Progress is a one-line account of a drain: how far the copy is from
 	// the frozen end offsets.
 	Progress string `json:"progress,omitempty"`
+	// DrainPartitions and DrainCopied count, while draining, the
+	// partitions with frozen end offsets and those copied up to them (the
+	// status page's progress bar).
+	DrainPartitions int `json:"drain_partitions,omitempty"`
+	DrainCopied     int `json:"drain_copied,omitempty"`
 	// FetchNote says why the topic's fetches are not where the config says.
 	FetchNote string `json:"fetch_note,omitempty"`
 }
@@ -183,6 +189,49 @@ type cutovers struct {
 	flipped     map[string]*cutoverMarker
 	cfg         *config.Config // the applied config
 	table       *routing.Table // its table, under the pins
+	history     []CutoverEvent // ended attempts, oldest first, at most cutoverHistory
+	// gateRefusals: topics whose cutover failed a gate cutover.require
+	// names, with the reason (plan.go measures them per reload).
+	gateRefusals map[string]string
+}
+
+// gateRefusalsNow is the installed required-gate failures.
+func (c *cutovers) gateRefusalsNow() map[string]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gateRefusals
+}
+
+// CutoverEvent is one ended cutover attempt, for the status page's flip
+// history.
+type CutoverEvent struct {
+	Topic      string    `json:"topic"`
+	From       string    `json:"from"`
+	To         string    `json:"to"`
+	Outcome    string    `json:"outcome"` // flipped or aborted
+	Reason     string    `json:"reason,omitempty"`
+	At         time.Time `json:"at"`
+	HoldMillis int64     `json:"hold_ms"`
+}
+
+// cutoverHistory bounds the flip history kept in memory.
+const cutoverHistory = 50
+
+// historyList is the flip history, newest first.
+func (c *cutovers) historyList() []CutoverEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := slices.Clone(c.history)
+	slices.Reverse(out)
+	return out
+}
+
+// setGateRefusals installs the required-gate failures of the reload
+// about to be applied.
+func (c *cutovers) setGateRefusals(m map[string]string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gateRefusals = m
 }
 
 func newCutovers(ctx context.Context, log hclog.Logger, gate produceGate, ends endOffsets, copies topicCopies, markers markerStore, ov *overlay, reg prometheus.Registerer) (*cutovers, error) {
@@ -312,6 +361,15 @@ func (c *cutovers) considerLocked(t string) *attempt {
 		}
 		if e == nil || e.st.Reason != reason {
 			c.log.Error("cutover refused; the topic keeps its route", "topic", t, "reason", reason)
+		}
+		e = &cutoverEntry{refused: true,
+			st:  CutoverStatus{Topic: t, From: home, To: np, Home: home, Reason: reason, StartedAt: time.Now()},
+			cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np), State: routing.Steady}}
+		c.entries[t] = e
+	case c.gateRefusals[t] != "":
+		reason := c.gateRefusals[t]
+		if e == nil || e.st.Reason != reason {
+			c.log.Error("cutover refused by a required gate; the topic keeps its home", "topic", t, "to", np, "reason", reason)
 		}
 		e = &cutoverEntry{refused: true,
 			st:  CutoverStatus{Topic: t, From: home, To: np, Home: home, Reason: reason, StartedAt: time.Now()},
@@ -507,6 +565,11 @@ func (c *cutovers) finish(cut routing.Cutover, ex *execution) {
 	e.cancel(nil)
 	e.st.Progress = ""
 	c.holdHist.Observe(cut.HoldDuration.Seconds())
+	c.history = append(c.history, CutoverEvent{Topic: topic, From: string(cut.From), To: string(cut.To), Outcome: cut.State.String(),
+		Reason: cut.Reason, At: time.Now(), HoldMillis: cut.HoldDuration.Milliseconds()})
+	if len(c.history) > cutoverHistory {
+		c.history = slices.Delete(c.history, 0, len(c.history)-cutoverHistory)
+	}
 	if cut.State == routing.Aborted {
 		c.log.Error("cutover aborted; held produce requests released to the "+string(cut.From), "topic", topic, "hold", cut.HoldDuration, "phases", ex.phases.String(), "reason", cut.Reason)
 	} else {
@@ -623,7 +686,7 @@ func (c *cutovers) list() []CutoverStatus {
 		if e.cut.HoldsProduce() {
 			s.Held = c.gate.HeldCount(s.Topic)
 			s.HoldMillis = time.Since(s.StartedAt).Milliseconds()
-			s.Progress = c.progressLocked(e)
+			s.Progress, s.DrainCopied, s.DrainPartitions = c.progressLocked(e)
 		}
 		out = append(out, s)
 	}
@@ -631,10 +694,11 @@ func (c *cutovers) list() []CutoverStatus {
 	return out
 }
 
-// progressLocked describes a running cutover's drain.
-func (c *cutovers) progressLocked(e *cutoverEntry) string {
+// progressLocked describes a running cutover's drain, and counts the
+// partitions copied to their frozen ends.
+func (c *cutovers) progressLocked(e *cutoverEntry) (line string, copied, partitions int) {
 	if e.cut.State == routing.Holding {
-		return "waiting for in-flight produce requests and open transactions"
+		return "waiting for in-flight produce requests and open transactions", 0, 0
 	}
 	done, left := 0, int64(0)
 	for p, end := range e.cut.FrozenEnds {
@@ -645,7 +709,7 @@ func (c *cutovers) progressLocked(e *cutoverEntry) string {
 			left += end - max(copied, 0)
 		}
 	}
-	return fmt.Sprintf("%d of %d partitions copied to the frozen end, %d offsets to go", done, len(e.cut.FrozenEnds), left)
+	return fmt.Sprintf("%d of %d partitions copied to the frozen end, %d offsets to go", done, len(e.cut.FrozenEnds), left), done, len(e.cut.FrozenEnds)
 }
 
 // phaseTimer measures a hold's phases, for the log line that ends it.

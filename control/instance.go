@@ -39,6 +39,11 @@ type Instance struct {
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
 	locks   []*statefile.Lock // the state directories this instance owns
+
+	// gateRecheck: a loop re-measures cutovers refused by cutover.require
+	// (plan.go); gateRecheckEvery is its period.
+	gateRecheck      atomic.Bool
+	gateRecheckEvery time.Duration
 }
 
 // Start builds and starts an instance from a valid config.
@@ -85,7 +90,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		release()
 		return nil, err
 	}
-	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks}
+	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, gateRecheckEvery: defaultGateRecheck}
 	ctrl.Start(cfg, table)
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
@@ -190,6 +195,9 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 // Apply installs a new valid config: routes change for new requests without
 // touching connections. Settings that need a restart are logged and kept.
 func (inst *Instance) Apply(next *config.Config) {
+	// cutover.require's gates ask both clusters: measured before the lock,
+	// so /status stays answerable meanwhile (reloads come one at a time).
+	refusals := inst.requiredGateRefusals(inst.ctrl.ctx, next)
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	prev := inst.cfg
@@ -202,7 +210,11 @@ func (inst *Instance) Apply(next *config.Config) {
 		inst.reject(err.Error())
 		return
 	}
+	inst.ctrl.cuts.setGateRefusals(refusals)
 	inst.ctrl.Apply(next, table)
+	if len(refusals) > 0 {
+		inst.startGateRecheck()
+	}
 	inst.cfg = next
 	gen := inst.gen.Add(1)
 	inst.lastErr.Store(nil)

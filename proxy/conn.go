@@ -49,6 +49,8 @@ type clientConn struct {
 
 	upMu sync.Mutex // guards ups
 	ups  map[upKey]*upEntry
+
+	rec *clientRecord // this connection in the client inventory
 }
 
 type upKey struct {
@@ -91,6 +93,7 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		fetchTurn:  make(chan struct{}, 1),
 		noResponse: make(chan struct{}, s.opts.MaxInflight),
 		ups:        map[upKey]*upEntry{},
+		rec:        s.inventory.add(id, nc.RemoteAddr().String()),
 	}
 }
 
@@ -123,6 +126,7 @@ func (cc *clientConn) serve() {
 	}
 	cc.finish()
 	cc.nc.Close()
+	cc.srv.inventory.remove(cc.id)
 	wg.Wait()
 	cc.upMu.Lock()
 	for _, e := range cc.ups {
@@ -257,6 +261,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		clientID = *h.clientID
 	}
 	cc.srv.metrics.requests[h.key].Inc()
+	cc.rec.observe(cc.srv, clientID, req)
 	if cc.log.IsTrace() {
 		cc.log.Trace("request", "api", kmsg.NameForKey(h.key), "version", h.version, "corr", h.corr, "client_id", clientID)
 	}
@@ -583,6 +588,7 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 			u.close() // serve already closed the others
 			return nil, net.ErrClosed
 		}
+		cc.rec.reached(cluster)
 		return u, nil
 	}
 }

@@ -97,6 +97,8 @@ type Server struct {
 	// reqCtx.group).
 	clientGroups sync.Map
 
+	inventory inventory // who is connected (inventory.go)
+
 	stop    chan struct{} // closed by Close, for background loops
 	connID  atomic.Uint64
 	mu      sync.Mutex // guards conns

@@ -19,7 +19,7 @@ func runCmd(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	path := fs.String("c", "kproxy.yaml", "config file")
 	fs.StringVar(path, "config", "kproxy.yaml", "config file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, "usage: kproxy run -c FILE\n\nServes Kafka clients with the config in FILE and reloads it when it changes.\n\n"); err != nil {
 		return err
 	}
 	cfg, err := config.Load(*path)

@@ -86,7 +86,7 @@ routes:
 	}
 	defer inst.Close()
 
-	table := captureStdout(t, func() error { return statusCmd([]string{"-admin", admin}) })
+	table := captureStdout(t, func() error { return statusCmd(os.Stdout, []string{"-admin", admin}) })
 	for _, want := range []string{
 		"orders    target   target",
 		"payments  source   target",
@@ -96,7 +96,7 @@ routes:
 			t.Errorf("status table lacks %q:\n%s", want, table)
 		}
 	}
-	raw := captureStdout(t, func() error { return statusCmd([]string{"-admin", admin, "-o", "json"}) })
+	raw := captureStdout(t, func() error { return statusCmd(os.Stdout, []string{"-admin", admin, "-o", "json"}) })
 	var doc control.StatusDoc
 	if err := json.NewDecoder(bytes.NewReader([]byte(raw))).Decode(&doc); err != nil {
 		t.Fatalf("status -o json: %v\n%s", err, raw)
@@ -120,7 +120,7 @@ func collapse(s string) string { return strings.Join(strings.Fields(s), " ") }
 func TestPrintCutovers(t *testing.T) {
 	flipped := time.Date(2026, 11, 22, 4, 0, 0, 0, time.UTC)
 	var b bytes.Buffer
-	err := printCutovers(&b, []control.CutoverStatus{
+	err := printCutovers(&b, marker{}, []control.CutoverStatus{
 		{Topic: "orders", From: "source", To: "target", Home: "source", State: "draining", HoldMillis: 120, Held: 4, Progress: "2 of 3 partitions copied to the frozen end, 17 offsets to go"},
 		{Topic: "payments", From: "source", To: "target", Home: "target", State: "flipped", HoldMillis: 80, FlippedAt: flipped},
 		{Topic: "refunds", From: "target", To: "source", Home: "target", State: "refused", Reason: "moving back to the source needs replication.reverse_after_cutover, which is off"},

@@ -12,7 +12,7 @@ func validateCmd(args []string) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	path := fs.String("c", "kproxy.yaml", "config file")
 	fs.StringVar(path, "config", "kproxy.yaml", "config file")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args, "usage: kproxy validate -c FILE\n\nParses and validates FILE and prints its problems; starts nothing.\n\n"); err != nil {
 		return err
 	}
 	cfg, err := config.Load(*path)

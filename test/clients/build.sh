@@ -2,7 +2,7 @@
 # build.sh: build every kproxy client driver, idempotently; fails loudly.
 #
 #   bash test/clients/build.sh            # all
-#   bash test/clients/build.sh go js      # some: go (gomatrix + kcheck), rdkafka, js
+#   bash test/clients/build.sh go js      # some: go (gomatrix + kcheck), rdkafka, js, browser (Debian chromium)
 #
 # Outputs:
 #   test/clients/bin/gomatrix    sarama | kafka-go | franz-go driver (own Go module)
@@ -22,7 +22,7 @@ say() { echo "build.sh: $*" >&2; }
 die() { echo "build.sh: error: $*" >&2; exit 1; }
 
 parts=("$@")
-[ ${#parts[@]} -gt 0 ] || parts=(go rdkafka js)
+[ ${#parts[@]} -gt 0 ] || parts=(go rdkafka js browser)
 
 apt_need() {
 	local missing=()
@@ -67,12 +67,18 @@ build_js() {
 	node -e 'require(process.argv[1])' "$here/js/node_modules/kafkajs" || die "kafkajs does not load"
 }
 
+# The status page test (test/integration/web_test.go) drives headless Chromium.
+build_browser() {
+	apt_need chromium
+}
+
 for p in "${parts[@]}"; do
 	case "$p" in
 	go) build_go ;;
 	rdkafka | rdk) build_rdkafka ;;
 	js | kafkajs) build_js ;;
-	*) die "unknown part $p (go, rdkafka, js)" ;;
+	browser | chromium) build_browser ;;
+	*) die "unknown part $p (go, rdkafka, js, browser)" ;;
 	esac
 done
 say "ok"
