@@ -111,6 +111,9 @@ func RestartRequired(old, new *Config) []string {
 	}
 	add("listen", old.Listen, new.Listen)
 	add("admin", old.Admin, new.Admin)
+	for _, k := range securityChanges(old, new) {
+		out = append(out, k+": changed (takes effect after a restart)")
+	}
 	add("node_id", old.NodeID, new.NodeID)
 	add("cluster_id", old.ClusterID, new.ClusterID)
 	add("state_dir", old.StateDir, new.StateDir)

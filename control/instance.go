@@ -20,6 +20,7 @@ import (
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/routing"
+	"github.com/kproxy/kproxy/secure"
 )
 
 // Instance is one running kproxy.
@@ -47,6 +48,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts, err := proxyOptions(cfg)
 	if err != nil {
+		return nil, err
+	}
+	if opts.Listeners, err = proxyListeners(cfg, log.Named("tls")); err != nil {
 		return nil, err
 	}
 	opts.Router = proxy.NewTableRouter(table)
@@ -95,11 +99,16 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 	}
 	port, _ := strconv.Atoi(portS)
 	clusters := map[string][]string{}
-	if cfg.Clusters.Source != nil {
-		clusters[proxy.Source] = cfg.Clusters.Source.Bootstrap
-	}
-	if cfg.Clusters.Target != nil {
-		clusters[proxy.Target] = cfg.Clusters.Target.Bootstrap
+	upstream := map[string]secure.Upstream{}
+	for _, name := range []config.Cluster{config.Source, config.Target} {
+		cc := cfg.Clusters.Get(name)
+		if cc == nil {
+			continue
+		}
+		clusters[string(name)] = cc.Bootstrap
+		if upstream[string(name)], err = secure.UpstreamFor(cc); err != nil {
+			return proxy.Options{}, fmt.Errorf("%s cluster: %w", name, err)
+		}
 	}
 	return proxy.Options{
 		Listen:        cfg.Listen,
@@ -108,6 +117,7 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		ClusterID:     cfg.ClusterID,
 		NodeID:        cfg.NodeID,
 		Clusters:      clusters,
+		Upstream:      upstream,
 		MaxFrameBytes: cfg.Limits.MaxFrameBytes,
 		MaxInflight:   cfg.Limits.MaxInflightPerConn,
 		Limits: proxy.Limits{

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,10 @@ type clientConn struct {
 	id  uint64
 	nc  net.Conn
 	log hclog.Logger
+	lst *listener // the listener it came in on; nil in tests
+
+	// sasl is the connection's authentication state (sasl_server.go).
+	sasl saslState
 
 	slots    chan *slot    // responses to write, in request order
 	done     chan struct{} // closed (finish) when the connection is finished
@@ -75,6 +80,9 @@ type slot struct {
 
 	respBytes int64 // charged to the buffer budget until written
 	fetchTurn bool  // holds clientConn.fetchTurn until written
+	// closeAfter closes the connection once this response is written (a
+	// failed SASL authentication, as a broker does).
+	closeAfter bool
 }
 
 func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
@@ -100,6 +108,18 @@ var errIdle = errors.New("client connection idle")
 func (cc *clientConn) serve() {
 	cc.srv.metrics.connections.Inc()
 	defer cc.srv.metrics.connections.Dec()
+	if tc, ok := cc.nc.(*tls.Conn); ok {
+		principal, err := cc.lst.handshakeTLS(tc, cc.srv.opts.Limits.ReadTimeout)
+		if err != nil {
+			// A plaintext client on a TLS port ends here, before any
+			// request is read and with nothing opened upstream.
+			cc.srv.metrics.closed.WithLabelValues("tls_handshake").Inc()
+			cc.log.Warn("closing client connection: TLS handshake failed", "listener", cc.lst.opts.Name, "error", err)
+			cc.nc.Close()
+			return
+		}
+		cc.sasl.certPrincipal = principal
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -251,6 +271,10 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		budget.release(charged)
 		return false, err
 	}
+	if err := cc.admit(h.key); err != nil {
+		budget.release(charged)
+		return false, err
+	}
 	spec := registry[h.key]
 	clientID := ""
 	if h.clientID != nil {
@@ -300,6 +324,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	}
 	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
+	if s != nil {
+		s.closeAfter = rc.closeAfter // before the goroutine that readies s
+	}
 	go func() {
 		var resp kmsg.Response
 		defer func() {
@@ -512,6 +539,13 @@ func (cc *clientConn) writeLoop() {
 				fail(s, err)
 				return
 			}
+		}
+		if s.closeAfter {
+			_ = bw.Flush()
+			cc.finishSlot(s)
+			cc.nc.Close()
+			cc.finish()
+			return
 		}
 		cc.finishSlot(s) // the response's bytes are in the socket or bw now
 		cc.srv.metrics.bytesOut.Add(float64(len(buf) + len(body)))
