@@ -7,6 +7,8 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,7 +71,7 @@ func newSecureRig(t *testing.T, maxReauth time.Duration) *secureRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := secure.OpenUserStore(securetest.WriteUsers(t, dir, map[string]string{saslUser: saslPassword}), hclog.NewNullLogger())
+	store, err := secure.OpenUserStore(writeUsersFile(t, dir, map[string]string{saslUser: saslPassword}), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,4 +293,17 @@ func TestSASLReportsSessionLifetime(t *testing.T) {
 	if resp.ErrorCode != 0 || resp.SessionLifetimeMillis != 90000 {
 		t.Errorf("got code %d lifetime %d ms, want 0 and 90000", resp.ErrorCode, resp.SessionLifetimeMillis)
 	}
+}
+
+func writeUsersFile(t *testing.T, dir string, users map[string]string) string {
+	t.Helper()
+	b, err := secure.MarshalUsers(users, secure.MinIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "users.yaml")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

@@ -206,3 +206,21 @@ func (s *UserStore) checkPlain(user, password string) bool {
 	}
 	return false
 }
+
+// MarshalUsers builds a users file giving each user (name -> password)
+// SCRAM-SHA-256 and SCRAM-SHA-512 entries with fresh salts; the passwords
+// themselves are not in it. Tests and tools use it.
+func MarshalUsers(passwords map[string]string, iterations int) ([]byte, error) {
+	f := UsersFile{Users: map[string]map[string]ScramEntry{}}
+	for name, pass := range passwords {
+		f.Users[name] = map[string]ScramEntry{}
+		for _, mech := range []string{config.MechScramSHA256, config.MechScramSHA512} {
+			e, err := NewScramEntry(mech, pass, iterations)
+			if err != nil {
+				return nil, err
+			}
+			f.Users[name][mech] = e
+		}
+	}
+	return yaml.Marshal(f)
+}

@@ -16,10 +16,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"gopkg.in/yaml.v3"
-
-	"github.com/kproxy/kproxy/secure"
 )
 
 // CA is a throwaway certificate authority.
@@ -112,30 +108,4 @@ func (ca *CA) ClientTLS(t testing.TB, certPEM, keyPEM []byte) *tls.Config {
 		tc.Certificates = []tls.Certificate{pair}
 	}
 	return tc
-}
-
-// WriteUsers writes a users file in dir giving each user (name ->
-// password) SCRAM-SHA-256 and SCRAM-SHA-512 entries, and returns its path.
-func WriteUsers(t testing.TB, dir string, users map[string]string) string {
-	t.Helper()
-	f := secure.UsersFile{Users: map[string]map[string]secure.ScramEntry{}}
-	for name, pass := range users {
-		f.Users[name] = map[string]secure.ScramEntry{}
-		for _, mech := range []string{"SCRAM-SHA-256", "SCRAM-SHA-512"} {
-			e, err := secure.NewScramEntry(mech, pass, secure.MinIterations)
-			if err != nil {
-				t.Fatal(err)
-			}
-			f.Users[name][mech] = e
-		}
-	}
-	b, err := yaml.Marshal(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "users.yaml")
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
