@@ -93,11 +93,16 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 	if adv == "" {
 		adv = cfg.Listen
 	}
-	host, portS, err := net.SplitHostPort(adv)
-	if err != nil {
-		return proxy.Options{}, fmt.Errorf("advertise %q: %w", adv, err)
+	var host string
+	var port int
+	if adv != "" { // "" when only listeners: are configured (control/listeners.go)
+		h, portS, err := net.SplitHostPort(adv)
+		if err != nil {
+			return proxy.Options{}, fmt.Errorf("advertise %q: %w", adv, err)
+		}
+		host = h
+		port, _ = strconv.Atoi(portS)
 	}
-	port, _ := strconv.Atoi(portS)
 	clusters := map[string][]string{}
 	upstream := map[string]secure.Upstream{}
 	for _, name := range []config.Cluster{config.Source, config.Target} {
@@ -106,9 +111,11 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 			continue
 		}
 		clusters[string(name)] = cc.Bootstrap
-		if upstream[string(name)], err = secure.UpstreamFor(cc); err != nil {
+		u, err := secure.UpstreamFor(cc)
+		if err != nil {
 			return proxy.Options{}, fmt.Errorf("%s cluster: %w", name, err)
 		}
+		upstream[string(name)] = u
 	}
 	return proxy.Options{
 		Listen:        cfg.Listen,
