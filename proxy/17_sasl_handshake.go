@@ -1,6 +1,6 @@
 package proxy
 
-// SaslHandshake (key 17), accepted v1-1.
+// SaslHandshake (key 17), accepted v0-1.
 // Route: answered by kproxy itself (the client's authentication to kproxy;
 // kproxy's own to the brokers is separate, see dialer.go).
 // Answer: the listener's mechanisms; the chosen one starts a conversation
@@ -8,9 +8,9 @@ package proxy
 // UNSUPPORTED_SASL_MECHANISM and the connection is closed after the
 // answer; a handshake on a listener without SASL, or in the middle of an
 // exchange, gets ILLEGAL_SASL_STATE. A handshake after authentication
-// starts a re-authentication (KIP-368).
-// Not done: v0 (the mechanism's tokens sent raw, outside Kafka framing,
-// which only pre-1.0 clients use).
+// starts a re-authentication (KIP-368). After a v0 handshake (pre-1.0
+// clients) the exchange continues in bare size-prefixed tokens outside
+// Kafka framing (rawSASLStep in sasl_server.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -40,5 +40,6 @@ func handleSaslHandshake(rc *reqCtx, req *kmsg.SASLHandshakeRequest) func() kmsg
 		return func() kmsg.Response { return resp }
 	}
 	st.mech, st.conv = req.Mechanism, conv
+	st.raw = req.Version == 0
 	return func() kmsg.Response { return resp }
 }

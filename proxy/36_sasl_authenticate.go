@@ -14,7 +14,6 @@ package proxy
 
 import (
 	"errors"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -62,15 +61,7 @@ func handleSaslAuthenticate(rc *reqCtx, req *kmsg.SASLAuthenticateRequest) func(
 		cc.log.Warn("SASL re-authentication refused: a different principal", "principal", st.principal, "new_principal", user)
 		return answer
 	}
-	reauth := st.authenticated
-	st.authenticated, st.principal = true, user
-	st.expiry = time.Time{}
-	if d := cc.lst.opts.MaxReauth; d > 0 {
-		st.expiry = time.Now().Add(d)
-		resp.SessionLifetimeMillis = d.Milliseconds()
-	}
-	if cc.log.IsDebug() || !reauth {
-		cc.log.Info("SASL authenticated", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "reauthentication", reauth)
-	}
+	cc.completeSASL(user)
+	resp.SessionLifetimeMillis = cc.lst.opts.MaxReauth.Milliseconds()
 	return answer
 }

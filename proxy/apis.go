@@ -26,7 +26,7 @@ var apiTable = []apiSpec{
 	api(kmsg.SyncGroup, 0, 5, toCoordinator, 0, handleSyncGroup),
 	api(kmsg.DescribeGroups, 0, 6, toCoordinator, 0, handleDescribeGroups),
 	api(kmsg.ListGroups, 0, 5, toEveryBroker, 0, handleListGroups),
-	api(kmsg.SASLHandshake, 1, 1, answeredLocally, 0, handleSaslHandshake),
+	api(kmsg.SASLHandshake, 0, 1, answeredLocally, 0, handleSaslHandshake),
 	api(kmsg.ApiVersions, 0, 4, answeredLocally, 0, handleApiVersions),
 	api(kmsg.CreateTopics, 0, 7, splitAcrossClusters, rwTopicIDs, handleCreateTopics),
 	api(kmsg.DeleteTopics, 0, 6, splitAcrossClusters, rwTopicIDs, handleDeleteTopics),

@@ -195,7 +195,11 @@ func (cc *clientConn) readLoop() error {
 			return err
 		}
 		_ = cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
-		n, err := readFrameSize(br, cc.srv.opts.MaxFrameBytes)
+		least := int32(8) // a request header
+		if cc.sasl.raw {
+			least = 0 // a bare SASL token may be empty
+		}
+		n, err := readSizeAtLeast(br, cc.srv.opts.MaxFrameBytes, least)
 		if err != nil {
 			if errors.Is(err, errFrameTooLarge) {
 				cc.srv.metrics.badFrames.Inc()
@@ -218,6 +222,15 @@ func (cc *clientConn) readLoop() error {
 			return err
 		}
 		cc.srv.metrics.bytesIn.Add(float64(len(body) + 4))
+		if cc.sasl.raw {
+			// After a v0 SaslHandshake the frame is a bare SASL token.
+			err := cc.rawSASLStep(body)
+			budget.release(charged)
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		released, err := cc.dispatch(body, charged)
 		if err != nil {
 			cc.srv.metrics.badFrames.Inc()
@@ -506,9 +519,15 @@ func (cc *clientConn) writeLoop() {
 			fail(s, nil)
 			return
 		}
-		buf := appendResponseHeader((*bufp)[:0], s.corr, s.resp)
-		var body []byte
+		var buf, body []byte
+		if raw, ok := s.resp.(*rawSASLToken); ok {
+			buf = append((*bufp)[:0], 0, 0, 0, 0) // a bare token: no header
+			body = raw.token
+		} else {
+			buf = appendResponseHeader((*bufp)[:0], s.corr, s.resp)
+		}
 		switch r := s.resp.(type) {
+		case *rawSASLToken:
 		case *passthrough:
 			body = r.body // upstream bytes, written as they are
 		case *heldResponse:

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -306,4 +307,50 @@ func writeUsersFile(t *testing.T, dir string, users map[string]string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// After a v0 SaslHandshake the exchange is bare tokens (pre-KIP-152
+// clients): a right password authenticates the connection, a wrong one
+// closes it.
+func TestSASLHandshakeV0BareTokens(t *testing.T) {
+	r := newSecureRig(t, 0)
+	run := func(pass string) (metadataAnswered bool) {
+		nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		hs := kmsg.NewPtrSASLHandshakeRequest()
+		hs.Version = 0
+		hs.Mechanism = "PLAIN"
+		if _, err := nc.Write(appendRequest(nil, 1, kmsg.StringPtr("t"), hs)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := readFrame(nc, 1<<20); err != nil {
+			t.Fatal(err)
+		}
+		token := []byte("\x00" + saslUser + "\x00" + pass)
+		frame := append([]byte{0, 0, 0, byte(len(token))}, token...)
+		if _, err := nc.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		var size [4]byte
+		if _, err := io.ReadFull(nc, size[:]); err != nil || size != [4]byte{} {
+			return false // closed: no answer to a failed v0 exchange
+		}
+		md := kmsg.NewPtrMetadataRequest()
+		md.Version = 9
+		if _, err := nc.Write(appendRequest(nil, 2, kmsg.StringPtr("t"), md)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = readFrame(nc, 1<<20)
+		return err == nil
+	}
+	if !run(saslPassword) {
+		t.Error("v0 exchange with the right password: Metadata not answered")
+	}
+	if run("nope") {
+		t.Error("v0 exchange with a wrong password authenticated")
+	}
 }

@@ -7,7 +7,9 @@ package proxy
 // handlers are 17_sasl_handshake.go and 36_sasl_authenticate.go.
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -21,6 +23,7 @@ import (
 // request that could read it is dispatched.
 type saslState struct {
 	mech          string              // chosen by SaslHandshake; "" before
+	raw           bool                // v0 handshake: the next frames are bare tokens
 	conv          secure.Conversation // the exchange in progress
 	authenticated bool
 	principal     string    // the SASL user once authenticated
@@ -69,4 +72,57 @@ func (cc *clientConn) admit(key int16) error {
 		return fmt.Errorf("SASL session of %s expired without re-authentication (connections.max.reauth.ms); closing as a broker does", st.principal)
 	}
 	return nil
+}
+
+// rawSASLToken is the answer to a bare token after a v0 SaslHandshake: a
+// size-prefixed token with no response header. The write loop sends it
+// as it is; no kmsg.Response method is ever called on it.
+type rawSASLToken struct {
+	kmsg.Response
+	token []byte
+}
+
+// rawSASLStep takes one bare token of a v0 exchange (pre-KIP-152 clients)
+// and queues the bare answer. Wrong credentials close the connection, as
+// a broker does for v0, where there is no way to send an error.
+func (cc *clientConn) rawSASLStep(token []byte) error {
+	st := &cc.sasl
+	out, done, err := st.conv.Step(token)
+	if err != nil {
+		user := st.conv.Username()
+		st.conv, st.raw = nil, false
+		cc.srv.metrics.saslFailures.WithLabelValues(st.mech).Inc()
+		cc.log.Warn("SASL authentication failed", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "handshake", "v0", "reason", err.Error())
+		return errors.New("SASL authentication failed (v0 handshake: closed without an answer, as a broker does)")
+	}
+	if done {
+		cc.completeSASL(st.conv.Username())
+		st.raw = false
+	}
+	s := &slot{key: kmsg.SASLAuthenticate.Int16(), ready: make(chan struct{}), resp: &rawSASLToken{token: out}, start: time.Now()}
+	close(s.ready)
+	cc.outstanding.Add(1)
+	select {
+	case cc.slots <- s:
+	case <-cc.done:
+		cc.outstanding.Add(-1)
+		return net.ErrClosed
+	}
+	return nil
+}
+
+// completeSASL records a successful authentication as user.
+func (cc *clientConn) completeSASL(user string) (reauth bool) {
+	st := &cc.sasl
+	reauth = st.authenticated
+	st.conv = nil
+	st.authenticated, st.principal = true, user
+	st.expiry = time.Time{}
+	if d := cc.lst.opts.MaxReauth; d > 0 {
+		st.expiry = time.Now().Add(d)
+	}
+	if cc.log.IsDebug() || !reauth {
+		cc.log.Info("SASL authenticated", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "reauthentication", reauth)
+	}
+	return reauth
 }
