@@ -268,3 +268,31 @@ func TestUpstreamForReadsSecretsFromFilesAndEnv(t *testing.T) {
 		t.Errorf("%d kgo options for TLS only, want 1", n)
 	}
 }
+
+// SetUser adds a user next to the existing ones, and the result checks.
+func TestSetUserKeepsOthers(t *testing.T) {
+	data, err := SetUser(nil, "a", "pw-a-1", MinIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data, err = SetUser(data, "b", "pw-b-2", MinIterations); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte("pw-a-1")) || bytes.Contains(data, []byte("pw-b-2")) {
+		t.Fatal("a password is in the file")
+	}
+	path := filepath.Join(t.TempDir(), "users.yaml")
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenUserStore(path, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.checkPlain("a", "pw-a-1") || !s.checkPlain("b", "pw-b-2") || s.checkPlain("a", "pw-b-2") {
+		t.Error("entries do not check")
+	}
+	if _, err := SetUser([]byte("users: [broken"), "c", "pw", MinIterations); err == nil {
+		t.Error("a broken file was rewritten")
+	}
+}

@@ -224,3 +224,36 @@ func MarshalUsers(passwords map[string]string, iterations int) ([]byte, error) {
 	}
 	return yaml.Marshal(f)
 }
+
+// SetUser returns the users file data with name's entries replaced by
+// fresh SCRAM-SHA-256 and SCRAM-SHA-512 credentials for password (data may
+// be empty: a new file). Other users are kept as they are.
+func SetUser(data []byte, name, password string, iterations int) ([]byte, error) {
+	if name == "" || password == "" {
+		return nil, errors.New("user name and password must not be empty")
+	}
+	if iterations < MinIterations {
+		return nil, fmt.Errorf("iterations must be at least %d", MinIterations)
+	}
+	var f UsersFile
+	if len(bytes.TrimSpace(data)) > 0 {
+		if _, err := parseUsers(data); err != nil {
+			return nil, err
+		}
+		if err := yaml.Unmarshal(data, &f); err != nil {
+			return nil, err
+		}
+	}
+	if f.Users == nil {
+		f.Users = map[string]map[string]ScramEntry{}
+	}
+	f.Users[name] = map[string]ScramEntry{}
+	for _, mech := range []string{config.MechScramSHA256, config.MechScramSHA512} {
+		e, err := NewScramEntry(mech, password, iterations)
+		if err != nil {
+			return nil, err
+		}
+		f.Users[name][mech] = e
+	}
+	return yaml.Marshal(f)
+}
