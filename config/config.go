@@ -91,6 +91,10 @@ type Config struct {
 	// Limits bounds what clients and upstream brokers may cost.
 	Limits Limits `yaml:"limits"`
 
+	// Policy says what clients may do through kproxy (security.go).
+	// Default: none, every API is forwarded. Hot-reloaded.
+	Policy *Policy `yaml:"policy"`
+
 	// Log configures kproxy's own logs.
 	Log Log `yaml:"log"`
 

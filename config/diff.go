@@ -96,6 +96,9 @@ func Diff(old, new *Config) []string {
 	out = append(out, diffFields("replication", old.Replication, new.Replication)...)
 	out = append(out, diffFields("cutover", old.Cutover, new.Cutover)...)
 	out = append(out, diffFields("log", old.Log, new.Log)...)
+	if !reflect.DeepEqual(old.Policy, new.Policy) {
+		out = append(out, "policy: changed")
+	}
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -339,4 +340,59 @@ func securityChanges(old, new *Config) []string {
 		}
 	}
 	return out
+}
+
+// Policy says what clients may do through kproxy. Without a policy key
+// every API kproxy serves is forwarded with kproxy's upstream rights (the
+// behaviour before policies existed). With one, the destructive admin APIs
+// (AdminOperations) are refused unless a rule allows them for the
+// client's principal. Hot-reloaded.
+type Policy struct {
+	// Admin lists who may use which destructive admin operations.
+	// Default empty: nobody.
+	Admin []AdminRule `yaml:"admin"`
+}
+
+// AdminRule allows principals some admin operations.
+type AdminRule struct {
+	// Principals are principal names or globs (path.Match syntax):
+	// a SASL user, an mTLS principal, or ANONYMOUS for a client of a
+	// listener without authentication. Required.
+	Principals []string `yaml:"principals"`
+	// Operations are names from AdminOperations, or "*" for all. Required.
+	Operations []string `yaml:"operations"`
+}
+
+// AdminOperations are the destructive admin operations a policy governs,
+// each named after its Kafka API.
+var AdminOperations = []string{
+	"delete_topics", "delete_records", "create_partitions", "alter_configs",
+	"incremental_alter_configs", "create_acls", "delete_acls", "elect_leaders",
+	"alter_client_quotas", "alter_user_scram_credentials", "delete_groups", "offset_delete",
+}
+
+func (c *Config) validatePolicy(v *validator) {
+	if c.Policy == nil {
+		return
+	}
+	pp := top("policy").key("admin")
+	for i, r := range c.Policy.Admin {
+		rp := pp.index(i)
+		if len(r.Principals) == 0 {
+			v.add(rp.key("principals"), "at least one principal or glob is required")
+		}
+		for j, p := range r.Principals {
+			if _, err := path.Match(p, ""); err != nil || p == "" {
+				v.add(rp.key("principals").index(j), "not a principal or glob: %q", p)
+			}
+		}
+		if len(r.Operations) == 0 {
+			v.add(rp.key("operations"), "at least one operation is required (or \"*\")")
+		}
+		for j, op := range r.Operations {
+			if op != "*" && !slices.Contains(AdminOperations, op) {
+				v.add(rp.key("operations").index(j), "unknown operation %q (want one of %s, or *)", op, strings.Join(AdminOperations, ", "))
+			}
+		}
+	}
 }

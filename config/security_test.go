@@ -98,3 +98,17 @@ func TestReadSecretNeverReturnsItInErrors(t *testing.T) {
 		t.Errorf("got %q %v", s, err)
 	}
 }
+
+func TestPolicyValidation(t *testing.T) {
+	c := mustParse(t, minimal+"policy:\n  admin:\n    - { principals: [\"ops-*\"], operations: [delete_topics, alter_configs] }\n")
+	if c.Policy == nil || len(c.Policy.Admin) != 1 {
+		t.Fatalf("policy %+v", c.Policy)
+	}
+	if c := mustParse(t, minimal+"policy: {}\n"); c.Policy == nil {
+		t.Error("an empty policy (deny every destructive admin API) parsed as none")
+	}
+	_, err := Parse([]byte(minimal + "policy:\n  admin:\n    - { principals: [\"[\"], operations: [drop_everything] }\n"))
+	if err == nil || !strings.Contains(err.Error(), `unknown operation "drop_everything"`) || !strings.Contains(err.Error(), `not a principal or glob: "["`) {
+		t.Errorf("bad policy: %v", err)
+	}
+}

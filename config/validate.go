@@ -68,6 +68,7 @@ func (c *Config) validate(doc *yaml.Node) error {
 		c.validateAdvertise(v)
 	}
 	c.validateSecurity(v)
+	c.validatePolicy(v)
 	if c.ClusterID == "" {
 		v.add(top("cluster_id"), "must not be empty (default %q)", DefaultClusterID)
 	}

@@ -60,6 +60,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 	if err != nil {
 		return nil, err
 	}
+	srv.SetPolicy(proxyPolicy(cfg))
 	if err := srv.Start(ctx); err != nil {
 		srv.Close()
 		return nil, err
@@ -160,6 +161,7 @@ func (inst *Instance) Apply(next *config.Config) {
 		return
 	}
 	inst.ctrl.Apply(next, table)
+	inst.srv.SetPolicy(proxyPolicy(next))
 	inst.cfg = next
 	gen := inst.gen.Add(1)
 	inst.lastErr.Store(nil)

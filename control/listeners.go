@@ -49,3 +49,15 @@ func proxyListeners(cfg *config.Config, log hclog.Logger) ([]proxy.Listener, err
 	}
 	return out, nil
 }
+
+// proxyPolicy is the config's policy for the proxy; nil without one.
+func proxyPolicy(cfg *config.Config) *proxy.Policy {
+	if cfg.Policy == nil {
+		return nil
+	}
+	p := &proxy.Policy{}
+	for _, r := range cfg.Policy.Admin {
+		p.Admin = append(p.Admin, proxy.AdminRule{Principals: r.Principals, Operations: r.Operations})
+	}
+	return p
+}

@@ -288,6 +288,12 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		budget.release(charged)
 		return false, err
 	}
+	if resp := cc.policyDenial(req); resp != nil {
+		budget.release(charged)
+		cc.srv.metrics.requests[h.key].Inc()
+		cc.enqueueReady(h, resp)
+		return false, nil
+	}
 	spec := registry[h.key]
 	clientID := ""
 	if h.clientID != nil {

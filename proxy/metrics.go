@@ -24,6 +24,7 @@ type metrics struct {
 	dialFailures  *prometheus.CounterVec
 	limits        *prometheus.GaugeVec   // configured value of each limit
 	saslFailures  *prometheus.CounterVec // failed client authentications, by mechanism
+	policyDenials *prometheus.CounterVec // requests refused by the policy, by principal and API
 	latency       map[int16]prometheus.Observer
 }
 
@@ -67,6 +68,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		saslFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_sasl_authentication_failures_total", Help: "Client SASL authentications refused (wrong credentials or a malformed exchange), by mechanism.",
 		}, []string{"mechanism"}),
+		policyDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_policy_denials_total", Help: "Requests refused by kproxy's policy, by principal and Kafka API.",
+		}, []string{"principal", "api"}),
 		limits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kproxy_limit", Help: "Configured resource limits (bytes, counts, or seconds for timeouts).",
 		}, []string{"limit"}),
@@ -81,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.latency[k] = lat.WithLabelValues(name)
 	}
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat,
-		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures)
+		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials)
 	return m
 }
 

@@ -1,0 +1,244 @@
+package proxy
+
+// Policy at kproxy: which principals may use the destructive admin APIs
+// through it. Without a policy (nil) every API is forwarded, as before
+// policies existed. With one, the APIs in adminOps are refused unless a
+// rule allows the operation for the connection's principal, and the
+// refusal is the answer a broker's authorizer gives: every item of the
+// request gets TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED. Nothing is
+// sent upstream for a refused request. Per-topic produce/fetch/describe
+// rules are not done yet (docs/security.md).
+
+import (
+	"path"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// AdminRule allows principals (names or path.Match globs) some admin
+// operations (adminOps names, or "*").
+type AdminRule struct {
+	Principals []string
+	Operations []string
+}
+
+// Policy is a validated policy (config.Policy).
+type Policy struct {
+	Admin []AdminRule
+}
+
+// adminOps names the operation each governed API needs.
+var adminOps = map[int16]string{
+	kmsg.DeleteTopics.Int16():              "delete_topics",
+	kmsg.DeleteRecords.Int16():             "delete_records",
+	kmsg.CreatePartitions.Int16():          "create_partitions",
+	kmsg.AlterConfigs.Int16():              "alter_configs",
+	kmsg.IncrementalAlterConfigs.Int16():   "incremental_alter_configs",
+	kmsg.CreateACLs.Int16():                "create_acls",
+	kmsg.DeleteACLs.Int16():                "delete_acls",
+	kmsg.ElectLeaders.Int16():              "elect_leaders",
+	kmsg.AlterClientQuotas.Int16():         "alter_client_quotas",
+	kmsg.AlterUserSCRAMCredentials.Int16(): "alter_user_scram_credentials",
+	kmsg.DeleteGroups.Int16():              "delete_groups",
+	kmsg.OffsetDelete.Int16():              "offset_delete",
+}
+
+// allowsAdmin reports whether principal may perform op.
+func (p *Policy) allowsAdmin(principal, op string) bool {
+	for _, r := range p.Admin {
+		if !slices.Contains(r.Operations, op) && !slices.Contains(r.Operations, "*") {
+			continue
+		}
+		for _, g := range r.Principals {
+			if ok, _ := path.Match(g, principal); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// SetPolicy installs p for new requests; nil removes the policy.
+func (s *Server) SetPolicy(p *Policy) { s.policy.Store(p) }
+
+// policyDenial returns the refusal of req when the policy does not allow
+// it for the connection's principal, else nil.
+func (cc *clientConn) policyDenial(req kmsg.Request) kmsg.Response {
+	p := cc.srv.policy.Load()
+	if p == nil {
+		return nil
+	}
+	op, governed := adminOps[req.Key()]
+	if !governed {
+		return nil
+	}
+	principal := cc.Principal()
+	if p.allowsAdmin(principal, op) {
+		return nil
+	}
+	resp := denyAll(req)
+	if resp == nil {
+		return nil
+	}
+	cc.srv.metrics.policyDenials.WithLabelValues(principal, kmsg.NameForKey(req.Key())).Inc()
+	cc.log.Warn("request denied by policy", "principal", principal, "api", kmsg.NameForKey(req.Key()), "operation", op)
+	return resp
+}
+
+var denied = kmsg.StringPtr("denied by kproxy policy")
+
+// denyAll answers every item of req with the authorizer's error.
+func denyAll(req kmsg.Request) kmsg.Response {
+	topicErr, groupErr, clusterErr := kerr.TopicAuthorizationFailed.Code, kerr.GroupAuthorizationFailed.Code, kerr.ClusterAuthorizationFailed.Code
+	switch r := req.(type) {
+	case *kmsg.DeleteTopicsRequest:
+		resp := r.ResponseKind().(*kmsg.DeleteTopicsResponse)
+		var names []string
+		if r.Version < 6 {
+			names = r.TopicNames
+		}
+		for _, t := range r.Topics {
+			if t.Topic != nil {
+				names = append(names, *t.Topic)
+				continue
+			}
+			rt := kmsg.NewDeleteTopicsResponseTopic()
+			rt.TopicID, rt.ErrorCode, rt.ErrorMessage = t.TopicID, topicErr, denied
+			resp.Topics = append(resp.Topics, rt)
+		}
+		for _, n := range names {
+			rt := kmsg.NewDeleteTopicsResponseTopic()
+			rt.Topic, rt.ErrorCode, rt.ErrorMessage = kmsg.StringPtr(n), topicErr, denied
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	case *kmsg.DeleteRecordsRequest:
+		resp := r.ResponseKind().(*kmsg.DeleteRecordsResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewDeleteRecordsResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewDeleteRecordsResponseTopicPartition()
+				rp.Partition, rp.LowWatermark, rp.ErrorCode = p.Partition, -1, topicErr
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	case *kmsg.CreatePartitionsRequest:
+		resp := r.ResponseKind().(*kmsg.CreatePartitionsResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewCreatePartitionsResponseTopic()
+			rt.Topic, rt.ErrorCode, rt.ErrorMessage = t.Topic, topicErr, denied
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	case *kmsg.AlterConfigsRequest:
+		resp := r.ResponseKind().(*kmsg.AlterConfigsResponse)
+		for _, res := range r.Resources {
+			rr := kmsg.NewAlterConfigsResponseResource()
+			rr.ResourceType, rr.ResourceName, rr.ErrorCode, rr.ErrorMessage = res.ResourceType, res.ResourceName, configDenial(res.ResourceType), denied
+			resp.Resources = append(resp.Resources, rr)
+		}
+		return resp
+	case *kmsg.IncrementalAlterConfigsRequest:
+		resp := r.ResponseKind().(*kmsg.IncrementalAlterConfigsResponse)
+		for _, res := range r.Resources {
+			rr := kmsg.NewIncrementalAlterConfigsResponseResource()
+			rr.ResourceType, rr.ResourceName, rr.ErrorCode, rr.ErrorMessage = res.ResourceType, res.ResourceName, configDenial(res.ResourceType), denied
+			resp.Resources = append(resp.Resources, rr)
+		}
+		return resp
+	case *kmsg.CreateACLsRequest:
+		resp := r.ResponseKind().(*kmsg.CreateACLsResponse)
+		for range r.Creations {
+			rr := kmsg.NewCreateACLsResponseResult()
+			rr.ErrorCode, rr.ErrorMessage = clusterErr, denied
+			resp.Results = append(resp.Results, rr)
+		}
+		return resp
+	case *kmsg.DeleteACLsRequest:
+		resp := r.ResponseKind().(*kmsg.DeleteACLsResponse)
+		for range r.Filters {
+			rr := kmsg.NewDeleteACLsResponseResult()
+			rr.ErrorCode, rr.ErrorMessage = clusterErr, denied
+			resp.Results = append(resp.Results, rr)
+		}
+		return resp
+	case *kmsg.ElectLeadersRequest:
+		resp := r.ResponseKind().(*kmsg.ElectLeadersResponse)
+		resp.ErrorCode = clusterErr // v1+; v0 has only the per-partition codes
+		for _, t := range r.Topics {
+			rt := kmsg.NewElectLeadersResponseTopic()
+			rt.Topic = t.Topic
+			for _, p := range t.Partitions {
+				rp := kmsg.NewElectLeadersResponseTopicPartition()
+				rp.Partition, rp.ErrorCode, rp.ErrorMessage = p, clusterErr, denied
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			resp.Topics = append(resp.Topics, rt)
+		}
+		return resp
+	case *kmsg.AlterClientQuotasRequest:
+		resp := r.ResponseKind().(*kmsg.AlterClientQuotasResponse)
+		for _, e := range r.Entries {
+			re := kmsg.NewAlterClientQuotasResponseEntry()
+			re.ErrorCode, re.ErrorMessage = clusterErr, denied
+			for _, c := range e.Entity {
+				rc := kmsg.NewAlterClientQuotasResponseEntryEntity()
+				rc.Type, rc.Name = c.Type, c.Name
+				re.Entity = append(re.Entity, rc)
+			}
+			resp.Entries = append(resp.Entries, re)
+		}
+		return resp
+	case *kmsg.AlterUserSCRAMCredentialsRequest:
+		resp := r.ResponseKind().(*kmsg.AlterUserSCRAMCredentialsResponse)
+		users := map[string]bool{}
+		for _, d := range r.Deletions {
+			users[d.Name] = true
+		}
+		for _, u := range r.Upsertions {
+			users[u.Name] = true
+		}
+		for _, u := range sortedStrings(users) {
+			rr := kmsg.NewAlterUserSCRAMCredentialsResponseResult()
+			rr.User, rr.ErrorCode, rr.ErrorMessage = u, clusterErr, denied
+			resp.Results = append(resp.Results, rr)
+		}
+		return resp
+	case *kmsg.DeleteGroupsRequest:
+		resp := r.ResponseKind().(*kmsg.DeleteGroupsResponse)
+		for _, g := range r.Groups {
+			rg := kmsg.NewDeleteGroupsResponseGroup()
+			rg.Group, rg.ErrorCode = g, groupErr
+			resp.Groups = append(resp.Groups, rg)
+		}
+		return resp
+	case *kmsg.OffsetDeleteRequest:
+		resp := r.ResponseKind().(*kmsg.OffsetDeleteResponse)
+		resp.ErrorCode = groupErr
+		return resp
+	}
+	return nil
+}
+
+// configDenial is the authorizer's error for altering a config resource:
+// topic configs need the topic, broker configs the cluster.
+func configDenial(t kmsg.ConfigResourceType) int16 {
+	if t == kmsg.ConfigResourceTypeTopic {
+		return kerr.TopicAuthorizationFailed.Code
+	}
+	return kerr.ClusterAuthorizationFailed.Code
+}
+
+func sortedStrings(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
