@@ -72,7 +72,10 @@ func NewScramEntry(mech, password string, iterations int) (ScramEntry, error) {
 	if err != nil {
 		return ScramEntry{}, err
 	}
-	sc := cl.GetStoredCredentials(scram.KeyFactors{Salt: string(salt), Iters: iterations})
+	sc, err := cl.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: iterations})
+	if err != nil {
+		return ScramEntry{}, err
+	}
 	return ScramEntry{
 		Salt:       base64.StdEncoding.EncodeToString(salt),
 		Iterations: iterations,
@@ -201,8 +204,8 @@ func (s *UserStore) checkPlain(user, password string) bool {
 		if err != nil {
 			return false
 		}
-		got := cl.GetStoredCredentials(sc.KeyFactors)
-		return subtle.ConstantTimeCompare(got.StoredKey, sc.StoredKey) == 1
+		got, err := cl.GetStoredCredentialsWithError(sc.KeyFactors)
+		return err == nil && subtle.ConstantTimeCompare(got.StoredKey, sc.StoredKey) == 1
 	}
 	return false
 }
