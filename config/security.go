@@ -351,7 +351,25 @@ type Policy struct {
 	// Admin lists who may use which destructive admin operations.
 	// Default empty: nobody.
 	Admin []AdminRule `yaml:"admin"`
+
+	// Topics, with at least one rule, governs topic access: a principal
+	// may produce to, fetch from or describe (see in Metadata) a topic
+	// only as a rule allows. Default empty: topics are not governed.
+	Topics []TopicRule `yaml:"topics"`
 }
+
+// TopicRule allows principals some operations on some topics.
+type TopicRule struct {
+	// Principals are names or globs, as in AdminRule. Required.
+	Principals []string `yaml:"principals"`
+	// Topics are topic names or globs (path.Match). Required.
+	Topics []string `yaml:"topics"`
+	// Operations are produce, fetch, describe, or "*". Required.
+	Operations []string `yaml:"operations"`
+}
+
+// TopicOperations are the topic operations a policy governs.
+var TopicOperations = []string{"produce", "fetch", "describe"}
 
 // AdminRule allows principals some admin operations.
 type AdminRule struct {
@@ -392,6 +410,32 @@ func (c *Config) validatePolicy(v *validator) {
 		for j, op := range r.Operations {
 			if op != "*" && !slices.Contains(AdminOperations, op) {
 				v.add(rp.key("operations").index(j), "unknown operation %q (want one of %s, or *)", op, strings.Join(AdminOperations, ", "))
+			}
+		}
+	}
+	tp := top("policy").key("topics")
+	for i, r := range c.Policy.Topics {
+		rp := tp.index(i)
+		for _, f := range []struct {
+			key   string
+			globs []string
+		}{{"principals", r.Principals}, {"topics", r.Topics}} {
+			key, globs := f.key, f.globs
+			if len(globs) == 0 {
+				v.add(rp.key(key), "at least one name or glob is required")
+			}
+			for j, g := range globs {
+				if _, err := path.Match(g, ""); err != nil || g == "" {
+					v.add(rp.key(key).index(j), "not a name or glob: %q", g)
+				}
+			}
+		}
+		if len(r.Operations) == 0 {
+			v.add(rp.key("operations"), "at least one operation is required (or \"*\")")
+		}
+		for j, op := range r.Operations {
+			if op != "*" && !slices.Contains(TopicOperations, op) {
+				v.add(rp.key("operations").index(j), "unknown operation %q (want produce, fetch, describe, or *)", op)
 			}
 		}
 	}

@@ -112,3 +112,14 @@ func TestPolicyValidation(t *testing.T) {
 		t.Errorf("bad policy: %v", err)
 	}
 }
+
+func TestTopicPolicyValidation(t *testing.T) {
+	c := mustParse(t, minimal+"policy:\n  topics:\n    - { principals: [\"app-*\"], topics: [\"orders*\"], operations: [produce, fetch, describe] }\n")
+	if len(c.Policy.Topics) != 1 || c.Policy.Topics[0].Topics[0] != "orders*" {
+		t.Fatalf("policy %+v", c.Policy)
+	}
+	_, err := Parse([]byte(minimal + "policy:\n  topics:\n    - { principals: [a], operations: [write] }\n"))
+	if err == nil || !strings.Contains(err.Error(), "policy.topics[0].topics") || !strings.Contains(err.Error(), `unknown operation "write"`) {
+		t.Errorf("bad topic rule: %v", err)
+	}
+}

@@ -59,5 +59,8 @@ func proxyPolicy(cfg *config.Config) *proxy.Policy {
 	for _, r := range cfg.Policy.Admin {
 		p.Admin = append(p.Admin, proxy.AdminRule{Principals: r.Principals, Operations: r.Operations})
 	}
+	for _, r := range cfg.Policy.Topics {
+		p.Topics = append(p.Topics, proxy.TopicRule{Principals: r.Principals, Topics: r.Topics, Operations: r.Operations})
+	}
 	return p
 }

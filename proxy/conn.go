@@ -291,6 +291,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	if resp := cc.policyDenial(req); resp != nil {
 		budget.release(charged)
 		cc.srv.metrics.requests[h.key].Inc()
+		if p, ok := req.(*kmsg.ProduceRequest); ok && p.Acks == 0 {
+			return false, nil // acks=0: the client reads no answer
+		}
 		cc.enqueueReady(h, resp)
 		return false, nil
 	}
@@ -369,6 +372,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		}()
 		if wait != nil {
 			resp = wait()
+		}
+		if md, ok := resp.(*kmsg.MetadataResponse); ok {
+			cc.filterMetadata(req.(*kmsg.MetadataRequest), md)
 		}
 	}()
 	_, isProduce := req.(*kmsg.ProduceRequest)

@@ -1,13 +1,14 @@
 package proxy
 
-// Policy at kproxy: which principals may use the destructive admin APIs
-// through it. Without a policy (nil) every API is forwarded, as before
-// policies existed. With one, the APIs in adminOps are refused unless a
-// rule allows the operation for the connection's principal, and the
-// refusal is the answer a broker's authorizer gives: every item of the
-// request gets TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED. Nothing is
-// sent upstream for a refused request. Per-topic produce/fetch/describe
-// rules are not done yet (docs/security.md).
+// Policy at kproxy: what each principal may do through it. Without a
+// policy (nil) every API is forwarded, as before policies existed. With
+// one, the APIs in adminOps are refused unless a rule allows the operation
+// for the connection's principal, and with topic rules, Produce and Fetch
+// need the topic's produce or fetch and Metadata shows only what may be
+// described. A refusal is the answer a broker's authorizer gives (every
+// item of the request gets TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED)
+// and nothing is sent upstream. Group and transactional-id rules are not
+// done yet (docs/security.md).
 
 import (
 	"path"
@@ -24,9 +25,46 @@ type AdminRule struct {
 	Operations []string
 }
 
-// Policy is a validated policy (config.Policy).
+// TopicRule allows principals some operations ("produce", "fetch",
+// "describe", or "*") on topics (names or path.Match globs).
+type TopicRule struct {
+	Principals []string
+	Topics     []string
+	Operations []string
+}
+
+// Policy is a validated policy (config.Policy). With no Topics rule,
+// topic access is not governed; with at least one, a principal may use a
+// topic only as a rule allows.
 type Policy struct {
-	Admin []AdminRule
+	Admin  []AdminRule
+	Topics []TopicRule
+}
+
+// allowsTopic reports whether principal may perform op on topic.
+func (p *Policy) allowsTopic(principal, topic, op string) bool {
+	if len(p.Topics) == 0 {
+		return true
+	}
+	for _, r := range p.Topics {
+		if !slices.Contains(r.Operations, op) && !slices.Contains(r.Operations, "*") {
+			continue
+		}
+		if !matchAny(r.Principals, principal) || !matchAny(r.Topics, topic) {
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+func matchAny(globs []string, s string) bool {
+	for _, g := range globs {
+		if ok, _ := path.Match(g, s); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // adminOps names the operation each governed API needs.
@@ -69,6 +107,9 @@ func (cc *clientConn) policyDenial(req kmsg.Request) kmsg.Response {
 	p := cc.srv.policy.Load()
 	if p == nil {
 		return nil
+	}
+	if resp := cc.topicDenial(p, req); resp != nil {
+		return resp
 	}
 	op, governed := adminOps[req.Key()]
 	if !governed {
@@ -241,4 +282,104 @@ func sortedStrings(m map[string]bool) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// topicDenial refuses a Produce or Fetch naming a topic the principal may
+// not produce to or fetch from. The whole request is refused (every
+// partition TOPIC_AUTHORIZATION_FAILED), also its allowed topics, where a
+// broker would serve those: clients rarely mix, and a partial answer would
+// need the handlers' splitting. Nothing is sent upstream.
+func (cc *clientConn) topicDenial(p *Policy, req kmsg.Request) kmsg.Response {
+	if len(p.Topics) == 0 {
+		return nil
+	}
+	principal := cc.Principal()
+	denied := func(topic, op string) bool { return !p.allowsTopic(principal, topic, op) }
+	var resp kmsg.Response
+	switch r := req.(type) {
+	case *kmsg.ProduceRequest:
+		name := func(t kmsg.ProduceRequestTopic) string {
+			if r.Version >= 13 { // by topic id (KIP-516)
+				n, _ := cc.srv.topicIDs.name(VirtualTopicID(t.TopicID))
+				return n
+			}
+			return t.Topic
+		}
+		if !slices.ContainsFunc(r.Topics, func(t kmsg.ProduceRequestTopic) bool { return denied(name(t), "produce") }) {
+			return nil
+		}
+		pr := r.ResponseKind().(*kmsg.ProduceResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewProduceResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, part := range t.Partitions {
+				rp := kmsg.NewProduceResponseTopicPartition()
+				rp.Partition, rp.ErrorCode, rp.BaseOffset = part.Partition, kerr.TopicAuthorizationFailed.Code, -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			pr.Topics = append(pr.Topics, rt)
+		}
+		resp = pr
+	case *kmsg.FetchRequest:
+		name := func(t kmsg.FetchRequestTopic) string {
+			if r.Version >= 13 { // by topic id
+				n, _ := cc.srv.topicIDs.name(VirtualTopicID(t.TopicID))
+				return n
+			}
+			return t.Topic
+		}
+		if !slices.ContainsFunc(r.Topics, func(t kmsg.FetchRequestTopic) bool { return denied(name(t), "fetch") }) {
+			return nil
+		}
+		fr := r.ResponseKind().(*kmsg.FetchResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewFetchResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, part := range t.Partitions {
+				rp := kmsg.NewFetchResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, kerr.TopicAuthorizationFailed.Code
+				rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			fr.Topics = append(fr.Topics, rt)
+		}
+		resp = fr
+	default:
+		return nil
+	}
+	cc.srv.metrics.policyDenials.WithLabelValues(principal, kmsg.NameForKey(req.Key())).Inc()
+	if cc.log.IsDebug() {
+		cc.log.Debug("request denied by policy", "principal", principal, "api", kmsg.NameForKey(req.Key()))
+	}
+	return resp
+}
+
+// filterMetadata applies the describe rules to a Metadata answer: a topic
+// the principal may not describe is left out of an all-topics answer (as a
+// broker hides it) and answered TOPIC_AUTHORIZATION_FAILED when the
+// request named it.
+func (cc *clientConn) filterMetadata(req *kmsg.MetadataRequest, resp *kmsg.MetadataResponse) {
+	p := cc.srv.policy.Load()
+	if p == nil || len(p.Topics) == 0 || resp == nil {
+		return
+	}
+	principal := cc.Principal()
+	named := req.Topics != nil
+	kept := resp.Topics[:0]
+	hidden := 0
+	for _, t := range resp.Topics {
+		if t.Topic == nil || p.allowsTopic(principal, *t.Topic, "describe") {
+			kept = append(kept, t)
+			continue
+		}
+		hidden++
+		if named {
+			t.ErrorCode, t.Partitions, t.IsInternal = kerr.TopicAuthorizationFailed.Code, nil, false
+			kept = append(kept, t)
+		}
+	}
+	resp.Topics = kept
+	if hidden > 0 && named {
+		cc.srv.metrics.policyDenials.WithLabelValues(principal, "Metadata").Inc()
+	}
 }

@@ -11,6 +11,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
@@ -110,5 +111,76 @@ func TestPolicyPrincipalGlobs(t *testing.T) {
 		if got := p.allowsAdmin(tc.principal, tc.op); got != tc.want {
 			t.Errorf("%s %s: %v, want %v", tc.principal, tc.op, got, tc.want)
 		}
+	}
+}
+
+// With topic rules, a principal produces and fetches only where a rule
+// allows (TOPIC_AUTHORIZATION_FAILED elsewhere, nothing sent upstream),
+// and Metadata hides the topics it may not describe.
+func TestPolicyGovernsTopics(t *testing.T) {
+	r := newSecureRig(t, 0)
+	r.srv.SetPolicy(&Policy{Topics: []TopicRule{
+		{Principals: []string{"app*"}, Topics: []string{"ord*"}, Operations: []string{"*"}},
+		{Principals: []string{"app*"}, Topics: []string{"payroll"}, Operations: []string{"describe"}},
+	}})
+	cl := r.client(t, scram.Auth{User: saslUser, Pass: saslPassword}.AsSha512Mechanism())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("ok")}).FirstErr(); err != nil {
+		t.Fatalf("produce to an allowed topic: %v", err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "payroll", Value: []byte("no")}).FirstErr(); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("produce to payroll: %v, want TOPIC_AUTHORIZATION_FAILED", err)
+	}
+
+	// An allowed topic is consumed (Fetch by topic id, v13+).
+	consumer := r.client(t, scram.Auth{User: saslUser, Pass: saslPassword}.AsSha512Mechanism(),
+		kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if fs := consumer.PollFetches(ctx); fs.NumRecords() == 0 {
+		t.Fatalf("nothing consumed from orders: %v", fs.Errors())
+	}
+
+	fetch := kmsg.NewPtrFetchRequest()
+	fetch.Version = 12
+	fetch.MaxWaitMillis, fetch.MaxBytes = 10, 1<<20
+	ft := kmsg.NewFetchRequestTopic()
+	ft.Topic = "payroll"
+	fp := kmsg.NewFetchRequestTopicPartition()
+	fp.PartitionMaxBytes = 1 << 20
+	ft.Partitions = append(ft.Partitions, fp)
+	fetch.Topics = append(fetch.Topics, ft)
+	fr, err := fetch.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fr.Topics) != 1 || fr.Topics[0].Partitions[0].ErrorCode != kerr.TopicAuthorizationFailed.Code {
+		t.Errorf("fetch from payroll: %+v", fr.Topics)
+	}
+
+	// The listing hides what may not be described; naming it gets the error.
+	r.srv.SetPolicy(&Policy{Topics: []TopicRule{{Principals: []string{"app*"}, Topics: []string{"ord*"}, Operations: []string{"*"}}}})
+	md := kmsg.NewPtrMetadataRequest()
+	md.Version = 9
+	mr, err := md.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, tp := range mr.Topics {
+		listed = append(listed, *tp.Topic)
+	}
+	if !slices.Contains(listed, "orders") || slices.Contains(listed, "payroll") {
+		t.Errorf("all-topics Metadata lists %v, want orders and not payroll", listed)
+	}
+	md.Topics = []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr("payroll")}}
+	if mr, err = md.RequestWith(ctx, cl); err != nil {
+		t.Fatal(err)
+	}
+	if len(mr.Topics) != 1 || mr.Topics[0].ErrorCode != kerr.TopicAuthorizationFailed.Code || len(mr.Topics[0].Partitions) != 0 {
+		t.Errorf("Metadata naming payroll: %+v", mr.Topics)
+	}
+	var m dto.Metric
+	if err := r.srv.metrics.policyDenials.WithLabelValues(saslUser, "Produce").Write(&m); err != nil || m.GetCounter().GetValue() < 1 {
+		t.Errorf("produce denials not counted: %v %v", m.GetCounter().GetValue(), err)
 	}
 }

@@ -66,7 +66,7 @@ func newSecureRig(t *testing.T, maxReauth time.Duration) *secureRig {
 	t.Helper()
 	// One broker: kfake answers admin requests on its controller only,
 	// and kproxy sends them to any broker (real KRaft brokers forward).
-	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders", "payroll"))
 	dir := t.TempDir()
 	r := &secureRig{ca: securetest.NewCA(t, "test-ca"), logs: &syncBuf{}}
 	certFile, keyFile, _ := r.ca.WriteFiles(t, dir, "kproxy", pkix.Name{CommonName: "localhost"})
