@@ -99,11 +99,11 @@ func Command(w io.Writer, args []string) error {
 	}
 	defer tgtCl.Close()
 	rep, err := verifyTopics(ctx, verifyOptions{
-		Source:        srcCl,
-		Target:        tgtCl,
-		StateDir:      dir,
-		Topics:        topics,
-		Parallel:      *parallel,
+		Source:   srcCl,
+		Target:   tgtCl,
+		StateDir: dir,
+		Topics:   topics,
+		Parallel: *parallel,
 	})
 	if err != nil {
 		return err
