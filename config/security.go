@@ -98,8 +98,9 @@ type ServerSASL struct {
 	UsersFile string `yaml:"users_file"`
 
 	// MaxReauth is Kafka's connections.max.reauth.ms: the session
-	// lifetime reported in SaslAuthenticate v1+ (KIP-368). A Go duration;
-	// default 0 (sessions do not expire).
+	// lifetime reported in SaslAuthenticate v1+ (KIP-368); a connection
+	// that has not re-authenticated by then is closed at its next request.
+	// A Go duration, 0 or at least 1s; default 0 (sessions do not expire).
 	MaxReauth time.Duration `yaml:"max_reauth"`
 }
 
@@ -254,8 +255,8 @@ func (c *Config) validateSecurity(v *validator) {
 					v.add(sp.key("mechanisms").index(j), "unknown mechanism %q (want %s)", m, strings.Join(knownMechanisms, ", "))
 				}
 			}
-			if s.MaxReauth < 0 {
-				v.add(sp.key("max_reauth"), "must be >= 0, got %s", s.MaxReauth)
+			if s.MaxReauth < 0 || s.MaxReauth > 0 && s.MaxReauth < time.Second {
+				v.add(sp.key("max_reauth"), "must be 0 (no limit) or at least 1s, got %s", s.MaxReauth)
 			}
 		}
 	}

@@ -74,7 +74,7 @@ func newSecureRig(t *testing.T, maxReauth time.Duration) *secureRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := secure.OpenUserStore(writeUsersFile(t, dir, map[string]string{saslUser: saslPassword}), hclog.NewNullLogger())
+	store, err := secure.OpenUserStore(writeUsersFile(t, dir, map[string]string{saslUser: saslPassword, "other": "other-pw"}), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,5 +354,105 @@ func TestSASLHandshakeV0BareTokens(t *testing.T) {
 	}
 	if run("nope") {
 		t.Error("v0 exchange with a wrong password authenticated")
+	}
+}
+
+// saslExchange runs a PLAIN handshake and authentication on nc and returns
+// the SaslAuthenticate answer (nil when the connection closed).
+func saslExchange(t *testing.T, nc net.Conn, corr int32, user, pass string) *kmsg.SASLAuthenticateResponse {
+	t.Helper()
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version = 1
+	hs.Mechanism = "PLAIN"
+	if _, err := nc.Write(appendRequest(nil, corr, kmsg.StringPtr("t"), hs)); err != nil {
+		return nil
+	}
+	if _, err := readFrame(nc, 1<<20); err != nil {
+		return nil
+	}
+	au := kmsg.NewPtrSASLAuthenticateRequest()
+	au.Version = 2
+	au.SASLAuthBytes = []byte("\x00" + user + "\x00" + pass)
+	if _, err := nc.Write(appendRequest(nil, corr+1, kmsg.StringPtr("t"), au)); err != nil {
+		return nil
+	}
+	f, err := readFrame(nc, 1<<20)
+	if err != nil {
+		return nil
+	}
+	resp := kmsg.NewPtrSASLAuthenticateResponse()
+	resp.Version = 2
+	if err := resp.ReadFrom(f[5:]); err != nil { // correlation id and the flexible header's tags
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// KIP-368: a re-authentication as the same principal renews the session;
+// as another principal it is refused and the connection closed.
+func TestSASLReauthentication(t *testing.T) {
+	r := newSecureRig(t, time.Hour)
+	dial := func() net.Conn {
+		nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+		return nc
+	}
+	nc := dial()
+	if resp := saslExchange(t, nc, 1, saslUser, saslPassword); resp == nil || resp.ErrorCode != 0 {
+		t.Fatalf("first authentication: %+v", resp)
+	}
+	if resp := saslExchange(t, nc, 3, saslUser, saslPassword); resp == nil || resp.ErrorCode != 0 || resp.SessionLifetimeMillis != time.Hour.Milliseconds() {
+		t.Fatalf("re-authentication as the same user: %+v", resp)
+	}
+	md := kmsg.NewPtrMetadataRequest()
+	md.Version = 9
+	if _, err := nc.Write(appendRequest(nil, 5, kmsg.StringPtr("t"), md)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFrame(nc, 1<<20); err != nil {
+		t.Fatalf("Metadata after re-authentication: %v", err)
+	}
+
+	nc2 := dial()
+	if resp := saslExchange(t, nc2, 1, saslUser, saslPassword); resp == nil || resp.ErrorCode != 0 {
+		t.Fatalf("authentication: %+v", resp)
+	}
+	// "other" has good credentials, but a session keeps its principal.
+	if resp := saslExchange(t, nc2, 3, "other", "other-pw"); resp == nil || resp.ErrorCode != kerr.SaslAuthenticationFailed.Code ||
+		resp.ErrorMessage == nil || !strings.Contains(*resp.ErrorMessage, "Cannot change principals") {
+		t.Fatalf("re-authentication as another user: %+v", resp)
+	}
+	if _, err := readFrame(nc2, 1<<20); err == nil {
+		t.Error("connection still open after a refused re-authentication")
+	}
+}
+
+// A session that ends without re-authentication is closed at its next
+// request (the client did not re-authenticate in time).
+func TestSASLExpiredSessionIsClosed(t *testing.T) {
+	r := newSecureRig(t, time.Nanosecond) // expired by the next request
+	nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if resp := saslExchange(t, nc, 1, saslUser, saslPassword); resp == nil || resp.ErrorCode != 0 {
+		t.Fatalf("authentication: %+v", resp)
+	}
+	md := kmsg.NewPtrMetadataRequest()
+	md.Version = 9
+	if _, err := nc.Write(appendRequest(nil, 3, kmsg.StringPtr("t"), md)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readFrame(nc, 1<<20); err == nil {
+		t.Error("Metadata answered on an expired session")
+	}
+	if !strings.Contains(r.logs.String(), "expired without re-authentication") {
+		t.Errorf("expiry not logged:\n%s", r.logs.String())
 	}
 }
