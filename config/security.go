@@ -357,6 +357,19 @@ type Policy struct {
 	// may produce to, fetch from or describe (see in Metadata) a topic
 	// only as a rule allows. Default empty: topics are not governed.
 	Topics []TopicRule `yaml:"topics"`
+
+	// Groups, with at least one rule, governs consumer groups: a
+	// principal may join, commit to, fetch offsets of, describe or find
+	// the coordinator of a group only as a rule allows. Default empty.
+	Groups []GroupRule `yaml:"groups"`
+}
+
+// GroupRule allows principals to use some consumer groups.
+type GroupRule struct {
+	// Principals are names or globs, as in AdminRule. Required.
+	Principals []string `yaml:"principals"`
+	// Groups are group ids or globs (path.Match). Required.
+	Groups []string `yaml:"groups"`
 }
 
 // TopicRule allows principals some operations on some topics.
@@ -411,6 +424,22 @@ func (c *Config) validatePolicy(v *validator) {
 		for j, op := range r.Operations {
 			if op != "*" && !slices.Contains(AdminOperations, op) {
 				v.add(rp.key("operations").index(j), "unknown operation %q (want one of %s, or *)", op, strings.Join(AdminOperations, ", "))
+			}
+		}
+	}
+	gp := top("policy").key("groups")
+	for i, r := range c.Policy.Groups {
+		for _, f := range []struct {
+			key   string
+			globs []string
+		}{{"principals", r.Principals}, {"groups", r.Groups}} {
+			if len(f.globs) == 0 {
+				v.add(gp.index(i).key(f.key), "at least one name or glob is required")
+			}
+			for j, g := range f.globs {
+				if _, err := path.Match(g, ""); err != nil || g == "" {
+					v.add(gp.index(i).key(f.key).index(j), "not a name or glob: %q", g)
+				}
 			}
 		}
 	}

@@ -123,3 +123,13 @@ func TestTopicPolicyValidation(t *testing.T) {
 		t.Errorf("bad topic rule: %v", err)
 	}
 }
+
+func TestGroupPolicyValidation(t *testing.T) {
+	c := mustParse(t, minimal+"policy:\n  groups:\n    - { principals: [\"app-*\"], groups: [\"orders-*\"] }\n")
+	if len(c.Policy.Groups) != 1 || c.Policy.Groups[0].Groups[0] != "orders-*" {
+		t.Fatalf("policy %+v", c.Policy)
+	}
+	if _, err := Parse([]byte(minimal + "policy:\n  groups:\n    - { principals: [a] }\n")); err == nil || !strings.Contains(err.Error(), "policy.groups[0].groups") {
+		t.Errorf("group rule without groups: %v", err)
+	}
+}

@@ -59,6 +59,9 @@ func proxyPolicy(cfg *config.Config) *proxy.Policy {
 	for _, r := range cfg.Policy.Admin {
 		p.Admin = append(p.Admin, proxy.AdminRule{Principals: r.Principals, Operations: r.Operations})
 	}
+	for _, r := range cfg.Policy.Groups {
+		p.Groups = append(p.Groups, proxy.GroupRule{Principals: r.Principals, Groups: r.Groups})
+	}
 	for _, r := range cfg.Policy.Topics {
 		p.Topics = append(p.Topics, proxy.TopicRule{Principals: r.Principals, Topics: r.Topics, Operations: r.Operations})
 	}

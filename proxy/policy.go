@@ -7,8 +7,8 @@ package proxy
 // need the topic's produce or fetch and Metadata shows only what may be
 // described. A refusal is the answer a broker's authorizer gives (every
 // item of the request gets TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED)
-// and nothing is sent upstream. Group and transactional-id rules are not
-// done yet (docs/security.md).
+// and nothing is sent upstream. With group rules, the group APIs need the
+// group. Transactional-id rules are not done yet (docs/security.md).
 
 import (
 	"path"
@@ -39,6 +39,7 @@ type TopicRule struct {
 type Policy struct {
 	Admin  []AdminRule
 	Topics []TopicRule
+	Groups []GroupRule
 }
 
 // allowsTopic reports whether principal may perform op on topic.
@@ -109,6 +110,9 @@ func (cc *clientConn) policyDenial(req kmsg.Request) kmsg.Response {
 		return nil
 	}
 	if resp := cc.topicDenial(p, req); resp != nil {
+		return resp
+	}
+	if resp := cc.groupDenial(p, req); resp != nil {
 		return resp
 	}
 	op, governed := adminOps[req.Key()]
@@ -382,4 +386,160 @@ func (cc *clientConn) filterMetadata(req *kmsg.MetadataRequest, resp *kmsg.Metad
 	if hidden > 0 && named {
 		cc.srv.metrics.policyDenials.WithLabelValues(principal, "Metadata").Inc()
 	}
+}
+
+// GroupRule allows principals to use consumer groups (names or globs):
+// join, sync, heartbeat, leave, commit and fetch offsets, describe, find
+// the coordinator.
+type GroupRule struct {
+	Principals []string
+	Groups     []string
+}
+
+// allowsGroup reports whether principal may use group.
+func (p *Policy) allowsGroup(principal, group string) bool {
+	if len(p.Groups) == 0 {
+		return true
+	}
+	for _, r := range p.Groups {
+		if matchAny(r.Principals, principal) && matchAny(r.Groups, group) {
+			return true
+		}
+	}
+	return false
+}
+
+// groupDenial refuses a group request naming a group the principal may not
+// use, answered GROUP_AUTHORIZATION_FAILED wherever the response has a
+// place for it (a request naming several groups is refused whole).
+func (cc *clientConn) groupDenial(p *Policy, req kmsg.Request) kmsg.Response {
+	if len(p.Groups) == 0 {
+		return nil
+	}
+	principal := cc.Principal()
+	denied := func(groups ...string) bool {
+		return slices.ContainsFunc(groups, func(g string) bool { return !p.allowsGroup(principal, g) })
+	}
+	code := kerr.GroupAuthorizationFailed.Code
+	var resp kmsg.Response
+	switch r := req.(type) {
+	case *kmsg.FindCoordinatorRequest:
+		if r.CoordinatorType != 0 { // transactional ids are not governed
+			return nil
+		}
+		keys := r.CoordinatorKeys
+		if r.Version < 4 {
+			keys = []string{r.CoordinatorKey}
+		}
+		if !denied(keys...) {
+			return nil
+		}
+		fr := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
+		fr.ErrorCode, fr.NodeID, fr.Port = code, -1, -1
+		for _, k := range r.CoordinatorKeys {
+			c := kmsg.NewFindCoordinatorResponseCoordinator()
+			c.Key, c.NodeID, c.Port, c.ErrorCode = k, -1, -1, code
+			fr.Coordinators = append(fr.Coordinators, c)
+		}
+		resp = fr
+	case *kmsg.JoinGroupRequest:
+		if !denied(r.Group) {
+			return nil
+		}
+		jr := r.ResponseKind().(*kmsg.JoinGroupResponse)
+		jr.ErrorCode, jr.Generation = code, -1
+		resp = jr
+	case *kmsg.SyncGroupRequest:
+		if !denied(r.Group) {
+			return nil
+		}
+		sr := r.ResponseKind().(*kmsg.SyncGroupResponse)
+		sr.ErrorCode = code
+		resp = sr
+	case *kmsg.HeartbeatRequest:
+		if !denied(r.Group) {
+			return nil
+		}
+		hr := r.ResponseKind().(*kmsg.HeartbeatResponse)
+		hr.ErrorCode = code
+		resp = hr
+	case *kmsg.LeaveGroupRequest:
+		if !denied(r.Group) {
+			return nil
+		}
+		lr := r.ResponseKind().(*kmsg.LeaveGroupResponse)
+		lr.ErrorCode = code
+		resp = lr
+	case *kmsg.OffsetCommitRequest:
+		if !denied(r.Group) {
+			return nil
+		}
+		or := r.ResponseKind().(*kmsg.OffsetCommitResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewOffsetCommitResponseTopic()
+			rt.Topic, rt.TopicID = t.Topic, t.TopicID
+			for _, part := range t.Partitions {
+				rp := kmsg.NewOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			or.Topics = append(or.Topics, rt)
+		}
+		resp = or
+	case *kmsg.OffsetFetchRequest:
+		groups := []string{r.Group}
+		if r.Version >= 8 {
+			groups = groups[:0]
+			for _, g := range r.Groups {
+				groups = append(groups, g.Group)
+			}
+		}
+		if !denied(groups...) {
+			return nil
+		}
+		or := r.ResponseKind().(*kmsg.OffsetFetchResponse)
+		or.ErrorCode = code
+		for _, g := range r.Groups {
+			rg := kmsg.NewOffsetFetchResponseGroup()
+			rg.Group, rg.ErrorCode = g.Group, code
+			or.Groups = append(or.Groups, rg)
+		}
+		resp = or
+	case *kmsg.DescribeGroupsRequest:
+		if !denied(r.Groups...) {
+			return nil
+		}
+		dr := r.ResponseKind().(*kmsg.DescribeGroupsResponse)
+		for _, g := range r.Groups {
+			rg := kmsg.NewDescribeGroupsResponseGroup()
+			rg.Group, rg.ErrorCode = g, code
+			dr.Groups = append(dr.Groups, rg)
+		}
+		resp = dr
+	case *kmsg.ConsumerGroupHeartbeatRequest:
+		if !denied(r.Group) {
+			return nil
+		}
+		hr := r.ResponseKind().(*kmsg.ConsumerGroupHeartbeatResponse)
+		hr.ErrorCode = code
+		resp = hr
+	case *kmsg.ConsumerGroupDescribeRequest:
+		if !denied(r.Groups...) {
+			return nil
+		}
+		dr := r.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
+		for _, g := range r.Groups {
+			rg := kmsg.NewConsumerGroupDescribeResponseGroup()
+			rg.Group, rg.ErrorCode = g, code
+			dr.Groups = append(dr.Groups, rg)
+		}
+		resp = dr
+	default:
+		return nil
+	}
+	cc.srv.metrics.policyDenials.WithLabelValues(principal, kmsg.NameForKey(req.Key())).Inc()
+	if cc.log.IsDebug() {
+		cc.log.Debug("request denied by policy", "principal", principal, "api", kmsg.NameForKey(req.Key()))
+	}
+	return resp
 }

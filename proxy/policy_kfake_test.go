@@ -184,3 +184,63 @@ func TestPolicyGovernsTopics(t *testing.T) {
 		t.Errorf("produce denials not counted: %v %v", m.GetCounter().GetValue(), err)
 	}
 }
+
+// With group rules, a principal uses only the groups a rule allows: the
+// others get GROUP_AUTHORIZATION_FAILED from FindCoordinator and the
+// group APIs, and nothing reaches a coordinator.
+func TestPolicyGovernsGroups(t *testing.T) {
+	r := newSecureRig(t, 0)
+	r.srv.SetPolicy(&Policy{Groups: []GroupRule{{Principals: []string{"app*"}, Groups: []string{"orders-*"}}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mech := scram.Auth{User: saslUser, Pass: saslPassword}.AsSha512Mechanism()
+	producer := r.client(t, mech)
+	if err := producer.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("x")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	consumer := r.client(t, mech, kgo.ConsumerGroup("orders-billing"), kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if fs := consumer.PollFetches(ctx); fs.NumRecords() == 0 {
+		t.Fatalf("allowed group consumed nothing: %v", fs.Errors())
+	}
+	if err := consumer.CommitUncommittedOffsets(ctx); err != nil {
+		t.Fatalf("commit in an allowed group: %v", err)
+	}
+
+	// Straight to kproxy's one broker: kgo would retry and interpret the
+	// group answers itself.
+	broker := producer.Broker(0)
+	fc := kmsg.NewPtrFindCoordinatorRequest()
+	fc.Version = 3
+	fc.CoordinatorKey, fc.CoordinatorKeys = "payroll-readers", []string{"payroll-readers"} // kgo sends the newest version it can
+	fr, err := fc.RequestWith(ctx, broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := fr.ErrorCode
+	if fr.Version >= 4 && len(fr.Coordinators) == 1 {
+		code = fr.Coordinators[0].ErrorCode
+	}
+	if code != kerr.GroupAuthorizationFailed.Code {
+		t.Errorf("FindCoordinator v%d for a refused group: code %d", fr.Version, code)
+	}
+	hb := kmsg.NewPtrHeartbeatRequest()
+	hb.Version = 4
+	hb.Group, hb.MemberID, hb.Generation = "payroll-readers", "m", 1
+	hr, err := hb.RequestWith(ctx, broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hr.ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Errorf("Heartbeat in a refused group: code %d", hr.ErrorCode)
+	}
+	of := kmsg.NewPtrOffsetFetchRequest()
+	of.Version = 8
+	of.Groups = []kmsg.OffsetFetchRequestGroup{{Group: "orders-billing"}, {Group: "payroll-readers"}}
+	ofr, err := of.RequestWith(ctx, broker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ofr.Groups) != 2 || ofr.Groups[1].ErrorCode != kerr.GroupAuthorizationFailed.Code {
+		t.Errorf("OffsetFetch naming a refused group: %+v", ofr.Groups)
+	}
+}
