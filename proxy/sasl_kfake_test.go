@@ -456,3 +456,71 @@ func TestSASLExpiredSessionIsClosed(t *testing.T) {
 		t.Errorf("expiry not logged:\n%s", r.logs.String())
 	}
 }
+
+// A certificate rotated on disk is served to new connections while an
+// established connection keeps working on its own.
+func TestCertificateRotationKeepsConnections(t *testing.T) {
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
+	dir := t.TempDir()
+	ca := securetest.NewCA(t, "ca")
+	certFile, keyFile, _ := ca.WriteFiles(t, dir, "kproxy", pkix.Name{CommonName: "first"})
+	tc, err := secure.ServerTLS(&config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := startProxy(t, Options{Listeners: []Listener{{Name: "ssl", Listen: "127.0.0.1:0", TLS: tc}},
+		Router: StaticRouter(Source), Clusters: map[string][]string{Source: src.ListenAddrs()}})
+	dial := func() (*tls.Conn, string) {
+		nc, err := tls.Dial("tcp", srv.Addr().String(), &tls.Config{RootCAs: ca.Pool, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		return nc, nc.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	metadata := func(nc net.Conn, corr int32) error {
+		md := kmsg.NewPtrMetadataRequest()
+		md.Version = 9
+		if _, err := nc.Write(appendRequest(nil, corr, kmsg.StringPtr("t"), md)); err != nil {
+			return err
+		}
+		_, err := readFrame(nc, 1<<20)
+		return err
+	}
+	old, cn := dial()
+	defer old.Close()
+	if cn != "first" {
+		t.Fatalf("serving %q", cn)
+	}
+	if err := metadata(old, 1); err != nil {
+		t.Fatal(err)
+	}
+	c, k := ca.Issue(t, pkix.Name{CommonName: "second"})
+	// The key first, then the certificate, each replaced in one rename.
+	for _, f := range []struct {
+		path string
+		data []byte
+	}{{keyFile, k}, {certFile, c}} {
+		if err := os.WriteFile(f.path+".tmp", f.data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(f.path+".tmp", f.path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rotated := false
+	for deadline := time.Now().Add(15 * time.Second); !rotated && time.Now().Before(deadline); {
+		nc, cn := dial()
+		nc.Close()
+		rotated = cn == "second"
+		if !rotated {
+			time.Sleep(100 * time.Millisecond) // the files are checked once a second
+		}
+	}
+	if !rotated {
+		t.Fatal("new connections never got the rotated certificate")
+	}
+	if err := metadata(old, 2); err != nil {
+		t.Fatalf("the connection from before the rotation broke: %v", err)
+	}
+}
