@@ -344,6 +344,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			return false, net.ErrClosed
 		}
 	}
+	// The policy and principal a Metadata answer is filtered with, taken
+	// here: the read goroutine owns the SASL state.
+	describe := cc.metadataFilter(req)
 	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	if s != nil {
@@ -373,8 +376,8 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		if wait != nil {
 			resp = wait()
 		}
-		if md, ok := resp.(*kmsg.MetadataResponse); ok {
-			cc.filterMetadata(req.(*kmsg.MetadataRequest), md)
+		if md, ok := resp.(*kmsg.MetadataResponse); ok && describe != nil {
+			describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
 		}
 	}()
 	_, isProduce := req.(*kmsg.ProduceRequest)

@@ -358,21 +358,37 @@ func (cc *clientConn) topicDenial(p *Policy, req kmsg.Request) kmsg.Response {
 	return resp
 }
 
+// metadataView is what a Metadata answer is filtered with: the policy and
+// the principal when the request was read.
+type metadataView struct {
+	cc        *clientConn
+	policy    *Policy
+	principal string
+}
+
+// metadataFilter returns the filter for req's answer, nil when req is not
+// a Metadata request or no topic rule applies.
+func (cc *clientConn) metadataFilter(req kmsg.Request) *metadataView {
+	if _, ok := req.(*kmsg.MetadataRequest); !ok {
+		return nil
+	}
+	p := cc.srv.policy.Load()
+	if p == nil || len(p.Topics) == 0 {
+		return nil
+	}
+	return &metadataView{cc: cc, policy: p, principal: cc.Principal()}
+}
+
 // filterMetadata applies the describe rules to a Metadata answer: a topic
 // the principal may not describe is left out of an all-topics answer (as a
 // broker hides it) and answered TOPIC_AUTHORIZATION_FAILED when the
 // request named it.
-func (cc *clientConn) filterMetadata(req *kmsg.MetadataRequest, resp *kmsg.MetadataResponse) {
-	p := cc.srv.policy.Load()
-	if p == nil || len(p.Topics) == 0 || resp == nil {
-		return
-	}
-	principal := cc.Principal()
-	named := req.Topics != nil
+func (v *metadataView) filterMetadata(req *kmsg.MetadataRequest, resp *kmsg.MetadataResponse) {
+	named := len(req.Topics) > 0 // v0 lists all topics with an empty list, v1+ with null
 	kept := resp.Topics[:0]
 	hidden := 0
 	for _, t := range resp.Topics {
-		if t.Topic == nil || p.allowsTopic(principal, *t.Topic, "describe") {
+		if t.Topic == nil || v.policy.allowsTopic(v.principal, *t.Topic, "describe") {
 			kept = append(kept, t)
 			continue
 		}
@@ -384,7 +400,7 @@ func (cc *clientConn) filterMetadata(req *kmsg.MetadataRequest, resp *kmsg.Metad
 	}
 	resp.Topics = kept
 	if hidden > 0 && named {
-		cc.srv.metrics.policyDenials.WithLabelValues(principal, "Metadata").Inc()
+		v.cc.srv.metrics.policyDenials.WithLabelValues(v.principal, "Metadata").Inc()
 	}
 }
 
