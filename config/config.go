@@ -389,8 +389,18 @@ func defaults() *Config {
 func (c *Config) deriveDefaults() {
 	c.Admin = c.AdminHTTP.Address
 	for i := range c.Listeners {
-		if s := c.Listeners[i].SASL; s != nil && len(s.Mechanisms) == 0 {
-			s.Mechanisms = slices.Clone(knownMechanisms)
+		if s := c.Listeners[i].SASL; s != nil {
+			if len(s.Mechanisms) == 0 {
+				if s.UsersFile != "" {
+					s.Mechanisms = slices.Clone(usersMechanisms)
+				}
+				if s.OAuthBearer != nil {
+					s.Mechanisms = append(s.Mechanisms, MechOAuthBearer)
+				}
+			}
+			if o := s.OAuthBearer; o != nil && o.ClockSkew == 0 {
+				o.ClockSkew = DefaultClockSkew
+			}
 		}
 		if c.Listeners[i].Advertise == "" {
 			c.Listeners[i].Advertise = c.Listeners[i].Listen

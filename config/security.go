@@ -81,21 +81,30 @@ const (
 	MechPlain       = "PLAIN"
 	MechScramSHA256 = "SCRAM-SHA-256"
 	MechScramSHA512 = "SCRAM-SHA-512"
+	MechOAuthBearer = "OAUTHBEARER"
 )
 
-var knownMechanisms = []string{MechPlain, MechScramSHA256, MechScramSHA512}
+var knownMechanisms = []string{MechPlain, MechScramSHA256, MechScramSHA512, MechOAuthBearer}
+
+// usersMechanisms are the mechanisms checked against the users file.
+var usersMechanisms = []string{MechPlain, MechScramSHA256, MechScramSHA512}
 
 // ServerSASL is the SASL side of a listener.
 type ServerSASL struct {
-	// Mechanisms are the ones offered, from PLAIN, SCRAM-SHA-256 and
-	// SCRAM-SHA-512. Default: all three.
+	// Mechanisms are the ones offered, from PLAIN, SCRAM-SHA-256,
+	// SCRAM-SHA-512 and OAUTHBEARER. Default: the first three when
+	// users_file is set, and OAUTHBEARER when oauthbearer is.
 	Mechanisms []string `yaml:"mechanisms"`
 
 	// UsersFile is the YAML file of users and their salted SCRAM
 	// credentials (docs/security.md; `kproxy-users` writes entries). It
 	// holds no cleartext password: PLAIN is checked against the SCRAM
-	// entry. Re-read when it changes on disk. Required.
+	// entry. Re-read when it changes on disk. Required for PLAIN and SCRAM.
 	UsersFile string `yaml:"users_file"`
+
+	// OAuthBearer validates OAUTHBEARER tokens as JWTs. Required for
+	// OAUTHBEARER.
+	OAuthBearer *OAuthBearer `yaml:"oauthbearer"`
 
 	// MaxReauth is Kafka's connections.max.reauth.ms: the session
 	// lifetime reported in SaslAuthenticate v1+ (KIP-368); a connection
@@ -103,6 +112,26 @@ type ServerSASL struct {
 	// A Go duration, 0 or at least 1s; default 0 (sessions do not expire).
 	MaxReauth time.Duration `yaml:"max_reauth"`
 }
+
+// OAuthBearer is how a listener validates OAUTHBEARER tokens: JWTs signed
+// by a key of a JWKS file.
+type OAuthBearer struct {
+	// JWKSFile is a JWKS document (RFC 7517) with the issuer's public
+	// signing keys (RSA or EC). Re-read when it changes. Required.
+	JWKSFile string `yaml:"jwks_file"`
+	// Issuer is the iss a token must carry. Default "" (not checked).
+	Issuer string `yaml:"issuer"`
+	// Audience is a value the token's aud must hold. Default "" (not
+	// checked).
+	Audience string `yaml:"audience"`
+	// ClockSkew is the leeway for exp, nbf and iat. Default 30s.
+	ClockSkew time.Duration `yaml:"clock_skew"`
+	// PrincipalClaim is the claim that names the principal. Default "sub".
+	PrincipalClaim string `yaml:"principal_claim"`
+}
+
+// DefaultClockSkew is OAuthBearer.ClockSkew's default.
+const DefaultClockSkew = 30 * time.Second
 
 // ClientTLS is how kproxy reaches a cluster over TLS.
 type ClientTLS struct {
@@ -124,8 +153,15 @@ type ClientTLS struct {
 // never written in the config: it comes from a file or an environment
 // variable, and validate, status and logs never show it.
 type ClientSASL struct {
-	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512. Required.
+	// Mechanism is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER.
+	// Required.
 	Mechanism string `yaml:"mechanism"`
+
+	// TokenFile (re-read at every authentication, so an external agent
+	// can refresh it) or TokenEnv holds the OAUTHBEARER token; exactly
+	// one for OAUTHBEARER, where username and password are not used.
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
 
 	// Username is kproxy's user name (not a secret). Required, unless
 	// UsernameEnv names where it is.
@@ -247,12 +283,25 @@ func (c *Config) validateSecurity(v *validator) {
 		}
 		if s := l.SASL; s != nil {
 			sp := p.key("sasl")
-			if s.UsersFile == "" {
-				v.add(sp.key("users_file"), "required (the users file SASL clients authenticate against)")
+			if s.UsersFile == "" && s.OAuthBearer == nil {
+				v.add(sp.key("users_file"), "required (the users file SASL clients authenticate against), or configure oauthbearer")
 			}
 			for j, m := range s.Mechanisms {
-				if !slices.Contains(knownMechanisms, m) {
+				switch {
+				case !slices.Contains(knownMechanisms, m):
 					v.add(sp.key("mechanisms").index(j), "unknown mechanism %q (want %s)", m, strings.Join(knownMechanisms, ", "))
+				case m == MechOAuthBearer && s.OAuthBearer == nil:
+					v.add(sp.key("mechanisms").index(j), "OAUTHBEARER needs the oauthbearer section (jwks_file...)")
+				case m != MechOAuthBearer && s.UsersFile == "":
+					v.add(sp.key("mechanisms").index(j), "%s needs users_file", m)
+				}
+			}
+			if o := s.OAuthBearer; o != nil {
+				if o.JWKSFile == "" {
+					v.add(sp.key("oauthbearer").key("jwks_file"), "required (the issuer's public keys, a JWKS file)")
+				}
+				if o.ClockSkew < 0 {
+					v.add(sp.key("oauthbearer").key("clock_skew"), "must be >= 0, got %s", o.ClockSkew)
 				}
 			}
 			if s.MaxReauth < 0 || s.MaxReauth > 0 && s.MaxReauth < time.Second {
@@ -277,6 +326,12 @@ func (c *Config) validateSecurity(v *validator) {
 			sp := cp.key("sasl")
 			if !slices.Contains(knownMechanisms, s.Mechanism) {
 				v.add(sp.key("mechanism"), "unknown mechanism %q (want %s)", s.Mechanism, strings.Join(knownMechanisms, ", "))
+			}
+			if s.Mechanism == MechOAuthBearer {
+				if (s.TokenFile == "") == (s.TokenEnv == "") {
+					v.add(sp, "set exactly one of token_file and token_env (the token is never written in the config)")
+				}
+				continue
 			}
 			if s.Username == "" && s.UsernameEnv == "" {
 				v.add(sp.key("username"), "required (or username_env)")

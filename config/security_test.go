@@ -133,3 +133,22 @@ func TestGroupPolicyValidation(t *testing.T) {
 		t.Errorf("group rule without groups: %v", err)
 	}
 }
+
+func TestOAuthBearerConfig(t *testing.T) {
+	c := mustParse(t, minimal+"listeners:\n  - listen: 127.0.0.1:9093\n    sasl: { oauthbearer: { jwks_file: /etc/jwks.json, issuer: https://idp, audience: kafka } }\n")
+	s := c.Listeners[0].SASL
+	if len(s.Mechanisms) != 1 || s.Mechanisms[0] != MechOAuthBearer || s.OAuthBearer.ClockSkew != DefaultClockSkew {
+		t.Errorf("defaults: %+v %+v", s, s.OAuthBearer)
+	}
+	for name, tc := range map[string]struct{ yaml, want string }{
+		"oauth without section": {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {users_file: u, mechanisms: [OAUTHBEARER]}}]\n", "OAUTHBEARER needs the oauthbearer section"},
+		"scram without users":   {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_file: j}, mechanisms: [SCRAM-SHA-256]}}]\n", "SCRAM-SHA-256 needs users_file"},
+		"upstream token twice":  {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_file: f, token_env: E} }", 1), "set exactly one of token_file and token_env"},
+	} {
+		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+	ok := strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_env: SRC_TOKEN} }", 1)
+	mustParse(t, ok)
+}

@@ -38,11 +38,20 @@ func proxyListeners(cfg *config.Config, log hclog.Logger) ([]proxy.Listener, err
 			}
 		}
 		if s := l.SASL; s != nil {
-			store, err := secure.OpenUserStore(s.UsersFile, log.With("listener", l.Name))
-			if err != nil {
-				return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+			var store *secure.UserStore
+			if s.UsersFile != "" {
+				if store, err = secure.OpenUserStore(s.UsersFile, log.With("listener", l.Name)); err != nil {
+					return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+				}
 			}
 			pl.SASL = secure.NewAuthenticator(s.Mechanisms, store)
+			if o := s.OAuthBearer; o != nil {
+				v, err := secure.NewOAuthValidator(o.JWKSFile, o.Issuer, o.Audience, o.ClockSkew, o.PrincipalClaim, log.With("listener", l.Name))
+				if err != nil {
+					return nil, fmt.Errorf("listener %s: %w", l.Name, err)
+				}
+				pl.SASL.WithOAuth(v)
+			}
 			pl.MaxReauth = s.MaxReauth
 		}
 		out = append(out, pl)

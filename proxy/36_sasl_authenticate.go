@@ -10,10 +10,12 @@ package proxy
 // closed after the answer, as a broker does. v1+ reports the session
 // lifetime (KIP-368 connections.max.reauth.ms, listener sasl.max_reauth);
 // a connection that has not re-authenticated by then is closed at its
-// next request. A re-authentication must keep the principal.
+// next request. An OAUTHBEARER session also ends when its token expires.
+// A re-authentication must keep the principal.
 
 import (
 	"errors"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -44,7 +46,11 @@ func handleSaslAuthenticate(rc *reqCtx, req *kmsg.SASLAuthenticateRequest) func(
 		resp.ErrorMessage = kmsg.StringPtr(af.Error())
 		rc.closeAfter = true
 		cc.srv.metrics.saslFailures.WithLabelValues(st.mech).Inc()
-		cc.log.Warn("SASL authentication failed", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "reason", err.Error())
+		reason := err.Error()
+		if af.Reason != "" {
+			reason = af.Reason // e.g. why a token was refused; never the token
+		}
+		cc.log.Warn("SASL authentication failed", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "reason", reason)
 		return answer
 	}
 	resp.SASLAuthBytes = out
@@ -52,6 +58,10 @@ func handleSaslAuthenticate(rc *reqCtx, req *kmsg.SASLAuthenticateRequest) func(
 		return answer
 	}
 	user := st.conv.Username()
+	var tokenExpiry time.Time // OAUTHBEARER: the session may not outlive the token
+	if e, ok := st.conv.(interface{ Expiry() time.Time }); ok {
+		tokenExpiry = e.Expiry()
+	}
 	st.conv = nil
 	if st.authenticated && user != st.principal {
 		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
@@ -61,7 +71,6 @@ func handleSaslAuthenticate(rc *reqCtx, req *kmsg.SASLAuthenticateRequest) func(
 		cc.log.Warn("SASL re-authentication refused: a different principal", "principal", st.principal, "new_principal", user)
 		return answer
 	}
-	cc.completeSASL(user)
-	resp.SessionLifetimeMillis = cc.lst.opts.MaxReauth.Milliseconds()
+	resp.SessionLifetimeMillis = cc.completeSASL(user, tokenExpiry).Milliseconds()
 	return answer
 }

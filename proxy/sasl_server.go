@@ -96,7 +96,7 @@ func (cc *clientConn) rawSASLStep(token []byte) error {
 		return errors.New("SASL authentication failed (v0 handshake: closed without an answer, as a broker does)")
 	}
 	if done {
-		cc.completeSASL(st.conv.Username())
+		cc.completeSASL(st.conv.Username(), time.Time{})
 		st.raw = false
 	}
 	s := &slot{key: kmsg.SASLAuthenticate.Int16(), ready: make(chan struct{}), resp: &rawSASLToken{token: out}, start: time.Now()}
@@ -111,18 +111,27 @@ func (cc *clientConn) rawSASLStep(token []byte) error {
 	return nil
 }
 
-// completeSASL records a successful authentication as user.
-func (cc *clientConn) completeSASL(user string) (reauth bool) {
+// completeSASL records a successful authentication as user and returns
+// the session's lifetime (0: unlimited): MaxReauth, and no longer than
+// until tokenExpiry when that is set (OAUTHBEARER).
+func (cc *clientConn) completeSASL(user string, tokenExpiry time.Time) (lifetime time.Duration) {
 	st := &cc.sasl
-	reauth = st.authenticated
+	reauth := st.authenticated
 	st.conv = nil
 	st.authenticated, st.principal = true, user
+	now := time.Now()
+	lifetime = cc.lst.opts.MaxReauth
+	if !tokenExpiry.IsZero() {
+		if left := max(tokenExpiry.Sub(now), time.Millisecond); lifetime == 0 || left < lifetime {
+			lifetime = left
+		}
+	}
 	st.expiry = time.Time{}
-	if d := cc.lst.opts.MaxReauth; d > 0 {
-		st.expiry = time.Now().Add(d)
+	if lifetime > 0 {
+		st.expiry = now.Add(lifetime)
 	}
 	if cc.log.IsDebug() || !reauth {
 		cc.log.Info("SASL authenticated", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "reauthentication", reauth)
 	}
-	return reauth
+	return lifetime
 }

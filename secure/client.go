@@ -7,6 +7,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
@@ -48,6 +49,18 @@ func UpstreamFor(cc *config.ClusterConfig) (Upstream, error) {
 			tc.Certificates = []tls.Certificate{cert}
 		}
 		u.TLS = tc
+	}
+	if s := cc.SASL; s != nil && s.Mechanism == config.MechOAuthBearer {
+		if _, err := config.ReadSecret(s.TokenFile, s.TokenEnv); err != nil {
+			return u, fmt.Errorf("sasl token: %w", err)
+		}
+		file, env := s.TokenFile, s.TokenEnv
+		// Read at every authentication: an agent may refresh the file.
+		u.SASL = oauth.Oauth(func(context.Context) (oauth.Auth, error) {
+			tok, err := config.ReadSecret(file, env)
+			return oauth.Auth{Token: tok}, err
+		})
+		return u, nil
 	}
 	if s := cc.SASL; s != nil {
 		user := s.Username

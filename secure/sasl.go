@@ -14,6 +14,13 @@ import (
 type Authenticator struct {
 	mechs []string
 	store *UserStore
+	oauth *OAuthValidator
+}
+
+// WithOAuth enables OAUTHBEARER against v (when offered in mechs).
+func (a *Authenticator) WithOAuth(v *OAuthValidator) *Authenticator {
+	a.oauth = v
+	return a
 }
 
 // NewAuthenticator offers mechs (validated by config) against store.
@@ -30,7 +37,12 @@ func (a *Authenticator) Supports(mech string) bool { return slices.Contains(a.me
 // ErrAuthFailed is the error of a conversation whose credentials were
 // wrong; its text is what a client is told (the broker's wording), and
 // carries neither the user's password nor which part was wrong.
-type ErrAuthFailed struct{ Mechanism string }
+type ErrAuthFailed struct {
+	Mechanism string
+	// Reason is for kproxy's log only (a token's validation error, say);
+	// it never carries a secret.
+	Reason string
+}
 
 func (e *ErrAuthFailed) Error() string {
 	return "Authentication failed during authentication due to invalid credentials with SASL mechanism " + e.Mechanism
@@ -53,8 +65,14 @@ func (a *Authenticator) Start(mech string) (Conversation, error) {
 	if !a.Supports(mech) {
 		return nil, fmt.Errorf("unsupported SASL mechanism %s", mech)
 	}
-	if mech == "PLAIN" {
+	switch mech {
+	case "PLAIN":
 		return &plainConv{store: a.store}, nil
+	case "OAUTHBEARER":
+		if a.oauth == nil {
+			return nil, fmt.Errorf("unsupported SASL mechanism %s", mech)
+		}
+		return &oauthConv{v: a.oauth}, nil
 	}
 	h, ok := hashFor(mech)
 	if !ok {

@@ -296,3 +296,45 @@ func TestSetUserKeepsOthers(t *testing.T) {
 		t.Error("a broken file was rewritten")
 	}
 }
+
+// OAUTHBEARER tokens are checked for signature, issuer, audience and
+// expiry (with skew); the principal is the sub claim.
+func TestOAuthValidator(t *testing.T) {
+	iss := securetest.NewIssuer(t, "k1")
+	path := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, iss.JWKS(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := NewOAuthValidator(path, "https://idp", "kafka", 30*time.Second, "", hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, exp, err := v.Validate(iss.Token(t, "svc-a", "https://idp", "kafka", time.Hour))
+	if err != nil || p != "svc-a" || time.Until(exp) < 59*time.Minute {
+		t.Fatalf("good token: %q %v %v", p, exp, err)
+	}
+	if _, _, err := v.Validate(iss.Token(t, "svc-a", "https://idp", "kafka", -10*time.Second)); err != nil {
+		t.Errorf("a token 10s past expiry within 30s skew: %v", err)
+	}
+	other := securetest.NewIssuer(t, "k1")
+	for name, tok := range map[string]string{
+		"expired":      iss.Token(t, "svc-a", "https://idp", "kafka", -time.Hour),
+		"wrong issuer": iss.Token(t, "svc-a", "https://evil", "kafka", time.Hour),
+		"wrong aud":    iss.Token(t, "svc-a", "https://idp", "other", time.Hour),
+		"wrong key":    other.Token(t, "svc-a", "https://idp", "kafka", time.Hour),
+		"garbage":      "not.a.jwt",
+	} {
+		if _, _, err := v.Validate(tok); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	a := NewAuthenticator([]string{"OAUTHBEARER"}, nil).WithOAuth(v)
+	conv, err := a.Start("OAUTHBEARER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := "n,,\x01auth=Bearer " + iss.Token(t, "svc-b", "https://idp", "kafka", time.Hour) + "\x01\x01"
+	if _, done, err := conv.Step([]byte(msg)); err != nil || !done || conv.Username() != "svc-b" {
+		t.Errorf("conversation: done %v user %q err %v", done, conv.Username(), err)
+	}
+}
