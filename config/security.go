@@ -193,6 +193,11 @@ type AdminHTTP struct {
 	// Insecure allows an admin address off loopback with no token, on
 	// purpose; kproxy warns at start. Default false.
 	Insecure bool `yaml:"insecure"`
+
+	// TLS serves the admin HTTP over TLS (HTTPS), with the same keys and
+	// certificate reload as a listener's tls; client_ca_file makes it
+	// mTLS. Default: plain HTTP.
+	TLS *ServerTLS `yaml:"tls"`
 }
 
 // UnmarshalYAML accepts the short form (an address) and the map form.
@@ -343,9 +348,18 @@ func (c *Config) validateSecurity(v *validator) {
 	}
 
 	a := c.AdminHTTP
+	if t := a.TLS; t != nil {
+		tp := top("admin").key("tls")
+		if t.CertFile == "" || t.KeyFile == "" {
+			v.add(tp, "cert_file and key_file are required")
+		}
+		if !tlsVersions[t.MinVersion] {
+			v.add(tp.key("min_version"), "unknown TLS version %q (want 1.2 or 1.3)", t.MinVersion)
+		}
+	}
 	if a.Address != "" {
-		if host, ok := v.hostPort(top("admin"), a.Address, hostOptional); ok && !IsLoopback(host) && a.TokenFile == "" && !a.Insecure {
-			v.add(top("admin"), "%q is reachable from other machines: set admin.token_file (a bearer token), or admin.insecure: true to run it unprotected on purpose", a.Address)
+		if host, ok := v.hostPort(top("admin"), a.Address, hostOptional); ok && !IsLoopback(host) && a.TokenFile == "" && (a.TLS == nil || a.TLS.ClientCAFile == "") && !a.Insecure {
+			v.add(top("admin"), "%q is reachable from other machines: set admin.token_file (a bearer token) or admin.tls.client_ca_file (mTLS), or admin.insecure: true to run it unprotected on purpose", a.Address)
 		}
 	}
 }

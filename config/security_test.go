@@ -152,3 +152,10 @@ func TestOAuthBearerConfig(t *testing.T) {
 	ok := strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_env: SRC_TOKEN} }", 1)
 	mustParse(t, ok)
 }
+
+func TestAdminMTLSCountsAsProtection(t *testing.T) {
+	mustParse(t, minimal+"admin: { address: 0.0.0.0:9644, tls: { cert_file: c, key_file: k, client_ca_file: ca } }\n")
+	if _, err := Parse([]byte(minimal + "admin: { address: 0.0.0.0:9644, tls: { cert_file: c, key_file: k } }\n")); err == nil {
+		t.Error("TLS without a token or client certificates off loopback was accepted")
+	}
+}

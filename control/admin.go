@@ -1,6 +1,7 @@
 package control
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -99,13 +100,22 @@ func startAdmin(addr string, inst *Instance) (*adminServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)
 	}
-	if host, _, _ := net.SplitHostPort(addr); !config.IsLoopback(host) && sec.TokenFile == "" {
+	mtls := sec.TLS != nil && sec.TLS.ClientCAFile != ""
+	if host, _, _ := net.SplitHostPort(addr); !config.IsLoopback(host) && sec.TokenFile == "" && !mtls {
 		inst.log.Warn("admin http is reachable from other machines without a token (admin.insecure: true): anyone who can connect reads /status and /metrics", "addr", addr)
+	}
+	if sec.TLS != nil {
+		tc, err := secure.ServerTLS(sec.TLS, inst.log.Named("admin-tls"))
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("admin tls: %w", err)
+		}
+		ln = tls.NewListener(ln, tc)
 	}
 	a := &adminServer{Server: &http.Server{Handler: handler, ReadHeaderTimeout: adminReadHeaderTimeout, ReadTimeout: adminReadTimeout,
 		IdleTimeout: adminIdleTimeout, MaxHeaderBytes: adminMaxHeaderBytes}, ln: ln}
 	go func() { _ = a.Serve(ln) }()
-	inst.log.Info("admin http listening", "addr", ln.Addr().String())
+	inst.log.Info("admin http listening", "addr", ln.Addr().String(), "tls", sec.TLS != nil, "token", sec.TokenFile != "", "pprof", sec.Pprof)
 	return a, nil
 }
 

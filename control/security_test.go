@@ -83,7 +83,7 @@ listeners:
     listen: %s
     tls: { cert_file: %s, key_file: %s }
     sasl: { users_file: %s, max_reauth: 1h }
-admin: { address: %s, token_file: %s }
+admin: { address: %s, token_file: %s, tls: { cert_file: %s, key_file: %s } }
 state_dir: %s
 clusters:
   source:
@@ -91,7 +91,7 @@ clusters:
     sasl: { mechanism: SCRAM-SHA-512, username: kproxy-svc, password_env: KPROXY_TEST_SRC_PASSWORD }
 routes:
   default: source
-`, listen, certFile, keyFile, usersFile, admin, tokenFile, dir, src.ListenAddrs()[0])
+`, listen, certFile, keyFile, usersFile, admin, tokenFile, certFile, keyFile, dir, src.ListenAddrs()[0])
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
@@ -127,8 +127,15 @@ routes:
 	}
 	bad.Close()
 
+	if resp, err := http.Get("http://" + admin + "/status"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("plain HTTP to the TLS admin server: %d, want 400", resp.StatusCode)
+		}
+	}
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.ClientTLS(t, nil, nil)}}
 	get := func(path string) (int, string) {
-		resp, err := http.Get("http://" + admin + path)
+		resp, err := https.Get("https://" + admin + path)
 		if err != nil {
 			t.Fatal(err)
 		}
