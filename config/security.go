@@ -187,7 +187,8 @@ type AdminHTTP struct {
 
 	// TokenFile holds the bearer token every admin request except
 	// /healthz and /readyz must carry ("Authorization: Bearer <token>").
-	// Required when Address is off loopback, unless Insecure is set.
+	// Off loopback, TLS with a token or with client certificates is
+	// required, unless Insecure is set.
 	TokenFile string `yaml:"token_file"`
 
 	// Insecure allows an admin address off loopback with no token, on
@@ -358,8 +359,8 @@ func (c *Config) validateSecurity(v *validator) {
 		}
 	}
 	if a.Address != "" {
-		if host, ok := v.hostPort(top("admin"), a.Address, hostOptional); ok && !IsLoopback(host) && a.TokenFile == "" && (a.TLS == nil || a.TLS.ClientCAFile == "") && !a.Insecure {
-			v.add(top("admin"), "%q is reachable from other machines: set admin.token_file (a bearer token) or admin.tls.client_ca_file (mTLS), or admin.insecure: true to run it unprotected on purpose", a.Address)
+		if host, ok := v.hostPort(top("admin"), a.Address, hostOptional); ok && !IsLoopback(host) && !a.Insecure && (a.TLS == nil || a.TokenFile == "" && a.TLS.ClientCAFile == "") {
+			v.add(top("admin"), "%q is reachable from other machines: set admin.tls with admin.token_file (a bearer token) or admin.tls.client_ca_file (mTLS), or admin.insecure: true to run it unprotected on purpose", a.Address)
 		}
 	}
 }

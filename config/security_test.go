@@ -16,7 +16,7 @@ listeners:
            principal_mapping: [{pattern: "^CN=([^,]+)", principal: "$1", case: lower}] }
     sasl: { users_file: /etc/kproxy/users.yaml, max_reauth: 1h }
   - listen: 127.0.0.1:9092
-admin: { address: 0.0.0.0:9644, token_file: /etc/kproxy/admin.token, pprof: true }
+admin: { address: 0.0.0.0:9644, token_file: /etc/kproxy/admin.token, pprof: true, tls: { cert_file: a.crt, key_file: a.key } }
 clusters:
   source:
     bootstrap: [src:9093]
@@ -155,7 +155,13 @@ func TestOAuthBearerConfig(t *testing.T) {
 
 func TestAdminMTLSCountsAsProtection(t *testing.T) {
 	mustParse(t, minimal+"admin: { address: 0.0.0.0:9644, tls: { cert_file: c, key_file: k, client_ca_file: ca } }\n")
-	if _, err := Parse([]byte(minimal + "admin: { address: 0.0.0.0:9644, tls: { cert_file: c, key_file: k } }\n")); err == nil {
-		t.Error("TLS without a token or client certificates off loopback was accepted")
+	mustParse(t, minimal+"admin: { address: 0.0.0.0:9644, token_file: t, tls: { cert_file: c, key_file: k } }\n")
+	for _, doc := range []string{
+		"admin: { address: 0.0.0.0:9644, tls: { cert_file: c, key_file: k } }\n",
+		"admin: { address: 0.0.0.0:9644, token_file: t }\n", // a token in clear over the network
+	} {
+		if _, err := Parse([]byte(minimal + doc)); err == nil {
+			t.Errorf("accepted off loopback: %s", doc)
+		}
 	}
 }
