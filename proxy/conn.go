@@ -233,7 +233,9 @@ func (cc *clientConn) readLoop() error {
 		}
 		released, err := cc.dispatch(body, charged)
 		if err != nil {
-			cc.srv.metrics.badFrames.Inc()
+			if !errors.Is(err, errSASLState) { // counted as closed{reason}
+				cc.srv.metrics.badFrames.Inc()
+			}
 			return err
 		}
 		if released && cap(body) <= 8<<20 {

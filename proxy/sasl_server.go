@@ -65,14 +65,18 @@ func (cc *clientConn) admit(key int16) error {
 	st := &cc.sasl
 	if !st.authenticated {
 		cc.srv.metrics.closed.WithLabelValues("sasl_state").Inc()
-		return fmt.Errorf("%s before SASL authentication completed (ILLEGAL_SASL_STATE); closing as a broker does", kmsg.NameForKey(key))
+		return fmt.Errorf("%w: %s before SASL authentication completed (ILLEGAL_SASL_STATE); closing as a broker does", errSASLState, kmsg.NameForKey(key))
 	}
 	if !st.expiry.IsZero() && time.Now().After(st.expiry) {
 		cc.srv.metrics.closed.WithLabelValues("sasl_expired").Inc()
-		return fmt.Errorf("SASL session of %s expired without re-authentication (connections.max.reauth.ms); closing as a broker does", st.principal)
+		return fmt.Errorf("%w: session of %s expired without re-authentication (connections.max.reauth.ms); closing as a broker does", errSASLState, st.principal)
 	}
 	return nil
 }
+
+// errSASLState ends a connection that sent a request its SASL state does
+// not allow.
+var errSASLState = errors.New("SASL state")
 
 // rawSASLToken is the answer to a bare token after a v0 SaslHandshake: a
 // size-prefixed token with no response header. The write loop sends it
