@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -17,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/kproxy/kproxy/secure/securetest"
 )
@@ -93,10 +96,12 @@ log.cleaner.dedupe.buffer.size=16777216
 		t.Fatal(err)
 	}
 	cp := libs + "/*"
+	// A cluster id is 16 random bytes in base64url; one that starts with
+	// '-' would read as an option, so pass it with '='.
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
 	format := exec.Command("java", "-Xmx256m", "-XX:+UseSerialGC", "-cp", cp, "kafka.tools.StorageTool", "format",
-		"-t", base64.RawURLEncoding.EncodeToString(id), "-c", propsFile,
+		"--cluster-id="+base64.RawURLEncoding.EncodeToString(id), "-c", propsFile,
 		"--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", user, pass))
 	if out, err := format.CombinedOutput(); err != nil {
 		t.Fatalf("formatting the secured broker: %v\n%s", err, out)
@@ -140,8 +145,9 @@ log.cleaner.dedupe.buffer.size=16777216
 }
 
 // kproxy reaches a real SASL_SSL broker with its own SCRAM-SHA-512 (and
-// then PLAIN) credential from the environment, and a plaintext client
-// produces and consumes through it; the password appears in no output.
+// then PLAIN) credential from the environment: a plaintext client produces
+// and consumes through it, the replicator copies the secured source to the
+// target, and the password appears in no output.
 func TestUpstreamSASLSSLRealBroker(t *testing.T) {
 	const pass = "broker-side-pw-6a1f0e"
 	b := startSecureBroker(t, "kproxy", pass)
@@ -150,23 +156,28 @@ func TestUpstreamSASLSSLRealBroker(t *testing.T) {
 	t.Setenv("KPROXY_IT_SOURCE_PASSWORD", pass)
 	for _, mech := range []string{"SCRAM-SHA-512", "PLAIN"} {
 		t.Run(mech, func(t *testing.T) {
+			// The topic exists before kproxy starts: the replicator
+			// resolves replicate: when it starts.
+			topic := fmt.Sprintf("secure-up-%s-%d", strings.ToLower(mech), time.Now().UnixNano())
+			b.createTopic(t, "kproxy", pass, topic, 2)
 			listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			cfgPath := filepath.Join(dir, mech+".yaml")
 			writeConfig(t, cfgPath, fmt.Sprintf(`
 listen: %s
 admin: %s
+state_dir: %s
 clusters:
   source:
     bootstrap: [%s]
     tls: { ca_file: %s }
     sasl: { mechanism: %s, username: kproxy, password_env: KPROXY_IT_SOURCE_PASSWORD }
+  target: { bootstrap: [%s] }
 routes:
   default: source
-`, listen, admin, b.addr, b.caFile, mech))
+replicate: [%s]
+`, listen, admin, filepath.Join(dir, mech+"-state"), b.addr, b.caFile, mech, env.target, topic))
 			_, logs := runKproxy(t, exe, cfgPath)
-			topic := fmt.Sprintf("secure-up-%s-%d", strings.ToLower(mech), time.Now().UnixNano())
-			createTopic(t, listen, topic, 2)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 			cl, err := kgo.NewClient(kgo.SeedBrokers(listen), kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
@@ -193,9 +204,54 @@ routes:
 				}
 				fs.EachRecord(func(r *kgo.Record) { seen[string(r.Value)] = true })
 			}
+			// The replicator reads the secured source with the same
+			// settings: the records reach the (plaintext) target.
+			tcl, err := kgo.NewClient(kgo.SeedBrokers(env.target))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tcl.Close()
+			adm := kadm.NewClient(tcl)
+			waitFor(t, "the replicator to copy the secured source's records", func() bool {
+				ends, err := adm.ListEndOffsets(ctx, topic)
+				if err != nil {
+					return false
+				}
+				var total int64
+				ends.Each(func(o kadm.ListedOffset) {
+					if o.Err == nil {
+						total += o.Offset
+					}
+				})
+				return total == n
+			})
 			if strings.Contains(logs.String(), pass) {
 				t.Error("the upstream password is in kproxy's log")
 			}
 		})
+	}
+}
+
+// createTopic creates topic on the secured broker directly, over TLS with
+// SCRAM-SHA-512.
+func (b *secureBroker) createTopic(t *testing.T, user, pass, topic string, partitions int32) {
+	t.Helper()
+	caPEM, err := os.ReadFile(b.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.DialTLSConfig(&tls.Config{RootCAs: pool}),
+		kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic)
+	if err != nil || resp.Err != nil {
+		t.Fatalf("creating %s on the secured broker: %v %v", topic, err, resp.Err)
 	}
 }
