@@ -432,6 +432,20 @@ type Policy struct {
 	// principal may join, commit to, fetch offsets of, describe or find
 	// the coordinator of a group only as a rule allows. Default empty.
 	Groups []GroupRule `yaml:"groups"`
+
+	// TransactionalIDs, with at least one rule, governs transactional
+	// producers: InitProducerID with a transactional id, AddPartitionsToTxn,
+	// AddOffsetsToTxn, EndTxn, TxnOffsetCommit and FindCoordinator for a
+	// transaction need a rule for the id. Default empty.
+	TransactionalIDs []TxnRule `yaml:"transactional_ids"`
+}
+
+// TxnRule allows principals to use some transactional ids.
+type TxnRule struct {
+	// Principals are names or globs, as in AdminRule. Required.
+	Principals []string `yaml:"principals"`
+	// IDs are transactional ids or globs (path.Match). Required.
+	IDs []string `yaml:"ids"`
 }
 
 // GroupRule allows principals to use some consumer groups.
@@ -497,21 +511,27 @@ func (c *Config) validatePolicy(v *validator) {
 			}
 		}
 	}
-	gp := top("policy").key("groups")
-	for i, r := range c.Policy.Groups {
-		for _, f := range []struct {
-			key   string
-			globs []string
-		}{{"principals", r.Principals}, {"groups", r.Groups}} {
+	type globs struct {
+		key   string
+		globs []string
+	}
+	check := func(p yamlPath, fields ...globs) {
+		for _, f := range fields {
 			if len(f.globs) == 0 {
-				v.add(gp.index(i).key(f.key), "at least one name or glob is required")
+				v.add(p.key(f.key), "at least one name or glob is required")
 			}
 			for j, g := range f.globs {
 				if _, err := path.Match(g, ""); err != nil || g == "" {
-					v.add(gp.index(i).key(f.key).index(j), "not a name or glob: %q", g)
+					v.add(p.key(f.key).index(j), "not a name or glob: %q", g)
 				}
 			}
 		}
+	}
+	for i, r := range c.Policy.Groups {
+		check(top("policy").key("groups").index(i), globs{"principals", r.Principals}, globs{"groups", r.Groups})
+	}
+	for i, r := range c.Policy.TransactionalIDs {
+		check(top("policy").key("transactional_ids").index(i), globs{"principals", r.Principals}, globs{"ids", r.IDs})
 	}
 	tp := top("policy").key("topics")
 	for i, r := range c.Policy.Topics {

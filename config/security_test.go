@@ -165,3 +165,13 @@ func TestAdminMTLSCountsAsProtection(t *testing.T) {
 		}
 	}
 }
+
+func TestTxnPolicyValidation(t *testing.T) {
+	c := mustParse(t, minimal+"policy:\n  transactional_ids:\n    - { principals: [\"app-*\"], ids: [\"orders-tx-*\"] }\n")
+	if len(c.Policy.TransactionalIDs) != 1 || c.Policy.TransactionalIDs[0].IDs[0] != "orders-tx-*" {
+		t.Fatalf("policy %+v", c.Policy)
+	}
+	if _, err := Parse([]byte(minimal + "policy:\n  transactional_ids:\n    - { principals: [a] }\n")); err == nil || !strings.Contains(err.Error(), "policy.transactional_ids[0].ids") {
+		t.Errorf("rule without ids: %v", err)
+	}
+}

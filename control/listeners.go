@@ -71,6 +71,9 @@ func proxyPolicy(cfg *config.Config) *proxy.Policy {
 	for _, r := range cfg.Policy.Groups {
 		p.Groups = append(p.Groups, proxy.GroupRule{Principals: r.Principals, Groups: r.Groups})
 	}
+	for _, r := range cfg.Policy.TransactionalIDs {
+		p.Txns = append(p.Txns, proxy.TxnRule{Principals: r.Principals, TransactionalIDs: r.IDs})
+	}
 	for _, r := range cfg.Policy.Topics {
 		p.Topics = append(p.Topics, proxy.TopicRule{Principals: r.Principals, Topics: r.Topics, Operations: r.Operations})
 	}

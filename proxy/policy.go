@@ -8,7 +8,7 @@ package proxy
 // described. A refusal is the answer a broker's authorizer gives (every
 // item of the request gets TOPIC_, GROUP_ or CLUSTER_AUTHORIZATION_FAILED)
 // and nothing is sent upstream. With group rules, the group APIs need the
-// group. Transactional-id rules are not done yet (docs/security.md).
+// group; with transactional-id rules, the transaction APIs need the id.
 
 import (
 	"path"
@@ -40,6 +40,7 @@ type Policy struct {
 	Admin  []AdminRule
 	Topics []TopicRule
 	Groups []GroupRule
+	Txns   []TxnRule
 }
 
 // allowsTopic reports whether principal may perform op on topic.
@@ -113,6 +114,9 @@ func (cc *clientConn) policyDenial(req kmsg.Request) kmsg.Response {
 		return resp
 	}
 	if resp := cc.groupDenial(p, req); resp != nil {
+		return resp
+	}
+	if resp := cc.txnDenial(p, req); resp != nil {
 		return resp
 	}
 	op, governed := adminOps[req.Key()]
@@ -550,6 +554,122 @@ func (cc *clientConn) groupDenial(p *Policy, req kmsg.Request) kmsg.Response {
 			dr.Groups = append(dr.Groups, rg)
 		}
 		resp = dr
+	default:
+		return nil
+	}
+	cc.srv.metrics.policyDenials.WithLabelValues(principal, kmsg.NameForKey(req.Key())).Inc()
+	if cc.log.IsDebug() {
+		cc.log.Debug("request denied by policy", "principal", principal, "api", kmsg.NameForKey(req.Key()))
+	}
+	return resp
+}
+
+// TxnRule allows principals to use transactional ids (names or globs).
+type TxnRule struct {
+	Principals       []string
+	TransactionalIDs []string
+}
+
+// allowsTxn reports whether principal may use transactional id id.
+func (p *Policy) allowsTxn(principal, id string) bool {
+	if len(p.Txns) == 0 {
+		return true
+	}
+	for _, r := range p.Txns {
+		if matchAny(r.Principals, principal) && matchAny(r.TransactionalIDs, id) {
+			return true
+		}
+	}
+	return false
+}
+
+// txnDenial refuses a transactional request naming a transactional id the
+// principal may not use, with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+// Idempotent producers (InitProducerID without a transactional id) are
+// not governed.
+func (cc *clientConn) txnDenial(p *Policy, req kmsg.Request) kmsg.Response {
+	if len(p.Txns) == 0 {
+		return nil
+	}
+	principal := cc.Principal()
+	denied := func(ids ...string) bool {
+		return slices.ContainsFunc(ids, func(id string) bool { return !p.allowsTxn(principal, id) })
+	}
+	code := kerr.TransactionalIDAuthorizationFailed.Code
+	var resp kmsg.Response
+	switch r := req.(type) {
+	case *kmsg.FindCoordinatorRequest:
+		if r.CoordinatorType != 1 {
+			return nil
+		}
+		keys := r.CoordinatorKeys
+		if r.Version < 4 {
+			keys = []string{r.CoordinatorKey}
+		}
+		if !denied(keys...) {
+			return nil
+		}
+		fr := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
+		fr.ErrorCode, fr.NodeID, fr.Port = code, -1, -1
+		for _, k := range r.CoordinatorKeys {
+			c := kmsg.NewFindCoordinatorResponseCoordinator()
+			c.Key, c.NodeID, c.Port, c.ErrorCode = k, -1, -1, code
+			fr.Coordinators = append(fr.Coordinators, c)
+		}
+		resp = fr
+	case *kmsg.InitProducerIDRequest:
+		if r.TransactionalID == nil || !denied(*r.TransactionalID) {
+			return nil
+		}
+		ir := r.ResponseKind().(*kmsg.InitProducerIDResponse)
+		ir.ErrorCode, ir.ProducerID, ir.ProducerEpoch = code, -1, -1
+		resp = ir
+	case *kmsg.AddPartitionsToTxnRequest:
+		if !denied(r.TransactionalID) {
+			return nil
+		}
+		ar := r.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewAddPartitionsToTxnResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			ar.Topics = append(ar.Topics, rt)
+		}
+		resp = ar
+	case *kmsg.AddOffsetsToTxnRequest:
+		if !denied(r.TransactionalID) {
+			return nil
+		}
+		ar := r.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+		ar.ErrorCode = code
+		resp = ar
+	case *kmsg.EndTxnRequest:
+		if !denied(r.TransactionalID) {
+			return nil
+		}
+		er := r.ResponseKind().(*kmsg.EndTxnResponse)
+		er.ErrorCode = code
+		resp = er
+	case *kmsg.TxnOffsetCommitRequest:
+		if !denied(r.TransactionalID) {
+			return nil
+		}
+		tr := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+		for _, t := range r.Topics {
+			rt := kmsg.NewTxnOffsetCommitResponseTopic()
+			rt.Topic = t.Topic
+			for _, part := range t.Partitions {
+				rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+				rp.Partition, rp.ErrorCode = part.Partition, code
+				rt.Partitions = append(rt.Partitions, rp)
+			}
+			tr.Topics = append(tr.Topics, rt)
+		}
+		resp = tr
 	default:
 		return nil
 	}

@@ -244,3 +244,40 @@ func TestPolicyGovernsGroups(t *testing.T) {
 		t.Errorf("OffsetFetch naming a refused group: %+v", ofr.Groups)
 	}
 }
+
+// With transactional-id rules, a transactional producer may use only the
+// ids a rule allows (TRANSACTIONAL_ID_AUTHORIZATION_FAILED otherwise);
+// idempotent producers are not governed.
+func TestPolicyGovernsTransactionalIDs(t *testing.T) {
+	r := newSecureRig(t, 0)
+	r.srv.SetPolicy(&Policy{Txns: []TxnRule{{Principals: []string{"app*"}, TransactionalIDs: []string{"orders-tx-*"}}}})
+	mech := scram.Auth{User: saslUser, Pass: saslPassword}.AsSha512Mechanism()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	ok := r.client(t, mech, kgo.TransactionalID("orders-tx-1"))
+	if err := ok.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ok.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte("tx")}).FirstErr(); err != nil {
+		t.Fatalf("transactional produce with an allowed id: %v", err)
+	}
+	if err := ok.EndTransaction(ctx, kgo.TryCommit); err != nil {
+		t.Fatalf("commit with an allowed id: %v", err)
+	}
+
+	init := kmsg.NewPtrInitProducerIDRequest()
+	init.TransactionalID = kmsg.StringPtr("payroll-tx-1")
+	init.TransactionTimeoutMillis = 10000
+	resp, err := init.RequestWith(ctx, ok.Broker(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ErrorCode != kerr.TransactionalIDAuthorizationFailed.Code || resp.ProducerID != -1 {
+		t.Errorf("InitProducerID for a refused id: code %d pid %d", resp.ErrorCode, resp.ProducerID)
+	}
+	idem := kmsg.NewPtrInitProducerIDRequest()
+	if resp, err := idem.RequestWith(ctx, ok.Broker(0)); err != nil || resp.ErrorCode != 0 {
+		t.Errorf("idempotent InitProducerID: %v %v", err, resp)
+	}
+}
