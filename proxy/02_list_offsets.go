@@ -13,49 +13,42 @@ import (
 )
 
 func handleListOffsets(rc *reqCtx, req *kmsg.ListOffsetsRequest) func() kmsg.Response {
+	type (
+		asked  = kmsg.ListOffsetsRequestTopicPartition
+		answer = kmsg.ListOffsetsResponseTopicPartition
+	)
 	return func() kmsg.Response {
-		s := rc.srv()
-		router := s.routes()
-		split := newLeaderSplit[kmsg.ListOffsetsRequestTopicPartition](rc, func(partition int32, code int16) kmsg.ListOffsetsResponseTopicPartition {
-			p := kmsg.NewListOffsetsResponseTopicPartition()
-			p.Partition, p.ErrorCode, p.Offset, p.Timestamp = partition, code, -1, -1
-			return p
+		return forwardByLeader(rc, byLeader[asked, answer]{
+			route:      readRoute,
+			topics:     topicsOf(req.Topics, func(t kmsg.ListOffsetsRequestTopic) (string, []asked) { return t.Topic, t.Partitions }),
+			partition:  func(p asked) int32 { return p.Partition },
+			toUpstream: func(_ partPlan, p *asked) { epochsListOffsetsRequestPartition(p) },
+			errorPart: func(partition int32, code int16) answer {
+				p := kmsg.NewListOffsetsResponseTopicPartition()
+				p.Partition, p.ErrorCode, p.Offset, p.Timestamp = partition, code, -1, -1
+				return p
+			},
+			subRequest: func(topics []topicParts[asked]) kmsg.Request {
+				sub := *req
+				sub.Topics = kmsgTopics(topics, func(topic string, parts []asked) kmsg.ListOffsetsRequestTopic {
+					return kmsg.ListOffsetsRequestTopic{Topic: topic, Partitions: parts}
+				})
+				return &sub
+			},
+			answer: func(r kmsg.Response) ([]topicParts[answer], int32) {
+				a := r.(*kmsg.ListOffsetsResponse)
+				return topicsOf(a.Topics, func(t kmsg.ListOffsetsResponseTopic) (string, []answer) { return t.Topic, t.Partitions }), a.ThrottleMillis
+			},
+			answerKey: func(p *answer) (int32, int16) { return p.Partition, p.ErrorCode },
+			toClient:  virtListOffsetsPartition,
+			respond: func(topics []topicParts[answer], throttle int32) kmsg.Response {
+				resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+				resp.ThrottleMillis = throttle
+				resp.Topics = kmsgTopics(topics, func(topic string, parts []answer) kmsg.ListOffsetsResponseTopic {
+					return kmsg.ListOffsetsResponseTopic{Topic: topic, Partitions: parts}
+				})
+				return resp
+			},
 		})
-		for _, t := range req.Topics {
-			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
-			for _, p := range t.Partitions {
-				pl, code := s.offsetsPlan(cluster, t.Topic, p.Partition, router.Replicated(t.Topic))
-				if code != 0 {
-					split.fail(t.Topic, p.Partition, code)
-					continue
-				}
-				epochsListOffsetsRequestPartition(&p)
-				split.add(pl, t.Topic, p.Partition, p)
-			}
-		}
-		resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
-		merged := split.run(func(topics []topicParts[kmsg.ListOffsetsRequestTopicPartition]) kmsg.Request {
-			sub := *req
-			sub.Topics = nil
-			for _, tp := range topics {
-				sub.Topics = append(sub.Topics, kmsg.ListOffsetsRequestTopic{Topic: tp.topic, Partitions: tp.parts})
-			}
-			return &sub
-		}, func(a *splitAnswer, r kmsg.Response) {
-			lr := r.(*kmsg.ListOffsetsResponse)
-			resp.ThrottleMillis = max(resp.ThrottleMillis, lr.ThrottleMillis)
-			for _, t := range lr.Topics {
-				for _, p := range t.Partitions {
-					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
-						virtListOffsetsPartition(pl, &p)
-						split.answer(t.Topic, p)
-					}
-				}
-			}
-		})
-		for _, tp := range merged {
-			resp.Topics = append(resp.Topics, kmsg.ListOffsetsResponseTopic{Topic: tp.topic, Partitions: tp.parts})
-		}
-		return resp
 	}
 }

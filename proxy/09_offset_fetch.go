@@ -4,7 +4,7 @@ package proxy
 // OffsetCommit). Route: each group's home coordinator, plus the cluster that
 // holds commits for topics the home cluster lacks (group_offsets.go); v8+
 // batches groups, answered group by group. Committed offsets are virtual and
-// pass through; epochs are cleared (ident_epoch.go). A group held for a
+// pass through; epochs are cleared (virt_epochs.go). A group held for a
 // home move answers NOT_COORDINATOR (group_hold.go).
 
 import (

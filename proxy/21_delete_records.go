@@ -17,56 +17,52 @@ import (
 )
 
 func handleDeleteRecords(rc *reqCtx, req *kmsg.DeleteRecordsRequest) func() kmsg.Response {
+	type (
+		asked  = kmsg.DeleteRecordsRequestTopicPartition
+		answer = kmsg.DeleteRecordsResponseTopicPartition
+	)
 	return func() kmsg.Response {
-		s := rc.srv()
-		router := s.routes()
-		split := newLeaderSplit[kmsg.DeleteRecordsRequestTopicPartition](rc, func(partition int32, code int16) kmsg.DeleteRecordsResponseTopicPartition {
-			p := kmsg.NewDeleteRecordsResponseTopicPartition()
-			p.Partition, p.ErrorCode, p.LowWatermark = partition, code, -1
-			return p
+		return forwardByLeader(rc, byLeader[asked, answer]{
+			route:      deleteRecordsRoute,
+			topics:     topicsOf(req.Topics, func(t kmsg.DeleteRecordsRequestTopic) (string, []asked) { return t.Topic, t.Partitions }),
+			partition:  func(p asked) int32 { return p.Partition },
+			toUpstream: func(pl partPlan, p *asked) { offsetsDeleteRecordsRequestPartition(pl.offsets, p) },
+			errorPart: func(partition int32, code int16) answer {
+				p := kmsg.NewDeleteRecordsResponseTopicPartition()
+				p.Partition, p.ErrorCode, p.LowWatermark = partition, code, -1
+				return p
+			},
+			subRequest: func(topics []topicParts[asked]) kmsg.Request {
+				sub := *req
+				sub.Topics = kmsgTopics(topics, func(topic string, parts []asked) kmsg.DeleteRecordsRequestTopic {
+					return kmsg.DeleteRecordsRequestTopic{Topic: topic, Partitions: parts}
+				})
+				return &sub
+			},
+			answer: func(r kmsg.Response) ([]topicParts[answer], int32) {
+				a := r.(*kmsg.DeleteRecordsResponse)
+				return topicsOf(a.Topics, func(t kmsg.DeleteRecordsResponseTopic) (string, []answer) { return t.Topic, t.Partitions }), a.ThrottleMillis
+			},
+			answerKey: func(p *answer) (int32, int16) { return p.Partition, p.ErrorCode },
+			toClient:  virtDeleteRecordsPartition,
+			respond: func(topics []topicParts[answer], throttle int32) kmsg.Response {
+				resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
+				resp.ThrottleMillis = throttle
+				resp.Topics = kmsgTopics(topics, func(topic string, parts []answer) kmsg.DeleteRecordsResponseTopic {
+					return kmsg.DeleteRecordsResponseTopic{Topic: topic, Partitions: parts}
+				})
+				return resp
+			},
 		})
-		for _, t := range req.Topics {
-			if router.Replicated(t.Topic) {
-				rc.cc.log.Warn("DeleteRecords refused: the topic is replicated, and a delete on one cluster would not reach its copy (docs/decisions/007)", "topic", t.Topic)
-				for _, p := range t.Partitions {
-					split.fail(t.Topic, p.Partition, kerr.PolicyViolation.Code)
-				}
-				continue
-			}
-			cluster := router.ProduceCluster(t.Topic, rc.client)
-			for _, p := range t.Partitions {
-				pl, code := s.offsetsPlan(cluster, t.Topic, p.Partition, false)
-				if code != 0 {
-					split.fail(t.Topic, p.Partition, code)
-					continue
-				}
-				offsetsDeleteRecordsRequestPartition(pl.offsets, &p)
-				split.add(pl, t.Topic, p.Partition, p)
-			}
-		}
-		resp := req.ResponseKind().(*kmsg.DeleteRecordsResponse)
-		merged := split.run(func(topics []topicParts[kmsg.DeleteRecordsRequestTopicPartition]) kmsg.Request {
-			sub := *req
-			sub.Topics = nil
-			for _, tp := range topics {
-				sub.Topics = append(sub.Topics, kmsg.DeleteRecordsRequestTopic{Topic: tp.topic, Partitions: tp.parts})
-			}
-			return &sub
-		}, func(a *splitAnswer, r kmsg.Response) {
-			dr := r.(*kmsg.DeleteRecordsResponse)
-			resp.ThrottleMillis = max(resp.ThrottleMillis, dr.ThrottleMillis)
-			for _, t := range dr.Topics {
-				for _, p := range t.Partitions {
-					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
-						virtDeleteRecordsPartition(pl, &p)
-						split.answer(t.Topic, p)
-					}
-				}
-			}
-		})
-		for _, tp := range merged {
-			resp.Topics = append(resp.Topics, kmsg.DeleteRecordsResponseTopic{Topic: tp.topic, Partitions: tp.parts})
-		}
-		return resp
 	}
+}
+
+// deleteRecordsRoute refuses a replicated topic (see above) and routes any
+// other as its producers write it.
+func deleteRecordsRoute(rc *reqCtx, router Router, topic string) leaderRoute {
+	if router.Replicated(topic) {
+		rc.cc.log.Warn("DeleteRecords refused: the topic is replicated, and a delete on one cluster would not reach its copy (docs/decisions/007)", "topic", topic)
+		return leaderRoute{refused: kerr.PolicyViolation.Code}
+	}
+	return writeRoute(rc, router, topic)
 }

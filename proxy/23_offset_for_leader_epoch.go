@@ -15,49 +15,42 @@ import (
 )
 
 func handleOffsetForLeaderEpoch(rc *reqCtx, req *kmsg.OffsetForLeaderEpochRequest) func() kmsg.Response {
+	type (
+		asked  = kmsg.OffsetForLeaderEpochRequestTopicPartition
+		answer = kmsg.OffsetForLeaderEpochResponseTopicPartition
+	)
 	return func() kmsg.Response {
-		s := rc.srv()
-		router := s.routes()
-		split := newLeaderSplit[kmsg.OffsetForLeaderEpochRequestTopicPartition](rc, func(partition int32, code int16) kmsg.OffsetForLeaderEpochResponseTopicPartition {
-			p := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
-			p.Partition, p.ErrorCode, p.LeaderEpoch, p.EndOffset = partition, code, -1, -1
-			return p
+		return forwardByLeader(rc, byLeader[asked, answer]{
+			route:      readRoute,
+			topics:     topicsOf(req.Topics, func(t kmsg.OffsetForLeaderEpochRequestTopic) (string, []asked) { return t.Topic, t.Partitions }),
+			partition:  func(p asked) int32 { return p.Partition },
+			toUpstream: func(_ partPlan, p *asked) { epochsOffsetForLeaderEpochRequestPartition(p) },
+			errorPart: func(partition int32, code int16) answer {
+				p := kmsg.NewOffsetForLeaderEpochResponseTopicPartition()
+				p.Partition, p.ErrorCode, p.LeaderEpoch, p.EndOffset = partition, code, -1, -1
+				return p
+			},
+			subRequest: func(topics []topicParts[asked]) kmsg.Request {
+				sub := *req
+				sub.Topics = kmsgTopics(topics, func(topic string, parts []asked) kmsg.OffsetForLeaderEpochRequestTopic {
+					return kmsg.OffsetForLeaderEpochRequestTopic{Topic: topic, Partitions: parts}
+				})
+				return &sub
+			},
+			answer: func(r kmsg.Response) ([]topicParts[answer], int32) {
+				a := r.(*kmsg.OffsetForLeaderEpochResponse)
+				return topicsOf(a.Topics, func(t kmsg.OffsetForLeaderEpochResponseTopic) (string, []answer) { return t.Topic, t.Partitions }), a.ThrottleMillis
+			},
+			answerKey: func(p *answer) (int32, int16) { return p.Partition, p.ErrorCode },
+			toClient:  virtOffsetForLeaderEpochPartition,
+			respond: func(topics []topicParts[answer], throttle int32) kmsg.Response {
+				resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
+				resp.ThrottleMillis = throttle
+				resp.Topics = kmsgTopics(topics, func(topic string, parts []answer) kmsg.OffsetForLeaderEpochResponseTopic {
+					return kmsg.OffsetForLeaderEpochResponseTopic{Topic: topic, Partitions: parts}
+				})
+				return resp
+			},
 		})
-		for _, t := range req.Topics {
-			cluster := router.FetchCluster(t.Topic, rc.client, rc.group())
-			for _, p := range t.Partitions {
-				pl, code := s.offsetsPlan(cluster, t.Topic, p.Partition, router.Replicated(t.Topic))
-				if code != 0 {
-					split.fail(t.Topic, p.Partition, code)
-					continue
-				}
-				epochsOffsetForLeaderEpochRequestPartition(&p)
-				split.add(pl, t.Topic, p.Partition, p)
-			}
-		}
-		resp := req.ResponseKind().(*kmsg.OffsetForLeaderEpochResponse)
-		merged := split.run(func(topics []topicParts[kmsg.OffsetForLeaderEpochRequestTopicPartition]) kmsg.Request {
-			sub := *req
-			sub.Topics = nil
-			for _, tp := range topics {
-				sub.Topics = append(sub.Topics, kmsg.OffsetForLeaderEpochRequestTopic{Topic: tp.topic, Partitions: tp.parts})
-			}
-			return &sub
-		}, func(a *splitAnswer, r kmsg.Response) {
-			or := r.(*kmsg.OffsetForLeaderEpochResponse)
-			resp.ThrottleMillis = max(resp.ThrottleMillis, or.ThrottleMillis)
-			for _, t := range or.Topics {
-				for _, p := range t.Partitions {
-					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
-						virtOffsetForLeaderEpochPartition(pl, &p)
-						split.answer(t.Topic, p)
-					}
-				}
-			}
-		})
-		for _, tp := range merged {
-			resp.Topics = append(resp.Topics, kmsg.OffsetForLeaderEpochResponseTopic{Topic: tp.topic, Partitions: tp.parts})
-		}
-		return resp
 	}
 }

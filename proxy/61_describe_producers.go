@@ -12,48 +12,41 @@ import (
 )
 
 func handleDescribeProducers(rc *reqCtx, req *kmsg.DescribeProducersRequest) func() kmsg.Response {
+	type (
+		asked  = int32 // a partition
+		answer = kmsg.DescribeProducersResponseTopicPartition
+	)
 	return func() kmsg.Response {
-		s := rc.srv()
-		router := s.routes()
-		split := newLeaderSplit[int32](rc, func(partition int32, code int16) kmsg.DescribeProducersResponseTopicPartition {
-			p := kmsg.NewDescribeProducersResponseTopicPartition()
-			p.Partition, p.ErrorCode = partition, code
-			return p
+		return forwardByLeader(rc, byLeader[asked, answer]{
+			route:     writeRoute,
+			topics:    topicsOf(req.Topics, func(t kmsg.DescribeProducersRequestTopic) (string, []asked) { return t.Topic, t.Partitions }),
+			partition: func(p asked) int32 { return p },
+			errorPart: func(partition int32, code int16) answer {
+				p := kmsg.NewDescribeProducersResponseTopicPartition()
+				p.Partition, p.ErrorCode = partition, code
+				return p
+			},
+			subRequest: func(topics []topicParts[asked]) kmsg.Request {
+				sub := *req
+				sub.Topics = kmsgTopics(topics, func(topic string, parts []asked) kmsg.DescribeProducersRequestTopic {
+					return kmsg.DescribeProducersRequestTopic{Topic: topic, Partitions: parts}
+				})
+				return &sub
+			},
+			answer: func(r kmsg.Response) ([]topicParts[answer], int32) {
+				a := r.(*kmsg.DescribeProducersResponse)
+				return topicsOf(a.Topics, func(t kmsg.DescribeProducersResponseTopic) (string, []answer) { return t.Topic, t.Partitions }), a.ThrottleMillis
+			},
+			answerKey: func(p *answer) (int32, int16) { return p.Partition, p.ErrorCode },
+			toClient:  virtDescribeProducersPartition,
+			respond: func(topics []topicParts[answer], throttle int32) kmsg.Response {
+				resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
+				resp.ThrottleMillis = throttle
+				resp.Topics = kmsgTopics(topics, func(topic string, parts []answer) kmsg.DescribeProducersResponseTopic {
+					return kmsg.DescribeProducersResponseTopic{Topic: topic, Partitions: parts}
+				})
+				return resp
+			},
 		})
-		for _, t := range req.Topics {
-			cluster := router.ProduceCluster(t.Topic, rc.client)
-			for _, p := range t.Partitions {
-				pl, code := s.offsetsPlan(cluster, t.Topic, p, false)
-				if code != 0 {
-					split.fail(t.Topic, p, code)
-					continue
-				}
-				split.add(pl, t.Topic, p, p)
-			}
-		}
-		resp := req.ResponseKind().(*kmsg.DescribeProducersResponse)
-		merged := split.run(func(topics []topicParts[int32]) kmsg.Request {
-			sub := *req
-			sub.Topics = nil
-			for _, tp := range topics {
-				sub.Topics = append(sub.Topics, kmsg.DescribeProducersRequestTopic{Topic: tp.topic, Partitions: tp.parts})
-			}
-			return &sub
-		}, func(a *splitAnswer, r kmsg.Response) {
-			dr := r.(*kmsg.DescribeProducersResponse)
-			resp.ThrottleMillis = max(resp.ThrottleMillis, dr.ThrottleMillis)
-			for _, t := range dr.Topics {
-				for _, p := range t.Partitions {
-					if pl, ok := a.take(t.Topic, p.Partition, p.ErrorCode); ok {
-						virtDescribeProducersPartition(pl, &p)
-						split.answer(t.Topic, p)
-					}
-				}
-			}
-		})
-		for _, tp := range merged {
-			resp.Topics = append(resp.Topics, kmsg.DescribeProducersResponseTopic{Topic: tp.topic, Partitions: tp.parts})
-		}
-		return resp
 	}
 }

@@ -4,7 +4,7 @@ package proxy
 // group's home coordinator. The assignment is computed by that coordinator
 // from its own metadata and names its own topic ids: owned partitions in the
 // request go up as the home cluster's ids, and the assignment comes back as
-// virtual ids (ident_topic.go). A subscribed topic that does not exist on
+// virtual ids (virt_topicids.go). A subscribed topic that does not exist on
 // the home cluster is never assigned (DESIGN.md §3a).
 
 import "github.com/twmb/franz-go/pkg/kmsg"

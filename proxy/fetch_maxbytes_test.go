@@ -22,6 +22,13 @@ func TestMergedFetchStaysWithinMaxBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(c.Close)
+	// One leader per partition, so the fetch is split three ways (kfake
+	// places leaders at random, and sometimes on one broker).
+	for p := range int32(3) {
+		if err := c.MoveTopicPartition("t", p, p); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -1,6 +1,6 @@
 package proxy
 
-// Group hold, for moving a consumer group's home (cmd/kproxy/groupmove.go).
+// Group hold, for moving a consumer group's home (control/groupmove.go).
 // While a group is held, none of its coordinator requests reaches a cluster:
 //
 //   - OffsetCommit is queued in arrival order and answered at release. A

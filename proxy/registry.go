@@ -47,10 +47,10 @@ const (
 type rewrites uint8
 
 const (
-	rwNodes       rewrites = 1 << iota // node ids and addresses (ident_node.go)
-	rwTopicIDs                         // topic ids (ident_topic.go)
-	rwOffsets                          // offsets of replicated topics (ident_offset.go)
-	rwEpochs                           // leader epochs cleared (ident_epoch.go)
+	rwNodes       rewrites = 1 << iota // node ids and addresses (virt_nodes.go)
+	rwTopicIDs                         // topic ids (virt_topicids.go)
+	rwOffsets                          // offsets of replicated topics (virt_offsets.go)
+	rwEpochs                           // leader epochs cleared (virt_epochs.go)
 	rwProducerIDs                      // producer ids and epochs (ident_pid.go)
 )
 

@@ -150,6 +150,12 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = newMetrics(opts.Registerer)
 	s.metrics.setLimits(opts)
+	// Every configured cluster's error counters exist from the start, at 0:
+	// a dashboard then shows "no errors", not "no data".
+	for name := range opts.Clusters {
+		s.metrics.upstreamErrors.WithLabelValues(name)
+		s.metrics.dialFailures.WithLabelValues(name)
+	}
 	s.budget = newByteBudget(opts.Limits.BufferBytes, s.metrics.bufferedBytes.Set)
 	s.connLim = connLimiter{max: opts.Limits.MaxConnections, maxPerIP: opts.Limits.MaxConnectionsPerIP}
 	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {

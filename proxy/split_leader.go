@@ -10,8 +10,10 @@ package proxy
 // metadata and retries, and kproxy refreshes its own leader view).
 //
 // partsAsked is the bookkeeping Produce and Fetch use (they build their own
-// sub-requests: raw passthrough, fetch sessions); leaderSplit is the whole
-// split-send-merge for the others.
+// sub-requests: raw passthrough, fetch sessions). The others (ListOffsets,
+// OffsetForLeaderEpoch, DeleteRecords, DescribeProducers) are one
+// forwardByLeader each: the handler only says, in a byLeader, how its API's
+// request and answers read and which translation steps (virt_*.go) apply.
 
 import (
 	"errors"
@@ -82,10 +84,118 @@ func (a *partsAsked) missing(ref brokerRef) []partKey {
 	return out
 }
 
-// topicParts is one topic's entries in a sub-request.
+// topicParts is one topic's entries in a request or an answer.
 type topicParts[P any] struct {
 	topic string
 	parts []P
+}
+
+// topicsOf reads a kmsg request's or answer's topics (T) as topicParts;
+// read names a topic and its partitions.
+func topicsOf[T, P any](topics []T, read func(t T) (string, []P)) []topicParts[P] {
+	out := make([]topicParts[P], 0, len(topics))
+	for _, t := range topics {
+		name, parts := read(t)
+		out = append(out, topicParts[P]{topic: name, parts: parts})
+	}
+	return out
+}
+
+// kmsgTopics is the reverse of topicsOf: build makes one kmsg topic. No
+// topics give nil, as appending to an empty kmsg list would.
+func kmsgTopics[T, P any](topics []topicParts[P], build func(topic string, parts []P) T) []T {
+	var out []T
+	for _, tp := range topics {
+		out = append(out, build(tp.topic, tp.parts))
+	}
+	return out
+}
+
+// leaderRoute is where one topic's partitions go: the cluster, and whether
+// reading there reads the replicated copy (offsetsPlan). refused, when not
+// 0, answers every partition of the topic with that code instead.
+type leaderRoute struct {
+	cluster   string
+	readsCopy bool
+	refused   int16
+}
+
+// readRoute routes a topic as its consumers read it: its fetch route,
+// through the copy's offset map when the topic is replicated.
+func readRoute(rc *reqCtx, router Router, topic string) leaderRoute {
+	return leaderRoute{cluster: router.FetchCluster(topic, rc.client, rc.group()), readsCopy: router.Replicated(topic)}
+}
+
+// writeRoute routes a topic as its producers write it: its produce route.
+func writeRoute(rc *reqCtx, router Router, topic string) leaderRoute {
+	return leaderRoute{cluster: router.ProduceCluster(topic, rc.client)}
+}
+
+// byLeader is one split-by-leader API as forwardByLeader needs it: P is a
+// request partition entry, A an answer partition.
+type byLeader[P, A any] struct {
+	route     func(rc *reqCtx, router Router, topic string) leaderRoute
+	topics    []topicParts[P] // the request's, in request order
+	partition func(p P) int32 // the partition an entry names
+	// toUpstream is the request-side translation step (nil: none).
+	toUpstream func(pl partPlan, p *P)
+	// errorPart is an answer partition carrying only an error code.
+	errorPart func(partition int32, code int16) A
+	// subRequest is the request for one leader, with that leader's entries.
+	subRequest func(topics []topicParts[P]) kmsg.Request
+	// answer reads one leader's answer.
+	answer    func(r kmsg.Response) (topics []topicParts[A], throttle int32)
+	answerKey func(a *A) (partition int32, code int16)
+	// toClient is the response-side translation step.
+	toClient func(pl partPlan, a *A)
+	// respond builds the client's response from the merged answer.
+	respond func(topics []topicParts[A], throttle int32) kmsg.Response
+}
+
+// forwardByLeader plans each requested partition (its topic's route, then
+// offsetsPlan: a partition that cannot be served is answered with an error
+// code at once), splits the rest by upstream leader, sends one sub-request
+// per leader and merges the answers through the API's translation steps,
+// every requested partition answered. The throttle is the longest any
+// leader asked for.
+func forwardByLeader[P, A any](rc *reqCtx, api byLeader[P, A]) kmsg.Response {
+	s := rc.srv()
+	router := s.routes()
+	split := newLeaderSplit[P](rc, api.errorPart)
+	for _, t := range api.topics {
+		route := api.route(rc, router, t.topic)
+		for _, p := range t.parts {
+			partition := api.partition(p)
+			if route.refused != 0 {
+				split.fail(t.topic, partition, route.refused)
+				continue
+			}
+			pl, code := s.offsetsPlan(route.cluster, t.topic, partition, route.readsCopy)
+			if code != 0 {
+				split.fail(t.topic, partition, code)
+				continue
+			}
+			if api.toUpstream != nil {
+				api.toUpstream(pl, &p)
+			}
+			split.add(pl, t.topic, partition, p)
+		}
+	}
+	var throttle int32
+	merged := split.run(api.subRequest, func(a *splitAnswer, r kmsg.Response) {
+		topics, t := api.answer(r)
+		throttle = max(throttle, t)
+		for _, tp := range topics {
+			for _, p := range tp.parts {
+				partition, code := api.answerKey(&p)
+				if pl, ok := a.take(tp.topic, partition, code); ok {
+					api.toClient(pl, &p)
+					split.answer(tp.topic, p)
+				}
+			}
+		}
+	})
+	return api.respond(merged, throttle)
 }
 
 // leaderSplit splits one request's partition entries (P) by upstream
@@ -176,7 +286,7 @@ func (ls *leaderSplit[P, A]) take(ref brokerRef, topic string, partition int32) 
 // entries) and hands each answer to merge, which translates the partitions
 // it takes and adds them (answer). Whatever a leader did not answer is
 // failed with NOT_LEADER_FOR_PARTITION. It returns the merged answer's
-// topics, for the handler to put into its response type.
+// topics, for forwardByLeader to hand to the API's respond.
 func (ls *leaderSplit[P, A]) run(build func(topics []topicParts[P]) kmsg.Request, merge func(a *splitAnswer, r kmsg.Response)) []topicParts[A] {
 	s := ls.rc.srv()
 	order := ls.asked.order

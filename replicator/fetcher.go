@@ -69,8 +69,13 @@ type leaderFetcher struct {
 	dirty  bool                        // parked or busy changed since the last request
 	kick   chan struct{}               // something changed (buffered 1)
 
-	// sess is owned by the loop goroutine.
-	sess fetchSession
+	// Owned by the loop goroutine: the session, and the wants of the last
+	// request by partition and their topics by id. While nothing changes
+	// (dirty false) the next request is the same empty incremental fetch,
+	// sent without rebuilding them: an idle poll costs O(1), not O(partitions).
+	sess      fetchSession
+	inRequest map[topicPartition]*fetchWant
+	ids       map[[16]byte]string
 }
 
 // fetchSession is the client side of a KIP-227 session: what the broker's
@@ -162,6 +167,7 @@ func (f *leaderFetcher) leave(p *partition) {
 func (f *leaderFetcher) loop(ctx context.Context) {
 	var wants []*fetchWant
 	var busyTimer *time.Timer
+	replied := true // parked differs from the last request's wants
 	for ctx.Err() == nil {
 		f.mu.Lock()
 		wants = wants[:0]
@@ -211,52 +217,26 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 		case busy > 0:
 			wait = f.r.opts.FetchMaxWait
 		}
-		f.fetchOnce(ctx, wants, wait)
+		// A want that arrives after the snapshot leaves f.dirty set:
+		// the next round rebuilds.
+		replied = f.fetchOnce(ctx, wants, wait, dirty || replied)
 	}
 }
 
 // fetchOnce sends one request for wants (the parked partitions) and answers
-// those that got records or an error.
-func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait time.Duration) {
+// those that got records or an error; replied says it answered any (they
+// are no longer parked). changed false means the parked wants are exactly
+// those of the last request: with a session, nothing to send.
+func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait time.Duration, changed bool) (replied bool) {
 	r, s := f.r, &f.sess
 	req := r.newFetchRequest(1, wait) // read_committed
 	full := s.id == 0
 	req.SessionID, req.SessionEpoch = s.id, s.epoch
-	byTopic := map[string]int{}
-	inRequest := make(map[topicPartition]*fetchWant, len(wants))
-	for _, w := range wants {
-		tp := topicPartition{w.p.topic, w.p.partition}
-		inRequest[tp] = w
-		if sp, ok := s.parts[tp]; !full && ok && sp.offset == w.offset && sp.id == w.id {
-			continue // the session has it
-		}
-		i, ok := byTopic[tp.topic]
-		if !ok {
-			i = len(req.Topics)
-			byTopic[tp.topic] = i
-			rt := kmsg.NewFetchRequestTopic()
-			rt.Topic, rt.TopicID = tp.topic, w.id
-			req.Topics = append(req.Topics, rt)
-		}
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, r.fetchPartition(tp.partition, w.offset))
+	rebuild := full || changed || f.inRequest == nil
+	if rebuild {
+		f.buildRequest(req, wants)
 	}
-	if !full {
-		forgotten := map[string]int{}
-		for tp, sp := range s.parts {
-			if inRequest[tp] != nil {
-				continue
-			}
-			i, ok := forgotten[tp.topic]
-			if !ok {
-				i = len(req.ForgottenTopics)
-				forgotten[tp.topic] = i
-				ft := kmsg.NewFetchRequestForgottenTopic()
-				ft.Topic, ft.TopicID = tp.topic, sp.id
-				req.ForgottenTopics = append(req.ForgottenTopics, ft)
-			}
-			req.ForgottenTopics[i].Partitions = append(req.ForgottenTopics[i].Partitions, tp.partition)
-		}
-	}
+	inRequest, ids := f.inRequest, f.ids
 	answerAll := func(err error) {
 		f.mu.Lock()
 		for _, w := range wants {
@@ -268,6 +248,7 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 			w.reply <- fetchReply{err: err}
 		}
 		f.mu.Unlock()
+		replied = true
 	}
 	kresp, err := r.src.Broker(int(f.leader)).Request(ctx, req)
 	if err != nil {
@@ -301,15 +282,11 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 	} else {
 		s.epoch = nextSessionEpoch(s.epoch)
 	}
-	if s.id != 0 {
+	if s.id != 0 && rebuild {
 		clear(s.parts)
 		for tp, w := range inRequest {
 			s.parts[tp] = sessionPartition{id: w.id, offset: w.offset}
 		}
-	}
-	ids := map[[16]byte]string{}
-	for _, w := range wants {
-		ids[w.id] = w.p.topic
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -335,9 +312,57 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 			}
 			delete(f.parked, tp)
 			f.busy[tp] = struct{}{}
+			replied = true
 			w.reply <- fetchReply{fp: fp}
 		}
 	}
+	return replied
+}
+
+// buildRequest fills req with the partitions the session does not have
+// (all of them for a full fetch) and forgets the session's partitions that
+// are not wanted, and records the wants in f.inRequest and f.ids.
+func (f *leaderFetcher) buildRequest(req *kmsg.FetchRequest, wants []*fetchWant) {
+	r, s := f.r, &f.sess
+	full := s.id == 0
+	byTopic := map[string]int{}
+	inRequest := make(map[topicPartition]*fetchWant, len(wants))
+	ids := map[[16]byte]string{}
+	for _, w := range wants {
+		ids[w.id] = w.p.topic
+		tp := topicPartition{w.p.topic, w.p.partition}
+		inRequest[tp] = w
+		if sp, ok := s.parts[tp]; !full && ok && sp.offset == w.offset && sp.id == w.id {
+			continue // the session has it
+		}
+		i, ok := byTopic[tp.topic]
+		if !ok {
+			i = len(req.Topics)
+			byTopic[tp.topic] = i
+			rt := kmsg.NewFetchRequestTopic()
+			rt.Topic, rt.TopicID = tp.topic, w.id
+			req.Topics = append(req.Topics, rt)
+		}
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, r.fetchPartition(tp.partition, w.offset))
+	}
+	if !full {
+		forgotten := map[string]int{}
+		for tp, sp := range s.parts {
+			if inRequest[tp] != nil {
+				continue
+			}
+			i, ok := forgotten[tp.topic]
+			if !ok {
+				i = len(req.ForgottenTopics)
+				forgotten[tp.topic] = i
+				ft := kmsg.NewFetchRequestForgottenTopic()
+				ft.Topic, ft.TopicID = tp.topic, sp.id
+				req.ForgottenTopics = append(req.ForgottenTopics, ft)
+			}
+			req.ForgottenTopics[i].Partitions = append(req.ForgottenTopics[i].Partitions, tp.partition)
+		}
+	}
+	f.inRequest, f.ids = inRequest, ids
 }
 
 // nextSessionEpoch follows epoch; after MaxInt32 it wraps to 1 (0 asks for

@@ -259,3 +259,27 @@ func TestFetchSessionLostStartsOver(t *testing.T) {
 		})
 	}
 }
+
+// Partitions leaving (StopTopic) and joining (AddTopic) an idle session are
+// forgotten and added; the copy of every topic goes on.
+func TestIdleSessionPartitionsLeaveAndJoin(t *testing.T) {
+	topics := []string{"p", "q"}
+	pp := startPair(t, topics, 3, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 50 * time.Millisecond})
+	pp.waitParked(t, 6)
+	pp.r.StopTopic("p")
+	pp.waitParked(t, 3)
+	pp.produce(t, "q", 0, 2)
+	pp.waitCopied(t, "q", 0, 3)
+	pp.produce(t, "p", 1, 2) // p is not copied now
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := pp.r.AddTopic(ctx, "p"); err != nil {
+		t.Fatal(err)
+	}
+	pp.waitCopied(t, "p", 1, 3)
+	pp.produce(t, "p", 2, 1)
+	pp.produce(t, "q", 2, 1)
+	pp.waitCopied(t, "p", 2, 2)
+	pp.waitCopied(t, "q", 2, 2)
+	checkNoPartitionErrors(t, pp.r)
+}
