@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -27,9 +28,15 @@ func (c Cluster) Valid() bool { return c == Source || c == Target }
 // The fields document the file format: each names its YAML key, its default
 // and its unit.
 type Config struct {
-	// Listen is the host:port kproxy accepts Kafka clients on. Required.
-	// Takes effect only after a restart.
+	// Listen is the host:port kproxy accepts plaintext Kafka clients on.
+	// Required unless Listeners lists at least one listener. Takes effect
+	// only after a restart.
 	Listen string `yaml:"listen"`
+
+	// Listeners are more addresses to accept clients on, each with its own
+	// TLS and SASL settings (security.go, docs/security.md). Default none.
+	// Takes effect only after a restart.
+	Listeners []Listener `yaml:"listeners"`
 
 	// Advertise is the host:port kproxy tells clients to connect to (the only
 	// broker address they ever see). Default: Listen. Required when Listen's
@@ -37,9 +44,13 @@ type Config struct {
 	Advertise string `yaml:"advertise"`
 
 	// Admin is the host:port of the HTTP admin server (/metrics, /status,
-	// /healthz, /readyz). Default "" (no admin server). Takes effect only
-	// after a restart.
-	Admin string `yaml:"admin"`
+	// /healthz, /readyz): AdminHTTP.Address, kept as its own field for the
+	// code that only needs the address. Takes effect only after a restart.
+	Admin string `yaml:"-"`
+
+	// AdminHTTP is the admin key: `admin: host:port`, or a map with the
+	// address and its protection (security.go). Default: no admin server.
+	AdminHTTP AdminHTTP `yaml:"admin"`
 
 	// ClusterID is the id of the one virtual cluster clients see.
 	// Default "kproxy-virtual-cluster". Takes effect only after a restart;
@@ -80,6 +91,10 @@ type Config struct {
 	// Limits bounds what clients and upstream brokers may cost.
 	Limits Limits `yaml:"limits"`
 
+	// Policy says what clients may do through kproxy (security.go).
+	// Default: none, every API is forwarded. Hot-reloaded.
+	Policy *Policy `yaml:"policy"`
+
 	// Log configures kproxy's own logs.
 	Log Log `yaml:"log"`
 
@@ -102,6 +117,13 @@ type ClusterConfig struct {
 	// Bootstrap lists host:port addresses of some of the cluster's brokers.
 	// At least one is required; kproxy discovers the rest via Metadata.
 	Bootstrap []string `yaml:"bootstrap"`
+
+	// TLS, when set, connects to the brokers over TLS. Default plaintext.
+	// Used by the proxy, the replicator and the control plane alike.
+	TLS *ClientTLS `yaml:"tls"`
+
+	// SASL, when set, authenticates kproxy to the brokers. Default none.
+	SASL *ClientSASL `yaml:"sasl"`
 }
 
 // Get returns the configuration of cluster c, or nil when it is not configured.
@@ -391,6 +413,25 @@ func defaults() *Config {
 // deriveDefaults fills the defaults that depend on other fields. It runs
 // after validation, so it may assume the fields it reads are valid.
 func (c *Config) deriveDefaults() {
+	c.Admin = c.AdminHTTP.Address
+	for i := range c.Listeners {
+		if s := c.Listeners[i].SASL; s != nil {
+			if len(s.Mechanisms) == 0 {
+				if s.UsersFile != "" {
+					s.Mechanisms = slices.Clone(usersMechanisms)
+				}
+				if s.OAuthBearer != nil {
+					s.Mechanisms = append(s.Mechanisms, MechOAuthBearer)
+				}
+			}
+			if o := s.OAuthBearer; o != nil && o.ClockSkew == 0 {
+				o.ClockSkew = DefaultClockSkew
+			}
+		}
+		if c.Listeners[i].Advertise == "" {
+			c.Listeners[i].Advertise = c.Listeners[i].Listen
+		}
+	}
 	if c.Advertise == "" {
 		c.Advertise = c.Listen
 	}

@@ -45,6 +45,7 @@ func TestParseExample(t *testing.T) {
 		Listen:    "127.0.0.1:9092",
 		Advertise: "kproxy.internal:9092",
 		Admin:     "127.0.0.1:9644",
+		AdminHTTP: AdminHTTP{Address: "127.0.0.1:9644"},
 		ClusterID: "kproxy",
 		Clusters: Clusters{
 			Source: &ClusterConfig{Bootstrap: []string{"127.0.0.1:19092"}},
@@ -182,12 +183,12 @@ func TestParseRejects(t *testing.T) {
 		{
 			"an unknown top-level key",
 			minimal + "listn: x\n",
-			[]string{"listn (line 8): unknown key (known keys here: listen, advertise, admin, cluster_id, node_id, state_dir, clusters, routes, groups, replicate, replication, cutover, limits, log)"},
+			[]string{"listn (line 8): unknown key (known keys here: listen, listeners, advertise, admin, cluster_id, node_id, state_dir, clusters, routes, groups, replicate, replication, cutover, limits, policy, log)"},
 		},
 		{
 			"an unknown key inside a cluster",
-			strings.Replace(minimal, "target: { bootstrap: [127.0.0.1:29092] }", "target: { bootstrap: [127.0.0.1:29092], tls: {} }", 1),
-			[]string{"clusters.target.tls (line 5): unknown key (known keys here: bootstrap)"},
+			strings.Replace(minimal, "target: { bootstrap: [127.0.0.1:29092] }", "target: { bootstrap: [127.0.0.1:29092], tsl: {} }", 1),
+			[]string{"clusters.target.tsl (line 5): unknown key (known keys here: bootstrap, tls, sasl)"},
 		},
 		{
 			"an unknown key in a topic route's map form",

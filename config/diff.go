@@ -96,6 +96,9 @@ func Diff(old, new *Config) []string {
 	out = append(out, diffFields("replication", old.Replication, new.Replication)...)
 	out = append(out, diffFields("cutover", old.Cutover, new.Cutover)...)
 	out = append(out, diffFields("log", old.Log, new.Log)...)
+	if !reflect.DeepEqual(old.Policy, new.Policy) {
+		out = append(out, "policy: changed")
+	}
 	return out
 }
 
@@ -111,6 +114,9 @@ func RestartRequired(old, new *Config) []string {
 	}
 	add("listen", old.Listen, new.Listen)
 	add("admin", old.Admin, new.Admin)
+	for _, k := range securityChanges(old, new) {
+		out = append(out, k+": changed (takes effect after a restart)")
+	}
 	add("node_id", old.NodeID, new.NodeID)
 	add("cluster_id", old.ClusterID, new.ClusterID)
 	add("state_dir", old.StateDir, new.StateDir)

@@ -63,11 +63,12 @@ func top(k string) yamlPath { return yamlPath{}.key(k) }
 func (c *Config) validate(doc *yaml.Node) error {
 	v := &validator{root: doc}
 
-	v.hostPort(top("listen"), c.Listen, hostOptional)
-	c.validateAdvertise(v)
-	if c.Admin != "" {
-		v.hostPort(top("admin"), c.Admin, hostOptional)
+	if c.Listen != "" {
+		v.hostPort(top("listen"), c.Listen, hostOptional)
+		c.validateAdvertise(v)
 	}
+	c.validateSecurity(v)
+	c.validatePolicy(v)
 	if c.ClusterID == "" {
 		v.add(top("cluster_id"), "must not be empty (default %q)", DefaultClusterID)
 	}

@@ -1,20 +1,27 @@
 package control
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/routing"
+	"github.com/kproxy/kproxy/secure"
 )
 
-// adminServer serves /metrics, /healthz, /readyz, /status and /debug/pprof.
+// adminServer serves /metrics, /healthz, /readyz, /status and, when
+// admin.pprof is set, /debug/pprof. Off loopback it requires a bearer token
+// (admin.token_file) unless admin.insecure says otherwise (config checks
+// this; docs/security.md).
 type adminServer struct {
 	*http.Server
 	ln net.Listener
@@ -41,14 +48,29 @@ type TopicStatus struct {
 	Rule  routing.RuleView `json:"rule"`
 }
 
+// Admin HTTP bounds: a slow or hostile client cannot hold a connection
+// open by trickling headers, nor send large bodies.
+const (
+	adminReadHeaderTimeout = 10 * time.Second
+	adminReadTimeout       = 30 * time.Second
+	adminIdleTimeout       = 2 * time.Minute
+	adminMaxHeaderBytes    = 64 << 10
+	adminMaxBodyBytes      = 1 << 20
+)
+
 func startAdmin(addr string, inst *Instance) (*adminServer, error) {
+	sec := inst.Config().AdminHTTP
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{inst.reg, inst.ctrl.repl}, promhttp.HandlerOpts{}))
-	// Go profiles, for finding where a proxy's CPU goes under real load.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if sec.Pprof {
+		// Go profiles, for finding where a proxy's CPU goes under real
+		// load. Off by default: a profile or trace costs CPU and shows
+		// the process's internals.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !inst.srv.Ready() {
@@ -68,13 +90,37 @@ func startAdmin(addr string, inst *Instance) (*adminServer, error) {
 	mux.HandleFunc("/clients", inst.serveClients)
 	mux.HandleFunc("GET /{$}", inst.serveWeb)
 	mux.HandleFunc("GET /kproxy.css", serveCSS)
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, adminMaxBodyBytes)
+		mux.ServeHTTP(w, r)
+	})
+	if sec.TokenFile != "" {
+		tok, err := secure.NewBearerToken(sec.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		handler = tok.Wrap(handler, "/healthz", "/readyz")
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("admin listener on %s: %w", addr, err)
 	}
-	a := &adminServer{Server: &http.Server{Handler: mux}, ln: ln}
+	mtls := sec.TLS != nil && sec.TLS.ClientCAFile != ""
+	if host, _, _ := net.SplitHostPort(addr); !config.IsLoopback(host) && sec.TokenFile == "" && !mtls {
+		inst.log.Warn("admin http is reachable from other machines without a token (admin.insecure: true): anyone who can connect reads /status and /metrics", "addr", addr)
+	}
+	if sec.TLS != nil {
+		tc, err := secure.ServerTLS(sec.TLS, inst.log.Named("admin-tls"))
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("admin tls: %w", err)
+		}
+		ln = tls.NewListener(ln, tc)
+	}
+	a := &adminServer{Server: &http.Server{Handler: handler, ReadHeaderTimeout: adminReadHeaderTimeout, ReadTimeout: adminReadTimeout,
+		IdleTimeout: adminIdleTimeout, MaxHeaderBytes: adminMaxHeaderBytes}, ln: ln}
 	go func() { _ = a.Serve(ln) }()
-	inst.log.Info("admin http listening", "addr", ln.Addr().String())
+	inst.log.Info("admin http listening", "addr", ln.Addr().String(), "tls", sec.TLS != nil, "token", sec.TokenFile != "", "pprof", sec.Pprof)
 	return a, nil
 }
 

@@ -6,7 +6,6 @@ package control
 // restart-only settings, so a client never has to follow a new bootstrap.
 
 import (
-	"fmt"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/secure"
 )
 
 type clusterAdmins struct {
@@ -28,15 +28,12 @@ func (a *clusterAdmins) get(cfg *config.Config, cluster string) (*kadm.Client, e
 	if c, ok := a.clients[cluster]; ok {
 		return c, nil
 	}
-	cc := cfg.Clusters.Get(config.Cluster(cluster))
-	if cc == nil {
-		return nil, fmt.Errorf("no %s cluster in the config", cluster)
-	}
 	// A short metadata cache: a topic or group created a moment ago must
-	// not look missing for kgo's default 5 s.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cc.Bootstrap...), kgo.MetadataMinAge(100*time.Millisecond))
+	// not look missing for kgo's default 5 s. secure.Client adds the
+	// cluster's TLS and SASL.
+	cl, err := secure.Client(cfg, config.Cluster(cluster), kgo.MetadataMinAge(100*time.Millisecond))
 	if err != nil {
-		return nil, fmt.Errorf("%s cluster: %w", cluster, err)
+		return nil, err
 	}
 	if a.clients == nil {
 		a.clients = map[string]*kadm.Client{}

@@ -22,6 +22,7 @@ import (
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/routing"
+	"github.com/kproxy/kproxy/secure"
 	"github.com/kproxy/kproxy/statefile"
 )
 
@@ -71,6 +72,10 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 			l.Release()
 		}
 	}
+	if opts.Listeners, err = proxyListeners(cfg, log.Named("tls")); err != nil {
+		release()
+		return nil, err
+	}
 	opts.Router = proxy.NewTableRouter(table)
 	opts.Logger = log.Named("proxy")
 	opts.Registerer = reg
@@ -79,6 +84,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		release()
 		return nil, err
 	}
+	srv.SetPolicy(proxyPolicy(cfg))
 	if err := srv.Start(ctx); err != nil {
 		srv.Close()
 		release()
@@ -154,17 +160,29 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 	if adv == "" {
 		adv = cfg.Listen
 	}
-	host, portS, err := net.SplitHostPort(adv)
-	if err != nil {
-		return proxy.Options{}, fmt.Errorf("advertise %q: %w", adv, err)
+	var host string
+	var port int
+	if adv != "" { // "" when only listeners: are configured (control/listeners.go)
+		h, portS, err := net.SplitHostPort(adv)
+		if err != nil {
+			return proxy.Options{}, fmt.Errorf("advertise %q: %w", adv, err)
+		}
+		host = h
+		port, _ = strconv.Atoi(portS)
 	}
-	port, _ := strconv.Atoi(portS)
 	clusters := map[string][]string{}
-	if cfg.Clusters.Source != nil {
-		clusters[proxy.Source] = cfg.Clusters.Source.Bootstrap
-	}
-	if cfg.Clusters.Target != nil {
-		clusters[proxy.Target] = cfg.Clusters.Target.Bootstrap
+	upstream := map[string]secure.Upstream{}
+	for _, name := range []config.Cluster{config.Source, config.Target} {
+		cc := cfg.Clusters.Get(name)
+		if cc == nil {
+			continue
+		}
+		clusters[string(name)] = cc.Bootstrap
+		u, err := secure.UpstreamFor(cc)
+		if err != nil {
+			return proxy.Options{}, fmt.Errorf("%s cluster: %w", name, err)
+		}
+		upstream[string(name)] = u
 	}
 	return proxy.Options{
 		Listen:        cfg.Listen,
@@ -173,6 +191,7 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		ClusterID:     cfg.ClusterID,
 		NodeID:        cfg.NodeID,
 		Clusters:      clusters,
+		Upstream:      upstream,
 		MaxFrameBytes: cfg.Limits.MaxFrameBytes,
 		MaxInflight:   cfg.Limits.MaxInflightPerConn,
 		Limits: proxy.Limits{
@@ -212,6 +231,7 @@ func (inst *Instance) Apply(next *config.Config) {
 	}
 	inst.ctrl.cuts.setGateRefusals(refusals)
 	inst.ctrl.Apply(next, table)
+	inst.srv.SetPolicy(proxyPolicy(next))
 	if len(refusals) > 0 {
 		inst.startGateRecheck()
 	}

@@ -30,11 +30,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/replicator"
+	"github.com/kproxy/kproxy/secure"
 )
 
 // replication runs both copies and gives the proxy its offset maps.
@@ -122,7 +122,7 @@ func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
 	if len(cfg.Replicate) == 0 || cfg.Clusters.Source == nil || cfg.Clusters.Target == nil {
 		return nil, nil // the end state: the source is gone, nothing to copy
 	}
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Clusters.Source.Bootstrap...))
+	cl, err := secure.Client(cfg, config.Source)
 	if err != nil {
 		return nil, err
 	}
@@ -226,9 +226,19 @@ func (rp *replication) sync(cfg *config.Config, to string, topics []string) erro
 			return fmt.Errorf("copying %v into the %s needs both clusters in the config", topics, to)
 		}
 		reg := prometheus.NewRegistry()
+		fromSec, err := secure.UpstreamFor(cfg.Clusters.Get(config.Cluster(from)))
+		if err != nil {
+			return fmt.Errorf("%s cluster: %w", from, err)
+		}
+		toSec, err := secure.UpstreamFor(cfg.Clusters.Get(config.Cluster(to)))
+		if err != nil {
+			return fmt.Errorf("%s cluster: %w", to, err)
+		}
 		r, err := replicator.New(replicator.Options{
 			SourceBrokers:     cfg.Clusters.Get(config.Cluster(from)).Bootstrap,
 			TargetBrokers:     cfg.Clusters.Get(config.Cluster(to)).Bootstrap,
+			SourceOpts:        fromSec.KgoOpts(),
+			TargetOpts:        toSec.KgoOpts(),
 			StateDir:          mapDir(cfg, to),
 			Logger:            rp.log.With("from", from, "to", to),
 			Registerer:        prometheus.WrapRegistererWith(prometheus.Labels{"to": to}, reg),

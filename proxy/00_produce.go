@@ -201,7 +201,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 					}
 				}
 				if len(pr.Brokers) > 0 {
-					resp.Brokers = s.produceBrokers(pr.Brokers)
+					resp.Brokers = s.produceBrokers(rc.cc.lst, pr.Brokers)
 				}
 			} else {
 				asked.failed(ref)

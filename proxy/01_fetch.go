@@ -190,7 +190,7 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				addFetchPartition(resp, t.Topic, t.TopicID, t.Partitions[a.partition])
 			}
 			if len(fr.Brokers) > 0 {
-				resp.Brokers = s.fetchBrokers(fr.Brokers)
+				resp.Brokers = s.fetchBrokers(rc.cc.lst, fr.Brokers)
 			}
 		}
 		if len(frames) > 0 {

@@ -23,7 +23,7 @@ func handleMetadata(rc *reqCtx, req *kmsg.MetadataRequest) func() kmsg.Response 
 		s := rc.srv()
 		router := s.routes()
 		resp := req.ResponseKind().(*kmsg.MetadataResponse)
-		resp.Brokers = s.metadataBrokers()
+		resp.Brokers = s.metadataBrokers(rc.cc.lst)
 		resp.ClusterID = kmsg.StringPtr(s.opts.ClusterID)
 		resp.ControllerID = s.self()
 

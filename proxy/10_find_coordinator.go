@@ -55,7 +55,7 @@ func handleFindCoordinator(rc *reqCtx, req *kmsg.FindCoordinatorRequest) func() 
 				c.ErrorCode, c.ErrorMessage = lookup(key)
 				c.NodeID, c.Host, c.Port = -1, "", -1
 				if c.ErrorCode == 0 {
-					c.NodeID, c.Host, c.Port = s.selfEndpoint()
+					c.NodeID, c.Host, c.Port = s.selfEndpoint(rc.cc.lst)
 				}
 				resp.Coordinators = append(resp.Coordinators, c)
 			}
@@ -64,7 +64,7 @@ func handleFindCoordinator(rc *reqCtx, req *kmsg.FindCoordinatorRequest) func() 
 		resp.ErrorCode, resp.ErrorMessage = lookup(req.CoordinatorKey)
 		resp.NodeID, resp.Host, resp.Port = -1, "", -1
 		if resp.ErrorCode == 0 {
-			resp.NodeID, resp.Host, resp.Port = s.selfEndpoint()
+			resp.NodeID, resp.Host, resp.Port = s.selfEndpoint(rc.cc.lst)
 		}
 		return resp
 	}

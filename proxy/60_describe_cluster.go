@@ -27,7 +27,7 @@ func handleDescribeCluster(rc *reqCtx, req *kmsg.DescribeClusterRequest) func() 
 		resp.ControllerID = s.self()
 		resp.ClusterAuthorizedOperations = -2147483648
 		b := kmsg.NewDescribeClusterResponseBroker()
-		b.NodeID, b.Host, b.Port = s.selfEndpoint()
+		b.NodeID, b.Host, b.Port = s.selfEndpoint(rc.cc.lst)
 		resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
 		return resp
 	}

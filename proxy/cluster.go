@@ -15,6 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/secure"
 )
 
 // UpstreamNodeID is a node id as a real broker numbers itself. It never
@@ -52,14 +54,14 @@ type coordKey struct {
 	key string
 }
 
-func newUpstreamCluster(name string, bootstrap []string, log hclog.Logger) (*upstreamCluster, error) {
-	cl, err := kgo.NewClient(
+func newUpstreamCluster(name string, bootstrap []string, sec secure.Upstream, log hclog.Logger) (*upstreamCluster, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(bootstrap...),
-		kgo.ClientID("kproxy-"+name),
-		kgo.MetadataMinAge(250*time.Millisecond),
+		kgo.ClientID("kproxy-" + name),
+		kgo.MetadataMinAge(250 * time.Millisecond),
 		kgo.RequestRetries(3),
-		kgo.RetryTimeout(15*time.Second),
-	)
+		kgo.RetryTimeout(15 * time.Second),
+	}, sec.KgoOpts()...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", name, err)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +27,10 @@ type clientConn struct {
 	id  uint64
 	nc  net.Conn
 	log hclog.Logger
+	lst *listener // the listener it came in on; nil in tests
+
+	// sasl is the connection's authentication state (sasl_server.go).
+	sasl saslState
 
 	slots    chan *slot    // responses to write, in request order
 	done     chan struct{} // closed (finish) when the connection is finished
@@ -77,6 +82,9 @@ type slot struct {
 
 	respBytes int64 // charged to the buffer budget until written
 	fetchTurn bool  // holds clientConn.fetchTurn until written
+	// closeAfter closes the connection once this response is written (a
+	// failed SASL authentication, as a broker does).
+	closeAfter bool
 }
 
 func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
@@ -103,6 +111,18 @@ var errIdle = errors.New("client connection idle")
 func (cc *clientConn) serve() {
 	cc.srv.metrics.connections.Inc()
 	defer cc.srv.metrics.connections.Dec()
+	if tc, ok := cc.nc.(*tls.Conn); ok {
+		principal, err := cc.lst.handshakeTLS(tc, cc.srv.opts.Limits.ReadTimeout)
+		if err != nil {
+			// A plaintext client on a TLS port ends here, before any
+			// request is read and with nothing opened upstream.
+			cc.srv.metrics.closed.WithLabelValues("tls_handshake").Inc()
+			cc.log.Warn("closing client connection: TLS handshake failed", "listener", cc.lst.opts.Name, "error", err)
+			cc.nc.Close()
+			return
+		}
+		cc.sasl.certPrincipal = principal
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -179,7 +199,11 @@ func (cc *clientConn) readLoop() error {
 			return err
 		}
 		_ = cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
-		n, err := readFrameSize(br, cc.srv.opts.MaxFrameBytes)
+		least := int32(8) // a request header
+		if cc.sasl.raw {
+			least = 0 // a bare SASL token may be empty
+		}
+		n, err := readSizeAtLeast(br, cc.srv.opts.MaxFrameBytes, least)
 		if err != nil {
 			if errors.Is(err, errFrameTooLarge) {
 				cc.srv.metrics.badFrames.Inc()
@@ -202,9 +226,20 @@ func (cc *clientConn) readLoop() error {
 			return err
 		}
 		cc.srv.metrics.bytesIn.Add(float64(len(body) + 4))
+		if cc.sasl.raw {
+			// After a v0 SaslHandshake the frame is a bare SASL token.
+			err := cc.rawSASLStep(body)
+			budget.release(charged)
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		released, err := cc.dispatch(body, charged)
 		if err != nil {
-			cc.srv.metrics.badFrames.Inc()
+			if !errors.Is(err, errSASLState) { // counted as closed{reason}
+				cc.srv.metrics.badFrames.Inc()
+			}
 			return err
 		}
 		if released && cap(body) <= 8<<20 {
@@ -255,6 +290,19 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		budget.release(charged)
 		return false, err
 	}
+	if err := cc.admit(h.key); err != nil {
+		budget.release(charged)
+		return false, err
+	}
+	if resp := cc.policyDenial(req); resp != nil {
+		budget.release(charged)
+		cc.srv.metrics.requests[h.key].Inc()
+		if p, ok := req.(*kmsg.ProduceRequest); ok && p.Acks == 0 {
+			return false, nil // acks=0: the client reads no answer
+		}
+		cc.enqueueReady(h, resp)
+		return false, nil
+	}
 	spec := registry[h.key]
 	clientID := ""
 	if h.clientID != nil {
@@ -303,8 +351,14 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			return false, net.ErrClosed
 		}
 	}
+	// The policy and principal a Metadata answer is filtered with, taken
+	// here: the read goroutine owns the SASL state.
+	describe := cc.metadataFilter(req)
 	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
+	if s != nil {
+		s.closeAfter = rc.closeAfter // before the goroutine that readies s
+	}
 	go func() {
 		var resp kmsg.Response
 		defer func() {
@@ -328,6 +382,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		}()
 		if wait != nil {
 			resp = wait()
+		}
+		if md, ok := resp.(*kmsg.MetadataResponse); ok && describe != nil {
+			describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
 		}
 	}()
 	_, isProduce := req.(*kmsg.ProduceRequest)
@@ -484,9 +541,15 @@ func (cc *clientConn) writeLoop() {
 			fail(s, nil)
 			return
 		}
-		buf := appendResponseHeader((*bufp)[:0], s.corr, s.resp)
-		var body []byte
+		var buf, body []byte
+		if raw, ok := s.resp.(*rawSASLToken); ok {
+			buf = append((*bufp)[:0], 0, 0, 0, 0) // a bare token: no header
+			body = raw.token
+		} else {
+			buf = appendResponseHeader((*bufp)[:0], s.corr, s.resp)
+		}
 		switch r := s.resp.(type) {
+		case *rawSASLToken:
 		case *passthrough:
 			body = r.body // upstream bytes, written as they are
 		case *heldResponse:
@@ -517,6 +580,13 @@ func (cc *clientConn) writeLoop() {
 				fail(s, err)
 				return
 			}
+		}
+		if s.closeAfter {
+			_ = bw.Flush()
+			cc.finishSlot(s)
+			cc.nc.Close()
+			cc.finish()
+			return
 		}
 		cc.finishSlot(s) // the response's bytes are in the socket or bw now
 		cc.srv.metrics.bytesOut.Add(float64(len(buf) + len(body)))

@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"github.com/kproxy/kproxy/secure"
 )
 
 // errDialBackoff marks a request that was not sent because its broker's
@@ -26,6 +28,8 @@ type dialer struct {
 	onFail  func(cluster string)
 	// netDial dials a broker; tests replace it.
 	netDial func(addr string, timeout time.Duration) (net.Conn, error)
+	// sec is how to reach each cluster (TLS, SASL), by name.
+	sec map[string]secure.Upstream
 
 	mu    sync.Mutex
 	state map[string]*dialState // by cluster + "\x00" + addr
@@ -56,7 +60,16 @@ func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool) (*
 	}
 	d.mu.Unlock()
 
+	start := time.Now()
 	nc, err := d.netDial(addr, d.lim.DialTimeout)
+	if err == nil {
+		// TLS and SASL share the dial's time bound.
+		var sc net.Conn
+		if sc, err = secureUpstream(nc, d.sec[cluster], addr, max(d.lim.DialTimeout-time.Since(start), time.Second), d.maxResp); err != nil {
+			nc.Close()
+		}
+		nc = sc
+	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -60,7 +60,12 @@ func readFrameInto(r io.Reader, max int32, reuse []byte) ([]byte, error) {
 }
 
 // readFrameSize reads and checks a frame's 4-byte size prefix.
-func readFrameSize(r io.Reader, max int32) (int, error) {
+func readFrameSize(r io.Reader, max int32) (int, error) { return readSizeAtLeast(r, max, 8) }
+
+// readSizeAtLeast reads a size prefix that must be from least to max: 8
+// for a request (its header), 0 for a bare SASL token after a v0
+// SaslHandshake.
+func readSizeAtLeast(r io.Reader, max, least int32) (int, error) {
 	var size [4]byte
 	if _, err := io.ReadFull(r, size[:]); err != nil {
 		return 0, err
@@ -69,7 +74,7 @@ func readFrameSize(r io.Reader, max int32) (int, error) {
 	if n < 0 || n > max {
 		return 0, fmt.Errorf("%w: declared %d bytes, max %d%s", errFrameTooLarge, n, max, sizeHint(size))
 	}
-	if n < 8 {
+	if n < least {
 		return 0, fmt.Errorf("frame of %d bytes is shorter than a request header", n)
 	}
 	return int(n), nil

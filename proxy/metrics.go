@@ -22,7 +22,9 @@ type metrics struct {
 	refused       *prometheus.CounterVec // client connections refused at accept, by limit
 	acceptErrors  prometheus.Counter
 	dialFailures  *prometheus.CounterVec
-	limits        *prometheus.GaugeVec // configured value of each limit
+	limits        *prometheus.GaugeVec   // configured value of each limit
+	saslFailures  *prometheus.CounterVec // failed client authentications, by mechanism
+	policyDenials *prometheus.CounterVec // requests refused by the policy, by principal and API
 	latency       map[int16]prometheus.Observer
 }
 
@@ -52,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kproxy_buffered_bytes", Help: "Client request and response bytes held against limits.buffer_bytes.",
 		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kproxy_client_connections_closed_total", Help: "Client connections closed by a limit: idle, read_timeout or write_timeout.",
+			Name: "kproxy_client_connections_closed_total", Help: "Client connections closed by a limit or by security: idle, read_timeout, write_timeout, tls_handshake, sasl_state or sasl_expired.",
 		}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_client_connections_refused_total", Help: "Client connections closed at accept because a connection limit was reached: total or per_ip.",
@@ -63,6 +65,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		dialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_upstream_dial_failures_total", Help: "Failed upstream dials, by cluster; each starts a dial backoff for that broker.",
 		}, []string{"cluster"}),
+		saslFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_sasl_authentication_failures_total", Help: "Client SASL authentications refused (wrong credentials or a malformed exchange), by mechanism.",
+		}, []string{"mechanism"}),
+		policyDenials: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_policy_denials_total", Help: "Requests refused by kproxy's policy, by principal and Kafka API.",
+		}, []string{"principal", "api"}),
 		limits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kproxy_limit", Help: "Configured resource limits (bytes, counts, or seconds for timeouts).",
 		}, []string{"limit"}),
@@ -77,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.latency[k] = lat.WithLabelValues(name)
 	}
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat,
-		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits)
+		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials)
 	return m
 }
 

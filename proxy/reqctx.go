@@ -17,6 +17,9 @@ type reqCtx struct {
 	clientID *string // forwarded upstream as-is
 	client   string  // client.id, "" when null
 	body     []byte  // the request body after its header, as the client sent it
+	// closeAfter, set by a handler's synchronous part, closes the
+	// connection once the response is written.
+	closeAfter bool
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -15,6 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/secure"
 )
 
 // VirtualNodeID is the node id kproxy shows clients. Every partition leader,
@@ -25,12 +28,19 @@ type VirtualNodeID int32
 // Options configure a Server. Fields are read once at New, except the
 // router, which SetRouter swaps.
 type Options struct {
-	// Listen is the host:port to accept clients on.
+	// Listen is the host:port to accept plaintext clients on, used when
+	// Listeners is empty.
 	Listen string
-	// AdvertiseHost and AdvertisePort are what clients are told to connect
-	// to; empty means the listener's address.
+	// AdvertiseHost and AdvertisePort are what Listen's clients are told to
+	// connect to; empty means the listener's address.
 	AdvertiseHost string
 	AdvertisePort int32
+	// Listeners, when set, replace Listen: every address to accept clients
+	// on, each with its own TLS, SASL and advertised address.
+	Listeners []Listener
+	// Upstream says how to reach each cluster (TLS, SASL), by name; a
+	// cluster not listed is reached in plaintext without SASL.
+	Upstream map[string]secure.Upstream
 	// ClusterID is the one virtual cluster id clients ever see.
 	ClusterID string
 	// NodeID is this instance's virtual node id.
@@ -73,6 +83,7 @@ type Server struct {
 	holds      holds
 	gholds     groupHolds // group moves (group_hold.go)
 	router     atomic.Pointer[routerBox]
+	policy     atomic.Pointer[Policy] // nil: no policy (policy.go)
 	versions   atomic.Pointer[map[int16]versionRange]
 	// versionsMu serializes updateVersions; connected signals Start as
 	// each cluster connects.
@@ -89,8 +100,9 @@ type Server struct {
 	// listen opens the client listener (net.Listen; tests replace it).
 	listen func(network, addr string) (net.Listener, error)
 
-	ln      net.Listener
-	advHost string
+	lns     []*listener  // open listeners, in Options order
+	ln      net.Listener // the first listener's (Addr)
+	advHost string       // the first listener's advertised address
 	advPort int32
 
 	// clientGroups maps client.id to the group it last joined (see
@@ -151,6 +163,7 @@ func New(opts Options) (*Server, error) {
 	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {
 		s.metrics.dialFailures.WithLabelValues(cluster).Inc()
 	})
+	s.dialer.sec = opts.Upstream
 	ids, err := loadTopicIDs(opts.StateDir, s.log)
 	if err != nil {
 		return nil, err
@@ -169,7 +182,7 @@ func New(opts Options) (*Server, error) {
 	s.holds.held = map[string]*topicHold{}
 	s.router.Store(&routerBox{opts.Router})
 	for name, boot := range opts.Clusters {
-		uc, err := newUpstreamCluster(name, boot, s.log)
+		uc, err := newUpstreamCluster(name, boot, opts.Upstream[name], s.log)
 		if err != nil {
 			s.closeClusters()
 			return nil, err
@@ -227,26 +240,28 @@ func (s *Server) Start(ctx context.Context) error {
 	if listen == nil {
 		listen = net.Listen
 	}
-	ln, err := listen("tcp", s.opts.Listen)
-	if err != nil {
-		return fmt.Errorf("listening on %s: %w", s.opts.Listen, err)
+	lopts := s.opts.Listeners
+	if len(lopts) == 0 {
+		lopts = []Listener{{Name: "plaintext", Listen: s.opts.Listen, AdvertiseHost: s.opts.AdvertiseHost, AdvertisePort: s.opts.AdvertisePort}}
 	}
-	s.ln = ln
-	s.advHost, s.advPort = s.opts.AdvertiseHost, s.opts.AdvertisePort
-	if s.advHost == "" || s.advPort == 0 {
-		h, p, _ := net.SplitHostPort(ln.Addr().String())
-		pn, _ := strconv.Atoi(p)
-		if s.advHost == "" {
-			s.advHost = h
+	for _, lo := range lopts {
+		l, err := s.openListener(lo, listen)
+		if err != nil {
+			for _, open := range s.lns {
+				open.ln.Close()
+			}
+			s.lns = nil
+			return err
 		}
-		if s.advPort == 0 {
-			s.advPort = int32(pn)
-		}
+		s.lns = append(s.lns, l)
+		s.log.Info("listening for kafka clients", "listener", lo.Name, "security", l.kind(), "addr", l.ln.Addr().String(), "advertise", net.JoinHostPort(l.advHost, strconv.Itoa(int(l.advPort))), "node_id", s.opts.NodeID, "cluster_id", s.opts.ClusterID)
 	}
-	s.log.Info("listening for kafka clients", "addr", ln.Addr().String(), "advertise", net.JoinHostPort(s.advHost, strconv.Itoa(int(s.advPort))), "node_id", s.opts.NodeID, "cluster_id", s.opts.ClusterID)
+	s.ln, s.advHost, s.advPort = s.lns[0].ln, s.lns[0].advHost, s.lns[0].advPort
 	s.listening.Store(true)
-	s.wg.Add(2)
-	go s.acceptLoop()
+	s.wg.Add(1 + len(s.lns))
+	for _, l := range s.lns {
+		go s.acceptLoop(l)
+	}
 	go s.watchClusters()
 	return nil
 }
@@ -317,11 +332,11 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // 1 s: running out of file descriptors is usually transient, and a listener
 // that stops for good would leave kproxy up but unreachable. While accepts
 // fail, Ready reports false.
-func (s *Server) acceptLoop() {
+func (s *Server) acceptLoop(l *listener) {
 	defer s.wg.Done()
 	var backoff time.Duration
 	for {
-		nc, err := s.ln.Accept()
+		nc, err := l.ln.Accept()
 		if err != nil {
 			if s.closing.Load() {
 				return
@@ -352,7 +367,14 @@ func (s *Server) acceptLoop() {
 			nc.Close()
 			continue
 		}
+		if l.opts.TLS != nil {
+			if tc, ok := nc.(*net.TCPConn); ok {
+				_ = tc.SetNoDelay(true)
+			}
+			nc = tls.Server(nc, l.opts.TLS) // the handshake runs in serve
+		}
 		cc := newClientConn(s, nc, s.connID.Add(1))
+		cc.lst = l
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
@@ -381,8 +403,8 @@ func (s *Server) Close() {
 		return
 	}
 	close(s.stop)
-	if s.ln != nil {
-		s.ln.Close()
+	for _, l := range s.lns {
+		l.ln.Close()
 	}
 	s.mu.Lock()
 	for cc := range s.conns {
@@ -420,6 +442,8 @@ type Status struct {
 	// BufferedBytes is what the buffer budget has handed out.
 	BufferedBytes int64           `json:"buffered_bytes"`
 	Clusters      []clusterStatus `json:"clusters"`
+	// Listeners are every client listener (Listen is the first).
+	Listeners []ListenerStatus `json:"listeners"`
 }
 
 // Status reports connections and upstream reachability.
@@ -428,6 +452,10 @@ func (s *Server) Status() Status {
 	if s.ln != nil {
 		st.Listen = s.ln.Addr().String()
 		st.Advertise = net.JoinHostPort(s.advHost, strconv.Itoa(int(s.advPort)))
+	}
+	for _, l := range s.lns {
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.opts.Name, Addr: l.ln.Addr().String(),
+			Advertise: net.JoinHostPort(l.advHost, strconv.Itoa(int(l.advPort))), Security: l.kind()})
 	}
 	s.mu.Lock()
 	st.Connections = len(s.conns)

@@ -15,9 +15,15 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 // self returns this instance's virtual node id.
 func (s *Server) self() int32 { return s.opts.NodeID }
 
-// selfEndpoint is this instance as a broker: node id, advertised host and
-// port. Every broker a client is shown is this one.
-func (s *Server) selfEndpoint() (int32, string, int32) { return s.self(), s.advHost, s.advPort }
+// selfEndpoint is this instance as a broker, as the clients of listener l
+// must reach it: node id, l's advertised host and port (the first
+// listener's when l is nil). Every broker a client is shown is this one.
+func (s *Server) selfEndpoint(l *listener) (int32, string, int32) {
+	if l != nil {
+		return s.self(), l.advHost, l.advPort
+	}
+	return s.self(), s.advHost, s.advPort
+}
 
 // virtualNode maps an upstream node id to the virtual one.
 func (s *Server) virtualNode(id int32) int32 {
@@ -35,27 +41,27 @@ func (s *Server) virtualReplicas(ids []int32) []int32 {
 	return []int32{s.self()}
 }
 
-func (s *Server) metadataBrokers() []kmsg.MetadataResponseBroker {
+func (s *Server) metadataBrokers(l *listener) []kmsg.MetadataResponseBroker {
 	b := kmsg.NewMetadataResponseBroker()
-	b.NodeID, b.Host, b.Port = s.selfEndpoint()
+	b.NodeID, b.Host, b.Port = s.selfEndpoint(l)
 	return []kmsg.MetadataResponseBroker{b}
 }
 
-func (s *Server) produceBrokers(in []kmsg.ProduceResponseBroker) []kmsg.ProduceResponseBroker {
+func (s *Server) produceBrokers(l *listener, in []kmsg.ProduceResponseBroker) []kmsg.ProduceResponseBroker {
 	if len(in) == 0 {
 		return nil
 	}
 	b := kmsg.NewProduceResponseBroker()
-	b.NodeID, b.Host, b.Port = s.selfEndpoint()
+	b.NodeID, b.Host, b.Port = s.selfEndpoint(l)
 	return []kmsg.ProduceResponseBroker{b}
 }
 
-func (s *Server) fetchBrokers(in []kmsg.FetchResponseBroker) []kmsg.FetchResponseBroker {
+func (s *Server) fetchBrokers(l *listener, in []kmsg.FetchResponseBroker) []kmsg.FetchResponseBroker {
 	if len(in) == 0 {
 		return nil
 	}
 	b := kmsg.NewFetchResponseBroker()
-	b.NodeID, b.Host, b.Port = s.selfEndpoint()
+	b.NodeID, b.Host, b.Port = s.selfEndpoint(l)
 	return []kmsg.FetchResponseBroker{b}
 }
 

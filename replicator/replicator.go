@@ -26,6 +26,9 @@ type Options struct {
 	// SourceBrokers and TargetBrokers are bootstrap addresses, used when
 	// the corresponding client is nil.
 	SourceBrokers, TargetBrokers []string
+	// SourceOpts and TargetOpts are added to the clients built from the
+	// bootstrap lists: the clusters' TLS and SASL (secure.Upstream).
+	SourceOpts, TargetOpts []kgo.Opt
 
 	// Topics are the source topic names to copy (exact names; globs are
 	// config's business).
@@ -191,13 +194,13 @@ func New(o Options) (*Replicator, error) {
 		parts: map[topicPartition]*partition{}, topicErrs: map[string]error{}}
 	var err error
 	if r.src == nil {
-		if r.src, err = kgo.NewClient(kgo.SeedBrokers(o.SourceBrokers...), metadataMaxCache); err != nil {
+		if r.src, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(o.SourceBrokers...), metadataMaxCache}, o.SourceOpts...)...); err != nil {
 			return nil, fmt.Errorf("replicator: source client: %w", err)
 		}
 		r.ownSrc = true
 	}
 	if r.tgt == nil {
-		if r.tgt, err = kgo.NewClient(kgo.SeedBrokers(o.TargetBrokers...), metadataMaxCache); err != nil {
+		if r.tgt, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(o.TargetBrokers...), metadataMaxCache}, o.TargetOpts...)...); err != nil {
 			r.closeClients()
 			return nil, fmt.Errorf("replicator: target client: %w", err)
 		}

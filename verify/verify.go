@@ -31,6 +31,7 @@ import (
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/control"
 	"github.com/kproxy/kproxy/replicator"
+	"github.com/kproxy/kproxy/secure"
 )
 
 const verifyUsage = `usage: kproxy verify -c FILE [-o table|json] [-timeout 2m] TOPIC...
@@ -86,12 +87,23 @@ func Command(w io.Writer, args []string) error {
 	dir := control.ReplicationStateDir(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	// The clusters' TLS and SASL, as kproxy itself reaches them.
+	srcCl, err := secure.Client(cfg, config.Source)
+	if err != nil {
+		return err
+	}
+	defer srcCl.Close()
+	tgtCl, err := secure.Client(cfg, config.Target)
+	if err != nil {
+		return err
+	}
+	defer tgtCl.Close()
 	rep, err := verifyTopics(ctx, verifyOptions{
-		SourceBrokers: cfg.Clusters.Source.Bootstrap,
-		TargetBrokers: cfg.Clusters.Target.Bootstrap,
-		StateDir:      dir,
-		Topics:        topics,
-		Parallel:      *parallel,
+		Source:   srcCl,
+		Target:   tgtCl,
+		StateDir: dir,
+		Topics:   topics,
+		Parallel: *parallel,
 	})
 	if err != nil {
 		return err

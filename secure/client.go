@@ -1,0 +1,142 @@
+package secure
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/oauth"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/kproxy/kproxy/config"
+)
+
+// Upstream is how kproxy reaches one cluster: nil TLS means plaintext, nil
+// SASL means no authentication. Built once from the config by
+// UpstreamFor; the proxy's broker connections, its metadata client, the
+// replicator's and the control plane's clients all use it.
+type Upstream struct {
+	TLS  *tls.Config
+	SASL sasl.Mechanism
+}
+
+// UpstreamFor reads the files and environment variables cc's tls and sasl
+// sections name. A nil cc, or one without them, gives a plaintext,
+// unauthenticated Upstream. Errors name the file or variable, never a
+// secret.
+func UpstreamFor(cc *config.ClusterConfig) (Upstream, error) {
+	var u Upstream
+	if cc == nil {
+		return u, nil
+	}
+	if t := cc.TLS; t != nil {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+		if t.CAFile != "" {
+			pool, err := loadCAs(t.CAFile)
+			if err != nil {
+				return u, err
+			}
+			tc.RootCAs = pool
+		}
+		if t.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+			if err != nil {
+				return u, fmt.Errorf("client certificate %s: %w", t.CertFile, err)
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		u.TLS = tc
+	}
+	if s := cc.SASL; s != nil && s.Mechanism == config.MechOAuthBearer {
+		if _, err := config.ReadSecret(s.TokenFile, s.TokenEnv); err != nil {
+			return u, fmt.Errorf("sasl token: %w", err)
+		}
+		file, env := s.TokenFile, s.TokenEnv
+		// Read at every authentication: an agent may refresh the file.
+		u.SASL = oauth.Oauth(func(context.Context) (oauth.Auth, error) {
+			tok, err := config.ReadSecret(file, env)
+			return oauth.Auth{Token: tok}, err
+		})
+		return u, nil
+	}
+	if s := cc.SASL; s != nil {
+		user := s.Username
+		if s.UsernameEnv != "" {
+			var err error
+			if user, err = config.ReadSecret("", s.UsernameEnv); err != nil {
+				return u, fmt.Errorf("sasl username: %w", err)
+			}
+		}
+		pass, err := config.ReadSecret(s.PasswordFile, s.PasswordEnv)
+		if err != nil {
+			return u, fmt.Errorf("sasl password: %w", err)
+		}
+		switch s.Mechanism {
+		case config.MechPlain:
+			u.SASL = plain.Auth{User: user, Pass: pass}.AsMechanism()
+		case config.MechScramSHA256:
+			u.SASL = scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
+		case config.MechScramSHA512:
+			u.SASL = scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()
+		default:
+			return u, fmt.Errorf("unknown SASL mechanism %q", s.Mechanism)
+		}
+	}
+	return u, nil
+}
+
+// KgoOpts are the kgo options that connect a client the way u says.
+func (u Upstream) KgoOpts() []kgo.Opt {
+	var opts []kgo.Opt
+	if u.TLS != nil {
+		opts = append(opts, kgo.DialTLSConfig(u.TLS.Clone()))
+	}
+	if u.SASL != nil {
+		opts = append(opts, kgo.SASL(u.SASL))
+	}
+	return opts
+}
+
+// Client builds a kgo client for cluster name of cfg with opts added to
+// the cluster's bootstrap and security settings: the one constructor the
+// replicator and the control plane use.
+func Client(cfg *config.Config, name config.Cluster, opts ...kgo.Opt) (*kgo.Client, error) {
+	cc := cfg.Clusters.Get(name)
+	if cc == nil {
+		return nil, fmt.Errorf("no %s cluster in the config", name)
+	}
+	u, err := UpstreamFor(cc)
+	if err != nil {
+		return nil, fmt.Errorf("%s cluster: %w", name, err)
+	}
+	all := append([]kgo.Opt{kgo.SeedBrokers(cc.Bootstrap...)}, u.KgoOpts()...)
+	return kgo.NewClient(append(all, opts...)...)
+}
+
+// Authenticate runs mech's client side over a function that sends one
+// SaslAuthenticate message and returns the broker's answer: the shared
+// loop of the proxy's own broker connections (the kgo clients do this
+// themselves).
+func Authenticate(ctx context.Context, mech sasl.Mechanism, host string, roundTrip func([]byte) ([]byte, error)) error {
+	sess, msg, err := mech.Authenticate(ctx, host)
+	if err != nil {
+		return err
+	}
+	for {
+		resp, err := roundTrip(msg)
+		if err != nil {
+			return err
+		}
+		done, next, err := sess.Challenge(resp)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		msg = next
+	}
+}
