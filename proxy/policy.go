@@ -113,10 +113,7 @@ func (cc *clientConn) policyDenial(req kmsg.Request) kmsg.Response {
 	if resp := cc.topicDenial(p, req); resp != nil {
 		return resp
 	}
-	if resp := cc.groupDenial(p, req); resp != nil {
-		return resp
-	}
-	if resp := cc.txnDenial(p, req); resp != nil {
+	if resp := cc.keyedDenial(p, req); resp != nil {
 		return resp
 	}
 	op, governed := adminOps[req.Key()]
@@ -355,10 +352,7 @@ func (cc *clientConn) topicDenial(p *Policy, req kmsg.Request) kmsg.Response {
 	default:
 		return nil
 	}
-	cc.srv.metrics.policyDenials.WithLabelValues(principal, kmsg.NameForKey(req.Key())).Inc()
-	if cc.log.IsDebug() {
-		cc.log.Debug("request denied by policy", "principal", principal, "api", kmsg.NameForKey(req.Key()))
-	}
+	cc.countDenial(principal, req)
 	return resp
 }
 
@@ -416,44 +410,134 @@ type GroupRule struct {
 	Groups     []string
 }
 
-// allowsGroup reports whether principal may use group.
-func (p *Policy) allowsGroup(principal, group string) bool {
-	if len(p.Groups) == 0 {
-		return true
-	}
-	for _, r := range p.Groups {
-		if matchAny(r.Principals, principal) && matchAny(r.Groups, group) {
+// TxnRule allows principals to use transactional ids (names or globs).
+type TxnRule struct {
+	Principals       []string
+	TransactionalIDs []string
+}
+
+func (r GroupRule) globs() (principals, keys []string) { return r.Principals, r.Groups }
+func (r TxnRule) globs() (principals, keys []string)   { return r.Principals, r.TransactionalIDs }
+
+// allowsKey reports whether one of rules allows principal the key (a group
+// or a transactional id).
+func allowsKey[R interface {
+	globs() (principals, keys []string)
+}](rules []R, principal, key string) bool {
+	for _, r := range rules {
+		principals, keys := r.globs()
+		if matchAny(principals, principal) && matchAny(keys, key) {
 			return true
 		}
 	}
 	return false
 }
 
-// groupDenial refuses a group request naming a group the principal may not
-// use, answered GROUP_AUTHORIZATION_FAILED wherever the response has a
-// place for it (a request naming several groups is refused whole).
-func (cc *clientConn) groupDenial(p *Policy, req kmsg.Request) kmsg.Response {
-	if len(p.Groups) == 0 {
+// keyedDenial refuses a group request naming a group the principal may
+// not use, with GROUP_AUTHORIZATION_FAILED, and a transactional request
+// naming a transactional id the principal may not use, with
+// TRANSACTIONAL_ID_AUTHORIZATION_FAILED: wherever the response has a place
+// for it (a request naming several keys is refused whole). Each kind is
+// governed only when it has at least one rule. Idempotent producers
+// (InitProducerID without a transactional id) are not governed.
+func (cc *clientConn) keyedDenial(p *Policy, req kmsg.Request) kmsg.Response {
+	var keys []string
+	var allowed func(principal, key string) bool
+	var code int16
+	if groups, ok := groupsNamed(req); ok && len(p.Groups) > 0 {
+		keys, code = groups, kerr.GroupAuthorizationFailed.Code
+		allowed = func(principal, g string) bool { return allowsKey(p.Groups, principal, g) }
+	} else if ids, ok := txnIDsNamed(req); ok && len(p.Txns) > 0 {
+		keys, code = ids, kerr.TransactionalIDAuthorizationFailed.Code
+		allowed = func(principal, id string) bool { return allowsKey(p.Txns, principal, id) }
+	} else {
 		return nil
 	}
 	principal := cc.Principal()
-	denied := func(groups ...string) bool {
-		return slices.ContainsFunc(groups, func(g string) bool { return !p.allowsGroup(principal, g) })
+	if !slices.ContainsFunc(keys, func(k string) bool { return !allowed(principal, k) }) {
+		return nil
 	}
-	code := kerr.GroupAuthorizationFailed.Code
-	var resp kmsg.Response
+	resp := denyKeyed(req, code)
+	cc.countDenial(principal, req)
+	return resp
+}
+
+// coordinatorKeys returns the keys a FindCoordinator request looks up when
+// they are of type typ (coordGroup or coordTxn).
+func coordinatorKeys(r *kmsg.FindCoordinatorRequest, typ int8) ([]string, bool) {
+	if r.CoordinatorType != typ {
+		return nil, false
+	}
+	if r.Version < 4 {
+		return []string{r.CoordinatorKey}, true
+	}
+	return r.CoordinatorKeys, true
+}
+
+// groupsNamed returns the groups req names, false when req is not a group
+// request.
+func groupsNamed(req kmsg.Request) ([]string, bool) {
 	switch r := req.(type) {
 	case *kmsg.FindCoordinatorRequest:
-		if r.CoordinatorType != 0 { // transactional ids are not governed
-			return nil
+		return coordinatorKeys(r, coordGroup)
+	case *kmsg.JoinGroupRequest:
+		return []string{r.Group}, true
+	case *kmsg.SyncGroupRequest:
+		return []string{r.Group}, true
+	case *kmsg.HeartbeatRequest:
+		return []string{r.Group}, true
+	case *kmsg.LeaveGroupRequest:
+		return []string{r.Group}, true
+	case *kmsg.OffsetCommitRequest:
+		return []string{r.Group}, true
+	case *kmsg.OffsetFetchRequest:
+		if r.Version < 8 {
+			return []string{r.Group}, true
 		}
-		keys := r.CoordinatorKeys
-		if r.Version < 4 {
-			keys = []string{r.CoordinatorKey}
+		groups := make([]string, 0, len(r.Groups))
+		for _, g := range r.Groups {
+			groups = append(groups, g.Group)
 		}
-		if !denied(keys...) {
-			return nil
+		return groups, true
+	case *kmsg.DescribeGroupsRequest:
+		return r.Groups, true
+	case *kmsg.ConsumerGroupHeartbeatRequest:
+		return []string{r.Group}, true
+	case *kmsg.ConsumerGroupDescribeRequest:
+		return r.Groups, true
+	}
+	return nil, false
+}
+
+// txnIDsNamed returns the transactional ids req names, false when req is
+// not a transactional request (an InitProducerID without a transactional
+// id is an idempotent producer's).
+func txnIDsNamed(req kmsg.Request) ([]string, bool) {
+	switch r := req.(type) {
+	case *kmsg.FindCoordinatorRequest:
+		return coordinatorKeys(r, coordTxn)
+	case *kmsg.InitProducerIDRequest:
+		if r.TransactionalID == nil {
+			return nil, false
 		}
+		return []string{*r.TransactionalID}, true
+	case *kmsg.AddPartitionsToTxnRequest:
+		return []string{r.TransactionalID}, true
+	case *kmsg.AddOffsetsToTxnRequest:
+		return []string{r.TransactionalID}, true
+	case *kmsg.EndTxnRequest:
+		return []string{r.TransactionalID}, true
+	case *kmsg.TxnOffsetCommitRequest:
+		return []string{r.TransactionalID}, true
+	}
+	return nil, false
+}
+
+// denyKeyed answers a group or transactional request with code wherever
+// its response has a place for it.
+func denyKeyed(req kmsg.Request, code int16) kmsg.Response {
+	switch r := req.(type) {
+	case *kmsg.FindCoordinatorRequest:
 		fr := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
 		fr.ErrorCode, fr.NodeID, fr.Port = code, -1, -1
 		for _, k := range r.CoordinatorKeys {
@@ -461,39 +545,16 @@ func (cc *clientConn) groupDenial(p *Policy, req kmsg.Request) kmsg.Response {
 			c.Key, c.NodeID, c.Port, c.ErrorCode = k, -1, -1, code
 			fr.Coordinators = append(fr.Coordinators, c)
 		}
-		resp = fr
+		return fr
 	case *kmsg.JoinGroupRequest:
-		if !denied(r.Group) {
-			return nil
-		}
 		jr := r.ResponseKind().(*kmsg.JoinGroupResponse)
 		jr.ErrorCode, jr.Generation = code, -1
-		resp = jr
-	case *kmsg.SyncGroupRequest:
-		if !denied(r.Group) {
-			return nil
-		}
-		sr := r.ResponseKind().(*kmsg.SyncGroupResponse)
-		sr.ErrorCode = code
-		resp = sr
-	case *kmsg.HeartbeatRequest:
-		if !denied(r.Group) {
-			return nil
-		}
-		hr := r.ResponseKind().(*kmsg.HeartbeatResponse)
-		hr.ErrorCode = code
-		resp = hr
-	case *kmsg.LeaveGroupRequest:
-		if !denied(r.Group) {
-			return nil
-		}
-		lr := r.ResponseKind().(*kmsg.LeaveGroupResponse)
-		lr.ErrorCode = code
-		resp = lr
+		return jr
+	case *kmsg.InitProducerIDRequest:
+		ir := r.ResponseKind().(*kmsg.InitProducerIDResponse)
+		ir.ErrorCode, ir.ProducerID, ir.ProducerEpoch = code, -1, -1
+		return ir
 	case *kmsg.OffsetCommitRequest:
-		if !denied(r.Group) {
-			return nil
-		}
 		or := r.ResponseKind().(*kmsg.OffsetCommitResponse)
 		for _, t := range r.Topics {
 			rt := kmsg.NewOffsetCommitResponseTopic()
@@ -505,18 +566,8 @@ func (cc *clientConn) groupDenial(p *Policy, req kmsg.Request) kmsg.Response {
 			}
 			or.Topics = append(or.Topics, rt)
 		}
-		resp = or
+		return or
 	case *kmsg.OffsetFetchRequest:
-		groups := []string{r.Group}
-		if r.Version >= 8 {
-			groups = groups[:0]
-			for _, g := range r.Groups {
-				groups = append(groups, g.Group)
-			}
-		}
-		if !denied(groups...) {
-			return nil
-		}
 		or := r.ResponseKind().(*kmsg.OffsetFetchResponse)
 		or.ErrorCode = code
 		for _, g := range r.Groups {
@@ -524,158 +575,35 @@ func (cc *clientConn) groupDenial(p *Policy, req kmsg.Request) kmsg.Response {
 			rg.Group, rg.ErrorCode = g.Group, code
 			or.Groups = append(or.Groups, rg)
 		}
-		resp = or
+		return or
 	case *kmsg.DescribeGroupsRequest:
-		if !denied(r.Groups...) {
-			return nil
-		}
 		dr := r.ResponseKind().(*kmsg.DescribeGroupsResponse)
 		for _, g := range r.Groups {
 			rg := kmsg.NewDescribeGroupsResponseGroup()
 			rg.Group, rg.ErrorCode = g, code
 			dr.Groups = append(dr.Groups, rg)
 		}
-		resp = dr
-	case *kmsg.ConsumerGroupHeartbeatRequest:
-		if !denied(r.Group) {
-			return nil
-		}
-		hr := r.ResponseKind().(*kmsg.ConsumerGroupHeartbeatResponse)
-		hr.ErrorCode = code
-		resp = hr
+		return dr
 	case *kmsg.ConsumerGroupDescribeRequest:
-		if !denied(r.Groups...) {
-			return nil
-		}
 		dr := r.ResponseKind().(*kmsg.ConsumerGroupDescribeResponse)
 		for _, g := range r.Groups {
 			rg := kmsg.NewConsumerGroupDescribeResponseGroup()
 			rg.Group, rg.ErrorCode = g, code
 			dr.Groups = append(dr.Groups, rg)
 		}
-		resp = dr
-	default:
-		return nil
+		return dr
 	}
+	// The top-level ErrorCode (SyncGroup, Heartbeat, LeaveGroup,
+	// ConsumerGroupHeartbeat, AddOffsetsToTxn, EndTxn) or the API's
+	// per-partition filler (AddPartitionsToTxn, TxnOffsetCommit).
+	return errorResponse(req, code)
+}
+
+// countDenial counts a refusal of req by policy and logs it at debug
+// level.
+func (cc *clientConn) countDenial(principal string, req kmsg.Request) {
 	cc.srv.metrics.policyDenials.WithLabelValues(principal, kmsg.NameForKey(req.Key())).Inc()
 	if cc.log.IsDebug() {
 		cc.log.Debug("request denied by policy", "principal", principal, "api", kmsg.NameForKey(req.Key()))
 	}
-	return resp
-}
-
-// TxnRule allows principals to use transactional ids (names or globs).
-type TxnRule struct {
-	Principals       []string
-	TransactionalIDs []string
-}
-
-// allowsTxn reports whether principal may use transactional id id.
-func (p *Policy) allowsTxn(principal, id string) bool {
-	if len(p.Txns) == 0 {
-		return true
-	}
-	for _, r := range p.Txns {
-		if matchAny(r.Principals, principal) && matchAny(r.TransactionalIDs, id) {
-			return true
-		}
-	}
-	return false
-}
-
-// txnDenial refuses a transactional request naming a transactional id the
-// principal may not use, with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
-// Idempotent producers (InitProducerID without a transactional id) are
-// not governed.
-func (cc *clientConn) txnDenial(p *Policy, req kmsg.Request) kmsg.Response {
-	if len(p.Txns) == 0 {
-		return nil
-	}
-	principal := cc.Principal()
-	denied := func(ids ...string) bool {
-		return slices.ContainsFunc(ids, func(id string) bool { return !p.allowsTxn(principal, id) })
-	}
-	code := kerr.TransactionalIDAuthorizationFailed.Code
-	var resp kmsg.Response
-	switch r := req.(type) {
-	case *kmsg.FindCoordinatorRequest:
-		if r.CoordinatorType != 1 {
-			return nil
-		}
-		keys := r.CoordinatorKeys
-		if r.Version < 4 {
-			keys = []string{r.CoordinatorKey}
-		}
-		if !denied(keys...) {
-			return nil
-		}
-		fr := r.ResponseKind().(*kmsg.FindCoordinatorResponse)
-		fr.ErrorCode, fr.NodeID, fr.Port = code, -1, -1
-		for _, k := range r.CoordinatorKeys {
-			c := kmsg.NewFindCoordinatorResponseCoordinator()
-			c.Key, c.NodeID, c.Port, c.ErrorCode = k, -1, -1, code
-			fr.Coordinators = append(fr.Coordinators, c)
-		}
-		resp = fr
-	case *kmsg.InitProducerIDRequest:
-		if r.TransactionalID == nil || !denied(*r.TransactionalID) {
-			return nil
-		}
-		ir := r.ResponseKind().(*kmsg.InitProducerIDResponse)
-		ir.ErrorCode, ir.ProducerID, ir.ProducerEpoch = code, -1, -1
-		resp = ir
-	case *kmsg.AddPartitionsToTxnRequest:
-		if !denied(r.TransactionalID) {
-			return nil
-		}
-		ar := r.ResponseKind().(*kmsg.AddPartitionsToTxnResponse)
-		for _, t := range r.Topics {
-			rt := kmsg.NewAddPartitionsToTxnResponseTopic()
-			rt.Topic = t.Topic
-			for _, part := range t.Partitions {
-				rp := kmsg.NewAddPartitionsToTxnResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = part, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			ar.Topics = append(ar.Topics, rt)
-		}
-		resp = ar
-	case *kmsg.AddOffsetsToTxnRequest:
-		if !denied(r.TransactionalID) {
-			return nil
-		}
-		ar := r.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
-		ar.ErrorCode = code
-		resp = ar
-	case *kmsg.EndTxnRequest:
-		if !denied(r.TransactionalID) {
-			return nil
-		}
-		er := r.ResponseKind().(*kmsg.EndTxnResponse)
-		er.ErrorCode = code
-		resp = er
-	case *kmsg.TxnOffsetCommitRequest:
-		if !denied(r.TransactionalID) {
-			return nil
-		}
-		tr := r.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
-		for _, t := range r.Topics {
-			rt := kmsg.NewTxnOffsetCommitResponseTopic()
-			rt.Topic = t.Topic
-			for _, part := range t.Partitions {
-				rp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = part.Partition, code
-				rt.Partitions = append(rt.Partitions, rp)
-			}
-			tr.Topics = append(tr.Topics, rt)
-		}
-		resp = tr
-	default:
-		return nil
-	}
-	cc.srv.metrics.policyDenials.WithLabelValues(principal, kmsg.NameForKey(req.Key())).Inc()
-	if cc.log.IsDebug() {
-		cc.log.Debug("request denied by policy", "principal", principal, "api", kmsg.NameForKey(req.Key()))
-	}
-	return resp
 }
