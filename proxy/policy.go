@@ -303,14 +303,9 @@ func (cc *clientConn) topicDenial(p *Policy, req kmsg.Request) kmsg.Response {
 	var resp kmsg.Response
 	switch r := req.(type) {
 	case *kmsg.ProduceRequest:
-		name := func(t kmsg.ProduceRequestTopic) string {
-			if r.Version >= 13 { // by topic id (KIP-516)
-				n, _ := cc.srv.topicIDs.name(VirtualTopicID(t.TopicID))
-				return n
-			}
-			return t.Topic
-		}
-		if !slices.ContainsFunc(r.Topics, func(t kmsg.ProduceRequestTopic) bool { return denied(name(t), "produce") }) {
+		if !slices.ContainsFunc(r.Topics, func(t kmsg.ProduceRequestTopic) bool {
+			return denied(cc.topicNamed(r.Version >= 13, t.Topic, t.TopicID), "produce")
+		}) {
 			return nil
 		}
 		pr := r.ResponseKind().(*kmsg.ProduceResponse)
@@ -326,14 +321,9 @@ func (cc *clientConn) topicDenial(p *Policy, req kmsg.Request) kmsg.Response {
 		}
 		resp = pr
 	case *kmsg.FetchRequest:
-		name := func(t kmsg.FetchRequestTopic) string {
-			if r.Version >= 13 { // by topic id
-				n, _ := cc.srv.topicIDs.name(VirtualTopicID(t.TopicID))
-				return n
-			}
-			return t.Topic
-		}
-		if !slices.ContainsFunc(r.Topics, func(t kmsg.FetchRequestTopic) bool { return denied(name(t), "fetch") }) {
+		if !slices.ContainsFunc(r.Topics, func(t kmsg.FetchRequestTopic) bool {
+			return denied(cc.topicNamed(r.Version >= 13, t.Topic, t.TopicID), "fetch")
+		}) {
 			return nil
 		}
 		fr := r.ResponseKind().(*kmsg.FetchResponse)
@@ -354,6 +344,16 @@ func (cc *clientConn) topicDenial(p *Policy, req kmsg.Request) kmsg.Response {
 	}
 	cc.countDenial(principal, req)
 	return resp
+}
+
+// topicNamed is the topic a Produce or Fetch entry names: from v13 by
+// topic id (KIP-516), before by name.
+func (cc *clientConn) topicNamed(byID bool, topic string, id [16]byte) string {
+	if byID {
+		n, _ := cc.srv.topicIDs.name(VirtualTopicID(id))
+		return n
+	}
+	return topic
 }
 
 // metadataView is what a Metadata answer is filtered with: the policy and
