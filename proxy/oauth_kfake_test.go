@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509/pkix"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/oauth"
 
 	"github.com/kproxy/kproxy/config"
@@ -72,34 +70,10 @@ func TestOAuthBearerClients(t *testing.T) {
 	}
 
 	// The session lifetime is the token's remaining life, under max_reauth.
-	nc, err := tlsDial(srv, ca)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := dialTLS(t, srv.Addr().String(), &tls.Config{RootCAs: ca.Pool, ServerName: "localhost"})
 	defer nc.Close()
-	hs := kmsg.NewPtrSASLHandshakeRequest()
-	hs.Version, hs.Mechanism = 1, "OAUTHBEARER"
-	if _, err := nc.Write(appendRequest(nil, 1, kmsg.StringPtr("t"), hs)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFrame(nc, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	au := kmsg.NewPtrSASLAuthenticateRequest()
-	au.Version = 1
-	au.SASLAuthBytes = []byte("n,,\x01auth=Bearer " + good + "\x01\x01")
-	if _, err := nc.Write(appendRequest(nil, 2, kmsg.StringPtr("t"), au)); err != nil {
-		t.Fatal(err)
-	}
-	f, err := readFrame(nc, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp := kmsg.NewPtrSASLAuthenticateResponse()
-	resp.Version = 1
-	if err := resp.ReadFrom(f[4:]); err != nil {
-		t.Fatal(err)
-	}
+	saslHandshake(t, nc, 1, 1, "OAUTHBEARER")
+	resp := saslAuthenticateV1(t, nc, 2, []byte("n,,\x01auth=Bearer "+good+"\x01\x01"))
 	if l := time.Duration(resp.SessionLifetimeMillis) * time.Millisecond; resp.ErrorCode != 0 || l <= 0 || l > 10*time.Minute {
 		t.Errorf("code %d lifetime %s: want the token's remaining life (at most 10m)", resp.ErrorCode, l)
 	}
@@ -143,13 +117,4 @@ func TestUpstreamOAuthBearerToken(t *testing.T) {
 			t.Errorf("first message %q, %v; want the token %s", first, err, want)
 		}
 	}
-}
-
-func tlsDial(srv *Server, ca *securetest.CA) (net.Conn, error) {
-	nc, err := tls.Dial("tcp", srv.Addr().String(), &tls.Config{RootCAs: ca.Pool, ServerName: "localhost"})
-	if err != nil {
-		return nil, err
-	}
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	return nc, nil
 }

@@ -189,27 +189,17 @@ func TestSASLListenerRefusesRequestsBeforeAuthentication(t *testing.T) {
 	r := newSecureRig(t, 0)
 	addr := r.srv.Addr().String()
 
-	nc, err := tls.Dial("tcp", addr, r.ca.ClientTLS(t, nil, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := dialTLS(t, addr, r.ca.ClientTLS(t, nil, nil))
 	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	av := kmsg.NewPtrApiVersionsRequest()
 	av.Version = 3
 	av.ClientSoftwareName, av.ClientSoftwareVersion = "test", "1"
-	if _, err := nc.Write(appendRequest(nil, 1, kmsg.StringPtr("t"), av)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFrame(nc, 1<<20); err != nil {
+	if _, err := sendRequest(t, nc, 1, av); err != nil {
 		t.Fatalf("ApiVersions before authentication not answered: %v", err)
 	}
 	md := kmsg.NewPtrMetadataRequest()
 	md.Version = 9
-	if _, err := nc.Write(appendRequest(nil, 2, kmsg.StringPtr("t"), md)); err != nil {
-		t.Fatal(err)
-	}
-	if f, err := readFrame(nc, 1<<20); err == nil {
+	if f, err := sendRequest(t, nc, 2, md); err == nil {
 		t.Fatalf("Metadata before authentication answered (%d bytes); want the connection closed", len(f))
 	}
 
@@ -219,10 +209,7 @@ func TestSASLListenerRefusesRequestsBeforeAuthentication(t *testing.T) {
 	}
 	defer raw.Close()
 	_ = raw.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := raw.Write(appendRequest(nil, 1, kmsg.StringPtr("t"), av)); err != nil {
-		t.Fatal(err)
-	}
-	if f, err := readFrame(raw, 1<<20); err == nil {
+	if f, err := sendRequest(t, raw, 1, av); err == nil {
 		t.Fatalf("a plaintext client on the TLS port got a %d-byte frame", len(f))
 	}
 	if n := r.dials.Load(); n != 0 {
@@ -234,27 +221,9 @@ func TestSASLListenerRefusesRequestsBeforeAuthentication(t *testing.T) {
 // of offered ones.
 func TestSASLUnsupportedMechanism(t *testing.T) {
 	r := newSecureRig(t, 0)
-	nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := dialTLS(t, r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
 	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	hs := kmsg.NewPtrSASLHandshakeRequest()
-	hs.Version = 1
-	hs.Mechanism = "GSSAPI"
-	if _, err := nc.Write(appendRequest(nil, 1, kmsg.StringPtr("t"), hs)); err != nil {
-		t.Fatal(err)
-	}
-	f, err := readFrame(nc, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp := kmsg.NewPtrSASLHandshakeResponse()
-	resp.Version = 1
-	if err := resp.ReadFrom(f[4:]); err != nil {
-		t.Fatal(err)
-	}
+	resp := saslHandshake(t, nc, 1, 1, "GSSAPI")
 	if resp.ErrorCode != kerr.UnsupportedSaslMechanism.Code || len(resp.SupportedMechanisms) != 3 {
 		t.Errorf("got code %d mechanisms %v, want UNSUPPORTED_SASL_MECHANISM and the three offered", resp.ErrorCode, resp.SupportedMechanisms)
 	}
@@ -263,36 +232,10 @@ func TestSASLUnsupportedMechanism(t *testing.T) {
 // SaslAuthenticate v1+ reports the session lifetime (KIP-368).
 func TestSASLReportsSessionLifetime(t *testing.T) {
 	r := newSecureRig(t, 90*time.Second)
-	nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := dialTLS(t, r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
 	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	hs := kmsg.NewPtrSASLHandshakeRequest()
-	hs.Version = 1
-	hs.Mechanism = "PLAIN"
-	if _, err := nc.Write(appendRequest(nil, 1, kmsg.StringPtr("t"), hs)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFrame(nc, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	au := kmsg.NewPtrSASLAuthenticateRequest()
-	au.Version = 1
-	au.SASLAuthBytes = []byte("\x00" + saslUser + "\x00" + saslPassword)
-	if _, err := nc.Write(appendRequest(nil, 2, kmsg.StringPtr("t"), au)); err != nil {
-		t.Fatal(err)
-	}
-	f, err := readFrame(nc, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp := kmsg.NewPtrSASLAuthenticateResponse()
-	resp.Version = 1
-	if err := resp.ReadFrom(f[4:]); err != nil {
-		t.Fatal(err)
-	}
+	saslHandshake(t, nc, 1, 1, "PLAIN")
+	resp := saslAuthenticateV1(t, nc, 2, []byte("\x00"+saslUser+"\x00"+saslPassword))
 	if resp.ErrorCode != 0 || resp.SessionLifetimeMillis != 90000 {
 		t.Errorf("got code %d lifetime %d ms, want 0 and 90000", resp.ErrorCode, resp.SessionLifetimeMillis)
 	}
@@ -317,21 +260,9 @@ func writeUsersFile(t *testing.T, dir string, users map[string]string) string {
 func TestSASLHandshakeV0BareTokens(t *testing.T) {
 	r := newSecureRig(t, 0)
 	run := func(pass string) (metadataAnswered bool) {
-		nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc := dialTLS(t, r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
 		defer nc.Close()
-		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-		hs := kmsg.NewPtrSASLHandshakeRequest()
-		hs.Version = 0
-		hs.Mechanism = "PLAIN"
-		if _, err := nc.Write(appendRequest(nil, 1, kmsg.StringPtr("t"), hs)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := readFrame(nc, 1<<20); err != nil {
-			t.Fatal(err)
-		}
+		saslHandshake(t, nc, 1, 0, "PLAIN")
 		token := []byte("\x00" + saslUser + "\x00" + pass)
 		frame := append([]byte{0, 0, 0, byte(len(token))}, token...)
 		if _, err := nc.Write(frame); err != nil {
@@ -343,10 +274,7 @@ func TestSASLHandshakeV0BareTokens(t *testing.T) {
 		}
 		md := kmsg.NewPtrMetadataRequest()
 		md.Version = 9
-		if _, err := nc.Write(appendRequest(nil, 2, kmsg.StringPtr("t"), md)); err != nil {
-			t.Fatal(err)
-		}
-		_, err = readFrame(nc, 1<<20)
+		_, err := sendRequest(t, nc, 2, md)
 		return err == nil
 	}
 	if !run(saslPassword) {
@@ -393,12 +321,8 @@ func saslExchange(t *testing.T, nc net.Conn, corr int32, user, pass string) *kms
 func TestSASLReauthentication(t *testing.T) {
 	r := newSecureRig(t, time.Hour)
 	dial := func() net.Conn {
-		nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc := dialTLS(t, r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
 		t.Cleanup(func() { nc.Close() })
-		_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 		return nc
 	}
 	nc := dial()
@@ -410,10 +334,7 @@ func TestSASLReauthentication(t *testing.T) {
 	}
 	md := kmsg.NewPtrMetadataRequest()
 	md.Version = 9
-	if _, err := nc.Write(appendRequest(nil, 5, kmsg.StringPtr("t"), md)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFrame(nc, 1<<20); err != nil {
+	if _, err := sendRequest(t, nc, 5, md); err != nil {
 		t.Fatalf("Metadata after re-authentication: %v", err)
 	}
 
@@ -435,21 +356,14 @@ func TestSASLReauthentication(t *testing.T) {
 // request (the client did not re-authenticate in time).
 func TestSASLExpiredSessionIsClosed(t *testing.T) {
 	r := newSecureRig(t, time.Nanosecond) // expired by the next request
-	nc, err := tls.Dial("tcp", r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := dialTLS(t, r.srv.Addr().String(), r.ca.ClientTLS(t, nil, nil))
 	defer nc.Close()
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if resp := saslExchange(t, nc, 1, saslUser, saslPassword); resp == nil || resp.ErrorCode != 0 {
 		t.Fatalf("authentication: %+v", resp)
 	}
 	md := kmsg.NewPtrMetadataRequest()
 	md.Version = 9
-	if _, err := nc.Write(appendRequest(nil, 3, kmsg.StringPtr("t"), md)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := readFrame(nc, 1<<20); err == nil {
+	if _, err := sendRequest(t, nc, 3, md); err == nil {
 		t.Error("Metadata answered on an expired session")
 	}
 	if !strings.Contains(r.logs.String(), "expired without re-authentication") {
