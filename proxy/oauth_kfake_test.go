@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509/pkix"
 	"errors"
 	"os"
 	"path/filepath"
@@ -29,11 +28,7 @@ func TestOAuthBearerClients(t *testing.T) {
 	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
 	dir := t.TempDir()
 	ca := securetest.NewCA(t, "ca")
-	certFile, keyFile, _ := ca.WriteFiles(t, dir, "kproxy", pkix.Name{CommonName: "localhost"})
-	tc, err := secure.ServerTLS(&config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc, _, _ := listenerTLS(t, ca, dir, "localhost")
 	iss := securetest.NewIssuer(t, "kid-1")
 	jwks := filepath.Join(dir, "jwks.json")
 	if err := os.WriteFile(jwks, iss.JWKS(t), 0o600); err != nil {

@@ -25,7 +25,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
-	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/secure"
 	"github.com/kproxy/kproxy/secure/securetest"
 )
@@ -69,11 +68,7 @@ func newSecureRig(t *testing.T, maxReauth time.Duration) *secureRig {
 	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders", "payroll"))
 	dir := t.TempDir()
 	r := &secureRig{ca: securetest.NewCA(t, "test-ca"), logs: &syncBuf{}}
-	certFile, keyFile, _ := r.ca.WriteFiles(t, dir, "kproxy", pkix.Name{CommonName: "localhost"})
-	tc, err := secure.ServerTLS(&config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc, _, _ := listenerTLS(t, r.ca, dir, "localhost")
 	store, err := secure.OpenUserStore(writeUsersFile(t, dir, map[string]string{saslUser: saslPassword, "other": "other-pw"}), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
@@ -377,11 +372,7 @@ func TestCertificateRotationKeepsConnections(t *testing.T) {
 	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
 	dir := t.TempDir()
 	ca := securetest.NewCA(t, "ca")
-	certFile, keyFile, _ := ca.WriteFiles(t, dir, "kproxy", pkix.Name{CommonName: "first"})
-	tc, err := secure.ServerTLS(&config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tc, certFile, keyFile := listenerTLS(t, ca, dir, "first")
 	srv := startProxy(t, Options{Listeners: []Listener{{Name: "ssl", Listen: "127.0.0.1:0", TLS: tc}},
 		Router: StaticRouter(Source), Clusters: map[string][]string{Source: src.ListenAddrs()}})
 	dial := func() (*tls.Conn, string) {

@@ -2,11 +2,17 @@ package proxy
 
 import (
 	"crypto/tls"
+	"crypto/x509/pkix"
 	"net"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/secure"
+	"github.com/kproxy/kproxy/secure/securetest"
 )
 
 // Raw-connection helpers for the SASL and OAUTHBEARER tests, which speak
@@ -68,4 +74,16 @@ func saslAuthenticateV1(t *testing.T, nc net.Conn, corr int32, auth []byte) *kms
 		t.Fatal(err)
 	}
 	return resp
+}
+
+// listenerTLS writes a certificate for cn signed by ca into dir and returns
+// kproxy's listener TLS read from those files, and the files.
+func listenerTLS(t *testing.T, ca *securetest.CA, dir, cn string) (tc *tls.Config, certFile, keyFile string) {
+	t.Helper()
+	certFile, keyFile, _ = ca.WriteFiles(t, dir, "kproxy", pkix.Name{CommonName: cn})
+	tc, err := secure.ServerTLS(&config.ServerTLS{CertFile: certFile, KeyFile: keyFile}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tc, certFile, keyFile
 }
