@@ -419,11 +419,14 @@ type TxnRule struct {
 func (r GroupRule) globs() (principals, keys []string) { return r.Principals, r.Groups }
 func (r TxnRule) globs() (principals, keys []string)   { return r.Principals, r.TransactionalIDs }
 
+// keyedRule is a GroupRule or a TxnRule: principals allowed some keys.
+type keyedRule interface {
+	globs() (principals, keys []string)
+}
+
 // allowsKey reports whether one of rules allows principal the key (a group
 // or a transactional id).
-func allowsKey[R interface {
-	globs() (principals, keys []string)
-}](rules []R, principal, key string) bool {
+func allowsKey[R keyedRule](rules []R, principal, key string) bool {
 	for _, r := range rules {
 		principals, keys := r.globs()
 		if matchAny(principals, principal) && matchAny(keys, key) {
