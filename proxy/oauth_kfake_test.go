@@ -38,7 +38,7 @@ func TestOAuthBearerClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuf{}
+	logs := &syncBuffer{}
 	srv := startProxy(t, Options{
 		Listeners: []Listener{{Name: "oauth", Listen: "127.0.0.1:0", TLS: tc, MaxReauth: time.Hour,
 			SASL: secure.NewAuthenticator([]string{"OAUTHBEARER"}, nil).WithOAuth(v)}},

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,31 +33,13 @@ const (
 	saslPassword = "correct-horse-battery-staple-7f3a"
 )
 
-// syncBuf collects log output from several goroutines.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // secureRig is a proxy over one kfake cluster with a TLS+SASL listener,
 // counting the proxy's data-path dials upstream, and logging into logs.
 type secureRig struct {
 	srv   *Server
 	ca    *securetest.CA
 	dials atomic.Int64
-	logs  *syncBuf
+	logs  *syncBuffer
 }
 
 func newSecureRig(t *testing.T, maxReauth time.Duration) *secureRig {
@@ -67,7 +48,7 @@ func newSecureRig(t *testing.T, maxReauth time.Duration) *secureRig {
 	// and kproxy sends them to any broker (real KRaft brokers forward).
 	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders", "payroll"))
 	dir := t.TempDir()
-	r := &secureRig{ca: securetest.NewCA(t, "test-ca"), logs: &syncBuf{}}
+	r := &secureRig{ca: securetest.NewCA(t, "test-ca"), logs: &syncBuffer{}}
 	tc, _, _ := listenerTLS(t, r.ca, dir, "localhost")
 	store, err := secure.OpenUserStore(writeUsersFile(t, dir, map[string]string{saslUser: saslPassword, "other": "other-pw"}), hclog.NewNullLogger())
 	if err != nil {
