@@ -45,6 +45,12 @@ type Instance struct {
 	// (plan.go); gateRecheckEvery is its period.
 	gateRecheck      atomic.Bool
 	gateRecheckEvery time.Duration
+	// recheckCtx ends the re-measure loop; Close cancels it and waits on
+	// recheckDone before the controller closes the admin clients the loop
+	// measures with.
+	recheckCtx    context.Context
+	recheckCancel context.CancelFunc
+	recheckDone   sync.WaitGroup
 }
 
 // Start builds and starts an instance from a valid config.
@@ -97,6 +103,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		return nil, err
 	}
 	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, gateRecheckEvery: defaultGateRecheck}
+	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
@@ -286,6 +293,8 @@ func (inst *Instance) Close() {
 		inst.admin.Shutdown(ctx)
 		cancel()
 	}
+	inst.recheckCancel()
+	inst.recheckDone.Wait()
 	inst.ctrl.Close()
 	inst.srv.Close()
 	for _, l := range inst.locks {

@@ -563,18 +563,21 @@ const defaultGateRecheck = 10 * time.Second
 // required gates of refused cutovers and starts each cutover whose gates
 // pass now: an operator fixes the cause (the copy catches up, a topic
 // config is aligned) and the flip follows, with no second edit of the
-// config. The loop ends when no refusal is left or the instance closes.
+// config. The loop ends when no refusal is left or the instance closes
+// (Close cancels it and waits for it).
 func (inst *Instance) startGateRecheck() {
 	if !inst.gateRecheck.CompareAndSwap(false, true) {
 		return
 	}
+	inst.recheckDone.Add(1)
 	go func() {
+		defer inst.recheckDone.Done()
 		defer inst.gateRecheck.Store(false)
 		t := time.NewTicker(inst.gateRecheckEvery)
 		defer t.Stop()
 		for {
 			select {
-			case <-inst.ctrl.ctx.Done():
+			case <-inst.recheckCtx.Done():
 				return
 			case <-t.C:
 			}
@@ -590,7 +593,7 @@ func (inst *Instance) startGateRecheck() {
 // remain.
 func (inst *Instance) recheckGates() bool {
 	cfg := inst.Config()
-	refusals := inst.requiredGateRefusals(inst.ctrl.ctx, cfg)
+	refusals := inst.requiredGateRefusals(inst.recheckCtx, cfg)
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if inst.cfg != cfg {
