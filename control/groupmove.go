@@ -52,26 +52,30 @@ import (
 	"github.com/kproxy/kproxy/statefile"
 )
 
-// Group move states, as /status shows them.
+// GroupMoveState is where a group's home move is; /status shows it as its
+// string.
+type GroupMoveState string
+
+// Group move states.
 const (
-	groupHolding = "holding" // coordinator requests held, waiting for in-flight commits
-	groupCopying = "copying" // committed offsets being copied
-	groupMoved   = "moved"
-	groupAborted = "aborted" // the group stays on its old home; Reason says why
+	groupHolding GroupMoveState = "holding" // coordinator requests held, waiting for in-flight commits
+	groupCopying GroupMoveState = "copying" // committed offsets being copied
+	groupMoved   GroupMoveState = "moved"
+	groupAborted GroupMoveState = "aborted" // the group stays on its old home; Reason says why
 )
 
 // GroupMoveStatus is one group's move, for /status and `kproxy status`.
 type GroupMoveStatus struct {
-	Group      string    `json:"group"`
-	From       string    `json:"from"`
-	To         string    `json:"to"`
-	State      string    `json:"state"`
-	Reason     string    `json:"reason,omitempty"`
-	Offsets    int       `json:"offsets"` // partitions whose committed offsets were copied
-	StartedAt  time.Time `json:"started_at"`
-	FinishedAt time.Time `json:"finished_at,omitzero"`
-	HoldMillis int64     `json:"hold_ms"`
-	Held       int       `json:"held_commits"` // commits queued by the proxy (at release, once done)
+	Group      string         `json:"group"`
+	From       string         `json:"from"`
+	To         string         `json:"to"`
+	State      GroupMoveState `json:"state"`
+	Reason     string         `json:"reason,omitempty"`
+	Offsets    int            `json:"offsets"` // partitions whose committed offsets were copied
+	StartedAt  time.Time      `json:"started_at"`
+	FinishedAt time.Time      `json:"finished_at,omitzero"`
+	HoldMillis int64          `json:"hold_ms"`
+	Held       int            `json:"held_commits"` // commits queued by the proxy (at release, once done)
 }
 
 // groupMoves owns group moves and the routing overlay that keeps a group on
@@ -382,12 +386,12 @@ func (g *groupMoves) run(cfg *config.Config, group, from, to string) {
 	g.refresh()
 }
 
-func (g *groupMoves) setState(group, state string) {
+func (g *groupMoves) setState(group string, state GroupMoveState) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if st := g.status[group]; st != nil {
 		st.State = state
-		g.log.Info("group move "+state, "group", group, "from", st.From, "to", st.To)
+		g.log.Info("group move "+string(state), "group", group, "from", st.From, "to", st.To)
 	}
 }
 

@@ -241,7 +241,7 @@ func (inst *Instance) webGroups(d StatusDoc, clients []proxy.ClientInfo) []webGr
 	for _, g := range slices.Sorted(maps.Keys(names)) {
 		row := webGroup{Group: g, Home: string(table.GroupHome(g)), State: "steady"}
 		if m, ok := moves[g]; ok {
-			row.Move, row.State, row.Reason = fmt.Sprintf("%s → %s", m.From, m.To), m.State, m.Reason
+			row.Move, row.State, row.Reason = fmt.Sprintf("%s → %s", m.From, m.To), string(m.State), m.Reason
 			if m.State != groupMoved {
 				row.Home = m.From
 			}

@@ -112,7 +112,7 @@ func printStatus(w io.Writer, m marker, d control.StatusDoc) error {
 			if reason == "" {
 				reason = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s -> %s\t%d\t%d\t%d\t%s\n", g.Group, m.state(g.State), g.From, g.To, g.Offsets, g.HoldMillis, g.Held, reason)
+			fmt.Fprintf(tw, "%s\t%s\t%s -> %s\t%d\t%d\t%d\t%s\n", g.Group, m.state(string(g.State)), g.From, g.To, g.Offsets, g.HoldMillis, g.Held, reason)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
