@@ -158,6 +158,9 @@ func New(opts Options) (*Server, error) {
 		s.metrics.upstreamErrors.WithLabelValues(name)
 		s.metrics.dialFailures.WithLabelValues(name)
 	}
+	for _, limit := range []string{"total", "per_ip"} {
+		s.metrics.refused.WithLabelValues(limit)
+	}
 	s.budget = newByteBudget(opts.Limits.BufferBytes, s.metrics.bufferedBytes.Set)
 	s.connLim = connLimiter{max: opts.Limits.MaxConnections, maxPerIP: opts.Limits.MaxConnectionsPerIP}
 	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {
