@@ -22,11 +22,7 @@ import (
 // start and names the first's pid and host; once the first closes, a new
 // one starts.
 func TestSecondInstanceOnAStateDirRefusesToStart(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	state := t.TempDir()

@@ -21,29 +21,11 @@ import (
 // and a drain, never switched: producers writing straight to a target the
 // copy has not caught up with would break the offset map.
 func TestStartUpRoutesAReplicatedTopicThroughACutover(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"))
+	tgt := newKfake(t, kfake.NumBrokers(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	for i := 0; i < 200; i++ {
-		cl.Produce(ctx, &kgo.Record{Value: []byte(fmt.Sprint(i))}, nil)
-	}
-	if err := cl.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	produceTo(t, ctx, src, "orders", 200)
 	listen, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +55,7 @@ func TestStartUpRoutesAReplicatedTopicThroughACutover(t *testing.T) {
 	if st.State != routing.Flipped.String() || st.Home != "target" || st.From != "source" {
 		t.Fatalf("orders after start-up: %+v", st)
 	}
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, "orders")
+	ends, err := kadm.NewClient(mustClient(t, src)).ListEndOffsets(ctx, "orders")
 	if err != nil {
 		t.Fatal(err)
 	}

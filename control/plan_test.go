@@ -35,29 +35,11 @@ func gateOf(t *testing.T, doc PlanDoc, topic, gate string) GateResult {
 // cutover of that topic with the gate's reason; once the cause is fixed,
 // the re-measured gates pass and the topic is cut over without a reload.
 func TestPlanGatesAndRequiredGateRefusesCutover(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "payments"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders", "payments"))
+	tgt := newKfake(t, kfake.NumBrokers(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	for i := range 100 {
-		cl.Produce(ctx, &kgo.Record{Value: fmt.Append(nil, i)}, nil)
-	}
-	if err := cl.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	produceTo(t, ctx, src, "orders", 100)
 	listen, err := freeAddr()
 	if err != nil {
 		t.Fatal(err)
@@ -204,16 +186,6 @@ func cutoverOf(inst *Instance, topic string) CutoverStatus {
 		}
 	}
 	return CutoverStatus{}
-}
-
-func mustClient(t *testing.T, c *kfake.Cluster) *kgo.Client {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return cl
 }
 
 // A removal gate passes with no dependents and lists at most ten names.

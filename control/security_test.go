@@ -55,11 +55,7 @@ func TestSecuredInstanceKeepsSecretsOutOfOutput(t *testing.T) {
 		upstreamPass = "upstream-secret-pw-b2a9e6"
 		adminToken   = "admin-token-secret-0d5c3f"
 	)
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "kproxy-svc", upstreamPass))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"), kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "kproxy-svc", upstreamPass))
 	dir := t.TempDir()
 	ca := securetest.NewCA(t, "ca")
 	certFile, keyFile, _ := ca.WriteFiles(t, dir, "kproxy", pkix.Name{CommonName: "localhost"})

@@ -40,16 +40,8 @@ func getPage(t *testing.T, url string) string {
 // flip, its cluster health, and a client with its group; the stylesheet is
 // served beside it.
 func TestStatusPageFollowsACutover(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"))
+	tgt := newKfake(t, kfake.NumBrokers(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	listen, err := freeAddr()
