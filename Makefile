@@ -38,6 +38,11 @@ lint:
 	$(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
 
+## helm: render the Helm chart (defaults and each ci/*.yaml), validate the objects against the Kubernetes API types and the config with `kproxy validate`
+.PHONY: helm
+helm: build
+	cd deploy/helm/check && $(GO) run . -chart ../kproxy -kproxy ../../../bin/kproxy
+
 ## test-matrix: the broker-version matrix (2.8.2, 3.5.2, 3.9.2 -> 4.4.0 and 4.4.0 -> 3.9.2), summary in .cache/matrix
 .PHONY: test-matrix
 test-matrix:

@@ -41,6 +41,8 @@ type Config struct {
 	// Advertise is the host:port kproxy tells clients to connect to (the only
 	// broker address they ever see). Default: Listen. Required when Listen's
 	// host is empty, 0.0.0.0 or ::, because clients cannot dial those.
+	// ${NAME} is replaced by the environment variable NAME at load time
+	// (env.go), so the pods of a StatefulSet can share one file.
 	Advertise string `yaml:"advertise"`
 
 	// Admin is the host:port of the HTTP admin server (/metrics, /status,

@@ -63,6 +63,7 @@ func top(k string) yamlPath { return yamlPath{}.key(k) }
 func (c *Config) validate(doc *yaml.Node) error {
 	v := &validator{root: doc}
 
+	c.expandAdvertise(v)
 	if c.Listen != "" {
 		v.hostPort(top("listen"), c.Listen, hostOptional)
 		c.validateAdvertise(v)

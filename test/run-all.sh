@@ -21,6 +21,9 @@ say "unit tests (race)"
 # Every package of the module but the real-Kafka ones (they need the brokers started below).
 go test -race -count=1 $(go list ./... | grep -v '/test/integration$')
 
+say "Helm chart (render, validate against the Kubernetes API types, kproxy validate)"
+make helm
+
 say "fuzz (short)"
 for target in FuzzParseRequest FuzzReadFrame FuzzUpstreamResponse; do
   go test ./proxy/ -run '^$' -fuzz "^$target\$" -fuzztime "${FUZZTIME:-20s}"

@@ -13,7 +13,7 @@ import (
 // `kproxy SUBCOMMAND -h` and `--help` print the command's usage on stdout
 // and succeed; a bad flag still fails with the usage on stderr.
 func TestSubcommandHelpExitsZero(t *testing.T) {
-	for _, cmd := range []string{"run", "validate", "status", "verify"} {
+	for _, cmd := range []string{"run", "validate", "status", "probe", "verify"} {
 		for _, flagName := range []string{"-h", "--help"} {
 			var stdout, stderr bytes.Buffer
 			var code int
