@@ -43,6 +43,11 @@ lint:
 helm: build
 	cd deploy/helm/check && $(GO) run . -chart ../kproxy -kproxy ../../../bin/kproxy
 
+## soak: the cutover scenario for KPROXY_SOAK (default 30m) with six clients and a flip every 20 s; plots in bench/soak
+.PHONY: soak
+soak:
+	bash bench/soak/run.sh
+
 ## test-matrix: the broker-version matrix (2.8.2, 3.5.2, 3.9.2 -> 4.4.0 and 4.4.0 -> 3.9.2), summary in .cache/matrix
 .PHONY: test-matrix
 test-matrix:

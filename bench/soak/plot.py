@@ -1,0 +1,35 @@
+#!/usr/bin/env python3
+"""Plot a soak run's resources over time with the flips marked.
+
+usage: plot.py DIR   reads DIR/soak.csv and DIR/flips.csv (written by
+TestSoak with KPROXY_SOAK_OUT=DIR), writes DIR/soak.png: goroutines, open
+files, heap in use and resident memory of kproxy; a thin line per flip
+(green: to the target, blue: back to the source), a thick one where the
+groups' home moved too.
+"""
+import csv, os, sys
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+d = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+rows = list(csv.DictReader(open(os.path.join(d, "soak.csv"))))
+flips = list(csv.DictReader(open(os.path.join(d, "flips.csv"))))
+t = [float(r["seconds"]) / 60 for r in rows]
+panels = [("goroutines", "goroutines"), ("open_fds", "open files"),
+          ("heap_inuse_mib", "heap in use (MiB)"), ("rss_mib", "resident memory (MiB)")]
+fig, axes = plt.subplots(len(panels), 1, figsize=(12, 9), dpi=100, sharex=True)
+for ax, (col, label) in zip(axes, panels):
+    ax.plot(t, [float(r[col]) for r in rows], color="black", lw=1.1)
+    ax.set_ylabel(label)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    for f in flips:
+        x = float(f["seconds"]) / 60
+        ax.axvline(x, color="tab:green" if f["home"] == "target" else "tab:blue",
+                   lw=2.2 if f["groups_moved"] == "true" else 0.5, alpha=0.5)
+axes[-1].set_xlabel("minutes since the producers started")
+axes[0].set_title(f"kproxy soak: {len(flips)} flips (green: to target, blue: back; thick: groups moved too)")
+fig.tight_layout()
+fig.savefig(os.path.join(d, "soak.png"))
+print("wrote", os.path.join(d, "soak.png"))
