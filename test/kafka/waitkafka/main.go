@@ -58,9 +58,22 @@ func main() {
 	if *topic == "" {
 		return
 	}
-	msg, err := roundTrip(ctx, strings.Split(*bootstrap, ","), *topic)
-	if err != nil {
-		fail(label, "produce/consume round trip", err)
+	// A broker that just started may not host the auto-created topic's
+	// partition yet (UNKNOWN_TOPIC_OR_PARTITION outlasts kgo's few unknown-
+	// topic retries on a loaded machine): try again until the deadline.
+	var msg string
+	for {
+		msg, err = roundTrip(ctx, strings.Split(*bootstrap, ","), *topic)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			fail(label, "produce/consume round trip", err)
+		}
+		if !*quiet {
+			fmt.Printf("waitkafka: %s: round trip not yet: %v\n", label, err)
+		}
+		time.Sleep(time.Second)
 	}
 	if !*quiet {
 		fmt.Printf("waitkafka: %s: %s\n", label, msg)
