@@ -70,6 +70,14 @@ type scenarioOptions struct {
 	// onLoad is called when the producers start: the steps' times count
 	// from then.
 	onLoad func()
+	// rate is each producer's records per second (default 150).
+	rate int
+	// lateness is added to the producers' and consumers' deadlines: each
+	// flip may hold produce up to max_hold, and a producer that falls
+	// behind during holds (the transactional ones do on a loaded machine)
+	// catches up afterwards. The consumers run until their deadline, so
+	// this lengthens the scenario by as much.
+	lateness time.Duration
 }
 
 func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []cutoverStep, opts ...scenarioOptions) {
@@ -119,7 +127,8 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		}
 		return cutoverStatusView{}, true
 	}
-	consumeFor := load + 25*time.Second
+	lateness := opt.lateness
+	consumeFor := load + 25*time.Second + lateness
 	// Goroutines and client callbacks record errors here; the test reports
 	// them from its own goroutine (a callback may run after a failed test
 	// has returned, where t must not be used).
@@ -208,11 +217,14 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	cmu.Unlock()
 
 	// Three idempotent producers, ~150 records/s each, for the load.
-	const rate = 150
-	n := int(load.Seconds() * rate)
+	rate := 150
+	if opt.rate > 0 {
+		rate = opt.rate
+	}
+	n := int(load.Seconds()) * rate
 	rdkProd := make(chan []byte, 1)
 	go func() {
-		out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(load+60*time.Second)).Output()
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(load+60*time.Second+lateness)).Output()
 		rdkProd <- out
 	}()
 	props := filepath.Join(dir, "producer.properties")
@@ -221,7 +233,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	}
 	javaProd := make(chan []byte, 1)
 	go func() {
-		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(load+60*time.Second), "producer", "--bootstrap-server", listen, "--topic", topic,
+		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(load+60*time.Second+lateness), "producer", "--bootstrap-server", listen, "--topic", topic,
 			"--max-messages", fmt.Sprint(n), "--throughput", fmt.Sprint(rate), "--acks", "-1", "--value-prefix", "2", "--command-config", props)
 		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
 		out, _ := c.Output()
@@ -231,7 +243,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	var acks []checker.Ack
 	var amu sync.Mutex
 	produceErrs := 0
-	pctx, stopProduce := context.WithTimeout(context.Background(), load+60*time.Second)
+	pctx, stopProduce := context.WithTimeout(context.Background(), load+60*time.Second+lateness)
 	defer stopProduce()
 	franzDone := make(chan struct{})
 	txnDone := make(chan struct{})
@@ -239,7 +251,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	if opt.transactional {
 		go func() {
 			out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
-				"--transactional", topic+"-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(load+60*time.Second)).Output()
+				"--transactional", topic+"-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(load+60*time.Second+lateness)).Output()
 			rdkTxn <- out
 		}()
 	} else {
@@ -258,7 +270,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		// acked once the transaction committed.
 		tp := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-txn"), kgo.TransactionalID(topic+"-franz-txn"))
 		for i := 0; i < n; i += 10 {
-			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / rate)))
+			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / time.Duration(rate))))
 			if err := tp.BeginTransaction(); err != nil {
 				bgErr("franz transactional producer: begin: %v", err)
 				return
@@ -291,7 +303,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	go func() {
 		defer close(franzDone)
 		for i := 0; i < n; i++ {
-			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / rate)))
+			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / time.Duration(rate))))
 			v := fmt.Sprintf("franz-%06d", i)
 			prod.Produce(pctx, &kgo.Record{Key: []byte(fmt.Sprint(i % 31)), Value: []byte(v)}, func(r *kgo.Record, err error) {
 				amu.Lock()

@@ -1,6 +1,7 @@
 package integration
 
-// The soak: the cutover scenario for a long time. Six clients (franz-go,
+// The soak: the cutover scenario for a long time, at 50 records/s per
+// producer (a steady load, not a throughput test). Six clients (franz-go,
 // librdkafka and Java producers, idempotent and transactional; franz-go,
 // librdkafka, Java, Sarama, kafka-go and kafkajs consumer groups) go through
 // a flip of the topic every 20 s, alternately to the target and back, and a
@@ -97,7 +98,8 @@ func TestSoak(t *testing.T) {
 	// Sample times count from the producers' start, as the steps do (the
 	// samples before it are negative: start-up and consumers joining).
 	onLoad := func() { mu.Lock(); start = time.Now(); mu.Unlock() }
-	runCutoverScenario(t, "soak", d, steps, scenarioOptions{transactional: true, moreClients: true, onKproxy: onKproxy, onLoad: onLoad})
+	runCutoverScenario(t, "soak", d, steps, scenarioOptions{transactional: true, moreClients: true, onKproxy: onKproxy, onLoad: onLoad, rate: 50,
+		lateness: min(time.Duration(len(steps))*5*time.Second, 4*time.Minute)})
 	close(stop)
 	wg.Wait()
 
