@@ -213,6 +213,9 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 			DialBackoffMin:       cfg.Limits.DialBackoffMin,
 			DialBackoffMax:       cfg.Limits.DialBackoffMax,
 			StartGrace:           cfg.Limits.StartGrace,
+			ProducerIdle:         cfg.Limits.ProducerIdle,
+			TransactionalIdle:    cfg.Limits.TransactionalIdle,
+			GroupMembershipGrace: cfg.Limits.GroupMembershipGrace,
 		},
 		StateDir: cfg.StateDir,
 	}, nil
