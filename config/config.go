@@ -202,6 +202,10 @@ type Canary struct {
 	Clients []string `yaml:"clients" json:"clients,omitempty"`
 
 	// Groups lists consumer group ids or globs to select. Default empty.
+	// A consumer's group is the one its client instance joined (source
+	// IP, client.id and client software; docs/runbook.md, "Canary"):
+	// two consumers of one instance in different groups that read the
+	// same topic are selected by neither.
 	Groups []string `yaml:"groups" json:"groups,omitempty"`
 
 	// Percent selects this share of client.ids, by a stable hash of the
