@@ -63,9 +63,11 @@ func (p *producerIDs) clock() time.Time {
 	return time.Now()
 }
 
-// expireLoop sweeps until Close.
+// expireLoop sweeps until Close, first at once (sessions loaded from the
+// file may be idle already, and the gauges start right).
 func (s *Server) expireLoop() {
 	defer s.wg.Done()
+	s.expireState()
 	tick := time.NewTicker(expirySweepEvery)
 	defer tick.Stop()
 	for {
