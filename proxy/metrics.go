@@ -87,7 +87,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kproxy_state_expired_total", Help: "Per-client state entries dropped after their idle time (limits.producer_idle, transactional_idle, group_membership_grace), by kind.",
 		}, []string{"kind"}),
 		groupAmbiguous: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "kproxy_canary_group_ambiguous_total", Help: "Requests on a connection without group membership whose client instance (source IP, client.id, software) is a member of several groups subscribed to the topic: served as a member of no group.",
+			Name: "kproxy_canary_group_ambiguous_total", Help: "Group lookups (one per topic of a request) on a connection without group membership whose client instance (source IP, client.id, software) is a member of several groups subscribed to the topic: served as a member of no group.",
 		}),
 	}
 	for k := int16(0); k <= 100; k++ {
