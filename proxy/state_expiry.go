@@ -29,8 +29,9 @@ package proxy
 //     old was aborted by its coordinator long ago (transaction.timeout.ms
 //     is at most transaction.max.timeout.ms, 15 minutes by default). A
 //     producer that comes back gets INVALID_PRODUCER_ID_MAPPING on its
-//     next request, as from a coordinator that expired the id, and
-//     re-initializes.
+//     next request, as from a coordinator that expired the id, and must
+//     re-initialize (the Java client takes it as fatal and the application
+//     recreates the producer, as against a broker).
 //   - group_memberships: client instances' groups (group_membership.go),
 //     kept while a connection carrying the membership is open and for
 //     limits.group_membership_grace (default 5 minutes) after.
