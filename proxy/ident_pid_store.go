@@ -76,47 +76,45 @@ func openPIDStore(dir string, p *producerIDs, log hclog.Logger) (*pidStore, erro
 	}
 	st := &pidStore{path: path}
 	p.mu.Lock()
-	data, lines, err := p.snapshotLocked()
+	recs := p.snapshotLocked()
 	p.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
-	if err := st.replace(data, lines); err != nil {
+	if err := st.replace(recs); err != nil {
 		return nil, err
 	}
 	return st, nil
 }
 
-// snapshotLocked encodes the table's sessions and moves as the file's
-// compacted content. p.mu is held.
-func (p *producerIDs) snapshotLocked() ([]byte, int, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	lines := 0
+// snapshotLocked copies the table's sessions and moves as the records of
+// the file's compacted content; p.mu is held. Encoding them is left to
+// replace, outside p.mu: batches of known producers look sessions up under
+// p.mu and should not wait for JSON.
+func (p *producerIDs) snapshotLocked() []pidRecord {
+	recs := make([]pidRecord, 0, len(p.moved)+len(p.m))
 	for t, n := range p.moved {
-		if err := enc.Encode(pidRecord{Moved: t, Moves: n}); err != nil {
-			return nil, 0, fmt.Errorf("producer sessions: %w", err)
-		}
-		lines++
+		recs = append(recs, pidRecord{Moved: t, Moves: n})
 	}
 	for k, u := range p.m {
 		r := pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch}
 		if t, ok := p.used[k]; ok {
 			r.Used = t.Unix()
 		}
-		if err := enc.Encode(r); err != nil {
-			return nil, 0, fmt.Errorf("producer sessions: %w", err)
-		}
-		lines++
+		recs = append(recs, r)
 	}
-	return buf.Bytes(), lines, nil
+	return recs
 }
 
-// replace writes data as the whole file (statefile.WriteAtomic: the old
+// replace writes recs as the whole file (statefile.WriteAtomic: the old
 // content or the new survive a crash, never a mix) and reopens it for
 // appending. st.mu is held, or st is not shared yet.
-func (st *pidStore) replace(data []byte, lines int) error {
-	if err := statefile.WriteAtomic(st.path, data, 0o644); err != nil {
+func (st *pidStore) replace(recs []pidRecord) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, r := range recs {
+		if err := enc.Encode(r); err != nil {
+			return fmt.Errorf("producer sessions: %w", err)
+		}
+	}
+	if err := statefile.WriteAtomic(st.path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("producer sessions: %w", err)
 	}
 	f, err := statefile.OpenAppend(st.path, 0o644)
@@ -126,7 +124,7 @@ func (st *pidStore) replace(data []byte, lines int) error {
 	if st.f != nil {
 		st.f.Close()
 	}
-	st.f, st.lines = f, lines
+	st.f, st.lines = f, len(recs)
 	return nil
 }
 

@@ -128,14 +128,11 @@ func (p *producerIDs) expireSessions() (int, error) {
 		p.mu.Unlock()
 		return n, nil
 	}
-	data, lines, err := p.snapshotLocked()
+	recs := p.snapshotLocked()
 	p.mu.Unlock()
-	if err != nil {
-		return n, err
-	}
 	// Under the store's lock only: batches of known sessions go on
 	// meanwhile; a new session waits for the rewrite.
-	return n, st.replace(data, lines)
+	return n, st.replace(recs)
 }
 
 // expireTxns forgets transactional ids unused for idle whose coordinator
