@@ -204,6 +204,10 @@ type Canary struct {
 	Clients []string `yaml:"clients" json:"clients,omitempty"`
 
 	// Groups lists consumer group ids or globs to select. Default empty.
+	// A consumer's group is the one its client instance joined (source
+	// IP, client.id and client software; docs/runbook.md, "Canary"):
+	// two consumers of one instance in different groups that read the
+	// same topic are selected by neither.
 	Groups []string `yaml:"groups" json:"groups,omitempty"`
 
 	// Percent selects this share of client.ids, by a stable hash of the
@@ -342,6 +346,27 @@ type Limits struct {
 	// cluster before it listens with the ones that answered (at least
 	// one); a cluster that answers later is picked up then. Default 30s; > 0.
 	StartGrace time.Duration `yaml:"start_grace"`
+
+	// ProducerIdle forgets an idempotent producer's upstream sessions
+	// (and their lines in producer-sessions.jsonl) after it produced
+	// nothing for this long. It must not be shorter than the brokers'
+	// producer.id.expiration.ms (1 day by default): a session kproxy
+	// forgets while a broker still remembers it would send a resent batch
+	// to a new session, which the broker appends again. Default 168h
+	// (7 days, Kafka's transactional.id.expiration.ms); > 0.
+	ProducerIdle time.Duration `yaml:"producer_idle"`
+
+	// TransactionalIdle forgets a transactional.id that sent no request
+	// for this long, as a transaction coordinator does after
+	// transactional.id.expiration.ms. Default 168h (7 days, that
+	// setting's default); > 0.
+	TransactionalIdle time.Duration `yaml:"transactional_idle"`
+
+	// GroupMembershipGrace is how long a client instance still counts as
+	// a member of a consumer group, for canary rules that select by group,
+	// after its last connection carrying that membership closed. Default
+	// 5m; > 0.
+	GroupMembershipGrace time.Duration `yaml:"group_membership_grace"`
 }
 
 // Log configures kproxy's own logs.
@@ -377,6 +402,9 @@ const (
 	DefaultDialBackoffMin       = 100 * time.Millisecond
 	DefaultDialBackoffMax       = 10 * time.Second
 	DefaultStartGrace           = 30 * time.Second
+	DefaultProducerIdle         = 7 * 24 * time.Hour
+	DefaultTransactionalIdle    = 7 * 24 * time.Hour
+	DefaultGroupMembershipGrace = 5 * time.Minute
 	DefaultLogLevel             = "info"
 )
 
@@ -407,6 +435,9 @@ func defaults() *Config {
 			DialBackoffMin:       DefaultDialBackoffMin,
 			DialBackoffMax:       DefaultDialBackoffMax,
 			StartGrace:           DefaultStartGrace,
+			ProducerIdle:         DefaultProducerIdle,
+			TransactionalIdle:    DefaultTransactionalIdle,
+			GroupMembershipGrace: DefaultGroupMembershipGrace,
 		},
 		Log: Log{Level: DefaultLogLevel},
 	}

@@ -71,7 +71,8 @@ func TestParseExample(t *testing.T) {
 			IdleTimeout: DefaultIdleTimeout, ReadTimeout: DefaultReadTimeout, WriteTimeout: DefaultWriteTimeout,
 			DialTimeout: DefaultDialTimeout, UpstreamWriteTimeout: DefaultUpstreamWriteTimeout,
 			DialBackoffMin: DefaultDialBackoffMin, DialBackoffMax: DefaultDialBackoffMax,
-			StartGrace: DefaultStartGrace,
+			StartGrace:   DefaultStartGrace,
+			ProducerIdle: DefaultProducerIdle, TransactionalIdle: DefaultTransactionalIdle, GroupMembershipGrace: DefaultGroupMembershipGrace,
 		},
 		Log:  Log{Level: "info"},
 		hash: hashBytes(data),
@@ -115,17 +116,18 @@ func TestParseDefaults(t *testing.T) {
 				IdleTimeout: 10 * time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 				DialTimeout: 10 * time.Second, UpstreamWriteTimeout: 30 * time.Second,
 				DialBackoffMin: 100 * time.Millisecond, DialBackoffMax: 10 * time.Second,
-				StartGrace: 30 * time.Second,
+				StartGrace:   30 * time.Second,
+				ProducerIdle: 7 * 24 * time.Hour, TransactionalIdle: 7 * 24 * time.Hour, GroupMembershipGrace: 5 * time.Minute,
 			},
 		},
 		{
 			"limits parse durations and sizes",
-			minimal + "limits: { max_connections: 50, max_connections_per_ip: 5, buffer_bytes: 8388608, idle_timeout: 90s, read_timeout: 5s, write_timeout: 7s, dial_timeout: 2s, upstream_write_timeout: 3s, dial_backoff_min: 10ms, dial_backoff_max: 1s, start_grace: 4s }\n",
+			minimal + "limits: { max_connections: 50, max_connections_per_ip: 5, buffer_bytes: 8388608, idle_timeout: 90s, read_timeout: 5s, write_timeout: 7s, dial_timeout: 2s, upstream_write_timeout: 3s, dial_backoff_min: 10ms, dial_backoff_max: 1s, start_grace: 4s, producer_idle: 48h, transactional_idle: 24h, group_membership_grace: 1m }\n",
 			func(c *Config) any {
 				l := c.Limits
-				return []any{l.MaxConnections, l.MaxConnectionsPerIP, l.BufferBytes, l.IdleTimeout, l.ReadTimeout, l.WriteTimeout, l.DialTimeout, l.UpstreamWriteTimeout, l.DialBackoffMin, l.DialBackoffMax, l.StartGrace}
+				return []any{l.MaxConnections, l.MaxConnectionsPerIP, l.BufferBytes, l.IdleTimeout, l.ReadTimeout, l.WriteTimeout, l.DialTimeout, l.UpstreamWriteTimeout, l.DialBackoffMin, l.DialBackoffMax, l.StartGrace, l.ProducerIdle, l.TransactionalIdle, l.GroupMembershipGrace}
 			},
-			[]any{50, 5, int64(8 << 20), 90 * time.Second, 5 * time.Second, 7 * time.Second, 2 * time.Second, 3 * time.Second, 10 * time.Millisecond, time.Second, 4 * time.Second},
+			[]any{50, 5, int64(8 << 20), 90 * time.Second, 5 * time.Second, 7 * time.Second, 2 * time.Second, 3 * time.Second, 10 * time.Millisecond, time.Second, 4 * time.Second, 48 * time.Hour, 24 * time.Hour, time.Minute},
 		},
 		{
 			"reverse replication can be turned off",

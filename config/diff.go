@@ -103,8 +103,18 @@ func Diff(old, new *Config) []string {
 }
 
 // RestartRequired lists the changes from old to new that a running kproxy
-// cannot apply (listen, admin, node_id, cluster_id), one line each, for the
-// caller to warn about. The rest of new can still be applied.
+// cannot apply (listen, admin, node_id, cluster_id, clusters, limits), one
+// line each, starting with the key. A reload that changes any of them is
+// refused as a whole (control.Instance.Apply), so that kproxy never runs a
+// config it only half applied.
+//
+// Clusters are restart-only: the proxy, the replicator and the control
+// plane's admin clients each open their connections from the start-up
+// config, and applying a bootstrap edit to some of them (as reloads once
+// did) splits kproxy between two views of a cluster in the middle of a
+// migration. TLS and SASL settings of a cluster are cluster edits too
+// (securityChanges); rotating a credential by rewriting the file the
+// config names is not a config edit and needs no restart (docs/security.md).
 func RestartRequired(old, new *Config) []string {
 	var out []string
 	add := func(key string, o, n any) {
@@ -113,6 +123,18 @@ func RestartRequired(old, new *Config) []string {
 		}
 	}
 	add("listen", old.Listen, new.Listen)
+	for _, name := range []Cluster{Source, Target} {
+		o, n := old.Clusters.Get(name), new.Clusters.Get(name)
+		key := "clusters." + string(name)
+		switch {
+		case o == nil && n != nil:
+			out = append(out, key+": added (takes effect after a restart)")
+		case o != nil && n == nil:
+			out = append(out, key+": removed (takes effect after a restart)")
+		case o != nil && !slices.Equal(o.Bootstrap, n.Bootstrap):
+			out = append(out, fmt.Sprintf("%s.bootstrap: %s→%s (takes effect after a restart)", key, list(o.Bootstrap), list(n.Bootstrap)))
+		}
+	}
 	add("admin", old.Admin, new.Admin)
 	for _, k := range securityChanges(old, new) {
 		out = append(out, k+": changed (takes effect after a restart)")

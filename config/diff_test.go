@@ -115,6 +115,17 @@ func TestRestartRequired(t *testing.T) {
 			},
 		},
 		{
+			// Reloads used to apply bootstrap edits to the replicator
+			// and admin clients while the proxy kept its start-up
+			// clusters.
+			"cluster edits do",
+			"clusters:\n  source: { bootstrap: [127.0.0.1:19093] }\n",
+			[]string{
+				"clusters.source.bootstrap: [127.0.0.1:19092]→[127.0.0.1:19093] (takes effect after a restart)",
+				"clusters.target: removed (takes effect after a restart)",
+			},
+		},
+		{
 			// The proxy reads its limits once; a reload that changed
 			// them used to be reported as applied.
 			"limits do",
@@ -131,6 +142,9 @@ func TestRestartRequired(t *testing.T) {
 			newYAML := minimal + tt.add
 			if strings.HasPrefix(tt.add, "listen:") {
 				newYAML = strings.Replace(minimal, "listen: 127.0.0.1:9092\n", "", 1) + tt.add
+			}
+			if strings.HasPrefix(tt.add, "clusters:") {
+				newYAML = "listen: 127.0.0.1:9092\nroutes:\n  default: source\n" + tt.add
 			}
 			got := RestartRequired(mustParse(t, minimal), mustParse(t, newYAML))
 			if !reflect.DeepEqual(got, tt.want) {

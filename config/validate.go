@@ -376,6 +376,9 @@ func (v *validator) limits(l *Limits) {
 		{"dial_backoff_min", l.DialBackoffMin},
 		{"dial_backoff_max", l.DialBackoffMax},
 		{"start_grace", l.StartGrace},
+		{"producer_idle", l.ProducerIdle},
+		{"transactional_idle", l.TransactionalIdle},
+		{"group_membership_grace", l.GroupMembershipGrace},
 	} {
 		if d.val <= 0 {
 			v.add(lim.key(d.key), "must be more than 0, got %s", d.val)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,9 +29,23 @@ type ReloadStatus struct {
 	Generation int64
 	// LastOK is when the running config was loaded or last applied.
 	LastOK time.Time
-	// LastError says why the newest file content was rejected; "" when the
-	// running config matches the file.
+	// LastError says why the newest file content was rejected or refused;
+	// "" when the running config matches the file.
 	LastError string
+	// Refused lists the keys of the newest file content that need a
+	// restart, when apply refused it for them (a *RestartError); nil
+	// otherwise.
+	Refused []string
+}
+
+// RestartError is what an apply function returns when it refuses a config
+// because settings changed that only a restart can apply. Lines is
+// RestartRequired's answer: one line per setting, each starting with its
+// key.
+type RestartError struct{ Lines []string }
+
+func (e *RestartError) Error() string {
+	return "these settings need a restart: " + strings.Join(e.Lines, "; ")
 }
 
 // Reloader re-reads one config file and hands each new valid config to apply.
@@ -40,7 +55,7 @@ type ReloadStatus struct {
 type Reloader struct {
 	path  string
 	log   hclog.Logger
-	apply func(*Config)
+	apply func(*Config) error
 
 	mu          sync.Mutex // serializes Reload; guards the fields below
 	runningHash string     // content hash of the config last applied (or started with)
@@ -55,7 +70,11 @@ type Reloader struct {
 // the caller is serving (from Load); a file whose content hash equals
 // running.Hash() is not applied again. With a nil running, the first valid
 // content Reload sees is applied. A nil log discards logs.
-func NewReloader(path string, running *Config, log hclog.Logger, apply func(*Config)) *Reloader {
+//
+// apply installs a config or refuses it with an error (a *RestartError
+// when settings changed that need a restart): a refused config is not
+// counted as applied, the running one stays, and Status says why.
+func NewReloader(path string, running *Config, log hclog.Logger, apply func(*Config) error) *Reloader {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
@@ -72,7 +91,11 @@ func NewReloader(path string, running *Config, log hclog.Logger, apply func(*Con
 func (r *Reloader) Status() ReloadStatus { return *r.status.Load() }
 
 func (r *Reloader) setStatus(lastError string) {
-	r.status.Store(&ReloadStatus{Generation: r.generation, LastOK: r.lastOK, LastError: lastError})
+	r.setStatusRefused(lastError, nil)
+}
+
+func (r *Reloader) setStatusRefused(lastError string, refused []string) {
+	r.status.Store(&ReloadStatus{Generation: r.generation, LastOK: r.lastOK, LastError: lastError, Refused: refused})
 }
 
 // Reload reads the file and, when its content is new and valid, calls apply
@@ -105,7 +128,18 @@ func (r *Reloader) Reload() error {
 	if err != nil {
 		return r.reject(err)
 	}
-	r.apply(cfg)
+	if err := r.apply(cfg); err != nil {
+		// Refused: the running config stays, and so does its hash, so
+		// that reverting the file clears the error. The same content is
+		// not offered again until the file changes.
+		var re *RestartError
+		if errors.As(err, &re) {
+			r.log.Error("config reload refused; keeping the running config until a restart", "path", r.path, "restart_required", re.Lines)
+			r.setStatusRefused(err.Error(), re.Lines)
+			return err
+		}
+		return r.reject(err)
+	}
 	r.runningHash = h
 	r.generation++
 	r.lastOK = time.Now()
@@ -178,7 +212,7 @@ func (r *Reloader) Run(ctx context.Context) error {
 // config the caller is running, apply is first called with the file's current
 // content; a caller that holds the running config should use
 // NewReloader(path, running, log, apply).Run(ctx), which skips that call.
-func Watch(ctx context.Context, path string, log hclog.Logger, apply func(*Config)) error {
+func Watch(ctx context.Context, path string, log hclog.Logger, apply func(*Config) error) error {
 	return NewReloader(path, nil, log, apply).Run(ctx)
 }
 

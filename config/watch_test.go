@@ -3,8 +3,10 @@ package config
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +64,7 @@ func newWatchHarness(t *testing.T) *watchHarness {
 	}
 }
 
-func (h *watchHarness) apply(c *Config) { h.applied <- c }
+func (h *watchHarness) apply(c *Config) error { h.applied <- c; return nil }
 
 // configWith returns a valid config whose listen port identifies it.
 func configWith(port string) string {
@@ -238,7 +240,7 @@ func TestReloaderRunSkipsTheConfigItStartedWith(t *testing.T) {
 func TestRunFailsWhenTheDirectoryIsMissing(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "missing", "kproxy.yaml")
-	err := Watch(context.Background(), path, nil, func(*Config) { t.Error("applied") })
+	err := Watch(context.Background(), path, nil, func(*Config) error { t.Error("applied"); return nil })
 	if err == nil || !strings.Contains(err.Error(), "watch config directory") {
 		t.Errorf("Watch = %v, want a watch config directory error", err)
 	}
@@ -357,5 +359,63 @@ func TestEventRelevance(t *testing.T) {
 				t.Errorf("relevant(%v) = %v, want %v", tt.ev, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestReloadRefusedByApplyIsNotApplied: when apply refuses a config for
+// settings that need a restart, the Reloader used to count it as applied
+// (generation up, no error, the file's content taken as running), so
+// /status showed a config that was not running.
+func TestReloadRefusedByApplyIsNotApplied(t *testing.T) {
+	t.Parallel()
+	h := newWatchHarness(t)
+	h.write(h.path, configWith("1001"))
+	running, err := Load(h.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var applied []string
+	r := NewReloader(h.path, running, h.log, func(c *Config) error {
+		if lines := RestartRequired(running, c); len(lines) > 0 {
+			return &RestartError{Lines: lines}
+		}
+		applied = append(applied, string(c.Routes.Default))
+		running = c
+		return nil
+	})
+
+	// A bootstrap edit: refused, with the key named.
+	edited := strings.Replace(configWith("1001"), "[127.0.0.1:29092]", "[127.0.0.1:39092]", 1)
+	h.write(h.path, edited)
+	err = r.Reload()
+	var re *RestartError
+	if !errors.As(err, &re) {
+		t.Fatalf("Reload() = %v, want a *RestartError", err)
+	}
+	st := r.Status()
+	want := []string{"clusters.target.bootstrap: [127.0.0.1:29092]→[127.0.0.1:39092] (takes effect after a restart)"}
+	if st.Generation != 0 || !reflect.DeepEqual(st.Refused, want) || !strings.Contains(st.LastError, "clusters.target.bootstrap") {
+		t.Errorf("after a refused reload Status() = %+v, want generation 0, refused %q", st, want)
+	}
+	if !strings.Contains(h.logs.String(), "config reload refused") {
+		t.Errorf("no refusal logged:\n%s", h.logs)
+	}
+
+	// Reverting the file clears the refusal without applying anything.
+	h.write(h.path, configWith("1001"))
+	if err := r.Reload(); err != nil {
+		t.Fatalf("Reload() after revert = %v", err)
+	}
+	if st := r.Status(); st.Generation != 0 || st.LastError != "" || st.Refused != nil {
+		t.Errorf("after reverting Status() = %+v, want generation 0 and no error", st)
+	}
+
+	// A live edit is applied and counted.
+	h.write(h.path, strings.Replace(configWith("1001"), "default: source", "default: target", 1))
+	if err := r.Reload(); err != nil {
+		t.Fatalf("Reload() of a live edit = %v", err)
+	}
+	if st := r.Status(); st.Generation != 1 || st.LastError != "" || !reflect.DeepEqual(applied, []string{"target"}) {
+		t.Errorf("after a live edit Status() = %+v, applied %q; want generation 1, applied [target]", st, applied)
 	}
 }

@@ -213,14 +213,22 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 			DialBackoffMin:       cfg.Limits.DialBackoffMin,
 			DialBackoffMax:       cfg.Limits.DialBackoffMax,
 			StartGrace:           cfg.Limits.StartGrace,
+			ProducerIdle:         cfg.Limits.ProducerIdle,
+			TransactionalIdle:    cfg.Limits.TransactionalIdle,
+			GroupMembershipGrace: cfg.Limits.GroupMembershipGrace,
 		},
 		StateDir: cfg.StateDir,
 	}, nil
 }
 
 // Apply installs a new valid config: routes change for new requests without
-// touching connections. Settings that need a restart are logged and kept.
-func (inst *Instance) Apply(next *config.Config) {
+// touching connections. A config that changes settings only a restart can
+// apply (config.RestartRequired: listen, clusters, limits...) is refused as
+// a whole with a *config.RestartError naming them, and one the routing
+// table refuses with that error: the running config stays either way, and
+// the error says so to the caller (config.Reloader, which then does not
+// count the reload as applied).
+func (inst *Instance) Apply(next *config.Config) error {
 	// cutover.require's gates ask both clusters: measured before the lock,
 	// so /status stays answerable meanwhile (reloads come one at a time).
 	refusals := inst.requiredGateRefusals(inst.ctrl.ctx, next)
@@ -228,13 +236,14 @@ func (inst *Instance) Apply(next *config.Config) {
 	defer inst.mu.Unlock()
 	prev := inst.cfg
 	if r := config.RestartRequired(prev, next); len(r) > 0 {
-		inst.reject(fmt.Sprintf("these settings need a restart: %v", r))
-		return
+		err := &config.RestartError{Lines: r}
+		inst.reject(err.Error())
+		return err
 	}
 	table, err := routing.NewTable(next)
 	if err != nil {
 		inst.reject(err.Error())
-		return
+		return err
 	}
 	inst.ctrl.cuts.setGateRefusals(refusals)
 	inst.ctrl.Apply(next, table)
@@ -252,6 +261,7 @@ func (inst *Instance) Apply(next *config.Config) {
 		diff = []string{"no route changes"}
 	}
 	inst.log.Info("config reloaded", "generation", gen, "changes", diff)
+	return nil
 }
 
 func (inst *Instance) reject(msg string) {

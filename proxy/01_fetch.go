@@ -45,7 +45,7 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 			if req.Version >= 13 {
 				name, _ = s.topicIDs.name(t.TopicID)
 			}
-			cluster := router.FetchCluster(name, rc.client, rc.group())
+			cluster := router.FetchCluster(name, rc.client, rc.group(name))
 			virtualID := t.TopicID
 			for _, p := range t.Partitions {
 				ref, code := brokerRef{}, kerr.UnknownTopicID.Code

@@ -46,7 +46,7 @@ func handleMetadata(rc *reqCtx, req *kmsg.MetadataRequest) func() kmsg.Response 
 					}
 					t.Topic, t.TopicID = kmsg.StringPtr(n), [16]byte{}
 				}
-				name := router.FetchCluster(*t.Topic, rc.client, rc.group())
+				name := router.FetchCluster(*t.Topic, rc.client, rc.group(*t.Topic))
 				byCluster[name] = append(byCluster[name], t)
 			}
 			if len(req.Topics) == 0 && req.Topics != nil {
@@ -91,7 +91,7 @@ func handleMetadata(rc *reqCtx, req *kmsg.MetadataRequest) func() kmsg.Response 
 			uc := s.clusters[a.cluster]
 			uc.learnMetadata(a.resp)
 			for _, t := range a.resp.Topics {
-				if all && t.Topic != nil && router.FetchCluster(*t.Topic, rc.client, rc.group()) != a.cluster {
+				if all && t.Topic != nil && router.FetchCluster(*t.Topic, rc.client, rc.group(*t.Topic)) != a.cluster {
 					continue // listed by the cluster this topic routes to
 				}
 				s.virtMetadataTopic(&t)

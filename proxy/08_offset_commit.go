@@ -13,9 +13,7 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 
 func handleOffsetCommit(rc *reqCtx, req *kmsg.OffsetCommitRequest) func() kmsg.Response {
 	return func() kmsg.Response {
-		if rc.client != "" && req.Group != "" {
-			rc.srv().clientGroups.Store(rc.client, req.Group)
-		}
+		rc.noteMember(req.Group, nil) // coordinated.go: membership
 		queued, held, done := rc.gateCommit(req)
 		if held {
 			return queued // held during a group move (group_hold.go)

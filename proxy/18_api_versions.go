@@ -19,6 +19,10 @@ func handleApiVersions(rc *reqCtx, req *kmsg.ApiVersionsRequest) func() kmsg.Res
 	if req.Version >= 3 && !validSoftwareName(req.ClientSoftwareName, req.ClientSoftwareVersion) {
 		resp.ErrorCode = kerr.InvalidRequest.Code
 	}
+	if req.Version >= 3 && resp.ErrorCode == 0 {
+		sw := req.ClientSoftwareName + "/" + req.ClientSoftwareVersion
+		rc.cc.software.Store(&sw) // part of the client instance's key (group_membership.go)
+	}
 	fillApiKeys(resp, rc.srv().advertised())
 	return func() kmsg.Response { return resp }
 }

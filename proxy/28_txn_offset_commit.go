@@ -33,9 +33,7 @@ func init() {
 func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
-	if rc.client != "" && req.Group != "" {
-		s.clientGroups.Store(rc.client, req.Group) // a member's own commit (coordinated.go: membership)
-	}
+	rc.noteMember(req.Group, nil) // a member's own commit (coordinated.go: membership)
 	// The group's hold during a group move (group_hold.go), as for the
 	// other group APIs (toGroupCoordinator): refused while held, else
 	// counted in flight until answered.

@@ -13,8 +13,10 @@ func handleConsumerGroupHeartbeat(rc *reqCtx, req *kmsg.ConsumerGroupHeartbeatRe
 	return func() kmsg.Response {
 		s := rc.srv()
 		home := s.routes().GroupCluster(req.Group)
-		if rc.client != "" {
-			s.clientGroups.Store(rc.client, req.Group)
+		if req.MemberEpoch < 0 {
+			rc.noteLeft(req.Group) // -1 leaves, -2 leaves a static member's place
+		} else {
+			rc.noteMember(req.Group, heartbeatSubscription(req))
 		}
 		for i := range req.Topics {
 			if _, up, ok := s.upstreamTopicID(home, req.Topics[i].TopicID); ok {

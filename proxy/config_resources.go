@@ -21,5 +21,5 @@ func (rc *reqCtx) configClusters(typ int8, name string, write bool) []string {
 	if write {
 		return rc.topicClusters(name)
 	}
-	return []string{r.FetchCluster(name, rc.client, rc.group())}
+	return []string{r.FetchCluster(name, rc.client, rc.group(name))}
 }

@@ -56,6 +56,14 @@ type clientConn struct {
 	ups  map[upKey]*upEntry
 
 	rec *clientRecord // this connection in the client inventory
+
+	// ip is the peer's IP, software what ApiVersions v3+ named (name and
+	// version), and member the groups this connection carried membership
+	// for: together they tie a consumer's fetches to its group
+	// (group_membership.go).
+	ip       string
+	software atomic.Pointer[string]
+	member   connGroups
 }
 
 type upKey struct {
@@ -102,6 +110,7 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		noResponse: make(chan struct{}, s.opts.MaxInflight),
 		ups:        map[upKey]*upEntry{},
 		rec:        s.inventory.add(id, nc.RemoteAddr().String()),
+		ip:         remoteIP(nc),
 	}
 }
 
@@ -147,6 +156,7 @@ func (cc *clientConn) serve() {
 	cc.finish()
 	cc.nc.Close()
 	cc.srv.inventory.remove(cc.id)
+	cc.closeMemberships()
 	wg.Wait()
 	cc.upMu.Lock()
 	for _, e := range cc.ups {

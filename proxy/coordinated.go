@@ -21,8 +21,13 @@ const (
 func (rc *reqCtx) toGroupCoordinator(req kmsg.Request, group string) func() kmsg.Response {
 	key := kmsg.Key(req.Key())
 	return func() kmsg.Response {
-		if membership(key) && rc.client != "" && group != "" {
-			rc.srv().clientGroups.Store(rc.client, group)
+		switch {
+		case key == kmsg.JoinGroup:
+			rc.noteMember(group, joinSubscription(req.(*kmsg.JoinGroupRequest)))
+		case membership(key):
+			rc.noteMember(group, nil)
+		case key == kmsg.LeaveGroup:
+			rc.noteLeft(group)
 		}
 		resp, done := rc.gateGroup(key, group, req)
 		if done == nil {

@@ -95,6 +95,12 @@ type producerIDs struct {
 
 	// moved counts each topic's cutovers (moveTopic).
 	moved map[string]uint64
+	// used is when each session of m was last used, for expiry after
+	// idle (limits.producer_idle; state_expiry.go); now reads the clock
+	// (tests set it), nil meaning time.Now.
+	used map[pidKey]time.Time
+	idle time.Duration
+	now  func() time.Time
 	// store persists sessions and moves (nil without state_dir).
 	store *pidStore
 	// initLocks serializes opening one upstream idempotent session per
@@ -105,6 +111,7 @@ type producerIDs struct {
 
 // moveTopic gives topic's idempotent producers fresh upstream sessions.
 func (p *producerIDs) moveTopic(topic string) {
+	defer p.lockStore()()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.moved == nil {
@@ -113,7 +120,15 @@ func (p *producerIDs) moveTopic(topic string) {
 	p.moved[topic]++
 	// Under mu, so a session of the new move is never written before
 	// the move itself. A failure only weakens restarts: log it.
-	_ = p.store.append(pidRecord{Moved: topic, Moves: p.moved[topic]})
+	_ = p.store.appendLocked(pidRecord{Moved: topic, Moves: p.moved[topic]})
+}
+
+// touchLocked records that session k was used at now; p.mu is held.
+func (p *producerIDs) touchLocked(k pidKey, now time.Time) {
+	if p.used == nil {
+		p.used = map[pidKey]time.Time{}
+	}
+	p.used[k] = now
 }
 
 func newVirtualPID() int64 {
@@ -130,6 +145,7 @@ func (p *producerIDs) forget(vpid int64) {
 	for k := range p.m {
 		if k.vpid == vpid {
 			delete(p.m, k)
+			delete(p.used, k)
 		}
 	}
 }
@@ -144,6 +160,9 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 		k.topic, k.moves = topic, n
 	}
 	u, ok := s.pids.m[k]
+	if ok {
+		s.pids.touchLocked(k, s.pids.clock())
+	}
 	s.pids.mu.Unlock()
 	if ok {
 		return u, 0
@@ -176,12 +195,16 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 	u = upstreamPID{resp.ProducerID, resp.ProducerEpoch}
 	// Durable before any batch uses it: after a restart a resent batch
 	// must reach the same session (ident_pid_store.go).
-	if err := s.pids.store.append(pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch}); err != nil {
+	unlock := s.pids.lockStore()
+	now := s.pids.clock()
+	if err := s.pids.store.appendLocked(pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch, Used: now.Unix()}); err != nil {
 		rc.cc.log.Warn("producer session not saved; a kproxy restart could duplicate this producer's resent batches", "error", err)
 	}
 	s.pids.mu.Lock()
 	s.pids.m[k] = u
+	s.pids.touchLocked(k, now)
 	s.pids.mu.Unlock()
+	unlock()
 	return u, 0
 }
 

@@ -14,15 +14,18 @@ package proxy
 // the broker's duplicate check drops it.
 //
 // Brokers forget an idle producer after producer.id.expiration.ms (a day by
-// default); a mapping older than that only costs an OUT_OF_ORDER_SEQUENCE
-// answer the client recovers from by bumping its epoch (KIP-360), which
-// starts fresh sessions.
+// default), and kproxy forgets a session idle for limits.producer_idle
+// (state_expiry.go): the file is then rewritten without it. Each line
+// records when its session was last used (at its append, and at each
+// rewrite), so a restart does not start every session's idle time over.
 
 import (
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -40,11 +43,21 @@ type pidRecord struct {
 	PID     int64  `json:"p,omitempty"`
 	Epoch   int16  `json:"e,omitempty"`
 	Moved   string `json:"moved,omitempty"`
+	// Used is when the session was last used, in Unix seconds (at its
+	// append, or at the last rewrite); 0 in files from before expiry.
+	Used int64 `json:"u,omitempty"`
 }
 
 // pidStore appends session records to the sessions file.
 type pidStore struct {
-	f *statefile.AppendFile
+	path string
+	// mu serializes appends and rewrites, before producerIDs.mu
+	// (lockStore).
+	mu sync.Mutex
+	f  *statefile.AppendFile
+	// lines counts the file's lines; a rewrite is due when it is well
+	// above the live sessions (after forgets and expiry).
+	lines int
 }
 
 const pidStoreFile = "producer-sessions.jsonl"
@@ -58,33 +71,61 @@ func openPIDStore(dir string, p *producerIDs, log hclog.Logger) (*pidStore, erro
 	if err := loadPIDRecords(path, p, log); err != nil {
 		return nil, err
 	}
-	var recs []pidRecord
+	if err := statefile.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("producer sessions: %w", err)
+	}
+	st := &pidStore{path: path}
 	p.mu.Lock()
+	recs := p.snapshotLocked()
+	p.mu.Unlock()
+	if err := st.replace(recs); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// snapshotLocked copies the table's sessions and moves as the records of
+// the file's compacted content; p.mu is held. Encoding them is left to
+// replace, outside p.mu: batches of known producers look sessions up under
+// p.mu and should not wait for JSON.
+func (p *producerIDs) snapshotLocked() []pidRecord {
+	recs := make([]pidRecord, 0, len(p.moved)+len(p.m))
 	for t, n := range p.moved {
 		recs = append(recs, pidRecord{Moved: t, Moves: n})
 	}
 	for k, u := range p.m {
-		recs = append(recs, pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch})
+		r := pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch}
+		if t, ok := p.used[k]; ok {
+			r.Used = t.Unix()
+		}
+		recs = append(recs, r)
 	}
-	p.mu.Unlock()
-	if err := statefile.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("producer sessions: %w", err)
-	}
+	return recs
+}
+
+// replace writes recs as the whole file (statefile.WriteAtomic: the old
+// content or the new survive a crash, never a mix) and reopens it for
+// appending. st.mu is held, or st is not shared yet.
+func (st *pidStore) replace(recs []pidRecord) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	for _, r := range recs {
 		if err := enc.Encode(r); err != nil {
-			return nil, fmt.Errorf("producer sessions: %w", err)
+			return fmt.Errorf("producer sessions: %w", err)
 		}
 	}
-	if err := statefile.WriteAtomic(path, buf.Bytes(), 0o644); err != nil {
-		return nil, fmt.Errorf("producer sessions: %w", err)
+	if err := statefile.WriteAtomic(st.path, buf.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("producer sessions: %w", err)
 	}
-	f, err := statefile.OpenAppend(path, 0o644)
+	f, err := statefile.OpenAppend(st.path, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("producer sessions: %w", err)
+		return fmt.Errorf("producer sessions: %w", err)
 	}
-	return &pidStore{f: f}, nil
+	if st.f != nil {
+		st.f.Close()
+	}
+	st.f, st.lines = f, len(recs)
+	return nil
 }
 
 func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
@@ -93,6 +134,16 @@ func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
 	if p.m == nil {
 		p.m = map[pidKey]upstreamPID{}
 	}
+	if p.used == nil {
+		p.used = map[pidKey]time.Time{}
+	}
+	// A line's time is when its session was used at the last rewrite
+	// (or its append): a session used since, up to a crash, looks older
+	// than it is. Taking no time earlier than a quarter of producer_idle
+	// before now bounds that: a session is never forgotten sooner than
+	// three quarters of producer_idle after its last use.
+	now := p.clock()
+	floor := now.Add(-p.idle / 4)
 	if p.moved == nil {
 		p.moved = map[string]uint64{}
 	}
@@ -105,7 +156,16 @@ func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
 			p.moved[r.Moved] = max(p.moved[r.Moved], r.Moves)
 			return nil
 		}
-		p.m[pidKey{vpid: r.VPID, vepoch: r.VEpoch, cluster: r.Cluster, topic: r.Topic, moves: r.Moves}] = upstreamPID{pid: r.PID, epoch: r.Epoch}
+		k := pidKey{vpid: r.VPID, vepoch: r.VEpoch, cluster: r.Cluster, topic: r.Topic, moves: r.Moves}
+		p.m[k] = upstreamPID{pid: r.PID, epoch: r.Epoch}
+		used := now
+		if r.Used != 0 && p.idle > 0 {
+			used = time.Unix(r.Used, 0)
+			if used.Before(floor) {
+				used = floor
+			}
+		}
+		p.used[k] = used
 		return nil
 	})
 	if err != nil {
@@ -120,9 +180,9 @@ func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
 	return nil
 }
 
-// append writes one record and syncs it; a failed append leaves the file
-// as it was (statefile.AppendFile).
-func (st *pidStore) append(r pidRecord) error {
+// appendLocked writes one record and syncs it; a failed append leaves the
+// file as it was (statefile.AppendFile). st.mu is held (lockStore).
+func (st *pidStore) appendLocked(r pidRecord) error {
 	if st == nil {
 		return nil
 	}
@@ -130,12 +190,31 @@ func (st *pidStore) append(r pidRecord) error {
 	if err != nil {
 		return err
 	}
-	return st.f.Append(b)
+	if err := st.f.Append(b); err != nil {
+		return err
+	}
+	st.lines++
+	return nil
+}
+
+// lockStore takes the store's lock, before p.mu: an append and the table
+// change it records happen under it, so a rewrite (which holds it while it
+// snapshots the table) never drops a session that was appended but not yet
+// in the table. Lookups take only p.mu and never wait for an fsync. A nil
+// store (no state_dir) has nothing to lock.
+func (p *producerIDs) lockStore() (unlock func()) {
+	if st := p.store; st != nil {
+		st.mu.Lock()
+		return st.mu.Unlock
+	}
+	return func() {}
 }
 
 func (st *pidStore) close() {
 	if st == nil {
 		return
 	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	st.f.Close()
 }

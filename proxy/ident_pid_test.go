@@ -186,12 +186,12 @@ func TestProducerSessionsSurviveARestart(t *testing.T) {
 	first.store = st
 	vpid := newVirtualPID()
 	shared := pidKey{vpid: vpid, vepoch: 1, cluster: Source}
-	if err := st.append(pidRecord{VPID: vpid, VEpoch: 1, Cluster: Source, PID: 41, Epoch: 2}); err != nil {
+	if err := st.appendLocked(pidRecord{VPID: vpid, VEpoch: 1, Cluster: Source, PID: 41, Epoch: 2}); err != nil {
 		t.Fatal(err)
 	}
 	first.moveTopic("orders")
 	first.moveTopic("orders")
-	if err := st.append(pidRecord{VPID: vpid, VEpoch: 1, Cluster: Target, Topic: "orders", Moves: 2, PID: 77, Epoch: 0}); err != nil {
+	if err := st.appendLocked(pidRecord{VPID: vpid, VEpoch: 1, Cluster: Target, Topic: "orders", Moves: 2, PID: 77, Epoch: 0}); err != nil {
 		t.Fatal(err)
 	}
 	st.close()

@@ -43,6 +43,9 @@ type Limits struct {
 	// StartGrace is how long Start waits for every upstream cluster before
 	// it listens with the ones that answered (at least one).
 	StartGrace time.Duration
+	// ProducerIdle, TransactionalIdle and GroupMembershipGrace bound the
+	// state kept per client (state_expiry.go).
+	ProducerIdle, TransactionalIdle, GroupMembershipGrace time.Duration
 }
 
 // withDefaults fills the zero fields with config's defaults: config owns
@@ -71,6 +74,9 @@ func (l Limits) withDefaults() Limits {
 	def(&l.DialBackoffMin, config.DefaultDialBackoffMin)
 	def(&l.DialBackoffMax, config.DefaultDialBackoffMax)
 	def(&l.StartGrace, config.DefaultStartGrace)
+	def(&l.ProducerIdle, config.DefaultProducerIdle)
+	def(&l.TransactionalIdle, config.DefaultTransactionalIdle)
+	def(&l.GroupMembershipGrace, config.DefaultGroupMembershipGrace)
 	if l.DialBackoffMax < l.DialBackoffMin {
 		l.DialBackoffMax = l.DialBackoffMin
 	}

@@ -26,6 +26,12 @@ type metrics struct {
 	saslFailures  *prometheus.CounterVec // failed client authentications, by mechanism
 	policyDenials *prometheus.CounterVec // requests refused by the policy, by principal and API
 	latency       map[int16]prometheus.Observer
+
+	// Per-client state (state_expiry.go), by kind: producer_sessions,
+	// transactional_ids, group_memberships.
+	stateEntries   *prometheus.GaugeVec
+	stateExpired   *prometheus.CounterVec
+	groupAmbiguous prometheus.Counter // canary group lookups that found several groups
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -74,6 +80,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		limits: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "kproxy_limit", Help: "Configured resource limits (bytes, counts, or seconds for timeouts).",
 		}, []string{"limit"}),
+		stateEntries: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kproxy_state_entries", Help: "Per-client state kproxy keeps, by kind: producer_sessions, transactional_ids, group_memberships.",
+		}, []string{"kind"}),
+		stateExpired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_state_expired_total", Help: "Per-client state entries dropped after their idle time (limits.producer_idle, transactional_idle, group_membership_grace), by kind.",
+		}, []string{"kind"}),
+		groupAmbiguous: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kproxy_canary_group_ambiguous_total", Help: "Group lookups (one per topic of a request) on a connection without group membership whose client instance (source IP, client.id, software) is a member of several groups subscribed to the topic: served as a member of no group.",
+		}),
 	}
 	for k := int16(0); k <= 100; k++ {
 		req := kmsg.RequestForKey(k)
@@ -85,7 +100,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.latency[k] = lat.WithLabelValues(name)
 	}
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat,
-		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials)
+		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
+		m.stateEntries, m.stateExpired, m.groupAmbiguous)
+	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {
+		m.stateEntries.WithLabelValues(kind)
+		m.stateExpired.WithLabelValues(kind)
+	}
 	return m
 }
 
@@ -107,6 +127,9 @@ func (m *metrics) setLimits(o Options) {
 		"dial_backoff_min":                      l.DialBackoffMin.Seconds(),
 		"dial_backoff_max":                      l.DialBackoffMax.Seconds(),
 		"metadata_refresh_inflight_per_cluster": 1,
+		"producer_idle":                         l.ProducerIdle.Seconds(),
+		"transactional_idle":                    l.TransactionalIdle.Seconds(),
+		"group_membership_grace":                l.GroupMembershipGrace.Seconds(),
 	} {
 		m.limits.WithLabelValues(name).Set(v)
 	}

@@ -24,17 +24,6 @@ type reqCtx struct {
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
 
-// group is the consumer group this request's client (by client.id) last
-// named in a group request, for canary rules that select by group. Fetches
-// carry no group id, and a consumer's fetch and coordinator connections
-// differ, but both carry its client.id.
-func (rc *reqCtx) group() string {
-	if g, ok := rc.srv().clientGroups.Load(rc.client); ok {
-		return g.(string)
-	}
-	return ""
-}
-
 // ctx bounds control-plane lookups made on behalf of a request.
 func (rc *reqCtx) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 15*time.Second)

@@ -105,9 +105,9 @@ type Server struct {
 	advHost string       // the first listener's advertised address
 	advPort int32
 
-	// clientGroups maps client.id to the group it last joined (see
-	// reqCtx.group).
-	clientGroups sync.Map
+	// members ties client instances to the groups they joined, for canary
+	// rules that select by group (group_membership.go).
+	members *memberships
 
 	inventory inventory // who is connected (inventory.go)
 
@@ -161,6 +161,7 @@ func New(opts Options) (*Server, error) {
 	for _, limit := range []string{"total", "per_ip"} {
 		s.metrics.refused.WithLabelValues(limit)
 	}
+	s.members = newMemberships(opts.Limits.GroupMembershipGrace, s.metrics.stateEntries.WithLabelValues(stateGroupMemberships).Set)
 	s.budget = newByteBudget(opts.Limits.BufferBytes, s.metrics.bufferedBytes.Set)
 	s.connLim = connLimiter{max: opts.Limits.MaxConnections, maxPerIP: opts.Limits.MaxConnectionsPerIP}
 	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {
@@ -176,6 +177,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.topicIDs = ids
 	s.pids.m = map[pidKey]upstreamPID{}
+	s.pids.used = map[pidKey]time.Time{}
+	s.pids.idle = opts.Limits.ProducerIdle
 	if opts.StateDir != "" {
 		// Upstream producer sessions survive a restart (ident_pid_store.go).
 		if s.pids.store, err = openPIDStore(opts.StateDir, &s.pids, s.log); err != nil {
@@ -216,6 +219,8 @@ func (s *Server) Start(ctx context.Context) error {
 	// (their clients get retriable errors for the missing cluster's
 	// topics until it appears; see clusterConnected).
 	s.connected = make(chan struct{}, len(s.clusters))
+	s.wg.Add(1)
+	go s.expireLoop() // idle per-client state (state_expiry.go)
 	for _, uc := range s.clusters {
 		s.wg.Add(1)
 		go s.connectLoop(uc)

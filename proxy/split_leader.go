@@ -123,7 +123,7 @@ type leaderRoute struct {
 // readRoute routes a topic as its consumers read it: its fetch route,
 // through the copy's offset map when the topic is replicated.
 func readRoute(rc *reqCtx, router Router, topic string) leaderRoute {
-	return leaderRoute{cluster: router.FetchCluster(topic, rc.client, rc.group()), readsCopy: router.Replicated(topic)}
+	return leaderRoute{cluster: router.FetchCluster(topic, rc.client, rc.group(topic)), readsCopy: router.Replicated(topic)}
 }
 
 // writeRoute routes a topic as its producers write it: its produce route.

@@ -96,6 +96,13 @@ type txnProducer struct {
 	// sequence 0 stands for (see rebaseSequence).
 	seqCluster string
 	bases      map[string]map[txnPartition]int32
+
+	// used is when a request last named this transactional id or its
+	// PID, for expiry (limits.transactional_idle; state_expiry.go);
+	// expired is set when it is dropped, for requests that found it
+	// before.
+	used    time.Time
+	expired bool
 }
 
 type txnPartition struct {
@@ -107,7 +114,11 @@ type txnPartition struct {
 func (p *producerIDs) txnLookup(id string) *txnProducer {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.txns[id]
+	t := p.txns[id]
+	if t != nil {
+		t.used = p.clock()
+	}
+	return t
 }
 
 // txnGet returns the state of a transactional id, creating it.
@@ -124,6 +135,7 @@ func (p *producerIDs) txnGet(id string) *txnProducer {
 			bases: map[string]map[txnPartition]int32{}}
 		p.txns[id] = t
 	}
+	t.used = p.clock()
 	return t
 }
 
@@ -152,7 +164,9 @@ func (p *producerIDs) txnCheck(t *txnProducer, pid int64, epoch int16, version, 
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
-	case t == nil || t.vpid == 0 || pid != t.vpid:
+	case t == nil || t.expired || t.vpid == 0 || pid != t.vpid:
+		// An expired id answers as a coordinator answers an id it
+		// expired: the client re-initializes (state_expiry.go).
 		return kerr.InvalidProducerIDMapping.Code
 	case epoch != t.vepoch:
 		return fencedCode(version, fencedSince)
@@ -241,6 +255,7 @@ func (p *producerIDs) txnUpstream(vpid int64, vepoch int16, cluster string, tp t
 	if !ok {
 		return u, 0, kerr.InvalidTxnState.Code
 	}
+	t.used = p.clock()
 	return u, t.rebaseSequenceLocked(cluster, tp, seq), 0
 }
 
@@ -368,6 +383,13 @@ func (rc *reqCtx) initTxnProducer(req *kmsg.InitProducerIDRequest) *kmsg.InitPro
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	t := p.txnGet(id)
 	t.op.Lock()
+	for p.txnExpired(t) {
+		// Expired between the lookup and the lock (state_expiry.go):
+		// start from the fresh state the id has now.
+		t.op.Unlock()
+		t = p.txnGet(id)
+		t.op.Lock()
+	}
 	defer t.op.Unlock()
 
 	reqPID, reqEpoch := int64(-1), int16(-1)

@@ -40,7 +40,7 @@ func freePort(t *testing.T) int {
 
 // The kproxy binary, run from a config file: an invalid edit is refused with
 // a log line naming the key and line, while a connected client keeps
-// working; a valid edit (routes.default source -> target) applies to new
+// working; an edit of a cluster is refused, naming the key; a valid edit (routes.default source -> target) applies to new
 // requests on the same connection, with no reconnect.
 func TestBinaryConfigReload(t *testing.T) {
 	dir := t.TempDir()
@@ -109,6 +109,18 @@ func TestBinaryConfigReload(t *testing.T) {
 	}
 	if !sees(srcOnly) {
 		t.Fatalf("after an invalid edit the old config must keep serving")
+	}
+
+	// A cluster edit with a route edit: refused as a whole, naming the
+	// cluster key; the route stays. (Before, it was reported as applied
+	// while the proxy kept its start-up clusters.)
+	writeConfig(t, cfgPath, fmt.Sprintf("listen: 127.0.0.1:%d\nclusters:\n  source: { bootstrap: [%s, 127.0.0.1:1] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: target\n", port, env.source, env.target))
+	waitFor(t, "the refusal log line", func() bool { return strings.Contains(logs.String(), "config reload refused") })
+	if !strings.Contains(logs.String(), "clusters.source.bootstrap") {
+		t.Fatalf("the refusal does not name clusters.source.bootstrap:\n%s", logs.String())
+	}
+	if strings.Contains(logs.String(), "config reloaded") || !sees(srcOnly) {
+		t.Fatalf("a config with a cluster edit was applied (in part)")
 	}
 
 	write("target", "")
