@@ -19,7 +19,6 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -102,12 +101,7 @@ func (rp *replication) setConfig(cfg *config.Config) {
 }
 
 // ReplicationStateDir is where the maps of the copy into the target live.
-func ReplicationStateDir(cfg *config.Config) string {
-	if cfg.Replication.StateDir != "" {
-		return cfg.Replication.StateDir
-	}
-	return filepath.Join(cfg.StateDir, "replicator")
-}
+func ReplicationStateDir(cfg *config.Config) string { return cfg.ReplicationStateDir() }
 
 // mapDir is where the maps of the copy into cluster `to` live.
 func mapDir(cfg *config.Config, to string) string {

@@ -29,7 +29,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
-	"github.com/kproxy/kproxy/control"
 	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/secure"
 )
@@ -84,7 +83,7 @@ func Command(w io.Writer, args []string) error {
 	if cfg.StateDir == "" && cfg.Replication.StateDir == "" {
 		return fmt.Errorf("%s: no state_dir or replication.state_dir: there are no offset maps to verify against", *path)
 	}
-	dir := control.ReplicationStateDir(cfg)
+	dir := cfg.ReplicationStateDir()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	// The clusters' TLS and SASL, as kproxy itself reaches them.
