@@ -262,9 +262,12 @@ type Replication struct {
 // Mismatches it does not fix stay visible as plan gates (topic_configs,
 // partitions, acls).
 type Sync struct {
-	// TopicConfigs applies the source topic's config values to the
-	// target copy (IncrementalAlterConfigs) when they differ and either
-	// side sets the key on the topic. Default true.
+	// TopicConfigs applies the source topic's config changes to the
+	// target copy (IncrementalAlterConfigs): a key whose source value
+	// changes is set on the target; when kproxy first sees a topic, keys
+	// the source topic sets and the target topic does not are filled in.
+	// A key set differently on the target and not changed on the source
+	// since is kept (the topic_configs gate shows it). Default true.
 	TopicConfigs bool `yaml:"topic_configs"`
 	// ConfigKeysAllow, when not empty, limits TopicConfigs to these keys
 	// (exact names or globs). Default empty: every key not denied.

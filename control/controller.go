@@ -66,7 +66,7 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	}
 	c.cuts = cuts
 	c.groups = newGroupMoves(ctx, log.Named("groups"), srv, c.overlay, c.admins, reg)
-	c.watch = &sourceWatch{log: log.Named("sync"), metrics: newSyncMetrics(reg), failed: map[string]string{}}
+	c.watch = &sourceWatch{log: log.Named("sync"), metrics: newSyncMetrics(reg), failed: map[string]string{}, seen: map[string]map[string]string{}}
 	srv.SetOffsetMaps(c.repl)
 	return c, nil
 }

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +80,9 @@ type sourceWatch struct {
 	failed map[string]string
 	// noACLs: a cluster answered SECURITY_DISABLED (logged once).
 	noACLs bool
+	// seen: each replicated topic's source config values at the last
+	// pass, to tell a source change from a target edit (configChanges).
+	seen map[string]map[string]string
 }
 
 // noteFailure reports whether a failure is new (and records it).
@@ -294,12 +298,21 @@ func (c *Controller) growTarget(ctx context.Context, cfg *config.Config, topic s
 	return nil
 }
 
-// configChanges are the IncrementalAlterConfigs set operations that make
-// the target topic's allowed keys equal the source's, for every key set on
-// the topic itself on either side (a difference between the two brokers'
-// defaults is not the topic's: it is left alone, and the topic_configs
-// gate shows it if it matters).
-func configChanges(sync config.Sync, src, tgt kadm.ResourceConfig) []kadm.AlterConfig {
+// configChanges are the IncrementalAlterConfigs set operations that carry
+// the source topic's config changes to the target copy, for the keys sync
+// allows. seen is the source's values at the last pass (nil the first time
+// the topic is seen, after start or once its copy exists):
+//   - a key whose source value changed since the last pass is set on the
+//     target to the source's value;
+//   - the first time, a key set on the source topic that the target topic
+//     does not set is filled in (what the copy's creation did not carry);
+//     a key both topics set differently is left alone: someone chose the
+//     target's value, and the topic_configs gate shows the difference.
+//
+// A difference between the two brokers' defaults is not the topic's and
+// is never synced. A target edit the source does not change afterwards is
+// kept.
+func configChanges(sync config.Sync, src, tgt kadm.ResourceConfig, seen map[string]string) []kadm.AlterConfig {
 	tv := map[string]kadm.Config{}
 	for _, kv := range tgt.Configs {
 		tv[kv.Key] = kv
@@ -310,23 +323,33 @@ func configChanges(sync config.Sync, src, tgt kadm.ResourceConfig) []kadm.AlterC
 		if !ok || s.Sensitive || t.Sensitive || s.Value == nil || !sync.SyncsConfigKey(s.Key) {
 			continue // unknown to the target's version, secret, or not synced
 		}
-		if s.MaybeValue() == t.MaybeValue() {
+		sv := s.MaybeValue()
+		if sv == t.MaybeValue() {
 			continue
 		}
-		if s.Source != kmsg.ConfigSourceDynamicTopicConfig && t.Source != kmsg.ConfigSourceDynamicTopicConfig {
+		srcSet, tgtSet := s.Source == kmsg.ConfigSourceDynamicTopicConfig, t.Source == kmsg.ConfigSourceDynamicTopicConfig
+		if !srcSet && !tgtSet {
 			continue
 		}
-		out = append(out, kadm.AlterConfig{Op: kadm.SetConfig, Name: s.Key, Value: kadm.StringPtr(s.MaybeValue())})
+		if seen == nil {
+			if !srcSet || tgtSet {
+				continue
+			}
+		} else if prev, ok := seen[s.Key]; ok && prev == sv {
+			continue
+		}
+		out = append(out, kadm.AlterConfig{Op: kadm.SetConfig, Name: s.Key, Value: kadm.StringPtr(sv)})
 	}
-	slices.SortFunc(out, func(a, b kadm.AlterConfig) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b kadm.AlterConfig) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// sourceValues are a topic's config values by key.
+func sourceValues(rc kadm.ResourceConfig) map[string]string {
+	out := make(map[string]string, len(rc.Configs))
+	for _, c := range rc.Configs {
+		out[c.Key] = c.MaybeValue()
+	}
 	return out
 }
 
@@ -368,8 +391,17 @@ func (c *Controller) syncTopicConfigs(ctx context.Context, cfg *config.Config, t
 		for _, kv := range d.Configs {
 			prev[kv.Key] = kv.MaybeValue()
 		}
-		changes := configChanges(cfg.Replication.Sync, s, d)
+		c.watch.mu.Lock()
+		seen := c.watch.seen[t]
+		c.watch.mu.Unlock()
+		changes := configChanges(cfg.Replication.Sync, s, d, seen)
+		observed := func() {
+			c.watch.mu.Lock()
+			c.watch.seen[t] = sourceValues(s)
+			c.watch.mu.Unlock()
+		}
 		if len(changes) == 0 {
+			observed()
 			continue
 		}
 		key := "configs/" + t
@@ -388,6 +420,7 @@ func (c *Controller) syncTopicConfigs(ctx context.Context, cfg *config.Config, t
 			continue
 		}
 		c.watch.clearFailure(key)
+		observed() // only once applied: a failed change is tried again
 		c.watch.metrics.configs.WithLabelValues("applied").Add(float64(len(changes)))
 		for _, ch := range changes {
 			c.log.Info("source watcher: topic config synced to the target copy", "topic", t, "key", ch.Name, "value", *ch.Value, "target_was", prev[ch.Name])

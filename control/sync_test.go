@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -270,3 +271,124 @@ func TestRouterKeepsUnreadyReplicatedTopicsOnTheSource(t *testing.T) {
 type sinkFunc func(proxy.Router)
 
 func (f sinkFunc) SetRouter(r proxy.Router) { f(r) }
+
+// configChanges follows source changes and fills in what the target never
+// set, but keeps a target value chosen on purpose, leaves broker defaults
+// and denied keys alone.
+func TestConfigChanges(t *testing.T) {
+	dyn, def := kmsg.ConfigSourceDynamicTopicConfig, kmsg.ConfigSourceDefaultConfig
+	rc := func(kvs ...any) kadm.ResourceConfig {
+		var r kadm.ResourceConfig
+		for i := 0; i < len(kvs); i += 3 {
+			r.Configs = append(r.Configs, kadm.Config{Key: kvs[i].(string), Value: kadm.StringPtr(kvs[i+1].(string)), Source: kvs[i+2].(kmsg.ConfigSource)})
+		}
+		return r
+	}
+	sync := config.Sync{TopicConfigs: true, ConfigKeysDeny: config.DefaultConfigKeysDeny}
+	src := rc("retention.ms", "1000", dyn, "segment.ms", "50", dyn, "max.message.bytes", "9", dyn, "compression.type", "gzip", dyn, "flush.ms", "1", def)
+	tgt := rc("retention.ms", "2000", dyn, "segment.ms", "60", def, "max.message.bytes", "9", dyn, "compression.type", "producer", dyn, "flush.ms", "2", def)
+	names := func(cs []kadm.AlterConfig) string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.Name+"="+*c.Value)
+		}
+		return fmt.Sprint(out)
+	}
+	// First sight: segment.ms is filled in; retention.ms (set on both) is
+	// kept; compression.type is denied; flush.ms is two broker defaults.
+	if got := names(configChanges(sync, src, tgt, nil)); got != "[segment.ms=50]" {
+		t.Errorf("first pass: %s", got)
+	}
+	// The source changed retention.ms since the last pass: it follows.
+	seen := map[string]string{"retention.ms": "5000", "segment.ms": "50", "max.message.bytes": "9", "compression.type": "zstd", "flush.ms": "1"}
+	if got := names(configChanges(sync, src, tgt, seen)); got != "[retention.ms=1000]" {
+		t.Errorf("after a source change: %s", got)
+	}
+	// Nothing changed on the source: a target edit stays.
+	if got := names(configChanges(sync, src, tgt, sourceValues(src))); got != "[]" {
+		t.Errorf("no source change: %s", got)
+	}
+}
+
+// The acls gate fails while the target lacks an ACL the source has for the
+// topic and passes once it has it; sampled_verify passes on a true copy and
+// fails once the copy lost records the source still has.
+func TestACLAndSampledVerifyGates(t *testing.T) {
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"))
+	tgt := newKfake(t, kfake.NumBrokers(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	produceTo(t, ctx, src, "orders", 40)
+	listen, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("listen: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nreplicate: [orders]\n",
+		listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0])
+	running, err := config.Parse([]byte(base + "routes:\n  default: source\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := Start(ctx, running, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	waitFor(t, ctx, "the copy of 40 records", func() bool {
+		var n int64
+		for _, p := range inst.ctrl.Replication().Partitions {
+			n += p.CopiedThrough
+		}
+		return n == 40
+	})
+	cand, err := config.Parse([]byte(base + "routes:\n  default: source\n  topics:\n    orders: target\ncutover:\n  sampled_verify_records: 5\n  require: [acls, sampled_verify]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := func() (GateResult, GateResult) {
+		doc, err := inst.Plan(ctx, cand)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gateOf(t, doc, "orders", config.GateACLs), gateOf(t, doc, "orders", config.GateSampledVerify)
+	}
+	var want int64 // the last 5 offsets of each partition (all data records)
+	for _, p := range inst.ctrl.Replication().Partitions {
+		want += min(5, p.CopiedThrough)
+	}
+	a, v := plan()
+	if !a.Pass || !a.Required || !strings.Contains(a.Measured, "0 ACLs on the source cover orders") {
+		t.Errorf("acls with no ACLs anywhere: %+v", a)
+	}
+	if !v.Pass || !v.Required || !strings.Contains(v.Measured, fmt.Sprintf(": %d records equal", want)) {
+		t.Errorf("sampled_verify of a true copy: %+v", v)
+	}
+
+	acl := aclEntry{resType: kmsg.ACLResourceTypeTopic, name: "ord", pattern: kmsg.ACLResourcePatternTypePrefixed, principal: "User:alice",
+		host: "*", operation: kmsg.ACLOperationWrite, permission: kmsg.ACLPermissionTypeAllow}
+	if errs, err := createACLs(ctx, mustClient(t, src), []aclEntry{acl}); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	if a, _ = plan(); a.Pass || !strings.Contains(a.Measured, "missing on the target") || !strings.Contains(a.Measured, "User:alice") {
+		t.Errorf("acls with one missing on the target: %+v", a)
+	}
+	if errs, err := createACLs(ctx, mustClient(t, tgt), []aclEntry{acl}); err != nil || errs[0] != nil {
+		t.Fatal(err, errs)
+	}
+	if a, _ = plan(); !a.Pass {
+		t.Errorf("acls once the target has it: %+v", a)
+	}
+
+	// Delete the copy's records: the source still has them.
+	tadm := kadm.NewClient(mustClient(t, tgt))
+	ends, err := tadm.ListEndOffsets(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tadm.DeleteRecords(ctx, kadm.Offsets(ends.Offsets())); err != nil {
+		t.Fatal(err)
+	}
+	if _, v = plan(); v.Pass || !strings.Contains(v.Measured, "gone from it") {
+		t.Errorf("sampled_verify of a copy that lost records: %+v", v)
+	}
+}
