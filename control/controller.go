@@ -13,6 +13,7 @@ import (
 	"context"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,7 +67,7 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	}
 	c.cuts = cuts
 	c.groups = newGroupMoves(ctx, log.Named("groups"), srv, c.overlay, c.admins, reg)
-	c.watch = &sourceWatch{log: log.Named("sync"), metrics: newSyncMetrics(reg), failed: map[string]string{}, seen: map[string]map[string]string{}}
+	c.watch = &sourceWatch{log: log.Named("sync"), metrics: newSyncMetrics(reg), failed: map[string]string{}, seen: map[string]map[string]string{}, retried: map[string]time.Time{}}
 	srv.SetOffsetMaps(c.repl)
 	return c, nil
 }

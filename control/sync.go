@@ -83,6 +83,8 @@ type sourceWatch struct {
 	// seen: each replicated topic's source config values at the last
 	// pass, to tell a source change from a target edit (configChanges).
 	seen map[string]map[string]string
+	// retried: when each failed topic was last tried again.
+	retried map[string]time.Time
 }
 
 // noteFailure reports whether a failure is new (and records it).
@@ -211,10 +213,26 @@ func (c *Controller) followTopics(ctx context.Context, cfg *config.Config, liste
 		return
 	}
 	for _, t := range c.repl.targetTopics() {
-		if r.TopicErr(t) != nil {
-			_ = r.AddTopic(ctx, t) // logs and records the error again if it persists
+		if r.TopicErr(t) == nil || !c.watch.retryDue(t) {
+			continue
 		}
+		_ = r.AddTopic(ctx, t) // logs and records the error again if it persists
 	}
+}
+
+// topicRetryEvery is how often a topic whose copy could not start (a
+// target topic with another partition count, say) is tried again.
+const topicRetryEvery = 30 * time.Second
+
+// retryDue says whether a failed topic may be tried again now.
+func (w *sourceWatch) retryDue(topic string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if time.Since(w.retried[topic]) < topicRetryEvery {
+		return false
+	}
+	w.retried[topic] = time.Now()
+	return true
 }
 
 // followPartitions starts copying partitions added to replicated topics,
