@@ -112,7 +112,8 @@ func (r pinnedRouter) FetchCluster(topic, clientID, group string) string {
 		return c
 	}
 	c := r.TableRouter.FetchCluster(topic, clientID, group)
-	if c == proxy.Target && r.ready != nil && r.TableRouter.Replicated(topic) && !r.ready(topic) {
+	// ready first: a map lookup, where Replicated matches globs.
+	if c == proxy.Target && r.ready != nil && !r.ready(topic) && r.TableRouter.Replicated(topic) {
 		return proxy.Source // the copy has not caught up once: the source has every record
 	}
 	return c
