@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 )
@@ -251,6 +252,78 @@ type Replication struct {
 	// StateDir is the directory where the replicator keeps its offset maps.
 	// Default "": <state_dir>/replicator. Replication needs one of the two.
 	StateDir string `yaml:"state_dir"`
+
+	// WatchInterval is how often the source's metadata is read again: a
+	// topic created later that matches a replicate glob starts copying, a
+	// replicated topic's new partitions start copying, and Sync runs. A Go
+	// duration. Default 5s; at least 100ms and at most 10m.
+	WatchInterval time.Duration `yaml:"watch_interval"`
+
+	// Sync is what of the source's metadata around a replicated topic is
+	// applied to its copy on the target (each switchable).
+	Sync Sync `yaml:"sync"`
+}
+
+// Sync says which metadata of replicated topics follows the source.
+// Mismatches it does not fix stay visible as plan gates (topic_configs,
+// partitions, acls).
+type Sync struct {
+	// TopicConfigs applies the source topic's config changes to the
+	// target copy (IncrementalAlterConfigs): a key whose source value
+	// changes is set on the target; when kproxy first sees a topic, keys
+	// the source topic sets and the target topic does not are filled in.
+	// A key set differently on the target and not changed on the source
+	// since is kept (the topic_configs gate shows it). Default true.
+	TopicConfigs bool `yaml:"topic_configs"`
+	// ConfigKeysAllow, when not empty, limits TopicConfigs to these keys
+	// (exact names or globs). Default empty: every key not denied.
+	ConfigKeysAllow []string `yaml:"config_keys_allow"`
+	// ConfigKeysDeny are keys (exact names or globs) never synced; it
+	// wins over ConfigKeysAllow. Setting it replaces the default,
+	// DefaultConfigKeysDeny: keys the replicator sets itself or that
+	// depend on the target's brokers.
+	ConfigKeysDeny []string `yaml:"config_keys_deny"`
+	// Partitions follows partition count increases: the target topic
+	// gets the new partitions (CreatePartitions) before they are copied.
+	// Without it, new source partitions are copied only once the target
+	// has them. Default true.
+	Partitions bool `yaml:"partitions"`
+	// ACLs creates on the target the ACLs the source has for replicated
+	// topics and for the groups named in groups: (DescribeAcls on the
+	// source, CreateAcls on the target). It never deletes an ACL. Default
+	// false.
+	ACLs bool `yaml:"acls"`
+}
+
+// DefaultConfigKeysDeny are the topic config keys Sync leaves alone unless
+// replication.sync.config_keys_deny says otherwise: the replicator sets
+// message.timestamp.type (CreateTime keeps the source's timestamps) and
+// compression.type (producer keeps the copied batches as they are); the
+// others depend on the target's brokers (replicas, throttles, tiered
+// storage) or on one vendor's brokers.
+var DefaultConfigKeysDeny = []string{
+	"message.timestamp.type", "compression.type", "min.insync.replicas",
+	"leader.replication.throttled.replicas", "follower.replication.throttled.replicas",
+	"remote.storage.enable", "local.retention.ms", "local.retention.bytes",
+	"message.downconversion.enable", "confluent.*",
+}
+
+// SyncsConfigKey says whether Sync applies topic config key k.
+func (s Sync) SyncsConfigKey(k string) bool {
+	for _, d := range s.ConfigKeysDeny {
+		if d == k || matchGlob(d, k) {
+			return false
+		}
+	}
+	if len(s.ConfigKeysAllow) == 0 {
+		return true
+	}
+	for _, a := range s.ConfigKeysAllow {
+		if a == k || matchGlob(a, k) {
+			return true
+		}
+	}
+	return false
 }
 
 // Cutover bounds a topic flip.
@@ -268,6 +341,11 @@ type Cutover struct {
 	// reason) until its gates, measured again every 10 s, pass; the other
 	// changes of the reload apply. Default empty.
 	Require []string `yaml:"require"`
+
+	// SampledVerifyRecords is how many of the last records of each
+	// partition the sampled_verify gate compares between the old home and
+	// the copy. Default 100; 1 to 100000.
+	SampledVerifyRecords int `yaml:"sampled_verify_records"`
 }
 
 // The preflight gates of a cutover (`kproxy plan`, cutover.require).
@@ -283,10 +361,17 @@ const (
 	// GateRetentionHeadroom: the old home's retention will not delete a
 	// record the copy has not read.
 	GateRetentionHeadroom = "retention_headroom"
+	// GateACLs: the new home holds every ACL the old home has for the
+	// topic. Not applicable (and passing) when either cluster cannot
+	// describe ACLs (no authorizer).
+	GateACLs = "acls"
+	// GateSampledVerify: the last cutover.sampled_verify_records records
+	// of each partition are equal on both clusters through the offset map.
+	GateSampledVerify = "sampled_verify"
 )
 
 // CutoverGates lists every gate name, in the order plans show them.
-var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom}
+var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom, GateACLs, GateSampledVerify}
 
 // Limits bounds what clients and upstream brokers can cost kproxy. Every
 // key is optional; docs/operations.md lists each with its default and the
@@ -386,6 +471,8 @@ const (
 	DefaultPartitionMaxBytes    = 1 << 20
 	DefaultConcurrency          = 4
 	DefaultMaxHold              = 5 * time.Second
+	DefaultWatchInterval        = 5 * time.Second
+	DefaultSampledVerifyRecords = 100
 	MaxMaxHold                  = 120 * time.Second
 	DefaultMaxFrameBytes        = 100 << 20
 	MinMaxFrameBytes            = 1 << 20
@@ -419,8 +506,11 @@ func defaults() *Config {
 			PartitionMaxBytes:   DefaultPartitionMaxBytes,
 			Concurrency:         DefaultConcurrency,
 			ReverseAfterCutover: true,
+			WatchInterval:       DefaultWatchInterval,
+			Sync: Sync{TopicConfigs: true, Partitions: true,
+				ConfigKeysDeny: slices.Clone(DefaultConfigKeysDeny)},
 		},
-		Cutover: Cutover{MaxHold: DefaultMaxHold},
+		Cutover: Cutover{MaxHold: DefaultMaxHold, SampledVerifyRecords: DefaultSampledVerifyRecords},
 		Limits: Limits{
 			MaxFrameBytes:        DefaultMaxFrameBytes,
 			MaxInflightPerConn:   DefaultMaxInflightPerConn,
@@ -509,4 +599,13 @@ func (c *Config) Hash() string { return c.hash }
 func hashBytes(data []byte) string {
 	sum := sha256.Sum256(data)
 	return hex.EncodeToString(sum[:])
+}
+
+// ReplicationStateDir is where the offset maps of the copy into the target
+// live: replication.state_dir, or <state_dir>/replicator.
+func (c *Config) ReplicationStateDir() string {
+	if c.Replication.StateDir != "" {
+		return c.Replication.StateDir
+	}
+	return filepath.Join(c.StateDir, "replicator")
 }

@@ -296,3 +296,10 @@ func witness(prev map[pairState]pairStep, start, end pairState) string {
 	slices.Reverse(rs)
 	return string(rs)
 }
+
+// matchGlob reports whether name matches pattern (path.Match; a malformed
+// pattern matches nothing, validation reports it).
+func matchGlob(pattern, name string) bool {
+	ok, _ := path.Match(pattern, name)
+	return ok
+}

@@ -28,8 +28,8 @@ func TestCutoverRequire(t *testing.T) {
 	if !slices.Contains(d, "cutover.require: []→[caught_up partitions]") {
 		t.Errorf("diff lacks the require change: %q", d)
 	}
-	_, err = Parse([]byte(minimal + "cutover:\n  require: [caught_up, acls]\n"))
-	if err == nil || !strings.Contains(err.Error(), `cutover.require[1]`) || !strings.Contains(err.Error(), `unknown gate "acls"`) {
+	_, err = Parse([]byte(minimal + "cutover:\n  require: [caught_up, nope]\n"))
+	if err == nil || !strings.Contains(err.Error(), `cutover.require[1]`) || !strings.Contains(err.Error(), `unknown gate "nope"`) {
 		t.Errorf("unknown gate: %v", err)
 	}
 }

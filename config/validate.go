@@ -91,6 +91,25 @@ func (c *Config) validate(doc *yaml.Node) error {
 	if n := c.Replication.Concurrency; n < 1 || n > 1024 {
 		v.add(r.key("concurrency"), "must be from 1 to 1024, got %d", n)
 	}
+	if d := c.Replication.WatchInterval; d < 100*time.Millisecond || d > 10*time.Minute {
+		v.add(r.key("watch_interval"), "must be from 100ms to 10m, got %s", d)
+	}
+	for _, list := range []struct {
+		key   string
+		names []string
+	}{{"config_keys_allow", c.Replication.Sync.ConfigKeysAllow}, {"config_keys_deny", c.Replication.Sync.ConfigKeysDeny}} {
+		for i, k := range list.names {
+			p := r.key("sync").key(list.key).index(i)
+			if k == "" {
+				v.add(p, "empty config key")
+			} else if err := checkGlob(k); err != nil {
+				v.add(p, "invalid glob %q: %v", k, err)
+			}
+		}
+	}
+	if n := c.Cutover.SampledVerifyRecords; n < 1 || n > 100000 {
+		v.add(top("cutover").key("sampled_verify_records"), "must be from 1 to 100000, got %d", n)
+	}
 	if d := c.Cutover.MaxHold; d <= 0 || d > MaxMaxHold {
 		v.add(top("cutover").key("max_hold"), "must be more than 0 and at most %s, got %s", MaxMaxHold, d)
 	}

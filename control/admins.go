@@ -17,8 +17,9 @@ import (
 )
 
 type clusterAdmins struct {
-	mu      sync.Mutex // guards clients
+	mu      sync.Mutex // guards clients and raw
 	clients map[string]*kadm.Client
+	raw     map[string]*kgo.Client // the same clients, for requests kadm has no call for
 }
 
 // get returns the client for cluster, building it on first use.
@@ -36,11 +37,21 @@ func (a *clusterAdmins) get(cfg *config.Config, cluster string) (*kadm.Client, e
 		return nil, err
 	}
 	if a.clients == nil {
-		a.clients = map[string]*kadm.Client{}
+		a.clients, a.raw = map[string]*kadm.Client{}, map[string]*kgo.Client{}
 	}
 	c := kadm.NewClient(cl)
-	a.clients[cluster] = c
+	a.clients[cluster], a.raw[cluster] = c, cl
 	return c, nil
+}
+
+// client returns the kgo client under get's admin client for cluster.
+func (a *clusterAdmins) client(cfg *config.Config, cluster string) (*kgo.Client, error) {
+	if _, err := a.get(cfg, cluster); err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.raw[cluster], nil
 }
 
 // close releases every client.
@@ -50,5 +61,5 @@ func (a *clusterAdmins) close() {
 	for _, c := range a.clients {
 		c.Close()
 	}
-	a.clients = nil
+	a.clients, a.raw = nil, nil
 }

@@ -12,6 +12,8 @@ package control
 import (
 	"context"
 	"path/filepath"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,7 +37,14 @@ type Controller struct {
 	overlay *overlay
 	cuts    *cutovers
 	groups  *groupMoves
+	watch   *sourceWatch
+
+	// applyMu serialises Start, Apply and recheck with the source
+	// watcher's additions (sync.go); it guards table and cfg.
+	applyMu sync.Mutex
 	table   *routing.Table // the applied config's routes, under the overlay
+	cfg     *config.Config // the applied config
+	watchWG sync.WaitGroup // the source watcher
 }
 
 // NewController builds the control plane for srv from the first config and
@@ -44,6 +53,7 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Controller{log: log, srv: srv, ctx: ctx, cancel: cancel,
 		repl: newReplication(log.Named("replicator")), admins: &clusterAdmins{}, overlay: newOverlay(srv)}
+	c.overlay.targetReady = c.repl.targetReady
 	c.repl.setConfig(cfg)
 	dir := ""
 	if cfg.StateDir != "" {
@@ -57,6 +67,7 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	}
 	c.cuts = cuts
 	c.groups = newGroupMoves(ctx, log.Named("groups"), srv, c.overlay, c.admins, reg)
+	c.watch = &sourceWatch{log: log.Named("sync"), metrics: newSyncMetrics(reg), failed: map[string]string{}, seen: map[string]map[string]string{}, retried: map[string]time.Time{}}
 	srv.SetOffsetMaps(c.repl)
 	return c, nil
 }
@@ -64,6 +75,8 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 // Start applies the first config: replication, then the group homes and
 // topic homes kept from the last run against the config.
 func (c *Controller) Start(cfg *config.Config, table *routing.Table) {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	// Replication first: which copies run decides where routes may point.
 	if err := c.repl.apply(cfg); err != nil {
 		// Clients are served either way; /status and the log say why
@@ -80,12 +93,15 @@ func (c *Controller) Start(cfg *config.Config, table *routing.Table) {
 	// config edited while kproxy was down may route a topic away from its
 	// home, and that takes a cutover (hold, drain, flip), never a switch.
 	c.cuts.apply(cfg, nil, table, c.repl.resolvedTopics())
-	c.table = table
+	c.table, c.cfg = table, cfg
+	c.startWatch()
 }
 
 // Apply installs a reloaded config (already validated; table is its
 // routing table).
 func (c *Controller) Apply(cfg *config.Config, table *routing.Table) {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	if err := c.repl.apply(cfg); err != nil {
 		c.log.Error("replication not (re)started after reload", "error", err)
 	}
@@ -95,13 +111,15 @@ func (c *Controller) Apply(cfg *config.Config, table *routing.Table) {
 	// Replicated topics count even if no client has used them yet: their
 	// route change is a cutover too.
 	c.cuts.apply(cfg, c.table, table, append(c.srv.KnownTopics(), c.repl.resolvedTopics()...))
-	c.table = table
+	c.table, c.cfg = table, cfg
 }
 
 // recheck compares every topic with the applied config again (the same
 // config and table): after the required-gate refusals changed. Like Apply,
 // not concurrent with Apply (the instance holds its lock).
 func (c *Controller) recheck(cfg *config.Config) {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	c.cuts.apply(cfg, c.table, c.table, append(c.srv.KnownTopics(), c.repl.resolvedTopics()...))
 }
 
@@ -110,6 +128,7 @@ func (c *Controller) recheck(cfg *config.Config) {
 // replication stops and the admin clients close.
 func (c *Controller) Close() {
 	c.cancel()
+	c.watchWG.Wait() // it uses the replication and the admin clients
 	c.cuts.wait()
 	c.groups.wait()
 	c.repl.stop()

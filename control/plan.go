@@ -13,6 +13,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -22,10 +23,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kmsg"
+
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/routing"
+	"github.com/kproxy/kproxy/verify"
 )
 
 // PlanDoc is what a reload to a candidate config would do.
@@ -90,8 +94,8 @@ func (inst *Instance) Plan(ctx context.Context, candidate *config.Config) (PlanD
 	}
 	doc := PlanDoc{Changes: config.Diff(running, candidate), Restart: config.RestartRequired(running, candidate), Pass: true}
 	doc.Refused = len(doc.Restart) > 0
-	probe := &gateProbe{cfg: running, admins: inst.ctrl.admins, repl: inst.ctrl.Replication(),
-		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require}
+	probe := &gateProbe{cfg: running, admins: inst.ctrl.admins, repl: inst.ctrl.Replication(), rp: inst.ctrl.repl,
+		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require, sample: candidate.Cutover.SampledVerifyRecords}
 	for _, t := range planTopics(inst, candidate) {
 		doc.Actions = append(doc.Actions, inst.topicActions(ctx, probe, t, cur, next, candidate)...)
 	}
@@ -321,8 +325,10 @@ type gateProbe struct {
 	cfg     *config.Config // the running config: the clusters to ask
 	admins  *clusterAdmins
 	repl    ReplicationStatus
+	rp      *replication // the live maps, for sampled_verify
 	maxHold time.Duration
 	require []string
+	sample  int // cutover.sampled_verify_records
 }
 
 // cutoverGates measures every gate of moving topic from -> to.
@@ -335,6 +341,8 @@ func (p *gateProbe) cutoverGates(ctx context.Context, topic, from, to string) []
 		p.partitions(ctx, topic, from, to),
 		p.topicConfigs(ctx, topic, from, to),
 		p.retentionHeadroom(topic, to, parts),
+		p.acls(ctx, topic, from, to),
+		p.sampledVerify(ctx, topic, from, to, parts),
 	}
 	for i := range out {
 		out[i].Required = slices.Contains(p.require, out[i].Gate)
@@ -485,6 +493,101 @@ func (p *gateProbe) retentionHeadroom(topic, to string, parts []replicator.Parti
 		g.Measured = "no uncopied record is within reach of retention"
 	default:
 		g.Measured = fmt.Sprintf("the nearest uncopied record is deleted by retention in %s", time.Duration(nearest)*time.Millisecond)
+	}
+	return g
+}
+
+// acls: the new home holds every ACL the old home has for the topic
+// (literal, prefixed and wildcard patterns that cover it). Without an
+// authorizer on either cluster there is nothing to compare: the gate
+// passes and says it does not apply.
+func (p *gateProbe) acls(ctx context.Context, topic, from, to string) GateResult {
+	g := GateResult{Gate: config.GateACLs}
+	list := func(cluster string) ([]aclEntry, error) {
+		cl, err := p.admins.client(p.cfg, cluster)
+		if err != nil {
+			return nil, err
+		}
+		all, err := describeACLs(ctx, cl, kmsg.ACLResourceTypeTopic)
+		if err != nil {
+			return nil, fmt.Errorf("the %s: %w", cluster, err)
+		}
+		return all, nil
+	}
+	fa, err := list(from)
+	if err == nil {
+		var ta []aclEntry
+		if ta, err = list(to); err == nil {
+			want := topicACLs(fa, []string{topic})
+			missing := missingACLs(want, ta)
+			g.Pass = len(missing) == 0
+			if g.Pass {
+				g.Measured = fmt.Sprintf("%d ACLs on the %s cover %s, all on the %s", len(want), from, topic, to)
+				return g
+			}
+			names := make([]string, len(missing))
+			for i, a := range missing {
+				names[i] = a.String()
+			}
+			g.Measured = dependents("", fmt.Sprintf("of %d ACLs on the %s for %s missing on the %s", len(want), from, topic, to), names).Measured
+			return g
+		}
+	}
+	if errors.Is(err, errNoAuthorizer) {
+		g.Pass = true
+		g.Measured = "not applicable: " + err.Error() + "; no ACLs to compare"
+		return g
+	}
+	g.Measured = err.Error()
+	return g
+}
+
+// sampledVerify: the last cutover.sampled_verify_records offsets of each
+// partition, read on both clusters and compared through the copy's live
+// offset map (verify.Sample, the comparison `kproxy verify` runs).
+func (p *gateProbe) sampledVerify(ctx context.Context, topic, from, to string, parts []replicator.PartitionStatus) GateResult {
+	g := GateResult{Gate: config.GateSampledVerify}
+	var r *replicator.Replicator
+	if p.rp != nil {
+		r = p.rp.copyInto(to)
+	}
+	if len(parts) == 0 || r == nil {
+		g.Measured = fmt.Sprintf("nothing copies %s into the %s yet", topic, to)
+		return g
+	}
+	fc, err := p.admins.client(p.cfg, from)
+	if err != nil {
+		g.Measured = err.Error()
+		return g
+	}
+	tc, err := p.admins.client(p.cfg, to)
+	if err != nil {
+		g.Measured = err.Error()
+		return g
+	}
+	var records int64
+	var problems []string
+	for _, ps := range parts {
+		if ps.Partition < 0 {
+			problems = append(problems, ps.Err)
+			continue
+		}
+		m := r.Map(topic, ps.Partition)
+		if m == nil {
+			problems = append(problems, fmt.Sprintf("partition %d has no offset map yet", ps.Partition))
+			continue
+		}
+		res := verify.Sample(ctx, fc, tc, m, p.sample)
+		records += res.Records
+		if !res.OK {
+			problems = append(problems, fmt.Sprintf("partition %d: %s", ps.Partition, res.Problem))
+		}
+	}
+	g.Pass = len(problems) == 0
+	if g.Pass {
+		g.Measured = fmt.Sprintf("the last %d offsets of %d partitions: %d records equal on both clusters", p.sample, len(parts), records)
+	} else {
+		g.Measured = fmt.Sprintf("%d records compared; %s", records, strings.Join(problems, "; "))
 	}
 	return g
 }

@@ -19,11 +19,11 @@ import (
 	"context"
 	"fmt"
 	"path"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -52,6 +52,14 @@ type replication struct {
 	topics  map[string][]string        // resolved topics by the cluster copied to
 	copied  map[string]map[string]bool // the same as sets, for Map (per fetched partition)
 	regs    map[string]*prometheus.Registry
+	// caughtUp: topics whose copy into the target has caught up with the
+	// source at least once (sync.go sets them; a topic loses it when its
+	// replication stops or its partitions grow).
+	caughtUp map[string]bool
+
+	// ready is what the router reads on every request, without rp.mu:
+	// the topics whose fetches the target may serve (targetReady).
+	ready atomic.Pointer[map[string]bool]
 }
 
 // copier is one direction's replicator.
@@ -82,7 +90,34 @@ func newReplication(log hclog.Logger) *replication {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &replication{ctx: ctx, cancel: cancel, log: log,
 		copies: map[string]*copier{}, homes: map[string]*topicHome{}, initial: map[tpKey]*initialMap{},
-		topics: map[string][]string{}, regs: map[string]*prometheus.Registry{}}
+		topics: map[string][]string{}, regs: map[string]*prometheus.Registry{}, caughtUp: map[string]bool{}}
+}
+
+// publishReadyLocked rebuilds the router's snapshot of the topics the
+// target may serve: those at home there, and those whose copy into it has
+// caught up once. Callers hold mu.
+func (rp *replication) publishReadyLocked() {
+	m := make(map[string]bool, len(rp.caughtUp)+len(rp.homes))
+	for t := range rp.caughtUp {
+		m[t] = true
+	}
+	for t, h := range rp.homes {
+		if h.cluster == proxy.Target {
+			m[t] = true
+		}
+	}
+	rp.ready.Store(&m)
+}
+
+// targetReady says whether the target may serve a replicated topic's
+// fetches: it is the topic's home, or its copy there has caught up once.
+// Until then the router sends them to the source (router.go), which has
+// every record at the same offsets. Called per request: no lock.
+func (rp *replication) targetReady(topic string) bool {
+	if m := rp.ready.Load(); m != nil {
+		return (*m)[topic]
+	}
+	return false
 }
 
 // other is the cluster that is not c.
@@ -102,12 +137,7 @@ func (rp *replication) setConfig(cfg *config.Config) {
 }
 
 // ReplicationStateDir is where the maps of the copy into the target live.
-func ReplicationStateDir(cfg *config.Config) string {
-	if cfg.Replication.StateDir != "" {
-		return cfg.Replication.StateDir
-	}
-	return filepath.Join(cfg.StateDir, "replicator")
-}
+func ReplicationStateDir(cfg *config.Config) string { return cfg.ReplicationStateDir() }
 
 // mapDir is where the maps of the copy into cluster `to` live.
 func mapDir(cfg *config.Config, to string) string {
@@ -133,8 +163,14 @@ func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing source topics for replicate: %w", err)
 	}
+	return matchReplicate(cfg, listed.Names()), nil
+}
+
+// matchReplicate is the names (sorted) that a replicate pattern matches,
+// never the clusters' internal topics.
+func matchReplicate(cfg *config.Config, names []string) []string {
 	var out []string
-	for _, name := range listed.Names() {
+	for _, name := range names {
 		if strings.HasPrefix(name, "__") {
 			continue
 		}
@@ -146,7 +182,7 @@ func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
 		}
 	}
 	sort.Strings(out)
-	return out, nil
+	return out
 }
 
 // indexTopicsLocked rebuilds the topic sets from rp.topics. Callers hold mu.
@@ -270,6 +306,12 @@ func (rp *replication) sync(cfg *config.Config, to string, topics []string) erro
 		if !slices.Contains(topics, t) {
 			c.r.StopTopic(t)
 			rp.log.Info("replication of a topic stopped", "topic", t, "to", to)
+			if to == proxy.Target {
+				rp.mu.Lock()
+				delete(rp.caughtUp, t)
+				rp.publishReadyLocked()
+				rp.mu.Unlock()
+			}
 		}
 	}
 	for _, t := range topics {
@@ -346,6 +388,7 @@ func (rp *replication) loadHome(topic, cluster string, partitions int32) error {
 		h.maps[p] = m
 	}
 	rp.homes[topic] = h
+	rp.publishReadyLocked()
 	return nil
 }
 
@@ -434,6 +477,75 @@ func (rp *replication) adoptFlip(pl *flipPlan) {
 	for p, m := range pl.back {
 		rp.initial[tpKey{pl.topic, p}] = &initialMap{to: pl.from, m: m}
 	}
+	rp.publishReadyLocked()
+}
+
+// addTopics starts copying topics found on the source after the config
+// was applied (sync.go's watcher): they are homed on the source, so they
+// are copied into the target. It returns those it did not know yet.
+func (rp *replication) addTopics(cfg *config.Config, topics []string) ([]string, error) {
+	rp.mu.Lock()
+	var added []string
+	for _, t := range topics {
+		if rp.copied[proxy.Target][t] || rp.copied[proxy.Source][t] || rp.homes[t] != nil {
+			continue
+		}
+		added = append(added, t)
+		rp.topics[proxy.Target] = append(slices.Clone(rp.topics[proxy.Target]), t)
+	}
+	rp.indexTopicsLocked()
+	want := slices.Clone(rp.topics[proxy.Target])
+	rp.mu.Unlock()
+	if len(added) == 0 {
+		return nil, nil
+	}
+	return added, rp.sync(cfg, proxy.Target, want)
+}
+
+// knows says whether the replication has a topic in either direction or
+// as a flipped home.
+func (rp *replication) knows(topic string) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return rp.copied[proxy.Target][topic] || rp.copied[proxy.Source][topic] || rp.homes[topic] != nil
+}
+
+// targetTopics lists the topics copied into the target.
+func (rp *replication) targetTopics() []string {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	return slices.Clone(rp.topics[proxy.Target])
+}
+
+// setCaughtUp records whether a topic's copy into the target has caught
+// up (sync.go); it reports whether that changed.
+func (rp *replication) setCaughtUp(topic string, ok bool) bool {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	if rp.caughtUp[topic] == ok {
+		return false
+	}
+	if ok {
+		rp.caughtUp[topic] = true
+	} else {
+		delete(rp.caughtUp, topic)
+	}
+	rp.publishReadyLocked()
+	return true
+}
+
+// notReady lists the topics copied into the target whose fetches the
+// target does not serve yet (their copy has not caught up once).
+func (rp *replication) notReady() []string {
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	var out []string
+	for _, t := range rp.topics[proxy.Target] {
+		if !rp.caughtUp[t] && (rp.homes[t] == nil || rp.homes[t].cluster != proxy.Target) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // startCopy starts copying a topic into `to` (after a flip: back into the
@@ -500,12 +612,17 @@ type ReplicationStatus struct {
 	// ToSource is the copy back of flipped topics (offsets virtual).
 	ToSourceTopics []string                     `json:"to_source_topics,omitempty"`
 	ToSource       []replicator.PartitionStatus `json:"to_source,omitempty"`
+	// NotReady are copied topics whose copy has not caught up with the
+	// source yet: their fetches are served from the source whatever the
+	// route says, until it has.
+	NotReady []string `json:"not_ready,omitempty"`
 }
 
 func (rp *replication) status() ReplicationStatus {
 	rp.mu.Lock()
 	st := ReplicationStatus{Topics: rp.topics[proxy.Target], ToSourceTopics: rp.topics[proxy.Source], Error: rp.err}
 	rp.mu.Unlock()
+	st.NotReady = rp.notReady()
 	if r := rp.copyInto(proxy.Target); r != nil {
 		st.Partitions = r.Status()
 	}

@@ -9,6 +9,15 @@ package control
 // controller hands the overlay a snapshot of its pins; the overlay installs
 // one immutable pinnedRouter per change, so a request sees one consistent
 // set of pins.
+//
+// Under the pins, a replicated topic the controller has not pinned is at
+// home on the source (a flipped topic is always pinned). Its produce
+// requests go to the source whatever the table says (a write to the target
+// would race the copy; the controller starts a cutover once it considers
+// the topic), and its fetches go to the target only once the copy there
+// has caught up once (replication.targetReady): a topic created later that
+// matches a replicate glob, or one whose copy could not start, is read
+// from the source, which has every record at the same offsets.
 
 import (
 	"maps"
@@ -33,6 +42,9 @@ type overlay struct {
 	fetchPins   map[string]string // topic -> cluster its fetches stay on
 	groupPins   map[string]string // group -> cluster that coordinates it now
 	groupFrozen *routing.Table    // non-nil while group globs resolve
+	// targetReady says whether the target may serve a replicated topic's
+	// fetches; nil treats every topic as ready (unit tests).
+	targetReady func(topic string) bool
 }
 
 func newOverlay(sink routerSink) *overlay { return &overlay{sink: sink} }
@@ -65,7 +77,7 @@ func (o *overlay) routerLocked() proxy.Router {
 	if o.table == nil {
 		return nil
 	}
-	return pinnedRouter{TableRouter: proxy.NewTableRouter(o.table), produce: o.producePins, fetch: o.fetchPins, groups: o.groupPins, frozen: o.groupFrozen}
+	return pinnedRouter{TableRouter: proxy.NewTableRouter(o.table), produce: o.producePins, fetch: o.fetchPins, groups: o.groupPins, frozen: o.groupFrozen, ready: o.targetReady}
 }
 
 func (o *overlay) installLocked() {
@@ -81,20 +93,30 @@ type pinnedRouter struct {
 	produce, fetch map[string]string
 	groups         map[string]string
 	frozen         *routing.Table
+	ready          func(topic string) bool
 }
 
 func (r pinnedRouter) ProduceCluster(topic, clientID string) string {
 	if c, ok := r.produce[topic]; ok {
 		return c
 	}
-	return r.TableRouter.ProduceCluster(topic, clientID)
+	c := r.TableRouter.ProduceCluster(topic, clientID)
+	if c == proxy.Target && r.ready != nil && r.TableRouter.Replicated(topic) {
+		return proxy.Source // unpinned and replicated: never flipped, at home on the source
+	}
+	return c
 }
 
 func (r pinnedRouter) FetchCluster(topic, clientID, group string) string {
 	if c, ok := r.fetch[topic]; ok {
 		return c
 	}
-	return r.TableRouter.FetchCluster(topic, clientID, group)
+	c := r.TableRouter.FetchCluster(topic, clientID, group)
+	// ready first: a map lookup, where Replicated matches globs.
+	if c == proxy.Target && r.ready != nil && !r.ready(topic) && r.TableRouter.Replicated(topic) {
+		return proxy.Source // the copy has not caught up once: the source has every record
+	}
+	return c
 }
 
 func (r pinnedRouter) GroupCluster(group string) string {

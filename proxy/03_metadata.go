@@ -137,6 +137,13 @@ func (rc *reqCtx) splitRouteMismatch(topic, fetchCluster string, partitions int)
 	if n == partitions {
 		return ""
 	}
+	if n >= 0 {
+		// kproxy's view of the produce cluster may predate partitions
+		// added there since (the source watcher adds a replicated topic's
+		// new partitions to the target): refresh it in the background
+		// (coalesced), so the client's retry sees the current count.
+		s.refreshSoon(produce, []string{topic})
+	}
 	msg := fmt.Sprintf("topic %q: produce route %s has %d partitions, fetch route %s has %d; kproxy refuses this route until they match", topic, produce, n, fetchCluster, partitions)
 	if n < 0 {
 		msg = fmt.Sprintf("topic %q: produce route %s does not have the topic, fetch route %s has %d partitions; kproxy refuses this route until both have it", topic, produce, fetchCluster, partitions)

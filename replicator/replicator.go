@@ -274,7 +274,7 @@ func (r *Replicator) AddTopic(ctx context.Context, topic string) error {
 		return nil
 	}
 	tctx, tcancel := context.WithCancel(runCtx)
-	run := &topicRun{cancel: tcancel}
+	run := &topicRun{ctx: tctx, cancel: tcancel}
 	r.mu.Lock()
 	if r.runs == nil {
 		r.runs = map[string]*topicRun{}
@@ -524,6 +524,7 @@ func (r *Replicator) newPartition(topic string, i int32) *partition {
 
 // topicRun is one topic's partition goroutines.
 type topicRun struct {
+	ctx    context.Context // the partitions' (AddPartitions starts more)
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
-	"github.com/kproxy/kproxy/control"
 	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/secure"
 )
@@ -84,7 +83,7 @@ func Command(w io.Writer, args []string) error {
 	if cfg.StateDir == "" && cfg.Replication.StateDir == "" {
 		return fmt.Errorf("%s: no state_dir or replication.state_dir: there are no offset maps to verify against", *path)
 	}
-	dir := control.ReplicationStateDir(cfg)
+	dir := cfg.ReplicationStateDir()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	// The clusters' TLS and SASL, as kproxy itself reaches them.
@@ -547,12 +546,25 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 	pr.Source, pr.Target = [2]int64{srcFrom, se}, [2]int64{tgtFrom, te}
 	pr.Note = strings.Join(notes, "; ")
 
+	if !compareRange(ctx, src, tgt, m, 0, pr, srcFrom, se, tgtFrom, te) {
+		return
+	}
+	verifyTail(ctx, src, tgt, pr, se, te)
+}
+
+// compareRange compares the committed source records in [srcFrom, se)
+// (source log offsets) with the target records in [tgtFrom, te) through
+// the map m, whose source side is the source's log offsets plus shift
+// (MapMeta.SourceShift). Differences go into pr; it reports whether the
+// comparison ran to the end (false: a read failed or the target ends
+// early, already in pr).
+func compareRange(ctx context.Context, src, tgt *verifySide, m *replicator.OffsetMap, shift int64, pr *partitionReport, srcFrom, se, tgtFrom, te int64) bool {
 	sh, th := sha256.New(), sha256.New()
 	defer func() {
 		pr.SourceHash, pr.TargetHash = hex.EncodeToString(sh.Sum(nil)), hex.EncodeToString(th.Sum(nil))
 	}()
-	sc := &verifyCursor{side: src, topic: topic, partition: partition, off: srcFrom, end: se, committed: true}
-	tc := &verifyCursor{side: tgt, topic: topic, partition: partition, off: tgtFrom, end: te}
+	sc := &verifyCursor{side: src, topic: pr.Topic, partition: pr.Partition, off: srcFrom, end: se, committed: true}
+	tc := &verifyCursor{side: tgt, topic: pr.Topic, partition: pr.Partition, off: tgtFrom, end: te}
 
 	// peekTarget returns the next target record (nil at the end), hashing
 	// each data record once.
@@ -569,6 +581,7 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 	}
 	extra := func(r *kgo.Record) {
 		back, _ := m.ToSource(r.Offset)
+		back -= shift
 		if r.Attrs.IsControl() {
 			pr.differ("target offset %d holds a transaction marker, not a copied record (the map gives source offset %d)", r.Offset, back)
 			return
@@ -579,7 +592,7 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 		s, err := sc.peek(ctx)
 		if err != nil {
 			pr.fail("%v", err)
-			return
+			return false
 		}
 		if s == nil {
 			break
@@ -587,8 +600,8 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 		sc.pop()
 		hashRecord(sh, s)
 		pr.Records++
-		want, _ := m.ToTarget(s.Offset)
-		if back, ok := m.ToSource(want); !ok || back != s.Offset || want >= te {
+		want, _ := m.ToTarget(s.Offset + shift)
+		if back, ok := m.ToSource(want); !ok || back-shift != s.Offset || want >= te {
 			pr.differ("source offset %d is a committed record but the offset map treats it as a gap (it maps to target offset %d, which is source offset %d)", s.Offset, want, back)
 			continue
 		}
@@ -596,7 +609,7 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 			t, err := peekTarget()
 			if err != nil {
 				pr.fail("%v", err)
-				return
+				return false
 			}
 			if t == nil {
 				if !tc.short { // cannot happen: want < te
@@ -629,7 +642,7 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 		t, err := peekTarget()
 		if err != nil {
 			pr.fail("%v", err)
-			return
+			return false
 		}
 		if t == nil {
 			break
@@ -639,10 +652,11 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 	}
 	if tc.short {
 		back, _ := m.ToSource(tc.logEnd)
+		back -= shift
 		pr.differ("the target log ends at %d, before the offset map's target end %d (source offset %d onwards is missing)", tc.logEnd, te, back)
-		return
+		return false
 	}
-	verifyTail(ctx, src, tgt, pr, se, te)
+	return true
 }
 
 // verifyTail checks the target records beyond the map's end: the replicator

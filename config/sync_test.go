@@ -1,0 +1,49 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// The sync keys parse, default as documented and are validated with their
+// paths; the allow/deny lists decide which topic config keys are synced.
+func TestReplicationSyncConfig(t *testing.T) {
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Replication.Sync
+	if !s.TopicConfigs || !s.Partitions || s.ACLs || c.Replication.WatchInterval != DefaultWatchInterval || c.Cutover.SampledVerifyRecords != 100 {
+		t.Fatalf("defaults: %+v watch %s sampled %d", s, c.Replication.WatchInterval, c.Cutover.SampledVerifyRecords)
+	}
+	if s.SyncsConfigKey("message.timestamp.type") || s.SyncsConfigKey("confluent.placement.constraints") || !s.SyncsConfigKey("retention.ms") {
+		t.Errorf("default deny list: timestamp %v confluent %v retention %v", s.SyncsConfigKey("message.timestamp.type"), s.SyncsConfigKey("confluent.placement.constraints"), s.SyncsConfigKey("retention.ms"))
+	}
+
+	c, err = Parse([]byte(minimal + "replication:\n  watch_interval: 250ms\n  sync:\n    topic_configs: false\n    partitions: false\n    acls: true\n    config_keys_allow: [\"retention.*\", cleanup.policy]\n    config_keys_deny: [retention.bytes]\ncutover:\n  sampled_verify_records: 7\n  require: [acls, sampled_verify]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = c.Replication.Sync
+	if s.TopicConfigs || s.Partitions || !s.ACLs || c.Replication.WatchInterval != 250*time.Millisecond || c.Cutover.SampledVerifyRecords != 7 {
+		t.Fatalf("parsed: %+v watch %s sampled %d", s, c.Replication.WatchInterval, c.Cutover.SampledVerifyRecords)
+	}
+	for k, want := range map[string]bool{"retention.ms": true, "cleanup.policy": true, "retention.bytes": false, "max.message.bytes": false, "message.timestamp.type": true} {
+		// config_keys_deny replaced the default list: message.timestamp.type
+		// is allowed by no allow entry, so it stays out anyway.
+		if k == "message.timestamp.type" {
+			want = false
+		}
+		if got := s.SyncsConfigKey(k); got != want {
+			t.Errorf("SyncsConfigKey(%s) = %v, want %v", k, got, want)
+		}
+	}
+
+	_, err = Parse([]byte(minimal + "replication:\n  watch_interval: 10ms\n  sync:\n    config_keys_deny: [\"[\"]\ncutover:\n  sampled_verify_records: 0\n"))
+	for _, want := range []string{"replication.watch_interval", "replication.sync.config_keys_deny[0]", "cutover.sampled_verify_records"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not name %s", err, want)
+		}
+	}
+}
