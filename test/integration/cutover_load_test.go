@@ -72,6 +72,10 @@ type scenarioOptions struct {
 	onLoad func()
 	// rate is each producer's records per second (default 150).
 	rate int
+	// txnSize is the records per transaction (default 10). Each
+	// transaction costs several round trips; on a loaded machine ten
+	// records each could not keep up with the rate.
+	txnSize int
 	// lateness is added to the producers' and consumers' deadlines: each
 	// flip may hold produce up to max_hold, and a producer that falls
 	// behind during holds (the transactional ones do on a loaded machine)
@@ -221,6 +225,10 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	if opt.rate > 0 {
 		rate = opt.rate
 	}
+	txnSize := 10
+	if opt.txnSize > 0 {
+		txnSize = opt.txnSize
+	}
 	n := int(load.Seconds()) * rate
 	rdkProd := make(chan []byte, 1)
 	go func() {
@@ -251,7 +259,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	if opt.transactional {
 		go func() {
 			out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
-				"--transactional", topic+"-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(load+60*time.Second+lateness)).Output()
+				"--transactional", topic+"-rdk-txn", "--txn-size", fmt.Sprint(txnSize), "--run", "3", "--timeout", secs(load+60*time.Second+lateness)).Output()
 			rdkTxn <- out
 		}()
 	} else {
@@ -269,14 +277,14 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		// A franz-go transactional producer: 10 records per transaction,
 		// acked once the transaction committed.
 		tp := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-txn"), kgo.TransactionalID(topic+"-franz-txn"))
-		for i := 0; i < n; i += 10 {
+		for i := 0; i < n; i += txnSize {
 			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / time.Duration(rate))))
 			if err := tp.BeginTransaction(); err != nil {
 				bgErr("franz transactional producer: begin: %v", err)
 				return
 			}
 			var batch []*kgo.Record
-			for j := i; j < i+10 && j < n; j++ {
+			for j := i; j < i+txnSize && j < n; j++ {
 				batch = append(batch, &kgo.Record{Value: []byte(fmt.Sprintf("franz-txn-%06d", j))})
 			}
 			if err := tp.ProduceSync(pctx, batch...).FirstErr(); err != nil {
@@ -285,7 +293,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			}
 			// Every fourth transaction aborts: read_committed consumers
 			// must not see it on either cluster.
-			commit := kgo.TransactionEndTry((i/10)%4 != 3)
+			commit := kgo.TransactionEndTry((i/txnSize)%4 != 3)
 			if err := tp.EndTransaction(pctx, commit); err != nil {
 				bgErr("franz transactional producer: end: %v", err)
 				return

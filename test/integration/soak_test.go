@@ -98,7 +98,7 @@ func TestSoak(t *testing.T) {
 	// Sample times count from the producers' start, as the steps do (the
 	// samples before it are negative: start-up and consumers joining).
 	onLoad := func() { mu.Lock(); start = time.Now(); mu.Unlock() }
-	runCutoverScenario(t, "soak", d, steps, scenarioOptions{transactional: true, moreClients: true, onKproxy: onKproxy, onLoad: onLoad, rate: 50,
+	runCutoverScenario(t, "soak", d, steps, scenarioOptions{transactional: true, moreClients: true, onKproxy: onKproxy, onLoad: onLoad, rate: 50, txnSize: 50,
 		lateness: min(time.Duration(len(steps))*5*time.Second, 4*time.Minute)})
 	close(stop)
 	wg.Wait()
