@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -58,6 +59,12 @@ type scenarioOptions struct {
 	// transactional adds a franz-go and a librdkafka transactional
 	// producer (10 records per transaction) to the idempotent ones.
 	transactional bool
+	// secure runs everything secured: clients reach kproxy over TLS with
+	// SCRAM-SHA-512 (franz-go, librdkafka, Java), kproxy and its
+	// replicators reach both clusters over SASL_SSL; at the end no secret
+	// may appear in kproxy's log or any /status, /metrics or
+	// `kproxy status` output of the run.
+	secure bool
 }
 
 func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []cutoverStep, opts ...scenarioOptions) {
@@ -65,21 +72,55 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	if len(opts) > 0 {
 		opt = opts[0]
 	}
-	dir := t.TempDir()
-	exe := buildKproxy(t, dir)
 	topic := replTopic(name)
 	replCreateTopic(t, topic, 3, nil)
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfgPath := filepath.Join(dir, "kproxy.yaml")
 	groupsHome := "source"
-	writeCfg := func(produce, fetch string) {
-		body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
-			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome)
-		writeConfig(t, cfgPath, body)
+	var (
+		dir, listen, admin string
+		writeCfg           func(produce, fetch string)
+		logs               *lockedBuf
+		sk                 *securedKproxy
+		// Each client's TLS and SASL settings (none when plaintext).
+		franzSec     []kgo.Opt
+		rdkSec       []string
+		javaProps    func(name, extra string) string
+		recordStatus = func(string) {}
+	)
+	if opt.secure {
+		sk = newSecuredKproxy(t, securedOptions{extra: "log: { level: info }\n"})
+		dir, listen, admin = sk.dir, sk.listen, sk.admin
+		writeCfg = func(produce, fetch string) {
+			sk.writeConfig(t, fmt.Sprintf("  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\n", topic, produce, fetch),
+				fmt.Sprintf("replicate: [%q]\ngroups: { default: %s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n", topic, groupsHome))
+		}
+		writeCfg("source", "source")
+		sk.start(t)
+		logs = sk.logs
+		franzSec = sk.franz(t, "SCRAM-SHA-512")
+		rdkSec = []string{"--config", sk.rdkConfig(t, "SCRAM-SHA-512", false)}
+		javaProps = func(name, extra string) string { return sk.javaConfig(t, name, "SCRAM-SHA-512", false, extra) }
+		recordStatus = func(body string) { sk.outputs.add("/status", body) }
+	} else {
+		dir = t.TempDir()
+		exe := buildKproxy(t, dir)
+		listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfgPath := filepath.Join(dir, "kproxy.yaml")
+		writeCfg = func(produce, fetch string) {
+			body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
+				listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome)
+			writeConfig(t, cfgPath, body)
+		}
+		writeCfg("source", "source")
+		_, logs = runKproxy(t, exe, cfgPath)
+		javaProps = func(name, extra string) string {
+			f := filepath.Join(dir, name+".properties")
+			if err := os.WriteFile(f, []byte(extra), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
 	}
-	writeCfg("source", "source")
-	_, logs := runKproxy(t, exe, cfgPath)
 	waitFor(t, "replication to start", func() bool { return strings.Contains(logs.String(), "replication of a topic started") })
 	status := func() (cutoverStatusView, bool) {
 		resp, err := http.Get("http://" + admin + "/status")
@@ -87,10 +128,15 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			return cutoverStatusView{}, false
 		}
 		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return cutoverStatusView{}, false
+		}
+		recordStatus(string(body))
 		var st struct {
 			Cutovers []cutoverStatusView `json:"cutovers"`
 		}
-		if json.NewDecoder(resp.Body).Decode(&st) != nil {
+		if json.Unmarshal(body, &st) != nil {
 			return cutoverStatusView{}, false
 		}
 		for _, c := range st.Cutovers {
@@ -118,11 +164,11 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	var consumed []checker.Consumed
 	var cmu sync.Mutex
 	rebalances := 0
-	cons := replClient(t, listen, kgo.ConsumerGroup(topic+"-franz"), kgo.ConsumeTopics(topic), kgo.ClientID("franz-consumer"),
+	cons := replClient(t, listen, append(franzSec, kgo.ConsumerGroup(topic+"-franz"), kgo.ConsumeTopics(topic), kgo.ClientID("franz-consumer"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
 		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
-		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }))
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }))...)
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	defer stopPoll()
 	var pwg sync.WaitGroup
@@ -146,14 +192,11 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	secs := func(d time.Duration) string { return fmt.Sprint(int(d.Seconds())) }
 	rdkOut := make(chan []byte, 1)
 	go func() {
-		out, _ := exec.Command(bin("test/clients/bin/rdk"), "consume", "--bootstrap", listen, "--topic", topic, "--group", topic+"-rdk", "--count", "1000000", "--timeout", secs(consumeFor)).Output()
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"consume", "--bootstrap", listen, "--topic", topic, "--group", topic + "-rdk", "--count", "1000000", "--timeout", secs(consumeFor)}, rdkSec...)...).Output()
 		rdkOut <- out
 	}()
 	javaOut := make(chan []byte, 1)
-	consProps := filepath.Join(dir, "consumer.properties")
-	if err := os.WriteFile(consProps, []byte("isolation.level=read_committed\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	consProps := javaProps("consumer", "isolation.level=read_committed\n")
 	go func() {
 		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(consumeFor), "consumer", "--bootstrap-server", listen, "--topic", topic, "--group-id", topic+"-java", "--verbose", "--reset-policy", "earliest", "--command-config", consProps)
 		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
@@ -170,13 +213,10 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	n := int(load.Seconds() * rate)
 	rdkProd := make(chan []byte, 1)
 	go func() {
-		out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(load+60*time.Second)).Output()
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(load + 60*time.Second)}, rdkSec...)...).Output()
 		rdkProd <- out
 	}()
-	props := filepath.Join(dir, "producer.properties")
-	if err := os.WriteFile(props, []byte("enable.idempotence=true\nacks=all\nretries=2147483647\nlinger.ms=5\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	props := javaProps("producer", "enable.idempotence=true\nacks=all\nretries=2147483647\nlinger.ms=5\n")
 	javaProd := make(chan []byte, 1)
 	go func() {
 		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(load+60*time.Second), "producer", "--bootstrap-server", listen, "--topic", topic,
@@ -185,7 +225,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		out, _ := c.Output()
 		javaProd <- out
 	}()
-	prod := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-producer"))
+	prod := replClient(t, listen, append(franzSec, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-producer"))...)
 	var acks []checker.Ack
 	var amu sync.Mutex
 	produceErrs := 0
@@ -196,8 +236,8 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	rdkTxn := make(chan []byte, 1)
 	if opt.transactional {
 		go func() {
-			out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
-				"--transactional", topic+"-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(load+60*time.Second)).Output()
+			out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
+				"--transactional", topic + "-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(load + 60*time.Second)}, rdkSec...)...).Output()
 			rdkTxn <- out
 		}()
 	} else {
@@ -211,7 +251,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		}
 		// A franz-go transactional producer: 10 records per transaction,
 		// acked once the transaction committed.
-		tp := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-txn"), kgo.TransactionalID(topic+"-franz-txn"))
+		tp := replClient(t, listen, append(franzSec, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-txn"), kgo.TransactionalID(topic+"-franz-txn"))...)
 		for i := 0; i < n; i += 10 {
 			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / rate)))
 			if err := tp.BeginTransaction(); err != nil {
@@ -369,6 +409,9 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			t.Logf("kproxy: %s", l[strings.Index(l, "cutover released"):])
 		}
 	}
+	if sk != nil {
+		sk.assertNoSecrets(t)
+	}
 }
 
 // The operator's one-line edit flips the topic to the target under load.
@@ -420,4 +463,18 @@ func TestGroupHomeMoveUnderLoad(t *testing.T) {
 		{at: 3 * time.Second, produce: "target", fetch: "target", home: "target"},
 		{at: 6 * time.Second, produce: "target", fetch: "target", groups: "target"},
 	})
+}
+
+// Everything secured, under load: clients reach kproxy over TLS with
+// SCRAM-SHA-512, kproxy and both replicators (the copy and the copy back)
+// reach the two clusters over SASL_SSL (SCRAM-SHA-512 to the source,
+// SCRAM-SHA-256 to the target). The topic flips to the target and back
+// under idempotent and transactional producers; the checker must find
+// every consumer clean, and no secret may appear in kproxy's log or any
+// /status, /metrics or `kproxy status` output of the run.
+func TestSecuredCutoverAndRollbackUnderLoad(t *testing.T) {
+	runCutoverScenario(t, "secured-rollback", 11*time.Second, []cutoverStep{
+		{at: 3 * time.Second, produce: "target", fetch: "target", home: "target"},
+		{at: 7 * time.Second, produce: "source", fetch: "source", home: "source"},
+	}, scenarioOptions{transactional: true, secure: true})
 }

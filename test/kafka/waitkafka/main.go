@@ -10,8 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,8 +20,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/secure"
 )
 
 func main() {
@@ -84,38 +83,21 @@ func main() {
 // plaintext listener).
 var clientOpts []kgo.Opt
 
+// secureOpts builds the TLS and SASL options the way kproxy builds its own
+// upstream ones (secure.UpstreamFor): one code path for every client here.
 func secureOpts(caFile, mech, user, passFile string) ([]kgo.Opt, error) {
-	var opts []kgo.Opt
+	var cc config.ClusterConfig
 	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("no certificate in %s", caFile)
-		}
-		opts = append(opts, kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}))
+		cc.TLS = &config.ClientTLS{CAFile: caFile}
 	}
-	if mech == "" {
-		return opts, nil
+	if mech != "" {
+		cc.SASL = &config.ClientSASL{Mechanism: mech, Username: user, PasswordFile: passFile}
 	}
-	b, err := os.ReadFile(passFile)
+	u, err := secure.UpstreamFor(&cc)
 	if err != nil {
 		return nil, err
 	}
-	pass := strings.TrimSpace(string(b))
-	switch mech {
-	case "PLAIN":
-		opts = append(opts, kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()))
-	case "SCRAM-SHA-256":
-		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
-	case "SCRAM-SHA-512":
-		opts = append(opts, kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
-	default:
-		return nil, fmt.Errorf("unknown SASL mechanism %q", mech)
-	}
-	return opts, nil
+	return u.KgoOpts(), nil
 }
 
 func fail(label, what string, err error) {
