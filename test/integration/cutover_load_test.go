@@ -165,7 +165,11 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			}
 		}
 	}
-	consumeFor := load + 90*time.Second
+	// The external producers and consumers get minutes, not seconds: on
+	// a loaded machine a JVM took up to 2.5 minutes to connect. A healthy
+	// run ends by counts, so these bound only a failing one.
+	consumeFor := load + 180*time.Second
+	processFor := load + 150*time.Second
 	// Goroutines and client callbacks record errors here; the test reports
 	// them from its own goroutine (a callback may run after a failed test
 	// has returned, where t must not be used).
@@ -229,13 +233,13 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 
 	rdkProd := make(chan []byte, 1)
 	go func() {
-		out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(load + 60*time.Second)}, rdkSec...)...).Output()
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(processFor)}, rdkSec...)...).Output()
 		rdkProd <- out
 	}()
 	props := javaProps("producer", "enable.idempotence=true\nacks=all\nretries=2147483647\nlinger.ms=5\n")
 	javaProd := make(chan []byte, 1)
 	go func() {
-		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(load+60*time.Second), "producer", "--bootstrap-server", listen, "--topic", topic,
+		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(processFor), "producer", "--bootstrap-server", listen, "--topic", topic,
 			"--max-messages", fmt.Sprint(n), "--throughput", fmt.Sprint(rate), "--acks", "-1", "--value-prefix", "2", "--command-config", props)
 		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
 		out, _ := c.Output()
@@ -253,7 +257,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	if opt.transactional {
 		go func() {
 			out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
-				"--transactional", topic + "-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(load + 60*time.Second)}, rdkSec...)...).Output()
+				"--transactional", topic + "-rdk-txn", "--txn-size", "10", "--run", "3", "--timeout", secs(processFor)}, rdkSec...)...).Output()
 			rdkTxn <- out
 		}()
 	} else {
