@@ -59,6 +59,11 @@ test-matrix:
 bench:
 	bash bench/run.sh
 
+## bench-tls: produce and fetch through kproxy with TLS+SASL on both sides vs TLS+SASL direct (harness with KAFKA_SECURE=1)
+.PHONY: bench-tls
+bench-tls:
+	bash bench/tls/run.sh
+
 ## bench-replication: kproxy's replicator vs MirrorMaker 2 on real Kafka; appends to bench/RESULTS.md and bench/results.json
 .PHONY: bench-replication
 bench-replication:

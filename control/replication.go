@@ -43,6 +43,8 @@ type replication struct {
 	ctx    context.Context // the instance's lifetime, not the start-up's
 	cancel context.CancelFunc
 
+	syncMu sync.Mutex // serializes sync
+
 	mu      sync.Mutex // guards the fields below
 	cfg     *config.Config
 	err     string
@@ -234,7 +236,7 @@ func (rp *replication) apply(cfg *config.Config) error {
 	rp.mu.Unlock()
 	var errs []error
 	for _, to := range []string{proxy.Target, proxy.Source} {
-		if err := rp.sync(cfg, to, want[to]); err != nil {
+		if err := rp.sync(cfg, to); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -249,8 +251,16 @@ func (rp *replication) apply(cfg *config.Config) error {
 
 // sync makes the copy into `to` run exactly the given topics, adding and
 // stopping topics without disturbing the others.
-func (rp *replication) sync(cfg *config.Config, to string, topics []string) error {
+func (rp *replication) sync(cfg *config.Config, to string) error {
+	// One sync at a time: a reload's apply and a flip's startCopy may run
+	// together, and two of them finding no copier into `to` would each
+	// start one, both writing every batch into the same partitions. The
+	// topics are read once the turn comes, so the later sync applies the
+	// latest list, whichever caller computed it.
+	rp.syncMu.Lock()
+	defer rp.syncMu.Unlock()
 	rp.mu.Lock()
+	topics := slices.Clone(rp.topics[to])
 	c := rp.copies[to]
 	rp.mu.Unlock()
 	if c == nil && len(topics) == 0 {
@@ -494,12 +504,11 @@ func (rp *replication) addTopics(cfg *config.Config, topics []string) ([]string,
 		rp.topics[proxy.Target] = append(slices.Clone(rp.topics[proxy.Target]), t)
 	}
 	rp.indexTopicsLocked()
-	want := slices.Clone(rp.topics[proxy.Target])
 	rp.mu.Unlock()
 	if len(added) == 0 {
 		return nil, nil
 	}
-	return added, rp.sync(cfg, proxy.Target, want)
+	return added, rp.sync(cfg, proxy.Target)
 }
 
 // knows says whether the replication has a topic in either direction or
@@ -558,9 +567,8 @@ func (rp *replication) startCopy(topic, to string) error {
 		rp.topics[to] = append(slices.Clone(rp.topics[to]), topic)
 		rp.indexTopicsLocked()
 	}
-	want := slices.Clone(rp.topics[to])
 	rp.mu.Unlock()
-	return rp.sync(cfg, to, want)
+	return rp.sync(cfg, to)
 }
 
 // Map implements proxy.OffsetMaps: how a partition's offsets on cluster

@@ -100,8 +100,13 @@ type Replicator struct {
 	parts     map[topicPartition]*partition
 	topicErrs map[string]error
 	cancel    context.CancelFunc
-	runCtx    context.Context           // the partitions' context, set by Start
-	runs      map[string]*topicRun      // per topic, for StopTopic
+	runCtx    context.Context      // the partitions' context, set by Start
+	runs      map[string]*topicRun // per topic, for StopTopic
+	// starting are the topics an AddTopic is setting up (metadata,
+	// target topic creation: round trips, slow over TLS and SASL): a
+	// second AddTopic of one of them must not start a second set of
+	// partition copies, which would write every batch twice.
+	starting  map[string]bool
 	fetchers  map[int32]*leaderFetcher  // shared source fetches, by leader (fetcher.go)
 	retention map[string]topicRetention // source topics' retention settings (lag.go)
 
@@ -254,14 +259,26 @@ func (r *Replicator) AddTopic(ctx context.Context, topic string) error {
 	r.mu.Lock()
 	runCtx := r.runCtx
 	_, running := r.runs[topic]
+	busy := running || r.starting[topic]
+	if runCtx != nil && !busy {
+		if r.starting == nil {
+			r.starting = map[string]bool{}
+		}
+		r.starting[topic] = true
+	}
 	delete(r.topicErrs, topic)
 	r.mu.Unlock()
 	if runCtx == nil {
 		return errors.New("replicator: AddTopic before Start")
 	}
-	if running {
+	if busy {
 		return nil
 	}
+	defer func() {
+		r.mu.Lock()
+		delete(r.starting, topic)
+		r.mu.Unlock()
+	}()
 	n, err := r.setupTopic(ctx, topic)
 	if ctx.Err() != nil {
 		return fmt.Errorf("replicator: starting: %w", ctx.Err())

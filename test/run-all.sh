@@ -3,7 +3,8 @@
 # install what is missing (apt, npm, Maven jars, Go modules), lint, unit tests
 # with the race detector, a short fuzz run, then real Kafka (two KRaft
 # clusters, 3.9 and 4.x) and the integration and client-matrix tests through
-# kproxy, then a 2.8.2 (ZooKeeper) source with a 4.4.0 target for the cutover
+# kproxy (plaintext and, through a SASL_SSL listener beside it, secured), then a
+# 2.8.2 (ZooKeeper, plaintext-only) source with a 4.4.0 target for the cutover
 # under load. Real Kafka is required: if it cannot start, this fails.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -35,7 +36,9 @@ bash test/clients/build.sh
 say "real Kafka"
 bash test/kafka/kafka.sh fetch
 trap 'bash test/kafka/kafka.sh down || true' EXIT
-if ! bash test/kafka/kafka.sh up; then
+# KAFKA_SECURE=1: each cluster also gets a SASL_SSL listener (the secured client matrix, the
+# secured cutover, certificate rotation and the no-secret test use it).
+if ! KAFKA_SECURE=1 bash test/kafka/kafka.sh up; then
 	echo "run-all: real Kafka did not start; the integration tests require it" >&2
 	bash test/kafka/kafka.sh logs 80 || true
 	exit 1

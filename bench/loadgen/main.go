@@ -25,6 +25,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/secure"
 )
 
 func main() {
@@ -45,7 +48,15 @@ func main() {
 	rate := fs.Int("rate", 5000, "records per second (latency)")
 	duration := fs.Duration("duration", 15*time.Second, "duration (latency)")
 	timeout := fs.Duration("timeout", 120*time.Second, "overall timeout")
+	caFile := fs.String("tls-ca", "", "connect over TLS, trusting this CA bundle (PEM)")
+	mech := fs.String("sasl", "", "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+	saslUser := fs.String("sasl-user", "", "SASL user")
+	passFile := fs.String("sasl-password-file", "", "file holding the SASL password")
 	_ = fs.Parse(args)
+	if err := setSecurity(*caFile, *mech, *saslUser, *passFile); err != nil {
+		fmt.Fprintf(os.Stderr, "loadgen %s: %v\n", cmd, err)
+		os.Exit(2)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -73,8 +84,34 @@ func main() {
 	_ = json.NewEncoder(os.Stdout).Encode(out)
 }
 
+// security holds the TLS and SASL options of every client (none: plaintext).
+var security []kgo.Opt
+
+// setSecurity builds them the way kproxy builds its upstream ones, so the
+// direct path and kproxy's own connections use the same TLS and SASL code.
+func setSecurity(caFile, mech, user, passFile string) error {
+	var cc config.ClusterConfig
+	if caFile != "" {
+		cc.TLS = &config.ClientTLS{CAFile: caFile}
+	}
+	if mech != "" {
+		cc.SASL = &config.ClientSASL{Mechanism: mech, Username: user, PasswordFile: passFile}
+	}
+	u, err := secure.UpstreamFor(&cc)
+	if err != nil {
+		return err
+	}
+	security = u.KgoOpts()
+	return nil
+}
+
+// newClient is kgo.NewClient with the seed brokers and the security options.
+func newClient(brokers string, opts ...kgo.Opt) (*kgo.Client, error) {
+	return kgo.NewClient(append(append([]kgo.Opt{kgo.SeedBrokers(brokers)}, security...), opts...)...)
+}
+
 func admin(brokers string) (*kadm.Client, *kgo.Client, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+	cl, err := newClient(brokers)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -138,8 +175,7 @@ func payload(size int) []byte {
 // (acks=all, no compression) and reports throughput from first send to
 // last ack.
 func produce(ctx context.Context, brokers, topic string, n, size int, linger time.Duration) (any, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers),
+	cl, err := newClient(brokers,
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(30*time.Second),
@@ -189,8 +225,7 @@ func produce(ctx context.Context, brokers, topic string, n, size int, linger tim
 // per-record time from Produce to its promise (ack, acks=all). Linger is
 // 0 so the numbers are the path's latency, not the batching delay.
 func latency(ctx context.Context, brokers, topic string, rate int, dur time.Duration, size int) (any, error) {
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers),
+	cl, err := newClient(brokers,
 		kgo.DefaultProduceTopic(topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(30*time.Second),
@@ -277,8 +312,7 @@ func consume(ctx context.Context, brokers, topic string) (any, error) {
 		}
 		offs[topic][o.Partition] = kgo.NewOffset().AtStart()
 	})
-	cl, err := kgo.NewClient(
-		kgo.SeedBrokers(brokers),
+	cl, err := newClient(brokers,
 		kgo.ConsumePartitions(offs),
 		kgo.FetchMaxBytes(64<<20),
 		kgo.FetchMaxPartitionBytes(8<<20),

@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -82,6 +83,12 @@ type scenarioOptions struct {
 	// catches up afterwards. The consumers run until their deadline, so
 	// this lengthens the scenario by as much.
 	lateness time.Duration
+	// secure runs everything secured: clients reach kproxy over TLS with
+	// SCRAM-SHA-512 (franz-go, Java) or PLAIN (librdkafka), kproxy and its
+	// replicators reach both clusters over SASL_SSL; at the end no secret
+	// may appear in kproxy's log or any /status, /metrics or
+	// `kproxy status` output of the run.
+	secure bool
 }
 
 func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []cutoverStep, opts ...scenarioOptions) {
@@ -89,28 +96,70 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	if len(opts) > 0 {
 		opt = opts[0]
 	}
-	dir := t.TempDir()
-	exe := buildKproxy(t, dir)
 	topic := replTopic(name)
 	replCreateTopic(t, topic, 3, nil)
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfgPath := filepath.Join(dir, "kproxy.yaml")
 	groupsHome := "source"
-	writeCfg := func(produce, fetch string) {
-		pinned := ""
-		if opt.moreClients {
-			pinned = fmt.Sprintf(", %q: source", topic+"-pinned-*")
+	// The soak's extra groups stay homed on the source (moreClients).
+	pinned := func() string {
+		if !opt.moreClients {
+			return ""
 		}
-		body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s%s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
-			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome, pinned)
-		writeConfig(t, cfgPath, body)
+		return fmt.Sprintf(", %q: source", topic+"-pinned-*")
 	}
-	writeCfg("source", "source")
-	kp, logs := runKproxy(t, exe, cfgPath)
+	var (
+		dir, listen, admin string
+		writeCfg           func(produce, fetch string)
+		logs               *lockedBuf
+		kproxyPid          int
+		sk                 *securedKproxy
+		// Each client's TLS and SASL settings (none when plaintext).
+		franzSec     []kgo.Opt
+		rdkSec       []string
+		javaProps    func(name, extra string) string
+		recordStatus = func(string) {}
+	)
+	if opt.secure {
+		sk = newSecuredKproxy(t, securedOptions{extra: "log: { level: info }\n"})
+		dir, listen, admin = sk.dir, sk.listen, sk.admin
+		writeCfg = func(produce, fetch string) {
+			sk.writeConfig(t, fmt.Sprintf("  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\n", topic, produce, fetch),
+				fmt.Sprintf("replicate: [%q]\ngroups: { default: %s%s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n", topic, groupsHome, pinned()))
+		}
+		writeCfg("source", "source")
+		sk.start(t)
+		logs = sk.logs
+		franzSec = sk.franz(t, "SCRAM-SHA-512")
+		// librdkafka with PLAIN: Debian's 2.0.2 cannot do SCRAM with an
+		// RFC 5802 server (docs/security.md).
+		rdkSec = []string{"--config", sk.rdkConfig(t, "PLAIN", false)}
+		javaProps = func(name, extra string) string { return sk.javaConfig(t, name, "SCRAM-SHA-512", false, extra) }
+		recordStatus = func(body string) { sk.outputs.add("/status", body) }
+	} else {
+		dir = t.TempDir()
+		exe := buildKproxy(t, dir)
+		listen = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfgPath := filepath.Join(dir, "kproxy.yaml")
+		writeCfg = func(produce, fetch string) {
+			body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s%s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
+				listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome, pinned())
+			writeConfig(t, cfgPath, body)
+		}
+		writeCfg("source", "source")
+		var kp *exec.Cmd
+		kp, logs = runKproxy(t, exe, cfgPath)
+		kproxyPid = kp.Process.Pid
+		javaProps = func(name, extra string) string {
+			f := filepath.Join(dir, name+".properties")
+			if err := os.WriteFile(f, []byte(extra), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
 	waitFor(t, "replication to start", func() bool { return strings.Contains(logs.String(), "replication of a topic started") })
 	if opt.onKproxy != nil {
-		opt.onKproxy(admin, kp.Process.Pid)
+		opt.onKproxy(admin, kproxyPid)
 	}
 	status := func() (cutoverStatusView, bool) {
 		resp, err := http.Get("http://" + admin + "/status")
@@ -118,10 +167,15 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			return cutoverStatusView{}, false
 		}
 		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return cutoverStatusView{}, false
+		}
+		recordStatus(string(body))
 		var st struct {
 			Cutovers []cutoverStatusView `json:"cutovers"`
 		}
-		if json.NewDecoder(resp.Body).Decode(&st) != nil {
+		if json.Unmarshal(body, &st) != nil {
 			return cutoverStatusView{}, false
 		}
 		for _, c := range st.Cutovers {
@@ -131,8 +185,36 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		}
 		return cutoverStatusView{}, true
 	}
+	// Three idempotent producers, ~150 records/s each, for the load; in
+	// the transactional scenario librdkafka's transactions all commit and
+	// every fourth of franz-go's aborts. The librdkafka and Java groups
+	// stop once they have read that many records (consumeFor only bounds
+	// a failing run): on a loaded machine the producers' last
+	// transactions may commit long after the load ends.
+	rate := 150
+	if opt.rate > 0 {
+		rate = opt.rate
+	}
+	txnSize := 10
+	if opt.txnSize > 0 {
+		txnSize = opt.txnSize
+	}
+	n := int(load.Seconds()) * rate
+	expected := 3 * n
+	if opt.transactional {
+		expected += n
+		for i := 0; i < n; i += txnSize {
+			if (i/txnSize)%4 != 3 {
+				expected += min(txnSize, n-i)
+			}
+		}
+	}
+	// The external producers and consumers get minutes, not seconds: on
+	// a loaded machine a JVM took up to 2.5 minutes to connect. A healthy
+	// run ends by counts, so these bound only a failing one.
 	lateness := opt.lateness
-	consumeFor := load + 25*time.Second + lateness
+	consumeFor := load + 180*time.Second + lateness
+	processFor := load + 150*time.Second + lateness
 	// Goroutines and client callbacks record errors here; the test reports
 	// them from its own goroutine (a callback may run after a failed test
 	// has returned, where t must not be used).
@@ -150,11 +232,11 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	var consumed []checker.Consumed
 	var cmu sync.Mutex
 	rebalances := 0
-	cons := replClient(t, listen, kgo.ConsumerGroup(topic+"-franz"), kgo.ConsumeTopics(topic), kgo.ClientID("franz-consumer"),
+	cons := replClient(t, listen, append(franzSec, kgo.ConsumerGroup(topic+"-franz"), kgo.ConsumeTopics(topic), kgo.ClientID("franz-consumer"),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
 		kgo.OnPartitionsRevoked(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }),
-		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }))
+		kgo.OnPartitionsLost(func(context.Context, *kgo.Client, map[string][]int32) { cmu.Lock(); rebalances++; cmu.Unlock() }))...)
 	pollCtx, stopPoll := context.WithCancel(context.Background())
 	defer stopPoll()
 	var pwg sync.WaitGroup
@@ -178,7 +260,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	secs := func(d time.Duration) string { return fmt.Sprint(int(d.Seconds())) }
 	rdkOut := make(chan []byte, 1)
 	go func() {
-		out, _ := exec.Command(bin("test/clients/bin/rdk"), "consume", "--bootstrap", listen, "--topic", topic, "--group", topic+"-rdk", "--count", "100000000", "--timeout", secs(consumeFor)).Output()
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"consume", "--bootstrap", listen, "--topic", topic, "--group", topic + "-rdk", "--count", fmt.Sprint(expected), "--linger", "2", "--timeout", secs(consumeFor)}, rdkSec...)...).Output()
 		rdkOut <- out
 	}()
 	// The soak's other clients, each its own consumer group.
@@ -192,9 +274,9 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			name string
 			cmd  []string
 		}{
-			{"sarama", []string{bin("test/clients/bin/gomatrix"), "consume", "-client", "sarama", "-bootstrap", listen, "-topic", topic, "-group", topic + "-pinned-sarama", "-count", "100000000", "-timeout", secs(consumeFor)}},
-			{"kafka-go", []string{bin("test/clients/bin/gomatrix"), "consume", "-client", "kafkago", "-bootstrap", listen, "-topic", topic, "-group", topic + "-pinned-kafkago", "-count", "100000000", "-timeout", secs(consumeFor)}},
-			{"kafkajs", []string{"node", bin("test/clients/js/driver.js"), "consume", "--bootstrap", listen, "--topic", topic, "--group", topic + "-pinned-kafkajs", "--count", "100000000", "--timeout", secs(consumeFor)}},
+			{"sarama", []string{bin("test/clients/bin/gomatrix"), "consume", "-client", "sarama", "-bootstrap", listen, "-topic", topic, "-group", topic + "-pinned-sarama", "-count", fmt.Sprint(expected), "-timeout", secs(consumeFor)}},
+			{"kafka-go", []string{bin("test/clients/bin/gomatrix"), "consume", "-client", "kafkago", "-bootstrap", listen, "-topic", topic, "-group", topic + "-pinned-kafkago", "-count", fmt.Sprint(expected), "-timeout", secs(consumeFor)}},
+			{"kafkajs", []string{"node", bin("test/clients/js/driver.js"), "consume", "--bootstrap", listen, "--topic", topic, "--group", topic + "-pinned-kafkajs", "--count", fmt.Sprint(expected), "--timeout", secs(consumeFor)}},
 		} {
 			m := moreOut{c.name, make(chan []byte, 1)}
 			more = append(more, m)
@@ -205,12 +287,9 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		}
 	}
 	javaOut := make(chan []byte, 1)
-	consProps := filepath.Join(dir, "consumer.properties")
-	if err := os.WriteFile(consProps, []byte("isolation.level=read_committed\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	consProps := javaProps("consumer", "isolation.level=read_committed\n")
 	go func() {
-		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(consumeFor), "consumer", "--bootstrap-server", listen, "--topic", topic, "--group-id", topic+"-java", "--verbose", "--reset-policy", "earliest", "--command-config", consProps)
+		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(consumeFor), "consumer", "--bootstrap-server", listen, "--topic", topic, "--group-id", topic+"-java", "--max-messages", fmt.Sprint(expected), "--verbose", "--reset-policy", "earliest", "--command-config", consProps)
 		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
 		out, _ := c.Output()
 		javaOut <- out
@@ -220,34 +299,21 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	rebalancesBefore := rebalances
 	cmu.Unlock()
 
-	// Three idempotent producers, ~150 records/s each, for the load.
-	rate := 150
-	if opt.rate > 0 {
-		rate = opt.rate
-	}
-	txnSize := 10
-	if opt.txnSize > 0 {
-		txnSize = opt.txnSize
-	}
-	n := int(load.Seconds()) * rate
 	rdkProd := make(chan []byte, 1)
 	go func() {
-		out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(load+60*time.Second+lateness)).Output()
+		out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate), "--idempotent", "--run", "1", "--timeout", secs(processFor)}, rdkSec...)...).Output()
 		rdkProd <- out
 	}()
-	props := filepath.Join(dir, "producer.properties")
-	if err := os.WriteFile(props, []byte("enable.idempotence=true\nacks=all\nretries=2147483647\nlinger.ms=5\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	props := javaProps("producer", "enable.idempotence=true\nacks=all\nretries=2147483647\nlinger.ms=5\n")
 	javaProd := make(chan []byte, 1)
 	go func() {
-		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(load+60*time.Second+lateness), "producer", "--bootstrap-server", listen, "--topic", topic,
+		c := exec.Command("bash", bin("test/clients/java/verifiable.sh"), "--timeout", secs(processFor), "producer", "--bootstrap-server", listen, "--topic", topic,
 			"--max-messages", fmt.Sprint(n), "--throughput", fmt.Sprint(rate), "--acks", "-1", "--value-prefix", "2", "--command-config", props)
 		c.Env = append(os.Environ(), "KPROXY_TOOLS_CP="+env.toolsCP)
 		out, _ := c.Output()
 		javaProd <- out
 	}()
-	prod := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-producer"))
+	prod := replClient(t, listen, append(franzSec, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-producer"))...)
 	var acks []checker.Ack
 	var amu sync.Mutex
 	produceErrs := 0
@@ -258,8 +324,8 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	rdkTxn := make(chan []byte, 1)
 	if opt.transactional {
 		go func() {
-			out, _ := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
-				"--transactional", topic+"-rdk-txn", "--txn-size", fmt.Sprint(txnSize), "--run", "3", "--timeout", secs(load+60*time.Second+lateness)).Output()
+			out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"produce", "--bootstrap", listen, "--topic", topic, "--count", fmt.Sprint(n), "--rate", fmt.Sprint(rate),
+				"--transactional", topic + "-rdk-txn", "--txn-size", fmt.Sprint(txnSize), "--run", "3", "--timeout", secs(processFor)}, rdkSec...)...).Output()
 			rdkTxn <- out
 		}()
 	} else {
@@ -276,7 +342,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		}
 		// A franz-go transactional producer: 10 records per transaction,
 		// acked once the transaction committed.
-		tp := replClient(t, listen, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-txn"), kgo.TransactionalID(topic+"-franz-txn"))
+		tp := replClient(t, listen, append(franzSec, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-txn"), kgo.TransactionalID(topic+"-franz-txn"))...)
 		for i := 0; i < n; i += txnSize {
 			time.Sleep(time.Until(begin.Add(time.Duration(i) * time.Second / time.Duration(rate))))
 			if err := tp.BeginTransaction(); err != nil {
@@ -438,6 +504,9 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			t.Logf("kproxy: %s", l[strings.Index(l, "cutover released"):])
 		}
 	}
+	if sk != nil {
+		sk.assertNoSecrets(t)
+	}
 }
 
 // The operator's one-line edit flips the topic to the target under load.
@@ -489,4 +558,18 @@ func TestGroupHomeMoveUnderLoad(t *testing.T) {
 		{at: 3 * time.Second, produce: "target", fetch: "target", home: "target"},
 		{at: 6 * time.Second, produce: "target", fetch: "target", groups: "target"},
 	})
+}
+
+// Everything secured, under load: clients reach kproxy over TLS with
+// SCRAM-SHA-512 (librdkafka: PLAIN), kproxy and both replicators (the copy and the copy back)
+// reach the two clusters over SASL_SSL (SCRAM-SHA-512 to the source,
+// SCRAM-SHA-256 to the target). The topic flips to the target and back
+// under idempotent and transactional producers; the checker must find
+// every consumer clean, and no secret may appear in kproxy's log or any
+// /status, /metrics or `kproxy status` output of the run.
+func TestSecuredCutoverAndRollbackUnderLoad(t *testing.T) {
+	runCutoverScenario(t, "secured-rollback", 11*time.Second, []cutoverStep{
+		{at: 3 * time.Second, produce: "target", fetch: "target", home: "target"},
+		{at: 7 * time.Second, produce: "source", fetch: "source", home: "source"},
+	}, scenarioOptions{transactional: true, secure: true})
 }

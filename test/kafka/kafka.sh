@@ -9,6 +9,15 @@
 # ZooKeeper from the same classpath (Maven resolves it with kafka_2.13) listens on the
 # controller port, with its data dir inside the cluster's run dir (wiped by every `up`).
 #
+# With KAFKA_SECURE=1, each KRaft cluster of 3.5+ also gets a SASL_SSL listener on its broker
+# port + 2 (19094, 29094 by default; KAFKA_{SOURCE,TARGET}_SECURE_PORT), beside the plaintext
+# one: TLS with a throwaway CA and broker certificate that test/kafka/kafkasecrets makes with
+# Go's crypto at every `up`, SASL SCRAM-SHA-256 and SCRAM-SHA-512 (user "kproxy", created at
+# format time with --add-scram) and PLAIN (the same user, from the listener's JAAS line). The
+# CA, the keys and the password live only in $KAFKA_RUN_DIR/secure (never committed); `env`
+# exports where. ZooKeeper-mode clusters (2.8.x, 3.0-3.2) and KRaft before 3.5 (no --add-scram)
+# stay plaintext-only, with a warning.
+#
 # Subcommands:
 #   fetch       resolve the source, target and tools classpaths into $KPROXY_CACHE (idempotent)
 #   fetch-mm2   resolve the MirrorMaker 2 classpath (only the benchmark needs it)
@@ -34,7 +43,9 @@
 #   kafka-run/{source,target}/          server.properties, log config, data/, server.log, console.log, kafka.pid,
 #                                       apiversions.txt (the broker's ApiVersions: "key min max" lines)
 #                                       (ZooKeeper mode also: zookeeper.properties, zookeeper/, zookeeper.log, zk.pid)
-#   bin/waitkafka                       the Go readiness checker (test/kafka/waitkafka)
+#   kafka-run/bin/{waitkafka,kafkasecrets}  the Go readiness checker and the secrets maker,
+#                                       built from this checkout (per run dir: lanes share the jars)
+#   kafka-run/secure/                   KAFKA_SECURE=1: ca.pem, broker.pem, kproxy.password (0600)
 set -euo pipefail
 
 # ---- versions (override through the environment) ---------------------------------------
@@ -88,6 +99,13 @@ SOURCE_CONTROLLER_PORT="${KAFKA_SOURCE_CONTROLLER_PORT:-19093}"
 TARGET_BROKER_PORT="${KAFKA_TARGET_BROKER_PORT:-29092}"
 TARGET_CONTROLLER_PORT="${KAFKA_TARGET_CONTROLLER_PORT:-29093}"
 
+# KAFKA_SECURE=1: a SASL_SSL listener beside the plaintext one (see the top of this file).
+KAFKA_SECURE="${KAFKA_SECURE:-0}"
+SOURCE_SECURE_PORT="${KAFKA_SOURCE_SECURE_PORT:-$((SOURCE_BROKER_PORT + 2))}"
+TARGET_SECURE_PORT="${KAFKA_TARGET_SECURE_PORT:-$((TARGET_BROKER_PORT + 2))}"
+SECURE_DIR="$RUN_DIR/secure"
+BIN_DIR="$RUN_DIR/bin"
+
 SOURCE_CP_DIR="$DIST_DIR/broker-$KAFKA_SOURCE_VERSION"
 TARGET_CP_DIR="$DIST_DIR/broker-$KAFKA_TARGET_VERSION"
 TOOLS_CP_DIR="$DIST_DIR/tools-$KAFKA_TOOLS_VERSION"
@@ -110,6 +128,16 @@ zk_mode() {
   local ma mi
   ma="$(kmajor "$1")" mi="$(kminor "$1")"
   ((ma < 3 || (ma == 3 && mi < 3)))
+}
+
+# secure_on VERSION: this cluster gets the SASL_SSL listener (KAFKA_SECURE=1, KRaft, 3.5+ for
+# StorageTool --add-scram).
+secure_on() {
+  [[ "$KAFKA_SECURE" == 1 ]] || return 1
+  zk_mode "$1" && return 1
+  local ma mi
+  ma="$(kmajor "$1")" mi="$(kminor "$1")"
+  ((ma > 3 || (ma == 3 && mi >= 5)))
 }
 
 # ---- fetch --------------------------------------------------------------------------------
@@ -257,9 +285,9 @@ mm2_cp() { require_cp "$MM2_CP_DIR" "MirrorMaker 2" fetch-mm2; echo "$MM2_CP_DIR
 
 # ---- configuration ------------------------------------------------------------------------
 
-# write_server_properties NAME VERSION BROKER_PORT CONTROLLER_PORT DIR
+# write_server_properties NAME VERSION BROKER_PORT CONTROLLER_PORT DIR SECURE_PORT
 write_server_properties() {
-  local name="$1" v="$2" bport="$3" cport="$4" dir="$5"
+  local name="$1" v="$2" bport="$3" cport="$4" dir="$5" sport="$6"
   {
     if zk_mode "$v"; then
       # ZooKeeper mode: the controller port is ZooKeeper's client port.
@@ -286,13 +314,34 @@ EOF
     else
       echo "controller.quorum.voters=1@127.0.0.1:$cport"
     fi
-    zk_mode "$v" || cat <<EOF
+    if secure_on "$v"; then
+      # The SASL_SSL listener beside the plaintext one; brokers talk to each other and to the
+      # controller in plaintext (one node, loopback). The PLAIN user is the JAAS line's
+      # user_kproxy; the SCRAM users are created at format time (format_storage).
+      local pw
+      pw="$(cat "$SECURE_DIR/kproxy.password")"
+      cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport,SASL_SSL://127.0.0.1:$sport
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_kproxy="$pw";
+ssl.keystore.type=PEM
+ssl.keystore.location=$SECURE_DIR/broker.pem
+EOF
+    elif ! zk_mode "$v"; then
+      cat <<EOF
 listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
 advertised.listeners=PLAINTEXT://127.0.0.1:$bport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 EOF
+    fi
     cat <<EOF
 log.dirs=$dir/data
 num.partitions=1
@@ -317,6 +366,8 @@ share.coordinator.state.topic.min.isr=1
 EOF
     fi
   } >"$dir/server.properties"
+  # It may hold the PLAIN password (the run dir only, never committed).
+  chmod 600 "$dir/server.properties"
 }
 
 write_log_config() { # VERSION DIR -> prints the -D option that selects it
@@ -494,13 +545,14 @@ java_check() { # VERSION
   fi
 }
 
-# start_cluster NAME VERSION CPDIR BPORT CPORT FORMAT_ARGS: format and launch, no waiting.
+# start_cluster NAME VERSION CPDIR BPORT CPORT FORMAT_ARGS SECURE_PORT: format and launch, no waiting.
 start_cluster() {
-  local name="$1" v="$2" cpdir="$3" bport="$4" cport="$5" fargs="$6"
+  local name="$1" v="$2" cpdir="$3" bport="$4" cport="$5" fargs="$6" sport="$7"
   local dir="$RUN_DIR/$name" cp="$cpdir/libs/*" logopt cid
   rm -rf "$dir"
   mkdir -p "$dir/data"
-  write_server_properties "$name" "$v" "$bport" "$cport" "$dir"
+  write_server_properties "$name" "$v" "$bport" "$cport" "$dir" "$sport"
+  if secure_on "$v"; then echo "$sport" >"$dir/secure.port"; fi
   logopt="$(write_log_config "$v" "$dir")"
   if zk_mode "$v"; then
     start_zookeeper "$name" "$dir" "$cp" "$cport"
@@ -550,6 +602,11 @@ format_storage() {
   (($(kmajor "$v") >= 4)) && fmt+=(--standalone)
   # shellcheck disable=SC2206 # extra format args are word-split on purpose
   [[ -n "$fargs" ]] && fmt+=($fargs)
+  if secure_on "$v"; then
+    local pw m
+    pw="$(cat "$SECURE_DIR/kproxy.password")"
+    for m in SCRAM-SHA-256 SCRAM-SHA-512; do fmt+=(--add-scram "$m=[name=kproxy,password=$pw]"); done
+  fi
   if ! "${tooljvm[@]}" "${fmt[@]}" >>"$dir/format.log" 2>&1; then
     cat "$dir/format.log" >&2
     die "$name: formatting storage failed (kafka $v)"
@@ -581,18 +638,26 @@ wait_cluster() {
 
 build_waitkafka() {
   need go "install Go"
-  mkdir -p "$KPROXY_CACHE/bin"
-  (cd "$REPO_ROOT" && go build -o "$KPROXY_CACHE/bin/waitkafka" ./test/kafka/waitkafka) \
-    || die "building test/kafka/waitkafka failed"
+  mkdir -p "$BIN_DIR"
+  (cd "$REPO_ROOT" && go build -o "$BIN_DIR/" ./test/kafka/waitkafka ./test/kafka/kafkasecrets) \
+    || die "building test/kafka/waitkafka and test/kafka/kafkasecrets failed"
 }
 
 go_check() { # NAME BPORT DEADLINE
   local name="$1" bport="$2" deadline="$3" left
   left=$((deadline - EPOCHSECONDS)); ((left < 15)) && left=15
-  if ! "$KPROXY_CACHE/bin/waitkafka" -b "127.0.0.1:$bport" -timeout "${left}s" \
+  if ! "$BIN_DIR/waitkafka" -b "127.0.0.1:$bport" -timeout "${left}s" \
       -produce "_kproxy_harness_check" -name "$name" -apiversions "$RUN_DIR/$name/apiversions.txt"; then
     log_tail "$name" 50
     die "$name: Metadata/produce/consume check against 127.0.0.1:$bport failed (logs above)"
+  fi
+  [[ -f "$RUN_DIR/$name/secure.port" ]] || return 0
+  local sport
+  sport="$(cat "$RUN_DIR/$name/secure.port")"
+  if ! "$BIN_DIR/waitkafka" -b "127.0.0.1:$sport" -timeout 30s -name "$name SASL_SSL" \
+      -tls-ca "$SECURE_DIR/ca.pem" -sasl SCRAM-SHA-512 -sasl-user kproxy -sasl-password-file "$SECURE_DIR/kproxy.password"; then
+    log_tail "$name" 50
+    die "$name: Metadata over SASL_SSL (SCRAM-SHA-512) against 127.0.0.1:$sport failed (logs above)"
   fi
 }
 
@@ -606,6 +671,22 @@ cmd_up() {
   check_port_free "$TARGET_BROKER_PORT" "target broker"
   check_port_free "$TARGET_CONTROLLER_PORT" "target controller"
   mkdir -p "$RUN_DIR"
+  rm -rf "$SECURE_DIR"
+  local name v
+  for name in source target; do
+    [[ $name == source ]] && v="$KAFKA_SOURCE_VERSION" || v="$KAFKA_TARGET_VERSION"
+    if [[ "$KAFKA_SECURE" == 1 ]] && ! secure_on "$v"; then
+      say "$name: Kafka $v stays plaintext-only (the SASL_SSL listener needs KRaft 3.5+)"
+    fi
+  done
+  if secure_on "$KAFKA_SOURCE_VERSION" || secure_on "$KAFKA_TARGET_VERSION"; then
+    if secure_on "$KAFKA_SOURCE_VERSION"; then check_port_free "$SOURCE_SECURE_PORT" "source SASL_SSL"; fi
+    if secure_on "$KAFKA_TARGET_VERSION"; then check_port_free "$TARGET_SECURE_PORT" "target SASL_SSL"; fi
+    # The brokers' certificate and password must exist before formatting: build first.
+    build_waitkafka >"$RUN_DIR/waitkafka-build.log" 2>&1 || { cat "$RUN_DIR/waitkafka-build.log" >&2; die "building the harness tools failed"; }
+    "$BIN_DIR/kafkasecrets" -dir "$SECURE_DIR" || die "making the SASL_SSL secrets failed"
+    say "SASL_SSL secrets (throwaway CA, broker certificate, password) in $SECURE_DIR"
+  fi
   # Any failure or interrupt from here on stops whatever was started (logs are kept).
   trap 'rc=$?; trap - EXIT; if ((rc != 0)); then stop_clusters source target; fi; exit $rc' EXIT
   trap 'exit 130' INT TERM
@@ -617,9 +698,9 @@ cmd_up() {
   fi
   # Format and launch both clusters in parallel (each is a few JVM starts).
   local spid tpid
-  start_cluster source "$KAFKA_SOURCE_VERSION" "$SOURCE_CP_DIR" "$SOURCE_BROKER_PORT" "$SOURCE_CONTROLLER_PORT" "$KAFKA_SOURCE_FORMAT_ARGS" &
+  start_cluster source "$KAFKA_SOURCE_VERSION" "$SOURCE_CP_DIR" "$SOURCE_BROKER_PORT" "$SOURCE_CONTROLLER_PORT" "$KAFKA_SOURCE_FORMAT_ARGS" "$SOURCE_SECURE_PORT" &
   spid=$!
-  start_cluster target "$KAFKA_TARGET_VERSION" "$TARGET_CP_DIR" "$TARGET_BROKER_PORT" "$TARGET_CONTROLLER_PORT" "$KAFKA_TARGET_FORMAT_ARGS" &
+  start_cluster target "$KAFKA_TARGET_VERSION" "$TARGET_CP_DIR" "$TARGET_BROKER_PORT" "$TARGET_CONTROLLER_PORT" "$KAFKA_TARGET_FORMAT_ARGS" "$TARGET_SECURE_PORT" &
   tpid=$!
   local src_ok=0 tgt_ok=0
   wait "$spid" || src_ok=$?
@@ -691,6 +772,15 @@ cmd_env() {
   if [[ -f "$MM2_CP_DIR/.complete" ]]; then
     printf 'export %s=%q\n' KPROXY_MM2_CP "$MM2_CP_DIR/conf:$MM2_CP_DIR/libs/*"
   fi
+  # The SASL_SSL listeners of the last `up` with KAFKA_SECURE=1 (user kproxy; the password is
+  # in the file, never in the environment).
+  local name
+  for name in source target; do
+    if [[ -f "$RUN_DIR/$name/secure.port" ]]; then
+      printf 'export %s=%q\n' "KPROXY_${name^^}_SECURE_BOOTSTRAP" "127.0.0.1:$(cat "$RUN_DIR/$name/secure.port")"
+    fi
+  done
+  if [[ -f "$SECURE_DIR/ca.pem" ]]; then printf 'export %s=%q\n' KPROXY_KAFKA_SECURE_DIR "$SECURE_DIR"; fi
 }
 
 usage() {

@@ -22,7 +22,7 @@ func franzOpts(c *config) []kgo.Opt {
 	} else {
 		opts = append(opts, kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelWarn, nil)))
 	}
-	return opts
+	return append(opts, c.secure.franz()...)
 }
 
 // franzProduce produces with a promise per record; each promise gets the

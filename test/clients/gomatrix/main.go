@@ -59,6 +59,7 @@ type config struct {
 	txnSize       int
 	kafkaVersion  string
 	verbose       bool
+	secure        secureConfig
 	// create mode
 	partitions        int32
 	replicationFactor int16
@@ -108,6 +109,10 @@ func parseFlags(args []string) (*config, error) {
 	fs.IntVar(&c.txnSize, "txn-size", 0, "records per transaction (default: all in one)")
 	fs.StringVar(&c.kafkaVersion, "kafka-version", "", "sarama: protocol version to assume, e.g. 3.9.0 (default: sarama's default)")
 	fs.BoolVar(&c.verbose, "v", false, "client debug logging to stderr (where supported)")
+	caFile := fs.String("tls-ca", "", "connect with TLS, trusting this CA bundle (PEM) (sarama, franz)")
+	mech := fs.String("sasl", "", "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (sarama, franz)")
+	saslUser := fs.String("sasl-user", "", "SASL user")
+	passFile := fs.String("sasl-password-file", "", "file holding the SASL password (a file, not a flag: flags show in ps)")
 	partitions := fs.Int("partitions", 3, "create: partition count")
 	rf := fs.Int("replication-factor", 1, "create: replication factor")
 
@@ -121,6 +126,10 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	c.partitions, c.replicationFactor = int32(*partitions), int16(*rf)
+	var err error
+	if c.secure, err = loadSecure(*caFile, *mech, *saslUser, *passFile); err != nil {
+		return nil, err
+	}
 	if c.mode == "create" && c.client == "" {
 		c.client = "franz"
 	}
@@ -144,6 +153,9 @@ func parseFlags(args []string) (*config, error) {
 		return nil, fmt.Errorf("-group is required to consume")
 	case c.count < 0:
 		return nil, fmt.Errorf("-count must be >= 0")
+	}
+	if (c.secure.tls != nil || c.secure.mechanism != "") && c.client == "kafkago" {
+		return nil, fmt.Errorf("-tls-ca and -sasl are for sarama and franz")
 	}
 	if strings.Contains(c.topic, ",") && c.client != "franz" {
 		return nil, fmt.Errorf("a comma-separated -topic list needs -client franz")

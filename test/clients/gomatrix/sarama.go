@@ -27,6 +27,7 @@ func saramaConfig(c *config) (*sarama.Config, error) {
 		sarama.Logger = log.New(os.Stderr, "[sarama] ", log.Ltime|log.Lmicroseconds)
 	}
 	cfg.Metadata.AllowAutoTopicCreation = true
+	c.secure.sarama(cfg)
 	return cfg, nil
 }
 

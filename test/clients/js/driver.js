@@ -30,7 +30,8 @@ function usage (msg) {
     'usage: node driver.js produce|consume [--bootstrap H:P] --topic T [--count N] [--group G]\n' +
     '         [--client-id ID] [--consumer NAME] [--run R] [--start I] [--timeout SEC]\n' +
     '         [--linger SEC] [--idempotent[=true|false]] [--transactional TXID] [--txn-size N]\n' +
-    '         [--batch N] [-v]\n')
+    '         [--batch N] [--tls-ca FILE] [--sasl MECHANISM --sasl-user U --sasl-password-file F] [-v]\n' +
+    '  --sasl: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; the password is read from the file (never argv)\n')
   process.exit(2)
 }
 
@@ -51,6 +52,10 @@ function parseArgs (argv) {
     transactional: '',
     'txn-size': 0,
     batch: 100,
+    'tls-ca': '',
+    sasl: '',
+    'sasl-user': '',
+    'sasl-password-file': '',
     v: false
   }
   const bools = new Set(['idempotent', 'v', 'verbose'])
@@ -94,6 +99,8 @@ function parseArgs (argv) {
   if (!o.consumer) o.consumer = o['client-id']
   if (!o['txn-size']) o['txn-size'] = o.count || 1
   if (!o.batch) o.batch = 1
+  if (o.sasl && !['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'].includes(o.sasl)) usage('--sasl must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512')
+  if (o.sasl && (!o['sasl-user'] || !o['sasl-password-file'])) usage('--sasl needs --sasl-user and --sasl-password-file')
   return o
 }
 
@@ -128,7 +135,23 @@ const stderrLogCreator = () => ({ namespace, level, label, log: entry }) => {
   process.stderr.write(`[kafkajs ${label} ${namespace}] ${message} ${JSON.stringify(extra)}\n`)
 }
 
+// TLS and SASL (kafkajs names the mechanisms in lower case).
+function securityOptions () {
+  const fs = require('fs')
+  const o = {}
+  if (opt['tls-ca']) o.ssl = { ca: [fs.readFileSync(opt['tls-ca'], 'utf8')] }
+  if (opt.sasl) {
+    o.sasl = {
+      mechanism: opt.sasl.toLowerCase(),
+      username: opt['sasl-user'],
+      password: fs.readFileSync(opt['sasl-password-file'], 'utf8').trim()
+    }
+  }
+  return o
+}
+
 const kafka = new Kafka({
+  ...securityOptions(),
   clientId: opt['client-id'],
   brokers: opt.bootstrap.split(',').map(s => s.trim()).filter(Boolean),
   logLevel: opt.v ? logLevel.DEBUG : logLevel.WARN,

@@ -38,7 +38,7 @@ static const char *CLIENT = "rdkafka";
 
 static struct {
 	const char *mode, *bootstrap, *topic, *group, *client_id, *consumer, *run;
-	const char *transactional;
+	const char *transactional, *config_file;
 	long count, start, txn_size;
 	double timeout, linger, rate;
 	int idempotent, verbose;
@@ -161,11 +161,42 @@ static void set(rd_kafka_conf_t *conf, const char *k, const char *v) {
 	}
 }
 
+/* set_file applies a file of librdkafka "key=value" lines (# comments), e.g.
+ * security.protocol, ssl.ca.location and the SASL settings: a password in a
+ * file stays out of argv, which ps and test logs show. Values are not
+ * echoed on error (one may be a password). */
+static void set_file(rd_kafka_conf_t *conf, const char *path) {
+	char line[4096], err[512];
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		logf_("config file %s: %s", path, strerror(errno));
+		exit(2);
+	}
+	while (fgets(line, sizeof line, f)) {
+		char *k = line, *v, *end;
+		while (*k == ' ' || *k == '\t') k++;
+		if (*k == '#' || *k == '\n' || *k == '\0') continue;
+		end = k + strlen(k);
+		while (end > k && (end[-1] == '\n' || end[-1] == '\r')) *--end = '\0';
+		if (!(v = strchr(k, '='))) {
+			logf_("config file %s: a line without '='", path);
+			exit(2);
+		}
+		*v++ = '\0';
+		if (rd_kafka_conf_set(conf, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) {
+			logf_("config file %s: %s: %s", path, k, err);
+			exit(2);
+		}
+	}
+	fclose(f);
+}
+
 static rd_kafka_conf_t *base_conf(void) {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	set(conf, "bootstrap.servers", opt.bootstrap);
 	set(conf, "client.id", opt.client_id);
-	if (opt.verbose) set(conf, "debug", "broker,topic,msg,protocol,cgrp,eos");
+	if (opt.verbose) set(conf, "debug", "broker,topic,msg,protocol,cgrp,eos,security");
+	if (opt.config_file) set_file(conf, opt.config_file);
 	return conf;
 }
 
@@ -450,7 +481,8 @@ static void usage(void) {
 		"usage: rdk produce|consume [--bootstrap H:P] --topic T [--count N] [--group G]\n"
 		"           [--client-id ID] [--consumer NAME] [--run R] [--start I] [--timeout SEC]\n"
 		"           [--linger SEC] [--idempotent[=true|false]] [--transactional TXID]\n"
-		"           [--txn-size N] [--rate RECORDS_PER_SEC] [-v]\n");
+		"           [--txn-size N] [--rate RECORDS_PER_SEC] [--config FILE] [-v]\n"
+		"  --config FILE: librdkafka key=value lines (TLS, SASL), applied after the defaults\n");
 	exit(2);
 }
 
@@ -479,6 +511,7 @@ int main(int argc, char **argv) {
 		{"transactional", required_argument, 0, 'X'},
 		{"txn-size", required_argument, 0, 'S'},
 		{"rate", required_argument, 0, 'R'},
+		{"config", required_argument, 0, 'C'},
 		{"verbose", no_argument, 0, 'v'},
 		{"v", no_argument, 0, 'v'},
 		{"help", no_argument, 0, 'h'},
@@ -510,6 +543,7 @@ int main(int argc, char **argv) {
 		case 'X': opt.transactional = optarg; break;
 		case 'S': opt.txn_size = atol(optarg); break;
 		case 'R': opt.rate = atof(optarg); break;
+		case 'C': opt.config_file = optarg; break;
 		case 'v': opt.verbose = 1; break;
 		default: usage();
 		}

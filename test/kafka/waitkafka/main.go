@@ -20,6 +20,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/secure"
 )
 
 func main() {
@@ -30,8 +33,16 @@ func main() {
 		name      = flag.String("name", "", "label for output lines (default: the bootstrap address)")
 		quiet     = flag.Bool("q", false, "print nothing on success")
 		versions  = flag.String("apiversions", "", "if set, write the broker's ApiVersions answer to this file, one \"key min max\" line per API")
+		caFile    = flag.String("tls-ca", "", "connect with TLS, trusting this CA bundle (PEM)")
+		mech      = flag.String("sasl", "", "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512); needs -sasl-user and -sasl-password-file")
+		saslUser  = flag.String("sasl-user", "", "SASL user")
+		passFile  = flag.String("sasl-password-file", "", "file holding the SASL password (never a flag: flags show in ps)")
 	)
 	flag.Parse()
+	var err error
+	if clientOpts, err = secureOpts(*caFile, *mech, *saslUser, *passFile); err != nil {
+		fail(*bootstrap, "TLS/SASL options", err)
+	}
 	label := *name
 	if label == "" {
 		label = *bootstrap
@@ -39,7 +50,8 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 
-	info, err := waitMetadata(ctx, strings.Split(*bootstrap, ","))
+	var info string
+	info, err = waitMetadata(ctx, strings.Split(*bootstrap, ","))
 	if err != nil {
 		fail(label, "no Metadata answer", err)
 	}
@@ -80,6 +92,27 @@ func main() {
 	}
 }
 
+// clientOpts are the TLS and SASL options every client here uses (none for a
+// plaintext listener).
+var clientOpts []kgo.Opt
+
+// secureOpts builds the TLS and SASL options the way kproxy builds its own
+// upstream ones (secure.UpstreamFor): one code path for every client here.
+func secureOpts(caFile, mech, user, passFile string) ([]kgo.Opt, error) {
+	var cc config.ClusterConfig
+	if caFile != "" {
+		cc.TLS = &config.ClientTLS{CAFile: caFile}
+	}
+	if mech != "" {
+		cc.SASL = &config.ClientSASL{Mechanism: mech, Username: user, PasswordFile: passFile}
+	}
+	u, err := secure.UpstreamFor(&cc)
+	if err != nil {
+		return nil, err
+	}
+	return u.KgoOpts(), nil
+}
+
 func fail(label, what string, err error) {
 	fmt.Fprintf(os.Stderr, "waitkafka: %s: %s: %v\n", label, what, err)
 	os.Exit(1)
@@ -104,7 +137,7 @@ func waitMetadata(ctx context.Context, seeds []string) (string, error) {
 }
 
 func describe(ctx context.Context, seeds []string) (string, error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.RequestRetries(0), kgo.DialTimeout(2*time.Second))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...), kgo.RequestRetries(0), kgo.DialTimeout(2 * time.Second)}, clientOpts...)...)
 	if err != nil {
 		return "", err
 	}
@@ -166,7 +199,7 @@ func kerrOf(code int16) error {
 // roundTrip produces one uniquely-valued record (acks=all, idempotent, topic
 // auto-created) and fetches it back from the acknowledged offset.
 func roundTrip(ctx context.Context, seeds []string, topic string) (string, error) {
-	p, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.AllowAutoTopicCreation(), kgo.DefaultProduceTopic(topic))
+	p, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...), kgo.AllowAutoTopicCreation(), kgo.DefaultProduceTopic(topic)}, clientOpts...)...)
 	if err != nil {
 		return "", err
 	}
@@ -178,9 +211,9 @@ func roundTrip(ctx context.Context, seeds []string, topic string) (string, error
 		return "", fmt.Errorf("produce: %w", err)
 	}
 
-	c, err := kgo.NewClient(kgo.SeedBrokers(seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+	c, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seeds...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
 		topic: {rec.Partition: kgo.NewOffset().At(rec.Offset)},
-	}))
+	})}, clientOpts...)...)
 	if err != nil {
 		return "", err
 	}
