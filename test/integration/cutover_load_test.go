@@ -263,10 +263,14 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		out, _ := exec.Command(bin("test/clients/bin/rdk"), append([]string{"consume", "--bootstrap", listen, "--topic", topic, "--group", topic + "-rdk", "--count", fmt.Sprint(expected), "--linger", "2", "--timeout", secs(consumeFor)}, rdkSec...)...).Output()
 		rdkOut <- out
 	}()
-	// The soak's other clients, each its own consumer group.
+	// The soak's other clients, each its own consumer group. kafka-go is
+	// not among them: v0.4.51 reads a fetch's aborted-transactions list and
+	// drops it, so with read_committed it still returns the records of
+	// aborted transactions, which the transactional producers write here.
 	type moreOut struct {
-		name string
-		out  chan []byte
+		name   string
+		out    chan []byte
+		stderr *lockedBuf
 	}
 	var more []moreOut
 	if opt.moreClients {
@@ -275,13 +279,14 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 			cmd  []string
 		}{
 			{"sarama", []string{bin("test/clients/bin/gomatrix"), "consume", "-client", "sarama", "-bootstrap", listen, "-topic", topic, "-group", topic + "-pinned-sarama", "-count", fmt.Sprint(expected), "-timeout", secs(consumeFor)}},
-			{"kafka-go", []string{bin("test/clients/bin/gomatrix"), "consume", "-client", "kafkago", "-bootstrap", listen, "-topic", topic, "-group", topic + "-pinned-kafkago", "-count", fmt.Sprint(expected), "-timeout", secs(consumeFor)}},
 			{"kafkajs", []string{"node", bin("test/clients/js/driver.js"), "consume", "--bootstrap", listen, "--topic", topic, "--group", topic + "-pinned-kafkajs", "--count", fmt.Sprint(expected), "--timeout", secs(consumeFor)}},
 		} {
-			m := moreOut{c.name, make(chan []byte, 1)}
+			m := moreOut{c.name, make(chan []byte, 1), &lockedBuf{}}
 			more = append(more, m)
 			go func() {
-				out, _ := exec.Command(c.cmd[0], c.cmd[1:]...).Output()
+				cmd := exec.Command(c.cmd[0], c.cmd[1:]...)
+				cmd.Stderr = m.stderr
+				out, _ := cmd.Output()
 				m.out <- out
 			}()
 		}
@@ -496,7 +501,12 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	check("librdkafka group", parse(t, "rdk", <-rdkOut).Consumed)
 	check("java group", parse(t, "java", <-javaOut).Consumed)
 	for _, m := range more {
-		check(m.name+" group", parse(t, m.name, <-m.out).Consumed)
+		out := <-m.out
+		if len(out) == 0 {
+			t.Errorf("%s group printed nothing; its stderr:\n%s", m.name, m.stderr.String())
+			continue
+		}
+		check(m.name+" group", parse(t, m.name, out).Consumed)
 	}
 	t.Logf("%d records acked across %d flips (holds %v ms)", len(all), len(holds), holds)
 	for _, l := range strings.Split(logs.String(), "\n") {
