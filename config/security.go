@@ -329,22 +329,24 @@ func (c *Config) validateSecurity(v *validator) {
 			v.add(cp.key("tls"), "cert_file and key_file go together")
 		}
 		if s := cc.SASL; s != nil {
-			sp := cp.key("sasl")
-			if !slices.Contains(knownMechanisms, s.Mechanism) {
-				v.add(sp.key("mechanism"), "unknown mechanism %q (want %s)", s.Mechanism, strings.Join(knownMechanisms, ", "))
+			validateClientSASL(v, cp.key("sasl"), s)
+		}
+		switch cc.Identity {
+		case "", IdentityService:
+			if len(cc.Passthrough) > 0 {
+				v.add(cp.key("passthrough"), "only used with identity: passthrough")
 			}
-			if s.Mechanism == MechOAuthBearer {
-				if (s.TokenFile == "") == (s.TokenEnv == "") {
-					v.add(sp, "set exactly one of token_file and token_env (the token is never written in the config)")
+		case IdentityPassthrough:
+			for _, p := range sortedKeys(cc.Passthrough) {
+				s := cc.Passthrough[p]
+				if p == "" {
+					v.add(cp.key("passthrough"), "a principal name is empty")
 				}
-				continue
+				validateClientSASL(v, cp.key("passthrough").key(p), &s)
 			}
-			if s.Username == "" && s.UsernameEnv == "" {
-				v.add(sp.key("username"), "required (or username_env)")
-			}
-			if (s.PasswordFile == "") == (s.PasswordEnv == "") {
-				v.add(sp, "set exactly one of password_file and password_env (the password is never written in the config)")
-			}
+			c.validatePassthroughClients(v, cp, cc)
+		default:
+			v.add(cp.key("identity"), "unknown identity %q (want service or passthrough)", cc.Identity)
 		}
 	}
 
@@ -361,6 +363,55 @@ func (c *Config) validateSecurity(v *validator) {
 	if a.Address != "" {
 		if host, ok := v.hostPort(top("admin"), a.Address, hostOptional); ok && !IsLoopback(host) && !a.Insecure && (a.TLS == nil || a.TokenFile == "" && a.TLS.ClientCAFile == "") {
 			v.add(top("admin"), "%q is reachable from other machines: set admin.tls with admin.token_file (a bearer token) or admin.tls.client_ca_file (mTLS), or admin.insecure: true to run it unprotected on purpose", a.Address)
+		}
+	}
+}
+
+func validateClientSASL(v *validator, sp yamlPath, s *ClientSASL) {
+	if !slices.Contains(knownMechanisms, s.Mechanism) {
+		v.add(sp.key("mechanism"), "unknown mechanism %q (want %s)", s.Mechanism, strings.Join(knownMechanisms, ", "))
+	}
+	if s.Mechanism == MechOAuthBearer {
+		if (s.TokenFile == "") == (s.TokenEnv == "") {
+			v.add(sp, "set exactly one of token_file and token_env (the token is never written in the config)")
+		}
+		return
+	}
+	if s.Username == "" && s.UsernameEnv == "" {
+		v.add(sp.key("username"), "required (or username_env)")
+	}
+	if (s.PasswordFile == "") == (s.PasswordEnv == "") {
+		v.add(sp, "set exactly one of password_file and password_env (the password is never written in the config)")
+	}
+}
+
+// validatePassthroughClients refuses listeners whose clients a passthrough
+// cluster could never carry upstream. A SCRAM exchange proves the client
+// knows its password without sending it, so kproxy has nothing to replay:
+// a SCRAM listener needs mapped credentials (passthrough:) for its SCRAM
+// principals. A listener without SASL has no client credential at all,
+// so its principals (mTLS subjects, or ANONYMOUS) need entries too.
+// Principals the map lacks are refused at authentication (SCRAM) or at the
+// TLS handshake (no SASL), with the reason in the log and, for SASL, in
+// the client's SASL_AUTHENTICATION_FAILED message.
+func (c *Config) validatePassthroughClients(v *validator, cp yamlPath, cc *ClusterConfig) {
+	if len(cc.Passthrough) > 0 {
+		return
+	}
+	for _, l := range c.EffectiveListeners() {
+		if l.SASL == nil {
+			v.add(cp.key("passthrough"), "listener %q has no SASL, so its clients bring no credential kproxy could pass through; map their principals (mTLS subjects or ANONYMOUS) to upstream credentials here, or use identity: service", l.Name)
+			continue
+		}
+		mechs := l.SASL.Mechanisms
+		if len(mechs) == 0 && l.SASL.UsersFile != "" {
+			mechs = usersMechanisms
+		}
+		for _, m := range mechs {
+			if m == MechScramSHA256 || m == MechScramSHA512 {
+				v.add(cp.key("passthrough"), "listener %q offers %s, which cannot be passed through (a SCRAM exchange never reveals the password, so kproxy cannot replay it upstream); map the SCRAM principals to upstream credentials here, offer only PLAIN or OAUTHBEARER on that listener, or use identity: service", l.Name, m)
+				break
+			}
 		}
 	}
 }
@@ -408,6 +459,12 @@ func securityChanges(old, new *Config) []string {
 		}
 		if !reflect.DeepEqual(o.SASL, n.SASL) {
 			out = append(out, "clusters."+string(name)+".sasl")
+		}
+		if o.Identity != n.Identity {
+			out = append(out, "clusters."+string(name)+".identity")
+		}
+		if !reflect.DeepEqual(o.Passthrough, n.Passthrough) {
+			out = append(out, "clusters."+string(name)+".passthrough")
 		}
 	}
 	return out

@@ -189,6 +189,11 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		if err != nil {
 			return proxy.Options{}, fmt.Errorf("%s cluster: %w", name, err)
 		}
+		if cc.IsPassthrough() {
+			if u.Passthrough, err = secure.NewPassthrough(string(name), cc.Passthrough); err != nil {
+				return proxy.Options{}, err
+			}
+		}
 		upstream[string(name)] = u
 	}
 	return proxy.Options{

@@ -206,9 +206,10 @@ func parseJWKS(data []byte) (map[string]crypto.PublicKey, error) {
 // oauthConv checks the client's single OAUTHBEARER message:
 // "n,[a=authzid],\x01auth=Bearer <token>\x01[k=v\x01...]\x01".
 type oauthConv struct {
-	v    *OAuthValidator
-	user string
-	exp  time.Time
+	v     *OAuthValidator
+	user  string
+	exp   time.Time
+	token string // the validated token, for identity passthrough
 }
 
 func (o *oauthConv) Username() string { return o.user }
@@ -239,6 +240,6 @@ func (o *oauthConv) Step(in []byte) ([]byte, bool, error) {
 		// The reason goes to kproxy's log (never the token itself).
 		return nil, false, &ErrAuthFailed{Mechanism: "OAUTHBEARER", Reason: err.Error()}
 	}
-	o.user, o.exp = p, exp
+	o.user, o.exp, o.token = p, exp, token
 	return nil, true, nil
 }
