@@ -175,3 +175,37 @@ func TestTxnPolicyValidation(t *testing.T) {
 		t.Errorf("rule without ids: %v", err)
 	}
 }
+
+func TestPassthroughValidation(t *testing.T) {
+	src := "source: { bootstrap: [127.0.0.1:19092] }"
+	with := func(cluster, listeners string) string {
+		return strings.Replace(minimal, src, cluster, 1) + listeners
+	}
+	scramListener := "listeners: [{name: scram, listen: 127.0.0.1:9093, sasl: {users_file: u.yaml}}]\n"
+	plainListener := "listeners: [{name: plainsasl, listen: 127.0.0.1:9093, sasl: {users_file: u.yaml, mechanisms: [PLAIN]}}]\n"
+	noLegacy := func(s string) string { return strings.Replace(s, "listen: 127.0.0.1:9092\n", "", 1) }
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown identity", with("source: { bootstrap: [127.0.0.1:19092], identity: mine }", ""), `clusters.source.identity (line 4): unknown identity "mine"`},
+		{"map without passthrough", with("source: { bootstrap: [127.0.0.1:19092], passthrough: {bob: {mechanism: PLAIN, username: b, password_env: B}} }", ""), "only used with identity: passthrough"},
+		{"SCRAM listener, nothing mapped", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", scramListener)), `listener "scram" offers SCRAM-SHA-256, which cannot be passed through`},
+		{"plaintext listener, nothing mapped", with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", plainListener), `listener "plaintext" has no SASL`},
+		{"PLAIN-only listener", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", plainListener)), ""},
+		{"SCRAM listener with a map", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough, passthrough: {bob: {mechanism: SCRAM-SHA-512, username: bob, password_file: /run/bob}} }", scramListener)), ""},
+		{"mapped credential without a secret", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough, passthrough: {bob: {mechanism: PLAIN, username: bob}} }", scramListener)), "clusters.source.passthrough.bob (line 3): set exactly one of password_file and password_env"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	a := mustParse(t, noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", plainListener)))
+	b := mustParse(t, noLegacy(with("source: { bootstrap: [127.0.0.1:19092] }", plainListener)))
+	if got := strings.Join(RestartRequired(a, b), "\n"); !strings.Contains(got, "clusters.source.identity") {
+		t.Errorf("restart-required: %q", got)
+	}
+}

@@ -36,6 +36,25 @@ type secureBroker struct {
 
 func startSecureBroker(t *testing.T, user, pass string) *secureBroker {
 	t.Helper()
+	return startSecureBrokerWith(t, secureBrokerOpts{user: user, pass: pass})
+}
+
+// secureBrokerOpts: user/pass is the SCRAM-SHA-512 and PLAIN user created
+// at start (kproxy's service identity); plainUsers are further PLAIN
+// users; authorizer turns on KRaft's StandardAuthorizer with user and
+// ANONYMOUS (the plaintext inter-broker and controller listeners) as
+// super users; ports, when set, are the SASL_SSL, internal and controller
+// ports (a lane's range) instead of free ones.
+type secureBrokerOpts struct {
+	user, pass string
+	plainUsers map[string]string
+	authorizer bool
+	ports      [3]int
+}
+
+func startSecureBrokerWith(t *testing.T, o secureBrokerOpts) *secureBroker {
+	t.Helper()
+	user, pass := o.user, o.pass
 	cache := os.Getenv("KPROXY_CACHE")
 	if cache == "" {
 		cache = filepath.Join(env.root, ".cache")
@@ -66,7 +85,18 @@ func startSecureBroker(t *testing.T, user, pass string) *secureBroker {
 	if err := os.WriteFile(b.caFile, ca.CertPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sport, iport, cport := freePort(t), freePort(t), freePort(t)
+	sport, iport, cport := o.ports[0], o.ports[1], o.ports[2]
+	if sport == 0 {
+		sport, iport, cport = freePort(t), freePort(t), freePort(t)
+	}
+	plainJAAS := fmt.Sprintf("user_%s=%q", user, pass)
+	for u, p := range o.plainUsers {
+		plainJAAS += fmt.Sprintf(" user_%s=%q", u, p)
+	}
+	extra := ""
+	if o.authorizer {
+		extra = fmt.Sprintf("authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\nsuper.users=User:%s;User:ANONYMOUS\n", user)
+	}
 	b.addr = fmt.Sprintf("127.0.0.1:%d", sport)
 	props := fmt.Sprintf(`process.roles=broker,controller
 node.id=1
@@ -78,7 +108,7 @@ inter.broker.listener.name=INTERNAL
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,INTERNAL:PLAINTEXT,SASL_SSL:SASL_SSL
 sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
-listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_%[4]s="%[5]s";
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required %[8]s;
 ssl.keystore.type=PEM
 ssl.keystore.location=%[6]s
 log.dirs=%[7]s/data
@@ -90,7 +120,7 @@ group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=2
 log.cleaner.dedupe.buffer.size=16777216
-`, sport, iport, cport, user, pass, keystore, dir)
+%[9]s`, sport, iport, cport, user, pass, keystore, dir, plainJAAS, extra)
 	propsFile := filepath.Join(dir, "server.properties")
 	if err := os.WriteFile(propsFile, []byte(props), 0o600); err != nil {
 		t.Fatal(err)
