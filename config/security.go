@@ -182,6 +182,14 @@ type AdminHTTP struct {
 	// /healthz, /readyz). Default "" (no admin server).
 	Address string `yaml:"address"`
 
+	// MetricsAddress, when set, also serves /metrics (and only that) on
+	// its own host:port, plain HTTP without a token: Prometheus can scrape
+	// it while the admin address is protected (or absent). The metrics
+	// carry no secret, but they do name principals (policy denials), so
+	// keep it on a network only the scraper reaches. Default "" (metrics
+	// only on the admin address).
+	MetricsAddress string `yaml:"metrics_address"`
+
 	// Pprof serves /debug/pprof (CPU profiles and traces). Default false.
 	Pprof bool `yaml:"pprof"`
 
@@ -358,6 +366,12 @@ func (c *Config) validateSecurity(v *validator) {
 		}
 		if !tlsVersions[t.MinVersion] {
 			v.add(tp.key("min_version"), "unknown TLS version %q (want 1.2 or 1.3)", t.MinVersion)
+		}
+	}
+	if a.MetricsAddress != "" {
+		v.hostPort(top("admin").key("metrics_address"), a.MetricsAddress, hostOptional)
+		if a.MetricsAddress == a.Address {
+			v.add(top("admin").key("metrics_address"), "is the admin address itself; give /metrics its own host:port, or leave it out")
 		}
 	}
 	if a.Address != "" {

@@ -27,7 +27,8 @@ import (
 // (identity: passthrough, alice authenticating to kproxy with PLAIN), alice
 // produces to and consumes A, and producing to B gets the broker's own
 // TOPIC_AUTHORIZATION_FAILED: the broker saw alice, not kproxy. Her
-// password is in no log line.
+// password is in no log line. With identity: service the same produce to B
+// succeeds (kproxy's super user), so the denial is passthrough's doing.
 func TestPassthroughBrokerACLsRealKafka(t *testing.T) {
 	const (
 		servicePW = "kproxy-svc-pw-0d41"
@@ -54,9 +55,13 @@ func TestPassthroughBrokerACLsRealKafka(t *testing.T) {
 	}
 	exe := buildKproxy(t, dir)
 	t.Setenv("KPROXY_IT_SERVICE_PASSWORD", servicePW)
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfgPath := filepath.Join(dir, "kproxy.yaml")
-	writeConfig(t, cfgPath, fmt.Sprintf(`
+	// identity: service is the contrast: the broker then sees kproxy's
+	// super user and lets alice's produce to B through.
+	for _, identity := range []string{"passthrough", "service"} {
+		t.Run(identity, func(t *testing.T) {
+			listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			cfgPath := filepath.Join(dir, identity+".yaml")
+			writeConfig(t, cfgPath, fmt.Sprintf(`
 listeners:
   - name: sasl
     listen: %s
@@ -67,37 +72,45 @@ clusters:
     bootstrap: [%s]
     tls: { ca_file: %s }
     sasl: { mechanism: SCRAM-SHA-512, username: kproxy, password_env: KPROXY_IT_SERVICE_PASSWORD }
-    identity: passthrough
+    identity: %s
   target: { bootstrap: [%s] }
 routes:
   default: source
-`, listen, usersFile, filepath.Join(dir, "state"), b.addr, b.caFile, env.target))
-	_, logs := runKproxy(t, exe, cfgPath)
+`, listen, usersFile, filepath.Join(dir, identity+"-state"), b.addr, b.caFile, identity, env.target))
+			_, logs := runKproxy(t, exe, cfgPath)
 
-	alice, err := kgo.NewClient(kgo.SeedBrokers(listen), kgo.SASL(plain.Auth{User: "alice", Pass: alicePW}.AsMechanism()),
-		kgo.ConsumeTopics(topicA), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RecordRetries(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := alice.ProduceSync(ctx, &kgo.Record{Topic: topicA, Value: []byte("allowed")}).FirstErr(); err != nil {
-		t.Fatalf("alice producing to %s (allowed by the broker's ACL): %v", topicA, err)
-	}
-	err = alice.ProduceSync(ctx, &kgo.Record{Topic: topicB, Value: []byte("denied")}).FirstErr()
-	if !errors.Is(err, kerr.TopicAuthorizationFailed) {
-		t.Fatalf("alice producing to %s: %v, want the broker's TOPIC_AUTHORIZATION_FAILED", topicB, err)
-	}
-	for got := false; !got; {
-		fs := alice.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("alice did not read back %s: %v", topicA, fs.Errors())
-		}
-		fs.EachRecord(func(r *kgo.Record) { got = got || string(r.Value) == "allowed" })
-	}
-	if strings.Contains(logs.String(), alicePW) || strings.Contains(logs.String(), servicePW) {
-		t.Error("a password is in kproxy's log")
+			alice, err := kgo.NewClient(kgo.SeedBrokers(listen), kgo.SASL(plain.Auth{User: "alice", Pass: alicePW}.AsMechanism()),
+				kgo.ConsumeTopics(topicA), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.RecordRetries(3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer alice.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			if err := alice.ProduceSync(ctx, &kgo.Record{Topic: topicA, Value: []byte("allowed")}).FirstErr(); err != nil {
+				t.Fatalf("alice producing to %s (allowed by the broker's ACL): %v", topicA, err)
+			}
+			err = alice.ProduceSync(ctx, &kgo.Record{Topic: topicB, Value: []byte("denied")}).FirstErr()
+			if identity == "service" {
+				if err != nil {
+					t.Fatalf("identity: service, alice producing to %s as kproxy's super user: %v", topicB, err)
+				}
+				return
+			}
+			if !errors.Is(err, kerr.TopicAuthorizationFailed) {
+				t.Fatalf("alice producing to %s: %v, want the broker's TOPIC_AUTHORIZATION_FAILED", topicB, err)
+			}
+			for got := false; !got; {
+				fs := alice.PollFetches(ctx)
+				if ctx.Err() != nil {
+					t.Fatalf("alice did not read back %s: %v", topicA, fs.Errors())
+				}
+				fs.EachRecord(func(r *kgo.Record) { got = got || string(r.Value) == "allowed" })
+			}
+			if strings.Contains(logs.String(), alicePW) || strings.Contains(logs.String(), servicePW) {
+				t.Error("a password is in kproxy's log")
+			}
+		})
 	}
 }
 
