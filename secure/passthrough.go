@@ -43,7 +43,7 @@ type ClientCredential struct {
 // Mechanism is the SASL mechanism the client used.
 func (c *ClientCredential) Mechanism() string { return c.mech }
 
-func (c *ClientCredential) String() string {
+func (c ClientCredential) String() string {
 	return fmt.Sprintf("%s credential of %q (secret not shown)", c.mech, c.user)
 }
 
@@ -59,7 +59,7 @@ func (c *ClientCredential) Same(o *ClientCredential) bool {
 }
 
 // GoString keeps %#v from printing the fields.
-func (c *ClientCredential) GoString() string { return c.String() }
+func (c ClientCredential) GoString() string { return c.String() }
 
 // Credentialed is a finished conversation whose client credential can be
 // replayed upstream (PLAIN and OAUTHBEARER).
