@@ -525,7 +525,16 @@ type GroupRule struct {
 	Principals []string `yaml:"principals"`
 	// Groups are group ids or globs (path.Match). Required.
 	Groups []string `yaml:"groups"`
+	// Operations limit the rule to some group operations: read (join,
+	// sync, heartbeat, leave, commit offsets), describe (find the
+	// coordinator, fetch offsets, describe the group), delete
+	// (DeleteGroups, OffsetDelete; these also need their admin rule), or
+	// "*". Default: all of them.
+	Operations []string `yaml:"operations"`
 }
+
+// GroupOperations are the group operations a policy governs.
+var GroupOperations = []string{"read", "describe", "delete"}
 
 // TopicRule allows principals some operations on some topics.
 type TopicRule struct {
@@ -533,12 +542,13 @@ type TopicRule struct {
 	Principals []string `yaml:"principals"`
 	// Topics are topic names or globs (path.Match). Required.
 	Topics []string `yaml:"topics"`
-	// Operations are produce, fetch, describe, or "*". Required.
+	// Operations are produce, fetch, describe, create, alter, delete, or
+	// "*". Required. docs/security.md lists the APIs each one governs.
 	Operations []string `yaml:"operations"`
 }
 
 // TopicOperations are the topic operations a policy governs.
-var TopicOperations = []string{"produce", "fetch", "describe"}
+var TopicOperations = []string{"produce", "fetch", "describe", "create", "alter", "delete"}
 
 // AdminRule allows principals some admin operations.
 type AdminRule struct {
@@ -599,7 +609,13 @@ func (c *Config) validatePolicy(v *validator) {
 		}
 	}
 	for i, r := range c.Policy.Groups {
-		check(top("policy").key("groups").index(i), globs{"principals", r.Principals}, globs{"groups", r.Groups})
+		gp := top("policy").key("groups").index(i)
+		check(gp, globs{"principals", r.Principals}, globs{"groups", r.Groups})
+		for j, op := range r.Operations {
+			if op != "*" && !slices.Contains(GroupOperations, op) {
+				v.add(gp.key("operations").index(j), "unknown operation %q (want %s, or *)", op, strings.Join(GroupOperations, ", "))
+			}
+		}
 	}
 	for i, r := range c.Policy.TransactionalIDs {
 		check(top("policy").key("transactional_ids").index(i), globs{"principals", r.Principals}, globs{"ids", r.IDs})
@@ -626,7 +642,7 @@ func (c *Config) validatePolicy(v *validator) {
 		}
 		for j, op := range r.Operations {
 			if op != "*" && !slices.Contains(TopicOperations, op) {
-				v.add(rp.key("operations").index(j), "unknown operation %q (want produce, fetch, describe, or *)", op)
+				v.add(rp.key("operations").index(j), "unknown operation %q (want %s, or *)", op, strings.Join(TopicOperations, ", "))
 			}
 		}
 	}

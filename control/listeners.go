@@ -69,7 +69,7 @@ func proxyPolicy(cfg *config.Config) *proxy.Policy {
 		p.Admin = append(p.Admin, proxy.AdminRule{Principals: r.Principals, Operations: r.Operations})
 	}
 	for _, r := range cfg.Policy.Groups {
-		p.Groups = append(p.Groups, proxy.GroupRule{Principals: r.Principals, Groups: r.Groups})
+		p.Groups = append(p.Groups, proxy.GroupRule{Principals: r.Principals, Groups: r.Groups, Operations: r.Operations})
 	}
 	for _, r := range cfg.Policy.TransactionalIDs {
 		p.Txns = append(p.Txns, proxy.TxnRule{Principals: r.Principals, TransactionalIDs: r.IDs})

@@ -328,6 +328,15 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		cc.enqueueReady(h, resp)
 		return false, nil
 	}
+	// Topic rules for the other topic APIs: refused topics are taken
+	// out of the request here and answered after it (policy_topics.go).
+	narrowed, full := cc.topicNarrow(req)
+	if full != nil {
+		budget.release(charged)
+		cc.srv.metrics.requests[h.key].Inc()
+		cc.enqueueReady(h, full)
+		return false, nil
+	}
 	spec := registry[h.key]
 	clientID := ""
 	if h.clientID != nil {
@@ -410,6 +419,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		}
 		if md, ok := resp.(*kmsg.MetadataResponse); ok && describe != nil {
 			describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
+		}
+		if narrowed != nil {
+			narrowed.restore(resp)
 		}
 	}()
 	_, isProduce := req.(*kmsg.ProduceRequest)
