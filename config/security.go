@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"reflect"
@@ -117,8 +118,20 @@ type ServerSASL struct {
 // by a key of a JWKS file.
 type OAuthBearer struct {
 	// JWKSFile is a JWKS document (RFC 7517) with the issuer's public
-	// signing keys (RSA or EC). Re-read when it changes. Required.
+	// signing keys (RSA or EC). Re-read when it changes. Exactly one of
+	// jwks_file and jwks_url is required.
 	JWKSFile string `yaml:"jwks_file"`
+	// JWKSURL is the issuer's JWKS endpoint (https://). Fetched at start
+	// (a failure stops the start), again every jwks_refresh, and when a
+	// token names a key id it does not know (at most once per 30 s, so a
+	// client sending made-up key ids cannot make kproxy hammer the
+	// issuer). A failed refresh keeps the keys it has.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWKSCAFile is a PEM bundle the JWKS endpoint's certificate must
+	// chain to. Default: the system roots.
+	JWKSCAFile string `yaml:"jwks_ca_file"`
+	// JWKSRefresh is how old fetched keys may get. Default 15m.
+	JWKSRefresh time.Duration `yaml:"jwks_refresh"`
 	// Issuer is the iss a token must carry. Default "" (not checked).
 	Issuer string `yaml:"issuer"`
 	// Audience is a value the token's aud must hold. Default "" (not
@@ -159,9 +172,14 @@ type ClientSASL struct {
 
 	// TokenFile (re-read at every authentication, so an external agent
 	// can refresh it) or TokenEnv holds the OAUTHBEARER token; exactly
-	// one for OAUTHBEARER, where username and password are not used.
+	// one of them or token_endpoint for OAUTHBEARER, where username and
+	// password are not used.
 	TokenFile string `yaml:"token_file"`
 	TokenEnv  string `yaml:"token_env"`
+
+	// TokenEndpoint gets OAUTHBEARER tokens from an OAuth 2.0 token
+	// endpoint with the client-credentials grant (RFC 6749 4.4).
+	TokenEndpoint *TokenEndpoint `yaml:"token_endpoint"`
 
 	// Username is kproxy's user name (not a secret). Required, unless
 	// UsernameEnv names where it is.
@@ -173,6 +191,24 @@ type ClientSASL struct {
 	// Exactly one is required.
 	PasswordFile string `yaml:"password_file"`
 	PasswordEnv  string `yaml:"password_env"`
+}
+
+// TokenEndpoint is an OAuth 2.0 client-credentials token endpoint. A token
+// is cached and fetched again a minute before it expires.
+type TokenEndpoint struct {
+	// URL is the token endpoint (https://). Required.
+	URL string `yaml:"url"`
+	// ClientID is kproxy's client id (not a secret). Required.
+	ClientID string `yaml:"client_id"`
+	// ClientSecretFile or ClientSecretEnv holds the client secret;
+	// exactly one. Read at start.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	// Scopes are requested with each token. Default none.
+	Scopes []string `yaml:"scopes"`
+	// CAFile is a PEM bundle the endpoint's certificate must chain to.
+	// Default: the system roots.
+	CAFile string `yaml:"ca_file"`
 }
 
 // AdminHTTP configures the admin HTTP server. In YAML, `admin: host:port`
@@ -311,8 +347,17 @@ func (c *Config) validateSecurity(v *validator) {
 				}
 			}
 			if o := s.OAuthBearer; o != nil {
-				if o.JWKSFile == "" {
-					v.add(sp.key("oauthbearer").key("jwks_file"), "required (the issuer's public keys, a JWKS file)")
+				op := sp.key("oauthbearer")
+				if (o.JWKSFile == "") == (o.JWKSURL == "") {
+					v.add(op.key("jwks_file"), "set exactly one of jwks_file and jwks_url (the issuer's public keys)")
+				}
+				if o.JWKSURL != "" {
+					if u, err := url.Parse(o.JWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+						v.add(op.key("jwks_url"), "must be an https:// URL, got %q", o.JWKSURL)
+					}
+				}
+				if o.JWKSRefresh < 0 || o.JWKSRefresh > 0 && o.JWKSRefresh < time.Minute {
+					v.add(op.key("jwks_refresh"), "must be at least 1m, got %s", o.JWKSRefresh)
 				}
 				if o.ClockSkew < 0 {
 					v.add(sp.key("oauthbearer").key("clock_skew"), "must be >= 0, got %s", o.ClockSkew)
@@ -386,8 +431,26 @@ func validateClientSASL(v *validator, sp yamlPath, s *ClientSASL) {
 		v.add(sp.key("mechanism"), "unknown mechanism %q (want %s)", s.Mechanism, strings.Join(knownMechanisms, ", "))
 	}
 	if s.Mechanism == MechOAuthBearer {
-		if (s.TokenFile == "") == (s.TokenEnv == "") {
-			v.add(sp, "set exactly one of token_file and token_env (the token is never written in the config)")
+		n := 0
+		for _, set := range []bool{s.TokenFile != "", s.TokenEnv != "", s.TokenEndpoint != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			v.add(sp, "set exactly one of token_file, token_env and token_endpoint (the token is never written in the config)")
+		}
+		if e := s.TokenEndpoint; e != nil {
+			ep := sp.key("token_endpoint")
+			if u, err := url.Parse(e.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+				v.add(ep.key("url"), "must be an https:// URL, got %q", e.URL)
+			}
+			if e.ClientID == "" {
+				v.add(ep.key("client_id"), "required")
+			}
+			if (e.ClientSecretFile == "") == (e.ClientSecretEnv == "") {
+				v.add(ep, "set exactly one of client_secret_file and client_secret_env (the secret is never written in the config)")
+			}
 		}
 		return
 	}

@@ -141,9 +141,13 @@ func TestOAuthBearerConfig(t *testing.T) {
 		t.Errorf("defaults: %+v %+v", s, s.OAuthBearer)
 	}
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"oauth without section": {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {users_file: u, mechanisms: [OAUTHBEARER]}}]\n", "OAUTHBEARER needs the oauthbearer section"},
-		"scram without users":   {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_file: j}, mechanisms: [SCRAM-SHA-256]}}]\n", "SCRAM-SHA-256 needs users_file"},
-		"upstream token twice":  {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_file: f, token_env: E} }", 1), "set exactly one of token_file and token_env"},
+		"oauth without section":  {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {users_file: u, mechanisms: [OAUTHBEARER]}}]\n", "OAUTHBEARER needs the oauthbearer section"},
+		"scram without users":    {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_file: j}, mechanisms: [SCRAM-SHA-256]}}]\n", "SCRAM-SHA-256 needs users_file"},
+		"upstream token twice":   {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_file: f, token_env: E} }", 1), "set exactly one of token_file, token_env and token_endpoint"},
+		"endpoint over http":     {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_endpoint: {url: http://idp/token, client_id: kp, client_secret_env: S}} }", 1), "token_endpoint.url (line 4): must be an https:// URL"},
+		"endpoint inline secret": {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_endpoint: {url: https://idp/token, client_id: kp, client_secret: hunter2}} }", 1), "client_secret (line 4): unknown key"},
+		"jwks file and url":      {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_file: j, jwks_url: https://idp/jwks}}}]\n", "set exactly one of jwks_file and jwks_url"},
+		"jwks url over http":     {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_url: http://idp/jwks}}}]\n", "jwks_url (line 8): must be an https:// URL"},
 	} {
 		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", name, err, tc.want)
@@ -151,6 +155,8 @@ func TestOAuthBearerConfig(t *testing.T) {
 	}
 	ok := strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_env: SRC_TOKEN} }", 1)
 	mustParse(t, ok)
+	mustParse(t, strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_endpoint: {url: https://idp/token, client_id: kp, client_secret_file: /run/s, scopes: [kafka]}} }", 1))
+	mustParse(t, minimal+"listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_url: https://idp/jwks, jwks_refresh: 5m}}}]\n")
 }
 
 func TestAdminMTLSCountsAsProtection(t *testing.T) {

@@ -46,7 +46,13 @@ func proxyListeners(cfg *config.Config, log hclog.Logger) ([]proxy.Listener, err
 			}
 			pl.SASL = secure.NewAuthenticator(s.Mechanisms, store)
 			if o := s.OAuthBearer; o != nil {
-				v, err := secure.NewOAuthValidator(o.JWKSFile, o.Issuer, o.Audience, o.ClockSkew, o.PrincipalClaim, log.With("listener", l.Name))
+				var v *secure.OAuthValidator
+				var err error
+				if o.JWKSURL != "" {
+					v, err = secure.NewOAuthValidatorURL(o.JWKSURL, o.JWKSCAFile, o.JWKSRefresh, o.Issuer, o.Audience, o.ClockSkew, o.PrincipalClaim, log.With("listener", l.Name))
+				} else {
+					v, err = secure.NewOAuthValidator(o.JWKSFile, o.Issuer, o.Audience, o.ClockSkew, o.PrincipalClaim, log.With("listener", l.Name))
+				}
 				if err != nil {
 					return nil, fmt.Errorf("listener %s: %w", l.Name, err)
 				}

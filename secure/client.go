@@ -73,6 +73,9 @@ func UpstreamFor(cc *config.ClusterConfig) (Upstream, error) {
 // rotation) is used by the next connection without a restart. Errors name
 // the file or variable, never the secret.
 func ClientMechanism(s *config.ClientSASL) (sasl.Mechanism, error) {
+	if s.Mechanism == config.MechOAuthBearer && s.TokenEndpoint != nil {
+		return tokenEndpointMechanism(s.TokenEndpoint)
+	}
 	if s.Mechanism == config.MechOAuthBearer {
 		if _, err := config.ReadSecret(s.TokenFile, s.TokenEnv); err != nil {
 			return nil, fmt.Errorf("sasl token: %w", err)
