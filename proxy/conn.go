@@ -57,7 +57,7 @@ type clientConn struct {
 	upMu sync.Mutex // guards the fields below
 	ups  map[upKey]*upEntry
 	// upPrincipal and upCred are who the connection's passthrough
-	// upstream connections authenticate as (conn identity.go); upGen
+	// upstream connections authenticate as (passthrough.go); upGen
 	// counts their changes (a re-authentication), so connections made
 	// with an older credential are replaced.
 	upPrincipal string
