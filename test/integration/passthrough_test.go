@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -34,10 +35,8 @@ func TestPassthroughBrokerACLsRealKafka(t *testing.T) {
 		servicePW = "kproxy-svc-pw-0d41"
 		alicePW   = "alice-pw-77b3e9"
 	)
-	// Lane 4's range (40800-40999): the helper that wrote this test ran in
-	// lane 4; these ports are this test's alone.
 	b := startSecureBrokerWith(t, secureBrokerOpts{user: "kproxy", pass: servicePW,
-		plainUsers: map[string]string{"alice": alicePW}, authorizer: true, ports: [3]int{40900, 40901, 40902}})
+		plainUsers: map[string]string{"alice": alicePW}, authorizer: true, ports: lanePorts(t)})
 	topicA := fmt.Sprintf("pt-a-%d", time.Now().UnixNano())
 	topicB := fmt.Sprintf("pt-b-%d", time.Now().UnixNano())
 	b.createTopic(t, "kproxy", servicePW, topicA, 1)
@@ -143,4 +142,14 @@ func (b *secureBroker) allowUser(t *testing.T, admin, pass, user, topic string) 
 			t.Fatalf("creating ACL %v: %v", r, r.Err)
 		}
 	}
+}
+
+// lanePorts are three ports for a test's own broker inside the lane's range
+// when the test runs in a lane (/work/lane.sh exports the lane's source
+// broker port, 40000+K*200+92: these are +8..+10 of it), else free ports.
+func lanePorts(t *testing.T) [3]int {
+	if p, err := strconv.Atoi(os.Getenv("KAFKA_SOURCE_BROKER_PORT")); err == nil && p > 0 {
+		return [3]int{p + 8, p + 9, p + 10}
+	}
+	return [3]int{freePort(t), freePort(t), freePort(t)}
 }
