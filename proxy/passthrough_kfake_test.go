@@ -327,3 +327,62 @@ func TestPassthroughOAuthTokenFollowsReauthentication(t *testing.T) {
 		return got[len(got)-1] == tokens[1]
 	})
 }
+
+// A client without SASL (here ANONYMOUS on a plaintext listener; an mTLS
+// principal works the same) reaches a passthrough cluster only through a
+// credential mapped to its principal, and then with that credential's
+// rights; unmapped, its connection is closed before any request.
+func TestPassthroughClientsWithoutSASLUseTheMap(t *testing.T) {
+	allow := kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "allowed", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true}
+	idem := kfake.ACL{Resource: kmsg.ACLResourceTypeCluster, Name: "kafka-cluster", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationIdempotentWrite, Allow: true}
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "allowed", "denied"),
+		kfake.EnableSASL(), kfake.EnableACLs(),
+		kfake.Superuser("SCRAM-SHA-512", "kproxy", kproxyServicePW),
+		kfake.User("PLAIN", "alice", aliceUpstreamPW, allow, idem))
+	pwFile := filepath.Join(t.TempDir(), "anon.pw")
+	if err := os.WriteFile(pwFile, []byte(aliceUpstreamPW), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := func(m map[string]config.ClientSASL) (*Server, *syncBuffer) {
+		pass, err := secure.NewPassthrough(Source, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs := &syncBuffer{}
+		srv := startProxy(t, Options{
+			Upstream: map[string]secure.Upstream{Source: {SASL: scram.Auth{User: "kproxy", Pass: kproxyServicePW}.AsSha512Mechanism(), Passthrough: pass}},
+			Router:   StaticRouter(Source), Clusters: map[string][]string{Source: src.ListenAddrs()},
+			Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}),
+		})
+		return srv, logs
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	srv, _ := start(map[string]config.ClientSASL{"ANONYMOUS": {Mechanism: "PLAIN", Username: "alice", PasswordFile: pwFile}})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()), kgo.RequestRetries(0), kgo.RetryTimeout(3*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "allowed", Value: []byte("a")}).FirstErr(); err != nil {
+		t.Fatalf("mapped ANONYMOUS to allowed: %v", err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "denied", Value: []byte("b")}).FirstErr(); !errors.Is(err, kerr.TopicAuthorizationFailed) {
+		t.Fatalf("mapped ANONYMOUS to denied: %v, want the broker's TOPIC_AUTHORIZATION_FAILED", err)
+	}
+
+	srv2, logs := start(nil)
+	nc, err := net.DialTimeout("tcp", srv2.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("unmapped client without SASL: read %v, want the connection closed", err)
+	}
+	if !strings.Contains(logs.String(), "identity cannot be passed through") {
+		t.Error("no log line for the refused connection")
+	}
+}
