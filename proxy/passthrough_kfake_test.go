@@ -136,6 +136,21 @@ func TestPassthroughBrokerACLsSeeTheClient(t *testing.T) {
 			if strings.Join(names, ",") != "allowed" {
 				t.Errorf("alice's Metadata lists %v, want only allowed (the broker filters by her identity)", names)
 			}
+			// kproxy's own coordinator lookup uses its service identity;
+			// the broker's refusal of alice reaches her all the same.
+			fc := kmsg.NewPtrFindCoordinatorRequest()
+			fc.CoordinatorKey, fc.CoordinatorKeys = "alices-group", []string{"alices-group"}
+			fr, err := fc.RequestWith(ctx, alice)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code := fr.ErrorCode
+			if len(fr.Coordinators) > 0 {
+				code = fr.Coordinators[0].ErrorCode
+			}
+			if code != kerr.GroupAuthorizationFailed.Code {
+				t.Errorf("FindCoordinator for a group alice may not describe: code %d, want GROUP_AUTHORIZATION_FAILED", code)
+			}
 			if strings.Contains(r.logs.String(), aliceUpstreamPW) {
 				t.Error("alice's password is in kproxy's log")
 			}
