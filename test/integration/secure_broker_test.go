@@ -162,14 +162,14 @@ log.cleaner.dedupe.buffer.size=16777216
 			t.Logf("secured broker console (tail):\n%s", tail(string(out), 4000))
 		}
 	})
-	if !poll(90*time.Second, 250*time.Millisecond, func() bool {
+	if !poll(180*time.Second, 250*time.Millisecond, func() bool {
 		c, err := net.DialTimeout("tcp", b.addr, time.Second)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	}) {
-		t.Fatal("the secured broker did not open its SASL_SSL port in 90 s")
+		t.Fatal("the secured broker did not open its SASL_SSL port in 180 s")
 	}
 	return b
 }
