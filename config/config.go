@@ -127,6 +127,38 @@ type ClusterConfig struct {
 
 	// SASL, when set, authenticates kproxy to the brokers. Default none.
 	SASL *ClientSASL `yaml:"sasl"`
+
+	// Identity is whose identity the broker connections kproxy opens for
+	// a client carry: "service" (kproxy's own, the sasl section above,
+	// and kproxy's policy decides what clients may do) or "passthrough"
+	// (each client's own, so the brokers' ACLs, quotas and audit logs see
+	// each application; docs/security.md). kproxy's metadata lookups, the
+	// replicator and the control plane always use the service identity.
+	// Default "service". Takes effect only after a restart.
+	Identity string `yaml:"identity"`
+
+	// Passthrough maps principals to the upstream credential their
+	// connections use with identity: passthrough. A principal with an
+	// entry always uses it; without one, a PLAIN client's own user name
+	// and password and an OAUTHBEARER client's own token are replayed.
+	// SCRAM clients and clients without SASL (mTLS, or a plaintext
+	// listener's ANONYMOUS) need an entry: a SCRAM exchange cannot be
+	// replayed. Keys are principal names; values are credentials as in
+	// sasl (secrets from files or environment variables only). Default
+	// empty.
+	Passthrough map[string]ClientSASL `yaml:"passthrough"`
+}
+
+// Identities a cluster's upstream connections can carry.
+const (
+	IdentityService     = "service"
+	IdentityPassthrough = "passthrough"
+)
+
+// IsPassthrough reports whether the cluster's connections for clients
+// carry each client's own identity.
+func (cc *ClusterConfig) IsPassthrough() bool {
+	return cc != nil && cc.Identity == IdentityPassthrough
 }
 
 // Get returns the configuration of cluster c, or nil when it is not configured.

@@ -191,7 +191,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			"an unknown key inside a cluster",
 			strings.Replace(minimal, "target: { bootstrap: [127.0.0.1:29092] }", "target: { bootstrap: [127.0.0.1:29092], tsl: {} }", 1),
-			[]string{"clusters.target.tsl (line 5): unknown key (known keys here: bootstrap, tls, sasl)"},
+			[]string{"clusters.target.tsl (line 5): unknown key (known keys here: bootstrap, tls, sasl, identity, passthrough)"},
 		},
 		{
 			"an unknown key in a topic route's map form",

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"reflect"
@@ -117,8 +118,20 @@ type ServerSASL struct {
 // by a key of a JWKS file.
 type OAuthBearer struct {
 	// JWKSFile is a JWKS document (RFC 7517) with the issuer's public
-	// signing keys (RSA or EC). Re-read when it changes. Required.
+	// signing keys (RSA or EC). Re-read when it changes. Exactly one of
+	// jwks_file and jwks_url is required.
 	JWKSFile string `yaml:"jwks_file"`
+	// JWKSURL is the issuer's JWKS endpoint (https://). Fetched at start
+	// (a failure stops the start), again every jwks_refresh, and when a
+	// token names a key id it does not know (at most once per 30 s, so a
+	// client sending made-up key ids cannot make kproxy hammer the
+	// issuer). A failed refresh keeps the keys it has.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWKSCAFile is a PEM bundle the JWKS endpoint's certificate must
+	// chain to. Default: the system roots.
+	JWKSCAFile string `yaml:"jwks_ca_file"`
+	// JWKSRefresh is how old fetched keys may get. Default 15m.
+	JWKSRefresh time.Duration `yaml:"jwks_refresh"`
 	// Issuer is the iss a token must carry. Default "" (not checked).
 	Issuer string `yaml:"issuer"`
 	// Audience is a value the token's aud must hold. Default "" (not
@@ -159,9 +172,14 @@ type ClientSASL struct {
 
 	// TokenFile (re-read at every authentication, so an external agent
 	// can refresh it) or TokenEnv holds the OAUTHBEARER token; exactly
-	// one for OAUTHBEARER, where username and password are not used.
+	// one of them or token_endpoint for OAUTHBEARER, where username and
+	// password are not used.
 	TokenFile string `yaml:"token_file"`
 	TokenEnv  string `yaml:"token_env"`
+
+	// TokenEndpoint gets OAUTHBEARER tokens from an OAuth 2.0 token
+	// endpoint with the client-credentials grant (RFC 6749 4.4).
+	TokenEndpoint *TokenEndpoint `yaml:"token_endpoint"`
 
 	// Username is kproxy's user name (not a secret). Required, unless
 	// UsernameEnv names where it is.
@@ -175,12 +193,38 @@ type ClientSASL struct {
 	PasswordEnv  string `yaml:"password_env"`
 }
 
+// TokenEndpoint is an OAuth 2.0 client-credentials token endpoint. A token
+// is cached and fetched again a minute before it expires.
+type TokenEndpoint struct {
+	// URL is the token endpoint (https://). Required.
+	URL string `yaml:"url"`
+	// ClientID is kproxy's client id (not a secret). Required.
+	ClientID string `yaml:"client_id"`
+	// ClientSecretFile or ClientSecretEnv holds the client secret;
+	// exactly one. Read at start.
+	ClientSecretFile string `yaml:"client_secret_file"`
+	ClientSecretEnv  string `yaml:"client_secret_env"`
+	// Scopes are requested with each token. Default none.
+	Scopes []string `yaml:"scopes"`
+	// CAFile is a PEM bundle the endpoint's certificate must chain to.
+	// Default: the system roots.
+	CAFile string `yaml:"ca_file"`
+}
+
 // AdminHTTP configures the admin HTTP server. In YAML, `admin: host:port`
 // sets only Address; the map form sets any field.
 type AdminHTTP struct {
 	// Address is the host:port of the admin server (/metrics, /status,
 	// /healthz, /readyz). Default "" (no admin server).
 	Address string `yaml:"address"`
+
+	// MetricsAddress, when set, also serves /metrics (and only that) on
+	// its own host:port, plain HTTP without a token: Prometheus can scrape
+	// it while the admin address is protected (or absent). The metrics
+	// carry no secret, but they do name principals (policy denials), so
+	// keep it on a network only the scraper reaches. Default "" (metrics
+	// only on the admin address).
+	MetricsAddress string `yaml:"metrics_address"`
 
 	// Pprof serves /debug/pprof (CPU profiles and traces). Default false.
 	Pprof bool `yaml:"pprof"`
@@ -303,8 +347,17 @@ func (c *Config) validateSecurity(v *validator) {
 				}
 			}
 			if o := s.OAuthBearer; o != nil {
-				if o.JWKSFile == "" {
-					v.add(sp.key("oauthbearer").key("jwks_file"), "required (the issuer's public keys, a JWKS file)")
+				op := sp.key("oauthbearer")
+				if (o.JWKSFile == "") == (o.JWKSURL == "") {
+					v.add(op.key("jwks_file"), "set exactly one of jwks_file and jwks_url (the issuer's public keys)")
+				}
+				if o.JWKSURL != "" {
+					if u, err := url.Parse(o.JWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+						v.add(op.key("jwks_url"), "must be an https:// URL, got %q", o.JWKSURL)
+					}
+				}
+				if o.JWKSRefresh < 0 || o.JWKSRefresh > 0 && o.JWKSRefresh < time.Minute {
+					v.add(op.key("jwks_refresh"), "must be at least 1m, got %s", o.JWKSRefresh)
 				}
 				if o.ClockSkew < 0 {
 					v.add(sp.key("oauthbearer").key("clock_skew"), "must be >= 0, got %s", o.ClockSkew)
@@ -329,22 +382,24 @@ func (c *Config) validateSecurity(v *validator) {
 			v.add(cp.key("tls"), "cert_file and key_file go together")
 		}
 		if s := cc.SASL; s != nil {
-			sp := cp.key("sasl")
-			if !slices.Contains(knownMechanisms, s.Mechanism) {
-				v.add(sp.key("mechanism"), "unknown mechanism %q (want %s)", s.Mechanism, strings.Join(knownMechanisms, ", "))
+			validateClientSASL(v, cp.key("sasl"), s)
+		}
+		switch cc.Identity {
+		case "", IdentityService:
+			if len(cc.Passthrough) > 0 {
+				v.add(cp.key("passthrough"), "only used with identity: passthrough")
 			}
-			if s.Mechanism == MechOAuthBearer {
-				if (s.TokenFile == "") == (s.TokenEnv == "") {
-					v.add(sp, "set exactly one of token_file and token_env (the token is never written in the config)")
+		case IdentityPassthrough:
+			for _, p := range sortedKeys(cc.Passthrough) {
+				s := cc.Passthrough[p]
+				if p == "" {
+					v.add(cp.key("passthrough"), "a principal name is empty")
 				}
-				continue
+				validateClientSASL(v, cp.key("passthrough").key(p), &s)
 			}
-			if s.Username == "" && s.UsernameEnv == "" {
-				v.add(sp.key("username"), "required (or username_env)")
-			}
-			if (s.PasswordFile == "") == (s.PasswordEnv == "") {
-				v.add(sp, "set exactly one of password_file and password_env (the password is never written in the config)")
-			}
+			c.validatePassthroughClients(v, cp, cc)
+		default:
+			v.add(cp.key("identity"), "unknown identity %q (want service or passthrough)", cc.Identity)
 		}
 	}
 
@@ -358,9 +413,82 @@ func (c *Config) validateSecurity(v *validator) {
 			v.add(tp.key("min_version"), "unknown TLS version %q (want 1.2 or 1.3)", t.MinVersion)
 		}
 	}
+	if a.MetricsAddress != "" {
+		v.hostPort(top("admin").key("metrics_address"), a.MetricsAddress, hostOptional)
+		if a.MetricsAddress == a.Address {
+			v.add(top("admin").key("metrics_address"), "is the admin address itself; give /metrics its own host:port, or leave it out")
+		}
+	}
 	if a.Address != "" {
 		if host, ok := v.hostPort(top("admin"), a.Address, hostOptional); ok && !IsLoopback(host) && !a.Insecure && (a.TLS == nil || a.TokenFile == "" && a.TLS.ClientCAFile == "") {
 			v.add(top("admin"), "%q is reachable from other machines: set admin.tls with admin.token_file (a bearer token) or admin.tls.client_ca_file (mTLS), or admin.insecure: true to run it unprotected on purpose", a.Address)
+		}
+	}
+}
+
+func validateClientSASL(v *validator, sp yamlPath, s *ClientSASL) {
+	if !slices.Contains(knownMechanisms, s.Mechanism) {
+		v.add(sp.key("mechanism"), "unknown mechanism %q (want %s)", s.Mechanism, strings.Join(knownMechanisms, ", "))
+	}
+	if s.Mechanism == MechOAuthBearer {
+		n := 0
+		for _, set := range []bool{s.TokenFile != "", s.TokenEnv != "", s.TokenEndpoint != nil} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			v.add(sp, "set exactly one of token_file, token_env and token_endpoint (the token is never written in the config)")
+		}
+		if e := s.TokenEndpoint; e != nil {
+			ep := sp.key("token_endpoint")
+			if u, err := url.Parse(e.URL); err != nil || u.Scheme != "https" || u.Host == "" {
+				v.add(ep.key("url"), "must be an https:// URL, got %q", e.URL)
+			}
+			if e.ClientID == "" {
+				v.add(ep.key("client_id"), "required")
+			}
+			if (e.ClientSecretFile == "") == (e.ClientSecretEnv == "") {
+				v.add(ep, "set exactly one of client_secret_file and client_secret_env (the secret is never written in the config)")
+			}
+		}
+		return
+	}
+	if s.Username == "" && s.UsernameEnv == "" {
+		v.add(sp.key("username"), "required (or username_env)")
+	}
+	if (s.PasswordFile == "") == (s.PasswordEnv == "") {
+		v.add(sp, "set exactly one of password_file and password_env (the password is never written in the config)")
+	}
+}
+
+// validatePassthroughClients refuses listeners whose clients a passthrough
+// cluster could never carry upstream. A SCRAM exchange proves the client
+// knows its password without sending it, so kproxy has nothing to replay:
+// a SCRAM listener needs mapped credentials (passthrough:) for its SCRAM
+// principals. A listener without SASL has no client credential at all,
+// so its principals (mTLS subjects, or ANONYMOUS) need entries too.
+// Principals the map lacks are refused at authentication (SCRAM) or at the
+// TLS handshake (no SASL), with the reason in the log and, for SASL, in
+// the client's SASL_AUTHENTICATION_FAILED message.
+func (c *Config) validatePassthroughClients(v *validator, cp yamlPath, cc *ClusterConfig) {
+	if len(cc.Passthrough) > 0 {
+		return
+	}
+	for _, l := range c.EffectiveListeners() {
+		if l.SASL == nil {
+			v.add(cp.key("passthrough"), "listener %q has no SASL, so its clients bring no credential kproxy could pass through; map their principals (mTLS subjects or ANONYMOUS) to upstream credentials here, or use identity: service", l.Name)
+			continue
+		}
+		mechs := l.SASL.Mechanisms
+		if len(mechs) == 0 && l.SASL.UsersFile != "" {
+			mechs = usersMechanisms
+		}
+		for _, m := range mechs {
+			if m == MechScramSHA256 || m == MechScramSHA512 {
+				v.add(cp.key("passthrough"), "listener %q offers %s, which cannot be passed through (a SCRAM exchange never reveals the password, so kproxy cannot replay it upstream); map the SCRAM principals to upstream credentials here, offer only PLAIN or OAUTHBEARER on that listener, or use identity: service", l.Name, m)
+				break
+			}
 		}
 	}
 }
@@ -409,6 +537,12 @@ func securityChanges(old, new *Config) []string {
 		if !reflect.DeepEqual(o.SASL, n.SASL) {
 			out = append(out, "clusters."+string(name)+".sasl")
 		}
+		if o.Identity != n.Identity {
+			out = append(out, "clusters."+string(name)+".identity")
+		}
+		if !reflect.DeepEqual(o.Passthrough, n.Passthrough) {
+			out = append(out, "clusters."+string(name)+".passthrough")
+		}
 	}
 	return out
 }
@@ -454,7 +588,16 @@ type GroupRule struct {
 	Principals []string `yaml:"principals"`
 	// Groups are group ids or globs (path.Match). Required.
 	Groups []string `yaml:"groups"`
+	// Operations limit the rule to some group operations: read (join,
+	// sync, heartbeat, leave, commit offsets), describe (find the
+	// coordinator, fetch offsets, describe the group), delete
+	// (DeleteGroups, OffsetDelete; these also need their admin rule), or
+	// "*". Default: all of them.
+	Operations []string `yaml:"operations"`
 }
+
+// GroupOperations are the group operations a policy governs.
+var GroupOperations = []string{"read", "describe", "delete"}
 
 // TopicRule allows principals some operations on some topics.
 type TopicRule struct {
@@ -462,12 +605,13 @@ type TopicRule struct {
 	Principals []string `yaml:"principals"`
 	// Topics are topic names or globs (path.Match). Required.
 	Topics []string `yaml:"topics"`
-	// Operations are produce, fetch, describe, or "*". Required.
+	// Operations are produce, fetch, describe, create, alter, delete, or
+	// "*". Required. docs/security.md lists the APIs each one governs.
 	Operations []string `yaml:"operations"`
 }
 
 // TopicOperations are the topic operations a policy governs.
-var TopicOperations = []string{"produce", "fetch", "describe"}
+var TopicOperations = []string{"produce", "fetch", "describe", "create", "alter", "delete"}
 
 // AdminRule allows principals some admin operations.
 type AdminRule struct {
@@ -528,7 +672,13 @@ func (c *Config) validatePolicy(v *validator) {
 		}
 	}
 	for i, r := range c.Policy.Groups {
-		check(top("policy").key("groups").index(i), globs{"principals", r.Principals}, globs{"groups", r.Groups})
+		gp := top("policy").key("groups").index(i)
+		check(gp, globs{"principals", r.Principals}, globs{"groups", r.Groups})
+		for j, op := range r.Operations {
+			if op != "*" && !slices.Contains(GroupOperations, op) {
+				v.add(gp.key("operations").index(j), "unknown operation %q (want %s, or *)", op, strings.Join(GroupOperations, ", "))
+			}
+		}
 	}
 	for i, r := range c.Policy.TransactionalIDs {
 		check(top("policy").key("transactional_ids").index(i), globs{"principals", r.Principals}, globs{"ids", r.IDs})
@@ -555,7 +705,7 @@ func (c *Config) validatePolicy(v *validator) {
 		}
 		for j, op := range r.Operations {
 			if op != "*" && !slices.Contains(TopicOperations, op) {
-				v.add(rp.key("operations").index(j), "unknown operation %q (want produce, fetch, describe, or *)", op)
+				v.add(rp.key("operations").index(j), "unknown operation %q (want %s, or *)", op, strings.Join(TopicOperations, ", "))
 			}
 		}
 	}

@@ -141,9 +141,13 @@ func TestOAuthBearerConfig(t *testing.T) {
 		t.Errorf("defaults: %+v %+v", s, s.OAuthBearer)
 	}
 	for name, tc := range map[string]struct{ yaml, want string }{
-		"oauth without section": {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {users_file: u, mechanisms: [OAUTHBEARER]}}]\n", "OAUTHBEARER needs the oauthbearer section"},
-		"scram without users":   {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_file: j}, mechanisms: [SCRAM-SHA-256]}}]\n", "SCRAM-SHA-256 needs users_file"},
-		"upstream token twice":  {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_file: f, token_env: E} }", 1), "set exactly one of token_file and token_env"},
+		"oauth without section":  {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {users_file: u, mechanisms: [OAUTHBEARER]}}]\n", "OAUTHBEARER needs the oauthbearer section"},
+		"scram without users":    {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_file: j}, mechanisms: [SCRAM-SHA-256]}}]\n", "SCRAM-SHA-256 needs users_file"},
+		"upstream token twice":   {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_file: f, token_env: E} }", 1), "set exactly one of token_file, token_env and token_endpoint"},
+		"endpoint over http":     {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_endpoint: {url: http://idp/token, client_id: kp, client_secret_env: S}} }", 1), "token_endpoint.url (line 4): must be an https:// URL"},
+		"endpoint inline secret": {strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_endpoint: {url: https://idp/token, client_id: kp, client_secret: hunter2}} }", 1), "client_secret (line 4): unknown key"},
+		"jwks file and url":      {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_file: j, jwks_url: https://idp/jwks}}}]\n", "set exactly one of jwks_file and jwks_url"},
+		"jwks url over http":     {minimal + "listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_url: http://idp/jwks}}}]\n", "jwks_url (line 8): must be an https:// URL"},
 	} {
 		if _, err := Parse([]byte(tc.yaml)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", name, err, tc.want)
@@ -151,6 +155,8 @@ func TestOAuthBearerConfig(t *testing.T) {
 	}
 	ok := strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_env: SRC_TOKEN} }", 1)
 	mustParse(t, ok)
+	mustParse(t, strings.Replace(minimal, "source: { bootstrap: [127.0.0.1:19092] }", "source: { bootstrap: [127.0.0.1:19092], sasl: {mechanism: OAUTHBEARER, token_endpoint: {url: https://idp/token, client_id: kp, client_secret_file: /run/s, scopes: [kafka]}} }", 1))
+	mustParse(t, minimal+"listeners: [{listen: 127.0.0.1:9093, sasl: {oauthbearer: {jwks_url: https://idp/jwks, jwks_refresh: 5m}}}]\n")
 }
 
 func TestAdminMTLSCountsAsProtection(t *testing.T) {
@@ -173,5 +179,39 @@ func TestTxnPolicyValidation(t *testing.T) {
 	}
 	if _, err := Parse([]byte(minimal + "policy:\n  transactional_ids:\n    - { principals: [a] }\n")); err == nil || !strings.Contains(err.Error(), "policy.transactional_ids[0].ids") {
 		t.Errorf("rule without ids: %v", err)
+	}
+}
+
+func TestPassthroughValidation(t *testing.T) {
+	src := "source: { bootstrap: [127.0.0.1:19092] }"
+	with := func(cluster, listeners string) string {
+		return strings.Replace(minimal, src, cluster, 1) + listeners
+	}
+	scramListener := "listeners: [{name: scram, listen: 127.0.0.1:9093, sasl: {users_file: u.yaml}}]\n"
+	plainListener := "listeners: [{name: plainsasl, listen: 127.0.0.1:9093, sasl: {users_file: u.yaml, mechanisms: [PLAIN]}}]\n"
+	noLegacy := func(s string) string { return strings.Replace(s, "listen: 127.0.0.1:9092\n", "", 1) }
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown identity", with("source: { bootstrap: [127.0.0.1:19092], identity: mine }", ""), `clusters.source.identity (line 4): unknown identity "mine"`},
+		{"map without passthrough", with("source: { bootstrap: [127.0.0.1:19092], passthrough: {bob: {mechanism: PLAIN, username: b, password_env: B}} }", ""), "only used with identity: passthrough"},
+		{"SCRAM listener, nothing mapped", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", scramListener)), `listener "scram" offers SCRAM-SHA-256, which cannot be passed through`},
+		{"plaintext listener, nothing mapped", with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", plainListener), `listener "plaintext" has no SASL`},
+		{"PLAIN-only listener", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", plainListener)), ""},
+		{"SCRAM listener with a map", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough, passthrough: {bob: {mechanism: SCRAM-SHA-512, username: bob, password_file: /run/bob}} }", scramListener)), ""},
+		{"mapped credential without a secret", noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough, passthrough: {bob: {mechanism: PLAIN, username: bob}} }", scramListener)), "clusters.source.passthrough.bob (line 3): set exactly one of password_file and password_env"},
+	} {
+		_, err := Parse([]byte(tc.yaml))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	a := mustParse(t, noLegacy(with("source: { bootstrap: [127.0.0.1:19092], identity: passthrough }", plainListener)))
+	b := mustParse(t, noLegacy(with("source: { bootstrap: [127.0.0.1:19092] }", plainListener)))
+	if got := strings.Join(RestartRequired(a, b), "\n"); !strings.Contains(got, "clusters.source.identity") {
+		t.Errorf("restart-required: %q", got)
 	}
 }

@@ -124,6 +124,30 @@ func startAdmin(addr string, inst *Instance) (*adminServer, error) {
 	return a, nil
 }
 
+// startMetrics serves /metrics alone on addr (admin.metrics_address): no
+// token, so a scraper needs none while the admin address is protected.
+func startMetrics(addr string, inst *Instance) (*adminServer, error) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{inst.reg, inst.ctrl.repl}, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener on %s: %w", addr, err)
+	}
+	a := &adminServer{Server: &http.Server{Handler: mux, ReadHeaderTimeout: adminReadHeaderTimeout, ReadTimeout: adminReadTimeout,
+		IdleTimeout: adminIdleTimeout, MaxHeaderBytes: adminMaxHeaderBytes}, ln: ln}
+	go func() { _ = a.Serve(ln) }()
+	inst.log.Info("metrics http listening (/metrics only, no token)", "addr", ln.Addr().String())
+	return a, nil
+}
+
+// MetricsAddr is where admin.metrics_address listens, or nil.
+func (inst *Instance) MetricsAddr() net.Addr {
+	if inst.metrics == nil {
+		return nil
+	}
+	return inst.metrics.ln.Addr()
+}
+
 // Status is the /status document.
 func (inst *Instance) Status() StatusDoc {
 	cfg := inst.Config()

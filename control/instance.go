@@ -32,7 +32,8 @@ type Instance struct {
 	srv     *proxy.Server
 	ctrl    *Controller
 	admin   *adminServer
-	mu      sync.Mutex // guards cfg; serialises Apply
+	metrics *adminServer // admin.metrics_address: /metrics alone
+	mu      sync.Mutex   // guards cfg; serialises Apply
 	cfg     *config.Config
 	gen     atomic.Int64
 	lastErr atomic.Pointer[string]
@@ -120,6 +121,19 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		}
 		inst.admin = a
 	}
+	if addr := cfg.AdminHTTP.MetricsAddress; addr != "" {
+		m, err := startMetrics(addr, inst)
+		if err != nil {
+			if inst.admin != nil {
+				inst.admin.Close()
+			}
+			ctrl.Close()
+			srv.Close()
+			release()
+			return nil, err
+		}
+		inst.metrics = m
+	}
 	return inst, nil
 }
 
@@ -188,6 +202,11 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		u, err := secure.UpstreamFor(cc)
 		if err != nil {
 			return proxy.Options{}, fmt.Errorf("%s cluster: %w", name, err)
+		}
+		if cc.IsPassthrough() {
+			if u.Passthrough, err = secure.NewPassthrough(string(name), cc.Passthrough); err != nil {
+				return proxy.Options{}, err
+			}
 		}
 		upstream[string(name)] = u
 	}
@@ -298,10 +317,12 @@ func (inst *Instance) Cutovers() []CutoverStatus { return inst.ctrl.Cutovers() }
 // cutovers and group moves) and the proxy, and then gives up the state
 // directories.
 func (inst *Instance) Close() {
-	if inst.admin != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		inst.admin.Shutdown(ctx)
-		cancel()
+	for _, a := range []*adminServer{inst.admin, inst.metrics} {
+		if a != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			a.Shutdown(ctx)
+			cancel()
+		}
 	}
 	inst.recheckCancel()
 	inst.recheckDone.Wait()

@@ -46,7 +46,13 @@ func proxyListeners(cfg *config.Config, log hclog.Logger) ([]proxy.Listener, err
 			}
 			pl.SASL = secure.NewAuthenticator(s.Mechanisms, store)
 			if o := s.OAuthBearer; o != nil {
-				v, err := secure.NewOAuthValidator(o.JWKSFile, o.Issuer, o.Audience, o.ClockSkew, o.PrincipalClaim, log.With("listener", l.Name))
+				var v *secure.OAuthValidator
+				var err error
+				if o.JWKSURL != "" {
+					v, err = secure.NewOAuthValidatorURL(o.JWKSURL, o.JWKSCAFile, o.JWKSRefresh, o.Issuer, o.Audience, o.ClockSkew, o.PrincipalClaim, log.With("listener", l.Name))
+				} else {
+					v, err = secure.NewOAuthValidator(o.JWKSFile, o.Issuer, o.Audience, o.ClockSkew, o.PrincipalClaim, log.With("listener", l.Name))
+				}
 				if err != nil {
 					return nil, fmt.Errorf("listener %s: %w", l.Name, err)
 				}
@@ -69,7 +75,7 @@ func proxyPolicy(cfg *config.Config) *proxy.Policy {
 		p.Admin = append(p.Admin, proxy.AdminRule{Principals: r.Principals, Operations: r.Operations})
 	}
 	for _, r := range cfg.Policy.Groups {
-		p.Groups = append(p.Groups, proxy.GroupRule{Principals: r.Principals, Groups: r.Groups})
+		p.Groups = append(p.Groups, proxy.GroupRule{Principals: r.Principals, Groups: r.Groups, Operations: r.Operations})
 	}
 	for _, r := range cfg.Policy.TransactionalIDs {
 		p.Txns = append(p.Txns, proxy.TxnRule{Principals: r.Principals, TransactionalIDs: r.IDs})

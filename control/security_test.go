@@ -209,3 +209,62 @@ func TestAdminBearerToken(t *testing.T) {
 		t.Errorf("rotated token refused: %d", w.Code)
 	}
 }
+
+// admin.metrics_address serves /metrics, and nothing else, without the
+// admin token, next to a token-protected admin address.
+func TestMetricsOnTheirOwnAddress(t *testing.T) {
+	src := newKfake(t, kfake.NumBrokers(1))
+	tgt := newKfake(t, kfake.NumBrokers(1))
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokFile, []byte("admin-tok-3f1c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	listen, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(fmt.Appendf(nil, "listen: %s\nadmin: { address: %s, token_file: %s, metrics_address: %s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n",
+		listen, admin, tokFile, metrics, src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("http://" + metrics + "/metrics"); code != 200 || !strings.Contains(body, "kproxy_client_connections") {
+		t.Errorf("/metrics on the metrics address: %d, kproxy metrics in it: %v", code, strings.Contains(body, "kproxy_client_connections"))
+	}
+	for _, path := range []string{"/status", "/clients", "/debug/pprof/"} {
+		if code, _ := get("http://" + metrics + path); code != 404 {
+			t.Errorf("%s on the metrics address: %d, want 404 (only /metrics is served there)", path, code)
+		}
+	}
+	if code, _ := get("http://" + admin + "/status"); code != 200 {
+		t.Errorf("/status on the admin address: %d", code)
+	}
+	if got := inst.MetricsAddr(); got == nil || got.String() != metrics {
+		t.Errorf("MetricsAddr %v, want %s", got, metrics)
+	}
+}

@@ -9,6 +9,9 @@ package proxy
 // exactly as with a broker. Later group/transaction requests are routed by
 // key, never by connection (the Java client addresses its coordinator as
 // node MaxInt32-nodeId).
+// Identity passthrough: the client's own identity asks the broker too, so
+// a client the broker does not authorize for the key gets the broker's
+// GROUP_/TRANSACTIONAL_ID_AUTHORIZATION_FAILED (passthrough.go).
 // Version notes: v4+ batches keys (KIP-699); share coordinators (type 2) are
 // refused with INVALID_REQUEST since share groups are not advertised.
 
@@ -41,6 +44,9 @@ func handleFindCoordinator(rc *reqCtx, req *kmsg.FindCoordinatorRequest) func() 
 			if err != nil {
 				return kerr.CoordinatorNotAvailable.Code, kmsg.StringPtr(err.Error())
 			}
+			if code, msg := rc.passthroughFindCoordinator(cluster, req, key); code != 0 {
+				return code, msg
+			}
 			ctx, cancel := rc.ctx()
 			defer cancel()
 			if _, _, err := uc.coordinator(ctx, req.CoordinatorType, key); err != nil {
@@ -68,4 +74,36 @@ func handleFindCoordinator(rc *reqCtx, req *kmsg.FindCoordinatorRequest) func() 
 		}
 		return resp
 	}
+}
+
+// passthroughFindCoordinator asks cluster for key's coordinator as the
+// client, when the cluster passes client identities through: kproxy's own
+// lookup (cluster.go) uses its service identity, which the broker may
+// authorize where it would refuse the client. It returns the broker's
+// authorization error for key, or 0 (any other outcome is left to the
+// lookup kproxy makes anyway).
+func (rc *reqCtx) passthroughFindCoordinator(cluster string, req *kmsg.FindCoordinatorRequest, key string) (int16, *string) {
+	if rc.srv().dialer.sec[cluster].Passthrough == nil {
+		return 0, nil
+	}
+	sub := kmsg.NewPtrFindCoordinatorRequest()
+	sub.Version = req.Version
+	sub.CoordinatorType = req.CoordinatorType
+	sub.CoordinatorKey = key
+	if req.Version >= 4 {
+		sub.CoordinatorKeys = []string{key}
+	}
+	r, _ := rc.forwardAny(cluster, sub).(*kmsg.FindCoordinatorResponse)
+	if r == nil {
+		return 0, nil
+	}
+	code, msg := r.ErrorCode, r.ErrorMessage
+	if len(r.Coordinators) > 0 {
+		code, msg = r.Coordinators[0].ErrorCode, r.Coordinators[0].ErrorMessage
+	}
+	switch code {
+	case kerr.GroupAuthorizationFailed.Code, kerr.TransactionalIDAuthorizationFailed.Code, kerr.ClusterAuthorizationFailed.Code:
+		return code, msg
+	}
+	return 0, nil
 }

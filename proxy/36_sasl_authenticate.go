@@ -11,7 +11,11 @@ package proxy
 // lifetime (KIP-368 connections.max.reauth.ms, listener sasl.max_reauth);
 // a connection that has not re-authenticated by then is closed at its
 // next request. An OAUTHBEARER session also ends when its token expires.
-// A re-authentication must keep the principal.
+// A re-authentication must keep the principal. With a passthrough cluster
+// (identity: passthrough), a client whose identity cannot be carried
+// upstream (SCRAM without a mapped credential) is refused here with the
+// reason in the message; a re-authentication with a new credential
+// replaces the connection's upstream connections (passthrough.go).
 
 import (
 	"errors"
@@ -62,7 +66,20 @@ func handleSaslAuthenticate(rc *reqCtx, req *kmsg.SASLAuthenticateRequest) func(
 	if e, ok := st.conv.(interface{ Expiry() time.Time }); ok {
 		tokenExpiry = e.Expiry()
 	}
+	cred := credentialOf(st.conv)
 	st.conv = nil
+	if err := cc.passthroughCheck(user, st.mech); err != nil {
+		// identity: passthrough cannot carry this client upstream
+		// (SCRAM without a mapped credential): refused now, with the
+		// reason, rather than at its first request for the cluster.
+		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
+		resp.ErrorMessage = kmsg.StringPtr(err.Error())
+		resp.SASLAuthBytes = nil
+		rc.closeAfter = true
+		cc.srv.metrics.saslFailures.WithLabelValues(st.mech).Inc()
+		cc.log.Warn("SASL authentication refused: identity cannot be passed through", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "reason", err.Error())
+		return answer
+	}
 	if st.authenticated && user != st.principal {
 		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
 		resp.ErrorMessage = kmsg.StringPtr("Cannot change principals during re-authentication")
@@ -71,6 +88,6 @@ func handleSaslAuthenticate(rc *reqCtx, req *kmsg.SASLAuthenticateRequest) func(
 		cc.log.Warn("SASL re-authentication refused: a different principal", "principal", st.principal, "new_principal", user)
 		return answer
 	}
-	resp.SessionLifetimeMillis = cc.completeSASL(user, tokenExpiry).Milliseconds()
+	resp.SessionLifetimeMillis = cc.completeSASL(user, tokenExpiry, cred).Milliseconds()
 	return answer
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/secure"
 )
 
 // clientConn is one downstream client connection. It owns two goroutines:
@@ -52,8 +54,15 @@ type clientConn struct {
 	// would otherwise pin MaxBytes per Fetch.
 	fetchTurn chan struct{}
 
-	upMu sync.Mutex // guards ups
+	upMu sync.Mutex // guards the fields below
 	ups  map[upKey]*upEntry
+	// upPrincipal and upCred are who the connection's passthrough
+	// upstream connections authenticate as (passthrough.go); upGen
+	// counts their changes (a re-authentication), so connections made
+	// with an older credential are replaced.
+	upPrincipal string
+	upCred      *secure.ClientCredential
+	upGen       uint64
 
 	rec *clientRecord // this connection in the client inventory
 
@@ -77,6 +86,7 @@ type upKey struct {
 type upEntry struct {
 	conn    *upstreamConn
 	dialing chan struct{}
+	gen     uint64 // upGen when dialed (passthrough clusters)
 }
 
 // slot is one response position in the connection's output order.
@@ -128,9 +138,24 @@ func (cc *clientConn) serve() {
 			cc.srv.metrics.closed.WithLabelValues("tls_handshake").Inc()
 			cc.log.Warn("closing client connection: TLS handshake failed", "listener", cc.lst.opts.Name, "error", err)
 			cc.nc.Close()
+			cc.srv.inventory.remove(cc.id)
 			return
 		}
 		cc.sasl.certPrincipal = principal
+	}
+	if cc.saslListener() == nil {
+		// No SASL: the principal is the certificate's (or ANONYMOUS)
+		// for good, and a passthrough cluster needs a credential
+		// mapped to it.
+		p := cc.Principal()
+		if err := cc.passthroughCheck(p, ""); err != nil {
+			cc.srv.metrics.closed.WithLabelValues("passthrough").Inc()
+			cc.log.Warn("closing client connection: identity cannot be passed through", "principal", p, "reason", err.Error())
+			cc.nc.Close()
+			cc.srv.inventory.remove(cc.id)
+			return
+		}
+		cc.setUpstreamIdentity(p, nil)
 	}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -313,6 +338,15 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		cc.enqueueReady(h, resp)
 		return false, nil
 	}
+	// Topic rules for the other topic APIs: refused topics are taken
+	// out of the request here and answered after it (policy_topics.go).
+	narrowed, full := cc.topicNarrow(req)
+	if full != nil {
+		budget.release(charged)
+		cc.srv.metrics.requests[h.key].Inc()
+		cc.enqueueReady(h, full)
+		return false, nil
+	}
 	spec := registry[h.key]
 	clientID := ""
 	if h.clientID != nil {
@@ -395,6 +429,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		}
 		if md, ok := resp.(*kmsg.MetadataResponse); ok && describe != nil {
 			describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
+		}
+		if narrowed != nil {
+			narrowed.restore(resp)
 		}
 	}()
 	_, isProduce := req.(*kmsg.ProduceRequest)
@@ -614,8 +651,10 @@ func (cc *clientConn) writeLoop() {
 // (dialer.go) the call fails at once with a retriable error.
 func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr string, class trafficClass) (*upstreamConn, error) {
 	k := upKey{cluster, broker, class}
+	pass := cc.srv.dialer.sec[cluster].Passthrough
 	for {
 		cc.upMu.Lock()
+		gen := cc.upGen
 		e := cc.ups[k]
 		if e != nil && e.dialing != nil {
 			wait := e.dialing
@@ -627,7 +666,11 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 				return nil, net.ErrClosed
 			}
 		}
-		if e != nil && e.conn != nil && !e.conn.isDead() && e.conn.addr == addr {
+		// A connection made with an older credential (passthrough) or
+		// near the end of its broker session is replaced; it finishes
+		// what was sent on it (retire).
+		renew := e != nil && e.conn != nil && (pass != nil && e.gen != gen || e.conn.stale(time.Now()))
+		if e != nil && e.conn != nil && !e.conn.isDead() && e.conn.addr == addr && !renew {
 			cc.upMu.Unlock()
 			return e.conn, nil
 		}
@@ -637,18 +680,31 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 			return nil, net.ErrClosed
 		default:
 		}
+		var id *upIdentity
+		if pass != nil {
+			mech, err := pass.Mechanism(cc.upPrincipal, cc.upCred)
+			if err != nil {
+				cc.upMu.Unlock()
+				return nil, err
+			}
+			id = &upIdentity{principal: cc.upPrincipal, mech: mech}
+		}
 		var old *upstreamConn
 		if e != nil {
 			old = e.conn
 		}
-		e = &upEntry{dialing: make(chan struct{})}
+		e = &upEntry{dialing: make(chan struct{}), gen: gen}
 		cc.ups[k] = e
 		cc.upMu.Unlock()
 		if old != nil {
-			old.close()
+			if renew && old.addr == addr {
+				old.retire()
+			} else {
+				old.close()
+			}
 		}
 
-		u, err := cc.srv.dialer.dial(cluster, int32(broker), addr, class == classFetch)
+		u, err := cc.srv.dialer.dial(cluster, int32(broker), addr, class == classFetch, id)
 		cc.upMu.Lock()
 		e.conn = u
 		close(e.dialing)
@@ -662,6 +718,9 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 		cc.upMu.Unlock()
 		if err != nil {
 			cc.srv.metrics.upstreamErrors.WithLabelValues(cluster).Inc()
+			if id != nil && secure.IsUpstreamAuthFailure(err) {
+				cc.upstreamRefused(cluster, id.principal, err)
+			}
 			return nil, err
 		}
 		if closed {

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/sasl"
+
 	"github.com/kproxy/kproxy/secure"
 )
 
@@ -48,8 +50,24 @@ func newDialer(lim Limits, maxResp int32, onFail func(cluster string)) *dialer {
 		}}
 }
 
-func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool) (*upstreamConn, error) {
+// upIdentity is whose identity a passthrough connection carries: the
+// client's principal and the SASL mechanism that presents its credential
+// (secure.Passthrough). nil means kproxy's own (the cluster's sasl).
+type upIdentity struct {
+	principal string
+	mech      sasl.Mechanism
+}
+
+func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool, id *upIdentity) (*upstreamConn, error) {
 	key := cluster + "\x00" + addr
+	sec := d.sec[cluster]
+	mech := sec.SASL
+	if id != nil {
+		// One principal's refused credential must not hold the broker
+		// back for everyone else: backoff is per principal.
+		key += "\x00" + id.principal
+		mech = id.mech
+	}
 	d.mu.Lock()
 	if st := d.state[key]; st != nil {
 		if wait := time.Until(st.retryAt); wait > 0 {
@@ -61,11 +79,12 @@ func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool) (*
 	d.mu.Unlock()
 
 	start := time.Now()
+	var lifetime time.Duration
 	nc, err := d.netDial(addr, d.lim.DialTimeout)
 	if err == nil {
 		// TLS and SASL share the dial's time bound.
 		var sc net.Conn
-		if sc, err = secureUpstream(nc, d.sec[cluster], addr, max(d.lim.DialTimeout-time.Since(start), time.Second), d.maxResp); err != nil {
+		if sc, lifetime, err = secureUpstream(nc, sec.TLS, mech, addr, max(d.lim.DialTimeout-time.Since(start), time.Second), d.maxResp); err != nil {
 			nc.Close()
 		}
 		nc = sc
@@ -75,7 +94,15 @@ func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool) (*
 	defer d.mu.Unlock()
 	if err == nil {
 		delete(d.state, key)
-		return newUpstreamConn(nc, cluster, broker, addr, d.maxResp, pooled, d.lim.UpstreamWriteTimeout), nil
+		uc := newUpstreamConn(nc, cluster, broker, addr, d.maxResp, pooled, d.lim.UpstreamWriteTimeout)
+		if lifetime > 0 {
+			// Replace the connection before the broker ends its
+			// session (KIP-368): at 90% of the lifetime new requests
+			// go to a fresh connection and this one closes once its
+			// calls are answered (clientConn.upstream).
+			uc.renewAt = start.Add(lifetime * 9 / 10)
+		}
+		return uc, nil
 	}
 	err = fmt.Errorf("dialing upstream %s broker %d at %s: %w", cluster, broker, addr, err)
 	st := d.state[key]

@@ -454,14 +454,14 @@ func TestFailedDialBacksOff(t *testing.T) {
 		return nil, syscall.ECONNREFUSED
 	}
 	for range 20 {
-		if _, err := d.dial(Source, 1, "down:9092", false); err == nil {
+		if _, err := d.dial(Source, 1, "down:9092", false, nil); err == nil {
 			t.Fatal("dial succeeded")
 		}
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("%d dials for 20 requests within the backoff, want 1", n)
 	}
-	_, err := d.dial(Source, 1, "down:9092", false)
+	_, err := d.dial(Source, 1, "down:9092", false, nil)
 	if !errors.Is(err, errDialBackoff) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("error %v does not say backoff and why", err)
 	}

@@ -46,6 +46,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"sync"
 	"time"
@@ -184,7 +185,7 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 	req.TransactionTimeoutMillis = -1
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	resp, err := req.RequestWith(ctx, uc.cl)
+	resp, err := rc.initProducerID(ctx, uc, req)
 	if err != nil {
 		rc.cc.log.Warn("upstream InitProducerId failed", "cluster", cluster, "error", err)
 		return u, kerr.NotLeaderForPartition.Code
@@ -276,4 +277,30 @@ func (s *Server) initVirtualProducer(req *kmsg.InitProducerIDRequest) *kmsg.Init
 	}
 	resp.ProducerID, resp.ProducerEpoch = newVirtualPID(), 0
 	return resp
+}
+
+// initProducerID sends an InitProducerId kproxy makes for a client: with
+// kproxy's own identity through the cluster's client, or, when the
+// cluster passes identities through, as the client on its own connection
+// (to the transaction's coordinator for a transactional id), so the
+// broker authorizes the client (transactional id WRITE, idempotent write).
+func (rc *reqCtx) initProducerID(ctx context.Context, uc *upstreamCluster, req *kmsg.InitProducerIDRequest) (*kmsg.InitProducerIDResponse, error) {
+	if rc.srv().dialer.sec[uc.name].Passthrough == nil {
+		return req.RequestWith(ctx, uc.cl)
+	}
+	// The newest version both kmsg and every broker of the cluster speak.
+	if vr, ok := uc.apiVersions()[req.Key()]; ok {
+		req.Version = min(vr.max, req.MaxVersion())
+	}
+	var r kmsg.Response
+	if req.TransactionalID != nil {
+		r = rc.forwardCoordinator(uc.name, 1, *req.TransactionalID, req)
+	} else {
+		r = rc.forwardAny(uc.name, req)
+	}
+	resp, _ := r.(*kmsg.InitProducerIDResponse)
+	if resp == nil {
+		return nil, fmt.Errorf("cluster %s: InitProducerId as the client failed", uc.name)
+	}
+	return resp, nil
 }

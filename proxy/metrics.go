@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kproxy_buffered_bytes", Help: "Client request and response bytes held against limits.buffer_bytes.",
 		}),
 		closed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kproxy_client_connections_closed_total", Help: "Client connections closed by a limit or by security: idle, read_timeout, write_timeout, tls_handshake, sasl_state or sasl_expired.",
+			Name: "kproxy_client_connections_closed_total", Help: "Client connections closed by a limit or by security: idle, read_timeout, write_timeout, tls_handshake, sasl_state, sasl_expired, passthrough (an identity that cannot be passed through) or upstream_auth (a broker refused the client's passthrough credential).",
 		}, []string{"reason"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_client_connections_refused_total", Help: "Client connections closed at accept because a connection limit was reached: total or per_ip.",

@@ -405,9 +405,15 @@ func (v *metadataView) filterMetadata(req *kmsg.MetadataRequest, resp *kmsg.Meta
 // GroupRule allows principals to use consumer groups (names or globs):
 // join, sync, heartbeat, leave, commit and fetch offsets, describe, find
 // the coordinator.
+//
+// Operations limits the rule to some group operations (Kafka's ACL
+// operations on a group): "read" (join, sync, heartbeat, leave, commit
+// offsets), "describe" (find the coordinator, fetch offsets, describe),
+// "delete" (DeleteGroups, OffsetDelete); empty or "*" is all of them.
 type GroupRule struct {
 	Principals []string
 	Groups     []string
+	Operations []string
 }
 
 // TxnRule allows principals to use transactional ids (names or globs).
@@ -419,17 +425,23 @@ type TxnRule struct {
 func (r GroupRule) globs() (principals, keys []string) { return r.Principals, r.Groups }
 func (r TxnRule) globs() (principals, keys []string)   { return r.Principals, r.TransactionalIDs }
 
+func (r GroupRule) allowsOp(op string) bool {
+	return len(r.Operations) == 0 || slices.Contains(r.Operations, "*") || slices.Contains(r.Operations, op)
+}
+func (r TxnRule) allowsOp(string) bool { return true }
+
 // keyedRule is a GroupRule or a TxnRule: principals allowed some keys.
 type keyedRule interface {
 	globs() (principals, keys []string)
+	allowsOp(op string) bool
 }
 
-// allowsKey reports whether one of rules allows principal the key (a group
-// or a transactional id).
-func allowsKey[R keyedRule](rules []R, principal, key string) bool {
+// allowsKey reports whether one of rules allows principal op on the key
+// (a group or a transactional id).
+func allowsKey[R keyedRule](rules []R, principal, key, op string) bool {
 	for _, r := range rules {
 		principals, keys := r.globs()
-		if matchAny(principals, principal) && matchAny(keys, key) {
+		if r.allowsOp(op) && matchAny(principals, principal) && matchAny(keys, key) {
 			return true
 		}
 	}
@@ -447,12 +459,12 @@ func (cc *clientConn) keyedDenial(p *Policy, req kmsg.Request) kmsg.Response {
 	var keys []string
 	var allowed func(principal, key string) bool
 	var code int16
-	if groups, ok := groupsNamed(req); ok && len(p.Groups) > 0 {
+	if groups, op, ok := groupsNamed(req); ok && len(p.Groups) > 0 {
 		keys, code = groups, kerr.GroupAuthorizationFailed.Code
-		allowed = func(principal, g string) bool { return allowsKey(p.Groups, principal, g) }
+		allowed = func(principal, g string) bool { return allowsKey(p.Groups, principal, g, op) }
 	} else if ids, ok := txnIDsNamed(req); ok && len(p.Txns) > 0 {
 		keys, code = ids, kerr.TransactionalIDAuthorizationFailed.Code
-		allowed = func(principal, id string) bool { return allowsKey(p.Txns, principal, id) }
+		allowed = func(principal, id string) bool { return allowsKey(p.Txns, principal, id, "") }
 	} else {
 		return nil
 	}
@@ -477,39 +489,47 @@ func coordinatorKeys(r *kmsg.FindCoordinatorRequest, typ int8) ([]string, bool) 
 	return r.CoordinatorKeys, true
 }
 
-// groupsNamed returns the groups req names, false when req is not a group
+// groupsNamed returns the groups req names and the group operation it
+// needs, as a broker's authorizer asks (FindCoordinator, OffsetFetch and
+// the describe APIs: DESCRIBE; the membership APIs and OffsetCommit: READ;
+// DeleteGroups and OffsetDelete: DELETE); false when req is not a group
 // request.
-func groupsNamed(req kmsg.Request) ([]string, bool) {
+func groupsNamed(req kmsg.Request) ([]string, string, bool) {
 	switch r := req.(type) {
 	case *kmsg.FindCoordinatorRequest:
-		return coordinatorKeys(r, coordGroup)
+		keys, ok := coordinatorKeys(r, coordGroup)
+		return keys, "describe", ok
 	case *kmsg.JoinGroupRequest:
-		return []string{r.Group}, true
+		return []string{r.Group}, "read", true
 	case *kmsg.SyncGroupRequest:
-		return []string{r.Group}, true
+		return []string{r.Group}, "read", true
 	case *kmsg.HeartbeatRequest:
-		return []string{r.Group}, true
+		return []string{r.Group}, "read", true
 	case *kmsg.LeaveGroupRequest:
-		return []string{r.Group}, true
+		return []string{r.Group}, "read", true
 	case *kmsg.OffsetCommitRequest:
-		return []string{r.Group}, true
+		return []string{r.Group}, "read", true
+	case *kmsg.ConsumerGroupHeartbeatRequest:
+		return []string{r.Group}, "read", true
 	case *kmsg.OffsetFetchRequest:
 		if r.Version < 8 {
-			return []string{r.Group}, true
+			return []string{r.Group}, "describe", true
 		}
 		groups := make([]string, 0, len(r.Groups))
 		for _, g := range r.Groups {
 			groups = append(groups, g.Group)
 		}
-		return groups, true
+		return groups, "describe", true
 	case *kmsg.DescribeGroupsRequest:
-		return r.Groups, true
-	case *kmsg.ConsumerGroupHeartbeatRequest:
-		return []string{r.Group}, true
+		return r.Groups, "describe", true
 	case *kmsg.ConsumerGroupDescribeRequest:
-		return r.Groups, true
+		return r.Groups, "describe", true
+	case *kmsg.DeleteGroupsRequest:
+		return r.Groups, "delete", true
+	case *kmsg.OffsetDeleteRequest:
+		return []string{r.Group}, "delete", true
 	}
-	return nil, false
+	return nil, "", false
 }
 
 // txnIDsNamed returns the transactional ids req names, false when req is
@@ -595,6 +615,8 @@ func denyKeyed(req kmsg.Request, code int16) kmsg.Response {
 			dr.Groups = append(dr.Groups, rg)
 		}
 		return dr
+	case *kmsg.DeleteGroupsRequest, *kmsg.OffsetDeleteRequest:
+		return denyAll(req) // GROUP_AUTHORIZATION_FAILED per group
 	}
 	// The top-level ErrorCode (SyncGroup, Heartbeat, LeaveGroup,
 	// ConsumerGroupHeartbeat, AddOffsetsToTxn, EndTxn) or the API's

@@ -100,7 +100,13 @@ func (cc *clientConn) rawSASLStep(token []byte) error {
 		return errors.New("SASL authentication failed (v0 handshake: closed without an answer, as a broker does)")
 	}
 	if done {
-		cc.completeSASL(st.conv.Username(), time.Time{})
+		user := st.conv.Username()
+		if err := cc.passthroughCheck(user, st.mech); err != nil {
+			cc.srv.metrics.saslFailures.WithLabelValues(st.mech).Inc()
+			cc.log.Warn("SASL authentication refused: identity cannot be passed through", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "handshake", "v0", "reason", err.Error())
+			return errors.New("SASL authentication refused (v0 handshake: closed without an answer, as a broker does)")
+		}
+		cc.completeSASL(user, time.Time{}, credentialOf(st.conv))
 		st.raw = false
 	}
 	s := &slot{key: kmsg.SASLAuthenticate.Int16(), ready: make(chan struct{}), resp: &rawSASLToken{token: out}, start: time.Now()}
@@ -118,11 +124,14 @@ func (cc *clientConn) rawSASLStep(token []byte) error {
 // completeSASL records a successful authentication as user and returns
 // the session's lifetime (0: unlimited): MaxReauth, and no longer than
 // until tokenExpiry when that is set (OAUTHBEARER).
-func (cc *clientConn) completeSASL(user string, tokenExpiry time.Time) (lifetime time.Duration) {
+// cred is the client's credential for identity passthrough (nil for
+// SCRAM).
+func (cc *clientConn) completeSASL(user string, tokenExpiry time.Time, cred *secure.ClientCredential) (lifetime time.Duration) {
 	st := &cc.sasl
 	reauth := st.authenticated
 	st.conv = nil
 	st.authenticated, st.principal = true, user
+	cc.setUpstreamIdentity(user, cred)
 	now := time.Now()
 	lifetime = cc.lst.opts.MaxReauth
 	if !tokenExpiry.IsZero() {
@@ -138,4 +147,13 @@ func (cc *clientConn) completeSASL(user string, tokenExpiry time.Time) (lifetime
 		cc.log.Info("SASL authenticated", "principal", user, "mechanism", st.mech, "listener", cc.lst.opts.Name, "reauthentication", reauth)
 	}
 	return lifetime
+}
+
+// credentialOf is the replayable credential of a finished conversation
+// (PLAIN, OAUTHBEARER), or nil.
+func credentialOf(c secure.Conversation) *secure.ClientCredential {
+	if cr, ok := c.(secure.Credentialed); ok {
+		return cr.Credential()
+	}
+	return nil
 }

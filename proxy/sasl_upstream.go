@@ -1,7 +1,8 @@
 package proxy
 
-// kproxy's own TLS and SASL on the broker connections it dials for
-// clients (dialer.go). The kgo metadata client of each cluster gets the
+// TLS and SASL on the broker connections kproxy dials for clients
+// (dialer.go): kproxy's own identity, or with identity: passthrough the
+// client's (conn.go upstreamIdentity). The kgo metadata client of each cluster gets the
 // same settings as kgo options (cluster.go); both come from one
 // secure.Upstream per cluster.
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
 
 	"github.com/kproxy/kproxy/secure"
 )
@@ -23,35 +25,42 @@ import (
 var upstreamClientID = kmsg.StringPtr("kproxy")
 
 // secureUpstream runs TLS and SASL on a freshly dialed broker connection,
-// within timeout, and returns the connection to use. The broker sees
-// kproxy's own identity (the cluster's sasl section), whoever the client.
-func secureUpstream(nc net.Conn, sec secure.Upstream, addr string, timeout time.Duration, maxResp int32) (net.Conn, error) {
-	if sec.TLS == nil && sec.SASL == nil {
-		return nc, nil
+// within timeout, and returns the connection to use.
+// mech is the SASL mechanism to authenticate with (the cluster's own, or a
+// passthrough client's); the returned lifetime is the broker's session
+// lifetime (KIP-368, 0 = none).
+func secureUpstream(nc net.Conn, tlsCfg *tls.Config, mech sasl.Mechanism, addr string, timeout time.Duration, maxResp int32) (net.Conn, time.Duration, error) {
+	if tlsCfg == nil && mech == nil {
+		return nc, 0, nil
 	}
 	host, _, _ := net.SplitHostPort(addr)
 	_ = nc.SetDeadline(time.Now().Add(timeout))
-	if sec.TLS != nil {
-		cfg := sec.TLS.Clone()
+	if tlsCfg != nil {
+		cfg := tlsCfg.Clone()
 		if cfg.ServerName == "" {
 			cfg.ServerName = host
 		}
 		tc := tls.Client(nc, cfg)
 		if err := tc.Handshake(); err != nil {
-			return nil, fmt.Errorf("TLS handshake: %w", err)
+			return nil, 0, fmt.Errorf("TLS handshake: %w", err)
 		}
 		nc = tc
 	}
-	if sec.SASL != nil {
-		if err := saslToBroker(nc, sec, host, maxResp); err != nil {
-			return nil, err
+	var lifetime time.Duration
+	if mech != nil {
+		var err error
+		if lifetime, err = saslToBroker(nc, mech, host, maxResp); err != nil {
+			return nil, 0, err
 		}
 	}
 	_ = nc.SetDeadline(time.Time{})
-	return nc, nil
+	return nc, lifetime, nil
 }
 
-func saslToBroker(nc net.Conn, sec secure.Upstream, host string, maxResp int32) error {
+// saslToBroker authenticates with mech and returns the session lifetime
+// the broker reported. A refusal by the broker (an error code, as opposed
+// to a broken connection) is marked secure.AuthRefused.
+func saslToBroker(nc net.Conn, mech sasl.Mechanism, host string, maxResp int32) (time.Duration, error) {
 	corr := int32(0)
 	roundTrip := func(req kmsg.Request, resp kmsg.Response) error {
 		corr++
@@ -76,15 +85,16 @@ func saslToBroker(nc net.Conn, sec secure.Upstream, host string, maxResp int32) 
 	}
 	hs := kmsg.NewPtrSASLHandshakeRequest()
 	hs.Version = 1
-	hs.Mechanism = sec.SASL.Name()
+	hs.Mechanism = mech.Name()
 	hsResp := hs.ResponseKind().(*kmsg.SASLHandshakeResponse)
 	if err := roundTrip(hs, hsResp); err != nil {
-		return fmt.Errorf("SASL handshake: %w", err)
+		return 0, fmt.Errorf("SASL handshake: %w", err)
 	}
 	if err := kerr.ErrorForCode(hsResp.ErrorCode); err != nil {
-		return fmt.Errorf("SASL handshake for %s (broker offers %v): %w", hs.Mechanism, hsResp.SupportedMechanisms, err)
+		return 0, secure.AuthRefused(fmt.Errorf("SASL handshake for %s (broker offers %v): %w", hs.Mechanism, hsResp.SupportedMechanisms, err))
 	}
-	err := secure.Authenticate(context.Background(), sec.SASL, host, func(msg []byte) ([]byte, error) {
+	var lifetime time.Duration
+	err := secure.Authenticate(context.Background(), mech, host, func(msg []byte) ([]byte, error) {
 		req := kmsg.NewPtrSASLAuthenticateRequest()
 		req.Version = 1
 		req.SASLAuthBytes = msg
@@ -97,12 +107,13 @@ func saslToBroker(nc net.Conn, sec secure.Upstream, host string, maxResp int32) 
 			if resp.ErrorMessage != nil {
 				m = ": " + *resp.ErrorMessage
 			}
-			return nil, fmt.Errorf("%w%s", err, m)
+			return nil, secure.AuthRefused(fmt.Errorf("%w%s", err, m))
 		}
+		lifetime = time.Duration(resp.SessionLifetimeMillis) * time.Millisecond
 		return resp.SASLAuthBytes, nil
 	})
 	if err != nil {
-		return fmt.Errorf("SASL %s authentication: %w", hs.Mechanism, err)
+		return 0, fmt.Errorf("SASL %s authentication: %w", hs.Mechanism, err)
 	}
-	return nil
+	return lifetime, nil
 }

@@ -334,7 +334,7 @@ func (rc *reqCtx) initTxnUpstream(cluster, id string, timeout int32) (upstreamPI
 	req.ProducerID, req.ProducerEpoch = -1, -1
 	ctx, cancel := rc.ctx()
 	defer cancel()
-	resp, err := req.RequestWith(ctx, uc.cl)
+	resp, err := rc.initProducerID(ctx, uc, req)
 	if err != nil {
 		rc.cc.log.Warn("upstream InitProducerId for a transactional id failed", "cluster", cluster, "transactional_id", id, "error", err)
 		return upstreamPID{}, kerr.CoordinatorNotAvailable.Code

@@ -106,9 +106,49 @@ type upstreamConn struct {
 	hbuf    []byte
 	pending chan *upstreamCall
 
+	// renewAt, when set, is when the connection should be replaced
+	// before the broker's SASL session ends (dialer.go); set before the
+	// connection is shared, read-only after.
+	renewAt time.Time
+	// retired (under wmu) closes the connection once no call is pending:
+	// a replaced connection finishes what was sent on it (retire).
+	retired bool
+
 	deadOnce sync.Once
 	dead     chan struct{}
 	deadErr  error
+}
+
+// stale reports whether new requests should go to a fresh connection: the
+// broker's session is near its end.
+func (uc *upstreamConn) stale(now time.Time) bool {
+	return !uc.renewAt.IsZero() && now.After(uc.renewAt)
+}
+
+// errRetired ends a replaced connection once its calls are answered.
+var errRetired = errors.New("upstream connection replaced (new credentials or session renewal)")
+
+// retire closes the connection once every pending call is answered,
+// instead of failing them: it was replaced by a connection with a fresh
+// session (a client's re-authentication under identity passthrough, or
+// the broker's session lifetime), and the requests already sent on it are
+// answered normally. A request still written to it meanwhile is answered
+// too; the check repeats after each response (readLoop).
+func (uc *upstreamConn) retire() {
+	uc.wmu.Lock()
+	uc.retired = true
+	idle := len(uc.pending) == 0
+	uc.wmu.Unlock()
+	if idle {
+		uc.fail(errRetired)
+	}
+}
+
+// retiredIdle reports whether a retired connection has nothing pending.
+func (uc *upstreamConn) retiredIdle() bool {
+	uc.wmu.Lock()
+	defer uc.wmu.Unlock()
+	return uc.retired && len(uc.pending) == 0
 }
 
 // newUpstreamConn starts serving a dialed broker connection.
@@ -250,6 +290,10 @@ func (uc *upstreamConn) readLoop() {
 		c.body = body
 		c.frame = pooled
 		close(c.done)
+		if uc.retiredIdle() {
+			uc.fail(errRetired)
+			return
+		}
 	}
 }
 

@@ -21,6 +21,12 @@ import (
 type Upstream struct {
 	TLS  *tls.Config
 	SASL sasl.Mechanism
+	// Passthrough, when set (identity: passthrough, by NewPassthrough;
+	// UpstreamFor leaves it nil), is how the proxy's broker connections
+	// for a client authenticate as that client; SASL stays kproxy's own
+	// identity for everything else (metadata lookups, the replicator, the
+	// control plane).
+	Passthrough *Passthrough
 }
 
 // UpstreamFor reads the files and environment variables cc's tls and sasl
@@ -50,42 +56,71 @@ func UpstreamFor(cc *config.ClusterConfig) (Upstream, error) {
 		}
 		u.TLS = tc
 	}
-	if s := cc.SASL; s != nil && s.Mechanism == config.MechOAuthBearer {
-		if _, err := config.ReadSecret(s.TokenFile, s.TokenEnv); err != nil {
-			return u, fmt.Errorf("sasl token: %w", err)
-		}
-		file, env := s.TokenFile, s.TokenEnv
-		// Read at every authentication: an agent may refresh the file.
-		u.SASL = oauth.Oauth(func(context.Context) (oauth.Auth, error) {
-			tok, err := config.ReadSecret(file, env)
-			return oauth.Auth{Token: tok}, err
-		})
-		return u, nil
-	}
-	if s := cc.SASL; s != nil {
-		user := s.Username
-		if s.UsernameEnv != "" {
-			var err error
-			if user, err = config.ReadSecret("", s.UsernameEnv); err != nil {
-				return u, fmt.Errorf("sasl username: %w", err)
-			}
-		}
-		pass, err := config.ReadSecret(s.PasswordFile, s.PasswordEnv)
+	if cc.SASL != nil {
+		m, err := ClientMechanism(cc.SASL)
 		if err != nil {
-			return u, fmt.Errorf("sasl password: %w", err)
+			return u, err
 		}
-		switch s.Mechanism {
-		case config.MechPlain:
-			u.SASL = plain.Auth{User: user, Pass: pass}.AsMechanism()
-		case config.MechScramSHA256:
-			u.SASL = scram.Auth{User: user, Pass: pass}.AsSha256Mechanism()
-		case config.MechScramSHA512:
-			u.SASL = scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()
-		default:
-			return u, fmt.Errorf("unknown SASL mechanism %q", s.Mechanism)
-		}
+		u.SASL = m
 	}
 	return u, nil
+}
+
+// ClientMechanism is the SASL mechanism of one credential section (a
+// cluster's sasl, or a passthrough entry). The secret is read now, so a
+// missing file or variable is an error at start, and again at every
+// authentication, so a password or token file rewritten on disk (a
+// rotation) is used by the next connection without a restart. Errors name
+// the file or variable, never the secret.
+func ClientMechanism(s *config.ClientSASL) (sasl.Mechanism, error) {
+	if s.Mechanism == config.MechOAuthBearer && s.TokenEndpoint != nil {
+		return tokenEndpointMechanism(s.TokenEndpoint)
+	}
+	if s.Mechanism == config.MechOAuthBearer {
+		if _, err := config.ReadSecret(s.TokenFile, s.TokenEnv); err != nil {
+			return nil, fmt.Errorf("sasl token: %w", err)
+		}
+		file, env := s.TokenFile, s.TokenEnv
+		return oauth.Oauth(func(context.Context) (oauth.Auth, error) {
+			tok, err := config.ReadSecret(file, env)
+			return oauth.Auth{Token: tok}, err
+		}), nil
+	}
+	user := s.Username
+	if s.UsernameEnv != "" {
+		var err error
+		if user, err = config.ReadSecret("", s.UsernameEnv); err != nil {
+			return nil, fmt.Errorf("sasl username: %w", err)
+		}
+	}
+	if _, err := config.ReadSecret(s.PasswordFile, s.PasswordEnv); err != nil {
+		return nil, fmt.Errorf("sasl password: %w", err)
+	}
+	file, env := s.PasswordFile, s.PasswordEnv
+	password := func() (string, error) {
+		p, err := config.ReadSecret(file, env)
+		if err != nil {
+			return "", fmt.Errorf("sasl password: %w", err)
+		}
+		return p, nil
+	}
+	switch s.Mechanism {
+	case config.MechPlain:
+		return plain.Plain(func(context.Context) (plain.Auth, error) {
+			p, err := password()
+			return plain.Auth{User: user, Pass: p}, err
+		}), nil
+	case config.MechScramSHA256, config.MechScramSHA512:
+		fn := func(context.Context) (scram.Auth, error) {
+			p, err := password()
+			return scram.Auth{User: user, Pass: p}, err
+		}
+		if s.Mechanism == config.MechScramSHA256 {
+			return scram.Sha256(fn), nil
+		}
+		return scram.Sha512(fn), nil
+	}
+	return nil, fmt.Errorf("unknown SASL mechanism %q", s.Mechanism)
 }
 
 // KgoOpts are the kgo options that connect a client the way u says.

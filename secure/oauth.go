@@ -31,8 +31,11 @@ type OAuthValidator struct {
 	PrincipalClaim   string
 
 	jwksFile string
-	log      hclog.Logger
-	now      func() time.Time
+	// remote, when set, is the JWKS URL the keys come from instead
+	// (jwks.go); jwksFile is then "".
+	remote *remoteJWKS
+	log    hclog.Logger
+	now    func() time.Time
 
 	mu        sync.Mutex
 	keys      map[string]crypto.PublicKey // by kid
@@ -64,6 +67,9 @@ func NewOAuthValidator(jwksFile, issuer, audience string, skew time.Duration, cl
 }
 
 func (v *OAuthValidator) currentKeys() map[string]crypto.PublicKey {
+	if v.remote != nil {
+		return v.remote.keys(v.now(), "")
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.now()
@@ -109,6 +115,13 @@ func (v *OAuthValidator) Validate(token string) (principal string, exp time.Time
 		kid, _ := t.Header["kid"].(string)
 		if k, ok := keys[kid]; ok {
 			return k, nil
+		}
+		if v.remote != nil && kid != "" {
+			// A key the issuer may have just rotated in: fetch the
+			// JWKS again (rate-limited, jwks.go).
+			if k, ok := v.remote.keys(v.now(), kid)[kid]; ok {
+				return k, nil
+			}
 		}
 		if kid == "" && len(keys) == 1 {
 			for _, k := range keys {
@@ -206,9 +219,10 @@ func parseJWKS(data []byte) (map[string]crypto.PublicKey, error) {
 // oauthConv checks the client's single OAUTHBEARER message:
 // "n,[a=authzid],\x01auth=Bearer <token>\x01[k=v\x01...]\x01".
 type oauthConv struct {
-	v    *OAuthValidator
-	user string
-	exp  time.Time
+	v     *OAuthValidator
+	user  string
+	exp   time.Time
+	token string // the validated token, for identity passthrough
 }
 
 func (o *oauthConv) Username() string { return o.user }
@@ -239,6 +253,6 @@ func (o *oauthConv) Step(in []byte) ([]byte, bool, error) {
 		// The reason goes to kproxy's log (never the token itself).
 		return nil, false, &ErrAuthFailed{Mechanism: "OAUTHBEARER", Reason: err.Error()}
 	}
-	o.user, o.exp = p, exp
+	o.user, o.exp, o.token = p, exp, token
 	return nil, true, nil
 }

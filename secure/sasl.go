@@ -98,6 +98,10 @@ func (a *Authenticator) Start(mech string) (Conversation, error) {
 type plainConv struct {
 	store *UserStore
 	user  string
+	// pass is kept only after a successful check, for identity
+	// passthrough (passthrough.go); the conversation is dropped when the
+	// connection's credential has been taken from it.
+	pass string
 }
 
 func (p *plainConv) Username() string { return p.user }
@@ -115,6 +119,7 @@ func (p *plainConv) Step(in []byte) ([]byte, bool, error) {
 	if user == "" || !p.store.checkPlain(user, pass) {
 		return nil, false, &ErrAuthFailed{Mechanism: "PLAIN"}
 	}
+	p.pass = pass
 	return nil, true, nil
 }
 
