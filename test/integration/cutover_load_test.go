@@ -318,6 +318,14 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		out, _ := c.Output()
 		javaProd <- out
 	}()
+	// franz-go compresses with snappy by default, which kafkajs cannot
+	// decode without a codec package: with the soak's kafkajs group, the
+	// franz-go producers send uncompressed batches.
+	var franzProd []kgo.Opt
+	if opt.moreClients {
+		franzProd = append(franzProd, kgo.ProducerBatchCompression(kgo.NoCompression()))
+	}
+	franzSec = append(franzSec[:len(franzSec):len(franzSec)], franzProd...)
 	prod := replClient(t, listen, append(franzSec, kgo.DefaultProduceTopic(topic), kgo.ClientID("franz-producer"))...)
 	var acks []checker.Ack
 	var amu sync.Mutex
