@@ -512,10 +512,10 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			r.tgt.SetLatency(time.Second)
 			r.reroute("target")
 			r.waitState("the drain", "draining", "", 30*time.Second)
-		}, "target"},
+		}, "target", ""},
 		// Killed as soon as the marker says flipped (the copy back has just
 		// started).
-		{"after-marker", flip, "target"},
+		{"after-marker", flip, "target", ""},
 		// The rollback's drain waits for the copy back into the source;
 		// slow writes into the source stretch it.
 		{"copy-back", func(r *faultRig) {
@@ -523,7 +523,7 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			r.src.SetLatency(time.Second)
 			r.reroute("source")
 			r.waitState("the rollback's drain", "draining", "", 30*time.Second)
-		}, "source"},
+		}, "source", ""},
 	}
 	for _, ph := range phases {
 		t.Run(ph.name, func(t *testing.T) {
