@@ -104,6 +104,7 @@ type Replicator struct {
 	runs      map[string]*topicRun      // per topic, for StopTopic
 	fetchers  map[int32]*leaderFetcher  // shared source fetches, by leader (fetcher.go)
 	retention map[string]topicRetention // source topics' retention settings (lag.go)
+	ends      map[string]sourceEnds     // source end offsets for interrupted partitions (refreshHWM)
 
 	wg sync.WaitGroup // partition goroutines
 }
