@@ -16,6 +16,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/crc32"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/test/checker"
@@ -76,16 +78,53 @@ func faultProxy(t *testing.T, cluster string) *faults.Proxy {
 	return p
 }
 
+// faultExe is the kproxy binary the fault tests share: one build per test
+// binary run instead of one per test (a link takes 10-20 s on a loaded
+// machine). It lives in a directory named after this checkout, rebuilt
+// (go build's cache makes that a link at most) by every run.
+var faultExe struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+func faultKproxy(t *testing.T) string {
+	t.Helper()
+	faultExe.once.Do(func() {
+		root, _ := filepath.Abs(env.root)
+		dir := filepath.Join(os.TempDir(), fmt.Sprintf("kproxy-faults-%x", crc32.ChecksumIEEE([]byte(root))))
+		if faultExe.err = os.MkdirAll(dir, 0o755); faultExe.err != nil {
+			return
+		}
+		faultExe.path = filepath.Join(dir, "kproxy")
+		if out, err := exec.Command("go", "build", "-o", faultExe.path, "github.com/kproxy/kproxy/cmd/kproxy").CombinedOutput(); err != nil {
+			faultExe.err = fmt.Errorf("building kproxy: %v\n%s", err, out)
+		}
+	})
+	if faultExe.err != nil {
+		t.Fatal(faultExe.err)
+	}
+	return faultExe.path
+}
+
 func newFaultRig(t *testing.T, name string, partitions int32) *faultRig {
 	dir := t.TempDir()
 	r := &faultRig{
-		t: t, dir: dir, exe: buildKproxy(t, dir), cfgPath: filepath.Join(dir, "kproxy.yaml"), state: filepath.Join(dir, "state"),
+		t: t, dir: dir, exe: faultKproxy(t), cfgPath: filepath.Join(dir, "kproxy.yaml"), state: filepath.Join(dir, "state"),
 		listen: fmt.Sprintf("127.0.0.1:%d", freePort(t)), admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		topic: replTopic(name), src: faultProxy(t, "SOURCE"), tgt: faultProxy(t, "TARGET"), maxHold: "10s",
 	}
 	replCreateTopic(t, r.topic, partitions, nil)
 	t.Cleanup(func() {
 		r.stop(syscall.SIGTERM)
+		// Every fault test leaves a topic of ~10k records on both
+		// clusters; deleted, they do not slow the next broker restart's
+		// log recovery.
+		for _, boot := range []string{env.source, env.target} {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _ = kadm.NewClient(replClient(t, boot)).DeleteTopics(ctx, r.topic)
+			cancel()
+		}
 		if t.Failed() {
 			r.mu.Lock()
 			t.Logf("kproxy logs:\n%s", r.all.String())
