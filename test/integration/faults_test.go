@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -238,12 +239,17 @@ type faultLoad struct {
 	consumed []checker.Consumed
 	epoch    int
 	sent     int
+	pause    atomic.Int64 // nanoseconds between records
 }
+
+// slow sets the pause between produced records (the default is 4 ms).
+func (l *faultLoad) slow(d time.Duration) { l.pause.Store(int64(d)) }
 
 // startLoad produces about 250 records/s across the topic's partitions and
 // consumes them in a group.
 func (r *faultRig) startLoad() *faultLoad {
 	l := &faultLoad{r: r, done: make(chan struct{}), pollDone: make(chan struct{})}
+	l.slow(4 * time.Millisecond)
 	// A request kproxy does not answer (a blackhole) is given up by the
 	// client after its timeout and retried on a new connection; the
 	// idempotent producer's retries are unlimited, so every record is
@@ -265,7 +271,7 @@ func (r *faultRig) startLoad() *faultLoad {
 		for i := 0; pctx.Err() == nil; i++ {
 			l.prod.Produce(context.Background(), &kgo.Record{Key: []byte(fmt.Sprint(i % 13)), Value: []byte(fmt.Sprintf("%s-%07d", r.topic, i))}, l.acks.promise)
 			l.sent++
-			time.Sleep(4 * time.Millisecond)
+			time.Sleep(time.Duration(l.pause.Load()))
 		}
 	}()
 	cctx, stopPoll := context.WithCancel(context.Background())
@@ -483,7 +489,16 @@ func (r *faultRig) catchUpForRetry() {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	if !waitLag(ctx, r.admin, r.topic, 200) {
-		r.t.Fatalf("replication of %s did not catch up after the fault", r.topic)
+		var repl string
+		if resp, err := http.Get("http://" + r.admin + "/status"); err == nil {
+			var st struct {
+				Replication json.RawMessage `json:"replication"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&st)
+			resp.Body.Close()
+			repl = string(st.Replication)
+		}
+		r.t.Fatalf("replication of %s did not catch up after the fault: %s", r.topic, repl)
 	}
 	r.maxHold = "10s"
 }
@@ -515,6 +530,9 @@ func TestFaultBrokerKilledDuringCutoverHold(t *testing.T) {
 			c := r.waitState("the cutover to hold", "draining", "", 30*time.Second)
 			kafkaSh(t, "kill", cluster)
 			r.tgt.SetLatency(0)
+			// A broker restart takes 10-100 s; at full rate the copy
+			// would then need minutes to catch up on a loaded machine.
+			l.slow(50 * time.Millisecond)
 			var end cutoverStatusView
 			if !poll(30*time.Second, 20*time.Millisecond, func() bool {
 				end = r.cutover()
@@ -535,6 +553,7 @@ func TestFaultBrokerKilledDuringCutoverHold(t *testing.T) {
 				r.reroute("target")
 				r.waitState("the retried cutover to flip", "flipped", "target", 90*time.Second)
 			}
+			l.slow(4 * time.Millisecond)
 			l.waitAcked("after the flip", 300, 60*time.Second)
 			l.finish("across a " + cluster + " broker SIGKILL in a cutover hold")
 		})
