@@ -32,6 +32,8 @@ type StatusDoc struct {
 	Generation    int64              `json:"config_generation"`
 	LastReloadErr string             `json:"last_reload_error,omitempty"`
 	Ready         bool               `json:"ready"`
+	NotReady      string             `json:"not_ready,omitempty"` // why not, when not ready
+	Needed        []string           `json:"needed_clusters"`     // the clusters readiness requires (readiness.go)
 	Proxy         proxy.Status       `json:"proxy"`
 	RoutesDefault string             `json:"routes_default"`
 	Routes        []routing.RuleView `json:"routes"`
@@ -73,8 +75,8 @@ func startAdmin(addr string, inst *Instance) (*adminServer, error) {
 	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !inst.srv.Ready() {
-			http.Error(w, "upstream clusters not reachable", http.StatusServiceUnavailable)
+		if ok, why := inst.Ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
@@ -151,10 +153,12 @@ func (inst *Instance) MetricsAddr() net.Addr {
 // Status is the /status document.
 func (inst *Instance) Status() StatusDoc {
 	cfg := inst.Config()
-	d := StatusDoc{Generation: inst.gen.Load(), Ready: inst.srv.Ready(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default),
+	d := StatusDoc{Generation: inst.gen.Load(), Proxy: inst.srv.Status(), RoutesDefault: string(cfg.Routes.Default),
 		LastReloadErr: inst.LastReloadError()}
 	d.Replication = inst.ctrl.Replication()
 	d.Cutovers = inst.ctrl.Cutovers()
+	d.Needed = neededClusters(cfg, d.Cutovers)
+	d.Ready, d.NotReady = inst.Ready()
 	d.GroupMoves = inst.ctrl.GroupMoves()
 	if t, err := routing.NewTable(cfg); err == nil {
 		d.Routes = t.Rules()

@@ -41,6 +41,7 @@ type Instance struct {
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
 	locks   []*statefile.Lock // the state directories this instance owns
+	closed  atomic.Bool       // Close began: not ready
 
 	// gateRecheck: a loop re-measures cutovers refused by cutover.require
 	// (plan.go); gateRecheckEvery is its period.
@@ -317,6 +318,7 @@ func (inst *Instance) Cutovers() []CutoverStatus { return inst.ctrl.Cutovers() }
 // cutovers and group moves) and the proxy, and then gives up the state
 // directories.
 func (inst *Instance) Close() {
+	inst.closed.Store(true)
 	for _, a := range []*adminServer{inst.admin, inst.metrics} {
 		if a != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -483,18 +483,47 @@ func (s *Server) Status() Status {
 // Ready reports whether the listener accepts connections and every
 // upstream cluster is reachable.
 func (s *Server) Ready() bool {
-	if s.versions.Load() == nil || !s.listening.Load() || s.closing.Load() || s.acceptErr.Load() != nil {
-		return false
+	names := make([]string, 0, len(s.clusters))
+	for name := range s.clusters {
+		names = append(names, name)
 	}
-	for _, uc := range s.clusters {
+	ok, _ := s.ReadyFor(names)
+	return ok
+}
+
+// ReadyFor reports whether the listener accepts connections and each of the
+// named clusters is reachable; when not, why. The control plane names the
+// clusters its current routes need, so an outage of a cluster no route
+// uses (the source once every topic has moved) leaves kproxy ready. A name
+// kproxy has no connection for is not ready.
+func (s *Server) ReadyFor(clusters []string) (bool, string) {
+	switch {
+	case s.versions.Load() == nil:
+		return false, "no cluster has answered yet"
+	case !s.listening.Load():
+		return false, "not listening for clients"
+	case s.closing.Load():
+		return false, "shutting down"
+	}
+	if e := s.acceptErr.Load(); e != nil {
+		return false, "accepting clients fails: " + (*e).Error()
+	}
+	for _, name := range clusters {
+		uc, ok := s.clusters[name]
+		if !ok {
+			return false, "no connection for cluster " + name
+		}
 		uc.mu.RLock()
-		ok := uc.reachable
+		ok, last := uc.reachable, uc.lastErr
 		uc.mu.RUnlock()
 		if !ok {
-			return false
+			if last == "" {
+				last = "has not answered yet"
+			}
+			return false, "cluster " + name + " is not reachable: " + last
 		}
 	}
-	return true
+	return true, ""
 }
 
 // keyName is a short name for logs and metric labels.

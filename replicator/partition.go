@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -191,12 +192,59 @@ func (r *Replicator) runPartition(ctx context.Context, p *partition) {
 			return
 		}
 		p.log.Warn("replication interrupted, retrying", "error", err)
+		r.refreshHWM(ctx, p)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(r.opts.RetryBackoff):
 		}
 	}
+}
+
+// refreshHWM learns the source's end for an interrupted partition. The end
+// is otherwise learnt only from the copy's own fetches, which stop while
+// the target is down: the lag in /status, the lag metric and the plan's
+// caught_up gate then stayed at their value from before the outage. One
+// ListOffsets per topic per RetryBackoff serves all its partitions.
+func (r *Replicator) refreshHWM(ctx context.Context, p *partition) {
+	p.mu.Lock()
+	m := p.m
+	p.mu.Unlock()
+	if m == nil {
+		return // no map yet: nothing copied, no lag to report
+	}
+	r.mu.Lock()
+	e, ok := r.ends[p.topic]
+	r.mu.Unlock()
+	if !ok || time.Since(e.at) >= r.opts.RetryBackoff {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ends, err := r.srcAdm.ListEndOffsets(lctx, p.topic)
+		if err != nil {
+			return
+		}
+		e = sourceEnds{at: time.Now(), ends: map[int32]int64{}}
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err == nil {
+				e.ends[o.Partition] = o.Offset
+			}
+		})
+		r.mu.Lock()
+		if r.ends == nil {
+			r.ends = map[string]sourceEnds{}
+		}
+		r.ends[p.topic] = e
+		r.mu.Unlock()
+	}
+	if end, ok := e.ends[p.partition]; ok {
+		p.observeHWM(end + m.Meta().SourceShift)
+	}
+}
+
+// sourceEnds are a topic's source end offsets and when they were listed.
+type sourceEnds struct {
+	at   time.Time
+	ends map[int32]int64
 }
 
 // leaders is what a copy session needs to know about both clusters.

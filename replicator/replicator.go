@@ -109,6 +109,7 @@ type Replicator struct {
 	starting  map[string]bool
 	fetchers  map[int32]*leaderFetcher  // shared source fetches, by leader (fetcher.go)
 	retention map[string]topicRetention // source topics' retention settings (lag.go)
+	ends      map[string]sourceEnds     // source end offsets for interrupted partitions (refreshHWM)
 
 	wg sync.WaitGroup // partition goroutines
 }

@@ -24,6 +24,8 @@
 #   up          format fresh storage, start both clusters, wait until each answers Metadata
 #   down        stop both clusters (SIGTERM, 20 s, then SIGKILL); logs are kept
 #   restart-source  stop the source broker and start it again on its data (tests of a restart)
+#   kill NAME   SIGKILL the broker of cluster NAME (source|target): a crash, no clean shutdown
+#   start NAME  start NAME's broker again on its data (after kill) and wait until it serves
 #   status      which brokers run
 #   logs [N]    last N (default 50) lines of each broker log
 #   env         shell exports for tests: eval "$(test/kafka/kafka.sh env)"
@@ -33,7 +35,7 @@
 #
 # Environment (defaults below): KPROXY_CACHE, KAFKA_{SOURCE,TARGET,TOOLS,MM2}_VERSION,
 # KAFKA_HEAP_OPTS, KAFKA_WAIT_SECONDS, KAFKA_{SOURCE,TARGET}_FORMAT_ARGS,
-# KAFKA_{SOURCE,TARGET}_{BROKER,CONTROLLER}_PORT, KPROXY_M2_REPO (Maven local repository),
+# KAFKA_{SOURCE,TARGET}_{BROKER,CONTROLLER,FAULT,FAULT_ADVERTISED}_PORT, KPROXY_M2_REPO (Maven local repository),
 # KAFKA_RUN_DIR (default $KPROXY_CACHE/kafka-run), KAFKA_ZK_HEAP_OPTS.
 #
 # Needs only java (17+), mvn and go on PATH. Maven Central is the only network access.
@@ -98,6 +100,15 @@ SOURCE_BROKER_PORT="${KAFKA_SOURCE_BROKER_PORT:-19092}"
 SOURCE_CONTROLLER_PORT="${KAFKA_SOURCE_CONTROLLER_PORT:-19093}"
 TARGET_BROKER_PORT="${KAFKA_TARGET_BROKER_PORT:-29092}"
 TARGET_CONTROLLER_PORT="${KAFKA_TARGET_CONTROLLER_PORT:-29093}"
+# A second listener per broker for the fault tests (test/faults): the broker listens on
+# FAULT_PORT and advertises FAULT_ADVERTISED_PORT there, where a test runs its fault proxy
+# forwarding to FAULT_PORT. A client bootstrapped on the fault proxy learns the fault proxy's
+# address from Metadata (Kafka answers with the addresses of the listener a request came in
+# on), so all its traffic passes the faults; the PLAINTEXT listener is unaffected.
+SOURCE_FAULT_PORT="${KAFKA_SOURCE_FAULT_PORT:-$((SOURCE_BROKER_PORT + 4))}"
+SOURCE_FAULT_ADVERTISED_PORT="${KAFKA_SOURCE_FAULT_ADVERTISED_PORT:-$((SOURCE_BROKER_PORT + 5))}"
+TARGET_FAULT_PORT="${KAFKA_TARGET_FAULT_PORT:-$((TARGET_BROKER_PORT + 4))}"
+TARGET_FAULT_ADVERTISED_PORT="${KAFKA_TARGET_FAULT_ADVERTISED_PORT:-$((TARGET_BROKER_PORT + 5))}"
 
 # KAFKA_SECURE=1: a SASL_SSL listener beside the plaintext one (see the top of this file).
 KAFKA_SECURE="${KAFKA_SECURE:-0}"
@@ -285,9 +296,9 @@ mm2_cp() { require_cp "$MM2_CP_DIR" "MirrorMaker 2" fetch-mm2; echo "$MM2_CP_DIR
 
 # ---- configuration ------------------------------------------------------------------------
 
-# write_server_properties NAME VERSION BROKER_PORT CONTROLLER_PORT DIR SECURE_PORT
+# write_server_properties NAME VERSION BROKER_PORT CONTROLLER_PORT DIR SECURE_PORT FAULT_PORT FAULT_ADVERTISED_PORT
 write_server_properties() {
-  local name="$1" v="$2" bport="$3" cport="$4" dir="$5" sport="$6"
+  local name="$1" v="$2" bport="$3" cport="$4" dir="$5" sport="$6" fport="$7" faport="$8"
   {
     if zk_mode "$v"; then
       # ZooKeeper mode: the controller port is ZooKeeper's client port.
@@ -296,8 +307,10 @@ write_server_properties() {
 broker.id=1
 zookeeper.connect=127.0.0.1:$cport
 zookeeper.connection.timeout.ms=30000
-listeners=PLAINTEXT://127.0.0.1:$bport
-advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+listeners=PLAINTEXT://127.0.0.1:$bport,FAULT://127.0.0.1:$fport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport,FAULT://127.0.0.1:$faport
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,FAULT:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
 EOF
     else
       cat <<EOF
@@ -321,11 +334,11 @@ EOF
       local pw
       pw="$(cat "$SECURE_DIR/kproxy.password")"
       cat <<EOF
-listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport
-advertised.listeners=PLAINTEXT://127.0.0.1:$bport,SASL_SSL://127.0.0.1:$sport
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport,SASL_SSL://127.0.0.1:$sport,FAULT://127.0.0.1:$fport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport,SASL_SSL://127.0.0.1:$sport,FAULT://127.0.0.1:$faport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,FAULT:PLAINTEXT
 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
@@ -335,11 +348,11 @@ ssl.keystore.location=$SECURE_DIR/broker.pem
 EOF
     elif ! zk_mode "$v"; then
       cat <<EOF
-listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport,FAULT://127.0.0.1:$fport
+advertised.listeners=PLAINTEXT://127.0.0.1:$bport,FAULT://127.0.0.1:$faport
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,FAULT:PLAINTEXT
 EOF
     fi
     cat <<EOF
@@ -545,13 +558,13 @@ java_check() { # VERSION
   fi
 }
 
-# start_cluster NAME VERSION CPDIR BPORT CPORT FORMAT_ARGS SECURE_PORT: format and launch, no waiting.
+# start_cluster NAME VERSION CPDIR BPORT CPORT FORMAT_ARGS SECURE_PORT FPORT FAPORT: format and launch, no waiting.
 start_cluster() {
-  local name="$1" v="$2" cpdir="$3" bport="$4" cport="$5" fargs="$6" sport="$7"
+  local name="$1" v="$2" cpdir="$3" bport="$4" cport="$5" fargs="$6" sport="$7" fport="$8" faport="$9"
   local dir="$RUN_DIR/$name" cp="$cpdir/libs/*" logopt cid
   rm -rf "$dir"
   mkdir -p "$dir/data"
-  write_server_properties "$name" "$v" "$bport" "$cport" "$dir" "$sport"
+  write_server_properties "$name" "$v" "$bport" "$cport" "$dir" "$sport" "$fport" "$faport"
   if secure_on "$v"; then echo "$sport" >"$dir/secure.port"; fi
   logopt="$(write_log_config "$v" "$dir")"
   if zk_mode "$v"; then
@@ -670,6 +683,8 @@ cmd_up() {
   check_port_free "$SOURCE_CONTROLLER_PORT" "source controller"
   check_port_free "$TARGET_BROKER_PORT" "target broker"
   check_port_free "$TARGET_CONTROLLER_PORT" "target controller"
+  check_port_free "$SOURCE_FAULT_PORT" "source fault listener"
+  check_port_free "$TARGET_FAULT_PORT" "target fault listener"
   mkdir -p "$RUN_DIR"
   rm -rf "$SECURE_DIR"
   local name v
@@ -698,9 +713,11 @@ cmd_up() {
   fi
   # Format and launch both clusters in parallel (each is a few JVM starts).
   local spid tpid
-  start_cluster source "$KAFKA_SOURCE_VERSION" "$SOURCE_CP_DIR" "$SOURCE_BROKER_PORT" "$SOURCE_CONTROLLER_PORT" "$KAFKA_SOURCE_FORMAT_ARGS" "$SOURCE_SECURE_PORT" &
+  start_cluster source "$KAFKA_SOURCE_VERSION" "$SOURCE_CP_DIR" "$SOURCE_BROKER_PORT" "$SOURCE_CONTROLLER_PORT" "$KAFKA_SOURCE_FORMAT_ARGS" \
+    "$SOURCE_SECURE_PORT" "$SOURCE_FAULT_PORT" "$SOURCE_FAULT_ADVERTISED_PORT" &
   spid=$!
-  start_cluster target "$KAFKA_TARGET_VERSION" "$TARGET_CP_DIR" "$TARGET_BROKER_PORT" "$TARGET_CONTROLLER_PORT" "$KAFKA_TARGET_FORMAT_ARGS" "$TARGET_SECURE_PORT" &
+  start_cluster target "$KAFKA_TARGET_VERSION" "$TARGET_CP_DIR" "$TARGET_BROKER_PORT" "$TARGET_CONTROLLER_PORT" "$KAFKA_TARGET_FORMAT_ARGS" \
+    "$TARGET_SECURE_PORT" "$TARGET_FAULT_PORT" "$TARGET_FAULT_ADVERTISED_PORT" &
   tpid=$!
   local src_ok=0 tgt_ok=0
   wait "$spid" || src_ok=$?
@@ -724,18 +741,49 @@ cmd_down() {
 }
 
 # cmd_restart_source: stop the source broker and start it again on the same storage (no
-# format), e.g. to drop the fetch sessions it holds. The launch line is start_cluster's.
+# format), e.g. to drop the fetch sessions it holds.
 cmd_restart_source() {
-  local dir="$RUN_DIR/source" v="$KAFKA_SOURCE_VERSION" cp="$SOURCE_CP_DIR/libs/*" logopt
-  [[ -f "$dir/server.properties" ]] || die "source: no server.properties in $dir (run up first)"
   stop_clusters source
-  logopt="$(write_log_config "$v" "$dir")"
+  cmd_start source
+}
+
+# cluster_vars NAME: the version, classpath dir and broker port of cluster NAME.
+cluster_vars() {
+  case "$1" in
+    source) C_V="$KAFKA_SOURCE_VERSION" C_CP="$SOURCE_CP_DIR" C_PORT="$SOURCE_BROKER_PORT" ;;
+    target) C_V="$KAFKA_TARGET_VERSION" C_CP="$TARGET_CP_DIR" C_PORT="$TARGET_BROKER_PORT" ;;
+    *) die "unknown cluster '$1' (source or target)" ;;
+  esac
+}
+
+# cmd_kill NAME: SIGKILL the broker (a crash: no controlled shutdown, no flush). ZooKeeper,
+# if any, keeps running, as a separate machine's would.
+cmd_kill() {
+  local dir="$RUN_DIR/$1" pids p
+  cluster_vars "$1"
+  pids="$(broker_pids "$dir")"
+  [[ -z "$pids" ]] && { say "$1: no broker running"; return 0; }
+  say "$1: SIGKILL broker pid $pids"
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
+  for p in $pids; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done
+  rm -f "$dir/kafka.pid"
+}
+
+# cmd_start NAME: start NAME's broker on its existing storage and wait until it serves.
+# The launch line is start_cluster's.
+cmd_start() {
+  local name="$1" dir="$RUN_DIR/$1" logopt
+  cluster_vars "$name"
+  [[ -f "$dir/server.properties" ]] || die "$name: no server.properties in $dir (run up first)"
+  [[ -n "$(broker_pids "$dir")" ]] && die "$name: broker already running"
+  logopt="$(write_log_config "$C_V" "$dir")"
   [[ -f "$dir/server.log" ]] && mv "$dir/server.log" "$dir/server.log.before-restart"
   setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$dir/kafka.pid" \
     java $KAFKA_HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -cp "$cp" "$logopt" -Dkafka.logs.dir="$dir" \
+    -cp "$C_CP/libs/*" "$logopt" -Dkafka.logs.dir="$dir" \
     kafka.Kafka "$dir/server.properties" >>"$dir/console.log" 2>&1 </dev/null 8>&- 9>&- &
-  wait_cluster source "$SOURCE_BROKER_PORT" $((EPOCHSECONDS + KAFKA_WAIT_SECONDS))
+  wait_cluster "$name" "$C_PORT" $((EPOCHSECONDS + KAFKA_WAIT_SECONDS))
 }
 
 cmd_status() {
@@ -768,7 +816,11 @@ cmd_env() {
     KPROXY_TARGET_VERSION "$KAFKA_TARGET_VERSION" \
     KPROXY_TOOLS_VERSION "$KAFKA_TOOLS_VERSION" \
     KPROXY_TOOLS_CP "$tcp" \
-    KPROXY_KAFKA_RUN "$RUN_DIR"
+    KPROXY_KAFKA_RUN "$RUN_DIR" \
+    KPROXY_SOURCE_FAULT_LISTENER "127.0.0.1:$SOURCE_FAULT_PORT" \
+    KPROXY_SOURCE_FAULT_ADVERTISED "127.0.0.1:$SOURCE_FAULT_ADVERTISED_PORT" \
+    KPROXY_TARGET_FAULT_LISTENER "127.0.0.1:$TARGET_FAULT_PORT" \
+    KPROXY_TARGET_FAULT_ADVERTISED "127.0.0.1:$TARGET_FAULT_ADVERTISED_PORT"
   if [[ -f "$MM2_CP_DIR/.complete" ]]; then
     printf 'export %s=%q\n' KPROXY_MM2_CP "$MM2_CP_DIR/conf:$MM2_CP_DIR/libs/*"
   fi
@@ -821,6 +873,8 @@ main() {
     up) lock_run; cmd_up ;;
     down) lock_run; cmd_down ;;
     restart-source) lock_run; cmd_restart_source ;;
+    kill) lock_run; cmd_kill "${1:?kill needs a cluster name}" ;;
+    start) lock_run; cmd_start "${1:?start needs a cluster name}" ;;
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
     env) cmd_env ;;
