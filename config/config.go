@@ -91,6 +91,10 @@ type Config struct {
 	// Limits bounds what clients and upstream brokers may cost.
 	Limits Limits `yaml:"limits"`
 
+	// Monitor sets how often kproxy watches what it does not drive
+	// itself: writers that bypass it, and long copies. Hot-reloaded.
+	Monitor Monitor `yaml:"monitor"`
+
 	// Policy says what clients may do through kproxy (security.go).
 	// Default: none, every API is forwarded. Hot-reloaded.
 	Policy *Policy `yaml:"policy"`
@@ -282,6 +286,23 @@ const (
 // CutoverGates lists every gate name, in the order plans show them.
 var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom}
 
+// Monitor sets the intervals of kproxy's watches (docs/operations.md).
+type Monitor struct {
+	// BypassInterval is how often kproxy compares the end offsets of every
+	// source topic it serves with what it wrote there itself (its clients'
+	// produces and the copy back); growth it did not cause is a writer
+	// that bypasses kproxy (control/bypass.go). A Go duration. Default
+	// 30s; 0 turns the check off; otherwise at least 100ms.
+	BypassInterval time.Duration `yaml:"bypass_interval"`
+
+	// ProgressInterval is how often a copy that is behind (an initial
+	// sync, or a copy catching up after a pause) logs its progress and
+	// ETA per topic. A Go duration. Default 30s; 0 turns the lines off;
+	// otherwise at least 100ms. The ETA is also the metric
+	// kproxy_replicator_catch_up_seconds, and is in /status either way.
+	ProgressInterval time.Duration `yaml:"progress_interval"`
+}
+
 // Limits bounds what clients and upstream brokers can cost kproxy. Every
 // key is optional; docs/operations.md lists each with its default and the
 // metric that shows it. Limits take effect only after a restart.
@@ -376,6 +397,9 @@ const (
 	DefaultDialBackoffMax       = 10 * time.Second
 	DefaultStartGrace           = 30 * time.Second
 	DefaultLogLevel             = "info"
+	DefaultBypassInterval       = 30 * time.Second
+	DefaultProgressInterval     = 30 * time.Second
+	MinMonitorInterval          = 100 * time.Millisecond
 )
 
 // defaults returns a Config holding every default that does not depend on
@@ -406,7 +430,8 @@ func defaults() *Config {
 			DialBackoffMax:       DefaultDialBackoffMax,
 			StartGrace:           DefaultStartGrace,
 		},
-		Log: Log{Level: DefaultLogLevel},
+		Monitor: Monitor{BypassInterval: DefaultBypassInterval, ProgressInterval: DefaultProgressInterval},
+		Log:     Log{Level: DefaultLogLevel},
 	}
 }
 

@@ -39,6 +39,7 @@ type StatusDoc struct {
 	Replication   ReplicationStatus  `json:"replication"`
 	Cutovers      []CutoverStatus    `json:"cutovers"`
 	GroupMoves    []GroupMoveStatus  `json:"group_moves"`
+	Bypass        BypassStatus       `json:"bypass"`
 }
 
 // TopicStatus is one topic's effective routes (the rule that applies, and
@@ -132,6 +133,7 @@ func (inst *Instance) Status() StatusDoc {
 	d.Replication = inst.ctrl.Replication()
 	d.Cutovers = inst.ctrl.Cutovers()
 	d.GroupMoves = inst.ctrl.GroupMoves()
+	d.Bypass = inst.ctrl.Bypass()
 	if t, err := routing.NewTable(cfg); err == nil {
 		d.Routes = t.Rules()
 		for _, name := range inst.srv.KnownTopics() {

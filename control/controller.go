@@ -36,6 +36,9 @@ type Controller struct {
 	cuts    *cutovers
 	groups  *groupMoves
 	table   *routing.Table // the applied config's routes, under the overlay
+	bypass  *bypassWatch   // writers around kproxy (bypass.go)
+	mon     *monitor       // counters' topics, bypass check, progress lines (monitor.go)
+	monRuns bool           // Start started mon (Close waits for it)
 }
 
 // NewController builds the control plane for srv from the first config and
@@ -57,6 +60,9 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	}
 	c.cuts = cuts
 	c.groups = newGroupMoves(ctx, log.Named("groups"), srv, c.overlay, c.admins, reg)
+	c.bypass = newBypassWatch(log.Named("bypass"), srv, c.repl, c.admins, reg)
+	c.mon = newMonitor(log.Named("monitor"), srv, c.repl, c.bypass)
+	c.mon.cfg.Store(cfg)
 	srv.SetOffsetMaps(c.repl)
 	return c, nil
 }
@@ -81,6 +87,9 @@ func (c *Controller) Start(cfg *config.Config, table *routing.Table) {
 	// home, and that takes a cutover (hold, drain, flip), never a switch.
 	c.cuts.apply(cfg, nil, table, c.repl.resolvedTopics())
 	c.table = table
+	c.mon.cfg.Store(cfg)
+	c.monRuns = true
+	go c.mon.run(c.ctx)
 }
 
 // Apply installs a reloaded config (already validated; table is its
@@ -96,6 +105,7 @@ func (c *Controller) Apply(cfg *config.Config, table *routing.Table) {
 	// route change is a cutover too.
 	c.cuts.apply(cfg, c.table, table, append(c.srv.KnownTopics(), c.repl.resolvedTopics()...))
 	c.table = table
+	c.mon.cfg.Store(cfg)
 }
 
 // recheck compares every topic with the applied config again (the same
@@ -112,6 +122,9 @@ func (c *Controller) Close() {
 	c.cancel()
 	c.cuts.wait()
 	c.groups.wait()
+	if c.monRuns {
+		<-c.mon.done
+	}
 	c.repl.stop()
 	c.admins.close()
 }
@@ -121,6 +134,11 @@ func (c *Controller) Cutovers() []CutoverStatus { return c.cuts.list() }
 
 // GroupMoves is every group move, for /status.
 func (c *Controller) GroupMoves() []GroupMoveStatus { return c.groups.list() }
+
+// Bypass is the /status section on writers that bypass kproxy.
+func (c *Controller) Bypass() BypassStatus {
+	return c.bypass.status(c.mon.cfg.Load().Monitor.BypassInterval)
+}
 
 // Replication is the replication section of /status.
 func (c *Controller) Replication() ReplicationStatus { return c.repl.status() }

@@ -74,6 +74,7 @@ type Server struct {
 	opts    Options
 	log     hclog.Logger
 	metrics *metrics
+	topics  *topicCounters // per-topic traffic and source writes (topic_stats.go)
 
 	clusters   map[string]*upstreamCluster
 	refreshers map[string]*refresher // background metadata refreshes, by cluster (refresh.go)
@@ -152,6 +153,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = newMetrics(opts.Registerer)
 	s.metrics.setLimits(opts)
+	s.topics = newTopicCounters(opts.Registerer)
 	// Every configured cluster's error counters exist from the start, at 0:
 	// a dashboard then shows "no errors", not "no data".
 	for name := range opts.Clusters {
