@@ -281,10 +281,13 @@ const (
 	// GateRetentionHeadroom: the old home's retention will not delete a
 	// record the copy has not read.
 	GateRetentionHeadroom = "retention_headroom"
+	// GateNoBypass: no writer around kproxy has grown the source topic
+	// since kproxy started (monitor.bypass_interval, the bypass check).
+	GateNoBypass = "no_bypass"
 )
 
 // CutoverGates lists every gate name, in the order plans show them.
-var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom}
+var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom, GateNoBypass}
 
 // Monitor sets the intervals of kproxy's watches (docs/operations.md).
 type Monitor struct {

@@ -160,6 +160,9 @@ func (b *bypassWatch) check(ctx context.Context, cfg *config.Config, topics []st
 	b.count = len(topics)
 	b.mu.Unlock()
 	if cfg.Clusters.Source == nil || len(topics) == 0 {
+		b.mu.Lock()
+		b.checked, b.err = time.Now(), "" // nothing to compare: a clean check
+		b.mu.Unlock()
 		return
 	}
 	adm, err := b.admins.get(cfg, proxy.Source)

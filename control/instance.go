@@ -40,6 +40,8 @@ type Instance struct {
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
 	locks   []*statefile.Lock // the state directories this instance owns
+	// lastPlan is the last POST /plan's answer, for the status page.
+	lastPlan atomic.Pointer[LastPlan]
 
 	// gateRecheck: a loop re-measures cutovers refused by cutover.require
 	// (plan.go); gateRecheckEvery is its period.

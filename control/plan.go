@@ -91,7 +91,7 @@ func (inst *Instance) Plan(ctx context.Context, candidate *config.Config) (PlanD
 	doc := PlanDoc{Changes: config.Diff(running, candidate), Restart: config.RestartRequired(running, candidate), Pass: true}
 	doc.Refused = len(doc.Restart) > 0
 	probe := &gateProbe{cfg: running, admins: inst.ctrl.admins, repl: inst.ctrl.Replication(),
-		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require}
+		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require, bypass: inst.ctrl.Bypass()}
 	for _, t := range planTopics(inst, candidate) {
 		doc.Actions = append(doc.Actions, inst.topicActions(ctx, probe, t, cur, next, candidate)...)
 	}
@@ -323,6 +323,8 @@ type gateProbe struct {
 	repl    ReplicationStatus
 	maxHold time.Duration
 	require []string
+	// bypass is the bypass check's view (its status and interval).
+	bypass BypassStatus
 }
 
 // cutoverGates measures every gate of moving topic from -> to.
@@ -335,11 +337,37 @@ func (p *gateProbe) cutoverGates(ctx context.Context, topic, from, to string) []
 		p.partitions(ctx, topic, from, to),
 		p.topicConfigs(ctx, topic, from, to),
 		p.retentionHeadroom(topic, to, parts),
+		p.noBypass(topic, from),
 	}
 	for i := range out {
 		out[i].Required = slices.Contains(p.require, out[i].Gate)
 	}
 	return out
+}
+
+// noBypass passes when the bypass check has seen no record written to the
+// source topic around kproxy. Only the source is watched: a topic leaving
+// the target (a rollback) passes with "not watched".
+func (p *gateProbe) noBypass(topic, from string) GateResult {
+	g := GateResult{Gate: config.GateNoBypass}
+	switch {
+	case from != proxy.Source:
+		g.Pass, g.Measured = true, "not watched: only the source cluster is checked for writers around kproxy"
+	case p.bypass.Interval == "0s":
+		g.Measured = "not measured: monitor.bypass_interval is 0 (off)"
+	case p.bypass.Checked.IsZero():
+		g.Measured = "not measured yet: no bypass check has completed"
+	default:
+		g.Pass, g.Measured = true, fmt.Sprintf("no records written around kproxy (%d topics checked every %s)", p.bypass.Watched, p.bypass.Interval)
+		for _, t := range p.bypass.Topics {
+			if t.Topic == topic {
+				g.Pass = false
+				g.Measured = fmt.Sprintf("%d records written to the source around kproxy, the last %d at %s: repoint that writer to kproxy first",
+					t.Records, t.LastRecords, t.LastSeen.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	return g
 }
 
 // copyOf is the replicator's view of the copy of topic into to.
@@ -531,6 +559,16 @@ func (inst *Instance) requiredGateRefusals(ctx context.Context, next *config.Con
 	return out
 }
 
+// LastPlan is the last plan asked for through POST /plan, which the
+// status page shows until a newer one.
+type LastPlan struct {
+	At time.Time
+	// Candidate is the hash of the candidate config; the page says
+	// "applied" once the running config is that one.
+	Candidate string
+	Plan      PlanDoc
+}
+
 // servePlan answers POST /plan: the body is a candidate config file, the
 // answer its PlanDoc as JSON (400 with the problems when it is invalid).
 func (inst *Instance) servePlan(w http.ResponseWriter, r *http.Request) {
@@ -549,6 +587,7 @@ func (inst *Instance) servePlan(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	inst.lastPlan.Store(&LastPlan{At: time.Now(), Candidate: candidate.Hash(), Plan: doc})
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
