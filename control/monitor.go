@@ -71,7 +71,7 @@ func (m *monitor) run(ctx context.Context) {
 		}
 		if iv := cfg.Monitor.ProgressInterval; iv > 0 {
 			if !now.Before(nextProgress) {
-				m.logProgress()
+				m.logProgress(m.repl.status())
 				nextProgress = time.Now().Add(iv)
 			}
 			wait = min(wait, time.Until(nextProgress))
@@ -88,8 +88,7 @@ func (m *monitor) run(ctx context.Context) {
 
 // logProgress logs one line per topic whose copy is behind (an initial
 // sync, or catching up), and one when it has caught up.
-func (m *monitor) logProgress() {
-	st := m.repl.status()
+func (m *monitor) logProgress(st ReplicationStatus) {
 	for _, dir := range []struct {
 		to    string
 		parts []replicator.PartitionStatus
