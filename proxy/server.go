@@ -163,6 +163,14 @@ func New(opts Options) (*Server, error) {
 	for _, limit := range []string{"total", "per_ip"} {
 		s.metrics.refused.WithLabelValues(limit)
 	}
+	// Likewise the SASL failures of every mechanism a listener offers.
+	for _, l := range opts.Listeners {
+		if l.SASL != nil {
+			for _, mech := range l.SASL.Mechanisms() {
+				s.metrics.saslFailures.WithLabelValues(mech)
+			}
+		}
+	}
 	s.budget = newByteBudget(opts.Limits.BufferBytes, s.metrics.bufferedBytes.Set)
 	s.connLim = connLimiter{max: opts.Limits.MaxConnections, maxPerIP: opts.Limits.MaxConnectionsPerIP}
 	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {
