@@ -19,6 +19,7 @@ usage:
   kproxy status [-admin ADDR] [-o table|json]   show routes and upstream state from a running kproxy
   kproxy plan -c NEW.yaml [-admin ADDR] [-o table|json]   what a reload to NEW would do, with its preflight gates (exit 1 if one fails)
   kproxy clients [-admin ADDR] [-o table|json]   who is connected: client ids, software, topics, groups, clusters reached
+  kproxy migrate plan|apply -f MANIFEST -c FILE [-dry-run]   walk a migration manifest (canary, flip, groups) by editing FILE, waiting on gates
   kproxy verify -c FILE [-o table|json] TOPIC...   compare source and target record by record through the offset maps (run before a flip)
   kproxy demo               the demo moved: run "make demo" (go run ./cmd/kproxy-demo)
   kproxy --version          print the version and the commit it was built from
@@ -48,6 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = planCmd(stdout, args[1:])
 	case "clients":
 		err = clientsCmd(stdout, args[1:])
+	case "migrate":
+		err = migrateCmd(stdout, args[1:])
 	case "verify":
 		err = verify.Command(stdout, args[1:])
 	case "demo":
