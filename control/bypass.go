@@ -103,6 +103,9 @@ type bypassWatch struct {
 	topics  map[string]*BypassTopic
 	logged  map[string]time.Time
 	watched map[string]bool // topics whose metric child exists
+	// compared: topics with at least one window compared (a baseline
+	// and a later check), so "nothing seen" is a measurement.
+	compared map[string]bool
 	checked time.Time
 	err     string
 	count   int
@@ -112,7 +115,7 @@ func newBypassWatch(log hclog.Logger, srv *proxy.Server, repl *replication, admi
 	b := &bypassWatch{log: log, srv: srv, repl: repl, admins: admins,
 		metric: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_bypass_records_total",
 			Help: "Offsets that appeared on a source topic kproxy serves without kproxy writing them (its clients' produces, the copy back): a writer that bypasses kproxy. A lower bound."}, []string{"topic"}),
-		parts: map[tpKey]*bypassPart{}, topics: map[string]*BypassTopic{}, logged: map[string]time.Time{}, watched: map[string]bool{}}
+		parts: map[tpKey]*bypassPart{}, topics: map[string]*BypassTopic{}, logged: map[string]time.Time{}, watched: map[string]bool{}, compared: map[string]bool{}}
 	if reg != nil {
 		reg.MustRegister(b.metric)
 	}
@@ -231,6 +234,7 @@ func (b *bypassWatch) check(ctx context.Context, cfg *config.Config, topics []st
 			// seen): still a lower bound of kproxy's appends.
 			pc := pre[t][p]
 			if prev != nil && e.Offset >= prev.end {
+				b.compared[t] = true
 				if u := (e.Offset - prev.end) - (c.sent - prev.pre); u > 0 {
 					unexplained += u
 				}
@@ -299,14 +303,11 @@ func (b *bypassWatch) status(interval time.Duration) BypassStatus {
 	return st
 }
 
-// bypassed reports a topic's unexplained records since start (0: none).
-func (b *bypassWatch) bypassed(topic string) int64 {
+// wasCompared says whether a topic has had at least one window compared.
+func (b *bypassWatch) wasCompared(topic string) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if t := b.topics[topic]; t != nil {
-		return t.Records
-	}
-	return 0
+	return b.compared[topic]
 }
 
 // statsTopics is the topics with their own counters: the ones the config

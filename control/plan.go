@@ -91,7 +91,7 @@ func (inst *Instance) Plan(ctx context.Context, candidate *config.Config) (PlanD
 	doc := PlanDoc{Changes: config.Diff(running, candidate), Restart: config.RestartRequired(running, candidate), Pass: true}
 	doc.Refused = len(doc.Restart) > 0
 	probe := &gateProbe{cfg: running, admins: inst.ctrl.admins, repl: inst.ctrl.Replication(),
-		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require, bypass: inst.ctrl.Bypass()}
+		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require, bypass: inst.ctrl.Bypass(), compared: inst.ctrl.bypass.wasCompared}
 	for _, t := range planTopics(inst, candidate) {
 		doc.Actions = append(doc.Actions, inst.topicActions(ctx, probe, t, cur, next, candidate)...)
 	}
@@ -323,8 +323,10 @@ type gateProbe struct {
 	repl    ReplicationStatus
 	maxHold time.Duration
 	require []string
-	// bypass is the bypass check's view (its status and interval).
-	bypass BypassStatus
+	// bypass is the bypass check's view (its status and interval);
+	// compared says whether a topic has had a window compared yet.
+	bypass   BypassStatus
+	compared func(topic string) bool
 }
 
 // cutoverGates measures every gate of moving topic from -> to.
@@ -347,18 +349,22 @@ func (p *gateProbe) cutoverGates(ctx context.Context, topic, from, to string) []
 
 // noBypass passes when the bypass check has seen no record written to the
 // source topic around kproxy. Only the source is watched: a topic leaving
-// the target (a rollback) passes with "not watched".
+// the target (a rollback) passes with "not watched". A topic not compared
+// yet (the check needs two looks at it, monitor.bypass_interval apart)
+// passes with a note, unless the gate is required: a required gate must be
+// measured.
 func (p *gateProbe) noBypass(topic, from string) GateResult {
 	g := GateResult{Gate: config.GateNoBypass}
+	required := slices.Contains(p.require, config.GateNoBypass)
 	switch {
 	case from != proxy.Source:
 		g.Pass, g.Measured = true, "not watched: only the source cluster is checked for writers around kproxy"
 	case p.bypass.Interval == "0s":
-		g.Measured = "not measured: monitor.bypass_interval is 0 (off)"
-	case p.bypass.Checked.IsZero():
-		g.Measured = "not measured yet: no bypass check has completed"
+		g.Pass, g.Measured = !required, "not measured: monitor.bypass_interval is 0 (off)"
+	case p.compared == nil || !p.compared(topic):
+		g.Pass, g.Measured = !required, fmt.Sprintf("not measured yet: the topic's first window ends within %s of kproxy seeing it; nothing seen so far", p.bypass.Interval)
 	default:
-		g.Pass, g.Measured = true, fmt.Sprintf("no records written around kproxy (%d topics checked every %s)", p.bypass.Watched, p.bypass.Interval)
+		g.Pass, g.Measured = true, fmt.Sprintf("no records written around kproxy (checked every %s)", p.bypass.Interval)
 		for _, t := range p.bypass.Topics {
 			if t.Topic == topic {
 				g.Pass = false
