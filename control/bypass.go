@@ -106,9 +106,9 @@ type bypassWatch struct {
 	// compared: topics with at least one window compared (a baseline
 	// and a later check), so "nothing seen" is a measurement.
 	compared map[string]bool
-	checked time.Time
-	err     string
-	count   int
+	checked  time.Time
+	err      string
+	count    int
 }
 
 func newBypassWatch(log hclog.Logger, srv *proxy.Server, repl *replication, admins *clusterAdmins, reg prometheus.Registerer) *bypassWatch {
