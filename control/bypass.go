@@ -47,7 +47,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
@@ -218,11 +217,11 @@ func (b *bypassWatch) check(ctx context.Context, cfg *config.Config, topics []st
 	b.checked, b.err = now, ""
 	for _, t := range topics {
 		var parts []int32
-		ends.Each(func(o kadm.ListedOffset) {
-			if o.Topic == t && o.Err == nil {
-				parts = append(parts, o.Partition)
+		for p, o := range ends[t] { // a topic the source lacks has only an error entry
+			if o.Err == nil {
+				parts = append(parts, p)
 			}
-		})
+		}
 		post := b.readCounts(t, copyBack, parts, true)
 		var unexplained int64
 		for _, p := range parts {
