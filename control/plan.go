@@ -252,6 +252,7 @@ const (
 	GateTopicsOffSource  = "topics_off_source"
 	GateGroupsOffSource  = "groups_off_source"
 	GateClientsOffSource = "clients_off_source"
+	GateWritersOffSource = "writers_off_source"
 )
 
 // sourceRemoval is the action of a candidate without clusters.source, with
@@ -300,6 +301,16 @@ func (inst *Instance) sourceRemoval(running *config.Config, cur *routing.Table) 
 	groups = append(groups, slices.Sorted(maps.Keys(seen))...)
 	a.Gates = append(a.Gates, dependents(GateGroupsOffSource, "groups coordinated on the source", groups))
 	a.Gates = append(a.Gates, dependents(GateClientsOffSource, "clients whose requests reached the source in the last 10 min", slices.Sorted(maps.Keys(clients))))
+	// Writers kproxy never sees: the bypass check's topics with records
+	// written around kproxy in the last hour (their applications lose
+	// the source with it).
+	var around []string
+	for _, bt := range inst.ctrl.Bypass().Topics {
+		if time.Since(bt.LastSeen) < time.Hour {
+			around = append(around, bt.Topic)
+		}
+	}
+	a.Gates = append(a.Gates, dependents(GateWritersOffSource, "source topics written around kproxy in the last hour", around))
 	return a
 }
 

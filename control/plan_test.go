@@ -121,6 +121,10 @@ func TestPlanGatesAndRequiredGateRefusesCutover(t *testing.T) {
 	if err := prx.ProduceSync(ctx, &kgo.Record{Topic: "payments", Value: []byte("x")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
+	// A writer around kproxy, as the bypass check reports it.
+	inst.ctrl.bypass.mu.Lock()
+	inst.ctrl.bypass.report("audit", 12, time.Now())
+	inst.ctrl.bypass.mu.Unlock()
 	doc, err = inst.Plan(ctx, noSource)
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +145,9 @@ func TestPlanGatesAndRequiredGateRefusesCutover(t *testing.T) {
 	}
 	if g := removal[GateGroupsOffSource]; g.Pass || !strings.Contains(g.Measured, "groups.default") {
 		t.Errorf("groups_off_source: %+v", g)
+	}
+	if g := removal[GateWritersOffSource]; g.Pass || !strings.Contains(g.Measured, "audit") {
+		t.Errorf("writers_off_source: %+v", g)
 	}
 
 	// The target's copy of orders keeps records for a shorter time.
