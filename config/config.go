@@ -94,6 +94,10 @@ type Config struct {
 	// Limits bounds what clients and upstream brokers may cost.
 	Limits Limits `yaml:"limits"`
 
+	// Monitor sets how often kproxy watches what it does not drive
+	// itself: writers that bypass it, and long copies. Hot-reloaded.
+	Monitor Monitor `yaml:"monitor"`
+
 	// Policy says what clients may do through kproxy (security.go).
 	// Default: none, every API is forwarded. Hot-reloaded.
 	Policy *Policy `yaml:"policy"`
@@ -400,10 +404,30 @@ const (
 	// GateSampledVerify: the last cutover.sampled_verify_records records
 	// of each partition are equal on both clusters through the offset map.
 	GateSampledVerify = "sampled_verify"
+	// GateNoBypass: no writer around kproxy has grown the source topic
+	// since kproxy started (monitor.bypass_interval, the bypass check).
+	GateNoBypass = "no_bypass"
 )
 
 // CutoverGates lists every gate name, in the order plans show them.
-var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom, GateACLs, GateSampledVerify}
+var CutoverGates = []string{GateCaughtUp, GatePartitions, GateTopicConfigs, GateRetentionHeadroom, GateACLs, GateSampledVerify, GateNoBypass}
+
+// Monitor sets the intervals of kproxy's watches (docs/operations.md).
+type Monitor struct {
+	// BypassInterval is how often kproxy compares the end offsets of every
+	// source topic it serves with what it wrote there itself (its clients'
+	// produces and the copy back); growth it did not cause is a writer
+	// that bypasses kproxy (control/bypass.go). A Go duration. Default
+	// 30s; 0 turns the check off; otherwise at least 100ms.
+	BypassInterval time.Duration `yaml:"bypass_interval"`
+
+	// ProgressInterval is how often a copy that is behind (an initial
+	// sync, or a copy catching up after a pause) logs its progress and
+	// ETA per topic. A Go duration. Default 30s; 0 turns the lines off;
+	// otherwise at least 100ms. The ETA is also the metric
+	// kproxy_replicator_catch_up_seconds, and is in /status either way.
+	ProgressInterval time.Duration `yaml:"progress_interval"`
+}
 
 // Limits bounds what clients and upstream brokers can cost kproxy. Every
 // key is optional; docs/operations.md lists each with its default and the
@@ -525,6 +549,9 @@ const (
 	DefaultTransactionalIdle    = 7 * 24 * time.Hour
 	DefaultGroupMembershipGrace = 5 * time.Minute
 	DefaultLogLevel             = "info"
+	DefaultBypassInterval       = 30 * time.Second
+	DefaultProgressInterval     = 30 * time.Second
+	MinMonitorInterval          = 100 * time.Millisecond
 )
 
 // defaults returns a Config holding every default that does not depend on
@@ -561,7 +588,8 @@ func defaults() *Config {
 			TransactionalIdle:    DefaultTransactionalIdle,
 			GroupMembershipGrace: DefaultGroupMembershipGrace,
 		},
-		Log: Log{Level: DefaultLogLevel},
+		Monitor: Monitor{BypassInterval: DefaultBypassInterval, ProgressInterval: DefaultProgressInterval},
+		Log:     Log{Level: DefaultLogLevel},
 	}
 }
 

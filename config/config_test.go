@@ -75,8 +75,9 @@ func TestParseExample(t *testing.T) {
 			StartGrace:   DefaultStartGrace,
 			ProducerIdle: DefaultProducerIdle, TransactionalIdle: DefaultTransactionalIdle, GroupMembershipGrace: DefaultGroupMembershipGrace,
 		},
-		Log:  Log{Level: "info"},
-		hash: hashBytes(data),
+		Monitor: Monitor{BypassInterval: DefaultBypassInterval, ProgressInterval: DefaultProgressInterval},
+		Log:     Log{Level: "info"},
+		hash:    hashBytes(data),
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Parse(example.yaml)\n got %+v\nwant %+v", got, want)
@@ -186,7 +187,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			"an unknown top-level key",
 			minimal + "listn: x\n",
-			[]string{"listn (line 8): unknown key (known keys here: listen, listeners, advertise, admin, cluster_id, node_id, state_dir, clusters, routes, groups, replicate, replication, cutover, limits, policy, log)"},
+			[]string{"listn (line 8): unknown key (known keys here: listen, listeners, advertise, admin, cluster_id, node_id, state_dir, clusters, routes, groups, replicate, replication, cutover, limits, monitor, policy, log)"},
 		},
 		{
 			"an unknown key inside a cluster",

@@ -96,6 +96,7 @@ func Diff(old, new *Config) []string {
 	out = append(out, diffFields("replication", old.Replication, new.Replication)...)
 	out = append(out, diffFields("cutover", old.Cutover, new.Cutover)...)
 	out = append(out, diffFields("log", old.Log, new.Log)...)
+	out = append(out, diffFields("monitor", old.Monitor, new.Monitor)...)
 	if !reflect.DeepEqual(old.Policy, new.Policy) {
 		out = append(out, "policy: changed")
 	}

@@ -113,6 +113,14 @@ func (c *Config) validate(doc *yaml.Node) error {
 	if d := c.Cutover.MaxHold; d <= 0 || d > MaxMaxHold {
 		v.add(top("cutover").key("max_hold"), "must be more than 0 and at most %s, got %s", MaxMaxHold, d)
 	}
+	for _, m := range []struct {
+		key string
+		d   time.Duration
+	}{{"bypass_interval", c.Monitor.BypassInterval}, {"progress_interval", c.Monitor.ProgressInterval}} {
+		if m.d != 0 && m.d < MinMonitorInterval {
+			v.add(top("monitor").key(m.key), "must be 0 (off) or at least %s, got %s", MinMonitorInterval, m.d)
+		}
+	}
 	for i, g := range c.Cutover.Require {
 		if !slices.Contains(CutoverGates, g) {
 			v.add(top("cutover").key("require").index(i), "unknown gate %q (want one of %s)", g, strings.Join(CutoverGates, ", "))

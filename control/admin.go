@@ -41,6 +41,7 @@ type StatusDoc struct {
 	Replication   ReplicationStatus  `json:"replication"`
 	Cutovers      []CutoverStatus    `json:"cutovers"`
 	GroupMoves    []GroupMoveStatus  `json:"group_moves"`
+	Bypass        BypassStatus       `json:"bypass"`
 }
 
 // TopicStatus is one topic's effective routes (the rule that applies, and
@@ -160,6 +161,7 @@ func (inst *Instance) Status() StatusDoc {
 	d.Needed = neededClusters(cfg, d.Cutovers)
 	d.Ready, d.NotReady = inst.Ready()
 	d.GroupMoves = inst.ctrl.GroupMoves()
+	d.Bypass = inst.ctrl.Bypass()
 	if t, err := routing.NewTable(cfg); err == nil {
 		d.Routes = t.Rules()
 		for _, name := range inst.srv.KnownTopics() {

@@ -45,6 +45,9 @@ type Controller struct {
 	table   *routing.Table // the applied config's routes, under the overlay
 	cfg     *config.Config // the applied config
 	watchWG sync.WaitGroup // the source watcher
+	bypass  *bypassWatch   // writers around kproxy (bypass.go)
+	mon     *monitor       // counters' topics, bypass check, progress lines (monitor.go)
+	monRuns bool           // Start started mon (Close waits for it)
 }
 
 // NewController builds the control plane for srv from the first config and
@@ -68,6 +71,9 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	c.cuts = cuts
 	c.groups = newGroupMoves(ctx, log.Named("groups"), srv, c.overlay, c.admins, reg)
 	c.watch = &sourceWatch{log: log.Named("sync"), metrics: newSyncMetrics(reg), failed: map[string]string{}, seen: map[string]map[string]string{}, retried: map[string]time.Time{}}
+	c.bypass = newBypassWatch(log.Named("bypass"), srv, c.repl, c.admins, reg)
+	c.mon = newMonitor(log.Named("monitor"), srv, c.repl, c.bypass)
+	c.mon.cfg.Store(cfg)
 	srv.SetOffsetMaps(c.repl)
 	return c, nil
 }
@@ -95,6 +101,9 @@ func (c *Controller) Start(cfg *config.Config, table *routing.Table) {
 	c.cuts.apply(cfg, nil, table, c.repl.resolvedTopics())
 	c.table, c.cfg = table, cfg
 	c.startWatch()
+	c.mon.cfg.Store(cfg)
+	c.monRuns = true
+	go c.mon.run(c.ctx)
 }
 
 // Apply installs a reloaded config (already validated; table is its
@@ -112,6 +121,7 @@ func (c *Controller) Apply(cfg *config.Config, table *routing.Table) {
 	// route change is a cutover too.
 	c.cuts.apply(cfg, c.table, table, append(c.srv.KnownTopics(), c.repl.resolvedTopics()...))
 	c.table, c.cfg = table, cfg
+	c.mon.cfg.Store(cfg)
 }
 
 // recheck compares every topic with the applied config again (the same
@@ -131,6 +141,9 @@ func (c *Controller) Close() {
 	c.watchWG.Wait() // it uses the replication and the admin clients
 	c.cuts.wait()
 	c.groups.wait()
+	if c.monRuns {
+		<-c.mon.done
+	}
 	c.repl.stop()
 	c.admins.close()
 }
@@ -140,6 +153,11 @@ func (c *Controller) Cutovers() []CutoverStatus { return c.cuts.list() }
 
 // GroupMoves is every group move, for /status.
 func (c *Controller) GroupMoves() []GroupMoveStatus { return c.groups.list() }
+
+// Bypass is the /status section on writers that bypass kproxy.
+func (c *Controller) Bypass() BypassStatus {
+	return c.bypass.status(c.mon.cfg.Load().Monitor.BypassInterval)
+}
 
 // Replication is the replication section of /status.
 func (c *Controller) Replication() ReplicationStatus { return c.repl.status() }

@@ -42,6 +42,8 @@ type Instance struct {
 	lastOK  prometheus.Gauge
 	locks   []*statefile.Lock // the state directories this instance owns
 	closed  atomic.Bool       // Close began: not ready
+	// lastPlan is the last POST /plan's answer, for the status page.
+	lastPlan atomic.Pointer[LastPlan]
 
 	// gateRecheck: a loop re-measures cutovers refused by cutover.require
 	// (plan.go); gateRecheckEvery is its period.

@@ -95,7 +95,8 @@ func (inst *Instance) Plan(ctx context.Context, candidate *config.Config) (PlanD
 	doc := PlanDoc{Changes: config.Diff(running, candidate), Restart: config.RestartRequired(running, candidate), Pass: true}
 	doc.Refused = len(doc.Restart) > 0
 	probe := &gateProbe{cfg: running, admins: inst.ctrl.admins, repl: inst.ctrl.Replication(), rp: inst.ctrl.repl,
-		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require, sample: candidate.Cutover.SampledVerifyRecords}
+		maxHold: candidate.Cutover.MaxHold, require: candidate.Cutover.Require, sample: candidate.Cutover.SampledVerifyRecords,
+		bypass: inst.ctrl.Bypass(), compared: inst.ctrl.bypass.wasCompared}
 	for _, t := range planTopics(inst, candidate) {
 		doc.Actions = append(doc.Actions, inst.topicActions(ctx, probe, t, cur, next, candidate)...)
 	}
@@ -256,6 +257,7 @@ const (
 	GateTopicsOffSource  = "topics_off_source"
 	GateGroupsOffSource  = "groups_off_source"
 	GateClientsOffSource = "clients_off_source"
+	GateWritersOffSource = "writers_off_source"
 )
 
 // sourceRemoval is the action of a candidate without clusters.source, with
@@ -304,6 +306,16 @@ func (inst *Instance) sourceRemoval(running *config.Config, cur *routing.Table) 
 	groups = append(groups, slices.Sorted(maps.Keys(seen))...)
 	a.Gates = append(a.Gates, dependents(GateGroupsOffSource, "groups coordinated on the source", groups))
 	a.Gates = append(a.Gates, dependents(GateClientsOffSource, "clients whose requests reached the source in the last 10 min", slices.Sorted(maps.Keys(clients))))
+	// Writers kproxy never sees: the bypass check's topics with records
+	// written around kproxy in the last hour (their applications lose
+	// the source with it).
+	var around []string
+	for _, bt := range inst.ctrl.Bypass().Topics {
+		if time.Since(bt.LastSeen) < time.Hour {
+			around = append(around, bt.Topic)
+		}
+	}
+	a.Gates = append(a.Gates, dependents(GateWritersOffSource, "source topics written around kproxy in the last hour", around))
 	return a
 }
 
@@ -329,6 +341,10 @@ type gateProbe struct {
 	maxHold time.Duration
 	require []string
 	sample  int // cutover.sampled_verify_records
+	// bypass is the bypass check's view (its status and interval);
+	// compared says whether a topic has had a window compared yet.
+	bypass   BypassStatus
+	compared func(topic string) bool
 }
 
 // cutoverGates measures every gate of moving topic from -> to.
@@ -343,11 +359,41 @@ func (p *gateProbe) cutoverGates(ctx context.Context, topic, from, to string) []
 		p.retentionHeadroom(topic, to, parts),
 		p.acls(ctx, topic, from, to),
 		p.sampledVerify(ctx, topic, from, to, parts),
+		p.noBypass(topic, from),
 	}
 	for i := range out {
 		out[i].Required = slices.Contains(p.require, out[i].Gate)
 	}
 	return out
+}
+
+// noBypass passes when the bypass check has seen no record written to the
+// source topic around kproxy. Only the source is watched: a topic leaving
+// the target (a rollback) passes with "not watched". A topic not compared
+// yet (the check needs two looks at it, monitor.bypass_interval apart)
+// passes with a note, unless the gate is required: a required gate must be
+// measured.
+func (p *gateProbe) noBypass(topic, from string) GateResult {
+	g := GateResult{Gate: config.GateNoBypass}
+	required := slices.Contains(p.require, config.GateNoBypass)
+	switch {
+	case from != proxy.Source:
+		g.Pass, g.Measured = true, "not watched: only the source cluster is checked for writers around kproxy"
+	case p.bypass.Interval == "0s":
+		g.Pass, g.Measured = !required, "not measured: monitor.bypass_interval is 0 (off)"
+	case p.compared == nil || !p.compared(topic):
+		g.Pass, g.Measured = !required, fmt.Sprintf("not measured yet: the topic's first window ends within %s of kproxy seeing it; nothing seen so far", p.bypass.Interval)
+	default:
+		g.Pass, g.Measured = true, fmt.Sprintf("no records written around kproxy (checked every %s)", p.bypass.Interval)
+		for _, t := range p.bypass.Topics {
+			if t.Topic == topic {
+				g.Pass = false
+				g.Measured = fmt.Sprintf("%d records written to the source around kproxy, the last %d at %s: repoint that writer to kproxy first",
+					t.Records, t.LastRecords, t.LastSeen.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+	return g
 }
 
 // copyOf is the replicator's view of the copy of topic into to.
@@ -634,6 +680,16 @@ func (inst *Instance) requiredGateRefusals(ctx context.Context, next *config.Con
 	return out
 }
 
+// LastPlan is the last plan asked for through POST /plan, which the
+// status page shows until a newer one.
+type LastPlan struct {
+	At time.Time
+	// Candidate is the hash of the candidate config; the page says
+	// "applied" once the running config is that one.
+	Candidate string
+	Plan      PlanDoc
+}
+
 // servePlan answers POST /plan: the body is a candidate config file, the
 // answer its PlanDoc as JSON (400 with the problems when it is invalid).
 func (inst *Instance) servePlan(w http.ResponseWriter, r *http.Request) {
@@ -652,6 +708,7 @@ func (inst *Instance) servePlan(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
+	inst.lastPlan.Store(&LastPlan{At: time.Now(), Candidate: candidate.Hash(), Plan: doc})
 	w.Header().Set("Content-Type", "application/json")
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -121,6 +121,10 @@ func TestPlanGatesAndRequiredGateRefusesCutover(t *testing.T) {
 	if err := prx.ProduceSync(ctx, &kgo.Record{Topic: "payments", Value: []byte("x")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
+	// A writer around kproxy, as the bypass check reports it.
+	inst.ctrl.bypass.mu.Lock()
+	inst.ctrl.bypass.report("audit", 12, time.Now())
+	inst.ctrl.bypass.mu.Unlock()
 	doc, err = inst.Plan(ctx, noSource)
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +145,9 @@ func TestPlanGatesAndRequiredGateRefusesCutover(t *testing.T) {
 	}
 	if g := removal[GateGroupsOffSource]; g.Pass || !strings.Contains(g.Measured, "groups.default") {
 		t.Errorf("groups_off_source: %+v", g)
+	}
+	if g := removal[GateWritersOffSource]; g.Pass || !strings.Contains(g.Measured, "audit") {
+		t.Errorf("writers_off_source: %+v", g)
 	}
 
 	// The target's copy of orders keeps records for a shorter time.
@@ -200,5 +207,35 @@ func TestDependentsGate(t *testing.T) {
 	g := dependents(GateGroupsOffSource, "groups coordinated on the source", names)
 	if g.Pass || g.Measured != "12 groups coordinated on the source: g00, g01, g02, g03, g04, g05, g06, g07, g08, g09 and 2 more" {
 		t.Errorf("twelve dependents: %+v", g)
+	}
+}
+
+// The no_bypass gate: fails with the count when the source topic was
+// written around kproxy; passes when compared and clean; not yet compared
+// (or the check off) passes with a note unless the gate is required.
+func TestNoBypassGate(t *testing.T) {
+	seen := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	st := BypassStatus{Interval: "30s", Checked: seen, Topics: []BypassTopic{{Topic: "audit", Records: 60, LastRecords: 20, LastSeen: seen}}}
+	yes := func(string) bool { return true }
+	no := func(string) bool { return false }
+	for _, c := range []struct {
+		name, topic, from string
+		st                BypassStatus
+		compared          func(string) bool
+		require           []string
+		pass              bool
+		measured          string
+	}{
+		{"written around", "audit", "source", st, yes, nil, false, "60 records written to the source around kproxy, the last 20 at 2026-12-07T01:00:00Z"},
+		{"clean", "orders", "source", st, yes, nil, true, "no records written around kproxy"},
+		{"not compared yet", "orders", "source", st, no, nil, true, "not measured yet"},
+		{"not compared yet, required", "orders", "source", st, no, []string{"no_bypass"}, false, "not measured yet"},
+		{"check off, required", "orders", "source", BypassStatus{Interval: "0s"}, no, []string{"no_bypass"}, false, "monitor.bypass_interval is 0"},
+		{"leaving the target", "audit", "target", st, yes, nil, true, "only the source cluster is checked"},
+	} {
+		g := (&gateProbe{bypass: c.st, compared: c.compared, require: c.require}).noBypass(c.topic, c.from)
+		if g.Pass != c.pass || !strings.Contains(g.Measured, c.measured) {
+			t.Errorf("%s: pass %v %q; want pass %v and %q", c.name, g.Pass, g.Measured, c.pass, c.measured)
+		}
 	}
 }

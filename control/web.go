@@ -68,6 +68,10 @@ type webView struct {
 	Clients  []webClient
 	Clusters []webCluster
 	Flips    []CutoverEvent // newest first
+	// Plan is the last POST /plan (nil: none since start); PlanApplied
+	// says the running config is its candidate.
+	Plan        *LastPlan
+	PlanApplied bool
 }
 
 // webClient is one client.id on the page: its connections merged (a
@@ -138,6 +142,10 @@ func (inst *Instance) webView(refresh int) webView {
 	v.Topics = webTopics(d)
 	v.Groups = inst.webGroups(d, clients)
 	v.Flips = inst.ctrl.cuts.historyList()
+	if p := inst.lastPlan.Load(); p != nil {
+		v.Plan = p
+		v.PlanApplied = inst.Config().Hash() == p.Candidate
+	}
 	return v
 }
 

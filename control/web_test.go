@@ -86,11 +86,37 @@ func TestStatusPageFollowsACutover(t *testing.T) {
 			t.Errorf("page lacks %s", want)
 		}
 	}
-	next, err := config.Parse([]byte(base + "routes:\n  default: source\n  topics:\n    orders: target\n"))
+	if !strings.Contains(page, `id="plan-none"`) {
+		t.Error("before any plan the page should say there is none")
+	}
+	nextText := base + "routes:\n  default: source\n  topics:\n    orders: target\n"
+	next, err := config.Parse([]byte(nextText))
 	if err != nil {
 		t.Fatal(err)
 	}
+	// kproxy plan posts the candidate; the page shows that plan, its
+	// cutover and the cutover's gates, until the candidate is applied.
+	resp, err := http.Post("http://"+admin+"/plan", "application/yaml", strings.NewReader(nextText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	page = getPage(t, "http://"+admin+"/?refresh=0")
+	for _, want := range []string{
+		`data-applied="false"`,
+		`<tr class="plan-action" data-kind="cutover" data-subject="orders">`,
+		`data-gate="partitions" data-pass="true"`,
+		`data-gate="no_bypass"`,
+		`not applied yet`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page after POST /plan lacks %s", want)
+		}
+	}
 	inst.Apply(next)
+	if page = getPage(t, "http://"+admin+"/?refresh=0"); !strings.Contains(page, `data-applied="true"`) {
+		t.Error("once the candidate is the running config the plan shows as applied")
+	}
 	// The row flips with the route; the history line follows when the
 	// attempt ends (after the held requests are released).
 	for !strings.Contains(page, `<tr id="topic-orders" data-state="flipped" data-home="target">`) ||
@@ -119,7 +145,8 @@ func TestStatusPageDrainAndEscaping(t *testing.T) {
 			{Topic: "orders", Partition: 0, LagRecords: 5, LagBytes: 2048, CatchUpMillis: 3000},
 			{Topic: "orders", Partition: 1, LagRecords: 7, LagBytes: 1024, CatchUpMillis: 12000},
 			{Topic: "orders", Partition: 2, CatchUpMillis: 0},
-		}}}
+		}},
+		Bypass: BypassStatus{Interval: "30s", Checked: time.Now(), Watched: 3, Topics: []BypassTopic{{Topic: "audit", Records: 60, LastRecords: 20, LastSeen: time.Now()}}}}
 	v := webView{Status: d, Topics: webTopics(d)}
 	v.Clients = webClients([]proxy.ClientInfo{clientWithID(`<script>alert(1)</script>`)})
 	var b strings.Builder
@@ -131,6 +158,7 @@ func TestStatusPageDrainAndEscaping(t *testing.T) {
 		`<progress max="3" value="2">`,
 		`12 rec`, `3.0 KiB`, `<td>12s</td>`,
 		`&lt;script&gt;alert(1)&lt;/script&gt;`,
+		`<tr class="bypass" data-topic="audit">`, `<span class="state bad">60</span>`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %s:\n%s", want, page)

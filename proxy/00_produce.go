@@ -68,6 +68,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			counted = append(counted, name)
 		}
 		cluster := router.ProduceCluster(name, rc.client)
+		ts := s.topicStats(name)
 		virtualID := t.TopicID
 		vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: virtualID} // for answers
 		for _, p := range t.Partitions {
@@ -115,7 +116,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			st.Partitions = append(st.Partitions, p)
 			k := partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition}
 			asked.ask(ref, k)
-			plans[ref][k] = producePlan{partPlan: pl, name: name, topic: vt}
+			plans[ref][k] = producePlan{partPlan: pl, name: name, topic: vt, note: ts.noteProduce(cluster, p.Partition, p.Records)}
 		}
 	}
 
@@ -131,6 +132,11 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	}
 	if req.Acks == 0 {
 		defer doneInFlight()
+		for _, pp := range plans {
+			for _, pl := range pp {
+				pl.note.unacked()
+			}
+		}
 		for _, ref := range order {
 			if raw {
 				rc.sendRaw(ref.cluster, ref.id, ref.addr, req, false)
@@ -193,6 +199,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 							continue // not asked: dropped
 						}
 						pl := plans[ref][k]
+						pl.note.settle()
 						s.virtProducePartition(pl.partPlan, &pp)
 						if isStaleLeaderCode(pp.ErrorCode) {
 							stale = append(stale, pl.name)
@@ -211,6 +218,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			// client retries, and idempotent producers de-duplicate.
 			for _, k := range asked.missing(ref) {
 				pl := plans[ref][k]
+				pl.note.settle()
 				addProducePartition(resp, pl.topic, producePartitionError(k.partition, kerr.NotLeaderForPartition.Code))
 				stale = append(stale, pl.name)
 			}
@@ -226,6 +234,7 @@ type producePlan struct {
 	partPlan
 	name  string
 	topic kmsg.ProduceRequestTopic
+	note  produceNote // traffic and source-write counts (topic_stats.go)
 }
 
 func lastProduceTopic(sub *kmsg.ProduceRequest, t kmsg.ProduceRequestTopic) *kmsg.ProduceRequestTopic {

@@ -46,6 +46,7 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				name, _ = s.topicIDs.name(t.TopicID)
 			}
 			cluster := router.FetchCluster(name, rc.client, rc.group(name))
+			ts := s.topicStats(name)
 			virtualID := t.TopicID
 			for _, p := range t.Partitions {
 				ref, code := brokerRef{}, kerr.UnknownTopicID.Code
@@ -93,7 +94,7 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				st.Partitions = append(st.Partitions, p)
 				k := partKey{topic: t.Topic, id: upID, partition: p.Partition}
 				asked.ask(ref, k)
-				plans[ref][k] = fetchPlan{partPlan: pl, pos: pos, name: name, topic: t.Topic, virtualID: virtualID}
+				plans[ref][k] = fetchPlan{partPlan: pl, pos: pos, name: name, topic: t.Topic, virtualID: virtualID, stats: ts}
 				virtualIDs[ref][upID] = virtualID
 			}
 		}
@@ -148,6 +149,7 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 						}
 						fp := plans[ref][k]
 						s.virtFetchPartition(fp.partPlan, pp, fp.pos)
+						fp.stats.noteFetched(ref.cluster, pp.RecordBatches)
 						if isStaleLeaderCode(pp.ErrorCode) {
 							stale = append(stale, fp.name)
 						}
@@ -205,9 +207,10 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 type fetchPlan struct {
 	partPlan
 	pos       int64
-	name      string   // the topic's name (also for a request by id)
-	topic     string   // the topic field the client sent ("" by id)
-	virtualID [16]byte // the id the client sent (v13+)
+	name      string      // the topic's name (also for a request by id)
+	topic     string      // the topic field the client sent ("" by id)
+	virtualID [16]byte    // the id the client sent (v13+)
+	stats     *topicStats // per-topic counters (topic_stats.go)
 }
 
 // fetchAnswered indexes a partition of an upstream fetch answer.

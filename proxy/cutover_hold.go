@@ -150,6 +150,9 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 		pend []*pending
 		refs []brokerRef
 		subs []*kmsg.ProduceRequest
+		// notes: each sub's partitions as counted sent (topic_stats.go),
+		// settled when its answer comes
+		notes [][]produceNote
 	}
 	var all []sent
 	for _, hp := range th.queue {
@@ -157,6 +160,8 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 		router := s.routes()
 		look := newLeaderLookup(rc)
 		subs := map[brokerRef]*kmsg.ProduceRequest{}
+		notes := map[brokerRef][]produceNote{}
+		ts := s.topicStats(topic)
 		var order []brokerRef
 		for _, t := range hp.req.Topics {
 			cluster := router.ProduceCluster(topic, rc.client)
@@ -185,11 +190,15 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 				}
 				st := lastProduceTopic(sub, t)
 				st.Partitions = append(st.Partitions, p)
+				notes[ref] = append(notes[ref], ts.noteProduce(cluster, p.Partition, p.Records))
 			}
 		}
 		st := sent{hp: hp}
 		for _, ref := range order {
 			if hp.req.Acks == 0 {
+				for _, n := range notes[ref] {
+					n.unacked()
+				}
 				if u, err := rc.cc.upstream(ref.cluster, ref.id, ref.addr, classProduce); err == nil {
 					_, _ = u.send(subs[ref], rc.clientID, false)
 				}
@@ -198,6 +207,7 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 			st.pend = append(st.pend, rc.send(ref.cluster, ref.id, ref.addr, subs[ref]))
 			st.refs = append(st.refs, ref)
 			st.subs = append(st.subs, subs[ref])
+			st.notes = append(st.notes, notes[ref])
 		}
 		all = append(all, st)
 	}
@@ -205,6 +215,9 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 		for _, st := range all {
 			for i, p := range st.pend {
 				r, err := p.response()
+				for _, n := range st.notes[i] {
+					n.settle()
+				}
 				if err != nil {
 					for _, t := range st.subs[i].Topics {
 						for _, pp := range t.Partitions {

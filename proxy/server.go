@@ -74,6 +74,7 @@ type Server struct {
 	opts    Options
 	log     hclog.Logger
 	metrics *metrics
+	topics  *topicCounters // per-topic traffic and source writes (topic_stats.go)
 
 	clusters   map[string]*upstreamCluster
 	refreshers map[string]*refresher // background metadata refreshes, by cluster (refresh.go)
@@ -152,6 +153,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.metrics = newMetrics(opts.Registerer)
 	s.metrics.setLimits(opts)
+	s.topics = newTopicCounters(opts.Registerer)
 	// Every configured cluster's error counters exist from the start, at 0:
 	// a dashboard then shows "no errors", not "no data".
 	for name := range opts.Clusters {
@@ -162,6 +164,14 @@ func New(opts Options) (*Server, error) {
 		s.metrics.refused.WithLabelValues(limit)
 	}
 	s.members = newMemberships(opts.Limits.GroupMembershipGrace, s.metrics.stateEntries.WithLabelValues(stateGroupMemberships).Set)
+	// Likewise the SASL failures of every mechanism a listener offers.
+	for _, l := range opts.Listeners {
+		if l.SASL != nil {
+			for _, mech := range l.SASL.Mechanisms() {
+				s.metrics.saslFailures.WithLabelValues(mech)
+			}
+		}
+	}
 	s.budget = newByteBudget(opts.Limits.BufferBytes, s.metrics.bufferedBytes.Set)
 	s.connLim = connLimiter{max: opts.Limits.MaxConnections, maxPerIP: opts.Limits.MaxConnectionsPerIP}
 	s.dialer = newDialer(opts.Limits, opts.MaxFrameBytes, func(cluster string) {

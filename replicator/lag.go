@@ -303,9 +303,15 @@ func (p *partition) updateRisk(now time.Time, ret topicRetention, warn time.Dura
 	p.risk, p.riskKnown = risk, atRisk
 	wasWarned := p.riskWarned
 	p.riskWarned = atRisk && risk < warn
+	eta := catchUpMillis(lagRecords, *rs)
 	p.mu.Unlock()
 
 	p.lagBytes.Set(float64(lagBytes))
+	if eta >= 0 {
+		p.catchUp.Set(float64(eta) / 1000)
+	} else {
+		p.catchUp.Set(-1)
+	}
 	if atRisk {
 		p.riskGauge.Set(risk.Seconds())
 	} else {

@@ -25,10 +25,12 @@ type partition struct {
 	log       hclog.Logger
 
 	records, bytes prometheus.Counter
+	writes         *Writes // offsets produced into the target partition (Replicator.Writes)
 	lag, lagMs     prometheus.Gauge
 	errs           prometheus.Counter
 	lagBytes       prometheus.Gauge
 	riskGauge      prometheus.Gauge
+	catchUp        prometheus.Gauge // seconds until caught up (catchUpMillis)
 
 	mu          sync.Mutex // guards the fields below
 	m           *OffsetMap
@@ -96,20 +98,26 @@ func (p *partition) status() PartitionStatus {
 	}
 	s.RetentionAtRisk = p.riskWarned
 	s.ProduceRecordsPerSec, s.CopyRecordsPerSec = p.rates.produceRate, p.rates.copyRate
-	switch {
-	case s.LagRecords == 0:
-		s.CatchUpMillis = 0
-	case p.rates.copyRate > p.rates.produceRate:
-		s.CatchUpMillis = int64(float64(s.LagRecords) / (p.rates.copyRate - p.rates.produceRate) * 1000)
-	default:
-		s.CatchUpMillis = -1
-	}
+	s.CatchUpMillis = catchUpMillis(s.LagRecords, p.rates)
 	if p.fatal != nil {
 		s.Err, s.Fatal = p.fatal.Error(), true
 	} else if p.err != nil {
 		s.Err = p.err.Error()
 	}
 	return s
+}
+
+// catchUpMillis estimates when a copy lagging lagRecords catches up at the
+// measured rates: 0 caught up, -1 not catching up (or no rates yet).
+func catchUpMillis(lagRecords int64, rs rateState) int64 {
+	switch {
+	case lagRecords <= 0:
+		return 0
+	case rs.copyRate > rs.produceRate:
+		return int64(float64(lagRecords) / (rs.copyRate - rs.produceRate) * 1000)
+	default:
+		return -1
+	}
 }
 
 // progress publishes the map's new end and wakes WaitCopied callers.
@@ -425,7 +433,10 @@ func (r *Replicator) produceBatch(ctx context.Context, p *partition, l leaders, 
 	rp.Partition, rp.Records = p.partition, pb.raw
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
+	w := p.writes
+	w.Sent.Add(int64(pb.numRecords))
 	kresp, err := r.tgt.Broker(int(l.tgtLeader)).Request(pctx, req)
+	w.Settled.Add(int64(pb.numRecords))
 	if err != nil {
 		return fmt.Errorf("target broker %d: produce: %w", l.tgtLeader, err)
 	}

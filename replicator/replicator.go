@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -110,6 +111,10 @@ type Replicator struct {
 	fetchers  map[int32]*leaderFetcher  // shared source fetches, by leader (fetcher.go)
 	retention map[string]topicRetention // source topics' retention settings (lag.go)
 	ends      map[string]sourceEnds     // source end offsets for interrupted partitions (refreshHWM)
+	// writes counts the offsets produced into each target partition; kept
+	// across StopTopic (a topic's copy stops and starts again with flips),
+	// so its counts only grow (Writes).
+	writes map[topicPartition]*Writes
 
 	wg sync.WaitGroup // partition goroutines
 }
@@ -416,6 +421,39 @@ func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int
 	}
 }
 
+// Writes counts, in offsets, what the copy produced into one target
+// partition: Sent before each produce, Settled once it is answered or has
+// failed. Every offset the copy appended is in Sent; everything in Settled
+// was appended or never will be (the bypass check in control relies on it
+// when the copy writes back into the source).
+type Writes struct {
+	Sent, Settled atomic.Int64
+}
+
+// Writes returns the copy's write counts for a target partition, nil if it
+// never wrote there.
+func (r *Replicator) Writes(topic string, partition int32) *Writes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.writes[topicPartition{topic, partition}]
+}
+
+// writesFor returns (creating) a partition's write counts.
+func (r *Replicator) writesFor(topic string, partition int32) *Writes {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := topicPartition{topic, partition}
+	w := r.writes[k]
+	if w == nil {
+		if r.writes == nil {
+			r.writes = map[topicPartition]*Writes{}
+		}
+		w = &Writes{}
+		r.writes[k] = w
+	}
+	return w
+}
+
 func (r *Replicator) lookup(topic string, partition int32) *partition {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -500,6 +538,7 @@ type metrics struct {
 	errs    *prometheus.CounterVec
 	lagB    *prometheus.GaugeVec
 	risk    *prometheus.GaugeVec
+	catchUp *prometheus.GaugeVec
 	// sessionResets counts source fetch sessions the broker lost.
 	sessionResets prometheus.Counter
 }
@@ -514,10 +553,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		errs:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
 		lagB:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_bytes", Help: "Estimated source bytes not copied yet."}, l),
 		risk:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
+		catchUp:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
 		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.sessionResets} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
@@ -534,9 +574,12 @@ func (r *Replicator) newPartition(topic string, i int32) *partition {
 		lag: r.metrics.lag.WithLabelValues(lv...), lagMs: r.metrics.lagMs.WithLabelValues(lv...),
 		errs:     r.metrics.errs.WithLabelValues(lv...),
 		lagBytes: r.metrics.lagB.WithLabelValues(lv...), riskGauge: r.metrics.risk.WithLabelValues(lv...),
-		wake: make(chan struct{}), behindSince: time.Now(),
+		catchUp: r.metrics.catchUp.WithLabelValues(lv...),
+		writes:  r.writesFor(topic, i),
+		wake:    make(chan struct{}), behindSince: time.Now(),
 	}
 	p.riskGauge.Set(math.Inf(1))
+	p.catchUp.Set(-1)
 	return p
 }
 

@@ -55,6 +55,7 @@ func Command(w io.Writer, args []string) error {
 	out := fs.String("o", "table", "output: table or json")
 	timeout := fs.Duration("timeout", 2*time.Minute, "give up reading after this long (a read failure)")
 	parallel := fs.Int("parallel", 8, "partitions verified at once")
+	progressEvery := fs.Duration("progress-every", 5*time.Second, "when stderr is not a terminal, write a progress line this often (0: only at the end); on a terminal a bar is drawn")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), verifyUsage)
 		fs.PrintDefaults()
@@ -103,6 +104,11 @@ func Command(w io.Writer, args []string) error {
 		StateDir: dir,
 		Topics:   topics,
 		Parallel: *parallel,
+		Progress: func(p *progress) func() {
+			stop, done := make(chan struct{}), make(chan struct{})
+			go p.report(progressOut, progressIsTerminal(), *progressEvery, stop, done)
+			return func() { close(stop); <-done }
+		},
 	})
 	if err != nil {
 		return err
@@ -149,6 +155,9 @@ type verifyOptions struct {
 	StateDir       string
 	Topics         []string
 	Parallel       int
+	// Progress, when set, starts reporting a run's progress once its
+	// partitions are known and returns the function that ends it.
+	Progress func(*progress) func()
 }
 
 // Verdicts of one partition.
@@ -192,7 +201,8 @@ type partitionReport struct {
 	// target records past the map's end matched the source.
 	Note string `json:"note,omitempty"`
 
-	hasMap bool // the map loaded: the ranges mean something
+	hasMap bool      // the map loaded: the ranges mean something
+	prog   *progress // the run's progress (nil: not reported)
 }
 
 func (r *partitionReport) differ(format string, args ...any) {
@@ -320,8 +330,19 @@ func verifyTopics(ctx context.Context, o verifyOptions) (*verifyReport, error) {
 		for p := int32(0); p < n; p++ {
 			pr := &partitionReport{Topic: topic, Partition: p, Result: verifyOK}
 			jobs = append(jobs, pr)
-			run = append(run, func() { verifyPartition(ctx, src, tgt, o.StateDir, pr) })
+			run = append(run, func() {
+				verifyPartition(ctx, src, tgt, o.StateDir, pr)
+				pr.prog.partitionDone(pr, pr.Records)
+			})
 		}
+	}
+	var prog *progress
+	if o.Progress != nil {
+		prog = newProgress(len(run))
+		defer o.Progress(prog)()
+	}
+	for _, pr := range jobs {
+		pr.prog = prog
 	}
 	sem := make(chan struct{}, o.Parallel)
 	var wg sync.WaitGroup
@@ -545,6 +566,7 @@ func verifyPartition(ctx context.Context, src, tgt *verifySide, dir string, pr *
 	}
 	pr.Source, pr.Target = [2]int64{srcFrom, se}, [2]int64{tgtFrom, te}
 	pr.Note = strings.Join(notes, "; ")
+	pr.prog.addTotal(se - srcFrom)
 
 	if !compareRange(ctx, src, tgt, m, 0, pr, srcFrom, se, tgtFrom, te) {
 		return
@@ -600,6 +622,7 @@ func compareRange(ctx context.Context, src, tgt *verifySide, m *replicator.Offse
 		sc.pop()
 		hashRecord(sh, s)
 		pr.Records++
+		pr.prog.add(1)
 		want, _ := m.ToTarget(s.Offset + shift)
 		if back, ok := m.ToSource(want); !ok || back-shift != s.Offset || want >= te {
 			pr.differ("source offset %d is a committed record but the offset map treats it as a gap (it maps to target offset %d, which is source offset %d)", s.Offset, want, back)

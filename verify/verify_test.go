@@ -425,3 +425,48 @@ func flagSetForTest() *flag.FlagSet {
 
 // collapse squeezes runs of white space to one blank (table columns).
 func collapse(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// Progress goes to stderr: a bar redrawn in place on a terminal, plain
+// lines when piped; both end at 100% with every partition finished, and
+// the report on stdout carries neither.
+func TestVerifyProgressOnATerminalAndPiped(t *testing.T) {
+	e := newVerifyEnv(t)
+	e.produce(e.src, 0, "a", 20)
+	e.transaction(0, 4, true)
+	e.transaction(0, 3, false)
+	e.produce(e.src, 1, "c", 25)
+	e.replicate(false)
+	oldOut, oldTerm := progressOut, progressIsTerminal
+	t.Cleanup(func() { progressOut, progressIsTerminal = oldOut, oldTerm })
+	for _, term := range []bool{true, false} {
+		var prog bytes.Buffer
+		progressOut, progressIsTerminal = &prog, func() bool { return term }
+		out, err := e.verify(e.topic, "-progress-every", "1ms")
+		if err != nil {
+			t.Fatalf("verify: %v\n%s", err, out)
+		}
+		got := prog.String()
+		t.Logf("terminal %v:\n%q", term, got)
+		if strings.Contains(out, "offsets") || strings.Contains(out, "\r") {
+			t.Errorf("progress leaked into the report:\n%s", out)
+		}
+		lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+		last := lines[len(lines)-1]
+		if term {
+			// 20 + 4 + marker + 3 aborted + marker on partition 0, 25 on 1.
+			if !strings.HasPrefix(got, "\r[") || !strings.Contains(last, "[##############################] 100%") ||
+				!strings.Contains(last, "54/54 offsets  2/2 partitions") || !strings.HasSuffix(got, "\x1b[K\n") {
+				t.Errorf("terminal progress: %q", got)
+			}
+			continue
+		}
+		if strings.ContainsAny(got, "\r\x1b") || last != "verify: 100% done, 54 of 54 offsets compared, 2 of 2 partitions finished" {
+			t.Errorf("piped progress (last line %q): %q", last, got)
+		}
+		for _, l := range lines {
+			if !strings.HasPrefix(l, "verify: ") {
+				t.Errorf("piped progress line %q", l)
+			}
+		}
+	}
+}

@@ -20,6 +20,7 @@ usage:
   kproxy plan -c NEW.yaml [-admin ADDR] [-o table|json]   what a reload to NEW would do, with its preflight gates (exit 1 if one fails)
   kproxy clients [-admin ADDR] [-o table|json]   who is connected: client ids, software, topics, groups, clusters reached
   kproxy probe [-admin ADDR] ready|live   exit 0 when a running kproxy is ready (/readyz) or live (/healthz)
+  kproxy migrate plan|apply -f MANIFEST -c FILE [-dry-run]   walk a migration manifest (canary, flip, groups) by editing FILE, waiting on gates
   kproxy verify -c FILE [-o table|json] TOPIC...   compare source and target record by record through the offset maps (run before a flip)
   kproxy demo               the demo moved: run "make demo" (go run ./cmd/kproxy-demo)
   kproxy --version          print the version and the commit it was built from
@@ -51,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = clientsCmd(stdout, args[1:])
 	case "probe":
 		err = probeCmd(stdout, args[1:])
+	case "migrate":
+		err = migrateCmd(stdout, args[1:])
 	case "verify":
 		err = verify.Command(stdout, args[1:])
 	case "demo":

@@ -118,6 +118,9 @@ func printStatus(w io.Writer, m marker, d control.StatusDoc) error {
 			return err
 		}
 	}
+	if err := printBypass(w, m, d.Bypass); err != nil {
+		return err
+	}
 	if r := d.Replication; len(r.Topics) > 0 || r.Error != "" {
 		fmt.Fprintln(w)
 		if r.Error != "" {
@@ -143,6 +146,24 @@ func printStatus(w io.Writer, m marker, d control.StatusDoc) error {
 		return tw.Flush()
 	}
 	return nil
+}
+
+// printBypass lists the source topics written around kproxy (nothing
+// when none is, or the check is off).
+func printBypass(w io.Writer, m marker, b control.BypassStatus) error {
+	if b.Error != "" {
+		fmt.Fprintf(w, "\nbypass check failed: %s\n", b.Error)
+	}
+	if len(b.Topics) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nsource topics written around kproxy (checked every %s; an application still writes to the source directly):\n", b.Interval)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BYPASSED\tRECORDS\tLAST WINDOW\tLAST SEEN")
+	for _, t := range b.Topics {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", t.Topic, t.Records, t.LastRecords, t.LastSeen.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
 }
 
 // printCutovers is the cutover table: per topic its home, the state of the

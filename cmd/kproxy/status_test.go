@@ -143,6 +143,21 @@ func TestPrintCutovers(t *testing.T) {
 	}
 }
 
+// Topics written around kproxy get their own table; none, no table.
+func TestPrintBypass(t *testing.T) {
+	var b bytes.Buffer
+	if err := printBypass(&b, marker{}, control.BypassStatus{Interval: "30s"}); err != nil || b.Len() != 0 {
+		t.Fatalf("no bypass printed %q (%v)", b.String(), err)
+	}
+	seen := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	if err := printBypass(&b, marker{}, control.BypassStatus{Interval: "30s", Topics: []control.BypassTopic{{Topic: "audit", Records: 60, LastRecords: 20, LastSeen: seen}}}); err != nil {
+		t.Fatal(err)
+	}
+	if out := collapse(b.String()); !strings.Contains(out, "audit 60 20 2026-12-07T01:00:00Z") {
+		t.Errorf("bypass table: %s", out)
+	}
+}
+
 // freeAddr returns a loopback address nobody listens on right now.
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -18,7 +18,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+
+	"github.com/kproxy/kproxy/secure"
 )
 
 // metricName matches the metric names a PromQL expression of the dashboard
@@ -109,11 +113,22 @@ func TestDashboardQueriesOnlyExportedMetrics(t *testing.T) {
 	topic := replTopic("dashboard")
 	replCreateTopic(t, topic, 2, nil)
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	saslListen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// SASL users and a policy, so the denial and authentication-failure
+	// panels have something to count.
+	users, err := secure.MarshalUsers(map[string]string{"dash-app": "dash-pw-4b1d"}, secure.MinIterations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	usersFile := filepath.Join(dir, "users.yaml")
+	if err := os.WriteFile(usersFile, users, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "kproxy.yaml")
 	writeCfg := func(route string) {
-		writeConfig(t, cfgPath, fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
-			listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, route, topic))
+		writeConfig(t, cfgPath, fmt.Sprintf("listen: %s\nlisteners:\n  - name: sasl\n    listen: %s\n    sasl: { users_file: %s, mechanisms: [PLAIN] }\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\ncutover: { max_hold: 10s }\npolicy: {}\nmonitor: { bypass_interval: 1s }\nlog: { level: info }\n",
+			listen, saslListen, usersFile, admin, filepath.Join(dir, "state"), env.source, env.target, topic, route, topic))
 	}
 	writeCfg("source")
 	runKproxy(t, exe, cfgPath)
@@ -138,6 +153,17 @@ func TestDashboardQueriesOnlyExportedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAllReadThrough(t, listen, topic, &log, "for the dashboard run")
+	// A destructive admin request the policy refuses, and a wrong password.
+	if _, err := kadm.NewClient(prod).DeleteTopics(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	bad := replClient(t, saslListen, kgo.SASL(plain.Auth{User: "dash-app", Pass: "wrong"}.AsMechanism()))
+	if err := bad.Ping(ctx); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+	waitFor(t, "a bypass check of the topic", func() bool {
+		return bypassStatus(t, admin).Watched > 0
+	})
 
 	have := exportedFamilies(t, admin)
 	var missing []string

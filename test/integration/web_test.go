@@ -146,7 +146,8 @@ func TestStatusPageInChromiumDuringCutover(t *testing.T) {
 	// An open transaction will hold the cutover (opened before the
 	// cause is fixed: the refused cutover is re-measured every 10 s and
 	// may start on its own).
-	txn := replClient(t, listen, kgo.ClientID("billing-txn"), kgo.TransactionalID(topic+"-txn"), kgo.DefaultProduceTopic(topic))
+	txn := replClient(t, listen, kgo.ClientID("billing-txn"), kgo.TransactionalID(topic+"-txn"), kgo.DefaultProduceTopic(topic),
+		kgo.TransactionTimeout(3*time.Minute)) // the hold outlasts several browser runs on a loaded machine
 	if err := txn.BeginTransaction(); err != nil {
 		t.Fatal(err)
 	}
@@ -195,13 +196,18 @@ func TestStatusPageInChromiumDuringCutover(t *testing.T) {
 	if err := writer.ProduceSync(ctx, &kgo.Record{Value: []byte("after-flip")}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
+	// The last `kproxy plan` is on the page too, with its gates, and
+	// shows as applied: the running config is its candidate.
 	dom := browse(t, browser, profile, "http://"+admin+"/?refresh=0", "--dump-dom")
-	for _, want := range []string{`data-client-id="billing-writer"`, `id="group-billing"`, `id="cluster-target" data-state="reachable"`} {
+	for _, want := range []string{`data-client-id="billing-writer"`, `id="group-billing"`, `id="cluster-target" data-state="reachable"`,
+		`<div id="plan" data-pass="true" data-refused="false" data-applied="true">`,
+		`<tr class="plan-action" data-kind="cutover" data-subject="` + topic + `">`, `data-gate="topic_configs" data-pass="true"`} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("the page lacks %s", want)
 		}
 	}
 	if shots != "" {
 		browse(t, browser, profile, "http://"+admin+"/?refresh=0", "--screenshot="+filepath.Join(shots, "status-flipped.png"))
+		browse(t, browser, profile, "http://"+admin+"/?refresh=0", "--window-size=1400,2000", "--screenshot="+filepath.Join(shots, "status-plan.png"))
 	}
 }

@@ -1,0 +1,181 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/config"
+)
+
+// A producer that writes to the source cluster directly, around kproxy, is
+// reported with its topic; topics only kproxy's clients write to are not,
+// whether they write with acks=all (idempotent), acks=0 or in transactions
+// that commit and abort (markers and aborted batches take offsets too). A
+// topic the config names but the source lacks (ghost) does not fail the
+// check.
+func TestBypassReportsTheTopicADirectProducerWrites(t *testing.T) {
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(3, "direct", "clean", "noack", "txn"))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	listen, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse(fmt.Appendf(nil, "listen: %s\nclusters:\n  source: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    ghost: source\nmonitor:\n  bypass_interval: 100ms\n",
+		listen, src.ListenAddrs()[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+
+	through := func(opts ...kgo.Opt) *kgo.Client {
+		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(listen)}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		return cl
+	}
+	idem := through()
+	noack := through(kgo.RequiredAcks(kgo.NoAck()), kgo.DisableIdempotentWrite())
+	txn := through(kgo.TransactionalID("bypass-test"))
+	// Make every topic known to kproxy (its counters exist before the
+	// first write is compared).
+	if err := idem.ProduceSync(ctx, &kgo.Record{Topic: "clean", Value: []byte("first")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for _, topic := range []string{"direct", "noack", "txn"} {
+		if err := idem.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("first")}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitChecks(t, ctx, inst, 3)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	stop := make(chan struct{})
+	wg.Add(3)
+	go func() { // idempotent, acks=all, to clean and direct
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			rs := idem.ProduceSync(ctx, &kgo.Record{Topic: "clean", Value: fmt.Append(nil, i)}, &kgo.Record{Topic: "direct", Value: fmt.Append(nil, i)})
+			if err := rs.FirstErr(); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	go func() { // acks=0
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				_ = noack.Flush(ctx)
+				return
+			default:
+			}
+			noack.Produce(ctx, &kgo.Record{Topic: "noack", Value: fmt.Append(nil, i)}, nil)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	go func() { // transactions, every third one aborted
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := txn.BeginTransaction(); err != nil {
+				errs <- err
+				return
+			}
+			for j := range 5 {
+				txn.Produce(ctx, &kgo.Record{Topic: "txn", Value: fmt.Append(nil, i, j)}, nil)
+			}
+			commit := kgo.TryCommit
+			if i%3 == 2 {
+				commit = kgo.TryAbort
+			}
+			if err := txn.Flush(ctx); err != nil {
+				errs <- err
+				return
+			}
+			if err := txn.EndTransaction(ctx, commit); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+
+	// Meanwhile an application not repointed to kproxy writes 60 records
+	// to the source directly.
+	time.Sleep(300 * time.Millisecond)
+	produceTo(t, ctx, src, "direct", 60)
+	var direct BypassTopic
+	for ctx.Err() == nil {
+		for _, bt := range inst.Status().Bypass.Topics {
+			if bt.Topic == "direct" {
+				direct = bt
+			}
+		}
+		if direct.Records > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // several more windows with kproxy's clients writing
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("producing through kproxy: %v", err)
+	}
+	waitChecks(t, ctx, inst, 3) // the last writes and markers are compared too
+
+	st := inst.Status().Bypass
+	if st.Error != "" {
+		t.Fatalf("bypass check failed: %s", st.Error)
+	}
+	var got []string
+	for _, bt := range st.Topics {
+		got = append(got, fmt.Sprintf("%s=%d", bt.Topic, bt.Records))
+		if bt.Topic == "direct" {
+			direct = bt
+		}
+	}
+	t.Logf("bypass reports %v", got)
+	if len(st.Topics) != 1 || direct.Records < 1 || direct.Records > 60 {
+		t.Fatalf("bypass reports %v; want only direct, with 1 to 60 records (a lower bound of the 60 written around kproxy)", got)
+	}
+}
+
+// waitChecks waits until n more bypass checks have completed.
+func waitChecks(t *testing.T, ctx context.Context, inst *Instance, n int) {
+	t.Helper()
+	for range n {
+		last := inst.Status().Bypass.Checked
+		for ctx.Err() == nil && !inst.Status().Bypass.Checked.After(last) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("bypass checks did not run")
+	}
+}
