@@ -30,9 +30,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	look := newLeaderLookup(rc)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 
-	subs := map[brokerRef]*kmsg.ProduceRequest{}
+	var subs []*kmsg.ProduceRequest // by leader (asked.order), unless raw
 	var asked partsAsked
-	plans := map[brokerRef]map[partKey]producePlan{}
+	var plans []producePlan // by entry (asked.parts)
 	idsRewritten := false
 	var held []*heldProduce
 	var counted []string // replicated topics counted in flight until answered
@@ -105,17 +105,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				addProducePartition(resp, vt, producePartitionError(p.Partition, code))
 				continue
 			}
-			sub, ok := subs[ref]
-			if !ok {
-				sub = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
-				subs[ref] = sub
-				plans[ref] = map[partKey]producePlan{}
-			}
-			st := lastProduceTopic(sub, t)
-			st.Partitions = append(st.Partitions, p)
-			k := partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition}
-			asked.ask(ref, k)
-			plans[ref][k] = producePlan{partPlan: pl, name: name, topic: vt}
+			asked.ask(ref, partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition})
+			plans = append(plans, producePlan{partPlan: pl, name: name, topic: vt,
+				up: kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, part: p})
 		}
 	}
 
@@ -124,6 +116,19 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	// client's own bytes, with no re-encoding.
 	order := asked.order
 	raw := len(order) == 1 && len(resp.Topics) == 0 && !idsRewritten && len(held) == 0
+	if !raw {
+		// Sub-requests are built only when the client's own bytes
+		// cannot go upstream as they are (they cost allocations).
+		subs = make([]*kmsg.ProduceRequest, len(order))
+		for e, pl := range plans {
+			l := asked.parts[e].leader
+			if subs[l] == nil {
+				subs[l] = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
+			}
+			st := lastProduceTopic(subs[l], pl.up)
+			st.Partitions = append(st.Partitions, pl.part)
+		}
+	}
 	doneInFlight := func() {
 		for _, name := range counted {
 			s.holds.counter(name).Add(-1)
@@ -131,11 +136,11 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	}
 	if req.Acks == 0 {
 		defer doneInFlight()
-		for _, ref := range order {
+		for i, ref := range order {
 			if raw {
 				rc.sendRaw(ref.cluster, ref.id, ref.addr, req, false)
 			} else if u, err := rc.cc.upstream(ref.cluster, ref.id, ref.addr, classProduce); err == nil {
-				_, _ = u.send(subs[ref], rc.clientID, false)
+				_, _ = u.send(subs[i], rc.clientID, false)
 			}
 		}
 		if len(held) > 0 {
@@ -156,7 +161,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		if raw {
 			pend[i] = rc.sendRaw(ref.cluster, ref.id, ref.addr, req, true)
 		} else {
-			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[i])
 		}
 	}
 	return func() kmsg.Response {
@@ -188,11 +193,11 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				resp.ThrottleMillis = max(resp.ThrottleMillis, pr.ThrottleMillis)
 				for _, t := range pr.Topics {
 					for _, pp := range t.Partitions {
-						k := partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition}
-						if !asked.answered(ref, k) {
+						e, ok := asked.answered(ref, partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition})
+						if !ok {
 							continue // not asked: dropped
 						}
-						pl := plans[ref][k]
+						pl := plans[e]
 						s.virtProducePartition(pl.partPlan, &pp)
 						if isStaleLeaderCode(pp.ErrorCode) {
 							stale = append(stale, pl.name)
@@ -209,9 +214,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			// Not answered (the connection failed, or the answer left it
 			// out): the batch may or may not have been written; the
 			// client retries, and idempotent producers de-duplicate.
-			for _, k := range asked.missing(ref) {
-				pl := plans[ref][k]
-				addProducePartition(resp, pl.topic, producePartitionError(k.partition, kerr.NotLeaderForPartition.Code))
+			for _, e := range asked.missing(ref) {
+				pl := plans[e]
+				addProducePartition(resp, pl.topic, producePartitionError(pl.part.Partition, kerr.NotLeaderForPartition.Code))
 				stale = append(stale, pl.name)
 			}
 			s.refreshSoon(ref.cluster, dedupe(stale))
@@ -225,7 +230,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 type producePlan struct {
 	partPlan
 	name  string
-	topic kmsg.ProduceRequestTopic
+	topic kmsg.ProduceRequestTopic // as the client named it
+	up    kmsg.ProduceRequestTopic // as the upstream knows it (no partitions)
+	part  kmsg.ProduceRequestTopicPartition
 }
 
 func lastProduceTopic(sub *kmsg.ProduceRequest, t kmsg.ProduceRequestTopic) *kmsg.ProduceRequestTopic {

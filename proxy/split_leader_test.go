@@ -18,20 +18,28 @@ func TestPartsAskedFindsWhatAnAnswerLeftOut(t *testing.T) {
 		t.Fatalf("order %v, want the leaders in request order", asked.order)
 	}
 
-	if !asked.answered(a, p0) || asked.answered(a, partKey{topic: "y"}) {
-		t.Fatal("an asked partition must be taken, one never asked refused")
+	answered := func(ref brokerRef, k partKey) bool { _, ok := asked.answered(ref, k); return ok }
+	keys := func(entries []int) []partKey {
+		var out []partKey
+		for _, e := range entries {
+			out = append(out, asked.key(e))
+		}
+		return out
 	}
-	missing := asked.missing(a)
-	if len(missing) != 2 || missing[0] != p0 || missing[1] != p1 {
-		t.Fatalf("missing %v, want the second x/0 and x/1, in request order", missing)
+	if e, ok := asked.answered(a, p0); !ok || e != 0 || answered(a, partKey{topic: "y"}) {
+		t.Fatal("an asked partition must be taken (the first entry naming it), one never asked refused")
 	}
-	if asked.answered(a, p0) || len(asked.missing(a)) != 0 {
+	missing := keys(asked.missing(a))
+	if len(missing) != 2 || missing[0] != p1 || missing[1] != p0 {
+		t.Fatalf("missing %v, want x/1 and the second x/0, in request order", missing)
+	}
+	if answered(a, p0) || len(asked.missing(a)) != 0 {
 		t.Fatal("a partition reported missing must not be answered again")
 	}
 
-	asked.answered(b, p0)
+	answered(b, p0)
 	asked.failed(b) // the answer turned out unusable as a whole
-	if m := asked.missing(b); len(m) != 1 || m[0] != p0 {
+	if m := keys(asked.missing(b)); len(m) != 1 || m[0] != p0 {
 		t.Fatalf("after a failure, missing %v, want x/0", m)
 	}
 }
