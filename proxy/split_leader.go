@@ -244,8 +244,8 @@ type leaderSplit[P, A any] struct {
 	rc        *reqCtx
 	look      *leaderLookup
 	errorPart func(partition int32, code int16) A // an answer partition carrying an error
-	subs      [][]topicParts[P] // by leader (asked.order)
-	plans     []partPlan        // by entry (asked.parts)
+	subs      [][]topicParts[P]                   // by leader (asked.order)
+	plans     []partPlan                          // by entry (asked.parts)
 	asked     partsAsked
 	answers   []topicParts[A] // the merged answer, topics in first-seen order
 }
