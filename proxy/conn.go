@@ -492,10 +492,15 @@ func (cc *clientConn) enqueueReady(h requestHeader, resp kmsg.Response) {
 // writeLoop writes responses in request order. Every write has a deadline
 // (Limits.WriteTimeout): a client that stops reading is disconnected rather
 // than pinning its queued responses.
+//
+// Responses that are ready together leave in one writev (respWriter):
+// encoded responses are appended to one buffer, upstream bytes passed
+// through (Fetch record batches) are queued by reference, and a slot is
+// finished (its upstream buffers released) only once its bytes are in the
+// socket.
 func (cc *clientConn) writeLoop() {
-	bw := bufio.NewWriterSize(cc.nc, 16<<10)
-	bufp := getBuf()
-	defer putBuf(bufp)
+	w := newRespWriter(cc.nc)
+	defer w.close()
 	wt := cc.srv.opts.Limits.WriteTimeout
 	fail := func(s *slot, err error) {
 		if isTimeout(err) {
@@ -504,11 +509,28 @@ func (cc *clientConn) writeLoop() {
 		}
 		cc.nc.Close()
 		cc.finish()
-		if s != nil {
-			// The handler may still be running; give back what the
-			// slot holds once it is done.
-			go func() { <-s.ready; cc.finishSlot(s) }()
+		// The handlers of these may still be running; give back what the
+		// slots hold once they are done.
+		held := append(w.drop(), s)
+		go func() {
+			for _, s := range held {
+				if s != nil {
+					<-s.ready
+					cc.finishSlot(s)
+				}
+			}
+		}()
+	}
+	flush := func() error {
+		if w.empty() {
+			return nil
 		}
+		_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
+		written, err := w.flush()
+		for _, s := range written {
+			cc.finishSlot(s) // its bytes are in the socket now
+		}
+		return err
 	}
 	for {
 		var s *slot
@@ -517,18 +539,15 @@ func (cc *clientConn) writeLoop() {
 		case <-cc.done:
 			return
 		}
-		// Flush what is buffered before waiting on a response that is
+		// Flush what is queued before waiting on a response that is
 		// not ready: holding response N until N+1 completes would add
 		// the next request's whole latency to every pipelined request.
 		select {
 		case <-s.ready:
 		default:
-			if bw.Buffered() > 0 {
-				_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
-				if err := bw.Flush(); err != nil {
-					fail(s, err)
-					return
-				}
+			if err := flush(); err != nil {
+				fail(s, err)
+				return
 			}
 			select {
 			case <-s.ready:
@@ -541,60 +560,139 @@ func (cc *clientConn) writeLoop() {
 			fail(s, nil)
 			return
 		}
-		var buf, body []byte
-		if raw, ok := s.resp.(*rawSASLToken); ok {
-			buf = append((*bufp)[:0], 0, 0, 0, 0) // a bare token: no header
-			body = raw.token
-		} else {
-			buf = appendResponseHeader((*bufp)[:0], s.corr, s.resp)
+		capture := cc.srv.opts.Capture
+		n := w.add(s, capture != nil)
+		if capture != nil {
+			capture(s.key, s.version, w.last())
 		}
-		switch r := s.resp.(type) {
-		case *rawSASLToken:
-		case *passthrough:
-			body = r.body // upstream bytes, written as they are
-		case *heldResponse:
-			buf = r.Response.AppendTo(buf)
-		default:
-			buf = s.resp.AppendTo(buf)
-		}
-		setFrameSize(buf, len(body))
-		*bufp = buf
-		if c := cc.srv.opts.Capture; c != nil {
-			c(s.key, s.version, append(append([]byte(nil), buf...), body...))
-		}
-		_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
-		if _, err := bw.Write(buf); err != nil {
-			fail(s, err)
-			return
-		}
-		if len(body) > 0 {
-			if _, err := bw.Write(body); err != nil {
-				fail(s, err)
-				return
-			}
-		}
+		cc.srv.metrics.bytesOut.Add(float64(n))
+		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
 		// Flush when nothing else is queued, so pipelined responses share
-		// a syscall but a lone response is not delayed.
-		if len(cc.slots) == 0 {
-			if err := bw.Flush(); err != nil {
-				fail(s, err)
+		// a syscall but a lone response is not delayed; and before a
+		// batch grows past respBatchBytes.
+		if len(cc.slots) == 0 || s.closeAfter || w.size() >= respBatchBytes {
+			if err := flush(); err != nil {
+				fail(nil, err)
 				return
 			}
 		}
 		if s.closeAfter {
-			_ = bw.Flush()
-			cc.finishSlot(s)
 			cc.nc.Close()
 			cc.finish()
 			return
 		}
-		cc.finishSlot(s) // the response's bytes are in the socket or bw now
-		cc.srv.metrics.bytesOut.Add(float64(len(buf) + len(body)))
-		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
-		if cap(*bufp) > 8<<20 {
-			*bufp = make([]byte, 0, 64<<10)
-		}
 	}
+}
+
+// respBatchBytes bounds what writeLoop queues before a flush.
+const respBatchBytes = 1 << 20
+
+// respWriter gathers responses for one writev: encoded bytes in one
+// buffer, passed-through bodies by reference, and the slots whose bytes
+// are queued. Owned by the write loop.
+type respWriter struct {
+	nc    net.Conn
+	bufp  *[]byte     // encoded bytes (pooled)
+	seg   int         // start of the encoded bytes not yet in iov
+	segs  [][]byte    // queued segments
+	iov   net.Buffers // segs while a writev consumes it
+	n     int         // queued bytes
+	slots []*slot     // slots whose bytes are queued
+	lastF []byte      // the last response's frame, for Capture (tests)
+}
+
+func newRespWriter(nc net.Conn) *respWriter {
+	return &respWriter{nc: nc, bufp: getBuf()}
+}
+
+func (w *respWriter) close() {
+	putBuf(w.bufp)
+	w.bufp = nil
+}
+
+func (w *respWriter) empty() bool { return len(w.slots) == 0 }
+func (w *respWriter) size() int   { return w.n }
+
+// add queues s's response frame and returns its size; capture keeps a
+// copy of the frame for last.
+func (w *respWriter) add(s *slot, capture bool) int {
+	buf := *w.bufp
+	start := len(buf)
+	var body []byte
+	if raw, ok := s.resp.(*rawSASLToken); ok {
+		buf = append(buf, 0, 0, 0, 0) // a bare token: no header
+		body = raw.token
+	} else {
+		buf = appendResponseHeader(buf, s.corr, s.resp)
+	}
+	switch r := s.resp.(type) {
+	case *rawSASLToken:
+	case *passthrough:
+		body = r.body // upstream bytes, written as they are
+	case *heldResponse:
+		buf = r.Response.AppendTo(buf)
+	default:
+		buf = s.resp.AppendTo(buf)
+	}
+	setFrameSize(buf[start:], len(body))
+	if len(body) > 0 {
+		// The encoded bytes so far, then the body by reference. A later
+		// append that moves buf leaves these slices on the old array,
+		// which is not written again.
+		w.segs = append(w.segs, buf[w.seg:], body)
+		w.seg = len(buf)
+	}
+	*w.bufp = buf
+	if capture {
+		w.lastF = append(append([]byte(nil), buf[start:]...), body...)
+	}
+	w.slots = append(w.slots, s)
+	n := len(buf) - start + len(body)
+	w.n += n
+	return n
+}
+
+// last is the frame add queued last (only valid until the next flush).
+func (w *respWriter) last() []byte { return w.lastF }
+
+// flush writes everything queued in one writev and returns the slots
+// whose bytes it wrote (all of them, or on error the ones the caller must
+// still release).
+func (w *respWriter) flush() ([]*slot, error) {
+	buf := *w.bufp
+	if w.seg < len(buf) {
+		w.segs = append(w.segs, buf[w.seg:])
+	}
+	var err error
+	if len(w.segs) == 1 {
+		_, err = w.nc.Write(w.segs[0]) // one segment: no writev
+	} else {
+		w.iov = w.segs // WriteTo consumes iov; segs keeps the array
+		_, err = w.iov.WriteTo(w.nc)
+	}
+	written := w.slots
+	w.reset()
+	return written, err
+}
+
+// drop forgets what is queued and returns its slots.
+func (w *respWriter) drop() []*slot {
+	s := append([]*slot(nil), w.slots...)
+	w.reset()
+	return s
+}
+
+// reset empties the queue, keeping its arrays. The slots slice flush
+// returned stays readable until the next add.
+func (w *respWriter) reset() {
+	clear(w.segs) // drop references to upstream buffers
+	w.segs, w.iov = w.segs[:0], nil
+	w.slots = w.slots[:0]
+	w.seg, w.n, w.lastF = 0, 0, nil
+	if cap(*w.bufp) > 8<<20 {
+		*w.bufp = make([]byte, 0, 64<<10)
+	}
+	*w.bufp = (*w.bufp)[:0]
 }
 
 // upstream returns this connection's upstream connection to a broker for a
