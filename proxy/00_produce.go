@@ -32,7 +32,12 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 
 	var subs []*kmsg.ProduceRequest // by leader (asked.order), unless raw
 	var asked partsAsked
-	var plans []producePlan // by entry (asked.parts)
+	nparts := 0
+	for _, t := range req.Topics {
+		nparts += len(t.Partitions)
+	}
+	asked.grow(nparts)
+	plans := make([]producePlan, 0, nparts) // by entry (asked.parts)
 	idsRewritten := false
 	var held []*heldProduce
 	var counted []string // replicated topics counted in flight until answered
@@ -188,7 +193,13 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		for i, p := range pend {
 			ref := order[i]
 			var stale []string
-			if r, err := p.response(); err == nil {
+			r, body, err := p.responseBody()
+			if err == nil && raw && produceAnswerAsIs(r.(*kmsg.ProduceResponse), &asked, plans) {
+				// The one upstream answered every partition, in order,
+				// with nothing to translate: its bytes are the answer.
+				return &passthrough{Response: r, body: body}
+			}
+			if err == nil {
 				pr := r.(*kmsg.ProduceResponse)
 				resp.ThrottleMillis = max(resp.ThrottleMillis, pr.ThrottleMillis)
 				for _, t := range pr.Topics {
@@ -223,6 +234,31 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		}
 		return resp
 	}
+}
+
+// produceAnswerAsIs reports whether the answer of the one upstream a raw
+// produce went to can go to the client byte for byte: it answers exactly
+// the partitions asked, in request order, without errors (an error may
+// need a refresh), leader hints, endpoints or offsets to translate. The
+// translation steps would change nothing in it (virtProducePartition on
+// an identity plan), so re-encoding it would only cost allocations.
+func produceAnswerAsIs(pr *kmsg.ProduceResponse, asked *partsAsked, plans []producePlan) bool {
+	if len(pr.Brokers) > 0 {
+		return false
+	}
+	e := 0
+	for _, t := range pr.Topics {
+		for _, p := range t.Partitions {
+			if e >= len(asked.parts) || asked.parts[e].key != (partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition}) {
+				return false
+			}
+			if p.ErrorCode != 0 || p.CurrentLeader.LeaderID >= 0 || p.CurrentLeader.LeaderEpoch != noEpoch || plans[e].offsets != nil {
+				return false
+			}
+			e++
+		}
+	}
+	return e == len(asked.parts)
 }
 
 // producePlan is one produced partition's plan: its translation and the

@@ -37,9 +37,14 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 		look := newLeaderLookup(rc)
 		var subs []*kmsg.FetchRequest // by leader (asked.order)
 		var asked partsAsked
-		var plans []fetchPlan         // by entry (asked.parts)
-		var virtualIDs []topicIDPairs // by leader, v13+: the cluster's ids and the ones the client named
-		translated := false           // some partition's offsets go through an offset map
+		nparts := 0
+		for _, t := range req.Topics {
+			nparts += len(t.Partitions)
+		}
+		asked.grow(nparts)
+		plans := make([]fetchPlan, 0, nparts) // by entry (asked.parts)
+		var virtualIDs []topicIDPairs         // by leader, v13+: the cluster's ids and the ones the client named
+		translated := false                   // some partition's offsets go through an offset map
 		for _, t := range req.Topics {
 			name := t.Topic
 			if req.Version >= 13 {

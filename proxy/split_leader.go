@@ -62,6 +62,14 @@ func (a *partsAsked) ask(ref brokerRef, k partKey) (leader, entry int) {
 	return leader, len(a.parts) - 1
 }
 
+// grow makes room for n more entries (a request's partition count, known
+// up front: one allocation instead of a doubling series).
+func (a *partsAsked) grow(n int) {
+	if a.parts == nil {
+		a.parts = make([]askedPart, 0, n)
+	}
+}
+
 // leaderOf is ref's index in order, or -1. Requests span few leaders: a
 // scan is cheaper than a map.
 func (a *partsAsked) leaderOf(ref brokerRef) int {
