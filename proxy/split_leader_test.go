@@ -78,10 +78,12 @@ func TestProduceAnswerAsIsOnlyWhenNothingChanges(t *testing.T) {
 	}
 	for name, edit := range map[string]func(*kmsg.ProduceResponse){
 		"partition left out": func(pr *kmsg.ProduceResponse) { pr.Topics[0].Partitions = pr.Topics[0].Partitions[:1] },
-		"out of order":       func(pr *kmsg.ProduceResponse) { pr.Topics[0].Partitions[0].Partition, pr.Topics[0].Partitions[1].Partition = 1, 0 },
-		"error":              func(pr *kmsg.ProduceResponse) { pr.Topics[0].Partitions[1].ErrorCode = 6 },
-		"leader hint":        func(pr *kmsg.ProduceResponse) { pr.Topics[0].Partitions[0].CurrentLeader.LeaderID = 3 },
-		"endpoints":          func(pr *kmsg.ProduceResponse) { pr.Brokers = []kmsg.ProduceResponseBroker{{NodeID: 3}} },
+		"out of order": func(pr *kmsg.ProduceResponse) {
+			pr.Topics[0].Partitions[0].Partition, pr.Topics[0].Partitions[1].Partition = 1, 0
+		},
+		"error":       func(pr *kmsg.ProduceResponse) { pr.Topics[0].Partitions[1].ErrorCode = 6 },
+		"leader hint": func(pr *kmsg.ProduceResponse) { pr.Topics[0].Partitions[0].CurrentLeader.LeaderID = 3 },
+		"endpoints":   func(pr *kmsg.ProduceResponse) { pr.Brokers = []kmsg.ProduceResponseBroker{{NodeID: 3}} },
 	} {
 		if produceAnswerAsIs(answer(edit), &asked, plans) {
 			t.Errorf("%s: passed through; the client would see upstream state", name)
