@@ -96,6 +96,7 @@ def main():
         entry("produce_throughput", "records_per_s", "records/s", "produce", "records_per_s"),
         entry("produce_latency", "p50_ms", "ms", "latency", "p50_ms"),
         entry("produce_latency", "p99_ms", "ms", "latency", "p99_ms"),
+        entry("produce_latency", "p999_ms", "ms", "latency", "p999_ms"),
         entry("fetch_throughput", "mb_per_s", "MB/s", "consume", "mb_per_s"),
         entry("fetch_throughput", "records_per_s", "records/s", "consume", "records_per_s"),
         # baseline here = the source broker's own CPU-s/GB for the same phase on the direct path
@@ -110,6 +111,12 @@ def main():
             entry("java_producer_performance", "p999_ms", "ms", "java_produce", "p999_ms"),
             entry("java_consumer_performance", "mb_per_s", "MB/s", "java_consume", "mb_per_s"),
         ]
+    conns = sorted({int(r["phase"][len("produce_c"):]) for r in rows if r["phase"].startswith("produce_c")})
+    for c in conns:
+        new.append(entry("produce_throughput_connections", f"mb_per_s_{c}_clients", "MB/s", f"produce_c{c}", "mb_per_s"))
+    if any(r["phase"] == "memory" for r in rows):
+        # no baseline: the direct path has no proxy process
+        new.append(entry("memory_per_connection", "kib_per_idle_connection", "KiB", "memory", "kib_per_conn"))
     has_peer = any(r["path"] == "peer" for r in rows)
 
     old = []
@@ -211,6 +218,16 @@ def main():
             f"- Java ConsumerPerformance MB/s direct: {spread('java_consume', 'direct', 'mb_per_s')}; proxy: "
             f"{spread('java_consume', 'proxy', 'mb_per_s')} (includes the consumer group join)",
         ]
+    if conns:
+        lines.append("- produce MB/s by client connections: " + "; ".join(
+            f"{c}: direct {spread(f'produce_c{c}', 'direct', 'mb_per_s')}, proxy {spread(f'produce_c{c}', 'proxy', 'mb_per_s')}"
+            + (f", peer {spread(f'produce_c{c}', 'peer', 'mb_per_s')}" if has_peer else "") for c in conns))
+    for p in ("proxy", "peer"):
+        for r in rows:
+            if r["phase"] == "memory" and r["path"] == p:
+                m = r["result"]
+                lines.append(f"- memory ({'kproxy' if p == 'proxy' else 'grepplabs/kafka-proxy'}): VmRSS {m['rss_before_kib']:,} KiB idle, "
+                             f"{m['rss_during_kib']:,} KiB with {m['clients']} client connections: {m['kib_per_conn']} KiB per connection")
     lines += [""]
     for prof in [x for x in a.profile.split(",") if x and os.path.exists(x)]:
         what = "fetch" if "consume" in prof else "produce"

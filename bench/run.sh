@@ -47,6 +47,13 @@ GREPPLABS_BIN="${GREPPLABS_BIN:-}"
 PEER_LISTEN="${PEER_LISTEN:-127.0.0.1:$(free_port)}"
 JAVA="${JAVA:-$(command -v java >/dev/null && echo 1 || echo 0)}"
 JAVA_N="${JAVA_N:-30000}"
+# Connections (issue 12 item 7): produce with each count of client
+# connections (one franz-go client each), CONN_N records in all per run;
+# then kproxy's (and the peer's) resident memory per idle connection with
+# HOLD_CLIENTS clients connected.
+CONNS="${CONNS:-1 16 256}"
+CONN_N="${CONN_N:-60000}"
+HOLD_CLIENTS="${HOLD_CLIENTS:-256}"
 PATHS=(direct proxy)
 [[ -n "$GREPPLABS_BIN" ]] && PATHS+=(peer)
 GO="${GO:-go}"
@@ -228,6 +235,11 @@ for r in $(seq 1 "$ROUNDS"); do
   for p in "${order[@]}"; do
     profiled "$r" "$p" consume -- consume -brokers "$(addr "$p")" -topic "$ID-r$r-$p"
   done
+  for c in $CONNS; do
+    for p in "${order[@]}"; do
+      measure "$r" "$p" "produce_c$c" -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$CONN_N" -size "$SIZE" -clients "$c"
+    done
+  done
   if [[ $JAVA == 1 ]]; then
     for p in "${order[@]}"; do
       measure "$r" "$p" java_produce -- java produce "$(addr "$p")" "$ID-r$r-$p-java" "$JAVA_N" "$SIZE"
@@ -236,6 +248,24 @@ for r in $(seq 1 "$ROUNDS"); do
       measure "$r" "$p" java_consume -- java consume "$(addr "$p")" "$ID-r$r-$p-java" "$JAVA_N" "$SIZE"
     done
   fi
+done
+
+# Memory per idle connection: VmRSS of the proxy before and while
+# HOLD_CLIENTS clients hold a connection each.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+for p in "${PATHS[@]}"; do
+  [[ $p == direct ]] && continue
+  pid=$KPROXY_PID; [[ $p == peer ]] && pid=$PEER_PID
+  before=$(rss_kib "$pid")
+  "$LG" hold -brokers "$(addr "$p")" -clients "$HOLD_CLIENTS" -duration 6s >/dev/null 2>"$WORK/hold.err" &
+  hold_pid=$!
+  for i in $(seq 1 300); do grep -q holding "$WORK/hold.err" 2>/dev/null && break; sleep 0.2; done
+  sleep 2
+  during=$(rss_kib "$pid")
+  wait "$hold_pid" || say "warning: hold on $p failed: $(cat "$WORK/hold.err")"
+  printf '{"round":1,"path":"%s","phase":"memory","kproxy_cpu_s":0,"broker_cpu_s":0,"result":{"bytes":0,"clients":%d,"rss_before_kib":%d,"rss_during_kib":%d,"kib_per_conn":%s}}\n' \
+    "$p" "$HOLD_CLIENTS" "$before" "$during" "$(awk -v a="$before" -v b="$during" -v n="$HOLD_CLIENTS" 'BEGIN{printf "%.2f", (b-a)/n}')" >>"$RAW"
+  say "memory $p: RSS $before KiB idle, $during KiB with $HOLD_CLIENTS connections"
 done
 
 kill -0 "$KPROXY_PID" 2>/dev/null || { say "kproxy died during the run"; cat "$WORK/kproxy.log" >&2; exit 1; }
