@@ -47,6 +47,7 @@ GREPPLABS_BIN="${GREPPLABS_BIN:-}"
 PEER_LISTEN="${PEER_LISTEN:-127.0.0.1:$(free_port)}"
 JAVA="${JAVA:-$(command -v java >/dev/null && echo 1 || echo 0)}"
 JAVA_N="${JAVA_N:-30000}"
+JAVA_ROUNDS="${JAVA_ROUNDS:-$ROUNDS}" # JVM start-up is slow on a loaded machine: fewer rounds may do
 # Connections (issue 12 item 7): produce with each count of client
 # connections (one franz-go client each), CONN_N records in all per run;
 # then kproxy's (and the peer's) resident memory per idle connection with
@@ -240,7 +241,7 @@ for r in $(seq 1 "$ROUNDS"); do
       measure "$r" "$p" "produce_c$c" -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$CONN_N" -size "$SIZE" -clients "$c"
     done
   done
-  if [[ $JAVA == 1 ]]; then
+  if [[ $JAVA == 1 ]] && (( r <= JAVA_ROUNDS )); then
     for p in "${order[@]}"; do
       measure "$r" "$p" java_produce -- java produce "$(addr "$p")" "$ID-r$r-$p-java" "$JAVA_N" "$SIZE"
     done
