@@ -79,6 +79,11 @@ type slot struct {
 	start   time.Time
 	ready   chan struct{}
 	resp    kmsg.Response
+	// run, when set, is the rest of the handler, which the write loop runs
+	// at the slot's turn instead of a goroutine of its own (await clears
+	// it and runs it; ready is closed then as for any slot). Set before
+	// the slot is queued and never for a slot with a goroutine.
+	run *handlerRun
 
 	respBytes int64 // charged to the buffer budget until written
 	fetchTurn bool  // holds clientConn.fetchTurn until written
@@ -147,7 +152,9 @@ func (cc *clientConn) serve() {
 	cc.finish()
 	cc.nc.Close()
 	cc.srv.inventory.remove(cc.id)
-	wg.Wait()
+	// Upstream connections close before the write loop is waited for: it
+	// may be running a handler's rest (slot.run) that waits for an
+	// upstream answer, which ends only when that connection does.
 	cc.upMu.Lock()
 	for _, e := range cc.ups {
 		if e.conn != nil {
@@ -155,13 +162,14 @@ func (cc *clientConn) serve() {
 		}
 	}
 	cc.upMu.Unlock()
+	wg.Wait()
 	// Responses the write loop never took: wait for their handlers (the
 	// upstream connections are closed, so they end quickly) and give back
 	// what they hold.
 	for {
 		select {
 		case s := <-cc.slots:
-			<-s.ready
+			cc.await(s)
 			cc.finishSlot(s)
 		default:
 			return
@@ -318,6 +326,13 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	if p, ok := req.(*kmsg.ProduceRequest); ok && p.Acks == 0 {
 		noResponse = true // acks=0: the client reads no response, ever
 	}
+	// The policy and principal a Metadata answer is filtered with, taken
+	// here: the read goroutine owns the SASL state.
+	describe := cc.metadataFilter(req)
+	// The data path (Produce, Fetch) runs the handler's rest on the write
+	// loop (slot.run): its slot is queued once run is set, after the
+	// synchronous part, so the write loop never sees it half made.
+	inline := !noResponse && describe == nil && (h.key == kmsg.Produce.Int16() || h.key == kmsg.Fetch.Int16())
 	cc.outstanding.Add(1)
 	var s *slot
 	if noResponse {
@@ -340,55 +355,108 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 				return false, net.ErrClosed
 			}
 		}
-		select {
-		case cc.slots <- s:
-		case <-cc.done:
-			if s.fetchTurn {
-				<-cc.fetchTurn
+		if !inline {
+			select {
+			case cc.slots <- s:
+			case <-cc.done:
+				if s.fetchTurn {
+					<-cc.fetchTurn
+				}
+				cc.outstanding.Add(-1)
+				budget.release(charged)
+				return false, net.ErrClosed
 			}
-			cc.outstanding.Add(-1)
-			budget.release(charged)
-			return false, net.ErrClosed
 		}
 	}
-	// The policy and principal a Metadata answer is filtered with, taken
-	// here: the read goroutine owns the SASL state.
-	describe := cc.metadataFilter(req)
 	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	if s != nil {
 		s.closeAfter = rc.closeAfter // before the goroutine that readies s
 	}
-	go func() {
-		var resp kmsg.Response
-		defer func() {
-			if p := recover(); p != nil {
-				cc.log.Error("handler panicked; closing this connection", "api", kmsg.NameForKey(h.key), "panic", p, "stack", string(debug.Stack()))
-				cc.nc.Close()
-				resp = nil
+	h2 := &handlerRun{wait: wait, charged: charged, key: h.key}
+	if describe != nil {
+		h2.filter = func(resp kmsg.Response) {
+			if md, ok := resp.(*kmsg.MetadataResponse); ok {
+				describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
 			}
-			budget.release(charged)
-			if s == nil {
-				<-cc.noResponse
-				cc.outstanding.Add(-1)
-				return
-			}
-			// The response exists now: charge it until it is written,
-			// so that readers wait while clients do not read.
-			s.respBytes = responseBytes(resp)
-			budget.force(s.respBytes)
-			s.resp = resp
-			close(s.ready)
-		}()
-		if wait != nil {
-			resp = wait()
 		}
-		if md, ok := resp.(*kmsg.MetadataResponse); ok && describe != nil {
-			describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
+	}
+	if inline {
+		// The data path: the write loop runs the rest of the handler
+		// itself when the slot's turn comes (writeLoop), one goroutine
+		// start and one wake-up fewer per request. Produce has sent its
+		// sub-requests already; Fetch sends in its rest, but a
+		// connection has one Fetch in flight (fetchTurn), so its turn is
+		// when it would have been written anyway.
+		s.run = h2
+		select {
+		case cc.slots <- s:
+		case <-cc.done:
+			// Nobody will write it: finish it aside (its upstream
+			// calls end when serve closes those connections).
+			go func() { cc.complete(s, h2); cc.finishSlot(s) }()
+			return false, net.ErrClosed
 		}
-	}()
+		return h.key == kmsg.Produce.Int16(), nil
+	}
+	go cc.complete(s, h2)
 	_, isProduce := req.(*kmsg.ProduceRequest)
 	return isProduce, nil
+}
+
+// handlerRun is the asynchronous rest of a handler and what the request
+// holds until it ends.
+type handlerRun struct {
+	wait    func() kmsg.Response // nil: no rest
+	charged int64                // of the buffer budget, by the request frame
+	key     int16
+	filter  func(kmsg.Response) // the Metadata policy filter, or nil
+}
+
+// complete runs the rest of a handler and readies its slot (nil: acks=0
+// produce, no response): the request's budget is given back and the
+// response's charged until written. It runs on a goroutine of its own, or
+// on the write loop for the data path (slot.run).
+func (cc *clientConn) complete(s *slot, h *handlerRun) {
+	var resp kmsg.Response
+	defer func() {
+		if p := recover(); p != nil {
+			cc.log.Error("handler panicked; closing this connection", "api", kmsg.NameForKey(h.key), "panic", p, "stack", string(debug.Stack()))
+			cc.nc.Close()
+			resp = nil
+		}
+		cc.srv.budget.release(h.charged)
+		if s == nil {
+			<-cc.noResponse
+			cc.outstanding.Add(-1)
+			return
+		}
+		// The response exists now: charge it until it is written,
+		// so that readers wait while clients do not read.
+		s.respBytes = responseBytes(resp)
+		cc.srv.budget.force(s.respBytes)
+		s.resp = resp
+		close(s.ready)
+	}()
+	if h.wait != nil {
+		resp = h.wait()
+	}
+	if h.filter != nil && resp != nil {
+		h.filter(resp)
+	}
+}
+
+// await makes s's response exist: it waits for the handler's goroutine, or
+// runs the handler's rest here when the write loop was to run it (slot.run).
+// Only the write loop, or whoever took s from the slots queue after it, may
+// call it.
+func (cc *clientConn) await(s *slot) {
+	if r := s.run; r != nil {
+		s.run = nil // written only by whoever runs it (one owner at a time)
+		cc.complete(s, r)
+		return
+	}
+	<-s.ready
 }
 
 // responseBytes is what a response holds in upstream buffers (the large
@@ -515,7 +583,7 @@ func (cc *clientConn) writeLoop() {
 		go func() {
 			for _, s := range held {
 				if s != nil {
-					<-s.ready
+					cc.await(s)
 					cc.finishSlot(s)
 				}
 			}
@@ -542,18 +610,28 @@ func (cc *clientConn) writeLoop() {
 		// Flush what is queued before waiting on a response that is
 		// not ready: holding response N until N+1 completes would add
 		// the next request's whole latency to every pipelined request.
-		select {
-		case <-s.ready:
-		default:
+		if s.run != nil {
+			// The data path: run the handler's rest here (its upstream
+			// answer may take a while: what is queued goes out first).
 			if err := flush(); err != nil {
-				fail(s, err)
+				fail(s, err) // runs it aside (await)
 				return
 			}
+			cc.await(s)
+		} else {
 			select {
 			case <-s.ready:
-			case <-cc.done:
-				fail(s, nil)
-				return
+			default:
+				if err := flush(); err != nil {
+					fail(s, err)
+					return
+				}
+				select {
+				case <-s.ready:
+				case <-cc.done:
+					fail(s, nil)
+					return
+				}
 			}
 		}
 		if s.resp == nil {
