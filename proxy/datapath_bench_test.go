@@ -41,6 +41,13 @@ type memBroker struct {
 	partitions int32
 	fetchBody  func(version int16) []byte // the Fetch response body (after the header)
 
+	// silentFetch: Fetch requests are read and never answered; each one
+	// is reported on fetched, and a connection that carried one reports
+	// its end on fetchConnDone.
+	silentFetch   bool
+	fetched       chan struct{}
+	fetchConnDone chan struct{}
+
 	mu     sync.Mutex // guards cached
 	cached map[[2]int16][]byte
 	conns  []net.Conn
@@ -52,7 +59,8 @@ func newMemBroker(tb testing.TB, partitions int32, fetchBody func(int16) []byte)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b := &memBroker{ln: ln, partitions: partitions, fetchBody: fetchBody, cached: map[[2]int16][]byte{}}
+	b := &memBroker{ln: ln, partitions: partitions, fetchBody: fetchBody, cached: map[[2]int16][]byte{},
+		fetched: make(chan struct{}, 16), fetchConnDone: make(chan struct{}, 16)}
 	go b.accept()
 	tb.Cleanup(func() {
 		ln.Close()
@@ -84,6 +92,12 @@ func (b *memBroker) serve(c net.Conn) {
 	defer c.Close()
 	br := bufio.NewReaderSize(c, 64<<10)
 	var frame, out []byte
+	sawFetch := false
+	defer func() {
+		if sawFetch {
+			b.fetchConnDone <- struct{}{}
+		}
+	}()
 	for {
 		var err error
 		if frame, err = readFrameInto(br, 256<<20, frame); err != nil {
@@ -92,6 +106,11 @@ func (b *memBroker) serve(c net.Conn) {
 		key := int16(binary.BigEndian.Uint16(frame))
 		ver := int16(binary.BigEndian.Uint16(frame[2:]))
 		corr := frame[4:8]
+		if key == kmsg.Fetch.Int16() && b.silentFetch {
+			sawFetch = true
+			b.fetched <- struct{}{}
+			continue
+		}
 		var resp []byte
 		switch key {
 		case kmsg.Produce.Int16(), kmsg.Fetch.Int16():
@@ -439,5 +458,38 @@ func BenchmarkFetchForwarded(b *testing.B) {
 				benchForwarded(b, r, fetchRequest(v, 6, id), 6*len(batch))
 			})
 		}
+	}
+}
+
+// A Fetch runs its handler's rest on the client's write loop (slot.run),
+// which then waits on the upstream answer. When the client goes away, the
+// upstream connection must close at once: serve closes the upstream
+// connections before it waits for the write loop. In the other order the
+// write loop waits for an answer that comes only when the long poll ends
+// (here: never, until MaxWait plus 30 s of slack), and the upstream
+// connection with it.
+func TestClosedClientClosesTheUpstreamOfAWaitingFetch(t *testing.T) {
+	mb := newMemBroker(t, 1, nil)
+	mb.silentFetch = true
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	nc, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := fetchRequest(12, 1, [16]byte{})
+	req.MaxWaitMillis = 120_000
+	if _, err := nc.Write(requestFrame(req)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-mb.fetched:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the Fetch never reached the broker")
+	}
+	nc.Close()
+	select {
+	case <-mb.fetchConnDone:
+	case <-time.After(60 * time.Second): // far below MaxWait + 30 s
+		t.Fatal("the upstream connection of the waiting Fetch stayed open after its client left")
 	}
 }
