@@ -61,12 +61,13 @@ def main():
         for k, v in res.items():
             if isinstance(v, (int, float)):
                 vals[(ph, p, k)].append(v)
-        if p == "proxy":
+        # kproxy_cpu_s is the CPU of the path's proxy: kproxy, or the peer
+        if p in ("proxy", "peer"):
             vals[(ph, p, "kproxy_cpu_s_total")].append(r["kproxy_cpu_s"])
         gb = res["bytes"] / 1e9
         if gb > 0:
-            if p == "proxy":
-                vals[(ph, "proxy", "cpu_s_per_gb")].append(r["kproxy_cpu_s"] / gb)
+            if p in ("proxy", "peer"):
+                vals[(ph, p, "cpu_s_per_gb")].append(r["kproxy_cpu_s"] / gb)
             vals[(ph, p, "broker_cpu_s_per_gb")].append(r["broker_cpu_s"] / gb)
 
     def med(ph, p, k):
@@ -76,24 +77,47 @@ def main():
     def entry(bench, metric, unit, ph, k, base_k=None, base_path="direct"):
         x = med(ph, "proxy", k)
         y = med(ph, base_path, base_k or k)
-        return {
+        e = {
             "benchmark": bench, "metric": metric, "unit": unit,
             "kproxy": round(x, 4) if x is not None else None,
             "baseline": round(y, 4) if y is not None else None,
             "ratio": round(x / y, 4) if x is not None and y else None,
         }
+        # grepplabs/kafka-proxy in the same rounds (GREPPLABS_BIN): its own
+        # figure (for CPU: its process's CPU-s/GB) and its ratio to the baseline
+        z = med(ph, "peer", k)
+        if z is not None:
+            e["peer"] = round(z, 4)
+            e["peer_ratio"] = round(z / y, 4) if y else None
+        return e
 
     new = [
         entry("produce_throughput", "mb_per_s", "MB/s", "produce", "mb_per_s"),
         entry("produce_throughput", "records_per_s", "records/s", "produce", "records_per_s"),
         entry("produce_latency", "p50_ms", "ms", "latency", "p50_ms"),
         entry("produce_latency", "p99_ms", "ms", "latency", "p99_ms"),
+        entry("produce_latency", "p999_ms", "ms", "latency", "p999_ms"),
         entry("fetch_throughput", "mb_per_s", "MB/s", "consume", "mb_per_s"),
         entry("fetch_throughput", "records_per_s", "records/s", "consume", "records_per_s"),
         # baseline here = the source broker's own CPU-s/GB for the same phase on the direct path
         entry("kproxy_cpu", "cpu_s_per_gb_produce", "CPU-s/GB", "produce", "cpu_s_per_gb", "broker_cpu_s_per_gb"),
         entry("kproxy_cpu", "cpu_s_per_gb_fetch", "CPU-s/GB", "consume", "cpu_s_per_gb", "broker_cpu_s_per_gb"),
     ]
+    if any(r["phase"].startswith("java_") for r in rows):
+        new += [
+            entry("java_producer_performance", "mb_per_s", "MB/s", "java_produce", "mb_per_s"),
+            entry("java_producer_performance", "p50_ms", "ms", "java_produce", "p50_ms"),
+            entry("java_producer_performance", "p99_ms", "ms", "java_produce", "p99_ms"),
+            entry("java_producer_performance", "p999_ms", "ms", "java_produce", "p999_ms"),
+            entry("java_consumer_performance", "mb_per_s", "MB/s", "java_consume", "mb_per_s"),
+        ]
+    conns = sorted({int(r["phase"][len("produce_c"):]) for r in rows if r["phase"].startswith("produce_c")})
+    for c in conns:
+        new.append(entry("produce_throughput_connections", f"mb_per_s_{c}_clients", "MB/s", f"produce_c{c}", "mb_per_s"))
+    if any(r["phase"] == "memory" for r in rows):
+        # no baseline: the direct path has no proxy process
+        new.append(entry("memory_per_connection", "kib_per_idle_connection", "KiB", "memory", "kib_per_conn"))
+    has_peer = any(r["path"] == "peer" for r in rows)
 
     old = []
     if os.path.exists(a.results):
@@ -149,12 +173,14 @@ def main():
         "",
         "## Results (medians)",
         "",
-        "| benchmark | metric | kproxy | direct | ratio (kproxy/direct) |",
-        "|---|---|---:|---:|---:|",
+        "| benchmark | metric | kproxy | direct | ratio (kproxy/direct) |"
+        + (" grepplabs/kafka-proxy | ratio (peer/direct) |" if has_peer else ""),
+        "|---|---|---:|---:|---:|" + ("---:|---:|" if has_peer else ""),
     ]
     for e in new:
         lines.append(f"| {e['benchmark']} | {e['metric']} ({e['unit']}) | {fmt(e['kproxy'], 2)} | "
-                     f"{fmt(e['baseline'], 2)} | {fmt(e['ratio'], 3)} |")
+                     f"{fmt(e['baseline'], 2)} | {fmt(e['ratio'], 3)} |"
+                     + (f" {fmt(e.get('peer'), 2)} | {fmt(e.get('peer_ratio'), 3)} |" if has_peer else ""))
     p99 = by[("produce_latency", "p99_ms")]
     p50 = by[("produce_latency", "p50_ms")]
     add = lambda e: None if e["kproxy"] is None or e["baseline"] is None else e["kproxy"] - e["baseline"]
@@ -176,8 +202,33 @@ def main():
         f"proxy: {spread('latency', 'proxy', 'p50_ms', 2)} / {spread('latency', 'proxy', 'p99_ms', 2)}",
         f"- fetch MB/s direct: {spread('consume', 'direct', 'mb_per_s')}; proxy: {spread('consume', 'proxy', 'mb_per_s')}",
         f"- kproxy CPU-s/GB produce: {spread('produce', 'proxy', 'cpu_s_per_gb', 2)}; fetch: {spread('consume', 'proxy', 'cpu_s_per_gb', 2)}",
-        "",
     ]
+    if has_peer:
+        lines += [
+            f"- grepplabs/kafka-proxy: produce MB/s {spread('produce', 'peer', 'mb_per_s')}; fetch MB/s "
+            f"{spread('consume', 'peer', 'mb_per_s')}; latency p50/p99 ms {spread('latency', 'peer', 'p50_ms', 2)} / "
+            f"{spread('latency', 'peer', 'p99_ms', 2)}; CPU-s/GB produce {spread('produce', 'peer', 'cpu_s_per_gb', 2)}, "
+            f"fetch {spread('consume', 'peer', 'cpu_s_per_gb', 2)}",
+        ]
+    if any(r["phase"].startswith("java_") for r in rows):
+        lines += [
+            f"- Java ProducerPerformance MB/s direct: {spread('java_produce', 'direct', 'mb_per_s')}; proxy: "
+            f"{spread('java_produce', 'proxy', 'mb_per_s')}; p99 ms direct: {spread('java_produce', 'direct', 'p99_ms', 0)}; "
+            f"proxy: {spread('java_produce', 'proxy', 'p99_ms', 0)}",
+            f"- Java ConsumerPerformance MB/s direct: {spread('java_consume', 'direct', 'mb_per_s')}; proxy: "
+            f"{spread('java_consume', 'proxy', 'mb_per_s')} (includes the consumer group join)",
+        ]
+    if conns:
+        lines.append("- produce MB/s by client connections: " + "; ".join(
+            f"{c}: direct {spread(f'produce_c{c}', 'direct', 'mb_per_s')}, proxy {spread(f'produce_c{c}', 'proxy', 'mb_per_s')}"
+            + (f", peer {spread(f'produce_c{c}', 'peer', 'mb_per_s')}" if has_peer else "") for c in conns))
+    for p in ("proxy", "peer"):
+        for r in rows:
+            if r["phase"] == "memory" and r["path"] == p:
+                m = r["result"]
+                lines.append(f"- memory ({'kproxy' if p == 'proxy' else 'grepplabs/kafka-proxy'}): VmRSS {m['rss_before_kib']:,} KiB idle, "
+                             f"{m['rss_during_kib']:,} KiB with {m['clients']} client connections: {m['kib_per_conn']} KiB per connection")
+    lines += [""]
     for prof in [x for x in a.profile.split(",") if x and os.path.exists(x)]:
         what = "fetch" if "consume" in prof else "produce"
         lines += [f"## kproxy CPU profile, proxied {what}, round 1 (perf, 999 Hz, top symbols by self time)",

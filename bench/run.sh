@@ -14,6 +14,17 @@
 #              SOURCE=127.0.0.1:19092 TARGET=127.0.0.1:29092 PERF=0
 # PERF=1 additionally records a `perf` CPU profile of kproxy during the first
 # proxied produce phase and writes bench/profile-produce.txt.
+#
+# Peer: GREPPLABS_BIN=/path/to/kafka-proxy adds a third path, grepplabs/
+# kafka-proxy in front of the same broker, measured in the same rounds (the
+# order rotates per round over all paths). Build it from its public source
+# with its vendored modules, outside this repository (it is a benchmark peer,
+# never a dependency):
+#   git clone https://github.com/grepplabs/kafka-proxy && cd kafka-proxy &&
+#   go build -mod=vendor -o /tmp/grepplabs-kafka-proxy . 
+# JAVA=1 (default when java is on PATH) adds Kafka's ProducerPerformance and
+# ConsumerPerformance (tools classpath from test/kafka/kafka.sh tools-cp), JAVA_N
+# records (default 30000), per path and round.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -32,6 +43,20 @@ ADMIN="${ADMIN:-127.0.0.1:$(free_port)}"
 SOURCE="${SOURCE:-127.0.0.1:19092}"
 TARGET="${TARGET:-127.0.0.1:29092}"
 PERF="${PERF:-0}"
+GREPPLABS_BIN="${GREPPLABS_BIN:-}"
+PEER_LISTEN="${PEER_LISTEN:-127.0.0.1:$(free_port)}"
+JAVA="${JAVA:-$(command -v java >/dev/null && echo 1 || echo 0)}"
+JAVA_N="${JAVA_N:-30000}"
+JAVA_ROUNDS="${JAVA_ROUNDS:-$ROUNDS}" # JVM start-up is slow on a loaded machine: fewer rounds may do
+# Connections (issue 12 item 7): produce with each count of client
+# connections (one franz-go client each), CONN_N records in all per run;
+# then kproxy's (and the peer's) resident memory per idle connection with
+# HOLD_CLIENTS clients connected.
+CONNS="${CONNS:-1 16 256}"
+CONN_N="${CONN_N:-60000}"
+HOLD_CLIENTS="${HOLD_CLIENTS:-256}"
+PATHS=(direct proxy)
+[[ -n "$GREPPLABS_BIN" ]] && PATHS+=(peer)
 GO="${GO:-go}"
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -46,12 +71,17 @@ T0=$(date +%s)
 
 WORK="$(mktemp -d /tmp/kproxy-bench.XXXXXX)"
 KPROXY_PID=""
+PEER_PID=""
 ID="bench-$(date +%s)"
 cleanup() {
   local rc=$?
   if [[ -n "$KPROXY_PID" ]] && kill -0 "$KPROXY_PID" 2>/dev/null; then
     kill -TERM "$KPROXY_PID" 2>/dev/null || true
     wait "$KPROXY_PID" 2>/dev/null || true
+  fi
+  if [[ -n "$PEER_PID" ]] && kill -0 "$PEER_PID" 2>/dev/null; then
+    kill -TERM "$PEER_PID" 2>/dev/null || true
+    wait "$PEER_PID" 2>/dev/null || true
   fi
   if [[ -x "$WORK/loadgen" ]]; then
     "$WORK/loadgen" delete -brokers "$SOURCE" -prefix "$ID-" -timeout 30s >/dev/null 2>&1 ||
@@ -98,6 +128,26 @@ curl -fsS "http://$ADMIN/readyz" >/dev/null && kill -0 "$KPROXY_PID" 2>/dev/null
   { say "kproxy never became ready"; cat "$WORK/kproxy.log" >&2; exit 1; }
 say "kproxy pid $KPROXY_PID ready on $LISTEN; source broker pid ${BROKER_PID:-?}"
 
+# --- peer: grepplabs/kafka-proxy (optional) ---------------------------------
+if [[ -n "$GREPPLABS_BIN" ]]; then
+  # One mapping for the one source broker; no dynamic listeners (there are
+  # no other brokers to discover); its metrics on a free port.
+  "$GREPPLABS_BIN" server --bootstrap-server-mapping "$SOURCE,$PEER_LISTEN" \
+    --dynamic-listeners-disable --http-listen-address "127.0.0.1:$(free_port)" \
+    >"$WORK/peer.log" 2>&1 &
+  PEER_PID=$!
+  for i in $(seq 1 50); do
+    (exec 3<>"/dev/tcp/${PEER_LISTEN%:*}/${PEER_LISTEN##*:}") 2>/dev/null && break
+    kill -0 "$PEER_PID" 2>/dev/null || { cat "$WORK/peer.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  say "grepplabs/kafka-proxy pid $PEER_PID on $PEER_LISTEN"
+fi
+if [[ $JAVA == 1 ]]; then
+  TOOLS_CP="$(bash test/kafka/kafka.sh tools-cp)"
+  export TOOLS_CP
+fi
+
 CLK_TCK="$(getconf CLK_TCK)"
 # cpu_ticks PID: utime+stime in clock ticks (fields 14 and 15 of /proc/PID/stat;
 # the comm field is stripped first since it may contain spaces).
@@ -109,7 +159,7 @@ cpu_ticks() {
 # --- topics ----------------------------------------------------------------
 topics=()
 for r in $(seq 1 "$ROUNDS"); do
-  for p in direct proxy; do topics+=("$ID-r$r-$p" "$ID-r$r-$p-lat"); done
+  for p in "${PATHS[@]}"; do topics+=("$ID-r$r-$p" "$ID-r$r-$p-lat" "$ID-r$r-$p-java"); done
 done
 topics+=("$ID-warmup")
 "$LG" create -brokers "$SOURCE" -partitions "$PARTITIONS" -topics "$(IFS=,; echo "${topics[*]}")" >/dev/null
@@ -117,15 +167,23 @@ say "created ${#topics[@]} topics ($ID-*), $PARTITIONS partitions each"
 
 RAW="$WORK/raw.jsonl"
 : >"$RAW"
-# measure ROUND PATH PHASE -- loadgen args...: runs loadgen, records its JSON
-# with kproxy's and the broker's CPU ticks spent during the run.
+# measure ROUND PATH PHASE -- loadgen args...: runs loadgen (or, when the
+# first argument is "java", bench/javaperf.sh with the rest), records its
+# JSON with the CPU ticks of the path's proxy (kproxy, or the peer; the
+# field keeps its name kproxy_cpu_s) and the broker's during the run.
 measure() {
   local round=$1 path=$2 phase=$3; shift 4
-  local k0 b0 k1 b1 out
-  k0=$(cpu_ticks "$KPROXY_PID"); b0=$(cpu_ticks "$BROKER_PID")
+  local k0 b0 k1 b1 out pid=$KPROXY_PID
+  [[ $path == peer ]] && pid=$PEER_PID
+  k0=$(cpu_ticks "$pid"); b0=$(cpu_ticks "$BROKER_PID")
   kill -0 "$KPROXY_PID" 2>/dev/null || { say "kproxy (pid $KPROXY_PID) is gone"; cat "$WORK/kproxy.log" >&2; exit 1; }
-  out="$("$LG" "$@")"
-  k1=$(cpu_ticks "$KPROXY_PID"); b1=$(cpu_ticks "$BROKER_PID")
+  if [[ $1 == java ]]; then
+    shift
+    out="$(bash bench/javaperf.sh "$@")"
+  else
+    out="$("$LG" "$@")"
+  fi
+  k1=$(cpu_ticks "$pid"); b1=$(cpu_ticks "$BROKER_PID")
   printf '{"round":%d,"path":"%s","phase":"%s","kproxy_cpu_s":%s,"broker_cpu_s":%s,"result":%s}\n' \
     "$round" "$path" "$phase" \
     "$(awk -v a="$k0" -v b="$k1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}')" \
@@ -151,15 +209,23 @@ profiled() {
     measure "$@"
   fi
 }
-addr() { [[ $1 == proxy ]] && echo "$LISTEN" || echo "$SOURCE"; }
+addr() {
+  case $1 in proxy) echo "$LISTEN" ;; peer) echo "$PEER_LISTEN" ;; *) echo "$SOURCE" ;; esac
+}
 
 # Warm-up (not recorded): connections, JIT, page cache.
 "$LG" produce -brokers "$SOURCE" -topic "$ID-warmup" -n 20000 -size "$SIZE" >/dev/null
 "$LG" produce -brokers "$LISTEN" -topic "$ID-warmup" -n 20000 -size "$SIZE" >/dev/null
 "$LG" consume -brokers "$LISTEN" -topic "$ID-warmup" >/dev/null
+if [[ -n "$GREPPLABS_BIN" ]]; then
+  "$LG" produce -brokers "$PEER_LISTEN" -topic "$ID-warmup" -n 20000 -size "$SIZE" >/dev/null
+  "$LG" consume -brokers "$PEER_LISTEN" -topic "$ID-warmup" >/dev/null
+fi
 
 for r in $(seq 1 "$ROUNDS"); do
-  if (( r % 2 == 1 )); then order=(direct proxy); else order=(proxy direct); fi
+  # Rotate the path order per round (direct proxy peer, proxy peer direct, ...).
+  order=()
+  for i in "${!PATHS[@]}"; do order+=("${PATHS[$(( (i + r - 1) % ${#PATHS[@]} ))]}"); done
   for p in "${order[@]}"; do
     profiled "$r" "$p" produce -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$N" -size "$SIZE"
   done
@@ -170,6 +236,37 @@ for r in $(seq 1 "$ROUNDS"); do
   for p in "${order[@]}"; do
     profiled "$r" "$p" consume -- consume -brokers "$(addr "$p")" -topic "$ID-r$r-$p"
   done
+  for c in $CONNS; do
+    for p in "${order[@]}"; do
+      measure "$r" "$p" "produce_c$c" -- produce -brokers "$(addr "$p")" -topic "$ID-r$r-$p" -n "$CONN_N" -size "$SIZE" -clients "$c"
+    done
+  done
+  if [[ $JAVA == 1 ]] && (( r <= JAVA_ROUNDS )); then
+    for p in "${order[@]}"; do
+      measure "$r" "$p" java_produce -- java produce "$(addr "$p")" "$ID-r$r-$p-java" "$JAVA_N" "$SIZE"
+    done
+    for p in "${order[@]}"; do
+      measure "$r" "$p" java_consume -- java consume "$(addr "$p")" "$ID-r$r-$p-java" "$JAVA_N" "$SIZE"
+    done
+  fi
+done
+
+# Memory per idle connection: VmRSS of the proxy before and while
+# HOLD_CLIENTS clients hold a connection each.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+for p in "${PATHS[@]}"; do
+  [[ $p == direct ]] && continue
+  pid=$KPROXY_PID; [[ $p == peer ]] && pid=$PEER_PID
+  before=$(rss_kib "$pid")
+  "$LG" hold -brokers "$(addr "$p")" -clients "$HOLD_CLIENTS" -duration 6s >/dev/null 2>"$WORK/hold.err" &
+  hold_pid=$!
+  for i in $(seq 1 300); do grep -q holding "$WORK/hold.err" 2>/dev/null && break; sleep 0.2; done
+  sleep 2
+  during=$(rss_kib "$pid")
+  wait "$hold_pid" || say "warning: hold on $p failed: $(cat "$WORK/hold.err")"
+  printf '{"round":1,"path":"%s","phase":"memory","kproxy_cpu_s":0,"broker_cpu_s":0,"result":{"bytes":0,"clients":%d,"rss_before_kib":%d,"rss_during_kib":%d,"kib_per_conn":%s}}\n' \
+    "$p" "$HOLD_CLIENTS" "$before" "$during" "$(awk -v a="$before" -v b="$during" -v n="$HOLD_CLIENTS" 'BEGIN{printf "%.2f", (b-a)/n}')" >>"$RAW"
+  say "memory $p: RSS $before KiB idle, $during KiB with $HOLD_CLIENTS connections"
 done
 
 kill -0 "$KPROXY_PID" 2>/dev/null || { say "kproxy died during the run"; cat "$WORK/kproxy.log" >&2; exit 1; }

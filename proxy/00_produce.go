@@ -30,9 +30,14 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	look := newLeaderLookup(rc)
 	resp := req.ResponseKind().(*kmsg.ProduceResponse)
 
-	subs := map[brokerRef]*kmsg.ProduceRequest{}
+	var subs []*kmsg.ProduceRequest // by leader (asked.order), unless raw
 	var asked partsAsked
-	plans := map[brokerRef]map[partKey]producePlan{}
+	nparts := 0
+	for _, t := range req.Topics {
+		nparts += len(t.Partitions)
+	}
+	asked.grow(nparts)
+	plans := make([]producePlan, 0, nparts) // by entry (asked.parts)
 	idsRewritten := false
 	var held []*heldProduce
 	var counted []string // replicated topics counted in flight until answered
@@ -106,17 +111,10 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				addProducePartition(resp, vt, producePartitionError(p.Partition, code))
 				continue
 			}
-			sub, ok := subs[ref]
-			if !ok {
-				sub = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
-				subs[ref] = sub
-				plans[ref] = map[partKey]producePlan{}
-			}
-			st := lastProduceTopic(sub, t)
-			st.Partitions = append(st.Partitions, p)
-			k := partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition}
-			asked.ask(ref, k)
-			plans[ref][k] = producePlan{partPlan: pl, name: name, topic: vt, note: ts.noteProduce(cluster, p.Partition, p.Records)}
+			asked.ask(ref, partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition})
+			plans = append(plans, producePlan{partPlan: pl, name: name, topic: vt,
+				up: kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, part: p,
+				note: ts.noteProduce(cluster, p.Partition, p.Records)})
 		}
 	}
 
@@ -125,6 +123,19 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	// client's own bytes, with no re-encoding.
 	order := asked.order
 	raw := len(order) == 1 && len(resp.Topics) == 0 && !idsRewritten && len(held) == 0
+	if !raw {
+		// Sub-requests are built only when the client's own bytes
+		// cannot go upstream as they are (they cost allocations).
+		subs = make([]*kmsg.ProduceRequest, len(order))
+		for e, pl := range plans {
+			l := asked.parts[e].leader
+			if subs[l] == nil {
+				subs[l] = &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}
+			}
+			st := lastProduceTopic(subs[l], pl.up)
+			st.Partitions = append(st.Partitions, pl.part)
+		}
+	}
 	doneInFlight := func() {
 		for _, name := range counted {
 			s.holds.counter(name).Add(-1)
@@ -132,16 +143,14 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	}
 	if req.Acks == 0 {
 		defer doneInFlight()
-		for _, pp := range plans {
-			for _, pl := range pp {
-				pl.note.unacked()
-			}
+		for i := range plans {
+			plans[i].note.unacked()
 		}
-		for _, ref := range order {
+		for i, ref := range order {
 			if raw {
 				rc.sendRaw(ref.cluster, ref.id, ref.addr, req, false)
 			} else if u, err := rc.cc.upstream(ref.cluster, ref.id, ref.addr, classProduce); err == nil {
-				_, _ = u.send(subs[ref], rc.clientID, false)
+				_, _ = u.send(subs[i], rc.clientID, false)
 			}
 		}
 		if len(held) > 0 {
@@ -162,7 +171,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		if raw {
 			pend[i] = rc.sendRaw(ref.cluster, ref.id, ref.addr, req, true)
 		} else {
-			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[i])
 		}
 	}
 	return func() kmsg.Response {
@@ -189,16 +198,25 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		for i, p := range pend {
 			ref := order[i]
 			var stale []string
-			if r, err := p.response(); err == nil {
+			r, body, err := p.responseBody()
+			if err == nil && raw && produceAnswerAsIs(r.(*kmsg.ProduceResponse), &asked, plans) {
+				// The one upstream answered every partition, in order,
+				// with nothing to translate: its bytes are the answer.
+				for i := range plans {
+					plans[i].note.settle()
+				}
+				return &passthrough{Response: r, body: body}
+			}
+			if err == nil {
 				pr := r.(*kmsg.ProduceResponse)
 				resp.ThrottleMillis = max(resp.ThrottleMillis, pr.ThrottleMillis)
 				for _, t := range pr.Topics {
 					for _, pp := range t.Partitions {
-						k := partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition}
-						if !asked.answered(ref, k) {
+						e, ok := asked.answered(ref, partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition})
+						if !ok {
 							continue // not asked: dropped
 						}
-						pl := plans[ref][k]
+						pl := plans[e]
 						pl.note.settle()
 						s.virtProducePartition(pl.partPlan, &pp)
 						if isStaleLeaderCode(pp.ErrorCode) {
@@ -216,10 +234,10 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			// Not answered (the connection failed, or the answer left it
 			// out): the batch may or may not have been written; the
 			// client retries, and idempotent producers de-duplicate.
-			for _, k := range asked.missing(ref) {
-				pl := plans[ref][k]
+			for _, e := range asked.missing(ref) {
+				pl := plans[e]
 				pl.note.settle()
-				addProducePartition(resp, pl.topic, producePartitionError(k.partition, kerr.NotLeaderForPartition.Code))
+				addProducePartition(resp, pl.topic, producePartitionError(pl.part.Partition, kerr.NotLeaderForPartition.Code))
 				stale = append(stale, pl.name)
 			}
 			s.refreshSoon(ref.cluster, dedupe(stale))
@@ -228,12 +246,39 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	}
 }
 
+// produceAnswerAsIs reports whether the answer of the one upstream a raw
+// produce went to can go to the client byte for byte: it answers exactly
+// the partitions asked, in request order, without errors (an error may
+// need a refresh), leader hints, endpoints or offsets to translate. The
+// translation steps would change nothing in it (virtProducePartition on
+// an identity plan), so re-encoding it would only cost allocations.
+func produceAnswerAsIs(pr *kmsg.ProduceResponse, asked *partsAsked, plans []producePlan) bool {
+	if len(pr.Brokers) > 0 {
+		return false
+	}
+	e := 0
+	for _, t := range pr.Topics {
+		for _, p := range t.Partitions {
+			if e >= len(asked.parts) || asked.parts[e].key != (partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition}) {
+				return false
+			}
+			if p.ErrorCode != 0 || p.CurrentLeader.LeaderID >= 0 || p.CurrentLeader.LeaderEpoch != noEpoch || plans[e].offsets != nil {
+				return false
+			}
+			e++
+		}
+	}
+	return e == len(asked.parts)
+}
+
 // producePlan is one produced partition's plan: its translation and the
 // topic as the client named it (name, virtual id).
 type producePlan struct {
 	partPlan
 	name  string
-	topic kmsg.ProduceRequestTopic
+	topic kmsg.ProduceRequestTopic // as the client named it
+	up    kmsg.ProduceRequestTopic // as the upstream knows it (no partitions)
+	part  kmsg.ProduceRequestTopicPartition
 	note  produceNote // traffic and source-write counts (topic_stats.go)
 }
 

@@ -35,11 +35,16 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 		// upstream knows (its topic ids, its offsets, no epochs).
 		router := s.routes()
 		look := newLeaderLookup(rc)
-		subs := map[brokerRef]*kmsg.FetchRequest{}
+		var subs []*kmsg.FetchRequest // by leader (asked.order)
 		var asked partsAsked
-		plans := map[brokerRef]map[partKey]fetchPlan{}
-		virtualIDs := map[brokerRef]map[[16]byte][16]byte{} // cluster id -> the id the client named
-		translated := false                                 // some partition's offsets go through an offset map
+		nparts := 0
+		for _, t := range req.Topics {
+			nparts += len(t.Partitions)
+		}
+		asked.grow(nparts)
+		plans := make([]fetchPlan, 0, nparts) // by entry (asked.parts)
+		var virtualIDs []topicIDPairs         // by leader, v13+: the cluster's ids and the ones the client named
+		translated := false                   // some partition's offsets go through an offset map
 		for _, t := range req.Topics {
 			name := t.Topic
 			if req.Version >= 13 {
@@ -79,23 +84,22 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				epochsFetchRequestPartition(&p)
 				p.LogStartOffset = -1 // a follower's field
 
-				sub, ok := subs[ref]
-				if !ok {
-					sub = kmsg.NewPtrFetchRequest()
+				leader, _ := asked.ask(ref, partKey{topic: t.Topic, id: upID, partition: p.Partition})
+				plans = append(plans, fetchPlan{partPlan: pl, pos: pos, name: name, topic: t.Topic, virtualID: virtualID, stats: ts})
+				if leader == len(subs) {
+					sub := kmsg.NewPtrFetchRequest()
 					sub.Version = req.Version
 					sub.MaxWaitMillis, sub.MinBytes, sub.MaxBytes = req.MaxWaitMillis, req.MinBytes, req.MaxBytes
 					sub.IsolationLevel = req.IsolationLevel
 					sub.SessionID, sub.SessionEpoch = 0, -1
-					subs[ref] = sub
-					plans[ref] = map[partKey]fetchPlan{}
-					virtualIDs[ref] = map[[16]byte][16]byte{}
+					subs = append(subs, sub)
+					virtualIDs = append(virtualIDs, nil)
 				}
-				st := lastFetchTopic(sub, t.Topic, upID)
+				st := lastFetchTopic(subs[leader], t.Topic, upID)
 				st.Partitions = append(st.Partitions, p)
-				k := partKey{topic: t.Topic, id: upID, partition: p.Partition}
-				asked.ask(ref, k)
-				plans[ref][k] = fetchPlan{partPlan: pl, pos: pos, name: name, topic: t.Topic, virtualID: virtualID, stats: ts}
-				virtualIDs[ref][upID] = virtualID
+				if req.Version >= 13 {
+					virtualIDs[leader] = virtualIDs[leader].add(upID, virtualID)
+				}
 			}
 		}
 
@@ -105,13 +109,13 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 		// it across the leaders.
 		order := asked.order
 		if n := int32(len(order)); n > 1 {
-			for _, ref := range order {
-				subs[ref].MaxBytes = max(req.MaxBytes/n, 1)
+			for _, sub := range subs {
+				sub.MaxBytes = max(req.MaxBytes/n, 1)
 			}
 		}
 		pend := make([]*pending, len(order))
 		for i, ref := range order {
-			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[ref])
+			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[i])
 		}
 
 		// 3. Answers, each through the translation steps, then merged.
@@ -142,12 +146,12 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 					t := &fr.Topics[ti]
 					for pi := range t.Partitions {
 						pp := &t.Partitions[pi]
-						k := partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition}
-						if !asked.answered(ref, k) {
+						e, ok := asked.answered(ref, partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition})
+						if !ok {
 							extra = true // not asked: dropped
 							continue
 						}
-						fp := plans[ref][k]
+						fp := plans[e]
 						s.virtFetchPartition(fp.partPlan, pp, fp.pos)
 						fp.stats.noteFetched(ref.cluster, pp.RecordBatches)
 						if isStaleLeaderCode(pp.ErrorCode) {
@@ -165,8 +169,8 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 			// full fetch answer that omits a partition is dropped whole
 			// by the Java consumer, and an error would send the client
 			// to refresh metadata for a leader that is fine.
-			for _, k := range asked.missing(ref) {
-				fp := plans[ref][k]
+			for _, e := range asked.missing(ref) {
+				fp, k := plans[e], asked.key(e)
 				if fr == nil {
 					addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
 					stale = append(stale, fp.name)
@@ -179,13 +183,13 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				continue
 			}
 			if len(pend) == 1 && len(resp.Topics) == 0 && !translated && noRewrite && !extra &&
-				s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[ref]) {
+				s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[i]) {
 				// The one upstream answered for every partition, exactly,
 				// and named no broker: its bytes (epochs cleared in place)
 				// are the client's answer.
 				return &passthrough{Response: fr, body: body, frames: frames}
 			}
-			s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[ref])
+			s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[i])
 			resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
 			for _, a := range kept {
 				t := &fr.Topics[a.topic]

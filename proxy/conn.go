@@ -97,6 +97,11 @@ type slot struct {
 	start   time.Time
 	ready   chan struct{}
 	resp    kmsg.Response
+	// run, when set, is the rest of the handler, which the write loop runs
+	// at the slot's turn instead of a goroutine of its own (await clears
+	// it and runs it; ready is closed then as for any slot). Set before
+	// the slot is queued and never for a slot with a goroutine.
+	run *handlerRun
 
 	respBytes int64 // charged to the buffer budget until written
 	fetchTurn bool  // holds clientConn.fetchTurn until written
@@ -182,7 +187,9 @@ func (cc *clientConn) serve() {
 	cc.nc.Close()
 	cc.srv.inventory.remove(cc.id)
 	cc.closeMemberships()
-	wg.Wait()
+	// Upstream connections close before the write loop is waited for: it
+	// may be running a handler's rest (slot.run) that waits for an
+	// upstream answer, which ends only when that connection does.
 	cc.upMu.Lock()
 	for _, e := range cc.ups {
 		if e.conn != nil {
@@ -190,13 +197,14 @@ func (cc *clientConn) serve() {
 		}
 	}
 	cc.upMu.Unlock()
+	wg.Wait()
 	// Responses the write loop never took: wait for their handlers (the
 	// upstream connections are closed, so they end quickly) and give back
 	// what they hold.
 	for {
 		select {
 		case s := <-cc.slots:
-			<-s.ready
+			cc.await(s)
 			cc.finishSlot(s)
 		default:
 			return
@@ -362,6 +370,13 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	if p, ok := req.(*kmsg.ProduceRequest); ok && p.Acks == 0 {
 		noResponse = true // acks=0: the client reads no response, ever
 	}
+	// The policy and principal a Metadata answer is filtered with, taken
+	// here: the read goroutine owns the SASL state.
+	describe := cc.metadataFilter(req)
+	// The data path (Produce, Fetch) runs the handler's rest on the write
+	// loop (slot.run): its slot is queued once run is set, after the
+	// synchronous part, so the write loop never sees it half made.
+	inline := !noResponse && describe == nil && (h.key == kmsg.Produce.Int16() || h.key == kmsg.Fetch.Int16())
 	cc.outstanding.Add(1)
 	var s *slot
 	if noResponse {
@@ -384,58 +399,119 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 				return false, net.ErrClosed
 			}
 		}
-		select {
-		case cc.slots <- s:
-		case <-cc.done:
-			if s.fetchTurn {
-				<-cc.fetchTurn
+		if !inline {
+			select {
+			case cc.slots <- s:
+			case <-cc.done:
+				if s.fetchTurn {
+					<-cc.fetchTurn
+				}
+				cc.outstanding.Add(-1)
+				budget.release(charged)
+				return false, net.ErrClosed
 			}
-			cc.outstanding.Add(-1)
-			budget.release(charged)
-			return false, net.ErrClosed
 		}
 	}
-	// The policy and principal a Metadata answer is filtered with, taken
-	// here: the read goroutine owns the SASL state.
-	describe := cc.metadataFilter(req)
 	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	if s != nil {
 		s.closeAfter = rc.closeAfter // before the goroutine that readies s
 	}
-	go func() {
-		var resp kmsg.Response
-		defer func() {
-			if p := recover(); p != nil {
-				cc.log.Error("handler panicked; closing this connection", "api", kmsg.NameForKey(h.key), "panic", p, "stack", string(debug.Stack()))
-				cc.nc.Close()
-				resp = nil
+	h2 := &handlerRun{wait: wait, charged: charged, key: h.key}
+	if describe != nil {
+		h2.filter = func(resp kmsg.Response) {
+			if md, ok := resp.(*kmsg.MetadataResponse); ok {
+				describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
 			}
-			budget.release(charged)
-			if s == nil {
-				<-cc.noResponse
-				cc.outstanding.Add(-1)
-				return
+		}
+	}
+	if narrowed != nil {
+		// Topics the policy refused were taken out of the request
+		// (topicNarrow); their answers go back in after the handler's.
+		prev := h2.filter
+		h2.filter = func(resp kmsg.Response) {
+			if prev != nil {
+				prev(resp)
 			}
-			// The response exists now: charge it until it is written,
-			// so that readers wait while clients do not read.
-			s.respBytes = responseBytes(resp)
-			budget.force(s.respBytes)
-			s.resp = resp
-			close(s.ready)
-		}()
-		if wait != nil {
-			resp = wait()
-		}
-		if md, ok := resp.(*kmsg.MetadataResponse); ok && describe != nil {
-			describe.filterMetadata(req.(*kmsg.MetadataRequest), md)
-		}
-		if narrowed != nil {
 			narrowed.restore(resp)
 		}
-	}()
+	}
+	if inline {
+		// The data path: the write loop runs the rest of the handler
+		// itself when the slot's turn comes (writeLoop), one goroutine
+		// start and one wake-up fewer per request. Produce has sent its
+		// sub-requests already; Fetch sends in its rest, but a
+		// connection has one Fetch in flight (fetchTurn), so its turn is
+		// when it would have been written anyway.
+		s.run = h2
+		select {
+		case cc.slots <- s:
+		case <-cc.done:
+			// Nobody will write it: finish it aside (its upstream
+			// calls end when serve closes those connections).
+			go func() { cc.complete(s, h2); cc.finishSlot(s) }()
+			return false, net.ErrClosed
+		}
+		return h.key == kmsg.Produce.Int16(), nil
+	}
+	go cc.complete(s, h2)
 	_, isProduce := req.(*kmsg.ProduceRequest)
 	return isProduce, nil
+}
+
+// handlerRun is the asynchronous rest of a handler and what the request
+// holds until it ends.
+type handlerRun struct {
+	wait    func() kmsg.Response // nil: no rest
+	charged int64                // of the buffer budget, by the request frame
+	key     int16
+	filter  func(kmsg.Response) // the Metadata policy filter, or nil
+}
+
+// complete runs the rest of a handler and readies its slot (nil: acks=0
+// produce, no response): the request's budget is given back and the
+// response's charged until written. It runs on a goroutine of its own, or
+// on the write loop for the data path (slot.run).
+func (cc *clientConn) complete(s *slot, h *handlerRun) {
+	var resp kmsg.Response
+	defer func() {
+		if p := recover(); p != nil {
+			cc.log.Error("handler panicked; closing this connection", "api", kmsg.NameForKey(h.key), "panic", p, "stack", string(debug.Stack()))
+			cc.nc.Close()
+			resp = nil
+		}
+		cc.srv.budget.release(h.charged)
+		if s == nil {
+			<-cc.noResponse
+			cc.outstanding.Add(-1)
+			return
+		}
+		// The response exists now: charge it until it is written,
+		// so that readers wait while clients do not read.
+		s.respBytes = responseBytes(resp)
+		cc.srv.budget.force(s.respBytes)
+		s.resp = resp
+		close(s.ready)
+	}()
+	if h.wait != nil {
+		resp = h.wait()
+	}
+	if h.filter != nil && resp != nil {
+		h.filter(resp)
+	}
+}
+
+// await makes s's response exist: it waits for the handler's goroutine, or
+// runs the handler's rest here when the write loop was to run it (slot.run).
+// Only the write loop, or whoever took s from the slots queue after it, may
+// call it.
+func (cc *clientConn) await(s *slot) {
+	if r := s.run; r != nil {
+		s.run = nil // written only by whoever runs it (one owner at a time)
+		cc.complete(s, r)
+		return
+	}
+	<-s.ready
 }
 
 // responseBytes is what a response holds in upstream buffers (the large
@@ -539,10 +615,15 @@ func (cc *clientConn) enqueueReady(h requestHeader, resp kmsg.Response) {
 // writeLoop writes responses in request order. Every write has a deadline
 // (Limits.WriteTimeout): a client that stops reading is disconnected rather
 // than pinning its queued responses.
+//
+// Responses that are ready together leave in one writev (respWriter):
+// encoded responses are appended to one buffer, upstream bytes passed
+// through (Fetch record batches) are queued by reference, and a slot is
+// finished (its upstream buffers released) only once its bytes are in the
+// socket.
 func (cc *clientConn) writeLoop() {
-	bw := bufio.NewWriterSize(cc.nc, 16<<10)
-	bufp := getBuf()
-	defer putBuf(bufp)
+	w := newRespWriter(cc.nc)
+	defer w.close()
 	wt := cc.srv.opts.Limits.WriteTimeout
 	fail := func(s *slot, err error) {
 		if isTimeout(err) {
@@ -551,11 +632,28 @@ func (cc *clientConn) writeLoop() {
 		}
 		cc.nc.Close()
 		cc.finish()
-		if s != nil {
-			// The handler may still be running; give back what the
-			// slot holds once it is done.
-			go func() { <-s.ready; cc.finishSlot(s) }()
+		// The handlers of these may still be running; give back what the
+		// slots hold once they are done.
+		held := append(w.drop(), s)
+		go func() {
+			for _, s := range held {
+				if s != nil {
+					cc.await(s)
+					cc.finishSlot(s)
+				}
+			}
+		}()
+	}
+	flush := func() error {
+		if w.empty() {
+			return nil
 		}
+		_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
+		written, err := w.flush()
+		for _, s := range written {
+			cc.finishSlot(s) // its bytes are in the socket now
+		}
+		return err
 	}
 	for {
 		var s *slot
@@ -564,84 +662,170 @@ func (cc *clientConn) writeLoop() {
 		case <-cc.done:
 			return
 		}
-		// Flush what is buffered before waiting on a response that is
+		// Flush what is queued before waiting on a response that is
 		// not ready: holding response N until N+1 completes would add
 		// the next request's whole latency to every pipelined request.
-		select {
-		case <-s.ready:
-		default:
-			if bw.Buffered() > 0 {
-				_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
-				if err := bw.Flush(); err != nil {
+		if s.run != nil {
+			// The data path: run the handler's rest here (its upstream
+			// answer may take a while: what is queued goes out first).
+			if err := flush(); err != nil {
+				fail(s, err) // runs it aside (await)
+				return
+			}
+			cc.await(s)
+		} else {
+			select {
+			case <-s.ready:
+			default:
+				if err := flush(); err != nil {
 					fail(s, err)
 					return
 				}
-			}
-			select {
-			case <-s.ready:
-			case <-cc.done:
-				fail(s, nil)
-				return
+				select {
+				case <-s.ready:
+				case <-cc.done:
+					fail(s, nil)
+					return
+				}
 			}
 		}
 		if s.resp == nil {
 			fail(s, nil)
 			return
 		}
-		var buf, body []byte
-		if raw, ok := s.resp.(*rawSASLToken); ok {
-			buf = append((*bufp)[:0], 0, 0, 0, 0) // a bare token: no header
-			body = raw.token
-		} else {
-			buf = appendResponseHeader((*bufp)[:0], s.corr, s.resp)
+		capture := cc.srv.opts.Capture
+		n := w.add(s, capture != nil)
+		if capture != nil {
+			capture(s.key, s.version, w.last())
 		}
-		switch r := s.resp.(type) {
-		case *rawSASLToken:
-		case *passthrough:
-			body = r.body // upstream bytes, written as they are
-		case *heldResponse:
-			buf = r.Response.AppendTo(buf)
-		default:
-			buf = s.resp.AppendTo(buf)
-		}
-		setFrameSize(buf, len(body))
-		*bufp = buf
-		if c := cc.srv.opts.Capture; c != nil {
-			c(s.key, s.version, append(append([]byte(nil), buf...), body...))
-		}
-		_ = cc.nc.SetWriteDeadline(time.Now().Add(wt))
-		if _, err := bw.Write(buf); err != nil {
-			fail(s, err)
-			return
-		}
-		if len(body) > 0 {
-			if _, err := bw.Write(body); err != nil {
-				fail(s, err)
-				return
-			}
-		}
+		cc.srv.metrics.bytesOut.Add(float64(n))
+		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
 		// Flush when nothing else is queued, so pipelined responses share
-		// a syscall but a lone response is not delayed.
-		if len(cc.slots) == 0 {
-			if err := bw.Flush(); err != nil {
-				fail(s, err)
+		// a syscall but a lone response is not delayed; and before a
+		// batch grows past respBatchBytes.
+		if len(cc.slots) == 0 || s.closeAfter || w.size() >= respBatchBytes {
+			if err := flush(); err != nil {
+				fail(nil, err)
 				return
 			}
 		}
 		if s.closeAfter {
-			_ = bw.Flush()
-			cc.finishSlot(s)
 			cc.nc.Close()
 			cc.finish()
 			return
 		}
-		cc.finishSlot(s) // the response's bytes are in the socket or bw now
-		cc.srv.metrics.bytesOut.Add(float64(len(buf) + len(body)))
-		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
-		if cap(*bufp) > 8<<20 {
-			*bufp = make([]byte, 0, 64<<10)
-		}
 	}
+}
+
+// respBatchBytes bounds what writeLoop queues before a flush.
+const respBatchBytes = 1 << 20
+
+// respWriter gathers responses for one writev: encoded bytes in one
+// buffer, passed-through bodies by reference, and the slots whose bytes
+// are queued. Owned by the write loop.
+type respWriter struct {
+	nc    net.Conn
+	bufp  *[]byte     // encoded bytes (pooled)
+	seg   int         // start of the encoded bytes not yet in iov
+	segs  [][]byte    // queued segments
+	iov   net.Buffers // segs while a writev consumes it
+	n     int         // queued bytes
+	slots []*slot     // slots whose bytes are queued
+	lastF []byte      // the last response's frame, for Capture (tests)
+}
+
+func newRespWriter(nc net.Conn) *respWriter {
+	return &respWriter{nc: nc, bufp: getBuf()}
+}
+
+func (w *respWriter) close() {
+	putBuf(w.bufp)
+	w.bufp = nil
+}
+
+func (w *respWriter) empty() bool { return len(w.slots) == 0 }
+func (w *respWriter) size() int   { return w.n }
+
+// add queues s's response frame and returns its size; capture keeps a
+// copy of the frame for last.
+func (w *respWriter) add(s *slot, capture bool) int {
+	buf := *w.bufp
+	start := len(buf)
+	var body []byte
+	if raw, ok := s.resp.(*rawSASLToken); ok {
+		buf = append(buf, 0, 0, 0, 0) // a bare token: no header
+		body = raw.token
+	} else {
+		buf = appendResponseHeader(buf, s.corr, s.resp)
+	}
+	switch r := s.resp.(type) {
+	case *rawSASLToken:
+	case *passthrough:
+		body = r.body // upstream bytes, written as they are
+	case *heldResponse:
+		buf = r.Response.AppendTo(buf)
+	default:
+		buf = s.resp.AppendTo(buf)
+	}
+	setFrameSize(buf[start:], len(body))
+	if len(body) > 0 {
+		// The encoded bytes so far, then the body by reference. A later
+		// append that moves buf leaves these slices on the old array,
+		// which is not written again.
+		w.segs = append(w.segs, buf[w.seg:], body)
+		w.seg = len(buf)
+	}
+	*w.bufp = buf
+	if capture {
+		w.lastF = append(append([]byte(nil), buf[start:]...), body...)
+	}
+	w.slots = append(w.slots, s)
+	n := len(buf) - start + len(body)
+	w.n += n
+	return n
+}
+
+// last is the frame add queued last (only valid until the next flush).
+func (w *respWriter) last() []byte { return w.lastF }
+
+// flush writes everything queued in one writev and returns the slots
+// whose bytes it wrote (all of them, or on error the ones the caller must
+// still release).
+func (w *respWriter) flush() ([]*slot, error) {
+	buf := *w.bufp
+	if w.seg < len(buf) {
+		w.segs = append(w.segs, buf[w.seg:])
+	}
+	var err error
+	if len(w.segs) == 1 {
+		_, err = w.nc.Write(w.segs[0]) // one segment: no writev
+	} else {
+		w.iov = w.segs // WriteTo consumes iov; segs keeps the array
+		_, err = w.iov.WriteTo(w.nc)
+	}
+	written := w.slots
+	w.reset()
+	return written, err
+}
+
+// drop forgets what is queued and returns its slots.
+func (w *respWriter) drop() []*slot {
+	s := append([]*slot(nil), w.slots...)
+	w.reset()
+	return s
+}
+
+// reset empties the queue, keeping its arrays. The slots slice flush
+// returned stays readable until the next add.
+func (w *respWriter) reset() {
+	clear(w.segs) // drop references to upstream buffers
+	w.segs, w.iov = w.segs[:0], nil
+	w.slots = w.slots[:0]
+	w.seg, w.n, w.lastF = 0, 0, nil
+	if cap(*w.bufp) > 8<<20 {
+		*w.bufp = make([]byte, 0, 64<<10)
+	}
+	*w.bufp = (*w.bufp)[:0]
 }
 
 // upstream returns this connection's upstream connection to a broker for a

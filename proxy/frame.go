@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -67,8 +68,24 @@ func readFrameSize(r io.Reader, max int32) (int, error) { return readSizeAtLeast
 // SaslHandshake.
 func readSizeAtLeast(r io.Reader, max, least int32) (int, error) {
 	var size [4]byte
-	if _, err := io.ReadFull(r, size[:]); err != nil {
-		return 0, err
+	if br, ok := r.(*bufio.Reader); ok {
+		// Peek and Discard: size does not escape through io.ReadFull's
+		// interface (an allocation per frame).
+		b, err := br.Peek(4)
+		if err != nil {
+			if len(b) > 0 && err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		copy(size[:], b)
+		_, _ = br.Discard(4)
+	} else {
+		var b [4]byte // escapes (io.Reader): allocated on this path only
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return 0, err
+		}
+		size = b
 	}
 	n := int32(binary.BigEndian.Uint32(size[:]))
 	if n < 0 || n > max {

@@ -31,58 +31,105 @@ type partKey struct {
 }
 
 // partsAsked records which partitions were sent to which leader, so a merge
-// can tell which ones an answer left out.
+// can tell which ones an answer left out. It is slices, not maps: it is
+// on every Produce and Fetch, and a map per leader cost a dozen
+// allocations per request (bench/RESULTS.md, "Data path in-process").
+// Callers keep per-entry data (plans) in slices indexed by the entry ask
+// returns.
 type partsAsked struct {
-	order []brokerRef
-	asked map[brokerRef][]partKey
-	open  map[brokerRef]map[partKey]int // still unanswered, by count (a client may repeat a partition)
+	order []brokerRef // the leaders, in first-asked order
+	parts []askedPart // every entry sent, in request order
+	next  []int       // per leader: the entry its next answer is looked for at first
 }
 
-// ask records that k was sent to ref.
-func (a *partsAsked) ask(ref brokerRef, k partKey) {
-	if a.asked == nil {
-		a.asked, a.open = map[brokerRef][]partKey{}, map[brokerRef]map[partKey]int{}
-	}
-	if _, ok := a.asked[ref]; !ok {
+// askedPart is one partition entry sent to order[leader].
+type askedPart struct {
+	leader int
+	key    partKey
+	open   bool // not answered yet
+}
+
+// ask records that k was sent to ref. It returns ref's index in order and
+// the entry's index in parts.
+func (a *partsAsked) ask(ref brokerRef, k partKey) (leader, entry int) {
+	leader = a.leaderOf(ref)
+	if leader < 0 {
+		leader = len(a.order)
 		a.order = append(a.order, ref)
-		a.open[ref] = map[partKey]int{}
+		a.next = append(a.next, len(a.parts))
 	}
-	a.asked[ref] = append(a.asked[ref], k)
-	a.open[ref][k]++
+	a.parts = append(a.parts, askedPart{leader: leader, key: k, open: true})
+	return leader, len(a.parts) - 1
 }
 
-// answered records that ref answered k; false means ref was not asked for
-// k (or already answered it), and the entry is dropped.
-func (a *partsAsked) answered(ref brokerRef, k partKey) bool {
-	if a.open[ref][k] == 0 {
-		return false
+// grow makes room for n more entries (a request's partition count, known
+// up front: one allocation instead of a doubling series).
+func (a *partsAsked) grow(n int) {
+	if a.parts == nil {
+		a.parts = make([]askedPart, 0, n)
 	}
-	a.open[ref][k]--
-	return true
+}
+
+// leaderOf is ref's index in order, or -1. Requests span few leaders: a
+// scan is cheaper than a map.
+func (a *partsAsked) leaderOf(ref brokerRef) int {
+	for i := len(a.order) - 1; i >= 0; i-- {
+		if a.order[i] == ref {
+			return i
+		}
+	}
+	return -1
+}
+
+// answered records that ref answered k and returns the entry; false means
+// ref was not asked for k (or already answered it), and the answer's entry
+// is dropped. Brokers answer in request order, so the search starts after
+// the leader's last answered entry and usually ends there.
+func (a *partsAsked) answered(ref brokerRef, k partKey) (int, bool) {
+	leader := a.leaderOf(ref)
+	if leader < 0 {
+		return 0, false
+	}
+	from := a.next[leader]
+	for _, span := range [2][2]int{{from, len(a.parts)}, {0, from}} {
+		for i := span[0]; i < span[1]; i++ {
+			if p := &a.parts[i]; p.open && p.leader == leader && p.key == k {
+				p.open = false
+				a.next[leader] = i + 1
+				return i, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // failed marks everything ref was asked as unanswered again (its answer is
 // unusable as a whole).
 func (a *partsAsked) failed(ref brokerRef) {
-	open := map[partKey]int{}
-	for _, k := range a.asked[ref] {
-		open[k]++
+	leader := a.leaderOf(ref)
+	for i := range a.parts {
+		if a.parts[i].leader == leader {
+			a.parts[i].open = true
+		}
 	}
-	a.open[ref] = open
 }
 
-// missing returns the partitions ref was asked for and did not answer, in
+// missing returns the entries ref was asked for and did not answer, in
 // request order, and marks them answered.
-func (a *partsAsked) missing(ref brokerRef) []partKey {
-	var out []partKey
-	for _, k := range a.asked[ref] {
-		if a.open[ref][k] > 0 {
-			a.open[ref][k]--
-			out = append(out, k)
+func (a *partsAsked) missing(ref brokerRef) []int {
+	leader := a.leaderOf(ref)
+	var out []int
+	for i := range a.parts {
+		if p := &a.parts[i]; p.open && p.leader == leader {
+			p.open = false
+			out = append(out, i)
 		}
 	}
 	return out
 }
+
+// key is the partition of entry e.
+func (a *partsAsked) key(e int) partKey { return a.parts[e].key }
 
 // topicParts is one topic's entries in a request or an answer.
 type topicParts[P any] struct {
@@ -205,15 +252,14 @@ type leaderSplit[P, A any] struct {
 	rc        *reqCtx
 	look      *leaderLookup
 	errorPart func(partition int32, code int16) A // an answer partition carrying an error
-	subs      map[brokerRef][]topicParts[P]
-	plans     map[brokerRef]map[partKey]partPlan
+	subs      [][]topicParts[P]                   // by leader (asked.order)
+	plans     []partPlan                          // by entry (asked.parts)
 	asked     partsAsked
 	answers   []topicParts[A] // the merged answer, topics in first-seen order
 }
 
 func newLeaderSplit[P, A any](rc *reqCtx, errorPart func(partition int32, code int16) A) *leaderSplit[P, A] {
-	return &leaderSplit[P, A]{rc: rc, look: newLeaderLookup(rc), errorPart: errorPart,
-		subs: map[brokerRef][]topicParts[P]{}, plans: map[brokerRef]map[partKey]partPlan{}}
+	return &leaderSplit[P, A]{rc: rc, look: newLeaderLookup(rc), errorPart: errorPart}
 }
 
 // add files entry p for topic/partition under its leader on plan.cluster,
@@ -225,18 +271,17 @@ func (ls *leaderSplit[P, A]) add(plan partPlan, topic string, partition int32, p
 		ls.fail(topic, partition, code)
 		return
 	}
-	k := partKey{topic: topic, partition: partition}
-	ls.asked.ask(ref, k)
-	if ls.plans[ref] == nil {
-		ls.plans[ref] = map[partKey]partPlan{}
+	leader, _ := ls.asked.ask(ref, partKey{topic: topic, partition: partition})
+	ls.plans = append(ls.plans, plan)
+	if leader == len(ls.subs) {
+		ls.subs = append(ls.subs, nil)
 	}
-	ls.plans[ref][k] = plan
-	ts := ls.subs[ref]
+	ts := ls.subs[leader]
 	if n := len(ts); n == 0 || ts[n-1].topic != topic {
 		ts = append(ts, topicParts[P]{topic: topic})
 	}
 	ts[len(ts)-1].parts = append(ts[len(ts)-1].parts, p)
-	ls.subs[ref] = ts
+	ls.subs[leader] = ts
 }
 
 // fail answers a partition with an error code (nothing is sent for it).
@@ -275,11 +320,11 @@ func (a *splitAnswer) take(topic string, partition int32, code int16) (partPlan,
 }
 
 func (ls *leaderSplit[P, A]) take(ref brokerRef, topic string, partition int32) (partPlan, bool) {
-	k := partKey{topic: topic, partition: partition}
-	if !ls.asked.answered(ref, k) {
+	e, ok := ls.asked.answered(ref, partKey{topic: topic, partition: partition})
+	if !ok {
 		return partPlan{}, false
 	}
-	return ls.plans[ref][k], true
+	return ls.plans[e], true
 }
 
 // run sends one sub-request per leader (build makes it from that leader's
@@ -292,7 +337,7 @@ func (ls *leaderSplit[P, A]) run(build func(topics []topicParts[P]) kmsg.Request
 	order := ls.asked.order
 	pend := make([]*pending, len(order))
 	for i, ref := range order {
-		pend[i] = ls.rc.send(ref.cluster, ref.id, ref.addr, build(ls.subs[ref]))
+		pend[i] = ls.rc.send(ref.cluster, ref.id, ref.addr, build(ls.subs[i]))
 	}
 	for i, pd := range pend {
 		ref := order[i]
@@ -301,14 +346,15 @@ func (ls *leaderSplit[P, A]) run(build func(topics []topicParts[P]) kmsg.Request
 		if errors.Is(err, errUpstreamClosed) {
 			// The connection was already dead (brokers close idle
 			// ones): once more on a fresh one, as roundTrip does.
-			r, err = ls.rc.send(ref.cluster, ref.id, ref.addr, build(ls.subs[ref])).response()
+			r, err = ls.rc.send(ref.cluster, ref.id, ref.addr, build(ls.subs[i])).response()
 		}
 		if err == nil {
 			merge(a, r)
 		} else {
 			ls.asked.failed(ref)
 		}
-		for _, k := range ls.asked.missing(ref) {
+		for _, e := range ls.asked.missing(ref) {
+			k := ls.asked.key(e)
 			ls.fail(k.topic, k.partition, kerr.NotLeaderForPartition.Code)
 			a.stale = append(a.stale, k.topic)
 		}

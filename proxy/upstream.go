@@ -69,8 +69,8 @@ func (c *upstreamCall) releaseFrame() {
 // passes (which kills the connection: a broker that does not answer within
 // the request's own timeout plus slack is not going to).
 func (c *upstreamCall) wait(uc *upstreamConn, timeout time.Duration) ([]byte, error) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+	t := getTimer(timeout)
+	defer putTimer(t)
 	select {
 	case <-c.done:
 		return c.body, c.err
@@ -104,6 +104,7 @@ type upstreamConn struct {
 	corr    int32
 	wbuf    []byte
 	hbuf    []byte
+	iov     net.Buffers // the writev of one request (a field: a local escapes)
 	pending chan *upstreamCall
 
 	// renewAt, when set, is when the connection should be replaced
@@ -221,15 +222,15 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 	}
 	uc.corr++
 	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
-	var bufs net.Buffers
+	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
 		setFrameSize(hdr, len(body))
 		uc.hbuf = hdr
-		bufs = net.Buffers{hdr, body}
+		uc.iov = append(uc.iov[:0], hdr, body)
 	} else {
 		uc.wbuf = appendRequest(uc.wbuf[:0], c.corr, clientID, req)
-		bufs = net.Buffers{uc.wbuf}
+		one = uc.wbuf
 	}
 	if expectResponse {
 		select {
@@ -241,7 +242,15 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 	if uc.writeTimeout > 0 {
 		_ = uc.nc.SetWriteDeadline(time.Now().Add(uc.writeTimeout))
 	}
-	_, err := bufs.WriteTo(uc.nc)
+	var err error
+	if one != nil {
+		_, err = uc.nc.Write(one)
+	} else {
+		iov := uc.iov
+		_, err = uc.iov.WriteTo(uc.nc) // consumes uc.iov; iov keeps the array
+		clear(iov)                     // the body is the client's frame buffer
+		uc.iov = iov[:0]
+	}
 	if cap(uc.wbuf) > 8<<20 { // don't pin a huge buffer per connection
 		uc.wbuf = nil
 	}
@@ -332,6 +341,25 @@ func skipTagSection(b []byte) []byte {
 	r := kbinReader(b)
 	kmsg.SkipTags(r)
 	return r.Src
+}
+
+// timerPool holds stopped timers for upstreamCall.wait, one per call
+// otherwise (two allocations per forwarded request). Since Go 1.23 a
+// stopped timer's channel holds no stale tick, so a pooled one is as good
+// as new after Reset.
+var timerPool sync.Pool
+
+func getTimer(d time.Duration) *time.Timer {
+	if t, ok := timerPool.Get().(*time.Timer); ok {
+		t.Reset(d)
+		return t
+	}
+	return time.NewTimer(d)
+}
+
+func putTimer(t *time.Timer) {
+	t.Stop()
+	timerPool.Put(t)
 }
 
 func (uc *upstreamConn) close() { uc.fail(errors.New("downstream connection closed")) }

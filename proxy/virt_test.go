@@ -154,7 +154,7 @@ func TestVirtFetch(t *testing.T) {
 		fr.Version = 13
 		up, virt := [16]byte{1}, deriveTopicID("virtual", "orders")
 		fr.Topics = []kmsg.FetchResponseTopic{{TopicID: up}}
-		s.topicIDsFetchAnswer(sit.cluster, &fr, map[[16]byte][16]byte{up: virt})
+		s.topicIDsFetchAnswer(sit.cluster, &fr, topicIDPairs(nil).add(up, virt))
 		if fr.Topics[0].TopicID != virt {
 			t.Errorf("topic id %x, want the virtual %x", fr.Topics[0].TopicID, virt)
 		}

@@ -207,7 +207,7 @@ func (s *Server) topicIDsMetadataTopic(t *kmsg.MetadataResponseTopic) {
 // virtual id the client asked by; virtualIDs maps the cluster's ids to them
 // (from the request plan). Ids the request did not name pass through
 // virtualOf.
-func (s *Server) topicIDsFetchAnswer(cluster string, fr *kmsg.FetchResponse, virtualIDs map[[16]byte][16]byte) {
+func (s *Server) topicIDsFetchAnswer(cluster string, fr *kmsg.FetchResponse, virtualIDs topicIDPairs) {
 	if fr.Version < 13 {
 		return
 	}
@@ -219,7 +219,7 @@ func (s *Server) topicIDsFetchAnswer(cluster string, fr *kmsg.FetchResponse, vir
 // topicIDsFetchPassthrough makes a passthrough fetch answer's topic ids
 // virtual in place in its bytes (fetch_ids.go); false means the answer must
 // be re-encoded instead.
-func (s *Server) topicIDsFetchPassthrough(cluster string, body []byte, fr *kmsg.FetchResponse, virtualIDs map[[16]byte][16]byte) bool {
+func (s *Server) topicIDsFetchPassthrough(cluster string, body []byte, fr *kmsg.FetchResponse, virtualIDs topicIDPairs) bool {
 	if fr.Version < 13 {
 		return true
 	}
@@ -232,9 +232,35 @@ func (s *Server) topicIDsFetchPassthrough(cluster string, body []byte, fr *kmsg.
 	return same || patchFetchTopicIDs(body, fr, ids)
 }
 
-func (s *Server) fetchVirtualID(cluster string, up [16]byte, virtualIDs map[[16]byte][16]byte) [16]byte {
-	if v, ok := virtualIDs[up]; ok {
+func (s *Server) fetchVirtualID(cluster string, up [16]byte, virtualIDs topicIDPairs) [16]byte {
+	if v, ok := virtualIDs.virtual(up); ok {
 		return v
 	}
 	return s.virtualOf(cluster, up)
+}
+
+// topicIDPairs maps a cluster's topic ids to the virtual ids a request
+// named them by. A request names few topics per leader: a slice, not a
+// map (it is built on every Fetch).
+type topicIDPairs []struct{ up, virtual [16]byte }
+
+// add records that up was asked for as virtual (once per pair).
+func (p topicIDPairs) add(up, virtual [16]byte) topicIDPairs {
+	if n := len(p); n > 0 && p[n-1].up == up && p[n-1].virtual == virtual {
+		return p
+	}
+	if _, ok := p.virtual(up); ok {
+		return p
+	}
+	return append(p, struct{ up, virtual [16]byte }{up, virtual})
+}
+
+// virtual is the id the request named up by.
+func (p topicIDPairs) virtual(up [16]byte) ([16]byte, bool) {
+	for _, e := range p {
+		if e.up == up {
+			return e.virtual, true
+		}
+	}
+	return [16]byte{}, false
 }

@@ -52,6 +52,7 @@ func main() {
 	mech := fs.String("sasl", "", "SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
 	saslUser := fs.String("sasl-user", "", "SASL user")
 	passFile := fs.String("sasl-password-file", "", "file holding the SASL password")
+	clients := fs.Int("clients", 1, "producer clients, each with its own connections (produce, hold)")
 	_ = fs.Parse(args)
 	if err := setSecurity(*caFile, *mech, *saslUser, *passFile); err != nil {
 		fmt.Fprintf(os.Stderr, "loadgen %s: %v\n", cmd, err)
@@ -69,7 +70,9 @@ func main() {
 	case "delete":
 		out, err = deleteTopics(ctx, *brokers, *prefix)
 	case "produce":
-		out, err = produce(ctx, *brokers, *topic, *n, *size, *linger)
+		out, err = produceClients(ctx, *brokers, *topic, *n, *size, *linger, *clients)
+	case "hold":
+		out, err = hold(ctx, *brokers, *clients, *duration)
 	case "latency":
 		out, err = latency(ctx, *brokers, *topic, *rate, *duration, *size)
 	case "consume":
@@ -169,6 +172,66 @@ func payload(size int) []byte {
 	b := make([]byte, size)
 	_, _ = rand.Read(b) // incompressible; compression is off anyway
 	return b
+}
+
+// produceClients runs produce on clients clients at once (n/clients
+// records each, so clients × the connections of one), as a fleet of
+// producers does, and reports the combined throughput.
+func produceClients(ctx context.Context, brokers, topic string, n, size int, linger time.Duration, clients int) (any, error) {
+	if clients <= 1 {
+		return produce(ctx, brokers, topic, n, size, linger)
+	}
+	per := n / clients
+	errs := make(chan error, clients)
+	start := time.Now()
+	for i := 0; i < clients; i++ {
+		go func() {
+			_, err := produce(ctx, brokers, topic, per, size, linger)
+			errs <- err
+		}()
+	}
+	for i := 0; i < clients; i++ {
+		if err := <-errs; err != nil {
+			return nil, err
+		}
+	}
+	secs := time.Since(start).Seconds()
+	bytes := float64(per*clients) * float64(size)
+	return map[string]any{
+		"clients": clients, "records": per * clients, "bytes": bytes, "seconds": secs,
+		"mb_per_s": bytes / 1e6 / secs, "records_per_s": float64(per*clients) / secs,
+	}, nil
+}
+
+// hold opens clients clients, each with a connection to every broker (a
+// metadata request, then an ApiVersions-only ping of each), keeps them
+// open for dur and closes them: for measuring a proxy's memory per idle
+// connection from outside. It prints when the connections are up (on
+// stderr: "holding N") so a caller can sample in the window.
+func hold(ctx context.Context, brokers string, clients int, dur time.Duration) (any, error) {
+	var cls []*kgo.Client
+	defer func() {
+		for _, cl := range cls {
+			cl.Close()
+		}
+	}()
+	for i := 0; i < clients; i++ {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+		if err != nil {
+			return nil, err
+		}
+		cls = append(cls, cl)
+		if err := cl.Ping(ctx); err != nil {
+			return nil, err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "holding %d\n", clients)
+	select {
+	case <-time.After(dur):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return map[string]any{"clients": clients, "bytes": 0}, nil
 }
 
 // produce sends n records of size bytes as fast as the producer allows
@@ -282,7 +345,7 @@ func latency(ctx context.Context, brokers, topic string, rate int, dur time.Dura
 	}
 	return map[string]any{
 		"records": total, "achieved_rate": float64(total) / sendSecs,
-		"p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "max_ms": q(1),
+		"p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": q(1),
 		"bytes": float64(total) * float64(size),
 	}, nil
 }
