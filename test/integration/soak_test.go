@@ -45,13 +45,21 @@ func TestSoak(t *testing.T) {
 	}
 	var steps []cutoverStep
 	toTarget := true
+	groupsHome := "source"
 	for i, at := 1, 20*time.Second; at <= d-20*time.Second; i, at = i+1, at+20*time.Second {
 		s := cutoverStep{at: at, produce: "source", fetch: "source", home: "source"}
 		if toTarget {
 			s = cutoverStep{at: at, produce: "target", fetch: "target", home: "target"}
 		}
 		if i%6 == 0 {
-			s.groups = s.home
+			// The groups move to the other cluster than the one they are
+			// homed on (a move to where they are is no move).
+			if groupsHome == "source" {
+				groupsHome = "target"
+			} else {
+				groupsHome = "source"
+			}
+			s.groups = groupsHome
 		}
 		steps = append(steps, s)
 		toTarget = !toTarget
