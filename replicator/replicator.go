@@ -106,6 +106,9 @@ type Replicator struct {
 	retention map[string]topicRetention // source topics' retention settings (lag.go)
 
 	wg sync.WaitGroup // partition goroutines
+
+	pmu    sync.Mutex             // guards pconns
+	pconns map[int32]*produceConn // the copy's produce connections, by target broker (produceconn.go)
 }
 
 type topicPartition struct {
@@ -307,6 +310,7 @@ func (r *Replicator) Stop() {
 		cancel()
 	}
 	r.wg.Wait()
+	r.closeProduceConns()
 	r.closeClients()
 }
 

@@ -1,0 +1,363 @@
+package replicator
+
+// The copy's own produce connection to each target broker. kgo's
+// Broker.Request waits for each answer and does not keep the order of
+// requests sent from different goroutines, so a partition could have only
+// one batch in flight: a round trip per batch, with the broker idle while
+// the answer travels back and the next request is built. A produceConn is
+// pipelined like the proxy's upstream connections: requests are written
+// back to back in the order send is called, and answers (which a broker
+// returns in request order on one connection) are paired with them FIFO by
+// one reader goroutine. A partition keeps up to maxInFlight batches on it
+// (partition.go), so the broker always has the next batch waiting.
+//
+// The connection is dialed like the kgo target client's (its dial TLS
+// config and SASL mechanism, read back with OptValue), so a secured target
+// needs no extra settings.
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
+
+	"github.com/kproxy/kproxy/secure"
+)
+
+// maxInFlight is the number of batches a partition keeps unanswered on its
+// produce connection: the most an idempotent producer may have (the broker
+// keeps the last five batches of a producer for duplicate detection, and
+// max.in.flight.requests.per.connection <= 5 is what enable.idempotence
+// requires).
+const maxInFlight = 5
+
+// produceTimeout bounds the wait for one produce answer (the request's own
+// timeout is 30 s): a broker that does not answer by then is not going to,
+// and the connection is closed, failing every call on it.
+const produceTimeout = 60 * time.Second
+
+// errConnClosed is what the calls of a closed connection get.
+var errConnClosed = errors.New("produce connection closed")
+
+// produceCall is one produce request waiting for its answer. Calls are
+// owned by their partition's pipeline and reused (zero allocations per
+// batch); done is buffered 1 and receives exactly one value per send.
+type produceCall struct {
+	corr int32
+	done chan struct{}
+	// Filled by the reader before done: the single partition's answer.
+	errCode    int16
+	baseOffset int64
+	err        error
+}
+
+// produceConn is a pipelined connection to one target broker.
+type produceConn struct {
+	broker int32
+	nc     net.Conn
+	ver    int16 // the Produce version both sides support
+
+	wmu     sync.Mutex // orders writes with pending; guards corr and wbuf
+	corr    int32
+	wbuf    []byte
+	fmtr    *kmsg.RequestFormatter
+	pending chan *produceCall
+
+	deadOnce sync.Once
+	dead     chan struct{}
+	deadErr  error
+}
+
+// dialProduceConn dials a target broker the way the target client does and
+// learns its Produce versions.
+func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr string) (*produceConn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var d net.Dialer
+	nc, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("target broker %d at %s: %w", broker, addr, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		// Produce requests are up to a fetch answer's batch each and
+		// several are in flight: a bigger send buffer keeps the writer
+		// out of the kernel's way (fewer, larger writes).
+		_ = tc.SetWriteBuffer(4 << 20)
+	}
+	if deadline, ok := dctx.Deadline(); ok {
+		_ = nc.SetDeadline(deadline)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	if tc, _ := cl.OptValue(kgo.DialTLSConfig).(*tls.Config); tc != nil {
+		cfg := tc.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = host
+		}
+		tlc := tls.Client(nc, cfg)
+		if err := tlc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("target broker %d at %s: TLS handshake: %w", broker, addr, err)
+		}
+		nc = tlc
+	}
+	c := &produceConn{broker: broker, nc: nc, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
+		pending: make(chan *produceCall, 1024), dead: make(chan struct{})}
+	rt := func(req kmsg.Request, resp kmsg.Response) error { return c.roundTrip(req, resp) }
+	if mechs, _ := cl.OptValue(kgo.SASL).([]sasl.Mechanism); len(mechs) > 0 {
+		if err := secure.SASLHandshake(dctx, mechs[0], host, rt); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("target broker %d at %s: %w", broker, addr, err)
+		}
+	}
+	av := kmsg.NewPtrApiVersionsRequest() // v0: every broker answers it
+	avr := av.ResponseKind().(*kmsg.ApiVersionsResponse)
+	if err := rt(av, avr); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("target broker %d at %s: ApiVersions: %w", broker, addr, err)
+	}
+	c.ver = -1
+	for _, k := range avr.ApiKeys {
+		if k.ApiKey == int16(kmsg.Produce) {
+			c.ver = min(k.MaxVersion, kmsg.NewPtrProduceRequest().MaxVersion())
+			if c.ver < k.MinVersion {
+				c.ver = -1
+			}
+		}
+	}
+	if c.ver < 3 { // v3 is the first with record batches (magic 2)
+		nc.Close()
+		return nil, fmt.Errorf("target broker %d at %s supports no Produce version with record batches", broker, addr)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	go c.readLoop()
+	return c, nil
+}
+
+// roundTrip sends one request and reads its answer before the reader
+// starts (the handshake).
+func (c *produceConn) roundTrip(req kmsg.Request, resp kmsg.Response) error {
+	c.corr++
+	if _, err := c.nc.Write(c.fmtr.AppendRequest(nil, req, c.corr)); err != nil {
+		return err
+	}
+	var size [4]byte
+	if _, err := io.ReadFull(c.nc, size[:]); err != nil {
+		return err
+	}
+	n := int32(binary.BigEndian.Uint32(size[:]))
+	if n < 4 || n > 1<<20 {
+		return fmt.Errorf("answer of %d bytes", n)
+	}
+	frame := make([]byte, n)
+	if _, err := io.ReadFull(c.nc, frame); err != nil {
+		return err
+	}
+	if int32(binary.BigEndian.Uint32(frame)) != c.corr {
+		return errors.New("answer out of order")
+	}
+	body := frame[4:]
+	if resp.IsFlexible() && req.Key() != int16(kmsg.ApiVersions) {
+		r := kbin.Reader{Src: body}
+		kmsg.SkipTags(&r)
+		body = r.Src
+	}
+	resp.SetVersion(req.GetVersion())
+	return resp.ReadFrom(body)
+}
+
+func (c *produceConn) isDead() bool {
+	select {
+	case <-c.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// fail closes the connection once; every call on it gets err.
+func (c *produceConn) fail(err error) {
+	c.deadOnce.Do(func() {
+		c.wmu.Lock()
+		c.deadErr = err
+		close(c.dead)
+		c.wmu.Unlock()
+		c.nc.Close()
+	})
+}
+
+// send writes req as the next request on the connection; call gets its
+// answer. Calls are answered in the order of send.
+func (c *produceConn) send(req *kmsg.ProduceRequest, call *produceCall) error {
+	req.Version = c.ver
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.isDead() {
+		return c.deadErr
+	}
+	c.corr++
+	call.corr, call.err, call.errCode, call.baseOffset = c.corr, nil, 0, -1
+	c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
+	select {
+	case c.pending <- call:
+	default:
+		err := errors.New("too many produce requests in flight on one connection")
+		go c.fail(err)
+		return err
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(produceTimeout))
+	if _, err := c.nc.Write(c.wbuf); err != nil {
+		// The call is queued: the reader answers it with the error.
+		go c.fail(fmt.Errorf("target broker %d: writing produce: %w", c.broker, err))
+	}
+	return nil
+}
+
+// wait blocks for call's answer (every call sent is answered exactly once).
+func (c *produceConn) wait(call *produceCall) {
+	t := time.NewTimer(produceTimeout)
+	defer t.Stop()
+	select {
+	case <-call.done:
+	case <-t.C:
+		c.fail(fmt.Errorf("target broker %d: no produce answer within %s", c.broker, produceTimeout))
+		<-call.done
+	}
+}
+
+// readLoop reads answers in order into their calls, reusing one frame
+// buffer and one decoded response.
+func (c *produceConn) readLoop() {
+	br := bufio.NewReaderSize(c.nc, 64<<10)
+	var frame []byte
+	resp := kmsg.NewPtrProduceResponse()
+	resp.Version = c.ver
+	flexible := resp.IsFlexible()
+	var err error
+	for err == nil {
+		var size [4]byte
+		if _, err = io.ReadFull(br, size[:]); err != nil {
+			break
+		}
+		n := int(int32(binary.BigEndian.Uint32(size[:])))
+		if n < 4 || n > 16<<20 {
+			err = fmt.Errorf("produce answer of %d bytes", n)
+			break
+		}
+		if cap(frame) < n {
+			frame = make([]byte, n)
+		}
+		frame = frame[:n]
+		if _, err = io.ReadFull(br, frame); err != nil {
+			break
+		}
+		var call *produceCall
+		select {
+		case call = <-c.pending:
+		default:
+			err = errors.New("produce answer without a request")
+		}
+		if err != nil {
+			break
+		}
+		if corr := int32(binary.BigEndian.Uint32(frame)); corr != call.corr {
+			err = fmt.Errorf("produce answer %d for request %d", corr, call.corr)
+			call.err = err
+			call.done <- struct{}{}
+			break
+		}
+		body := frame[4:]
+		if flexible {
+			r := kbin.Reader{Src: body}
+			kmsg.SkipTags(&r)
+			body = r.Src
+		}
+		// The decoded slices are reused from answer to answer.
+		if derr := resp.UnsafeReadFrom(body); derr != nil {
+			call.err = fmt.Errorf("target broker %d: decoding produce answer: %w", c.broker, derr)
+		} else if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+			call.err = fmt.Errorf("target broker %d: produce answer has %d topics", c.broker, len(resp.Topics))
+		} else {
+			pr := &resp.Topics[0].Partitions[0]
+			call.errCode, call.baseOffset = pr.ErrorCode, pr.BaseOffset
+		}
+		call.done <- struct{}{}
+	}
+	c.fail(fmt.Errorf("target broker %d: %w: %w", c.broker, errConnClosed, err))
+	// Answer every call still queued (none can be added: dead is closed
+	// under wmu before send checks it).
+	for {
+		select {
+		case call := <-c.pending:
+			call.err = c.deadErr
+			call.done <- struct{}{}
+		default:
+			return
+		}
+	}
+}
+
+// produceConnFor returns a live produce connection to a target broker,
+// dialing one if there is none or the last one died.
+func (r *Replicator) produceConnFor(ctx context.Context, broker int32) (*produceConn, error) {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	if c := r.pconns[broker]; c != nil && !c.isDead() {
+		return c, nil
+	}
+	// Dials are rare (one per broker, again after a failure): ask the
+	// cluster for the address rather than keep a copy of the metadata.
+	bm, err := r.tgtAdm.BrokerMetadata(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("target metadata: %w", err)
+	}
+	addr := ""
+	for _, b := range bm.Brokers {
+		if b.NodeID == broker {
+			addr = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+		}
+	}
+	if addr == "" {
+		return nil, fmt.Errorf("target broker %d is not in the target's metadata", broker)
+	}
+	c, err := dialProduceConn(ctx, r.tgt, broker, addr)
+	if err != nil {
+		return nil, err
+	}
+	if r.pconns == nil {
+		r.pconns = map[int32]*produceConn{}
+	}
+	r.pconns[broker] = c
+	return c, nil
+}
+
+// closeProduceConns closes every produce connection (Stop).
+func (r *Replicator) closeProduceConns() {
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	for b, c := range r.pconns {
+		c.fail(errConnClosed)
+		delete(r.pconns, b)
+	}
+}
+
+// produceErr turns a call's answer into an error, nil when it was appended.
+func (c *produceConn) produceErr(call *produceCall) error {
+	if call.err != nil {
+		return call.err
+	}
+	return kerr.ErrorForCode(call.errCode)
+}
