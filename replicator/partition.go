@@ -290,6 +290,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	// (virtual) source side; see MapMeta.SourceShift.
 	shift := m.Meta().SourceShift
 	pl := newPipeline(r, p, m, conn, l.tgtID, shift)
+	var batchBuf [][]byte // the batches of the current answer, reused
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
 	// The map is saved when the copy catches up, at most mapSaveInterval
 	// after a change while it is behind, and when the session ends (Stop,
@@ -304,14 +305,15 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	}()
 	for {
 		from := m.SourceEnd() - shift
-		fp, err := f.fetch(ctx, p, l.srcID, from, shift)
+		fp, frame, err := f.fetch(ctx, p, l.srcID, from, shift)
 		if err != nil {
 			return err
 		}
 		if err := kerr.ErrorForCode(fp.ErrorCode); err != nil {
 			return fmt.Errorf("source fetch at offset %d: %w", from, err)
 		}
-		batches := splitRecordSet(fp.RecordBatches)
+		batches := splitRecordSet(batchBuf[:0], fp.RecordBatches)
+		batchBuf = batches
 		if len(batches) == 0 && len(fp.RecordBatches) > 0 {
 			if len(fp.RecordBatches) > offMagic && fp.RecordBatches[offMagic] < 2 {
 				return p.fatalf("at offset %d: %v", from, ErrLegacyBatch)
@@ -365,18 +367,21 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		if err := pl.flush(); err != nil {
 			return err
 		}
+		hwm := fp.HighWatermark
+		clear(batchBuf)
+		frame.release() // nothing refers to the answer's bytes any more
 		if changed {
 			p.noteCopied(lastTs)
 			unsaved = true
 		}
-		caughtUp := m.SourceEnd() >= fp.HighWatermark+shift
+		caughtUp := m.SourceEnd() >= hwm+shift
 		if unsaved && (caughtUp || ctx.Err() != nil || time.Since(savedAt) >= mapSaveInterval) {
 			if err := saveMapFile(r.opts.StateDir, m); err != nil {
 				return err
 			}
 			unsaved, savedAt = false, time.Now()
 		}
-		p.progress(m, fp.HighWatermark+shift)
+		p.progress(m, hwm+shift)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -81,22 +81,22 @@ type produceConn struct {
 	deadErr  error
 }
 
-// dialProduceConn dials a target broker the way the target client does and
-// learns its Produce versions.
-func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr string) (*produceConn, error) {
+// dialBroker dials a broker the way cl does (its dial TLS config and SASL
+// mechanism) and asks its ApiVersions. sockBuf sizes the socket's kernel
+// buffers: a fetch connection reads answers of megabytes, and a bigger
+// receive buffer turns them into fewer, larger reads.
+func dialBroker(ctx context.Context, cl *kgo.Client, broker int32, addr string, sockBuf int) (net.Conn, *kmsg.ApiVersionsResponse, error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var d net.Dialer
 	nc, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("target broker %d at %s: %w", broker, addr, err)
+		return nil, nil, fmt.Errorf("broker %d at %s: %w", broker, addr, err)
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
-		// Produce requests are up to a fetch answer's batch each and
-		// several are in flight: a bigger send buffer keeps the writer
-		// out of the kernel's way (fewer, larger writes).
-		_ = tc.SetWriteBuffer(4 << 20)
+		_ = tc.SetWriteBuffer(sockBuf)
+		_ = tc.SetReadBuffer(sockBuf)
 	}
 	if deadline, ok := dctx.Deadline(); ok {
 		_ = nc.SetDeadline(deadline)
@@ -110,72 +110,117 @@ func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr str
 		tlc := tls.Client(nc, cfg)
 		if err := tlc.HandshakeContext(dctx); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("target broker %d at %s: TLS handshake: %w", broker, addr, err)
+			return nil, nil, fmt.Errorf("broker %d at %s: TLS handshake: %w", broker, addr, err)
 		}
 		nc = tlc
 	}
-	c := &produceConn{broker: broker, nc: nc, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
-		pending: make(chan *produceCall, 1024), dead: make(chan struct{})}
-	rt := func(req kmsg.Request, resp kmsg.Response) error { return c.roundTrip(req, resp) }
+	h := handshake{nc: nc, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator"))}
 	if mechs, _ := cl.OptValue(kgo.SASL).([]sasl.Mechanism); len(mechs) > 0 {
-		if err := secure.SASLHandshake(dctx, mechs[0], host, rt); err != nil {
+		if err := secure.SASLHandshake(dctx, mechs[0], host, h.roundTrip); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("target broker %d at %s: %w", broker, addr, err)
+			return nil, nil, fmt.Errorf("broker %d at %s: %w", broker, addr, err)
 		}
 	}
 	av := kmsg.NewPtrApiVersionsRequest() // v0: every broker answers it
 	avr := av.ResponseKind().(*kmsg.ApiVersionsResponse)
-	if err := rt(av, avr); err != nil {
+	if err := h.roundTrip(av, avr); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("target broker %d at %s: ApiVersions: %w", broker, addr, err)
+		return nil, nil, fmt.Errorf("broker %d at %s: ApiVersions: %w", broker, addr, err)
 	}
-	c.ver = -1
-	for _, k := range avr.ApiKeys {
-		if k.ApiKey == int16(kmsg.Produce) {
-			c.ver = min(k.MaxVersion, kmsg.NewPtrProduceRequest().MaxVersion())
-			if c.ver < k.MinVersion {
-				c.ver = -1
+	if err := kerr.ErrorForCode(avr.ErrorCode); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("broker %d at %s: ApiVersions: %w", broker, addr, err)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return nc, avr, nil
+}
+
+// version is the highest version of key both kmsg and the broker speak,
+// or -1.
+func version(av *kmsg.ApiVersionsResponse, key kmsg.Key, ours int16) int16 {
+	for _, k := range av.ApiKeys {
+		if k.ApiKey == int16(key) {
+			if v := min(k.MaxVersion, ours); v >= k.MinVersion {
+				return v
 			}
 		}
 	}
-	if c.ver < 3 { // v3 is the first with record batches (magic 2)
+	return -1
+}
+
+// dialProduceConn dials a target broker for the copy's produce requests.
+func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr string) (*produceConn, error) {
+	nc, av, err := dialBroker(ctx, cl, broker, addr, 4<<20)
+	if err != nil {
+		return nil, fmt.Errorf("target %w", err)
+	}
+	c := &produceConn{broker: broker, nc: nc, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
+		pending: make(chan *produceCall, 1024), dead: make(chan struct{})}
+	// v3 is the first with record batches (magic 2).
+	if c.ver = version(av, kmsg.Produce, kmsg.NewPtrProduceRequest().MaxVersion()); c.ver < 3 {
 		nc.Close()
 		return nil, fmt.Errorf("target broker %d at %s supports no Produce version with record batches", broker, addr)
 	}
-	_ = nc.SetDeadline(time.Time{})
 	go c.readLoop()
 	return c, nil
 }
 
+// handshake runs one request at a time on a connection before it is
+// handed to its user (SASL, ApiVersions).
+type handshake struct {
+	nc   net.Conn
+	fmtr *kmsg.RequestFormatter
+	corr int32
+}
+
 // roundTrip sends one request and reads its answer before the reader
 // starts (the handshake).
-func (c *produceConn) roundTrip(req kmsg.Request, resp kmsg.Response) error {
-	c.corr++
-	if _, err := c.nc.Write(c.fmtr.AppendRequest(nil, req, c.corr)); err != nil {
+func (h *handshake) roundTrip(req kmsg.Request, resp kmsg.Response) error {
+	h.corr++
+	if _, err := h.nc.Write(h.fmtr.AppendRequest(nil, req, h.corr)); err != nil {
 		return err
 	}
+	frame, err := readFrame(h.nc, nil, 1<<20)
+	if err != nil {
+		return err
+	}
+	return decodeAnswer(frame, h.corr, req, resp, false)
+}
+
+// readFrame reads one size-prefixed answer into buf (grown as needed).
+func readFrame(rd io.Reader, buf []byte, maxSize int) ([]byte, error) {
 	var size [4]byte
-	if _, err := io.ReadFull(c.nc, size[:]); err != nil {
-		return err
+	if _, err := io.ReadFull(rd, size[:]); err != nil {
+		return buf, err
 	}
-	n := int32(binary.BigEndian.Uint32(size[:]))
-	if n < 4 || n > 1<<20 {
-		return fmt.Errorf("answer of %d bytes", n)
+	n := int(int32(binary.BigEndian.Uint32(size[:])))
+	if n < 4 || n > maxSize {
+		return buf, fmt.Errorf("answer of %d bytes", n)
 	}
-	frame := make([]byte, n)
-	if _, err := io.ReadFull(c.nc, frame); err != nil {
-		return err
+	if cap(buf) < n {
+		buf = make([]byte, n)
 	}
-	if int32(binary.BigEndian.Uint32(frame)) != c.corr {
-		return errors.New("answer out of order")
+	buf = buf[:n]
+	_, err := io.ReadFull(rd, buf)
+	return buf, err
+}
+
+// decodeAnswer checks frame's correlation id and decodes its body into
+// resp; unsafe aliases resp's strings and bytes into frame.
+func decodeAnswer(frame []byte, corr int32, req kmsg.Request, resp kmsg.Response, unsafe bool) error {
+	if got := int32(binary.BigEndian.Uint32(frame)); got != corr {
+		return fmt.Errorf("answer %d for request %d", got, corr)
 	}
 	body := frame[4:]
+	resp.SetVersion(req.GetVersion())
 	if resp.IsFlexible() && req.Key() != int16(kmsg.ApiVersions) {
 		r := kbin.Reader{Src: body}
 		kmsg.SkipTags(&r)
 		body = r.Src
 	}
-	resp.SetVersion(req.GetVersion())
+	if u, ok := resp.(interface{ UnsafeReadFrom([]byte) error }); ok && unsafe {
+		return u.UnsafeReadFrom(body)
+	}
 	return resp.ReadFrom(body)
 }
 
