@@ -99,4 +99,7 @@ func ContinueMap(meta MapMeta, left *FlippedMap, end int64) (*OffsetMap, error) 
 }
 
 // SaveMap persists m where a replicator with state directory dir finds it.
-func SaveMap(dir string, m *OffsetMap) error { return saveMapFile(dir, m) }
+func SaveMap(dir string, m *OffsetMap) error {
+	_, err := saveMapFile(dir, m)
+	return err
+}

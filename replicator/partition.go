@@ -298,7 +298,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	unsaved, savedAt := false, time.Now()
 	defer func() {
 		if unsaved && !errors.Is(retErr, errCrashed) {
-			if err := saveMapFile(r.opts.StateDir, m); err != nil && retErr == nil {
+			if _, err := persistMap(r.opts.StateDir, m); err != nil && retErr == nil {
 				retErr = err
 			}
 		}
@@ -367,16 +367,24 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		if err := pl.flush(); err != nil {
 			return err
 		}
-		hwm := fp.HighWatermark
+		hwm, logStart := fp.HighWatermark, fp.LogStartOffset
 		clear(batchBuf)
 		frame.release() // nothing refers to the answer's bytes any more
 		if changed {
 			p.noteCopied(lastTs)
 			unsaved = true
 		}
+		// Records below the source's log start are gone (retention,
+		// DeleteRecords): the map stops covering them, so it does not
+		// grow for ever. Only a topic's first copy trims: a copy back's
+		// map starts with the left cluster's prefix, which its source's
+		// log start says nothing about (ContinueMap).
+		if shift == 0 && logStart > m.SourceStart() && m.trimBelow(logStart) {
+			unsaved = true
+		}
 		caughtUp := m.SourceEnd() >= hwm+shift
 		if unsaved && (caughtUp || ctx.Err() != nil || time.Since(savedAt) >= mapSaveInterval) {
-			if err := saveMapFile(r.opts.StateDir, m); err != nil {
+			if _, err := persistMap(r.opts.StateDir, m); err != nil {
 				return err
 			}
 			unsaved, savedAt = false, time.Now()
@@ -633,7 +641,7 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 			return nil, p.fatalf("the target partition holds offsets up to %d but %s has no offset map for it: something else wrote into it, or the state directory was lost; delete the target topic to copy again", tgt.end, r.opts.StateDir)
 		}
 		m = NewOffsetMap(MapMeta{Topic: p.topic, Partition: p.partition, SourceTopicID: l.srcID, TargetTopicID: l.tgtID}, src.start, tgt.end)
-		if err := saveMapFile(r.opts.StateDir, m); err != nil {
+		if _, err := saveMapFile(r.opts.StateDir, m); err != nil {
 			return nil, err
 		}
 		p.log.Info("starting replication from the source log start", "offset", src.start)
@@ -656,7 +664,7 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 		if err := r.recoverTail(ctx, p, l, m, tgt.end); err != nil {
 			return nil, err
 		}
-		if err := saveMapFile(r.opts.StateDir, m); err != nil {
+		if _, err := saveMapFile(r.opts.StateDir, m); err != nil {
 			return nil, err
 		}
 	}
