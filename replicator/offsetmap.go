@@ -428,7 +428,10 @@ func (m *OffsetMap) clone() *OffsetMap {
 	return &OffsetMap{
 		meta: m.meta, srcBase: m.srcBase, tgtBase: m.tgtBase,
 		blocks: append([]runBlock(nil), m.blocks...), packed: append([]byte(nil), m.packed...),
-		tail: append(make([]run, 0, blockRuns+1), m.tail...), nextSrc: m.nextSrc, tgtEnd: m.tgtEnd,
+		// The tail grows as runs come (an idle partition's map stays a
+		// run or two: 10,000 partitions would otherwise hold 10 MB of
+		// empty tails).
+		tail: append([]run(nil), m.tail...), nextSrc: m.nextSrc, tgtEnd: m.tgtEnd,
 		jr: m.jr.clone(),
 	}
 }
@@ -461,7 +464,7 @@ func (m *OffsetMap) trimBelow(src int64) bool {
 			found, newTgtBase = true, kept[0].tgt
 		}
 	})
-	m.blocks, m.packed, m.tail = nil, nil, make([]run, 0, blockRuns+1)
+	m.blocks, m.packed, m.tail = nil, nil, nil
 	for _, r := range kept {
 		m.pushRun(r)
 	}

@@ -419,6 +419,7 @@ type pipeline struct {
 	shift int64
 	req   *kmsg.ProduceRequest // reused: only the records change
 
+	timer     *time.Timer // reused by every wait
 	calls     [maxInFlight]produceCall
 	q         [maxInFlight]inFlight // ring of sent batches, oldest at head
 	head, n   int
@@ -435,7 +436,8 @@ type inFlight struct {
 }
 
 func newPipeline(r *Replicator, p *partition, m *OffsetMap, conn *produceConn, tgtID [16]byte, shift int64) *pipeline {
-	pl := &pipeline{r: r, p: p, m: m, conn: conn, shift: shift}
+	pl := &pipeline{r: r, p: p, m: m, conn: conn, shift: shift, timer: time.NewTimer(produceTimeout)}
+	pl.timer.Stop()
 	for i := range pl.calls {
 		pl.calls[i].done = make(chan struct{}, 1)
 	}
@@ -498,7 +500,7 @@ func (pl *pipeline) flush() error {
 func (pl *pipeline) drain() {
 	for pl.n > 0 {
 		f := &pl.q[pl.head]
-		pl.conn.wait(f.call)
+		pl.conn.wait(f.call, pl.timer)
 		pl.head, pl.n = (pl.head+1)%maxInFlight, pl.n-1
 	}
 }
@@ -509,7 +511,7 @@ func (pl *pipeline) applyOldest() error {
 	f := pl.q[pl.head]
 	pl.q[pl.head] = inFlight{}
 	pl.head, pl.n = (pl.head+1)%maxInFlight, pl.n-1
-	pl.conn.wait(f.call)
+	pl.conn.wait(f.call, pl.timer)
 	err := pl.apply(f)
 	if err != nil {
 		pl.drain()

@@ -187,13 +187,17 @@ func (h *handshake) roundTrip(req kmsg.Request, resp kmsg.Response) error {
 	return decodeAnswer(frame, h.corr, req, resp, false)
 }
 
-// readFrame reads one size-prefixed answer into buf (grown as needed).
+// readFrame reads one size-prefixed answer into buf (grown as needed; its
+// first 4 bytes of capacity also take the size, read into the heap buffer
+// rather than a local array, which would escape: an allocation per frame).
 func readFrame(rd io.Reader, buf []byte, maxSize int) ([]byte, error) {
-	var size [4]byte
-	if _, err := io.ReadFull(rd, size[:]); err != nil {
+	if cap(buf) < 4 {
+		buf = make([]byte, 4, 4096)
+	}
+	if _, err := io.ReadFull(rd, buf[:4]); err != nil {
 		return buf, err
 	}
-	n := int(int32(binary.BigEndian.Uint32(size[:])))
+	n := int(int32(binary.BigEndian.Uint32(buf[:4])))
 	if n < 4 || n > maxSize {
 		return buf, fmt.Errorf("answer of %d bytes", n)
 	}
@@ -272,11 +276,18 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, call *produceCall) error {
 }
 
 // wait blocks for call's answer (every call sent is answered exactly once).
-func (c *produceConn) wait(call *produceCall) {
-	t := time.NewTimer(produceTimeout)
-	defer t.Stop()
+// t is the caller's timer, reused from call to call (a new one per batch
+// would be three allocations).
+func (c *produceConn) wait(call *produceCall, t *time.Timer) {
 	select {
 	case <-call.done:
+		return
+	default:
+	}
+	t.Reset(produceTimeout)
+	select {
+	case <-call.done:
+		t.Stop()
 	case <-t.C:
 		c.fail(fmt.Errorf("target broker %d: no produce answer within %s", c.broker, produceTimeout))
 		<-call.done
@@ -291,22 +302,12 @@ func (c *produceConn) readLoop() {
 	resp := kmsg.NewPtrProduceResponse()
 	resp.Version = c.ver
 	flexible := resp.IsFlexible()
+	// One reader for every answer's header tags: SkipTags takes an
+	// interface, so a reader per answer would be an allocation.
+	var tr kbin.Reader
 	var err error
 	for err == nil {
-		var size [4]byte
-		if _, err = io.ReadFull(br, size[:]); err != nil {
-			break
-		}
-		n := int(int32(binary.BigEndian.Uint32(size[:])))
-		if n < 4 || n > 16<<20 {
-			err = fmt.Errorf("produce answer of %d bytes", n)
-			break
-		}
-		if cap(frame) < n {
-			frame = make([]byte, n)
-		}
-		frame = frame[:n]
-		if _, err = io.ReadFull(br, frame); err != nil {
+		if frame, err = readFrame(br, frame, 16<<20); err != nil {
 			break
 		}
 		var call *produceCall
@@ -326,9 +327,9 @@ func (c *produceConn) readLoop() {
 		}
 		body := frame[4:]
 		if flexible {
-			r := kbin.Reader{Src: body}
-			kmsg.SkipTags(&r)
-			body = r.Src
+			tr = kbin.Reader{Src: body}
+			kmsg.SkipTags(&tr)
+			body = tr.Src
 		}
 		// The decoded slices are reused from answer to answer.
 		if derr := resp.UnsafeReadFrom(body); derr != nil {

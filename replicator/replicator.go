@@ -488,6 +488,8 @@ type metrics struct {
 	risk    *prometheus.GaugeVec
 	// sessionResets counts source fetch sessions the broker lost.
 	sessionResets prometheus.Counter
+	// mapBytes is the memory of every partition's offset map.
+	mapBytes prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -501,9 +503,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		lagB:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_bytes", Help: "Estimated source bytes not copied yet."}, l),
 		risk:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
 		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
+		mapBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.sessionResets} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.sessionResets, m.mapBytes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
