@@ -424,7 +424,6 @@ type pipeline struct {
 	q         [maxInFlight]inFlight // ring of sent batches, oldest at head
 	head, n   int
 	sentTotal int
-	failed    error // the first error; later answers are only awaited
 }
 
 // inFlight is a sent batch: its call, the batch, and the map's SourceEnd
