@@ -49,6 +49,13 @@ const maxInFlight = 5
 // and the connection is closed, failing every call on it.
 const produceTimeout = 60 * time.Second
 
+// maxPendingPerConn bounds the requests waiting for an answer on one
+// connection: every partition the broker leads may have maxInFlight, and
+// a send that finds the queue full fails the connection (blocking there
+// would hold the write lock the failing reader needs). 2^16 covers 13,000
+// busy partitions on one broker; the queue costs 512 KiB per connection.
+const maxPendingPerConn = 1 << 16
+
 // errConnClosed is what the calls of a closed connection get.
 var errConnClosed = errors.New("produce connection closed")
 
@@ -155,7 +162,7 @@ func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr str
 		return nil, fmt.Errorf("target %w", err)
 	}
 	c := &produceConn{broker: broker, nc: nc, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
-		pending: make(chan *produceCall, 1024), dead: make(chan struct{})}
+		pending: make(chan *produceCall, maxPendingPerConn), dead: make(chan struct{})}
 	// v3 is the first with record batches (magic 2).
 	if c.ver = version(av, kmsg.Produce, kmsg.NewPtrProduceRequest().MaxVersion()); c.ver < 3 {
 		nc.Close()
