@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -172,4 +173,44 @@ func TestErrorMidPipelineLeavesNoGapOrDuplicate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// DeleteRecords on the source moves its log start; the next fetch answer
+// carries it and the copy's map stops covering the deleted offsets, in
+// memory and in the saved file.
+func TestMapTrimmedAtSourceLogStart(t *testing.T) {
+	pp := startPair(t, []string{"trim"}, 1, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 20 * time.Millisecond})
+	pp.produce(t, "trim", 0, 9)
+	pp.waitCopied(t, "trim", 0, 10)
+	adm := kadm.NewClient(pp.prod)
+	var so kadm.Offsets
+	so.AddOffset("trim", 0, 6, -1)
+	res, err := adm.DeleteRecords(context.Background(), so)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := pp.r.Map("trim", 0); m.SourceStart() != 0 {
+		t.Fatalf("map start %d before any fetch saw the new log start", m.SourceStart())
+	}
+	pp.produce(t, "trim", 0, 2)
+	pp.waitCopied(t, "trim", 0, 12)
+	m := pp.r.Map("trim", 0)
+	if m.SourceStart() != 6 {
+		t.Fatalf("map start %d after DeleteRecords to 6, want 6", m.SourceStart())
+	}
+	if _, ok := m.ToTarget(5); ok {
+		t.Fatal("a deleted source offset still maps")
+	}
+	if tg, ok := m.ToTarget(6); !ok || tg != 6 {
+		t.Fatalf("source 6 maps to %d (%v), want 6", tg, ok)
+	}
+	pp.r.StopTopic("trim")
+	saved, err := loadMapFile(pp.r.opts.StateDir, "trim", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameMap(t, m, saved)
 }

@@ -15,6 +15,10 @@
 // `replbench produce` wrote) and reports this process's CPU from Start until
 // every partition is copied, optionally with a CPU profile (-cpuprofile):
 // for finding where the copy's CPU goes.
+//
+// With -sweep 100,1000,10000 -kproxy BIN it runs the cost-growth sweep
+// against a kproxy binary instead (sweep.go; plot.py and table.py turn its
+// JSON lines into bench/RESULTS.md's figure and table).
 package main
 
 import (

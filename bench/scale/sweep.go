@@ -162,6 +162,28 @@ func sweepOne(total int, o sweepOpts) map[string]any {
 		}
 	}()
 	srcPid, tgtPid := readPid(o.srcPidFile), readPid(o.tgtPidFile)
+	// A broker answers CreateTopics before every topic is in its
+	// metadata; kproxy resolves the replicate glob once at start, so wait
+	// until the source lists them all (a 10,000-partition run once started
+	// kproxy with 100 of its 1,000 topics visible).
+	for deadline := time.Now().Add(5 * time.Minute); ; {
+		tds, err := sadm.ListTopics(ctx, names...)
+		seen := 0
+		if err == nil {
+			for _, td := range tds {
+				if td.Err == nil && len(td.Partitions) == o.perTopic {
+					seen++
+				}
+			}
+		}
+		if seen == len(names) {
+			break
+		}
+		if time.Now().After(deadline) {
+			log.Fatalf("only %d of %d topics in the source's metadata after 5 minutes", seen, len(names))
+		}
+		time.Sleep(2 * time.Second)
+	}
 	time.Sleep(o.settle)
 	base := cpuWindow(o.window, srcPid, tgtPid)
 	out["source_broker_quiet_core_pct"], out["target_broker_quiet_core_pct"] = base[0], base[1]
@@ -198,9 +220,14 @@ func sweepOne(total int, o sweepOpts) map[string]any {
 	kp := cmd.Process.Pid
 	stateDir := filepath.Join(dir, "state", "replicator")
 	want := topics * o.perTopic
-	for {
-		if n := countMaps(stateDir); n >= want {
+	for lastLog := time.Now(); ; {
+		n := countMaps(stateDir)
+		if n >= want {
 			break
+		}
+		if time.Since(lastLog) > 30*time.Second {
+			log.Printf("%d partitions: %d copying after %s", want, n, time.Since(start).Round(time.Second))
+			lastLog = time.Now()
 		}
 		if time.Since(start) > o.startupTimeout {
 			out["startup_s"] = -1
