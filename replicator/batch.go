@@ -78,9 +78,9 @@ func parseHeader(b []byte) (batchHeader, error) {
 
 // splitRecordSet cuts a fetch response's record set into whole batches. A
 // truncated final batch (KIP-74 size limits) is normal and dropped; the next
-// fetch starts at it. The returned slices alias set.
-func splitRecordSet(set []byte) [][]byte {
-	var out [][]byte
+// fetch starts at it. The returned slices alias set; they are appended to
+// out (a reused slice: no allocation per fetch in steady state).
+func splitRecordSet(out [][]byte, set []byte) [][]byte {
 	for len(set) > offMagic {
 		n := int(int32(binary.BigEndian.Uint32(set[offLength:]))) + 12
 		if n < batchHeaderLen || len(set) < n { // a shorter "batch" is garbage or a cut tail

@@ -241,7 +241,7 @@ func TestReadCommittedFilter(t *testing.T) {
 	truncated := makeBatch(t, 10, 0, 0, -1, plainRecs(3))
 	add(truncated[:len(truncated)-5])
 
-	batches := splitRecordSet(set)
+	batches := splitRecordSet(nil, set)
 	if len(batches) != 8 {
 		t.Fatalf("%d batches, want 8 (the truncated tail is dropped)", len(batches))
 	}
@@ -263,7 +263,7 @@ func TestReadCommittedFilter(t *testing.T) {
 
 func TestSplitRecordSetEdges(t *testing.T) {
 	for _, in := range [][]byte{nil, {1, 2, 3}, make([]byte, 17), bytes.Repeat([]byte{0xff}, 70)} {
-		if got := splitRecordSet(in); len(got) != 0 {
+		if got := splitRecordSet(nil, in); len(got) != 0 {
 			t.Errorf("split(%x) = %d batches", in, len(got))
 		}
 	}

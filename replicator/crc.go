@@ -66,14 +66,20 @@ func xPowBytes(n int) uint32 {
 }
 
 // patchedCRC is the CRC-32C of data whose first len(before) bytes changed
-// from before to after (equal lengths) and whose CRC was old.
+// from before to after (equal lengths) and whose CRC was old. after is
+// XORed with before in place for the computation and restored: the
+// difference is taken where it already lies on the heap, since a local
+// array handed to crc32.Update escapes (an allocation per batch).
 func patchedCRC(old uint32, before, after []byte, total int) uint32 {
-	var d [batchHeaderLen - offAttributes]byte
+	after = after[:len(before)]
 	for i := range before {
-		d[i] = before[i] ^ after[i]
+		after[i] ^= before[i]
 	}
 	// raw(d): crc32.Update inverts its input and output around the
 	// register; start it from 0 and take the register back out.
-	raw := ^crc32.Update(^uint32(0), castagnoli, d[:len(before)])
+	raw := ^crc32.Update(^uint32(0), castagnoli, after)
+	for i := range before {
+		after[i] ^= before[i]
+	}
 	return old ^ gfMul(raw, xPowBytes(total-len(before)))
 }

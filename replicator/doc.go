@@ -7,16 +7,25 @@
 //     Stop) owns the copy. It fetches raw batches from the source leader
 //     (read_committed), drops control batches and aborted data, rewrites only
 //     header fields (batch.go) and produces one batch per request to the
-//     target leader with its own idempotent producer id. Record bytes and the
+//     target leader with its own idempotent producer id, on the
+//     replicator's own pipelined connection to that broker
+//     (produceconn.go): up to 5 batches in flight per partition, applied
+//     to the map strictly in send order as their answers arrive. Source
+//     answers are read on the fetcher's own connection into pooled frames
+//     (fetchconn.go). Record bytes and the
 //     compression codec arrive unchanged, except for batches with offset gaps
 //     (compaction), records below the resume offset, or LogAppendTime, which
 //     are decompressed, renumbered and recompressed with the same codec.
 //   - The OffsetMap of a partition (Map) only grows: SourceEnd and TargetEnd
 //     never decrease while the process runs. ToTarget/ToSource are exact;
 //     a source offset on a gap maps to the next copied record.
-//   - The target log is the checkpoint. Maps are persisted atomically under
+//   - The target log is the checkpoint. Maps are persisted under
 //     Options.StateDir when the copy catches up, at least once a second
-//     while it is behind, and when a copy session ends; after a crash the target's
+//     while it is behind, and when a copy session ends, as a delta appended
+//     to the partition's delta file or an atomic snapshot (mapjournal.go);
+//     a map drops the runs below the source's log start once a fetch answer
+//     shows it moved (retention, DeleteRecords). An error mid-pipeline ends
+//     the session after every outstanding answer came back; after it, or after a crash, the target's
 //     records beyond the persisted map are matched one by one with the next
 //     committed source records. Records the source does not explain, a
 //     truncated or recreated topic, or a source log start past the copy

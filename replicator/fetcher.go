@@ -53,8 +53,9 @@ type fetchWant struct {
 }
 
 type fetchReply struct {
-	fp  *kmsg.FetchResponseTopicPartition
-	err error
+	fp    *kmsg.FetchResponseTopicPartition
+	frame *fetchFrame // fp lives in it; held for the receiver
+	err   error
 }
 
 // leaderFetcher batches the fetches of the partitions one source broker
@@ -76,6 +77,7 @@ type leaderFetcher struct {
 	sess      fetchSession
 	inRequest map[topicPartition]*fetchWant
 	ids       map[[16]byte]string
+	conn      *fetchConn // nil until dialed, and after an error
 }
 
 // fetchSession is the client side of a KIP-227 session: what the broker's
@@ -127,8 +129,10 @@ func (f *leaderFetcher) signal() {
 }
 
 // fetch waits for a partition's source records from offset. shift is the
-// copy session's SourceShift (virtual = log offset + shift).
-func (f *leaderFetcher) fetch(ctx context.Context, p *partition, id [16]byte, offset, shift int64) (*kmsg.FetchResponseTopicPartition, error) {
+// copy session's SourceShift (virtual = log offset + shift). The answer
+// lives in frame, which the caller releases once done with every byte of
+// it (batches in flight included).
+func (f *leaderFetcher) fetch(ctx context.Context, p *partition, id [16]byte, offset, shift int64) (*kmsg.FetchResponseTopicPartition, *fetchFrame, error) {
 	tp := topicPartition{p.topic, p.partition}
 	w := &fetchWant{p: p, id: id, offset: offset, shift: shift, reply: make(chan fetchReply, 1)}
 	f.mu.Lock()
@@ -145,9 +149,9 @@ func (f *leaderFetcher) fetch(ctx context.Context, p *partition, id [16]byte, of
 			f.dirty = true
 		}
 		f.mu.Unlock()
-		return nil, ctx.Err() // the answer, if any, is dropped
+		return nil, nil, ctx.Err() // the answer, if any, is dropped
 	case rep := <-w.reply:
-		return rep.fp, rep.err
+		return rep.fp, rep.frame, rep.err
 	}
 }
 
@@ -165,6 +169,11 @@ func (f *leaderFetcher) leave(p *partition) {
 }
 
 func (f *leaderFetcher) loop(ctx context.Context) {
+	defer func() {
+		if f.conn != nil {
+			f.conn.close()
+		}
+	}()
 	var wants []*fetchWant
 	var busyTimer *time.Timer
 	replied := true // parked differs from the last request's wants
@@ -250,17 +259,29 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 		f.mu.Unlock()
 		replied = true
 	}
-	kresp, err := r.src.Broker(int(f.leader)).Request(ctx, req)
+	var frame *fetchFrame
+	err := error(nil)
+	if f.conn == nil {
+		f.conn, err = r.dialFetchConn(ctx, f.leader)
+	}
+	if err == nil {
+		frame, err = f.conn.fetch(ctx, req)
+	}
 	if err != nil {
 		// The broker may have restarted and lost the session; the next
-		// request opens a new one.
+		// request opens a new one, on a new connection.
+		if f.conn != nil {
+			f.conn.close()
+			f.conn = nil
+		}
 		s.reset()
 		if ctx.Err() == nil {
 			answerAll(fmt.Errorf("broker %d: fetch: %w", f.leader, err))
 		}
 		return
 	}
-	resp := kresp.(*kmsg.FetchResponse)
+	defer frame.release()
+	resp := &frame.resp
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
 		s.reset()
 		if errors.Is(err, kerr.FetchSessionIDNotFound) || errors.Is(err, kerr.InvalidFetchSessionEpoch) {
@@ -313,7 +334,8 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 			delete(f.parked, tp)
 			f.busy[tp] = struct{}{}
 			replied = true
-			w.reply <- fetchReply{fp: fp}
+			frame.hold()
+			w.reply <- fetchReply{fp: fp, frame: frame}
 		}
 	}
 	return replied

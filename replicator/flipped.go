@@ -98,5 +98,16 @@ func ContinueMap(meta MapMeta, left *FlippedMap, end int64) (*OffsetMap, error) 
 	return m, nil
 }
 
-// SaveMap persists m where a replicator with state directory dir finds it.
-func SaveMap(dir string, m *OffsetMap) error { return saveMapFile(dir, m) }
+// LoadMap reads a partition's persisted map as the replicator would (its
+// snapshot and the deltas saved after it); nil and no error if there is
+// none.
+func LoadMap(dir, topic string, partition int32) (*OffsetMap, error) {
+	return loadMapFile(dir, topic, partition)
+}
+
+// SaveMap persists m where a replicator with state directory dir finds it,
+// as a fresh snapshot (its delta file emptied).
+func SaveMap(dir string, m *OffsetMap) error {
+	_, err := saveMapFile(dir, m)
+	return err
+}

@@ -207,6 +207,15 @@ func (r *Replicator) monitor(ctx context.Context) {
 			}
 			p.updateRisk(now, ret, r.opts.RetentionWarning)
 		}
+		mem := 0
+		for _, p := range parts {
+			p.mu.Lock()
+			if p.m != nil {
+				mem += p.m.MemoryBytes()
+			}
+			p.mu.Unlock()
+		}
+		r.metrics.mapBytes.Set(float64(mem))
 	}
 }
 

@@ -67,6 +67,10 @@ type OffsetMap struct {
 	tail    []run
 	nextSrc int64 // SourceEnd: next source offset to copy
 	tgtEnd  int64 // TargetEnd: next target offset to be written
+
+	// jr records what add and advance did since the map was last
+	// persisted, for the delta file (mapjournal.go).
+	jr journal
 }
 
 // run is a stretch of consecutive source offsets copied to consecutive
@@ -402,6 +406,7 @@ func (m *OffsetMap) add(src, tgt, n int64) error {
 	if k := len(m.tail); k == 0 || m.tail[k-1].src+m.tailLen(k-1) != src {
 		m.pushRun(run{src: src, tgt: tgt})
 	}
+	m.jr.add(src, n)
 	m.nextSrc = src + n
 	m.tgtEnd = tgt + n
 	return nil
@@ -423,8 +428,49 @@ func (m *OffsetMap) clone() *OffsetMap {
 	return &OffsetMap{
 		meta: m.meta, srcBase: m.srcBase, tgtBase: m.tgtBase,
 		blocks: append([]runBlock(nil), m.blocks...), packed: append([]byte(nil), m.packed...),
-		tail: append(make([]run, 0, blockRuns+1), m.tail...), nextSrc: m.nextSrc, tgtEnd: m.tgtEnd,
+		// The tail grows as runs come (an idle partition's map stays a
+		// run or two: 10,000 partitions would otherwise hold 10 MB of
+		// empty tails).
+		tail: append([]run(nil), m.tail...), nextSrc: m.nextSrc, tgtEnd: m.tgtEnd,
+		jr: m.jr.clone(),
 	}
+}
+
+// trimBelow drops the map's coverage of source offsets below src (the
+// source's log start moved: retention or DeleteRecords deleted them, so no
+// client can ask for them; the proxy answers offsets before SourceStart as
+// out of range and clips target offsets before TargetStart to it). It
+// rebuilds the packed runs, O(runs), so callers trim only when the log
+// start moved. It reports whether anything was dropped.
+func (m *OffsetMap) trimBelow(src int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	src = min(src, m.nextSrc)
+	if src <= m.srcBase {
+		return false
+	}
+	var kept []run
+	newTgtBase := m.tgtEnd
+	found := false
+	m.forEachRun(func(s, t, n int64) {
+		switch {
+		case s+n <= src: // wholly below: dropped
+		case s < src: // the run holding src: its upper part stays
+			kept = append(kept, run{src: src, tgt: t + (src - s)})
+		default:
+			kept = append(kept, run{src: s, tgt: t})
+		}
+		if !found && s+n > src {
+			found, newTgtBase = true, kept[0].tgt
+		}
+	})
+	m.blocks, m.packed, m.tail = nil, nil, nil
+	for _, r := range kept {
+		m.pushRun(r)
+	}
+	m.srcBase, m.tgtBase = src, newTgtBase
+	m.jr.trimmed = true
+	return true
 }
 
 // The file format, version 2 (all integers unsigned varints unless noted):
@@ -589,15 +635,6 @@ func mapPath(dir, topic string, partition int32) string {
 	return filepath.Join(dir, topic, strconv.Itoa(int(partition))+".offsetmap")
 }
 
-// saveMapFile persists m atomically: write a temporary file in the same
-// directory, fsync it, rename it over the old file, fsync the directory. A
-// crash leaves either the old or the new map, never a mix.
-func saveMapFile(dir string, m *OffsetMap) error {
-	meta := m.Meta()
-	path := mapPath(dir, meta.Topic, meta.Partition)
-	return writeFileAtomic(path, m.AppendBinary(nil))
-}
-
 // loadMapFile returns the persisted map, or nil and no error if none exists.
 func loadMapFile(dir, topic string, partition int32) (*OffsetMap, error) {
 	f, err := os.Open(mapPath(dir, topic, partition))
@@ -611,6 +648,9 @@ func loadMapFile(dir, topic string, partition int32) (*OffsetMap, error) {
 	m, err := Load(bufio.NewReader(f))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if err := replayDeltas(deltaPath(dir, topic, partition), m); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

@@ -172,11 +172,11 @@ func TestOffsetMapFile(t *testing.T) {
 	}
 	m := buildMap(t, 0, 0, [][2]int64{{0, 5}, {7, 9}}, 9)
 	m.meta = MapMeta{Topic: "orders", Partition: 2}
-	if err := saveMapFile(dir, m); err != nil {
+	if _, err := saveMapFile(dir, m); err != nil {
 		t.Fatal(err)
 	}
 	_ = m.add(9, 7, 1)
-	if err := saveMapFile(dir, m); err != nil {
+	if _, err := saveMapFile(dir, m); err != nil {
 		t.Fatal(err)
 	}
 	got, err := loadMapFile(dir, "orders", 2)

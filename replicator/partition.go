@@ -336,11 +336,17 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	if err != nil {
 		return err
 	}
+	conn, err := r.produceConnFor(ctx, l.tgtLeader)
+	if err != nil {
+		return err
+	}
 	f := r.fetcherFor(l.srcLeader)
 	defer f.leave(p)
 	// shift turns this session's source log offsets into the map's
 	// (virtual) source side; see MapMeta.SourceShift.
 	shift := m.Meta().SourceShift
+	pl := newPipeline(r, p, m, conn, l.tgtID, shift)
+	var batchBuf [][]byte // the batches of the current answer, reused
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
 	// The map is saved when the copy catches up, at most mapSaveInterval
 	// after a change while it is behind, and when the session ends (Stop,
@@ -348,21 +354,22 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	unsaved, savedAt := false, time.Now()
 	defer func() {
 		if unsaved && !errors.Is(retErr, errCrashed) {
-			if err := saveMapFile(r.opts.StateDir, m); err != nil && retErr == nil {
+			if _, err := persistMap(r.opts.StateDir, m); err != nil && retErr == nil {
 				retErr = err
 			}
 		}
 	}()
 	for {
 		from := m.SourceEnd() - shift
-		fp, err := f.fetch(ctx, p, l.srcID, from, shift)
+		fp, frame, err := f.fetch(ctx, p, l.srcID, from, shift)
 		if err != nil {
 			return err
 		}
 		if err := kerr.ErrorForCode(fp.ErrorCode); err != nil {
 			return fmt.Errorf("source fetch at offset %d: %w", from, err)
 		}
-		batches := splitRecordSet(fp.RecordBatches)
+		batches := splitRecordSet(batchBuf[:0], fp.RecordBatches)
+		batchBuf = batches
 		if len(batches) == 0 && len(fp.RecordBatches) > 0 {
 			if len(fp.RecordBatches) > offMagic && fp.RecordBatches[offMagic] < 2 {
 				return p.fatalf("at offset %d: %v", from, ErrLegacyBatch)
@@ -372,93 +379,227 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		p.noteAnswer(batches, from)
 		filter := newAbortFilter(fp.AbortedTransactions)
 		changed, lastTs := false, int64(0)
+		// sent is the map's SourceEnd once every batch sent so far is
+		// applied: the next batch starts there.
+		sent := m.SourceEnd()
 		for _, b := range batches {
 			if ctx.Err() != nil {
 				break // Stop: persist what was copied, leave the rest
 			}
 			h, err := parseHeader(b)
 			if err != nil {
+				pl.drain()
 				return p.fatalf("at offset %d: %v", from, err)
 			}
 			keep := filter.keep(h, b)
-			if h.lastOffset()+shift < m.SourceEnd() {
+			if h.lastOffset()+shift < sent {
 				continue // already copied (a fetch may start inside a batch)
 			}
+			next := h.lastOffset() + 1 + shift
 			if keep {
-				pb, err := prepareBatch(b, m.SourceEnd()-shift, sess)
+				pb, err := prepareBatch(b, sent-shift, sess)
 				if err != nil {
+					pl.drain()
 					return p.fatalf("%v", err)
 				}
 				if pb.numRecords > 0 {
-					if err := r.produceBatch(ctx, p, l, m, pb, shift, &sess); err != nil {
+					if err := pl.send(pb, next); err != nil {
+						pl.drain()
 						return err
 					}
+					// Sequences count records, not batches, and wrap
+					// from MaxInt32 to 0 (ProducerAppendInfo.checkSequence).
+					sess.seq = int32((int64(sess.seq) + int64(pb.numRecords)) % (1 << 31))
+					sent, changed, lastTs = next, true, h.maxTimestamp
+					continue
 				}
 			}
-			m.advance(h.lastOffset() + 1 + shift)
-			changed = true
-			lastTs = h.maxTimestamp
+			pl.gap(next)
+			sent, changed, lastTs = next, true, h.maxTimestamp
 		}
+		// Every batch of this answer is applied before the next fetch:
+		// the fetch waits for new source records, and the map (which a
+		// drain waits on) must not wait with it.
+		if err := pl.flush(); err != nil {
+			return err
+		}
+		hwm, logStart := fp.HighWatermark, fp.LogStartOffset
+		clear(batchBuf)
+		frame.release() // nothing refers to the answer's bytes any more
 		if changed {
 			p.noteCopied(lastTs)
 			unsaved = true
 		}
-		caughtUp := m.SourceEnd() >= fp.HighWatermark+shift
+		// Records below the source's log start are gone (retention,
+		// DeleteRecords): the map stops covering them, so it does not
+		// grow for ever. Only a topic's first copy trims: a copy back's
+		// map starts with the left cluster's prefix, which its source's
+		// log start says nothing about (ContinueMap).
+		if shift == 0 && logStart > m.SourceStart() && m.trimBelow(logStart) {
+			unsaved = true
+		}
+		caughtUp := m.SourceEnd() >= hwm+shift
 		if unsaved && (caughtUp || ctx.Err() != nil || time.Since(savedAt) >= mapSaveInterval) {
-			if err := saveMapFile(r.opts.StateDir, m); err != nil {
+			if _, err := persistMap(r.opts.StateDir, m); err != nil {
 				return err
 			}
 			unsaved, savedAt = false, time.Now()
 		}
-		p.progress(m, fp.HighWatermark+shift)
+		p.progress(m, hwm+shift)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
 }
 
-// produceBatch writes one prepared batch and records it in the map.
-func (r *Replicator) produceBatch(ctx context.Context, p *partition, l leaders, m *OffsetMap, pb preparedBatch, shift int64, sess *producerSession) error {
-	// The produce is not cancelled by Stop: a request already on the wire
-	// may still be appended, so Stop waits for its answer and records it
-	// rather than leave a batch the map does not know about.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
-	defer cancel()
+// pipeline is one copy session's batches in flight on its target produce
+// connection (produceconn.go), at most maxInFlight, applied to the offset
+// map strictly in the order they were sent, each once its answer arrived.
+// The broker appends an idempotent producer's batches in sequence order
+// and rejects a batch whose predecessor it did not append
+// (OUT_OF_ORDER_SEQUENCE_NUMBER), so the answers that succeeded form a
+// prefix of what was sent.
+//
+// An error mid-pipeline (a failed batch, a dead connection) stops the
+// session: the batches before it are in the map, the failed one and those
+// after it are not. drain waits for every outstanding answer first, so no
+// request of this session can still land on the target after it ends; the
+// next session reconciles the map with the target log (the checkpoint),
+// matching any batch the target appended although the session saw no
+// success. Nothing is skipped or copied twice.
+type pipeline struct {
+	r     *Replicator
+	p     *partition
+	m     *OffsetMap
+	conn  *produceConn
+	shift int64
+	req   *kmsg.ProduceRequest // reused: only the records change
+
+	timer     *time.Timer // reused by every wait
+	calls     [maxInFlight]produceCall
+	q         [maxInFlight]inFlight // ring of sent batches, oldest at head
+	head, n   int
+	sentTotal int
+}
+
+// inFlight is a sent batch: its call, the batch, and the map's SourceEnd
+// once it is applied (past it and the gaps that followed it).
+type inFlight struct {
+	call *produceCall
+	pb   preparedBatch
+	next int64
+}
+
+func newPipeline(r *Replicator, p *partition, m *OffsetMap, conn *produceConn, tgtID [16]byte, shift int64) *pipeline {
+	pl := &pipeline{r: r, p: p, m: m, conn: conn, shift: shift, timer: time.NewTimer(produceTimeout)}
+	pl.timer.Stop()
+	for i := range pl.calls {
+		pl.calls[i].done = make(chan struct{}, 1)
+	}
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks = -1
 	req.TimeoutMillis = 30000
 	rt := kmsg.NewProduceRequestTopic()
-	rt.Topic, rt.TopicID = p.topic, l.tgtID
+	rt.Topic, rt.TopicID = p.topic, tgtID
 	rp := kmsg.NewProduceRequestTopicPartition()
-	rp.Partition, rp.Records = p.partition, pb.raw
+	rp.Partition = p.partition
 	rt.Partitions = append(rt.Partitions, rp)
 	req.Topics = append(req.Topics, rt)
-	w := p.writes
-	w.Sent.Add(int64(pb.numRecords))
-	kresp, err := r.tgt.Broker(int(l.tgtLeader)).Request(pctx, req)
-	w.Settled.Add(int64(pb.numRecords))
+	pl.req = req
+	return pl
+}
+
+// send writes pb (sequence already in its header) and queues it; next is
+// the map's SourceEnd once it is applied. With maxInFlight batches out,
+// it first applies the oldest.
+func (pl *pipeline) send(pb preparedBatch, next int64) error {
+	if pl.n == maxInFlight {
+		if err := pl.applyOldest(); err != nil {
+			return err
+		}
+	}
+	call := &pl.calls[pl.sentTotal%maxInFlight]
+	pl.req.Topics[0].Partitions[0].Records = pb.raw
+	// Counted as sent before it leaves and as settled once its answer is
+	// taken (or it failed to leave): the bypass check (Writes) must never
+	// see growth of the target it did not know could come.
+	pl.p.writes.Sent.Add(int64(pb.numRecords))
+	if err := pl.conn.send(pl.req, call); err != nil {
+		pl.p.writes.Settled.Add(int64(pb.numRecords))
+		return fmt.Errorf("target broker %d: produce: %w", pl.conn.broker, err)
+	}
+	pl.sentTotal++
+	pl.q[(pl.head+pl.n)%maxInFlight] = inFlight{call: call, pb: pb, next: next}
+	pl.n++
+	return nil
+}
+
+// gap marks source offsets up to next as gaps (markers, aborted data),
+// after the batches in flight.
+func (pl *pipeline) gap(next int64) {
+	if pl.n == 0 {
+		pl.m.advance(next)
+		return
+	}
+	last := &pl.q[(pl.head+pl.n-1)%maxInFlight]
+	last.next = max(last.next, next)
+}
+
+// flush applies every batch in flight.
+func (pl *pipeline) flush() error {
+	for pl.n > 0 {
+		if err := pl.applyOldest(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// drain waits for every answer still outstanding without applying it (the
+// session is ending on an error).
+func (pl *pipeline) drain() {
+	for pl.n > 0 {
+		f := &pl.q[pl.head]
+		pl.conn.wait(f.call, pl.timer)
+		pl.p.writes.Settled.Add(int64(f.pb.numRecords))
+		pl.head, pl.n = (pl.head+1)%maxInFlight, pl.n-1
+	}
+}
+
+// applyOldest waits for the oldest batch's answer and records it in the
+// map; on an error it drains the rest and returns the error.
+func (pl *pipeline) applyOldest() error {
+	f := pl.q[pl.head]
+	pl.q[pl.head] = inFlight{}
+	pl.head, pl.n = (pl.head+1)%maxInFlight, pl.n-1
+	pl.conn.wait(f.call, pl.timer)
+	pl.p.writes.Settled.Add(int64(f.pb.numRecords))
+	err := pl.apply(f)
 	if err != nil {
-		return fmt.Errorf("target broker %d: produce: %w", l.tgtLeader, err)
+		pl.drain()
 	}
-	resp := kresp.(*kmsg.ProduceResponse)
-	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
-		return fmt.Errorf("target broker %d: produce answer has %d topics", l.tgtLeader, len(resp.Topics))
+	return err
+}
+
+// apply records one answered batch in the map.
+func (pl *pipeline) apply(f inFlight) error {
+	p, m, call := pl.p, pl.m, f.call
+	if err := pl.conn.produceErr(call); err != nil {
+		return fmt.Errorf("target broker %d: produce: %w", pl.conn.broker, err)
 	}
-	pr := resp.Topics[0].Partitions[0]
-	if err := kerr.ErrorForCode(pr.ErrorCode); err != nil {
-		return fmt.Errorf("target broker %d: produce at sequence %d: %w", l.tgtLeader, sess.seq, err)
-	}
-	if hook := r.opts.Hooks.AfterProduce; hook != nil && hook(p.topic, p.partition) {
+	if hook := pl.r.opts.Hooks.AfterProduce; hook != nil && hook(p.topic, p.partition) {
 		return errCrashed
 	}
-	if pr.BaseOffset != m.TargetEnd() {
-		return p.fatalf("the target appended our batch at offset %d, but the offset map expected %d: something else wrote into the target partition; stop that writer, then delete the target topic and the state for it to copy again", pr.BaseOffset, m.TargetEnd())
+	if call.baseOffset != m.TargetEnd() {
+		return p.fatalf("the target appended our batch at offset %d, but the offset map expected %d: something else wrote into the target partition; stop that writer, then delete the target topic and the state for it to copy again", call.baseOffset, m.TargetEnd())
 	}
+	pb := &f.pb
+	var err error
 	if pb.srcOffsets == nil {
-		err = m.add(pb.srcFirst+shift, pr.BaseOffset, int64(pb.numRecords))
+		err = m.add(pb.srcFirst+pl.shift, call.baseOffset, int64(pb.numRecords))
 	} else {
 		for i, s := range pb.srcOffsets {
-			if err = m.add(s+shift, pr.BaseOffset+int64(i), 1); err != nil {
+			if err = m.add(s+pl.shift, call.baseOffset+int64(i), 1); err != nil {
 				break
 			}
 		}
@@ -466,9 +607,7 @@ func (r *Replicator) produceBatch(ctx context.Context, p *partition, l leaders, 
 	if err != nil {
 		return p.fatalf("%v", err)
 	}
-	// Sequences count records, not batches, and wrap from MaxInt32 to 0
-	// (ProducerAppendInfo.checkSequence).
-	sess.seq = int32((int64(sess.seq) + int64(pb.numRecords)) % (1 << 31))
+	m.advance(f.next)
 	p.records.Add(float64(pb.numRecords))
 	p.bytes.Add(float64(len(pb.raw)))
 	return nil
@@ -566,7 +705,7 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 			return nil, p.fatalf("the target partition holds offsets up to %d but %s has no offset map for it: something else wrote into it, or the state directory was lost; delete the target topic to copy again", tgt.end, r.opts.StateDir)
 		}
 		m = NewOffsetMap(MapMeta{Topic: p.topic, Partition: p.partition, SourceTopicID: l.srcID, TargetTopicID: l.tgtID}, src.start, tgt.end)
-		if err := saveMapFile(r.opts.StateDir, m); err != nil {
+		if _, err := saveMapFile(r.opts.StateDir, m); err != nil {
 			return nil, err
 		}
 		p.log.Info("starting replication from the source log start", "offset", src.start)
@@ -589,7 +728,7 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 		if err := r.recoverTail(ctx, p, l, m, tgt.end); err != nil {
 			return nil, err
 		}
-		if err := saveMapFile(r.opts.StateDir, m); err != nil {
+		if _, err := saveMapFile(r.opts.StateDir, m); err != nil {
 			return nil, err
 		}
 	}

@@ -117,6 +117,9 @@ type Replicator struct {
 	writes map[topicPartition]*Writes
 
 	wg sync.WaitGroup // partition goroutines
+
+	pmu    sync.Mutex             // guards pconns
+	pconns map[int32]*produceConn // the copy's produce connections, by target broker (produceconn.go)
 }
 
 type topicPartition struct {
@@ -330,6 +333,7 @@ func (r *Replicator) Stop() {
 		cancel()
 	}
 	r.wg.Wait()
+	r.closeProduceConns()
 	r.closeClients()
 }
 
@@ -541,6 +545,8 @@ type metrics struct {
 	catchUp *prometheus.GaugeVec
 	// sessionResets counts source fetch sessions the broker lost.
 	sessionResets prometheus.Counter
+	// mapBytes is the memory of every partition's offset map.
+	mapBytes prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -555,9 +561,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		risk:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
 		catchUp:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
 		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
+		mapBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"fmt"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -174,4 +176,43 @@ func Authenticate(ctx context.Context, mech sasl.Mechanism, host string, roundTr
 		}
 		msg = next
 	}
+}
+
+// SASLHandshake authenticates a freshly dialed broker connection with mech:
+// SaslHandshake v1, then SaslAuthenticate v1 messages until the mechanism
+// is done. roundTrip sends one request on the connection and decodes its
+// answer into resp. The replicator's produce connections use it; the
+// proxy's broker connections run the same exchange over their own framing.
+func SASLHandshake(ctx context.Context, mech sasl.Mechanism, host string, roundTrip func(req kmsg.Request, resp kmsg.Response) error) error {
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.Version = 1
+	hs.Mechanism = mech.Name()
+	hsResp := hs.ResponseKind().(*kmsg.SASLHandshakeResponse)
+	if err := roundTrip(hs, hsResp); err != nil {
+		return fmt.Errorf("SASL handshake: %w", err)
+	}
+	if err := kerr.ErrorForCode(hsResp.ErrorCode); err != nil {
+		return fmt.Errorf("SASL handshake for %s (broker offers %v): %w", hs.Mechanism, hsResp.SupportedMechanisms, err)
+	}
+	err := Authenticate(ctx, mech, host, func(msg []byte) ([]byte, error) {
+		req := kmsg.NewPtrSASLAuthenticateRequest()
+		req.Version = 1
+		req.SASLAuthBytes = msg
+		resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+		if err := roundTrip(req, resp); err != nil {
+			return nil, err
+		}
+		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+			m := ""
+			if resp.ErrorMessage != nil {
+				m = ": " + *resp.ErrorMessage
+			}
+			return nil, fmt.Errorf("%w%s", err, m)
+		}
+		return resp.SASLAuthBytes, nil
+	})
+	if err != nil {
+		return fmt.Errorf("SASL %s authentication: %w", hs.Mechanism, err)
+	}
+	return nil
 }

@@ -474,14 +474,14 @@ func (s *verifySide) logBounds(ctx context.Context, topic string, partition int3
 	return so.Offset, eo.Offset, nil
 }
 
+// loadOffsetMap reads a partition's map as the replicator does: its
+// snapshot and the deltas saved after it.
 func loadOffsetMap(dir, topic string, partition int32) (*replicator.OffsetMap, string, error) {
 	path := filepath.Join(dir, topic, strconv.Itoa(int(partition))+".offsetmap")
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, path, err
+	m, err := replicator.LoadMap(dir, topic, partition)
+	if err == nil && m == nil {
+		err = os.ErrNotExist
 	}
-	defer f.Close()
-	m, err := replicator.Load(f)
 	return m, path, err
 }
 

@@ -15,6 +15,10 @@
 // `replbench produce` wrote) and reports this process's CPU from Start until
 // every partition is copied, optionally with a CPU profile (-cpuprofile):
 // for finding where the copy's CPU goes.
+//
+// With -sweep 100,1000,10000 -kproxy BIN it runs the cost-growth sweep
+// against a kproxy binary instead (sweep.go; plot.py and table.py turn its
+// JSON lines into bench/RESULTS.md's figure and table).
 package main
 
 import (
@@ -49,7 +53,27 @@ func main() {
 	cleanup := flag.Bool("cleanup", false, "delete the topics from both clusters at the end")
 	copyTopic := flag.String("copy", "", "copy this existing source topic and report CPU (see the package comment)")
 	cpuprofile := flag.String("cpuprofile", "", "CPU profile of the copy (-copy)")
+	sweepSizes := flag.String("sweep", "", "comma-separated partition counts: run the cost-growth sweep with a kproxy binary (sweep.go)")
+	kproxyBin := flag.String("kproxy", "", "kproxy binary (-sweep)")
+	tgtPidFile := flag.String("tgt-broker-pid", "", "file holding the target broker's pid (-sweep)")
+	perTopic := flag.Int("per-topic", 10, "partitions per topic (-sweep)")
+	loadRate := flag.Int("load-rate", 2000, "records/s of 1 KiB during the load window (-sweep)")
+	ports := flag.Int("ports", 41850, "kproxy listen port; admin is the next (-sweep)")
 	flag.Parse()
+	if *sweepSizes != "" {
+		var sizes []int
+		for _, f := range strings.Split(*sweepSizes, ",") {
+			n, err := strconv.Atoi(f)
+			if err != nil {
+				log.Fatal(err)
+			}
+			sizes = append(sizes, n)
+		}
+		sweep(sizes, sweepOpts{src: *src, tgt: *tgt, kproxy: *kproxyBin, srcPidFile: *brokerPidFile, tgtPidFile: *tgtPidFile,
+			perTopic: *perTopic, window: *window, settle: *settle, loadRate: *loadRate, listenPort: *ports, adminPort: *ports + 1,
+			metadataRequests: 50, startupTimeout: 15 * time.Minute})
+		return
+	}
 	if *copyTopic != "" {
 		copyOnce(*src, *tgt, *copyTopic, *cpuprofile)
 		return
