@@ -308,8 +308,8 @@ func (r *Replicator) AddTopic(ctx context.Context, topic string) error {
 	r.runs[topic] = run
 	r.mu.Unlock()
 	for i := int32(0); i < n; i++ {
-		p := r.newPartition(topic, i)
 		r.mu.Lock()
+		p := r.newPartition(topic, i)
 		r.parts[topicPartition{topic, i}] = p
 		r.mu.Unlock()
 		r.wg.Add(1)
@@ -442,10 +442,9 @@ func (r *Replicator) Writes(topic string, partition int32) *Writes {
 	return r.writes[topicPartition{topic, partition}]
 }
 
-// writesFor returns (creating) a partition's write counts.
-func (r *Replicator) writesFor(topic string, partition int32) *Writes {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// writesForLocked returns (creating) a partition's write counts; r.mu is
+// held (newPartition runs under it).
+func (r *Replicator) writesForLocked(topic string, partition int32) *Writes {
 	k := topicPartition{topic, partition}
 	w := r.writes[k]
 	if w == nil {
@@ -573,6 +572,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+// newPartition builds a partition's copy state; r.mu is held.
 func (r *Replicator) newPartition(topic string, i int32) *partition {
 	lv := []string{topic, strconv.Itoa(int(i))}
 	p := &partition{
@@ -582,7 +582,7 @@ func (r *Replicator) newPartition(topic string, i int32) *partition {
 		errs:     r.metrics.errs.WithLabelValues(lv...),
 		lagBytes: r.metrics.lagB.WithLabelValues(lv...), riskGauge: r.metrics.risk.WithLabelValues(lv...),
 		catchUp: r.metrics.catchUp.WithLabelValues(lv...),
-		writes:  r.writesFor(topic, i),
+		writes:  r.writesForLocked(topic, i),
 		wake:    make(chan struct{}), behindSince: time.Now(),
 	}
 	p.riskGauge.Set(math.Inf(1))
