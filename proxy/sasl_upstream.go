@@ -15,7 +15,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 
@@ -83,37 +82,5 @@ func saslToBroker(nc net.Conn, mech sasl.Mechanism, host string, maxResp int32) 
 		resp.SetVersion(req.GetVersion())
 		return resp.ReadFrom(body)
 	}
-	hs := kmsg.NewPtrSASLHandshakeRequest()
-	hs.Version = 1
-	hs.Mechanism = mech.Name()
-	hsResp := hs.ResponseKind().(*kmsg.SASLHandshakeResponse)
-	if err := roundTrip(hs, hsResp); err != nil {
-		return 0, fmt.Errorf("SASL handshake: %w", err)
-	}
-	if err := kerr.ErrorForCode(hsResp.ErrorCode); err != nil {
-		return 0, secure.AuthRefused(fmt.Errorf("SASL handshake for %s (broker offers %v): %w", hs.Mechanism, hsResp.SupportedMechanisms, err))
-	}
-	var lifetime time.Duration
-	err := secure.Authenticate(context.Background(), mech, host, func(msg []byte) ([]byte, error) {
-		req := kmsg.NewPtrSASLAuthenticateRequest()
-		req.Version = 1
-		req.SASLAuthBytes = msg
-		resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
-		if err := roundTrip(req, resp); err != nil {
-			return nil, err
-		}
-		if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
-			m := ""
-			if resp.ErrorMessage != nil {
-				m = ": " + *resp.ErrorMessage
-			}
-			return nil, secure.AuthRefused(fmt.Errorf("%w%s", err, m))
-		}
-		lifetime = time.Duration(resp.SessionLifetimeMillis) * time.Millisecond
-		return resp.SASLAuthBytes, nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("SASL %s authentication: %w", hs.Mechanism, err)
-	}
-	return lifetime, nil
+	return secure.SASLHandshake(context.Background(), mech, host, roundTrip)
 }

@@ -123,7 +123,7 @@ func dialBroker(ctx context.Context, cl *kgo.Client, broker int32, addr string, 
 	}
 	h := handshake{nc: nc, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator"))}
 	if mechs, _ := cl.OptValue(kgo.SASL).([]sasl.Mechanism); len(mechs) > 0 {
-		if err := secure.SASLHandshake(dctx, mechs[0], host, h.roundTrip); err != nil {
+		if _, err := secure.SASLHandshake(dctx, mechs[0], host, h.roundTrip); err != nil {
 			nc.Close()
 			return nil, nil, fmt.Errorf("broker %d at %s: %w", broker, addr, err)
 		}

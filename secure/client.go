@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -180,20 +181,24 @@ func Authenticate(ctx context.Context, mech sasl.Mechanism, host string, roundTr
 
 // SASLHandshake authenticates a freshly dialed broker connection with mech:
 // SaslHandshake v1, then SaslAuthenticate v1 messages until the mechanism
-// is done. roundTrip sends one request on the connection and decodes its
-// answer into resp. The replicator's produce connections use it; the
-// proxy's broker connections run the same exchange over their own framing.
-func SASLHandshake(ctx context.Context, mech sasl.Mechanism, host string, roundTrip func(req kmsg.Request, resp kmsg.Response) error) error {
+// is done, and returns the session lifetime the broker reported (KIP-368; 0
+// for none). roundTrip sends one request on the connection and decodes its
+// answer into resp, so each caller keeps its own framing: the proxy's broker
+// connections and the replicator's produce connections both use it. A
+// refusal by the broker (an error code, as opposed to a broken connection)
+// is marked AuthRefused.
+func SASLHandshake(ctx context.Context, mech sasl.Mechanism, host string, roundTrip func(req kmsg.Request, resp kmsg.Response) error) (time.Duration, error) {
 	hs := kmsg.NewPtrSASLHandshakeRequest()
 	hs.Version = 1
 	hs.Mechanism = mech.Name()
 	hsResp := hs.ResponseKind().(*kmsg.SASLHandshakeResponse)
 	if err := roundTrip(hs, hsResp); err != nil {
-		return fmt.Errorf("SASL handshake: %w", err)
+		return 0, fmt.Errorf("SASL handshake: %w", err)
 	}
 	if err := kerr.ErrorForCode(hsResp.ErrorCode); err != nil {
-		return fmt.Errorf("SASL handshake for %s (broker offers %v): %w", hs.Mechanism, hsResp.SupportedMechanisms, err)
+		return 0, AuthRefused(fmt.Errorf("SASL handshake for %s (broker offers %v): %w", hs.Mechanism, hsResp.SupportedMechanisms, err))
 	}
+	var lifetime time.Duration
 	err := Authenticate(ctx, mech, host, func(msg []byte) ([]byte, error) {
 		req := kmsg.NewPtrSASLAuthenticateRequest()
 		req.Version = 1
@@ -207,12 +212,13 @@ func SASLHandshake(ctx context.Context, mech sasl.Mechanism, host string, roundT
 			if resp.ErrorMessage != nil {
 				m = ": " + *resp.ErrorMessage
 			}
-			return nil, fmt.Errorf("%w%s", err, m)
+			return nil, AuthRefused(fmt.Errorf("%w%s", err, m))
 		}
+		lifetime = time.Duration(resp.SessionLifetimeMillis) * time.Millisecond
 		return resp.SASLAuthBytes, nil
 	})
 	if err != nil {
-		return fmt.Errorf("SASL %s authentication: %w", hs.Mechanism, err)
+		return 0, fmt.Errorf("SASL %s authentication: %w", hs.Mechanism, err)
 	}
-	return nil
+	return lifetime, nil
 }
