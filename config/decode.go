@@ -257,6 +257,37 @@ func (g *Groups) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// maxExpandedNodes bounds the YAML nodes a config may stand for once its
+// aliases are expanded. The key check and the validator walk the document
+// through aliases and merge keys (<<: [*a, *a, ...]), so a few hundred bytes
+// of nested aliases would otherwise cost them exponential time (a "billion
+// laughs" document; config/fuzz_test.go). yaml.v3 bounds aliasing only when
+// it decodes into Go values, which parse does after that walk. A config
+// with ten thousand topic routes is about 50 000 nodes.
+const maxExpandedNodes = 1 << 20
+
+// expandedNodes counts the nodes n stands for with every alias expanded,
+// saturating just above maxExpandedNodes. seen memoizes the count of each
+// node, so a document costs linear time however much it aliases.
+func expandedNodes(n *yaml.Node, seen map[*yaml.Node]int) int {
+	if n == nil {
+		return 0
+	}
+	if c, ok := seen[n]; ok {
+		return c
+	}
+	seen[n] = 0 // an alias cycle (yaml.v3 refuses them) counts nothing more
+	c := 1
+	if n.Kind == yaml.AliasNode {
+		c += expandedNodes(n.Alias, seen)
+	}
+	for _, e := range n.Content {
+		c = min(c+expandedNodes(e, seen), maxExpandedNodes+1)
+	}
+	seen[n] = c
+	return c
+}
+
 // parse decodes, validates and completes data.
 func parse(data []byte) (*Config, error) {
 	var doc yaml.Node
@@ -270,6 +301,9 @@ func parse(data []byte) (*Config, error) {
 	var second yaml.Node
 	if err := dec.Decode(&second); !errors.Is(err, io.EOF) {
 		return nil, errors.New("config holds more than one YAML document; remove everything after the second ---")
+	}
+	if n := expandedNodes(&doc, map[*yaml.Node]int{}); n > maxExpandedNodes {
+		return nil, fmt.Errorf("config expands to more than %d YAML nodes through aliases and merge keys (a \"billion laughs\" document?); write the values out or use fewer nested aliases", maxExpandedNodes)
 	}
 	root := deref(&doc)
 	if root == nil || root.Kind != yaml.MappingNode {
