@@ -84,6 +84,12 @@ func needsQuote(k string) bool {
 // returns that scalar: the short form `orders: target` stands for the produce
 // and fetch below it. Both are nil when p does not exist in the document.
 func (p yamlPath) find(root *yaml.Node) (key, val *yaml.Node) {
+	return p.findWith(root, lookup)
+}
+
+// findWith is find with the key lookup of a mapping given (the validator's
+// indexed one).
+func (p yamlPath) findWith(root *yaml.Node, lookup func(m *yaml.Node, k string) (key, val *yaml.Node)) (key, val *yaml.Node) {
 	n := deref(root)
 	for _, s := range p {
 		switch {
