@@ -26,6 +26,20 @@ func loadSessions(t *testing.T, dir string, content []byte) (*producerIDs, error
 	return p, loadPIDRecords(path, p, hclog.NewNullLogger())
 }
 
+// A line that is valid JSON but no record ("{}", "null", a session without
+// its cluster) is a damaged line, not an empty session: it used to load as
+// a session of virtual PID 0 on cluster "".
+func TestProducerSessionsRefuseRecordsKproxyNeverWrites(t *testing.T) {
+	for _, line := range []string{"{}", "null", `{"v":5,"p":41}`, `{"v":5,"c":"elsewhere","p":41}`} {
+		dir := t.TempDir()
+		_, err := loadSessions(t, dir, []byte(line+"\n{\"moved\":\"orders\",\"m\":1}\n"))
+		var le *statefile.LineError
+		if !errors.As(err, &le) || le.Line != 1 {
+			t.Errorf("%s: %v, want line 1 refused", line, err)
+		}
+	}
+}
+
 func sameSessions(a, b *producerIDs) bool {
 	return maps.Equal(a.m, b.m) && maps.Equal(a.moved, b.moved)
 }
