@@ -79,17 +79,12 @@ func needsQuote(k string) bool {
 	return strings.IndexFunc(k, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0
 }
 
-// find returns the key and value nodes at p under root; for a sequence element
+// find returns the key and value nodes at p under root, looking keys up with
+// lookup (the validator's, which indexes each mapping); for a sequence element
 // both are the element. When the walk meets a scalar with steps left, it
 // returns that scalar: the short form `orders: target` stands for the produce
 // and fetch below it. Both are nil when p does not exist in the document.
-func (p yamlPath) find(root *yaml.Node) (key, val *yaml.Node) {
-	return p.findWith(root, lookup)
-}
-
-// findWith is find with the key lookup of a mapping given (the validator's
-// indexed one).
-func (p yamlPath) findWith(root *yaml.Node, lookup func(m *yaml.Node, k string) (key, val *yaml.Node)) (key, val *yaml.Node) {
+func (p yamlPath) find(root *yaml.Node, lookup func(m *yaml.Node, k string) (key, val *yaml.Node)) (key, val *yaml.Node) {
 	n := deref(root)
 	for _, s := range p {
 		switch {
@@ -126,16 +121,6 @@ func deref(n *yaml.Node) *yaml.Node {
 		}
 	}
 	return nil
-}
-
-// lookup returns the key and value nodes of key k in mapping m.
-func lookup(m *yaml.Node, k string) (key, val *yaml.Node) {
-	forEachPair(m, func(kn, vn *yaml.Node) {
-		if key == nil && kn.Value == k {
-			key, val = kn, vn
-		}
-	})
-	return key, val
 }
 
 // forEachPair calls fn for each key/value pair of mapping m, own keys first,

@@ -24,13 +24,13 @@ type validator struct {
 	index map[*yaml.Node]map[string][2]*yaml.Node
 }
 
-// find is p.find(v.root) through the index.
+// find locates p in the document (yamlPath.find) through the index.
 func (v *validator) find(p yamlPath) (key, val *yaml.Node) {
-	return p.findWith(v.root, v.lookup)
+	return p.find(v.root, v.lookup)
 }
 
-// lookup is lookup(m, k) through the index: the first pair with key k,
-// own keys before merged ones.
+// lookup returns the key and value nodes of key k in mapping m: the first
+// pair with key k, own keys before merged ones.
 func (v *validator) lookup(m *yaml.Node, k string) (key, val *yaml.Node) {
 	keys, ok := v.index[m]
 	if !ok {
