@@ -21,7 +21,7 @@ func fuzzMap(srcBase, tgtBase int64, ops []byte) (*OffsetMap, *refMap) {
 	m := NewOffsetMap(MapMeta{Topic: "fuzz", Partition: 7, SourceShift: srcBase - tgtBase}, srcBase, tgtBase)
 	ref := &refMap{srcBase: srcBase, tgtBase: tgtBase, nextSrc: srcBase, tgtEnd: tgtBase}
 	src := srcBase
-	for len(ops) > 0 && len(ref.runs) < 5000 {
+	for len(ops) > 0 && len(ref.runs) < 400 { // 400 runs: six packed blocks and a tail
 		gap, k1 := binary.Uvarint(ops)
 		if k1 <= 0 {
 			break
