@@ -1,6 +1,7 @@
 # kproxy: the two commands a newcomer runs are `make demo` and `make test`.
 GO ?= go
 FUZZTIME ?= 20s
+FUZZTIME_NEW ?= 10s
 
 .PHONY: demo test build unit fuzz integration lint bench clients
 
@@ -19,11 +20,17 @@ build:
 unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test/integration$$')
 
-## fuzz: a short run of each fuzz target (request decoding, the client frame reader, upstream responses)
+## fuzz: a short run of each fuzz target (request decoding, the client frame reader, upstream responses,
+## config files, offset-map files, the producer-sessions file, SASL server conversations)
 fuzz:
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzUpstreamResponse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./config/ -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME_NEW)
+	$(GO) test ./replicator/ -run '^$$' -fuzz '^FuzzOffsetMapFile$$' -fuzztime $(FUZZTIME_NEW)
+	$(GO) test ./replicator/ -run '^$$' -fuzz '^FuzzOffsetMapRoundTrip$$' -fuzztime $(FUZZTIME_NEW)
+	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzProducerSessionsFile$$' -fuzztime $(FUZZTIME_NEW)
+	$(GO) test ./secure/ -run '^$$' -fuzz '^FuzzSASLServer$$' -fuzztime $(FUZZTIME_NEW)
 
 ## clients: build the client-matrix drivers (Sarama, kafka-go, librdkafka, kafkajs)
 clients:

@@ -79,11 +79,12 @@ func needsQuote(k string) bool {
 	return strings.IndexFunc(k, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0
 }
 
-// find returns the key and value nodes at p under root; for a sequence element
+// find returns the key and value nodes at p under root, looking keys up with
+// lookup (the validator's, which indexes each mapping); for a sequence element
 // both are the element. When the walk meets a scalar with steps left, it
 // returns that scalar: the short form `orders: target` stands for the produce
 // and fetch below it. Both are nil when p does not exist in the document.
-func (p yamlPath) find(root *yaml.Node) (key, val *yaml.Node) {
+func (p yamlPath) find(root *yaml.Node, lookup func(m *yaml.Node, k string) (key, val *yaml.Node)) (key, val *yaml.Node) {
 	n := deref(root)
 	for _, s := range p {
 		switch {
@@ -120,16 +121,6 @@ func deref(n *yaml.Node) *yaml.Node {
 		}
 	}
 	return nil
-}
-
-// lookup returns the key and value nodes of key k in mapping m.
-func lookup(m *yaml.Node, k string) (key, val *yaml.Node) {
-	forEachPair(m, func(kn, vn *yaml.Node) {
-		if key == nil && kn.Value == k {
-			key, val = kn, vn
-		}
-	})
-	return key, val
 }
 
 // forEachPair calls fn for each key/value pair of mapping m, own keys first,
@@ -257,6 +248,37 @@ func (g *Groups) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// maxExpandedNodes bounds the YAML nodes a config may stand for once its
+// aliases are expanded. The key check and the validator walk the document
+// through aliases and merge keys (<<: [*a, *a, ...]), so a few hundred bytes
+// of nested aliases would otherwise cost them exponential time (a "billion
+// laughs" document; config/fuzz_test.go). yaml.v3 bounds aliasing only when
+// it decodes into Go values, which parse does after that walk. A config
+// with ten thousand topic routes is about 50 000 nodes.
+const maxExpandedNodes = 1 << 20
+
+// expandedNodes counts the nodes n stands for with every alias expanded,
+// saturating just above maxExpandedNodes. seen memoizes the count of each
+// node, so a document costs linear time however much it aliases.
+func expandedNodes(n *yaml.Node, seen map[*yaml.Node]int) int {
+	if n == nil {
+		return 0
+	}
+	if c, ok := seen[n]; ok {
+		return c
+	}
+	seen[n] = 0 // an alias cycle (yaml.v3 refuses them) counts nothing more
+	c := 1
+	if n.Kind == yaml.AliasNode {
+		c += expandedNodes(n.Alias, seen)
+	}
+	for _, e := range n.Content {
+		c = min(c+expandedNodes(e, seen), maxExpandedNodes+1)
+	}
+	seen[n] = c
+	return c
+}
+
 // parse decodes, validates and completes data.
 func parse(data []byte) (*Config, error) {
 	var doc yaml.Node
@@ -270,6 +292,9 @@ func parse(data []byte) (*Config, error) {
 	var second yaml.Node
 	if err := dec.Decode(&second); !errors.Is(err, io.EOF) {
 		return nil, errors.New("config holds more than one YAML document; remove everything after the second ---")
+	}
+	if n := expandedNodes(&doc, map[*yaml.Node]int{}); n > maxExpandedNodes {
+		return nil, fmt.Errorf("config expands to more than %d YAML nodes through aliases and merge keys (a \"billion laughs\" document?); write the values out or use fewer nested aliases", maxExpandedNodes)
 	}
 	root := deref(&doc)
 	if root == nil || root.Kind != yaml.MappingNode {

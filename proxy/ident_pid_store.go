@@ -156,6 +156,11 @@ func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
 			p.moved[r.Moved] = max(p.moved[r.Moved], r.Moves)
 			return nil
 		}
+		if r.Cluster != Source && r.Cluster != Target {
+			// "{}" or "null" decode without an error; kproxy never
+			// writes a session without its cluster.
+			return fmt.Errorf("neither a topic move nor a session on source or target: %.80q", b)
+		}
 		k := pidKey{vpid: r.VPID, vepoch: r.VEpoch, cluster: r.Cluster, topic: r.Topic, moves: r.Moves}
 		p.m[k] = upstreamPID{pid: r.PID, epoch: r.Epoch}
 		used := now

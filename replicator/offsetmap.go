@@ -567,7 +567,9 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 	src, tgt := m.srcBase, m.tgtBase
 	for i := uint64(0); i < nruns && d.err == nil; i++ {
 		gap, n := int64(d.uvarint()), int64(d.uvarint())
-		if n <= 0 || (i > 0 && gap <= 0) {
+		// Offsets stay within maxFileOffset (checked before adding, so a
+		// corrupt file's sums never wrap into offsets that go backwards).
+		if n <= 0 || (i > 0 && gap <= 0) || gap > maxFileOffset-src || n > maxFileOffset-src-gap || n > maxFileOffset-tgt {
 			d.err = ErrCorruptMap
 			break
 		}
@@ -576,7 +578,11 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 		src += n
 		tgt += n
 	}
-	m.nextSrc = src + int64(d.uvarint())
+	if after := int64(d.uvarint()); after > maxFileOffset-src {
+		d.err = ErrCorruptMap
+	} else {
+		m.nextSrc = src + after
+	}
 	m.tgtEnd = tgt
 	if d.err == nil && len(d.b) != 0 {
 		d.err = ErrCorruptMap
@@ -618,10 +624,19 @@ func (d *decoder) varint() int64 {
 	return v
 }
 
+// maxFileOffset bounds every offset a map file may hold: Kafka offsets are
+// int64, and the sums of a corrupt file's gaps and lengths must not wrap.
+const maxFileOffset = 1 << 62
+
+// bytes returns the next n bytes. Past the end it records the error and
+// returns zeros for the fixed-size fields (4 and 16 bytes) that follow, and
+// never allocates n: a corrupt length must not cost its size in memory (a
+// topic length of 2^61 panicked in makeslice, 2^33 allocated 8 GiB;
+// testdata/fuzz/FuzzOffsetMapFile holds both).
 func (d *decoder) bytes(n int) []byte {
 	if d.err != nil || n < 0 || n > len(d.b) {
 		d.err = ErrCorruptMap
-		return make([]byte, max(n, 0))
+		return make([]byte, min(max(n, 0), 16))
 	}
 	v := d.b[:n]
 	d.b = d.b[n:]

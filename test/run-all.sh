@@ -29,6 +29,11 @@ say "fuzz (short)"
 for target in FuzzParseRequest FuzzReadFrame FuzzUpstreamResponse; do
   go test ./proxy/ -run '^$' -fuzz "^$target\$" -fuzztime "${FUZZTIME:-20s}"
 done
+# The file and SASL targets: 10 s each (their seed corpora run in the unit tests above too).
+for pt in config:FuzzParse replicator:FuzzOffsetMapFile replicator:FuzzOffsetMapRoundTrip \
+	proxy:FuzzProducerSessionsFile secure:FuzzSASLServer; do
+  go test "./${pt%%:*}/" -run '^$' -fuzz "^${pt#*:}\$" -fuzztime "${FUZZTIME_NEW:-10s}"
+done
 
 say "client drivers"
 bash test/clients/build.sh
