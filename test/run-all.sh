@@ -27,7 +27,7 @@ make helm
 
 say "fuzz (short)"
 for target in FuzzParseRequest FuzzReadFrame FuzzUpstreamResponse; do
-  go test ./proxy/ -run '^$' -fuzz "^$target\$" -fuzztime "${FUZZTIME:-20s}"
+  go test ./proxy/ -run '^$' -fuzz "^$target\$" -fuzztime "${FUZZTIME:-10s}"
 done
 # The file and SASL targets: 10 s each (their seed corpora run in the unit tests above too).
 for pt in config:FuzzParse replicator:FuzzOffsetMapFile replicator:FuzzOffsetMapRoundTrip \
