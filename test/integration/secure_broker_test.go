@@ -66,15 +66,19 @@ func startSecureBrokerWith(t *testing.T, o secureBrokerOpts) *secureBroker {
 	dir := t.TempDir()
 	ca := securetest.NewCA(t, "secure-broker-ca")
 	certPEM, keyPEM := ca.Issue(t, pkix.Name{CommonName: "localhost"})
-	// Kafka's PEM key store wants a PKCS#8 key next to the chain.
+	// Kafka's PEM key store wants a PKCS#8 key next to the chain
+	// (securetest issues PKCS#8 keys; an SEC 1 "EC PRIVATE KEY" is
+	// converted).
 	block, _ := pem.Decode(keyPEM)
-	key, err := x509.ParseECPrivateKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p8, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
+	p8 := block.Bytes
+	if block.Type != "PRIVATE KEY" {
+		key, err := x509.ParseECPrivateKey(block.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p8, err = x509.MarshalPKCS8PrivateKey(key); err != nil {
+			t.Fatal(err)
+		}
 	}
 	keystore := filepath.Join(dir, "keystore.pem")
 	ks := append(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), certPEM...)
