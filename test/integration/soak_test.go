@@ -107,16 +107,29 @@ func TestSoak(t *testing.T) {
 	// Sample times count from the producers' start, as the steps do (the
 	// samples before it are negative: start-up and consumers joining).
 	onLoad := func() { mu.Lock(); start = time.Now(); mu.Unlock() }
+	// The samples are written however the run ends (a failed scenario
+	// ends the test through t.FailNow, which runs deferred calls).
+	stopped := false
+	stopSampling := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		close(stop)
+		wg.Wait()
+		if out := os.Getenv("KPROXY_SOAK_OUT"); out != "" {
+			mu.Lock()
+			writeSoakCSV(t, out, samples, steps)
+			mu.Unlock()
+		}
+	}
+	defer stopSampling()
 	runCutoverScenario(t, "soak", d, steps, scenarioOptions{transactional: true, moreClients: true, onKproxy: onKproxy, onLoad: onLoad, rate: 50, txnSize: 50,
 		lateness: min(time.Duration(len(steps))*5*time.Second, 4*time.Minute)})
-	close(stop)
-	wg.Wait()
+	stopSampling()
 
 	mu.Lock()
 	defer mu.Unlock()
-	if out := os.Getenv("KPROXY_SOAK_OUT"); out != "" {
-		writeSoakCSV(t, out, samples, steps)
-	}
 	if len(samples) < 8 {
 		t.Fatalf("only %d resource samples", len(samples))
 	}
