@@ -128,7 +128,7 @@ func FuzzOffsetMapFile(f *testing.F) {
 	dir := f.TempDir()
 	for i, ops := range [][]byte{{}, {0, 5, 1, 3, 0, 2}, bytes.Repeat([]byte{1, 0}, 150)} {
 		m, _ := fuzzMap(int64(i*1000), int64(i*10), ops)
-		if err := saveMapFile(dir, m); err != nil {
+		if _, err := saveMapFile(dir, m); err != nil {
 			f.Fatal(err)
 		}
 		b, err := os.ReadFile(filepath.Join(dir, "fuzz", "7.offsetmap"))
