@@ -16,6 +16,8 @@ d = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file
 rows = list(csv.DictReader(open(os.path.join(d, "soak.csv"))))
 flips = list(csv.DictReader(open(os.path.join(d, "flips.csv"))))
 t = [float(r["seconds"]) / 60 for r in rows]
+# Only the flips the run reached (a failed run stops early).
+flips = [f for f in flips if float(f["seconds"]) / 60 <= t[-1]]
 panels = [("goroutines", "goroutines"), ("open_fds", "open files"),
           ("heap_inuse_mib", "heap in use (MiB)"), ("rss_mib", "resident memory (MiB)")]
 fig, axes = plt.subplots(len(panels), 1, figsize=(12, 9), dpi=100, sharex=True)
@@ -29,7 +31,7 @@ for ax, (col, label) in zip(axes, panels):
         ax.axvline(x, color="tab:green" if f["home"] == "target" else "tab:blue",
                    lw=2.2 if f["groups_moved"] == "true" else 0.5, alpha=0.5)
 axes[-1].set_xlabel("minutes since the producers started")
-axes[0].set_title(f"kproxy soak: {len(flips)} flips (green: to target, blue: back; thick: groups moved too)")
+axes[0].set_title(f"kproxy soak, {t[-1]:.0f} min: {len(flips)} flips (green: to target, blue: back; thick: groups moved too)")
 fig.tight_layout()
 fig.savefig(os.path.join(d, "soak.png"))
 print("wrote", os.path.join(d, "soak.png"))
