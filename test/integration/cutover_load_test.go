@@ -73,6 +73,10 @@ type scenarioOptions struct {
 	onLoad func()
 	// rate is each producer's records per second (default 150).
 	rate int
+	// maxHold is cutover.max_hold (default 10s). A soak that must not
+	// fail on a hold stretched by a loaded machine raises it; hold times
+	// are the benchmarks' business.
+	maxHold time.Duration
 	// txnSize is the records per transaction (default 10). Each
 	// transaction costs several round trips; on a loaded machine ten
 	// records each could not keep up with the rate.
@@ -99,6 +103,10 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 	topic := replTopic(name)
 	replCreateTopic(t, topic, 3, nil)
 	groupsHome := "source"
+	maxHold := 10 * time.Second
+	if opt.maxHold > 0 {
+		maxHold = opt.maxHold
+	}
 	// The soak's extra groups stay homed on the source (moreClients).
 	pinned := func() string {
 		if !opt.moreClients {
@@ -123,7 +131,7 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		dir, listen, admin = sk.dir, sk.listen, sk.admin
 		writeCfg = func(produce, fetch string) {
 			sk.writeConfig(t, fmt.Sprintf("  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\n", topic, produce, fetch),
-				fmt.Sprintf("replicate: [%q]\ngroups: { default: %s%s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n", topic, groupsHome, pinned()))
+				fmt.Sprintf("replicate: [%q]\ngroups: { default: %s%s }\ncutover: { max_hold: %s }\nlog: { level: info }\n", topic, groupsHome, pinned(), maxHold))
 		}
 		writeCfg("source", "source")
 		sk.start(t)
@@ -141,8 +149,8 @@ func runCutoverScenario(t *testing.T, name string, load time.Duration, steps []c
 		admin = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		cfgPath := filepath.Join(dir, "kproxy.yaml")
 		writeCfg = func(produce, fetch string) {
-			body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s%s }\ncutover: { max_hold: 10s }\nlog: { level: info }\n",
-				listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome, pinned())
+			body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: { produce: %s, fetch: %s }\nreplicate: [%q]\ngroups: { default: %s%s }\ncutover: { max_hold: %s }\nlog: { level: info }\n",
+				listen, admin, filepath.Join(dir, "state"), env.source, env.target, topic, produce, fetch, topic, groupsHome, pinned(), maxHold)
 			writeConfig(t, cfgPath, body)
 		}
 		writeCfg("source", "source")

@@ -124,7 +124,7 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	defer stopSampling()
-	runCutoverScenario(t, "soak", d, steps, scenarioOptions{transactional: true, moreClients: true, onKproxy: onKproxy, onLoad: onLoad, rate: 50, txnSize: 50,
+	runCutoverScenario(t, "soak", d, steps, scenarioOptions{transactional: true, moreClients: true, onKproxy: onKproxy, onLoad: onLoad, rate: 50, txnSize: 50, maxHold: 25 * time.Second,
 		lateness: min(time.Duration(len(steps))*5*time.Second, 4*time.Minute)})
 	stopSampling()
 
