@@ -2,8 +2,6 @@ package integration
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -17,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/kproxy/kproxy/secure"
 )
@@ -117,17 +114,7 @@ routes:
 // as the super user.
 func (b *secureBroker) allowUser(t *testing.T, admin, pass, user, topic string) {
 	t.Helper()
-	caPEM, err := os.ReadFile(b.caFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.DialTLSConfig(&tls.Config{RootCAs: pool}),
-		kgo.SASL(scram.Auth{User: admin, Pass: pass}.AsSha512Mechanism()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := b.client(t, admin, pass)
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

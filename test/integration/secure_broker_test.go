@@ -273,6 +273,20 @@ replicate: [%s]
 // SCRAM-SHA-512.
 func (b *secureBroker) createTopic(t *testing.T, user, pass, topic string, partitions int32) {
 	t.Helper()
+	cl := b.client(t, user, pass)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic)
+	if err != nil || resp.Err != nil {
+		t.Fatalf("creating %s on the secured broker: %v %v", topic, err, resp.Err)
+	}
+}
+
+// client is a client of the secured broker itself, over TLS with
+// SCRAM-SHA-512 as user (for set-up done around kproxy).
+func (b *secureBroker) client(t *testing.T, user, pass string) *kgo.Client {
+	t.Helper()
 	caPEM, err := os.ReadFile(b.caFile)
 	if err != nil {
 		t.Fatal(err)
@@ -284,11 +298,5 @@ func (b *secureBroker) createTopic(t *testing.T, user, pass, topic string, parti
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	resp, err := kadm.NewClient(cl).CreateTopic(ctx, partitions, 1, nil, topic)
-	if err != nil || resp.Err != nil {
-		t.Fatalf("creating %s on the secured broker: %v %v", topic, err, resp.Err)
-	}
+	return cl
 }
