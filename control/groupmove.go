@@ -45,6 +45,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
@@ -107,6 +108,9 @@ type groupHolder interface {
 	ReleaseGroup(group string)
 	WaitGroupIdle(ctx context.Context, group string) error
 	GroupHeldCount(group string) int
+	// RelayedMember says whether the group's coordinator handed member
+	// out through kproxy (proxy/group_members.go).
+	RelayedMember(group, member string) bool
 }
 
 // groupHomes is what group-homes.json keeps: the groups section in effect
@@ -431,7 +435,10 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 	if err != nil {
 		return 0, err
 	}
-	committed, err := dst.CommitOffsets(ctx, group, offs)
+	if err := g.removeLeftovers(ctx, cfg, group, to); err != nil {
+		return 0, err
+	}
+	committed, err := g.commitWhenEmpty(ctx, dst, group, offs)
 	if err != nil {
 		return 0, fmt.Errorf("writing committed offsets on %s: %w", to, err)
 	}
@@ -466,6 +473,82 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 		}
 	})
 	return n, err
+}
+
+// removeLeftovers empties group on to of the members its clients left
+// there when the group last moved away (a move there and back within the
+// members' session or rebalance timeout), so the admin commit that copies
+// the offsets is accepted. Members kproxy never handed out are clients
+// connected to to directly: they are left alone, and the commit then fails
+// and the move aborts, as it should (proxy/group_members.go says why).
+func (g *groupMoves) removeLeftovers(ctx context.Context, cfg *config.Config, group, to string) error {
+	dst, err := g.admins.get(cfg, to)
+	if err != nil {
+		return err
+	}
+	described, err := dst.DescribeGroups(ctx, group)
+	if err != nil {
+		return fmt.Errorf("describing the group on %s: %w", to, err)
+	}
+	d, ok := described[group]
+	if !ok || d.Err != nil || len(d.Members) == 0 {
+		return nil // no group there, or nothing to remove (the commit says the rest)
+	}
+	req := kmsg.NewPtrLeaveGroupRequest()
+	req.Group = group
+	for _, m := range d.Members {
+		if !g.srv.RelayedMember(group, m.MemberID) {
+			return fmt.Errorf("the group has %d member(s) on %s, and %s (client %q at %s) did not join through kproxy: a consumer connected to %s directly", len(d.Members), to, m.MemberID, m.ClientID, m.ClientHost, to)
+		}
+		lm := kmsg.NewLeaveGroupRequestMember()
+		lm.MemberID, lm.InstanceID = m.MemberID, m.InstanceID
+		reason := "kproxy group move: a member left behind by an earlier move"
+		lm.Reason = &reason
+		req.Members = append(req.Members, lm)
+	}
+	cl, err := g.admins.client(cfg, to)
+	if err != nil {
+		return err
+	}
+	resp, err := req.RequestWith(ctx, cl)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if err != nil {
+		return fmt.Errorf("removing %d member(s) left on %s by an earlier move: %w", len(req.Members), to, err)
+	}
+	for _, m := range resp.Members {
+		if e := kerr.ErrorForCode(m.ErrorCode); e != nil && !errors.Is(e, kerr.UnknownMemberID) {
+			return fmt.Errorf("removing member %s left on %s by an earlier move: %w", m.MemberID, to, e)
+		}
+	}
+	g.log.Info("removed group members left on the new home by an earlier move", "group", group, "cluster", to, "members", len(req.Members))
+	return nil
+}
+
+// commitWhenEmpty is the admin commit of offs to group, retried while the
+// coordinator still finishes the rebalance that removing leftover members
+// started (REBALANCE_IN_PROGRESS, or UNKNOWN_MEMBER_ID while it is not yet
+// empty), until ctx (the move's max_hold) ends.
+func (g *groupMoves) commitWhenEmpty(ctx context.Context, dst *kadm.Client, group string, offs kadm.Offsets) (kadm.OffsetResponses, error) {
+	for {
+		committed, err := dst.CommitOffsets(ctx, group, offs)
+		if err != nil {
+			return nil, err
+		}
+		retry := false
+		committed.Each(func(r kadm.OffsetResponse) {
+			retry = retry || errors.Is(r.Err, kerr.RebalanceInProgress) || errors.Is(r.Err, kerr.UnknownMemberID)
+		})
+		if !retry {
+			return committed, nil
+		}
+		select {
+		case <-ctx.Done():
+			return committed, nil // the caller reports the per-partition errors
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // list is every group move, for /status.

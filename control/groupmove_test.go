@@ -515,6 +515,67 @@ func TestGroupMoveAbortsWhenTheNewHomeHasMembers(t *testing.T) {
 	}
 }
 
+// A move there and back within the members' session timeout: the group's
+// member from its first stay on the source is still there (the coordinator
+// keeps it until its session times out, 45 s here) when the group moves
+// back, and the admin commit of the offsets would be refused with
+// UNKNOWN_MEMBER_ID. kproxy handed that member out, so the move removes it
+// and goes through (the soak saw this abort with the Java client, whose
+// members can also wait out a 5-minute rebalance timeout).
+func TestGroupMoveBackRemovesTheMembersItLeftThere(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	r.produce(ctx, 300)
+	c := startConsumer(t, ctx, r.srv.Addr().String(), "mover", nil)
+	waitUntil(t, ctx, "100 records consumed", func() bool { return c.consumed() >= 100 })
+
+	// The consumer stays out of poll and commit while a move runs; a
+	// failure releases it, so the test ends instead of waiting on it.
+	c.gate.Lock()
+	release := sync.OnceFunc(c.gate.Unlock)
+	defer release()
+	r.reload("  default: source\n  mover: target\n")
+	r.gm.wait()
+	if st := r.gm.list(); len(st) != 1 || st[0].State != groupMoved {
+		t.Fatalf("status after the move to the target: %+v", st)
+	}
+	release()
+	waitUntil(t, ctx, "the member rejoined on the target", func() bool { return r.syncs.Load() >= 2 }, c, r.logs)
+	r.produce(ctx, 300)
+	waitUntil(t, ctx, "400 records consumed", func() bool { return c.consumed() >= 400 }, c, r.logs)
+
+	left := func() int {
+		d, err := kadm.NewClient(mustClient(t, r.src)).DescribeGroups(ctx, "mover")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d["mover"].Members)
+	}
+	if n := left(); n != 1 {
+		t.Fatalf("the source has %d members of the group after it moved away, want the one left behind", n)
+	}
+	c.gate.Lock()
+	release = sync.OnceFunc(c.gate.Unlock)
+	defer release()
+	r.reload("  default: source\n")
+	r.gm.wait()
+	st := r.gm.list()
+	if len(st) != 1 || st[0].State != groupMoved || st[0].To != proxy.Source {
+		t.Fatalf("status after the move back: %+v\n%s", st, r.logs.String())
+	}
+	if !strings.Contains(r.logs.String(), "removed group members left on the new home by an earlier move") {
+		t.Errorf("no removal line in the log:\n%s", r.logs.String())
+	}
+	release()
+	r.produce(ctx, 300)
+	waitUntil(t, ctx, "900 records consumed", func() bool { return c.consumed() >= 900 }, c, r.logs)
+	waitUntil(t, ctx, "commits on the source cover 900 records", func() bool { return sum(committed(t, ctx, r.src, "mover")) == 900 }, c)
+	cancel()
+	<-c.done
+	c.check(t, 900)
+}
+
 // A groups change made while kproxy was down: the groups section kproxy last
 // served is kept in state_dir, so the restarted instance compares it with the
 // new config and moves the group with its committed offsets, instead of

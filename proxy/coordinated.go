@@ -35,6 +35,7 @@ func (rc *reqCtx) toGroupCoordinator(req kmsg.Request, group string) func() kmsg
 		}
 		defer done()
 		resp = rc.forwardCoordinator(rc.srv().routes().GroupCluster(group), coordGroup, group, req)
+		rc.srv().noteRelayedMembers(group, req, resp)
 		if key == kmsg.Heartbeat {
 			resp = rc.afterMoveHeartbeat(group, resp)
 		}

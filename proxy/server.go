@@ -109,6 +109,9 @@ type Server struct {
 	// members ties client instances to the groups they joined, for canary
 	// rules that select by group (group_membership.go).
 	members *memberships
+	// relayed is the group member ids handed out through kproxy, for group
+	// moves (group_members.go).
+	relayed relayedMembers
 
 	inventory inventory // who is connected (inventory.go)
 
