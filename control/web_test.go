@@ -215,7 +215,7 @@ func TestStatusPageHidesInternalTopics(t *testing.T) {
 			t.Errorf("the page lists %s by default", internal)
 		}
 	}
-	if want := `id="internal-topics" data-hidden="2">Kafka's internal topics are hidden (__consumer_offsets, __transaction_state)`; !strings.Contains(page, want) {
+	if want := `id="internal-topics" data-hidden="2">Kafka's internal topics (names starting with __) are hidden: __consumer_offsets, __transaction_state.`; !strings.Contains(page, want) {
 		t.Errorf("the page does not say it hid the internal topics (want %q):\n%s", want, page)
 	}
 	page = render(true)

@@ -216,7 +216,9 @@ func TestEveryPlanGateFailsAndPassesOnRealKafka(t *testing.T) {
 		}
 	}()
 	produce(app, topic, 0, 1500, "held")
-	if !poll(90*time.Second, 250*time.Millisecond, func() bool {
+	// The copy learns the source's new end once its produce to the paused
+	// target times out (a minute), and the risk at the monitor's next pass.
+	if !poll(150*time.Second, 250*time.Millisecond, func() bool {
 		for _, p := range inst.Status().Replication.Partitions {
 			if p.Topic == topic && p.Partition == 0 {
 				return p.LagRecords >= 1500 && p.RetentionAtRisk

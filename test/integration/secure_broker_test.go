@@ -35,11 +35,6 @@ type secureBroker struct {
 	proc   *os.Process // the broker's JVM (a test may pause it with SIGSTOP)
 }
 
-func startSecureBroker(t *testing.T, user, pass string) *secureBroker {
-	t.Helper()
-	return startSecureBrokerWith(t, secureBrokerOpts{user: user, pass: pass})
-}
-
 // secureBrokerOpts: user/pass is the SCRAM-SHA-512 and PLAIN user created
 // at start (kproxy's service identity); plainUsers are further PLAIN
 // users; authorizer turns on KRaft's StandardAuthorizer with user and
