@@ -268,6 +268,20 @@ func TestEveryPlanGateFailsAndPassesOnRealKafka(t *testing.T) {
 		td, err := tgtAdm.ListTopics(ctx, tp)
 		return err == nil && len(td[tp].Partitions) == 2
 	})
+	// Counted: the 3 topic ACLs and the group's, and tp's partition.
+	wants := []string{`kproxy_sync_acls_total{result="created"} 4`, `kproxy_sync_partitions_total{result="created"} 1`}
+	var metrics string
+	if !poll(10*time.Second, 100*time.Millisecond, func() bool {
+		metrics = strings.Join(scrape(t, admin, "kproxy_sync_"), "\n")
+		for _, w := range wants {
+			if !strings.Contains(metrics, w) {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Errorf("metrics lack one of %q:\n%s", wants, metrics)
+	}
 	gs = plan(cutover)
 	want(gs, topic, config.GateCaughtUp, true, "lag 0 records")
 	want(gs, tp, config.GatePartitions, true, "source 2, target 2")
