@@ -41,7 +41,6 @@ package control
 import (
 	"context"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -316,7 +315,7 @@ func statsTopics(cfg *config.Config, known, replicated []string) []string {
 	seen := map[string]bool{}
 	var out []string
 	add := func(t string) {
-		if t != "" && !strings.HasPrefix(t, "__") && !seen[t] {
+		if t != "" && !internalTopic(t) && !seen[t] {
 			seen[t] = true
 			out = append(out, t)
 		}

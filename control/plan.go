@@ -140,7 +140,7 @@ func planTopics(inst *Instance, candidate *config.Config) []string {
 		}
 	}
 	for t := range seen {
-		if strings.HasPrefix(t, "__") {
+		if internalTopic(t) {
 			delete(seen, t) // the clusters' internal topics are never routed
 		}
 	}

@@ -168,12 +168,19 @@ func resolveTopics(ctx context.Context, cfg *config.Config) ([]string, error) {
 	return matchReplicate(cfg, listed.Names()), nil
 }
 
+// internalTopic says whether name is one of the clusters' own topics:
+// Kafka's __consumer_offsets, __transaction_state and __share_group_state,
+// and the other "__" names brokers and their tools keep. They are never
+// replicated, routed to a cutover or counted on their own, and the status
+// page hides them unless asked. kproxy writes no topic of its own.
+func internalTopic(name string) bool { return strings.HasPrefix(name, "__") }
+
 // matchReplicate is the names (sorted) that a replicate pattern matches,
 // never the clusters' internal topics.
 func matchReplicate(cfg *config.Config, names []string) []string {
 	var out []string
 	for _, name := range names {
-		if strings.HasPrefix(name, "__") {
+		if internalTopic(name) {
 			continue
 		}
 		for _, p := range cfg.Replicate {

@@ -72,6 +72,12 @@ type webView struct {
 	// says the running config is its candidate.
 	Plan        *LastPlan
 	PlanApplied bool
+	// ShowInternal is ?internal=1: the clusters' internal topics are
+	// listed too. Otherwise they are left out of Topics and named in
+	// HiddenInternal (an operator migrates their own topics; the
+	// internal ones are never routed or replicated).
+	ShowInternal   bool
+	HiddenInternal []string
 }
 
 // webClient is one client.id on the page: its connections merged (a
@@ -114,7 +120,7 @@ func (inst *Instance) serveWeb(w http.ResponseWriter, r *http.Request) {
 	if n, err := strconv.Atoi(r.URL.Query().Get("refresh")); err == nil && n >= 0 {
 		refresh = n
 	}
-	v := inst.webView(refresh)
+	v := inst.webView(refresh, r.URL.Query().Get("internal") == "1")
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, v); err != nil {
 		inst.log.Error("status page not rendered", "error", err)
@@ -128,10 +134,10 @@ func serveCSS(w http.ResponseWriter, _ *http.Request) {
 	_, _ = w.Write(b)
 }
 
-func (inst *Instance) webView(refresh int) webView {
+func (inst *Instance) webView(refresh int, showInternal bool) webView {
 	d := inst.Status()
 	clients := inst.Clients()
-	v := webView{Status: d, Now: time.Now(), Refresh: refresh, Clients: webClients(clients)}
+	v := webView{Status: d, Now: time.Now(), Refresh: refresh, Clients: webClients(clients), ShowInternal: showInternal}
 	for _, c := range d.Proxy.Clusters {
 		state := "reachable"
 		if !c.Reachable {
@@ -140,6 +146,7 @@ func (inst *Instance) webView(refresh int) webView {
 		v.Clusters = append(v.Clusters, webCluster{Name: c.Name, State: state, LastError: c.LastError, Brokers: c.Brokers, Topics: c.Topics})
 	}
 	v.Topics = webTopics(d)
+	v.hideInternal()
 	v.Groups = inst.webGroups(d, clients)
 	v.Flips = inst.ctrl.cuts.historyList()
 	if p := inst.lastPlan.Load(); p != nil {
@@ -147,6 +154,23 @@ func (inst *Instance) webView(refresh int) webView {
 		v.PlanApplied = inst.Config().Hash() == p.Candidate
 	}
 	return v
+}
+
+// hideInternal moves the internal topics out of Topics into
+// HiddenInternal, unless ShowInternal.
+func (v *webView) hideInternal() {
+	if v.ShowInternal {
+		return
+	}
+	shown := v.Topics[:0]
+	for _, t := range v.Topics {
+		if internalTopic(t.Name) {
+			v.HiddenInternal = append(v.HiddenInternal, t.Name)
+			continue
+		}
+		shown = append(shown, t)
+	}
+	v.Topics = shown
 }
 
 // webTopics joins routes, cutovers and replication per topic.

@@ -189,3 +189,39 @@ func TestWebClientsMergeConnections(t *testing.T) {
 		t.Errorf("merged: %+v", b)
 	}
 }
+
+// Kafka's internal topics (a client's metadata request for every topic
+// brings them into /status) stay off the page's topics table unless
+// ?internal=1 asks for them, and the page says it hid them.
+func TestStatusPageHidesInternalTopics(t *testing.T) {
+	d := StatusDoc{RoutesDefault: "source", Topics: []TopicStatus{
+		{Topic: "__consumer_offsets"}, {Topic: "__transaction_state"}, {Topic: "orders"}}}
+	render := func(show bool) string {
+		t.Helper()
+		v := webView{Status: d, Topics: webTopics(d), ShowInternal: show, Refresh: 2}
+		v.hideInternal()
+		var b strings.Builder
+		if err := statusPage.Execute(&b, v); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	page := render(false)
+	if !strings.Contains(page, `<tr id="topic-orders"`) {
+		t.Errorf("the page lacks topic orders:\n%s", page)
+	}
+	for _, internal := range []string{"__consumer_offsets", "__transaction_state"} {
+		if strings.Contains(page, `<tr id="topic-`+internal+`"`) {
+			t.Errorf("the page lists %s by default", internal)
+		}
+	}
+	if want := `id="internal-topics" data-hidden="2">Kafka's internal topics (names starting with __) are hidden: __consumer_offsets, __transaction_state.`; !strings.Contains(page, want) {
+		t.Errorf("the page does not say it hid the internal topics (want %q):\n%s", want, page)
+	}
+	page = render(true)
+	for _, name := range []string{"__consumer_offsets", "__transaction_state", "orders"} {
+		if !strings.Contains(page, `<tr id="topic-`+name+`"`) {
+			t.Errorf("with ?internal=1 the page lacks %s", name)
+		}
+	}
+}

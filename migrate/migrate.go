@@ -20,7 +20,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -44,7 +46,9 @@ type Manifest struct {
 type Wave struct {
 	// Name labels the wave in output. Default "wave N".
 	Name string `yaml:"name"`
-	// Topics are exact topic names, moved to the target.
+	// Topics are the topics moved to the target: exact names, or globs
+	// ("orders-*") expanded when the tool runs against the topics the
+	// running kproxy knows (Expand). Default none.
 	Topics []string `yaml:"topics"`
 	// Canary lists percentages (1 to 99, increasing) of the topics'
 	// consumers (by client.id) whose fetches go to the target before the
@@ -83,8 +87,8 @@ func Load(path string) (*Manifest, error) {
 			errs = append(errs, fmt.Errorf("waves[%d] (%s): no topics and no groups", i, w.Name))
 		}
 		for _, t := range w.Topics {
-			if config.IsGlob(t) {
-				errs = append(errs, fmt.Errorf("waves[%d] (%s): topic %q is a glob; name topics exactly", i, w.Name, t))
+			if config.GlobLength(t) < 0 {
+				errs = append(errs, fmt.Errorf("waves[%d] (%s): topic pattern %q is malformed", i, w.Name, t))
 			}
 		}
 		prev := 0
@@ -100,6 +104,89 @@ func Load(path string) (*Manifest, error) {
 		return nil, fmt.Errorf("%s: %w", path, errors.Join(errs...))
 	}
 	return &m, nil
+}
+
+// Expand returns the manifest with each topic glob replaced by the known
+// topics it matches, sorted. known is what the running kproxy knows
+// (KnownTopics). A glob never takes the clusters' internal ("__") topics,
+// nor a topic that a wave names or matches before it (a topic moves with
+// the first wave that claims it); a glob that matches nothing is an error,
+// so that a typo cannot turn a wave into a no-op. Exact names stay as they
+// are. Each line of the expansion is written to out.
+func (m *Manifest) Expand(known []string, out io.Writer) (*Manifest, error) {
+	claimed := map[string]bool{}
+	for _, w := range m.Waves {
+		for _, t := range w.Topics {
+			if !config.IsGlob(t) {
+				claimed[t] = true
+			}
+		}
+	}
+	known = slices.Sorted(slices.Values(known))
+	x := &Manifest{Waves: make([]Wave, len(m.Waves))}
+	var errs []error
+	for i, w := range m.Waves {
+		w.Topics = nil
+		for _, t := range m.Waves[i].Topics {
+			if !config.IsGlob(t) {
+				if !slices.Contains(w.Topics, t) {
+					w.Topics = append(w.Topics, t)
+				}
+				continue
+			}
+			var matched []string
+			for _, k := range known {
+				if ok, _ := path.Match(t, k); ok && !strings.HasPrefix(k, "__") && !claimed[k] && !slices.Contains(w.Topics, k) {
+					matched = append(matched, k)
+				}
+			}
+			if len(matched) == 0 {
+				errs = append(errs, fmt.Errorf("%s: topic glob %q matches no topic kproxy knows that no earlier wave takes", w.Name, t))
+				continue
+			}
+			fmt.Fprintf(out, "%s: %s matches %s\n", w.Name, t, strings.Join(matched, ", "))
+			w.Topics = append(w.Topics, matched...)
+		}
+		for _, t := range w.Topics {
+			claimed[t] = true
+		}
+		x.Waves[i] = w
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return x, nil
+}
+
+// KnownTopics is every topic name a /status answer shows: the exact route
+// names, the topics clients used, the replicated topics and the cutovers.
+func KnownTopics(d control.StatusDoc) []string {
+	seen := map[string]bool{}
+	for _, r := range d.Routes {
+		if !config.IsGlob(r.Pattern) {
+			seen[r.Pattern] = true
+		}
+	}
+	for _, t := range d.Topics {
+		seen[t.Topic] = true
+	}
+	for _, t := range d.Replication.Topics {
+		seen[t] = true
+	}
+	for _, c := range d.Cutovers {
+		seen[c.Topic] = true
+	}
+	delete(seen, "")
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// expanded is the runner's manifest with its globs expanded against st.
+func (r *Runner) expanded(st control.StatusDoc) (*Manifest, error) {
+	m, err := r.Manifest.Expand(KnownTopics(st), r.Out)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	return m, nil
 }
 
 // Step kinds.
@@ -247,8 +334,12 @@ func (r *Runner) Plan(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m, err := r.expanded(st)
+	if err != nil {
+		return err
+	}
 	next := -1
-	for i, s := range r.Manifest.Steps() {
+	for i, s := range m.Steps() {
 		ok, why := done(s, st)
 		mark := "done   "
 		if !ok {
@@ -294,9 +385,20 @@ func printGates(w io.Writer, pl control.PlanDoc) {
 // planned (POST /plan; a flip waits until every gate passes), written
 // atomically, and awaited in /status. With dryRun it prints what it would
 // do and edits nothing.
+//
+// Globs are expanded once, at the start: a topic created while the walk
+// runs joins it at the next run (a resumed walk expands again).
 func (r *Runner) Apply(ctx context.Context, dryRun bool) error {
 	r.defaults()
-	for i, s := range r.Manifest.Steps() {
+	st, err := r.Admin.Status(ctx)
+	if err != nil {
+		return err
+	}
+	m, err := r.expanded(st)
+	if err != nil {
+		return err
+	}
+	for i, s := range m.Steps() {
 		st, err := r.Admin.Status(ctx)
 		if err != nil {
 			return err

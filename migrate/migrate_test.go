@@ -283,7 +283,7 @@ func TestLoadRejectsBadManifests(t *testing.T) {
 	dir := t.TempDir()
 	for _, bad := range []string{
 		"waves: []\n",
-		"waves:\n  - topics: [\"logs.*\"]\n",
+		"waves:\n  - topics: [\"logs[\"]\n",
 		"waves:\n  - topics: [a]\n    canary: [50, 10]\n",
 		"waves:\n  - topic: [a]\n",
 	} {
@@ -294,5 +294,60 @@ func TestLoadRejectsBadManifests(t *testing.T) {
 		if _, err := Load(p); err == nil {
 			t.Errorf("accepted %q", bad)
 		}
+	}
+}
+
+// withKnown is fakeAdmin whose /status also shows the replicated topics and
+// a client's view of __consumer_offsets, as a running kproxy's does.
+type withKnown struct{ *fakeAdmin }
+
+func (w withKnown) Status(ctx context.Context) (control.StatusDoc, error) {
+	d, err := w.fakeAdmin.Status(ctx)
+	d.Replication.Topics = []string{"audit", "orders", "payments"}
+	d.Topics = append(d.Topics, control.TopicStatus{Topic: "__consumer_offsets"})
+	return d, err
+}
+
+// Topic globs in a manifest are expanded against the topics kproxy knows:
+// a topic goes with the first wave that names or matches it, internal
+// topics never match, and the walk is the one exact names give.
+func TestApplyExpandsTopicGlobs(t *testing.T) {
+	path, _ := setup(t)
+	mpath := filepath.Join(t.TempDir(), "globs.yaml")
+	if err := os.WriteFile(mpath, []byte("waves:\n  - name: first\n    topics: [\"o*\", \"pay*\"]\n    canary: [10, 50]\n    soak: 1m\n    groups: [billing]\n  - topics: [\"*\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(mpath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fa := &fakeAdmin{t: t, path: path}
+	var out bytes.Buffer
+	if err := runner(m, path, withKnown{fa}, &out).Apply(context.Background(), false); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	want := []string{
+		"orders=source/source payments=source/source audit=source/source billing=",
+		"orders=source/source+target10 payments=source/source+target10 audit=source/source billing=",
+		"orders=source/source+target50 payments=source/source+target50 audit=source/source billing=",
+		"orders=target/target payments=target/target audit=source/source billing=",
+		"orders=target/target payments=target/target audit=source/source billing=target",
+		"orders=target/target payments=target/target audit=target/target billing=target",
+	}
+	if strings.Join(fa.applied, "\n") != strings.Join(want, "\n") {
+		t.Errorf("configs applied:\n%s\nwant the walk of the exact names:\n%s", strings.Join(fa.applied, "\n"), strings.Join(want, "\n"))
+	}
+	for _, line := range []string{"first: o* matches orders", "first: pay* matches payments", "wave 2: * matches audit\n"} {
+		if !strings.Contains(out.String(), line) {
+			t.Errorf("output lacks %q:\n%s", line, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "__consumer_offsets") {
+		t.Errorf("a glob took an internal topic:\n%s", out.String())
+	}
+
+	// A glob that matches nothing stops the walk before any edit.
+	if _, err := (&Manifest{Waves: []Wave{{Name: "w", Topics: []string{"ledger-*"}}}}).Expand([]string{"orders"}, &out); err == nil || !strings.Contains(err.Error(), `"ledger-*" matches no topic`) {
+		t.Errorf("a glob matching nothing: %v", err)
 	}
 }

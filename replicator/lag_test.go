@@ -176,3 +176,17 @@ func TestRetentionRiskWarning(t *testing.T) {
 		t.Error("Topics has no entry for short")
 	}
 }
+
+// A partition that caught up after the monitor last measured its risk
+// reports none: nothing uncopied is left for retention to delete.
+func TestCaughtUpPartitionHasNoRetentionRisk(t *testing.T) {
+	p := &partition{topic: "t", m: NewOffsetMap(MapMeta{Topic: "t"}, 0, 0), hwm: 0,
+		risk: time.Minute, riskKnown: true, riskWarned: true}
+	if s := p.status(); s.RetentionAtRisk || s.RetentionRiskMillis != -1 {
+		t.Errorf("caught up: at risk %v, risk %d ms; want none", s.RetentionAtRisk, s.RetentionRiskMillis)
+	}
+	p.hwm = 5
+	if s := p.status(); !s.RetentionAtRisk || s.RetentionRiskMillis != time.Minute.Milliseconds() {
+		t.Errorf("5 records behind: at risk %v, risk %d ms; want the last measure", s.RetentionAtRisk, s.RetentionRiskMillis)
+	}
+}

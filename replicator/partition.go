@@ -92,11 +92,15 @@ func (p *partition) status() PartitionStatus {
 	if s.LagRecords > 0 && p.nextTs > 0 {
 		s.RecordLagMillis = max(time.Now().UnixMilli()-p.nextTs, 0)
 	}
+	// The risk is recomputed every StatsInterval; a copy that caught up
+	// since has nothing left for retention to take (the plan's
+	// retention_headroom gate read a stale risk for up to 10 s after a
+	// catch-up).
 	s.RetentionRiskMillis = -1
-	if p.riskKnown {
+	if p.riskKnown && s.LagRecords > 0 {
 		s.RetentionRiskMillis = p.risk.Milliseconds()
 	}
-	s.RetentionAtRisk = p.riskWarned
+	s.RetentionAtRisk = p.riskWarned && s.LagRecords > 0
 	s.ProduceRecordsPerSec, s.CopyRecordsPerSec = p.rates.produceRate, p.rates.copyRate
 	s.CatchUpMillis = catchUpMillis(s.LagRecords, p.rates)
 	if p.fatal != nil {

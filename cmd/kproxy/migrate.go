@@ -23,6 +23,8 @@ gates before an edit, /status to show it applied after. Nothing is kept
 apart from the config and /status, so apply after a crash resumes at the
 first step not done. "plan" lists the steps, done or pending, and the next
 step's gates; "apply -dry-run" plans the next edit and writes nothing.
+A wave's topics may be globs ("orders-*"), expanded at start against the
+topics the running kproxy knows; one that matches none is an error.
 
 `
 

@@ -33,7 +33,7 @@ func TestPassthroughBrokerACLsRealKafka(t *testing.T) {
 		alicePW   = "alice-pw-77b3e9"
 	)
 	b := startSecureBrokerWith(t, secureBrokerOpts{user: "kproxy", pass: servicePW,
-		plainUsers: map[string]string{"alice": alicePW}, authorizer: true, ports: lanePorts(t)})
+		plainUsers: map[string]string{"alice": alicePW}, authorizer: true, ports: lanePorts(t, 0)})
 	topicA := fmt.Sprintf("pt-a-%d", time.Now().UnixNano())
 	topicB := fmt.Sprintf("pt-b-%d", time.Now().UnixNano())
 	b.createTopic(t, "kproxy", servicePW, topicA, 1)
@@ -131,12 +131,13 @@ func (b *secureBroker) allowUser(t *testing.T, admin, pass, user, topic string) 
 	}
 }
 
-// lanePorts are three ports for a test's own broker inside the lane's range
-// when the test runs in a lane (/work/lane.sh exports the lane's source
-// broker port, 40000+K*200+92: these are +8..+10 of it), else free ports.
-func lanePorts(t *testing.T) [3]int {
+// lanePorts are the i-th three ports for a test's own broker inside the
+// lane's range when the test runs in a lane (/work/lane.sh exports the
+// lane's source broker port, 40000+K*200+92: these are +8+3i..+10+3i of
+// it, below the lane's target at +100), else free ports.
+func lanePorts(t *testing.T, i int) [3]int {
 	if p, err := strconv.Atoi(os.Getenv("KAFKA_SOURCE_BROKER_PORT")); err == nil && p > 0 {
-		return [3]int{p + 8, p + 9, p + 10}
+		return [3]int{p + 8 + 3*i, p + 9 + 3*i, p + 10 + 3*i}
 	}
 	return [3]int{freePort(t), freePort(t), freePort(t)}
 }

@@ -32,11 +32,7 @@ import (
 type secureBroker struct {
 	addr   string // SASL_SSL host:port
 	caFile string
-}
-
-func startSecureBroker(t *testing.T, user, pass string) *secureBroker {
-	t.Helper()
-	return startSecureBrokerWith(t, secureBrokerOpts{user: user, pass: pass})
+	proc   *os.Process // the broker's JVM (a test may pause it with SIGSTOP)
 }
 
 // secureBrokerOpts: user/pass is the SCRAM-SHA-512 and PLAIN user created
@@ -53,6 +49,28 @@ type secureBrokerOpts struct {
 }
 
 func startSecureBrokerWith(t *testing.T, o secureBrokerOpts) *secureBroker {
+	t.Helper()
+	b := launchSecureBroker(t, o)
+	b.waitUp(t)
+	return b
+}
+
+// startSecureBrokers starts one broker per opts side by side (each JVM's
+// start-up is most of the wait) and returns once every one listens.
+func startSecureBrokers(t *testing.T, opts ...secureBrokerOpts) []*secureBroker {
+	t.Helper()
+	out := make([]*secureBroker, len(opts))
+	for i, o := range opts {
+		out[i] = launchSecureBroker(t, o)
+	}
+	for _, b := range out {
+		b.waitUp(t)
+	}
+	return out
+}
+
+// launchSecureBroker formats and starts the broker; waitUp waits for it.
+func launchSecureBroker(t *testing.T, o secureBrokerOpts) *secureBroker {
 	t.Helper()
 	user, pass := o.user, o.pass
 	cache := os.Getenv("KPROXY_CACHE")
@@ -150,7 +168,11 @@ log.cleaner.dedupe.buffer.size=16777216
 	if err := broker.Start(); err != nil {
 		t.Fatal(err)
 	}
+	b.proc = broker.Process
 	t.Cleanup(func() {
+		// SIGCONT first: a test that paused the broker and failed
+		// before resuming it would otherwise leave SIGTERM pending.
+		_ = broker.Process.Signal(syscall.SIGCONT)
 		_ = broker.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
 		go func() { _ = broker.Wait(); close(done) }()
@@ -163,9 +185,14 @@ log.cleaner.dedupe.buffer.size=16777216
 		logFile.Close()
 		if t.Failed() {
 			out, _ := os.ReadFile(logFile.Name())
-			t.Logf("secured broker console (tail):\n%s", tail(string(out), 4000))
+			t.Logf("secured broker %s console (tail):\n%s", b.addr, tail(string(out), 4000))
 		}
 	})
+	return b
+}
+
+func (b *secureBroker) waitUp(t *testing.T) {
+	t.Helper()
 	if !poll(180*time.Second, 250*time.Millisecond, func() bool {
 		c, err := net.DialTimeout("tcp", b.addr, time.Second)
 		if err == nil {
@@ -173,9 +200,8 @@ log.cleaner.dedupe.buffer.size=16777216
 		}
 		return err == nil
 	}) {
-		t.Fatal("the secured broker did not open its SASL_SSL port in 180 s")
+		t.Fatalf("the secured broker %s did not open its SASL_SSL port in 180 s", b.addr)
 	}
-	return b
 }
 
 // kproxy reaches the harness source's SASL_SSL listener (test/kafka/kafka.sh
@@ -284,8 +310,8 @@ func (b *secureBroker) createTopic(t *testing.T, user, pass, topic string, parti
 }
 
 // client is a client of the secured broker itself, over TLS with
-// SCRAM-SHA-512 as user (for set-up done around kproxy).
-func (b *secureBroker) client(t *testing.T, user, pass string) *kgo.Client {
+// SCRAM-SHA-512 as user (for set-up done around kproxy), with opts added.
+func (b *secureBroker) client(t *testing.T, user, pass string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	caPEM, err := os.ReadFile(b.caFile)
 	if err != nil {
@@ -293,8 +319,8 @@ func (b *secureBroker) client(t *testing.T, user, pass string) *kgo.Client {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr), kgo.DialTLSConfig(&tls.Config{RootCAs: pool}),
-		kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(b.addr), kgo.DialTLSConfig(&tls.Config{RootCAs: pool}),
+		kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha512Mechanism())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

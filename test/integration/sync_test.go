@@ -245,9 +245,9 @@ func scrape(t *testing.T, admin, prefix string) []string {
 	return out
 }
 
-// The acls and sampled_verify gates on real Kafka. The lane's brokers run
-// without an authorizer, so acls reports "not applicable" and passes (the
-// failing case is in control's kfake test, which keeps ACLs).
+// The acls and sampled_verify gates on the harness's brokers, which run
+// without an authorizer: acls reports "not applicable" and passes (its
+// failing case against real ACLs is TestEveryPlanGateFailsAndPassesOnRealKafka).
 // sampled_verify passes on a true copy, fails once the copy lost records
 // the source still has (DeleteRecords on the target), refuses a cutover
 // that requires it, and passes again once the last records are new ones.
