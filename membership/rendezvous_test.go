@@ -90,3 +90,23 @@ func TestOwnerMovesOnlyWhatMembershipChangeForces(t *testing.T) {
 		t.Error("Owner with no members reported an owner")
 	}
 }
+
+// Node ids derived from instance ids are stable, non-negative, below 2^30
+// and distinct for a StatefulSet's worth of pod names.
+func TestNodeIDIsStableAndSpread(t *testing.T) {
+	if NodeID("kproxy-0") != NodeID("kproxy-0") {
+		t.Fatal("NodeID is not a function of the id")
+	}
+	seen := map[int32]string{}
+	for i := range 1000 {
+		id := fmt.Sprintf("kproxy-%d", i)
+		n := NodeID(id)
+		if n < 0 || n >= 1<<30 {
+			t.Fatalf("NodeID(%s) = %d, outside [0, 2^30)", id, n)
+		}
+		if o, dup := seen[n]; dup {
+			t.Fatalf("NodeID(%s) = NodeID(%s) = %d", id, o, n)
+		}
+		seen[n] = id
+	}
+}
