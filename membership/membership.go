@@ -195,7 +195,12 @@ func (g *Group) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			g.log.Debug("joining the membership group failed; retrying", "group", g.cfg.Group, "error", err, "backoff", backoff)
+			if errors.Is(err, ErrConflict) {
+				// A misconfiguration an operator must fix: say it loudly.
+				g.log.Error("the membership group cannot form; retrying", "group", g.cfg.Group, "error", err, "backoff", backoff)
+			} else {
+				g.log.Debug("joining the membership group failed; retrying", "group", g.cfg.Group, "error", err, "backoff", backoff)
+			}
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 			continue
@@ -208,6 +213,11 @@ func (g *Group) run(ctx context.Context) {
 		}
 	}
 }
+
+// ErrConflict is the leader's refusal to form a generation in which two
+// instances would be one virtual broker (one instance id, or two ids with
+// one derived node id).
+var ErrConflict = errors.New("instance identity conflict")
 
 // errRejoin says the current generation ended and this member must join
 // again (a rebalance, or the coordinator no longer knows it).
@@ -296,11 +306,11 @@ func leaderAssign(resp *kmsg.JoinGroupResponse) ([]kmsg.SyncGroupRequestGroupAss
 			return nil, fmt.Errorf("member %s sent metadata kproxy cannot read: %w", m.MemberID, err)
 		}
 		if seen[mem.ID] {
-			return nil, fmt.Errorf("two members claim instance id %q: give each instance its own instance.id", mem.ID)
+			return nil, fmt.Errorf("%w: two members claim instance id %q: give each instance its own instance.id", ErrConflict, mem.ID)
 		}
 		seen[mem.ID] = true
 		if other, dup := nodes[mem.NodeID]; dup {
-			return nil, fmt.Errorf("instances %q and %q derive the same virtual broker id %d: rename one", other, mem.ID, mem.NodeID)
+			return nil, fmt.Errorf("%w: instances %q and %q derive the same virtual broker id %d: rename one", ErrConflict, other, mem.ID, mem.NodeID)
 		}
 		nodes[mem.NodeID] = mem.ID
 		if m.MemberID == resp.LeaderID {

@@ -2,6 +2,7 @@ package membership
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -163,7 +164,7 @@ func TestDuplicateNodeIDIsRefused(t *testing.T) {
 		m.ProtocolMetadata = []byte(fmt.Sprintf(`{"id":%q,"node_id":5}`, id))
 		resp.Members = append(resp.Members, m)
 	}
-	if _, err := leaderAssign(&resp); err == nil || !strings.Contains(err.Error(), "virtual broker id 5") {
+	if _, err := leaderAssign(&resp); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "virtual broker id 5") {
 		t.Fatalf("leaderAssign with two members on node id 5: %v", err)
 	}
 }
