@@ -96,6 +96,12 @@ func TestThreeInstancesServeOneVirtualClusterAndSurviveOneClosing(t *testing.T) 
 		t.Fatalf("leadership of %d partitions over 3 instances: %v", len(v.Leaders), perLeader)
 	}
 	t.Logf("brokers %v, partitions per leader %v, group coordinator %d", v.Brokers, perLeader, v.Coord)
+	for i, inst := range r.insts {
+		st := inst.Status().Instances
+		if st == nil || !st.Formed || st.Self != fmt.Sprintf("kp-%d", i) || len(st.Members) != 3 || st.Group != "_kproxy-kproxy-virtual-cluster" {
+			t.Fatalf("instance %d /status instances: %+v", i, st)
+		}
+	}
 	// The instance to close: the group's coordinator (it also leads
 	// partitions, checked above), the hardest one to lose.
 	victim := v.Instance(r.addrs, v.Coord)

@@ -30,6 +30,7 @@ type instances struct {
 	log    hclog.Logger
 	srv    *proxy.Server
 	self   membership.Member
+	group  string
 	cl     *kgo.Client
 	grp    *membership.Group
 	cancel context.CancelFunc
@@ -61,7 +62,7 @@ func joinInstances(cfg *config.Config, srv *proxy.Server, log hclog.Logger) (*in
 		cl.Close()
 		return nil, err
 	}
-	in := &instances{log: log.Named("instances"), srv: srv, self: self, cl: cl, grp: grp, cancel: cancel, done: make(chan struct{})}
+	in := &instances{log: log.Named("instances"), srv: srv, self: self, group: ct.Group, cl: cl, grp: grp, cancel: cancel, done: make(chan struct{})}
 	go in.follow(ctx)
 	return in, nil
 }
@@ -86,8 +87,22 @@ func (in *instances) follow(ctx context.Context) {
 	}
 }
 
-// View is the current membership view (false before the first).
-func (in *instances) View() (membership.View, bool) { return in.grp.View() }
+// InstancesStatus is the membership as /status shows it.
+type InstancesStatus struct {
+	Self  string `json:"self"`
+	Group string `json:"group"`
+	// Formed is false until the group agreed on a first view; meanwhile
+	// this instance serves as the only one it knows.
+	Formed     bool                `json:"formed"`
+	Generation int32               `json:"generation"`
+	Leader     string              `json:"leader"`
+	Members    []membership.Member `json:"members"`
+}
+
+func (in *instances) status() *InstancesStatus {
+	v, ok := in.grp.View()
+	return &InstancesStatus{Self: in.self.ID, Group: in.group, Formed: ok, Generation: v.Generation, Leader: v.LeaderID, Members: v.Members}
+}
 
 // leave leaves the group, so the others take this instance's partitions
 // and groups at once; from then on this instance leads nothing (produce
