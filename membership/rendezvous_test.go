@@ -94,8 +94,10 @@ func TestOwnerMovesOnlyWhatMembershipChangeForces(t *testing.T) {
 // Node ids derived from instance ids are stable, non-negative, below 2^30
 // and distinct for a StatefulSet's worth of pod names.
 func TestNodeIDIsStableAndSpread(t *testing.T) {
-	if NodeID("kproxy-0") != NodeID("kproxy-0") {
-		t.Fatal("NodeID is not a function of the id")
+	// Pinned: a change would give every instance a new broker id at the
+	// next upgrade, and clients would see brokers vanish and appear.
+	if got := NodeID("kproxy-0"); got != pinnedNodeID {
+		t.Fatalf("NodeID(kproxy-0) = %d, was %d", got, pinnedNodeID)
 	}
 	seen := map[int32]string{}
 	for i := range 1000 {
@@ -110,3 +112,6 @@ func TestNodeIDIsStableAndSpread(t *testing.T) {
 		seen[n] = id
 	}
 }
+
+// pinnedNodeID is NodeID("kproxy-0") as first released.
+const pinnedNodeID = 696812955

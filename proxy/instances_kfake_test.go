@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"encoding/binary"
+	"hash/crc32"
 	"slices"
 	"testing"
 	"time"
@@ -113,9 +115,7 @@ func TestInstancesSpreadLeadershipAndRefuseTheOthersPartitions(t *testing.T) {
 
 	// Coordinators: each key's owner, with its address.
 	fc := kmsg.NewPtrFindCoordinatorRequest()
-	for _, g := range []string{"g1", "g2", "g3", "g4", "g5", "g6"} {
-		fc.CoordinatorKeys = append(fc.CoordinatorKeys, g)
-	}
+	fc.CoordinatorKeys = []string{"g1", "g2", "g3", "g4", "g5", "g6"}
 	r, err = b.Request(ctx, fc)
 	if err != nil {
 		t.Fatal(err)
@@ -150,5 +150,78 @@ func TestInstancesSpreadLeadershipAndRefuseTheOthersPartitions(t *testing.T) {
 	}
 	if code := produce(theirs); code != 0 {
 		t.Fatalf("alone, produce to partition %d: %v", theirs, kerr.ErrorForCode(code))
+	}
+}
+
+// idempotentBatch is oneRecordBatch from producer (pid, epoch) at sequence seq.
+func idempotentBatch(pid int64, epoch int16, seq int32) []byte {
+	raw := oneRecordBatch()
+	binary.BigEndian.PutUint64(raw[43:], uint64(pid))
+	binary.BigEndian.PutUint16(raw[51:], uint16(epoch))
+	binary.BigEndian.PutUint32(raw[53:], uint32(seq))
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return raw
+}
+
+// A partition that moves away from this instance and comes back (the other
+// instance left) meets the client's sequence where the other instance left
+// it: this instance's old upstream session would refuse it as out of order,
+// so a partition gained gives its topic fresh upstream sessions.
+func TestInstancesPartitionComingBackGetsAFreshProducerSession(t *testing.T) {
+	c := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(8, "orders"))
+	srv := startProxy(t, Options{ClusterID: "v", NodeID: 7, Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source)})
+	cl, ctx := proxyClient(t, srv, 30*time.Second, kgo.MaxVersions(kversion.V3_0_0()))
+	b := cl.SeedBrokers()[0]
+	me := mbr.Member{ID: "a", NodeID: 7, Advertise: srv.Addr().String()}
+	other := mbr.Member{ID: "b", NodeID: 8, Advertise: "b.example:9092"}
+	p := int32(-1)
+	for i := range int32(8) {
+		if o, _ := mbr.Owner(partitionKey("orders", i), []mbr.Member{me, other}); o.ID == "b" {
+			p = i
+			break
+		}
+	}
+	if p < 0 {
+		t.Fatal("b owns none of 8 partitions")
+	}
+	vpid := virtualPIDBit | 12345
+	produce := func(seq int32) int16 {
+		t.Helper()
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks, req.TimeoutMillis = -1, 10000
+		rt := kmsg.NewProduceRequestTopic()
+		rt.Topic = "orders"
+		rp := kmsg.NewProduceRequestTopicPartition()
+		rp.Partition, rp.Records = p, idempotentBatch(vpid, 0, seq)
+		rt.Partitions = []kmsg.ProduceRequestTopicPartition{rp}
+		req.Topics = []kmsg.ProduceRequestTopic{rt}
+		r, err := b.Request(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode
+	}
+	alone := &Instances{Self: "a", LeaderID: "a", Members: []mbr.Member{me}}
+	if err := srv.SetInstances(alone); err != nil {
+		t.Fatal(err)
+	}
+	for seq := range int32(2) {
+		if code := produce(seq); code != 0 {
+			t.Fatalf("sequence %d: %v", seq, kerr.ErrorForCode(code))
+		}
+	}
+	// b joins and takes the partition; the producer writes sequences 2-4
+	// through b (another upstream session, not simulated here); b leaves.
+	if err := srv.SetInstances(&Instances{Self: "a", LeaderID: "a", Members: []mbr.Member{me, other}}); err != nil {
+		t.Fatal(err)
+	}
+	if code := produce(2); code != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("while b owns partition %d: code %d, want NOT_LEADER_OR_FOLLOWER", p, code)
+	}
+	if err := srv.SetInstances(alone); err != nil {
+		t.Fatal(err)
+	}
+	if code := produce(5); code != 0 {
+		t.Fatalf("sequence 5 after the partition came back: %v", kerr.ErrorForCode(code))
 	}
 }

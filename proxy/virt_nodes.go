@@ -37,14 +37,6 @@ func (s *Server) virtualNode(id int32) int32 {
 	return s.self()
 }
 
-// virtualReplicas collapses a replica list onto this instance.
-func (s *Server) virtualReplicas(ids []int32) []int32 {
-	if len(ids) == 0 {
-		return ids
-	}
-	return []int32{s.self()}
-}
-
 func (s *Server) metadataBrokers(l *listener) []kmsg.MetadataResponseBroker {
 	var out []kmsg.MetadataResponseBroker
 	s.brokerEndpoints(l, func(node int32, host string, port int32) {
