@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ type haRig struct {
 	t      *testing.T
 	tgt    *kfake.Cluster
 	insts  []*Instance
+	cfgs   []*config.Config
 	addrs  []string
 	closed []bool
 }
@@ -38,11 +40,8 @@ func newHARig(t *testing.T, n, partitions int) *haRig {
 		if err != nil {
 			t.Fatal(err)
 		}
-		inst, err := Start(context.Background(), cfg, hclog.NewNullLogger())
-		if err != nil {
-			t.Fatal(err)
-		}
-		r.insts, r.addrs, r.closed = append(r.insts, inst), append(r.addrs, listen), append(r.closed, false)
+		r.insts, r.cfgs, r.addrs, r.closed = append(r.insts, nil), append(r.cfgs, cfg), append(r.addrs, listen), append(r.closed, true)
+		r.start(i)
 	}
 	t.Cleanup(func() {
 		for i := range r.insts {
@@ -50,6 +49,17 @@ func newHARig(t *testing.T, n, partitions int) *haRig {
 		}
 	})
 	return r
+}
+
+// start starts instance i (again, after close: same id, address and
+// state_dir, as a restarted pod).
+func (r *haRig) start(i int) {
+	r.t.Helper()
+	inst, err := Start(context.Background(), r.cfgs[i], hclog.NewNullLogger())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.insts[i], r.closed[i] = inst, false
 }
 
 func (r *haRig) close(i int) {
@@ -74,7 +84,8 @@ func (r *haRig) open() []string {
 // leadership and the group's coordinator over them; an idempotent producer
 // and a consumer group, bootstrapped from all three, move everything
 // exactly once and in order while the instance that coordinates the group
-// and leads some partitions is closed mid-stream.
+// and leads some partitions is closed mid-stream, and again when it comes
+// back and takes its partitions and the group back.
 func TestThreeInstancesServeOneVirtualClusterAndSurviveOneClosing(t *testing.T) {
 	const partitions = 12
 	r := newHARig(t, 3, partitions)
@@ -135,6 +146,26 @@ func TestThreeInstancesServeOneVirtualClusterAndSurviveOneClosing(t *testing.T) 
 		if l == v.Coord {
 			t.Fatalf("closed instance %d still leads a partition: %v", v.Coord, after.Leaders)
 		}
+	}
+	tr.Produce(ctx, 50)
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The closed instance comes back (a restarted pod: same id, address
+	// and state_dir) while records are in flight: it takes back the same
+	// partitions, whose producer sessions there are from before it left.
+	tr.Produce(ctx, 50)
+	r.start(victim)
+	back, err := hatest.Agreed(ctx, r.open(), 3, "orders", "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(back.Leaders, v.Leaders) || back.Coord != v.Coord {
+		t.Fatalf("after the restart: leaders %v coordinator %d; before: %v %d", back.Leaders, back.Coord, v.Leaders, v.Coord)
 	}
 	tr.Produce(ctx, 50)
 	if err := tr.Flush(ctx); err != nil {

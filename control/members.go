@@ -38,16 +38,16 @@ type instances struct {
 }
 
 // joinInstances joins the membership group of cfg.Control. Until the first
-// view the proxy serves as the only instance it knows of: itself.
+// view the proxy has none and serves as the only instance it knows of
+// (itself), so that the first view is compared with nothing and every
+// partition it gives this instance counts as gained (fresh producer
+// sessions: proxy/instances.go).
 func joinInstances(cfg *config.Config, srv *proxy.Server, log hclog.Logger) (*instances, error) {
 	ct := cfg.Control
 	adv, ls := srv.AdvertisedListeners()
 	self := membership.Member{ID: cfg.Instance.ID, NodeID: membership.NodeID(cfg.Instance.ID), Advertise: adv}
 	if len(ls) > 1 {
 		self.Listeners = ls
-	}
-	if err := srv.SetInstances(&proxy.Instances{Self: self.ID, LeaderID: self.ID, Members: []membership.Member{self}}); err != nil {
-		return nil, err
 	}
 	cl, err := secure.Client(cfg, ct.Cluster)
 	if err != nil {
