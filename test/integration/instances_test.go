@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,9 +24,11 @@ import (
 // mid-stream (it leaves the group and drains, and the other two take its
 // partitions), and then while one of the last two is SIGKILLed (it never
 // leaves: the group drops it after the session timeout and the last
-// instance serves every partition). The kill comes after a flush: a batch
-// in flight at a crash is the known duplicate until producer sessions are
-// shared (docs/ha.md).
+// instance serves every partition), and once more when both come back
+// (same ids, addresses and state_dirs, as restarted pods) and take their
+// partitions back. The kill comes after a flush: a batch in flight at a
+// crash is the known duplicate until producer sessions are shared
+// (docs/ha.md).
 func TestThreeInstancesOnRealKafka(t *testing.T) {
 	const partitions = 12
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -35,7 +38,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	createTopic(t, env.target, topic, partitions)
 	dir := t.TempDir()
 	exe := buildKproxy(t, dir)
-	var addrs []string
+	var addrs, cfgPaths []string
 	var procs []*exec.Cmd
 	for i := range 3 {
 		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -47,7 +50,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 			t.Fatal(err)
 		}
 		cmd, _ := runKproxy(t, exe, cfgPath)
-		addrs = append(addrs, listen)
+		addrs, cfgPaths = append(addrs, listen), append(cfgPaths, cfgPath)
 		procs = append(procs, cmd)
 	}
 
@@ -122,6 +125,26 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("instance %d killed; the last lists %v after %s (session timeout 6s)", killed, last.Brokers, time.Since(start))
+	tr.Produce(ctx, 100)
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both come back while records are in flight.
+	tr.Produce(ctx, 100)
+	for _, i := range []int{victim, killed} {
+		procs[i], _ = runKproxy(t, exe, cfgPaths[i])
+	}
+	back, err := hatest.Agreed(ctx, addrs, 3, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(back.Leaders, v.Leaders) || back.Coord != v.Coord {
+		t.Fatalf("after the restarts: leaders %v coordinator %d; before: %v %d", back.Leaders, back.Coord, v.Leaders, v.Coord)
+	}
 	tr.Produce(ctx, 100)
 	if err := tr.Flush(ctx); err != nil {
 		t.Fatal(err)
