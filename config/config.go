@@ -65,6 +65,18 @@ type Config struct {
 	// Takes effect only after a restart.
 	NodeID int32 `yaml:"node_id"`
 
+	// Instance identifies this kproxy among the instances that serve one
+	// virtual cluster together (Control). Takes effect only after a restart.
+	Instance Instance `yaml:"instance"`
+
+	// Control, when set, makes this kproxy one of several instances serving
+	// one virtual cluster (docs/ha.md): they find each other through a
+	// membership group on the control cluster, every live instance is a
+	// virtual broker, and partition leadership and group coordinators are
+	// spread over them. Default: none, one instance serves alone, exactly
+	// as without this section. Takes effect only after a restart.
+	Control *Control `yaml:"control"`
+
 	// StateDir is the directory for kproxy's own durable state: the virtual
 	// topic ids clients have seen (they must never change, even after the
 	// cluster they were first taken from is gone). Default "" keeps that
@@ -107,6 +119,38 @@ type Config struct {
 
 	hash string // hex SHA-256 of the bytes this Config was parsed from
 }
+
+// Instance identifies one kproxy instance.
+type Instance struct {
+	// ID is this instance's stable id among the instances of the virtual
+	// cluster: the same across restarts (a StatefulSet pod name), unique
+	// among live instances. Its virtual broker id is derived from it.
+	// ${NAME} is replaced by the environment variable NAME, as in
+	// advertise. Required when control is set.
+	ID string `yaml:"id"`
+}
+
+// Control configures the multi-instance mode (docs/ha.md).
+type Control struct {
+	// Cluster is the control cluster: the one whose group coordinator
+	// tracks which instances are alive. Default: target when configured,
+	// else source.
+	Cluster Cluster `yaml:"cluster"`
+
+	// Group is the membership group's id on the control cluster. Default
+	// "_kproxy-<cluster_id>". It is joined with the protocol type "kproxy",
+	// so it can never be a consumer group's id.
+	Group string `yaml:"group"`
+
+	// SessionTimeout is how long the control cluster waits for a silent
+	// instance before it drops it: the time the partitions of an instance
+	// that died without leaving stay unserved. Default 10s; the broker
+	// bounds it by group.min/max.session.timeout.ms (6s to 30m by default).
+	SessionTimeout time.Duration `yaml:"session_timeout"`
+}
+
+// DefaultControlSessionTimeout is control.session_timeout's default.
+const DefaultControlSessionTimeout = 10 * time.Second
 
 // Clusters holds the two upstream clusters. At least one must be configured;
 // a config may have only a source (before a migration starts) or only a
@@ -617,6 +661,20 @@ func (c *Config) deriveDefaults() {
 	}
 	if c.Advertise == "" {
 		c.Advertise = c.Listen
+	}
+	if ct := c.Control; ct != nil {
+		if ct.Cluster == "" {
+			ct.Cluster = Target
+			if c.Clusters.Target == nil {
+				ct.Cluster = Source
+			}
+		}
+		if ct.Group == "" {
+			ct.Group = "_kproxy-" + c.ClusterID
+		}
+		if ct.SessionTimeout == 0 {
+			ct.SessionTimeout = DefaultControlSessionTimeout
+		}
 	}
 	if c.Groups.Default == "" {
 		c.Groups.Default = Source

@@ -187,7 +187,7 @@ func TestParseRejects(t *testing.T) {
 		{
 			"an unknown top-level key",
 			minimal + "listn: x\n",
-			[]string{"listn (line 8): unknown key (known keys here: listen, listeners, advertise, admin, cluster_id, node_id, state_dir, clusters, routes, groups, replicate, replication, cutover, limits, monitor, policy, log)"},
+			[]string{"listn (line 8): unknown key (known keys here: listen, listeners, advertise, admin, cluster_id, node_id, instance, control, state_dir, clusters, routes, groups, replicate, replication, cutover, limits, monitor, policy, log)"},
 		},
 		{
 			"an unknown key inside a cluster",

@@ -141,6 +141,15 @@ func RestartRequired(old, new *Config) []string {
 		out = append(out, k+": changed (takes effect after a restart)")
 	}
 	add("node_id", old.NodeID, new.NodeID)
+	add("instance.id", old.Instance.ID, new.Instance.ID)
+	var oc, nc Control
+	if old.Control != nil {
+		oc = *old.Control
+	}
+	if new.Control != nil {
+		nc = *new.Control
+	}
+	add("control", oc, nc)
 	add("cluster_id", old.ClusterID, new.ClusterID)
 	add("state_dir", old.StateDir, new.StateDir)
 	// The proxy sizes its budgets, limiters and timeouts once, at start.

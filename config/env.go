@@ -23,6 +23,8 @@ var defaultLookupEnv = os.LookupEnv
 // An unset variable is a validation error naming the key.
 func (c *Config) expandAdvertise(v *validator) {
 	c.Advertise = expandEnv(v, top("advertise"), c.Advertise)
+	// instance.id differs between pods for the same reason (a pod's name).
+	c.Instance.ID = expandEnv(v, top("instance").key("id"), c.Instance.ID)
 	for i := range c.Listeners {
 		c.Listeners[i].Advertise = expandEnv(v, top("listeners").index(i).key("advertise"), c.Listeners[i].Advertise)
 	}

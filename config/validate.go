@@ -109,6 +109,7 @@ func (c *Config) validate(doc *yaml.Node) error {
 	c.validateRoutes(v)
 	c.validateGroups(v)
 	c.validateReplicate(v)
+	c.validateControl(v)
 
 	r := top("replication")
 	if c.Replication.FetchMaxBytes <= 0 {
@@ -442,5 +443,42 @@ func (v *validator) limits(l *Limits) {
 	}
 	if l.DialBackoffMin > 0 && l.DialBackoffMax > 0 && l.DialBackoffMin > l.DialBackoffMax {
 		v.add(lim.key("dial_backoff_max"), "must be at least dial_backoff_min (%s), got %s", l.DialBackoffMin, l.DialBackoffMax)
+	}
+}
+
+// validateControl checks the multi-instance mode's settings (docs/ha.md).
+func (c *Config) validateControl(v *validator) {
+	ct := c.Control
+	if ct == nil {
+		if c.Instance.ID != "" {
+			v.add(top("instance").key("id"), "is used only with a control section (several instances); remove it or add control:")
+		}
+		return
+	}
+	p := top("control")
+	if c.NodeID != 0 {
+		v.add(top("node_id"), "is derived from instance.id with control (each instance is its own virtual broker); remove node_id")
+	}
+	if c.Instance.ID == "" {
+		v.add(top("instance").key("id"), "required with control: a stable id per instance (e.g. ${POD_NAME})")
+	} else if len(c.Instance.ID) > 249 || strings.ContainsAny(c.Instance.ID, " \t\n") {
+		v.add(top("instance").key("id"), "%q: at most 249 characters, no spaces", c.Instance.ID)
+	}
+	if ct.Cluster != "" {
+		if !ct.Cluster.Valid() {
+			v.add(p.key("cluster"), "unknown cluster %q (want source or target)", ct.Cluster)
+		} else if c.Clusters.Get(ct.Cluster) == nil {
+			v.add(p.key("cluster"), "names the %s cluster, which is not configured", ct.Cluster)
+		}
+	}
+	if d := ct.SessionTimeout; d != 0 && (d < time.Second || d > 30*time.Minute) {
+		v.add(p.key("session_timeout"), "must be from 1s to 30m, got %s", d)
+	}
+	// Until the copy is fenced per source partition by the broker
+	// (transactional producers) and its offset maps are shared, one copy
+	// per virtual cluster cannot be guaranteed across instances, and the
+	// instances that do not copy could not translate the copy's offsets.
+	if len(c.Replicate) > 0 {
+		v.add(top("replicate"), "is not supported with control (several instances) yet: the copy and its offset maps live in one instance (docs/ha.md, \"Replication\"); run replication with a single instance")
 	}
 }

@@ -42,6 +42,9 @@ type StatusDoc struct {
 	Cutovers      []CutoverStatus    `json:"cutovers"`
 	GroupMoves    []GroupMoveStatus  `json:"group_moves"`
 	Bypass        BypassStatus       `json:"bypass"`
+	// Instances is the membership of the virtual cluster, with control:
+	// (docs/ha.md); absent when this instance serves alone.
+	Instances *InstancesStatus `json:"instances,omitempty"`
 }
 
 // TopicStatus is one topic's effective routes (the rule that applies, and
@@ -162,6 +165,9 @@ func (inst *Instance) Status() StatusDoc {
 	d.Ready, d.NotReady = inst.Ready()
 	d.GroupMoves = inst.ctrl.GroupMoves()
 	d.Bypass = inst.ctrl.Bypass()
+	if inst.insts != nil {
+		d.Instances = inst.insts.status()
+	}
 	if t, err := routing.NewTable(cfg); err == nil {
 		d.Routes = t.Rules()
 		for _, name := range inst.srv.KnownTopics() {

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/membership"
 	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/routing"
 	"github.com/kproxy/kproxy/secure"
@@ -41,7 +42,10 @@ type Instance struct {
 	reloads *prometheus.CounterVec
 	lastOK  prometheus.Gauge
 	locks   []*statefile.Lock // the state directories this instance owns
-	closed  atomic.Bool       // Close began: not ready
+	// insts is this instance's membership (config control:); nil when it
+	// serves alone.
+	insts  *instances
+	closed atomic.Bool // Close began: not ready
 	// lastPlan is the last POST /plan's answer, for the status page.
 	lastPlan atomic.Pointer[LastPlan]
 
@@ -100,13 +104,26 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		release()
 		return nil, err
 	}
+	var insts *instances
+	if cfg.Control != nil {
+		// After Start: the advertised addresses other instances list are
+		// the listeners' own (a port 0 is known only once listening).
+		if insts, err = joinInstances(cfg, srv, log); err != nil {
+			srv.Close()
+			release()
+			return nil, err
+		}
+	}
 	ctrl, err := NewController(log, srv, cfg, reg)
 	if err != nil {
+		if insts != nil {
+			insts.leave()
+		}
 		srv.Close()
 		release()
 		return nil, err
 	}
-	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, gateRecheckEvery: defaultGateRecheck}
+	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, gateRecheckEvery: defaultGateRecheck}
 	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)
 	inst.gen.Store(1)
@@ -218,7 +235,7 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		AdvertiseHost: host,
 		AdvertisePort: int32(port),
 		ClusterID:     cfg.ClusterID,
-		NodeID:        cfg.NodeID,
+		NodeID:        nodeID(cfg),
 		Clusters:      clusters,
 		Upstream:      upstream,
 		MaxFrameBytes: cfg.Limits.MaxFrameBytes,
@@ -241,6 +258,15 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		},
 		StateDir: cfg.StateDir,
 	}, nil
+}
+
+// nodeID is this instance's virtual broker id: node_id alone, or derived
+// from instance.id among several instances (membership.NodeID).
+func nodeID(cfg *config.Config) int32 {
+	if cfg.Control != nil {
+		return membership.NodeID(cfg.Instance.ID)
+	}
+	return cfg.NodeID
 }
 
 // Apply installs a new valid config: routes change for new requests without
@@ -321,6 +347,12 @@ func (inst *Instance) Cutovers() []CutoverStatus { return inst.ctrl.Cutovers() }
 // directories.
 func (inst *Instance) Close() {
 	inst.closed.Store(true)
+	if inst.insts != nil {
+		// First, while still serving: the others take over this
+		// instance's partitions at once, and what it already read is
+		// answered here.
+		inst.insts.leave()
+	}
 	for _, a := range []*adminServer{inst.admin, inst.metrics} {
 		if a != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -41,7 +41,23 @@ const protocolName = "view-v1"
 type Member struct {
 	ID        string `json:"id"`        // instance.id: stable across restarts (a StatefulSet pod name)
 	Advertise string `json:"advertise"` // the address clients are told to dial for it
-	NodeID    int32  `json:"node_id"`   // its virtual broker id
+	NodeID    int32  `json:"node_id"`   // its virtual broker id (NodeID)
+	// Listeners are the addresses of its named listeners (name -> host:port)
+	// when it has more than one: the clients of a TLS listener must be sent
+	// to the other instances' TLS listeners. Instances of one virtual
+	// cluster name their listeners alike (they share one config).
+	Listeners []Listener `json:"listeners,omitempty"`
+}
+
+// Listener is one named listener's advertised address.
+type Listener struct {
+	Name      string `json:"name"`
+	Advertise string `json:"advertise"`
+}
+
+// Equal says whether m and o describe the same instance the same way.
+func (m Member) Equal(o Member) bool {
+	return m.ID == o.ID && m.Advertise == o.Advertise && m.NodeID == o.NodeID && slices.Equal(m.Listeners, o.Listeners)
 }
 
 // View is one generation's membership, the same on every member.
@@ -160,7 +176,7 @@ func (g *Group) Close(ctx context.Context) error {
 func (g *Group) publish(v View) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.has && v.Generation == g.view.Generation && slices.Equal(v.Members, g.view.Members) {
+	if g.has && v.Generation == g.view.Generation && slices.EqualFunc(v.Members, g.view.Members, Member.Equal) && v.LeaderID == g.view.LeaderID {
 		return
 	}
 	g.view, g.has = v, true
@@ -179,7 +195,12 @@ func (g *Group) run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			g.log.Debug("joining the membership group failed; retrying", "group", g.cfg.Group, "error", err, "backoff", backoff)
+			if errors.Is(err, ErrConflict) {
+				// A misconfiguration an operator must fix: say it loudly.
+				g.log.Error("the membership group cannot form; retrying", "group", g.cfg.Group, "error", err, "backoff", backoff)
+			} else {
+				g.log.Debug("joining the membership group failed; retrying", "group", g.cfg.Group, "error", err, "backoff", backoff)
+			}
 			sleep(ctx, backoff)
 			backoff = min(backoff*2, 5*time.Second)
 			continue
@@ -192,6 +213,11 @@ func (g *Group) run(ctx context.Context) {
 		}
 	}
 }
+
+// ErrConflict is the leader's refusal to form a generation in which two
+// instances would be one virtual broker (one instance id, or two ids with
+// one derived node id).
+var ErrConflict = errors.New("instance identity conflict")
 
 // errRejoin says the current generation ended and this member must join
 // again (a rebalance, or the coordinator no longer knows it).
@@ -273,15 +299,20 @@ func (g *Group) joinAndSync(ctx context.Context) (View, error) {
 func leaderAssign(resp *kmsg.JoinGroupResponse) ([]kmsg.SyncGroupRequestGroupAssignment, error) {
 	v := View{Generation: resp.Generation}
 	seen := map[string]bool{}
+	nodes := map[int32]string{}
 	for _, m := range resp.Members {
 		var mem Member
 		if err := json.Unmarshal(m.ProtocolMetadata, &mem); err != nil {
 			return nil, fmt.Errorf("member %s sent metadata kproxy cannot read: %w", m.MemberID, err)
 		}
 		if seen[mem.ID] {
-			return nil, fmt.Errorf("two members claim instance id %q: give each instance its own instance.id", mem.ID)
+			return nil, fmt.Errorf("%w: two members claim instance id %q: give each instance its own instance.id", ErrConflict, mem.ID)
 		}
 		seen[mem.ID] = true
+		if other, dup := nodes[mem.NodeID]; dup {
+			return nil, fmt.Errorf("%w: instances %q and %q derive the same virtual broker id %d: rename one", ErrConflict, other, mem.ID, mem.NodeID)
+		}
+		nodes[mem.NodeID] = mem.ID
 		if m.MemberID == resp.LeaderID {
 			v.LeaderID = mem.ID
 		}

@@ -2,8 +2,10 @@ package membership
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,7 +44,7 @@ func join(t *testing.T, c *kfake.Cluster, id string) instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	g, err := Join(ctx, newClient(t, c), Config{
 		Group: "_kproxy-test",
-		Self:  Member{ID: id, Advertise: id + ".kproxy-headless:9092", NodeID: int32(len(id))},
+		Self:  Member{ID: id, Advertise: id + ".kproxy-headless:9092", NodeID: NodeID(id)},
 		// Short, so that a member that stops heartbeating is dropped
 		// within the test; the default is 10s.
 		SessionTimeout:   time.Second,
@@ -148,5 +150,21 @@ func TestDuplicateInstanceIDIsRefused(t *testing.T) {
 	}
 	if _, err := leaderAssign(&resp); err == nil {
 		t.Fatal("leaderAssign accepted two members with instance id kproxy-0")
+	}
+}
+
+// Two instance ids whose derived virtual broker ids collide would show
+// clients one broker for two instances; the leader refuses that too.
+func TestDuplicateNodeIDIsRefused(t *testing.T) {
+	resp := kmsg.NewJoinGroupResponse()
+	resp.Generation, resp.LeaderID = 3, "m1"
+	for i, id := range []string{"kproxy-0", "kproxy-1"} {
+		m := kmsg.NewJoinGroupResponseMember()
+		m.MemberID = fmt.Sprintf("m%d", i+1)
+		m.ProtocolMetadata = []byte(fmt.Sprintf(`{"id":%q,"node_id":5}`, id))
+		resp.Members = append(resp.Members, m)
+	}
+	if _, err := leaderAssign(&resp); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "virtual broker id 5") {
+		t.Fatalf("leaderAssign with two members on node id 5: %v", err)
 	}
 }

@@ -24,6 +24,16 @@ func Owner(key string, members []Member) (Member, bool) {
 	return best, found
 }
 
+// NodeID derives an instance's virtual broker id from its instance id:
+// stable across restarts and the same on every instance, with no registry.
+// It stays below 2^30, far from the ids Java clients derive for
+// coordinators (MaxInt32 - id) and from the negative sentinels. Two ids
+// that collide (about one chance in 2^30 per pair) are refused by the
+// group's leader, which names both.
+func NodeID(instanceID string) int32 {
+	return int32(score("node-id", instanceID) >> 34)
+}
+
 // score mixes FNV-1a of key and id through the splitmix64 finalizer: FNV
 // alone clusters on inputs that differ only in their last bytes (partition
 // numbers, pod ordinals), which would make the spread uneven.

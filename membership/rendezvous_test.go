@@ -90,3 +90,28 @@ func TestOwnerMovesOnlyWhatMembershipChangeForces(t *testing.T) {
 		t.Error("Owner with no members reported an owner")
 	}
 }
+
+// Node ids derived from instance ids are stable, non-negative, below 2^30
+// and distinct for a StatefulSet's worth of pod names.
+func TestNodeIDIsStableAndSpread(t *testing.T) {
+	// Pinned: a change would give every instance a new broker id at the
+	// next upgrade, and clients would see brokers vanish and appear.
+	if got := NodeID("kproxy-0"); got != pinnedNodeID {
+		t.Fatalf("NodeID(kproxy-0) = %d, was %d", got, pinnedNodeID)
+	}
+	seen := map[int32]string{}
+	for i := range 1000 {
+		id := fmt.Sprintf("kproxy-%d", i)
+		n := NodeID(id)
+		if n < 0 || n >= 1<<30 {
+			t.Fatalf("NodeID(%s) = %d, outside [0, 2^30)", id, n)
+		}
+		if o, dup := seen[n]; dup {
+			t.Fatalf("NodeID(%s) = NodeID(%s) = %d", id, o, n)
+		}
+		seen[n] = id
+	}
+}
+
+// pinnedNodeID is NodeID("kproxy-0") as first released.
+const pinnedNodeID = 696812955

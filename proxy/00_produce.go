@@ -81,6 +81,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			if name != "" {
 				ref, code = look.find(cluster, name, p.Partition)
 			}
+			if code == 0 {
+				code = s.leadsHere(name, p.Partition) // instances.go
+			}
 			if code == 0 && req.TransactionID != nil {
 				if txnCluster := s.pids.txnOpenCluster(*req.TransactionID); txnCluster != cluster {
 					pe := producePartitionError(p.Partition, kerr.InvalidTxnState.Code)

@@ -57,6 +57,9 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				ref, code := brokerRef{}, kerr.UnknownTopicID.Code
 				if name != "" {
 					ref, code = look.find(cluster, name, p.Partition)
+					if code == 0 {
+						code = s.leadsHere(name, p.Partition) // instances.go
+					}
 				} else if req.Version < 13 {
 					code = kerr.UnknownTopicOrPartition.Code
 				}

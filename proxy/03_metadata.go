@@ -4,8 +4,10 @@ package proxy
 // Route: each topic is answered by the cluster its fetch route names; a
 // request for all topics asks every configured cluster and keeps each topic
 // from its routed cluster.
-// Rewrites (virt.go): Brokers is this instance only; ControllerID, Leader,
-// Replicas, ISR and OfflineReplicas name this instance (virt_nodes.go);
+// Rewrites (virt.go): Brokers is this instance, or every live instance;
+// ControllerID, Leader, Replicas, ISR and OfflineReplicas name this
+// instance, or the controller and each partition's owner (virt_nodes.go,
+// instances.go);
 // LeaderEpoch is -1 (virt_epochs.go); TopicID is the virtual one
 // (virt_topicids.go); ClusterID is the virtual one. Every upstream answer
 // also refreshes kproxy's own leader view (before the rewrite).
@@ -25,7 +27,7 @@ func handleMetadata(rc *reqCtx, req *kmsg.MetadataRequest) func() kmsg.Response 
 		resp := req.ResponseKind().(*kmsg.MetadataResponse)
 		resp.Brokers = s.metadataBrokers(rc.cc.lst)
 		resp.ClusterID = kmsg.StringPtr(s.opts.ClusterID)
-		resp.ControllerID = s.self()
+		resp.ControllerID = s.controllerID()
 
 		// Which clusters to ask, with which topics.
 		all := req.Topics == nil || (req.Version == 0 && len(req.Topics) == 0)

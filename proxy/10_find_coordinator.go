@@ -2,7 +2,7 @@ package proxy
 
 // FindCoordinator (key 10), accepted v0-6.
 // Route: answered by kproxy: every coordinator a client sees is this
-// instance. kproxy asks the key's home cluster (groups.* for groups; for a
+// instance, or with several instances the key's owner (instances.go). kproxy asks the key's home cluster (groups.* for groups; for a
 // transactional id, the cluster of its open or last transaction, else
 // routes.default) so that a coordinator that does
 // not exist yet surfaces as COORDINATOR_NOT_AVAILABLE and the client retries,
@@ -61,7 +61,7 @@ func handleFindCoordinator(rc *reqCtx, req *kmsg.FindCoordinatorRequest) func() 
 				c.ErrorCode, c.ErrorMessage = lookup(key)
 				c.NodeID, c.Host, c.Port = -1, "", -1
 				if c.ErrorCode == 0 {
-					c.NodeID, c.Host, c.Port = s.selfEndpoint(rc.cc.lst)
+					c.NodeID, c.Host, c.Port = s.coordinatorEndpoint(rc.cc.lst, req.CoordinatorType, key)
 				}
 				resp.Coordinators = append(resp.Coordinators, c)
 			}
@@ -70,7 +70,7 @@ func handleFindCoordinator(rc *reqCtx, req *kmsg.FindCoordinatorRequest) func() 
 		resp.ErrorCode, resp.ErrorMessage = lookup(req.CoordinatorKey)
 		resp.NodeID, resp.Host, resp.Port = -1, "", -1
 		if resp.ErrorCode == 0 {
-			resp.NodeID, resp.Host, resp.Port = s.selfEndpoint(rc.cc.lst)
+			resp.NodeID, resp.Host, resp.Port = s.coordinatorEndpoint(rc.cc.lst, req.CoordinatorType, req.CoordinatorKey)
 		}
 		return resp
 	}

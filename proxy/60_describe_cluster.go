@@ -3,7 +3,7 @@ package proxy
 // DescribeCluster (key 60), accepted v0-2. Route: answered by kproxy from its
 // own identity (the virtual cluster has one broker per kproxy instance).
 // Rewrites: ClusterID, ControllerID and Brokers are virtual (this instance,
-// virt_nodes.go); grepplabs
+// or the live instances: virt_nodes.go, instances.go); grepplabs
 // kafka-proxy forwards this unchanged, which sends admin tools to the real
 // brokers. EndpointType 2 (controllers, KIP-919) gets UNSUPPORTED_VERSION's
 // sibling INVALID_REQUEST: kproxy exposes no controllers.
@@ -24,11 +24,9 @@ func handleDescribeCluster(rc *reqCtx, req *kmsg.DescribeClusterRequest) func() 
 		}
 		resp.EndpointType = 1
 		resp.ClusterID = s.opts.ClusterID
-		resp.ControllerID = s.self()
+		resp.ControllerID = s.controllerID()
 		resp.ClusterAuthorizedOperations = -2147483648
-		b := kmsg.NewDescribeClusterResponseBroker()
-		b.NodeID, b.Host, b.Port = s.selfEndpoint(rc.cc.lst)
-		resp.Brokers = []kmsg.DescribeClusterResponseBroker{b}
+		resp.Brokers = s.describeClusterBrokers(rc.cc.lst)
 		return resp
 	}
 }

@@ -84,7 +84,8 @@ type Server struct {
 	holds      holds
 	gholds     groupHolds // group moves (group_hold.go)
 	router     atomic.Pointer[routerBox]
-	policy     atomic.Pointer[Policy] // nil: no policy (policy.go)
+	insts      atomic.Pointer[instanceView] // nil: this instance serves alone (instances.go)
+	policy     atomic.Pointer[Policy]       // nil: no policy (policy.go)
 	versions   atomic.Pointer[map[int16]versionRange]
 	// versionsMu serializes updateVersions; connected signals Start as
 	// each cluster connects.

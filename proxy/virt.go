@@ -7,7 +7,8 @@ package proxy
 //	virt_epochs.go    leader epochs: none shown, none forwarded (decision 003)
 //	virt_offsets.go   offsets: virtual <-> cluster through the offset maps
 //	virt_topicids.go  topic ids: one virtual id per name (decision 004)
-//	virt_nodes.go     node ids and addresses: this instance only
+//	virt_nodes.go     node ids and addresses: this instance, or the live
+//	                  instances (instances.go)
 //
 // A handler resolves each partition once, when the request arrives, into a
 // partPlan (which cluster serves it, which offset map its offsets go
@@ -73,9 +74,13 @@ func virtDescribeProducersPartition(pl partPlan, p *kmsg.DescribeProducersRespon
 }
 
 func (s *Server) virtMetadataTopic(t *kmsg.MetadataResponseTopic) {
+	topic := ""
+	if t.Topic != nil {
+		topic = *t.Topic
+	}
 	for i := range t.Partitions {
 		epochsMetadataPartition(&t.Partitions[i])
-		s.nodesMetadataPartition(&t.Partitions[i])
+		s.nodesMetadataPartition(topic, &t.Partitions[i])
 	}
 	s.topicIDsMetadataTopic(t)
 }

@@ -1,7 +1,9 @@
 package proxy
 
-// Node identity: every address-bearing field a client sees names this
-// kproxy instance. Upstream node ids and addresses never leave the proxy.
+// Node identity: every address-bearing field a client sees names a kproxy
+// instance: this one, or with several instances (instances.go) the live
+// instances, each partition led and each coordinator answered by its
+// owner. Upstream node ids and addresses never leave the proxy.
 // Fields covered (kafka-protocol-notes §1.1): Metadata Brokers, ControllerID,
 // Leader, Replicas, ISR, OfflineReplicas; FindCoordinator v0-3 and v4+
 // (answered locally, 10_find_coordinator.go); DescribeCluster Brokers and
@@ -25,7 +27,9 @@ func (s *Server) selfEndpoint(l *listener) (int32, string, int32) {
 	return s.self(), s.advHost, s.advPort
 }
 
-// virtualNode maps an upstream node id to the virtual one.
+// virtualNode maps an upstream node id to the virtual one. It is used for
+// answers to requests this instance forwarded, which it forwards only for
+// partitions it leads (leadsHere), so the virtual leader is this instance.
 func (s *Server) virtualNode(id int32) int32 {
 	if id < 0 {
 		return id
@@ -33,18 +37,24 @@ func (s *Server) virtualNode(id int32) int32 {
 	return s.self()
 }
 
-// virtualReplicas collapses a replica list onto this instance.
-func (s *Server) virtualReplicas(ids []int32) []int32 {
-	if len(ids) == 0 {
-		return ids
-	}
-	return []int32{s.self()}
+func (s *Server) metadataBrokers(l *listener) []kmsg.MetadataResponseBroker {
+	var out []kmsg.MetadataResponseBroker
+	s.brokerEndpoints(l, func(node int32, host string, port int32) {
+		b := kmsg.NewMetadataResponseBroker()
+		b.NodeID, b.Host, b.Port = node, host, port
+		out = append(out, b)
+	})
+	return out
 }
 
-func (s *Server) metadataBrokers(l *listener) []kmsg.MetadataResponseBroker {
-	b := kmsg.NewMetadataResponseBroker()
-	b.NodeID, b.Host, b.Port = s.selfEndpoint(l)
-	return []kmsg.MetadataResponseBroker{b}
+func (s *Server) describeClusterBrokers(l *listener) []kmsg.DescribeClusterResponseBroker {
+	var out []kmsg.DescribeClusterResponseBroker
+	s.brokerEndpoints(l, func(node int32, host string, port int32) {
+		b := kmsg.NewDescribeClusterResponseBroker()
+		b.NodeID, b.Host, b.Port = node, host, port
+		out = append(out, b)
+	})
+	return out
 }
 
 func (s *Server) produceBrokers(l *listener, in []kmsg.ProduceResponseBroker) []kmsg.ProduceResponseBroker {
@@ -74,9 +84,17 @@ func (s *Server) nodesFetchPartition(p *kmsg.FetchResponseTopicPartition) {
 	p.CurrentLeader.LeaderID = s.virtualNode(p.CurrentLeader.LeaderID)
 }
 
-func (s *Server) nodesMetadataPartition(p *kmsg.MetadataResponseTopicPartition) {
-	p.Leader = s.virtualNode(p.Leader)
-	p.Replicas = s.virtualReplicas(p.Replicas)
-	p.ISR = s.virtualReplicas(p.ISR)
+// nodesMetadataPartition: the leader is the partition's owner instance
+// (instances.go), its only replica.
+func (s *Server) nodesMetadataPartition(topic string, p *kmsg.MetadataResponseTopicPartition) {
+	if p.Leader >= 0 {
+		p.Leader = s.partitionLeader(topic, p.Partition)
+	}
+	if len(p.Replicas) > 0 {
+		p.Replicas = []int32{s.partitionLeader(topic, p.Partition)}
+	}
+	if len(p.ISR) > 0 {
+		p.ISR = []int32{s.partitionLeader(topic, p.Partition)}
+	}
 	p.OfflineReplicas = nil
 }

@@ -68,6 +68,17 @@ func printStatus(w io.Writer, m marker, d control.StatusDoc) error {
 	if d.LastReloadErr != "" {
 		fmt.Fprintf(w, "last reload rejected: %s\n", d.LastReloadErr)
 	}
+	if in := d.Instances; in != nil {
+		if !in.Formed {
+			fmt.Fprintf(w, "instance %s: membership group %s not formed yet; serving as the only instance\n", in.Self, in.Group)
+		} else {
+			var ids []string
+			for _, m := range in.Members {
+				ids = append(ids, fmt.Sprintf("%s (node %d, %s)", m.ID, m.NodeID, m.Advertise))
+			}
+			fmt.Fprintf(w, "instance %s of %d, group %s generation %d, leader %s: %s\n", in.Self, len(in.Members), in.Group, in.Generation, in.Leader, strings.Join(ids, ", "))
+		}
+	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "CLUSTER\tREACHABLE\tBROKERS\tTOPICS\tLAST ERROR")
 	for _, c := range d.Proxy.Clusters {

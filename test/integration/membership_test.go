@@ -28,7 +28,7 @@ func TestMembershipGroupOnRealKafka(t *testing.T) {
 		defer cl.Close()
 		g, err := membership.Join(ctx, cl, membership.Config{
 			Group: "_kproxy-membership-test-" + t.Name(),
-			Self:  membership.Member{ID: id, Advertise: id + ":9092"},
+			Self:  membership.Member{ID: id, Advertise: id + ":9092", NodeID: membership.NodeID(id)},
 			// The broker's group.min.session.timeout.ms is 6 s by default.
 			SessionTimeout: 6 * time.Second,
 			Heartbeat:      200 * time.Millisecond,

@@ -1,0 +1,136 @@
+package control
+
+// The multi-instance mode's membership (config `control:`, docs/ha.md):
+// this instance joins the membership group on the control cluster and
+// feeds every view the group agrees on into the proxy, which derives the
+// virtual brokers, partition leaders and coordinators from it
+// (proxy/instances.go).
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/membership"
+	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/secure"
+)
+
+// leaveDrainTimeout bounds how long a closing instance waits, after it left
+// the group, for the requests it already read to be answered.
+const leaveDrainTimeout = 5 * time.Second
+
+// instances is this instance's part in the membership group: the group,
+// its client of the control cluster, and the goroutine (follow) that
+// copies each view into the proxy. Instance owns it; close stops all three.
+type instances struct {
+	log    hclog.Logger
+	srv    *proxy.Server
+	self   membership.Member
+	group  string
+	cl     *kgo.Client
+	grp    *membership.Group
+	cancel context.CancelFunc
+	done   chan struct{} // closed when follow returns
+}
+
+// joinInstances joins the membership group of cfg.Control. Until the first
+// view the proxy has none and serves as the only instance it knows of
+// (itself), so that the first view is compared with nothing and every
+// partition it gives this instance counts as gained (fresh producer
+// sessions: proxy/instances.go).
+func joinInstances(cfg *config.Config, srv *proxy.Server, log hclog.Logger) (*instances, error) {
+	ct := cfg.Control
+	adv, ls := srv.AdvertisedListeners()
+	self := membership.Member{ID: cfg.Instance.ID, NodeID: membership.NodeID(cfg.Instance.ID), Advertise: adv}
+	if len(ls) > 1 {
+		self.Listeners = ls
+	}
+	cl, err := secure.Client(cfg, ct.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	grp, err := membership.Join(ctx, cl, membership.Config{
+		Group: ct.Group, Self: self, SessionTimeout: ct.SessionTimeout, Logger: log,
+	})
+	if err != nil {
+		cancel()
+		cl.Close()
+		return nil, err
+	}
+	in := &instances{log: log.Named("instances"), srv: srv, self: self, group: ct.Group, cl: cl, grp: grp, cancel: cancel, done: make(chan struct{})}
+	go in.follow(ctx)
+	return in, nil
+}
+
+// follow installs every view the group agrees on until ctx ends.
+func (in *instances) follow(ctx context.Context) {
+	defer close(in.done)
+	for {
+		changed := in.grp.Changed()
+		if v, ok := in.grp.View(); ok {
+			if err := in.srv.SetInstances(&proxy.Instances{Self: in.self.ID, LeaderID: v.LeaderID, Members: v.Members}); err != nil {
+				// Another instance advertises an address that does not
+				// parse: keep the last view rather than drop everyone.
+				in.log.Error("membership view refused; keeping the previous one", "generation", v.Generation, "error", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
+// InstancesStatus is the membership as /status shows it.
+type InstancesStatus struct {
+	Self  string `json:"self"`
+	Group string `json:"group"`
+	// Formed is false until the group agreed on a first view; meanwhile
+	// this instance serves as the only one it knows.
+	Formed     bool                `json:"formed"`
+	Generation int32               `json:"generation"`
+	Leader     string              `json:"leader"`
+	Members    []membership.Member `json:"members"`
+}
+
+func (in *instances) status() *InstancesStatus {
+	v, ok := in.grp.View()
+	return &InstancesStatus{Self: in.self.ID, Group: in.group, Formed: ok, Generation: v.Generation, Leader: v.LeaderID, Members: v.Members}
+}
+
+// leave leaves the group, so the others take this instance's partitions
+// and groups at once; from then on this instance leads nothing (produce
+// and fetch are refused with NOT_LEADER_OR_FOLLOWER, Metadata lists the
+// others), and it waits for the requests it already read to be answered
+// before the caller closes the connections.
+func (in *instances) leave() {
+	in.cancel()
+	<-in.done
+	last, _ := in.grp.View()
+	ctx, cancel := context.WithTimeout(context.Background(), leaveDrainTimeout)
+	defer cancel()
+	if err := in.grp.Close(ctx); err != nil {
+		in.log.Warn("leaving the membership group failed; the others take over after the session timeout", "error", err)
+	}
+	var others []membership.Member
+	for _, m := range last.Members {
+		if m.ID != in.self.ID {
+			others = append(others, m)
+		}
+	}
+	leader := last.LeaderID
+	if leader == in.self.ID {
+		leader = ""
+	}
+	// An empty view (this was the last instance) leaves every partition
+	// without a leader here too; clients retry until an instance returns.
+	_ = in.srv.SetInstances(&proxy.Instances{Self: in.self.ID, LeaderID: leader, Members: others})
+	in.srv.Drain(ctx)
+	in.cl.Close()
+}

@@ -1,0 +1,259 @@
+// Package hatest drives several kproxy instances of one virtual cluster
+// from the clients' side, for the kfake test (control/) and the real-Kafka
+// test (test/integration/) alike: what each instance tells a client about
+// the virtual cluster (Ask, Agreed), and a producer and a consumer group
+// bootstrapped from every instance whose history the repo's checker
+// (test/checker) judges (Traffic).
+package hatest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/test/checker"
+)
+
+// View is what one instance tells a client about the virtual cluster.
+type View struct {
+	Brokers []string         // "id@host:port", sorted
+	Leaders map[int32]int32  // the topic's partition -> leader node id
+	Addr    map[int32]string // node id -> host:port
+	Coord   int32            // the group's coordinator
+}
+
+// Ask asks the instance at addr directly (its seed connection, never a
+// broker the client learned from it) for topic's metadata and group's
+// coordinator.
+func Ask(ctx context.Context, addr, topic, group string) (View, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		return View{}, err
+	}
+	defer cl.Close()
+	b := cl.SeedBrokers()[0]
+	mreq := kmsg.NewPtrMetadataRequest()
+	mreq.Topics = []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr(topic)}}
+	mresp, err := b.Request(ctx, mreq)
+	if err != nil {
+		return View{}, err
+	}
+	m := mresp.(*kmsg.MetadataResponse)
+	v := View{Leaders: map[int32]int32{}, Addr: map[int32]string{}}
+	for _, br := range m.Brokers {
+		a := fmt.Sprintf("%s:%d", br.Host, br.Port)
+		v.Brokers = append(v.Brokers, fmt.Sprintf("%d@%s", br.NodeID, a))
+		v.Addr[br.NodeID] = a
+	}
+	slices.Sort(v.Brokers)
+	for _, t := range m.Topics {
+		for _, p := range t.Partitions {
+			v.Leaders[p.Partition] = p.Leader
+		}
+	}
+	creq := kmsg.NewPtrFindCoordinatorRequest()
+	creq.CoordinatorKey, creq.CoordinatorKeys = group, []string{group}
+	cresp, err := b.Request(ctx, creq)
+	if err != nil {
+		return View{}, err
+	}
+	c := cresp.(*kmsg.FindCoordinatorResponse)
+	code, node := c.ErrorCode, c.NodeID
+	if len(c.Coordinators) > 0 { // v4+
+		code, node = c.Coordinators[0].ErrorCode, c.Coordinators[0].NodeID
+	}
+	if err := kerr.ErrorForCode(code); err != nil {
+		return View{}, err
+	}
+	v.Coord = node
+	return v, nil
+}
+
+// Agreed waits until every instance in addrs lists n brokers and all give
+// the same answers, and returns that view, or the last answers when ctx
+// ends first.
+func Agreed(ctx context.Context, addrs []string, n int, topic, group string) (View, error) {
+	var last []View
+	for {
+		last = last[:0]
+		ok := true
+		for _, a := range addrs {
+			v, err := Ask(ctx, a, topic, group)
+			if err != nil || len(v.Brokers) != n {
+				ok = false
+				break
+			}
+			last = append(last, v)
+		}
+		if ok && len(last) > 0 && allSame(last) {
+			return last[0], nil
+		}
+		select {
+		case <-ctx.Done():
+			return View{}, fmt.Errorf("the instances never agreed on %d brokers; last answers: %+v", n, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allSame(vs []View) bool {
+	for _, v := range vs[1:] {
+		if !slices.Equal(v.Brokers, vs[0].Brokers) || v.Coord != vs[0].Coord || len(v.Leaders) != len(vs[0].Leaders) {
+			return false
+		}
+		for p, l := range v.Leaders {
+			if vs[0].Leaders[p] != l {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Instance returns the index in addrs of node's address in v, or -1.
+func (v View) Instance(addrs []string, node int32) int {
+	return slices.Index(addrs, v.Addr[node])
+}
+
+// Traffic is an idempotent producer writing numbered records to every
+// partition of a topic and a consumer group reading them, both bootstrapped
+// from every instance. Each record is "p<partition>/<sequence>", so Check
+// can tell order and exactly-once per partition.
+type Traffic struct {
+	topic      string
+	partitions int32
+	prod, cons *kgo.Client
+
+	mu      sync.Mutex // guards the fields below
+	next    []int      // per partition: the next sequence to produce
+	acked   map[int32][]int
+	acks    []checker.Ack
+	failure error
+
+	// consumer side: only Consume touches them
+	seen     map[int32][]int
+	consumed []checker.Consumed
+}
+
+// NewTraffic builds the clients; extra options apply to both.
+func NewTraffic(addrs []string, topic string, partitions int32, group string, extra ...kgo.Opt) (*Traffic, error) {
+	common := append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.MetadataMinAge(100 * time.Millisecond)}, extra...)
+	prod, err := kgo.NewClient(append(common, kgo.DefaultProduceTopic(topic), kgo.RecordPartitioner(kgo.ManualPartitioner()))...)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := kgo.NewClient(append(common, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.SessionTimeout(10*time.Second), kgo.HeartbeatInterval(500*time.Millisecond))...)
+	if err != nil {
+		prod.Close()
+		return nil, err
+	}
+	return &Traffic{topic: topic, partitions: partitions, prod: prod, cons: cons,
+		next: make([]int, partitions), acked: map[int32][]int{}, seen: map[int32][]int{}}, nil
+}
+
+// Close closes both clients.
+func (t *Traffic) Close() {
+	t.prod.Close()
+	t.cons.Close()
+}
+
+// Produce sends n more records to every partition without waiting.
+func (t *Traffic) Produce(ctx context.Context, n int) {
+	for range n {
+		for p := range t.partitions {
+			t.mu.Lock()
+			seq := t.next[p]
+			t.next[p]++
+			t.mu.Unlock()
+			key := fmt.Appendf(nil, "p%d", p)
+			t.prod.Produce(ctx, &kgo.Record{Partition: p, Key: key, Value: fmt.Appendf(nil, "p%d/%d", p, seq)}, func(rec *kgo.Record, err error) {
+				t.mu.Lock()
+				defer t.mu.Unlock()
+				if err != nil {
+					t.failure = errors.Join(t.failure, fmt.Errorf("partition %d sequence %d: %w", p, seq, err))
+					return
+				}
+				t.acked[rec.Partition] = append(t.acked[rec.Partition], seq)
+				t.acks = append(t.acks, checker.Ack{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Key: string(rec.Key), Value: string(rec.Value)})
+			})
+		}
+	}
+}
+
+// Flush waits for every record produced so far; an error names the first
+// records that failed.
+func (t *Traffic) Flush(ctx context.Context) error {
+	if err := t.prod.Flush(ctx); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failure
+}
+
+// Produced is how many records were produced so far, over all partitions.
+func (t *Traffic) Produced() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, x := range t.next {
+		n += x
+	}
+	return n
+}
+
+// Consume polls until total records were consumed in all or ctx ends.
+func (t *Traffic) Consume(ctx context.Context, total int) error {
+	for len(t.consumed) < total {
+		if ctx.Err() != nil {
+			return fmt.Errorf("consumed %d of %d records: %w", len(t.consumed), total, ctx.Err())
+		}
+		fs := t.cons.PollFetches(ctx)
+		fs.EachRecord(func(rec *kgo.Record) {
+			_, s, _ := strings.Cut(string(rec.Value), "/")
+			n, _ := strconv.Atoi(s)
+			t.seen[rec.Partition] = append(t.seen[rec.Partition], n)
+			t.consumed = append(t.consumed, checker.Consumed{Client: "franz", Consumer: "group", Topic: rec.Topic, Partition: rec.Partition,
+				Offset: rec.Offset, Key: string(rec.Key), Value: string(rec.Value)})
+		})
+	}
+	return nil
+}
+
+// Check judges the history: the checker finds nothing lost, duplicated,
+// reordered or moved, and every partition's records were acknowledged and
+// consumed exactly once each, in sequence order. It returns the
+// checker's one-line verdict.
+func (t *Traffic) Check() (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rep := checker.Check(t.acks, t.consumed, checker.Options{ExpectAll: true, RequireAcked: true})
+	if !rep.OK() {
+		return rep.String(), fmt.Errorf("checker: %s\n%s", rep, rep.Details())
+	}
+	for p := range t.partitions {
+		want := make([]int, t.next[p])
+		for i := range want {
+			want[i] = i
+		}
+		got := slices.Clone(t.acked[p])
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			return rep.String(), fmt.Errorf("partition %d: acknowledged %v, want 0..%d once each", p, got, t.next[p]-1)
+		}
+		if !slices.Equal(t.seen[p], want) {
+			return rep.String(), fmt.Errorf("partition %d: consumed %v, want 0..%d once each, in order", p, t.seen[p], t.next[p]-1)
+		}
+	}
+	return rep.String(), nil
+}

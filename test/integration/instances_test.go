@@ -1,0 +1,160 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kproxy/kproxy/test/hatest"
+)
+
+// Three kproxy binaries on loopback serve one virtual cluster through a
+// membership group on the real target cluster (the control cluster by
+// default): they list the same three brokers and spread partition
+// leadership and the group's coordinator; an idempotent producer and a
+// consumer group bootstrapped from all three lose, duplicate and reorder
+// nothing while the instance that coordinates the group gets SIGTERM
+// mid-stream (it leaves the group and drains, and the other two take its
+// partitions), and then while one of the last two is SIGKILLed (it never
+// leaves: the group drops it after the session timeout and the last
+// instance serves every partition), and once more when both come back
+// (same ids, addresses and state_dirs, as restarted pods) and take their
+// partitions back. The kill comes after a flush: a batch in flight at a
+// crash is the known duplicate until producer sessions are shared
+// (docs/ha.md).
+func TestThreeInstancesOnRealKafka(t *testing.T) {
+	const partitions = 12
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	topic := fmt.Sprintf("ha-%d", time.Now().UnixNano())
+	group := topic + "-g"
+	createTopic(t, env.target, topic, partitions)
+	dir := t.TempDir()
+	exe := buildKproxy(t, dir)
+	var addrs, cfgPaths []string
+	var procs []*exec.Cmd
+	for i := range 3 {
+		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfgPath := filepath.Join(dir, fmt.Sprintf("kproxy-%d.yaml", i))
+		// The broker's group.min.session.timeout.ms is 6 s by default.
+		cfg := fmt.Sprintf("listen: %s\nstate_dir: %s\ninstance: { id: kproxy-%d }\ncontrol: { group: %s-members, session_timeout: 6s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes: { default: target }\n",
+			listen, filepath.Join(dir, fmt.Sprintf("state-%d", i)), i, topic, env.source, env.target)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd, _ := runKproxy(t, exe, cfgPath)
+		addrs, cfgPaths = append(addrs, listen), append(cfgPaths, cfgPath)
+		procs = append(procs, cmd)
+	}
+
+	v, err := hatest.Agreed(ctx, addrs, 3, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perLeader := map[int32]int{}
+	for _, l := range v.Leaders {
+		perLeader[l]++
+		if v.Instance(addrs, l) < 0 {
+			t.Fatalf("leader %d is not an instance: %v", l, v.Brokers)
+		}
+	}
+	if len(v.Leaders) != partitions || len(perLeader) != 3 {
+		t.Fatalf("leadership of %d partitions over 3 instances: %v", len(v.Leaders), perLeader)
+	}
+	victim := v.Instance(addrs, v.Coord)
+	if victim < 0 {
+		t.Fatalf("coordinator %d is not an instance: %v", v.Coord, v.Brokers)
+	}
+	t.Logf("brokers %v, partitions per leader %v, coordinator of %s: %d (instance %d)", v.Brokers, perLeader, group, v.Coord, victim)
+
+	tr, err := hatest.NewTraffic(addrs, topic, partitions, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tr.Produce(ctx, 100)
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+
+	tr.Produce(ctx, 100)
+	start := time.Now()
+	_ = procs[victim].Process.Signal(syscall.SIGTERM)
+	_ = procs[victim].Wait()
+	var rest []string
+	for i, a := range addrs {
+		if i != victim {
+			rest = append(rest, a)
+		}
+	}
+	after, err := hatest.Agreed(ctx, rest, 2, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("instance %d stopped; the others list %v after %s", victim, after.Brokers, time.Since(start))
+	for _, l := range after.Leaders {
+		if l == v.Coord {
+			t.Fatalf("stopped instance %d still leads a partition: %v", v.Coord, after.Leaders)
+		}
+	}
+	tr.Produce(ctx, 100)
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+
+	// A crash: SIGKILL the first of the two left.
+	killed := slices.Index(addrs, rest[0])
+	start = time.Now()
+	_ = procs[killed].Process.Kill()
+	_ = procs[killed].Wait()
+	last, err := hatest.Agreed(ctx, rest[1:], 1, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("instance %d killed; the last lists %v after %s (session timeout 6s)", killed, last.Brokers, time.Since(start))
+	tr.Produce(ctx, 100)
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both come back while records are in flight.
+	tr.Produce(ctx, 100)
+	for _, i := range []int{victim, killed} {
+		procs[i], _ = runKproxy(t, exe, cfgPaths[i])
+	}
+	back, err := hatest.Agreed(ctx, addrs, 3, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.Equal(back.Leaders, v.Leaders) || back.Coord != v.Coord {
+		t.Fatalf("after the restarts: leaders %v coordinator %d; before: %v %d", back.Leaders, back.Coord, v.Leaders, v.Coord)
+	}
+	tr.Produce(ctx, 100)
+	if err := tr.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+	verdict, err := tr.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(verdict)
+}
