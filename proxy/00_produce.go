@@ -77,9 +77,16 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		virtualID := t.TopicID
 		vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: virtualID} // for answers
 		for _, p := range t.Partitions {
-			ref, code := brokerRef{}, kerr.UnknownTopicID.Code
+			// pc is where this partition's batch goes: the topic's
+			// cluster, or the old home of a moved topic for a batch
+			// already written there (ident_pid_resend.go).
+			pc, resent, code := cluster, false, kerr.UnknownTopicID.Code
 			if name != "" {
-				ref, code = look.find(cluster, name, p.Partition)
+				pc, resent, code = rc.routeResend(cluster, name, p.Partition, p.Records)
+			}
+			ref := brokerRef{}
+			if code == 0 {
+				ref, code = look.find(pc, name, p.Partition)
 			}
 			if code == 0 && req.TransactionID != nil {
 				if txnCluster := s.pids.txnOpenCluster(*req.TransactionID); txnCluster != cluster {
@@ -90,7 +97,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				}
 			}
 			if code == 0 && req.Version >= 13 {
-				_, up, ok := s.upstreamTopicID(cluster, virtualID)
+				_, up, ok := s.upstreamTopicID(pc, virtualID)
 				if !ok {
 					code = kerr.UnknownTopicID.Code
 				} else {
@@ -102,10 +109,10 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			}
 			var pl partPlan
 			if code == 0 {
-				pl, code = s.offsetsPlan(cluster, name, p.Partition, false)
+				pl, code = s.offsetsPlan(pc, name, p.Partition, false)
 			}
-			if code == 0 {
-				code = rc.rewriteProducerIDAt(cluster, txnPartition{name, p.Partition}, p.Records)
+			if code == 0 && !resent {
+				code = rc.rewriteProducerIDAt(pc, txnPartition{name, p.Partition}, p.Records)
 			}
 			if code != 0 {
 				addProducePartition(resp, vt, producePartitionError(p.Partition, code))
@@ -114,7 +121,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			asked.ask(ref, partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition})
 			plans = append(plans, producePlan{partPlan: pl, name: name, topic: vt,
 				up: kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, part: p,
-				note: ts.noteProduce(cluster, p.Partition, p.Records)})
+				note: ts.noteProduce(pc, p.Partition, p.Records)})
 		}
 	}
 

@@ -108,6 +108,12 @@ type producerIDs struct {
 	// key (producer, cluster): first batches of other producers, or to the
 	// other cluster, do not wait for it (keyed_lock.go).
 	initLocks keyedLock[pidKey]
+	// resends is the old home's producer state per partition of a moved
+	// topic, for batches resent across the move (ident_pid_resend.go);
+	// only the topic's last move is kept. resendLocks makes one read of
+	// it per partition.
+	resends     map[resendKey]*oldHome
+	resendLocks keyedLock[resendKey]
 }
 
 // moveTopic gives topic's idempotent producers fresh upstream sessions.
@@ -119,6 +125,11 @@ func (p *producerIDs) moveTopic(topic string) {
 		p.moved = map[string]uint64{}
 	}
 	p.moved[topic]++
+	for k := range p.resends {
+		if k.topic == topic {
+			delete(p.resends, k) // an earlier move's old home
+		}
+	}
 	// Under mu, so a session of the new move is never written before
 	// the move itself. A failure only weakens restarts: log it.
 	_ = p.store.appendLocked(pidRecord{Moved: topic, Moves: p.moved[topic]})
