@@ -108,12 +108,12 @@ type producerIDs struct {
 	// key (producer, cluster): first batches of other producers, or to the
 	// other cluster, do not wait for it (keyed_lock.go).
 	initLocks keyedLock[pidKey]
-	// resends is the old home's producer state per partition of a moved
-	// topic, for batches resent across the move (ident_pid_resend.go);
-	// only the topic's last move is kept. resendLocks makes one read of
-	// it per partition.
-	resends     map[resendKey]*oldHome
-	resendLocks keyedLock[resendKey]
+	// oldHomes is, per topic, the producer state its last drain noted on
+	// the home it left (or is about to leave), and resends the same by
+	// partition with what batches since made of it, for batches resent
+	// across the move (ident_pid_resend.go).
+	oldHomes map[string]oldHomeSnapshot
+	resends  map[resendKey]*oldHome
 }
 
 // moveTopic gives topic's idempotent producers fresh upstream sessions.
@@ -125,10 +125,10 @@ func (p *producerIDs) moveTopic(topic string) {
 		p.moved = map[string]uint64{}
 	}
 	p.moved[topic]++
-	for k := range p.resends {
-		if k.topic == topic {
-			delete(p.resends, k) // an earlier move's old home
-		}
+	if snap, ok := p.oldHomes[topic]; ok && snap.moves != p.moved[topic] {
+		// Noted for another move (a drain that did not flip, then a
+		// flip without a note): not this move's old home.
+		p.setOldHomeLocked(topic, oldHomeSnapshot{})
 	}
 	// Under mu, so a session of the new move is never written before
 	// the move itself. A failure only weakens restarts: log it.

@@ -14,10 +14,17 @@ package proxy
 // The rule, per (moved topic, move, partition) and per producer that had an
 // upstream session on the old home for it (the session of the previous
 // move, persisted in producer-sessions.jsonl, so it survives a restart):
-//   - kproxy learns the old home's producer state of the partition once,
-//     with DescribeProducers on the old home (the last sequence each
-//     upstream producer id appended there). Nothing of the topic is written
-//     on the old home by a client any more, so that state is final.
+//   - the cutover's drain notes the old home's producer state (the last
+//     sequence each upstream producer id appended to each partition,
+//     DescribeProducers) at the end offsets it freezes: it reads the ends,
+//     the producers, and the ends again, and takes the state only if no
+//     record landed in between (control/cutover.go, drainInFlight). That
+//     is the state of exactly the records the copy brings to the new home.
+//     It is persisted with the sessions (producer-sessions.jsonl) before
+//     the flip, so a restart after the flip still has it. A write that
+//     lands on the old home after the freeze (a killed kproxy's request
+//     still on the wire: a zombie) is not in it, and its resend goes to
+//     the new home, where the virtual log continues.
 //   - a batch of that producer whose sequences are all at or below the old
 //     last sequence is already on the old home: it goes to the old home,
 //     on the old session, whose broker answers it as the duplicate it is,
@@ -39,22 +46,12 @@ package proxy
 // re-initializes, which aborts it (txn_producers.go).
 
 import (
-	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kmsg"
 )
-
-// resendCheckGrace bounds how long the old home's producer state is waited
-// for (produce answered with a retriable error meanwhile) before the check
-// is skipped for the partition: a dead old home must not stop the new home
-// from taking writes for longer than that.
-const resendCheckGrace = 30 * time.Second
 
 // resendKey names one partition of one move of a topic.
 type resendKey struct {
@@ -64,19 +61,34 @@ type resendKey struct {
 }
 
 // oldHome is the old home's producer state of one partition of a moved
-// topic, read once (DescribeProducers).
+// topic at the flip point (the drain's DescribeProducers), by upstream
+// producer id.
 type oldHome struct {
-	loaded      bool
-	failedSince time.Time // first failed read, while not loaded
-	last        map[int64]*oldProducer
+	last map[int64]*oldProducer
+}
+
+// ProducerState is one upstream producer's state on a partition: its
+// epoch and the last sequence it appended.
+type ProducerState struct {
+	ID           int64
+	Epoch        int16
+	LastSequence int32
+}
+
+// oldHomeSnapshot is what a drain noted for a topic's next move.
+type oldHomeSnapshot struct {
+	moves uint64 // the move it is for
+	from  string // the old home
+	parts map[int32][]ProducerState
 }
 
 // oldProducer is one upstream producer's state on the old home.
 type oldProducer struct {
 	epoch   int16
 	lastSeq int32
-	// continued: a batch beyond lastSeq went to the new home; the new
-	// home's session carries the sequence from there.
+	// continued: a batch beyond lastSeq went to the new home (in this
+	// process, or its session there exists); the new home's session
+	// carries the sequence from there.
 	continued bool
 }
 
@@ -156,20 +168,16 @@ func (rc *reqCtx) routeResend(cluster, topic string, partition int32, records []
 	p.mu.Lock()
 	old, rk, u, ok := p.previousSessionLocked(vpid, vepoch, cluster, topic, partition)
 	st := p.resends[rk]
-	p.mu.Unlock()
-	if !ok {
-		return
+	if !ok || st == nil || p.oldHomes[topic].from != old {
+		p.mu.Unlock()
+		return // no session on the old home, or no state noted for the move
 	}
-	if st == nil || !st.loaded {
-		if code = rc.loadOldHome(old, rk); code != 0 {
-			return
-		}
-	}
-	p.mu.Lock()
-	st = p.resends[rk]
-	var op *oldProducer
-	if st != nil {
-		op = st.last[u.pid]
+	op := st.last[u.pid]
+	if op != nil && !op.continued {
+		// A session on the new home exists already (another
+		// partition's batch, or before a restart): the producer went on
+		// there, and its broker checks the sequence from now on.
+		_, op.continued = p.m[pidKey{vpid: vpid, vepoch: vepoch, cluster: cluster, topic: topic, moves: rk.moves}]
 	}
 	v := judgeResend(op, u, first, n)
 	p.mu.Unlock()
@@ -195,102 +203,83 @@ func putProducer(b []byte, u upstreamPID) {
 	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
 }
 
-// loadOldHome reads the old home's producer state of a moved partition
-// (DescribeProducers, as kproxy) into p.resends, once per key. A failed
-// read answers retriable errors for up to resendCheckGrace, then skips the
-// check for the partition with a warning (a cluster down for good must not
-// keep the new home from taking writes); a cluster that does not know
-// DescribeProducers (before Kafka 2.8) skips it at once.
-func (rc *reqCtx) loadOldHome(old string, rk resendKey) int16 {
-	s := rc.srv()
+// KeepOldHomeProducers records the producer state of topic's partitions on
+// its home from at the end offsets a cutover's drain froze, for the move
+// that drain leads to (the next one); nil parts clears it (the state could
+// not be read: resends across that move are not checked). It is persisted
+// before it returns: a flip after a failed save would lose it at a restart.
+func (s *Server) KeepOldHomeProducers(topic, from string, parts map[int32][]ProducerState) error {
 	p := &s.pids
-	defer p.resendLocks.lock(rk)()
+	defer p.lockStore()()
 	p.mu.Lock()
-	st := p.resends[rk]
-	if st == nil {
-		st = &oldHome{}
-		if p.resends == nil {
-			p.resends = map[resendKey]*oldHome{}
-		}
-		p.resends[rk] = st
-	}
-	loaded := st.loaded
+	snap := oldHomeSnapshot{moves: p.moved[topic] + 1, from: from, parts: parts}
 	p.mu.Unlock()
-	if loaded {
-		return 0
+	if parts != nil {
+		if err := p.store.appendLocked(snap.record(topic)); err != nil {
+			return fmt.Errorf("producer sessions: saving the old home's producer state of %s: %w", topic, err)
+		}
 	}
-	last, err := rc.describeOldHome(old, rk)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err == nil {
-		st.loaded, st.last = true, last
-		return 0
-	}
-	now := time.Now()
-	if st.failedSince.IsZero() {
-		st.failedSince = now
-	}
-	if errors.Is(err, errNoDescribeProducers) || now.Sub(st.failedSince) >= resendCheckGrace {
-		st.loaded = true
-		s.countResend("unchecked")
-		rc.cc.log.Warn("the old home's producer state could not be read; batches resent across this move are not checked for duplicates",
-			"topic", rk.topic, "partition", rk.partition, "old_home", old, "error", err)
-		return 0
-	}
-	rc.cc.log.Debug("reading the old home's producer state failed; answering a retriable error", "topic", rk.topic, "partition", rk.partition, "old_home", old, "error", err)
-	return kerr.NotLeaderForPartition.Code
+	p.setOldHomeLocked(topic, snap)
+	return nil
 }
 
-// errNoDescribeProducers: the old home predates DescribeProducers (Kafka
-// 2.8), so its producer state cannot be read.
-var errNoDescribeProducers = errors.New("the cluster does not support DescribeProducers (Kafka 2.8+)")
+// setOldHomeLocked installs a snapshot for its move, replacing any other
+// of the topic. p.mu is held.
+func (p *producerIDs) setOldHomeLocked(topic string, snap oldHomeSnapshot) {
+	for k := range p.resends {
+		if k.topic == topic {
+			delete(p.resends, k)
+		}
+	}
+	if p.oldHomes == nil {
+		p.oldHomes = map[string]oldHomeSnapshot{}
+	}
+	if snap.parts == nil {
+		delete(p.oldHomes, topic)
+		return
+	}
+	p.oldHomes[topic] = snap
+	if p.resends == nil {
+		p.resends = map[resendKey]*oldHome{}
+	}
+	for part, ps := range snap.parts {
+		st := &oldHome{last: make(map[int64]*oldProducer, len(ps))}
+		for _, s := range ps {
+			st.last[s.ID] = &oldProducer{epoch: s.Epoch, lastSeq: s.LastSequence}
+		}
+		p.resends[resendKey{topic: topic, moves: snap.moves, partition: part}] = st
+	}
+}
+
+// record is the snapshot as a line of the sessions file.
+func (snap oldHomeSnapshot) record(topic string) pidRecord {
+	r := pidRecord{OldHome: topic, Cluster: snap.from, Moves: snap.moves, Producers: [][4]int64{}}
+	for part, ps := range snap.parts {
+		for _, s := range ps {
+			r.Producers = append(r.Producers, [4]int64{int64(part), s.ID, int64(s.Epoch), int64(s.LastSequence)})
+		}
+	}
+	return r
+}
+
+// oldHomeOf reads a snapshot line back.
+func oldHomeOf(r pidRecord) (oldHomeSnapshot, error) {
+	snap := oldHomeSnapshot{moves: r.Moves, from: r.Cluster, parts: map[int32][]ProducerState{}}
+	if r.Cluster != Source && r.Cluster != Target || r.Moves == 0 {
+		return snap, fmt.Errorf("old home state of %q without its cluster or move", r.OldHome)
+	}
+	for _, t := range r.Producers {
+		part := int32(t[0])
+		snap.parts[part] = append(snap.parts[part], ProducerState{ID: t[1], Epoch: int16(t[2]), LastSequence: int32(t[3])})
+	}
+	return snap, nil
+}
 
 // countResend counts one outcome of the rule (nil metrics in unit tests).
 func (s *Server) countResend(outcome string) {
 	if s.metrics != nil {
 		s.metrics.resends.WithLabelValues(outcome).Inc()
 	}
-}
-
-// describeOldHome asks the old home's partition leader for its producers'
-// state (the last sequence per producer id).
-func (rc *reqCtx) describeOldHome(old string, rk resendKey) (map[int64]*oldProducer, error) {
-	uc, err := rc.clusterFor(old)
-	if err != nil {
-		return nil, err
-	}
-	if vs := uc.apiVersions(); vs != nil {
-		if _, ok := vs[kmsg.DescribeProducers.Int16()]; !ok {
-			return nil, fmt.Errorf("the %s: %w", old, errNoDescribeProducers)
-		}
-	}
-	req := kmsg.NewPtrDescribeProducersRequest()
-	rt := kmsg.NewDescribeProducersRequestTopic()
-	rt.Topic, rt.Partitions = rk.topic, []int32{rk.partition}
-	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, uc.cl)
-	if err != nil {
-		return nil, err
-	}
-	for _, t := range resp.Topics {
-		for _, pp := range t.Partitions {
-			if t.Topic != rk.topic || pp.Partition != rk.partition {
-				continue
-			}
-			if pp.ErrorCode == kerr.UnknownTopicOrPartition.Code {
-				return map[int64]*oldProducer{}, nil // nothing there to resend
-			}
-			if err := kerr.ErrorForCode(pp.ErrorCode); err != nil {
-				return nil, err
-			}
-			last := make(map[int64]*oldProducer, len(pp.ActiveProducers))
-			for _, ap := range pp.ActiveProducers {
-				last[ap.ProducerID] = &oldProducer{epoch: int16(ap.ProducerEpoch), lastSeq: ap.LastSequence}
-			}
-			return last, nil
-		}
-	}
-	return nil, fmt.Errorf("the %s left %s/%d out of its DescribeProducers answer", old, rk.topic, rk.partition)
 }

@@ -93,7 +93,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kproxy_canary_group_ambiguous_total", Help: "Group lookups (one per topic of a request) on a connection without group membership whose client instance (source IP, client.id, software) is a member of several groups subscribed to the topic: served as a member of no group.",
 		}),
 		resends: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "kproxy_produce_resends_total", Help: "Idempotent batches of a moved topic checked against the old home's producer state (decision 008), by outcome: old_home (already written there, answered from there as a duplicate), out_of_order (a sequence gap, answered OUT_OF_ORDER_SEQUENCE_NUMBER), unchecked (a partition whose old-home state could not be read; its resends are not checked).",
+			Name: "kproxy_produce_resends_total", Help: "Idempotent batches of a moved topic that the producer state noted on the old home at the flip point decided (decision 008), by outcome: old_home (already written there: sent there and answered as a duplicate), out_of_order (a sequence gap or a batch straddling the flip point: OUT_OF_ORDER_SEQUENCE_NUMBER).",
 		}, []string{"outcome"}),
 	}
 	for k := int16(0); k <= 100; k++ {
