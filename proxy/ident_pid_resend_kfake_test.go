@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -172,5 +173,46 @@ func TestJudgeResend(t *testing.T) {
 		if got != c.want || (c.op != nil && c.op.continued != c.cont) {
 			t.Errorf("%s: verdict %d (continued %v), want %d (%v)", c.name, got, c.op != nil && c.op.continued, c.want, c.cont)
 		}
+	}
+}
+
+// The producer state a drain noted survives a restart with the sessions
+// (kproxy killed after the flip, the producer resends to the restarted
+// one), is kept by a rewrite, and is dropped when the topic moves again
+// without a new note.
+func TestOldHomeProducersSurviveARestart(t *testing.T) {
+	dir := t.TempDir()
+	open := func(p *producerIDs) *producerIDs {
+		t.Helper()
+		p.m = map[pidKey]upstreamPID{}
+		st, err := openPIDStore(dir, p, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.store = st
+		t.Cleanup(st.close)
+		return p
+	}
+	srv := &Server{}
+	open(&srv.pids)
+	if err := srv.KeepOldHomeProducers("orders", Source, map[int32][]ProducerState{2: {{ID: 41, Epoch: 1, LastSequence: 99}}}); err != nil {
+		t.Fatal(err)
+	}
+	srv.pids.moveTopic("orders")
+	srv.pids.store.close()
+
+	again := open(&producerIDs{}) // loads the file and rewrites it compacted
+	st := again.resends[resendKey{topic: "orders", moves: 1, partition: 2}]
+	if st == nil || st.last[41] == nil || *st.last[41] != (oldProducer{epoch: 1, lastSeq: 99}) || again.oldHomes["orders"].from != Source {
+		t.Fatalf("after a restart: %+v, %+v", st, again.oldHomes)
+	}
+	again.store.close()
+	third := open(&producerIDs{}) // the compacted file has it too
+	if third.resends[resendKey{topic: "orders", moves: 1, partition: 2}] == nil {
+		t.Fatal("lost by the rewrite")
+	}
+	third.moveTopic("orders") // a second move with no note of its own
+	if len(third.resends) != 0 || len(third.oldHomes) != 0 {
+		t.Fatalf("a note for move 1 outlived move 2: %v %v", third.resends, third.oldHomes)
 	}
 }
