@@ -15,6 +15,9 @@ package proxy
 // produce to a topic off its open transaction's cluster is refused per
 // partition with INVALID_TXN_STATE and a message saying why; one whose
 // transaction already includes a held topic is not held (txn_producers.go).
+// Resends across a move: an idempotent batch of a moved topic that the old
+// home already has goes there, on its old session, and is answered as a
+// duplicate (ident_pid_resend.go, decision 008).
 // acks=0: forwarded without waiting; the client gets no response.
 
 import (

@@ -16,6 +16,8 @@ package proxy
 // from then on, per move: after a rollback the producer comes back to a
 // cluster whose old session still expects the sequence where the topic left
 // it, and a fresh session is the only one that accepts the continuation.
+// A batch resent across the move that the old home already has is sent
+// there instead, and answered as a duplicate (ident_pid_resend.go).
 //
 // Transactional producers: one virtual session per transactional.id, with
 // one upstream session per cluster, and a transaction on one cluster at a

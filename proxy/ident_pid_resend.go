@@ -33,8 +33,9 @@ package proxy
 //     flight). The answer's offset is translated through the old home's
 //     map (offsetsPlan), like any produce answer from there. It cannot be
 //     appended twice there: its sequence is behind the session's.
-//   - the first batch beyond it must start at the old last sequence + 1,
-//     as it would on a session that continued: anything else is
+//   - the first batch beyond it, while the producer has no session on the
+//     new home yet, must start at the old last sequence + 1, as it would
+//     on a session that continued: anything else is
 //     OUT_OF_ORDER_SEQUENCE_NUMBER (an earlier batch is still to come, and
 //     the client resends in order). From then on the new home's session
 //     carries the sequence and its broker checks it.
