@@ -36,6 +36,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -120,12 +121,18 @@ type produceGate interface {
 	HeldCount(topic string) int
 	WaitProduceIdle(ctx context.Context, topic string) error
 	WaitTxnIdle(ctx context.Context, topic string) error
+	// KeepOldHomeProducers persists the producer state of the home at
+	// the frozen ends, for the move the drain leads to (nil: none).
+	KeepOldHomeProducers(topic, from string, parts map[int32][]proxy.ProducerState) error
 }
 
 // endOffsets lists a topic's end offsets on a cluster: the log ends, or
 // with stable the last stable offsets (read_committed ends).
 type endOffsets interface {
 	Ends(ctx context.Context, cluster, topic string, stable bool) (map[int32]int64, error)
+	// Producers is each partition's producer state on cluster: upstream
+	// producer id, epoch, last sequence (DescribeProducers).
+	Producers(ctx context.Context, cluster, topic string) (map[int32][]proxy.ProducerState, error)
 }
 
 // topicCopies is the replication's side of a cutover.
@@ -623,6 +630,13 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 			}
 		}
 		if settled {
+			again, err := c.noteOldHomeProducers(ctx, topic, from, ends)
+			if err != nil {
+				return nil, err
+			}
+			if again {
+				continue
+			}
 			return ends, nil
 		}
 		select {
@@ -631,6 +645,34 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// noteOldHomeProducers notes the producer state of the home at the ends
+// just frozen, for batches resent across the flip (decision 008,
+// proxy/ident_pid_resend.go): the producers, then the ends again. again
+// says a record landed in between (the state may not match the ends: a
+// request of a killed kproxy still on its way, since everything of this
+// process is drained), so the ends must be frozen again. A cluster that
+// cannot describe its producers (before Kafka 2.8, or an error) flips
+// without a note, and resends across this flip are not checked.
+func (c *cutovers) noteOldHomeProducers(ctx context.Context, topic, from string, ends map[int32]int64) (again bool, err error) {
+	parts, perr := c.ends.Producers(ctx, from, topic)
+	if perr == nil {
+		now, err := c.ends.Ends(ctx, from, topic, false)
+		if err != nil {
+			return false, err
+		}
+		if !maps.Equal(now, ends) {
+			return true, nil
+		}
+	} else {
+		c.log.Warn("the producers on the topic's home could not be described; batches resent across this flip are not checked for duplicates", "topic", topic, "home", from, "error", perr)
+		parts = nil
+	}
+	if err := c.gate.KeepOldHomeProducers(topic, from, parts); err != nil {
+		return false, err
+	}
+	return false, nil
 }
 
 // copyAndCommit waits until the copy into to has every record below ends,

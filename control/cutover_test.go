@@ -164,7 +164,15 @@ func (g *fakeGate) WaitProduceIdle(ctx context.Context, topic string) error {
 
 func (g *fakeGate) WaitTxnIdle(ctx context.Context, topic string) error { return nil }
 
+func (g *fakeGate) KeepOldHomeProducers(topic, from string, parts map[int32][]proxy.ProducerState) error {
+	return nil
+}
+
 type fakeEnds cutRig
+
+func (e *fakeEnds) Producers(ctx context.Context, cluster, topic string) (map[int32][]proxy.ProducerState, error) {
+	return map[int32][]proxy.ProducerState{0: nil, 1: nil}, nil
+}
 
 func (e *fakeEnds) Ends(ctx context.Context, cluster, topic string, stable bool) (map[int32]int64, error) {
 	r := (*cutRig)(e)

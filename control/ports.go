@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/proxy"
 	"github.com/kproxy/kproxy/statefile"
 )
 
@@ -51,6 +52,34 @@ func (a adminOffsets) Ends(ctx context.Context, cluster, topic string, stable bo
 		lerr = fmt.Errorf("the %s lists no partitions of %s", cluster, topic)
 	}
 	return ends, lerr
+}
+
+// Producers describes the producers of topic's partitions on cluster
+// (DescribeProducers): each upstream producer's epoch and last sequence.
+func (a adminOffsets) Producers(ctx context.Context, cluster, topic string) (map[int32][]proxy.ProducerState, error) {
+	adm, err := a.admins.get(a.cfg, cluster)
+	if err != nil {
+		return nil, err
+	}
+	described, err := adm.DescribeProducers(ctx, kadm.TopicsSet{topic: nil})
+	if err != nil {
+		return nil, fmt.Errorf("%s producers of %s: %w", cluster, topic, err)
+	}
+	out := map[int32][]proxy.ProducerState{}
+	for _, p := range described[topic].Partitions {
+		if p.Err != nil {
+			return nil, fmt.Errorf("%s producers of %s/%d: %w", cluster, topic, p.Partition, p.Err)
+		}
+		ps := make([]proxy.ProducerState, 0, len(p.ActiveProducers))
+		for _, d := range p.ActiveProducers {
+			ps = append(ps, proxy.ProducerState{ID: d.ProducerID, Epoch: d.ProducerEpoch, LastSequence: d.LastSequence})
+		}
+		out[p.Partition] = ps
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("the %s describes no partitions of %s", cluster, topic)
+	}
+	return out, nil
 }
 
 // replicationPort is the replication as the cutover controller sees it.

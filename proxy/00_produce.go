@@ -15,6 +15,9 @@ package proxy
 // produce to a topic off its open transaction's cluster is refused per
 // partition with INVALID_TXN_STATE and a message saying why; one whose
 // transaction already includes a held topic is not held (txn_producers.go).
+// Resends across a move: an idempotent batch of a moved topic that the old
+// home already has goes there, on its old session, and is answered as a
+// duplicate (ident_pid_resend.go, decision 008).
 // acks=0: forwarded without waiting; the client gets no response.
 
 import (
@@ -77,9 +80,16 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		virtualID := t.TopicID
 		vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: virtualID} // for answers
 		for _, p := range t.Partitions {
-			ref, code := brokerRef{}, kerr.UnknownTopicID.Code
+			// pc is where this partition's batch goes: the topic's
+			// cluster, or the old home of a moved topic for a batch
+			// already written there (ident_pid_resend.go).
+			pc, resent, code := cluster, false, kerr.UnknownTopicID.Code
 			if name != "" {
-				ref, code = look.find(cluster, name, p.Partition)
+				pc, resent, code = rc.routeResend(cluster, name, p.Partition, p.Records)
+			}
+			ref := brokerRef{}
+			if code == 0 {
+				ref, code = look.find(pc, name, p.Partition)
 			}
 			if code == 0 {
 				code = s.leadsHere(name, p.Partition) // instances.go
@@ -93,7 +103,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				}
 			}
 			if code == 0 && req.Version >= 13 {
-				_, up, ok := s.upstreamTopicID(cluster, virtualID)
+				_, up, ok := s.upstreamTopicID(pc, virtualID)
 				if !ok {
 					code = kerr.UnknownTopicID.Code
 				} else {
@@ -105,10 +115,10 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			}
 			var pl partPlan
 			if code == 0 {
-				pl, code = s.offsetsPlan(cluster, name, p.Partition, false)
+				pl, code = s.offsetsPlan(pc, name, p.Partition, false)
 			}
-			if code == 0 {
-				code = rc.rewriteProducerIDAt(cluster, txnPartition{name, p.Partition}, p.Records)
+			if code == 0 && !resent {
+				code = rc.rewriteProducerIDAt(pc, txnPartition{name, p.Partition}, p.Records)
 			}
 			if code != 0 {
 				addProducePartition(resp, vt, producePartitionError(p.Partition, code))
@@ -117,7 +127,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			asked.ask(ref, partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition})
 			plans = append(plans, producePlan{partPlan: pl, name: name, topic: vt,
 				up: kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, part: p,
-				note: ts.noteProduce(cluster, p.Partition, p.Records)})
+				note: ts.noteProduce(pc, p.Partition, p.Records)})
 		}
 	}
 

@@ -167,16 +167,29 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 			cluster := router.ProduceCluster(topic, rc.client)
 			virtualID := t.TopicID
 			for _, p := range t.Partitions {
-				ref, code := look.find(cluster, topic, p.Partition)
+				// A batch the old home already has goes there
+				// (ident_pid_resend.go): after a crash, the hold of
+				// the restarted kproxy's cutover queues the resends.
+				pc, resent, code := rc.routeResend(cluster, topic, p.Partition, p.Records)
+				ref := brokerRef{}
+				if code == 0 {
+					ref, code = look.find(pc, topic, p.Partition)
+				}
+				if code == 0 && resent {
+					// Its answer goes through the old home's map
+					// (finishProducePartition): one not ready yet is a
+					// retriable error, never an untranslated offset.
+					_, code = s.offsetsPlan(pc, topic, p.Partition, false)
+				}
 				if code == 0 && hp.req.Version >= 13 {
-					if _, up, ok := s.upstreamTopicID(cluster, virtualID); ok {
+					if _, up, ok := s.upstreamTopicID(pc, virtualID); ok {
 						t.TopicID = up
 					} else {
 						code = kerr.UnknownTopicID.Code
 					}
 				}
-				if code == 0 {
-					code = rc.rewriteProducerIDAt(cluster, txnPartition{topic, p.Partition}, p.Records)
+				if code == 0 && !resent {
+					code = rc.rewriteProducerIDAt(pc, txnPartition{topic, p.Partition}, p.Records)
 				}
 				if code != 0 {
 					hp.parts = append(hp.parts, producePartitionError(p.Partition, code))
@@ -190,7 +203,7 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 				}
 				st := lastProduceTopic(sub, t)
 				st.Partitions = append(st.Partitions, p)
-				notes[ref] = append(notes[ref], ts.noteProduce(cluster, p.Partition, p.Records))
+				notes[ref] = append(notes[ref], ts.noteProduce(pc, p.Partition, p.Records))
 			}
 		}
 		st := sent{hp: hp}

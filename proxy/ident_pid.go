@@ -16,6 +16,8 @@ package proxy
 // from then on, per move: after a rollback the producer comes back to a
 // cluster whose old session still expects the sequence where the topic left
 // it, and a fresh session is the only one that accepts the continuation.
+// A batch resent across the move that the old home already has is sent
+// there instead, and answered as a duplicate (ident_pid_resend.go).
 //
 // Transactional producers: one virtual session per transactional.id, with
 // one upstream session per cluster, and a transaction on one cluster at a
@@ -108,6 +110,12 @@ type producerIDs struct {
 	// key (producer, cluster): first batches of other producers, or to the
 	// other cluster, do not wait for it (keyed_lock.go).
 	initLocks keyedLock[pidKey]
+	// oldHomes is, per topic, the producer state its last drain noted on
+	// the home it left (or is about to leave), and resends the same by
+	// partition with what batches since made of it, for batches resent
+	// across the move (ident_pid_resend.go).
+	oldHomes map[string]oldHomeSnapshot
+	resends  map[resendKey]*oldHome
 }
 
 // moveTopic gives topic's idempotent producers fresh upstream sessions.
@@ -119,6 +127,11 @@ func (p *producerIDs) moveTopic(topic string) {
 		p.moved = map[string]uint64{}
 	}
 	p.moved[topic]++
+	if snap, ok := p.oldHomes[topic]; ok && snap.moves != p.moved[topic] {
+		// Noted for another move (a drain that did not flip, then a
+		// flip without a note): not this move's old home.
+		p.setOldHomeLocked(topic, oldHomeSnapshot{})
+	}
 	// Under mu, so a session of the new move is never written before
 	// the move itself. A failure only weakens restarts: log it.
 	_ = p.store.appendLocked(pidRecord{Moved: topic, Moves: p.moved[topic]})

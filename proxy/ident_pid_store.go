@@ -46,6 +46,12 @@ type pidRecord struct {
 	// Used is when the session was last used, in Unix seconds (at its
 	// append, or at the last rewrite); 0 in files from before expiry.
 	Used int64 `json:"u,omitempty"`
+	// OldHome (a topic) marks the producer state a cutover's drain noted
+	// on the topic's home Cluster for move Moves: Producers are
+	// (partition, upstream producer id, epoch, last sequence)
+	// (ident_pid_resend.go).
+	OldHome   string     `json:"oh,omitempty"`
+	Producers [][4]int64 `json:"ps,omitempty"`
 }
 
 // pidStore appends session records to the sessions file.
@@ -92,6 +98,11 @@ func (p *producerIDs) snapshotLocked() []pidRecord {
 	recs := make([]pidRecord, 0, len(p.moved)+len(p.m))
 	for t, n := range p.moved {
 		recs = append(recs, pidRecord{Moved: t, Moves: n})
+	}
+	for t, snap := range p.oldHomes {
+		if snap.moves >= p.moved[t] {
+			recs = append(recs, snap.record(t))
+		}
 	}
 	for k, u := range p.m {
 		r := pidRecord{VPID: k.vpid, VEpoch: k.vepoch, Cluster: k.cluster, Topic: k.topic, Moves: k.moves, PID: u.pid, Epoch: u.epoch}
@@ -151,6 +162,14 @@ func loadPIDRecords(path string, p *producerIDs, log hclog.Logger) error {
 		var r pidRecord
 		if err := json.Unmarshal(b, &r); err != nil {
 			return err
+		}
+		if r.OldHome != "" {
+			snap, err := oldHomeOf(r)
+			if err != nil {
+				return err
+			}
+			p.setOldHomeLocked(r.OldHome, snap)
+			return nil
 		}
 		if r.Moved != "" {
 			p.moved[r.Moved] = max(p.moved[r.Moved], r.Moves)

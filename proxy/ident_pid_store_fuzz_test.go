@@ -41,7 +41,20 @@ func TestProducerSessionsRefuseRecordsKproxyNeverWrites(t *testing.T) {
 }
 
 func sameSessions(a, b *producerIDs) bool {
-	return maps.Equal(a.m, b.m) && maps.Equal(a.moved, b.moved)
+	return maps.Equal(a.m, b.m) && maps.Equal(a.moved, b.moved) && fmt.Sprint(liveOldHomes(a)) == fmt.Sprint(liveOldHomes(b))
+}
+
+// liveOldHomes is the drains' notes a compaction keeps: each topic's for
+// its current or next move (decision 008), with partitions' producers in
+// file order.
+func liveOldHomes(p *producerIDs) map[string]oldHomeSnapshot {
+	out := map[string]oldHomeSnapshot{}
+	for t, snap := range p.oldHomes {
+		if snap.moves >= p.moved[t] {
+			out[t] = snap
+		}
+	}
+	return out
 }
 
 // FuzzProducerSessionsFile: any bytes in producer-sessions.jsonl give
@@ -56,6 +69,7 @@ func FuzzProducerSessionsFile(f *testing.F) {
 	valid := "{\"v\":-9223372036854775803,\"ve\":1,\"c\":\"source\",\"p\":41,\"e\":2}\n{\"moved\":\"orders\",\"m\":2}\n{\"v\":-9223372036854775803,\"ve\":1,\"c\":\"target\",\"t\":\"orders\",\"m\":2,\"p\":77}\n"
 	f.Add([]byte(valid), []byte(`{"v":12,"c":"sou`))
 	f.Add([]byte(valid), []byte(`{"moved":"payments","m":1}`))
+	f.Add([]byte(valid+"{\"c\":\"source\",\"m\":3,\"oh\":\"orders\",\"ps\":[[0,41,2,99],[1,41,2,7]]}\n"), []byte(`{"c":"target","m":3,"oh":"orders","ps":[[2,77,0,5]]}`))
 	f.Add([]byte(""), []byte("{}"))
 	f.Add([]byte("{\"c\":\"source\"}\n\x00garbage\n{\"moved\":\"x\",\"m\":1}\n"), []byte("null"))
 	f.Add([]byte("\n"), []byte(" "))

@@ -32,6 +32,9 @@ type metrics struct {
 	stateEntries   *prometheus.GaugeVec
 	stateExpired   *prometheus.CounterVec
 	groupAmbiguous prometheus.Counter // canary group lookups that found several groups
+	// resends counts batches resent across a move of their topic
+	// (ident_pid_resend.go), by outcome.
+	resends *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -89,6 +92,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		groupAmbiguous: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kproxy_canary_group_ambiguous_total", Help: "Group lookups (one per topic of a request) on a connection without group membership whose client instance (source IP, client.id, software) is a member of several groups subscribed to the topic: served as a member of no group.",
 		}),
+		resends: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_produce_resends_total", Help: "Idempotent batches of a moved topic that the producer state noted on the old home at the flip point decided (decision 008), by outcome: old_home (already written there: sent there and answered as a duplicate), out_of_order (a sequence gap or a batch straddling the flip point: OUT_OF_ORDER_SEQUENCE_NUMBER).",
+		}, []string{"outcome"}),
 	}
 	for k := int16(0); k <= 100; k++ {
 		req := kmsg.RequestForKey(k)
@@ -101,7 +107,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
-		m.stateEntries, m.stateExpired, m.groupAmbiguous)
+		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.resends)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {
 		m.stateEntries.WithLabelValues(kind)
 		m.stateExpired.WithLabelValues(kind)

@@ -7,7 +7,10 @@
 //     Stop) owns the copy. It fetches raw batches from the source leader
 //     (read_committed), drops control batches and aborted data, rewrites only
 //     header fields (batch.go) and produces one batch per request to the
-//     target leader with its own idempotent producer id, on the
+//     target leader as the partition's idempotent producer (one id per
+//     partition, kept across sessions and restarts in
+//     <topic>/<partition>.producer, each session continuing the target's
+//     sequence for it: session.go), on the
 //     replicator's own pipelined connection to that broker
 //     (produceconn.go): up to 5 batches in flight per partition, applied
 //     to the map strictly in send order as their answers arrive. Source

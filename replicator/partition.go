@@ -336,7 +336,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	if err != nil {
 		return err
 	}
-	sess, err := r.initProducer(ctx)
+	sess, err := r.session(ctx, p)
 	if err != nil {
 		return err
 	}
@@ -617,9 +617,9 @@ func (pl *pipeline) apply(f inFlight) error {
 	return nil
 }
 
-// initProducer obtains a fresh idempotent producer id on the target. Each
-// copy session has its own, starting at sequence 0, so a session never has
-// to guess what the broker saw from an earlier one.
+// initProducer obtains a fresh idempotent producer id on the target,
+// starting at sequence 0; a partition's copy keeps it across sessions
+// (session.go).
 func (r *Replicator) initProducer(ctx context.Context) (producerSession, error) {
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.TransactionTimeoutMillis = 60000
