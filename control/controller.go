@@ -62,8 +62,8 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	if cfg.StateDir != "" {
 		dir = filepath.Join(cfg.StateDir, "cutover")
 	}
-	ends := adminOffsets{admins: c.admins, cfg: cfg}
-	cuts, err := newCutovers(ctx, log.Named("cutover"), srv, ends, replicationPort{rp: c.repl, ends: ends}, fileMarkers{dir: dir}, c.overlay, reg)
+	ends := adminOffsets{admins: c.admins, cfg: cfg, leaders: &endLeaders{}}
+	cuts, err := newCutovers(ctx, log.Named("cutover"), srv, ends, replicationPort{rp: c.repl, ends: ends}, &fileMarkers{dir: dir}, c.overlay, reg)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -140,6 +140,9 @@ func (c *Controller) Close() {
 	c.cancel()
 	c.watchWG.Wait() // it uses the replication and the admin clients
 	c.cuts.wait()
+	if cl, ok := c.cuts.markers.(interface{ Close() error }); ok {
+		_ = cl.Close() // every flip's line is synced already
+	}
 	c.groups.wait()
 	if c.monRuns {
 		<-c.mon.done

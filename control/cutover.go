@@ -290,6 +290,7 @@ type attempt struct {
 // at start-up), starting cutovers for replicated topics whose produce route
 // leaves their home.
 func (c *cutovers) apply(cfg *config.Config, prev, next *routing.Table, topics []string) {
+	c.warm(next, topics)
 	c.mu.Lock()
 	c.cfg, c.table = cfg, next
 	seen := map[string]bool{}
@@ -312,6 +313,59 @@ func (c *cutovers) apply(cfg *config.Config, prev, next *routing.Table, topics [
 	c.publishLocked()
 	c.mu.Unlock()
 	c.launch(start)
+}
+
+// endsWarmer is an endOffsets that can learn what its lookups need ahead
+// of a hold (adminOffsets: the partition leaders).
+type endsWarmer interface {
+	Warm(ctx context.Context, cluster string, topics []string)
+}
+
+// warm prepares the end-offset lookups of the cutovers this table is about
+// to start (replicated topics whose produce route leaves their home), on
+// both clusters, before any of them holds produce: the hold then spends no
+// round trip on metadata.
+func (c *cutovers) warm(next *routing.Table, topics []string) {
+	w, ok := c.ends.(endsWarmer)
+	if !ok || next == nil {
+		return
+	}
+	c.mu.Lock()
+	all := slices.Clone(topics)
+	flipped := map[string]bool{}
+	for t := range c.flipped {
+		all = append(all, t) // a rollback (apply considers them too)
+		flipped[t] = true
+	}
+	c.mu.Unlock()
+	moving := map[string][]string{} // cluster -> topics
+	seen := map[string]bool{}
+	for _, t := range all {
+		if seen[t] || (!next.Replicated(t) && !flipped[t]) {
+			continue
+		}
+		seen[t] = true
+		home, to := c.copies.Home(t), string(next.Route(t, routing.Produce, "", ""))
+		if home == "" || to == home {
+			continue
+		}
+		moving[home] = append(moving[home], t)
+		moving[to] = append(moving[to], t)
+	}
+	if len(moving) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	for cluster, ts := range moving {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.Warm(ctx, cluster, ts)
+		}()
+	}
+	wg.Wait()
 }
 
 // launch runs attempts, each in its own tracked goroutine.
@@ -615,13 +669,22 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 	// end. Wait until every partition's last stable offset is its end (no
 	// marker pending), so the ends frozen here are final.
 	for {
+		// Both lookups at once: the hold waits for the slower, not the
+		// sum (each is a metadata and a ListOffsets round trip).
+		var stable map[int32]int64
+		var serr error
+		listed := make(chan struct{})
+		go func() {
+			defer close(listed)
+			stable, serr = c.ends.Ends(ctx, from, topic, true)
+		}()
 		ends, err := c.ends.Ends(ctx, from, topic, false)
+		<-listed
 		if err != nil {
 			return nil, err
 		}
-		stable, err := c.ends.Ends(ctx, from, topic, true)
-		if err != nil {
-			return nil, err
+		if serr != nil {
+			return nil, serr
 		}
 		settled := true
 		for p, e := range ends {

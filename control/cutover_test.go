@@ -35,6 +35,8 @@ type cutRig struct {
 	marker *cutoverMarker
 	// markers replaces the fake marker store when set.
 	markers markerStore
+	// ends replaces the fake end-offset lookups when set.
+	ends endOffsets
 
 	// failures by port call ("idle", "ends", "copied", "seal", "marker")
 	fail map[string]error
@@ -75,7 +77,11 @@ func (r *cutRig) start() {
 	if r.markers != nil {
 		markers = r.markers
 	}
-	c, err := newCutovers(ctx, hclog.NewNullLogger(), (*fakeGate)(r), (*fakeEnds)(r), (*fakeCopies)(r), markers, newOverlay(r.sink), prometheus.NewRegistry())
+	var ends endOffsets = (*fakeEnds)(r)
+	if r.ends != nil {
+		ends = r.ends
+	}
+	c, err := newCutovers(ctx, hclog.NewNullLogger(), (*fakeGate)(r), ends, (*fakeCopies)(r), markers, newOverlay(r.sink), prometheus.NewRegistry())
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -545,7 +551,7 @@ func TestCutoverAbortsWhenTheMarkerCannotBeWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newCutRig(t)
-	r.markers = fileMarkers{dir: dir}
+	r.markers = &fileMarkers{dir: dir}
 	r.start()
 	if err := os.Remove(dir); err != nil {
 		t.Fatal(err)
@@ -580,7 +586,7 @@ func TestCutoverAbortsWhenTheMarkerCannotBeWritten(t *testing.T) {
 	if st := r.status(); st.State != routing.Flipped.String() || st.Home != proxy.Target {
 		t.Fatalf("retry: %+v", st)
 	}
-	ms, err := fileMarkers{dir: dir}.Load()
+	ms, err := (&fileMarkers{dir: dir}).Load()
 	if err != nil || len(ms) != 1 || ms[0].Topic != "orders" || ms[0].Home != proxy.Target {
 		t.Fatalf("markers on disk after the retry: %+v, %v", ms, err)
 	}

@@ -11,8 +11,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
@@ -23,11 +25,82 @@ import (
 // Clusters are restart-only settings: the config given at start-up names
 // them for good.
 type adminOffsets struct {
-	admins *clusterAdmins
-	cfg    *config.Config
+	admins  *clusterAdmins
+	cfg     *config.Config
+	leaders *endLeaders
+}
+
+// endLeaders are partition leaders learned ahead of a cutover (Warm): a
+// lookup in the hold then asks each leader once for its partitions' ends,
+// one round trip, instead of a metadata request first and then the
+// lookup. A leader that moved fails the quick lookup, which falls back to
+// the full one.
+type endLeaders struct {
+	mu sync.Mutex
+	m  map[[2]string]map[int32]int32 // (cluster, topic) -> partition -> leader
+}
+
+func (e *endLeaders) get(cluster, topic string) map[int32]int32 {
+	if e == nil {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.m[[2]string{cluster, topic}]
+}
+
+func (e *endLeaders) set(cluster, topic string, leaders map[int32]int32) {
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = map[[2]string]map[int32]int32{}
+	}
+	if leaders == nil {
+		delete(e.m, [2]string{cluster, topic})
+		return
+	}
+	e.m[[2]string{cluster, topic}] = leaders
+}
+
+// Warm learns the partition leaders of topics on cluster (one metadata
+// request), before their cutovers hold anything.
+func (a adminOffsets) Warm(ctx context.Context, cluster string, topics []string) {
+	if a.leaders == nil || len(topics) == 0 {
+		return
+	}
+	adm, err := a.admins.get(a.cfg, cluster)
+	if err != nil {
+		return
+	}
+	tds, err := adm.ListTopics(ctx, topics...)
+	if err != nil {
+		return
+	}
+	for _, td := range tds {
+		if td.Err != nil || len(td.Partitions) == 0 {
+			continue
+		}
+		leaders := make(map[int32]int32, len(td.Partitions))
+		for p, pd := range td.Partitions {
+			if pd.Err != nil || pd.Leader < 0 {
+				leaders = nil
+				break
+			}
+			leaders[p] = pd.Leader
+		}
+		if leaders != nil {
+			a.leaders.set(cluster, td.Topic, leaders)
+		}
+	}
 }
 
 func (a adminOffsets) Ends(ctx context.Context, cluster, topic string, stable bool) (map[int32]int64, error) {
+	if ends, ok := a.quickEnds(ctx, cluster, topic, stable); ok {
+		return ends, nil
+	}
 	adm, err := a.admins.get(a.cfg, cluster)
 	if err != nil {
 		return nil, err
@@ -82,6 +155,72 @@ func (a adminOffsets) Producers(ctx context.Context, cluster, topic string) (map
 	return out, nil
 }
 
+// quickEnds lists topic's ends from the leaders Warm learned, one
+// ListOffsets per leader, all at once. Any error or a partition left out
+// forgets the leaders and reports false: the caller does the full lookup.
+func (a adminOffsets) quickEnds(ctx context.Context, cluster, topic string, stable bool) (map[int32]int64, bool) {
+	leaders := a.leaders.get(cluster, topic)
+	if leaders == nil {
+		return nil, false
+	}
+	cl, err := a.admins.client(a.cfg, cluster)
+	if err != nil || cl == nil {
+		return nil, false
+	}
+	reqs := map[int32]*kmsg.ListOffsetsRequest{}
+	for p, l := range leaders {
+		req := reqs[l]
+		if req == nil {
+			req = kmsg.NewPtrListOffsetsRequest()
+			req.ReplicaID = -1
+			if stable {
+				req.IsolationLevel = 1
+			}
+			rt := kmsg.NewListOffsetsRequestTopic()
+			rt.Topic = topic
+			req.Topics = append(req.Topics, rt)
+			reqs[l] = req
+		}
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition, rp.Timestamp, rp.CurrentLeaderEpoch = p, -1, -1
+		req.Topics[0].Partitions = append(req.Topics[0].Partitions, rp)
+	}
+	type answer struct {
+		resp *kmsg.ListOffsetsResponse
+		err  error
+	}
+	answers := make(chan answer, len(reqs))
+	for l, req := range reqs {
+		go func() {
+			resp, err := req.RequestWith(ctx, cl.Broker(int(l)))
+			answers <- answer{resp, err}
+		}()
+	}
+	ends := make(map[int32]int64, len(leaders))
+	ok := true
+	for range reqs {
+		a := <-answers
+		if a.err != nil {
+			ok = false
+			continue
+		}
+		for _, t := range a.resp.Topics {
+			for _, p := range t.Partitions {
+				if t.Topic != topic || p.ErrorCode != 0 {
+					ok = false
+					continue
+				}
+				ends[p.Partition] = p.Offset
+			}
+		}
+	}
+	if !ok || len(ends) != len(leaders) {
+		a.leaders.set(cluster, topic, nil)
+		return nil, false
+	}
+	return ends, true
+}
+
 // replicationPort is the replication as the cutover controller sees it.
 type replicationPort struct {
 	rp   *replication
@@ -123,23 +262,29 @@ func (r replicationPort) WaitCopied(ctx context.Context, topic, to string, ends 
 // SealFlip stops the copy and plans the flip: the new home's sealed maps,
 // checked against its log, and the maps of the copy back.
 func (r replicationPort) SealFlip(ctx context.Context, topic, from, to string, ends map[int32]int64) (*flipPlan, error) {
-	final, err := r.rp.stopCopy(topic, to)
-	if err != nil {
-		return nil, err
-	}
-	// Both logs are still now (produce held, copy stopped): list both ends
-	// at once.
-	var toEnds map[int32]int64
-	var toErr error
-	listed := make(chan struct{})
+	// Produce is held and the copy has every record below ends, so
+	// neither log moves any more: stop the copy (its maps' last save) and
+	// list both ends at once, so the hold waits for the slowest of the
+	// three, not their sum.
+	var toEnds, fromEnds map[int32]int64
+	var toErr, fromErr error
+	listed := make(chan struct{}, 2)
 	go func() {
-		defer close(listed)
+		defer func() { listed <- struct{}{} }()
 		toEnds, toErr = r.ends.Ends(ctx, to, topic, false)
 	}()
-	fromEnds, err := r.ends.Ends(ctx, from, topic, false)
+	go func() {
+		defer func() { listed <- struct{}{} }()
+		fromEnds, fromErr = r.ends.Ends(ctx, from, topic, false)
+	}()
+	final, err := r.rp.stopCopy(topic, to)
+	<-listed
 	<-listed
 	if err != nil {
 		return nil, err
+	}
+	if fromErr != nil {
+		return nil, fromErr
 	}
 	for p, e := range fromEnds {
 		if e != ends[p] {
@@ -168,12 +313,23 @@ func (r replicationPort) SealFlip(ctx context.Context, topic, from, to string, e
 	return pl, nil
 }
 
-// fileMarkers keeps cutover markers as state_dir/cutover/<topic>.json. An
-// empty dir (no state_dir) loads nothing and refuses to save: a flip must
-// survive a restart.
-type fileMarkers struct{ dir string }
+// fileMarkers keeps cutover markers in state_dir/cutover: flips.jsonl, one
+// line per flip or rollback, the last line of a topic winning, appended
+// with a single fsync (the hold waits for it: it is the flip's commit
+// point). Markers of earlier versions, <topic>.json files, are read too
+// (the journal's lines come after them). An empty dir (no state_dir) loads
+// nothing and refuses to save: a flip must survive a restart.
+type fileMarkers struct {
+	dir string
 
-func (f fileMarkers) Load() ([]cutoverMarker, error) {
+	mu      sync.Mutex // guards journal
+	journal *statefile.AppendFile
+}
+
+// markerJournal is the markers' append-only file in the cutover directory.
+const markerJournal = "flips.jsonl"
+
+func (f *fileMarkers) Load() ([]cutoverMarker, error) {
 	if f.dir == "" {
 		return nil, nil
 	}
@@ -181,7 +337,14 @@ func (f fileMarkers) Load() ([]cutoverMarker, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	var out []cutoverMarker
+	byTopic := map[string]cutoverMarker{}
+	var order []string
+	note := func(m cutoverMarker) {
+		if _, ok := byTopic[m.Topic]; !ok {
+			order = append(order, m.Topic)
+		}
+		byTopic[m.Topic] = m
+	}
 	for _, e := range entries {
 		if filepath.Ext(e.Name()) != ".json" {
 			continue
@@ -194,23 +357,84 @@ func (f fileMarkers) Load() ([]cutoverMarker, error) {
 		if err := json.Unmarshal(b, &m); err != nil {
 			return nil, fmt.Errorf("%s: %w", e.Name(), err)
 		}
-		out = append(out, m)
+		note(m)
+	}
+	path := filepath.Join(f.dir, markerJournal)
+	lines := 0
+	torn, err := statefile.ReadLines(path, func(b []byte) error {
+		var m cutoverMarker
+		if err := json.Unmarshal(b, &m); err != nil {
+			return err
+		}
+		if m.Topic == "" {
+			return errors.New("a marker without a topic")
+		}
+		note(m)
+		lines++
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cutoverMarker, 0, len(order))
+	for _, t := range order {
+		out = append(out, byTopic[t])
+	}
+	// A torn last line (a crash mid-append) must not be followed by the
+	// next append; a long journal is rewritten as one line per topic.
+	if torn > 0 || lines > 2*len(out)+64 {
+		var b []byte
+		for _, m := range out {
+			line, _ := json.Marshal(m)
+			b = append(append(b, line...), '\n')
+		}
+		if err := statefile.WriteAtomic(path, b, 0o644); err != nil {
+			return nil, fmt.Errorf("rewriting the flip markers: %w", err)
+		}
 	}
 	return out, nil
 }
 
-func (f fileMarkers) Save(m cutoverMarker) error {
+func (f *fileMarkers) Save(m cutoverMarker) error {
 	if f.dir == "" {
 		return errors.New("a flip needs state_dir to record it")
 	}
-	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := statefile.MkdirAll(f.dir, 0o755); err != nil {
-		return fmt.Errorf("the flip's marker cannot be written: %w", err)
+	line, _ := json.Marshal(m)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.journal == nil {
+		// Once per run: the directory and the journal's name made
+		// durable; every later flip costs one fsync of the journal.
+		if err := statefile.MkdirAll(f.dir, 0o755); err != nil {
+			return fmt.Errorf("the flip's marker cannot be written: %w", err)
+		}
+		j, err := statefile.OpenAppend(filepath.Join(f.dir, markerJournal), 0o644)
+		if err == nil {
+			if err = statefile.SyncDir(f.dir); err != nil {
+				j.Close()
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("the flip's marker cannot be written: %w", err)
+		}
+		f.journal = j
 	}
-	// The marker is the flip's commit point: written durably (statefile),
-	// or not at all and the cutover aborts with this error.
-	if err := statefile.WriteAtomic(filepath.Join(f.dir, m.Topic+".json"), b, 0o644); err != nil {
+	// The marker is the flip's commit point: appended durably, or not at
+	// all and the cutover aborts with this error.
+	if err := f.journal.Append(line); err != nil {
 		return fmt.Errorf("the flip's marker cannot be written: %w", err)
 	}
 	return nil
+}
+
+// Close closes the journal.
+func (f *fileMarkers) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.journal == nil {
+		return nil
+	}
+	err := f.journal.Close()
+	f.journal = nil
+	return err
 }

@@ -416,7 +416,7 @@ func (rp *replication) stopCopy(topic, to string) (map[int32]*replicator.OffsetM
 	if r == nil {
 		return nil, fmt.Errorf("the topic is not being copied to the %s", to)
 	}
-	maps := r.StopTopic(topic)
+	maps, serr := r.SealTopic(topic)
 	rp.mu.Lock()
 	if c := rp.copies[to]; c != nil {
 		c.topics = slices.DeleteFunc(c.topics, func(t string) bool { return t == topic })
@@ -424,7 +424,7 @@ func (rp *replication) stopCopy(topic, to string) (map[int32]*replicator.OffsetM
 	rp.topics[to] = slices.DeleteFunc(slices.Clone(rp.topics[to]), func(t string) bool { return t == topic })
 	rp.indexTopicsLocked()
 	rp.mu.Unlock()
-	return maps, nil
+	return maps, serr
 }
 
 // flipPlan is a flip's new home maps and the maps the copy back starts from.
@@ -478,12 +478,20 @@ func (rp *replication) saveCopyBack(pl *flipPlan) error {
 	rp.mu.Lock()
 	dir := mapDir(rp.cfg, pl.from)
 	rp.mu.Unlock()
+	// One file per partition, written at once: the hold waits for the
+	// slowest fsync, not their sum (and a filesystem journal commits
+	// concurrent fsyncs together).
+	errs := make(chan error, len(pl.back))
 	for _, m := range pl.back {
-		if err := replicator.SaveMap(dir, m); err != nil {
-			return err
+		go func() { errs <- replicator.SaveMap(dir, m) }()
+	}
+	var first error
+	for range pl.back {
+		if err := <-errs; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	return first
 }
 
 // adoptFlip makes a committed flip's cluster the topic's home.

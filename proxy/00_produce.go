@@ -18,9 +18,15 @@ package proxy
 // Resends across a move: an idempotent batch of a moved topic that the old
 // home already has goes there, on its old session, and is answered as a
 // duplicate (ident_pid_resend.go, decision 008).
+// Held topics (a cutover, cutover_hold.go): a request naming a held topic
+// and free ones is split; the free ones go upstream at once and count as
+// answered when their broker answers, the held part waits for the release,
+// and the one response merges both in the request's order.
 // acks=0: forwarded without waiting; the client gets no response.
 
 import (
+	"cmp"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -53,7 +59,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			// Count first, then look at the hold: a cutover that starts
 			// between the two either sees this request in flight or this
 			// request sees the hold (cutover_hold.go).
-			s.holds.counter(name).Add(1)
+			s.holds.counter(name).add(1)
 			// An open transaction that includes the topic goes on to
 			// its cluster: the cutover waits for it (WaitTxnIdle).
 			if s.holds.isHeld(name) && !s.pids.txnIncludes(req.TransactionID, name) {
@@ -68,7 +74,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				}
 				hp.req.Topics = []kmsg.ProduceRequestTopic{ht}
 				if s.holds.enqueue(name, hp) {
-					s.holds.counter(name).Add(-1)
+					s.holds.counter(name).add(-1)
 					held = append(held, hp)
 					continue
 				}
@@ -149,13 +155,13 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			st.Partitions = append(st.Partitions, pl.part)
 		}
 	}
-	doneInFlight := func() {
-		for _, name := range counted {
-			s.holds.counter(name).Add(-1)
-		}
-	}
 	if req.Acks == 0 {
-		defer doneInFlight()
+		defer func() {
+			// Nothing will answer: sent is as far as it goes.
+			for _, name := range counted {
+				s.holds.counter(name).add(-1)
+			}
+		}()
 		for i := range plans {
 			plans[i].note.unacked()
 		}
@@ -179,35 +185,41 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		return nil
 	}
 
+	// The replicated topics' in-flight counts end when the brokers
+	// answered (flightRelease), not when this response is built: it may
+	// wait in the connection's response order behind a held request, and
+	// a cutover of one of these topics must not wait with it.
+	var flights *flightRelease
+	if len(counted) > 0 {
+		flights = newFlightRelease(&s.holds, counted)
+	}
 	pend := make([]*pending, len(order))
 	for i, ref := range order {
-		if raw {
+		var up kmsg.Request = req
+		if !raw {
+			up = subs[i]
+		}
+		if flights != nil {
+			flights.sending()
+			pend[i] = rc.sendWatched(ref.cluster, ref.id, ref.addr, up, raw, flights)
+		} else if raw {
 			pend[i] = rc.sendRaw(ref.cluster, ref.id, ref.addr, req, true)
 		} else {
 			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[i])
 		}
 	}
+	if flights != nil {
+		flights.answered() // every call is sent: the last answer ends it
+	}
 	return func() kmsg.Response {
-		defer func() {
-			for _, hp := range held {
-				name := hp.req.Topics[0].Topic
-				if hp.req.Version >= 13 {
-					name, _ = s.topicIDs.name(hp.req.Topics[0].TopicID)
-				}
-				vt := kmsg.ProduceRequestTopic{Topic: hp.req.Topics[0].Topic, TopicID: hp.req.Topics[0].TopicID}
-				if err := hp.wait(10 * time.Minute); err != nil {
-					rc.cc.log.Error("held produce request was never released; answering NOT_LEADER so the client retries", "topic", name)
-					for _, p := range hp.req.Topics[0].Partitions {
-						addProducePartition(resp, vt, producePartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
-					}
-					continue
-				}
-				for _, pp := range hp.parts {
-					addProducePartition(resp, vt, pp)
-				}
-			}
-		}()
-		defer doneInFlight()
+		if len(held) > 0 {
+			// The held topics' answers join the others' in the order
+			// the request named them.
+			defer func() {
+				addHeldAnswers(rc, resp, held)
+				sortProduceResponse(req, resp)
+			}()
+		}
 		for i, p := range pend {
 			ref := order[i]
 			var stale []string
@@ -256,6 +268,81 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			s.refreshSoon(ref.cluster, dedupe(stale))
 		}
 		return resp
+	}
+}
+
+// addHeldAnswers waits for the held parts of a request (released by the
+// cutover, to the cluster it chose) and adds their answers to resp.
+func addHeldAnswers(rc *reqCtx, resp *kmsg.ProduceResponse, held []*heldProduce) {
+	s := rc.srv()
+	for _, hp := range held {
+		name := hp.req.Topics[0].Topic
+		if hp.req.Version >= 13 {
+			name, _ = s.topicIDs.name(hp.req.Topics[0].TopicID)
+		}
+		vt := kmsg.ProduceRequestTopic{Topic: hp.req.Topics[0].Topic, TopicID: hp.req.Topics[0].TopicID}
+		if err := hp.wait(10 * time.Minute); err != nil {
+			rc.cc.log.Error("held produce request was never released; answering NOT_LEADER so the client retries", "topic", name)
+			for _, p := range hp.req.Topics[0].Partitions {
+				addProducePartition(resp, vt, producePartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+			}
+			continue
+		}
+		for _, pp := range hp.parts {
+			addProducePartition(resp, vt, pp)
+		}
+	}
+}
+
+// sortProduceResponse puts resp's topics, and each topic's partitions, in
+// the order req named them. Answers arrive by upstream broker and held
+// parts after the rest; a client matching answers by position (the
+// protocol gives one answer per request entry) must see request order.
+func sortProduceResponse(req *kmsg.ProduceRequest, resp *kmsg.ProduceResponse) {
+	type key struct {
+		topic string
+		id    [16]byte
+	}
+	topicAt := make(map[key]int, len(req.Topics))
+	partAt := make([]map[int32]int, len(req.Topics))
+	for i, t := range req.Topics {
+		k := key{t.Topic, t.TopicID}
+		if _, dup := topicAt[k]; dup {
+			continue
+		}
+		topicAt[k] = i
+		partAt[i] = make(map[int32]int, len(t.Partitions))
+		for j, p := range t.Partitions {
+			if _, dup := partAt[i][p.Partition]; !dup {
+				partAt[i][p.Partition] = j
+			}
+		}
+	}
+	pos := func(k key) int {
+		if i, ok := topicAt[k]; ok {
+			return i
+		}
+		return len(req.Topics) // not asked: last, as they came
+	}
+	slices.SortStableFunc(resp.Topics, func(a, b kmsg.ProduceResponseTopic) int {
+		return cmp.Compare(pos(key{a.Topic, a.TopicID}), pos(key{b.Topic, b.TopicID}))
+	})
+	for i := range resp.Topics {
+		t := &resp.Topics[i]
+		at, ok := topicAt[key{t.Topic, t.TopicID}]
+		if !ok {
+			continue
+		}
+		parts := partAt[at]
+		ppos := func(p int32) int {
+			if j, ok := parts[p]; ok {
+				return j
+			}
+			return len(parts)
+		}
+		slices.SortStableFunc(t.Partitions, func(a, b kmsg.ProduceResponseTopicPartition) int {
+			return cmp.Compare(ppos(a.Partition), ppos(b.Partition))
+		})
 	}
 }
 

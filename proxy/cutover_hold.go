@@ -3,9 +3,10 @@ package proxy
 // Produce hold for a topic's cutover. While a topic is held, its produce
 // partitions are queued in arrival order (other topics of the same request,
 // and other requests, keep flowing); the proxy tracks how many of the
-// topic's produce sub-requests are still in flight upstream, so the cutover
-// controller can wait until every acknowledged record is on the source
-// before it freezes the end offsets. Release sends the queue, in order, to
+// topic's produce sub-requests are still in flight upstream (until their
+// broker answers, told by the upstream reader), so the cutover controller
+// can wait until every acknowledged record is on the source before it
+// freezes the end offsets; the wait is woken when the count reaches zero. Release sends the queue, in order, to
 // the cluster the router names at that moment (the target after a flip, the
 // source after an abort). Each client response still leaves in request
 // order: a request's response waits for its held partitions.
@@ -40,15 +41,88 @@ type topicHold struct {
 type holds struct {
 	mu       sync.Mutex // guards held
 	held     map[string]*topicHold
-	inflight sync.Map // topic -> *atomic.Int64, replicated topics only
+	inflight sync.Map // topic -> *flight, replicated topics only
 }
 
-func (h *holds) counter(topic string) *atomic.Int64 {
-	if c, ok := h.inflight.Load(topic); ok {
-		return c.(*atomic.Int64)
+// flight counts a replicated topic's produce sub-requests sent (or about
+// to be sent) upstream and not yet answered, and wakes WaitProduceIdle when
+// the count reaches zero: the drain is signalled, not polled.
+type flight struct {
+	n    atomic.Int64
+	mu   sync.Mutex    // guards idle
+	idle chan struct{} // closed when n reaches zero; nil while nobody waits
+}
+
+func (f *flight) add(d int64) {
+	if f.n.Add(d) != 0 {
+		return
 	}
-	c, _ := h.inflight.LoadOrStore(topic, new(atomic.Int64))
-	return c.(*atomic.Int64)
+	f.mu.Lock()
+	if f.idle != nil {
+		close(f.idle)
+		f.idle = nil
+	}
+	f.mu.Unlock()
+}
+
+// wait returns once the count is zero.
+func (f *flight) wait(ctx context.Context) error {
+	for {
+		f.mu.Lock()
+		if f.n.Load() == 0 {
+			f.mu.Unlock()
+			return nil
+		}
+		if f.idle == nil {
+			f.idle = make(chan struct{})
+		}
+		idle := f.idle
+		f.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-idle:
+		}
+	}
+}
+
+func (h *holds) counter(topic string) *flight {
+	if c, ok := h.inflight.Load(topic); ok {
+		return c.(*flight)
+	}
+	c, _ := h.inflight.LoadOrStore(topic, new(flight))
+	return c.(*flight)
+}
+
+// flightRelease ends one produce request's in-flight counts (its
+// replicated topics, each counted once) when the last of its upstream
+// calls is answered, on the upstream reader: a cutover waits for the
+// broker's answers, not for the client's response, which may wait in the
+// connection's response order behind a held request (a held topic's
+// request, or the requests after it). left starts at 1 for the handler,
+// which drops it once every call is sent.
+type flightRelease struct {
+	h     *holds
+	names []string
+	left  atomic.Int32
+}
+
+func newFlightRelease(h *holds, names []string) *flightRelease {
+	r := &flightRelease{h: h, names: names}
+	r.left.Store(1)
+	return r
+}
+
+// sending notes one more call to wait for; answered (answerWatcher) ends it.
+func (r *flightRelease) sending() { r.left.Add(1) }
+
+func (r *flightRelease) answered() {
+	if r.left.Add(-1) != 0 {
+		return
+	}
+	for _, name := range r.names {
+		r.h.counter(name).add(-1)
+	}
 }
 
 // isHeld reports whether topic's produce requests are being queued.
@@ -92,15 +166,11 @@ func (s *Server) HeldCount(topic string) int {
 }
 
 // WaitProduceIdle waits until no produce sub-request for topic is in flight
-// upstream (every one sent before the hold was answered).
+// upstream (every one sent before the hold was answered by its broker).
 func (s *Server) WaitProduceIdle(ctx context.Context, topic string) error {
 	c := s.holds.counter(topic)
-	for c.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d produce requests for %s still in flight: %w", c.Load(), topic, ctx.Err())
-		case <-time.After(2 * time.Millisecond):
-		}
+	if err := c.wait(ctx); err != nil {
+		return fmt.Errorf("%d produce requests for %s still in flight: %w", c.n.Load(), topic, err)
 	}
 	return nil
 }

@@ -41,27 +41,37 @@ type pending struct {
 // connection for the request's traffic class. It returns at once; response
 // waits for the answer. Writes from one goroutine reach the broker in order.
 func (rc *reqCtx) send(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
-	return rc.write(cluster, broker, addr, req, false, true)
+	return rc.write(cluster, broker, addr, req, false, true, nil)
 }
 
 // sendRaw writes this request's own body bytes upstream under a new header:
 // no re-encoding. Only valid when the upstream must see exactly what the
 // client sent (same version, nothing rewritten except in place).
 func (rc *reqCtx) sendRaw(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, expectResponse bool) *pending {
-	return rc.write(cluster, broker, addr, req, true, expectResponse)
+	return rc.write(cluster, broker, addr, req, true, expectResponse, nil)
+}
+
+// sendWatched is send (raw: sendRaw) expecting a response, with w told once
+// when the call ends: answered, failed, or never sent.
+func (rc *reqCtx) sendWatched(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw bool, w answerWatcher) *pending {
+	p := rc.write(cluster, broker, addr, req, raw, true, w)
+	if p.call == nil {
+		w.answered() // nothing was queued: nothing will tell it
+	}
+	return p
 }
 
 // write is send (req encoded) and sendRaw (raw: the client's body bytes).
-func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool) *pending {
+func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher) *pending {
 	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
 	if err != nil {
 		return &pending{req: req, err: err}
 	}
 	var call *upstreamCall
 	if raw {
-		call, err = u.sendBody(req, rc.clientID, rc.body, expectResponse)
+		call, err = u.write(req, rc.clientID, rc.body, true, expectResponse, w)
 	} else {
-		call, err = u.send(req, rc.clientID, expectResponse)
+		call, err = u.write(req, rc.clientID, nil, false, expectResponse, w)
 	}
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()

@@ -53,6 +53,25 @@ type upstreamCall struct {
 	// frame is the pooled buffer body lives in (fetch connections only);
 	// see releaseFrame.
 	frame *[]byte
+
+	// watch, when set, hears the moment the call is answered or fails,
+	// from the connection's reader, before anyone waits on done: a
+	// cutover's in-flight count drops when the broker answered, not when
+	// the client's response is built (cutover_hold.go, flightRelease).
+	watch answerWatcher
+}
+
+// answerWatcher is told once that a call ended (answered or failed). It
+// runs on the upstream connection's reader: it must not block.
+type answerWatcher interface{ answered() }
+
+// end marks the call answered (or failed): done closes, then the watcher
+// hears it. Called exactly once, by readLoop or fail.
+func (c *upstreamCall) end() {
+	close(c.done)
+	if c.watch != nil {
+		c.watch.answered()
+	}
 }
 
 // releaseFrame returns a call's pooled response buffer. Lifetime rule: only
@@ -194,7 +213,7 @@ func (uc *upstreamConn) fail(err error) {
 		uc.wmu.Unlock()
 		for c := range uc.pending {
 			c.err = fmt.Errorf("%w: %v", errUpstreamClosed, err)
-			close(c.done)
+			c.end()
 		}
 	})
 }
@@ -202,26 +221,28 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, expectResponse)
+	return uc.write(req, clientID, nil, false, expectResponse, nil)
 }
 
 // sendBody is send for a request whose encoded body the caller already has
 // (the client's own bytes): the header and the body go out in one writev.
 func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, body, true, expectResponse)
+	return uc.write(req, clientID, body, true, expectResponse, nil)
 }
 
 // write frames and writes one request: req encoded, or, when raw, a header
 // for req followed by body as it is. The call is queued for readLoop in the
 // same critical section as the write, so responses pair with calls FIFO.
-func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool) (*upstreamCall, error) {
+// watch (may be nil) hears the call end; it is not told of a request that
+// was never queued (an error return, or no response expected).
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
 	if uc.isDead() {
 		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 	}
 	uc.corr++
-	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
+	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{}), watch: watch}
 	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
@@ -292,13 +313,13 @@ func (uc *upstreamConn) readLoop() {
 		body, err := responseBody(frame, c.corr, c.key, c.ver)
 		if err != nil {
 			c.err = fmt.Errorf("upstream %s broker %d: %w", uc.cluster, uc.broker, err)
-			close(c.done)
+			c.end()
 			uc.fail(c.err)
 			return
 		}
 		c.body = body
 		c.frame = pooled
-		close(c.done)
+		c.end()
 		if uc.retiredIdle() {
 			uc.fail(errRetired)
 			return

@@ -124,15 +124,23 @@ func persistMap(dir string, m *OffsetMap) (int, error) {
 		return 0, nil
 	}
 	if !full {
+		// takeDelta restarted the journal: a failure before the record is
+		// on disk leaves only a snapshot able to persist what it held.
+		lost := func(err error) (int, error) {
+			m.mu.Lock()
+			m.jr.on = false
+			m.mu.Unlock()
+			return 0, fmt.Errorf("offset map: %w", err)
+		}
 		dp := deltaPath(dir, meta.Topic, meta.Partition)
 		f, err := os.OpenFile(dp, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
 		if err != nil {
-			return 0, fmt.Errorf("offset map: %w", err)
+			return lost(err)
 		}
 		defer f.Close()
 		st, err := f.Stat()
 		if err != nil {
-			return 0, fmt.Errorf("offset map: %w", err)
+			return lost(err)
 		}
 		snap, serr := os.Stat(mapPath(dir, meta.Topic, meta.Partition))
 		if serr == nil && st.Size()+int64(len(rec)) <= max(snap.Size(), minDeltaCompact) {

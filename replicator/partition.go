@@ -37,6 +37,7 @@ type partition struct {
 	hwm         int64
 	err         error
 	fatal       error         // set once; the loop has stopped
+	saveErr     error         // the last map save failed (SealTopic)
 	wake        chan struct{} // closed and replaced on progress or fatal error
 	behindSince time.Time     // zero while caught up
 
@@ -53,6 +54,10 @@ type partition struct {
 	// (measured: holds of ~110 ms at a 100 ms long poll, ~10-20 ms with
 	// short polls), and the hold waits for it.
 	waiters atomic.Int32
+	// fetcher is the source fetcher of the current copy session, told
+	// when a drain starts waiting so its next request polls short at
+	// once rather than after a wait for busy partitions.
+	fetcher atomic.Pointer[leaderFetcher]
 }
 
 // urgentFetchWait is the source poll while a drain waits on the partition.
@@ -148,6 +153,13 @@ func (p *partition) progress(m *OffsetMap, hwm int64) {
 	p.mu.Unlock()
 	p.lag.Set(float64(lag))
 	p.lagMs.Set(float64(lagMs))
+}
+
+// noteSaved records the outcome of the map's last save.
+func (p *partition) noteSaved(err error) {
+	p.mu.Lock()
+	p.saveErr = err
+	p.mu.Unlock()
 }
 
 // observeHWM records a source high watermark seen while the partition had
@@ -345,6 +357,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		return err
 	}
 	f := r.fetcherFor(l.srcLeader)
+	p.fetcher.Store(f)
 	defer f.leave(p)
 	// shift turns this session's source log offsets into the map's
 	// (virtual) source side; see MapMeta.SourceShift.
@@ -358,7 +371,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	unsaved, savedAt := false, time.Now()
 	defer func() {
 		if unsaved && !errors.Is(retErr, errCrashed) {
-			if _, err := persistMap(r.opts.StateDir, m); err != nil && retErr == nil {
+			_, err := persistMap(r.opts.StateDir, m)
+			p.noteSaved(err)
+			if err != nil && retErr == nil {
 				retErr = err
 			}
 		}
@@ -443,13 +458,18 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			unsaved = true
 		}
 		caughtUp := m.SourceEnd() >= hwm+shift
+		// Published before the save: a drain waiting for this end is
+		// told at once, and the save (an fsync) runs while the cutover
+		// stops the copy, which waits for it (SealTopic reports a
+		// failed last save, so no flip trusts an unsaved map).
+		p.progress(m, hwm+shift)
 		if unsaved && (caughtUp || ctx.Err() != nil || time.Since(savedAt) >= mapSaveInterval) {
 			if _, err := persistMap(r.opts.StateDir, m); err != nil {
 				return err
 			}
+			p.noteSaved(nil)
 			unsaved, savedAt = false, time.Now()
 		}
-		p.progress(m, hwm+shift)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -407,6 +407,9 @@ func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int
 	}
 	p.waiters.Add(1)
 	defer p.waiters.Add(-1)
+	if f := p.fetcher.Load(); f != nil {
+		f.signal()
+	}
 	for {
 		p.mu.Lock()
 		m, fatal, wake := p.m, p.fatal, p.wake
@@ -602,6 +605,14 @@ type topicRun struct {
 // keep copying. It returns the final maps by partition and forgets the
 // topic (Status, Map); AddTopic starts it again from the maps on disk.
 func (r *Replicator) StopTopic(topic string) map[int32]*OffsetMap {
+	maps, _ := r.SealTopic(topic)
+	return maps
+}
+
+// SealTopic is StopTopic, with an error when a partition's final map is
+// not known to be on disk (its last save failed): a flip must not commit
+// on it.
+func (r *Replicator) SealTopic(topic string) (map[int32]*OffsetMap, error) {
 	r.mu.Lock()
 	run := r.runs[topic]
 	delete(r.runs, topic)
@@ -611,6 +622,7 @@ func (r *Replicator) StopTopic(topic string) map[int32]*OffsetMap {
 		run.wg.Wait()
 	}
 	out := map[int32]*OffsetMap{}
+	var serr error
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for k, p := range r.parts {
@@ -621,9 +633,12 @@ func (r *Replicator) StopTopic(topic string) map[int32]*OffsetMap {
 		if p.m != nil {
 			out[k.partition] = p.m
 		}
+		if p.saveErr != nil && serr == nil {
+			serr = fmt.Errorf("replicator: the offset map of %s/%d is not saved: %w", topic, k.partition, p.saveErr)
+		}
 		p.mu.Unlock()
 		delete(r.parts, k)
 	}
 	delete(r.topicErrs, topic)
-	return out
+	return out, serr
 }
