@@ -20,6 +20,9 @@ type reqCtx struct {
 	// closeAfter, set by a handler's synchronous part, closes the
 	// connection once the response is written.
 	closeAfter bool
+	// filtered: the answer is edited after the handler (policy-narrowed
+	// topics put back, a Metadata filter), so it must be a whole message.
+	filtered bool
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
@@ -49,6 +52,20 @@ func (rc *reqCtx) send(cluster string, broker UpstreamNodeID, addr string, req k
 // client sent (same version, nothing rewritten except in place).
 func (rc *reqCtx) sendRaw(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, expectResponse bool) *pending {
 	return rc.write(cluster, broker, addr, req, true, expectResponse)
+}
+
+// sendStream is send for a response the caller reads from the upstream
+// socket itself (upstreamCall.stream; fetch_stream.go).
+func (rc *reqCtx) sendStream(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
+	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
+	if err != nil {
+		return &pending{req: req, err: err}
+	}
+	call, err := u.sendStream(req, rc.clientID)
+	if err != nil {
+		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
+	}
+	return &pending{u: u, call: call, req: req, err: err}
 }
 
 // write is send (req encoded) and sendRaw (raw: the client's body bytes).

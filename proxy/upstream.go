@@ -53,6 +53,33 @@ type upstreamCall struct {
 	// frame is the pooled buffer body lives in (fetch connections only);
 	// see releaseFrame.
 	frame *[]byte
+
+	// stream, set before the call is queued, asks readLoop to hand the
+	// response body over unread (sr) instead of reading it into body:
+	// the streaming Fetch relay (fetch_stream.go) reads it itself.
+	stream bool
+	sr     *upstreamStream
+}
+
+// upstreamStream is a response body left in the upstream socket for its
+// call to read: left bytes of it remain in r. The reader owns r until it
+// calls end, once; readLoop reads nothing meanwhile (responses on a
+// connection are consecutive).
+type upstreamStream struct {
+	uc   *upstreamConn
+	r    *bufio.Reader
+	left int
+	done chan error // end's result, for readLoop (buffered: end never blocks)
+}
+
+// end gives the socket back to readLoop: err nil means exactly the frame
+// was read, anything else fails the connection (its position in the byte
+// stream is lost).
+func (st *upstreamStream) end(err error) {
+	if err == nil && st.left != 0 {
+		err = fmt.Errorf("streamed response ended with %d bytes unread", st.left)
+	}
+	st.done <- err
 }
 
 // releaseFrame returns a call's pooled response buffer. Lifetime rule: only
@@ -114,6 +141,9 @@ type upstreamConn struct {
 	// retired (under wmu) closes the connection once no call is pending:
 	// a replaced connection finishes what was sent on it (retire).
 	retired bool
+	// answering (under wmu): readLoop has taken a call off pending and is
+	// reading its answer, so the connection is not idle.
+	answering bool
 
 	deadOnce sync.Once
 	dead     chan struct{}
@@ -138,7 +168,7 @@ var errRetired = errors.New("upstream connection replaced (new credentials or se
 func (uc *upstreamConn) retire() {
 	uc.wmu.Lock()
 	uc.retired = true
-	idle := len(uc.pending) == 0
+	idle := len(uc.pending) == 0 && !uc.answering
 	uc.wmu.Unlock()
 	if idle {
 		uc.fail(errRetired)
@@ -149,7 +179,14 @@ func (uc *upstreamConn) retire() {
 func (uc *upstreamConn) retiredIdle() bool {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
-	return uc.retired && len(uc.pending) == 0
+	return uc.retired && len(uc.pending) == 0 && !uc.answering
+}
+
+// setAnswering marks whether readLoop holds a call it is answering.
+func (uc *upstreamConn) setAnswering(on bool) {
+	uc.wmu.Lock()
+	uc.answering = on
+	uc.wmu.Unlock()
 }
 
 // newUpstreamConn starts serving a dialed broker connection.
@@ -202,26 +239,32 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, expectResponse)
+	return uc.write(req, clientID, nil, false, expectResponse, false)
+}
+
+// sendStream is send for a call whose response body is handed over unread
+// (upstreamCall.stream).
+func (uc *upstreamConn) sendStream(req kmsg.Request, clientID *string) (*upstreamCall, error) {
+	return uc.write(req, clientID, nil, false, true, true)
 }
 
 // sendBody is send for a request whose encoded body the caller already has
 // (the client's own bytes): the header and the body go out in one writev.
 func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, body, true, expectResponse)
+	return uc.write(req, clientID, body, true, expectResponse, false)
 }
 
 // write frames and writes one request: req encoded, or, when raw, a header
 // for req followed by body as it is. The call is queued for readLoop in the
 // same critical section as the write, so responses pair with calls FIFO.
-func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool) (*upstreamCall, error) {
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse, stream bool) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
 	if uc.isDead() {
 		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 	}
 	uc.corr++
-	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{})}
+	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{}), stream: stream}
 	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
@@ -271,22 +314,52 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 func (uc *upstreamConn) readLoop() {
 	br := bufio.NewReaderSize(uc.nc, 32<<10)
 	for {
+		n, err := readFrameSize(br, uc.maxResp)
+		if err != nil {
+			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
+			return
+		}
+		uc.setAnswering(true) // an answer is arriving: not idle (retire)
+		c, ok := <-uc.pending
+		if !ok {
+			return
+		}
+		if c.stream {
+			// The caller reads this body from the socket itself; the
+			// next frame starts where it stops.
+			st := &upstreamStream{uc: uc, r: br, left: n, done: make(chan error, 1)}
+			c.sr = st
+			close(c.done)
+			select {
+			case err := <-st.done:
+				if err != nil {
+					uc.fail(fmt.Errorf("streaming from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
+					return
+				}
+			case <-uc.dead:
+				return
+			}
+			uc.setAnswering(false)
+			if uc.retiredIdle() {
+				uc.fail(errRetired)
+				return
+			}
+			continue
+		}
 		var pooled *[]byte
 		var reuse []byte
 		if uc.pooled {
 			pooled = fetchFramePool.Get().(*[]byte)
 			reuse = *pooled
 		}
-		frame, err := readFrameInto(br, uc.maxResp, reuse)
+		frame, err := readFrameBody(br, n, reuse, nil)
 		if pooled != nil && err == nil {
 			*pooled = frame
 		}
 		if err != nil {
+			c.err = fmt.Errorf("upstream %s broker %d: %w", uc.cluster, uc.broker, err)
+			close(c.done)
 			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
-			return
-		}
-		c, ok := <-uc.pending
-		if !ok {
 			return
 		}
 		body, err := responseBody(frame, c.corr, c.key, c.ver)
@@ -299,6 +372,7 @@ func (uc *upstreamConn) readLoop() {
 		c.body = body
 		c.frame = pooled
 		close(c.done)
+		uc.setAnswering(false)
 		if uc.retiredIdle() {
 			uc.fail(errRetired)
 			return
