@@ -12,6 +12,9 @@ package proxy
 // Rewrites: PreferredReadReplica is -1 and the client's rack is not
 // forwarded; CurrentLeader (v12+) and Brokers (v16+) name this instance.
 // Record batches are copied once into the client frame, never parsed.
+// Streaming (fetch_stream.go): a fetch bound for one upstream broker whose
+// offsets go through no offset map is relayed as its answer arrives, the
+// same bytes the buffered path would write; the rest is buffered.
 // Not done: the answer waits for every upstream broker the request spans
 // (each honours MaxWaitMillis/MinBytes on its own share); answering at the
 // merged MinBytes and keeping late data for the next fetch is future work.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -24,10 +25,10 @@ type fetchCase struct {
 	// streams: the relay streams this answer at a commit size of 32 KiB
 	// (false: it must go the buffered way, or it is too small).
 	streams bool
-	// closesEarly: committed at the first record byte, the answer holds
-	// something that cannot be patched in place; the client connection
-	// is closed instead of answered.
-	closesEarly bool
+	// closes: the commit sizes at which the relay commits and then meets
+	// something it cannot patch in place, so the client connection is
+	// closed instead of answered.
+	closes []int
 }
 
 // epochBatch is benchBatch with a real PartitionLeaderEpoch (the relay
@@ -104,10 +105,25 @@ func fetchCases() []fetchCase {
 			p0.ErrorCode = kerr.NotLeaderForPartition.Code
 			return answerWith(v, []kmsg.FetchResponseTopicPartition{p0, dataPart(1, big)})
 		}},
-		{name: "diverging_epoch_before_commit", parts: 2, minVer: 12, closesEarly: true, build: func(v int16) []byte {
+		{name: "diverging_epoch_before_commit", parts: 2, minVer: 12, closes: []int{1}, build: func(v int16) []byte {
 			p0 := dataPart(0, small)
 			p0.DivergingEpoch.Epoch, p0.DivergingEpoch.EndOffset = 3, 77
 			return answerWith(v, []kmsg.FetchResponseTopicPartition{p0, dataPart(1, big)})
+		}},
+		{name: "brokers_after_commit", parts: 2, minVer: 16, streams: true, closes: []int{1, 32 << 10}, build: func(v int16) []byte {
+			p1 := dataPart(1, []byte{})
+			p1.ErrorCode, p1.HighWatermark, p1.LastStableOffset, p1.LogStartOffset = kerr.NotLeaderForPartition.Code, -1, -1, -1
+			p1.CurrentLeader.LeaderID, p1.CurrentLeader.LeaderEpoch = 0, 5
+			resp := kmsg.NewPtrFetchResponse()
+			resp.SetVersion(v)
+			t := kmsg.NewFetchResponseTopic()
+			t.Topic, t.TopicID = benchTopic, memTopicID
+			t.Partitions = []kmsg.FetchResponseTopicPartition{dataPart(0, epochBatch(70, 1024, 9)), p1}
+			resp.Topics = []kmsg.FetchResponseTopic{t}
+			b := kmsg.NewFetchResponseBroker()
+			b.NodeID, b.Host, b.Port = 0, "broker-0.example", 9092
+			resp.Brokers = []kmsg.FetchResponseBroker{b}
+			return resp.AppendTo(nil)
 		}},
 		{name: "small", parts: 2, build: func(v int16) []byte {
 			return answerWith(v, []kmsg.FetchResponseTopicPartition{dataPart(0, small), dataPart(1, small)})
@@ -180,9 +196,9 @@ func TestFetchStreamMatchesBuffered(t *testing.T) {
 					before := fetchStreamed.Load()
 					got := fetchThrough(t, v, c.parts, c.build)
 					streamed := fetchStreamed.Load() > before
-					if min == 1 && c.closesEarly {
+					if slices.Contains(c.closes, min) {
 						if got != nil || !streamed {
-							t.Fatalf("commit at 1: streamed=%v, %d bytes answered; want the connection closed", streamed, len(got))
+							t.Fatalf("commit at %d: streamed=%v, %d bytes answered; want the connection closed", min, streamed, len(got))
 						}
 						continue
 					}
