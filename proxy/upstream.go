@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -141,9 +142,11 @@ type upstreamConn struct {
 	// retired (under wmu) closes the connection once no call is pending:
 	// a replaced connection finishes what was sent on it (retire).
 	retired bool
-	// answering (under wmu): readLoop has taken a call off pending and is
-	// reading its answer, so the connection is not idle.
-	answering bool
+	// answering: an answer is arriving and readLoop is reading it (its
+	// call may be off pending already), so the connection is not idle.
+	// Atomic, not under wmu: a writer blocked on the socket holds wmu, and
+	// readLoop must not wait for it.
+	answering atomic.Bool
 
 	deadOnce sync.Once
 	dead     chan struct{}
@@ -168,7 +171,7 @@ var errRetired = errors.New("upstream connection replaced (new credentials or se
 func (uc *upstreamConn) retire() {
 	uc.wmu.Lock()
 	uc.retired = true
-	idle := len(uc.pending) == 0 && !uc.answering
+	idle := len(uc.pending) == 0 && !uc.answering.Load()
 	uc.wmu.Unlock()
 	if idle {
 		uc.fail(errRetired)
@@ -179,14 +182,7 @@ func (uc *upstreamConn) retire() {
 func (uc *upstreamConn) retiredIdle() bool {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
-	return uc.retired && len(uc.pending) == 0 && !uc.answering
-}
-
-// setAnswering marks whether readLoop holds a call it is answering.
-func (uc *upstreamConn) setAnswering(on bool) {
-	uc.wmu.Lock()
-	uc.answering = on
-	uc.wmu.Unlock()
+	return uc.retired && len(uc.pending) == 0 && !uc.answering.Load()
 }
 
 // newUpstreamConn starts serving a dialed broker connection.
@@ -319,7 +315,7 @@ func (uc *upstreamConn) readLoop() {
 			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
 			return
 		}
-		uc.setAnswering(true) // an answer is arriving: not idle (retire)
+		uc.answering.Store(true) // an answer is arriving: not idle (retire)
 		c, ok := <-uc.pending
 		if !ok {
 			return
@@ -339,7 +335,7 @@ func (uc *upstreamConn) readLoop() {
 			case <-uc.dead:
 				return
 			}
-			uc.setAnswering(false)
+			uc.answering.Store(false)
 			if uc.retiredIdle() {
 				uc.fail(errRetired)
 				return
@@ -372,7 +368,7 @@ func (uc *upstreamConn) readLoop() {
 		c.body = body
 		c.frame = pooled
 		close(c.done)
-		uc.setAnswering(false)
+		uc.answering.Store(false)
 		if uc.retiredIdle() {
 			uc.fail(errRetired)
 			return
