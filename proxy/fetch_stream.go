@@ -156,12 +156,14 @@ func (f *fetchStream) relay(out *relayOut, corr int32) (kmsg.Response, error) {
 	case err == nil && r.committed:
 		f.ended = true
 		st.end(nil)
+		f.s.metrics.fetchStreamed.Inc()
 		f.s.refreshSoon(f.cluster, dedupe(r.stale))
 		return nil, nil
 	case !r.committed:
 		// Not streamed: the buffered path answers from the whole body
 		// (and reports a malformed one as before), or from the error.
 		f.ended = true
+		f.s.metrics.fetchBuffered.Inc()
 		if r.headerDone && !r.upstreamBroken {
 			body, frame, rerr := r.rest()
 			st.end(rerr)
@@ -177,6 +179,7 @@ func (f *fetchStream) relay(out *relayOut, corr int32) (kmsg.Response, error) {
 		return f.buffered(p), nil
 	default:
 		f.ended = true
+		f.s.metrics.fetchRelayCut.Inc()
 		if r.upstreamBroken {
 			st.end(err)
 		} else {
