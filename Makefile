@@ -4,6 +4,8 @@ GO ?= go
 # coordinator's deadline in Go 1.26 (golang/go#75804, see test/run-all.sh).
 FUZZTIME ?= 200000x
 FUZZTIME_NEW ?= 100000x
+# The streaming Fetch relay parser reads a whole Fetch answer per input.
+FUZZTIME_RELAY ?= 20000x
 
 .PHONY: demo test build unit fuzz integration lint bench clients
 
@@ -23,7 +25,7 @@ unit:
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/test/integration$$')
 
 ## fuzz: a short run of each fuzz target (request decoding, the client frame reader, upstream responses,
-## config files, offset-map files, the producer-sessions file, SASL server conversations)
+## config files, offset-map files, the producer-sessions file, SASL server conversations, the streaming Fetch relay)
 fuzz:
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME)
@@ -33,6 +35,7 @@ fuzz:
 	$(GO) test ./replicator/ -run '^$$' -fuzz '^FuzzOffsetMapRoundTrip$$' -fuzztime $(FUZZTIME_NEW)
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzProducerSessionsFile$$' -fuzztime $(FUZZTIME_NEW)
 	$(GO) test ./secure/ -run '^$$' -fuzz '^FuzzSASLServer$$' -fuzztime $(FUZZTIME_NEW)
+	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzFetchRelay$$' -fuzztime $(FUZZTIME_RELAY)
 
 ## clients: build the client-matrix drivers (Sarama, kafka-go, librdkafka, kafkajs)
 clients:

@@ -12,6 +12,9 @@ package proxy
 // Rewrites: PreferredReadReplica is -1 and the client's rack is not
 // forwarded; CurrentLeader (v12+) and Brokers (v16+) name this instance.
 // Record batches are copied once into the client frame, never parsed.
+// Streaming (fetch_stream.go): a fetch bound for one upstream broker whose
+// offsets go through no offset map is relayed as its answer arrives, the
+// same bytes the buffered path would write; the rest is buffered.
 // Not done: the answer waits for every upstream broker the request spans
 // (each honours MaxWaitMillis/MinBytes on its own share); answering at the
 // merged MinBytes and keeping late data for the next fetch is future work.
@@ -116,96 +119,110 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				sub.MaxBytes = max(req.MaxBytes/n, 1)
 			}
 		}
+
+		// 3. Answers, each through the translation steps, then merged.
+		answer := func(pend []*pending) kmsg.Response {
+			var frames heldFrames
+			for i, p := range pend {
+				ref := order[i]
+				r, body, err := p.responseBody()
+				if err == nil && p.call != nil {
+					frames = append(frames, p.call)
+				}
+				var fr *kmsg.FetchResponse
+				if err == nil {
+					fr = r.(*kmsg.FetchResponse)
+					if fr.ErrorCode != 0 {
+						err = kerr.ErrorForCode(fr.ErrorCode)
+					}
+				}
+				if err != nil {
+					asked.failed(ref)
+					fr = nil
+				}
+				var kept []fetchAnswered
+				var stale []string
+				noRewrite := fr != nil && fetchNeedsNoRewrite(fr)
+				extra := false
+				if fr != nil {
+					for ti := range fr.Topics {
+						t := &fr.Topics[ti]
+						for pi := range t.Partitions {
+							pp := &t.Partitions[pi]
+							e, ok := asked.answered(ref, partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition})
+							if !ok {
+								extra = true // not asked: dropped
+								continue
+							}
+							fp := plans[e]
+							s.virtFetchPartition(fp.partPlan, pp, fp.pos)
+							fp.stats.noteFetched(ref.cluster, pp.RecordBatches)
+							if isStaleLeaderCode(pp.ErrorCode) {
+								stale = append(stale, fp.name)
+							}
+							kept = append(kept, fetchAnswered{ti, pi})
+						}
+					}
+				}
+				// A leader that failed answers each of its partitions with a
+				// retriable error. One that answered but left partitions out
+				// had nothing for them within MaxBytes (kfake stops at the
+				// byte limit): they are answered empty, with no error and
+				// unknown (-1) watermarks, which every client skips over. A
+				// full fetch answer that omits a partition is dropped whole
+				// by the Java consumer, and an error would send the client
+				// to refresh metadata for a leader that is fine.
+				for _, e := range asked.missing(ref) {
+					fp, k := plans[e], asked.key(e)
+					if fr == nil {
+						addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
+						stale = append(stale, fp.name)
+						continue
+					}
+					addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, 0))
+				}
+				s.refreshSoon(ref.cluster, dedupe(stale))
+				if fr == nil {
+					continue
+				}
+				if len(pend) == 1 && len(resp.Topics) == 0 && !translated && noRewrite && !extra &&
+					s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[i]) {
+					// The one upstream answered for every partition, exactly,
+					// and named no broker: its bytes (epochs cleared in place)
+					// are the client's answer.
+					return &passthrough{Response: fr, body: body, frames: frames}
+				}
+				s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[i])
+				resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
+				for _, a := range kept {
+					t := &fr.Topics[a.topic]
+					addFetchPartition(resp, t.Topic, t.TopicID, t.Partitions[a.partition])
+				}
+				if len(fr.Brokers) > 0 {
+					resp.Brokers = s.fetchBrokers(rc.cc.lst, fr.Brokers)
+				}
+			}
+			if len(frames) > 0 {
+				return &heldResponse{Response: resp, frames: frames}
+			}
+			return resp
+		}
+
+		// One upstream and nothing to translate: the answer is relayed as
+		// it arrives (fetch_stream.go), or by answer when it is not plain.
+		if len(order) == 1 && len(resp.Topics) == 0 && !translated && !rc.filtered && fetchStreamMin > 0 {
+			ref := order[0]
+			return &fetchStream{
+				FetchResponse: resp, s: s, sub: subs[0], cluster: ref.cluster, plans: plans, virtualIDs: virtualIDs[0],
+				p:        rc.sendStream(ref.cluster, ref.id, ref.addr, subs[0]),
+				buffered: func(p *pending) kmsg.Response { return answer([]*pending{p}) },
+			}
+		}
 		pend := make([]*pending, len(order))
 		for i, ref := range order {
 			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[i])
 		}
-
-		// 3. Answers, each through the translation steps, then merged.
-		var frames heldFrames
-		for i, p := range pend {
-			ref := order[i]
-			r, body, err := p.responseBody()
-			if err == nil && p.call != nil {
-				frames = append(frames, p.call)
-			}
-			var fr *kmsg.FetchResponse
-			if err == nil {
-				fr = r.(*kmsg.FetchResponse)
-				if fr.ErrorCode != 0 {
-					err = kerr.ErrorForCode(fr.ErrorCode)
-				}
-			}
-			if err != nil {
-				asked.failed(ref)
-				fr = nil
-			}
-			var kept []fetchAnswered
-			var stale []string
-			noRewrite := fr != nil && fetchNeedsNoRewrite(fr)
-			extra := false
-			if fr != nil {
-				for ti := range fr.Topics {
-					t := &fr.Topics[ti]
-					for pi := range t.Partitions {
-						pp := &t.Partitions[pi]
-						e, ok := asked.answered(ref, partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition})
-						if !ok {
-							extra = true // not asked: dropped
-							continue
-						}
-						fp := plans[e]
-						s.virtFetchPartition(fp.partPlan, pp, fp.pos)
-						fp.stats.noteFetched(ref.cluster, pp.RecordBatches)
-						if isStaleLeaderCode(pp.ErrorCode) {
-							stale = append(stale, fp.name)
-						}
-						kept = append(kept, fetchAnswered{ti, pi})
-					}
-				}
-			}
-			// A leader that failed answers each of its partitions with a
-			// retriable error. One that answered but left partitions out
-			// had nothing for them within MaxBytes (kfake stops at the
-			// byte limit): they are answered empty, with no error and
-			// unknown (-1) watermarks, which every client skips over. A
-			// full fetch answer that omits a partition is dropped whole
-			// by the Java consumer, and an error would send the client
-			// to refresh metadata for a leader that is fine.
-			for _, e := range asked.missing(ref) {
-				fp, k := plans[e], asked.key(e)
-				if fr == nil {
-					addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
-					stale = append(stale, fp.name)
-					continue
-				}
-				addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, 0))
-			}
-			s.refreshSoon(ref.cluster, dedupe(stale))
-			if fr == nil {
-				continue
-			}
-			if len(pend) == 1 && len(resp.Topics) == 0 && !translated && noRewrite && !extra &&
-				s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[i]) {
-				// The one upstream answered for every partition, exactly,
-				// and named no broker: its bytes (epochs cleared in place)
-				// are the client's answer.
-				return &passthrough{Response: fr, body: body, frames: frames}
-			}
-			s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[i])
-			resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
-			for _, a := range kept {
-				t := &fr.Topics[a.topic]
-				addFetchPartition(resp, t.Topic, t.TopicID, t.Partitions[a.partition])
-			}
-			if len(fr.Brokers) > 0 {
-				resp.Brokers = s.fetchBrokers(rc.cc.lst, fr.Brokers)
-			}
-		}
-		if len(frames) > 0 {
-			return &heldResponse{Response: resp, frames: frames}
-		}
-		return resp
+		return answer(pend)
 	}
 }
 

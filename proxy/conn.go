@@ -412,7 +412,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			}
 		}
 	}
-	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
+	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	if s != nil {
 		s.closeAfter = rc.closeAfter // before the goroutine that readies s
@@ -543,6 +543,8 @@ func (cc *clientConn) finishSlot(s *slot) {
 		r.frames.release()
 	case *heldResponse:
 		r.frames.release()
+	case *fetchStream:
+		r.abandon() // never relayed (relay ends it otherwise)
 	}
 	cc.srv.budget.release(s.respBytes)
 	s.respBytes = 0
@@ -694,6 +696,31 @@ func (cc *clientConn) writeLoop() {
 			return
 		}
 		capture := cc.srv.opts.Capture
+		if fs, ok := s.resp.(*fetchStream); ok {
+			// A streamed Fetch writes itself, after what is queued.
+			if err := flush(); err != nil {
+				fail(s, err)
+				return
+			}
+			resp, n, err := cc.relayFetch(fs, s, wt)
+			if err != nil {
+				if !isTimeout(err) {
+					cc.log.Warn("closing client connection: a streamed fetch answer could not be completed", "error", err)
+				}
+				fail(s, err)
+				return
+			}
+			if resp == nil {
+				cc.srv.metrics.bytesOut.Add(float64(n))
+				cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
+				cc.finishSlot(s)
+				continue
+			}
+			// Not streamed: written as any response.
+			s.resp = resp
+			s.respBytes = responseBytes(resp)
+			cc.srv.budget.force(s.respBytes)
+		}
 		n := w.add(s, capture != nil)
 		if capture != nil {
 			capture(s.key, s.version, w.last())

@@ -493,3 +493,29 @@ func TestClosedClientClosesTheUpstreamOfAWaitingFetch(t *testing.T) {
 		t.Fatal("the upstream connection of the waiting Fetch stayed open after its client left")
 	}
 }
+
+// BenchmarkFetchForwardedLarge: a Fetch of 6 partitions from one broker,
+// each answered with one 256 KiB batch, nothing to rewrite: through the
+// buffered path (streaming off), the streaming relay (its batch bodies go
+// socket to socket), and direct.
+func BenchmarkFetchForwardedLarge(b *testing.B) {
+	for _, path := range []string{"direct", "buffered", "streamed"} {
+		b.Run(path+"/v16", func(b *testing.B) {
+			defer func(m int) { fetchStreamMin = m }(fetchStreamMin)
+			if path == "buffered" {
+				fetchStreamMin = 0
+			}
+			batch := benchBatch(256, 1024)
+			r := newBenchRig(b, path == "direct", 6, fetchAnswer(6, batch))
+			id := memTopicID
+			if r.srv != nil {
+				id = r.srv.virtualTopicID(benchTopic)
+			}
+			before := fetchStreamed.Load()
+			benchForwarded(b, r, fetchRequest(16, 6, id), 6*len(batch))
+			if streamed := fetchStreamed.Load() > before; streamed != (path == "streamed") {
+				b.Fatalf("%s: streamed=%v", path, streamed)
+			}
+		})
+	}
+}

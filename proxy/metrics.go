@@ -15,6 +15,9 @@ type metrics struct {
 	badFrames      prometheus.Counter
 	upstreamErrors *prometheus.CounterVec
 	requests       map[int16]prometheus.Counter
+	// Streaming-eligible Fetch answers by outcome (fetch_stream.go).
+	fetchRelays                                 *prometheus.CounterVec
+	fetchStreamed, fetchBuffered, fetchRelayCut prometheus.Counter
 
 	// Resource limits (limits.go, docs/operations.md).
 	bufferedBytes prometheus.Gauge
@@ -57,6 +60,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_upstream_errors_total", Help: "Failed dials and writes to upstream brokers, by cluster.",
 		}, []string{"cluster"}),
+		fetchRelays: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_fetch_relays_total",
+			Help: "Fetch answers eligible for the streaming relay, by outcome: streamed, buffered (not plain or small: read whole), closed (could not be completed after streaming began; the client connection was closed).",
+		}, []string{"outcome"}),
 		requests: map[int16]prometheus.Counter{},
 		latency:  map[int16]prometheus.Observer{},
 		bufferedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -105,7 +112,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.requests[k] = reqs.WithLabelValues(name)
 		m.latency[k] = lat.WithLabelValues(name)
 	}
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat,
+	m.fetchStreamed = m.fetchRelays.WithLabelValues("streamed")
+	m.fetchBuffered = m.fetchRelays.WithLabelValues("buffered")
+	m.fetchRelayCut = m.fetchRelays.WithLabelValues("closed")
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
 		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.resends)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {

@@ -20,6 +20,9 @@ type reqCtx struct {
 	// closeAfter, set by a handler's synchronous part, closes the
 	// connection once the response is written.
 	closeAfter bool
+	// filtered: the answer is edited after the handler (policy-narrowed
+	// topics put back, a Metadata filter), so it must be a whole message.
+	filtered bool
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
@@ -61,6 +64,20 @@ func (rc *reqCtx) sendWatched(cluster string, broker UpstreamNodeID, addr string
 	return p
 }
 
+// sendStream is send for a response the caller reads from the upstream
+// socket itself (upstreamCall.stream; fetch_stream.go).
+func (rc *reqCtx) sendStream(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
+	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
+	if err != nil {
+		return &pending{req: req, err: err}
+	}
+	call, err := u.sendStream(req, rc.clientID)
+	if err != nil {
+		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
+	}
+	return &pending{u: u, call: call, req: req, err: err}
+}
+
 // write is send (req encoded) and sendRaw (raw: the client's body bytes).
 func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher) *pending {
 	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
@@ -69,9 +86,9 @@ func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req 
 	}
 	var call *upstreamCall
 	if raw {
-		call, err = u.write(req, rc.clientID, rc.body, true, expectResponse, w)
+		call, err = u.write(req, rc.clientID, rc.body, true, expectResponse, w, false)
 	} else {
-		call, err = u.write(req, rc.clientID, nil, false, expectResponse, w)
+		call, err = u.write(req, rc.clientID, nil, false, expectResponse, w, false)
 	}
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()

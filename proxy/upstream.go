@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -59,6 +60,11 @@ type upstreamCall struct {
 	// cutover's in-flight count drops when the broker answered, not when
 	// the client's response is built (cutover_hold.go, flightRelease).
 	watch answerWatcher
+	// stream, set before the call is queued, asks readLoop to hand the
+	// response body over unread (sr) instead of reading it into body:
+	// the streaming Fetch relay (fetch_stream.go) reads it itself.
+	stream bool
+	sr     *upstreamStream
 }
 
 // answerWatcher is told once that a call ended (answered or failed). It
@@ -72,6 +78,27 @@ func (c *upstreamCall) end() {
 	if c.watch != nil {
 		c.watch.answered()
 	}
+}
+
+// upstreamStream is a response body left in the upstream socket for its
+// call to read: left bytes of it remain in r. The reader owns r until it
+// calls end, once; readLoop reads nothing meanwhile (responses on a
+// connection are consecutive).
+type upstreamStream struct {
+	uc   *upstreamConn
+	r    *bufio.Reader
+	left int
+	done chan error // end's result, for readLoop (buffered: end never blocks)
+}
+
+// end gives the socket back to readLoop: err nil means exactly the frame
+// was read, anything else fails the connection (its position in the byte
+// stream is lost).
+func (st *upstreamStream) end(err error) {
+	if err == nil && st.left != 0 {
+		err = fmt.Errorf("streamed response ended with %d bytes unread", st.left)
+	}
+	st.done <- err
 }
 
 // releaseFrame returns a call's pooled response buffer. Lifetime rule: only
@@ -133,6 +160,11 @@ type upstreamConn struct {
 	// retired (under wmu) closes the connection once no call is pending:
 	// a replaced connection finishes what was sent on it (retire).
 	retired bool
+	// answering: an answer is arriving and readLoop is reading it (its
+	// call may be off pending already), so the connection is not idle.
+	// Atomic, not under wmu: a writer blocked on the socket holds wmu, and
+	// readLoop must not wait for it.
+	answering atomic.Bool
 
 	deadOnce sync.Once
 	dead     chan struct{}
@@ -157,7 +189,7 @@ var errRetired = errors.New("upstream connection replaced (new credentials or se
 func (uc *upstreamConn) retire() {
 	uc.wmu.Lock()
 	uc.retired = true
-	idle := len(uc.pending) == 0
+	idle := len(uc.pending) == 0 && !uc.answering.Load()
 	uc.wmu.Unlock()
 	if idle {
 		uc.fail(errRetired)
@@ -168,7 +200,7 @@ func (uc *upstreamConn) retire() {
 func (uc *upstreamConn) retiredIdle() bool {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
-	return uc.retired && len(uc.pending) == 0
+	return uc.retired && len(uc.pending) == 0 && !uc.answering.Load()
 }
 
 // newUpstreamConn starts serving a dialed broker connection.
@@ -221,28 +253,35 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, expectResponse, nil)
+	return uc.write(req, clientID, nil, false, expectResponse, nil, false)
+}
+
+// sendStream is send for a call whose response body is handed over unread
+// (upstreamCall.stream).
+func (uc *upstreamConn) sendStream(req kmsg.Request, clientID *string) (*upstreamCall, error) {
+	return uc.write(req, clientID, nil, false, true, nil, true)
 }
 
 // sendBody is send for a request whose encoded body the caller already has
 // (the client's own bytes): the header and the body go out in one writev.
 func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, body, true, expectResponse, nil)
+	return uc.write(req, clientID, body, true, expectResponse, nil, false)
 }
 
 // write frames and writes one request: req encoded, or, when raw, a header
 // for req followed by body as it is. The call is queued for readLoop in the
 // same critical section as the write, so responses pair with calls FIFO.
 // watch (may be nil) hears the call end; it is not told of a request that
-// was never queued (an error return, or no response expected).
-func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher) (*upstreamCall, error) {
+// was never queued (an error return, or no response expected). stream asks
+// for the response body unread (upstreamCall.stream).
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
 	if uc.isDead() {
 		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 	}
 	uc.corr++
-	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{}), watch: watch}
+	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{}), watch: watch, stream: stream}
 	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
@@ -292,22 +331,52 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 func (uc *upstreamConn) readLoop() {
 	br := bufio.NewReaderSize(uc.nc, 32<<10)
 	for {
+		n, err := readFrameSize(br, uc.maxResp)
+		if err != nil {
+			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
+			return
+		}
+		uc.answering.Store(true) // an answer is arriving: not idle (retire)
+		c, ok := <-uc.pending
+		if !ok {
+			return
+		}
+		if c.stream {
+			// The caller reads this body from the socket itself; the
+			// next frame starts where it stops.
+			st := &upstreamStream{uc: uc, r: br, left: n, done: make(chan error, 1)}
+			c.sr = st
+			c.end()
+			select {
+			case err := <-st.done:
+				if err != nil {
+					uc.fail(fmt.Errorf("streaming from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
+					return
+				}
+			case <-uc.dead:
+				return
+			}
+			uc.answering.Store(false)
+			if uc.retiredIdle() {
+				uc.fail(errRetired)
+				return
+			}
+			continue
+		}
 		var pooled *[]byte
 		var reuse []byte
 		if uc.pooled {
 			pooled = fetchFramePool.Get().(*[]byte)
 			reuse = *pooled
 		}
-		frame, err := readFrameInto(br, uc.maxResp, reuse)
+		frame, err := readFrameBody(br, n, reuse, nil)
 		if pooled != nil && err == nil {
 			*pooled = frame
 		}
 		if err != nil {
+			c.err = fmt.Errorf("upstream %s broker %d: %w", uc.cluster, uc.broker, err)
+			c.end()
 			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
-			return
-		}
-		c, ok := <-uc.pending
-		if !ok {
 			return
 		}
 		body, err := responseBody(frame, c.corr, c.key, c.ver)
@@ -320,6 +389,7 @@ func (uc *upstreamConn) readLoop() {
 		c.body = body
 		c.frame = pooled
 		c.end()
+		uc.answering.Store(false)
 		if uc.retiredIdle() {
 			uc.fail(errRetired)
 			return
