@@ -18,6 +18,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"sort"
@@ -62,6 +63,10 @@ type replication struct {
 	// ready is what the router reads on every request, without rp.mu:
 	// the topics whose fetches the target may serve (targetReady).
 	ready atomic.Pointer[map[string]bool]
+	// onReady is called (under mu) when ready changed: the router's
+	// answers changed without a new router, and the proxy keys shared
+	// Metadata answers by router (overlay.reinstall).
+	onReady func()
 }
 
 // copier is one direction's replicator.
@@ -108,7 +113,10 @@ func (rp *replication) publishReadyLocked() {
 			m[t] = true
 		}
 	}
-	rp.ready.Store(&m)
+	old := rp.ready.Swap(&m)
+	if rp.onReady != nil && (old == nil || !maps.Equal(*old, m)) {
+		rp.onReady()
+	}
 }
 
 // targetReady says whether the target may serve a replicated topic's

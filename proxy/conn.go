@@ -412,7 +412,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			}
 		}
 	}
-	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body}
+	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, metadataFiltered: describe != nil}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	if s != nil {
 		s.closeAfter = rc.closeAfter // before the goroutine that readies s

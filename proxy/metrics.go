@@ -32,6 +32,11 @@ type metrics struct {
 	stateEntries   *prometheus.GaugeVec
 	stateExpired   *prometheus.CounterVec
 	groupAmbiguous prometheus.Counter // canary group lookups that found several groups
+
+	// Metadata listings (every topic) by where the answer came from
+	// (metadata_view.go): shared, views, clusters.
+	metadataListings *prometheus.CounterVec
+	metadataShared   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -89,7 +94,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		groupAmbiguous: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kproxy_canary_group_ambiguous_total", Help: "Group lookups (one per topic of a request) on a connection without group membership whose client instance (source IP, client.id, software) is a member of several groups subscribed to the topic: served as a member of no group.",
 		}),
+		metadataListings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_metadata_listings_total", Help: "Metadata requests for every topic, by where the answer came from: shared (an encoded answer reused), views (built from kproxy's cached views of the clusters), clusters (at least one cluster asked).",
+		}, []string{"source"}),
 	}
+	m.metadataShared = m.metadataListings.WithLabelValues("shared")
 	for k := int16(0); k <= 100; k++ {
 		req := kmsg.RequestForKey(k)
 		if req == nil {
@@ -101,7 +110,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
-		m.stateEntries, m.stateExpired, m.groupAmbiguous)
+		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.metadataListings)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {
 		m.stateEntries.WithLabelValues(kind)
 		m.stateExpired.WithLabelValues(kind)

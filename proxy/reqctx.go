@@ -20,6 +20,10 @@ type reqCtx struct {
 	// closeAfter, set by a handler's synchronous part, closes the
 	// connection once the response is written.
 	closeAfter bool
+	// metadataFiltered: the policy filters this Metadata answer after the
+	// handler (conn.go), so it must be a decoded response, not one shared
+	// with other connections (metadata_view.go).
+	metadataFiltered bool
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
