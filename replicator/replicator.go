@@ -612,14 +612,23 @@ func (r *Replicator) setupTopics(ctx context.Context, topics []string) map[strin
 			created = append(created, topic)
 		}
 	}
-	// Metadata lags creation for a moment; wait so the partitions do not
-	// start with a round of UNKNOWN_TOPIC_OR_PARTITION retries.
+	// Metadata lags creation for a moment, and a leader takes its
+	// partitions a moment after metadata names it: wait until the new
+	// topics' end offsets answer, so the partitions do not start with a
+	// round of UNKNOWN_TOPIC_OR_PARTITION or NOT_LEADER_FOR_PARTITION
+	// retries (10,000 partitions retrying every second kept the target
+	// broker busy answering them). One request per wait for the whole batch.
 	for i := 0; i < 50 && len(created) > 0; i++ {
-		td, err := r.tgtAdm.ListTopics(ctx, created...)
+		ends, err := r.tgtAdm.ListEndOffsets(ctx, created...)
 		if err == nil {
 			left := created[:0]
 			for _, topic := range created {
-				if t, ok := td[topic]; !ok || t.Err != nil || int32(len(t.Partitions)) != out[topic].n {
+				ps, ok := ends[topic]
+				good := ok && int32(len(ps)) == out[topic].n
+				for _, o := range ps {
+					good = good && o.Err == nil
+				}
+				if !good {
 					left = append(left, topic)
 				}
 			}
