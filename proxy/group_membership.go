@@ -307,19 +307,3 @@ func heartbeatSubscription(req *kmsg.ConsumerGroupHeartbeatRequest) topicSet {
 	}
 	return ts
 }
-
-// lookupAny is some live group of some instance, "" when there is none
-// (tests wait for a membership with it).
-func (ms *memberships) lookupAny() string {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	now := ms.now()
-	for _, groups := range ms.m {
-		for g, e := range groups {
-			if ms.live(e, now) {
-				return g
-			}
-		}
-	}
-	return ""
-}
