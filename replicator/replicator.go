@@ -618,8 +618,15 @@ func (r *Replicator) setupTopics(ctx context.Context, topics []string) map[strin
 	// round of UNKNOWN_TOPIC_OR_PARTITION or NOT_LEADER_FOR_PARTITION
 	// retries (10,000 partitions retrying every second kept the target
 	// broker busy answering them). One request per wait for the whole batch.
+	// The metadata request also replaces what the client cached from the
+	// check before the creation (the topics unknown), which each
+	// partition's leader lookup would otherwise read.
 	for i := 0; i < 50 && len(created) > 0; i++ {
-		ends, err := r.tgtAdm.ListEndOffsets(ctx, created...)
+		_, err := r.tgtAdm.ListTopics(ctx, created...)
+		var ends kadm.ListedOffsets
+		if err == nil {
+			ends, err = r.tgtAdm.ListEndOffsets(ctx, created...)
+		}
 		if err == nil {
 			left := created[:0]
 			for _, topic := range created {
