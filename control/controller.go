@@ -57,6 +57,7 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	c := &Controller{log: log, srv: srv, ctx: ctx, cancel: cancel,
 		repl: newReplication(log.Named("replicator")), admins: &clusterAdmins{}, overlay: newOverlay(srv)}
 	c.overlay.targetReady = c.repl.targetReady
+	c.repl.onReady = c.overlay.reinstall
 	c.repl.setConfig(cfg)
 	dir := ""
 	if cfg.StateDir != "" {

@@ -80,6 +80,14 @@ func (o *overlay) routerLocked() proxy.Router {
 	return pinnedRouter{TableRouter: proxy.NewTableRouter(o.table), produce: o.producePins, fetch: o.fetchPins, groups: o.groupPins, frozen: o.groupFrozen, ready: o.targetReady}
 }
 
+// reinstall installs the router anew: what targetReady says changed, so
+// the same pins route differently, and the proxy must see a new router.
+func (o *overlay) reinstall() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.installLocked()
+}
+
 func (o *overlay) installLocked() {
 	if r := o.routerLocked(); r != nil {
 		o.sink.SetRouter(r)
@@ -118,6 +126,23 @@ func (r pinnedRouter) FetchCluster(topic, clientID, group string) string {
 	}
 	return c
 }
+
+// FetchBase overrides the table's (embedded) with the pins and the
+// readiness FetchCluster applies: a pinned topic's fetches go to its pin
+// whoever asks, and an unpinned one's base route is downgraded as
+// FetchCluster downgrades it (proxy.canaryRouter).
+func (r pinnedRouter) FetchBase(topic string) (string, bool) {
+	if c, ok := r.fetch[topic]; ok {
+		return c, false
+	}
+	c, canary := r.TableRouter.FetchBase(topic)
+	if c == proxy.Target && r.ready != nil && !r.ready(topic) && r.TableRouter.Replicated(topic) {
+		c = proxy.Source
+	}
+	return c, canary
+}
+
+func (r pinnedRouter) FetchBaseOwner() proxy.Router { return r }
 
 func (r pinnedRouter) GroupCluster(group string) string {
 	if c, ok := r.groups[group]; ok {

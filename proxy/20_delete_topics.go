@@ -3,7 +3,8 @@ package proxy
 // DeleteTopics (key 20), accepted v0-6. Route: each topic to its route's
 // cluster(s), every topic answered (split_cluster.go). Topics named by
 // virtual id (v6+) are sent by name.
-// Rewrites: response TopicID is the virtual id.
+// Rewrites: response TopicID is the virtual id. The topics leave kproxy's
+// Metadata views (metadata_view.go) once the clusters answered.
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -34,6 +35,7 @@ func handleDeleteTopics(rc *reqCtx, req *kmsg.DeleteTopicsRequest) func() kmsg.R
 				names = append(names, n)
 			}
 		}
+		defer s.metadataChanged(names)
 		answers, throttle := splitByCluster(names, clusterSplit[string, kmsg.DeleteTopicsResponseTopic]{
 			clusters: rc.topicClusters,
 			send: func(cluster string, part []string) ([]kmsg.DeleteTopicsResponseTopic, int32, bool) {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,8 +46,16 @@ type upstreamCluster struct {
 	clusterID string
 	reachable bool
 	lastErr   string
+	// countsGen changes whenever a topic's partition count does (or a
+	// topic appears or goes): shared Metadata answers depend on the
+	// counts through the split-route check (metadata_view.go).
+	countsGen atomic.Uint64
 
 	refreshMu sync.Mutex // serializes metadata refreshes
+
+	// view is the translated topic listing Metadata answers are built
+	// from (metadata_view.go), kept by refresh.
+	view viewHolder
 }
 
 type coordKey struct {
@@ -152,15 +161,22 @@ func (uc *upstreamCluster) refresh(ctx context.Context, topics []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
+	asked, seq := time.Now(), uc.view.dirtySeq()
 	resp, err := req.RequestWith(ctx, uc.cl)
 	if err != nil {
 		uc.mu.Lock()
 		uc.reachable = false
 		uc.lastErr = err.Error()
 		uc.mu.Unlock()
+		uc.view.drop()
 		return fmt.Errorf("cluster %s: metadata: %w", uc.name, err)
 	}
 	uc.learnMetadata(resp)
+	if resp.ErrorCode != 0 {
+		uc.view.drop() // v13's top-level error: the answer lists nothing
+		return nil
+	}
+	uc.view.learn(topics, resp, seq, asked)
 	return nil
 }
 
@@ -186,7 +202,10 @@ func (uc *upstreamCluster) learnMetadata(resp *kmsg.MetadataResponse) {
 		name := *t.Topic
 		if t.ErrorCode != 0 {
 			if t.ErrorCode == kerr.UnknownTopicOrPartition.Code {
-				delete(uc.leaders, name)
+				if _, had := uc.leaders[name]; had {
+					delete(uc.leaders, name)
+					uc.countsGen.Add(1)
+				}
 			}
 			continue
 		}
@@ -198,6 +217,9 @@ func (uc *upstreamCluster) learnMetadata(resp *kmsg.MetadataResponse) {
 			if int(p.Partition) < len(parts) && p.ErrorCode == 0 {
 				parts[p.Partition] = UpstreamNodeID(p.Leader)
 			}
+		}
+		if old, had := uc.leaders[name]; !had || len(old) != len(parts) {
+			uc.countsGen.Add(1)
 		}
 		uc.leaders[name] = parts
 		if t.TopicID != ([16]byte{}) {

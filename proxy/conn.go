@@ -412,7 +412,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			}
 		}
 	}
-	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil}
+	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil, metadataFiltered: describe != nil}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	if s != nil {
 		s.closeAfter = rc.closeAfter // before the goroutine that readies s

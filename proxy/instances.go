@@ -63,7 +63,9 @@ type hostPort struct {
 // alone). A view whose addresses do not parse is refused as a whole.
 func (s *Server) SetInstances(in *Instances) error {
 	if in == nil {
-		s.insts.Store(nil)
+		if s.insts.Swap(nil) != nil {
+			s.instancesChanged()
+		}
 		return nil
 	}
 	v := &instanceView{self: in.Self, controller: -1, members: in.Members}
@@ -90,6 +92,7 @@ func (s *Server) SetInstances(in *Instances) error {
 	}
 	old := s.insts.Swap(v)
 	s.freshSessionsForGains(old, v)
+	s.instancesChanged()
 	return nil
 }
 

@@ -225,3 +225,51 @@ func TestInstancesPartitionComingBackGetsAFreshProducerSession(t *testing.T) {
 		t.Fatalf("sequence 5 after the partition came back: %v", kerr.ErrorForCode(code))
 	}
 }
+
+// Listings (every topic) come from cached, translated views
+// (metadata_view.go) whose leaders are the owner instances of the
+// membership at translation: a new membership must not be answered from a
+// view or a shared answer built under the old one.
+func TestListingLeadersFollowAMembershipChange(t *testing.T) {
+	const partitions = 12
+	c := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(partitions, "orders"))
+	srv := startProxy(t, Options{ClusterID: "v", NodeID: 7, Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source)})
+	cl, ctx := proxyClient(t, srv, 30*time.Second)
+	b := cl.SeedBrokers()[0]
+	me := mbr.Member{ID: "a", NodeID: 7, Advertise: srv.Addr().String()}
+	two := []mbr.Member{me, {ID: "b", NodeID: 8, Advertise: "b.example:9092"}}
+	three := append(slices.Clone(two), mbr.Member{ID: "c", NodeID: 9, Advertise: "c.example:9092"})
+	check := func(view []mbr.Member) {
+		t.Helper()
+		// Twice: the second listing is the one a view or a shared answer serves.
+		for range 2 {
+			r, err := b.Request(ctx, kmsg.NewPtrMetadataRequest()) // Topics nil: every topic
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := r.(*kmsg.MetadataResponse)
+			if len(m.Brokers) != len(view) {
+				t.Fatalf("%d brokers listed, want %d", len(m.Brokers), len(view))
+			}
+			for _, tp := range m.Topics {
+				if tp.Topic == nil || *tp.Topic != "orders" {
+					continue
+				}
+				for _, p := range tp.Partitions {
+					owner, _ := mbr.Owner(partitionKey("orders", p.Partition), view)
+					if p.Leader != owner.NodeID {
+						t.Fatalf("with %d instances: partition %d led by %d, want its owner %s (%d)", len(view), p.Partition, p.Leader, owner.ID, owner.NodeID)
+					}
+				}
+			}
+		}
+	}
+	if err := srv.SetInstances(&Instances{Self: "a", LeaderID: "a", Members: two}); err != nil {
+		t.Fatal(err)
+	}
+	check(two)
+	if err := srv.SetInstances(&Instances{Self: "a", LeaderID: "a", Members: three}); err != nil {
+		t.Fatal(err)
+	}
+	check(three)
+}

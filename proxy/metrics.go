@@ -38,6 +38,11 @@ type metrics struct {
 	// resends counts batches resent across a move of their topic
 	// (ident_pid_resend.go), by outcome.
 	resends *prometheus.CounterVec
+
+	// Metadata listings (every topic) by where the answer came from
+	// (metadata_view.go): shared, views, clusters.
+	metadataListings *prometheus.CounterVec
+	metadataShared   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -102,7 +107,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		resends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_produce_resends_total", Help: "Idempotent batches of a moved topic that the producer state noted on the old home at the flip point decided (decision 008), by outcome: old_home (already written there: sent there and answered as a duplicate), out_of_order (a sequence gap or a batch straddling the flip point: OUT_OF_ORDER_SEQUENCE_NUMBER).",
 		}, []string{"outcome"}),
+		metadataListings: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_metadata_listings_total", Help: "Metadata requests for every topic, by where the answer came from: shared (an encoded answer reused), views (built from kproxy's cached views of the clusters), clusters (at least one cluster asked).",
+		}, []string{"source"}),
 	}
+	m.metadataShared = m.metadataListings.WithLabelValues("shared")
 	for k := int16(0); k <= 100; k++ {
 		req := kmsg.RequestForKey(k)
 		if req == nil {
@@ -117,7 +126,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.fetchRelayCut = m.fetchRelays.WithLabelValues("closed")
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
-		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.resends)
+		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.resends, m.metadataListings)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {
 		m.stateEntries.WithLabelValues(kind)
 		m.stateExpired.WithLabelValues(kind)

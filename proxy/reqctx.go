@@ -23,6 +23,10 @@ type reqCtx struct {
 	// filtered: the answer is edited after the handler (policy-narrowed
 	// topics put back, a Metadata filter), so it must be a whole message.
 	filtered bool
+	// metadataFiltered: the policy filters this Metadata answer after the
+	// handler (conn.go), so it must be a decoded response, not one shared
+	// with other connections (metadata_view.go).
+	metadataFiltered bool
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }

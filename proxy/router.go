@@ -1,6 +1,10 @@
 package proxy
 
-import "github.com/kproxy/kproxy/routing"
+import (
+	"reflect"
+
+	"github.com/kproxy/kproxy/routing"
+)
 
 // Cluster names, as in the config file.
 const (
@@ -38,6 +42,8 @@ func (s StaticRouter) GroupCluster(string) string                 { return strin
 func (s StaticRouter) TxnCluster(string) string                   { return string(s) }
 func (s StaticRouter) DefaultCluster() string                     { return string(s) }
 func (s StaticRouter) Replicated(string) bool                     { return false }
+func (s StaticRouter) FetchBase(string) (string, bool)            { return string(s), false }
+func (s StaticRouter) FetchBaseOwner() Router                     { return s }
 
 // TableRouter answers from an immutable routing table (package routing).
 type TableRouter struct{ t *routing.Table }
@@ -55,3 +61,34 @@ func (r TableRouter) GroupCluster(group string) string { return string(r.t.Group
 func (r TableRouter) TxnCluster(string) string         { return string(r.t.Default()) }
 func (r TableRouter) DefaultCluster() string           { return string(r.t.Default()) }
 func (r TableRouter) Replicated(topic string) bool     { return r.t.Replicated(topic) }
+func (r TableRouter) FetchBase(topic string) (string, bool) {
+	c, canary := r.t.FetchBase(topic)
+	return string(c), canary
+}
+func (r TableRouter) FetchBaseOwner() Router { return r }
+
+// canaryRouter is a Router that can say which topics' fetch routes depend
+// on the client: FetchBase is the route of every client a topic's canary
+// does not select, and canary is false when every client gets it (then
+// FetchCluster ignores clientID and group). ProduceCluster of such a
+// Router must not depend on clientID. Metadata answers built from the base
+// routes are shared between clients only through a canaryRouter
+// (metadata_view.go).
+//
+// FetchBaseOwner returns the router itself. A Router that embeds one of
+// these inherits FetchBase without its own FetchCluster in mind; its
+// owner is then the embedded type, not the Router's, and proxy does not
+// trust it (asCanaryRouter).
+type canaryRouter interface {
+	FetchBase(topic string) (cluster string, canary bool)
+	FetchBaseOwner() Router
+}
+
+// asCanaryRouter returns r's FetchBase when r defines it itself.
+func asCanaryRouter(r Router) canaryRouter {
+	cr, ok := r.(canaryRouter)
+	if !ok || reflect.TypeOf(cr.FetchBaseOwner()) != reflect.TypeOf(r) {
+		return nil
+	}
+	return cr
+}

@@ -76,17 +76,22 @@ type Server struct {
 	metrics *metrics
 	topics  *topicCounters // per-topic traffic and source writes (topic_stats.go)
 
-	clusters   map[string]*upstreamCluster
-	refreshers map[string]*refresher // background metadata refreshes, by cluster (refresh.go)
-	topicIDs   *topicIDs
-	pids       producerIDs
-	maps       atomic.Pointer[mapsBox]
-	holds      holds
-	gholds     groupHolds // group moves (group_hold.go)
-	router     atomic.Pointer[routerBox]
-	insts      atomic.Pointer[instanceView] // nil: this instance serves alone (instances.go)
-	policy     atomic.Pointer[Policy]       // nil: no policy (policy.go)
-	versions   atomic.Pointer[map[int16]versionRange]
+	clusters     map[string]*upstreamCluster
+	clusterNames []string              // sorted
+	refreshers   map[string]*refresher // background metadata refreshes, by cluster (refresh.go)
+	// Metadata listings from views (metadata_view.go): viewsOff when a
+	// cluster is passthrough; shared holds encoded answers.
+	viewsOff atomic.Bool
+	shared   sharedAnswers
+	topicIDs *topicIDs
+	pids     producerIDs
+	maps     atomic.Pointer[mapsBox]
+	holds    holds
+	gholds   groupHolds // group moves (group_hold.go)
+	router   atomic.Pointer[routerBox]
+	insts    atomic.Pointer[instanceView] // nil: this instance serves alone (instances.go)
+	policy   atomic.Pointer[Policy]       // nil: no policy (policy.go)
+	versions atomic.Pointer[map[int16]versionRange]
 	// versionsMu serializes updateVersions; connected signals Start as
 	// each cluster connects.
 	versionsMu sync.Mutex
@@ -124,7 +129,12 @@ type Server struct {
 	closing atomic.Bool
 }
 
-type routerBox struct{ r Router }
+// routerBox is one router as installed; since is when (views fetched
+// before it answer no listing, metadata_view.go).
+type routerBox struct {
+	r     Router
+	since time.Time
+}
 
 // New builds a server; Start connects upstreams and begins listening.
 func New(opts Options) (*Server, error) {
@@ -200,7 +210,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.holds.held = map[string]*topicHold{}
-	s.router.Store(&routerBox{opts.Router})
+	s.router.Store(&routerBox{opts.Router, time.Time{}})
 	for name, boot := range opts.Clusters {
 		uc, err := newUpstreamCluster(name, boot, opts.Upstream[name], s.log)
 		if err != nil {
@@ -209,13 +219,25 @@ func New(opts Options) (*Server, error) {
 		}
 		s.clusters[name] = uc
 		s.refreshers[name] = newRefresher(uc)
+		s.clusterNames = append(s.clusterNames, name)
+		uc.view.translate = s.virtMetadataTopic
+		uc.view.prepare = s.assignTopicIDs
+		uc.view.refresh = func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_ = uc.refresh(ctx, nil)
+		}
 	}
+	sort.Strings(s.clusterNames)
+	// A passthrough cluster answers each client as itself: no answer
+	// built from kproxy's own view may stand for it.
+	s.viewsOff.Store(len(s.passthroughClusters()) > 0)
 	return s, nil
 }
 
 // SetRouter swaps the routing decisions for new requests; requests already
 // dispatched keep the router they started with.
-func (s *Server) SetRouter(r Router) { s.router.Store(&routerBox{r}) }
+func (s *Server) SetRouter(r Router) { s.router.Store(&routerBox{r, time.Now()}) }
 
 func (s *Server) routes() Router { return s.router.Load().r }
 

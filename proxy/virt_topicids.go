@@ -155,6 +155,45 @@ func (s *Server) virtualTopicID(name string) VirtualTopicID {
 	return s.topicIDs.assign(name, deriveTopicID(s.opts.ClusterID, name))
 }
 
+// assignTopicIDs gives every named topic that has no virtual id yet its
+// derived one, with one write of the table: a listing of thousands of new
+// topics would otherwise rewrite topic-ids.json once per topic.
+func (s *Server) assignTopicIDs(names []string) {
+	t := s.topicIDs
+	var missing []string
+	t.mu.RLock()
+	for _, n := range names {
+		if _, ok := t.byName[n]; !ok {
+			missing = append(missing, n)
+		}
+	}
+	t.mu.RUnlock()
+	if len(missing) == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	added := false
+	for _, n := range missing {
+		if _, ok := t.byName[n]; ok {
+			continue
+		}
+		id := deriveTopicID(s.opts.ClusterID, n)
+		if other, taken := t.byID[id]; taken {
+			t.log.Error("upstream topic id already names another topic; not assigning", "topic", n, "other_topic", other)
+			continue
+		}
+		t.byName[n], t.byID[id] = id, n
+		added = true
+	}
+	if !added {
+		return
+	}
+	if err := t.saveLocked(); err != nil {
+		t.log.Error("could not persist virtual topic ids; they will not survive a restart", "path", t.path, "error", err)
+	}
+}
+
 // deriveTopicID is the virtual id of a topic: 16 bytes of SHA-256 over the
 // virtual cluster id and the name, marked as a version 8 (custom) UUID.
 func deriveTopicID(clusterID, topic string) VirtualTopicID {

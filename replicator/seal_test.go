@@ -14,11 +14,21 @@ import (
 func TestSealTopicRefusesAnUnsavedMap(t *testing.T) {
 	pp := startPair(t, []string{"s"}, 1, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 50 * time.Millisecond})
 	dir := filepath.Join(pp.r.opts.StateDir, "s")
-	if err := os.RemoveAll(dir); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dir, []byte("not a directory"), 0o644); err != nil {
-		t.Fatal(err)
+	// The copy writes into dir as it starts (its producer id file,
+	// session.go), so removing dir can race that write: try again until
+	// the file stands where the directory was.
+	for try := 0; ; try++ {
+		err := os.RemoveAll(dir)
+		if err == nil {
+			err = os.WriteFile(dir, []byte("not a directory"), 0o644)
+		}
+		if err == nil {
+			break
+		}
+		if try == 100 {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	pp.produce(t, "s", 0, 1)
 	pp.waitCopied(t, "s", 0, 2) // published, then the save fails

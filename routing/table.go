@@ -197,6 +197,18 @@ func (t *Table) Route(topic string, dir Direction, clientID, group string) confi
 	panic(fmt.Sprintf("routing: Route called with unknown %v", dir))
 }
 
+// FetchBase returns topic's fetch route for consumers its canary does not
+// select, and whether it has a canary at all: a topic without one is
+// fetched from the same cluster by every consumer, so an answer built from
+// the base routes holds for any client (proxy's shared Metadata answers).
+func (t *Table) FetchBase(topic string) (config.Cluster, bool) {
+	r := t.lookup(topic)
+	if r == nil {
+		return t.def, false
+	}
+	return r.fetch, r.canary != nil
+}
+
 // selects reports whether the consumer is in the canary.
 func (k *canary) selects(clientID, group string) bool {
 	if clientID != "" {

@@ -126,6 +126,40 @@ func metadataLatency(addr string, n int) (p50, p99 float64, partitions int) {
 	return ds[len(ds)/2], ds[min(len(ds)-1, len(ds)*99/100)], partitions
 }
 
+// metadataInterleaved sends n full Metadata requests to each of a and b,
+// one to a, then one to b, and so on, and returns each one's p50 and p99
+// in ms.
+func metadataInterleaved(a, b string, n int) (pa, pb [2]float64) {
+	var cls [2]*kgo.Client
+	for i, addr := range []string{a, b} {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer cl.Close()
+		cls[i] = cl
+	}
+	ctx := context.Background()
+	var ds [2][]float64
+	for i := 0; i < n+1; i++ {
+		for j, cl := range cls {
+			req := kmsg.NewPtrMetadataRequest()
+			t0 := time.Now()
+			if _, err := req.RequestWith(ctx, cl); err != nil {
+				log.Fatalf("metadata: %v", err)
+			}
+			if i > 0 { // the first: dial, ApiVersions
+				ds[j] = append(ds[j], float64(time.Since(t0).Microseconds())/1000)
+			}
+		}
+	}
+	for j := range ds {
+		sort.Float64s(ds[j])
+	}
+	q := func(d []float64) [2]float64 { return [2]float64{d[len(d)/2], d[min(len(d)-1, len(d)*99/100)]} }
+	return q(ds[0]), q(ds[1])
+}
+
 func sweepOne(total int, o sweepOpts) map[string]any {
 	ctx := context.Background()
 	topics := max(total/o.perTopic, 1)
@@ -166,7 +200,7 @@ func sweepOne(total int, o sweepOpts) map[string]any {
 	// metadata; kproxy resolves the replicate glob once at start, so wait
 	// until the source lists them all (a 10,000-partition run once started
 	// kproxy with 100 of its 1,000 topics visible).
-	for deadline := time.Now().Add(5 * time.Minute); ; {
+	for deadline := time.Now().Add(10 * time.Minute); ; {
 		tds, err := sadm.ListTopics(ctx, names...)
 		seen := 0
 		if err == nil {
@@ -180,7 +214,7 @@ func sweepOne(total int, o sweepOpts) map[string]any {
 			break
 		}
 		if time.Now().After(deadline) {
-			log.Fatalf("only %d of %d topics in the source's metadata after 5 minutes", seen, len(names))
+			log.Fatalf("only %d of %d topics in the source's metadata after 10 minutes", seen, len(names))
 		}
 		time.Sleep(2 * time.Second)
 	}
@@ -243,6 +277,15 @@ func sweepOne(total int, o sweepOpts) map[string]any {
 	out["idle_kproxy_rss_mb"] = rssMB(kp)
 	kp50, kp99, _ := metadataLatency(listen, o.metadataRequests)
 	out["metadata_kproxy_p50_ms"], out["metadata_kproxy_p99_ms"] = kp50, kp99
+	// Both again, one request each in turn, with kproxy running: the
+	// first direct figures are from before kproxy started, and on a
+	// shared machine the load changes from one minute to the next.
+	ik, id := metadataInterleaved(listen, o.src, o.metadataRequests)
+	out["metadata_interleaved_kproxy_p50_ms"], out["metadata_interleaved_kproxy_p99_ms"] = ik[0], ik[1]
+	out["metadata_interleaved_direct_p50_ms"], out["metadata_interleaved_direct_p99_ms"] = id[0], id[1]
+	for _, src := range []string{"shared", "views", "clusters"} {
+		out["metadata_listings_"+src] = scrapeGauge(fmt.Sprintf("http://127.0.0.1:%d/metrics", o.adminPort), `kproxy_metadata_listings_total{source="`+src+`"}`)
+	}
 
 	// Modest load: loadRate records/s of 1 KiB, spread over every partition.
 	stop := make(chan struct{})
@@ -297,7 +340,7 @@ func scrapeGauge(url, name string) float64 {
 	}
 	sum := 0.0
 	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, name+"{") || strings.HasPrefix(l, name+" ") {
+		if strings.HasPrefix(l, name+"{") || strings.HasPrefix(l, name+" ") || (strings.HasSuffix(name, "}") && strings.HasPrefix(l, name)) {
 			f := strings.Fields(l)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
 			sum += v
