@@ -126,10 +126,7 @@ func TestThreeInstancesServeOneVirtualClusterAndSurviveOneClosing(t *testing.T) 
 	}
 	defer tr.Close()
 	tr.Produce(ctx, 50)
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -148,10 +145,7 @@ func TestThreeInstancesServeOneVirtualClusterAndSurviveOneClosing(t *testing.T) 
 		}
 	}
 	tr.Produce(ctx, 50)
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -168,10 +162,7 @@ func TestThreeInstancesServeOneVirtualClusterAndSurviveOneClosing(t *testing.T) 
 		t.Fatalf("after the restart: leaders %v coordinator %d; before: %v %d", back.Leaders, back.Coord, v.Leaders, v.Coord)
 	}
 	tr.Produce(ctx, 50)
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 	verdict, err := tr.Check()

@@ -230,6 +230,15 @@ func (t *Traffic) Consume(ctx context.Context, total int) error {
 	return nil
 }
 
+// Settle flushes the producer, then consumes every record produced so
+// far: the step the tests take between faults.
+func (t *Traffic) Settle(ctx context.Context) error {
+	if err := t.Flush(ctx); err != nil {
+		return err
+	}
+	return t.Consume(ctx, t.Produced())
+}
+
 // Check judges the history: the checker finds nothing lost, duplicated,
 // reordered or moved, and every partition's records were acknowledged and
 // consumed exactly once each, in sequence order. It returns the

@@ -80,10 +80,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	}
 	defer tr.Close()
 	tr.Produce(ctx, 100)
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -108,10 +105,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 		}
 	}
 	tr.Produce(ctx, 100)
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -126,10 +120,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	}
 	t.Logf("instance %d killed; the last lists %v after %s (session timeout 6s)", killed, last.Brokers, time.Since(start))
 	tr.Produce(ctx, 100)
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 
@@ -146,10 +137,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 		t.Fatalf("after the restarts: leaders %v coordinator %d; before: %v %d", back.Leaders, back.Coord, v.Leaders, v.Coord)
 	}
 	tr.Produce(ctx, 100)
-	if err := tr.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
 	verdict, err := tr.Check()
