@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make soak: TestSoak for KPROXY_SOAK (default 30m) on real Kafka, then the
-# plot. Results: bench/soak/soak.csv, flips.csv, soak.png, soak.log.
+# plot. Results: bench/soak/soak.csv, flips.csv, faults.csv, soak.png, soak.log.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export KPROXY_SOAK="${KPROXY_SOAK:-30m}"
