@@ -13,7 +13,7 @@ package integration
 // aborted-transactions list and would return aborted records. It flips
 // every 40 s, 10 s after the first topic's flips. kproxy reaches both
 // clusters through fault proxies, and faults land on a schedule
-// (soakFaults): blackholes toward either cluster. Every 5 s the test reads kproxy's goroutines, open files, heap
+// (soakFaults): blackholes toward the target between group moves. Every 5 s the test reads kproxy's goroutines, open files, heap
 // and resident memory from /metrics. At the end: the checker's verdict for
 // every consumer (0 lost, 0 duplicated, order per partition), and
 // goroutines and open files flat after warm-up (a leak grows with every
@@ -247,10 +247,12 @@ type soakFaultDone struct {
 //
 // KPROXY_SOAK_RESETS=1 adds bursts of connection resets (every connection
 // to the target reset, 3 times a second apart) 5 s before a flip of the
-// first topic back to the source. It is off by default because it finds
-// a duplicate: an idempotent batch whose produce answer a reset lost is
-// retried by the client after the topic flipped, and the new home writes
-// it a second time (the copy already brought the first write there).
+// first topic back to the source. Its first run found a duplicate (96
+// records): an idempotent batch whose produce answer a reset lost was
+// retried by the client after the topic flipped, and the new home wrote it
+// a second time (the copy had brought the first write there). That is
+// fixed (proxy/produce_uncertain.go); the resets stay opt-in until more
+// runs with them are clean.
 // KPROXY_SOAK_KILL=1 replaces one blackhole halfway through a long run
 // with a SIGKILL and restart of the source broker; off by default: every
 // transactional and group coordinator of the source is on that one broker.
