@@ -60,7 +60,7 @@ lint:
 helm: build
 	cd deploy/helm/check && $(GO) run . -chart ../kproxy -kproxy ../../../bin/kproxy
 
-## soak: the cutover scenario for KPROXY_SOAK (default 30m) with six clients and a flip every 20 s; plots in bench/soak
+## soak: the cutover scenario for KPROXY_SOAK (default 30m): six clients, two topics flipping every 20 and 40 s, group moves, blackholes (KPROXY_SOAK_RESETS=1, KPROXY_SOAK_KILL=1 add more); plots in bench/soak
 .PHONY: soak
 soak:
 	bash bench/soak/run.sh
