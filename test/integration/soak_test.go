@@ -250,10 +250,10 @@ type soakFaultDone struct {
 // first topic back to the source. Its first run found a duplicate (96
 // records): an idempotent batch whose produce answer a reset lost was
 // retried by the client after the topic flipped, and the new home wrote it
-// a second time (the copy had brought the first write there). That is
-// fixed (proxy/produce_uncertain.go), but the first run with the fix
-// aborted a flip at max_hold with one unsettled batch whose retry never
-// matched, so the resets stay opt-in.
+// a second time (the copy had brought the first write there). That defect
+// is open (docs/operations.md, the fault table): a fix tried on a branch
+// aborted a flip at max_hold with one unsettled batch and was not merged,
+// so the resets stay opt-in.
 // KPROXY_SOAK_KILL=1 replaces one blackhole halfway through a long run
 // with a SIGKILL and restart of the source broker; off by default: every
 // transactional and group coordinator of the source is on that one broker.
