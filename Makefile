@@ -7,7 +7,7 @@ FUZZTIME_NEW ?= 100000x
 # The streaming Fetch relay parser reads a whole Fetch answer per input.
 FUZZTIME_RELAY ?= 20000x
 
-.PHONY: demo test build unit fuzz integration lint bench clients
+.PHONY: demo test build unit fuzz fuzz-long integration lint bench clients
 
 ## demo: the whole story on embedded clusters, with a printed verdict (no Java needed)
 demo:
@@ -36,6 +36,22 @@ fuzz:
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzProducerSessionsFile$$' -fuzztime $(FUZZTIME_NEW)
 	$(GO) test ./secure/ -run '^$$' -fuzz '^FuzzSASLServer$$' -fuzztime $(FUZZTIME_NEW)
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzFetchRelay$$' -fuzztime $(FUZZTIME_RELAY)
+
+## fuzz-long: every fuzz target to 10 million executions, one after another, one worker each
+## (the once-per-release run of docs/operations.md "Fuzzing"; hours on a shared machine). Logs in $(FUZZLOGS).
+FUZZLONG ?= 10000000x
+FUZZLOGS ?= fuzz-logs
+fuzz-long:
+	mkdir -p $(FUZZLOGS)
+	for pt in proxy:FuzzReadFrame replicator:FuzzOffsetMapRoundTrip secure:FuzzSASLServer \
+		replicator:FuzzOffsetMapFile proxy:FuzzProducerSessionsFile proxy:FuzzParseRequest \
+		proxy:FuzzUpstreamResponse config:FuzzParse; do \
+	  pkg=$${pt%%:*}; name=$${pt#*:}; \
+	  echo "$$name start $$(date -u +%FT%TZ) load $$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a $(FUZZLOGS)/summary.txt; \
+	  nice -n 10 $(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZLONG) -parallel 1 \
+	    > $(FUZZLOGS)/$$name.log 2>&1 || { tail -20 $(FUZZLOGS)/$$name.log; exit 1; }; \
+	  echo "$$name end $$(date -u +%FT%TZ) $$(grep 'fuzz: elapsed' $(FUZZLOGS)/$$name.log | tail -1)" | tee -a $(FUZZLOGS)/summary.txt; \
+	done
 
 ## clients: build the client-matrix drivers (Sarama, kafka-go, librdkafka, kafkajs)
 clients:
