@@ -36,6 +36,7 @@ fuzz:
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzProducerSessionsFile$$' -fuzztime $(FUZZTIME_NEW)
 	$(GO) test ./secure/ -run '^$$' -fuzz '^FuzzSASLServer$$' -fuzztime $(FUZZTIME_NEW)
 	$(GO) test ./proxy/ -run '^$$' -fuzz '^FuzzFetchRelay$$' -fuzztime $(FUZZTIME_RELAY)
+	$(GO) test ./config/ -run '^$$' -fuzz '^FuzzGlobAgreesWithPathMatch$$' -fuzztime $(FUZZTIME_NEW)
 
 ## fuzz-long: every fuzz target to 10 million executions, one after another, one worker each
 ## (the once-per-release run of docs/operations.md "Fuzzing"; hours on a shared machine). Logs in $(FUZZLOGS).
@@ -45,7 +46,7 @@ fuzz-long:
 	mkdir -p $(FUZZLOGS)
 	for pt in proxy:FuzzReadFrame replicator:FuzzOffsetMapRoundTrip secure:FuzzSASLServer \
 		replicator:FuzzOffsetMapFile proxy:FuzzProducerSessionsFile proxy:FuzzParseRequest \
-		proxy:FuzzUpstreamResponse config:FuzzParse; do \
+		proxy:FuzzUpstreamResponse config:FuzzParse proxy:FuzzFetchRelay config:FuzzGlobAgreesWithPathMatch; do \
 	  pkg=$${pt%%:*}; name=$${pt#*:}; \
 	  echo "$$name start $$(date -u +%FT%TZ) load $$(cut -d' ' -f1-3 /proc/loadavg)" | tee -a $(FUZZLOGS)/summary.txt; \
 	  nice -n 10 $(GO) test ./$$pkg/ -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZLONG) -parallel 1 \

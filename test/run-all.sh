@@ -36,7 +36,7 @@ for target in FuzzParseRequest FuzzReadFrame FuzzUpstreamResponse; do
 done
 # The file and SASL targets (their seed corpora run in the unit tests above too).
 for pt in config:FuzzParse replicator:FuzzOffsetMapFile replicator:FuzzOffsetMapRoundTrip \
-	proxy:FuzzProducerSessionsFile secure:FuzzSASLServer proxy:FuzzFetchRelay; do
+	proxy:FuzzProducerSessionsFile secure:FuzzSASLServer proxy:FuzzFetchRelay config:FuzzGlobAgreesWithPathMatch; do
   go test "./${pt%%:*}/" -run '^$' -fuzz "^${pt#*:}\$" -fuzztime "${FUZZTIME_NEW:-20000x}"
 done
 
