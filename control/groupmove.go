@@ -486,13 +486,37 @@ func (g *groupMoves) removeLeftovers(ctx context.Context, cfg *config.Config, gr
 	if err != nil {
 		return err
 	}
-	described, err := dst.DescribeGroups(ctx, group)
-	if err != nil {
-		return fmt.Errorf("describing the group on %s: %w", to, err)
+	// Best effort: a new home that cannot describe the group yet (its
+	// coordinator loading, or __consumer_offsets not yet created on a
+	// cluster no group has used: COORDINATOR_NOT_AVAILABLE) is asked again
+	// for up to 2 s, then the move goes on to the commit, which waits for
+	// the coordinator itself and fails as before if members are there.
+	var d kadm.DescribedGroup
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for {
+		var described kadm.DescribedGroups
+		described, err = dst.DescribeGroups(dctx, group)
+		if err == nil {
+			d = described[group]
+			err = d.Err
+		}
+		if err == nil || errors.Is(err, kerr.GroupIDNotFound) || dctx.Err() != nil {
+			break
+		}
+		select {
+		case <-dctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	d, ok := described[group]
-	if !ok || d.Err != nil || len(d.Members) == 0 {
-		return nil // no group there, or nothing to remove (the commit says the rest)
+	if err != nil {
+		if !errors.Is(err, kerr.GroupIDNotFound) {
+			g.log.Warn("could not describe the group on its new home; members an earlier move left there are not removed", "group", group, "cluster", to, "error", err)
+		}
+		return nil
+	}
+	if len(d.Members) == 0 {
+		return nil
 	}
 	req := kmsg.NewPtrLeaveGroupRequest()
 	req.Group = group

@@ -576,6 +576,46 @@ func TestGroupMoveBackRemovesTheMembersItLeftThere(t *testing.T) {
 	c.check(t, 900)
 }
 
+// A new home whose coordinator cannot describe the group yet (Kafka 4.x
+// answered COORDINATOR_NOT_AVAILABLE for groups on a cluster that had none,
+// in make test, and the moves aborted) is asked again: the move goes on.
+func TestGroupMoveGoesOnWhenTheNewHomeCannotDescribeTheGroup(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var asked atomic.Int32
+	r.tgt.ControlKey(kmsg.DescribeGroups.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r.tgt.KeepControl()
+		if asked.Add(1) > 3 {
+			return nil, nil, false // then the coordinator is there
+		}
+		resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
+		for _, g := range req.(*kmsg.DescribeGroupsRequest).Groups {
+			rg := kmsg.NewDescribeGroupsResponseGroup()
+			rg.Group, rg.ErrorCode = g, kerr.CoordinatorNotAvailable.Code
+			resp.Groups = append(resp.Groups, rg)
+		}
+		return resp, nil, true
+	})
+	src := mustClient(t, r.src)
+	var o kadm.Offsets
+	o.Add(kadm.Offset{Topic: "orders", Partition: 0, At: 5, LeaderEpoch: -1})
+	if resp, err := kadm.NewClient(src).CommitOffsets(ctx, "fresh", o); err != nil || resp.Error() != nil {
+		t.Fatalf("seeding: %v %v", err, resp.Error())
+	}
+	r.reload("  default: source\n  fresh: target\n")
+	r.gm.wait()
+	if st := r.gm.list(); len(st) != 1 || st[0].State != groupMoved {
+		t.Fatalf("status: %+v\n%s", st, r.logs.String())
+	}
+	if asked.Load() < 4 {
+		t.Errorf("DescribeGroups asked %d times, want it asked again until the coordinator answers", asked.Load())
+	}
+	if got := committed(t, ctx, r.tgt, "fresh"); got[0] != 5 {
+		t.Errorf("target committed %v, want partition 0 at 5", got)
+	}
+}
+
 // A groups change made while kproxy was down: the groups section kproxy last
 // served is kept in state_dir, so the restarted instance compares it with the
 // new config and moves the group with its committed offsets, instead of
