@@ -597,7 +597,17 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			// them. Those below the flip point are answered by the
 			// source as duplicates, the late ones go to the target
 			// (decision 008).
-			""},
+			//
+			// Known: such a late write can land on the source after the
+			// restarted kproxy froze the ends (the latency holds it on
+			// the wire past the restart). It stays there as a stray copy,
+			// the copy back into the source then stops ("the target
+			// appended our batch at offset N, but the offset map
+			// expected M"), and in one clean-clone make test run the
+			// group's consumer then went back to offset 0 without a
+			// rebalance. Six runs on a lane passed; decision 008 names the
+			// stray write as open.
+			"a late write of the killed kproxy lands on the old home after the freeze: the copy back stops, and a consumer was seen restarting at offset 0 (decision 008)"},
 		// Slow writes into the target keep the drain copying.
 		{"draining", func(r *faultRig) {
 			r.tgt.SetLatency(time.Second)
