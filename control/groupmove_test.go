@@ -576,9 +576,11 @@ func TestGroupMoveBackRemovesTheMembersItLeftThere(t *testing.T) {
 	c.check(t, 900)
 }
 
-// A new home whose coordinator cannot describe the group yet (Kafka 4.x
-// answered COORDINATOR_NOT_AVAILABLE for groups on a cluster that had none,
-// in make test, and the moves aborted) is asked again: the move goes on.
+// A new home whose coordinator cannot describe the group (Kafka 4.x
+// answered COORDINATOR_NOT_AVAILABLE for groups new to it, in make test,
+// and the moves aborted) is asked again for a while, and then the move goes
+// on without removing leftovers: that step is best effort. Here the
+// describe never works.
 func TestGroupMoveGoesOnWhenTheNewHomeCannotDescribeTheGroup(t *testing.T) {
 	r := newMoveRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -586,9 +588,7 @@ func TestGroupMoveGoesOnWhenTheNewHomeCannotDescribeTheGroup(t *testing.T) {
 	var asked atomic.Int32
 	r.tgt.ControlKey(kmsg.DescribeGroups.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		r.tgt.KeepControl()
-		if asked.Add(1) > 3 {
-			return nil, nil, false // then the coordinator is there
-		}
+		asked.Add(1)
 		resp := req.ResponseKind().(*kmsg.DescribeGroupsResponse)
 		for _, g := range req.(*kmsg.DescribeGroupsRequest).Groups {
 			rg := kmsg.NewDescribeGroupsResponseGroup()
@@ -608,8 +608,8 @@ func TestGroupMoveGoesOnWhenTheNewHomeCannotDescribeTheGroup(t *testing.T) {
 	if st := r.gm.list(); len(st) != 1 || st[0].State != groupMoved {
 		t.Fatalf("status: %+v\n%s", st, r.logs.String())
 	}
-	if asked.Load() < 4 {
-		t.Errorf("DescribeGroups asked %d times, want it asked again until the coordinator answers", asked.Load())
+	if asked.Load() < 2 {
+		t.Errorf("DescribeGroups asked %d times, want it asked again", asked.Load())
 	}
 	if got := committed(t, ctx, r.tgt, "fresh"); got[0] != 5 {
 		t.Errorf("target committed %v, want partition 0 at 5", got)
