@@ -46,15 +46,20 @@ func TestCutoverWarmsItsLookupsBeforeTheHold(t *testing.T) {
 	}
 }
 
-// pairedEnds answers a log-end lookup only while a stable-end lookup is in
-// flight too, and the other way round: lookups made one after the other
-// never finish.
+// pairedEnds answers a log-end lookup of the hold only while a stable-end
+// lookup is in flight too, and the other way round: lookups made one after
+// the other never finish. Lookups before the hold (the approach, which asks
+// for log ends alone) are answered at once.
 type pairedEnds struct {
 	plain, stable         chan struct{}
 	plainOnce, stableOnce sync.Once
+	held                  func() bool
 }
 
 func (p *pairedEnds) Ends(ctx context.Context, cluster, topic string, stable bool) (map[int32]int64, error) {
+	if !p.held() {
+		return map[int32]int64{0: 10, 1: 20}, nil
+	}
 	mine, other, once := p.plain, p.stable, &p.plainOnce
 	if stable {
 		mine, other, once = p.stable, p.plain, &p.stableOnce
@@ -77,7 +82,11 @@ func (p *pairedEnds) Producers(context.Context, string, string) (map[int32][]pro
 func TestDrainListsEndsAndStableEndsTogether(t *testing.T) {
 	r := newCutRig(t)
 	r.maxHold = 5 * time.Second
-	r.ends = &pairedEnds{plain: make(chan struct{}), stable: make(chan struct{})}
+	r.ends = &pairedEnds{plain: make(chan struct{}), stable: make(chan struct{}), held: func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.held
+	}}
 	r.start()
 	r.reload(proxy.Source)
 	r.reload(proxy.Target)

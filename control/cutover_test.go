@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,8 @@ type cutRig struct {
 	// block runs inside WaitCopied (ctx is the attempt's).
 	block   func(ctx context.Context) error
 	blocked chan struct{}
+	// copiedThrough replaces the copy's progress (default: all copied).
+	copiedThrough func(partition int32) int64
 
 	sink    *routerLog
 	cuts    *cutovers
@@ -219,7 +222,18 @@ func (f *fakeCopies) WaitCopied(ctx context.Context, topic, to string, ends map[
 	return r.failure("copied")
 }
 
-func (f *fakeCopies) CopiedThrough(string, string, int32) int64 { return 0 }
+// CopiedThrough is the rig's copiedThrough hook, or a copy that has read
+// everything.
+func (f *fakeCopies) CopiedThrough(topic, to string, p int32) int64 {
+	r := (*cutRig)(f)
+	r.mu.Lock()
+	copied := r.copiedThrough
+	r.mu.Unlock()
+	if copied == nil {
+		return math.MaxInt64
+	}
+	return copied(p)
+}
 
 func (f *fakeCopies) SealFlip(ctx context.Context, topic, from, to string, ends map[int32]int64) (*flipPlan, error) {
 	r := (*cutRig)(f)
@@ -592,5 +606,45 @@ func TestCutoverAbortsWhenTheMarkerCannotBeWritten(t *testing.T) {
 	}
 	if es, _ := os.ReadDir(dir); len(es) != 1 {
 		t.Fatalf("cutover dir holds %d entries, want only the marker", len(es))
+	}
+}
+
+// A copy that is behind when the route changes catches up before produce
+// is held: the hold then waits only for what arrives while it holds. The
+// approach is not counted against max_hold: here it takes longer than
+// max_hold, and the flip still completes.
+func TestCutoverLetsTheCopyCatchUpBeforeItHolds(t *testing.T) {
+	r := newCutRig(t)
+	r.maxHold = 100 * time.Millisecond
+	caughtUp := make(chan struct{})
+	r.copiedThrough = func(p int32) int64 {
+		select {
+		case <-caughtUp:
+			return math.MaxInt64
+		default:
+			return 0 // behind the ends (10 and 20)
+		}
+	}
+	r.block = func(ctx context.Context) error { return ctx.Err() } // the copy wait sees the hold's deadline
+	r.start()
+	r.reload(proxy.Source)
+	r.reload(proxy.Target)
+	time.Sleep(3 * r.maxHold) // longer than max_hold: an approach counted in it would abort
+	r.mu.Lock()
+	held := r.held
+	r.mu.Unlock()
+	if held || r.traceString() != "" {
+		t.Fatalf("produce held (%v) or the flip went on (%s) while the copy was behind", held, r.traceString())
+	}
+	if st := r.status(); st.State == routing.Aborted.String() {
+		t.Fatalf("the attempt aborted while the copy caught up: %+v", st)
+	}
+	close(caughtUp)
+	r.settle()
+	if st := r.status(); st.State != routing.Flipped.String() || st.Home != proxy.Target {
+		t.Fatalf("after the copy caught up: %+v (trace %s)", st, r.traceString())
+	}
+	if !strings.HasPrefix(r.traceString(), "hold orders; wait idle") {
+		t.Fatalf("the flip did not start with the hold once the copy caught up: %s", r.traceString())
 	}
 }

@@ -120,6 +120,16 @@ func (c Cutover) Deadline(p Policy) (time.Time, bool) {
 	return c.HeldSince.Add(p.maxHold()), true
 }
 
+// HeldFrom is c with its hold starting at now. The controller lets the
+// copy catch up before it holds produce (control's approach), and the
+// hold, which max_hold bounds, starts when produce is held.
+func (c Cutover) HeldFrom(now time.Time) Cutover {
+	if c.State == Holding {
+		c.HeldSince = now
+	}
+	return c
+}
+
 // Event is something that happened to a cutover: one of RouteChanged,
 // InFlightDrained, Replicated, Tick, Failed and RouteReverted.
 type Event interface {
