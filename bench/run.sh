@@ -68,6 +68,7 @@ if ! flock -n 9; then
   flock 9
 fi
 T0=$(date +%s)
+LOAD0="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 WORK="$(mktemp -d /tmp/kproxy-bench.XXXXXX)"
 KPROXY_PID=""
@@ -293,11 +294,15 @@ python3 bench/assemble.py \
   --partitions "$PARTITIONS" --kafka "${SOURCE_VERSION:-unknown}" --elapsed "$ELAPSED" --rev "$REV" \
   --profile "$([[ $PERF == 1 ]] && echo bench/profile-produce.txt,bench/profile-consume.txt || true)"
 cp "$RAW" bench/raw-last.jsonl
+# Notes at the end of this run's section of RESULTS.md: the machine's load
+# (other work on the same cores moves every figure), and which peer phases
+# have fewer rounds than the others.
+printf -- '- Load average (1, 5, 15 min) at the start: %s; at the end: %s.\n' "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" >"$WORK/notes"
 if [[ -s "$WORK/peer-failed" ]]; then
-  # Say in RESULTS.md which peer phases have fewer rounds than the others.
-  printf '\n- grepplabs/kafka-proxy failed these phases (round phase), which have no peer figure for that round: %s\n' \
-    "$(paste -sd, "$WORK/peer-failed")" >>"$WORK/peer-note"
-  python3 - "$WORK/peer-note" bench/RESULTS.md <<'PY'
+  printf -- '- grepplabs/kafka-proxy failed these phases (round phase), which have no peer figure for that round: %s\n' \
+    "$(paste -sd, "$WORK/peer-failed")" >>"$WORK/notes"
+fi
+python3 - "$WORK/notes" bench/RESULTS.md <<'PY'
 import sys
 note = open(sys.argv[1]).read()
 md = open(sys.argv[2]).read()
@@ -306,5 +311,4 @@ if end in md:
     md = md.replace(end, note.strip("\n") + "\n\n" + end, 1)
 open(sys.argv[2], "w").write(md)
 PY
-fi
 say "done in ${ELAPSED}s: bench/RESULTS.md, bench/results.json (raw: bench/raw-last.jsonl)"
