@@ -80,8 +80,24 @@ func Ask(ctx context.Context, addr, topic, group string) (View, error) {
 }
 
 // Coordinator asks the instance at addr directly which node coordinates
-// key (typ 0: a group, 1: a transactional id).
+// key (typ 0: a group, 1: a transactional id), again while the answer is a
+// retriable error (a real broker answers COORDINATOR_NOT_AVAILABLE until
+// its transaction state topic exists).
 func Coordinator(ctx context.Context, addr string, typ int8, key string) (int32, error) {
+	for {
+		node, err := coordinator(ctx, addr, typ, key)
+		if err == nil || !kerr.IsRetriable(err) || ctx.Err() != nil {
+			return node, err
+		}
+		select {
+		case <-ctx.Done():
+			return node, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func coordinator(ctx context.Context, addr string, typ int8, key string) (int32, error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
 	if err != nil {
 		return -1, err
