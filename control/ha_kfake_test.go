@@ -8,7 +8,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/test/hatest"
@@ -170,4 +173,179 @@ func TestThreeInstancesServeOneVirtualClusterAndSurviveOneClosing(t *testing.T) 
 		t.Fatal(err)
 	}
 	t.Log(verdict)
+}
+
+// A transactional producer and a read_committed consumer group, both
+// bootstrapped from three instances: the transactions' records go to
+// partitions led by every instance, while InitProducerId, AddPartitionsToTxn
+// and EndTxn go to the one instance that coordinates the transactional id.
+// Committed transactions are read exactly once and in order, aborted ones
+// never, also after the coordinating instance is closed and the others take
+// the transactional id over.
+func TestThreeInstancesServeTransactionalProducers(t *testing.T) {
+	const partitions = 12
+	r := newHARig(t, 3, partitions)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	v, err := hatest.Agreed(ctx, r.open(), 3, "orders", "gtx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord, err := hatest.Coordinator(ctx, r.addrs[0], 1, "tx-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := v.Instance(r.addrs, coord)
+	if victim < 0 {
+		t.Fatalf("transaction coordinator %d is not an instance: %v", coord, v.Brokers)
+	}
+
+	tr, err := hatest.NewTxnTraffic(r.addrs, "orders", partitions, "gtx", "tx-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for i, commit := range []bool{true, false, true, true} {
+		if err := tr.Txn(ctx, 5, commit); err != nil {
+			t.Fatalf("transaction %d (commit %v): %v", i, commit, err)
+		}
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+
+	r.close(victim)
+	if _, err := hatest.Agreed(ctx, r.open(), 2, "orders", "gtx"); err != nil {
+		t.Fatal(err)
+	}
+	for i, commit := range []bool{true, false, true} {
+		if err := tr.Txn(ctx, 5, commit); err != nil {
+			t.Fatalf("after closing instance %d: transaction %d (commit %v): %v", victim, i, commit, err)
+		}
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+	verdict, err := tr.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(verdict)
+}
+
+// A group or transaction request sent to an instance that does not
+// coordinate its group or transactional id is answered NOT_COORDINATOR, so
+// the client asks FindCoordinator again; the coordinating instance serves
+// the same request.
+func TestInstancesAnswerNotCoordinatorOffTheOwner(t *testing.T) {
+	r := newHARig(t, 3, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := hatest.Agreed(ctx, r.open(), 3, "orders", "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := func(typ int8, key string) int {
+		node, err := hatest.Coordinator(ctx, r.addrs[0], typ, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Instance(r.addrs, node)
+	}
+	gOwner, txOwner := owner(0, "g"), owner(1, "tx-1")
+	ask := func(i int, req kmsg.Request) kmsg.Response {
+		t.Helper()
+		cl, err := kgo.NewClient(kgo.SeedBrokers(r.addrs[i]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		resp, err := cl.SeedBrokers()[0].Request(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	join := func() kmsg.Request {
+		req := kmsg.NewPtrJoinGroupRequest()
+		req.Group, req.ProtocolType, req.SessionTimeoutMillis, req.RebalanceTimeoutMillis = "g", "consumer", 10000, 10000
+		req.Protocols = []kmsg.JoinGroupRequestProtocol{{Name: "range", Metadata: []byte{0, 0, 0, 0, 0, 0, 0, 0}}}
+		return req
+	}
+	heartbeat := func() kmsg.Request {
+		req := kmsg.NewPtrHeartbeatRequest()
+		req.Group, req.MemberID, req.Generation = "g", "m", 1
+		return req
+	}
+	commit := func() kmsg.Request {
+		req := kmsg.NewPtrOffsetCommitRequest()
+		req.Group, req.Generation = "g", -1
+		req.Topics = []kmsg.OffsetCommitRequestTopic{{Topic: "orders", Partitions: []kmsg.OffsetCommitRequestTopicPartition{{Partition: 0, Offset: 1}}}}
+		return req
+	}
+	fetchOffsets := func() kmsg.Request {
+		req := kmsg.NewPtrOffsetFetchRequest()
+		req.Version = 8
+		req.Groups = []kmsg.OffsetFetchRequestGroup{{Group: "g"}}
+		return req
+	}
+	initTxn := func() kmsg.Request {
+		req := kmsg.NewPtrInitProducerIDRequest()
+		req.TransactionalID, req.TransactionTimeoutMillis = kmsg.StringPtr("tx-1"), 10000
+		return req
+	}
+	endTxn := func() kmsg.Request {
+		req := kmsg.NewPtrEndTxnRequest()
+		req.TransactionalID, req.ProducerID, req.ProducerEpoch = "tx-1", 1, 0
+		return req
+	}
+	addParts := func() kmsg.Request {
+		req := kmsg.NewPtrAddPartitionsToTxnRequest()
+		req.TransactionalID, req.ProducerID, req.ProducerEpoch = "tx-1", 1, 0
+		req.Topics = []kmsg.AddPartitionsToTxnRequestTopic{{Topic: "orders", Partitions: []int32{0}}}
+		return req
+	}
+	code := func(resp kmsg.Response) int16 {
+		switch r := resp.(type) {
+		case *kmsg.OffsetCommitResponse:
+			return r.Topics[0].Partitions[0].ErrorCode
+		case *kmsg.OffsetFetchResponse:
+			return r.Groups[0].ErrorCode
+		case *kmsg.AddPartitionsToTxnResponse:
+			return r.Topics[0].Partitions[0].ErrorCode
+		case *kmsg.JoinGroupResponse:
+			return r.ErrorCode
+		case *kmsg.HeartbeatResponse:
+			return r.ErrorCode
+		case *kmsg.InitProducerIDResponse:
+			return r.ErrorCode
+		case *kmsg.EndTxnResponse:
+			return r.ErrorCode
+		}
+		t.Fatalf("unexpected response %T", resp)
+		return 0
+	}
+	for _, c := range []struct {
+		name  string
+		owner int
+		req   func() kmsg.Request
+	}{
+		{"JoinGroup", gOwner, join},
+		{"Heartbeat", gOwner, heartbeat},
+		{"OffsetCommit", gOwner, commit},
+		{"OffsetFetch", gOwner, fetchOffsets},
+		{"InitProducerId", txOwner, initTxn},
+		{"AddPartitionsToTxn", txOwner, addParts},
+		{"EndTxn", txOwner, endTxn},
+	} {
+		for i := range r.addrs {
+			got := code(ask(i, c.req()))
+			if i != c.owner && got != kerr.NotCoordinator.Code {
+				t.Errorf("%s to instance %d (not the coordinator %d): error %v, want NOT_COORDINATOR", c.name, i, c.owner, kerr.ErrorForCode(got))
+			}
+			if i == c.owner && got == kerr.NotCoordinator.Code {
+				t.Errorf("%s to the coordinating instance %d: NOT_COORDINATOR", c.name, i)
+			}
+		}
+	}
 }

@@ -236,6 +236,7 @@ func proxyOptions(cfg *config.Config) (proxy.Options, error) {
 		AdvertisePort: int32(port),
 		ClusterID:     cfg.ClusterID,
 		NodeID:        nodeID(cfg),
+		Instances:     cfg.Control != nil,
 		Clusters:      clusters,
 		Upstream:      upstream,
 		MaxFrameBytes: cfg.Limits.MaxFrameBytes,

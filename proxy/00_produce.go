@@ -101,7 +101,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				code = s.leadsHere(name, p.Partition) // instances.go
 			}
 			if code == 0 && req.TransactionID != nil {
-				if txnCluster := s.pids.txnOpenCluster(*req.TransactionID); txnCluster != cluster {
+				if txnCluster := s.txnProduceCluster(*req.TransactionID); txnCluster != cluster {
 					pe := producePartitionError(p.Partition, kerr.InvalidTxnState.Code)
 					pe.ErrorMessage = kmsg.StringPtr(txnClusterError(*req.TransactionID, name, cluster, txnCluster))
 					addProducePartition(resp, vt, pe)

@@ -8,11 +8,16 @@ package proxy
 // group's home moves, commits are queued, and commits of members that have
 // not rejoined since are replayed (group_hold.go).
 // Errors: per partition, mirroring the request.
+// With several instances (instances.go) an instance that does not
+// coordinate the group answers NOT_COORDINATOR in every partition.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
 func handleOffsetCommit(rc *reqCtx, req *kmsg.OffsetCommitRequest) func() kmsg.Response {
 	return func() kmsg.Response {
+		if resp := rc.srv().notCoordinator(coordGroup, req.Group, req); resp != nil {
+			return resp // another instance coordinates the group (instances.go)
+		}
 		rc.noteMember(req.Group, nil) // coordinated.go: membership
 		queued, held, done := rc.gateCommit(req)
 		if held {

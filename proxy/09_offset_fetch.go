@@ -5,7 +5,8 @@ package proxy
 // holds commits for topics the home cluster lacks (group_offsets.go); v8+
 // batches groups, answered group by group. Committed offsets are virtual and
 // pass through; epochs are cleared (virt_epochs.go). A group held for a
-// home move answers NOT_COORDINATOR (group_hold.go).
+// home move answers NOT_COORDINATOR (group_hold.go), and so does a group
+// another instance coordinates (instances.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kmsg"

@@ -9,6 +9,9 @@ package proxy
 // older producers are fenced and their open transaction aborted there as a
 // broker would; errors such as CONCURRENT_TRANSACTIONS come back as the
 // client's answer, and it retries (txn_producers.go).
+// With several instances (instances.go) an instance that does not
+// coordinate the transactional id answers NOT_COORDINATOR, and the one that does
+// forwards the init unvirtualized (txn_instances.go).
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
@@ -18,6 +21,13 @@ func handleInitProducerID(rc *reqCtx, req *kmsg.InitProducerIDRequest) func() km
 		// for the broker (TransactionCoordinator.handleInitProducerId).
 		if req.TransactionalID == nil || *req.TransactionalID == "" {
 			return rc.srv().initVirtualProducer(req)
+		}
+		s := rc.srv()
+		if resp := s.notCoordinator(coordTxn, *req.TransactionalID, req); resp != nil {
+			return resp // another instance coordinates the id (instances.go)
+		}
+		if s.txnDirect() {
+			return rc.initTxnDirect(req) // several instances (txn_instances.go)
 		}
 		return rc.initTxnProducer(req)
 	}

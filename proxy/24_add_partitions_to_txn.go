@@ -17,6 +17,9 @@ package proxy
 //   - a PID or epoch that is not the id's current virtual session:
 //     INVALID_PRODUCER_ID_MAPPING or PRODUCER_FENCED (INVALID_PRODUCER_EPOCH
 //     before v2), as the coordinator answers.
+// With several instances (instances.go) an instance that does not
+// coordinate the transactional id answers NOT_COORDINATOR; the one that does forwards
+// the request unchanged (txn_instances.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -39,6 +42,12 @@ func handleAddPartitionsToTxn(rc *reqCtx, req *kmsg.AddPartitionsToTxnRequest) k
 		return resp
 	}
 	all := func(code int16) func(string) int16 { return func(string) int16 { return code } }
+	if resp := s.notCoordinator(coordTxn, req.TransactionalID, req); resp != nil {
+		return resp // another instance coordinates the id (instances.go)
+	}
+	if s.txnDirect() {
+		return rc.addPartitionsToTxnDirect(req) // several instances (txn_instances.go)
+	}
 
 	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
 	if code != 0 {

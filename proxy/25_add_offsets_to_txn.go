@@ -7,6 +7,9 @@ package proxy
 // another cluster than the open transaction's is refused with
 // INVALID_TXN_STATE (the transactional id and the group move together;
 // DESIGN.md). Rewrites: ProducerID/ProducerEpoch (txn_producers.go).
+// With several instances (instances.go) an instance that does not
+// coordinate the transactional id answers NOT_COORDINATOR; the one that does forwards
+// the request unchanged (txn_instances.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -17,6 +20,12 @@ import (
 func handleAddOffsetsToTxn(rc *reqCtx, req *kmsg.AddOffsetsToTxnRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
+	if resp := s.notCoordinator(coordTxn, req.TransactionalID, req); resp != nil {
+		return resp // another instance coordinates the id (instances.go)
+	}
+	if s.txnDirect() {
+		return rc.addOffsetsToTxnDirect(req) // several instances (txn_instances.go)
+	}
 	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
 	if code != 0 {
 		return errorResponse(req, code)

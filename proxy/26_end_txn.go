@@ -9,6 +9,9 @@ package proxy
 // updated and the client gets its virtual PID with the next virtual epoch.
 // An answer other than a retriable error ends the transaction here: the next
 // one may begin on another cluster, and WaitTxnIdle stops waiting for it.
+// With several instances (instances.go) an instance that does not
+// coordinate the transactional id answers NOT_COORDINATOR; the one that does forwards
+// the request unchanged (txn_instances.go).
 
 import (
 	"math"
@@ -23,6 +26,12 @@ func handleEndTxn(rc *reqCtx, req *kmsg.EndTxnRequest) kmsg.Response {
 	p := &s.pids
 	resp := req.ResponseKind().(*kmsg.EndTxnResponse)
 	resp.ProducerID, resp.ProducerEpoch = -1, -1
+	if r := s.notCoordinator(coordTxn, req.TransactionalID, req); r != nil {
+		return r // another instance coordinates the id (instances.go)
+	}
+	if s.txnDirect() {
+		return rc.endTxnDirect(req) // several instances (txn_instances.go)
+	}
 	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 2)
 	if code != 0 {
 		resp.ErrorCode = code

@@ -8,6 +8,9 @@ package proxy
 // move (group_hold.go) it is refused like the other group APIs.
 // Rewrites: ProducerID/ProducerEpoch, virtual to the cluster's session
 // (txn_producers.go). Errors: per partition, mirroring the request.
+// With several instances (instances.go) an instance that does not
+// coordinate the group answers NOT_COORDINATOR; the one that does forwards the
+// request unchanged (txn_instances.go).
 
 import (
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -33,6 +36,9 @@ func init() {
 func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) kmsg.Response {
 	s := rc.srv()
 	p := &s.pids
+	if resp := s.notCoordinator(coordGroup, req.Group, req); resp != nil {
+		return resp // another instance coordinates the group (instances.go)
+	}
 	rc.noteMember(req.Group, nil) // a member's own commit (coordinated.go: membership)
 	// The group's hold during a group move (group_hold.go), as for the
 	// other group APIs (toGroupCoordinator): refused while held, else
@@ -42,6 +48,9 @@ func handleTxnOffsetCommit(rc *reqCtx, req *kmsg.TxnOffsetCommitRequest) kmsg.Re
 		return resp
 	}
 	defer done()
+	if s.txnDirect() {
+		return rc.txnOffsetCommitDirect(req) // several instances (txn_instances.go)
+	}
 	t, code := p.txnEnter(req.TransactionalID, req.ProducerID, req.ProducerEpoch, req.Version, 3)
 	if code != 0 {
 		return errorResponse(req, code)

@@ -6,12 +6,17 @@ package proxy
 // request go up as the home cluster's ids, and the assignment comes back as
 // virtual ids (virt_topicids.go). A subscribed topic that does not exist on
 // the home cluster is never assigned (DESIGN.md §3a).
+// With several instances (instances.go) an instance that does not
+// coordinate the group answers NOT_COORDINATOR.
 
 import "github.com/twmb/franz-go/pkg/kmsg"
 
 func handleConsumerGroupHeartbeat(rc *reqCtx, req *kmsg.ConsumerGroupHeartbeatRequest) func() kmsg.Response {
 	return func() kmsg.Response {
 		s := rc.srv()
+		if resp := s.notCoordinator(coordGroup, req.Group, req); resp != nil {
+			return resp // another instance coordinates the group (instances.go)
+		}
 		home := s.routes().GroupCluster(req.Group)
 		if req.MemberEpoch < 0 {
 			rc.noteLeft(req.Group) // -1 leaves, -2 leaves a static member's place

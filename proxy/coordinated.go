@@ -17,10 +17,14 @@ const (
 
 // toGroupCoordinator serves a request that names one consumer group: it
 // goes to the coordinator of the group's home cluster, unless the group is
-// held for a home move (group_hold.go).
+// held for a home move (group_hold.go) or another instance coordinates it
+// (NOT_COORDINATOR, instances.go).
 func (rc *reqCtx) toGroupCoordinator(req kmsg.Request, group string) func() kmsg.Response {
 	key := kmsg.Key(req.Key())
 	return func() kmsg.Response {
+		if resp := rc.srv().notCoordinator(coordGroup, group, req); resp != nil {
+			return resp // another instance coordinates the group (instances.go)
+		}
 		switch {
 		case key == kmsg.JoinGroup:
 			rc.noteMember(group, joinSubscription(req.(*kmsg.JoinGroupRequest)))

@@ -341,7 +341,11 @@ func (h *groupHolds) leave(group string) {
 // (on the group and on every requested partition, for versions without a
 // group-level error) while the group is held, else fetchGroupOffsets.
 func (rc *reqCtx) groupOffsetsOrHeld(req *kmsg.OffsetFetchRequest, g kmsg.OffsetFetchRequestGroup) kmsg.OffsetFetchResponseGroup {
-	if !rc.srv().groupHeld(g.Group) {
+	s := rc.srv()
+	// Another instance coordinates the group (instances.go: notCoordinator;
+	// the batched form answers per group, so the check is here).
+	elsewhere := s.notCoordinator(coordGroup, g.Group, req) != nil
+	if !elsewhere && !s.groupHeld(g.Group) {
 		return rc.fetchGroupOffsets(req, g)
 	}
 	out := kmsg.NewOffsetFetchResponseGroup()

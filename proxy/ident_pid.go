@@ -247,6 +247,8 @@ func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records [
 		vpid := int64(binary.BigEndian.Uint64(b[43:]))
 		vepoch := int16(binary.BigEndian.Uint16(b[51:]))
 		switch {
+		case binary.BigEndian.Uint16(b[21:])&batchTransactional != 0 && rc.srv().txnDirect():
+			continue // the broker's own session (txn_instances.go): unchanged
 		case binary.BigEndian.Uint16(b[21:])&batchTransactional != 0:
 			seq := int32(binary.BigEndian.Uint32(b[53:]))
 			u, useq, code := rc.srv().pids.txnUpstream(vpid, vepoch, cluster, tp, seq)

@@ -16,7 +16,15 @@ package proxy
 //
 // A produce or fetch for a partition this instance does not lead is
 // answered NOT_LEADER_OR_FOLLOWER (leadsHere), as a real broker answers
-// after a leadership move: the client refreshes Metadata and moves.
+// after a leadership move: the client refreshes Metadata and moves. Likewise
+// a group or transaction request (JoinGroup, SyncGroup, Heartbeat,
+// LeaveGroup, OffsetCommit, OffsetFetch, OffsetDelete,
+// ConsumerGroupHeartbeat, TxnOffsetCommit; InitProducerId with a
+// transactional id, AddPartitionsToTxn, AddOffsetsToTxn, EndTxn) for a
+// group or transactional id another instance coordinates is answered
+// NOT_COORDINATOR (notCoordinator): the client asks FindCoordinator again.
+// Admin requests about groups (DescribeGroups, DeleteGroups, ...) are
+// served by any instance.
 //
 // Without SetInstances (one instance) nothing here changes an answer:
 // this instance is the only broker and leads everything.
@@ -29,6 +37,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	mbr "github.com/kproxy/kproxy/membership"
 )
@@ -231,6 +240,25 @@ func (s *Server) coordinatorEndpoint(l *listener, typ int8, key string) (int32, 
 	}
 	h, p := v.endpoint(i, l)
 	return v.members[i].NodeID, h, p
+}
+
+// notCoordinator answers a request about key (a group for typ 0, a
+// transactional id for typ 1) that another live instance coordinates:
+// NOT_COORDINATOR in every error field, as a broker answers after the
+// coordinator moved, so the client looks the coordinator up again
+// (FindCoordinator names the owner) and retries there. nil: this instance
+// coordinates key (or serves alone) and the caller goes on. The state a
+// coordinator instance keeps per group (members, holds, moves) and per
+// transactional id is then only ever on one instance.
+func (s *Server) notCoordinator(typ int8, key string, req kmsg.Request) kmsg.Response {
+	v := s.insts.Load()
+	if v == nil {
+		return nil
+	}
+	if i := v.owner(coordinatorKey(typ, key)); i < 0 || v.members[i].ID == v.self {
+		return nil
+	}
+	return errorResponse(req, kerr.NotCoordinator.Code)
 }
 
 // controllerID is the virtual controller: the membership leader, else this

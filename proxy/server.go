@@ -63,6 +63,12 @@ type Options struct {
 	Logger hclog.Logger
 	// Registerer receives the proxy's metrics; nil means a private registry.
 	Registerer prometheus.Registerer
+	// Instances says this instance is one of several serving one virtual
+	// cluster (config control:, instances.go): transactional ids are then
+	// served with the brokers' own producer sessions (txn_instances.go).
+	// Fixed for the process's life, unlike the membership view, so that
+	// every session a client holds was made the same way.
+	Instances bool
 	// Capture, when set, is called with every response frame sent to a
 	// client (after rewriting). Tests use it to prove nothing upstream leaks.
 	Capture func(key, version int16, frame []byte)

@@ -43,7 +43,8 @@ package proxy
 // either sees the transaction in WaitTxnIdle or the AddPartitionsToTxn sees
 // the hold.
 //
-// Not done: the state is per kproxy instance. A client that moves to another
+// Not done: the state is per kproxy instance (with several instances,
+// config control:, transactional ids are not virtualized: txn_instances.go). A client that moves to another
 // instance (or outlives a restart) gets INVALID_PRODUCER_ID_MAPPING on its
 // next coordinator request and re-initializes; a zombie with the same
 // transactional.id on another instance is fenced on a cluster only when this

@@ -79,6 +79,44 @@ func Ask(ctx context.Context, addr, topic, group string) (View, error) {
 	return v, nil
 }
 
+// Coordinator asks the instance at addr directly which node coordinates
+// key (typ 0: a group, 1: a transactional id), again while the answer is a
+// retriable error (a real broker answers COORDINATOR_NOT_AVAILABLE until
+// its transaction state topic exists).
+func Coordinator(ctx context.Context, addr string, typ int8, key string) (int32, error) {
+	for {
+		node, err := coordinator(ctx, addr, typ, key)
+		if err == nil || !kerr.IsRetriable(err) || ctx.Err() != nil {
+			return node, err
+		}
+		select {
+		case <-ctx.Done():
+			return node, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func coordinator(ctx context.Context, addr string, typ int8, key string) (int32, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		return -1, err
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrFindCoordinatorRequest()
+	req.CoordinatorType, req.CoordinatorKey, req.CoordinatorKeys = typ, key, []string{key}
+	r, err := cl.SeedBrokers()[0].Request(ctx, req)
+	if err != nil {
+		return -1, err
+	}
+	c := r.(*kmsg.FindCoordinatorResponse)
+	code, node := c.ErrorCode, c.NodeID
+	if len(c.Coordinators) > 0 { // v4+
+		code, node = c.Coordinators[0].ErrorCode, c.Coordinators[0].NodeID
+	}
+	return node, kerr.ErrorForCode(code)
+}
+
 // Agreed waits until every instance in addrs lists n brokers and all give
 // the same answers, and returns that view, or the last answers when ctx
 // ends first.
@@ -170,6 +208,53 @@ func NewTraffic(addrs []string, topic string, partitions int32, group string, ex
 	return t, nil
 }
 
+// NewTxnTraffic builds the clients of Txn: a producer with transactional
+// id txnID and a read_committed consumer group.
+func NewTxnTraffic(addrs []string, topic string, partitions int32, group, txnID string) (*Traffic, error) {
+	t, err := NewTraffic(addrs, topic, partitions, group, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		return nil, err
+	}
+	t.prod.Close()
+	t.prod, err = kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.MetadataMinAge(100*time.Millisecond), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID(txnID), kgo.TransactionTimeout(10*time.Second))
+	if err != nil {
+		t.cons.Close()
+		return nil, err
+	}
+	return t, nil
+}
+
+// Txn runs one transaction of n records to every partition (a Traffic from
+// NewTxnTraffic). A committed transaction's records count as produced and
+// acknowledged; an aborted one's are written as "aborted/..." and must
+// never be read (Consume records a failure for each).
+func (t *Traffic) Txn(ctx context.Context, n int, commit bool) error {
+	if err := t.prod.BeginTransaction(); err != nil {
+		return err
+	}
+	if commit {
+		t.Produce(ctx, n)
+	} else {
+		for i := range n {
+			for p := range t.partitions {
+				t.prod.Produce(ctx, &kgo.Record{Partition: p, Value: fmt.Appendf(nil, "aborted/%d", i)}, func(_ *kgo.Record, err error) {
+					if err != nil {
+						t.mu.Lock()
+						t.failure = errors.Join(t.failure, fmt.Errorf("aborted transaction, partition %d: %w", p, err))
+						t.mu.Unlock()
+					}
+				})
+			}
+		}
+	}
+	if err := t.Flush(ctx); err != nil {
+		_ = t.prod.EndTransaction(ctx, kgo.TryAbort)
+		return err
+	}
+	return t.prod.EndTransaction(ctx, kgo.TransactionEndTry(commit))
+}
+
 // Close closes both clients.
 func (t *Traffic) Close() {
 	t.prod.Close()
@@ -237,6 +322,12 @@ func (t *Traffic) Consume(ctx context.Context, total int) error {
 		}
 		fs := t.cons.PollFetches(ctx)
 		fs.EachRecord(func(rec *kgo.Record) {
+			if strings.HasPrefix(string(rec.Value), "aborted/") {
+				t.mu.Lock()
+				t.failure = errors.Join(t.failure, fmt.Errorf("read an aborted transaction's record at partition %d offset %d", rec.Partition, rec.Offset))
+				t.mu.Unlock()
+				return
+			}
 			_, s, _ := strings.Cut(string(rec.Value), "/")
 			n, _ := strconv.Atoi(s)
 			if n >= len(t.seen[rec.Partition]) { // else read again after an assignment change
@@ -267,6 +358,9 @@ func (t *Traffic) Settle(ctx context.Context) error {
 func (t *Traffic) Check() (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.failure != nil {
+		return "", t.failure
+	}
 	rep := checker.Check(t.acks, t.consumed, checker.Options{ExpectAll: true, RequireAcked: true, AllowRedelivery: true})
 	if !rep.OK() {
 		return rep.String(), fmt.Errorf("checker: %s\n%s", rep, rep.Details())

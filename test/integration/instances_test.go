@@ -146,3 +146,91 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	}
 	t.Log(verdict)
 }
+
+// A transactional producer and a read_committed consumer group through
+// three kproxy binaries on real Kafka: each transaction writes to partitions
+// led by every instance while its coordinator requests go to the instance
+// that coordinates the transactional id. Committed transactions are read
+// exactly once and in order, aborted ones never, also after the
+// coordinating instance gets SIGTERM and another takes the id over (the
+// transaction's state is the broker's: docs/ha.md, "Transactional
+// producers").
+func TestThreeInstancesTransactionalOnRealKafka(t *testing.T) {
+	const partitions = 12
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	topic := fmt.Sprintf("ha-txn-%d", time.Now().UnixNano())
+	group, txnID := topic+"-g", topic+"-tx"
+	createTopic(t, env.target, topic, partitions)
+	dir := t.TempDir()
+	exe := buildKproxy(t, dir)
+	var addrs []string
+	var procs []*exec.Cmd
+	for i := range 3 {
+		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfgPath := filepath.Join(dir, fmt.Sprintf("kproxy-%d.yaml", i))
+		cfg := fmt.Sprintf("listen: %s\nstate_dir: %s\ninstance: { id: kproxy-%d }\ncontrol: { group: %s-members, session_timeout: 6s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes: { default: target }\n",
+			listen, filepath.Join(dir, fmt.Sprintf("state-%d", i)), i, topic, env.source, env.target)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd, _ := runKproxy(t, exe, cfgPath)
+		addrs, procs = append(addrs, listen), append(procs, cmd)
+	}
+	v, err := hatest.Agreed(ctx, addrs, 3, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coord, err := hatest.Coordinator(ctx, addrs[0], 1, txnID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The case this is about: partitions led by instances other than the
+	// transaction's coordinator.
+	if len(slices.DeleteFunc(slices.Collect(maps.Values(v.Leaders)), func(l int32) bool { return l == coord })) == 0 {
+		t.Fatalf("the transaction coordinator %d leads every partition: %v", coord, v.Leaders)
+	}
+	victim := v.Instance(addrs, coord)
+	if victim < 0 {
+		t.Fatalf("transaction coordinator %d is not an instance: %v", coord, v.Brokers)
+	}
+
+	tr, err := hatest.NewTxnTraffic(addrs, topic, partitions, group, txnID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	for i, commit := range []bool{true, false, true, true} {
+		if err := tr.Txn(ctx, 20, commit); err != nil {
+			t.Fatalf("transaction %d (commit %v): %v", i, commit, err)
+		}
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+
+	_ = procs[victim].Process.Signal(syscall.SIGTERM)
+	_ = procs[victim].Wait()
+	var rest []string
+	for i, a := range addrs {
+		if i != victim {
+			rest = append(rest, a)
+		}
+	}
+	if _, err := hatest.Agreed(ctx, rest, 2, topic, group); err != nil {
+		t.Fatal(err)
+	}
+	for i, commit := range []bool{true, false, true} {
+		if err := tr.Txn(ctx, 20, commit); err != nil {
+			t.Fatalf("after stopping instance %d (the transaction coordinator): transaction %d (commit %v): %v", victim, i, commit, err)
+		}
+	}
+	if err := tr.Consume(ctx, tr.Produced()); err != nil {
+		t.Fatal(err)
+	}
+	verdict, err := tr.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(verdict)
+}

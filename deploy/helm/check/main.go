@@ -66,11 +66,11 @@ func main() {
 		}
 		fmt.Printf("ok   %s: %s\n", name, strings.Join(objs, ", "))
 	}
-	if err := checkRefusesReplicas(*chartDir); err != nil {
+	if err := checkReplicaRefusals(*chartDir); err != nil {
 		failed = true
 		fmt.Printf("FAIL replicaCount: %v\n", err)
 	} else {
-		fmt.Println("ok   replicaCount: 2 is refused with a reason")
+		fmt.Println("ok   replicaCount: 2 is refused with a reason without config.control, and with config.replicate")
 	}
 	if failed {
 		os.Exit(1)
@@ -101,12 +101,42 @@ func render(chartDir, valuesFile string, extra map[string]any) (map[string]strin
 	return engine.Render(chrt, top)
 }
 
-func checkRefusesReplicas(chartDir string) error {
+// checkReplicaRefusals: several replicas without config.control, or with
+// config.replicate, fail to render, saying why (docs/ha.md).
+func checkReplicaRefusals(chartDir string) error {
 	_, err := render(chartDir, "", map[string]any{"replicaCount": 2})
-	if err == nil || !strings.Contains(err.Error(), "issue 14") {
-		return fmt.Errorf("replicaCount 2 rendered (err %v); it must fail naming the missing multi-instance mode", err)
+	if err == nil || !strings.Contains(err.Error(), "needs config.control") {
+		return fmt.Errorf("replicaCount 2 without control rendered (err %v); it must fail naming config.control", err)
+	}
+	cfg := map[string]any{"control": map[string]any{}, "replicate": []any{"orders"}}
+	_, err = render(chartDir, "", map[string]any{"replicaCount": 2, "config": cfg})
+	if err == nil || !strings.Contains(err.Error(), "refuses config.replicate") || !strings.Contains(err.Error(), "same partitions") {
+		return fmt.Errorf("replicaCount 2 with replicate rendered (err %v); it must fail saying the copy is not fenced across instances", err)
 	}
 	return nil
+}
+
+// replicaCount is the values file's replicaCount (the chart's default: 1).
+func replicaCount(valuesFile string) (int32, error) {
+	if valuesFile == "" {
+		return 1, nil
+	}
+	v, err := chartcommon.ReadValuesFile(valuesFile)
+	if err != nil {
+		return 0, err
+	}
+	switch n := v["replicaCount"].(type) {
+	case nil:
+		return 1, nil
+	case float64:
+		return int32(n), nil
+	case int64:
+		return int32(n), nil
+	case int:
+		return int32(n), nil
+	default:
+		return 0, fmt.Errorf("replicaCount %v (%T)", n, n)
+	}
 }
 
 // objects is one rendering, decoded.
@@ -146,7 +176,11 @@ func checkValues(chartDir, kproxy, valuesFile string) ([]string, error) {
 			names = append(names, kind)
 		}
 	}
-	errs = append(errs, objs.consistent()...)
+	replicas, err := replicaCount(valuesFile)
+	if err != nil {
+		return nil, err
+	}
+	errs = append(errs, objs.consistent(replicas)...)
 	if err := objs.validateConfig(kproxy); err != nil {
 		errs = append(errs, err.Error())
 	}
@@ -223,7 +257,7 @@ func matches(selector, labels map[string]string) bool {
 
 // consistent checks what the API server would accept object by object but a
 // working release also needs across objects.
-func (o *objects) consistent() []string {
+func (o *objects) consistent(replicas int32) []string {
 	var errs []string
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
 	if len(o.sets) != 1 {
@@ -290,8 +324,29 @@ func (o *objects) consistent() []string {
 			bad("%s probe must run /kproxy probe, got %+v", name, p)
 		}
 	}
-	if ss.Spec.Replicas == nil || *ss.Spec.Replicas != 1 {
-		bad("replicas must be 1 until multi-instance mode exists")
+	if ss.Spec.Replicas == nil || *ss.Spec.Replicas != replicas {
+		bad("replicas %v, want the values' %d", ss.Spec.Replicas, replicas)
+	}
+	if replicas > 1 {
+		// Several instances of one virtual cluster (docs/ha.md): each pod
+		// is its own instance, and a drain takes at most one at a time.
+		if len(o.configMaps) == 1 {
+			var cfg struct {
+				Instance struct {
+					ID string `json:"id"`
+				} `json:"instance"`
+				Control map[string]any `json:"control"`
+			}
+			if err := yaml.Unmarshal([]byte(o.configMaps[0].Data["kproxy.yaml"]), &cfg); err != nil {
+				bad("kproxy.yaml: %v", err)
+			}
+			if cfg.Instance.ID != "${POD_NAME}" || cfg.Control == nil {
+				bad("with %d replicas the config needs control: and instance.id ${POD_NAME} (the pod's ordinal name); got id %q, control %v", replicas, cfg.Instance.ID, cfg.Control)
+			}
+		}
+		if len(o.pdbs) != 1 || o.pdbs[0].Spec.MaxUnavailable == nil || o.pdbs[0].Spec.MaxUnavailable.IntValue() != 1 {
+			bad("with %d replicas a PodDisruptionBudget of maxUnavailable 1 is needed", replicas)
+		}
 	}
 	for _, p := range o.pdbs {
 		if p.Spec.Selector == nil || !matches(p.Spec.Selector.MatchLabels, podLabels) {

@@ -52,6 +52,12 @@ so one ConfigMap serves every pod of the StatefulSet.
 {{- end -}}
 {{- $_ := set $cfg "admin" $admin -}}
 {{- end -}}
+{{- if and (hasKey $cfg "control") (not (hasKey $cfg "instance")) -}}
+{{- /* One virtual cluster of several pods: each pod's instance id is its
+StatefulSet name with the ordinal (mig-kproxy-0, -1, ...), stable across
+restarts, as the membership needs (docs/ha.md). */ -}}
+{{- $_ := set $cfg "instance" (dict "id" "${POD_NAME}") -}}
+{{- end -}}
 {{- if and .Values.persistence.enabled (not (hasKey $cfg "state_dir")) -}}
 {{- $_ := set $cfg "state_dir" "/var/lib/kproxy/state" -}}
 {{- end -}}
@@ -63,4 +69,22 @@ so one ConfigMap serves every pod of the StatefulSet.
 {{- $_ := set $cfg "listeners" (append (default (list) $cfg.listeners) $ext) -}}
 {{- end -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/*
+kproxy.checkReplicas: replicaCount > 1 is kproxy's multi-instance mode
+(docs/ha.md). It needs config.control (the membership group through which
+the pods form one virtual cluster) and refuses replicate: without the fenced,
+per-partition copy (not built yet) every pod would copy the same partitions
+into the target, and kproxy itself refuses replicate with control.
+*/}}
+{{- define "kproxy.checkReplicas" -}}
+{{- if gt (int .Values.replicaCount) 1 -}}
+{{- if not (hasKey .Values.config "control") -}}
+{{- fail "replicaCount > 1 needs config.control: the pods form one virtual cluster through a membership group on the control cluster (e.g. `control: {}` for the target; docs/ha.md). Without it each pod would answer as the whole cluster." -}}
+{{- end -}}
+{{- if .Values.config.replicate -}}
+{{- fail "replicaCount > 1 refuses config.replicate: the copy is not fenced per partition across instances yet (docs/ha.md, issue 14), so every pod would copy the same partitions into the target, and kproxy refuses replicate with control. Run a migration that copies with replicaCount: 1; several replicas serve routing without kproxy's copy." -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
