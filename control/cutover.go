@@ -93,6 +93,9 @@ type cutoverEntry struct {
 	// reconsider: a reload arrived while the attempt ran; compare the topic
 	// with the config again when it ends.
 	reconsider bool
+	// approaching: the attempt lets the copy catch up before it holds
+	// (approach); produce is not held yet.
+	approaching bool
 }
 
 func (e *cutoverEntry) view() CutoverStatus {
@@ -563,6 +566,8 @@ func (c *cutovers) approach(ctx context.Context, topic, from, to string) {
 	if !c.copies.CopiesInto(topic, to) {
 		return
 	}
+	c.setApproaching(topic, true)
+	defer c.setApproaching(topic, false)
 	start := time.Now()
 	deadline := start.Add(approachBudget)
 	for round := 0; round < 3; round++ {
@@ -600,6 +605,14 @@ func (c *cutovers) copiedPast(topic, to string, ends map[int32]int64) bool {
 		}
 	}
 	return true
+}
+
+func (c *cutovers) setApproaching(topic string, on bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.entries[topic]; e != nil {
+		e.approaching = on
+	}
 }
 
 // holdFromNow starts the attempt's hold clock now, after the approach
@@ -863,7 +876,10 @@ func (c *cutovers) list() []CutoverStatus {
 		s := e.view()
 		if e.cut.HoldsProduce() {
 			s.Held = c.gate.HeldCount(s.Topic)
-			s.HoldMillis = time.Since(s.StartedAt).Milliseconds()
+			s.HoldMillis = 0 // the approach holds nothing
+			if !e.approaching {
+				s.HoldMillis = time.Since(e.cut.HeldSince).Milliseconds()
+			}
 			s.Progress, s.DrainCopied, s.DrainPartitions = c.progressLocked(e)
 		}
 		out = append(out, s)
@@ -875,6 +891,9 @@ func (c *cutovers) list() []CutoverStatus {
 // progressLocked describes a running cutover's drain, and counts the
 // partitions copied to their frozen ends.
 func (c *cutovers) progressLocked(e *cutoverEntry) (line string, copied, partitions int) {
+	if e.approaching {
+		return "produce not held yet: the copy is catching up with the home before the hold", 0, 0
+	}
 	if e.cut.State == routing.Holding {
 		return "waiting for in-flight produce requests and open transactions", 0, 0
 	}
