@@ -25,7 +25,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 say() { echo "fetch_stream: $*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 
 say "building kproxy (this tree), kproxy at ${BASE:0:12} and loadgen"
 "$GO" build -o "$WORK/kproxy-after" ./cmd/kproxy

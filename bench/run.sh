@@ -37,7 +37,7 @@ LAT_SECONDS="${LAT_SECONDS:-15}"
 PARTITIONS="${PARTITIONS:-6}"
 # Free ports picked at start unless given, so a second kproxy on the usual
 # ports (another run, a dev instance) can neither block nor impersonate ours.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 LISTEN="${LISTEN:-127.0.0.1:$(free_port)}"
 ADMIN="${ADMIN:-127.0.0.1:$(free_port)}"
 SOURCE="${SOURCE:-127.0.0.1:19092}"
@@ -61,12 +61,7 @@ GO="${GO:-go}"
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-# Two benchmarks at once on 2 cores measure each other: serialize runs.
-exec 9>/tmp/kproxy-bench.lock
-if ! flock -n 9; then
-  say "another bench/run.sh is running; waiting for it (lock /tmp/kproxy-bench.lock)"
-  flock 9
-fi
+bench_lock "another bench/run.sh is running; waiting for it (lock /tmp/kproxy-bench.lock)"
 T0=$(date +%s)
 LOAD0="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -76,14 +71,8 @@ PEER_PID=""
 ID="bench-$(date +%s)"
 cleanup() {
   local rc=$?
-  if [[ -n "$KPROXY_PID" ]] && kill -0 "$KPROXY_PID" 2>/dev/null; then
-    kill -TERM "$KPROXY_PID" 2>/dev/null || true
-    wait "$KPROXY_PID" 2>/dev/null || true
-  fi
-  if [[ -n "$PEER_PID" ]] && kill -0 "$PEER_PID" 2>/dev/null; then
-    kill -TERM "$PEER_PID" 2>/dev/null || true
-    wait "$PEER_PID" 2>/dev/null || true
-  fi
+  stop_pid "$KPROXY_PID"
+  stop_pid "$PEER_PID"
   if [[ -x "$WORK/loadgen" ]]; then
     "$WORK/loadgen" delete -brokers "$SOURCE" -prefix "$ID-" -timeout 30s >/dev/null 2>&1 ||
       say "warning: could not delete topics $ID-*"

@@ -7,11 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/kproxy/kproxy/config"
 )
 
 // A producer that writes to the source cluster directly, around kproxy, is
@@ -28,15 +25,8 @@ func TestBypassReportsTheTopicADirectProducerWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(fmt.Appendf(nil, "listen: %s\nclusters:\n  source: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    ghost: source\nmonitor:\n  bypass_interval: 100ms\n",
+	inst := startYAML(t, ctx, fmt.Appendf(nil, "listen: %s\nclusters:\n  source: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    ghost: source\nmonitor:\n  bypass_interval: 100ms\n",
 		listen, src.ListenAddrs()[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer inst.Close()
 
 	through := func(opts ...kgo.Opt) *kgo.Client {

@@ -30,15 +30,8 @@ func TestStartUpRoutesAReplicatedTopicThroughACutover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(fmt.Appendf(nil, "listen: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    orders: target\nreplicate: [orders]\n",
+	inst := startYAML(t, ctx, fmt.Appendf(nil, "listen: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    orders: target\nreplicate: [orders]\n",
 		listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer inst.Close()
 	var st CutoverStatus
 	for ctx.Err() == nil {
@@ -85,4 +78,19 @@ func freeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// startYAML parses a config and starts an instance from it, failing the
+// test on either error; the caller closes the instance.
+func startYAML(t *testing.T, ctx context.Context, yaml []byte) *Instance {
+	t.Helper()
+	cfg, err := config.Parse(yaml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return inst
 }

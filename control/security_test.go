@@ -232,17 +232,10 @@ func TestMetricsOnTheirOwnAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(fmt.Appendf(nil, "listen: %s\nadmin: { address: %s, token_file: %s, metrics_address: %s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n",
-		listen, admin, tokFile, metrics, src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	inst := startYAML(t, ctx, fmt.Appendf(nil, "listen: %s\nadmin: { address: %s, token_file: %s, metrics_address: %s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n",
+		listen, admin, tokFile, metrics, src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
 	defer inst.Close()
 	get := func(url string) (int, string) {
 		resp, err := http.Get(url)

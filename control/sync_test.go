@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -76,7 +75,7 @@ func TestSourceWatcherFollowsTopicsPartitionsConfigsAndACLs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse(fmt.Appendf(nil, `listen: %s
+	inst := startYAML(t, ctx, fmt.Appendf(nil, `listen: %s
 state_dir: %s
 clusters:
   source: { bootstrap: [%s] }
@@ -90,13 +89,6 @@ replication:
   watch_interval: 200ms
   sync: { acls: true }
 `, listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer inst.Close()
 	router := func() proxy.Router { return inst.ctrl.overlay.router() }
 	srcAdm, tgtAdm := kadm.NewClient(mustClient(t, src)), kadm.NewClient(mustClient(t, tgt))
@@ -325,14 +317,7 @@ func TestACLAndSampledVerifyGates(t *testing.T) {
 	}
 	base := fmt.Sprintf("listen: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nreplicate: [orders]\n",
 		listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0])
-	running, err := config.Parse([]byte(base + "routes:\n  default: source\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := Start(ctx, running, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	inst := startYAML(t, ctx, []byte(base+"routes:\n  default: source\n"))
 	defer inst.Close()
 	waitFor(t, ctx, "the copy of 40 records", func() bool {
 		var n int64

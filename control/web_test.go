@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -54,14 +53,7 @@ func TestStatusPageFollowsACutover(t *testing.T) {
 	}
 	base := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nreplicate: [orders]\ngroups:\n  billing: source\n",
 		listen, admin, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0])
-	cfg, err := config.Parse([]byte(base + "routes:\n  default: source\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst, err := Start(ctx, cfg, hclog.NewNullLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	inst := startYAML(t, ctx, []byte(base+"routes:\n  default: source\n"))
 	defer inst.Close()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(listen), kgo.ClientID("page-writer"), kgo.ConsumerGroup("billing"), kgo.ConsumeTopics("orders"))
 	if err != nil {

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 RATES="${RATES:-5000 20000}"
 SOURCE="${SOURCE:-127.0.0.1:19092}"
 TARGET="${TARGET:-127.0.0.1:29092}"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 exec 9>/tmp/kproxy-bench.lock
 flock 9   # benchmarks on 2 shared cores measure each other: serialize
 python3 -c 'import matplotlib' 2>/dev/null || pip install -q matplotlib

@@ -26,7 +26,7 @@ GO="${GO:-go}"
 
 say() { printf '[bench-tls %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 
 eval "$(bash test/kafka/kafka.sh env 2>/dev/null)"
 [[ -n "${KPROXY_SOURCE_SECURE_BOOTSTRAP:-}" && -n "${KPROXY_KAFKA_SECURE_DIR:-}" ]] ||
@@ -35,12 +35,7 @@ SEC="$KPROXY_KAFKA_SECURE_DIR"
 PLAIN_SOURCE="$KPROXY_SOURCE_BOOTSTRAP"
 TLS_SOURCE="$KPROXY_SOURCE_SECURE_BOOTSTRAP"
 
-# Two benchmarks at once on 2 cores measure each other: serialize with bench/run.sh.
-exec 9>/tmp/kproxy-bench.lock
-if ! flock -n 9; then
-  say "another benchmark is running; waiting for it (lock /tmp/kproxy-bench.lock)"
-  flock 9
-fi
+bench_lock "another benchmark is running; waiting for it (lock /tmp/kproxy-bench.lock)"
 T0=$(date +%s)
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -50,10 +45,7 @@ KPROXY_PID=""
 ID="benchtls-$(date +%s)"
 cleanup() {
   local rc=$?
-  if [[ -n "$KPROXY_PID" ]] && kill -0 "$KPROXY_PID" 2>/dev/null; then
-    kill -TERM "$KPROXY_PID" 2>/dev/null || true
-    wait "$KPROXY_PID" 2>/dev/null || true
-  fi
+  stop_pid "$KPROXY_PID"
   if [[ -x "$WORK/loadgen" ]]; then
     "$WORK/loadgen" delete -brokers "$PLAIN_SOURCE" -prefix "$ID-" -timeout 30s >/dev/null 2>&1 ||
       say "warning: could not delete topics $ID-*"

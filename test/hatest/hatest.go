@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,6 +143,21 @@ func Agreed(ctx context.Context, addrs []string, n int, topic, group string) (Vi
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// AgreedAsBefore waits, as Agreed does, until the instances in addrs agree
+// on as many brokers as before lists, then checks that they hand out the
+// same partition leaders and group coordinator as before: instances that
+// left and came back (same id and address) take back their share.
+func AgreedAsBefore(ctx context.Context, addrs []string, before View, topic, group string) error {
+	v, err := Agreed(ctx, addrs, len(before.Brokers), topic, group)
+	if err != nil {
+		return err
+	}
+	if !maps.Equal(v.Leaders, before.Leaders) || v.Coord != before.Coord {
+		return fmt.Errorf("leaders %v coordinator %d; before: %v %d", v.Leaders, v.Coord, before.Leaders, before.Coord)
+	}
+	return nil
 }
 
 func allSame(vs []View) bool {

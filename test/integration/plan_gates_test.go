@@ -270,18 +270,7 @@ func TestEveryPlanGateFailsAndPassesOnRealKafka(t *testing.T) {
 	})
 	// Counted: the 3 topic ACLs and the group's, and tp's partition.
 	wants := []string{`kproxy_sync_acls_total{result="created"} 4`, `kproxy_sync_partitions_total{result="created"} 1`}
-	var metrics string
-	if !poll(10*time.Second, 100*time.Millisecond, func() bool {
-		metrics = strings.Join(scrape(t, admin, "kproxy_sync_"), "\n")
-		for _, w := range wants {
-			if !strings.Contains(metrics, w) {
-				return false
-			}
-		}
-		return true
-	}) {
-		t.Errorf("metrics lack one of %q:\n%s", wants, metrics)
-	}
+	waitMetrics(t, admin, "kproxy_sync_", wants)
 	gs = plan(cutover)
 	want(gs, topic, config.GateCaughtUp, true, "lag 0 records")
 	want(gs, tp, config.GatePartitions, true, "source 2, target 2")

@@ -208,13 +208,21 @@ replication:
 	// Counted: 2 topics found after start (b and broken), 1 partition
 	// added to the target, retention.ms applied.
 	// (The target has the value a moment before the counter moves.)
-	var metrics string
 	wants := []string{"kproxy_sync_topics_discovered_total 2", `kproxy_sync_partitions_total{result="created"} 1`,
 		`kproxy_sync_topic_configs_total{result="applied"} 1`, `kproxy_sync_acls_total{result="created"} 0`}
+	waitMetrics(t, admin, "kproxy_sync_", wants)
+}
+
+// waitMetrics waits up to 10 s until kproxy's /metrics lines that start
+// with prefix contain each of wants; otherwise the test fails (and goes on)
+// showing the lines it saw last.
+func waitMetrics(t *testing.T, admin, prefix string, wants []string) {
+	t.Helper()
+	var metrics string
 	if !poll(10*time.Second, 100*time.Millisecond, func() bool {
-		metrics = strings.Join(scrape(t, admin, "kproxy_sync_"), "\n")
-		for _, want := range wants {
-			if !strings.Contains(metrics, want) {
+		metrics = strings.Join(scrape(t, admin, prefix), "\n")
+		for _, w := range wants {
+			if !strings.Contains(metrics, w) {
 				return false
 			}
 		}

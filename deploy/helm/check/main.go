@@ -210,30 +210,19 @@ func decode(doc string, objs *objects) (string, error) {
 	if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
 		return "", err
 	}
-	strict := func(v any) error { return yaml.UnmarshalStrict([]byte(doc), v) }
 	id := head.APIVersion + "/" + head.Kind
 	var err error
 	switch id {
 	case "v1/ConfigMap":
-		var o corev1.ConfigMap
-		err = strict(&o)
-		objs.configMaps = append(objs.configMaps, o)
+		err = decodeInto(doc, &objs.configMaps)
 	case "v1/Service":
-		var o corev1.Service
-		err = strict(&o)
-		objs.services = append(objs.services, o)
+		err = decodeInto(doc, &objs.services)
 	case "v1/ServiceAccount":
-		var o corev1.ServiceAccount
-		err = strict(&o)
-		objs.accounts = append(objs.accounts, o)
+		err = decodeInto(doc, &objs.accounts)
 	case "apps/v1/StatefulSet":
-		var o appsv1.StatefulSet
-		err = strict(&o)
-		objs.sets = append(objs.sets, o)
+		err = decodeInto(doc, &objs.sets)
 	case "policy/v1/PodDisruptionBudget":
-		var o policyv1.PodDisruptionBudget
-		err = strict(&o)
-		objs.pdbs = append(objs.pdbs, o)
+		err = decodeInto(doc, &objs.pdbs)
 	default:
 		return "", fmt.Errorf("unexpected kind %q", id)
 	}
@@ -241,6 +230,15 @@ func decode(doc string, objs *objects) (string, error) {
 		return "", fmt.Errorf("%s: %w", id, err)
 	}
 	return head.Kind, nil
+}
+
+// decodeInto decodes doc strictly into a T and appends it to list (also
+// when decoding fails: the cross-object checks still see what decoded).
+func decodeInto[T any](doc string, list *[]T) error {
+	var o T
+	err := yaml.UnmarshalStrict([]byte(doc), &o)
+	*list = append(*list, o)
+	return err
 }
 
 func matches(selector, labels map[string]string) bool {
