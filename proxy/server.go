@@ -210,6 +210,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.holds.held = map[string]*topicHold{}
+	s.holds.onUnanswered = s.noteUnanswered
 	s.router.Store(&routerBox{opts.Router, time.Time{}})
 	for name, boot := range opts.Clusters {
 		uc, err := newUpstreamCluster(name, boot, opts.Upstream[name], s.log)
