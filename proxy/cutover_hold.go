@@ -223,6 +223,10 @@ func (s *Server) ReleaseProduce(topic string) {
 		if len(queue) == 0 {
 			delete(s.holds.held, topic)
 			s.holds.mu.Unlock()
+			// The old home's reads are not capped any more: after a
+			// flip they go to the new home, after an abort the topic
+			// stays (cutover_fetch_cap.go).
+			s.fetchCaps.Delete(topic)
 			return
 		}
 		s.holds.mu.Unlock()

@@ -86,6 +86,11 @@ type Server struct {
 	topicIDs *topicIDs
 	pids     producerIDs
 	maps     atomic.Pointer[mapsBox]
+
+	// fetchCaps: topic -> *fetchCap, reads of an old home capped at the
+	// ends a cutover's drain froze (cutover_fetch_cap.go)
+	fetchCaps sync.Map
+
 	holds    holds
 	gholds   groupHolds // group moves (group_hold.go)
 	router   atomic.Pointer[routerBox]
