@@ -18,11 +18,12 @@ package proxy
 // to them, later batches dropped; a position past them waits there), so no
 // consumer position passes the flip point.
 //
-// The cap is an offset map that is the identity below the ends
-// (cappedLog), so the Fetch, ListOffsets and OffsetForLeaderEpoch
-// translation steps (virt_offsets.go) clip as they do for a copy that has
-// not caught up, and the streaming Fetch relay stays off (a translated
-// answer is buffered).
+// The cap is an offset map ending at the frozen ends: the identity below
+// them on a topic's first home (cappedLog), its flipped map on the old home
+// of a rollback (cappedMap). So the Fetch, ListOffsets and
+// OffsetForLeaderEpoch translation steps (virt_offsets.go) clip as they do
+// for a copy that has not caught up, and the streaming Fetch relay stays
+// off (a translated answer is buffered).
 
 // fetchCap is a topic's frozen ends on the cluster they were frozen on.
 type fetchCap struct {
@@ -36,18 +37,29 @@ func (s *Server) CapFetch(topic, cluster string, ends map[int32]int64) {
 	s.fetchCaps.Store(topic, &fetchCap{cluster: cluster, ends: ends})
 }
 
-// readCap is the cap on reads of topic's partition from cluster, if any.
-func (s *Server) readCap(cluster, topic string, partition int32) (OffsetMap, bool) {
+// readCap is the frozen end of reads of topic's partition from cluster,
+// if any, in the cluster's offsets.
+func (s *Server) readCap(cluster, topic string, partition int32) (int64, bool) {
 	v, ok := s.fetchCaps.Load(topic)
 	if !ok {
-		return nil, false
+		return 0, false
 	}
 	c := v.(*fetchCap)
 	end, ok := c.ends[partition]
 	if !ok || c.cluster != cluster {
-		return nil, false
+		return 0, false
 	}
-	return cappedLog(end), true
+	return end, true
+}
+
+// capAt is m (nil: the cluster's offsets are the virtual ones) with
+// nothing readable at or past the cluster offset end: the old home of a
+// flip (m nil) or of a rollback (the flipped map of the first move).
+func capAt(m OffsetMap, end int64) OffsetMap {
+	if m == nil {
+		return cappedLog(end)
+	}
+	return cappedMap{m: m, end: min(end, m.TargetEnd())}
 }
 
 // cappedLog is the identity on a log's offsets below its value, the end a
@@ -60,3 +72,34 @@ func (c cappedLog) SourceStart() int64             { return 0 }
 func (c cappedLog) SourceEnd() int64               { return int64(c) }
 func (c cappedLog) TargetStart() int64             { return 0 }
 func (c cappedLog) TargetEnd() int64               { return int64(c) }
+
+// cappedMap is m ending at the cluster offset end (at most m's own end).
+type cappedMap struct {
+	m   OffsetMap
+	end int64
+}
+
+func (c cappedMap) ToTarget(v int64) (int64, bool) {
+	t, ok := c.m.ToTarget(v)
+	return t, ok && t < c.end
+}
+
+func (c cappedMap) ToSource(t int64) (int64, bool) {
+	if t >= c.end {
+		return c.SourceEnd(), false
+	}
+	return c.m.ToSource(t)
+}
+
+func (c cappedMap) SourceStart() int64 { return c.m.SourceStart() }
+func (c cappedMap) TargetStart() int64 { return c.m.TargetStart() }
+func (c cappedMap) TargetEnd() int64   { return c.end }
+
+// SourceEnd is the virtual offset after the last readable record.
+func (c cappedMap) SourceEnd() int64 {
+	if c.end <= c.m.TargetStart() {
+		return c.m.SourceStart()
+	}
+	v, _ := c.m.ToSource(c.end - 1)
+	return v + 1
+}
