@@ -74,13 +74,32 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				// was lost goes on to it, which answers it once; the
 				// drain waits for that answer (produce_unanswered.go).
 				var pass []kmsg.ProduceRequestTopicPartition
+				bounce := false
 				for _, p := range t.Partitions {
-					if k, ok := batchKeyOf(name, p.Partition, p.Records); ok && req.Acks != 0 && s.holds.isUnanswered(k, cluster) {
+					k, ok := batchKeyOf(name, p.Partition, p.Records)
+					if ok && req.Acks != 0 && s.holds.isUnanswered(k, cluster) {
 						pass = append(pass, p)
 						continue
 					}
+					bounce = bounce || ok && req.Acks != 0 && s.holds.producerUnanswered(name, cluster, k.pid)
 					p.Records = append([]byte(nil), p.Records...)
 					ht.Partitions = append(ht.Partitions, p)
+				}
+				if bounce {
+					// The producer resends an earlier batch only once
+					// this request is answered: held, it would keep
+					// that resend, and the drain, waiting. Never sent,
+					// it is answered at once, retriably.
+					vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}
+					for _, p := range ht.Partitions {
+						addProducePartition(resp, vt, producePartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+					}
+					ht.Partitions = nil
+					if len(pass) == 0 {
+						s.holds.counter(name).add(-1)
+						continue
+					}
+					t.Partitions = pass
 				}
 				hp.req.Topics = []kmsg.ProduceRequestTopic{ht}
 				if len(ht.Partitions) > 0 && s.holds.enqueue(name, hp) {

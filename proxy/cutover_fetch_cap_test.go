@@ -12,10 +12,10 @@ type shiftedMap struct{}
 
 func (shiftedMap) ToTarget(v int64) (int64, bool) { return v - 100, v >= 100 }
 func (shiftedMap) ToSource(t int64) (int64, bool) { return t + 100, true }
-func (shiftedMap) SourceStart() int64            { return 100 }
-func (shiftedMap) SourceEnd() int64              { return math.MaxInt64 }
-func (shiftedMap) TargetStart() int64            { return 0 }
-func (shiftedMap) TargetEnd() int64              { return math.MaxInt64 }
+func (shiftedMap) SourceStart() int64             { return 100 }
+func (shiftedMap) SourceEnd() int64               { return math.MaxInt64 }
+func (shiftedMap) TargetStart() int64             { return 0 }
+func (shiftedMap) TargetEnd() int64               { return math.MaxInt64 }
 
 // The old home of a rollback is read through its flipped map: capped at a
 // frozen end of 50 (target offsets), nothing at or past it is readable, the

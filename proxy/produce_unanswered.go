@@ -42,6 +42,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // unansweredWait bounds how long a batch whose answer was lost keeps its
@@ -49,7 +51,13 @@ import (
 // backoff (100 ms in Java and librdkafka, up to 1 s in franz-go), so a
 // resend that has not come in 3 s is not coming soon; it stays below the
 // default max_hold (5 s), so a missing resend delays a flip instead of
-// aborting it.
+// aborting it. A client that resends a failed batch only after its later
+// in-flight batches are answered (franz-go) could not resend while those
+// waited in the hold: on real Kafka every such entry expired and the hold
+// took the full wait, until held requests of the producer were answered
+// at once (bounceHeldLocked). The wait also lets a request the broker
+// read before the reset be appended before the freeze, where the drain's
+// note covers it.
 const unansweredWait = 3 * time.Second
 
 // errNotSent is what a watcher hears for a call that was never written
@@ -132,7 +140,65 @@ func (h *holds) markUnanswered(cluster string, keys []batchKey) {
 		h.nUnanswered.Add(1)
 		h.counter(k.topic).add(1)
 		h.noteUnanswered("unanswered", k, cluster)
+		h.bounceHeldLocked(k, cluster)
 	}
+}
+
+// producerUnanswered reports whether producer pid has a batch of topic
+// whose answer from cluster was lost.
+func (h *holds) producerUnanswered(topic, cluster string, pid int64) bool {
+	if h.nUnanswered.Load() == 0 {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for u, e := range h.unanswered {
+		if u.topic == topic && u.pid == pid && e.cluster == cluster {
+			return true
+		}
+	}
+	return false
+}
+
+// bounceHeldLocked answers the held requests of k's producer for k's topic
+// at once, retriably: a client resends a failed batch only after its later
+// in-flight requests are answered (franz-go does), so held they would keep
+// the resend, and the drain waiting for it, until unansweredWait. They were
+// never sent, so a retriable error loses nothing. h.mu is held.
+func (h *holds) bounceHeldLocked(k batchKey, cluster string) {
+	th, ok := h.held[k.topic]
+	if !ok || th.from != cluster {
+		return
+	}
+	kept := th.queue[:0]
+	for _, hp := range th.queue {
+		if hp.req.Acks == 0 || !hp.hasProducer(k.topic, k.pid) {
+			kept = append(kept, hp)
+			continue
+		}
+		for _, t := range hp.req.Topics {
+			for _, p := range t.Partitions {
+				hp.parts = append(hp.parts, producePartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+			}
+		}
+		close(hp.done)
+		h.noteUnanswered("bounced", k, cluster)
+	}
+	clear(th.queue[len(kept):])
+	th.queue = kept
+}
+
+// hasProducer reports whether a held request carries a batch of producer
+// pid for topic.
+func (hp *heldProduce) hasProducer(topic string, pid int64) bool {
+	for _, t := range hp.req.Topics {
+		for _, p := range t.Partitions {
+			if k, ok := batchKeyOf(topic, p.Partition, p.Records); ok && k.pid == pid {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // isUnanswered reports whether k is a resend of a batch whose answer from

@@ -239,3 +239,69 @@ func TestBatchWhoseAnswerWasLostDelaysADrainOnlyForABoundedTime(t *testing.T) {
 		t.Errorf("the resend released to the source: %v at offset %d, want offset 1", kerr.ErrorForCode(p.ErrorCode), p.BaseOffset)
 	}
 }
+
+// A client resends a batch whose answer was lost only after its later
+// in-flight requests are answered (franz-go does). Those wait in the
+// cutover's hold, so the resend, and the drain waiting for it, would wait
+// until the batch's wait expired (on real Kafka every such batch did, and
+// the hold took 3.3 s). The producer's held requests are answered at once,
+// retriably (they were never sent), and so are those arriving while its
+// batch is unsettled; its resend then passes the hold and settles it.
+func TestHeldRequestsOfAProducerWithALostAnswerAreAnsweredAtOnce(t *testing.T) {
+	r := newLostAnswerRig(t)
+	if p := r.produce(0); p.ErrorCode != 0 {
+		t.Fatalf("first batch: %v", kerr.ErrorForCode(p.ErrorCode))
+	}
+	// The hold begins while batch 1 is at the source, and batch 2 waits
+	// in it; then batch 1's answer is lost.
+	later := make(chan kmsg.ProduceResponseTopicPartition, 1)
+	side := kfakeClient(t, r.src, kgo.MaxVersions(kversion.V3_0_0()))
+	leader := side.Broker(int(r.src.LeaderFor("t", 0)))
+	var writing atomic.Bool
+	r.src.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if writing.Load() {
+			return nil, nil, false
+		}
+		r.srv.HoldProduce("t")
+		go func() { later <- r.produce(2) }()
+		r.src.SleepControl(func() {
+			for r.srv.HeldCount("t") == 0 && r.ctx.Err() == nil {
+				time.Sleep(time.Millisecond)
+			}
+			writing.Store(true)
+			if _, err := leader.Request(r.ctx, req); err != nil {
+				t.Errorf("the source's write of batch 1: %v", err)
+			}
+			writing.Store(false)
+		})
+		return nil, errors.New("the answer is lost"), true
+	})
+	if p := r.produce(1); p.ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Fatalf("batch 1, whose answer was lost: %v, want NOT_LEADER_FOR_PARTITION", kerr.ErrorForCode(p.ErrorCode))
+	}
+	if n := r.srv.HeldCount("t"); n != 0 {
+		t.Errorf("%d requests still held after batch 1's answer was lost, want 0: batch 2's request keeps the producer from resending batch 1", n)
+	}
+	if p := <-later; p.ErrorCode != kerr.NotLeaderForPartition.Code {
+		t.Errorf("held batch 2: %v, want NOT_LEADER_FOR_PARTITION at once (retriable, never sent)", kerr.ErrorForCode(p.ErrorCode))
+	}
+	// The producer resends in order: batch 1 passes the hold and settles,
+	// then batch 2 is held like any other.
+	if p := r.produce(1); p.ErrorCode != 0 || p.BaseOffset != 1 {
+		t.Errorf("batch 1 resent: %v at %d, want offset 1 (the source's duplicate answer)", kerr.ErrorForCode(p.ErrorCode), p.BaseOffset)
+	}
+	if r.srv.holds.producerUnanswered("t", Source, r.vpid) {
+		t.Error("batch 1 is still unsettled after the source answered its resend")
+	}
+	go func() { later <- r.produce(2) }()
+	for r.srv.HeldCount("t") == 0 && r.ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	r.srv.ReleaseProduce("t")
+	if p := <-later; p.ErrorCode != 0 || p.BaseOffset != 2 {
+		t.Errorf("batch 2 after the release: %v at %d, want offset 2", kerr.ErrorForCode(p.ErrorCode), p.BaseOffset)
+	}
+	if n := countOn(t, r.src, "t"); n != 3 {
+		t.Errorf("source has %d records, want 3", n)
+	}
+}

@@ -564,6 +564,32 @@ func TestFaultBrokerKilledDuringCutoverHold(t *testing.T) {
 	}
 }
 
+// Every connection to the source reset while a cutover holds, with produce
+// requests in flight (a latency on the source keeps them there): batches
+// the source wrote lose their answers, and the producer resends them. Each
+// counts in flight until the source answers its resend, which passes the
+// hold (proxy/produce_unanswered.go), so it lies below the ends the drain
+// freezes and is written once; a resend that did not come would delay the
+// drain by at most 3 s, never abort the flip. The branch fix this replaced
+// aborted a flip at max_hold in the soak with resets.
+func TestFaultUpstreamResetInACutoverHold(t *testing.T) {
+	r := newFaultRig(t, "holdreset", 3)
+	r.writeCfg("source")
+	r.start()
+	waitFor(t, "replication to start", func() bool { return strings.Contains(r.log(), "replication of a topic started") })
+	l := r.startLoad()
+	l.waitAcked("before the cutover", 300, 30*time.Second)
+	r.src.SetLatency(300 * time.Millisecond)
+	r.reroute("target")
+	r.waitState("the hold", "holding", "", 30*time.Second)
+	n := r.src.Reset()
+	r.src.Heal()
+	r.waitState("the flip", "flipped", "target", 60*time.Second)
+	t.Logf("reset %d source connections in the hold", n)
+	l.waitAcked("after the flip", 300, 60*time.Second)
+	l.finish("a reset of the source's connections in a cutover hold")
+}
+
 // kproxy killed (SIGKILL) in each phase of a cutover, under load, then
 // started again on the same state_dir: the phase is caught by watching
 // /status, with latency on the fault proxies stretching it (no hook in
