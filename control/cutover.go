@@ -127,6 +127,9 @@ type produceGate interface {
 	// KeepOldHomeProducers persists the producer state of the home at
 	// the frozen ends, for the move the drain leads to (nil: none).
 	KeepOldHomeProducers(topic, from string, parts map[int32][]proxy.ProducerState) error
+	// CapFetch caps reads of the home at the frozen ends until the hold
+	// is released (proxy/cutover_fetch_cap.go).
+	CapFetch(topic, from string, ends map[int32]int64)
 }
 
 // endOffsets lists a topic's end offsets on a cluster: the log ends, or
@@ -786,6 +789,10 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 			if again {
 				continue
 			}
+			// A record landing on the home from now on (a dead
+			// process's late write) lies past the flip point: no
+			// consumer may read it there.
+			c.gate.CapFetch(topic, from, ends)
 			return ends, nil
 		}
 		select {

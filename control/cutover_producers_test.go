@@ -37,6 +37,8 @@ type idleGate struct {
 
 func (g idleGate) WaitProduceIdle(context.Context, string) error { return nil }
 func (g idleGate) WaitTxnIdle(context.Context, string) error     { return nil }
+func (idleGate) CapFetch(string, string, map[int32]int64)        {}
+
 func (g idleGate) KeepOldHomeProducers(_, _ string, parts map[int32][]proxy.ProducerState) error {
 	g.e.notes = append(g.e.notes, parts)
 	return nil

@@ -173,6 +173,10 @@ func (g *fakeGate) WaitProduceIdle(ctx context.Context, topic string) error {
 
 func (g *fakeGate) WaitTxnIdle(ctx context.Context, topic string) error { return nil }
 
+func (g *fakeGate) CapFetch(topic, from string, ends map[int32]int64) {
+	(*cutRig)(g).note("cap reads of %s on %s at %v", topic, from, ends)
+}
+
 func (g *fakeGate) KeepOldHomeProducers(topic, from string, parts map[int32][]proxy.ProducerState) error {
 	return nil
 }
@@ -313,7 +317,7 @@ func TestCutoverFlipAndRollbackExecuteStepActionsInOrder(t *testing.T) {
 	}
 	r.reload(proxy.Target)
 	r.settle()
-	want := "hold orders; wait idle; wait copied into target to map[0:10 1:20]; seal source->target; save copy back into source; marker target; home target; release orders to target; copy into source"
+	want := "hold orders; wait idle; cap reads of orders on source at map[0:10 1:20]; wait copied into target to map[0:10 1:20]; seal source->target; save copy back into source; marker target; home target; release orders to target; copy into source"
 	if got := r.traceString(); got != want {
 		t.Fatalf("flip to the target:\n got %s\nwant %s", got, want)
 	}
@@ -327,7 +331,7 @@ func TestCutoverFlipAndRollbackExecuteStepActionsInOrder(t *testing.T) {
 	r.resetTrace()
 	r.reload(proxy.Source)
 	r.settle()
-	want = "hold orders; wait idle; wait copied into source to map[0:10 1:20]; seal target->source; save copy back into target; marker source; home source; release orders to source; copy into target"
+	want = "hold orders; wait idle; cap reads of orders on target at map[0:10 1:20]; wait copied into source to map[0:10 1:20]; seal target->source; save copy back into target; marker source; home source; release orders to source; copy into target"
 	if got := r.traceString(); got != want {
 		t.Fatalf("rollback:\n got %s\nwant %s", got, want)
 	}
@@ -362,11 +366,11 @@ func TestCutoverAbortAtEachPhase(t *testing.T) {
 		{"holding: end offsets", "ends",
 			"hold orders; wait idle; release orders to source"},
 		{"draining: copy", "copied",
-			"hold orders; wait idle; wait copied into target to map[0:10 1:20]; release orders to source"},
+			"hold orders; wait idle; cap reads of orders on source at map[0:10 1:20]; wait copied into target to map[0:10 1:20]; release orders to source"},
 		{"draining: seal", "seal",
-			"hold orders; wait idle; wait copied into target to map[0:10 1:20]; seal source->target; copy into target; release orders to source"},
+			"hold orders; wait idle; cap reads of orders on source at map[0:10 1:20]; wait copied into target to map[0:10 1:20]; seal source->target; copy into target; release orders to source"},
 		{"draining: marker", "marker",
-			"hold orders; wait idle; wait copied into target to map[0:10 1:20]; seal source->target; save copy back into source; copy into target; release orders to source"},
+			"hold orders; wait idle; cap reads of orders on source at map[0:10 1:20]; wait copied into target to map[0:10 1:20]; seal source->target; save copy back into source; copy into target; release orders to source"},
 	} {
 		t.Run(tc.phase, func(t *testing.T) {
 			r := newCutRig(t)

@@ -55,6 +55,8 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		if req.Version >= 13 {
 			name, _ = s.topicIDs.name(t.TopicID)
 		}
+		cluster := router.ProduceCluster(name, rc.client)
+		keyed := false // idempotent batches are watched (produce_unanswered.go)
 		if name != "" && router.Replicated(name) {
 			// Count first, then look at the hold: a cutover that starts
 			// between the two either sees this request in flight or this
@@ -68,24 +70,60 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				hp := &heldProduce{rc: rc, done: make(chan struct{}),
 					req: &kmsg.ProduceRequest{Version: req.Version, TransactionID: req.TransactionID, Acks: req.Acks, TimeoutMillis: req.TimeoutMillis}}
 				ht := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}
+				// A resend of a batch whose answer from this cluster
+				// was lost goes on to it, which answers it once; the
+				// drain waits for that answer (produce_unanswered.go).
+				var pass []kmsg.ProduceRequestTopicPartition
+				bounce := false
 				for _, p := range t.Partitions {
+					k, ok := batchKeyOf(name, p.Partition, p.Records)
+					if ok && req.Acks != 0 && s.holds.isUnanswered(k, cluster) {
+						pass = append(pass, p)
+						continue
+					}
+					bounce = bounce || ok && req.Acks != 0 && s.holds.producerUnanswered(name, cluster, k.pid)
 					p.Records = append([]byte(nil), p.Records...)
 					ht.Partitions = append(ht.Partitions, p)
 				}
+				if bounce {
+					// The producer resends an earlier batch only once
+					// this request is answered: held, it would keep
+					// that resend, and the drain, waiting. Never sent,
+					// it is answered at once, retriably.
+					vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}
+					for _, p := range ht.Partitions {
+						addProducePartition(resp, vt, producePartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+					}
+					ht.Partitions = nil
+					if len(pass) == 0 {
+						s.holds.counter(name).add(-1)
+						continue
+					}
+					t.Partitions = pass
+				}
 				hp.req.Topics = []kmsg.ProduceRequestTopic{ht}
-				if s.holds.enqueue(name, hp) {
-					s.holds.counter(name).add(-1)
+				if len(ht.Partitions) > 0 && s.holds.enqueue(name, hp) {
 					held = append(held, hp)
-					continue
+					if len(pass) == 0 {
+						s.holds.counter(name).add(-1)
+						continue
+					}
+					t.Partitions = pass
 				}
 			}
 			counted = append(counted, name)
+			keyed = req.Acks != 0
 		}
-		cluster := router.ProduceCluster(name, rc.client)
 		ts := s.topicStats(name)
 		virtualID := t.TopicID
 		vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: virtualID} // for answers
 		for _, p := range t.Partitions {
+			// The key is read before any producer id rewrite.
+			var key batchKey
+			var isKeyed bool
+			if keyed {
+				key, isKeyed = batchKeyOf(name, p.Partition, p.Records)
+			}
 			// pc is where this partition's batch goes: the topic's
 			// cluster, or the old home of a moved topic for a batch
 			// already written there (ident_pid_resend.go).
@@ -133,7 +171,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			asked.ask(ref, partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition})
 			plans = append(plans, producePlan{partPlan: pl, name: name, topic: vt,
 				up: kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, part: p,
-				note: ts.noteProduce(pc, p.Partition, p.Records)})
+				note: ts.noteProduce(pc, p.Partition, p.Records), key: key, keyed: isKeyed})
 		}
 	}
 
@@ -193,6 +231,18 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	if len(counted) > 0 {
 		flights = newFlightRelease(&s.holds, counted)
 	}
+	// Each call's idempotent batches of replicated topics, for its
+	// watcher: a lost answer keeps them in flight (produce_unanswered.go).
+	var keys [][]batchKey
+	for e, pl := range plans {
+		if pl.keyed {
+			if keys == nil {
+				keys = make([][]batchKey, len(order))
+			}
+			l := asked.parts[e].leader
+			keys[l] = append(keys[l], pl.key)
+		}
+	}
 	pend := make([]*pending, len(order))
 	for i, ref := range order {
 		var up kmsg.Request = req
@@ -201,7 +251,11 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		}
 		if flights != nil {
 			flights.sending()
-			pend[i] = rc.sendWatched(ref.cluster, ref.id, ref.addr, up, raw, flights)
+			var w answerWatcher = flights
+			if keys != nil && len(keys[i]) > 0 {
+				w = &producedBatches{h: &s.holds, cluster: ref.cluster, keys: keys[i], flights: flights}
+			}
+			pend[i] = rc.sendWatched(ref.cluster, ref.id, ref.addr, up, raw, w)
 		} else if raw {
 			pend[i] = rc.sendRaw(ref.cluster, ref.id, ref.addr, req, true)
 		} else {
@@ -209,7 +263,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		}
 	}
 	if flights != nil {
-		flights.answered() // every call is sent: the last answer ends it
+		flights.answered(nil) // every call is sent: the last answer ends it
 	}
 	return func() kmsg.Response {
 		if len(held) > 0 {
@@ -380,6 +434,10 @@ type producePlan struct {
 	up    kmsg.ProduceRequestTopic // as the upstream knows it (no partitions)
 	part  kmsg.ProduceRequestTopicPartition
 	note  produceNote // traffic and source-write counts (topic_stats.go)
+	// key names an idempotent batch of a replicated topic (keyed), whose
+	// answer the upstream call's watcher notes (produce_unanswered.go).
+	key   batchKey
+	keyed bool
 }
 
 func lastProduceTopic(sub *kmsg.ProduceRequest, t kmsg.ProduceRequestTopic) *kmsg.ProduceRequestTopic {

@@ -39,9 +39,17 @@ type topicHold struct {
 
 // holds is the proxy's hold and in-flight state.
 type holds struct {
-	mu       sync.Mutex // guards held
+	mu       sync.Mutex // guards held and unanswered
 	held     map[string]*topicHold
 	inflight sync.Map // topic -> *flight, replicated topics only
+	// unanswered: idempotent batches whose upstream answer was lost, each
+	// counted in its topic's flight until settled (produce_unanswered.go);
+	// nUnanswered is its size, read without the lock on the hot path.
+	unanswered  map[batchKey]*unansweredEntry
+	nUnanswered atomic.Int64
+	// onUnanswered counts and logs their outcomes (set by NewServer); it
+	// runs under mu.
+	onUnanswered func(outcome string, k batchKey, cluster string)
 }
 
 // flight counts a replicated topic's produce sub-requests sent (or about
@@ -116,7 +124,7 @@ func newFlightRelease(h *holds, names []string) *flightRelease {
 // sending notes one more call to wait for; answered (answerWatcher) ends it.
 func (r *flightRelease) sending() { r.left.Add(1) }
 
-func (r *flightRelease) answered() {
+func (r *flightRelease) answered(error) {
 	if r.left.Add(-1) != 0 {
 		return
 	}
@@ -124,6 +132,11 @@ func (r *flightRelease) answered() {
 		r.h.counter(name).add(-1)
 	}
 }
+
+// flightOne ends one call's count in a topic's flight.
+type flightOne struct{ f *flight }
+
+func (o flightOne) answered(error) { o.f.add(-1) }
 
 // isHeld reports whether topic's produce requests are being queued.
 func (h *holds) isHeld(topic string) bool {
@@ -170,6 +183,9 @@ func (s *Server) HeldCount(topic string) int {
 func (s *Server) WaitProduceIdle(ctx context.Context, topic string) error {
 	c := s.holds.counter(topic)
 	if err := c.wait(ctx); err != nil {
+		if u := s.holds.unansweredIn(topic); u != "" {
+			return fmt.Errorf("%d produce requests for %s still in flight (%s): %w", c.n.Load(), topic, u, err)
+		}
 		return fmt.Errorf("%d produce requests for %s still in flight: %w", c.n.Load(), topic, err)
 	}
 	return nil
@@ -190,6 +206,9 @@ func (s *Server) ReleaseProduce(topic string) {
 		// it to before (a rollback), where the old session's sequences
 		// stopped at the first flip.
 		s.pids.moveTopic(topic)
+		// Batches whose answer from the old home was lost are judged
+		// by the resend rule from now on (produce_unanswered.go).
+		s.holds.movedOffLocked(topic, th.from)
 	}
 	s.holds.mu.Unlock()
 	for {
@@ -204,6 +223,10 @@ func (s *Server) ReleaseProduce(topic string) {
 		if len(queue) == 0 {
 			delete(s.holds.held, topic)
 			s.holds.mu.Unlock()
+			// The old home's reads are not capped any more: after a
+			// flip they go to the new home, after an abort the topic
+			// stays (cutover_fetch_cap.go).
+			s.fetchCaps.Delete(topic)
 			return
 		}
 		s.holds.mu.Unlock()
@@ -231,12 +254,19 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 		look := newLeaderLookup(rc)
 		subs := map[brokerRef]*kmsg.ProduceRequest{}
 		notes := map[brokerRef][]produceNote{}
+		keys := map[brokerRef][]batchKey{} // produce_unanswered.go
+		keyed := hp.req.Acks != 0 && router.Replicated(topic)
 		ts := s.topicStats(topic)
 		var order []brokerRef
 		for _, t := range hp.req.Topics {
 			cluster := router.ProduceCluster(topic, rc.client)
 			virtualID := t.TopicID
 			for _, p := range t.Partitions {
+				// The key is read before any producer id rewrite.
+				k, isKeyed := batchKey{}, false
+				if keyed {
+					k, isKeyed = batchKeyOf(topic, p.Partition, p.Records)
+				}
 				// A batch the old home already has goes there
 				// (ident_pid_resend.go): after a crash, the hold of
 				// the restarted kproxy's cutover queues the resends.
@@ -274,6 +304,9 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 				st := lastProduceTopic(sub, t)
 				st.Partitions = append(st.Partitions, p)
 				notes[ref] = append(notes[ref], ts.noteProduce(pc, p.Partition, p.Records))
+				if isKeyed {
+					keys[ref] = append(keys[ref], k)
+				}
 			}
 		}
 		st := sent{hp: hp}
@@ -287,7 +320,16 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 				}
 				continue
 			}
-			st.pend = append(st.pend, rc.send(ref.cluster, ref.id, ref.addr, subs[ref]))
+			// Released requests count in flight too, until their broker
+			// answers: a later drain of the topic (an abort's release
+			// to the old home, then a new attempt) must wait for them.
+			c := s.holds.counter(topic)
+			c.add(1)
+			var w answerWatcher = flightOne{c}
+			if len(keys[ref]) > 0 {
+				w = &producedBatches{h: &s.holds, cluster: ref.cluster, keys: keys[ref], flights: w}
+			}
+			st.pend = append(st.pend, rc.sendWatched(ref.cluster, ref.id, ref.addr, subs[ref], false, w))
 			st.refs = append(st.refs, ref)
 			st.subs = append(st.subs, subs[ref])
 			st.notes = append(st.notes, notes[ref])

@@ -280,6 +280,7 @@ func (s *Server) initVirtualProducer(req *kmsg.InitProducerIDRequest) *kmsg.Init
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	if req.ProducerID >= 0 && isVirtualPID(req.ProducerID) && req.ProducerEpoch >= 0 && req.ProducerEpoch < 32767 {
 		s.pids.forget(req.ProducerID)
+		s.holds.forgetProducer(req.ProducerID) // produce_unanswered.go
 		resp.ProducerID, resp.ProducerEpoch = req.ProducerID, req.ProducerEpoch+1
 		return resp
 	}
@@ -289,6 +290,7 @@ func (s *Server) initVirtualProducer(req *kmsg.InitProducerIDRequest) *kmsg.Init
 	}
 	if req.ProducerID >= 0 {
 		s.pids.forget(req.ProducerID) // epoch exhausted: a new PID
+		s.holds.forgetProducer(req.ProducerID)
 	}
 	resp.ProducerID, resp.ProducerEpoch = newVirtualPID(), 0
 	return resp

@@ -38,6 +38,9 @@ type metrics struct {
 	// resends counts batches resent across a move of their topic
 	// (ident_pid_resend.go), by outcome.
 	resends *prometheus.CounterVec
+	// unanswered counts idempotent batches whose upstream answer was lost
+	// (produce_unanswered.go), by outcome
+	unanswered *prometheus.CounterVec
 
 	// Metadata listings (every topic) by where the answer came from
 	// (metadata_view.go): shared, views, clusters.
@@ -107,6 +110,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		resends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_produce_resends_total", Help: "Idempotent batches of a moved topic that the producer state noted on the old home at the flip point decided (decision 008), by outcome: old_home (already written there: sent there and answered as a duplicate), out_of_order (a sequence gap or a batch straddling the flip point: OUT_OF_ORDER_SEQUENCE_NUMBER).",
 		}, []string{"outcome"}),
+		unanswered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_produce_unanswered_total", Help: "Idempotent batches of replicated topics whose upstream answer was lost (a connection reset or timeout), each keeping its topic in flight for a cutover's drain until settled (produce_unanswered.go), by outcome: unanswered (the answer was lost), settled (its cluster answered a resend or a later batch), reinitialized (the producer re-initialized), moved (its topic flipped away first), expired (no resend within 3 s), bounced (a held request of the same producer answered at once with NOT_LEADER_FOR_PARTITION, so the client can resend in order).",
+		}, []string{"outcome"}),
 		metadataListings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_metadata_listings_total", Help: "Metadata requests for every topic, by where the answer came from: shared (an encoded answer reused), views (built from kproxy's cached views of the clusters), clusters (at least one cluster asked).",
 		}, []string{"source"}),
@@ -126,7 +132,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.fetchRelayCut = m.fetchRelays.WithLabelValues("closed")
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
-		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.resends, m.metadataListings)
+		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.resends, m.unanswered, m.metadataListings)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {
 		m.stateEntries.WithLabelValues(kind)
 		m.stateExpired.WithLabelValues(kind)

@@ -63,7 +63,7 @@ func (rc *reqCtx) sendRaw(cluster string, broker UpstreamNodeID, addr string, re
 func (rc *reqCtx) sendWatched(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw bool, w answerWatcher) *pending {
 	p := rc.write(cluster, broker, addr, req, raw, true, w)
 	if p.call == nil {
-		w.answered() // nothing was queued: nothing will tell it
+		w.answered(errNotSent) // nothing was queued: nothing will tell it
 	}
 	return p
 }

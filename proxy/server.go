@@ -92,6 +92,11 @@ type Server struct {
 	topicIDs *topicIDs
 	pids     producerIDs
 	maps     atomic.Pointer[mapsBox]
+
+	// fetchCaps: topic -> *fetchCap, reads of an old home capped at the
+	// ends a cutover's drain froze (cutover_fetch_cap.go)
+	fetchCaps sync.Map
+
 	holds    holds
 	gholds   groupHolds // group moves (group_hold.go)
 	router   atomic.Pointer[routerBox]
@@ -216,6 +221,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	s.holds.held = map[string]*topicHold{}
+	s.holds.onUnanswered = s.noteUnanswered
 	s.router.Store(&routerBox{opts.Router, time.Time{}})
 	for name, boot := range opts.Clusters {
 		uc, err := newUpstreamCluster(name, boot, opts.Upstream[name], s.log)

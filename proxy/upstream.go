@@ -67,16 +67,17 @@ type upstreamCall struct {
 	sr     *upstreamStream
 }
 
-// answerWatcher is told once that a call ended (answered or failed). It
-// runs on the upstream connection's reader: it must not block.
-type answerWatcher interface{ answered() }
+// answerWatcher is told once that a call ended: err nil when the broker
+// answered, the call's error when it failed (errNotSent: never written).
+// It runs on the upstream connection's reader: it must not block.
+type answerWatcher interface{ answered(err error) }
 
 // end marks the call answered (or failed): done closes, then the watcher
 // hears it. Called exactly once, by readLoop or fail.
 func (c *upstreamCall) end() {
 	close(c.done)
 	if c.watch != nil {
-		c.watch.answered()
+		c.watch.answered(c.err)
 	}
 }
 

@@ -82,6 +82,13 @@ func (s *Server) offsetsPlan(cluster, topic string, partition int32, readsCopy b
 	if m == nil && (needsMap || readsCopy && cluster == Target) {
 		return partPlan{}, kerr.NotLeaderForPartition.Code
 	}
+	if readsCopy {
+		// A cutover froze the ends of this old home: reads stop there
+		// (cutover_fetch_cap.go).
+		if end, ok := s.readCap(cluster, topic, partition); ok {
+			return partPlan{cluster: cluster, offsets: capAt(m, end)}, 0
+		}
+	}
 	return partPlan{cluster: cluster, offsets: m}, 0
 }
 

@@ -344,11 +344,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	if err != nil {
 		return err
 	}
-	m, err := r.reconcile(ctx, p, l)
-	if err != nil {
-		return err
-	}
-	sess, err := r.session(ctx, p)
+	m, sess, err := r.reconciledSession(ctx, p, l)
 	if err != nil {
 		return err
 	}
@@ -697,6 +693,41 @@ func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, to
 		return nil, fmt.Errorf("broker %d: fetch answer does not hold exactly partition %d", leader, partition)
 	}
 	return &resp.Topics[0].Partitions[0], nil
+}
+
+// reconciledSession reconciles the map with the target log, then takes the
+// session's producer state (session), then lists the target's end again:
+// the two agree only if no record landed in between, and then the state
+// describes exactly the records the map covers. A dead process's late
+// batch that lands between the reconcile and DescribeProducers would
+// otherwise be in the state (the session's sequence starts after it) but
+// not in the map (the session copies its records again): a second copy
+// under new sequences, which the broker appends ("the target appended our
+// batch at offset N, but the offset map expected M", seen in the fault
+// test's kproxy kill during a copy back). When the end moved, the
+// reconcile runs again and matches the late records with the source.
+func (r *Replicator) reconciledSession(ctx context.Context, p *partition, l leaders) (*OffsetMap, producerSession, error) {
+	for {
+		m, err := r.reconcile(ctx, p, l)
+		if err != nil {
+			return nil, producerSession{}, err
+		}
+		sess, err := r.session(ctx, p)
+		if err != nil {
+			return nil, producerSession{}, err
+		}
+		tgt, err := listOffsets(ctx, r, true, p.topic, p.partition)
+		if err != nil {
+			return nil, producerSession{}, err
+		}
+		if tgt.end == m.TargetEnd() {
+			return m, sess, nil
+		}
+		p.log.Info("records landed on the target while the copy session started (a late batch of a process that died); reconciling again", "target_offset", m.TargetEnd(), "target_end", tgt.end)
+		if err := ctx.Err(); err != nil {
+			return nil, producerSession{}, err
+		}
+	}
 }
 
 // reconcile loads the partition's map and checks it against both logs. The

@@ -100,23 +100,7 @@ func TestRestartedCopyKeepsItsProducerAndALateBatchIsADuplicate(t *testing.T) {
 	run(15)
 
 	// The dead process's batch of the same 5 records, landing now.
-	var recs []byte
-	for i := 0; i < 5; i++ {
-		rec := []byte{0}
-		rec = binary.AppendVarint(rec, 0)
-		rec = binary.AppendVarint(rec, int64(i))
-		rec = binary.AppendVarint(rec, -1)
-		v := fmt.Sprintf("b-%d", i)
-		rec = binary.AppendVarint(rec, int64(len(v)))
-		rec = append(rec, v...)
-		rec = binary.AppendVarint(rec, 0)
-		recs = binary.AppendVarint(recs, int64(len(rec)))
-		recs = append(recs, rec...)
-	}
-	rb := kmsg.RecordBatch{Magic: 2, NumRecords: 5, LastOffsetDelta: 4, ProducerID: saved.ProducerID, ProducerEpoch: saved.Epoch, FirstSequence: 10, Records: recs}
-	raw := rb.AppendTo(nil)
-	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
-	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	raw := copyBatch(saved, 10, "b", 5)
 	direct, err := kgo.NewClient(kgo.SeedBrokers(tgt.ListenAddrs()...), kgo.MaxVersions(kversion.V3_0_0()))
 	if err != nil {
 		t.Fatal(err)
@@ -155,4 +139,27 @@ func TestRestartedCopyKeepsItsProducerAndALateBatchIsADuplicate(t *testing.T) {
 	if end := lo.Topics[0].Partitions[0].Offset; end != 15 {
 		t.Fatalf("target ends at %d, want 15: the late batch was appended a second time", end)
 	}
+}
+
+// copyBatch is the batch a copy writing as producer sp sends for n source
+// records valued tag-0.. at sequence first.
+func copyBatch(sp savedProducer, first int32, tag string, n int) []byte {
+	var recs []byte
+	for i := 0; i < n; i++ {
+		rec := []byte{0}
+		rec = binary.AppendVarint(rec, 0)
+		rec = binary.AppendVarint(rec, int64(i))
+		rec = binary.AppendVarint(rec, -1)
+		v := fmt.Sprintf("%s-%d", tag, i)
+		rec = binary.AppendVarint(rec, int64(len(v)))
+		rec = append(rec, v...)
+		rec = binary.AppendVarint(rec, 0)
+		recs = binary.AppendVarint(recs, int64(len(rec)))
+		recs = append(recs, rec...)
+	}
+	rb := kmsg.RecordBatch{Magic: 2, NumRecords: int32(n), LastOffsetDelta: int32(n - 1), ProducerID: sp.ProducerID, ProducerEpoch: sp.Epoch, FirstSequence: first, Records: recs}
+	raw := rb.AppendTo(nil)
+	binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+	binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], crc32.MakeTable(crc32.Castagnoli)))
+	return raw
 }

@@ -564,6 +564,32 @@ func TestFaultBrokerKilledDuringCutoverHold(t *testing.T) {
 	}
 }
 
+// Every connection to the source reset while a cutover holds, with produce
+// requests in flight (a latency on the source keeps them there): batches
+// the source wrote lose their answers, and the producer resends them. Each
+// counts in flight until the source answers its resend, which passes the
+// hold (proxy/produce_unanswered.go), so it lies below the ends the drain
+// freezes and is written once; a resend that did not come would delay the
+// drain by at most 3 s, never abort the flip. The branch fix this replaced
+// aborted a flip at max_hold in the soak with resets.
+func TestFaultUpstreamResetInACutoverHold(t *testing.T) {
+	r := newFaultRig(t, "holdreset", 3)
+	r.writeCfg("source")
+	r.start()
+	waitFor(t, "replication to start", func() bool { return strings.Contains(r.log(), "replication of a topic started") })
+	l := r.startLoad()
+	l.waitAcked("before the cutover", 300, 30*time.Second)
+	r.src.SetLatency(300 * time.Millisecond)
+	r.reroute("target")
+	r.waitState("the hold", "holding", "", 30*time.Second)
+	n := r.src.Reset()
+	r.src.Heal()
+	r.waitState("the flip", "flipped", "target", 60*time.Second)
+	t.Logf("reset %d source connections in the hold", n)
+	l.waitAcked("after the flip", 300, 60*time.Second)
+	l.finish("a reset of the source's connections in a cutover hold")
+}
+
 // kproxy killed (SIGKILL) in each phase of a cutover, under load, then
 // started again on the same state_dir: the phase is caught by watching
 // /status, with latency on the fault proxies stretching it (no hook in
@@ -603,11 +629,15 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			// the wire past the restart). It stays there as a stray copy,
 			// the copy back into the source then stops ("the target
 			// appended our batch at offset N, but the offset map
-			// expected M"), and in one clean-clone make test run the
-			// group's consumer then went back to offset 0 without a
-			// rebalance. Six runs on a lane passed; decision 008 names the
-			// stray write as open.
-			"a late write of the killed kproxy lands on the old home after the freeze: the copy back stops, and a consumer was seen restarting at offset 0 (decision 008)"},
+			// expected M"); decision 008 names the stray write as open.
+			// In one clean-clone make test run the group's consumer then
+			// went back to offset 0 without a rebalance: it had read the
+			// stray from the source before the flip, so its position was
+			// past the flip point and, on the target, past the log end
+			// (OFFSET_OUT_OF_RANGE, reset to earliest). Reads of the old
+			// home now stop at the frozen ends (proxy/cutover_fetch_cap.go);
+			// the phase stays known until a clean-clone run passes with it.
+			"a late write of the killed kproxy lands on the old home after the freeze: the copy back stops on it (decision 008); a consumer that read it restarted at offset 0 before reads were capped at the frozen ends"},
 		// Slow writes into the target keep the drain copying.
 		{"draining", func(r *faultRig) {
 			r.tgt.SetLatency(time.Second)
@@ -621,8 +651,15 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			//
 			// Known: a clean-clone make test run still wrote 5 of 1,225
 			// records twice in this phase (5 unacked offsets on the
-			// target); the last session saw the same 5 of 1,207.
-			"5 records written twice in one clean-clone run: a batch in flight at the kill, resent after the restart, not yet caught by the resend rule (decision 008)"},
+			// target); the last session saw the same 5 of 1,207. That
+			// run's target broker refused all 15 late copy batches
+			// (OUT_OF_ORDER_SEQUENCE_NUMBER), so the copy side held; 5 is
+			// the producer's in-flight bound per partition. (Loaded lane
+			// runs also aborted the flip when a late copy batch landed
+			// between the restarted copy's reconcile and its
+			// DescribeProducers; a session now reconciles again when the
+			// target's end moved meanwhile, replicator/partition.go.)
+			"5 records written twice in one clean-clone run (the copy's late batches were all refused, so likely a partition's in-flight client batches written again; not found)"},
 		// Killed as soon as the marker says flipped (the copy back has just
 		// started).
 		{"after-marker", flip, "target", ""},

@@ -261,10 +261,10 @@ type soakFaultDone struct {
 // first topic back to the source. Its first run found a duplicate (96
 // records): an idempotent batch whose produce answer a reset lost was
 // retried by the client after the topic flipped, and the new home wrote it
-// a second time (the copy had brought the first write there). That defect
-// is open (docs/operations.md, the fault table): a fix tried on a branch
-// aborted a flip at max_hold with one unsettled batch and was not merged,
-// so the resets stay opt-in.
+// a second time (the copy had brought the first write there). Such a batch
+// is now settled on its own cluster before the drain freezes the ends
+// (proxy/produce_unanswered.go, decision 008); the resets stay opt-in
+// until a soak run with them is clean.
 // KPROXY_SOAK_KILL=1 replaces one blackhole halfway through a long run
 // with a SIGKILL and restart of the source broker; off by default: every
 // transactional and group coordinator of the source is on that one broker.
