@@ -26,6 +26,9 @@ func TestReplicationSyncConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = c.Replication.Sync
+	if s.Interval != 3*time.Second { // 12 passes of watch_interval
+		t.Errorf("sync.interval default with watch_interval 250ms: %s, want 3s", s.Interval)
+	}
 	if s.TopicConfigs || s.Partitions || !s.ACLs || c.Replication.WatchInterval != 250*time.Millisecond || c.Cutover.SampledVerifyRecords != 7 {
 		t.Fatalf("parsed: %+v watch %s sampled %d", s, c.Replication.WatchInterval, c.Cutover.SampledVerifyRecords)
 	}
@@ -40,6 +43,14 @@ func TestReplicationSyncConfig(t *testing.T) {
 		}
 	}
 
+	c, err = Parse([]byte(minimal + "replication:\n  watch_interval: 1s\n  sync: { interval: 30s }\n"))
+	if err != nil || c.Replication.Sync.Interval != 30*time.Second {
+		t.Fatalf("sync.interval 30s: %v, %v", err, c)
+	}
+	_, err = Parse([]byte(minimal + "replication:\n  watch_interval: 1s\n  sync: { interval: 500ms }\n"))
+	if err == nil || !strings.Contains(err.Error(), "replication.sync.interval") {
+		t.Errorf("a sync.interval shorter than watch_interval: %v", err)
+	}
 	_, err = Parse([]byte(minimal + "replication:\n  watch_interval: 10ms\n  sync:\n    config_keys_deny: [\"[\"]\ncutover:\n  sampled_verify_records: 0\n"))
 	for _, want := range []string{"replication.watch_interval", "replication.sync.config_keys_deny[0]", "cutover.sampled_verify_records"} {
 		if err == nil || !strings.Contains(err.Error(), want) {

@@ -123,6 +123,8 @@ func (c *Config) validate(doc *yaml.Node) error {
 	}
 	if d := c.Replication.WatchInterval; d < 100*time.Millisecond || d > 10*time.Minute {
 		v.add(r.key("watch_interval"), "must be from 100ms to 10m, got %s", d)
+	} else if d := c.Replication.Sync.Interval; d != 0 && (d < c.Replication.WatchInterval || d > time.Hour) {
+		v.add(r.key("sync").key("interval"), "must be from replication.watch_interval (%s) to 1h, got %s", c.Replication.WatchInterval, d)
 	}
 	for _, list := range []struct {
 		key   string

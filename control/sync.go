@@ -9,9 +9,10 @@ package control
 //     cutover controller consider them like a reload would;
 //   - starts copying partitions added to a replicated topic, after adding
 //     them to the target copy first (replication.sync.partitions);
-//   - applies the source's topic config changes to the target copy
-//     (replication.sync.topic_configs, with the allow/deny keys);
-//   - creates on the target the ACLs the source has for replicated topics
+//   - every replication.sync.interval (12 passes by default), applies the
+//     source's topic config changes to the target copy
+//     (replication.sync.topic_configs, with the allow/deny keys) and
+//     creates on the target the ACLs the source has for replicated topics
 //     and for groups (replication.sync.acls; never deletes one).
 // Between those passes, every readyEvery, it marks the topics whose copy
 // has caught up: the router serves their fetches from the target from
@@ -85,6 +86,9 @@ type sourceWatch struct {
 	seen map[string]map[string]string
 	// retried: when each failed topic was last tried again.
 	retried map[string]time.Time
+	// synced: when topic configs and ACLs were last compared
+	// (replication.sync.interval).
+	synced time.Time
 }
 
 // noteFailure reports whether a failure is new (and records it).
@@ -96,6 +100,25 @@ func (w *sourceWatch) noteFailure(key, what string) bool {
 	}
 	w.failed[key] = what
 	return true
+}
+
+// syncDue says whether topic configs and ACLs are compared in this pass
+// (every interval), and if so notes the pass.
+func (w *sourceWatch) syncDue(interval time.Duration) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if time.Since(w.synced) < interval {
+		return false
+	}
+	w.synced = time.Now()
+	return true
+}
+
+// lastSync is when topic configs and ACLs were last compared (zero: never).
+func (w *sourceWatch) lastSync() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.synced
 }
 
 func (w *sourceWatch) clearFailure(key string) {
@@ -175,6 +198,12 @@ func (c *Controller) watchOnce(ctx context.Context, cfg *config.Config) {
 	}
 	topics := c.repl.targetTopics()
 	c.followPartitions(ctx, cfg, listed, topics)
+	// Configs and ACLs are described topic by topic on both clusters: the
+	// one part of a pass that costs in proportion to the replicated
+	// topics, so it runs every sync.interval, not every pass.
+	if !c.watch.syncDue(cfg.Replication.Sync.Interval) {
+		return
+	}
 	if cfg.Replication.Sync.TopicConfigs {
 		c.syncTopicConfigs(ctx, cfg, topics)
 	}
