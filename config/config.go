@@ -574,14 +574,14 @@ type Log struct {
 
 // Default values, also used by tests and documentation.
 const (
-	DefaultClusterID            = "kproxy-virtual-cluster"
-	DefaultFetchMaxBytes        = 50 << 20
-	DefaultPartitionMaxBytes    = 1 << 20
-	DefaultConcurrency          = 4
-	DefaultMaxHold              = 5 * time.Second
-	DefaultWatchInterval        = 5 * time.Second
+	DefaultClusterID         = "kproxy-virtual-cluster"
+	DefaultFetchMaxBytes     = 50 << 20
+	DefaultPartitionMaxBytes = 1 << 20
+	DefaultConcurrency       = 4
+	DefaultMaxHold           = 5 * time.Second
+	DefaultWatchInterval     = 5 * time.Second
 	// syncPasses is replication.sync.interval's default in watch passes.
-	syncPasses = 12
+	syncPasses                  = 12
 	DefaultSampledVerifyRecords = 100
 	MaxMaxHold                  = 120 * time.Second
 	DefaultMaxFrameBytes        = 100 << 20
