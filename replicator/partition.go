@@ -609,6 +609,9 @@ func (pl *pipeline) applyOldest() error {
 func (pl *pipeline) apply(f inFlight) error {
 	p, m, call := pl.p, pl.m, f.call
 	if err := pl.conn.produceErr(call); err != nil {
+		if corruptSourceBatch(err, &f.pb) {
+			return p.fatalf("batch at offset %d: its bytes do not match its CRC: the source sent a corrupt batch", f.pb.srcFirst)
+		}
 		return fmt.Errorf("target broker %d: produce: %w", pl.conn.broker, err)
 	}
 	if hook := pl.r.opts.Hooks.AfterProduce; hook != nil && hook(p.topic, p.partition) {
