@@ -3,10 +3,12 @@ package replicator
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -212,6 +214,39 @@ func TestPrepareBatchRebuild(t *testing.T) {
 		src[len(src)-1] ^= 1
 		if _, err := prepareBatch(src, 0, s); err == nil {
 			t.Error("corrupt batch accepted")
+		}
+	})
+	// A large batch is not read by prepareBatch: its corruption must
+	// survive the patch, so the target refuses it, and the refusal must
+	// then be recognised as the source's corruption (a fatal error, not a
+	// retry for ever).
+	t.Run("a large corrupt batch stays corrupt and is recognised", func(t *testing.T) {
+		good := makeBatch(t, 0, 0, 0, -1, plainRecs(200))
+		if len(good) < patchedCRCMinBytes {
+			t.Fatalf("batch of %d bytes is not large", len(good))
+		}
+		corrupt := append([]byte(nil), good...)
+		corrupt[len(corrupt)-1] ^= 1
+		refused := fmt.Errorf("produce: %w", kerr.CorruptMessage)
+		p, err := prepareBatch(corrupt, 0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if batchCRCValid(p.raw) {
+			t.Fatal("the patched corrupt batch has a valid CRC: the corruption was laundered")
+		}
+		if !corruptSourceBatch(refused, &p) {
+			t.Error("the target's CORRUPT_MESSAGE for a corrupt source batch is not recognised")
+		}
+		pg, err := prepareBatch(good, 0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !batchCRCValid(pg.raw) {
+			t.Fatal("the patched good batch has a wrong CRC")
+		}
+		if corruptSourceBatch(refused, &pg) || corruptSourceBatch(errors.New("other"), &p) {
+			t.Error("a good batch, or another error, taken for source corruption")
 		}
 	})
 }

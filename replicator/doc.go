@@ -13,9 +13,15 @@
 //     sequence for it: session.go), on the
 //     replicator's own pipelined connection to that broker
 //     (produceconn.go): up to 5 batches in flight per partition, applied
-//     to the map strictly in send order as their answers arrive. Source
-//     answers are read on the fetcher's own connection into pooled frames
-//     (fetchconn.go). Record bytes and the
+//     to the map strictly in send order as their answers arrive; a batch
+//     is written from where it lies in the fetch answer (writev), never
+//     copied in user space. Source answers are read on the fetcher's own
+//     connection into pooled frames, waking once a MiB has arrived
+//     (SO_RCVLOWAT, fetchconn.go). A batch's CRC is checked by the copy
+//     only when the copy computes a new one (small or rebuilt batches);
+//     otherwise the new CRC is derived from the source's (crc.go), so
+//     corruption reaches the target, which refuses it, and the refusal
+//     stops the partition with a FatalError. Record bytes and the
 //     compression codec arrive unchanged, except for batches with offset gaps
 //     (compaction), records below the resume offset, or LogAppendTime, which
 //     are decompressed, renumbered and recompressed with the same codec.

@@ -539,12 +539,11 @@ func (pl *pipeline) send(pb preparedBatch, next int64) error {
 		}
 	}
 	call := &pl.calls[pl.sentTotal%maxInFlight]
-	pl.req.Topics[0].Partitions[0].Records = pb.raw
 	// Counted as sent before it leaves and as settled once its answer is
 	// taken (or it failed to leave): the bypass check (Writes) must never
 	// see growth of the target it did not know could come.
 	pl.p.writes.Sent.Add(int64(pb.numRecords))
-	if err := pl.conn.send(pl.req, call); err != nil {
+	if err := pl.conn.send(pl.req, pb.raw, call); err != nil {
 		pl.p.writes.Settled.Add(int64(pb.numRecords))
 		return fmt.Errorf("target broker %d: produce: %w", pl.conn.broker, err)
 	}
@@ -605,6 +604,9 @@ func (pl *pipeline) applyOldest() error {
 func (pl *pipeline) apply(f inFlight) error {
 	p, m, call := pl.p, pl.m, f.call
 	if err := pl.conn.produceErr(call); err != nil {
+		if corruptSourceBatch(err, &f.pb) {
+			return p.fatalf("batch at offset %d: its bytes do not match its CRC: the source sent a corrupt batch", f.pb.srcFirst)
+		}
 		return fmt.Errorf("target broker %d: produce: %w", pl.conn.broker, err)
 	}
 	if hook := pl.r.opts.Hooks.AfterProduce; hook != nil && hook(p.topic, p.partition) {

@@ -89,7 +89,7 @@ func BenchmarkPipelineBatch(b *testing.B) {
 	go c.readLoop()
 	defer c.fail(io.EOF)
 	r := &Replicator{}
-	p := &partition{topic: "bench", partition: 0, records: prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}), bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"})}
+	p := &partition{topic: "bench", partition: 0, records: prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}), bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"}), writes: &Writes{}}
 	m := NewOffsetMap(MapMeta{Topic: "bench"}, 0, 0)
 	pl := newPipeline(r, p, m, c, [16]byte{}, 0)
 	// A 16 KiB one-record source batch, as a fetch answer holds it.

@@ -77,9 +77,11 @@ type produceConn struct {
 	nc     net.Conn
 	ver    int16 // the Produce version both sides support
 
-	wmu     sync.Mutex // orders writes with pending; guards corr and wbuf
+	wmu     sync.Mutex // orders writes with pending; guards corr, wbuf and iov
 	corr    int32
 	wbuf    []byte
+	iov     [3][]byte   // a request's pieces: encoding, records, trailer
+	bufs    net.Buffers // iov for one writev (a field: a local would escape)
 	fmtr    *kmsg.RequestFormatter
 	pending chan *produceCall
 
@@ -255,9 +257,15 @@ func (c *produceConn) fail(err error) {
 	})
 }
 
-// send writes req as the next request on the connection; call gets its
-// answer. Calls are answered in the order of send.
-func (c *produceConn) send(req *kmsg.ProduceRequest, call *produceCall) error {
+// send writes req, whose single partition carries records, as the next
+// request on the connection; call gets its answer. Calls are answered in
+// the order of send.
+//
+// The records are not copied into the request's encoding: kmsg encodes
+// the request around a null record set, which is swapped for the records'
+// length, and the records follow from where they lie (one writev), so the
+// batch's bytes are touched only by the kernel's copy.
+func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, call *produceCall) error {
 	req.Version = c.ver
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -266,7 +274,8 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, call *produceCall) error {
 	}
 	c.corr++
 	call.corr, call.err, call.errCode, call.baseOffset = c.corr, nil, 0, -1
-	c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
+	c.wbuf = appendProduceAround(c.wbuf[:0], c.fmtr, req, c.corr, &c.iov, records)
+	c.bufs = c.iov[:]
 	select {
 	case c.pending <- call:
 	default:
@@ -275,11 +284,43 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, call *produceCall) error {
 		return err
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(produceTimeout))
-	if _, err := c.nc.Write(c.wbuf); err != nil {
+	if _, err := c.bufs.WriteTo(c.nc); err != nil {
 		// The call is queued: the reader answers it with the error.
 		go c.fail(fmt.Errorf("target broker %d: writing produce: %w", c.broker, err))
 	}
 	return nil
+}
+
+// flexibleTrailer is what follows a flexible Produce request's record set
+// when nothing carries tagged fields: the partition's, the topic's and the
+// request's empty tag sections.
+var flexibleTrailer = []byte{0, 0, 0}
+
+// appendProduceAround encodes req (version set, one topic with one
+// partition) as request corr into dst, with records as that partition's
+// record set, and fills iov with the request's pieces in order: the
+// encoding up to the record set's length, records, and what follows them.
+// The record set is the last field of the request except the tag sections
+// (TestProduceAroundMatchesKmsg checks this against kmsg for every
+// version), so kmsg encodes everything but the records' bytes.
+func appendProduceAround(dst []byte, fmtr *kmsg.RequestFormatter, req *kmsg.ProduceRequest, corr int32, iov *[3][]byte, records []byte) []byte {
+	rp := &req.Topics[0].Partitions[0]
+	rp.Records = nil
+	dst = fmtr.AppendRequest(dst, req, corr)
+	var trailer []byte
+	nullLen := 4 // nullable bytes: int32 -1
+	if req.IsFlexible() {
+		trailer, nullLen = flexibleTrailer, 1 // compact nullable bytes: uvarint 0
+	}
+	dst = dst[:len(dst)-len(trailer)-nullLen]
+	if req.IsFlexible() {
+		dst = kbin.AppendUvarint(dst, uint32(len(records)+1))
+	} else {
+		dst = kbin.AppendInt32(dst, int32(len(records)))
+	}
+	binary.BigEndian.PutUint32(dst, uint32(len(dst)+len(records)+len(trailer)-4))
+	iov[0], iov[1], iov[2] = dst, records, trailer
+	return dst
 }
 
 // wait blocks for call's answer (every call sent is answered exactly once).

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +56,7 @@ func main() {
 	size := fs.Int("size", 1024, "record value bytes (produce)")
 	compression := fs.String("compression", "none", "none|lz4 (produce)")
 	state := fs.String("state", "", "replicator state dir (kproxy)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the copy window to this file (kproxy)")
 	out := fs.String("out", "", "file for the copier's stdout (watch)")
 	logf := fs.String("log", "", "file for the copier's stderr (watch)")
 	kill := fs.Bool("kill", false, "stop the copier with SIGTERM once done instead of waiting for it to exit (watch)")
@@ -70,7 +72,7 @@ func main() {
 	case "produce":
 		res, err = produce(ctx, *brokers, strings.Split(*topics, ","), *partitions, *n, *size, *compression)
 	case "kproxy":
-		res, err = runKproxy(ctx, *src, *tgt, *topic, *state)
+		res, err = runKproxy(ctx, *src, *tgt, *topic, *state, *cpuprofile)
 	case "watch":
 		res, err = watch(ctx, *src, *tgt, *topic, fs.Args(), *out, *logf, *kill)
 	case "delete":
@@ -227,7 +229,7 @@ func rusageCPU() float64 {
 // runKproxy copies one topic with kproxy's replicator and reports its own
 // view: Start to every partition copied, wall and getrusage CPU (this
 // includes creating the target topic).
-func runKproxy(ctx context.Context, src, tgt, topic, state string) (any, error) {
+func runKproxy(ctx context.Context, src, tgt, topic, state, cpuprofile string) (any, error) {
 	if state == "" {
 		return nil, errors.New("-state is required")
 	}
@@ -251,6 +253,15 @@ func runKproxy(ctx context.Context, src, tgt, topic, state string) (any, error) 
 	// WaitCopied returns; hold the signal until the report is out.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	if cpuprofile != "" {
+		pf, err := os.Create(cpuprofile)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return nil, err
+		}
+	}
 	cpu0, t0 := rusageCPU(), time.Now()
 	if err := r.Start(ctx); err != nil {
 		return nil, err
@@ -261,6 +272,9 @@ func runKproxy(ctx context.Context, src, tgt, topic, state string) (any, error) 
 		}
 	}
 	secs, cpu := time.Since(t0).Seconds(), rusageCPU()-cpu0
+	if cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
 	// Report, then keep running (idle, like a replicator that has caught
 	// up) until the watcher stops us, so it sees this process to the end
 	// of its copy window.

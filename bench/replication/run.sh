@@ -18,6 +18,8 @@
 #
 # Knobs: ROUNDS=3 N=300000 SIZE=1024 PARTITIONS=6 COMPRESSIONS="none lz4"
 #        MM2_TASKS=2 MM2_HEAP="-Xms256m -Xmx1g" NO_WRITE=1 (only print)
+#        PROFILE_DIR=DIR (a CPU profile of each kproxy copy window,
+#        DIR/kproxy-COMPRESSION-rROUND.pprof)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -82,7 +84,8 @@ EOF
 run_kproxy() { # topic compression round
   local t=$1 c=$2 r=$3 w
   if ! w=$("$BIN" watch -src "$SRC" -tgt "$TGT" -topic "$t" -kill -out "$WORK/kp-$t.json" -log "$WORK/kp-$t.log" -timeout 600s -- \
-      "$BIN" kproxy -src "$SRC" -tgt "$TGT" -topic "$t" -state "$WORK/state-$t" -timeout 600s); then
+      "$BIN" kproxy -src "$SRC" -tgt "$TGT" -topic "$t" -state "$WORK/state-$t" -timeout 600s \
+        ${PROFILE_DIR:+-cpuprofile "$PROFILE_DIR/kproxy-$c-r$r.pprof"}); then
     tail -30 "$WORK/kp-$t.log" >&2
     exit 1
   fi
