@@ -204,7 +204,11 @@ func (g *groupMoves) apply(cfg *config.Config, prev, next *routing.Table) {
 	defer g.mu.Unlock()
 	prevCfg := g.cfg
 	g.cfg, g.table = cfg, next
-	defer g.overlay.setGroups(g.pins, g.frozen)
+	// A closure, not `defer g.overlay.setGroups(g.pins, g.frozen)`: that
+	// evaluates g.frozen now, before it is set below, and served a changed
+	// default or glob's groups from their new home until the listing
+	// pinned them back to the old one (the soak's re-reads after moves).
+	defer func() { g.overlay.setGroups(g.pins, g.frozen) }()
 	defer g.saveLocked()
 	if prev == nil {
 		return

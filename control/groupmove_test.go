@@ -690,3 +690,58 @@ func TestGroupMoveAfterARestartWithAChangedConfig(t *testing.T) {
 		t.Fatalf("an unchanged config moved groups again: %+v", st)
 	}
 }
+
+// While a changed groups.default (or glob) is being resolved - the groups
+// that exist are listed on both clusters - a group it moves must stay on
+// its old home: its members keep their coordinator and their commits land
+// where the move will copy them from. The router installed by the reload
+// used to lose the frozen table (a deferred call evaluated it before it
+// was set), so for the length of the listing the group was served by its
+// new home: members joined there, heartbeats were refused as unknown and
+// commits failed, and the consumers read again from their last good commit
+// after each move (the long soak's re-reads).
+func TestGroupMoveKeepsTheOldHomeWhileTheDefaultResolves(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var o kadm.Offsets
+	o.Add(kadm.Offset{Topic: "orders", Partition: 2, At: 41, LeaderEpoch: -1})
+	if resp, err := kadm.NewClient(cl).CommitOffsets(ctx, "live", o); err != nil || resp.Error() != nil {
+		t.Fatalf("seeding: %v %v", err, resp.Error())
+	}
+	// The listing of the source's groups waits until the router has been
+	// looked at.
+	listing, looked := make(chan struct{}), make(chan struct{})
+	r.src.ControlKey(kmsg.ListGroups.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		close(listing)
+		r.src.SleepControl(func() { <-looked })
+		return nil, nil, false
+	})
+	r.reload("  default: target\n")
+	select {
+	case <-listing:
+	case <-ctx.Done():
+		close(looked)
+		t.Fatal("the groups were never listed")
+	}
+	home := r.ov.router().GroupCluster("live")
+	close(looked)
+	r.gm.wait()
+	if home != proxy.Source {
+		t.Errorf("while the new default was resolved, the group was served by the %s, before its offsets were copied there", home)
+	}
+	if st := r.gm.list(); len(st) != 1 || st[0].State != groupMoved {
+		t.Fatalf("status after the listing: %+v", st)
+	}
+	if got := committed(t, ctx, r.tgt, "live"); got[2] != 41 {
+		t.Fatalf("committed on the target after the move: %v", got)
+	}
+	if home := r.ov.router().GroupCluster("live"); home != proxy.Target {
+		t.Fatalf("the group routes to the %s after its move", home)
+	}
+}

@@ -24,6 +24,17 @@ func (rc *reqCtx) offsetHome(home, topic string, look *leaderLookup) string {
 	if uc, ok := s.clusters[home]; ok && uc.knowsTopic(topic) {
 		return home
 	}
+	// A replicated topic is on both clusters; the home's view may just not
+	// have loaded it yet (no client has used it there: a group that moves
+	// to the target with the topic's first flip). Look once before sending
+	// the commit to the other cluster, where the next move would not copy
+	// it from and the group's members may still be registered.
+	if uc, ok := s.clusters[home]; ok && s.routes().Replicated(topic) {
+		look.find(home, topic, 0)
+		if uc.knowsTopic(topic) {
+			return home
+		}
+	}
 	for name, uc := range s.clusters {
 		if name != home && uc.knowsTopic(topic) {
 			return name

@@ -54,11 +54,15 @@ func TestSoak(t *testing.T) {
 	}
 	// The long form (10 minutes or more, or KPROXY_SOAK_FULL=1) adds the
 	// second topic's flips and the fault schedule. The short form `make
-	// test` runs keeps to one flipping topic and no faults: the one
-	// 30-minute run with both saw re-reads in the groups that moved,
-	// starting at the first group move, which are not understood yet
-	// (bench/RESULTS.md, the soak), and CI must not fail on an open
-	// question; the fault tests run in CI on their own.
+	// test` runs keeps to one flipping topic and no faults. The first
+	// 30-minute run with both saw re-reads in the groups that moved; they
+	// were a kproxy defect, fixed: a changed groups.default served each
+	// group from its new home while the groups were listed, before its
+	// offsets were copied (TestGroupMoveKeepsTheOldHomeWhileTheDefaultResolves,
+	// bench/RESULTS.md, the soak). A 12-minute and a 30-minute long-form
+	// run after the fix were clean. Whether the short form takes the long
+	// form's extras back is still open (one 3-minute run with them passed,
+	// before the fix); the fault tests run in CI on their own.
 	long := d >= 10*time.Minute || os.Getenv("KPROXY_SOAK_FULL") != ""
 	var steps []cutoverStep
 	// The second topic flips every 40 s, 10 s after the first topic's
