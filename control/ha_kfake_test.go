@@ -344,3 +344,41 @@ func TestInstancesAnswerNotCoordinatorOffTheOwner(t *testing.T) {
 		}
 	}
 }
+
+// An instance that is closed (SIGTERM) stops listening only once the
+// others have agreed on a view without it: the moment Close returns, each
+// of them names another instance as the group's coordinator and as the
+// leader of every partition. Before, Close returned as soon as this
+// instance had left the membership group, while the others still sent
+// clients to it until their rejoin finished; a consumer's heartbeats and
+// commits met a refused connection, its group session ended without the
+// commit, and the group read again from its previous commit (issue 14).
+func TestClosedInstanceStopsListeningAfterTheOthersTookOver(t *testing.T) {
+	const partitions = 12
+	r := newHARig(t, 3, partitions)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := hatest.Agreed(ctx, r.open(), 3, "orders", "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := v.Instance(r.addrs, v.Coord)
+	if victim < 0 {
+		t.Fatalf("coordinator %d is not an instance", v.Coord)
+	}
+	r.close(victim)
+	for _, a := range r.open() {
+		got, err := hatest.Ask(ctx, a, "orders", "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Coord == v.Coord {
+			t.Fatalf("instance at %s still names the closed instance %d the group's coordinator once Close returned", a, v.Coord)
+		}
+		for p, l := range got.Leaders {
+			if l == v.Coord {
+				t.Fatalf("instance at %s still names the closed instance %d the leader of partition %d once Close returned", a, v.Coord, p)
+			}
+		}
+	}
+}

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/membership"
@@ -27,14 +29,17 @@ const leaveDrainTimeout = 5 * time.Second
 // its client of the control cluster, and the goroutine (follow) that
 // copies each view into the proxy. Instance owns it; close stops all three.
 type instances struct {
-	log    hclog.Logger
-	srv    *proxy.Server
-	self   membership.Member
-	group  string
-	cl     *kgo.Client
-	grp    *membership.Group
-	cancel context.CancelFunc
-	done   chan struct{} // closed when follow returns
+	log   hclog.Logger
+	srv   *proxy.Server
+	self  membership.Member
+	group string
+	// session is the membership session timeout: the longest the others
+	// take to drop this instance, so the longest a handover can take.
+	session time.Duration
+	cl      *kgo.Client
+	grp     *membership.Group
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when follow returns
 }
 
 // joinInstances joins the membership group of cfg.Control. Until the first
@@ -62,7 +67,11 @@ func joinInstances(cfg *config.Config, srv *proxy.Server, log hclog.Logger) (*in
 		cl.Close()
 		return nil, err
 	}
-	in := &instances{log: log.Named("instances"), srv: srv, self: self, group: ct.Group, cl: cl, grp: grp, cancel: cancel, done: make(chan struct{})}
+	session := ct.SessionTimeout
+	if session <= 0 {
+		session = config.DefaultControlSessionTimeout
+	}
+	in := &instances{log: log.Named("instances"), srv: srv, self: self, group: ct.Group, session: session, cl: cl, grp: grp, cancel: cancel, done: make(chan struct{})}
 	go in.follow(ctx)
 	return in, nil
 }
@@ -107,15 +116,18 @@ func (in *instances) status() *InstancesStatus {
 // leave leaves the group, so the others take this instance's partitions
 // and groups at once; from then on this instance leads nothing (produce
 // and fetch are refused with NOT_LEADER_OR_FOLLOWER, Metadata lists the
-// others), and it waits for the requests it already read to be answered
-// before the caller closes the connections.
+// others), and it waits, before the caller closes the listeners and
+// connections, until the others have agreed on a view without it
+// (handedOver) and for the requests it already read to be answered.
 func (in *instances) leave() {
 	in.cancel()
 	<-in.done
 	last, _ := in.grp.View()
 	ctx, cancel := context.WithTimeout(context.Background(), leaveDrainTimeout)
 	defer cancel()
+	left := true
 	if err := in.grp.Close(ctx); err != nil {
+		left = false
 		in.log.Warn("leaving the membership group failed; the others take over after the session timeout", "error", err)
 	}
 	var others []membership.Member
@@ -131,6 +143,47 @@ func (in *instances) leave() {
 	// An empty view (this was the last instance) leaves every partition
 	// without a leader here too; clients retry until an instance returns.
 	_ = in.srv.SetInstances(&proxy.Instances{Self: in.self.ID, LeaderID: leader, Members: others})
-	in.srv.Drain(ctx)
+	if left {
+		in.handedOver(len(others))
+	}
+	drain, stop := context.WithTimeout(context.Background(), leaveDrainTimeout)
+	defer stop()
+	in.srv.Drain(drain)
 	in.cl.Close()
+}
+
+// handedOver waits, at most the session timeout, until the membership
+// group is stable again with at most others members: the others have
+// rejoined without this instance and install a view that names another
+// coordinator and other leaders for what this instance served. Until then
+// (0.5-2 s on real Kafka) they still send clients here (FindCoordinator,
+// Metadata), so this instance keeps listening and answers NOT_COORDINATOR
+// and NOT_LEADER_OR_FOLLOWER, and the clients ask again. Closed earlier,
+// those clients met a refused connection instead: a consumer's heartbeats
+// and offset commits spent their retries on the stopped instance's port,
+// and a second fault in that window (TestThreeInstancesOnRealKafka's kill)
+// ended the group session without a commit (issue 14).
+func (in *instances) handedOver(others int) {
+	ctx, cancel := context.WithTimeout(context.Background(), in.session)
+	defer cancel()
+	for {
+		req := kmsg.NewPtrDescribeGroupsRequest()
+		req.Groups = []string{in.group}
+		resp, err := req.RequestWith(ctx, in.cl)
+		if err == nil && len(resp.Groups) == 1 {
+			g := resp.Groups[0]
+			if err := kerr.ErrorForCode(g.ErrorCode); err != nil && !kerr.IsRetriable(err) {
+				return // no group to wait for (deleted, or not ours to describe)
+			}
+			if g.ErrorCode == 0 && (g.State == "Stable" || g.State == "Empty" || g.State == "Dead") && len(g.Members) <= others {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			in.log.Warn("the other instances did not settle on a view without this one before the session timeout; closing anyway", "group", in.group)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

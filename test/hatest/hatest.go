@@ -201,6 +201,15 @@ type Traffic struct {
 	// group may read again from its last commit (at-least-once), which
 	// the checker accepts as redelivery, not as reordering.
 	epoch atomic.Int32
+
+	// committed is, per partition, the highest offset a commit the
+	// coordinator acknowledged stored (written by kgo's commit callback).
+	// rereads counts the records read again; rewound names those read
+	// again from below committed: at-least-once allows reading again what
+	// came after the last acknowledged commit, never before it.
+	committed map[int32]int64
+	rereads   int
+	rewound   []string
 }
 
 // NewTraffic builds the clients; extra options apply to both.
@@ -211,11 +220,33 @@ func NewTraffic(addrs []string, topic string, partitions int32, group string, ex
 		return nil, err
 	}
 	t := &Traffic{topic: topic, partitions: partitions, prod: prod,
-		next: make([]int, partitions), acked: map[int32][]int{}, seen: map[int32][]int{}}
+		next: make([]int, partitions), acked: map[int32][]int{}, seen: map[int32][]int{}, committed: map[int32]int64{}}
 	bump := func(context.Context, *kgo.Client, map[string][]int32) { t.epoch.Add(1) }
+	// The offsets each commit stored, as the coordinator acknowledged them
+	// partition by partition.
+	noteCommit := func(_ *kgo.Client, req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil || req == nil || resp == nil {
+			return
+		}
+		sent := map[int32]int64{}
+		for _, qt := range req.Topics {
+			for _, qp := range qt.Partitions {
+				sent[qp.Partition] = qp.Offset
+			}
+		}
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		for _, rt := range resp.Topics {
+			for _, rp := range rt.Partitions {
+				if o, ok := sent[rp.Partition]; ok && rp.ErrorCode == 0 {
+					t.committed[rp.Partition] = max(t.committed[rp.Partition], o)
+				}
+			}
+		}
+	}
 	cons, err := kgo.NewClient(append(common, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.SessionTimeout(10*time.Second), kgo.HeartbeatInterval(500*time.Millisecond),
-		kgo.OnPartitionsAssigned(bump), kgo.OnPartitionsRevoked(bump), kgo.OnPartitionsLost(bump))...)
+		kgo.OnPartitionsAssigned(bump), kgo.OnPartitionsRevoked(bump), kgo.OnPartitionsLost(bump), kgo.AutoCommitCallback(noteCommit))...)
 	if err != nil {
 		prod.Close()
 		return nil, err
@@ -348,12 +379,27 @@ func (t *Traffic) Consume(ctx context.Context, total int) error {
 			n, _ := strconv.Atoi(s)
 			if n >= len(t.seen[rec.Partition]) { // else read again after an assignment change
 				t.seen[rec.Partition] = append(t.seen[rec.Partition], n)
+			} else {
+				t.mu.Lock()
+				t.rereads++
+				if c := t.committed[rec.Partition]; rec.Offset < c {
+					t.rewound = append(t.rewound, fmt.Sprintf("partition %d offset %d (acknowledged commit %d)", rec.Partition, rec.Offset, c))
+				}
+				t.mu.Unlock()
 			}
 			t.consumed = append(t.consumed, checker.Consumed{Client: "franz", Consumer: "group", Topic: rec.Topic, Partition: rec.Partition,
 				Offset: rec.Offset, Key: string(rec.Key), Value: string(rec.Value), Epoch: int(t.epoch.Load())})
 		})
 	}
 	return nil
+}
+
+// Rereads is how many records the group has read again so far (after an
+// assignment change, from its last commit).
+func (t *Traffic) Rereads() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rereads
 }
 
 // Settle flushes the producer, then consumes every record produced so
@@ -370,7 +416,9 @@ func (t *Traffic) Settle(ctx context.Context) error {
 // exactly once each and first read in sequence order. A group reads again
 // from its last commit after an assignment change (an instance leaving
 // moves the coordinator: at-least-once), which counts as redelivery, not
-// as a duplicate. It returns the checker's one-line verdict.
+// as a duplicate; but a record read again from before a commit the
+// coordinator acknowledged is a rewind, and fails. It returns the
+// checker's one-line verdict and how many records were read again.
 func (t *Traffic) Check() (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -378,6 +426,10 @@ func (t *Traffic) Check() (string, error) {
 		return "", t.failure
 	}
 	rep := checker.Check(t.acks, t.consumed, checker.Options{ExpectAll: true, RequireAcked: true, AllowRedelivery: true})
+	verdict := fmt.Sprintf("%s; read again %d", rep, t.rereads)
+	if len(t.rewound) > 0 {
+		return verdict, fmt.Errorf("the group read %d records again from before a commit its coordinator had acknowledged (a rewind, not at-least-once), first: %s", len(t.rewound), t.rewound[0])
+	}
 	if !rep.OK() {
 		return rep.String(), fmt.Errorf("checker: %s\n%s", rep, rep.Details())
 	}
@@ -389,11 +441,11 @@ func (t *Traffic) Check() (string, error) {
 		got := slices.Clone(t.acked[p])
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
-			return rep.String(), fmt.Errorf("partition %d: acknowledged %v, want 0..%d once each", p, got, t.next[p]-1)
+			return verdict, fmt.Errorf("partition %d: acknowledged %v, want 0..%d once each", p, got, t.next[p]-1)
 		}
 		if !slices.Equal(t.seen[p], want) {
-			return rep.String(), fmt.Errorf("partition %d: consumed %v, want 0..%d once each, in order", p, t.seen[p], t.next[p]-1)
+			return verdict, fmt.Errorf("partition %d: consumed %v, want 0..%d once each, in order", p, t.seen[p], t.next[p]-1)
 		}
 	}
-	return rep.String(), nil
+	return verdict, nil
 }

@@ -108,6 +108,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("read again after the stop: %d", tr.Rereads())
 
 	// A crash: SIGKILL the first of the two left.
 	killed := slices.Index(addrs, rest[0])
@@ -123,6 +124,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	if err := tr.Settle(ctx); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("read again after the kill: %d", tr.Rereads())
 
 	// Both come back while records are in flight.
 	tr.Produce(ctx, 100)
