@@ -52,22 +52,19 @@ func TestSoak(t *testing.T) {
 			t.Fatalf("KPROXY_SOAK=%q: want a duration of at least 1m", v)
 		}
 	}
-	// The long form (10 minutes or more, or KPROXY_SOAK_FULL=1) adds the
-	// second topic's flips and the fault schedule. The short form `make
-	// test` runs keeps to one flipping topic and no faults. The first
-	// 30-minute run with both saw re-reads in the groups that moved; they
-	// were a kproxy defect, fixed: a changed groups.default served each
-	// group from its new home while the groups were listed, before its
-	// offsets were copied (TestGroupMoveKeepsTheOldHomeWhileTheDefaultResolves,
-	// bench/RESULTS.md, the soak). A 12-minute and a 30-minute long-form
-	// run after the fix were clean. Whether the short form takes the long
-	// form's extras back is still open (one 3-minute run with them passed,
-	// before the fix); the fault tests run in CI on their own.
-	long := d >= 10*time.Minute || os.Getenv("KPROXY_SOAK_FULL") != ""
+	// Every form, `make test`'s 3 minutes included, has the second topic's
+	// flips and the fault schedule (blackholes toward the target between
+	// group moves). The short form kept one topic and no faults while the
+	// long form's re-reads after group moves were open; they were a kproxy
+	// defect, fixed (a changed groups.default served each group from its
+	// new home while the groups were listed, before its offsets were
+	// copied: TestGroupMoveKeepsTheOldHomeWhileTheDefaultResolves,
+	// bench/RESULTS.md, the soak), and a 12-minute and a 30-minute run were
+	// clean after the fix.
 	var steps []cutoverStep
 	// The second topic flips every 40 s, 10 s after the first topic's
 	// flips, both ways.
-	for i, at := 0, 30*time.Second; long && at <= d-20*time.Second; i, at = i+1, at+40*time.Second {
+	for i, at := 0, 30*time.Second; at <= d-20*time.Second; i, at = i+1, at+40*time.Second {
 		home := "target"
 		if i%2 == 1 {
 			home = "source"
@@ -95,10 +92,7 @@ func TestSoak(t *testing.T) {
 		toTarget = !toTarget
 	}
 	sort.SliceStable(steps, func(i, j int) bool { return steps[i].at < steps[j].at })
-	var fs []scenarioFault
-	if long {
-		fs = soakFaults(d)
-	}
+	fs := soakFaults(d)
 
 	var fmu sync.Mutex
 	var faultsDone []soakFaultDone
