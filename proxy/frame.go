@@ -153,13 +153,23 @@ type requestHeader struct {
 
 // parseRequestHeader reads the header fields that are common to every
 // version; the flexible tag section is skipped by the caller once it knows
-// whether the API version is flexible.
-func parseRequestHeader(body []byte) (requestHeader, *kbin.Reader, error) {
-	r := &kbin.Reader{Src: body}
+// whether the API version is flexible. prev (may be nil) is the client id
+// of the connection's previous request: a client sends the same one every
+// time, and the same one is given back instead of a new string per request.
+func parseRequestHeader(body []byte, prev *string) (requestHeader, kbin.Reader, error) {
+	r := kbin.Reader{Src: body}
 	h := requestHeader{key: r.Int16(), version: r.Int16(), corr: r.Int32()}
-	h.clientID = r.NullableString()
+	if n := r.Int16(); n >= 0 {
+		b := r.Span(int(n))
+		if prev != nil && string(b) == *prev {
+			h.clientID = prev
+		} else if r.Ok() {
+			id := string(b)
+			h.clientID = &id
+		}
+	}
 	if err := r.Complete(); err != nil {
-		return h, nil, fmt.Errorf("truncated request header: %w", err)
+		return h, r, fmt.Errorf("truncated request header: %w", err)
 	}
 	return h, r, nil
 }

@@ -652,7 +652,7 @@ func TestHugeDeclaredArrayIsRefusedCheaply(t *testing.T) {
 	}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, _, _, err := parseRequest(body, adv)
+	_, _, _, err := parseRequest(body, adv, nil, nil)
 	runtime.ReadMemStats(&after)
 	if err == nil {
 		t.Fatal("the lying array was accepted")

@@ -71,33 +71,38 @@ func (rc *reqCtx) sendWatched(cluster string, broker UpstreamNodeID, addr string
 // sendStream is send for a response the caller reads from the upstream
 // socket itself (upstreamCall.stream; fetch_stream.go).
 func (rc *reqCtx) sendStream(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
-	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
-	if err != nil {
-		return &pending{req: req, err: err}
-	}
-	call, err := u.sendStream(req, rc.clientID)
-	if err != nil {
-		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
-	}
-	return &pending{u: u, call: call, req: req, err: err}
+	p := new(pending)
+	rc.writeTo(p, cluster, broker, addr, req, false, true, nil, true)
+	return p
 }
 
 // write is send (req encoded) and sendRaw (raw: the client's body bytes).
 func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher) *pending {
+	p := new(pending)
+	rc.writeTo(p, cluster, broker, addr, req, raw, expectResponse, w, false)
+	return p
+}
+
+// writeTo is write (stream: sendStream) into p, which a handler reuses
+// from one request to the next: p's previous call is reused when it is
+// over (newCall).
+func (rc *reqCtx) writeTo(p *pending, cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher, stream bool) {
+	prev := p.call
+	*p = pending{req: req}
 	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
 	if err != nil {
-		return &pending{req: req, err: err}
+		p.err = err
+		return
 	}
-	var call *upstreamCall
+	var body []byte
 	if raw {
-		call, err = u.write(req, rc.clientID, rc.body, true, expectResponse, w, false)
-	} else {
-		call, err = u.write(req, rc.clientID, nil, false, expectResponse, w, false)
+		body = rc.body
 	}
+	call, err := u.write(req, rc.clientID, body, raw, expectResponse, w, stream, prev)
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
 	}
-	return &pending{u: u, call: call, req: req, err: err}
+	p.u, p.call, p.err = u, call, err
 }
 
 // response waits for and decodes the upstream answer.

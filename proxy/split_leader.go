@@ -70,6 +70,17 @@ func (a *partsAsked) grow(n int) {
 	}
 }
 
+// reset empties a for a request of n entries, keeping its arrays (a
+// handler that reuses it from one request to the next).
+func (a *partsAsked) reset(n int) {
+	clear(a.order) // drop the brokers' strings
+	a.order, a.next = a.order[:0], a.next[:0]
+	if cap(a.parts) < n {
+		a.parts = make([]askedPart, 0, n)
+	}
+	a.parts = a.parts[:0]
+}
+
 // leaderOf is ref's index in order, or -1. Requests span few leaders: a
 // scan is cheaper than a map.
 func (a *partsAsked) leaderOf(ref brokerRef) int {

@@ -43,13 +43,20 @@ func classFor(key int16) trafficClass {
 var errUpstreamClosed = errors.New("upstream connection closed")
 
 // upstreamCall is one request sent to a broker, waiting for its response.
+//
+// done carries one token, sent by end: the call's owner (the handler that
+// sent it) takes it once, in wait or taken, and notes that in ended, so a
+// later wait returns at once. A call whose token was taken gets no other:
+// its owner may reuse it for its next request (newCall), which saves the
+// call and its channel on every forwarded request.
 type upstreamCall struct {
-	corr int32
-	key  int16
-	ver  int16
-	done chan struct{}
-	body []byte // response body after the response header
-	err  error
+	corr  int32
+	key   int16
+	ver   int16
+	done  chan struct{} // capacity 1: end's token
+	ended bool          // the owner took the token (owner only)
+	body  []byte        // response body after the response header
+	err   error
 
 	// frame is the pooled buffer body lives in (fetch connections only);
 	// see releaseFrame.
@@ -71,12 +78,41 @@ type upstreamCall struct {
 // runs on the upstream connection's reader: it must not block.
 type answerWatcher interface{ answered() }
 
-// end marks the call answered (or failed): done closes, then the watcher
-// hears it. Called exactly once, by readLoop or fail.
+// end marks the call answered (or failed): the watcher is read first (the
+// owner may reuse the call as soon as it has the token), then done gets
+// its token and the watcher hears it. Called exactly once, by readLoop or
+// fail.
 func (c *upstreamCall) end() {
-	close(c.done)
-	if c.watch != nil {
-		c.watch.answered()
+	w := c.watch
+	c.done <- struct{}{}
+	if w != nil {
+		w.answered()
+	}
+}
+
+// newCall is a call ready to be sent: prev (the owner's previous call, may
+// be nil) when it is over and holds no buffer, else a new one.
+func newCall(prev *upstreamCall) *upstreamCall {
+	if prev != nil && prev.ended && prev.frame == nil {
+		done := prev.done
+		*prev = upstreamCall{done: done}
+		return prev
+	}
+	return &upstreamCall{done: make(chan struct{}, 1)}
+}
+
+// taken reports whether the call has ended, taking its token if it is
+// there (owner only).
+func (c *upstreamCall) taken() bool {
+	if c.ended {
+		return true
+	}
+	select {
+	case <-c.done:
+		c.ended = true
+		return true
+	default:
+		return false
 	}
 }
 
@@ -115,16 +151,19 @@ func (c *upstreamCall) releaseFrame() {
 // passes (which kills the connection: a broker that does not answer within
 // the request's own timeout plus slack is not going to).
 func (c *upstreamCall) wait(uc *upstreamConn, timeout time.Duration) ([]byte, error) {
+	if c.ended {
+		return c.body, c.err
+	}
 	t := getTimer(timeout)
 	defer putTimer(t)
 	select {
 	case <-c.done:
-		return c.body, c.err
 	case <-t.C:
 		uc.fail(fmt.Errorf("no response to %s v%d within %s", kmsg.NameForKey(c.key), c.ver, timeout))
 		<-c.done
-		return c.body, c.err
 	}
+	c.ended = true
+	return c.body, c.err
 }
 
 // upstreamConn is a pipelined connection to one real broker. Writes happen in
@@ -157,6 +196,10 @@ type upstreamConn struct {
 	// before the broker's SASL session ends (dialer.go); set before the
 	// connection is shared, read-only after.
 	renewAt time.Time
+
+	// stream is the one upstreamStream readLoop hands out at a time
+	// (responses on a connection are consecutive); readLoop's.
+	stream upstreamStream
 	// retired (under wmu) closes the connection once no call is pending:
 	// a replaced connection finishes what was sent on it (retire).
 	retired bool
@@ -219,6 +262,7 @@ func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, max
 		pending:      make(chan *upstreamCall, 1024),
 		dead:         make(chan struct{}),
 	}
+	uc.stream.done = make(chan error, 1)
 	go uc.readLoop()
 	return uc
 }
@@ -253,19 +297,13 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, expectResponse, nil, false)
-}
-
-// sendStream is send for a call whose response body is handed over unread
-// (upstreamCall.stream).
-func (uc *upstreamConn) sendStream(req kmsg.Request, clientID *string) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, true, nil, true)
+	return uc.write(req, clientID, nil, false, expectResponse, nil, false, nil)
 }
 
 // sendBody is send for a request whose encoded body the caller already has
 // (the client's own bytes): the header and the body go out in one writev.
 func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, body, true, expectResponse, nil, false)
+	return uc.write(req, clientID, body, true, expectResponse, nil, false, nil)
 }
 
 // write frames and writes one request: req encoded, or, when raw, a header
@@ -273,15 +311,17 @@ func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte
 // same critical section as the write, so responses pair with calls FIFO.
 // watch (may be nil) hears the call end; it is not told of a request that
 // was never queued (an error return, or no response expected). stream asks
-// for the response body unread (upstreamCall.stream).
-func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool) (*upstreamCall, error) {
+// for the response body unread (upstreamCall.stream). prev, when not nil,
+// is the caller's previous call, reused when it is over (newCall).
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool, prev *upstreamCall) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
 	if uc.isDead() {
 		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 	}
 	uc.corr++
-	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{}), watch: watch, stream: stream}
+	c := newCall(prev)
+	c.corr, c.key, c.ver, c.watch, c.stream = uc.corr, req.Key(), req.GetVersion(), watch, stream
 	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
@@ -344,7 +384,8 @@ func (uc *upstreamConn) readLoop() {
 		if c.stream {
 			// The caller reads this body from the socket itself; the
 			// next frame starts where it stops.
-			st := &upstreamStream{uc: uc, r: br, left: n, done: make(chan error, 1)}
+			st := &uc.stream
+			st.uc, st.r, st.left = uc, br, n
 			c.sr = st
 			c.end()
 			select {
