@@ -130,6 +130,9 @@ type slot struct {
 	// to save two allocations per request (they live as long as it).
 	rc reqCtx
 	h  handlerRun
+	// produce is the Produce scratch this slot is part of: finishSlot
+	// gives it back to its pool, as its last use of the slot.
+	produce *produceScratch
 }
 
 // closedReady is the ready channel of a slot whose handler's rest the
@@ -364,8 +367,19 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	// previous Fetch uses until its answer is written (01_fetch.go).
 	var into kmsg.Request
 	var sc *fetchScratch
-	turn := false // held here, not yet passed to the request's slot
-	if len(frame) >= 2 && int16(binary.BigEndian.Uint16(frame)) == kmsg.Fetch.Int16() {
+	var ps *produceScratch // a Produce's, from producePool
+	turn := false          // held here, not yet passed to the request's slot
+	key := int16(-1)
+	if len(frame) >= 2 {
+		key = int16(binary.BigEndian.Uint16(frame))
+	}
+	switch key {
+	case kmsg.Produce.Int16():
+		// Decoded without copying strings (ownProduceStrings below).
+		ps = producePool.Get().(*produceScratch)
+		ps.pinned = false
+		into = ps.decodeInto()
+	case kmsg.Fetch.Int16():
 		select {
 		case cc.fetchTurn <- struct{}{}:
 			turn = true
@@ -381,8 +395,11 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		sc = cc.fetchScratch()
 		into = sc.decodeInto()
 	}
-	h, req, body, err := parseRequest(frame, adv, cc.lastClientID, into)
+	h, req, body, err := parseRequest(frame, adv, cc.lastClientID, into, ps != nil)
 	cc.lastClientID = h.clientID
+	if ps != nil && err == nil {
+		ownProduceStrings(req.(*kmsg.ProduceRequest))
+	}
 	if errors.Is(err, errApiVersionsTooNew) {
 		budget.release(charged)
 		// Answer v0 with UNSUPPORTED_VERSION and our range, so the client
@@ -452,6 +469,9 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		if sc != nil {
 			s = &sc.slot // the previous Fetch's slot is finished (the turn)
 			*s = slot{corr: h.corr, key: h.key, version: h.version, start: time.Now()}
+		} else if ps != nil {
+			s = &ps.slot
+			*s = slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), produce: ps}
 		} else {
 			s = &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now()}
 		}
@@ -485,7 +505,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	} else {
 		rc = new(reqCtx)
 	}
-	*rc = reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil, metadataFiltered: describe != nil}
+	*rc = reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil, metadataFiltered: describe != nil, produce: ps}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	var h2 *handlerRun
 	if s != nil {
@@ -634,11 +654,16 @@ func (cc *clientConn) finishSlot(s *slot) {
 		}
 		s.frame = nil
 	}
+	ps := s.produce
+	s.produce = nil
 	if s.fetchTurn {
 		s.fetchTurn = false
-		<-cc.fetchTurn
+		<-cc.fetchTurn // the next Fetch may take s now
 	}
 	cc.outstanding.Add(-1)
+	if ps != nil {
+		ps.release() // the next Produce may take s now
+	}
 }
 
 // errApiVersionsTooNew marks an ApiVersions request newer than we know.
@@ -651,7 +676,7 @@ var errApiVersionsTooNew = errors.New("ApiVersions version is newer than kproxy 
 // into, when not nil, is a reused request to decode into when the frame's
 // key is its (its fields are reset first); prevClientID is passed to
 // parseRequestHeader.
-func parseRequest(frame []byte, adv map[int16]versionRange, prevClientID *string, into kmsg.Request) (requestHeader, kmsg.Request, []byte, error) {
+func parseRequest(frame []byte, adv map[int16]versionRange, prevClientID *string, into kmsg.Request, unsafe bool) (requestHeader, kmsg.Request, []byte, error) {
 	h, r, err := parseRequestHeader(frame, prevClientID)
 	if err != nil {
 		return h, nil, nil, err
@@ -668,10 +693,10 @@ func parseRequest(frame []byte, adv map[int16]versionRange, prevClientID *string
 	}
 	req := into
 	if req == nil || req.Key() != h.key {
-		req = kmsg.RequestForKey(h.key)
+		req, unsafe = kmsg.RequestForKey(h.key), false
 	}
 	req.SetVersion(h.version)
-	body, err := decodeRequest(&r, req)
+	body, err := decodeRequest(&r, req, unsafe)
 	if err != nil {
 		client := "<null>"
 		if h.clientID != nil {
@@ -1011,7 +1036,7 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 			}
 		}
 
-		u, err := cc.srv.dialer.dial(cluster, int32(broker), addr, class == classFetch, id)
+		u, err := cc.srv.dialer.dial(cluster, int32(broker), addr, class.framePool(), id)
 		cc.upMu.Lock()
 		e.conn = u
 		close(e.dialing)

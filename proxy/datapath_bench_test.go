@@ -145,7 +145,7 @@ func (b *memBroker) template(key, ver int16, frame []byte) []byte {
 	if err != nil {
 		return nil
 	}
-	if _, err := decodeRequest(&r, req); err != nil {
+	if _, err := decodeRequest(&r, req, false); err != nil {
 		return nil
 	}
 	var resp kmsg.Response
@@ -188,7 +188,7 @@ func (b *memBroker) answer(key, ver int16, frame []byte) []byte {
 		return nil
 	}
 	if key != kmsg.ApiVersions.Int16() {
-		if _, err := decodeRequest(&r, req); err != nil {
+		if _, err := decodeRequest(&r, req, false); err != nil {
 			return nil
 		}
 	}

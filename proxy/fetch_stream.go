@@ -177,7 +177,7 @@ func (f *fetchStream) relay(out *relayOut, corr int32) (kmsg.Response, error) {
 			body, frame, rerr := r.rest()
 			st.end(rerr)
 			if rerr == nil {
-				p.call.body, p.call.frame = body, frame
+				p.call.body, p.call.frame, p.call.framePool = body, frame, &fetchFramePool
 				return f.buffered(p), nil
 			}
 			err = rerr

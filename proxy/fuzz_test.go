@@ -29,7 +29,7 @@ func FuzzParseRequest(f *testing.F) {
 	// (kmsg >= 1.15.1 stops at the end of the input; decision 002).
 	f.Add([]byte{0, 3, 0, 12, 0, 0, 0, 7, 0xff, 0xff, 0, 0, 1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		h, req, _, err := parseRequest(body, adv, nil, nil)
+		h, req, _, err := parseRequest(body, adv, nil, nil, false)
 		if err != nil {
 			return
 		}

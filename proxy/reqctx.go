@@ -27,6 +27,8 @@ type reqCtx struct {
 	// handler (conn.go), so it must be a decoded response, not one shared
 	// with other connections (metadata_view.go).
 	metadataFiltered bool
+	// produce is a Produce's pooled scratch (00_produce.go), or nil.
+	produce *produceScratch
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
@@ -124,6 +126,26 @@ func (p *pending) responseBody() (kmsg.Response, []byte, error) {
 	}
 	resp := p.req.ResponseKind()
 	if err := resp.ReadFrom(body); err != nil {
+		p.call.releaseFrame()
+		return nil, nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
+	}
+	return resp, body, nil
+}
+
+// responseInto is responseBody decoded into resp (reset first; a handler
+// reuses it) without copying strings: they alias the call's buffer, which
+// the caller keeps until it is done with resp (a Produce: until its answer
+// is written).
+func (p *pending) responseInto(resp *kmsg.ProduceResponse) (kmsg.Response, []byte, error) {
+	if p.err != nil {
+		return nil, nil, p.err
+	}
+	body, err := p.call.wait(p.u, upstreamTimeout(p.req))
+	if err != nil {
+		return nil, nil, err
+	}
+	*resp = kmsg.ProduceResponse{Version: p.req.GetVersion(), Topics: resp.Topics[:0]}
+	if err := resp.UnsafeReadFrom(body); err != nil {
 		p.call.releaseFrame()
 		return nil, nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
 	}

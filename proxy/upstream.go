@@ -26,6 +26,20 @@ const (
 	classGroup
 )
 
+// framePool is where a class's upstream connections read answers into
+// (nil: fresh buffers): Fetch answers into large buffers of their own,
+// Produce answers into small ones. The handlers of both give them back
+// once the client's answer is written (heldFrames).
+func (c trafficClass) framePool() *sync.Pool {
+	switch c {
+	case classFetch:
+		return &fetchFramePool
+	case classProduce:
+		return &answerFramePool
+	}
+	return nil
+}
+
 func classFor(key int16) trafficClass {
 	switch kmsg.Key(key) {
 	case kmsg.Produce:
@@ -55,12 +69,14 @@ type upstreamCall struct {
 	ver   int16
 	done  chan struct{} // capacity 1: end's token
 	ended bool          // the owner took the token (owner only)
+	flex  bool          // the answer's header has a tag section
 	body  []byte        // response body after the response header
 	err   error
 
-	// frame is the pooled buffer body lives in (fetch connections only);
-	// see releaseFrame.
-	frame *[]byte
+	// frame is the pooled buffer body lives in (fetch and produce
+	// connections), from framePool; see releaseFrame.
+	frame     *[]byte
+	framePool *sync.Pool
 
 	// watch, when set, hears the moment the call is answered or fails,
 	// from the connection's reader, before anyone waits on done: a
@@ -142,7 +158,7 @@ func (st *upstreamStream) end(err error) {
 // copied, and never twice (the caller owns the call).
 func (c *upstreamCall) releaseFrame() {
 	if c != nil && c.frame != nil {
-		putFetchFrame(c.frame)
+		putFrame(c.framePool, c.frame)
 		c.frame = nil
 	}
 }
@@ -177,7 +193,7 @@ type upstreamConn struct {
 	addr    string
 	maxResp int32
 	nc      net.Conn
-	pooled  bool // read responses into pooled buffers (fetch connections)
+	pool    *sync.Pool // read responses into its buffers (nil: fresh ones)
 
 	// writeTimeout bounds each request write: a broker that stops
 	// reading (or a network that blackholes) fails the connection, and
@@ -247,7 +263,7 @@ func (uc *upstreamConn) retiredIdle() bool {
 }
 
 // newUpstreamConn starts serving a dialed broker connection.
-func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, maxResp int32, pooled bool, writeTimeout time.Duration) *upstreamConn {
+func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, maxResp int32, pool *sync.Pool, writeTimeout time.Duration) *upstreamConn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
@@ -258,7 +274,7 @@ func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, max
 		maxResp:      maxResp,
 		writeTimeout: writeTimeout,
 		nc:           nc,
-		pooled:       pooled,
+		pool:         pool,
 		pending:      make(chan *upstreamCall, 1024),
 		dead:         make(chan struct{}),
 	}
@@ -322,6 +338,7 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 	uc.corr++
 	c := newCall(prev)
 	c.corr, c.key, c.ver, c.watch, c.stream = uc.corr, req.Key(), req.GetVersion(), watch, stream
+	c.flex = flexibleHeader(req)
 	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
@@ -406,8 +423,8 @@ func (uc *upstreamConn) readLoop() {
 		}
 		var pooled *[]byte
 		var reuse []byte
-		if uc.pooled {
-			pooled = fetchFramePool.Get().(*[]byte)
+		if uc.pool != nil {
+			pooled = uc.pool.Get().(*[]byte)
 			reuse = *pooled
 		}
 		frame, err := readFrameBody(br, n, reuse, nil)
@@ -420,7 +437,7 @@ func (uc *upstreamConn) readLoop() {
 			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
 			return
 		}
-		body, err := responseBody(frame, c.corr, c.key, c.ver)
+		body, err := responseBodyFlex(frame, c.corr, c.flex)
 		if err != nil {
 			c.err = fmt.Errorf("upstream %s broker %d: %w", uc.cluster, uc.broker, err)
 			c.end()
@@ -428,7 +445,7 @@ func (uc *upstreamConn) readLoop() {
 			return
 		}
 		c.body = body
-		c.frame = pooled
+		c.frame, c.framePool = pooled, uc.pool
 		c.end()
 		uc.answering.Store(false)
 		if uc.retiredIdle() {
@@ -443,6 +460,32 @@ func (uc *upstreamConn) readLoop() {
 // after the response header. Nothing here panics on any input
 // (FuzzUpstreamResponse).
 func responseBody(frame []byte, corr int32, key, ver int16) ([]byte, error) {
+	resp := kmsg.ResponseForKey(key)
+	flex := false
+	if resp != nil {
+		resp.SetVersion(ver)
+		flex = flexibleHeader(resp)
+	}
+	body, err := responseBodyFlex(frame, corr, flex)
+	if err == nil && resp == nil {
+		return nil, fmt.Errorf("response for unknown api key %d", key)
+	}
+	return body, err
+}
+
+// flexibleHeader reports whether m's response header has a tag section:
+// flexible versions have one, except ApiVersions' (KIP-511).
+func flexibleHeader(m interface {
+	IsFlexible() bool
+	Key() int16
+}) bool {
+	return m.IsFlexible() && m.Key() != kmsg.ApiVersions.Int16()
+}
+
+// responseBodyFlex is responseBody for a call that knows whether its
+// answer's header is flexible (upstreamCall.flex): no response value is
+// made to ask.
+func responseBodyFlex(frame []byte, corr int32, flex bool) ([]byte, error) {
 	if len(frame) < 4 {
 		return nil, fmt.Errorf("response frame of %d bytes has no correlation id", len(frame))
 	}
@@ -450,12 +493,7 @@ func responseBody(frame []byte, corr int32, key, ver int16) ([]byte, error) {
 		return nil, fmt.Errorf("answered correlation id %d, expected %d", got, corr)
 	}
 	body := frame[4:]
-	resp := kmsg.ResponseForKey(key)
-	if resp == nil {
-		return nil, fmt.Errorf("response for unknown api key %d", key)
-	}
-	resp.SetVersion(ver)
-	if resp.IsFlexible() && key != kmsg.ApiVersions.Int16() {
+	if flex {
 		if len(body) < 1 {
 			return nil, errors.New("truncated response header")
 		}
