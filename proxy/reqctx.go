@@ -60,24 +60,6 @@ func (rc *reqCtx) sendRaw(cluster string, broker UpstreamNodeID, addr string, re
 	return rc.write(cluster, broker, addr, req, true, expectResponse, nil)
 }
 
-// sendWatched is send (raw: sendRaw) expecting a response, with w told once
-// when the call ends: answered, failed, or never sent.
-func (rc *reqCtx) sendWatched(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw bool, w answerWatcher) *pending {
-	p := rc.write(cluster, broker, addr, req, raw, true, w)
-	if p.call == nil {
-		w.answered() // nothing was queued: nothing will tell it
-	}
-	return p
-}
-
-// sendStream is send for a response the caller reads from the upstream
-// socket itself (upstreamCall.stream; fetch_stream.go).
-func (rc *reqCtx) sendStream(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
-	p := new(pending)
-	rc.writeTo(p, cluster, broker, addr, req, false, true, nil, true)
-	return p
-}
-
 // write is send (req encoded) and sendRaw (raw: the client's body bytes).
 func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher) *pending {
 	p := new(pending)
@@ -85,7 +67,8 @@ func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req 
 	return p
 }
 
-// writeTo is write (stream: sendStream) into p, which a handler reuses
+// writeTo is write into p (stream: the answer body is handed over unread,
+// upstreamCall.stream), which a handler reuses
 // from one request to the next: p's previous call is reused when it is
 // over (newCall).
 func (rc *reqCtx) writeTo(p *pending, cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher, stream bool) {

@@ -62,14 +62,6 @@ func (a *partsAsked) ask(ref brokerRef, k partKey) (leader, entry int) {
 	return leader, len(a.parts) - 1
 }
 
-// grow makes room for n more entries (a request's partition count, known
-// up front: one allocation instead of a doubling series).
-func (a *partsAsked) grow(n int) {
-	if a.parts == nil {
-		a.parts = make([]askedPart, 0, n)
-	}
-}
-
 // reset empties a for a request of n entries, keeping its arrays (a
 // handler that reuses it from one request to the next).
 func (a *partsAsked) reset(n int) {
