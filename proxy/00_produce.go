@@ -329,7 +329,8 @@ func (sc *produceScratch) rest() kmsg.Response {
 			// Decoded without copying its strings: they alias the
 			// answer's buffer, which the client's answer holds until
 			// it is written (frames).
-			r, body, err := p.responseInto(&sc.upResp)
+			sc.upResp = kmsg.ProduceResponse{Topics: sc.upResp.Topics[:0]}
+			r, body, err := p.responseInto(&sc.upResp, true)
 			if err == nil && p.call.frame != nil {
 				sc.frames = append(sc.frames, p.call)
 			}

@@ -54,6 +54,10 @@ type fetchScratch struct {
 	pends      []pending
 	pend       []*pending
 	kept       []fetchAnswered
+	upResp     kmsg.FetchResponse // an upstream answer, decoded
+	frames     heldFrames         // upstream answer buffers the answer aliases
+	pass       passthrough
+	hold       heldResponse
 	stream     fetchStream
 	relay      fetchRelay
 	out        relayOut
@@ -237,12 +241,23 @@ func (sc *fetchScratch) answerOne(p *pending) kmsg.Response {
 func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
 	rc, s, resp := sc.rc, sc.rc.srv(), &sc.resp
 	asked, plans, order, virtualIDs, translated := &sc.asked, sc.plans, sc.asked.order, sc.virtualIDs, sc.translated
-	var frames heldFrames
+	frames := sc.frames[:0]
 	for i, p := range pend {
 		ref := order[i]
-		r, body, err := p.responseBody()
+		var r kmsg.Response
+		var body []byte
+		var err error
+		if len(pend) == 1 {
+			// One answer at a time is decoded into the scratch; with
+			// several, each is kept until they are merged.
+			sc.upResp = kmsg.FetchResponse{Topics: sc.upResp.Topics[:0]}
+			r, body, err = p.responseInto(&sc.upResp, false)
+		} else {
+			r, body, err = p.responseBody()
+		}
 		if err == nil && p.call != nil {
 			frames = append(frames, p.call)
+			sc.frames = frames
 		}
 		var fr *kmsg.FetchResponse
 		if err == nil {
@@ -278,6 +293,7 @@ func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
 					kept = append(kept, fetchAnswered{ti, pi})
 				}
 			}
+			sc.kept = kept // its array, for the next answer
 		}
 		// A leader that failed answers each of its partitions with a
 		// retriable error. One that answered but left partitions out
@@ -305,11 +321,11 @@ func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
 			// The one upstream answered for every partition, exactly,
 			// and named no broker: its bytes (epochs cleared in place)
 			// are the client's answer.
-			return &passthrough{Response: fr, body: body, frames: frames}
+			sc.pass = passthrough{Response: fr, body: body, frames: frames}
+			return &sc.pass
 		}
 		s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[i])
 		resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
-		sc.kept = kept // its array, for the next answer
 		for _, a := range kept {
 			t := &fr.Topics[a.topic]
 			addFetchPartition(resp, t.Topic, t.TopicID, t.Partitions[a.partition])
@@ -319,7 +335,8 @@ func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
 		}
 	}
 	if len(frames) > 0 {
-		return &heldResponse{Response: resp, frames: frames}
+		sc.hold = heldResponse{Response: resp, frames: frames}
+		return &sc.hold
 	}
 	return resp
 }

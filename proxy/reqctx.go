@@ -115,11 +115,11 @@ func (p *pending) responseBody() (kmsg.Response, []byte, error) {
 	return resp, body, nil
 }
 
-// responseInto is responseBody decoded into resp (reset first; a handler
-// reuses it) without copying strings: they alias the call's buffer, which
-// the caller keeps until it is done with resp (a Produce: until its answer
-// is written).
-func (p *pending) responseInto(resp *kmsg.ProduceResponse) (kmsg.Response, []byte, error) {
+// responseInto is responseBody decoded into resp, which a handler reuses
+// (emptied by the caller). unsafe decodes strings without copying them:
+// they alias the call's buffer, which the caller then keeps until it is
+// done with resp (a Produce: until its answer is written).
+func (p *pending) responseInto(resp kmsg.Response, unsafe bool) (kmsg.Response, []byte, error) {
 	if p.err != nil {
 		return nil, nil, p.err
 	}
@@ -127,8 +127,12 @@ func (p *pending) responseInto(resp *kmsg.ProduceResponse) (kmsg.Response, []byt
 	if err != nil {
 		return nil, nil, err
 	}
-	*resp = kmsg.ProduceResponse{Version: p.req.GetVersion(), Topics: resp.Topics[:0]}
-	if err := resp.UnsafeReadFrom(body); err != nil {
+	resp.SetVersion(p.req.GetVersion())
+	read := resp.ReadFrom
+	if unsafe {
+		read = resp.(kmsg.UnsafeReadFrom).UnsafeReadFrom
+	}
+	if err := read(body); err != nil {
 		p.call.releaseFrame()
 		return nil, nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
 	}
