@@ -27,6 +27,7 @@ package proxy
 import (
 	"cmp"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -34,19 +35,28 @@ import (
 )
 
 func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
+	sc := rc.produce
+	if sc == nil { // not from the pool (acks=0): used once
+		sc = newProduceScratch()
+		sc.pinned = true
+	}
+	sc.rc, sc.req = rc, req
 	s := rc.srv()
 	router := s.routes()
 	look := newLeaderLookup(rc)
-	resp := req.ResponseKind().(*kmsg.ProduceResponse)
+	resp := &sc.resp
+	*resp = kmsg.ProduceResponse{Version: req.Version, Topics: resp.Topics[:0]}
+	clear(resp.Topics[:cap(resp.Topics)]) // its partition arrays are the last answer's
 
 	var subs []*kmsg.ProduceRequest // by leader (asked.order), unless raw
-	var asked partsAsked
+	asked := &sc.asked
 	nparts := 0
 	for _, t := range req.Topics {
 		nparts += len(t.Partitions)
 	}
-	asked.grow(nparts)
-	plans := make([]producePlan, 0, nparts) // by entry (asked.parts)
+	asked.reset(nparts)
+	clear(sc.plans) // drop the last request's references
+	plans := sc.plans[:0]
 	idsRewritten := false
 	var held []*heldProduce
 	var counted []string // replicated topics counted in flight until answered
@@ -104,6 +114,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				hp.req.Topics = []kmsg.ProduceRequestTopic{ht}
 				if len(ht.Partitions) > 0 && s.holds.enqueue(name, hp) {
 					held = append(held, hp)
+					// The rest may outlive a hold's timeout: the
+					// scratch is not given back (release).
+					sc.pinned = true
 					if len(pass) == 0 {
 						s.holds.counter(name).add(-1)
 						continue
@@ -178,6 +191,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	// One upstream broker takes every partition and the request needs no
 	// rewriting beyond what was done in place (producer ids): forward the
 	// client's own bytes, with no re-encoding.
+	sc.plans = plans
 	order := asked.order
 	raw := len(order) == 1 && len(resp.Topics) == 0 && !idsRewritten && len(held) == 0
 	if !raw {
@@ -194,6 +208,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		}
 	}
 	if req.Acks == 0 {
+		sc.pinned = true
 		defer func() {
 			// Nothing will answer: sent is as far as it goes.
 			for _, name := range counted {
@@ -233,9 +248,12 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	}
 	// Each call's idempotent batches of replicated topics, for its
 	// watcher: a lost answer keeps them in flight (produce_unanswered.go).
+	// They are the watcher's own, not the scratch's: it hears the call end
+	// on the upstream reader, possibly after this request's answer was
+	// written and the scratch given back and reused.
 	var keys [][]batchKey
-	for e, pl := range plans {
-		if pl.keyed {
+	for e := range plans {
+		if pl := &plans[e]; pl.keyed {
 			if keys == nil {
 				keys = make([][]batchKey, len(order))
 			}
@@ -243,7 +261,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			keys[l] = append(keys[l], pl.key)
 		}
 	}
-	pend := make([]*pending, len(order))
+	pend := sc.pending(len(order))
 	for i, ref := range order {
 		var up kmsg.Request = req
 		if !raw {
@@ -255,17 +273,104 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			if keys != nil && len(keys[i]) > 0 {
 				w = &producedBatches{h: &s.holds, cluster: ref.cluster, keys: keys[i], flights: flights}
 			}
-			pend[i] = rc.sendWatched(ref.cluster, ref.id, ref.addr, up, raw, w)
-		} else if raw {
-			pend[i] = rc.sendRaw(ref.cluster, ref.id, ref.addr, req, true)
+			rc.writeWatched(pend[i], ref.cluster, ref.id, ref.addr, up, raw, w)
 		} else {
-			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[i])
+			rc.writeTo(pend[i], ref.cluster, ref.id, ref.addr, up, raw, true, nil, false)
 		}
 	}
 	if flights != nil {
 		flights.answered(nil) // every call is sent: the last answer ends it
 	}
-	return func() kmsg.Response {
+	sc.raw, sc.held = raw, held
+	return sc.run
+}
+
+// produceScratch is what one forwarded Produce uses from its decoding to
+// its answer: its slot (with the reqCtx), the decoded request, the plans,
+// the upstream calls and the answer. It comes from producePool in
+// dispatch and goes back in finishSlot once the answer is written, so a
+// forwarded Produce allocates nothing of its own in steady state. A
+// request whose rest may outlive its answer (held parts, whose wait can
+// time out; acks=0, which has no answer) is pinned: it is left to the GC.
+type produceScratch struct {
+	slot    slot
+	decoded kmsg.ProduceRequest
+	pinned  bool
+
+	rc     *reqCtx
+	req    *kmsg.ProduceRequest
+	resp   kmsg.ProduceResponse // the client's answer
+	upResp kmsg.ProduceResponse // an upstream answer, decoded
+	asked  partsAsked
+	plans  []producePlan
+	pends  []pending
+	pend   []*pending
+	raw    bool
+	held   []*heldProduce
+	frames heldFrames // upstream answer buffers the answer aliases
+	pass   passthrough
+	hold   heldResponse
+
+	run func() kmsg.Response // rest, bound once
+}
+
+var producePool = sync.Pool{New: func() any { return newProduceScratch() }}
+
+func newProduceScratch() *produceScratch {
+	sc := &produceScratch{}
+	sc.run = sc.rest
+	return sc
+}
+
+// decodeInto empties the scratch's request for the next decode, keeping
+// its topic array.
+func (sc *produceScratch) decodeInto() *kmsg.ProduceRequest {
+	topics := sc.decoded.Topics[:0]
+	sc.decoded = kmsg.ProduceRequest{Topics: topics}
+	return &sc.decoded
+}
+
+// release gives the scratch back to the pool (finishSlot, after the
+// answer is written and its frames released), unless it is pinned.
+func (sc *produceScratch) release() {
+	if sc.pinned {
+		return
+	}
+	sc.rc, sc.req, sc.held = nil, nil, nil
+	sc.pass, sc.hold = passthrough{}, heldResponse{}
+	producePool.Put(sc)
+}
+
+// pending is n pendings for the request's upstream calls, reused (with
+// their calls) from the scratch's last request.
+func (sc *produceScratch) pending(n int) []*pending {
+	if len(sc.pends) < n {
+		sc.pends = make([]pending, n)
+	}
+	sc.pend = sc.pend[:0]
+	for i := range n {
+		sc.pend = append(sc.pend, &sc.pends[i])
+	}
+	return sc.pend
+}
+
+// answered wraps the client's answer so that the upstream buffers it
+// aliases go back to their pool once it is written.
+func (sc *produceScratch) answered(resp kmsg.Response) kmsg.Response {
+	if len(sc.frames) == 0 {
+		return resp
+	}
+	sc.hold = heldResponse{Response: resp, frames: sc.frames}
+	return &sc.hold
+}
+
+// rest is the Produce handler's rest: the upstream answers, translated and
+// merged (run on the connection's write loop).
+func (sc *produceScratch) rest() kmsg.Response {
+	rc, s, req, resp, pend, raw, held := sc.rc, sc.rc.srv(), sc.req, &sc.resp, sc.pend, sc.raw, sc.held
+	asked, plans, order := &sc.asked, sc.plans, sc.asked.order
+	sc.frames = sc.frames[:0]
+	{
 		if len(held) > 0 {
 			// The held topics' answers join the others' in the order
 			// the request named them.
@@ -277,14 +382,22 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		for i, p := range pend {
 			ref := order[i]
 			var stale []string
-			r, body, err := p.responseBody()
-			if err == nil && raw && produceAnswerAsIs(r.(*kmsg.ProduceResponse), &asked, plans) {
+			// Decoded without copying its strings: they alias the
+			// answer's buffer, which the client's answer holds until
+			// it is written (frames).
+			sc.upResp = kmsg.ProduceResponse{Topics: sc.upResp.Topics[:0]}
+			r, body, err := p.responseInto(&sc.upResp, true)
+			if err == nil && p.call.frame != nil {
+				sc.frames = append(sc.frames, p.call)
+			}
+			if err == nil && raw && produceAnswerAsIs(r.(*kmsg.ProduceResponse), asked, plans) {
 				// The one upstream answered every partition, in order,
 				// with nothing to translate: its bytes are the answer.
 				for i := range plans {
 					plans[i].note.settle()
 				}
-				return &passthrough{Response: r, body: body}
+				sc.pass = passthrough{Response: r, body: body, frames: sc.frames}
+				return &sc.pass
 			}
 			if err == nil {
 				pr := r.(*kmsg.ProduceResponse)
@@ -321,7 +434,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			}
 			s.refreshSoon(ref.cluster, dedupe(stale))
 		}
-		return resp
+		return sc.answered(resp)
 	}
 }
 

@@ -25,9 +25,84 @@ import (
 )
 
 func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
-	return func() kmsg.Response {
-		s := rc.srv()
-		resp := req.ResponseKind().(*kmsg.FetchResponse)
+	sc := rc.cc.fetchScratch()
+	sc.rc, sc.req = rc, req
+	return sc.run
+}
+
+// fetchScratch is what a connection's Fetch handling reuses from one
+// request to the next (the sub-requests with their topic and partition
+// arrays, the plans, the relay's state), so that a forwarded Fetch
+// allocates nothing of its own in steady state. Owner: whoever holds the
+// connection's fetchTurn token, taken in dispatch before the handler is
+// called and given back by finishSlot once the answer is written (or
+// dropped), so one Fetch at a time uses it, and nothing of it is used
+// after its answer is written.
+type fetchScratch struct {
+	rc  *reqCtx
+	req *kmsg.FetchRequest
+
+	slot    slot              // the Fetch's slot (dispatch), with its reqCtx
+	decoded kmsg.FetchRequest // what the client's Fetch is decoded into
+
+	resp       kmsg.FetchResponse
+	subs       []*kmsg.FetchRequest // by leader (asked.order); the array is kept
+	asked      partsAsked
+	plans      []fetchPlan
+	virtualIDs []topicIDPairs // by leader, v13+
+	translated bool           // some partition's offsets go through an offset map
+	pends      []pending
+	pend       []*pending
+	kept       []fetchAnswered
+	upResp     kmsg.FetchResponse // an upstream answer, decoded
+	frames     heldFrames         // upstream answer buffers the answer aliases
+	pass       passthrough
+	hold       heldResponse
+	stream     fetchStream
+	relay      fetchRelay
+	out        relayOut
+
+	run      func() kmsg.Response         // handle, bound once
+	buffered func(*pending) kmsg.Response // answerOne, bound once
+}
+
+func (cc *clientConn) fetchScratch() *fetchScratch {
+	if cc.fetch == nil {
+		sc := &fetchScratch{}
+		sc.run, sc.buffered = sc.handle, sc.answerOne
+		cc.fetch = sc
+	}
+	return cc.fetch
+}
+
+// decodeInto empties the reused request for the next decode, keeping its
+// topic array (kmsg makes each topic's partition array anew).
+func (sc *fetchScratch) decodeInto() *kmsg.FetchRequest {
+	topics := sc.decoded.Topics[:0]
+	sc.decoded = kmsg.FetchRequest{Topics: topics}
+	return &sc.decoded
+}
+
+// nextSub is the sub-request for the next leader, reused with its arrays.
+func (sc *fetchScratch) nextSub(n int) *kmsg.FetchRequest {
+	if n == len(sc.subs) {
+		sc.subs = append(sc.subs, kmsg.NewPtrFetchRequest())
+	}
+	sub := sc.subs[n]
+	topics := sub.Topics[:0]
+	*sub = kmsg.NewFetchRequest()
+	sub.Topics = topics
+	return sub
+}
+
+// handle is the Fetch handler's rest (run on the connection's write loop).
+func (sc *fetchScratch) handle() kmsg.Response {
+	rc, req := sc.rc, sc.req
+	s := rc.srv()
+	resp := &sc.resp
+	*resp = kmsg.NewFetchResponse()
+	resp.Version = req.Version
+	{
 		if req.Version >= 7 && req.SessionID != 0 {
 			resp.ErrorCode = kerr.FetchSessionIDNotFound.Code
 			return resp
@@ -38,16 +113,17 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 		// upstream knows (its topic ids, its offsets, no epochs).
 		router := s.routes()
 		look := newLeaderLookup(rc)
-		var subs []*kmsg.FetchRequest // by leader (asked.order)
-		var asked partsAsked
+		subs := sc.subs[:0] // by leader (asked.order)
+		asked := &sc.asked
 		nparts := 0
 		for _, t := range req.Topics {
 			nparts += len(t.Partitions)
 		}
-		asked.grow(nparts)
-		plans := make([]fetchPlan, 0, nparts) // by entry (asked.parts)
-		var virtualIDs []topicIDPairs         // by leader, v13+: the cluster's ids and the ones the client named
-		translated := false                   // some partition's offsets go through an offset map
+		asked.reset(nparts)
+		clear(sc.plans)                 // drop the last request's references
+		plans := sc.plans[:0]           // by entry (asked.parts)
+		virtualIDs := sc.virtualIDs[:0] // by leader, v13+: the cluster's ids and the ones the client named
+		translated := false             // some partition's offsets go through an offset map
 		for _, t := range req.Topics {
 			name := t.Topic
 			if req.Version >= 13 {
@@ -93,13 +169,18 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 				leader, _ := asked.ask(ref, partKey{topic: t.Topic, id: upID, partition: p.Partition})
 				plans = append(plans, fetchPlan{partPlan: pl, pos: pos, name: name, topic: t.Topic, virtualID: virtualID, stats: ts})
 				if leader == len(subs) {
-					sub := kmsg.NewPtrFetchRequest()
+					sub := sc.nextSub(leader)
 					sub.Version = req.Version
 					sub.MaxWaitMillis, sub.MinBytes, sub.MaxBytes = req.MaxWaitMillis, req.MinBytes, req.MaxBytes
 					sub.IsolationLevel = req.IsolationLevel
 					sub.SessionID, sub.SessionEpoch = 0, -1
 					subs = append(subs, sub)
-					virtualIDs = append(virtualIDs, nil)
+					if len(virtualIDs) < cap(virtualIDs) {
+						virtualIDs = virtualIDs[:len(virtualIDs)+1]
+						virtualIDs[leader] = virtualIDs[leader][:0]
+					} else {
+						virtualIDs = append(virtualIDs, nil)
+					}
 				}
 				st := lastFetchTopic(subs[leader], t.Topic, upID)
 				st.Partitions = append(st.Partitions, p)
@@ -113,6 +194,7 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 		// stay within the client's MaxBytes (it used to reach MaxBytes per
 		// leader, over franz-go's and Sarama's 100 MiB frame limit): split
 		// it across the leaders.
+		sc.plans, sc.virtualIDs, sc.translated = plans, virtualIDs, translated
 		order := asked.order
 		if n := int32(len(order)); n > 1 {
 			for _, sub := range subs {
@@ -120,110 +202,143 @@ func handleFetch(rc *reqCtx, req *kmsg.FetchRequest) func() kmsg.Response {
 			}
 		}
 
-		// 3. Answers, each through the translation steps, then merged.
-		answer := func(pend []*pending) kmsg.Response {
-			var frames heldFrames
-			for i, p := range pend {
-				ref := order[i]
-				r, body, err := p.responseBody()
-				if err == nil && p.call != nil {
-					frames = append(frames, p.call)
-				}
-				var fr *kmsg.FetchResponse
-				if err == nil {
-					fr = r.(*kmsg.FetchResponse)
-					if fr.ErrorCode != 0 {
-						err = kerr.ErrorForCode(fr.ErrorCode)
-					}
-				}
-				if err != nil {
-					asked.failed(ref)
-					fr = nil
-				}
-				var kept []fetchAnswered
-				var stale []string
-				noRewrite := fr != nil && fetchNeedsNoRewrite(fr)
-				extra := false
-				if fr != nil {
-					for ti := range fr.Topics {
-						t := &fr.Topics[ti]
-						for pi := range t.Partitions {
-							pp := &t.Partitions[pi]
-							e, ok := asked.answered(ref, partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition})
-							if !ok {
-								extra = true // not asked: dropped
-								continue
-							}
-							fp := plans[e]
-							s.virtFetchPartition(fp.partPlan, pp, fp.pos)
-							fp.stats.noteFetched(ref.cluster, pp.RecordBatches)
-							if isStaleLeaderCode(pp.ErrorCode) {
-								stale = append(stale, fp.name)
-							}
-							kept = append(kept, fetchAnswered{ti, pi})
-						}
-					}
-				}
-				// A leader that failed answers each of its partitions with a
-				// retriable error. One that answered but left partitions out
-				// had nothing for them within MaxBytes (kfake stops at the
-				// byte limit): they are answered empty, with no error and
-				// unknown (-1) watermarks, which every client skips over. A
-				// full fetch answer that omits a partition is dropped whole
-				// by the Java consumer, and an error would send the client
-				// to refresh metadata for a leader that is fine.
-				for _, e := range asked.missing(ref) {
-					fp, k := plans[e], asked.key(e)
-					if fr == nil {
-						addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
-						stale = append(stale, fp.name)
-						continue
-					}
-					addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, 0))
-				}
-				s.refreshSoon(ref.cluster, dedupe(stale))
-				if fr == nil {
-					continue
-				}
-				if len(pend) == 1 && len(resp.Topics) == 0 && !translated && noRewrite && !extra &&
-					s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[i]) {
-					// The one upstream answered for every partition, exactly,
-					// and named no broker: its bytes (epochs cleared in place)
-					// are the client's answer.
-					return &passthrough{Response: fr, body: body, frames: frames}
-				}
-				s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[i])
-				resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
-				for _, a := range kept {
-					t := &fr.Topics[a.topic]
-					addFetchPartition(resp, t.Topic, t.TopicID, t.Partitions[a.partition])
-				}
-				if len(fr.Brokers) > 0 {
-					resp.Brokers = s.fetchBrokers(rc.cc.lst, fr.Brokers)
-				}
-			}
-			if len(frames) > 0 {
-				return &heldResponse{Response: resp, frames: frames}
-			}
-			return resp
-		}
-
 		// One upstream and nothing to translate: the answer is relayed as
 		// it arrives (fetch_stream.go), or by answer when it is not plain.
+		if len(sc.pends) < len(order) {
+			sc.pends = make([]pending, len(order))
+		}
+		pend := sc.pend[:0]
+		for i := range order {
+			pend = append(pend, &sc.pends[i])
+		}
+		sc.pend = pend
 		if len(order) == 1 && len(resp.Topics) == 0 && !translated && !rc.filtered && fetchStreamMin > 0 {
 			ref := order[0]
-			return &fetchStream{
+			rc.writeTo(pend[0], ref.cluster, ref.id, ref.addr, subs[0], false, true, nil, true)
+			f := &sc.stream
+			*f = fetchStream{
 				FetchResponse: resp, s: s, sub: subs[0], cluster: ref.cluster, plans: plans, virtualIDs: virtualIDs[0],
-				p:        rc.sendStream(ref.cluster, ref.id, ref.addr, subs[0]),
-				buffered: func(p *pending) kmsg.Response { return answer([]*pending{p}) },
+				p: pend[0], buffered: sc.buffered, sc: sc,
+			}
+			return f
+		}
+		for i, ref := range order {
+			rc.writeTo(pend[i], ref.cluster, ref.id, ref.addr, subs[i], false, true, nil, false)
+		}
+		return sc.answer(pend)
+	}
+}
+
+// answerOne answers from the one upstream's whole answer (or error): the
+// streaming relay's fallback (fetchStream.buffered).
+func (sc *fetchScratch) answerOne(p *pending) kmsg.Response {
+	sc.pend = append(sc.pend[:0], p)
+	return sc.answer(sc.pend)
+}
+
+// answer builds the client's answer from the upstream answers (by leader),
+// each through the translation steps, then merged.
+func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
+	rc, s, resp := sc.rc, sc.rc.srv(), &sc.resp
+	asked, plans, order, virtualIDs, translated := &sc.asked, sc.plans, sc.asked.order, sc.virtualIDs, sc.translated
+	frames := sc.frames[:0]
+	for i, p := range pend {
+		ref := order[i]
+		var r kmsg.Response
+		var body []byte
+		var err error
+		if len(pend) == 1 {
+			// One answer at a time is decoded into the scratch; with
+			// several, each is kept until they are merged.
+			sc.upResp = kmsg.FetchResponse{Topics: sc.upResp.Topics[:0]}
+			r, body, err = p.responseInto(&sc.upResp, false)
+		} else {
+			r, body, err = p.responseBody()
+		}
+		if err == nil && p.call != nil {
+			frames = append(frames, p.call)
+			sc.frames = frames
+		}
+		var fr *kmsg.FetchResponse
+		if err == nil {
+			fr = r.(*kmsg.FetchResponse)
+			if fr.ErrorCode != 0 {
+				err = kerr.ErrorForCode(fr.ErrorCode)
 			}
 		}
-		pend := make([]*pending, len(order))
-		for i, ref := range order {
-			pend[i] = rc.send(ref.cluster, ref.id, ref.addr, subs[i])
+		if err != nil {
+			asked.failed(ref)
+			fr = nil
 		}
-		return answer(pend)
+		kept := sc.kept[:0]
+		var stale []string
+		noRewrite := fr != nil && fetchNeedsNoRewrite(fr)
+		extra := false
+		if fr != nil {
+			for ti := range fr.Topics {
+				t := &fr.Topics[ti]
+				for pi := range t.Partitions {
+					pp := &t.Partitions[pi]
+					e, ok := asked.answered(ref, partKey{topic: t.Topic, id: t.TopicID, partition: pp.Partition})
+					if !ok {
+						extra = true // not asked: dropped
+						continue
+					}
+					fp := plans[e]
+					s.virtFetchPartition(fp.partPlan, pp, fp.pos)
+					fp.stats.noteFetched(ref.cluster, pp.RecordBatches)
+					if isStaleLeaderCode(pp.ErrorCode) {
+						stale = append(stale, fp.name)
+					}
+					kept = append(kept, fetchAnswered{ti, pi})
+				}
+			}
+			sc.kept = kept // its array, for the next answer
+		}
+		// A leader that failed answers each of its partitions with a
+		// retriable error. One that answered but left partitions out
+		// had nothing for them within MaxBytes (kfake stops at the
+		// byte limit): they are answered empty, with no error and
+		// unknown (-1) watermarks, which every client skips over. A
+		// full fetch answer that omits a partition is dropped whole
+		// by the Java consumer, and an error would send the client
+		// to refresh metadata for a leader that is fine.
+		for _, e := range asked.missing(ref) {
+			fp, k := plans[e], asked.key(e)
+			if fr == nil {
+				addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, kerr.NotLeaderForPartition.Code))
+				stale = append(stale, fp.name)
+				continue
+			}
+			addFetchPartition(resp, fp.topic, fp.virtualID, fetchPartitionError(k.partition, 0))
+		}
+		s.refreshSoon(ref.cluster, dedupe(stale))
+		if fr == nil {
+			continue
+		}
+		if len(pend) == 1 && len(resp.Topics) == 0 && !translated && noRewrite && !extra &&
+			s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[i]) {
+			// The one upstream answered for every partition, exactly,
+			// and named no broker: its bytes (epochs cleared in place)
+			// are the client's answer.
+			sc.pass = passthrough{Response: fr, body: body, frames: frames}
+			return &sc.pass
+		}
+		s.topicIDsFetchAnswer(ref.cluster, fr, virtualIDs[i])
+		resp.ThrottleMillis = max(resp.ThrottleMillis, fr.ThrottleMillis)
+		for _, a := range kept {
+			t := &fr.Topics[a.topic]
+			addFetchPartition(resp, t.Topic, t.TopicID, t.Partitions[a.partition])
+		}
+		if len(fr.Brokers) > 0 {
+			resp.Brokers = s.fetchBrokers(rc.cc.lst, fr.Brokers)
+		}
 	}
+	if len(frames) > 0 {
+		sc.hold = heldResponse{Response: resp, frames: frames}
+		return &sc.hold
+	}
+	return resp
 }
 
 // fetchPlan is one fetched partition's plan: its translation and what the
@@ -244,8 +359,12 @@ func lastFetchTopic(sub *kmsg.FetchRequest, topic string, id [16]byte) *kmsg.Fet
 	if n := len(sub.Topics); n > 0 && sub.Topics[n-1].Topic == topic && sub.Topics[n-1].TopicID == id {
 		return &sub.Topics[n-1]
 	}
+	var parts []kmsg.FetchRequestTopicPartition
+	if n := len(sub.Topics); n < cap(sub.Topics) {
+		parts = sub.Topics[:n+1][n].Partitions[:0] // a reused sub-request's array
+	}
 	nt := kmsg.NewFetchRequestTopic()
-	nt.Topic, nt.TopicID = topic, id
+	nt.Topic, nt.TopicID, nt.Partitions = topic, id, parts
 	sub.Topics = append(sub.Topics, nt)
 	return &sub.Topics[len(sub.Topics)-1]
 }

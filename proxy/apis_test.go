@@ -40,7 +40,7 @@ func TestDispatcherAcceptsExactlyTheTableVersions(t *testing.T) {
 		for _, v := range []int16{row.min, row.max} {
 			req.SetVersion(v)
 			frame := appendRequest(nil, 1, kmsg.StringPtr("t"), req)
-			if _, got, _, err := parseRequest(frame[4:], adv); err != nil || got.Key() != row.key {
+			if _, got, _, err := parseRequest(frame[4:], adv, nil, nil, false); err != nil || got.Key() != row.key {
 				t.Errorf("%s v%d: %v", keyName(row.key), v, err)
 			}
 		}
@@ -49,7 +49,7 @@ func TestDispatcherAcceptsExactlyTheTableVersions(t *testing.T) {
 		}
 		req.SetVersion(row.max + 1)
 		frame := appendRequest(nil, 1, kmsg.StringPtr("t"), req)
-		if _, _, _, err := parseRequest(frame[4:], adv); err == nil {
+		if _, _, _, err := parseRequest(frame[4:], adv, nil, nil, false); err == nil {
 			t.Errorf("%s v%d accepted past the table's range", keyName(row.key), row.max+1)
 		}
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,19 @@ type clientConn struct {
 
 	rec *clientRecord // this connection in the client inventory
 
+	// lastClientID is the client id of the previous request (read loop
+	// only): the next request's is the same string when it has the same
+	// bytes (parseRequestHeader).
+	lastClientID *string
+	// fetch is what the connection's Fetch requests reuse (01_fetch.go);
+	// its owner is whoever holds fetchTurn.
+	fetch *fetchScratch
+	// spareFrame gives a Fetch's request frame back to the read loop once
+	// the Fetch is answered (finishSlot): a Fetch keeps its frame until
+	// then, so the read loop cannot reuse it at once as it does a
+	// Produce's.
+	spareFrame chan []byte
+
 	// ip is the peer's IP, software what ApiVersions v3+ named (name and
 	// version), and member the groups this connection carried membership
 	// for: together they tie a consumer's fetches to its group
@@ -108,7 +122,23 @@ type slot struct {
 	// closeAfter closes the connection once this response is written (a
 	// failed SASL authentication, as a broker does).
 	closeAfter bool
+	// frame is the request frame a Fetch holds until it is answered
+	// (given back to the read loop by finishSlot).
+	frame []byte
+
+	// rc and h are the request's context and handler rest, in the slot
+	// to save two allocations per request (they live as long as it).
+	rc reqCtx
+	h  handlerRun
+	// produce is the Produce scratch this slot is part of: finishSlot
+	// gives it back to its pool, as its last use of the slot.
+	produce *produceScratch
 }
+
+// closedReady is the ready channel of a slot whose handler's rest the
+// write loop runs itself (slot.run): only its owner looks at it, after
+// running the rest, so it can be closed from the start and shared.
+var closedReady = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 	if tc, ok := nc.(*net.TCPConn); ok {
@@ -123,6 +153,7 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		done:       make(chan struct{}),
 		fetchTurn:  make(chan struct{}, 1),
 		noResponse: make(chan struct{}, s.opts.MaxInflight),
+		spareFrame: make(chan []byte, 1),
 		ups:        map[upKey]*upEntry{},
 		rec:        s.inventory.add(id, nc.RemoteAddr().String()),
 		ip:         remoteIP(nc),
@@ -241,6 +272,12 @@ func (cc *clientConn) readLoop() error {
 		if err := cc.awaitRequest(br); err != nil {
 			return err
 		}
+		if reuse == nil {
+			select {
+			case reuse = <-cc.spareFrame: // an answered Fetch's
+			default:
+			}
+		}
 		_ = cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
 		least := int32(8) // a request header
 		if cc.sasl.raw {
@@ -287,6 +324,10 @@ func (cc *clientConn) readLoop() error {
 		}
 		if released && cap(body) <= 8<<20 {
 			reuse = body
+		} else if reuse != nil {
+			// reuse went into body, which the request keeps; a spare
+			// may be waiting.
+			reuse = nil
 		}
 	}
 }
@@ -321,7 +362,44 @@ func (cc *clientConn) awaitRequest(br *bufio.Reader) error {
 func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err error) {
 	budget := cc.srv.budget
 	adv := cc.srv.advertised()
-	h, req, body, err := parseRequest(frame, adv)
+	// A Fetch takes the connection's fetch turn first: it is decoded
+	// into, and answered with, the connection's Fetch scratch, which the
+	// previous Fetch uses until its answer is written (01_fetch.go).
+	var into kmsg.Request
+	var sc *fetchScratch
+	var ps *produceScratch // a Produce's, from producePool
+	turn := false          // held here, not yet passed to the request's slot
+	key := int16(-1)
+	if len(frame) >= 2 {
+		key = int16(binary.BigEndian.Uint16(frame))
+	}
+	switch key {
+	case kmsg.Produce.Int16():
+		// Decoded without copying strings (ownProduceStrings below).
+		ps = producePool.Get().(*produceScratch)
+		ps.pinned = false
+		into = ps.decodeInto()
+	case kmsg.Fetch.Int16():
+		select {
+		case cc.fetchTurn <- struct{}{}:
+			turn = true
+		case <-cc.done:
+			budget.release(charged)
+			return false, net.ErrClosed
+		}
+		defer func() {
+			if turn {
+				<-cc.fetchTurn
+			}
+		}()
+		sc = cc.fetchScratch()
+		into = sc.decodeInto()
+	}
+	h, req, body, err := parseRequest(frame, adv, cc.lastClientID, into, ps != nil)
+	cc.lastClientID = h.clientID
+	if ps != nil && err == nil {
+		ownProduceStrings(req.(*kmsg.ProduceRequest))
+	}
 	if errors.Is(err, errApiVersionsTooNew) {
 		budget.release(charged)
 		// Answer v0 with UNSUPPORTED_VERSION and our range, so the client
@@ -388,16 +466,25 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			return false, net.ErrClosed
 		}
 	} else {
-		s = &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), ready: make(chan struct{})}
-		if h.key == kmsg.Fetch.Int16() {
-			select {
-			case cc.fetchTurn <- struct{}{}:
-				s.fetchTurn = true
-			case <-cc.done:
-				cc.outstanding.Add(-1)
-				budget.release(charged)
-				return false, net.ErrClosed
+		if sc != nil {
+			s = &sc.slot // the previous Fetch's slot is finished (the turn)
+			*s = slot{corr: h.corr, key: h.key, version: h.version, start: time.Now()}
+		} else if ps != nil {
+			s = &ps.slot
+			*s = slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), produce: ps}
+		} else {
+			s = &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now()}
+		}
+		if inline {
+			s.ready = closedReady
+		} else {
+			s.ready = make(chan struct{})
+		}
+		if turn {
+			if cap(frame) <= 8<<20 {
+				s.frame = frame
 			}
+			s.fetchTurn, turn = true, false
 		}
 		if !inline {
 			select {
@@ -412,12 +499,22 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 			}
 		}
 	}
-	rc := &reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil, metadataFiltered: describe != nil}
+	var rc *reqCtx
+	if s != nil {
+		rc = &s.rc
+	} else {
+		rc = new(reqCtx)
+	}
+	*rc = reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil, metadataFiltered: describe != nil, produce: ps}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
+	var h2 *handlerRun
 	if s != nil {
 		s.closeAfter = rc.closeAfter // before the goroutine that readies s
+		h2 = &s.h
+	} else {
+		h2 = new(handlerRun)
 	}
-	h2 := &handlerRun{wait: wait, charged: charged, key: h.key}
+	*h2 = handlerRun{wait: wait, charged: charged, key: h.key}
 	if describe != nil {
 		h2.filter = func(resp kmsg.Response) {
 			if md, ok := resp.(*kmsg.MetadataResponse); ok {
@@ -491,7 +588,9 @@ func (cc *clientConn) complete(s *slot, h *handlerRun) {
 		s.respBytes = responseBytes(resp)
 		cc.srv.budget.force(s.respBytes)
 		s.resp = resp
-		close(s.ready)
+		if s.ready != closedReady {
+			close(s.ready)
+		}
 	}()
 	if h.wait != nil {
 		resp = h.wait()
@@ -548,11 +647,23 @@ func (cc *clientConn) finishSlot(s *slot) {
 	}
 	cc.srv.budget.release(s.respBytes)
 	s.respBytes = 0
+	if s.frame != nil {
+		select {
+		case cc.spareFrame <- s.frame[:0]:
+		default:
+		}
+		s.frame = nil
+	}
+	ps := s.produce
+	s.produce = nil
 	if s.fetchTurn {
 		s.fetchTurn = false
-		<-cc.fetchTurn
+		<-cc.fetchTurn // the next Fetch may take s now
 	}
 	cc.outstanding.Add(-1)
+	if ps != nil {
+		ps.release() // the next Produce may take s now
+	}
 }
 
 // errApiVersionsTooNew marks an ApiVersions request newer than we know.
@@ -561,8 +672,12 @@ var errApiVersionsTooNew = errors.New("ApiVersions version is newer than kproxy 
 // parseRequest decodes one request frame body against the advertised
 // versions. Every failure is an error that names what was wrong; nothing
 // here panics on any input (FuzzParseRequest).
-func parseRequest(frame []byte, adv map[int16]versionRange) (requestHeader, kmsg.Request, []byte, error) {
-	h, r, err := parseRequestHeader(frame)
+//
+// into, when not nil, is a reused request to decode into when the frame's
+// key is its (its fields are reset first); prevClientID is passed to
+// parseRequestHeader.
+func parseRequest(frame []byte, adv map[int16]versionRange, prevClientID *string, into kmsg.Request, unsafe bool) (requestHeader, kmsg.Request, []byte, error) {
+	h, r, err := parseRequestHeader(frame, prevClientID)
 	if err != nil {
 		return h, nil, nil, err
 	}
@@ -576,9 +691,12 @@ func parseRequest(frame []byte, adv map[int16]versionRange) (requestHeader, kmsg
 	if h.version < vr.min || h.version > vr.max {
 		return h, nil, nil, fmt.Errorf("%s v%d is outside the advertised range v%d-v%d; closing as a broker does", kmsg.NameForKey(h.key), h.version, vr.min, vr.max)
 	}
-	req := kmsg.RequestForKey(h.key)
+	req := into
+	if req == nil || req.Key() != h.key {
+		req, unsafe = kmsg.RequestForKey(h.key), false
+	}
 	req.SetVersion(h.version)
-	body, err := decodeRequest(r, req)
+	body, err := decodeRequest(&r, req, unsafe)
 	if err != nil {
 		client := "<null>"
 		if h.clientID != nil {
@@ -730,13 +848,16 @@ func (cc *clientConn) writeLoop() {
 		// Flush when nothing else is queued, so pipelined responses share
 		// a syscall but a lone response is not delayed; and before a
 		// batch grows past respBatchBytes.
-		if len(cc.slots) == 0 || s.closeAfter || w.size() >= respBatchBytes {
+		// s may be finished by the flush (and, a Fetch's, reused by the
+		// next Fetch): what is needed of it is read first.
+		closeAfter := s.closeAfter
+		if len(cc.slots) == 0 || closeAfter || w.size() >= respBatchBytes {
 			if err := flush(); err != nil {
 				fail(nil, err)
 				return
 			}
 		}
-		if s.closeAfter {
+		if closeAfter {
 			cc.nc.Close()
 			cc.finish()
 			return
@@ -915,7 +1036,7 @@ func (cc *clientConn) upstream(cluster string, broker UpstreamNodeID, addr strin
 			}
 		}
 
-		u, err := cc.srv.dialer.dial(cluster, int32(broker), addr, class == classFetch, id)
+		u, err := cc.srv.dialer.dial(cluster, int32(broker), addr, class.framePool(), id)
 		cc.upMu.Lock()
 		e.conn = u
 		close(e.dialing)

@@ -141,12 +141,11 @@ func (b *memBroker) template(key, ver int16, frame []byte) []byte {
 	}
 	req := kmsg.RequestForKey(key)
 	req.SetVersion(ver)
-	h, r, err := parseRequestHeader(frame)
+	_, r, err := parseRequestHeader(frame, nil)
 	if err != nil {
 		return nil
 	}
-	_ = h
-	if _, err := decodeRequest(r, req); err != nil {
+	if _, err := decodeRequest(&r, req, false); err != nil {
 		return nil
 	}
 	var resp kmsg.Response
@@ -184,12 +183,12 @@ func (b *memBroker) answer(key, ver int16, frame []byte) []byte {
 		return nil
 	}
 	req.SetVersion(ver)
-	_, r, err := parseRequestHeader(frame)
+	_, r, err := parseRequestHeader(frame, nil)
 	if err != nil {
 		return nil
 	}
 	if key != kmsg.ApiVersions.Int16() {
-		if _, err := decodeRequest(r, req); err != nil {
+		if _, err := decodeRequest(&r, req, false); err != nil {
 			return nil
 		}
 	}

@@ -58,7 +58,9 @@ type upIdentity struct {
 	mech      sasl.Mechanism
 }
 
-func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool, id *upIdentity) (*upstreamConn, error) {
+// pool (may be nil) is where the connection's answers are read into
+// (upstreamConn.pool).
+func (d *dialer) dial(cluster string, broker int32, addr string, pool *sync.Pool, id *upIdentity) (*upstreamConn, error) {
 	key := cluster + "\x00" + addr
 	sec := d.sec[cluster]
 	mech := sec.SASL
@@ -94,7 +96,7 @@ func (d *dialer) dial(cluster string, broker int32, addr string, pooled bool, id
 	defer d.mu.Unlock()
 	if err == nil {
 		delete(d.state, key)
-		uc := newUpstreamConn(nc, cluster, broker, addr, d.maxResp, pooled, d.lim.UpstreamWriteTimeout)
+		uc := newUpstreamConn(nc, cluster, broker, addr, d.maxResp, pool, d.lim.UpstreamWriteTimeout)
 		if lifetime > 0 {
 			// Replace the connection before the broker ends its
 			// session (KIP-368): at 90% of the lifetime new requests

@@ -29,7 +29,8 @@ func patchFetchTopicIDs(body []byte, fr *kmsg.FetchResponse, ids [][16]byte) boo
 		return false
 	}
 	// Skeleton: the same answer with no record bytes.
-	saved := make([][]byte, 0, 8)
+	var savedA [16][]byte
+	saved := savedA[:0]
 	for i := range fr.Topics {
 		for j := range fr.Topics[i].Partitions {
 			p := &fr.Topics[i].Partitions[j]
@@ -37,7 +38,10 @@ func patchFetchTopicIDs(body []byte, fr *kmsg.FetchResponse, ids [][16]byte) boo
 			p.RecordBatches = nil
 		}
 	}
-	skel := fr.AppendTo(nil)
+	bufp := getBuf() // the skeleton is only searched
+	defer putBuf(bufp)
+	skel := fr.AppendTo((*bufp)[:0])
+	*bufp = skel
 	k := 0
 	for i := range fr.Topics {
 		for j := range fr.Topics[i].Partitions {
@@ -48,7 +52,12 @@ func patchFetchTopicIDs(body []byte, fr *kmsg.FetchResponse, ids [][16]byte) boo
 
 	// Locate each topic's id in the skeleton, in order, and shift it by the
 	// extra bytes the record sets before it take in the real answer.
-	sites := make([]int, len(fr.Topics))
+	var sitesA [8]int
+	sites := sitesA[:0]
+	if len(fr.Topics) > len(sitesA) {
+		sites = make([]int, 0, len(fr.Topics))
+	}
+	sites = sites[:len(fr.Topics)]
 	from, shift, k := 0, 0, 0
 	for i := range fr.Topics {
 		old := fr.Topics[i].TopicID

@@ -83,6 +83,9 @@ type fetchStream struct {
 	// (p.call.body holds it then), or from p's error.
 	buffered func(p *pending) kmsg.Response
 	ended    bool // the upstream stream was given back (or never existed)
+	// sc, when set, is the connection's Fetch scratch, whose relay state
+	// the relay reuses (nil: a relay of its own).
+	sc *fetchScratch
 }
 
 // abandon gives the upstream connection up when the answer is never
@@ -96,14 +99,13 @@ func (f *fetchStream) abandon() {
 	if c == nil {
 		return
 	}
-	select {
-	case <-c.done: // c.sr is set (or c.err) and readLoop waits for end
+	if c.taken() { // c.sr is set (or c.err) and readLoop waits for end
 		if c.sr != nil {
 			c.sr.end(errStreamAbandoned)
 		}
-	default:
-		f.p.u.fail(errStreamAbandoned)
+		return
 	}
+	f.p.u.fail(errStreamAbandoned)
 }
 
 // relayOut is where a relay writes: the client socket, with the write
@@ -141,7 +143,14 @@ func (f *fetchStream) relay(out *relayOut, corr int32) (kmsg.Response, error) {
 		return f.buffered(p), nil
 	}
 	st := p.call.sr
-	r := &fetchRelay{f: f, st: st, out: out, flex: f.sub.IsFlexible(), version: f.sub.Version, upNC: p.u.nc}
+	var r *fetchRelay
+	if f.sc != nil {
+		r = &f.sc.relay
+		*r = fetchRelay{patches: r.patches[:0], stale: r.stale[:0]}
+	} else {
+		r = new(fetchRelay)
+	}
+	r.f, r.st, r.out, r.flex, r.version, r.upNC = f, st, out, f.sub.IsFlexible(), f.sub.Version, p.u.nc
 	if tc, ok := out.nc.(*net.TCPConn); ok && out.capture == nil {
 		if up, ok := p.u.nc.(*net.TCPConn); ok {
 			r.spliceTo, r.spliceFrom = tc, up
@@ -168,7 +177,7 @@ func (f *fetchStream) relay(out *relayOut, corr int32) (kmsg.Response, error) {
 			body, frame, rerr := r.rest()
 			st.end(rerr)
 			if rerr == nil {
-				p.call.body, p.call.frame = body, frame
+				p.call.body, p.call.frame, p.call.framePool = body, frame, &fetchFramePool
 				return f.buffered(p), nil
 			}
 			err = rerr
@@ -230,7 +239,8 @@ type fetchRelay struct {
 
 	upNC                 net.Conn // the upstream socket (read deadlines)
 	spliceTo, spliceFrom *net.TCPConn
-	upstreamBroken       bool // a read from upstream failed
+	lim                  io.LimitedReader // copyThrough's splice source
+	upstreamBroken       bool             // a read from upstream failed
 }
 
 // relayPatch is one in-place change to staged bytes: n bytes at off set to
@@ -238,7 +248,8 @@ type fetchRelay struct {
 // set), epochs cleared and the batches counted.
 type relayPatch struct {
 	off, n int
-	val    []byte
+	val    [16]byte // the value (n bytes), unless fill
+	fill   bool     // n bytes of 0xff (-1)
 	recs   bool
 	stats  *topicStats
 }
@@ -568,7 +579,9 @@ func (r *fetchRelay) partitionTag(tag uint32, off, n int) error {
 
 // patch records an in-place change to staged (see relayPatch).
 func (r *fetchRelay) patch(off, n int, val []byte) {
-	r.patches = append(r.patches, relayPatch{off: off, n: n, val: val})
+	p := relayPatch{off: off, n: n, fill: val == nil}
+	copy(p.val[:n], val)
+	r.patches = append(r.patches, p)
 }
 
 // records relays one partition's record set of n bytes.
@@ -667,7 +680,14 @@ func (r *fetchRelay) copyThrough(n int) error {
 		}
 		_ = r.spliceFrom.SetReadDeadline(time.Now().Add(streamStall))
 		_ = r.spliceTo.SetWriteDeadline(time.Now().Add(r.out.wt))
-		m, err := io.CopyN(r.spliceTo, r.spliceFrom, int64(n))
+		// io.CopyN, with the relay's own LimitedReader: CopyN makes one
+		// per call, an allocation per spliced batch.
+		r.lim = io.LimitedReader{R: r.spliceFrom, N: int64(n)}
+		m, err := r.spliceTo.ReadFrom(&r.lim)
+		if err == nil && m < int64(n) {
+			err = io.EOF
+		}
+		r.lim.R = nil
 		r.st.left -= int(m)
 		r.out.n += int(m)
 		if err != nil {
@@ -710,12 +730,12 @@ func (r *fetchRelay) flush() error {
 			if p.stats != nil {
 				p.stats.noteFetched(r.f.cluster, b[p.off:p.off+p.n])
 			}
-		case p.val == nil:
+		case p.fill:
 			for i := p.off; i < p.off+p.n; i++ {
 				b[i] = 0xff
 			}
 		default:
-			copy(b[p.off:p.off+p.n], p.val)
+			copy(b[p.off:p.off+p.n], p.val[:p.n])
 		}
 	}
 	r.patches = r.patches[:0]
@@ -757,15 +777,20 @@ func (r *fetchRelay) drain() error {
 // written whole (nil response, its size), or the response to write as any
 // other when it was not streamed, or an error that closes the connection.
 func (cc *clientConn) relayFetch(fs *fetchStream, s *slot, wt time.Duration) (kmsg.Response, int, error) {
-	out := &relayOut{nc: cc.nc, wt: wt}
+	var out *relayOut
+	if fs.sc != nil {
+		out = &fs.sc.out
+	} else {
+		out = new(relayOut)
+	}
+	*out = relayOut{nc: cc.nc, wt: wt}
 	capture := cc.srv.opts.Capture
-	var frame []byte
 	if capture != nil {
-		out.capture = &frame
+		out.capture = new([]byte)
 	}
 	resp, err := fs.relay(out, s.corr)
 	if err == nil && resp == nil && capture != nil {
-		capture(s.key, s.version, frame)
+		capture(s.key, s.version, *out.capture)
 	}
 	return resp, out.n, err
 }

@@ -30,12 +30,19 @@ func getBuf() *[]byte { return frameBufPool.Get().(*[]byte) }
 // buffer of its own size again (same lifetime rule as frameBufPool).
 var fetchFramePool = sync.Pool{New: func() any { b := make([]byte, 0, 1<<20); return &b }}
 
-func putFetchFrame(b *[]byte) {
-	if cap(*b) > 64<<20 {
+func putFetchFrame(b *[]byte) { putFrame(&fetchFramePool, b) }
+
+// answerFramePool holds upstream Produce answer buffers (small; same
+// lifetime rule as frameBufPool).
+var answerFramePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// putFrame gives an upstream answer buffer back to the pool it came from.
+func putFrame(pool *sync.Pool, b *[]byte) {
+	if pool == nil || cap(*b) > 64<<20 || pool == &answerFramePool && cap(*b) > 1<<20 {
 		return
 	}
 	*b = (*b)[:0]
-	fetchFramePool.Put(b)
+	pool.Put(b)
 }
 
 func putBuf(b *[]byte) {
@@ -153,13 +160,23 @@ type requestHeader struct {
 
 // parseRequestHeader reads the header fields that are common to every
 // version; the flexible tag section is skipped by the caller once it knows
-// whether the API version is flexible.
-func parseRequestHeader(body []byte) (requestHeader, *kbin.Reader, error) {
-	r := &kbin.Reader{Src: body}
+// whether the API version is flexible. prev (may be nil) is the client id
+// of the connection's previous request: a client sends the same one every
+// time, and the same one is given back instead of a new string per request.
+func parseRequestHeader(body []byte, prev *string) (requestHeader, kbin.Reader, error) {
+	r := kbin.Reader{Src: body}
 	h := requestHeader{key: r.Int16(), version: r.Int16(), corr: r.Int32()}
-	h.clientID = r.NullableString()
+	if n := r.Int16(); n >= 0 {
+		b := r.Span(int(n))
+		if prev != nil && string(b) == *prev {
+			h.clientID = prev
+		} else if r.Ok() {
+			id := string(b)
+			h.clientID = &id
+		}
+	}
 	if err := r.Complete(); err != nil {
-		return h, nil, fmt.Errorf("truncated request header: %w", err)
+		return h, r, fmt.Errorf("truncated request header: %w", err)
 	}
 	return h, r, nil
 }
@@ -167,15 +184,20 @@ func parseRequestHeader(body []byte) (requestHeader, *kbin.Reader, error) {
 // decodeRequest decodes the body after the header into req (whose version has
 // been set). Trailing garbage is tolerated like the broker does for unknown
 // tagged fields, but a short body is an error.
-// It returns the request body (after the header) it decoded from.
-func decodeRequest(r *kbin.Reader, req kmsg.Request) ([]byte, error) {
+// It returns the request body (after the header) it decoded from. unsafe
+// decodes strings without copying them: they alias the frame.
+func decodeRequest(r *kbin.Reader, req kmsg.Request, unsafe bool) ([]byte, error) {
 	if req.IsFlexible() {
 		skipTagsBounded(r)
 		if err := r.Complete(); err != nil {
 			return nil, fmt.Errorf("truncated request header tags: %w", err)
 		}
 	}
-	if err := req.ReadFrom(r.Src); err != nil {
+	read := req.ReadFrom
+	if unsafe {
+		read = req.(kmsg.UnsafeReadFrom).UnsafeReadFrom
+	}
+	if err := read(r.Src); err != nil {
 		return nil, fmt.Errorf("decoding %s v%d: %w", kmsg.NameForKey(req.Key()), req.GetVersion(), err)
 	}
 	return r.Src, nil

@@ -454,14 +454,14 @@ func TestFailedDialBacksOff(t *testing.T) {
 		return nil, syscall.ECONNREFUSED
 	}
 	for range 20 {
-		if _, err := d.dial(Source, 1, "down:9092", false, nil); err == nil {
+		if _, err := d.dial(Source, 1, "down:9092", nil, nil); err == nil {
 			t.Fatal("dial succeeded")
 		}
 	}
 	if n := dials.Load(); n != 1 {
 		t.Errorf("%d dials for 20 requests within the backoff, want 1", n)
 	}
-	_, err := d.dial(Source, 1, "down:9092", false, nil)
+	_, err := d.dial(Source, 1, "down:9092", nil, nil)
 	if !errors.Is(err, errDialBackoff) || !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("error %v does not say backoff and why", err)
 	}
@@ -489,7 +489,7 @@ func TestUpstreamWriteHasADeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := newUpstreamConn(nc, Source, 1, ln.Addr().String(), 1<<20, false, 200*time.Millisecond)
+	u := newUpstreamConn(nc, Source, 1, ln.Addr().String(), 1<<20, nil, 200*time.Millisecond)
 	defer u.close()
 	req := kmsg.NewPtrProduceRequest()
 	req.SetVersion(7)
@@ -652,7 +652,7 @@ func TestHugeDeclaredArrayIsRefusedCheaply(t *testing.T) {
 	}
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	_, _, _, err := parseRequest(body, adv)
+	_, _, _, err := parseRequest(body, adv, nil, nil, false)
 	runtime.ReadMemStats(&after)
 	if err == nil {
 		t.Fatal("the lying array was accepted")

@@ -27,6 +27,8 @@ type reqCtx struct {
 	// handler (conn.go), so it must be a decoded response, not one shared
 	// with other connections (metadata_view.go).
 	metadataFiltered bool
+	// produce is a Produce's pooled scratch (00_produce.go), or nil.
+	produce *produceScratch
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
@@ -58,46 +60,53 @@ func (rc *reqCtx) sendRaw(cluster string, broker UpstreamNodeID, addr string, re
 	return rc.write(cluster, broker, addr, req, true, expectResponse, nil)
 }
 
-// sendWatched is send (raw: sendRaw) expecting a response, with w told once
-// when the call ends: answered, failed, or never sent.
-func (rc *reqCtx) sendWatched(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw bool, w answerWatcher) *pending {
-	p := rc.write(cluster, broker, addr, req, raw, true, w)
-	if p.call == nil {
-		w.answered(errNotSent) // nothing was queued: nothing will tell it
-	}
+// write is send (req encoded) and sendRaw (raw: the client's body bytes).
+func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher) *pending {
+	p := new(pending)
+	rc.writeTo(p, cluster, broker, addr, req, raw, expectResponse, w, false)
 	return p
 }
 
-// sendStream is send for a response the caller reads from the upstream
-// socket itself (upstreamCall.stream; fetch_stream.go).
-func (rc *reqCtx) sendStream(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request) *pending {
-	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
-	if err != nil {
-		return &pending{req: req, err: err}
-	}
-	call, err := u.sendStream(req, rc.clientID)
-	if err != nil {
-		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
-	}
-	return &pending{u: u, call: call, req: req, err: err}
+// sendWatched is send (raw: sendRaw) expecting a response, with w told once
+// when the call ends: answered, failed, or never sent.
+func (rc *reqCtx) sendWatched(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw bool, w answerWatcher) *pending {
+	p := new(pending)
+	rc.writeWatched(p, cluster, broker, addr, req, raw, w)
+	return p
 }
 
-// write is send (req encoded) and sendRaw (raw: the client's body bytes).
-func (rc *reqCtx) write(cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher) *pending {
+// writeWatched is sendWatched into p, which a handler reuses (writeTo).
+// w hears the end of the call from the upstream reader, after the call's
+// owner may have taken its answer and reused p: it must not refer to p or
+// to anything the owner reuses.
+func (rc *reqCtx) writeWatched(p *pending, cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw bool, w answerWatcher) {
+	rc.writeTo(p, cluster, broker, addr, req, raw, true, w, false)
+	if p.call == nil {
+		w.answered(errNotSent) // nothing was queued: nothing will tell it
+	}
+}
+
+// writeTo is write into p (stream: the answer body is handed over unread,
+// upstreamCall.stream), which a handler reuses
+// from one request to the next: p's previous call is reused when it is
+// over (newCall).
+func (rc *reqCtx) writeTo(p *pending, cluster string, broker UpstreamNodeID, addr string, req kmsg.Request, raw, expectResponse bool, w answerWatcher, stream bool) {
+	prev := p.call
+	*p = pending{req: req}
 	u, err := rc.cc.upstream(cluster, broker, addr, classFor(req.Key()))
 	if err != nil {
-		return &pending{req: req, err: err}
+		p.err = err
+		return
 	}
-	var call *upstreamCall
+	var body []byte
 	if raw {
-		call, err = u.write(req, rc.clientID, rc.body, true, expectResponse, w, false)
-	} else {
-		call, err = u.write(req, rc.clientID, nil, false, expectResponse, w, false)
+		body = rc.body
 	}
+	call, err := u.write(req, rc.clientID, body, raw, expectResponse, w, stream, prev)
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
 	}
-	return &pending{u: u, call: call, req: req, err: err}
+	p.u, p.call, p.err = u, call, err
 }
 
 // response waits for and decodes the upstream answer.
@@ -119,6 +128,30 @@ func (p *pending) responseBody() (kmsg.Response, []byte, error) {
 	}
 	resp := p.req.ResponseKind()
 	if err := resp.ReadFrom(body); err != nil {
+		p.call.releaseFrame()
+		return nil, nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
+	}
+	return resp, body, nil
+}
+
+// responseInto is responseBody decoded into resp, which a handler reuses
+// (emptied by the caller). unsafe decodes strings without copying them:
+// they alias the call's buffer, which the caller then keeps until it is
+// done with resp (a Produce: until its answer is written).
+func (p *pending) responseInto(resp kmsg.Response, unsafe bool) (kmsg.Response, []byte, error) {
+	if p.err != nil {
+		return nil, nil, p.err
+	}
+	body, err := p.call.wait(p.u, upstreamTimeout(p.req))
+	if err != nil {
+		return nil, nil, err
+	}
+	resp.SetVersion(p.req.GetVersion())
+	read := resp.ReadFrom
+	if unsafe {
+		read = resp.(kmsg.UnsafeReadFrom).UnsafeReadFrom
+	}
+	if err := read(body); err != nil {
 		p.call.releaseFrame()
 		return nil, nil, fmt.Errorf("decoding %s v%d from upstream %s broker %d: %w", kmsg.NameForKey(p.req.Key()), p.req.GetVersion(), p.u.cluster, p.u.broker, err)
 	}

@@ -62,12 +62,15 @@ func (a *partsAsked) ask(ref brokerRef, k partKey) (leader, entry int) {
 	return leader, len(a.parts) - 1
 }
 
-// grow makes room for n more entries (a request's partition count, known
-// up front: one allocation instead of a doubling series).
-func (a *partsAsked) grow(n int) {
-	if a.parts == nil {
+// reset empties a for a request of n entries, keeping its arrays (a
+// handler that reuses it from one request to the next).
+func (a *partsAsked) reset(n int) {
+	clear(a.order) // drop the brokers' strings
+	a.order, a.next = a.order[:0], a.next[:0]
+	if cap(a.parts) < n {
 		a.parts = make([]askedPart, 0, n)
 	}
+	a.parts = a.parts[:0]
 }
 
 // leaderOf is ref's index in order, or -1. Requests span few leaders: a

@@ -78,7 +78,7 @@ func TestUpstreamSASLWrongPasswordFailsTheDial(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.sec = map[string]secure.Upstream{Source: up}
-	if u, err := d.dial(Source, 0, src.ListenAddrs()[0], false, nil); err == nil {
+	if u, err := d.dial(Source, 0, src.ListenAddrs()[0], nil, nil); err == nil {
 		u.close()
 		t.Fatal("dial with a wrong password succeeded")
 	}
@@ -88,7 +88,7 @@ func TestUpstreamSASLWrongPasswordFailsTheDial(t *testing.T) {
 	}
 	d.sec[Source] = up
 	d.state = map[string]*dialState{} // forget the backoff
-	u, err := d.dial(Source, 0, src.ListenAddrs()[0], false, nil)
+	u, err := d.dial(Source, 0, src.ListenAddrs()[0], nil, nil)
 	if err != nil {
 		t.Fatalf("dial with the right password: %v", err)
 	}

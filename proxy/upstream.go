@@ -26,6 +26,20 @@ const (
 	classGroup
 )
 
+// framePool is where a class's upstream connections read answers into
+// (nil: fresh buffers): Fetch answers into large buffers of their own,
+// Produce answers into small ones. The handlers of both give them back
+// once the client's answer is written (heldFrames).
+func (c trafficClass) framePool() *sync.Pool {
+	switch c {
+	case classFetch:
+		return &fetchFramePool
+	case classProduce:
+		return &answerFramePool
+	}
+	return nil
+}
+
 func classFor(key int16) trafficClass {
 	switch kmsg.Key(key) {
 	case kmsg.Produce:
@@ -43,17 +57,26 @@ func classFor(key int16) trafficClass {
 var errUpstreamClosed = errors.New("upstream connection closed")
 
 // upstreamCall is one request sent to a broker, waiting for its response.
+//
+// done carries one token, sent by end: the call's owner (the handler that
+// sent it) takes it once, in wait or taken, and notes that in ended, so a
+// later wait returns at once. A call whose token was taken gets no other:
+// its owner may reuse it for its next request (newCall), which saves the
+// call and its channel on every forwarded request.
 type upstreamCall struct {
-	corr int32
-	key  int16
-	ver  int16
-	done chan struct{}
-	body []byte // response body after the response header
-	err  error
+	corr  int32
+	key   int16
+	ver   int16
+	done  chan struct{} // capacity 1: end's token
+	ended bool          // the owner took the token (owner only)
+	flex  bool          // the answer's header has a tag section
+	body  []byte        // response body after the response header
+	err   error
 
-	// frame is the pooled buffer body lives in (fetch connections only);
-	// see releaseFrame.
-	frame *[]byte
+	// frame is the pooled buffer body lives in (fetch and produce
+	// connections), from framePool; see releaseFrame.
+	frame     *[]byte
+	framePool *sync.Pool
 
 	// watch, when set, hears the moment the call is answered or fails,
 	// from the connection's reader, before anyone waits on done: a
@@ -72,12 +95,41 @@ type upstreamCall struct {
 // It runs on the upstream connection's reader: it must not block.
 type answerWatcher interface{ answered(err error) }
 
-// end marks the call answered (or failed): done closes, then the watcher
-// hears it. Called exactly once, by readLoop or fail.
+// end marks the call answered (or failed): the watcher and the error are
+// read first (the owner may reuse the call as soon as it has the token),
+// then done gets its token and the watcher hears it. Called exactly once,
+// by readLoop or fail.
 func (c *upstreamCall) end() {
-	close(c.done)
-	if c.watch != nil {
-		c.watch.answered(c.err)
+	w, err := c.watch, c.err
+	c.done <- struct{}{}
+	if w != nil {
+		w.answered(err)
+	}
+}
+
+// newCall is a call ready to be sent: prev (the owner's previous call, may
+// be nil) when it is over and holds no buffer, else a new one.
+func newCall(prev *upstreamCall) *upstreamCall {
+	if prev != nil && prev.ended && prev.frame == nil {
+		done := prev.done
+		*prev = upstreamCall{done: done}
+		return prev
+	}
+	return &upstreamCall{done: make(chan struct{}, 1)}
+}
+
+// taken reports whether the call has ended, taking its token if it is
+// there (owner only).
+func (c *upstreamCall) taken() bool {
+	if c.ended {
+		return true
+	}
+	select {
+	case <-c.done:
+		c.ended = true
+		return true
+	default:
+		return false
 	}
 }
 
@@ -107,7 +159,7 @@ func (st *upstreamStream) end(err error) {
 // copied, and never twice (the caller owns the call).
 func (c *upstreamCall) releaseFrame() {
 	if c != nil && c.frame != nil {
-		putFetchFrame(c.frame)
+		putFrame(c.framePool, c.frame)
 		c.frame = nil
 	}
 }
@@ -116,16 +168,19 @@ func (c *upstreamCall) releaseFrame() {
 // passes (which kills the connection: a broker that does not answer within
 // the request's own timeout plus slack is not going to).
 func (c *upstreamCall) wait(uc *upstreamConn, timeout time.Duration) ([]byte, error) {
+	if c.ended {
+		return c.body, c.err
+	}
 	t := getTimer(timeout)
 	defer putTimer(t)
 	select {
 	case <-c.done:
-		return c.body, c.err
 	case <-t.C:
 		uc.fail(fmt.Errorf("no response to %s v%d within %s", kmsg.NameForKey(c.key), c.ver, timeout))
 		<-c.done
-		return c.body, c.err
 	}
+	c.ended = true
+	return c.body, c.err
 }
 
 // upstreamConn is a pipelined connection to one real broker. Writes happen in
@@ -139,7 +194,7 @@ type upstreamConn struct {
 	addr    string
 	maxResp int32
 	nc      net.Conn
-	pooled  bool // read responses into pooled buffers (fetch connections)
+	pool    *sync.Pool // read responses into its buffers (nil: fresh ones)
 
 	// writeTimeout bounds each request write: a broker that stops
 	// reading (or a network that blackholes) fails the connection, and
@@ -158,6 +213,10 @@ type upstreamConn struct {
 	// before the broker's SASL session ends (dialer.go); set before the
 	// connection is shared, read-only after.
 	renewAt time.Time
+
+	// stream is the one upstreamStream readLoop hands out at a time
+	// (responses on a connection are consecutive); readLoop's.
+	stream upstreamStream
 	// retired (under wmu) closes the connection once no call is pending:
 	// a replaced connection finishes what was sent on it (retire).
 	retired bool
@@ -205,7 +264,7 @@ func (uc *upstreamConn) retiredIdle() bool {
 }
 
 // newUpstreamConn starts serving a dialed broker connection.
-func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, maxResp int32, pooled bool, writeTimeout time.Duration) *upstreamConn {
+func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, maxResp int32, pool *sync.Pool, writeTimeout time.Duration) *upstreamConn {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
@@ -216,10 +275,11 @@ func newUpstreamConn(nc net.Conn, cluster string, broker int32, addr string, max
 		maxResp:      maxResp,
 		writeTimeout: writeTimeout,
 		nc:           nc,
-		pooled:       pooled,
+		pool:         pool,
 		pending:      make(chan *upstreamCall, 1024),
 		dead:         make(chan struct{}),
 	}
+	uc.stream.done = make(chan error, 1)
 	go uc.readLoop()
 	return uc
 }
@@ -254,19 +314,13 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, expectResponse, nil, false)
-}
-
-// sendStream is send for a call whose response body is handed over unread
-// (upstreamCall.stream).
-func (uc *upstreamConn) sendStream(req kmsg.Request, clientID *string) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, true, nil, true)
+	return uc.write(req, clientID, nil, false, expectResponse, nil, false, nil)
 }
 
 // sendBody is send for a request whose encoded body the caller already has
 // (the client's own bytes): the header and the body go out in one writev.
 func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, body, true, expectResponse, nil, false)
+	return uc.write(req, clientID, body, true, expectResponse, nil, false, nil)
 }
 
 // write frames and writes one request: req encoded, or, when raw, a header
@@ -274,15 +328,18 @@ func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte
 // same critical section as the write, so responses pair with calls FIFO.
 // watch (may be nil) hears the call end; it is not told of a request that
 // was never queued (an error return, or no response expected). stream asks
-// for the response body unread (upstreamCall.stream).
-func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool) (*upstreamCall, error) {
+// for the response body unread (upstreamCall.stream). prev, when not nil,
+// is the caller's previous call, reused when it is over (newCall).
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool, prev *upstreamCall) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
 	if uc.isDead() {
 		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 	}
 	uc.corr++
-	c := &upstreamCall{corr: uc.corr, key: req.Key(), ver: req.GetVersion(), done: make(chan struct{}), watch: watch, stream: stream}
+	c := newCall(prev)
+	c.corr, c.key, c.ver, c.watch, c.stream = uc.corr, req.Key(), req.GetVersion(), watch, stream
+	c.flex = flexibleHeader(req)
 	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
@@ -345,7 +402,8 @@ func (uc *upstreamConn) readLoop() {
 		if c.stream {
 			// The caller reads this body from the socket itself; the
 			// next frame starts where it stops.
-			st := &upstreamStream{uc: uc, r: br, left: n, done: make(chan error, 1)}
+			st := &uc.stream
+			st.uc, st.r, st.left = uc, br, n
 			c.sr = st
 			c.end()
 			select {
@@ -366,8 +424,8 @@ func (uc *upstreamConn) readLoop() {
 		}
 		var pooled *[]byte
 		var reuse []byte
-		if uc.pooled {
-			pooled = fetchFramePool.Get().(*[]byte)
+		if uc.pool != nil {
+			pooled = uc.pool.Get().(*[]byte)
 			reuse = *pooled
 		}
 		frame, err := readFrameBody(br, n, reuse, nil)
@@ -380,7 +438,7 @@ func (uc *upstreamConn) readLoop() {
 			uc.fail(fmt.Errorf("reading from upstream %s broker %d: %w", uc.cluster, uc.broker, err))
 			return
 		}
-		body, err := responseBody(frame, c.corr, c.key, c.ver)
+		body, err := responseBodyFlex(frame, c.corr, c.flex)
 		if err != nil {
 			c.err = fmt.Errorf("upstream %s broker %d: %w", uc.cluster, uc.broker, err)
 			c.end()
@@ -388,7 +446,7 @@ func (uc *upstreamConn) readLoop() {
 			return
 		}
 		c.body = body
-		c.frame = pooled
+		c.frame, c.framePool = pooled, uc.pool
 		c.end()
 		uc.answering.Store(false)
 		if uc.retiredIdle() {
@@ -403,6 +461,32 @@ func (uc *upstreamConn) readLoop() {
 // after the response header. Nothing here panics on any input
 // (FuzzUpstreamResponse).
 func responseBody(frame []byte, corr int32, key, ver int16) ([]byte, error) {
+	resp := kmsg.ResponseForKey(key)
+	flex := false
+	if resp != nil {
+		resp.SetVersion(ver)
+		flex = flexibleHeader(resp)
+	}
+	body, err := responseBodyFlex(frame, corr, flex)
+	if err == nil && resp == nil {
+		return nil, fmt.Errorf("response for unknown api key %d", key)
+	}
+	return body, err
+}
+
+// flexibleHeader reports whether m's response header has a tag section:
+// flexible versions have one, except ApiVersions' (KIP-511).
+func flexibleHeader(m interface {
+	IsFlexible() bool
+	Key() int16
+}) bool {
+	return m.IsFlexible() && m.Key() != kmsg.ApiVersions.Int16()
+}
+
+// responseBodyFlex is responseBody for a call that knows whether its
+// answer's header is flexible (upstreamCall.flex): no response value is
+// made to ask.
+func responseBodyFlex(frame []byte, corr int32, flex bool) ([]byte, error) {
 	if len(frame) < 4 {
 		return nil, fmt.Errorf("response frame of %d bytes has no correlation id", len(frame))
 	}
@@ -410,12 +494,7 @@ func responseBody(frame []byte, corr int32, key, ver int16) ([]byte, error) {
 		return nil, fmt.Errorf("answered correlation id %d, expected %d", got, corr)
 	}
 	body := frame[4:]
-	resp := kmsg.ResponseForKey(key)
-	if resp == nil {
-		return nil, fmt.Errorf("response for unknown api key %d", key)
-	}
-	resp.SetVersion(ver)
-	if resp.IsFlexible() && key != kmsg.ApiVersions.Int16() {
+	if flex {
 		if len(body) < 1 {
 			return nil, errors.New("truncated response header")
 		}
