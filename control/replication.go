@@ -59,6 +59,13 @@ type replication struct {
 	// source at least once (sync.go sets them; a topic loses it when its
 	// replication stops or its partitions grow).
 	caughtUp map[string]bool
+	// flipping: topics whose copy a cutover stopped to seal it, until the
+	// flip is adopted or the copy resumes. The topic is then in no copy
+	// and has no new home yet, and the source watcher must not take it
+	// for a new topic and copy it again into the cluster it is flipping
+	// to (a clean-clone run: the copy restarted mid-flip and wrote 12
+	// records twice into the target).
+	flipping map[string]bool
 
 	// ready is what the router reads on every request, without rp.mu:
 	// the topics whose fetches the target may serve (targetReady).
@@ -482,6 +489,10 @@ func (rp *replication) stopCopy(topic, to string) (map[int32]*replicator.OffsetM
 	}
 	rp.topics[to] = slices.DeleteFunc(slices.Clone(rp.topics[to]), func(t string) bool { return t == topic })
 	rp.indexTopicsLocked()
+	if rp.flipping == nil {
+		rp.flipping = map[string]bool{}
+	}
+	rp.flipping[topic] = true
 	rp.mu.Unlock()
 	return maps, serr
 }
@@ -558,6 +569,7 @@ func (rp *replication) adoptFlip(pl *flipPlan) {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
 	rp.homes[pl.topic] = &topicHome{cluster: pl.to, maps: pl.sealed}
+	delete(rp.flipping, pl.topic)
 	for p, m := range pl.back {
 		rp.initial[tpKey{pl.topic, p}] = &initialMap{to: pl.from, m: m}
 	}
@@ -571,7 +583,7 @@ func (rp *replication) addTopics(cfg *config.Config, topics []string) ([]string,
 	rp.mu.Lock()
 	var added []string
 	for _, t := range topics {
-		if rp.copied[proxy.Target][t] || rp.copied[proxy.Source][t] || rp.homes[t] != nil {
+		if rp.copied[proxy.Target][t] || rp.copied[proxy.Source][t] || rp.homes[t] != nil || rp.flipping[t] {
 			continue
 		}
 		added = append(added, t)
@@ -585,12 +597,12 @@ func (rp *replication) addTopics(cfg *config.Config, topics []string) ([]string,
 	return added, rp.sync(cfg, proxy.Target)
 }
 
-// knows says whether the replication has a topic in either direction or
-// as a flipped home.
+// knows says whether the replication has a topic in either direction, as
+// a flipped home, or in a flip between the two.
 func (rp *replication) knows(topic string) bool {
 	rp.mu.Lock()
 	defer rp.mu.Unlock()
-	return rp.copied[proxy.Target][topic] || rp.copied[proxy.Source][topic] || rp.homes[topic] != nil
+	return rp.copied[proxy.Target][topic] || rp.copied[proxy.Source][topic] || rp.homes[topic] != nil || rp.flipping[topic]
 }
 
 // targetTopics lists the topics copied into the target.
@@ -641,6 +653,7 @@ func (rp *replication) startCopy(topic, to string) error {
 		rp.topics[to] = append(slices.Clone(rp.topics[to]), topic)
 		rp.indexTopicsLocked()
 	}
+	delete(rp.flipping, topic)
 	rp.mu.Unlock()
 	return rp.sync(cfg, to)
 }

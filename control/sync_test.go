@@ -431,3 +431,59 @@ replication:
 		t.Errorf("retention.ms was synced within sync.interval (1h): %q", v)
 	}
 }
+
+// A topic whose copy a cutover stopped to seal it is in no copy and has no
+// new home until the flip is adopted. The source watcher must not take it
+// for a new topic then: it restarted the copy into the target mid-flip in
+// a clean-clone run, and 12 records were written twice. Here the window
+// is held open (the copy stopped as the seal does, no flip adopted) for
+// several passes.
+func TestSourceWatcherLeavesATopicInAFlipAlone(t *testing.T) {
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "logs.a"))
+	tgt := newKfake(t, kfake.NumBrokers(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	produceTo(t, ctx, src, "logs.a", 5)
+	listen, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := startYAML(t, ctx, fmt.Appendf(nil, `listen: %s
+state_dir: %s
+clusters:
+  source: { bootstrap: [%s] }
+  target: { bootstrap: [%s] }
+routes: { default: source }
+replicate: ["logs.*"]
+replication:
+  watch_interval: 100ms
+`, listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
+	defer inst.Close()
+	waitFor(t, ctx, "logs.a to be copied", func() bool {
+		for _, p := range inst.ctrl.Replication().Partitions {
+			if p.Topic == "logs.a" && p.CopiedThrough == 5 {
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := inst.ctrl.repl.stopCopy("logs.a", proxy.Target); err != nil {
+		t.Fatal(err)
+	}
+	before := counterValue(t, inst.ctrl.watch.metrics.topics)
+	time.Sleep(time.Second) // ten watch passes
+	if inst.ctrl.repl.copiesInto("logs.a", proxy.Target) {
+		t.Fatalf("the watcher copied logs.a into the target again while its flip was sealing it")
+	}
+	if n := counterValue(t, inst.ctrl.watch.metrics.topics); n != before {
+		t.Fatalf("kproxy_sync_topics_total went from %v to %v during the flip", before, n)
+	}
+	// An aborted flip resumes the copy: the topic is an ordinary copied
+	// topic again.
+	if err := inst.ctrl.repl.startCopy("logs.a", proxy.Target); err != nil {
+		t.Fatal(err)
+	}
+	if !inst.ctrl.repl.copiesInto("logs.a", proxy.Target) || !inst.ctrl.repl.knows("logs.a") {
+		t.Fatalf("after the copy resumed: copies %v knows %v", inst.ctrl.repl.copiesInto("logs.a", proxy.Target), inst.ctrl.repl.knows("logs.a"))
+	}
+}
