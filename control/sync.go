@@ -268,13 +268,14 @@ func (w *sourceWatch) retryDue(topic string) bool {
 // adding them to the target first when sync.partitions is on.
 func (c *Controller) followPartitions(ctx context.Context, cfg *config.Config, listed kadm.TopicDetails, topics []string) {
 	r := c.repl.copyInto(proxy.Target)
+	counts := r.PartitionCounts()
 	for _, t := range topics {
 		d, ok := listed[t]
 		if !ok || d.Err != nil {
 			continue
 		}
 		n := int32(len(d.Partitions))
-		have := r.Partitions(t)
+		have := counts[t]
 		if have == 0 || n <= have {
 			continue
 		}
@@ -402,10 +403,10 @@ func sourceValues(rc kadm.ResourceConfig) map[string]string {
 
 // syncTopicConfigs applies the source's topic config changes to the copies.
 func (c *Controller) syncTopicConfigs(ctx context.Context, cfg *config.Config, topics []string) {
-	r := c.repl.copyInto(proxy.Target)
+	counts := c.repl.copyInto(proxy.Target).PartitionCounts()
 	var live []string
 	for _, t := range topics {
-		if r.Partitions(t) > 0 { // the target topic exists
+		if counts[t] > 0 { // the target topic exists
 			live = append(live, t)
 		}
 	}

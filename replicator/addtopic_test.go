@@ -107,3 +107,46 @@ func TestConcurrentAddTopicStartsOneCopy(t *testing.T) {
 		t.Errorf("the target partition ends at %d, want %d: the records were copied more than once", o.Offset, n)
 	}
 }
+
+// PartitionCounts answers, in one pass, what Partitions answers topic by
+// topic (the source watcher asks for every replicated topic each pass).
+func TestPartitionCountsAgreeWithPartitions(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "three"), kfake.SeedTopics(1, "one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	for _, topic := range []string{"three", "one"} {
+		if err := r.AddTopic(ctx, topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	counts := r.PartitionCounts()
+	want := map[string]int32{"three": 3, "one": 1}
+	if len(counts) != len(want) {
+		t.Fatalf("PartitionCounts = %v, want %v", counts, want)
+	}
+	for topic, n := range want {
+		if counts[topic] != n || r.Partitions(topic) != n {
+			t.Errorf("%s: PartitionCounts %d, Partitions %d, want %d", topic, counts[topic], r.Partitions(topic), n)
+		}
+	}
+	if _, ok := counts["unknown"]; ok || r.Partitions("unknown") != 0 {
+		t.Errorf("an unknown topic has a count: %v", counts)
+	}
+}

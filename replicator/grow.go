@@ -28,6 +28,24 @@ func (r *Replicator) Partitions(topic string) int32 {
 	return n
 }
 
+// PartitionCounts is Partitions of every topic the copy runs, in one pass
+// over the partitions: the source watcher compares every replicated
+// topic's count with the source's every watch interval, and asking
+// Partitions topic by topic walked every partition once per topic (at
+// 10,000 partitions in 1,000 topics, 10 million comparisons per pass: most
+// of an idle kproxy's CPU).
+func (r *Replicator) PartitionCounts() map[string]int32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int32, len(r.runs))
+	for k := range r.parts {
+		if _, ok := r.runs[k.topic]; ok {
+			out[k.topic] = max(out[k.topic], k.partition+1)
+		}
+	}
+	return out
+}
+
 // AddPartitions starts copying partitions [Partitions(topic), n) of a topic
 // the copy already runs: they were added to the source after the copy
 // started. The target must already have them (partition i is copied into
