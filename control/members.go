@@ -115,8 +115,8 @@ func (in *instances) status() *InstancesStatus {
 
 // leave leaves the group, so the others take this instance's partitions
 // and groups at once; from then on this instance leads nothing (produce
-// and fetch are refused with NOT_LEADER_OR_FOLLOWER, Metadata lists the
-// others), and it waits, before the caller closes the listeners and
+// and fetch are refused with NOT_LEADER_OR_FOLLOWER, Metadata names the
+// others as leaders and still lists this instance as a broker), and it waits, before the caller closes the listeners and
 // connections, until the others have agreed on a view without it
 // (handedOver) and for the requests it already read to be answered.
 func (in *instances) leave() {
@@ -140,9 +140,12 @@ func (in *instances) leave() {
 	if leader == in.self.ID {
 		leader = ""
 	}
-	// An empty view (this was the last instance) leaves every partition
-	// without a leader here too; clients retry until an instance returns.
-	_ = in.srv.SetInstances(&proxy.Instances{Self: in.self.ID, LeaderID: leader, Members: others})
+	// This instance stays listed as a broker while it hands over, but
+	// leads and coordinates nothing (Leaving): clients find every
+	// partition and group on the others and are told so here. An empty
+	// view (this was the last instance) leaves every partition without a
+	// leader here too; clients retry until an instance returns.
+	_ = in.srv.SetInstances(&proxy.Instances{Self: in.self.ID, LeaderID: leader, Members: last.Members, Leaving: in.self.ID})
 	if left {
 		in.handedOver(len(others))
 	}

@@ -33,6 +33,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -47,13 +48,22 @@ type Instances struct {
 	Self     string       // this instance's id
 	LeaderID string       // the membership group leader's id: the virtual controller
 	Members  []mbr.Member // the live instances, sorted by id
+	// Leaving is a member still listed as a broker that leads and
+	// coordinates nothing: this instance while it hands over after leaving
+	// the membership. Dropping it from the brokers at once made a
+	// transactional franz-go producer fail its batches buffered for this
+	// broker with "unknown broker" (its metadata lost the broker before
+	// the partitions moved); a broker under controlled shutdown likewise
+	// stays listed while it leads nothing.
+	Leaving string
 }
 
 // instanceView is Instances with every address parsed once.
 type instanceView struct {
 	self       string
-	controller int32 // -1: no leader known
-	members    []mbr.Member
+	controller int32               // -1: no leader known
+	members    []mbr.Member        // listed as brokers
+	owners     []mbr.Member        // lead and coordinate: members but the leaving one
 	eps        []instanceEndpoints // by members index
 }
 
@@ -77,7 +87,10 @@ func (s *Server) SetInstances(in *Instances) error {
 		}
 		return nil
 	}
-	v := &instanceView{self: in.Self, controller: -1, members: in.Members}
+	v := &instanceView{self: in.Self, controller: -1, members: in.Members, owners: in.Members}
+	if in.Leaving != "" {
+		v.owners = slices.DeleteFunc(slices.Clone(in.Members), func(m mbr.Member) bool { return m.ID == in.Leaving })
+	}
 	for _, m := range in.Members {
 		var ep instanceEndpoints
 		var err error
@@ -176,7 +189,7 @@ func (v *instanceView) endpoint(i int, l *listener) (string, int32) {
 // owner is the index in v.members of the instance that owns key; -1 when
 // there are no members.
 func (v *instanceView) owner(key string) int {
-	m, ok := mbr.Owner(key, v.members)
+	m, ok := mbr.Owner(key, v.owners)
 	if !ok {
 		return -1
 	}

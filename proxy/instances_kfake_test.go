@@ -273,3 +273,49 @@ func TestListingLeadersFollowAMembershipChange(t *testing.T) {
 	}
 	check(three)
 }
+
+// An instance handing over after it left the membership stays listed as a
+// broker but leads and coordinates nothing: Metadata names the other
+// instance as every partition's leader and the coordinator of every group,
+// and still lists this one (a transactional franz-go producer failed its
+// buffered batches with "unknown broker" when the broker vanished from
+// Metadata before its partitions moved).
+func TestLeavingInstanceStaysListedAndLeadsNothing(t *testing.T) {
+	const partitions = 8
+	c := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(partitions, "orders"))
+	srv := startProxy(t, Options{ClusterID: "v", NodeID: 7, Clusters: map[string][]string{Source: c.ListenAddrs()}, Router: StaticRouter(Source)})
+	cl, ctx := proxyClient(t, srv, 30*time.Second, kgo.MaxVersions(kversion.V3_0_0()))
+	b := cl.SeedBrokers()[0]
+	me := mbr.Member{ID: "a", NodeID: 7, Advertise: srv.Addr().String()}
+	other := mbr.Member{ID: "b", NodeID: 8, Advertise: "b.example:9092"}
+	if err := srv.SetInstances(&Instances{Self: "a", LeaderID: "b", Members: []mbr.Member{me, other}, Leaving: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	mreq := kmsg.NewPtrMetadataRequest()
+	mreq.Topics = []kmsg.MetadataRequestTopic{{Topic: kmsg.StringPtr("orders")}}
+	r, err := b.Request(ctx, mreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := r.(*kmsg.MetadataResponse)
+	var brokers []int32
+	for _, br := range m.Brokers {
+		brokers = append(brokers, br.NodeID)
+	}
+	if !slices.Equal(brokers, []int32{7, 8}) {
+		t.Fatalf("brokers %v, want the leaving instance still listed: [7 8]", brokers)
+	}
+	for _, p := range m.Topics[0].Partitions {
+		if p.Leader != 8 {
+			t.Fatalf("partition %d led by %d while instance a leaves; want b (8)", p.Partition, p.Leader)
+		}
+		if code := srv.leadsHere("orders", p.Partition); code != kerr.NotLeaderForPartition.Code {
+			t.Fatalf("partition %d: the leaving instance answers %d, want NOT_LEADER_OR_FOLLOWER", p.Partition, code)
+		}
+	}
+	for _, g := range []string{"g1", "g2", "g3", "g4"} {
+		if resp := srv.notCoordinator(0, g, kmsg.NewPtrHeartbeatRequest()); resp == nil {
+			t.Fatalf("the leaving instance still coordinates group %s", g)
+		}
+	}
+}
