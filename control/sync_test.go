@@ -384,27 +384,7 @@ func TestACLAndSampledVerifyGates(t *testing.T) {
 // cost kproxy 10% of a core and the source broker 17%, idle). New
 // partitions are still followed every pass.
 func TestSourceWatcherSyncsConfigsEverySyncInterval(t *testing.T) {
-	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "logs.a"))
-	tgt := newKfake(t, kfake.NumBrokers(1))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	produceTo(t, ctx, src, "logs.a", 5)
-	listen, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := startYAML(t, ctx, fmt.Appendf(nil, `listen: %s
-state_dir: %s
-clusters:
-  source: { bootstrap: [%s] }
-  target: { bootstrap: [%s] }
-routes: { default: source }
-replicate: ["logs.*"]
-replication:
-  watch_interval: 200ms
-  sync: { interval: 1h }
-`, listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
-	defer inst.Close()
+	inst, src, tgt, ctx := startWatcher(t, "watch_interval: 200ms\n  sync: { interval: 1h }")
 	srcAdm, tgtAdm := kadm.NewClient(mustClient(t, src)), kadm.NewClient(mustClient(t, tgt))
 	waitFor(t, ctx, "the first pass's config sync", func() bool {
 		return !inst.ctrl.watch.lastSync().IsZero()
@@ -439,26 +419,7 @@ replication:
 // is held open (the copy stopped as the seal does, no flip adopted) for
 // several passes.
 func TestSourceWatcherLeavesATopicInAFlipAlone(t *testing.T) {
-	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "logs.a"))
-	tgt := newKfake(t, kfake.NumBrokers(1))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	produceTo(t, ctx, src, "logs.a", 5)
-	listen, err := freeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	inst := startYAML(t, ctx, fmt.Appendf(nil, `listen: %s
-state_dir: %s
-clusters:
-  source: { bootstrap: [%s] }
-  target: { bootstrap: [%s] }
-routes: { default: source }
-replicate: ["logs.*"]
-replication:
-  watch_interval: 100ms
-`, listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0]))
-	defer inst.Close()
+	inst, _, _, ctx := startWatcher(t, "watch_interval: 100ms")
 	waitFor(t, ctx, "logs.a to be copied", func() bool {
 		for _, p := range inst.ctrl.Replication().Partitions {
 			if p.Topic == "logs.a" && p.CopiedThrough == 5 {
@@ -486,4 +447,33 @@ replication:
 	if !inst.ctrl.repl.copiesInto("logs.a", proxy.Target) || !inst.ctrl.repl.knows("logs.a") {
 		t.Fatalf("after the copy resumed: copies %v knows %v", inst.ctrl.repl.copiesInto("logs.a", proxy.Target), inst.ctrl.repl.knows("logs.a"))
 	}
+}
+
+// startWatcher starts an instance that replicates "logs.*" from a kfake
+// source holding logs.a (one partition, 5 records) into an empty kfake
+// target, with the given keys under replication:. The context ends with
+// the test (60 s at most).
+func startWatcher(t *testing.T, replication string) (*Instance, *kfake.Cluster, *kfake.Cluster, context.Context) {
+	t.Helper()
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "logs.a"))
+	tgt := newKfake(t, kfake.NumBrokers(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	produceTo(t, ctx, src, "logs.a", 5)
+	listen, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := startYAML(t, ctx, fmt.Appendf(nil, `listen: %s
+state_dir: %s
+clusters:
+  source: { bootstrap: [%s] }
+  target: { bootstrap: [%s] }
+routes: { default: source }
+replicate: ["logs.*"]
+replication:
+  %s
+`, listen, t.TempDir(), src.ListenAddrs()[0], tgt.ListenAddrs()[0], replication))
+	t.Cleanup(func() { inst.Close() })
+	return inst, src, tgt, ctx
 }
