@@ -557,3 +557,14 @@ func TestLoadRecordsTheContentHash(t *testing.T) {
 		t.Errorf("Load(missing) = %v, want a read config error", err)
 	}
 }
+
+// A merge key that names a mapping containing it is refused with YAML's
+// own error; kproxy's key walk followed the merge into itself until the
+// stack overflowed, which took the process down (a reload of such a file
+// too). Found by FuzzParse (testdata/fuzz/FuzzParse/c1be25d000cc2182).
+func TestSelfMergingMappingIsAnErrorNotACrash(t *testing.T) {
+	_, err := Parse([]byte("listen: 127.0.0.1:9092\nclusters: &c\n  source: {bootstrap: [127.0.0.1:1]}\n  <<: *c\nroutes: {default: source}\n"))
+	if err == nil || !strings.Contains(err.Error(), "contains itself") {
+		t.Fatalf("a mapping merging itself: %v", err)
+	}
+}

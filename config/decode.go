@@ -124,12 +124,20 @@ func deref(n *yaml.Node) *yaml.Node {
 }
 
 // forEachPair calls fn for each key/value pair of mapping m, own keys first,
-// then keys brought in by YAML merge keys (<<: *anchor) in order.
+// then keys brought in by YAML merge keys (<<: *anchor) in order. A mapping
+// is visited once: a merge key may name a mapping that contains it (`a:
+// &x {<<: *x}`), which recursed until the stack overflowed and took the
+// process down (found by FuzzParse); yaml.v3 then refuses the document.
 func forEachPair(m *yaml.Node, fn func(k, v *yaml.Node)) {
+	forEachPairOnce(m, fn, map[*yaml.Node]bool{})
+}
+
+func forEachPairOnce(m *yaml.Node, fn func(k, v *yaml.Node), seen map[*yaml.Node]bool) {
 	m = deref(m)
-	if m == nil || m.Kind != yaml.MappingNode {
+	if m == nil || m.Kind != yaml.MappingNode || seen[m] {
 		return
 	}
+	seen[m] = true
 	var merges []*yaml.Node
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		k, v := m.Content[i], m.Content[i+1]
@@ -143,11 +151,11 @@ func forEachPair(m *yaml.Node, fn func(k, v *yaml.Node)) {
 		v = deref(v)
 		if v.Kind == yaml.SequenceNode {
 			for _, e := range v.Content {
-				forEachPair(e, fn)
+				forEachPairOnce(e, fn, seen)
 			}
 			continue
 		}
-		forEachPair(v, fn)
+		forEachPairOnce(v, fn, seen)
 	}
 }
 
