@@ -399,7 +399,7 @@ var DefaultConfigKeysDeny = []string{
 // SyncsConfigKey says whether Sync applies topic config key k.
 func (s Sync) SyncsConfigKey(k string) bool {
 	for _, d := range s.ConfigKeysDeny {
-		if d == k || matchGlob(d, k) {
+		if d == k || MatchGlob(d, k) {
 			return false
 		}
 	}
@@ -407,7 +407,7 @@ func (s Sync) SyncsConfigKey(k string) bool {
 		return true
 	}
 	for _, a := range s.ConfigKeysAllow {
-		if a == k || matchGlob(a, k) {
+		if a == k || MatchGlob(a, k) {
 			return true
 		}
 	}

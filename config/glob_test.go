@@ -85,14 +85,16 @@ func escape(name string) string {
 }
 
 // FuzzGlobAgreesWithPathMatch checks that parseGlob accepts exactly the
-// patterns path.Match accepts, and that globOverlap against a literal name
-// decides the same as path.Match. Validation and routing depend on the two
-// agreeing.
+// patterns path.Match accepts, that MatchGlob (every run-time match) decides
+// as path.Match does on ASCII names, and that globOverlap against a literal
+// name decides as MatchGlob does on every name. Validation and routing
+// depend on the last two agreeing.
 func FuzzGlobAgreesWithPathMatch(f *testing.F) {
 	for _, s := range [][2]string{
 		{"logs.*", "logs.eu"}, {"*", ""}, {"a?c", "abc"}, {"[^a-c]x", "dx"}, {`\*`, "*"},
 		{"[", "a"}, {"[]a]", "a"}, {"[-a]", "a"}, {"[a-]", "a"}, {`a\`, "a"}, {"[^]", "x"},
 		{"*/b", "a/b"}, {"a*", "a/b"}, {"[a/]", "/"}, {"é*", "éa"}, {"[\\]]", "]"}, {"**x*", "yxz"},
+		{"*??", "覦"}, {"*[^a]", "é"},
 	} {
 		f.Add(s[0], s[1])
 	}
@@ -108,13 +110,48 @@ func FuzzGlobAgreesWithPathMatch(f *testing.F) {
 		if perr != nil {
 			return
 		}
-		want, _ := path.Match(pattern, name)
+		want := MatchGlob(pattern, name)
+		if pm, _ := path.Match(pattern, name); pm != want && isASCII(name) {
+			// path.Match's '*' steps over bytes, so it differs (and is
+			// wrong) only on multi-byte characters.
+			t.Fatalf("MatchGlob(%q, %q) = %v, path.Match = %v", pattern, name, want, pm)
+		}
 		w, got := globOverlap(pattern, escape(name))
 		if got != want {
-			t.Fatalf("globOverlap(%q, %q) = %v, path.Match = %v", pattern, name, got, want)
+			t.Fatalf("globOverlap(%q, %q) = %v, MatchGlob = %v", pattern, name, got, want)
 		}
 		if got && w != name {
 			t.Fatalf("witness %q, want the name %q itself", w, name)
 		}
 	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// MatchGlob is path.Match with a '*' that consumes whole characters (the
+// fuzz target found path.Match's byte-wise '*' matching "*??" against one
+// three-byte character).
+func TestMatchGlobStarConsumesWholeCharacters(t *testing.T) {
+	for _, c := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"*??", "覦", false}, {"*??", "覦覦", true}, {"*[^a]", "é", true}, {"*?[^a]", "é", false},
+		{"a*", "a/b", false}, {"*/*", "a/b", true}, {"*[/]x", "a/x", true}, {`[\]a]*`, "]bc", true},
+		{`\*x`, "*x", true}, {"l*s.*", "logs.eu", true}, {"*.eu", "logs.us", false}, {"", "", true}, {"*", "", true},
+	} {
+		if got := MatchGlob(c.pattern, c.name); got != c.want {
+			t.Errorf("MatchGlob(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
+		}
+		if _, overlap := globOverlap(c.pattern, escape(c.name)); overlap != c.want {
+			t.Errorf("globOverlap(%q, %q) = %v, want %v", c.pattern, c.name, overlap, c.want)
+		}
+	}
 }

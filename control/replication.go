@@ -19,7 +19,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"path"
 	"slices"
 	"sort"
 	"strings"
@@ -199,7 +198,7 @@ func matchReplicate(cfg *config.Config, names []string) []string {
 			continue
 		}
 		for _, p := range cfg.Replicate {
-			if ok, _ := path.Match(p, name); ok || p == name {
+			if p == name || config.MatchGlob(p, name) {
 				out = append(out, name)
 				break
 			}

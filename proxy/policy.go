@@ -11,14 +11,15 @@ package proxy
 // group; with transactional-id rules, the transaction APIs need the id.
 
 import (
-	"path"
 	"slices"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/config"
 )
 
-// AdminRule allows principals (names or path.Match globs) some admin
+// AdminRule allows principals (names or globs, config.MatchGlob) some admin
 // operations (adminOps names, or "*").
 type AdminRule struct {
 	Principals []string
@@ -26,7 +27,7 @@ type AdminRule struct {
 }
 
 // TopicRule allows principals some operations ("produce", "fetch",
-// "describe", or "*") on topics (names or path.Match globs).
+// "describe", or "*") on topics (names or globs, config.MatchGlob).
 type TopicRule struct {
 	Principals []string
 	Topics     []string
@@ -62,7 +63,7 @@ func (p *Policy) allowsTopic(principal, topic, op string) bool {
 
 func matchAny(globs []string, s string) bool {
 	for _, g := range globs {
-		if ok, _ := path.Match(g, s); ok {
+		if config.MatchGlob(g, s) {
 			return true
 		}
 	}
@@ -92,7 +93,7 @@ func (p *Policy) allowsAdmin(principal, op string) bool {
 			continue
 		}
 		for _, g := range r.Principals {
-			if ok, _ := path.Match(g, principal); ok {
+			if config.MatchGlob(g, principal) {
 				return true
 			}
 		}

@@ -156,8 +156,7 @@ func byPrecedence(a, b string) int {
 
 // match reports whether name matches the pre-validated glob pattern.
 func match(pattern, name string) bool {
-	ok, _ := path.Match(pattern, name)
-	return ok
+	return config.MatchGlob(pattern, name)
 }
 
 // lookup returns the rule for topic, or nil when routes.default applies.

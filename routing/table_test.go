@@ -213,6 +213,32 @@ func TestGroupHome(t *testing.T) {
 	}
 }
 
+// A glob's '*' consumes whole characters: "*??" needs two characters, so
+// the one-character group "覦" is not its (path.Match's byte-wise '*' said
+// it was, and the longer glob took the group from the class that names it).
+func TestGroupGlobStarConsumesWholeCharacters(t *testing.T) {
+	t.Parallel()
+	tab := newTable(t, `
+listen: 127.0.0.1:9092
+clusters:
+  source: { bootstrap: [127.0.0.1:19092] }
+  target: { bootstrap: [127.0.0.1:29092] }
+routes:
+  default: source
+groups:
+  default: source
+  "*??": source
+  "[覦]": target
+state_dir: /tmp/kproxy-routing-test
+`)
+	if got := tab.GroupHome("覦"); got != T {
+		t.Errorf("GroupHome(覦) = %s, want %s (only [覦] matches it)", got, T)
+	}
+	if got := tab.GroupHome("覦覦"); got != S {
+		t.Errorf("GroupHome(覦覦) = %s, want %s (*?? is the longer glob)", got, S)
+	}
+}
+
 func TestReplicated(t *testing.T) {
 	t.Parallel()
 	tab := newTable(t, routesYAML)
