@@ -50,8 +50,8 @@ JAVA_N="${JAVA_N:-30000}"
 JAVA_ROUNDS="${JAVA_ROUNDS:-$ROUNDS}" # JVM start-up is slow on a loaded machine: fewer rounds may do
 # Connections (issue 12 item 7): produce with each count of client
 # connections (one franz-go client each), CONN_N records in all per run;
-# then kproxy's (and the peer's) resident memory per idle connection with
-# HOLD_CLIENTS clients connected.
+# and, before any load, kproxy's (and the peer's) resident memory per idle
+# connection with HOLD_CLIENTS clients connected.
 CONNS="${CONNS:-1 16 256}"
 CONN_N="${CONN_N:-60000}"
 HOLD_CLIENTS="${HOLD_CLIENTS:-256}"
@@ -157,6 +157,7 @@ say "created ${#topics[@]} topics ($ID-*), $PARTITIONS partitions each"
 
 RAW="$WORK/raw.jsonl"
 : >"$RAW"
+
 # measure ROUND PATH PHASE -- loadgen args...: runs loadgen (or, when the
 # first argument is "java", bench/javaperf.sh with the rest), records its
 # JSON with the CPU ticks of the path's proxy (kproxy, or the peer; the
@@ -211,6 +212,27 @@ addr() {
   case $1 in proxy) echo "$LISTEN" ;; peer) echo "$PEER_LISTEN" ;; *) echo "$SOURCE" ;; esac
 }
 
+# Memory per idle connection: VmRSS of the proxy before and while
+# HOLD_CLIENTS clients hold a connection each. Measured first, on the
+# freshly started proxies: after the throughput rounds kproxy's heap still
+# holds their buffers and shrinks while the clients connect, which once gave
+# a negative figure (-43.75 KiB per connection).
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+for p in "${PATHS[@]}"; do
+  [[ $p == direct ]] && continue
+  pid=$KPROXY_PID; [[ $p == peer ]] && pid=$PEER_PID
+  before=$(rss_kib "$pid")
+  "$LG" hold -brokers "$(addr "$p")" -clients "$HOLD_CLIENTS" -duration 6s >/dev/null 2>"$WORK/hold.err" &
+  hold_pid=$!
+  for i in $(seq 1 300); do grep -q holding "$WORK/hold.err" 2>/dev/null && break; sleep 0.2; done
+  sleep 2
+  during=$(rss_kib "$pid")
+  wait "$hold_pid" || say "warning: hold on $p failed: $(cat "$WORK/hold.err")"
+  printf '{"round":1,"path":"%s","phase":"memory","kproxy_cpu_s":0,"broker_cpu_s":0,"result":{"bytes":0,"clients":%d,"rss_before_kib":%d,"rss_during_kib":%d,"kib_per_conn":%s}}\n' \
+    "$p" "$HOLD_CLIENTS" "$before" "$during" "$(awk -v a="$before" -v b="$during" -v n="$HOLD_CLIENTS" 'BEGIN{printf "%.2f", (b-a)/n}')" >>"$RAW"
+  say "memory $p: RSS $before KiB idle, $during KiB with $HOLD_CLIENTS connections"
+done
+
 # Warm-up (not recorded): connections, JIT, page cache.
 "$LG" produce -brokers "$SOURCE" -topic "$ID-warmup" -n 20000 -size "$SIZE" >/dev/null
 "$LG" produce -brokers "$LISTEN" -topic "$ID-warmup" -n 20000 -size "$SIZE" >/dev/null
@@ -247,24 +269,6 @@ for r in $(seq 1 "$ROUNDS"); do
       measure "$r" "$p" java_consume -- java consume "$(addr "$p")" "$ID-r$r-$p-java" "$JAVA_N" "$SIZE"
     done
   fi
-done
-
-# Memory per idle connection: VmRSS of the proxy before and while
-# HOLD_CLIENTS clients hold a connection each.
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-for p in "${PATHS[@]}"; do
-  [[ $p == direct ]] && continue
-  pid=$KPROXY_PID; [[ $p == peer ]] && pid=$PEER_PID
-  before=$(rss_kib "$pid")
-  "$LG" hold -brokers "$(addr "$p")" -clients "$HOLD_CLIENTS" -duration 6s >/dev/null 2>"$WORK/hold.err" &
-  hold_pid=$!
-  for i in $(seq 1 300); do grep -q holding "$WORK/hold.err" 2>/dev/null && break; sleep 0.2; done
-  sleep 2
-  during=$(rss_kib "$pid")
-  wait "$hold_pid" || say "warning: hold on $p failed: $(cat "$WORK/hold.err")"
-  printf '{"round":1,"path":"%s","phase":"memory","kproxy_cpu_s":0,"broker_cpu_s":0,"result":{"bytes":0,"clients":%d,"rss_before_kib":%d,"rss_during_kib":%d,"kib_per_conn":%s}}\n' \
-    "$p" "$HOLD_CLIENTS" "$before" "$during" "$(awk -v a="$before" -v b="$during" -v n="$HOLD_CLIENTS" 'BEGIN{printf "%.2f", (b-a)/n}')" >>"$RAW"
-  say "memory $p: RSS $before KiB idle, $during KiB with $HOLD_CLIENTS connections"
 done
 
 kill -0 "$KPROXY_PID" 2>/dev/null || { say "kproxy died during the run"; cat "$WORK/kproxy.log" >&2; exit 1; }
