@@ -2,6 +2,7 @@ package config
 
 import (
 	"path"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -152,6 +153,26 @@ func TestMatchGlobStarConsumesWholeCharacters(t *testing.T) {
 		}
 		if _, overlap := globOverlap(c.pattern, escape(c.name)); overlap != c.want {
 			t.Errorf("globOverlap(%q, %q) = %v, want %v", c.pattern, c.name, overlap, c.want)
+		}
+	}
+}
+
+// A class's ranges are kept sorted and merged, so membership is a binary
+// search however long the class is written (a fuzz input's class of 2,000
+// 'Z's made each overlap check take seconds).
+func TestClassRangesAreSortedAndMerged(t *testing.T) {
+	set, rest, err := parseClass(`ZZ0Za-cb-dz-aZ\]]x`)
+	if err != nil || rest != "x" {
+		t.Fatalf("parseClass: %v, rest %q", err, rest)
+	}
+	want := []runeRange{{'0', '0'}, {'Z', 'Z'}, {']', ']'}, {'a', 'd'}}
+	if !slices.Equal(set.ranges, want) {
+		t.Fatalf("ranges %q, want %q", set.ranges, want)
+	}
+	for r := rune(0); r < 200; r++ {
+		naive := r == '0' || r == 'Z' || r == ']' || ('a' <= r && r <= 'd')
+		if set.has(r) != naive {
+			t.Errorf("has(%q) = %v, want %v", r, set.has(r), naive)
 		}
 	}
 }
