@@ -62,10 +62,10 @@ clients:
 integration:
 	eval "$$(bash test/kafka/kafka.sh env)" && $(GO) test -count=1 -timeout 20m -v ./test/integration/...
 
-## test-faults: the fault tests (test/faults proxy, broker and kproxy kills, a full state_dir) in their long forms, known defects included; real Kafka must be up (make kafka-up)
+## test-faults: the fault tests (test/faults proxy, broker and kproxy kills, a full state_dir) in their long forms; real Kafka must be up (make kafka-up)
 .PHONY: test-faults
 test-faults:
-	eval "$$(bash test/kafka/kafka.sh env)" && KPROXY_FAULTS_LONG=1 KPROXY_FAULTS_KNOWN=1 $(GO) test -count=1 -timeout 40m -v -run '^TestFault' ./test/integration/
+	eval "$$(bash test/kafka/kafka.sh env)" && KPROXY_FAULTS_LONG=1 $(GO) test -count=1 -timeout 40m -v -run '^TestFault' ./test/integration/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)

@@ -99,6 +99,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		return nil, err
 	}
 	srv.SetPolicy(proxyPolicy(cfg))
+	// Clients wait until ctrl.Start pinned every replicated topic to its
+	// home (proxy.Server.DeferClients says why).
+	srv.DeferClients()
 	if err := srv.Start(ctx); err != nil {
 		srv.Close()
 		release()
@@ -126,6 +129,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, gateRecheckEvery: defaultGateRecheck}
 	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)
+	srv.AcceptClients()
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
 	inst.lastOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "kproxy_config_last_reload_success_timestamp_seconds", Help: "When the config was last loaded successfully."})

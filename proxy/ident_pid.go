@@ -151,19 +151,6 @@ func newVirtualPID() int64 {
 	return virtualPIDBit | int64(binary.BigEndian.Uint64(b[:])&(uint64(virtualPIDBit)-1))
 }
 
-// forget drops every upstream session of a virtual PID (after an epoch bump
-// the client restarts its sequences, so it needs fresh upstream sessions).
-func (p *producerIDs) forget(vpid int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for k := range p.m {
-		if k.vpid == vpid {
-			delete(p.m, k)
-			delete(p.used, k)
-		}
-	}
-}
-
 // upstream returns the upstream session for a virtual one on cluster,
 // initializing it with InitProducerId on any broker of the cluster.
 func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (upstreamPID, int16) {
@@ -276,11 +263,21 @@ func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records [
 // initVirtualProducer answers InitProducerId for an idempotent producer:
 // a new virtual PID, or the same PID with the next epoch when the client
 // asks to bump (KIP-360, v3+).
+//
+// A bump keeps the old epoch's upstream sessions (and its batches whose
+// answer was lost, produce_unanswered.go): the new epoch gets fresh ones
+// anyway (sessions are keyed by epoch), and the client still resends,
+// under the old epoch and sequences, every batch it may have written
+// (franz-go bumps the whole client's epoch when one partition's batch is
+// refused with OUT_OF_ORDER_SEQUENCE_NUMBER, and resends its other
+// partitions' unanswered batches as they were). A broker de-duplicates
+// those, since it learns the new epoch per partition only from a write;
+// on a fresh upstream session the broker appended them a second time
+// (the fault test's draining phase: 5 records written twice). Old
+// sessions leave with idle expiry (state_expiry.go).
 func (s *Server) initVirtualProducer(req *kmsg.InitProducerIDRequest) *kmsg.InitProducerIDResponse {
 	resp := req.ResponseKind().(*kmsg.InitProducerIDResponse)
 	if req.ProducerID >= 0 && isVirtualPID(req.ProducerID) && req.ProducerEpoch >= 0 && req.ProducerEpoch < 32767 {
-		s.pids.forget(req.ProducerID)
-		s.holds.forgetProducer(req.ProducerID) // produce_unanswered.go
 		resp.ProducerID, resp.ProducerEpoch = req.ProducerID, req.ProducerEpoch+1
 		return resp
 	}
@@ -288,10 +285,8 @@ func (s *Server) initVirtualProducer(req *kmsg.InitProducerIDRequest) *kmsg.Init
 		resp.ErrorCode = kerr.InvalidProducerIDMapping.Code
 		return resp
 	}
-	if req.ProducerID >= 0 {
-		s.pids.forget(req.ProducerID) // epoch exhausted: a new PID
-		s.holds.forgetProducer(req.ProducerID)
-	}
+	// A first init, or the epoch is exhausted: a new PID (the old one's
+	// sessions stay, as above).
 	resp.ProducerID, resp.ProducerEpoch = newVirtualPID(), 0
 	return resp
 }

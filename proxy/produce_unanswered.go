@@ -22,8 +22,7 @@ package proxy
 // where the broker answers it once and for all. The entry is settled when
 // any call carrying the batch, or a later batch of the same producer on
 // the partition, is answered by that cluster (the broker answered it in
-// order). It is dropped when the producer re-initializes (InitProducerId),
-// when its topic moves off that cluster (the resend rule judges it from
+// order). It is dropped when its topic moves off that cluster (the resend rule judges it from
 // then on), and at the latest unansweredWait after its last lost answer: a
 // resend that does not come by then (the client gave up or died) no longer
 // delays a drain, and a later one is judged by the resend rule. Each
@@ -231,21 +230,6 @@ func (h *holds) settleUnanswered(cluster string, keys []batchKey) {
 				h.dropLocked(u, e, "settled")
 				break
 			}
-		}
-	}
-}
-
-// forgetProducer drops a producer's entries: it re-initialized and will not
-// resend the old session's batches.
-func (h *holds) forgetProducer(pid int64) {
-	if h.nUnanswered.Load() == 0 {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for u, e := range h.unanswered {
-		if u.pid == pid {
-			h.dropLocked(u, e, "reinitialized")
 		}
 	}
 }

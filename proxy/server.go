@@ -115,6 +115,11 @@ type Server struct {
 	// succeeds again; Ready is false while it is set.
 	acceptErr atomic.Pointer[error]
 	listening atomic.Bool // set once Start has a listener
+	// clientsGate, when DeferClients made it, keeps the listeners from
+	// accepting until AcceptClients closes it: the control plane first
+	// pins every replicated topic to its home (see DeferClients).
+	clientsGate     chan struct{}
+	clientsGateOnce sync.Once
 	// listen opens the client listener (net.Listen; tests replace it).
 	listen func(network, addr string) (net.Listener, error)
 
@@ -322,6 +327,26 @@ func (s *Server) Start(ctx context.Context) error {
 	return nil
 }
 
+// DeferClients, called before Start, makes the listeners accept no client
+// connection until AcceptClients: connections wait in the listen backlog.
+// The router kproxy starts with is the config's table, which routes a
+// replicated topic by the config even where its home differs (a restart
+// while the config moves the topic: its cutover has not run yet, or was
+// cut short by the crash). Until the control plane pinned such a topic to
+// its home, a produce went straight to the other cluster, beside the copy:
+// the copy then stopped ("target offset N does not hold source offset N's
+// record"), and the producer's next batch on the home was refused with
+// OUT_OF_ORDER_SEQUENCE_NUMBER (the fault test's kill while draining, on a
+// loaded machine).
+func (s *Server) DeferClients() { s.clientsGate = make(chan struct{}) }
+
+// AcceptClients lets the listeners accept (after DeferClients).
+func (s *Server) AcceptClients() {
+	if s.clientsGate != nil {
+		s.clientsGateOnce.Do(func() { close(s.clientsGate) })
+	}
+}
+
 // connectLoop connects one upstream cluster, retrying every second until it
 // works or the server closes.
 func (s *Server) connectLoop(uc *upstreamCluster) {
@@ -390,6 +415,13 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // fail, Ready reports false.
 func (s *Server) acceptLoop(l *listener) {
 	defer s.wg.Done()
+	if s.clientsGate != nil {
+		select {
+		case <-s.clientsGate:
+		case <-s.stop:
+			return
+		}
+	}
 	var backoff time.Duration
 	for {
 		nc, err := l.ln.Accept()
@@ -528,6 +560,19 @@ func (s *Server) Status() Status {
 	return st
 }
 
+// acceptingClients is false between DeferClients and AcceptClients.
+func (s *Server) acceptingClients() bool {
+	if s.clientsGate == nil {
+		return true
+	}
+	select {
+	case <-s.clientsGate:
+		return true
+	default:
+		return false
+	}
+}
+
 // Ready reports whether the listener accepts connections and every
 // upstream cluster is reachable.
 func (s *Server) Ready() bool {
@@ -550,6 +595,8 @@ func (s *Server) ReadyFor(clusters []string) (bool, string) {
 		return false, "no cluster has answered yet"
 	case !s.listening.Load():
 		return false, "not listening for clients"
+	case !s.acceptingClients():
+		return false, "not accepting clients yet: the routes of replicated topics are being pinned to their homes"
 	case s.closing.Load():
 		return false, "shutting down"
 	}

@@ -10,9 +10,12 @@ package integration
 // still on the source) is the one expected.
 //
 // The short forms run in `make test`; KPROXY_FAULTS_LONG=1 (make
-// test-faults) stretches the faults and the load.
+// test-faults) stretches the faults and the load. KPROXY_FAULTS_LOG_LEVEL
+// (default info) sets kproxy's log level, e.g. debug to see each copy
+// session's producer id while chasing a duplicate.
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -137,8 +140,8 @@ func newFaultRig(t *testing.T, name string, partitions int32) *faultRig {
 
 // writeCfg routes the topic's produce and fetch.
 func (r *faultRig) writeCfg(route string) {
-	body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\ncutover: { max_hold: %s }\nlog: { level: info }\n",
-		r.listen, r.admin, r.state, r.src.Addr(), r.tgt.Addr(), r.topic, route, r.topic, r.maxHold)
+	body := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n  topics:\n    %q: %s\nreplicate: [%q]\ncutover: { max_hold: %s }\nlog: { level: %s }\n",
+		r.listen, r.admin, r.state, r.src.Addr(), r.tgt.Addr(), r.topic, route, r.topic, r.maxHold, cmp.Or(os.Getenv("KPROXY_FAULTS_LOG_LEVEL"), "info"))
 	writeConfig(r.t, r.cfgPath, body)
 }
 
@@ -240,6 +243,7 @@ type faultLoad struct {
 	epoch    int
 	sent     int
 	pause    atomic.Int64 // nanoseconds between records
+	prodLog  lockedBuf    // the producer's own log (retries, producer id resets), shown when a check fails
 }
 
 // slow sets the pause between produced records (the default is 4 ms).
@@ -255,7 +259,8 @@ func (r *faultRig) startLoad() *faultLoad {
 	// idempotent producer's retries are unlimited, so every record is
 	// acked in the end or the test fails.
 	l.prod = replClient(r.t, r.listen, kgo.DefaultProduceTopic(r.topic), kgo.ClientID("faults-producer"),
-		kgo.ProduceRequestTimeout(5*time.Second), kgo.RequestTimeoutOverhead(5*time.Second), kgo.RetryBackoffFn(func(int) time.Duration { return 200 * time.Millisecond }))
+		kgo.ProduceRequestTimeout(5*time.Second), kgo.RequestTimeoutOverhead(5*time.Second), kgo.RetryBackoffFn(func(int) time.Duration { return 200 * time.Millisecond }),
+		kgo.WithLogger(kgo.BasicLogger(&l.prodLog, kgo.LogLevelInfo, nil)))
 	bump := func(ctx context.Context, _ *kgo.Client, _ map[string][]int32) {
 		l.cmu.Lock()
 		l.epoch++
@@ -354,8 +359,54 @@ func (l *faultLoad) finish(what string) {
 	t.Logf("%s, the group during the fault: %s", what, group)
 	if !group.OK() {
 		t.Errorf("group: %s\n%s", group, group.Details())
+		l.dumpDuplicates()
 	}
 	checkAllReadThrough(t, l.r.listen, l.r.topic, &l.acks, what)
+}
+
+// readDirect reads topic from one cluster directly (not through kproxy),
+// from the start until three polls in a row return nothing.
+func readDirect(t *testing.T, boot, topic string) []*kgo.Record {
+	t.Helper()
+	cl := replClient(t, boot, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(300*time.Millisecond))
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []*kgo.Record
+	for quiet := 0; quiet < 3 && ctx.Err() == nil; {
+		n := len(out)
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { out = append(out, r) })
+		if len(out) == n {
+			quiet++
+		}
+	}
+	return out
+}
+
+// dumpDuplicates logs, for a failed check, every record whose value is
+// in a cluster's log more than once, read directly from each cluster with
+// the producer id and epoch of its batch, and the producer's own log: which
+// writer wrote the second copy is the first question about a duplicate.
+func (l *faultLoad) dumpDuplicates() {
+	t := l.r.t
+	t.Helper()
+	for _, c := range []struct{ name, boot string }{{"source", env.source}, {"target", env.target}} {
+		type at struct {
+			part     int32
+			off, pid int64
+			epoch    int16
+		}
+		byValue := map[string][]at{}
+		for _, r := range readDirect(t, c.boot, l.r.topic) {
+			byValue[string(r.Value)] = append(byValue[string(r.Value)], at{r.Partition, r.Offset, r.ProducerID, r.ProducerEpoch})
+		}
+		for v, ats := range byValue {
+			if len(ats) > 1 {
+				t.Logf("%s holds %q %d times: %+v", c.name, v, len(ats), ats)
+			}
+		}
+	}
+	t.Logf("producer log:\n%s", l.prodLog.String())
 }
 
 // kafkaSh runs test/kafka/kafka.sh with args (kill, start: the lane's
@@ -601,9 +652,6 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 		// before prepares the phase; it returns when the kill is due.
 		at   func(r *faultRig)
 		home string // where the topic ends after the restart
-		// known names a defect this phase finds that is not fixed yet; the
-		// phase runs only with KPROXY_FAULTS_KNOWN=1 until it is.
-		known string
 	}
 	flip := func(r *faultRig) {
 		r.reroute("target")
@@ -611,58 +659,42 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 	}
 	phases := []phase{
 		// In-flight produce requests answered late keep the hold waiting.
+		// Those in flight to the source when kproxy dies are appended
+		// there (some only after the restart: the latency keeps them on
+		// the wire) but never acked; the restarted kproxy flips the topic
+		// and the producer resends them. Those below the flip point are
+		// answered by the source as duplicates, the late ones go to the
+		// target (decision 008). A late one that lands on the source
+		// after the restarted kproxy froze its ends stays there as a
+		// stray copy past the flip point, and the copy back into the
+		// source stops on it: decision 008 keeps that (no acked record
+		// is lost or doubled in the topic clients read), and
+		// checkOldHomeStrays asserts that end state.
 		{"holding", func(r *faultRig) {
 			r.src.SetLatency(time.Second)
 			r.reroute("target")
 			r.waitState("the hold", "holding", "", 30*time.Second)
-		}, "target",
-			// Produce requests in flight to the source when kproxy dies
-			// are appended there (some only after the restart: the
-			// latency keeps them on the wire) but never acked; the
-			// restarted kproxy flips the topic and the producer resends
-			// them. Those below the flip point are answered by the
-			// source as duplicates, the late ones go to the target
-			// (decision 008).
-			//
-			// Known: such a late write can land on the source after the
-			// restarted kproxy froze the ends (the latency holds it on
-			// the wire past the restart). It stays there as a stray copy,
-			// the copy back into the source then stops ("the target
-			// appended our batch at offset N, but the offset map
-			// expected M"); decision 008 names the stray write as open.
-			// In one clean-clone make test run the group's consumer then
-			// went back to offset 0 without a rebalance: it had read the
-			// stray from the source before the flip, so its position was
-			// past the flip point and, on the target, past the log end
-			// (OFFSET_OUT_OF_RANGE, reset to earliest). Reads of the old
-			// home now stop at the frozen ends (proxy/cutover_fetch_cap.go);
-			// the phase stays known until a clean-clone run passes with it.
-			"a late write of the killed kproxy lands on the old home after the freeze: the copy back stops on it (decision 008); a consumer that read it restarted at offset 0 before reads were capped at the frozen ends"},
-		// Slow writes into the target keep the drain copying.
+		}, "target"},
+		// Slow writes into the target keep the drain copying. The copy's
+		// batches in flight to the target when kproxy dies land after
+		// the restarted copy reconciled its map; the copy keeps its
+		// producer id across restarts, so the broker drops the second
+		// copy (decision 008). The restarted kproxy's config moves the
+		// topic, so it must serve the topic from its home until its own
+		// cutover flips it (TestFaultRestartWithTheConfigMovingATopicServesItsHomeFirst),
+		// and the producer's resends under an epoch it has since bumped
+		// must reach their old upstream session
+		// (TestResendUnderTheOldEpochAfterABumpOnRealKafka): either
+		// defect wrote records twice here (5 of 1,225 in a clean-clone
+		// run) or stopped the copy.
 		{"draining", func(r *faultRig) {
 			r.tgt.SetLatency(time.Second)
 			r.reroute("target")
 			r.waitState("the drain", "draining", "", 30*time.Second)
-		}, "target",
-			// The copy's batches in flight to the target when kproxy dies
-			// land after the restarted copy reconciled its map; the
-			// copy keeps its producer id across restarts, so the broker
-			// drops the second copy (decision 008).
-			//
-			// Known: a clean-clone make test run still wrote 5 of 1,225
-			// records twice in this phase (5 unacked offsets on the
-			// target); the last session saw the same 5 of 1,207. That
-			// run's target broker refused all 15 late copy batches
-			// (OUT_OF_ORDER_SEQUENCE_NUMBER), so the copy side held; 5 is
-			// the producer's in-flight bound per partition. (Loaded lane
-			// runs also aborted the flip when a late copy batch landed
-			// between the restarted copy's reconcile and its
-			// DescribeProducers; a session now reconciles again when the
-			// target's end moved meanwhile, replicator/partition.go.)
-			"5 records written twice in one clean-clone run (the copy's late batches were all refused, so likely a partition's in-flight client batches written again; not found)"},
+		}, "target"},
 		// Killed as soon as the marker says flipped (the copy back has just
 		// started).
-		{"after-marker", flip, "target", ""},
+		{"after-marker", flip, "target"},
 		// The rollback's drain waits for the copy back into the source;
 		// slow writes into the source stretch it.
 		{"copy-back", func(r *faultRig) {
@@ -670,13 +702,10 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			r.src.SetLatency(time.Second)
 			r.reroute("source")
 			r.waitState("the rollback's drain", "draining", "", 30*time.Second)
-		}, "source", ""},
+		}, "source"},
 	}
 	for _, ph := range phases {
 		t.Run(ph.name, func(t *testing.T) {
-			if ph.known != "" && os.Getenv("KPROXY_FAULTS_KNOWN") == "" {
-				t.Skipf("known defect, not fixed yet: %s (KPROXY_FAULTS_KNOWN=1 runs it)", ph.known)
-			}
 			r := newFaultRig(t, "kpkill-"+ph.name, 3)
 			r.writeCfg("source")
 			r.start()
@@ -692,8 +721,82 @@ func TestFaultKproxyKilledInEachCutoverPhase(t *testing.T) {
 			r.waitState("the end state after the restart", "flipped", ph.home, 90*time.Second)
 			l.waitAcked("after the restart", 300, 60*time.Second)
 			l.finish("kproxy SIGKILLed while " + ph.name)
+			if ph.home == "target" {
+				l.checkOldHomeStrays()
+			}
 		})
 	}
+}
+
+// checkOldHomeStrays asserts decision 008's end state for the cluster a
+// topic left: every record on it is an acked record (a dead kproxy's late
+// write there is a batch its producer resent and got acked through the
+// new home), and when the copy back into it stopped, it stopped on such a
+// stray, saying something else wrote there.
+func (l *faultLoad) checkOldHomeStrays() {
+	t := l.r.t
+	t.Helper()
+	acks, _ := l.acks.snapshot()
+	acked := map[string]bool{}
+	for _, a := range acks {
+		acked[a.Value] = true
+	}
+	seen := map[string]int{}
+	for _, r := range readDirect(t, env.source, l.r.topic) {
+		seen[string(r.Value)]++
+		if !acked[string(r.Value)] {
+			t.Errorf("the old home holds %q at %d/%d, a record no producer was acked for", r.Value, r.Partition, r.Offset)
+		}
+	}
+	twice := 0
+	for _, n := range seen {
+		if n > 1 {
+			twice++
+		}
+	}
+	stopped := 0
+	for _, line := range strings.Split(l.r.log(), "\n") {
+		if !strings.Contains(line, "replication stopped") || !strings.Contains(line, "from=target") {
+			continue
+		}
+		stopped++
+		if !strings.Contains(line, "something else wrote into the target partition") {
+			t.Errorf("the copy back stopped for another reason than a stray write on the old home: %s", line)
+		}
+	}
+	t.Logf("the old home holds %d records, %d of them twice (a stray and its copy back); copy back partitions stopped on a stray: %d", len(seen), twice, stopped)
+}
+
+// kproxy restarted with a config that moves a topic off its home (edited
+// while kproxy was down, or a crash mid-cutover: the draining phase above),
+// with a slow source so that start-up takes seconds: the topic's produce
+// goes to its home until its cutover flips it, never by the config's route
+// straight to the other cluster. Before, kproxy listened with the config's
+// table and pinned topics to their homes only once its control plane had
+// started; a produce in between was written to the target beside the
+// copy, which then stopped ("target offset N does not hold source offset
+// N's record"), and the producer's next batch on the source was refused
+// with OUT_OF_ORDER_SEQUENCE_NUMBER (seen on a loaded lane in the draining
+// phase).
+func TestFaultRestartWithTheConfigMovingATopicServesItsHomeFirst(t *testing.T) {
+	r := newFaultRig(t, "restartmove", 3)
+	r.writeCfg("source")
+	r.start()
+	waitFor(t, "replication to start", func() bool { return strings.Contains(r.log(), "replication of a topic started") })
+	l := r.startLoad()
+	l.waitAcked("before the restart", 300, 30*time.Second)
+	r.stop(syscall.SIGKILL)
+	r.writeCfg("target")
+	r.src.SetLatency(time.Second)
+	r.start()
+	// The control plane is up once the cutover shows (it starts in the
+	// same step that pins the topic to its home); the producer retried
+	// all along.
+	r.waitState("the cutover after the restart", "holding", "", 60*time.Second)
+	r.src.Heal()
+	r.waitState("the flip after the restart", "flipped", "target", 90*time.Second)
+	l.waitAcked("after the flip", 300, 60*time.Second)
+	l.finish("a restart with the config moving the topic")
 }
 
 // state_dir on a tiny filesystem that is full when a flip needs to write:
