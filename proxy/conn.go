@@ -265,6 +265,12 @@ func isTimeout(err error) bool {
 // ReadTimeout.
 func (cc *clientConn) readLoop() error {
 	br := bufio.NewReaderSize(cc.nc, 8<<10)
+	lw := newLowatReader(cc.nc) // nil over TLS
+	fill := func(b []byte) (int, error) { return fillBody(br, lw, b) }
+	most := frameChunk
+	if lw != nil {
+		most = lowatChunk
+	}
 	lim := cc.srv.opts.Limits
 	budget := cc.srv.budget
 	var reuse []byte // a frame buffer no request references any more
@@ -291,7 +297,7 @@ func (cc *clientConn) readLoop() error {
 			return err
 		}
 		var charged int64
-		body, err := readFrameBody(br, n, reuse, func(k int) error {
+		body, err := readBodyChunks(n, reuse, func(k int) error {
 			if err := budget.acquire(int64(k), cc.done); err != nil {
 				return err
 			}
@@ -299,8 +305,11 @@ func (cc *clientConn) readLoop() error {
 			// The deadline runs from when kproxy is ready for the
 			// chunk: waiting for the budget is not the client's fault.
 			return cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
-		})
+		}, fill, most)
 		reuse = nil
+		if err == nil && lw != nil {
+			err = lw.release()
+		}
 		if err != nil {
 			budget.release(charged)
 			return err
@@ -330,6 +339,25 @@ func (cc *clientConn) readLoop() error {
 			reuse = nil
 		}
 	}
+}
+
+// fillBody fills b, a piece of a frame body: first from what br holds,
+// then, for a large rest on a plain TCP socket, straight from the socket
+// with a low-water mark (lw, sockread.go), else through br.
+func fillBody(br *bufio.Reader, lw *lowatReader, b []byte) (int, error) {
+	got := 0
+	if m := br.Buffered(); m > 0 {
+		got, _ = br.Read(b[:min(m, len(b))]) // no syscall: buffered
+	}
+	if got == len(b) {
+		return got, nil
+	}
+	if lw == nil || len(b)-got < lowatMin {
+		m, err := io.ReadFull(br, b[got:])
+		return got + m, err
+	}
+	m, err := lw.readFull(b[got:])
+	return got + m, err
 }
 
 // awaitRequest waits for the first byte of the next frame. Silence is fine

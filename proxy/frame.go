@@ -116,9 +116,21 @@ const frameChunk = 64 << 10
 // budget); an error from it ends the read. The caller owns what acquire
 // took, also on error.
 func readFrameBody(r io.Reader, n int, reuse []byte, acquire func(int) error) ([]byte, error) {
+	return readBodyChunks(n, reuse, acquire, func(b []byte) (int, error) { return io.ReadFull(r, b) }, frameChunk)
+}
+
+// readBodyChunks is readFrameBody reading through fill, which fills a
+// slice whole or fails. most is the largest chunk taken at once where the
+// buffer already has room for it (a reused buffer); a chunk that grows the
+// buffer is never more than frameChunk, so memory still follows the bytes
+// received.
+func readBodyChunks(n int, reuse []byte, acquire func(int) error, fill func([]byte) (int, error), most int) ([]byte, error) {
 	buf := reuse[:0]
 	for len(buf) < n {
 		k := min(n-len(buf), frameChunk)
+		if room := cap(buf) - len(buf); room > k {
+			k = min(n-len(buf), room, max(most, frameChunk))
+		}
 		if acquire != nil {
 			if err := acquire(k); err != nil {
 				return nil, err
@@ -129,7 +141,7 @@ func readFrameBody(r io.Reader, n int, reuse []byte, acquire func(int) error) ([
 			copy(grown, buf)
 			buf = grown
 		}
-		m, err := io.ReadFull(r, buf[len(buf):len(buf)+k])
+		m, err := fill(buf[len(buf) : len(buf)+k])
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			return nil, fmt.Errorf("reading %d-byte frame body (%d received): %w", n, len(buf), err)

@@ -49,12 +49,13 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/internal/batchcrc"
 )
 
 const virtualPIDBit = int64(1) << 62
@@ -66,8 +67,6 @@ func isVirtualPID(pid int64) bool { return pid >= 0 && pid&virtualPIDBit != 0 }
 
 // batchTransactional is bit 4 of a v2 record batch's attributes.
 const batchTransactional = 0x10
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type pidKey struct {
 	vpid    int64
@@ -233,6 +232,8 @@ func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records [
 		}
 		vpid := int64(binary.BigEndian.Uint64(b[43:]))
 		vepoch := int16(binary.BigEndian.Uint16(b[51:]))
+		var before [producerFieldsEnd - 21]byte // the CRC-covered header up to the patch's end
+		copy(before[:], b[21:producerFieldsEnd])
 		switch {
 		case binary.BigEndian.Uint16(b[21:])&batchTransactional != 0 && rc.srv().txnDirect():
 			continue // the broker's own session (txn_instances.go): unchanged
@@ -255,9 +256,23 @@ func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records [
 		default:
 			continue // no producer id (-1), or not one of ours: unchanged
 		}
-		binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+		patchCRC(b, before[:])
 	}
 	return 0
+}
+
+// producerFieldsEnd is where a v2 batch header's producer id, epoch and
+// base sequence (bytes 43-56) end.
+const producerFieldsEnd = 57
+
+// patchCRC sets the CRC of a v2 batch whose producer fields were patched,
+// derived from its old CRC and the patch (before: its bytes 21 to
+// producerFieldsEnd before the patch), not read again from its records:
+// the batch's bytes are read once less, and a batch the client sent
+// corrupt stays corrupt, for the broker to refuse (internal/batchcrc).
+func patchCRC(b, before []byte) {
+	old := binary.BigEndian.Uint32(b[17:])
+	binary.BigEndian.PutUint32(b[17:], batchcrc.Patched(old, before, b[21:producerFieldsEnd], len(b)-21))
 }
 
 // initVirtualProducer answers InitProducerId for an idempotent producer:

@@ -49,7 +49,6 @@ package proxy
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -197,11 +196,13 @@ func (rc *reqCtx) routeResend(cluster, topic string, partition int32, records []
 }
 
 // putProducer writes an upstream session into a v2 batch header and
-// recomputes the CRC (bytes 21.. of the batch).
+// patches its CRC (patchCRC).
 func putProducer(b []byte, u upstreamPID) {
+	var before [producerFieldsEnd - 21]byte
+	copy(before[:], b[21:producerFieldsEnd])
 	binary.BigEndian.PutUint64(b[43:], uint64(u.pid))
 	binary.BigEndian.PutUint16(b[51:], uint16(u.epoch))
-	binary.BigEndian.PutUint32(b[17:], crc32.Checksum(b[21:], castagnoli))
+	patchCRC(b, before[:])
 }
 
 // KeepOldHomeProducers records the producer state of topic's partitions on

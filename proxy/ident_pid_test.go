@@ -53,6 +53,48 @@ func TestRewriteProducerIDKeepsSequenceAndFixesCRC(t *testing.T) {
 	}
 }
 
+// A batch the client sent corrupt (its bytes do not match its CRC) is still
+// corrupt after the producer id rewrite, for the broker to refuse
+// (CORRUPT_MESSAGE): the new CRC is derived from the client's, never
+// computed over the damaged bytes. Large and small batches alike, and a
+// good batch of each size gets a CRC that matches again.
+func TestRewriteProducerIDKeepsACorruptBatchCorrupt(t *testing.T) {
+	srv := &Server{}
+	srv.pids.m = map[pidKey]upstreamPID{}
+	vpid := newVirtualPID()
+	srv.pids.m[pidKey{vpid: vpid, vepoch: 0, cluster: Source}] = upstreamPID{pid: 77, epoch: 1}
+	rc := &reqCtx{cc: &clientConn{srv: srv}}
+	for _, size := range []int{100, 64 << 10} {
+		mk := func() []byte {
+			recs := make([]byte, size)
+			for i := range recs {
+				recs[i] = byte(i * 7)
+			}
+			b := kmsg.RecordBatch{Magic: 2, ProducerID: vpid, NumRecords: 1, Records: recs}
+			raw := b.AppendTo(nil)
+			binary.BigEndian.PutUint32(raw[8:], uint32(len(raw)-12))
+			binary.BigEndian.PutUint32(raw[17:], crc32.Checksum(raw[21:], castagnoli))
+			return raw
+		}
+		good, bad := mk(), mk()
+		bad[len(bad)-10] ^= 0x40 // damaged on the way, after the client's CRC
+		for _, b := range [][]byte{good, bad} {
+			if code := rc.rewriteProducerIDAt(Source, txnPartition{topic: "t", partition: 0}, b); code != 0 {
+				t.Fatalf("size %d: error code %d", size, code)
+			}
+			if pid := int64(binary.BigEndian.Uint64(b[43:])); pid != 77 {
+				t.Fatalf("size %d: producer id %d, want 77", size, pid)
+			}
+		}
+		if binary.BigEndian.Uint32(good[17:]) != crc32.Checksum(good[21:], castagnoli) {
+			t.Fatalf("size %d: the good batch's CRC does not match after the rewrite", size)
+		}
+		if binary.BigEndian.Uint32(bad[17:]) == crc32.Checksum(bad[21:], castagnoli) {
+			t.Fatalf("size %d: the corrupt batch matches its CRC after the rewrite: the corruption is hidden", size)
+		}
+	}
+}
+
 // An epoch bump keeps the virtual PID and forgets its upstream sessions; a
 // first call hands out a virtual PID; a real PID is refused.
 func TestInitVirtualProducer(t *testing.T) {
@@ -241,3 +283,5 @@ func TestProducerSessionsDamagedLineStopsStartUp(t *testing.T) {
 		t.Fatalf("the damaged file was rewritten: %q (%v)", b, rerr)
 	}
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -12,6 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/internal/batchcrc"
 )
 
 // Record batch v2 header layout (kafka-protocol-notes 3.1). Everything from
@@ -197,7 +199,7 @@ func prepareBatch(b []byte, from int64, s producerSession) (preparedBatch, error
 	// its CRC still does not after the patch, and the target refuses it
 	// (every broker checks a produced batch's CRC: CORRUPT_MESSAGE), at
 	// which point the pipeline checks it to say why (corruptSourceBatch).
-	if rebuild || len(b) < patchedCRCMinBytes {
+	if rebuild || len(b) < batchcrc.MinBytes {
 		if want := crc32.Checksum(b[offAttributes:], castagnoli); crc != want {
 			return preparedBatch{}, fmt.Errorf("batch at offset %d: CRC %08x, computed %08x: the source sent a corrupt batch", h.firstOffset, crc, want)
 		}
@@ -205,17 +207,17 @@ func prepareBatch(b []byte, from int64, s producerSession) (preparedBatch, error
 	if rebuild {
 		return rebuildBatch(b, h, from, s)
 	}
-	if len(b) < patchedCRCMinBytes {
+	if len(b) < batchcrc.MinBytes {
 		writeHeader(b, h.attributes&^attrTransactional, s)
 		p.raw = b
 		return p, nil
 	}
-	// Derive the patched CRC from the stored one (crc.go) rather than
+	// Derive the patched CRC from the stored one (internal/batchcrc) rather than
 	// read the batch.
 	var before [batchHeaderLen - offAttributes]byte
 	copy(before[:], b[offAttributes:batchHeaderLen])
 	patchHeader(b, h.attributes&^attrTransactional, s)
-	binary.BigEndian.PutUint32(b[offCRC:], patchedCRC(crc, before[:], b[offAttributes:batchHeaderLen], len(b)-offAttributes))
+	binary.BigEndian.PutUint32(b[offCRC:], batchcrc.Patched(crc, before[:], b[offAttributes:batchHeaderLen], len(b)-offAttributes))
 	p.raw = b
 	return p, nil
 }

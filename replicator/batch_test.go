@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/internal/batchcrc"
 )
 
 type testRec struct {
@@ -109,8 +111,8 @@ func checkHeader(t *testing.T, b []byte, s producerSession, wantN int32) {
 
 func TestPrepareBatchHeaderOnly(t *testing.T) {
 	s := producerSession{pid: 4242, epoch: 0, seq: 77}
-	// 40 records make batches below patchedCRCMinBytes (CRC computed
-	// again), 400 uncompressed ones above it (CRC derived, crc.go).
+	// 40 records make batches below batchcrc.MinBytes (CRC computed
+	// again), 400 uncompressed ones above it (CRC derived, internal/batchcrc).
 	for _, n := range []int{40, 400} {
 		for _, codec := range []int16{0, 1, 2, 3, 4} {
 			for _, attrs := range []int16{0, attrTransactional} {
@@ -131,7 +133,7 @@ func TestPrepareBatchHeaderOnly(t *testing.T) {
 					if !bytes.Equal(p.raw[offFirstTimestamp:offProducerID], orig[offFirstTimestamp:offProducerID]) {
 						t.Fatal("timestamps changed")
 					}
-					if codec == 0 && n == 400 && len(p.raw) < patchedCRCMinBytes {
+					if codec == 0 && n == 400 && len(p.raw) < batchcrc.MinBytes {
 						t.Fatalf("a %d-byte batch does not exercise the derived CRC", len(p.raw))
 					}
 					checkHeader(t, p.raw, s, int32(n))
@@ -222,7 +224,7 @@ func TestPrepareBatchRebuild(t *testing.T) {
 	// retry for ever).
 	t.Run("a large corrupt batch stays corrupt and is recognised", func(t *testing.T) {
 		good := makeBatch(t, 0, 0, 0, -1, plainRecs(200))
-		if len(good) < patchedCRCMinBytes {
+		if len(good) < batchcrc.MinBytes {
 			t.Fatalf("batch of %d bytes is not large", len(good))
 		}
 		corrupt := append([]byte(nil), good...)

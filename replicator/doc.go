@@ -19,7 +19,7 @@
 //     connection into pooled frames, waking once a MiB has arrived
 //     (SO_RCVLOWAT, fetchconn.go). A batch's CRC is checked by the copy
 //     only when the copy computes a new one (small or rebuilt batches);
-//     otherwise the new CRC is derived from the source's (crc.go), so
+//     otherwise the new CRC is derived from the source's (internal/batchcrc), so
 //     corruption reaches the target, which refuses it, and the refusal
 //     stops the partition with a FatalError. Record bytes and the
 //     compression codec arrive unchanged, except for batches with offset gaps

@@ -1,10 +1,14 @@
-package replicator
-
-// The copy patches only header fields of a batch (writeHeader), 40 bytes at
-// most at the start of the CRC-covered region [21:], yet the CRC-32C covers
-// the whole batch. Verifying the source's CRC and then computing the new one
-// would read every batch twice; instead the new CRC is derived from the
-// verified old one and the patch alone.
+// Package batchcrc derives a record batch's CRC-32C after a patch of its
+// header from the old CRC and the patch alone.
+//
+// The replicator's copy and the proxy's Produce (virtual producer ids)
+// patch only header fields of a batch, 40 bytes at most at the start of the
+// CRC-covered region [21:], yet the CRC-32C covers the whole batch.
+// Computing it again would read every batch once more (a tenth of the
+// copy's CPU, and of the proxy's produce path's); deriving it does not, and
+// a batch that did not match its CRC still does not after the patch, so
+// the broker still refuses a corrupt batch (CORRUPT_MESSAGE) instead of
+// kproxy hiding the corruption under a fresh CRC.
 //
 // Why that works: a CRC without its initial value and final inversion (the
 // "raw" register) is linear over GF(2), and the full CRC differs from it by
@@ -14,14 +18,17 @@ package replicator
 // register multiplies it by x^8 modulo the polynomial, so raw(d || 0^k) =
 // raw(d) * x^(8k) mod P. The multiplication costs a few hundred bit
 // operations whatever the batch size.
+package batchcrc
 
 import (
 	"hash/crc32"
 )
 
-// patchedCRCMinBytes is the batch size from which deriving the CRC (about
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// MinBytes is the batch size from which deriving the CRC (about
 // 1 µs) is cheaper than computing it again (hardware CRC-32C, a few GB/s).
-const patchedCRCMinBytes = 4096
+const MinBytes = 4096
 
 // castagnoliReflected is CRC-32C's polynomial in the bit-reflected form the
 // table-driven CRC uses: bit 31 holds x^0, bit 0 holds x^31.
@@ -65,12 +72,12 @@ func xPowBytes(n int) uint32 {
 	return p
 }
 
-// patchedCRC is the CRC-32C of data whose first len(before) bytes changed
+// Patched is the CRC-32C of data whose first len(before) bytes changed
 // from before to after (equal lengths) and whose CRC was old. after is
 // XORed with before in place for the computation and restored: the
 // difference is taken where it already lies on the heap, since a local
 // array handed to crc32.Update escapes (an allocation per batch).
-func patchedCRC(old uint32, before, after []byte, total int) uint32 {
+func Patched(old uint32, before, after []byte, total int) uint32 {
 	after = after[:len(before)]
 	for i := range before {
 		after[i] ^= before[i]
