@@ -73,6 +73,12 @@ type Options struct {
 	// recomputed. Default 10s.
 	StatsInterval time.Duration
 
+	// TransactionalIDPrefix, when set, makes each partition's copy a
+	// transactional producer with transactional.id prefix+"<topic>-<p>",
+	// fenced by the broker when another instance takes the partition over
+	// (txncopy.go). Empty (one instance): the idempotent copy.
+	TransactionalIDPrefix string
+
 	// Hooks are for crash tests; leave zero in production.
 	Hooks Hooks
 }
@@ -84,6 +90,10 @@ type Hooks struct {
 	// right there, without updating or persisting its map, as if the
 	// process had been killed.
 	AfterProduce func(topic string, partition int32) (crash bool)
+	// BeforeSend runs before each batch is sent to the target (in
+	// fenced mode after the transaction is open): a test blocks in it to
+	// pause the copy as SIGSTOP would.
+	BeforeSend func(topic string, partition int32)
 }
 
 // Replicator copies source partitions to the target batch for batch and
@@ -167,6 +177,10 @@ type PartitionStatus struct {
 	// (foreign writer, truncated source, topic mismatch) until restart.
 	Err   string
 	Fatal bool
+	// Fenced means another instance took the partition's copy over and
+	// the target refused this instance's write (txncopy.go): this
+	// instance no longer copies it.
+	Fenced bool
 }
 
 // metadataMaxCache bounds how long the clients answer metadata lookups from
@@ -670,6 +684,8 @@ type metrics struct {
 	sessionResets prometheus.Counter
 	// mapBytes is the memory of every partition's offset map.
 	mapBytes prometheus.Gauge
+	// fenced counts partition copies the target fenced (txncopy.go).
+	fenced prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -684,10 +700,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		risk:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
 		catchUp:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
 		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
+		fenced:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fenced_total", Help: "Partition copies this instance stopped because the target fenced its transactional producer: another instance took the partition over."}),
 		mapBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
