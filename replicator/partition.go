@@ -24,6 +24,12 @@ type partition struct {
 	partition int32
 	log       hclog.Logger
 
+	// ctx ends the partition's copy alone (Reassign) or with its topic;
+	// done is closed when its goroutine has returned (its map saved).
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
 	records, bytes prometheus.Counter
 	writes         *Writes // offsets produced into the target partition (Replicator.Writes)
 	lag, lagMs     prometheus.Gauge

@@ -79,6 +79,12 @@ type Options struct {
 	// (txncopy.go). Empty (one instance): the idempotent copy.
 	TransactionalIDPrefix string
 
+	// Owns, when set, says whether this instance copies a partition
+	// (several instances: the membership's owner of the partition).
+	// Partitions it does not own are not copied and have no map here;
+	// Reassign applies a change of its answers. nil: every partition.
+	Owns func(topic string, partition int32) bool
+
 	// Hooks are for crash tests; leave zero in production.
 	Hooks Hooks
 }
@@ -129,6 +135,8 @@ type Replicator struct {
 	writes map[topicPartition]*Writes
 
 	wg sync.WaitGroup // partition goroutines
+
+	reassignMu sync.Mutex // one Reassign at a time (owners.go)
 
 	pmu    sync.Mutex             // guards pconns
 	pconns map[int32]*produceConn // the copy's produce connections, by target broker (produceconn.go)
@@ -340,26 +348,49 @@ func (r *Replicator) AddTopics(ctx context.Context, topics []string) error {
 // startTopic starts a set-up topic's partitions.
 func (r *Replicator) startTopic(runCtx context.Context, topic string, n int32) {
 	tctx, tcancel := context.WithCancel(runCtx)
-	run := &topicRun{ctx: tctx, cancel: tcancel}
+	run := &topicRun{ctx: tctx, cancel: tcancel, n: n}
 	r.mu.Lock()
 	if r.runs == nil {
 		r.runs = map[string]*topicRun{}
 	}
 	r.runs[topic] = run
-	r.mu.Unlock()
+	var started []*partition
 	for i := int32(0); i < n; i++ {
-		r.mu.Lock()
-		p := r.newPartition(topic, i)
-		r.parts[topicPartition{topic, i}] = p
-		r.mu.Unlock()
-		r.wg.Add(1)
-		run.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer run.wg.Done()
-			r.runPartition(tctx, p)
-		}()
+		if r.owns(topic, i) {
+			started = append(started, r.addPartitionLocked(run, topic, i))
+		}
 	}
+	r.mu.Unlock()
+	for _, p := range started {
+		r.launch(run, p)
+	}
+}
+
+// owns says whether this instance copies partition i of topic (Options.Owns).
+func (r *Replicator) owns(topic string, i int32) bool {
+	return r.opts.Owns == nil || r.opts.Owns(topic, i)
+}
+
+// addPartitionLocked registers partition i of a running topic; the caller
+// starts it with launch once r.mu is released. r.mu is held.
+func (r *Replicator) addPartitionLocked(run *topicRun, topic string, i int32) *partition {
+	p := r.newPartition(topic, i)
+	p.ctx, p.cancel = context.WithCancel(run.ctx)
+	p.done = make(chan struct{})
+	r.parts[topicPartition{topic, i}] = p
+	r.wg.Add(1)
+	run.wg.Add(1)
+	return p
+}
+
+// launch starts a registered partition's goroutine.
+func (r *Replicator) launch(run *topicRun, p *partition) {
+	go func() {
+		defer r.wg.Done()
+		defer run.wg.Done()
+		defer close(p.done)
+		r.runPartition(p.ctx, p)
+	}()
 }
 
 // Stop stops every partition (an in-flight produce is allowed to finish and
@@ -415,6 +446,11 @@ func (r *Replicator) Map(topic string, partition int32) *OffsetMap {
 	if p := r.lookup(topic, partition); p != nil {
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		if errors.As(p.fatal, new(*FencedError)) {
+			// Another instance copies it now: this map stopped growing,
+			// and no instance translates with a map that stopped.
+			return nil
+		}
 		return p.m
 	}
 	return nil
@@ -736,6 +772,9 @@ type topicRun struct {
 	ctx    context.Context // the partitions' (AddPartitions starts more)
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// n is the topic's partition count, copied here or not (Options.Owns);
+	// guarded by Replicator.mu.
+	n int32
 }
 
 // StopTopic stops copying one topic (its cutover flipped it) and waits

@@ -42,10 +42,10 @@ func (pz *pauser) hook(string, int32) {
 }
 
 // readTarget reads every committed record of a partition of the target.
-func readTarget(t *testing.T, addrs []string, topic string, end int) []string {
+func readTarget(t *testing.T, addrs []string, topic string, partition int32, end int) []string {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestPausedOwnerIsFencedWhenAnotherInstanceTakesThePartitionOver(t *testing.
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	got := readTarget(t, tgt.ListenAddrs(), "own", len(want))
+	got := readTarget(t, tgt.ListenAddrs(), "own", 0, len(want))
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("the target holds %d records:\n%v\nwant the %d source records once, in order:\n%v", len(got), got, len(want), want)
 	}
@@ -199,6 +199,111 @@ func TestPausedOwnerIsFencedWhenAnotherInstanceTakesThePartitionOver(t *testing.
 		cl.RemoveConsumePartitions(map[string][]int32{"own": {0}})
 		if rec == nil || rec.Offset != to || string(rec.Value) != want[s] {
 			t.Fatalf("source offset %d maps to target offset %d, which holds %+v, want %q", s, to, rec, want[s])
+		}
+	}
+}
+
+// With Options.Owns, each instance copies the partitions it owns, and a
+// partition handed from one to the other (Reassign after a membership
+// change) goes on from the target log on its new owner, which rebuilds
+// its map there: every record once, in order, and the instance that gave
+// the partition up no longer has a map for it (it translates nothing for
+// a partition it does not copy).
+func TestReassignHandsPartitionsOverBetweenInstances(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "mv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("mv"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	want := map[int32][]string{}
+	produce := func(tag string) {
+		t.Helper()
+		for p := int32(0); p < 2; p++ {
+			for i := 0; i < 5; i++ {
+				v := fmt.Sprintf("%s-%d-%d", tag, p, i)
+				if err := prod.ProduceSync(ctx, &kgo.Record{Partition: p, Value: []byte(v)}).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+				want[p] = append(want[p], v)
+			}
+		}
+	}
+	var mu sync.Mutex
+	owner := map[int32]string{0: "a", 1: "b"}
+	start := func(self string) *Replicator {
+		t.Helper()
+		r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"mv"},
+			StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond,
+			TransactionalIDPrefix: "kproxy-test-copy-",
+			Owns: func(_ string, p int32) bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return owner[p] == self
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(r.Stop)
+		return r
+	}
+	wait := func(r *Replicator, p int32, end int64) {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer wcancel()
+		if err := r.WaitCopied(wctx, "mv", p, end); err != nil {
+			t.Fatalf("partition %d: copy did not reach %d: %v (status %+v)", p, end, err, r.Status())
+		}
+	}
+	a, b := start("a"), start("b")
+	if n := a.Partitions("mv"); n != 2 {
+		t.Fatalf("Partitions = %d, want the topic's 2 whether copied here or not", n)
+	}
+	produce("one")
+	wait(a, 0, 5)
+	wait(b, 1, 5)
+	if a.Map("mv", 1) != nil || b.Map("mv", 0) != nil {
+		t.Fatal("an instance has a map of a partition it does not copy")
+	}
+
+	mu.Lock()
+	owner[1] = "a" // b leaves
+	mu.Unlock()
+	b.Reassign()
+	a.Reassign()
+	if b.Map("mv", 1) != nil {
+		t.Fatal("b still has a map of the partition it gave up")
+	}
+	produce("two")
+	wait(a, 0, 10)
+	wait(a, 1, 10)
+
+	mu.Lock()
+	owner[0], owner[1] = "b", "b" // a leaves, b comes back
+	mu.Unlock()
+	a.Reassign()
+	b.Reassign()
+	produce("three")
+	wait(b, 0, 15)
+	wait(b, 1, 15)
+	for p := int32(0); p < 2; p++ {
+		got := readTarget(t, tgt.ListenAddrs(), "mv", p, len(want[p]))
+		if fmt.Sprint(got) != fmt.Sprint(want[p]) {
+			t.Fatalf("partition %d: the target holds %v, want %v", p, got, want[p])
 		}
 	}
 }
