@@ -123,6 +123,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		release()
 		return nil, err
 	}
+	if insts != nil {
+		insts.setOnView(ctrl.repl.reassign)
+	}
 	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, gateRecheckEvery: defaultGateRecheck}
 	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)

@@ -240,6 +240,20 @@ func (s *Server) leadsHere(topic string, partition int32) int16 {
 	return 0
 }
 
+// LeadsInView says whether this instance leads topic's partition in the
+// installed membership view, false before any view (and for a leaving
+// instance, which leads nothing). The copy with several instances runs a
+// partition where it is led (control/replication.go), so the offset map
+// that translates the partition is on the instance that serves it.
+func (s *Server) LeadsInView(topic string, partition int32) bool {
+	v := s.insts.Load()
+	if v == nil {
+		return false
+	}
+	i := v.owner(partitionKey(topic, partition))
+	return i >= 0 && v.members[i].ID == v.self
+}
+
 // coordinatorEndpoint is the virtual broker that coordinates key (a group
 // for typ 0, a transactional id for typ 1), as listener l's clients reach it.
 func (s *Server) coordinatorEndpoint(l *listener, typ int8, key string) (int32, string, int32) {
