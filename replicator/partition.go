@@ -685,20 +685,20 @@ func (pl *pipeline) apply(f inFlight) error {
 	if pl.txn != nil {
 		// Into the map once the transaction commits (commit).
 		pl.txn.tgtNext += int64(f.pb.numRecords)
-		pl.txn.pending = append(pl.txn.pending, inFlight{pb: preparedBatch{srcOffsets: f.pb.srcOffsets, srcFirst: f.pb.srcFirst, numRecords: f.pb.numRecords, raw: f.pb.raw[:0]}, next: f.next})
+		pl.txn.pending = append(pl.txn.pending, inFlight{pb: preparedBatch{srcOffsets: f.pb.srcOffsets, srcFirst: f.pb.srcFirst, numRecords: f.pb.numRecords}, next: f.next})
 		pl.txn.pendingNext = f.next
 		p.bytes.Add(float64(len(f.pb.raw)))
 		return nil
 	}
 	p.bytes.Add(float64(len(f.pb.raw)))
-	return pl.addToMap(f)
+	return pl.addToMap(f, call.baseOffset)
 }
 
-// addToMap records one answered batch in the map.
-func (pl *pipeline) addToMap(f inFlight) error {
+// addToMap records one answered batch, appended at target offset base
+// (the map's TargetEnd), in the map.
+func (pl *pipeline) addToMap(f inFlight, base int64) error {
 	p, m := pl.p, pl.m
 	pb := &f.pb
-	base := m.TargetEnd()
 	var err error
 	if pb.srcOffsets == nil {
 		err = m.add(pb.srcFirst+pl.shift, base, int64(pb.numRecords))
@@ -732,7 +732,7 @@ func (pl *pipeline) commit(ctx context.Context) error {
 		}
 	}
 	for _, f := range t.pending {
-		if err := pl.addToMap(f); err != nil {
+		if err := pl.addToMap(f, pl.m.TargetEnd()); err != nil {
 			return err
 		}
 	}
@@ -926,7 +926,9 @@ func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m
 	// A fenced copy's target holds commit markers and, from an owner
 	// fenced mid-transaction, aborted records: read_committed, and every
 	// offset between the records it returns is a target gap.
-	fenced := r.fencedMode()
+	// A map with target gaps was written by a fenced copy before (the
+	// instances went back to one): its target may hold markers too.
+	fenced := r.fencedMode() || m.TargetGaps() > 0
 	isolation, opts := int8(0), kgo.ProcessFetchPartitionOpts{Topic: p.topic, Partition: p.partition}
 	if fenced {
 		isolation, opts.IsolationLevel = 1, kgo.ReadCommitted()
