@@ -83,6 +83,7 @@ type hostPort struct {
 func (s *Server) SetInstances(in *Instances) error {
 	if in == nil {
 		if s.insts.Swap(nil) != nil {
+			s.viewGen.Add(1)
 			s.instancesChanged()
 		}
 		return nil
@@ -113,10 +114,16 @@ func (s *Server) SetInstances(in *Instances) error {
 		}
 	}
 	old := s.insts.Swap(v)
+	s.viewGen.Add(1)
 	s.freshSessionsForGains(old, v)
 	s.instancesChanged()
 	return nil
 }
+
+// ViewGeneration counts the membership views installed: equal before and
+// after a stretch of time, no partition changed leader here in between
+// (the bypass check compares only such stretches).
+func (s *Server) ViewGeneration() uint64 { return s.viewGen.Load() }
 
 // freshSessionsForGains gives the idempotent producers of every topic with
 // a partition this instance gained in v fresh upstream sessions
