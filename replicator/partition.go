@@ -725,7 +725,15 @@ func (pl *pipeline) addToMap(f inFlight, base int64) error {
 // the target kept.
 func (pl *pipeline) commit(ctx context.Context) error {
 	t := pl.txn
-	if t.open {
+	committed := t.open
+	if committed {
+		if ctx.Err() != nil {
+			// Stopping (Stop, Reassign): what was sent is committed
+			// rather than left for the next owner to abort and copy again.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+		}
 		if err := t.commit(ctx, pl.r, pl.p); err != nil {
 			t.pending, t.pendingNext = t.pending[:0], 0
 			return err
@@ -736,8 +744,11 @@ func (pl *pipeline) commit(ctx context.Context) error {
 			return err
 		}
 	}
-	if len(t.pending) > 0 {
-		pl.m.skipTarget(pl.m.TargetEnd() + 1) // the commit's marker
+	if committed {
+		// The commit's marker: one per partition in the transaction,
+		// also one that carries no batch (a compacted batch with no
+		// records left opened it).
+		pl.m.skipTarget(pl.m.TargetEnd() + 1)
 	}
 	if t.pendingNext > 0 {
 		pl.m.advance(t.pendingNext)
