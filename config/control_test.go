@@ -71,3 +71,21 @@ func TestControlChangesNeedARestart(t *testing.T) {
 		t.Fatalf("RestartRequired = %q", r)
 	}
 }
+
+// With control, a reload that changes group homes is a group move each
+// instance would run on its own: Uncoordinated names it. Without control,
+// or with the groups unchanged, nothing.
+func TestUncoordinatedGroupMovesWithControl(t *testing.T) {
+	ctl := minimal + "instance: { id: a }\ncontrol: {}\n"
+	a := mustParse(t, ctl)
+	b := mustParse(t, ctl+"groups: { default: source, g1: target }\n")
+	if u := Uncoordinated(a, b); len(u) != 1 || !strings.HasPrefix(u[0], "groups:") {
+		t.Fatalf("Uncoordinated = %q, want the groups change", u)
+	}
+	if u := Uncoordinated(a, mustParse(t, minimal+"  topics: { orders: target }\ninstance: { id: a }\ncontrol: {}\n")); len(u) != 0 {
+		t.Fatalf("Uncoordinated = %q for a route change without replicate", u)
+	}
+	if u := Uncoordinated(mustParse(t, minimal), mustParse(t, minimal+"groups: { default: source, g1: target }\n")); len(u) != 0 {
+		t.Fatalf("Uncoordinated = %q without control", u)
+	}
+}

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +166,39 @@ func readTargetPartition(t *testing.T, addrs []string, topic string, partition i
 	defer scancel()
 	cl.PollFetches(short).EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
 	return got
+}
+
+// With control, a reload that changes the groups section (a group move) is
+// refused, the running config staying: each instance would move the group
+// on its own. Other live changes still apply.
+func TestInstanceRefusesGroupMovesWithControl(t *testing.T) {
+	src := newKfake(t, kfake.NumBrokers(1))
+	tgt := newKfake(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	listen, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("listen: %s\ninstance: { id: kp-0 }\ncontrol: { session_timeout: 2s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\n", listen, src.ListenAddrs()[0], tgt.ListenAddrs()[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	inst := startYAML(t, ctx, []byte(base))
+	defer inst.Close()
+	live, err := config.Parse([]byte(base + "monitor: { bypass_interval: 10s }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.Apply(live); err != nil {
+		t.Fatalf("a live change was refused: %v", err)
+	}
+	moved, err := config.Parse([]byte(base + "monitor: { bypass_interval: 10s }\ngroups: { default: source, orders-readers: target }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = inst.Apply(moved)
+	if err == nil || !strings.Contains(err.Error(), "not coordinated across instances") {
+		t.Fatalf("Apply = %v, want the group move refused", err)
+	}
+	if inst.Config() != live || len(inst.ctrl.GroupMoves()) != 0 {
+		t.Fatalf("the refused reload changed something: config kept %v, group moves %v", inst.Config() == live, inst.ctrl.GroupMoves())
+	}
 }

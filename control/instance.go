@@ -292,6 +292,11 @@ func (inst *Instance) Apply(next *config.Config) error {
 		inst.reject(err.Error())
 		return err
 	}
+	if u := config.Uncoordinated(prev, next); len(u) > 0 {
+		err := fmt.Errorf("refused with several instances: %s", strings.Join(u, "; "))
+		inst.reject(err.Error())
+		return err
+	}
 	table, err := routing.NewTable(next)
 	if err != nil {
 		inst.reject(err.Error())
