@@ -32,6 +32,15 @@ func TestControlDefaults(t *testing.T) {
 	}
 }
 
+// With control, replicate is accepted (each partition's copy is fenced by
+// the broker) while every route and group home stays on the source.
+func TestControlWithReplicate(t *testing.T) {
+	c := mustParse(t, minimal+"  topics: { orders: source }\nreplicate: [orders]\nstate_dir: /tmp/kproxy-state\ngroups: { default: source }\ninstance: { id: a }\ncontrol: {}\n")
+	if len(c.Replicate) != 1 || c.Control == nil {
+		t.Fatalf("replicate %v control %+v", c.Replicate, c.Control)
+	}
+}
+
 func TestControlRejects(t *testing.T) {
 	only := strings.Replace(minimal, "  target: { bootstrap: [127.0.0.1:29092] }\n", "", 1)
 	for _, tc := range []struct{ name, yaml, want string }{
@@ -41,7 +50,9 @@ func TestControlRejects(t *testing.T) {
 		{"a control cluster not configured", only + "instance: { id: a }\ncontrol: { cluster: target }\n", "names the target cluster, which is not configured"},
 		{"a session timeout out of range", minimal + "instance: { id: a }\ncontrol: { session_timeout: 10ms }\n", "must be from 1s to 30m"},
 		{"node_id with control", minimal + "node_id: 3\ninstance: { id: a }\ncontrol: {}\n", "is derived from instance.id"},
-		{"replication with control", minimal + "replicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "is not supported with control"},
+		{"a route to the target with control and replicate", minimal + "  topics: { orders: { produce: target } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "routes.topics.orders.produce"},
+		{"a read of the copy with control and replicate", minimal + "  topics: { orders: { canary: { fetch: target, percent: 10 } } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "are not coordinated across instances yet"},
+		{"a group home on the target with control and replicate", minimal + "replicate: [orders]\ngroups: { default: source, g1: target }\ninstance: { id: a }\ncontrol: {}\n", "groups.g1"},
 	} {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -58,5 +69,23 @@ func TestControlChangesNeedARestart(t *testing.T) {
 	r := RestartRequired(a, b)
 	if len(r) != 2 || !strings.HasPrefix(r[0], "instance.id:") || !strings.HasPrefix(r[1], "control:") {
 		t.Fatalf("RestartRequired = %q", r)
+	}
+}
+
+// With control, a reload that changes group homes is a group move each
+// instance would run on its own: Uncoordinated names it. Without control,
+// or with the groups unchanged, nothing.
+func TestUncoordinatedGroupMovesWithControl(t *testing.T) {
+	ctl := minimal + "instance: { id: a }\ncontrol: {}\n"
+	a := mustParse(t, ctl)
+	b := mustParse(t, ctl+"groups: { default: source, g1: target }\n")
+	if u := Uncoordinated(a, b); len(u) != 1 || !strings.HasPrefix(u[0], "groups:") {
+		t.Fatalf("Uncoordinated = %q, want the groups change", u)
+	}
+	if u := Uncoordinated(a, mustParse(t, minimal+"  topics: { orders: target }\ninstance: { id: a }\ncontrol: {}\n")); len(u) != 0 {
+		t.Fatalf("Uncoordinated = %q for a route change without replicate", u)
+	}
+	if u := Uncoordinated(mustParse(t, minimal), mustParse(t, minimal+"groups: { default: source, g1: target }\n")); len(u) != 0 {
+		t.Fatalf("Uncoordinated = %q without control", u)
 	}
 }

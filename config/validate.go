@@ -476,11 +476,34 @@ func (c *Config) validateControl(v *validator) {
 	if d := ct.SessionTimeout; d != 0 && (d < time.Second || d > 30*time.Minute) {
 		v.add(p.key("session_timeout"), "must be from 1s to 30m, got %s", d)
 	}
-	// Until the copy is fenced per source partition by the broker
-	// (transactional producers) and its offset maps are shared, one copy
-	// per virtual cluster cannot be guaranteed across instances, and the
-	// instances that do not copy could not translate the copy's offsets.
-	if len(c.Replicate) > 0 {
-		v.add(top("replicate"), "is not supported with control (several instances) yet: the copy and its offset maps live in one instance (docs/ha.md, \"Replication\"); run replication with a single instance")
+	// The copy is fenced per source partition by the broker (each
+	// partition copied where it is led, by a transactional producer), but
+	// a flip, a group move and a read of the copy are decided by each
+	// instance alone: with several instances each would drive its own.
+	// Until they are coordinated, everything stays on the source while
+	// several instances copy; a route or home to the target, which would
+	// start one of them, is refused (at a reload too, keeping the last
+	// good config).
+	if len(c.Replicate) == 0 {
+		return
+	}
+	onSource := func(p yamlPath, cl Cluster) {
+		if cl != "" && cl != Source {
+			v.add(p, "is %s, but with control and replicate every route and group home stays on the source: cutovers, reads of the copy and group moves are not coordinated across instances yet (docs/ha.md, \"Replication ownership\"); run them with a single instance", cl)
+		}
+	}
+	onSource(top("routes").key("default"), c.Routes.Default)
+	for _, name := range sortedKeys(c.Routes.Topics) {
+		r, p := c.Routes.Topics[name], top("routes").key("topics").key(name)
+		produce, fetch := r.Effective(c.Routes.Default)
+		onSource(p.key("produce"), produce)
+		onSource(p.key("fetch"), fetch)
+		if r.Canary != nil {
+			onSource(p.key("canary").key("fetch"), r.Canary.Fetch)
+		}
+	}
+	onSource(top("groups").key("default"), c.Groups.Default)
+	for _, name := range sortedKeys(c.Groups.Homes) {
+		onSource(top("groups").key(name), c.Groups.Homes[name])
 	}
 }

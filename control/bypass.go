@@ -18,7 +18,14 @@ package control
 //	post = offsets kproxy and the copy back ever sent, plus every
 //	       transactional batch sent (its possible marker)
 //
-// in that order. Every offset kproxy appended by the time E is read is in
+// in that order. With several instances (config control:) each instance
+// sees only what it produced, which is everything produced through kproxy
+// to the partitions it leads (the others refuse those produces); so each
+// compares only the partitions it led through the whole window, and a
+// window across a membership change (ViewGeneration moved) is not compared:
+// its growth may have come through another instance.
+//
+// Every offset kproxy appended by the time E is read is in
 // post (it is counted before it is sent), and everything counted in pre was
 // appended before E was read or never will be (it was answered first). So
 // kproxy's own growth between two checks is at most post(now) - pre(then),
@@ -82,10 +89,11 @@ type BypassTopic struct {
 
 // bypassPart is one source partition's baseline.
 type bypassPart struct {
-	end     int64 // E at the last check
-	pre     int64 // kproxy's settled offsets then (lower bound of its appends by end)
-	markers int64 // transactional batches whose marker is known to be in the log
-	unacked int64 // acks=0 offsets counted at the last check (settled at the next)
+	gen     uint64 // the membership view generation at the last check
+	end     int64  // E at the last check
+	pre     int64  // kproxy's settled offsets then (lower bound of its appends by end)
+	markers int64  // transactional batches whose marker is known to be in the log
+	unacked int64  // acks=0 offsets counted at the last check (settled at the next)
 }
 
 // bypassWatch runs the check; the controller's monitor goroutine calls it.
@@ -192,6 +200,10 @@ func (b *bypassWatch) check(ctx context.Context, cfg *config.Config, topics []st
 			return 0, 0
 		}
 	}
+	// With several instances: which partitions this one leads, and the
+	// view generation before the counts are read.
+	leads, gen := b.repl.owns, b.srv.ViewGeneration
+	gen0 := gen()
 	pre := map[string]map[int32]partCounts{}
 	for _, t := range topics {
 		pre[t] = b.readCounts(t, copyBack, known[t], false)
@@ -211,6 +223,7 @@ func (b *bypassWatch) check(ctx context.Context, cfg *config.Config, topics []st
 		return
 	}
 	now := time.Now()
+	gen1 := gen()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.checked, b.err = now, ""
@@ -231,13 +244,14 @@ func (b *bypassWatch) check(ctx context.Context, cfg *config.Config, topics []st
 			// Zero when the partition was not read before E (first
 			// seen): still a lower bound of kproxy's appends.
 			pc := pre[t][p]
-			if prev != nil && e.Offset >= prev.end {
+			led := leads == nil || (prev != nil && prev.gen == gen0 && gen0 == gen1 && leads(t, p))
+			if prev != nil && e.Offset >= prev.end && led {
 				b.compared[t] = true
 				if u := (e.Offset - prev.end) - (c.sent - prev.pre); u > 0 {
 					unexplained += u
 				}
 			}
-			next := &bypassPart{end: e.Offset, unacked: c.unacked}
+			next := &bypassPart{gen: gen1, end: e.Offset, unacked: c.unacked}
 			unacked := int64(0)
 			if prev != nil {
 				next.markers, unacked = prev.markers, prev.unacked

@@ -169,3 +169,83 @@ func waitChecks(t *testing.T, ctx context.Context, inst *Instance, n int) {
 		t.Fatal("bypass checks did not run")
 	}
 }
+
+// With several instances each sees only its own clients' produces, which
+// are all the produces through kproxy to the partitions it leads: a
+// partition another instance leads grows by records this one never saw,
+// and that is not a bypass. Only a producer writing to the source directly
+// is reported. Before, every instance reported the others' clients' writes.
+func TestBypassWithSeveralInstancesReportsOnlyDirectWrites(t *testing.T) {
+	src := newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(4, "clean", "direct"))
+	ctl := newKfake(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var insts []*Instance
+	var addrs []string
+	for i := range 2 {
+		listen, err := freeAddr()
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst := startYAML(t, ctx, fmt.Appendf(nil, "listen: %s\ninstance: { id: kp-%d }\ncontrol: { cluster: target, session_timeout: 2s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\nmonitor:\n  bypass_interval: 100ms\n",
+			listen, i, src.ListenAddrs()[0], ctl.ListenAddrs()[0]))
+		defer inst.Close()
+		insts, addrs = append(insts, inst), append(addrs, listen)
+	}
+	for formed := false; !formed; time.Sleep(20 * time.Millisecond) {
+		formed = true
+		for _, inst := range insts {
+			st := inst.insts.status()
+			formed = formed && st.Formed && len(st.Members) == 2
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the instances never agreed on a view")
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	write := func(topic string, i int) {
+		t.Helper()
+		var rs []*kgo.Record
+		for p := range int32(4) {
+			rs = append(rs, &kgo.Record{Topic: topic, Partition: p, Value: fmt.Append(nil, i)})
+		}
+		if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("clean", -1)
+	write("direct", -1)
+	for _, inst := range insts {
+		waitChecks(t, ctx, inst, 3)
+	}
+	for i := 0; i < 200; i++ { // several windows of kproxy's clients writing
+		write("clean", i)
+		if i == 100 {
+			produceTo(t, ctx, src, "direct", 60)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, inst := range insts {
+		waitChecks(t, ctx, inst, 3)
+	}
+	direct := int64(0)
+	for i, inst := range insts {
+		st := inst.Status().Bypass
+		if st.Error != "" {
+			t.Fatalf("instance %d: bypass check failed: %s", i, st.Error)
+		}
+		for _, bt := range st.Topics {
+			if bt.Topic != "direct" {
+				t.Fatalf("instance %d reports %s=%d: records its peer's clients wrote through kproxy", i, bt.Topic, bt.Records)
+			}
+			direct += bt.Records
+		}
+	}
+	if direct < 1 || direct > 60 {
+		t.Fatalf("the instances report %d records written around kproxy, want 1 to 60", direct)
+	}
+}

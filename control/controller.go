@@ -58,6 +58,9 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 		repl: newReplication(log.Named("replicator")), admins: &clusterAdmins{}, overlay: newOverlay(srv)}
 	c.overlay.targetReady = c.repl.targetReady
 	c.repl.onReady = c.overlay.reinstall
+	if cfg.Control != nil {
+		c.repl.owns = srv.LeadsInView // restart-only, like control itself
+	}
 	c.repl.setConfig(cfg)
 	dir := ""
 	if cfg.StateDir != "" {

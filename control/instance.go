@@ -126,6 +126,9 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		release()
 		return nil, err
 	}
+	if insts != nil {
+		insts.setOnView(ctrl.repl.reassign)
+	}
 	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, gateRecheckEvery: defaultGateRecheck}
 	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)
@@ -290,6 +293,11 @@ func (inst *Instance) Apply(next *config.Config) error {
 	prev := inst.cfg
 	if r := config.RestartRequired(prev, next); len(r) > 0 {
 		err := &config.RestartError{Lines: r}
+		inst.reject(err.Error())
+		return err
+	}
+	if u := config.Uncoordinated(prev, next); len(u) > 0 {
+		err := fmt.Errorf("refused with several instances: %s", strings.Join(u, "; "))
 		inst.reject(err.Error())
 		return err
 	}

@@ -8,6 +8,7 @@ package control
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -40,6 +41,23 @@ type instances struct {
 	grp     *membership.Group
 	cancel  context.CancelFunc
 	done    chan struct{} // closed when follow returns
+
+	// onView runs after each view is installed (the copy's Reassign:
+	// each replicated partition is copied where it is led); nil until
+	// the controller exists (setOnView).
+	onView atomic.Pointer[func()]
+}
+
+// setOnView installs f and runs it once (a view may have come before).
+func (in *instances) setOnView(f func()) {
+	in.onView.Store(&f)
+	f()
+}
+
+func (in *instances) viewInstalled() {
+	if f := in.onView.Load(); f != nil {
+		(*f)()
+	}
 }
 
 // joinInstances joins the membership group of cfg.Control. Until the first
@@ -86,6 +104,8 @@ func (in *instances) follow(ctx context.Context) {
 				// Another instance advertises an address that does not
 				// parse: keep the last view rather than drop everyone.
 				in.log.Error("membership view refused; keeping the previous one", "generation", v.Generation, "error", err)
+			} else {
+				in.viewInstalled()
 			}
 		}
 		select {
@@ -146,6 +166,9 @@ func (in *instances) leave() {
 	// view (this was the last instance) leaves every partition without a
 	// leader here too; clients retry until an instance returns.
 	_ = in.srv.SetInstances(&proxy.Instances{Self: in.self.ID, LeaderID: leader, Members: last.Members, Leaving: in.self.ID})
+	// Leading nothing, it copies nothing: its copies stop (and save
+	// their maps) before the others' InitProducerId would fence them.
+	in.viewInstalled()
 	if left {
 		in.handedOver(len(others))
 	}

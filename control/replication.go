@@ -73,6 +73,12 @@ type replication struct {
 	// answers changed without a new router, and the proxy keys shared
 	// Metadata answers by router (overlay.reinstall).
 	onReady func()
+
+	// owns, with several instances (config control:), says whether this
+	// instance copies a partition: the one that leads it in the
+	// membership view, so the map that translates a partition is where
+	// the partition is served. nil: one instance copies everything.
+	owns func(topic string, partition int32) bool
 }
 
 // copier is one direction's replicator.
@@ -301,7 +307,7 @@ func (rp *replication) sync(cfg *config.Config, to string) error {
 		if err != nil {
 			return fmt.Errorf("%s cluster: %w", to, err)
 		}
-		r, err := replicator.New(replicator.Options{
+		opts := replicator.Options{
 			SourceBrokers:     cfg.Clusters.Get(config.Cluster(from)).Bootstrap,
 			TargetBrokers:     cfg.Clusters.Get(config.Cluster(to)).Bootstrap,
 			SourceOpts:        fromSec.KgoOpts(),
@@ -318,7 +324,15 @@ func (rp *replication) sync(cfg *config.Config, to string) error {
 			// idle copy costs 40 requests/s per broker, whatever the
 			// number of partitions.
 			FetchMaxWait: 25 * time.Millisecond,
-		})
+		}
+		if rp.owns != nil {
+			// Several instances: each partition is copied where it is led,
+			// by a transactional producer the broker fences when another
+			// instance takes the partition over (replicator/txncopy.go).
+			opts.Owns = rp.owns
+			opts.TransactionalIDPrefix = copyTransactionalPrefix(cfg)
+		}
+		r, err := replicator.New(opts)
 		if err != nil {
 			return err
 		}
@@ -378,6 +392,30 @@ const (
 	topicBatch  = 100
 	topicStarts = 4
 )
+
+// copyTransactionalPrefix starts the transactional id of every partition's
+// copy with several instances: kproxy-<cluster_id>-copy-<topic>-<p>
+// (docs/ha.md). Every instance must build it alike, and it must never
+// change: a new owner fences the old one only through the same id.
+func copyTransactionalPrefix(cfg *config.Config) string {
+	return "kproxy-" + cfg.ClusterID + "-copy-"
+}
+
+// reassign applies a new membership view to the copies: each copies the
+// partitions this instance now leads (replicator.Reassign).
+func (rp *replication) reassign() {
+	rp.syncMu.Lock() // no copier starts or stops meanwhile
+	defer rp.syncMu.Unlock()
+	rp.mu.Lock()
+	var cs []*copier
+	for _, c := range rp.copies {
+		cs = append(cs, c)
+	}
+	rp.mu.Unlock()
+	for _, c := range cs {
+		c.r.Reassign()
+	}
+}
 
 // startTopics runs start for topics in batches of at most batch,
 // topicStarts batches at a time, and returns the first error (the other

@@ -83,6 +83,7 @@ type hostPort struct {
 func (s *Server) SetInstances(in *Instances) error {
 	if in == nil {
 		if s.insts.Swap(nil) != nil {
+			s.viewGen.Add(1)
 			s.instancesChanged()
 		}
 		return nil
@@ -113,10 +114,16 @@ func (s *Server) SetInstances(in *Instances) error {
 		}
 	}
 	old := s.insts.Swap(v)
+	s.viewGen.Add(1)
 	s.freshSessionsForGains(old, v)
 	s.instancesChanged()
 	return nil
 }
+
+// ViewGeneration counts the membership views installed: equal before and
+// after a stretch of time, no partition changed leader here in between
+// (the bypass check compares only such stretches).
+func (s *Server) ViewGeneration() uint64 { return s.viewGen.Load() }
 
 // freshSessionsForGains gives the idempotent producers of every topic with
 // a partition this instance gained in v fresh upstream sessions
@@ -238,6 +245,20 @@ func (s *Server) leadsHere(topic string, partition int32) int16 {
 		return kerr.NotLeaderForPartition.Code
 	}
 	return 0
+}
+
+// LeadsInView says whether this instance leads topic's partition in the
+// installed membership view, false before any view (and for a leaving
+// instance, which leads nothing). The copy with several instances runs a
+// partition where it is led (control/replication.go), so the offset map
+// that translates the partition is on the instance that serves it.
+func (s *Server) LeadsInView(topic string, partition int32) bool {
+	v := s.insts.Load()
+	if v == nil {
+		return false
+	}
+	i := v.owner(partitionKey(topic, partition))
+	return i >= 0 && v.members[i].ID == v.self
 }
 
 // coordinatorEndpoint is the virtual broker that coordinates key (a group

@@ -101,6 +101,7 @@ type Server struct {
 	gholds   groupHolds // group moves (group_hold.go)
 	router   atomic.Pointer[routerBox]
 	insts    atomic.Pointer[instanceView] // nil: this instance serves alone (instances.go)
+	viewGen  atomic.Uint64                // membership views installed (ViewGeneration)
 	policy   atomic.Pointer[Policy]       // nil: no policy (policy.go)
 	versions atomic.Pointer[map[int16]versionRange]
 	// versionsMu serializes updateVersions; connected signals Start as

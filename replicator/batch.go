@@ -153,6 +153,20 @@ type producerSession struct {
 	pid   int64
 	epoch int16
 	seq   int32
+	// txn marks the batches transactional: the copy's fenced mode
+	// (txncopy.go), where the session is a transactional producer's.
+	txn bool
+}
+
+// attrs are a source batch's attributes as the copy writes them: the
+// source's transactional bit never (its markers are not copied), the
+// copy's own when the session is transactional.
+func (s producerSession) attrs(source int16) int16 {
+	a := source &^ attrTransactional
+	if s.txn {
+		a |= attrTransactional
+	}
+	return a
 }
 
 // preparedBatch is a source batch rewritten for producing to the target.
@@ -208,7 +222,7 @@ func prepareBatch(b []byte, from int64, s producerSession) (preparedBatch, error
 		return rebuildBatch(b, h, from, s)
 	}
 	if len(b) < batchcrc.MinBytes {
-		writeHeader(b, h.attributes&^attrTransactional, s)
+		writeHeader(b, s.attrs(h.attributes), s)
 		p.raw = b
 		return p, nil
 	}
@@ -216,7 +230,7 @@ func prepareBatch(b []byte, from int64, s producerSession) (preparedBatch, error
 	// read the batch.
 	var before [batchHeaderLen - offAttributes]byte
 	copy(before[:], b[offAttributes:batchHeaderLen])
-	patchHeader(b, h.attributes&^attrTransactional, s)
+	patchHeader(b, s.attrs(h.attributes), s)
 	binary.BigEndian.PutUint32(b[offCRC:], batchcrc.Patched(crc, before[:], b[offAttributes:batchHeaderLen], len(b)-offAttributes))
 	p.raw = b
 	return p, nil
@@ -381,7 +395,7 @@ func rebuildBatch(b []byte, h batchHeader, from int64, s producerSession) (prepa
 	be.PutUint64(nb[offFirstTimestamp:], uint64(firstTs))
 	be.PutUint64(nb[offMaxTimestamp:], uint64(maxTs))
 	be.PutUint32(nb[offNumRecords:], uint32(p.numRecords))
-	writeHeader(nb, h.attributes&^(attrTransactional|attrLogAppendTime), s)
+	writeHeader(nb, s.attrs(h.attributes&^attrLogAppendTime), s)
 	p.raw = nb
 	return p, nil
 }

@@ -42,4 +42,12 @@
 //     replicator never skips or duplicates silently.
 //   - WaitCopied(topic, partition, end) returns once every source offset
 //     below end is on the target or a gap: the cutover's drain condition.
+//   - With Options.TransactionalIDPrefix (several instances), each
+//     partition's copy is a transactional producer whose session starts with
+//     InitProducerId, fencing any earlier owner at the broker; a batch
+//     enters the map only once its transaction committed, and the commit
+//     markers (and a fenced owner's aborted records) are target gaps of the
+//     map. A copy the broker fenced stops without retrying (FencedError).
+//     With Options.Owns only owned partitions are copied and have a map;
+//     Reassign applies a new answer (txncopy.go, owners.go).
 package replicator

@@ -18,7 +18,9 @@ package replicator
 //
 // A record replays onto the map whose SourceEnd and TargetEnd are startSrc
 // and startTgt: for each op, src += gap, add(src, TargetEnd, n), src += n;
-// then advance(endSrc). Records that end at or before the snapshot's end
+// then advance(endSrc). An op with n 0 is a target gap of gap offsets
+// (skipTarget: a transactional copy's marker), which an older kproxy
+// refuses as a corrupt record rather than misreads. Records that end at or before the snapshot's end
 // (written before the snapshot replaced them, and not yet emptied when the
 // process died) are skipped. A record cut short at the end of the file (a
 // crash mid-append) is ignored; any other bad record, or a record that does
@@ -60,6 +62,16 @@ func (j *journal) add(src, n int64) {
 	j.nops++
 }
 
+// skip records a target gap of g offsets (an op with n 0).
+func (j *journal) skip(g int64) {
+	if !j.on {
+		return
+	}
+	j.ops = binary.AppendUvarint(j.ops, uint64(g))
+	j.ops = binary.AppendUvarint(j.ops, 0)
+	j.nops++
+}
+
 func (j journal) clone() journal {
 	j.ops = append([]byte(nil), j.ops...)
 	return j
@@ -67,7 +79,7 @@ func (j journal) clone() journal {
 
 // restartJournal starts a new journal at the map's end. Callers hold mu.
 func (m *OffsetMap) restartJournal() {
-	m.jr = journal{on: true, startSrc: m.nextSrc, startTgt: m.tgtEnd, last: m.nextSrc, ops: m.jr.ops[:0]}
+	m.jr = journal{on: true, startSrc: m.nextSrc, startTgt: m.tgtEnd + m.totalGaps(), last: m.nextSrc, ops: m.jr.ops[:0]}
 }
 
 // takeDelta returns the delta record of what changed since the last save
@@ -254,6 +266,13 @@ func (m *OffsetMap) replay(p []byte) error {
 	}
 	src := startSrc
 	for _, o := range ops {
+		if o.n == 0 {
+			if o.gap <= 0 {
+				return ErrCorruptMap
+			}
+			m.skipTarget(m.TargetEnd() + o.gap)
+			continue
+		}
 		src += o.gap
 		if err := m.add(src, m.TargetEnd(), o.n); err != nil {
 			return fmt.Errorf("%v: %w", err, ErrCorruptMap)

@@ -66,7 +66,17 @@ type OffsetMap struct {
 	packed  []byte // the blocks' deltas
 	tail    []run
 	nextSrc int64 // SourceEnd: next source offset to copy
-	tgtEnd  int64 // TargetEnd: next target offset to be written
+	tgtEnd  int64 // TargetEnd without the target gaps (see tgaps)
+
+	// tgaps are the target's own gaps: offsets of the target log that hold
+	// no copied record (the markers of a transactional copy's commits, and
+	// records of a fenced copy's aborted transactions: replication.go's
+	// fenced mode). Everything above (tgtBase, tgtEnd, the runs' tgt) counts
+	// target offsets without them, "compact" offsets, so the runs keep
+	// their contiguous-target representation; the exported methods turn
+	// compact offsets into the target's (realOf, compactOf). Without target
+	// gaps (every idempotent copy) both are the same.
+	tgaps []tgap
 
 	// jr records what add and advance did since the map was last
 	// persisted, for the delta file (mapjournal.go).
@@ -77,6 +87,60 @@ type OffsetMap struct {
 // target offsets. Its length is the next run's tgt (or tgtEnd) minus tgt.
 type run struct {
 	src, tgt int64
+}
+
+// tgap is a stretch of target offsets with no copied record, lying before
+// the record at compact offset at (or before TargetEnd when at is the
+// compact end); cum is the size of this gap and every gap before it.
+type tgap struct {
+	at, cum int64
+}
+
+// gapsUpTo is the size of the target gaps before compact offset c and
+// before the record at c. Callers hold mu.
+func (m *OffsetMap) gapsUpTo(c int64) int64 {
+	i := sort.Search(len(m.tgaps), func(i int) bool { return m.tgaps[i].at > c })
+	if i == 0 {
+		return 0
+	}
+	return m.tgaps[i-1].cum
+}
+
+// realOf is the target offset of compact offset c. Callers hold mu.
+func (m *OffsetMap) realOf(c int64) int64 { return c + m.gapsUpTo(c) }
+
+// compactOf is the compact offset of the target record at or after target
+// offset t: a gap maps to the record after it. Callers hold mu.
+func (m *OffsetMap) compactOf(t int64) int64 {
+	// The last gap starting at or before t.
+	i := sort.Search(len(m.tgaps), func(i int) bool {
+		g := m.tgaps[i]
+		return g.at+g.cum-m.gapSize(i) > t
+	})
+	if i == 0 {
+		return t
+	}
+	g := m.tgaps[i-1]
+	if t < g.at+g.cum {
+		return g.at // inside the gap
+	}
+	return t - g.cum
+}
+
+// gapSize is the size of gap i. Callers hold mu.
+func (m *OffsetMap) gapSize(i int) int64 {
+	if i == 0 {
+		return m.tgaps[0].cum
+	}
+	return m.tgaps[i].cum - m.tgaps[i-1].cum
+}
+
+// totalGaps is the size of every target gap. Callers hold mu.
+func (m *OffsetMap) totalGaps() int64 {
+	if len(m.tgaps) == 0 {
+		return 0
+	}
+	return m.tgaps[len(m.tgaps)-1].cum
 }
 
 // blockRuns is the number of runs in a packed block: a lookup scans at most
@@ -289,20 +353,26 @@ func (m *OffsetMap) ToTarget(src int64) (tgt int64, ok bool) {
 	if src < m.srcBase || src > m.nextSrc {
 		return 0, false
 	}
+	return m.realOf(m.compactToTarget(src)), true
+}
+
+// compactToTarget is ToTarget in compact target offsets. Callers hold mu;
+// src is covered.
+func (m *OffsetMap) compactToTarget(src int64) int64 {
 	if len(m.tail) == 0 || src < m.firstSrc() {
 		// A gap before the first copied record (or no records at all).
-		return m.tgtBase, true
+		return m.tgtBase
 	}
 	if src < m.tail[0].src {
 		i := sort.Search(len(m.blocks), func(i int) bool { return m.blocks[i].src > src })
-		return m.blockToTarget(i-1, src), true
+		return m.blockToTarget(i-1, src)
 	}
 	// i = number of tail runs starting at or before src (>= 1).
 	i := sort.Search(len(m.tail), func(i int) bool { return m.tail[i].src > src })
 	r := m.tail[i-1]
 	// Inside the run: exact. After it (a gap): the next run's start, which
-	// is r.tgt+n because target offsets are contiguous.
-	return r.tgt + min(src-r.src, m.tailLen(i-1)), true
+	// is r.tgt+n because compact target offsets are contiguous.
+	return r.tgt + min(src-r.src, m.tailLen(i-1))
 }
 
 // firstSrc is the first run's source start. Callers hold mu; there is a
@@ -315,14 +385,17 @@ func (m *OffsetMap) firstSrc() int64 {
 }
 
 // ToSource returns the source offset of the record at target offset tgt;
-// TargetEnd maps to SourceEnd. ok is false outside [TargetStart, TargetEnd].
+// TargetEnd maps to SourceEnd, and an offset in a target gap (a marker of
+// the copy's own transactions) to the source offset of the next copied
+// record. ok is false outside [TargetStart, TargetEnd].
 func (m *OffsetMap) ToSource(tgt int64) (src int64, ok bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if tgt < m.tgtBase || tgt > m.tgtEnd {
+	if tgt < m.tgtBase || tgt > m.tgtEnd+m.totalGaps() {
 		return 0, false
 	}
-	if tgt == m.tgtEnd {
+	tgt = m.compactOf(tgt)
+	if tgt >= m.tgtEnd {
 		return m.nextSrc, true
 	}
 	// There is a run: tgtBase <= tgt < tgtEnd.
@@ -350,18 +423,27 @@ func (m *OffsetMap) SourceEnd() int64 {
 	return m.nextSrc
 }
 
-// TargetStart is the target offset of the first copied record.
+// TargetStart is the first target offset the map covers (the first copied
+// record's, or a target gap's before it).
 func (m *OffsetMap) TargetStart() int64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.tgtBase
+	return m.tgtBase // no target gap lies below tgtBase (trimBelow)
 }
 
 // TargetEnd is the target offset the next copied record will get.
 func (m *OffsetMap) TargetEnd() int64 {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return m.tgtEnd
+	return m.tgtEnd + m.totalGaps()
+}
+
+// TargetGaps is the number of target offsets the map covers that hold no
+// copied record (a transactional copy's markers and aborted writes).
+func (m *OffsetMap) TargetGaps() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.totalGaps()
 }
 
 // Runs is the number of runs (gaps between copied records + 1).
@@ -375,7 +457,7 @@ func (m *OffsetMap) Runs() int {
 func (m *OffsetMap) MemoryBytes() int {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return cap(m.blocks)*int(unsafe.Sizeof(runBlock{})) + cap(m.packed) + cap(m.tail)*int(unsafe.Sizeof(run{}))
+	return cap(m.blocks)*int(unsafe.Sizeof(runBlock{})) + cap(m.packed) + cap(m.tail)*int(unsafe.Sizeof(run{})) + cap(m.tgaps)*int(unsafe.Sizeof(tgap{}))
 }
 
 // tailLen is the length of tail run i. Callers hold mu.
@@ -399,9 +481,10 @@ func (m *OffsetMap) add(src, tgt, n int64) error {
 	if src < m.nextSrc {
 		return fmt.Errorf("offset map: source offset %d is below the copied end %d", src, m.nextSrc)
 	}
-	if tgt != m.tgtEnd {
-		return fmt.Errorf("offset map: target offset %d is not the expected target end %d", tgt, m.tgtEnd)
+	if end := m.tgtEnd + m.totalGaps(); tgt != end {
+		return fmt.Errorf("offset map: target offset %d is not the expected target end %d", tgt, end)
 	}
+	tgt = m.tgtEnd // compact
 	// Coalesce with the last run when no gap separates them.
 	if k := len(m.tail); k == 0 || m.tail[k-1].src+m.tailLen(k-1) != src {
 		m.pushRun(run{src: src, tgt: tgt})
@@ -421,6 +504,24 @@ func (m *OffsetMap) advance(next int64) {
 	}
 }
 
+// skipTarget marks target offsets [TargetEnd, next) as target gaps: they
+// hold no copied record (a commit's marker, a fenced writer's aborted
+// records).
+func (m *OffsetMap) skipTarget(next int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g := next - (m.tgtEnd + m.totalGaps())
+	if g <= 0 {
+		return
+	}
+	m.jr.skip(g)
+	if k := len(m.tgaps); k > 0 && m.tgaps[k-1].at == m.tgtEnd {
+		m.tgaps[k-1].cum += g
+		return
+	}
+	m.tgaps = append(m.tgaps, tgap{at: m.tgtEnd, cum: m.totalGaps() + g})
+}
+
 // clone returns a deep copy.
 func (m *OffsetMap) clone() *OffsetMap {
 	m.mu.RLock()
@@ -432,7 +533,8 @@ func (m *OffsetMap) clone() *OffsetMap {
 		// run or two: 10,000 partitions would otherwise hold 10 MB of
 		// empty tails).
 		tail: append([]run(nil), m.tail...), nextSrc: m.nextSrc, tgtEnd: m.tgtEnd,
-		jr: m.jr.clone(),
+		tgaps: append([]tgap(nil), m.tgaps...),
+		jr:    m.jr.clone(),
 	}
 }
 
@@ -464,11 +566,21 @@ func (m *OffsetMap) trimBelow(src int64) bool {
 			found, newTgtBase = true, kept[0].tgt
 		}
 	})
+	// The target gaps before the first kept record go too; the compact
+	// offsets grow by their size (d), so that each kept record's target
+	// offset (compact + the gaps before it) stays what it was.
+	d := m.gapsUpTo(newTgtBase)
+	i := sort.Search(len(m.tgaps), func(i int) bool { return m.tgaps[i].at > newTgtBase })
+	gaps := m.tgaps[:0]
+	for _, g := range m.tgaps[i:] {
+		gaps = append(gaps, tgap{at: g.at + d, cum: g.cum - d})
+	}
+	m.tgaps = gaps
 	m.blocks, m.packed, m.tail = nil, nil, nil
 	for _, r := range kept {
-		m.pushRun(r)
+		m.pushRun(run{src: r.src, tgt: r.tgt + d})
 	}
-	m.srcBase, m.tgtBase = src, newTgtBase
+	m.srcBase, m.tgtBase, m.tgtEnd = src, newTgtBase+d, m.tgtEnd+d
 	m.jr.trimmed = true
 	return true
 }
@@ -481,12 +593,16 @@ func (m *OffsetMap) trimBelow(src int64) bool {
 //	srcBase tgtBase nruns
 //	nruns × (gapBefore len)      gapBefore = run.src - end of previous run (srcBase at first)
 //	gapAfter                      nextSrc - end of last run
+//	version 3 only: ntgaps, ntgaps × (at - previous at (tgtBase at first), size)
 //	crc32c(everything above) (uint32 big endian)
 //
-// Target offsets are not stored: they follow from tgtBase and the lengths.
+// Target offsets are not stored: they follow from tgtBase and the lengths
+// (and the target gaps, in compact offsets: see OffsetMap.tgaps). A map
+// without target gaps (every idempotent copy) is written as version 2, so
+// an older kproxy still reads it.
 const (
 	mapMagic   = "KPOMAP"
-	mapVersion = 2
+	mapVersion = 3
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -503,7 +619,11 @@ func (m *OffsetMap) AppendBinary(b []byte) []byte {
 	defer m.mu.RUnlock()
 	start := len(b)
 	b = append(b, mapMagic...)
-	b = append(b, mapVersion)
+	version := byte(2)
+	if len(m.tgaps) > 0 {
+		version = 3
+	}
+	b = append(b, version)
 	b = binary.AppendUvarint(b, uint64(len(m.meta.Topic)))
 	b = append(b, m.meta.Topic...)
 	b = binary.BigEndian.AppendUint32(b, uint32(m.meta.Partition))
@@ -520,6 +640,15 @@ func (m *OffsetMap) AppendBinary(b []byte) []byte {
 		prevEnd = src + n
 	})
 	b = binary.AppendUvarint(b, uint64(m.nextSrc-prevEnd))
+	if version == 3 {
+		b = binary.AppendUvarint(b, uint64(len(m.tgaps)))
+		at := m.tgtBase
+		for i, g := range m.tgaps {
+			b = binary.AppendUvarint(b, uint64(g.at-at))
+			b = binary.AppendUvarint(b, uint64(m.gapSize(i)))
+			at = g.at
+		}
+	}
 	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
 }
 
@@ -541,8 +670,8 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 		return nil, fmt.Errorf("offset map: not an offset map file: %w", ErrCorruptMap)
 	}
 	version := b[len(mapMagic)]
-	if version != 1 && version != mapVersion {
-		return nil, fmt.Errorf("offset map: file version %d, this kproxy reads versions 1 and %d", version, mapVersion)
+	if version < 1 || version > mapVersion {
+		return nil, fmt.Errorf("offset map: file version %d, this kproxy reads versions 1 to %d", version, mapVersion)
 	}
 	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
 	if crc32.Checksum(body, castagnoli) != sum {
@@ -584,6 +713,25 @@ func decodeMap(b []byte) (*OffsetMap, error) {
 		m.nextSrc = src + after
 	}
 	m.tgtEnd = tgt
+	if version >= 3 {
+		n := d.uvarint()
+		if d.err == nil && n > uint64(len(d.b)) { // each gap takes at least 2 bytes
+			d.err = ErrCorruptMap
+		}
+		at, cum := m.tgtBase, int64(0)
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			da, g := int64(d.uvarint()), int64(d.uvarint())
+			// Gaps lie at increasing compact offsets up to the end, and
+			// a corrupt file's sums must not wrap.
+			if g <= 0 || (i > 0 && da <= 0) || da > m.tgtEnd-at || g > maxFileOffset-cum-m.tgtEnd {
+				d.err = ErrCorruptMap
+				break
+			}
+			at += da
+			cum += g
+			m.tgaps = append(m.tgaps, tgap{at: at, cum: cum})
+		}
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = ErrCorruptMap
 	}

@@ -170,13 +170,21 @@ func checkMapFile(t *testing.T, data []byte) {
 		if m.nextSrc < end {
 			t.Fatalf("source end %d is inside the last run (ends at %d)", m.nextSrc, end)
 		}
-		agree(t, "loaded", m, ref)
+		// The run list is in compact target offsets; with target gaps
+		// (version 3) the lookups are TestOffsetMapTargetGaps' business,
+		// and here the file only has to round-trip.
+		gaps := len(m.tgaps) > 0
+		if !gaps {
+			agree(t, "loaded", m, ref)
+		}
 		saved := m.AppendBinary(nil)
 		again, err := Load(bytes.NewReader(saved))
 		if err != nil {
 			t.Fatalf("Load(Save(Load(file))) = %v", err)
 		}
-		agree(t, "reloaded", again, ref)
+		if !gaps {
+			agree(t, "reloaded", again, ref)
+		}
 		if !bytes.Equal(again.AppendBinary(nil), saved) {
 			t.Fatal("saving twice gives other bytes")
 		}

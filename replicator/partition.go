@@ -24,6 +24,12 @@ type partition struct {
 	partition int32
 	log       hclog.Logger
 
+	// ctx ends the partition's copy alone (Reassign) or with its topic;
+	// done is closed when its goroutine has returned (its map saved).
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
 	records, bytes prometheus.Counter
 	writes         *Writes // offsets produced into the target partition (Replicator.Writes)
 	lag, lagMs     prometheus.Gauge
@@ -109,7 +115,9 @@ func (p *partition) status() PartitionStatus {
 	s.ProduceRecordsPerSec, s.CopyRecordsPerSec = p.rates.produceRate, p.rates.copyRate
 	s.CatchUpMillis = catchUpMillis(s.LagRecords, p.rates)
 	if p.fatal != nil {
-		s.Err, s.Fatal = p.fatal.Error(), true
+		s.Err = p.fatal.Error()
+		s.Fenced = errors.As(p.fatal, new(*FencedError))
+		s.Fatal = !s.Fenced
 	} else if p.err != nil {
 		s.Err = p.err.Error()
 	}
@@ -187,7 +195,8 @@ func (p *partition) setErr(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var fe *FatalError
-	if errors.As(err, &fe) || errors.Is(err, errCrashed) {
+	var fd *FencedError
+	if errors.As(err, &fe) || errors.Is(err, errCrashed) || errors.As(err, &fd) {
 		p.fatal = err
 		close(p.wake)
 		p.wake = make(chan struct{})
@@ -213,6 +222,13 @@ func (r *Replicator) runPartition(ctx context.Context, p *partition) {
 			p.log.Error("replication stopped; fix the cause and restart kproxy", "error", err)
 			return
 		case errors.Is(err, errCrashed):
+			return
+		case errors.As(err, new(*FencedError)):
+			// Retrying would fence the new owner in turn: this instance
+			// copies the partition again only when the membership gives
+			// it back (Reassign).
+			r.metrics.fenced.Inc()
+			p.log.Warn("another instance took over this partition's copy and the target refused this instance's write; this instance stops copying it", "error", err)
 			return
 		}
 		p.log.Warn("replication interrupted, retrying", "error", err)
@@ -344,9 +360,20 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	if err != nil {
 		return err
 	}
-	m, sess, err := r.reconciledSession(ctx, p, l)
+	var txn *copyTxn
+	if r.fencedMode() {
+		// Before the target log is read: from here on no earlier
+		// session's write can land (txncopy.go).
+		if txn, err = r.beginFencedSession(ctx, p); err != nil {
+			return err
+		}
+	}
+	m, sess, err := r.reconciledSession(ctx, p, l, txn)
 	if err != nil {
 		return err
+	}
+	if txn != nil {
+		sess = txn.sess
 	}
 	conn, err := r.produceConnFor(ctx, l.tgtLeader)
 	if err != nil {
@@ -358,7 +385,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	// shift turns this session's source log offsets into the map's
 	// (virtual) source side; see MapMeta.SourceShift.
 	shift := m.Meta().SourceShift
-	pl := newPipeline(r, p, m, conn, l.tgtID, shift)
+	pl := newPipeline(r, p, m, conn, l.tgtID, shift, txn)
 	var batchBuf [][]byte // the batches of the current answer, reused
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
 	// The map is saved when the copy catches up, at most mapSaveInterval
@@ -412,12 +439,26 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			}
 			next := h.lastOffset() + 1 + shift
 			if keep {
+				if txn != nil && !txn.open {
+					// The first batch of this answer's transaction.
+					if err := pl.flush(); err != nil {
+						return err
+					}
+					if err := txn.addPartition(ctx, r, p); err != nil {
+						return err
+					}
+					sess = txn.sess // a commit may have bumped the epoch
+					txn.tgtNext = m.TargetEnd()
+				}
 				pb, err := prepareBatch(b, sent-shift, sess)
 				if err != nil {
 					pl.drain()
 					return p.fatalf("%v", err)
 				}
 				if pb.numRecords > 0 {
+					if hook := r.opts.Hooks.BeforeSend; hook != nil {
+						hook(p.topic, p.partition)
+					}
 					if err := pl.send(pb, next); err != nil {
 						pl.drain()
 						return err
@@ -437,6 +478,12 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		// drain waits on) must not wait with it.
 		if err := pl.flush(); err != nil {
 			return err
+		}
+		if txn != nil {
+			if err := pl.commit(ctx); err != nil {
+				return err
+			}
+			sess = txn.sess
 		}
 		hwm, logStart := fp.HighWatermark, fp.LogStartOffset
 		clear(batchBuf)
@@ -495,6 +542,11 @@ type pipeline struct {
 	shift int64
 	req   *kmsg.ProduceRequest // reused: only the records change
 
+	// txn is the session's transaction in fenced mode (txncopy.go): the
+	// answered batches wait in it for the commit. nil: an idempotent copy,
+	// each answered batch goes into the map at once.
+	txn *copyTxn
+
 	timer     *time.Timer // reused by every wait
 	calls     [maxInFlight]produceCall
 	q         [maxInFlight]inFlight // ring of sent batches, oldest at head
@@ -510,8 +562,8 @@ type inFlight struct {
 	next int64
 }
 
-func newPipeline(r *Replicator, p *partition, m *OffsetMap, conn *produceConn, tgtID [16]byte, shift int64) *pipeline {
-	pl := &pipeline{r: r, p: p, m: m, conn: conn, shift: shift, timer: time.NewTimer(produceTimeout)}
+func newPipeline(r *Replicator, p *partition, m *OffsetMap, conn *produceConn, tgtID [16]byte, shift int64, txn *copyTxn) *pipeline {
+	pl := &pipeline{r: r, p: p, m: m, conn: conn, shift: shift, txn: txn, timer: time.NewTimer(produceTimeout)}
 	pl.timer.Stop()
 	for i := range pl.calls {
 		pl.calls[i].done = make(chan struct{}, 1)
@@ -519,6 +571,9 @@ func newPipeline(r *Replicator, p *partition, m *OffsetMap, conn *produceConn, t
 	req := kmsg.NewPtrProduceRequest()
 	req.Acks = -1
 	req.TimeoutMillis = 30000
+	if txn != nil {
+		req.TransactionID = &txn.id
+	}
 	rt := kmsg.NewProduceRequestTopic()
 	rt.Topic, rt.TopicID = p.topic, tgtID
 	rp := kmsg.NewProduceRequestTopicPartition()
@@ -557,6 +612,11 @@ func (pl *pipeline) send(pb preparedBatch, next int64) error {
 // after the batches in flight.
 func (pl *pipeline) gap(next int64) {
 	if pl.n == 0 {
+		if pl.txn != nil && pl.txn.pendingNext > 0 {
+			// After batches waiting for the commit.
+			pl.txn.pendingNext = max(pl.txn.pendingNext, next)
+			return
+		}
 		pl.m.advance(next)
 		return
 	}
@@ -607,21 +667,44 @@ func (pl *pipeline) apply(f inFlight) error {
 		if corruptSourceBatch(err, &f.pb) {
 			return p.fatalf("batch at offset %d: its bytes do not match its CRC: the source sent a corrupt batch", f.pb.srcFirst)
 		}
+		if pl.txn != nil && fencing(err) {
+			return &FencedError{Topic: p.topic, Partition: p.partition, Err: err}
+		}
 		return fmt.Errorf("target broker %d: produce: %w", pl.conn.broker, err)
 	}
 	if hook := pl.r.opts.Hooks.AfterProduce; hook != nil && hook(p.topic, p.partition) {
 		return errCrashed
 	}
-	if call.baseOffset != m.TargetEnd() {
-		return p.fatalf("the target appended our batch at offset %d, but the offset map expected %d: something else wrote into the target partition; stop that writer, then delete the target topic and the state for it to copy again", call.baseOffset, m.TargetEnd())
+	want := m.TargetEnd()
+	if pl.txn != nil {
+		want = pl.txn.tgtNext
 	}
+	if call.baseOffset != want {
+		return p.fatalf("the target appended our batch at offset %d, but the offset map expected %d: something else wrote into the target partition; stop that writer, then delete the target topic and the state for it to copy again", call.baseOffset, want)
+	}
+	if pl.txn != nil {
+		// Into the map once the transaction commits (commit).
+		pl.txn.tgtNext += int64(f.pb.numRecords)
+		pl.txn.pending = append(pl.txn.pending, inFlight{pb: preparedBatch{srcOffsets: f.pb.srcOffsets, srcFirst: f.pb.srcFirst, numRecords: f.pb.numRecords}, next: f.next})
+		pl.txn.pendingNext = f.next
+		p.bytes.Add(float64(len(f.pb.raw)))
+		return nil
+	}
+	p.bytes.Add(float64(len(f.pb.raw)))
+	return pl.addToMap(f, call.baseOffset)
+}
+
+// addToMap records one answered batch, appended at target offset base
+// (the map's TargetEnd), in the map.
+func (pl *pipeline) addToMap(f inFlight, base int64) error {
+	p, m := pl.p, pl.m
 	pb := &f.pb
 	var err error
 	if pb.srcOffsets == nil {
-		err = m.add(pb.srcFirst+pl.shift, call.baseOffset, int64(pb.numRecords))
+		err = m.add(pb.srcFirst+pl.shift, base, int64(pb.numRecords))
 	} else {
 		for i, s := range pb.srcOffsets {
-			if err = m.add(s+pl.shift, call.baseOffset+int64(i), 1); err != nil {
+			if err = m.add(s+pl.shift, base+int64(i), 1); err != nil {
 				break
 			}
 		}
@@ -631,7 +714,46 @@ func (pl *pipeline) apply(f inFlight) error {
 	}
 	m.advance(f.next)
 	p.records.Add(float64(pb.numRecords))
-	p.bytes.Add(float64(len(pb.raw)))
+	return nil
+}
+
+// commit commits the open transaction (every batch in it answered:
+// flush ran) and puts its batches into the map, then its marker as a
+// target gap. Without an open transaction it applies the gaps that
+// waited. A failed commit leaves the map as it was: the next session's
+// InitProducerId settles the transaction and its reconcile reads what
+// the target kept.
+func (pl *pipeline) commit(ctx context.Context) error {
+	t := pl.txn
+	committed := t.open
+	if committed {
+		if ctx.Err() != nil {
+			// Stopping (Stop, Reassign): what was sent is committed
+			// rather than left for the next owner to abort and copy again.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+		}
+		if err := t.commit(ctx, pl.r, pl.p); err != nil {
+			t.pending, t.pendingNext = t.pending[:0], 0
+			return err
+		}
+	}
+	for _, f := range t.pending {
+		if err := pl.addToMap(f, pl.m.TargetEnd()); err != nil {
+			return err
+		}
+	}
+	if committed {
+		// The commit's marker: one per partition in the transaction,
+		// also one that carries no batch (a compacted batch with no
+		// records left opened it).
+		pl.m.skipTarget(pl.m.TargetEnd() + 1)
+	}
+	if t.pendingNext > 0 {
+		pl.m.advance(t.pendingNext)
+	}
+	t.pending, t.pendingNext = t.pending[:0], 0
 	return nil
 }
 
@@ -708,14 +830,16 @@ func (r *Replicator) fetch(ctx context.Context, cl *kgo.Client, leader int32, to
 // batch at offset N, but the offset map expected M", seen in the fault
 // test's kproxy kill during a copy back). When the end moved, the
 // reconcile runs again and matches the late records with the source.
-func (r *Replicator) reconciledSession(ctx context.Context, p *partition, l leaders) (*OffsetMap, producerSession, error) {
+func (r *Replicator) reconciledSession(ctx context.Context, p *partition, l leaders, txn *copyTxn) (*OffsetMap, producerSession, error) {
 	for {
 		m, err := r.reconcile(ctx, p, l)
 		if err != nil {
 			return nil, producerSession{}, err
 		}
-		sess, err := r.session(ctx, p)
-		if err != nil {
+		var sess producerSession
+		if txn != nil {
+			sess = txn.sess // fenced: no other write can land (txncopy.go)
+		} else if sess, err = r.session(ctx, p); err != nil {
 			return nil, producerSession{}, err
 		}
 		tgt, err := listOffsets(ctx, r, true, p.topic, p.partition)
@@ -758,10 +882,20 @@ func (r *Replicator) reconcile(ctx context.Context, p *partition, l leaders) (*O
 		return nil, err
 	}
 	if m == nil {
-		if tgt.end != 0 {
+		start := tgt.end
+		switch {
+		case tgt.end != 0 && r.fencedMode():
+			// Copied by another instance until now: the map is rebuilt
+			// from the target log, matching its records from its start
+			// with the source's from its start (recoverTail below), which
+			// holds only while neither log lost records to retention
+			// since the copy began; a mismatch stops the partition.
+			start = tgt.start
+			p.log.Info("no offset map for a partition another instance copied; rebuilding it from the target log", "target_start", tgt.start, "target_end", tgt.end, "offset", src.start)
+		case tgt.end != 0:
 			return nil, p.fatalf("the target partition holds offsets up to %d but %s has no offset map for it: something else wrote into it, or the state directory was lost; delete the target topic to copy again", tgt.end, r.opts.StateDir)
 		}
-		m = NewOffsetMap(MapMeta{Topic: p.topic, Partition: p.partition, SourceTopicID: l.srcID, TargetTopicID: l.tgtID}, src.start, tgt.end)
+		m = NewOffsetMap(MapMeta{Topic: p.topic, Partition: p.partition, SourceTopicID: l.srcID, TargetTopicID: l.tgtID}, src.start, start)
 		if _, err := saveMapFile(r.opts.StateDir, m); err != nil {
 			return nil, err
 		}
@@ -800,21 +934,39 @@ func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m
 	shift := m.Meta().SourceShift
 	srcNext := m.SourceEnd() - shift
 	var queue []*kgo.Record
+	// A fenced copy's target holds commit markers and, from an owner
+	// fenced mid-transaction, aborted records: read_committed, and every
+	// offset between the records it returns is a target gap.
+	// A map with target gaps was written by a fenced copy before (the
+	// instances went back to one): its target may hold markers too.
+	fenced := r.fencedMode() || m.TargetGaps() > 0
+	isolation, opts := int8(0), kgo.ProcessFetchPartitionOpts{Topic: p.topic, Partition: p.partition}
+	if fenced {
+		isolation, opts.IsolationLevel = 1, kgo.ReadCommitted()
+	}
 	for m.TargetEnd() < tgtEnd {
-		tfp, err := r.fetch(ctx, r.tgt, l.tgtLeader, p.topic, l.tgtID, p.partition, m.TargetEnd(), 0, r.opts.FetchMaxWait)
+		tfp, err := r.fetch(ctx, r.tgt, l.tgtLeader, p.topic, l.tgtID, p.partition, m.TargetEnd(), isolation, r.opts.FetchMaxWait)
 		if err != nil {
 			return err
 		}
-		trecs, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Offset: m.TargetEnd(), Topic: p.topic, Partition: p.partition}, tfp, decompressor, nil)
+		opts.Offset = m.TargetEnd()
+		trecs, tnext := kgo.ProcessFetchPartition(opts, tfp, decompressor, nil)
 		if trecs.Err != nil {
 			return fmt.Errorf("target fetch at %d: %w", m.TargetEnd(), trecs.Err)
 		}
 		if len(trecs.Records) == 0 {
+			if fenced && tnext > m.TargetEnd() {
+				m.skipTarget(min(tnext, tgtEnd)) // markers, aborted records
+				continue
+			}
 			return fmt.Errorf("target fetch at %d returned no records", m.TargetEnd())
 		}
 		for _, t := range trecs.Records {
 			if t.Offset >= tgtEnd {
 				break
+			}
+			if fenced && t.Offset > m.TargetEnd() {
+				m.skipTarget(t.Offset)
 			}
 			for len(queue) == 0 {
 				sfp, err := r.fetch(ctx, r.src, l.srcLeader, p.topic, l.srcID, p.partition, srcNext, 1, r.opts.FetchMaxWait)
@@ -842,6 +994,10 @@ func (r *Replicator) recoverTail(ctx context.Context, p *partition, l leaders, m
 			if err := m.add(s.Offset+shift, t.Offset, 1); err != nil {
 				return p.fatalf("%v", err)
 			}
+		}
+		if fenced && tnext > m.TargetEnd() {
+			// Markers after the last record fetched.
+			m.skipTarget(min(tnext, tgtEnd))
 		}
 	}
 	p.log.Info("matched the target's extra records with the source", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd())

@@ -91,7 +91,7 @@ func BenchmarkPipelineBatch(b *testing.B) {
 	r := &Replicator{}
 	p := &partition{topic: "bench", partition: 0, records: prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}), bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"}), writes: &Writes{}}
 	m := NewOffsetMap(MapMeta{Topic: "bench"}, 0, 0)
-	pl := newPipeline(r, p, m, c, [16]byte{}, 0)
+	pl := newPipeline(r, p, m, c, [16]byte{}, 0, nil)
 	// A 16 KiB one-record source batch, as a fetch answer holds it.
 	src := makeBatch(b, 0, 0, 0, -1, []testRec{{val: strings.Repeat("v", 16<<10)}})
 	buf := make([]byte, len(src))

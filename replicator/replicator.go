@@ -73,6 +73,18 @@ type Options struct {
 	// recomputed. Default 10s.
 	StatsInterval time.Duration
 
+	// TransactionalIDPrefix, when set, makes each partition's copy a
+	// transactional producer with transactional.id prefix+"<topic>-<p>",
+	// fenced by the broker when another instance takes the partition over
+	// (txncopy.go). Empty (one instance): the idempotent copy.
+	TransactionalIDPrefix string
+
+	// Owns, when set, says whether this instance copies a partition
+	// (several instances: the membership's owner of the partition).
+	// Partitions it does not own are not copied and have no map here;
+	// Reassign applies a change of its answers. nil: every partition.
+	Owns func(topic string, partition int32) bool
+
 	// Hooks are for crash tests; leave zero in production.
 	Hooks Hooks
 }
@@ -84,6 +96,10 @@ type Hooks struct {
 	// right there, without updating or persisting its map, as if the
 	// process had been killed.
 	AfterProduce func(topic string, partition int32) (crash bool)
+	// BeforeSend runs before each batch is sent to the target (in
+	// fenced mode after the transaction is open): a test blocks in it to
+	// pause the copy as SIGSTOP would.
+	BeforeSend func(topic string, partition int32)
 }
 
 // Replicator copies source partitions to the target batch for batch and
@@ -119,6 +135,8 @@ type Replicator struct {
 	writes map[topicPartition]*Writes
 
 	wg sync.WaitGroup // partition goroutines
+
+	reassignMu sync.Mutex // one Reassign at a time (owners.go)
 
 	pmu    sync.Mutex             // guards pconns
 	pconns map[int32]*produceConn // the copy's produce connections, by target broker (produceconn.go)
@@ -167,6 +185,10 @@ type PartitionStatus struct {
 	// (foreign writer, truncated source, topic mismatch) until restart.
 	Err   string
 	Fatal bool
+	// Fenced means another instance took the partition's copy over and
+	// the target refused this instance's write (txncopy.go): this
+	// instance no longer copies it.
+	Fenced bool
 }
 
 // metadataMaxCache bounds how long the clients answer metadata lookups from
@@ -326,26 +348,49 @@ func (r *Replicator) AddTopics(ctx context.Context, topics []string) error {
 // startTopic starts a set-up topic's partitions.
 func (r *Replicator) startTopic(runCtx context.Context, topic string, n int32) {
 	tctx, tcancel := context.WithCancel(runCtx)
-	run := &topicRun{ctx: tctx, cancel: tcancel}
+	run := &topicRun{ctx: tctx, cancel: tcancel, n: n}
 	r.mu.Lock()
 	if r.runs == nil {
 		r.runs = map[string]*topicRun{}
 	}
 	r.runs[topic] = run
-	r.mu.Unlock()
+	var started []*partition
 	for i := int32(0); i < n; i++ {
-		r.mu.Lock()
-		p := r.newPartition(topic, i)
-		r.parts[topicPartition{topic, i}] = p
-		r.mu.Unlock()
-		r.wg.Add(1)
-		run.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer run.wg.Done()
-			r.runPartition(tctx, p)
-		}()
+		if r.owns(topic, i) {
+			started = append(started, r.addPartitionLocked(run, topic, i))
+		}
 	}
+	r.mu.Unlock()
+	for _, p := range started {
+		r.launch(run, p)
+	}
+}
+
+// owns says whether this instance copies partition i of topic (Options.Owns).
+func (r *Replicator) owns(topic string, i int32) bool {
+	return r.opts.Owns == nil || r.opts.Owns(topic, i)
+}
+
+// addPartitionLocked registers partition i of a running topic; the caller
+// starts it with launch once r.mu is released. r.mu is held.
+func (r *Replicator) addPartitionLocked(run *topicRun, topic string, i int32) *partition {
+	p := r.newPartition(topic, i)
+	p.ctx, p.cancel = context.WithCancel(run.ctx)
+	p.done = make(chan struct{})
+	r.parts[topicPartition{topic, i}] = p
+	r.wg.Add(1)
+	run.wg.Add(1)
+	return p
+}
+
+// launch starts a registered partition's goroutine.
+func (r *Replicator) launch(run *topicRun, p *partition) {
+	go func() {
+		defer r.wg.Done()
+		defer run.wg.Done()
+		defer close(p.done)
+		r.runPartition(p.ctx, p)
+	}()
 }
 
 // Stop stops every partition (an in-flight produce is allowed to finish and
@@ -401,6 +446,11 @@ func (r *Replicator) Map(topic string, partition int32) *OffsetMap {
 	if p := r.lookup(topic, partition); p != nil {
 		p.mu.Lock()
 		defer p.mu.Unlock()
+		if errors.As(p.fatal, new(*FencedError)) {
+			// Another instance copies it now: this map stopped growing,
+			// and no instance translates with a map that stopped.
+			return nil
+		}
 		return p.m
 	}
 	return nil
@@ -670,6 +720,8 @@ type metrics struct {
 	sessionResets prometheus.Counter
 	// mapBytes is the memory of every partition's offset map.
 	mapBytes prometheus.Gauge
+	// fenced counts partition copies the target fenced (txncopy.go).
+	fenced prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -684,10 +736,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		risk:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
 		catchUp:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
 		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
+		fenced:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fenced_total", Help: "Partition copies this instance stopped because the target fenced its transactional producer: another instance took the partition over."}),
 		mapBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
@@ -719,6 +772,9 @@ type topicRun struct {
 	ctx    context.Context // the partitions' (AddPartitions starts more)
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// n is the topic's partition count, copied here or not (Options.Owns);
+	// guarded by Replicator.mu.
+	n int32
 }
 
 // StopTopic stops copying one topic (its cutover flipped it) and waits

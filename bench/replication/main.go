@@ -57,6 +57,7 @@ func main() {
 	compression := fs.String("compression", "none", "none|lz4 (produce)")
 	state := fs.String("state", "", "replicator state dir (kproxy)")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the copy window to this file (kproxy)")
+	txnPrefix := fs.String("txn-prefix", "", "copy with transactional producers, ids with this prefix: the fenced copy of several instances (kproxy)")
 	out := fs.String("out", "", "file for the copier's stdout (watch)")
 	logf := fs.String("log", "", "file for the copier's stderr (watch)")
 	kill := fs.Bool("kill", false, "stop the copier with SIGTERM once done instead of waiting for it to exit (watch)")
@@ -72,7 +73,7 @@ func main() {
 	case "produce":
 		res, err = produce(ctx, *brokers, strings.Split(*topics, ","), *partitions, *n, *size, *compression)
 	case "kproxy":
-		res, err = runKproxy(ctx, *src, *tgt, *topic, *state, *cpuprofile)
+		res, err = runKproxy(ctx, *src, *tgt, *topic, *state, *cpuprofile, *txnPrefix)
 	case "watch":
 		res, err = watch(ctx, *src, *tgt, *topic, fs.Args(), *out, *logf, *kill)
 	case "delete":
@@ -229,7 +230,7 @@ func rusageCPU() float64 {
 // runKproxy copies one topic with kproxy's replicator and reports its own
 // view: Start to every partition copied, wall and getrusage CPU (this
 // includes creating the target topic).
-func runKproxy(ctx context.Context, src, tgt, topic, state, cpuprofile string) (any, error) {
+func runKproxy(ctx context.Context, src, tgt, topic, state, cpuprofile, txnPrefix string) (any, error) {
 	if state == "" {
 		return nil, errors.New("-state is required")
 	}
@@ -244,7 +245,7 @@ func runKproxy(ctx context.Context, src, tgt, topic, state, cpuprofile string) (
 	}
 	r, err := replicator.New(replicator.Options{
 		SourceBrokers: []string{src}, TargetBrokers: []string{tgt},
-		Topics: []string{topic}, StateDir: state,
+		Topics: []string{topic}, StateDir: state, TransactionalIDPrefix: txnPrefix,
 	})
 	if err != nil {
 		return nil, err

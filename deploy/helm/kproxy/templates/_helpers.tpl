@@ -74,17 +74,16 @@ restarts, as the membership needs (docs/ha.md). */ -}}
 {{/*
 kproxy.checkReplicas: replicaCount > 1 is kproxy's multi-instance mode
 (docs/ha.md). It needs config.control (the membership group through which
-the pods form one virtual cluster) and refuses replicate: without the fenced,
-per-partition copy (not built yet) every pod would copy the same partitions
-into the target, and kproxy itself refuses replicate with control.
+the pods form one virtual cluster). config.replicate is allowed: each
+replicated partition is copied by the pod that leads it, with a
+transactional producer the target fences when another pod takes the
+partition over; kproxy's own validation keeps every route and group home
+on the source while several pods copy (cutovers are not coordinated yet).
 */}}
 {{- define "kproxy.checkReplicas" -}}
 {{- if gt (int .Values.replicaCount) 1 -}}
 {{- if not (hasKey .Values.config "control") -}}
 {{- fail "replicaCount > 1 needs config.control: the pods form one virtual cluster through a membership group on the control cluster (e.g. `control: {}` for the target; docs/ha.md). Without it each pod would answer as the whole cluster." -}}
-{{- end -}}
-{{- if .Values.config.replicate -}}
-{{- fail "replicaCount > 1 refuses config.replicate: the copy is not fenced per partition across instances yet (docs/ha.md, issue 14), so every pod would copy the same partitions into the target, and kproxy refuses replicate with control. Run a migration that copies with replicaCount: 1; several replicas serve routing without kproxy's copy." -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
