@@ -214,3 +214,81 @@ func TestMapTrimmedAtSourceLogStart(t *testing.T) {
 	}
 	sameMap(t, m, saved)
 }
+
+// A partition's copy asks the source for its next records as soon as it
+// has sent an answer's batches, before the target answered them: the
+// fetch overlaps the produce round trip. With one batch per answer (a
+// partition limit below a batch), a copy that fetched only after its
+// batches were answered left the target idle for a fetch round trip per
+// batch. Here the target holds its answer to the first batch until the
+// source has seen the fetch for the next offset; without the early fetch
+// the two wait for each other until the test gives up.
+func TestCopyAsksForItsNextRecordsBeforeTheTargetAnswers(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "ahead"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tgt.Close()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("ahead"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const total = 3
+	for i := 0; i < total; i++ { // one batch each
+		if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(fmt.Sprint(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	askedNext := make(chan struct{})
+	var once sync.Once
+	src.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		src.KeepControl()
+		if fr := req.(*kmsg.FetchRequest); fr.IsolationLevel == 1 {
+			for _, rt := range fr.Topics {
+				for _, rp := range rt.Partitions {
+					if rp.FetchOffset == 1 {
+						once.Do(func() { close(askedNext) })
+					}
+				}
+			}
+		}
+		return nil, nil, false
+	})
+	var held sync.Once
+	tgt.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		tgt.KeepControl()
+		held.Do(func() {
+			select {
+			case <-askedNext:
+			case <-time.After(10 * time.Second):
+				t.Error("the copy did not ask the source for offset 1 while the target held its answer for offset 0")
+			}
+		})
+		return nil, nil, false
+	})
+
+	r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"ahead"},
+		StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond, PartitionMaxBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	if err := r.WaitCopied(ctx, "ahead", 0, total); err != nil {
+		t.Fatalf("copy did not finish: %v (status %+v)", err, r.Status())
+	}
+	if m := r.Map("ahead", 0); m.TargetEnd() != total || m.SourceEnd() != total {
+		t.Fatalf("map ends at source %d, target %d; want %d and %d", m.SourceEnd(), m.TargetEnd(), total, total)
+	}
+}
