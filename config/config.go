@@ -318,9 +318,7 @@ type Replication struct {
 	FetchMaxBytes int32 `yaml:"fetch_max_bytes"`
 
 	// PartitionMaxBytes caps one partition within a replicator fetch, in
-	// bytes. Default 4194304 (4 MiB: several batches of the usual 1 MiB
-	// at most per answer, so a partition's copy keeps batches in flight
-	// instead of waiting for each one's answer); must be > 0.
+	// bytes. Default 1048576 (1 MiB); must be > 0.
 	PartitionMaxBytes int32 `yaml:"partition_max_bytes"`
 
 	// Concurrency is how many replication streams run at once.
@@ -578,7 +576,7 @@ type Log struct {
 const (
 	DefaultClusterID         = "kproxy-virtual-cluster"
 	DefaultFetchMaxBytes     = 50 << 20
-	DefaultPartitionMaxBytes = 4 << 20
+	DefaultPartitionMaxBytes = 1 << 20
 	DefaultConcurrency       = 4
 	DefaultMaxHold           = 5 * time.Second
 	DefaultWatchInterval     = 5 * time.Second

@@ -46,10 +46,10 @@ var freeFrames struct {
 	bytes  int
 }
 
-// freeFrameBytes bounds the buffers kept for reuse: a few answers' worth
-// at the default 4 MiB per partition (a copy holds its current answer and
-// the next), and what an idle replicator holds on to after a burst.
-const freeFrameBytes = 64 << 20
+// freeFrameBytes bounds the buffers kept for reuse: several answers'
+// worth at the default 1 MiB per partition, and what an idle replicator
+// holds on to after a burst.
+const freeFrameBytes = 32 << 20
 
 func getFrame() *fetchFrame {
 	freeFrames.Lock()

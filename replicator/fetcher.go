@@ -167,12 +167,11 @@ func kick(ch chan struct{}) {
 	}
 }
 
-// want parks a partition's fetch of its source records from offset
-// without waiting for it: the copy asks for its next records while its
-// last batches are still on the way to the target. shift is the copy
-// session's SourceShift (virtual = log offset + shift). await takes the
-// answer.
-func (f *leaderFetcher) want(p *partition, id [16]byte, offset, shift int64) *fetchWant {
+// fetch waits for a partition's source records from offset. shift is the
+// copy session's SourceShift (virtual = log offset + shift). The answer
+// lives in frame, which the caller releases once done with every byte of
+// it (batches in flight included).
+func (f *leaderFetcher) fetch(ctx context.Context, p *partition, id [16]byte, offset, shift int64) (*kmsg.FetchResponseTopicPartition, *fetchFrame, error) {
 	tp := topicPartition{p.topic, p.partition}
 	w := &fetchWant{p: p, id: id, offset: offset, shift: shift, reply: make(chan fetchReply, 1)}
 	f.mu.Lock()
@@ -181,38 +180,17 @@ func (f *leaderFetcher) want(p *partition, id [16]byte, offset, shift int64) *fe
 	f.dirty = true
 	f.mu.Unlock()
 	f.signal()
-	return w
-}
-
-// await waits for w's answer. It lives in frame, which the caller releases
-// once done with every byte of it (batches in flight included). If ctx
-// ends first, the want is withdrawn and an answer already given released.
-func (f *leaderFetcher) await(ctx context.Context, w *fetchWant) (*kmsg.FetchResponseTopicPartition, *fetchFrame, error) {
 	select {
 	case <-ctx.Done():
-		f.drop(w)
-		return nil, nil, ctx.Err()
+		f.mu.Lock()
+		if f.parked[tp] == w {
+			delete(f.parked, tp)
+			f.dirty = true
+		}
+		f.mu.Unlock()
+		return nil, nil, ctx.Err() // the answer, if any, is dropped
 	case rep := <-w.reply:
 		return rep.fp, rep.frame, rep.err
-	}
-}
-
-// drop withdraws a want nobody will await (the session ended) and
-// releases its answer if one came.
-func (f *leaderFetcher) drop(w *fetchWant) {
-	tp := topicPartition{w.p.topic, w.p.partition}
-	f.mu.Lock()
-	if f.parked[tp] == w {
-		delete(f.parked, tp)
-		f.dirty = true
-	}
-	f.mu.Unlock()
-	// Answered before it was withdrawn: the reply is in its buffer (a
-	// want is answered under f.mu, and only while parked).
-	select {
-	case rep := <-w.reply:
-		rep.frame.release()
-	default:
 	}
 }
 

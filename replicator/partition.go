@@ -374,21 +374,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			}
 		}
 	}()
-	// The next records are asked for as soon as this answer's batches are
-	// sent, before their answers come back (the offset they start at is
-	// known by then): the fetch overlaps the produce round trip instead
-	// of following it, so a partition whose answers hold one batch each
-	// still keeps the target busy.
-	from := m.SourceEnd() - shift
-	pending := f.want(p, l.srcID, from, shift)
-	defer func() {
-		if pending != nil {
-			f.drop(pending)
-		}
-	}()
 	for {
-		fp, frame, err := f.await(ctx, pending)
-		pending = nil
+		from := m.SourceEnd() - shift
+		fp, frame, err := f.fetch(ctx, p, l.srcID, from, shift)
 		if err != nil {
 			return err
 		}
@@ -444,13 +432,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			pl.gap(next)
 			sent, changed, lastTs = next, true, h.maxTimestamp
 		}
-		if ctx.Err() == nil {
-			from = sent - shift
-			pending = f.want(p, l.srcID, from, shift)
-		}
-		// Every batch of this answer is applied before the next answer
-		// is awaited: that waits for new source records, and the map
-		// (which a drain waits on) must not wait with it.
+		// Every batch of this answer is applied before the next fetch:
+		// the fetch waits for new source records, and the map (which a
+		// drain waits on) must not wait with it.
 		if err := pl.flush(); err != nil {
 			return err
 		}

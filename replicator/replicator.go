@@ -49,11 +49,7 @@ type Options struct {
 	// FetchMaxBytes bounds one source fetch response. Default 50 MiB.
 	FetchMaxBytes int32
 	// PartitionMaxBytes bounds one partition's data in a fetch; the broker
-	// still returns at least one whole batch (KIP-74). Default 4 MiB:
-	// batches are at most 1 MiB by default (the broker's
-	// max.message.bytes), and an answer of several keeps the partition's
-	// produce pipeline (maxInFlight) busy; at 1 MiB an answer held one
-	// batch, and the copy waited for each one's answer before the next.
+	// still returns at least one whole batch (KIP-74). Default 1 MiB.
 	PartitionMaxBytes int32
 	// FetchMaxWait is the source poll while some partition of the leader
 	// is busy copying an answer (its next fetch should not wait out a long
@@ -194,7 +190,7 @@ func New(o Options) (*Replicator, error) {
 		o.FetchMaxBytes = 50 << 20
 	}
 	if o.PartitionMaxBytes <= 0 {
-		o.PartitionMaxBytes = 4 << 20
+		o.PartitionMaxBytes = 1 << 20
 	}
 	if o.FetchMaxWait <= 0 {
 		o.FetchMaxWait = 500 * time.Millisecond
