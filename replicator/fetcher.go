@@ -29,6 +29,24 @@ package replicator
 //     the poll is FetchMaxWait, so a loop that comes back with its next
 //     offset does not wait out a long poll; while a drain (WaitCopied)
 //     waits on a parked partition the poll is urgentFetchWait.
+//   - The broker still reads every partition of the session for each poll,
+//     so an idle source's cost is partitions / IdleFetchWait: at 10,000
+//     partitions and 500 ms that was 15% of the source broker's core. The
+//     long poll is therefore long (10 s by default), and nothing that needs
+//     the fetcher sooner waits for it. A long poll cannot be cut short (a
+//     broker serves one request per connection at a time, and a second
+//     session request would race the first's epoch), so a want parked
+//     while one is pending, which the poll does not carry (a new
+//     partition, a copy session started again), is fetched beside it
+//     (sideLoop): sessionless fetches of only those wants on a second
+//     connection, polling sideFetchWait (urgentFetchWait while a drain
+//     waits on one), until the long poll ends and the next session request
+//     carries them. A session request whose wants changed polls
+//     sideFetchWait, not long: at start-up partitions park one after
+//     another, and the session takes them in rather than leaving them to
+//     the side loop; the poll goes long once a short one changed nothing. A drain on a partition the long poll carries needs
+//     nothing: it waits for records below the source's end, and records
+//     there end the poll at once. Stop closes both connections.
 
 import (
 	"context"
@@ -69,6 +87,10 @@ type leaderFetcher struct {
 	busy   map[topicPartition]struct{} // answered; their loop has not asked again yet
 	dirty  bool                        // parked or busy changed since the last request
 	kick   chan struct{}               // something changed (buffered 1)
+	// longPoll is the wants a pending long poll carries, nil while none
+	// is pending: the side loop fetches the parked wants not in it.
+	longPoll map[topicPartition]*fetchWant
+	sideKick chan struct{} // the side loop's kick (buffered 1)
 
 	// Owned by the loop goroutine: the session, and the wants of the last
 	// request by partition and their topics by id. While nothing changes
@@ -78,7 +100,13 @@ type leaderFetcher struct {
 	inRequest map[topicPartition]*fetchWant
 	ids       map[[16]byte]string
 	conn      *fetchConn // nil until dialed, and after an error
+	sideConn  *fetchConn // the side loop's; nil until dialed, and after an error
 }
+
+// sideFetchWait is the side loop's poll (a want parked during a long
+// poll): what the idle poll was before it grew long, so such a want waits
+// no longer than it used to. Capped at IdleFetchWait.
+const sideFetchWait = 500 * time.Millisecond
 
 // fetchSession is the client side of a KIP-227 session: what the broker's
 // session holds for each partition.
@@ -109,21 +137,32 @@ func (r *Replicator) fetcherFor(leader int32) *leaderFetcher {
 	if r.fetchers == nil {
 		r.fetchers = map[int32]*leaderFetcher{}
 	}
-	f := &leaderFetcher{r: r, leader: leader, kick: make(chan struct{}, 1),
+	f := &leaderFetcher{r: r, leader: leader, kick: make(chan struct{}, 1), sideKick: make(chan struct{}, 1),
 		parked: map[topicPartition]*fetchWant{}, busy: map[topicPartition]struct{}{},
 		sess: fetchSession{parts: map[topicPartition]sessionPartition{}}}
 	r.fetchers[leader] = f
-	r.wg.Add(1)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
 		f.loop(r.runCtx)
 	}()
+	go func() {
+		defer r.wg.Done()
+		f.sideLoop(r.runCtx)
+	}()
 	return f
 }
 
+// signal wakes both loops: the main loop, and the side loop in case a
+// long poll is pending.
 func (f *leaderFetcher) signal() {
+	kick(f.kick)
+	kick(f.sideKick)
+}
+
+func kick(ch chan struct{}) {
 	select {
-	case f.kick <- struct{}{}:
+	case ch <- struct{}{}:
 	default:
 	}
 }
@@ -225,6 +264,12 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 			wait = urgentFetchWait
 		case busy > 0:
 			wait = f.r.opts.FetchMaxWait
+		case dirty || replied:
+			// The wants just changed (partitions starting, answers
+			// handled): more changes tend to follow, and each would
+			// otherwise go to the side loop for a whole long poll.
+			// The poll goes long once a short one changed nothing.
+			wait = min(sideFetchWait, wait)
 		}
 		// A want that arrives after the snapshot leaves f.dirty set:
 		// the next round rebuilds.
@@ -246,17 +291,21 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 		f.buildRequest(req, wants)
 	}
 	inRequest, ids := f.inRequest, f.ids
-	answerAll := func(err error) {
+	if wait > min(sideFetchWait, f.r.opts.IdleFetchWait) {
+		// A long poll: wants parked from now until it ends (including
+		// any since the loop's snapshot) go to the side loop.
 		f.mu.Lock()
-		for _, w := range wants {
-			tp := topicPartition{w.p.topic, w.p.partition}
-			if f.parked[tp] == w {
-				delete(f.parked, tp)
-				f.busy[tp] = struct{}{}
-			}
-			w.reply <- fetchReply{err: err}
-		}
+		f.longPoll = inRequest
 		f.mu.Unlock()
+		kick(f.sideKick)
+		defer func() {
+			f.mu.Lock()
+			f.longPoll = nil
+			f.mu.Unlock()
+		}()
+	}
+	answerAll := func(err error) {
+		f.answerAll(wants, err)
 		replied = true
 	}
 	var frame *fetchFrame
@@ -309,6 +358,30 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 			s.parts[tp] = sessionPartition{id: w.id, offset: w.offset}
 		}
 	}
+	return f.deliver(resp, frame, inRequest, ids)
+}
+
+// answerAll answers those of wants still parked with err; they become
+// busy. A want is answered once: the other loop may have answered it, and
+// a second reply would find its buffer full.
+func (f *leaderFetcher) answerAll(wants []*fetchWant, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range wants {
+		tp := topicPartition{w.p.topic, w.p.partition}
+		if f.parked[tp] == w {
+			delete(f.parked, tp)
+			f.busy[tp] = struct{}{}
+			w.reply <- fetchReply{err: err}
+		}
+	}
+}
+
+// deliver answers the wants of a request (inRequest, their topics by id in
+// ids) that got records or an error in resp; replied says it answered any.
+// A want answered meanwhile (by the other loop's request) or gone is left
+// alone: only the want still parked is answered, once.
+func (f *leaderFetcher) deliver(resp *kmsg.FetchResponse, frame *fetchFrame, inRequest map[topicPartition]*fetchWant, ids map[[16]byte]string) (replied bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := range resp.Topics {
@@ -322,7 +395,7 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 			tp := topicPartition{name, fp.Partition}
 			w := inRequest[tp]
 			if w == nil || f.parked[tp] != w {
-				continue // left meanwhile
+				continue // left or answered meanwhile
 			}
 			if fp.ErrorCode == 0 && len(fp.RecordBatches) == 0 {
 				// The high watermark moved (records not yet
@@ -339,6 +412,89 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 		}
 	}
 	return replied
+}
+
+// sideLoop fetches the wants parked while a long poll is pending that the
+// poll does not carry (see the file comment), until the poll ends.
+func (f *leaderFetcher) sideLoop(ctx context.Context) {
+	defer func() {
+		if f.sideConn != nil {
+			f.sideConn.close()
+		}
+	}()
+	var wants []*fetchWant
+	for ctx.Err() == nil {
+		wants = wants[:0]
+		urgent := false
+		f.mu.Lock()
+		if f.longPoll != nil {
+			for tp, w := range f.parked {
+				if f.longPoll[tp] != w {
+					wants = append(wants, w)
+					urgent = urgent || w.p.waiters.Load() > 0
+				}
+			}
+		}
+		f.mu.Unlock()
+		if len(wants) == 0 {
+			select {
+			case <-ctx.Done():
+			case <-f.sideKick:
+			}
+			continue
+		}
+		wait := min(sideFetchWait, f.r.opts.IdleFetchWait)
+		if urgent {
+			wait = urgentFetchWait
+		}
+		f.sideFetch(ctx, wants, wait)
+	}
+}
+
+// sideFetch sends one sessionless fetch for wants on the side connection
+// and answers those that got records or an error.
+func (f *leaderFetcher) sideFetch(ctx context.Context, wants []*fetchWant, wait time.Duration) {
+	r := f.r
+	req := r.newFetchRequest(1, wait) // read_committed, no session
+	byTopic := map[string]int{}
+	inRequest := make(map[topicPartition]*fetchWant, len(wants))
+	ids := map[[16]byte]string{}
+	for _, w := range wants {
+		tp := topicPartition{w.p.topic, w.p.partition}
+		inRequest[tp], ids[w.id] = w, tp.topic
+		i, ok := byTopic[tp.topic]
+		if !ok {
+			i = len(req.Topics)
+			byTopic[tp.topic] = i
+			rt := kmsg.NewFetchRequestTopic()
+			rt.Topic, rt.TopicID = tp.topic, w.id
+			req.Topics = append(req.Topics, rt)
+		}
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, r.fetchPartition(tp.partition, w.offset))
+	}
+	var frame *fetchFrame
+	err := error(nil)
+	if f.sideConn == nil {
+		f.sideConn, err = r.dialFetchConn(ctx, f.leader)
+	}
+	if err == nil {
+		frame, err = f.sideConn.fetch(ctx, req)
+	}
+	if err == nil {
+		defer frame.release()
+		err = kerr.ErrorForCode(frame.resp.ErrorCode)
+	}
+	if err != nil {
+		if f.sideConn != nil {
+			f.sideConn.close()
+			f.sideConn = nil
+		}
+		if ctx.Err() == nil {
+			f.answerAll(wants, fmt.Errorf("broker %d: fetch: %w", f.leader, err))
+		}
+		return
+	}
+	f.deliver(&frame.resp, frame, inRequest, ids)
 }
 
 // buildRequest fills req with the partitions the session does not have

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -296,4 +297,65 @@ func TestIdleSessionPartitionsLeaveAndJoin(t *testing.T) {
 	pp.waitCopied(t, "p", 2, 2)
 	pp.waitCopied(t, "q", 2, 2)
 	checkNoPartitionErrors(t, pp.r)
+}
+
+// A long idle poll is not waited out by anything that needs the fetcher
+// sooner. A partition that starts copying while the session's long poll
+// is pending (a topic added, a copy session started again) is fetched
+// beside it with sessionless fetches, and records on a partition the poll
+// carries end it at once (the cutover's drain waits for such records).
+// The poll here is an hour: without the side fetches the new topic's
+// records would wait for it.
+func TestPartitionJoiningALongPollIsFetchedBesideIt(t *testing.T) {
+	pp := startPair(t, []string{"a", "b"}, 2, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(pp.prod).CreateTopic(ctx, 1, 1, nil, "n"); err != nil {
+		t.Fatal(err)
+	}
+	pp.produce(t, "n", 0, 2)
+	pp.waitLongPoll(t, 4)
+	mark := pp.log.len()
+	if err := pp.r.AddTopic(ctx, "n"); err != nil {
+		t.Fatal(err)
+	}
+	pp.waitCopied(t, "n", 0, 2)
+	pp.produce(t, "n", 0, 1)
+	pp.waitCopied(t, "n", 0, 3)
+	seen := pp.log.since(mark)
+	if len(seen) == 0 {
+		t.Fatal("the new topic was copied without a fetch the source saw")
+	}
+	for _, s := range seen {
+		if s.sessionID != 0 || s.epoch != -1 || s.partitions != 1 {
+			t.Fatalf("fetch during the long poll = %+v, want sessionless fetches of the new partition only (all: %+v)", s, seen)
+		}
+	}
+	pp.produce(t, "b", 1, 2)
+	pp.waitCopied(t, "b", 1, 3)
+	checkNoPartitionErrors(t, pp.r)
+}
+
+// waitLongPoll waits until the fetcher's session request is a long poll
+// carrying n partitions.
+func (pp *kfakePair) waitLongPoll(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		pp.r.mu.Lock()
+		carried := 0
+		for _, f := range pp.r.fetchers {
+			f.mu.Lock()
+			carried += len(f.longPoll)
+			f.mu.Unlock()
+		}
+		pp.r.mu.Unlock()
+		if carried == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no long poll carrying %d partitions (%d)", n, carried)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

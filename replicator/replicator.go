@@ -57,8 +57,10 @@ type Options struct {
 	FetchMaxWait time.Duration
 	// IdleFetchWait is the source long poll while every partition of the
 	// leader is caught up and waiting for records: new records end it at
-	// once, so it only bounds how often an idle source is asked
-	// (fetcher.go). Default 500ms; never below FetchMaxWait.
+	// once, and a partition that starts copying meanwhile is fetched
+	// beside it, so it only bounds how often an idle source is asked, and
+	// the broker reads every partition of the fetch session each time
+	// (fetcher.go). Default 10s; never below FetchMaxWait.
 	IdleFetchWait time.Duration
 	// RetryBackoff is the pause before a partition retries after a
 	// transient error. Default 1s.
@@ -216,7 +218,7 @@ func New(o Options) (*Replicator, error) {
 		o.FetchMaxWait = 500 * time.Millisecond
 	}
 	if o.IdleFetchWait <= 0 {
-		o.IdleFetchWait = 500 * time.Millisecond
+		o.IdleFetchWait = 10 * time.Second
 	}
 	o.IdleFetchWait = max(o.IdleFetchWait, o.FetchMaxWait)
 	if o.RetentionWarning <= 0 {
