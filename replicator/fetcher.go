@@ -456,21 +456,13 @@ func (f *leaderFetcher) sideLoop(ctx context.Context) {
 func (f *leaderFetcher) sideFetch(ctx context.Context, wants []*fetchWant, wait time.Duration) {
 	r := f.r
 	req := r.newFetchRequest(1, wait) // read_committed, no session
-	byTopic := map[string]int{}
+	topics := fetchTopics{r: r, req: req}
 	inRequest := make(map[topicPartition]*fetchWant, len(wants))
 	ids := map[[16]byte]string{}
 	for _, w := range wants {
 		tp := topicPartition{w.p.topic, w.p.partition}
 		inRequest[tp], ids[w.id] = w, tp.topic
-		i, ok := byTopic[tp.topic]
-		if !ok {
-			i = len(req.Topics)
-			byTopic[tp.topic] = i
-			rt := kmsg.NewFetchRequestTopic()
-			rt.Topic, rt.TopicID = tp.topic, w.id
-			req.Topics = append(req.Topics, rt)
-		}
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, r.fetchPartition(tp.partition, w.offset))
+		topics.add(w)
 	}
 	var frame *fetchFrame
 	err := error(nil)
@@ -503,7 +495,7 @@ func (f *leaderFetcher) sideFetch(ctx context.Context, wants []*fetchWant, wait 
 func (f *leaderFetcher) buildRequest(req *kmsg.FetchRequest, wants []*fetchWant) {
 	r, s := f.r, &f.sess
 	full := s.id == 0
-	byTopic := map[string]int{}
+	topics := fetchTopics{r: r, req: req}
 	inRequest := make(map[topicPartition]*fetchWant, len(wants))
 	ids := map[[16]byte]string{}
 	for _, w := range wants {
@@ -513,15 +505,7 @@ func (f *leaderFetcher) buildRequest(req *kmsg.FetchRequest, wants []*fetchWant)
 		if sp, ok := s.parts[tp]; !full && ok && sp.offset == w.offset && sp.id == w.id {
 			continue // the session has it
 		}
-		i, ok := byTopic[tp.topic]
-		if !ok {
-			i = len(req.Topics)
-			byTopic[tp.topic] = i
-			rt := kmsg.NewFetchRequestTopic()
-			rt.Topic, rt.TopicID = tp.topic, w.id
-			req.Topics = append(req.Topics, rt)
-		}
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, r.fetchPartition(tp.partition, w.offset))
+		topics.add(w)
 	}
 	if !full {
 		forgotten := map[string]int{}
@@ -541,6 +525,30 @@ func (f *leaderFetcher) buildRequest(req *kmsg.FetchRequest, wants []*fetchWant)
 		}
 	}
 	f.inRequest, f.ids = inRequest, ids
+}
+
+// fetchTopics adds wanted partitions to a fetch request, grouped by topic:
+// a topic's entry is made when its first partition is added, so topics
+// stand in the order they were first wanted.
+type fetchTopics struct {
+	r     *Replicator
+	req   *kmsg.FetchRequest
+	index map[string]int // topic -> its place in req.Topics
+}
+
+func (t *fetchTopics) add(w *fetchWant) {
+	i, ok := t.index[w.p.topic]
+	if !ok {
+		if t.index == nil {
+			t.index = map[string]int{}
+		}
+		i = len(t.req.Topics)
+		t.index[w.p.topic] = i
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.TopicID = w.p.topic, w.id
+		t.req.Topics = append(t.req.Topics, rt)
+	}
+	t.req.Topics[i].Partitions = append(t.req.Topics[i].Partitions, t.r.fetchPartition(w.p.partition, w.offset))
 }
 
 // nextSessionEpoch follows epoch; after MaxInt32 it wraps to 1 (0 asks for
