@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kproxy/kproxy/internal/lowat"
 	"github.com/kproxy/kproxy/secure"
 )
 
@@ -308,7 +309,7 @@ func (cc *clientConn) readLoop() error {
 		}, fill, most)
 		reuse = nil
 		if err == nil && lw != nil {
-			err = lw.release()
+			err = lw.Release()
 		}
 		if err != nil {
 			budget.release(charged)
@@ -344,7 +345,7 @@ func (cc *clientConn) readLoop() error {
 // fillBody fills b, a piece of a frame body: first from what br holds,
 // then, for a large rest on a plain TCP socket, straight from the socket
 // with a low-water mark (lw, sockread.go), else through br.
-func fillBody(br *bufio.Reader, lw *lowatReader, b []byte) (int, error) {
+func fillBody(br *bufio.Reader, lw *lowat.Reader, b []byte) (int, error) {
 	got := 0
 	if m := br.Buffered(); m > 0 {
 		got, _ = br.Read(b[:min(m, len(b))]) // no syscall: buffered
@@ -356,7 +357,7 @@ func fillBody(br *bufio.Reader, lw *lowatReader, b []byte) (int, error) {
 		m, err := io.ReadFull(br, b[got:])
 		return got + m, err
 	}
-	m, err := lw.readFull(b[got:])
+	m, err := lw.ReadFull(b[got:])
 	return got + m, err
 }
 

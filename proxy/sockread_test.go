@@ -76,7 +76,7 @@ func TestLowatReaderReadsLargeBodiesAndThenSmallFrames(t *testing.T) {
 		if !bytes.Equal(got, body) {
 			t.Fatalf("round %d: the body read differs from the body sent", round)
 		}
-		if err := lw.release(); err != nil {
+		if err := lw.Release(); err != nil {
 			t.Fatal(err)
 		}
 		// The small frame comes once the read loop waits for it.

@@ -14,15 +14,15 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/internal/lowat"
 )
 
 // fetchFrame is one fetch answer: its bytes and the response decoded from
@@ -116,11 +116,10 @@ type fetchConn struct {
 	corr   int32
 	wbuf   []byte
 	maxLen int
-	// raw is the plain TCP socket (nil over TLS, whose reads go through
-	// the TLS layer: a mark below what it buffered could stall them) and
-	// lowat the SO_RCVLOWAT last set on it.
-	raw   syscall.RawConn
-	lowat int
+	// lw reads the plain TCP socket with a low-water mark (nil over TLS,
+	// whose reads go through the TLS layer: a mark below what it buffered
+	// could stall them).
+	lw *lowat.Reader
 }
 
 func (r *Replicator) dialFetchConn(ctx context.Context, broker int32) (*fetchConn, error) {
@@ -143,10 +142,11 @@ func (r *Replicator) dialFetchConn(ctx context.Context, broker int32) (*fetchCon
 	}
 	c := &fetchConn{broker: broker, nc: nc, br: bufio.NewReaderSize(nc, 64<<10),
 		fmtr:   kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
-		maxLen: int(r.opts.FetchMaxBytes) + 1<<20, // the broker may exceed MaxBytes by one batch (KIP-74); headroom
-		lowat:  1}
+		maxLen: int(r.opts.FetchMaxBytes) + 1<<20} // the broker may exceed MaxBytes by one batch (KIP-74); headroom
 	if tc, ok := nc.(*net.TCPConn); ok {
-		c.raw, _ = tc.SyscallConn()
+		if raw, err := tc.SyscallConn(); err == nil {
+			c.lw = lowat.New(raw, fetchReadChunk)
+		}
 	}
 	// v4 is the first with record batches and read_committed.
 	if c.ver = version(av, kmsg.Fetch, kmsg.NewPtrFetchRequest().MaxVersion()); c.ver < 4 {
@@ -172,7 +172,7 @@ func (c *fetchConn) fetch(ctx context.Context, req *kmsg.FetchRequest) (*fetchFr
 	f := getFrame()
 	f.refs.Store(1)
 	var err error
-	if c.raw != nil {
+	if c.lw != nil {
 		f.buf, err = c.readFrameRaw(f.buf)
 	} else {
 		f.buf, err = readFrame(c.br, f.buf, c.maxLen)
@@ -210,57 +210,9 @@ func (c *fetchConn) readFrameRaw(buf []byte) ([]byte, error) {
 	return buf, c.readFull(buf)
 }
 
-// readFull fills b from the socket. Its read callback reads what is there
-// and, short of b's end, sets the low-water mark to what is still missing
-// (at most fetchReadChunk) and waits; the poller wakes it once that much
-// arrived. A short read means the socket's queue was empty, and setting
-// the mark signals the poller at once if it is already met, so no arrival
-// is missed. The deadline set by fetch applies (RawConn.Read waits like
-// Read).
+// readFull fills b from the socket, woken only once fetchReadChunk bytes
+// (or the rest of b) are there. The deadline set by fetch applies.
 func (c *fetchConn) readFull(b []byte) error {
-	got := 0
-	var rerr error
-	mark := func(fd uintptr) bool {
-		want := min(len(b)-got, fetchReadChunk)
-		if want == c.lowat {
-			return true
-		}
-		if err := syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, want); err != nil {
-			rerr = fmt.Errorf("setting SO_RCVLOWAT: %w", err)
-			return false
-		}
-		c.lowat = want
-		return true
-	}
-	err := c.raw.Read(func(fd uintptr) bool {
-		if !mark(fd) {
-			return true
-		}
-		for {
-			n, err := syscall.Read(int(fd), b[got:])
-			switch {
-			case err == syscall.EINTR:
-				continue
-			case err == syscall.EAGAIN:
-				return false
-			case err != nil:
-				rerr = err
-				return true
-			case n == 0:
-				rerr = io.ErrUnexpectedEOF
-				return true
-			}
-			got += n
-			if got == len(b) {
-				return true
-			}
-			// Short: wait for the mark (set for what is left), without
-			// the read that would only say EAGAIN.
-			return !mark(fd)
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return rerr
+	_, err := c.lw.ReadFull(b)
+	return err
 }
