@@ -23,21 +23,8 @@ import (
 // partition" on the real clusters.
 func TestConcurrentAddTopicStartsOneCopy(t *testing.T) {
 	const topic, n = "twice", 50
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic(topic))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	src, tgt := newClusters(t, kfake.SeedTopics(1, topic))
+	prod := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic(topic))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i := 0; i < n; i++ {
@@ -46,13 +33,7 @@ func TestConcurrentAddTopicStartsOneCopy(t *testing.T) {
 		}
 	}
 
-	r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond})
 	defer r.Stop()
 
 	// The first AddTopic's source metadata request for the topic is held
@@ -111,25 +92,10 @@ func TestConcurrentAddTopicStartsOneCopy(t *testing.T) {
 // PartitionCounts answers, in one pass, what Partitions answers topic by
 // topic (the source watcher asks for every replicated topic each pass).
 func TestPartitionCountsAgreeWithPartitions(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "three"), kfake.SeedTopics(1, "one"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	src, tgt := newClusters(t, kfake.SeedTopics(3, "three"), kfake.SeedTopics(1, "one"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond})
 	defer r.Stop()
 	for _, topic := range []string{"three", "one"} {
 		if err := r.AddTopic(ctx, topic); err != nil {

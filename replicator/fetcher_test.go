@@ -63,16 +63,7 @@ type kfakePair struct {
 // them; it waits until everything is copied.
 func startPair(t *testing.T, topics []string, parts int32, o Options) *kfakePair {
 	t.Helper()
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(parts, topics...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(src.Close)
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tgt.Close)
+	src, tgt := newClusters(t, kfake.SeedTopics(parts, topics...))
 	pp := &kfakePair{src: src, tgt: tgt, log: &fetchLog{}}
 	src.ControlKey(int16(kmsg.Fetch), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		if fr := req.(*kmsg.FetchRequest); fr.ReplicaID == -1 && fr.IsolationLevel == 1 {
@@ -80,11 +71,7 @@ func startPair(t *testing.T, topics []string, parts int32, o Options) *kfakePair
 		}
 		return nil, nil, false
 	})
-	pp.prod, err = kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pp.prod.Close)
+	pp.prod = newClient(t, src.ListenAddrs(), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	for _, tp := range topics {
 		for p := int32(0); p < parts; p++ {
 			pp.produce(t, tp, p, 1)
@@ -96,15 +83,9 @@ func startPair(t *testing.T, topics []string, parts int32, o Options) *kfakePair
 	if o.RetryBackoff == 0 {
 		o.RetryBackoff = 50 * time.Millisecond
 	}
-	pp.r, err = New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := pp.r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
+	pp.r = startReplicator(t, ctx, o)
 	t.Cleanup(pp.r.Stop)
 	for _, tp := range topics {
 		for p := int32(0); p < parts; p++ {
@@ -112,6 +93,48 @@ func startPair(t *testing.T, topics []string, parts int32, o Options) *kfakePair
 		}
 	}
 	return pp
+}
+
+// newClusters starts a one-broker source cluster (seed: its topics) and an
+// empty one-broker target, both closed when the test ends.
+func newClusters(t *testing.T, seed ...kfake.Opt) (src, tgt *kfake.Cluster) {
+	t.Helper()
+	src, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, seed...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	tgt, err = kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tgt.Close)
+	return src, tgt
+}
+
+// newClient is a client of the cluster at addrs, closed when the test ends.
+func newClient(t *testing.T, addrs []string, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// startReplicator makes a replicator of o and starts it; the caller stops
+// it (when its run ends, which may be before the test's).
+func startReplicator(t *testing.T, ctx context.Context, o Options) *Replicator {
+	t.Helper()
+	r, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
 
 func (pp *kfakePair) produce(t *testing.T, topic string, partition int32, n int) {

@@ -19,21 +19,8 @@ import (
 // TestFaultBrokerKilledDuringCutoverHold on real Kafka). Each retry now
 // looks at the source's end.
 func TestLagFollowsTheSourceWhileTheTargetIsDown(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("t"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	src, tgt := newClusters(t, kfake.SeedTopics(1, "t"))
+	cl := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic("t"))
 	ctx := context.Background()
 	produce := func(n int) {
 		for i := 0; i < n; i++ {
@@ -43,14 +30,8 @@ func TestLagFollowsTheSourceWhileTheTargetIsDown(t *testing.T) {
 		}
 	}
 	produce(10)
-	r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"t"}, StateDir: t.TempDir(),
+	r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"t"}, StateDir: t.TempDir(),
 		Logger: hclog.NewNullLogger(), StatsInterval: 20 * time.Millisecond, RetryBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer r.Stop()
 	status := func() PartitionStatus {
 		for _, s := range r.Status() {

@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -68,21 +67,8 @@ func (s *syncBuffer) String() string {
 // copy reads them is reported at risk (Status, Topics, a warning line); a
 // topic with ample retention is not.
 func TestRetentionRiskWarning(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	src, tgt := newClusters(t)
+	cl := newClient(t, src.ListenAddrs())
 	ctx := context.Background()
 	adm := kadm.NewClient(cl)
 	for topic, ms := range map[string]string{"short": "7200000", "long": "604800000"} {
@@ -119,16 +105,10 @@ func TestRetentionRiskWarning(t *testing.T) {
 		return resp, nil, true
 	})
 	logs := &syncBuffer{}
-	r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(),
+	r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(),
 		Topics: []string{"short", "long"}, StateDir: t.TempDir(),
 		Logger:           hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}),
 		RetentionWarning: 30 * time.Minute, StatsInterval: 20 * time.Millisecond, RetryBackoff: 20 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	defer r.Stop()
 	deadline := time.Now().Add(20 * time.Second)
 	var short, long PartitionStatus

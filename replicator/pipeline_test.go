@@ -58,22 +58,9 @@ func TestErrorMidPipelineLeavesNoGapOrDuplicate(t *testing.T) {
 	for _, mode := range []string{"error-code", "connection-reset"} {
 		t.Run(mode, func(t *testing.T) {
 			const batches, perBatch = 60, 5
-			src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "pipe"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer src.Close()
-			tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tgt.Close()
-			prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("pipe"),
+			src, tgt := newClusters(t, kfake.SeedTopics(1, "pipe"))
+			prod := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic("pipe"),
 				kgo.RecordPartitioner(kgo.ManualPartitioner()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer prod.Close()
 			// One batch per ProduceSync call: the source holds 60 batches,
 			// so the first fetch answer fills the pipeline.
 			for b := 0; b < batches; b++ {
@@ -118,16 +105,10 @@ func TestErrorMidPipelineLeavesNoGapOrDuplicate(t *testing.T) {
 				return nil, nil, false
 			})
 
-			r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"pipe"},
-				StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := r.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
+			r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"pipe"},
+				StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond})
 			defer r.Stop()
 			if err := r.WaitCopied(ctx, "pipe", 0, total); err != nil {
 				t.Fatalf("copy did not finish: %v (status %+v)", err, r.Status())

@@ -25,23 +25,10 @@ import (
 // lists the target's end again after reading the state, and reconciles
 // again when it moved.
 func TestLateBatchLandingWhileTheCopySessionStartsIsMatchedNotCopiedAgain(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "late"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	src, tgt := newClusters(t, kfake.SeedTopics(1, "late"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("late"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	prod := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic("late"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	produce := func(tag string, n int) {
 		t.Helper()
 		var rs []*kgo.Record
@@ -54,14 +41,8 @@ func TestLateBatchLandingWhileTheCopySessionStartsIsMatchedNotCopiedAgain(t *tes
 	}
 	dir := t.TempDir()
 	run := func(end int64) error {
-		r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"late"},
+		r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"late"},
 			StateDir: dir, RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
 		defer r.Stop()
 		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
 		defer wcancel()
@@ -90,11 +71,7 @@ func TestLateBatchLandingWhileTheCopySessionStartsIsMatchedNotCopiedAgain(t *tes
 	fp.FetchOffset, fp.PartitionMaxBytes = 10, 1<<20
 	ft.Partitions = append(ft.Partitions, fp)
 	fetch.Topics = append(fetch.Topics, ft)
-	srcDirect, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.MaxVersions(kversion.V3_0_0()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srcDirect.Close()
+	srcDirect := newClient(t, src.ListenAddrs(), kgo.MaxVersions(kversion.V3_0_0()))
 	fr, err := fetch.RequestWith(ctx, srcDirect)
 	if err != nil {
 		t.Fatal(err)

@@ -21,21 +21,8 @@ import (
 // process that lands late (the same records, producer and sequence) is a
 // duplicate the broker drops, not a second copy (decision 008).
 func TestRestartedCopyKeepsItsProducerAndALateBatchIsADuplicate(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "late"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("late"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	src, tgt := newClusters(t, kfake.SeedTopics(1, "late"))
+	prod := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic("late"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	produce := func(tag string, n int) {
@@ -51,14 +38,8 @@ func TestRestartedCopyKeepsItsProducerAndALateBatchIsADuplicate(t *testing.T) {
 	dir := t.TempDir()
 	run := func(end int64) {
 		t.Helper()
-		r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"late"},
+		r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"late"},
 			StateDir: dir, RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
 		defer r.Stop()
 		if err := r.WaitCopied(ctx, "late", 0, end); err != nil {
 			t.Fatalf("copy to %d: %v", end, err)

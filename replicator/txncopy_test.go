@@ -73,23 +73,10 @@ func readTarget(t *testing.T, addrs []string, topic string, partition int32, end
 // With the idempotent copy (no TransactionalIDPrefix) the resumed batch is
 // appended a second time.
 func TestPausedOwnerIsFencedWhenAnotherInstanceTakesThePartitionOver(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "own"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	src, tgt := newClusters(t, kfake.SeedTopics(1, "own"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("own"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	prod := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic("own"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	var want []string
 	produce := func(tag string, n int) {
 		t.Helper()
@@ -103,15 +90,9 @@ func TestPausedOwnerIsFencedWhenAnotherInstanceTakesThePartitionOver(t *testing.
 	}
 	start := func(dir string, hooks Hooks) *Replicator {
 		t.Helper()
-		r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"own"},
+		r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"own"},
 			StateDir: dir, RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond,
 			TransactionalIDPrefix: "kproxy-test-copy-", Hooks: hooks})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
 		t.Cleanup(r.Stop)
 		return r
 	}
@@ -210,23 +191,10 @@ func TestPausedOwnerIsFencedWhenAnotherInstanceTakesThePartitionOver(t *testing.
 // the partition up no longer has a map for it (it translates nothing for
 // a partition it does not copy).
 func TestReassignHandsPartitionsOverBetweenInstances(t *testing.T) {
-	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "mv"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	tgt, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tgt.Close()
+	src, tgt := newClusters(t, kfake.SeedTopics(2, "mv"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	prod, err := kgo.NewClient(kgo.SeedBrokers(src.ListenAddrs()...), kgo.DefaultProduceTopic("mv"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	prod := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic("mv"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	want := map[int32][]string{}
 	produce := func(tag string) {
 		t.Helper()
@@ -244,7 +212,7 @@ func TestReassignHandsPartitionsOverBetweenInstances(t *testing.T) {
 	owner := map[int32]string{0: "a", 1: "b"}
 	start := func(self string) *Replicator {
 		t.Helper()
-		r, err := New(Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"mv"},
+		r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"mv"},
 			StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond,
 			TransactionalIDPrefix: "kproxy-test-copy-",
 			Owns: func(_ string, p int32) bool {
@@ -252,12 +220,6 @@ func TestReassignHandsPartitionsOverBetweenInstances(t *testing.T) {
 				defer mu.Unlock()
 				return owner[p] == self
 			}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.Start(ctx); err != nil {
-			t.Fatal(err)
-		}
 		t.Cleanup(r.Stop)
 		return r
 	}
