@@ -27,31 +27,9 @@ trap cleanup EXIT
 say() { echo "fetch_stream: $*" >&2; }
 source bench/lib.sh
 
-say "building kproxy (this tree), kproxy at ${BASE:0:12} and loadgen"
-"$GO" build -o "$WORK/kproxy-after" ./cmd/kproxy
-"$GO" build -o "$WORK/loadgen" ./bench/loadgen
-mkdir "$WORK/base" && git archive "$BASE" | tar -x -C "$WORK/base"
-(cd "$WORK/base" && "$GO" build -o "$WORK/kproxy-before" ./cmd/kproxy)
-LG="$WORK/loadgen"
-
+build_before_after
 declare -A LISTEN PID
-for v in before after; do
-  LISTEN[$v]="127.0.0.1:$(free_port)"
-  admin="127.0.0.1:$(free_port)"
-  cat >"$WORK/$v.yaml" <<YAML
-listen: ${LISTEN[$v]}
-admin: $admin
-clusters:
-  source: { bootstrap: [$SOURCE] }
-routes: { default: source }
-log: { level: warn }
-YAML
-  "$WORK/kproxy-$v" run -c "$WORK/$v.yaml" >"$WORK/$v.log" 2>&1 &
-  PID[$v]=$!
-  PIDS+=("$!")
-  for i in $(seq 1 100); do curl -fsS "http://$admin/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-  curl -fsS "http://$admin/readyz" >/dev/null || { cat "$WORK/$v.log" >&2; exit 1; }
-done
+start_before_after
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 addr() { case $1 in direct) echo "$SOURCE" ;; *) echo "${LISTEN[$1]}" ;; esac; }
