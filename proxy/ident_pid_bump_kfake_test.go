@@ -44,19 +44,7 @@ func TestResendUnderTheOldEpochAfterABumpIsAnsweredAsADuplicate(t *testing.T) {
 	}
 	produce := func(pid int64, epoch int16, first, n int32) kmsg.ProduceResponseTopicPartition {
 		t.Helper()
-		req := kmsg.NewPtrProduceRequest()
-		req.Acks, req.TimeoutMillis = -1, 10000
-		rt := kmsg.NewProduceRequestTopic()
-		rt.Topic = "t"
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition, rp.Records = 0, seqBatch(pid, epoch, first, n)
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
-		resp, err := req.RequestWith(ctx, cl)
-		if err != nil {
-			t.Fatalf("produce epoch %d sequences %d+%d: %v", epoch, first, n, err)
-		}
-		return resp.Topics[0].Partitions[0]
+		return produceSeq(ctx, t, cl, "t", pid, epoch, first, n)
 	}
 	expect := func(what string, p kmsg.ProduceResponseTopicPartition, base int64) {
 		t.Helper()

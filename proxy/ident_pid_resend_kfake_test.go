@@ -15,6 +15,25 @@ import (
 	"github.com/twmb/franz-go/pkg/kversion"
 )
 
+// produceSeq sends seqBatch(pid, epoch, first, n) in one Produce (acks
+// all) to partition 0 of topic and returns the partition's answer.
+func produceSeq(ctx context.Context, t *testing.T, cl *kgo.Client, topic string, pid int64, epoch int16, first, n int32) kmsg.ProduceResponseTopicPartition {
+	t.Helper()
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks, req.TimeoutMillis = -1, 10000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition, rp.Records = 0, seqBatch(pid, epoch, first, n)
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("produce epoch %d sequences %d+%d: %v", epoch, first, n, err)
+	}
+	return resp.Topics[0].Partitions[0]
+}
+
 // seqBatch is a v2 batch of n one-byte records from producer (pid, epoch)
 // starting at sequence first.
 func seqBatch(pid int64, epoch int16, first, n int32) []byte {
@@ -66,19 +85,7 @@ func TestBatchResentAcrossAMoveIsAnsweredByTheOldHome(t *testing.T) {
 	vpid, vepoch := ir.ProducerID, ir.ProducerEpoch
 	produce := func(first, n int32) kmsg.ProduceResponseTopicPartition {
 		t.Helper()
-		req := kmsg.NewPtrProduceRequest()
-		req.Acks, req.TimeoutMillis = -1, 10000
-		rt := kmsg.NewProduceRequestTopic()
-		rt.Topic = "t"
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition, rp.Records = 0, seqBatch(vpid, vepoch, first, n)
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
-		resp, err := req.RequestWith(ctx, cl)
-		if err != nil {
-			t.Fatalf("produce sequences %d+%d: %v", first, n, err)
-		}
-		return resp.Topics[0].Partitions[0]
+		return produceSeq(ctx, t, cl, "t", vpid, vepoch, first, n)
 	}
 	expect := func(what string, p kmsg.ProduceResponseTopicPartition, code int16, base int64) {
 		t.Helper()
