@@ -1,0 +1,75 @@
+package lowat
+
+import (
+	"bytes"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+)
+
+// A body larger than several chunks, sent in uneven pieces, is read whole
+// and in order; Release puts the mark back at one byte, after which a
+// small read is woken by a few bytes (a mark left at a chunk would keep it
+// waiting until the deadline); and a peer that closes mid-body is an
+// unexpected EOF.
+func TestReadFullAcrossChunksThenReleaseThenEOF(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	rc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	raw, err := rc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := New(raw, 256<<10)
+
+	body := make([]byte, 1<<20+123)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range body {
+		body[i] = byte(rng.Uint32())
+	}
+	go func() {
+		for rest := body; len(rest) > 0; {
+			k := min(len(rest), 1+rng.IntN(100<<10))
+			if _, err := w.Write(rest[:k]); err != nil {
+				return
+			}
+			rest = rest[k:]
+		}
+	}()
+	_ = rc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make([]byte, len(body))
+	if n, err := r.ReadFull(got); err != nil || n != len(body) || !bytes.Equal(got, body) {
+		t.Fatalf("ReadFull = %d, %v; equal %v", n, err, bytes.Equal(got, body))
+	}
+	if err := r.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if r.lowat != 1 {
+		t.Fatalf("mark after Release = %d, want 1", r.lowat)
+	}
+
+	if _, err := w.Write([]byte("abc")); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	_ = rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	tail := make([]byte, 10)
+	n, err := r.ReadFull(tail)
+	if err != io.ErrUnexpectedEOF || string(tail[:n]) != "abc" {
+		t.Fatalf("ReadFull past the peer's close = %q, %v; want \"abc\", unexpected EOF", tail[:n], err)
+	}
+}
