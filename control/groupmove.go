@@ -97,9 +97,17 @@ type groupMoves struct {
 	pins   map[string]string // group -> the cluster that coordinates it now
 	frozen *routing.Table    // non-nil while globs resolve: unpinned groups keep this table's home
 	status map[string]*GroupMoveStatus
-	wg     sync.WaitGroup // running moves and glob listings
-	file   string         // state_dir/group-homes.json ("" without state_dir)
-	admins *clusterAdmins // shared with the cutover controller
+	// running holds the groups whose run has not returned. A move's status
+	// says moved or aborted before its held requests are released, and a
+	// reload in between (a routes edit right after a move, reversing it)
+	// started a second, opposite move of the group while the first still
+	// held it: the first's release let commits through to the home the
+	// second was copying away from, and a consumer group skipped thousands
+	// of records (TestGroupMovesBackAndForthUnderLoad on a loaded machine).
+	running map[string]bool
+	wg      sync.WaitGroup // running moves and glob listings
+	file    string         // state_dir/group-homes.json ("" without state_dir)
+	admins  *clusterAdmins // shared with the cutover controller
 }
 
 // groupHolder is the proxy's side of a group move (proxy/group_hold.go).
@@ -175,7 +183,7 @@ func (g *groupMoves) saveLocked() {
 func newGroupMoves(ctx context.Context, log hclog.Logger, srv groupHolder, ov *overlay, admins *clusterAdmins, reg prometheus.Registerer) *groupMoves {
 	g := &groupMoves{
 		log: log, srv: srv, ctx: ctx, overlay: ov, admins: admins,
-		pins: map[string]string{}, status: map[string]*GroupMoveStatus{},
+		pins: map[string]string{}, status: map[string]*GroupMoveStatus{}, running: map[string]bool{},
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_group_moves_total",
 			Help: "Consumer group home moves, by result (moved, aborted).",
@@ -259,7 +267,7 @@ func (g *groupMoves) currentLocked(group string, prev *routing.Table) string {
 func (g *groupMoves) considerLocked(cfg *config.Config, group, cur string) {
 	to := string(g.table.GroupHome(group))
 	st := g.status[group]
-	if st != nil && (st.State == groupHolding || st.State == groupCopying) {
+	if g.running[group] {
 		return // run looks at the table again when it ends
 	}
 	if cur == to {
@@ -271,6 +279,7 @@ func (g *groupMoves) considerLocked(cfg *config.Config, group, cur string) {
 	}
 	g.pins[group] = cur
 	g.status[group] = &GroupMoveStatus{Group: group, From: cur, To: to, State: groupHolding, StartedAt: time.Now()}
+	g.running[group] = true
 	g.wg.Add(1)
 	go g.run(cfg, group, cur, to)
 }
@@ -378,12 +387,16 @@ func (g *groupMoves) run(cfg *config.Config, group, from, to string) {
 	g.srv.ReleaseGroup(group)
 	if err != nil {
 		g.log.Error("group move aborted; the group stays on its old home", "group", group, "from", from, "to", to, "held_commits", st.Held, "hold", held, "error", err)
+		g.mu.Lock()
+		delete(g.running, group)
+		g.mu.Unlock()
 		return
 	}
 	g.log.Info("group moved; coordinator requests released to the new home", "group", group, "from", from, "to", to, "offsets", n, "held_commits", st.Held, "hold", held)
 
 	// The config may have changed while the group moved.
 	g.mu.Lock()
+	delete(g.running, group)
 	if g.frozen == nil && string(g.table.GroupHome(group)) == to {
 		delete(g.pins, group) // the table says the same
 	} else if g.frozen == nil {

@@ -745,3 +745,74 @@ func TestGroupMoveKeepsTheOldHomeWhileTheDefaultResolves(t *testing.T) {
 		t.Fatalf("the group routes to the %s after its move", home)
 	}
 }
+
+// releaseGate is the proxy's group holds with a release that waits for the
+// test: a move's status says moved before its held requests are released.
+type releaseGate struct {
+	groupHolder
+	releasing chan string
+	proceed   chan struct{}
+}
+
+func (g *releaseGate) ReleaseGroup(group string) {
+	g.releasing <- group
+	<-g.proceed
+	g.groupHolder.ReleaseGroup(group)
+}
+
+// A reload that reverses a group's home while its move is releasing the held
+// requests waits for that move to end, then moves the group back: it used to
+// start the opposite move at once, beside the first, whose release then let
+// commits through to the home the second was copying away from (a consumer
+// group skipped thousands of records in TestGroupMovesBackAndForthUnderLoad).
+func TestReloadDuringAMovesReleaseWaitsForIt(t *testing.T) {
+	r := newMoveRig(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var o kadm.Offsets
+	o.Add(kadm.Offset{Topic: "orders", Partition: 1, At: 17, LeaderEpoch: -1})
+	if resp, err := kadm.NewClient(cl).CommitOffsets(ctx, "live", o); err != nil || resp.Error() != nil {
+		t.Fatalf("seeding: %v %v", err, resp.Error())
+	}
+	gate := &releaseGate{groupHolder: r.srv, releasing: make(chan string), proceed: make(chan struct{})}
+	r.gm.srv = gate
+
+	r.reload("  default: source\n  live: target\n")
+	select {
+	case <-gate.releasing:
+	case <-ctx.Done():
+		t.Fatal("the move to the target never released")
+	}
+	r.reload("  default: source\n  live: source\n")
+	st := r.gm.list()
+	// From here every release goes ahead.
+	close(gate.proceed)
+	go func() {
+		for range gate.releasing {
+		}
+	}()
+	if len(st) != 1 || st[0].To != proxy.Target {
+		t.Fatalf("a reload during the move's release started another move beside it: %+v", st)
+	}
+	// The first move ends; the group then moves back, once.
+	r.gm.wait()
+	close(gate.releasing)
+	st = r.gm.list()
+	if len(st) != 1 || st[0].State != groupMoved || st[0].To != proxy.Source {
+		t.Fatalf("status after both moves: %+v", st)
+	}
+	if got := committed(t, ctx, r.src, "live"); got[1] != 17 {
+		t.Fatalf("committed on the source after the move back: %v", got)
+	}
+	if home := r.ov.router().GroupCluster("live"); home != proxy.Source {
+		t.Fatalf("the group routes to the %s after moving back", home)
+	}
+	if n := r.movesTotal("moved"); n != 2 {
+		t.Fatalf("kproxy_group_moves_total{result=moved} = %v, want 2", n)
+	}
+}
