@@ -117,6 +117,23 @@ func topicOnCluster(t *testing.T, boot, topic string) bool {
 	return ok && d.Err == nil
 }
 
+// topicAppears reports whether topic is listed on the cluster at boot
+// within 10 s: a broker lists a topic created through another connection
+// only once it has applied the controller's record, which on a loaded
+// machine came after CreateTopics was answered (a clean-clone run then
+// created the topic a second time and failed on TOPIC_ALREADY_EXISTS).
+func topicAppears(t *testing.T, boot, topic string) bool {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if topicOnCluster(t, boot, topic) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 // produceValues writes prefix-0 .. prefix-(n-1) (keys k-i) straight to a
 // cluster.
 func produceValues(t *testing.T, boot, topic, prefix string, n int) {
@@ -352,7 +369,7 @@ func TestPerTopicRoutesAcrossTwoClusters(t *testing.T) {
 		{a, proxy.Source, env.source, proxy.Target, env.target},
 		{b, proxy.Target, env.target, proxy.Source, env.source},
 	} {
-		if !topicOnCluster(t, c.boot, c.topic) {
+		if !topicAppears(t, c.boot, c.topic) {
 			t.Errorf("CreateTopics %s through kproxy: not created on %s, its route (on %s: %v); creating it there directly",
 				c.topic, c.on, c.off, topicOnCluster(t, c.offBoot, c.topic))
 			createTopic(t, c.boot, c.topic, 3)
