@@ -469,16 +469,7 @@ func TestGroupMoveAbortsWhenTheNewHomeHasMembers(t *testing.T) {
 	r := newMoveRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	src, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	var o kadm.Offsets
-	o.Add(kadm.Offset{Topic: "orders", Partition: 0, At: 5, LeaderEpoch: -1})
-	if resp, err := kadm.NewClient(src).CommitOffsets(ctx, "taken", o); err != nil || resp.Error() != nil {
-		t.Fatalf("seeding: %v %v", err, resp.Error())
-	}
+	seedCommit(t, ctx, r.src, "taken", 0, 5)
 	joined := make(chan struct{}, 1)
 	squatter, err := kgo.NewClient(kgo.SeedBrokers(r.tgt.ListenAddrs()...), kgo.ConsumerGroup("taken"), kgo.ConsumeTopics("orders"),
 		kgo.OnPartitionsAssigned(func(context.Context, *kgo.Client, map[string][]int32) {
@@ -704,16 +695,7 @@ func TestGroupMoveKeepsTheOldHomeWhileTheDefaultResolves(t *testing.T) {
 	r := newMoveRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var o kadm.Offsets
-	o.Add(kadm.Offset{Topic: "orders", Partition: 2, At: 41, LeaderEpoch: -1})
-	if resp, err := kadm.NewClient(cl).CommitOffsets(ctx, "live", o); err != nil || resp.Error() != nil {
-		t.Fatalf("seeding: %v %v", err, resp.Error())
-	}
+	seedCommit(t, ctx, r.src, "live", 2, 41)
 	// The listing of the source's groups waits until the router has been
 	// looked at.
 	listing, looked := make(chan struct{}), make(chan struct{})
@@ -769,16 +751,7 @@ func TestReloadDuringAMovesReleaseWaitsForIt(t *testing.T) {
 	r := newMoveRig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var o kadm.Offsets
-	o.Add(kadm.Offset{Topic: "orders", Partition: 1, At: 17, LeaderEpoch: -1})
-	if resp, err := kadm.NewClient(cl).CommitOffsets(ctx, "live", o); err != nil || resp.Error() != nil {
-		t.Fatalf("seeding: %v %v", err, resp.Error())
-	}
+	seedCommit(t, ctx, r.src, "live", 1, 17)
 	gate := &releaseGate{groupHolder: r.srv, releasing: make(chan string), proceed: make(chan struct{})}
 	r.gm.srv = gate
 
@@ -814,5 +787,21 @@ func TestReloadDuringAMovesReleaseWaitsForIt(t *testing.T) {
 	}
 	if n := r.movesTotal("moved"); n != 2 {
 		t.Fatalf("kproxy_group_moves_total{result=moved} = %v, want 2", n)
+	}
+}
+
+// seedCommit commits offset at for partition of "orders" for group on c, as
+// the group's consumers would have before a move.
+func seedCommit(t *testing.T, ctx context.Context, c *kfake.Cluster, group string, partition int32, at int64) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var o kadm.Offsets
+	o.Add(kadm.Offset{Topic: "orders", Partition: partition, At: at, LeaderEpoch: -1})
+	if resp, err := kadm.NewClient(cl).CommitOffsets(ctx, group, o); err != nil || resp.Error() != nil {
+		t.Fatalf("seeding %s: %v %v", group, err, resp.Error())
 	}
 }
