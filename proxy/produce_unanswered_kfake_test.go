@@ -59,6 +59,22 @@ func (r *lostAnswerRig) produce(seq int32) kmsg.ProduceResponseTopicPartition {
 	return resp.Topics[0].Partitions[0]
 }
 
+// resendUntilAnswered resends the batch of sequence seq as a client does
+// after a retriable error: again while the answer is retriable. The first
+// resend can itself get a retriable error while kproxy is still catching
+// up with the dropped upstream connection (a redial, a metadata refresh);
+// a CI run saw that, and the one resend's drain then waited out
+// unansweredWait.
+func (r *lostAnswerRig) resendUntilAnswered(seq int32) kmsg.ProduceResponseTopicPartition {
+	for attempt := 1; ; attempt++ {
+		p := r.produce(seq)
+		if p.ErrorCode != kerr.NotLeaderForPartition.Code || attempt == 20 {
+			return p
+		}
+		time.Sleep(50 * time.Millisecond) // the clients' retry backoff
+	}
+}
+
 // loseNextAnswer makes the source's next produce lose its answer: the
 // connection from kproxy drops. write says when the source broker writes
 // the batch anyway: at once (before the drop), or later (a request the
@@ -155,7 +171,7 @@ func TestBatchWhoseAnswerWasLostIsSettledOnItsClusterBeforeTheFlip(t *testing.T)
 			idle := make(chan error, 1)
 			go func() { idle <- r.srv.WaitProduceIdle(r.ctx, "t") }()
 			resent := make(chan kmsg.ProduceResponseTopicPartition, 1)
-			go func() { resent <- r.produce(1) }()
+			go func() { resent <- r.resendUntilAnswered(1) }()
 			if err := <-idle; err != nil {
 				t.Fatal(err)
 			}
@@ -287,7 +303,7 @@ func TestHeldRequestsOfAProducerWithALostAnswerAreAnsweredAtOnce(t *testing.T) {
 	}
 	// The producer resends in order: batch 1 passes the hold and settles,
 	// then batch 2 is held like any other.
-	if p := r.produce(1); p.ErrorCode != 0 || p.BaseOffset != 1 {
+	if p := r.resendUntilAnswered(1); p.ErrorCode != 0 || p.BaseOffset != 1 {
 		t.Errorf("batch 1 resent: %v at %d, want offset 1 (the source's duplicate answer)", kerr.ErrorForCode(p.ErrorCode), p.BaseOffset)
 	}
 	if r.srv.holds.producerUnanswered("t", Source, r.vpid) {
