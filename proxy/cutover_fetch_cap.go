@@ -132,5 +132,6 @@ func (s *Server) replanAfterCap(topic string, partition int32, pl partPlan) (par
 	if !pl.readsCopy {
 		return pl, 0
 	}
+	s.metrics.readsReplanned.Inc()
 	return s.offsetsPlan(pl.cluster, topic, partition, true)
 }
