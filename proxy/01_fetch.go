@@ -51,6 +51,7 @@ type fetchScratch struct {
 	plans      []fetchPlan
 	virtualIDs []topicIDPairs // by leader, v13+
 	translated bool           // some partition's offsets go through an offset map
+	capGen     uint64         // Server.capGen when the partitions were planned
 	pends      []pending
 	pend       []*pending
 	kept       []fetchAnswered
@@ -112,6 +113,9 @@ func (sc *fetchScratch) handle() kmsg.Response {
 		// client position, resolved once; the sub-requests name what the
 		// upstream knows (its topic ids, its offsets, no epochs).
 		router := s.routes()
+		// Before any plan: a cap set after this load makes the
+		// answer plan its partitions again (replanAfterCap).
+		sc.capGen = s.capGen.Load()
 		look := newLeaderLookup(rc)
 		subs := sc.subs[:0] // by leader (asked.order)
 		asked := &sc.asked
@@ -218,7 +222,7 @@ func (sc *fetchScratch) handle() kmsg.Response {
 			f := &sc.stream
 			*f = fetchStream{
 				FetchResponse: resp, s: s, sub: subs[0], cluster: ref.cluster, plans: plans, virtualIDs: virtualIDs[0],
-				p: pend[0], buffered: sc.buffered, sc: sc,
+				p: pend[0], buffered: sc.buffered, sc: sc, capGen: sc.capGen,
 			}
 			return f
 		}
@@ -259,6 +263,10 @@ func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
 			frames = append(frames, p.call)
 			sc.frames = frames
 		}
+		// A cutover capped an old home while the upstream had the
+		// request (read once the answer is in): its partitions are
+		// planned again, and the answer is re-encoded.
+		replan := s.capGen.Load() != sc.capGen
 		var fr *kmsg.FetchResponse
 		if err == nil {
 			fr = r.(*kmsg.FetchResponse)
@@ -285,7 +293,14 @@ func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
 						continue
 					}
 					fp := plans[e]
-					s.virtFetchPartition(fp.partPlan, pp, fp.pos)
+					pl := fp.partPlan
+					if replan && pp.ErrorCode == 0 {
+						var code int16
+						if pl, code = s.replanAfterCap(fp.name, pp.Partition, pl); code != 0 {
+							*pp = fetchPartitionError(pp.Partition, code)
+						}
+					}
+					s.virtFetchPartition(pl, pp, fp.pos)
 					fp.stats.noteFetched(ref.cluster, pp.RecordBatches)
 					if isStaleLeaderCode(pp.ErrorCode) {
 						stale = append(stale, fp.name)
@@ -316,7 +331,7 @@ func (sc *fetchScratch) answer(pend []*pending) kmsg.Response {
 		if fr == nil {
 			continue
 		}
-		if len(pend) == 1 && len(resp.Topics) == 0 && !translated && noRewrite && !extra &&
+		if len(pend) == 1 && len(resp.Topics) == 0 && !translated && !replan && noRewrite && !extra &&
 			s.topicIDsFetchPassthrough(ref.cluster, body, fr, virtualIDs[i]) {
 			// The one upstream answered for every partition, exactly,
 			// and named no broker: its bytes (epochs cleared in place)

@@ -35,6 +35,8 @@ type fetchCap struct {
 // ends) until ReleaseProduce ends the topic's hold.
 func (s *Server) CapFetch(topic, cluster string, ends map[int32]int64) {
 	s.fetchCaps.Store(topic, &fetchCap{cluster: cluster, ends: ends})
+	// After the store: a plan that reads the new generation sees the cap.
+	s.capGen.Add(1)
 }
 
 // readCap is the frozen end of reads of topic's partition from cluster,
@@ -102,4 +104,34 @@ func (c cappedMap) SourceEnd() int64 {
 	}
 	v, _ := c.m.ToSource(c.end - 1)
 	return v + 1
+}
+
+// replanAfterCap plans a partition again for an answer that arrived after a
+// cap was set (Server.capGen moved since the request was planned): the plan
+// the answer goes through, or a retriable error code when the map it needs
+// now is not ready.
+//
+// A consumer's long poll planned on a topic's home before the drain capped
+// it went through the home's map, which is open-ended (the identity on a
+// first home, the flipped map on the old home of a rollback). Its answer can
+// come after the flip: the copy back's first write into the old home ends
+// the poll. Those records are the new home's, at the virtual offsets the
+// copy's map gives them (the new home's transaction markers and aborted
+// records are not copied, so the two offset spaces part right at the flip
+// point), while the home's map put them at the flip point: a consumer read
+// them there and again from the new home at their own offsets (a clean-
+// clone CI run of the secured rollback test, two librdkafka records in
+// every group). Planned again, the answer goes through the map the old home
+// has now: capped at the frozen ends while the hold lasts, then the copy's,
+// which covers only what the copy has recorded. Both agree with the home's
+// map below the flip point, where the request's position was translated.
+// The same holds for a ListOffsets or OffsetForLeaderEpoch answer
+// (forwardByLeader). Writes are not planned as reads (readsCopy false) and
+// are drained before a cap.
+func (s *Server) replanAfterCap(topic string, partition int32, pl partPlan) (partPlan, int16) {
+	if !pl.readsCopy {
+		return pl, 0
+	}
+	s.metrics.readsReplanned.Inc()
+	return s.offsetsPlan(pl.cluster, topic, partition, true)
 }

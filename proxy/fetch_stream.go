@@ -86,6 +86,10 @@ type fetchStream struct {
 	// sc, when set, is the connection's Fetch scratch, whose relay state
 	// the relay reuses (nil: a relay of its own).
 	sc *fetchScratch
+	// capGen is Server.capGen when the partitions were planned: an answer
+	// read after a later cap goes the buffered way, which plans again
+	// (replanAfterCap).
+	capGen uint64
 }
 
 // abandon gives the upstream connection up when the answer is never
@@ -393,6 +397,9 @@ func (r *fetchRelay) run(corr int32) error {
 	*r.staged = (*r.staged)[:r.hdr] // the upstream header is not the client's
 	r.bodyLen = r.st.left
 	r.headerDone = true
+	if r.f.s.capGen.Load() != r.f.capGen {
+		return errNotPlain // planned before a cutover's cap: the buffered path plans again
+	}
 
 	v := r.version
 	if v >= 1 {

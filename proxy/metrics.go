@@ -35,6 +35,9 @@ type metrics struct {
 	stateEntries   *prometheus.GaugeVec
 	stateExpired   *prometheus.CounterVec
 	groupAmbiguous prometheus.Counter // canary group lookups that found several groups
+	// readsReplanned counts read answers planned again after a cutover's
+	// cap (replanAfterCap)
+	readsReplanned prometheus.Counter
 	// resends counts batches resent across a move of their topic
 	// (ident_pid_resend.go), by outcome.
 	resends *prometheus.CounterVec
@@ -107,6 +110,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		groupAmbiguous: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kproxy_canary_group_ambiguous_total", Help: "Group lookups (one per topic of a request) on a connection without group membership whose client instance (source IP, client.id, software) is a member of several groups subscribed to the topic: served as a member of no group.",
 		}),
+		readsReplanned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kproxy_reads_replanned_total", Help: "Partitions of Fetch, ListOffsets and OffsetForLeaderEpoch answers of replicated topics planned again because a cutover capped a topic's old home while the request was upstream (a consumer's long poll across a flip): translated through the old home's current map, not the one they were sent with.",
+		}),
 		resends: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_produce_resends_total", Help: "Idempotent batches of a moved topic that the producer state noted on the old home at the flip point decided (decision 008), by outcome: old_home (already written there: sent there and answered as a duplicate), out_of_order (a sequence gap or a batch straddling the flip point: OUT_OF_ORDER_SEQUENCE_NUMBER).",
 		}, []string{"outcome"}),
@@ -132,7 +138,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.fetchRelayCut = m.fetchRelays.WithLabelValues("closed")
 	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
-		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.resends, m.unanswered, m.metadataListings)
+		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.readsReplanned, m.resends, m.unanswered, m.metadataListings)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {
 		m.stateEntries.WithLabelValues(kind)
 		m.stateExpired.WithLabelValues(kind)

@@ -94,8 +94,11 @@ type Server struct {
 	maps     atomic.Pointer[mapsBox]
 
 	// fetchCaps: topic -> *fetchCap, reads of an old home capped at the
-	// ends a cutover's drain froze (cutover_fetch_cap.go)
+	// ends a cutover's drain froze (cutover_fetch_cap.go); capGen counts
+	// the caps set, so that an answer planned before one is translated
+	// again (replanAfterCap)
 	fetchCaps sync.Map
+	capGen    atomic.Uint64
 
 	holds    holds
 	gholds   groupHolds // group moves (group_hold.go)

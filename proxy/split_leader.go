@@ -211,6 +211,9 @@ type byLeader[P, A any] struct {
 func forwardByLeader[P, A any](rc *reqCtx, api byLeader[P, A]) kmsg.Response {
 	s := rc.srv()
 	router := s.routes()
+	// Before any plan: a cap set after this load makes the answers plan
+	// their partitions again (replanAfterCap).
+	capGen := s.capGen.Load()
 	split := newLeaderSplit[P](rc, api.errorPart)
 	for _, t := range api.topics {
 		route := api.route(rc, router, t.topic)
@@ -235,10 +238,17 @@ func forwardByLeader[P, A any](rc *reqCtx, api byLeader[P, A]) kmsg.Response {
 	merged := split.run(api.subRequest, func(a *splitAnswer, r kmsg.Response) {
 		topics, t := api.answer(r)
 		throttle = max(throttle, t)
+		replan := s.capGen.Load() != capGen
 		for _, tp := range topics {
 			for _, p := range tp.parts {
 				partition, code := api.answerKey(&p)
 				if pl, ok := a.take(tp.topic, partition, code); ok {
+					if replan && code == 0 {
+						if pl, code = s.replanAfterCap(tp.topic, partition, pl); code != 0 {
+							split.answer(tp.topic, api.errorPart(partition, code))
+							continue
+						}
+					}
 					api.toClient(pl, &p)
 					split.answer(tp.topic, p)
 				}

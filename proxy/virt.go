@@ -25,6 +25,9 @@ import "github.com/twmb/franz-go/pkg/kmsg"
 type partPlan struct {
 	cluster string    // the upstream cluster that serves the partition
 	offsets OffsetMap // nil: the cluster's offsets are the virtual ones
+	// readsCopy: planned as a read of a replicated topic (offsetsPlan),
+	// so a cutover's cap applies (replanAfterCap)
+	readsCopy bool
 }
 
 // The per-API answer pipelines. Each takes an upstream partition answer

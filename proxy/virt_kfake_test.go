@@ -47,6 +47,14 @@ func (f *fakeMaps) Map(cluster, topic string, _ int32) (OffsetMap, bool) {
 // themselves (fakeOffsetForLeaderEpoch).
 func virtRig(t *testing.T, routes string, maps OffsetMaps, topics ...string) (*kfake.Cluster, *kfake.Cluster, *kgo.Broker) {
 	t.Helper()
+	_, src, tgt, b := virtRigServer(t, routes, maps, topics...)
+	return src, tgt, b
+}
+
+// virtRigServer is virtRig that also returns the proxy, for tests that
+// drive a cutover's steps on it.
+func virtRigServer(t *testing.T, routes string, maps OffsetMaps, topics ...string) (*Server, *kfake.Cluster, *kfake.Cluster, *kgo.Broker) {
+	t.Helper()
 	cluster := func(brokers int, id string) *kfake.Cluster {
 		c := newKfake(t, kfake.NumBrokers(brokers), kfake.ClusterID(id), kfake.SeedTopics(3, topics...))
 		cl := kfakeClient(t, c)
@@ -74,7 +82,7 @@ func virtRig(t *testing.T, routes string, maps OffsetMaps, topics ...string) (*k
 		Clusters: map[string][]string{Source: src.ListenAddrs(), Target: tgt.ListenAddrs()}, Router: tableFor(t, routesHeader+routes)})
 	srv.SetOffsetMaps(maps)
 	cl, _ := proxyClient(t, srv, 20*time.Second, kgo.MaxVersions(kversion.V3_0_0()))
-	return src, tgt, cl.SeedBrokers()[0]
+	return srv, src, tgt, cl.SeedBrokers()[0]
 }
 
 // fakeOffsetForLeaderEpoch makes c answer every OffsetForLeaderEpoch with

@@ -9,7 +9,9 @@ package proxy
 // are not replicated are served with their cluster's own offsets, and
 // committed offsets need nothing: they are virtual wherever they are stored.
 //
-// The map is chosen once per partition at request time (offsetsPlan); a
+// The map is chosen once per partition at request time (offsetsPlan), and
+// again for a read answered after a cutover capped the old home
+// (replanAfterCap, cutover_fetch_cap.go); a
 // partition whose offsets need a map that is not ready yet (replication
 // starting) is refused with NOT_LEADER_FOR_PARTITION, which every client
 // retries, by every API: cluster offsets never reach a client.
@@ -86,10 +88,10 @@ func (s *Server) offsetsPlan(cluster, topic string, partition int32, readsCopy b
 		// A cutover froze the ends of this old home: reads stop there
 		// (cutover_fetch_cap.go).
 		if end, ok := s.readCap(cluster, topic, partition); ok {
-			return partPlan{cluster: cluster, offsets: capAt(m, end)}, 0
+			return partPlan{cluster: cluster, offsets: capAt(m, end), readsCopy: true}, 0
 		}
 	}
-	return partPlan{cluster: cluster, offsets: m}, 0
+	return partPlan{cluster: cluster, offsets: m, readsCopy: readsCopy}, 0
 }
 
 // toTargetOffset translates a virtual fetch position. ok is false for a
