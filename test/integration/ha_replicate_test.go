@@ -116,7 +116,7 @@ func TestPausedCopyOwnerIsFencedOnRealKafka(t *testing.T) {
 	const partitions = 8
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	topic := fmt.Sprintf("hacopy-%d", time.Now().UnixNano())
+	topic := spreadTopic("hacopy", partitions, 2)
 	createTopic(t, env.source, topic, partitions)
 	in := startInstances(t, 2, topic, fmt.Sprintf("routes: { default: source }\nreplicate: [%s]\n", topic))
 	admins, procs, logs := in.admins, in.procs, in.logs

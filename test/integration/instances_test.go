@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kproxy/kproxy/membership"
 	"github.com/kproxy/kproxy/test/hatest"
 )
 
@@ -65,6 +66,31 @@ func (in *instanceSet) stop(i int, sig syscall.Signal) {
 	_ = in.procs[i].Wait()
 }
 
+// spreadTopic names a new topic (prefix-<nanoseconds>) whose partitions
+// the rendezvous hash spreads over all n instances of startInstances, each
+// leading at least one, so that stopping any instance moves partitions.
+// With random names, 12 partitions left one of three instances without
+// any about once in 40 runs (TestThreeInstancesOnRealKafka failed on it),
+// and 6 partitions about once in 4. The key is proxy's partitionKey, which
+// must never change (it would move every partition at an upgrade).
+func spreadTopic(prefix string, partitions int32, n int) string {
+	var members []membership.Member
+	for i := range n {
+		members = append(members, membership.Member{ID: fmt.Sprintf("kproxy-%d", i)})
+	}
+	for {
+		topic := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+		led := map[string]bool{}
+		for p := range partitions {
+			m, _ := membership.Owner(fmt.Sprintf("p/%s/%d", topic, p), members)
+			led[m.ID] = true
+		}
+		if len(led) == n {
+			return topic
+		}
+	}
+}
+
 // Three kproxy binaries on loopback serve one virtual cluster through a
 // membership group on the real target cluster (the control cluster by
 // default): they list the same three brokers and spread partition
@@ -83,7 +109,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	const partitions = 12
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	topic := fmt.Sprintf("ha-%d", time.Now().UnixNano())
+	topic := spreadTopic("ha", partitions, 3)
 	group := topic + "-g"
 	createTopic(t, env.target, topic, partitions)
 	in := startInstances(t, 3, topic, "routes: { default: target }\n")
@@ -190,7 +216,7 @@ func TestThreeInstancesTransactionalOnRealKafka(t *testing.T) {
 	const partitions = 12
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	topic := fmt.Sprintf("ha-txn-%d", time.Now().UnixNano())
+	topic := spreadTopic("ha-txn", partitions, 3)
 	group, txnID := topic+"-g", topic+"-tx"
 	createTopic(t, env.target, topic, partitions)
 	in := startInstances(t, 3, topic, "routes: { default: target }\n")

@@ -41,7 +41,7 @@ func TestRollingRestartOfThreeInstancesUnderLoad(t *testing.T) {
 	const partitions = 6
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	topic := fmt.Sprintf("roll-%d", time.Now().UnixNano())
+	topic := spreadTopic("roll", partitions, 3) // every restart moves partitions
 	group := topic + "-g"
 	createTopic(t, env.source, topic, partitions)
 	in := startInstances(t, 3, topic, fmt.Sprintf("routes: { default: source }\nreplicate: [%s]\n", topic))
