@@ -388,6 +388,13 @@ func fetchPartitionError(partition int32, code int16) kmsg.FetchResponseTopicPar
 	p := kmsg.NewFetchResponseTopicPartition()
 	p.Partition, p.ErrorCode = partition, code
 	p.HighWatermark, p.LastStableOffset, p.LogStartOffset = -1, -1, -1
+	// An empty record set, as a broker answers (MemoryRecords.EMPTY), never
+	// a null one: librdkafka (2.0.2, Debian's) fails the whole answer on a
+	// null set ("invalid MessageSetSize -1") before it reads the error, so
+	// a consumer told NOT_LEADER_OR_FOLLOWER here never refreshed its
+	// metadata and fetched the partition from this instance for good
+	// (issue 14's rolling restart).
+	p.RecordBatches = []byte{}
 	return p
 }
 

@@ -332,10 +332,7 @@ func (cc *clientConn) topicDenial(p *Policy, req kmsg.Request) kmsg.Response {
 			rt := kmsg.NewFetchResponseTopic()
 			rt.Topic, rt.TopicID = t.Topic, t.TopicID
 			for _, part := range t.Partitions {
-				rp := kmsg.NewFetchResponseTopicPartition()
-				rp.Partition, rp.ErrorCode = part.Partition, kerr.TopicAuthorizationFailed.Code
-				rp.HighWatermark, rp.LastStableOffset, rp.LogStartOffset = -1, -1, -1
-				rt.Partitions = append(rt.Partitions, rp)
+				rt.Partitions = append(rt.Partitions, fetchPartitionError(part.Partition, kerr.TopicAuthorizationFailed.Code))
 			}
 			fr.Topics = append(fr.Topics, rt)
 		}

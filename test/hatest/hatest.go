@@ -192,6 +192,7 @@ type Traffic struct {
 	next    []int      // per partition: the next sequence to produce
 	acked   map[int32][]int
 	acks    []checker.Ack
+	ackedAt map[int32][]time.Time // per partition, when each ack came, in order
 	failure error
 
 	// consumer side: only Consume touches them
@@ -220,7 +221,7 @@ func NewTraffic(addrs []string, topic string, partitions int32, group string, ex
 		return nil, err
 	}
 	t := &Traffic{topic: topic, partitions: partitions, prod: prod,
-		next: make([]int, partitions), acked: map[int32][]int{}, seen: map[int32][]int{}, committed: map[int32]int64{}}
+		next: make([]int, partitions), acked: map[int32][]int{}, ackedAt: map[int32][]time.Time{}, seen: map[int32][]int{}, committed: map[int32]int64{}}
 	bump := func(context.Context, *kgo.Client, map[string][]int32) { t.epoch.Add(1) }
 	// The offsets each commit stored, as the coordinator acknowledged them
 	// partition by partition.
@@ -325,6 +326,7 @@ func (t *Traffic) Produce(ctx context.Context, n int) {
 					return
 				}
 				t.acked[rec.Partition] = append(t.acked[rec.Partition], seq)
+				t.ackedAt[rec.Partition] = append(t.ackedAt[rec.Partition], time.Now())
 				t.acks = append(t.acks, checker.Ack{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Key: string(rec.Key), Value: string(rec.Value)})
 			})
 		}
@@ -392,6 +394,49 @@ func (t *Traffic) Consume(ctx context.Context, total int) error {
 		})
 	}
 	return nil
+}
+
+// AckGap is the longest time within [from, to] that a partition went
+// without an acknowledgement (counted from its last ack before from, and
+// up to to when none came after), and that partition: how long a fault in
+// that window held the producer up, for a producer that keeps producing.
+func (t *Traffic) AckGap(from, to time.Time) (time.Duration, int32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var gap time.Duration
+	part := int32(-1)
+	for p := range t.partitions {
+		last := from
+		for _, at := range t.ackedAt[p] {
+			if at.After(to) {
+				break
+			}
+			if at.After(from) && at.Sub(last) > gap {
+				gap, part = at.Sub(last), p
+			}
+			last = at
+		}
+		if to.Sub(last) > gap {
+			gap, part = to.Sub(last), p
+		}
+	}
+	return gap, part
+}
+
+// Acks is every acknowledgement so far, for a checker run over another
+// client's consumption of the same records.
+func (t *Traffic) Acks() []checker.Ack {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.acks)
+}
+
+// Generation is the consumer group's generation as the consumer last
+// joined it (-1 before it joined): the difference between two readings is
+// the number of rebalances in between.
+func (t *Traffic) Generation() int32 {
+	_, gen := t.cons.GroupMetadata()
+	return gen
 }
 
 // Rereads is how many records the group has read again so far (after an

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -63,11 +60,16 @@ func copying(admin, topic string) ([]int32, int) {
 	return out, members
 }
 
-// readPartition reads a partition from its start until it holds want
-// records (or 60 s passed), and a moment more for anything past them.
-func readPartition(t *testing.T, boot, topic string, partition int32, want int, committed bool) []string {
+// readPartitions reads every partition of topic in want from its start
+// until it holds want[p] records (or 60 s passed), and a moment more for
+// anything past them: one client for all, so a long check costs one wait.
+func readPartitions(t *testing.T, boot, topic string, want map[int32]int, committed bool) map[int32][]string {
 	t.Helper()
-	opts := []kgo.Opt{kgo.SeedBrokers(boot), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().AtStart()}})}
+	starts := map[int32]kgo.Offset{}
+	for p := range want {
+		starts[p] = kgo.NewOffset().AtStart()
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(boot), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: starts})}
 	if committed {
 		opts = append(opts, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	}
@@ -76,15 +78,26 @@ func readPartition(t *testing.T, boot, topic string, partition int32, want int, 
 		t.Fatal(err)
 	}
 	defer cl.Close()
+	got := map[int32][]string{}
+	add := func(r *kgo.Record) { got[r.Partition] = append(got[r.Partition], string(r.Value)) }
+	short := func() bool {
+		for p, n := range want {
+			if len(got[p]) < n {
+				return true
+			}
+		}
+		return false
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var got []string
-	for len(got) < want && ctx.Err() == nil {
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	for short() && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(add)
 	}
-	short, scancel := context.WithTimeout(context.Background(), time.Second)
-	defer scancel()
-	cl.PollFetches(short).EachRecord(func(r *kgo.Record) { got = append(got, string(r.Value)) })
+	linger, lcancel := context.WithTimeout(context.Background(), time.Second)
+	defer lcancel()
+	for linger.Err() == nil {
+		cl.PollFetches(linger).EachRecord(add)
+	}
 	return got
 }
 
@@ -103,42 +116,12 @@ func TestPausedCopyOwnerIsFencedOnRealKafka(t *testing.T) {
 	const partitions = 8
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	topic := fmt.Sprintf("hacopy-%d", time.Now().UnixNano())
+	topic := spreadTopic("hacopy", partitions, 2)
 	createTopic(t, env.source, topic, partitions)
-	dir := t.TempDir()
-	exe := buildKproxy(t, dir)
-	var admins []string
-	var procs []*exec.Cmd
-	var logs []*lockedBuf
-	for i := range 2 {
-		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		cfgPath := filepath.Join(dir, fmt.Sprintf("kproxy-%d.yaml", i))
-		cfg := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\ninstance: { id: kproxy-%d }\ncontrol: { group: %s-members, session_timeout: 6s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes: { default: source }\nreplicate: [%s]\n",
-			listen, admin, filepath.Join(dir, fmt.Sprintf("state-%d", i)), i, topic, env.source, env.target, topic)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd, lb := runKproxy(t, exe, cfgPath)
-		admins, procs, logs = append(admins, admin), append(procs, cmd), append(logs, lb)
-	}
+	in := startInstances(t, 2, topic, fmt.Sprintf("routes: { default: source }\nreplicate: [%s]\n", topic))
+	admins, procs, logs := in.admins, in.procs, in.logs
 
-	// each waits until every partition is copied by exactly one instance
-	// and returns the partitions of each.
-	each := func(what string) [][]int32 {
-		t.Helper()
-		var cs [][]int32
-		waitFor(t, what, func() bool {
-			c0, m0 := copying(admins[0], topic)
-			c1, m1 := copying(admins[1], topic)
-			cs = [][]int32{c0, c1}
-			all := slices.Concat(c0, c1)
-			slices.Sort(all)
-			return m0 == 2 && m1 == 2 && len(all) == partitions && len(slices.Compact(all)) == partitions
-		})
-		return cs
-	}
-	cs := each("the partitions to be copied once each")
+	cs := in.copiedOnceEach("the partitions to be copied once each", topic, partitions)
 	victim := 0
 	if len(cs[0]) == 0 {
 		victim = 1
@@ -221,8 +204,37 @@ func TestPausedCopyOwnerIsFencedOnRealKafka(t *testing.T) {
 	if perr != nil {
 		t.Fatalf("producing to the source: %v", perr)
 	}
-	each("the partitions to be copied once each again")
+	in.copiedOnceEach("the partitions to be copied once each again", topic, partitions)
+	targetHoldsSource(ctx, t, topic, partitions)
+}
 
+// copiedOnceEach waits until every instance's view lists all of them and
+// every partition of topic is copied by exactly one instance, and returns
+// the partitions each copies.
+func (in *instanceSet) copiedOnceEach(what, topic string, partitions int) [][]int32 {
+	in.t.Helper()
+	var cs [][]int32
+	waitFor(in.t, what, func() bool {
+		cs = cs[:0]
+		for _, a := range in.admins {
+			c, members := copying(a, topic)
+			if members != len(in.admins) {
+				return false
+			}
+			cs = append(cs, c)
+		}
+		all := slices.Concat(cs...)
+		slices.Sort(all)
+		return len(all) == partitions && len(slices.Compact(all)) == partitions
+	})
+	return cs
+}
+
+// targetHoldsSource checks that the target's copy of topic holds every
+// source record exactly once, in order, per partition (it gives the copy
+// up to a minute to catch up).
+func targetHoldsSource(ctx context.Context, t *testing.T, topic string, partitions int32) {
+	t.Helper()
 	acl, err := kgo.NewClient(kgo.SeedBrokers(env.source))
 	if err != nil {
 		t.Fatal(err)
@@ -232,14 +244,21 @@ func TestPausedCopyOwnerIsFencedOnRealKafka(t *testing.T) {
 	if err != nil || ends.Error() != nil {
 		t.Fatalf("source end offsets: %v %v", err, ends.Error())
 	}
-	for p := int32(0); p < partitions; p++ {
+	want := map[int32]int{}
+	for p := range partitions {
 		end, _ := ends.Lookup(topic, p)
-		src := readPartition(t, env.source, topic, p, int(end.Offset), false)
-		if len(src) != int(end.Offset) {
-			t.Fatalf("partition %d: read %d source records, its end is %d", p, len(src), end.Offset)
+		want[p] = int(end.Offset)
+	}
+	srcs := readPartitions(t, env.source, topic, want, false)
+	for p, n := range want {
+		if len(srcs[p]) != n {
+			t.Fatalf("partition %d: read %d source records, its end is %d", p, len(srcs[p]), n)
 		}
-		got := readPartition(t, env.target, topic, p, len(src), true)
-		if len(got) != len(src) || !slices.Equal(got, src) {
+	}
+	gots := readPartitions(t, env.target, topic, want, true)
+	for p := range partitions {
+		src, got := srcs[p], gots[p]
+		if !slices.Equal(got, src) {
 			dups := 0
 			seen := map[string]bool{}
 			for _, v := range got {

@@ -12,8 +12,84 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kproxy/kproxy/membership"
 	"github.com/kproxy/kproxy/test/hatest"
 )
+
+// instanceSet is n `kproxy run` processes serving one virtual cluster on
+// loopback: instance i is kproxy-i with its own listener (addrs[i]), admin
+// port (admins[i]) and state_dir, all members of the group <name>-members
+// on the control cluster (the target) with a 6 s session timeout (the
+// broker's group.min.session.timeout.ms). start and stop restart one as
+// Kubernetes restarts a StatefulSet pod: the same id, addresses and
+// state_dir.
+type instanceSet struct {
+	t                   *testing.T
+	exe                 string
+	addrs, admins, cfgs []string
+	procs               []*exec.Cmd
+	logs                []*lockedBuf
+}
+
+// startInstances writes n configs (tail adds routes, replicate, ...) and
+// starts each instance in turn, each waited for until it listens.
+func startInstances(t *testing.T, n int, name, tail string) *instanceSet {
+	t.Helper()
+	dir := t.TempDir()
+	in := &instanceSet{t: t, exe: buildKproxy(t, dir), procs: make([]*exec.Cmd, n), logs: make([]*lockedBuf, n)}
+	for i := range n {
+		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		cfgPath := filepath.Join(dir, fmt.Sprintf("kproxy-%d.yaml", i))
+		cfg := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\ninstance: { id: kproxy-%d }\ncontrol: { group: %s-members, session_timeout: 6s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\n%s",
+			listen, admin, filepath.Join(dir, fmt.Sprintf("state-%d", i)), i, name, env.source, env.target, tail)
+		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		in.addrs, in.admins, in.cfgs = append(in.addrs, listen), append(in.admins, admin), append(in.cfgs, cfgPath)
+	}
+	for i := range n {
+		in.start(i)
+	}
+	return in
+}
+
+// start starts instance i (again) and waits until it listens for clients.
+func (in *instanceSet) start(i int) {
+	in.t.Helper()
+	in.procs[i], in.logs[i] = runKproxy(in.t, in.exe, in.cfgs[i])
+}
+
+// stop sends instance i sig and waits for it to exit.
+func (in *instanceSet) stop(i int, sig syscall.Signal) {
+	_ = in.procs[i].Process.Signal(sig)
+	_ = in.procs[i].Wait()
+}
+
+// spreadTopic names a new topic (prefix-<nanoseconds>) whose partitions
+// the rendezvous hash spreads over all n instances of startInstances, each
+// leading at least one, so that stopping any instance moves partitions.
+// With random names, 12 partitions left one of three instances without
+// any about once in 40 runs (TestThreeInstancesOnRealKafka failed on it),
+// and 6 partitions about once in 4. The key is proxy's partitionKey, which
+// must never change (it would move every partition at an upgrade).
+func spreadTopic(prefix string, partitions int32, n int) string {
+	var members []membership.Member
+	for i := range n {
+		members = append(members, membership.Member{ID: fmt.Sprintf("kproxy-%d", i)})
+	}
+	for {
+		topic := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+		led := map[string]bool{}
+		for p := range partitions {
+			m, _ := membership.Owner(fmt.Sprintf("p/%s/%d", topic, p), members)
+			led[m.ID] = true
+		}
+		if len(led) == n {
+			return topic
+		}
+	}
+}
 
 // Three kproxy binaries on loopback serve one virtual cluster through a
 // membership group on the real target cluster (the control cluster by
@@ -33,26 +109,11 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	const partitions = 12
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	topic := fmt.Sprintf("ha-%d", time.Now().UnixNano())
+	topic := spreadTopic("ha", partitions, 3)
 	group := topic + "-g"
 	createTopic(t, env.target, topic, partitions)
-	dir := t.TempDir()
-	exe := buildKproxy(t, dir)
-	var addrs, cfgPaths []string
-	var procs []*exec.Cmd
-	for i := range 3 {
-		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		cfgPath := filepath.Join(dir, fmt.Sprintf("kproxy-%d.yaml", i))
-		// The broker's group.min.session.timeout.ms is 6 s by default.
-		cfg := fmt.Sprintf("listen: %s\nstate_dir: %s\ninstance: { id: kproxy-%d }\ncontrol: { group: %s-members, session_timeout: 6s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes: { default: target }\n",
-			listen, filepath.Join(dir, fmt.Sprintf("state-%d", i)), i, topic, env.source, env.target)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd, _ := runKproxy(t, exe, cfgPath)
-		addrs, cfgPaths = append(addrs, listen), append(cfgPaths, cfgPath)
-		procs = append(procs, cmd)
-	}
+	in := startInstances(t, 3, topic, "routes: { default: target }\n")
+	addrs := in.addrs
 
 	v, err := hatest.Agreed(ctx, addrs, 3, topic, group)
 	if err != nil {
@@ -86,8 +147,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 
 	tr.Produce(ctx, 100)
 	start := time.Now()
-	_ = procs[victim].Process.Signal(syscall.SIGTERM)
-	_ = procs[victim].Wait()
+	in.stop(victim, syscall.SIGTERM)
 	var rest []string
 	for i, a := range addrs {
 		if i != victim {
@@ -113,8 +173,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	// A crash: SIGKILL the first of the two left.
 	killed := slices.Index(addrs, rest[0])
 	start = time.Now()
-	_ = procs[killed].Process.Kill()
-	_ = procs[killed].Wait()
+	in.stop(killed, syscall.SIGKILL)
 	last, err := hatest.Agreed(ctx, rest[1:], 1, topic, group)
 	if err != nil {
 		t.Fatal(err)
@@ -129,7 +188,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 	// Both come back while records are in flight.
 	tr.Produce(ctx, 100)
 	for _, i := range []int{victim, killed} {
-		procs[i], _ = runKproxy(t, exe, cfgPaths[i])
+		in.start(i)
 	}
 	if err := hatest.AgreedAsBefore(ctx, addrs, v, topic, group); err != nil {
 		t.Fatalf("after the restarts: %v", err)
@@ -157,24 +216,11 @@ func TestThreeInstancesTransactionalOnRealKafka(t *testing.T) {
 	const partitions = 12
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	topic := fmt.Sprintf("ha-txn-%d", time.Now().UnixNano())
+	topic := spreadTopic("ha-txn", partitions, 3)
 	group, txnID := topic+"-g", topic+"-tx"
 	createTopic(t, env.target, topic, partitions)
-	dir := t.TempDir()
-	exe := buildKproxy(t, dir)
-	var addrs []string
-	var procs []*exec.Cmd
-	for i := range 3 {
-		listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		cfgPath := filepath.Join(dir, fmt.Sprintf("kproxy-%d.yaml", i))
-		cfg := fmt.Sprintf("listen: %s\nstate_dir: %s\ninstance: { id: kproxy-%d }\ncontrol: { group: %s-members, session_timeout: 6s }\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes: { default: target }\n",
-			listen, filepath.Join(dir, fmt.Sprintf("state-%d", i)), i, topic, env.source, env.target)
-		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd, _ := runKproxy(t, exe, cfgPath)
-		addrs, procs = append(addrs, listen), append(procs, cmd)
-	}
+	in := startInstances(t, 3, topic, "routes: { default: target }\n")
+	addrs := in.addrs
 	v, err := hatest.Agreed(ctx, addrs, 3, topic, group)
 	if err != nil {
 		t.Fatal(err)
@@ -207,8 +253,7 @@ func TestThreeInstancesTransactionalOnRealKafka(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_ = procs[victim].Process.Signal(syscall.SIGTERM)
-	_ = procs[victim].Wait()
+	in.stop(victim, syscall.SIGTERM)
 	var rest []string
 	for i, a := range addrs {
 		if i != victim {
