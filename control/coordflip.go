@@ -7,9 +7,10 @@ package control
 //
 // Records (the control topic, JSON values):
 //
-//	flip/<topic>            {gen, phase: hold|flipped|aborted, from, to, members, driver, started, reason}
-//	ready/<topic>/<instance> {gen, error}
-//	home/<topic>            {cluster, gen, flipped_at}
+//	flip/<topic>                     {gen, phase: hold|flipped|aborted, from, to, members, driver, started, reason}
+//	ready/<topic>/<instance>         {gen, error}
+//	decided/<topic>/<gen>/<driver>   {outcome: flipped|aborted, from, to, reason}
+//	home/<topic>                     {cluster, gen, flipped_at} (for operators; derived from decided)
 //
 // One instance drives: the lowest instance id of the membership view
 // (every instance derives the same from the same view). The driver starts
@@ -21,31 +22,30 @@ package control
 // until its copy reached them and seals its maps (flipLocal.coordPrepare),
 // and publishes ready(gen), or ready(gen, error). The driver decides:
 //
-//   - every member ready: it publishes home = (to, gen), the commit
-//     point, then flip = flipped(gen);
+//   - every member ready: it publishes decided(gen) = flipped;
 //   - a member's error, the view no longer equal to members (an instance
 //     left or joined), max_hold passed, or its config no longer asking for
-//     the move: it publishes flip = aborted(gen) (only while home's gen is
-//     below gen: a decided flip is never aborted).
+//     the move: it publishes decided(gen) = aborted.
 //
-// An instance flips (pins produce and fetch on `to`, releases the held
-// requests there, starts the copy back) only once it reads home at the
-// flip's gen; it releases on `from` once it reads aborted. Since every
-// instance reads the one partition in the same order, they all agree on
-// the outcome, and none produces to `to` before the commit point. An
+// The decision of a gen is the decided/<topic>/<gen>/* record with the
+// lowest offset: two drivers at once (views that differ for a moment, a
+// driver cut off from the membership but not from the control cluster)
+// may both decide, and every instance takes the first, now and after
+// compaction (each driver writes its own key, and compaction keeps
+// offsets). An instance flips (pins produce and fetch on `to`, releases
+// the held requests there, starts the copy back) only once it reads a
+// flipped decision, and only after its own drain ended; it releases on
+// `from` on an aborted one. None produces to `to` before the decision. An
 // instance that starts while a flip is undecided holds the topic too, and
 // follows the outcome. A driver that leaves mid-hold changes the view: the
 // next driver aborts the flip.
 //
-// Left (docs/ha.md): a driver cut off from the control cluster but still
-// writing could publish home after the next driver's aborted (a zombie);
-// fencing the driver's writes (a transactional id per virtual cluster)
-// would close that.
 
 import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +56,14 @@ import (
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/secure"
 )
+
+// coordinatedFlips turns the control topic and coordinated flips on for
+// instances with control: and replicate. Off until validation lets a
+// route leave the source with several instances (docs/ha.md, "What stops
+// it from being enabled"): until then no flip can start, and an instance
+// needs no control topic (nor the ACLs to create and write it). The tests
+// of the flip turn it on.
+var coordinatedFlips = false
 
 // Phases of flip/<topic>.
 const (
@@ -81,6 +89,35 @@ type homeRecord struct {
 	FlippedAt time.Time `json:"flipped_at"`
 }
 
+type decisionRecord struct {
+	Outcome string    `json:"outcome"` // phaseFlipped or phaseAborted
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+func decidedPrefix(topic string, gen int64) string {
+	return "decided/" + topic + "/" + strconv.FormatInt(gen, 10) + "/"
+}
+
+// decision is the first decision recorded for a topic's flip gen.
+func (cf *coordFlips) decision(topic string, gen int64) (decisionRecord, bool) {
+	var best decisionRecord
+	bestOff, found := int64(-1), false
+	for _, k := range cf.st.keys(decidedPrefix(topic, gen)) {
+		o, ok := cf.st.offset(k)
+		var d decisionRecord
+		if okv, err := cf.st.get(k, &d); !ok || !okv || err != nil {
+			continue
+		}
+		if !found || o < bestOff {
+			best, bestOff, found = d, o, true
+		}
+	}
+	return best, found
+}
+
 type readyRecord struct {
 	Gen   int64  `json:"gen"`
 	Error string `json:"error,omitempty"`
@@ -104,8 +141,9 @@ type flipLocal interface {
 	// coordCommit makes to the topic's home here: pins, release on to,
 	// the copy back. prepared says coordPrepare succeeded for this flip.
 	coordCommit(topic, from, to string, prepared bool)
-	// coordAbort releases on from and resumes the copy into to.
-	coordAbort(topic, from, to string, prepared bool)
+	// coordAbort releases on from and resumes the copy into to; reason
+	// is the driver's.
+	coordAbort(topic, from, to string, prepared bool, reason string)
 }
 
 // memberView is the membership as the coordinator reads it.
@@ -160,23 +198,29 @@ func newCoordFlips(log hclog.Logger, self string, st *stateTopic, view memberVie
 		wake: make(chan struct{}, 1), wanted: map[string]*wantedFlip{}, parts: map[string]*flipPart{}, done: make(chan struct{})}
 }
 
-// homes is every topic's home as the control topic records it.
-func (cf *coordFlips) homes() map[string]homeRecord {
-	out := map[string]homeRecord{}
-	for _, k := range cf.st.keys("home/") {
-		var h homeRecord
-		if ok, err := cf.st.get(k, &h); ok && err == nil {
-			out[strings.TrimPrefix(k, "home/")] = h
-		}
-	}
-	return out
-}
-
-// home is a topic's home in the control topic ("" when no flip ever
-// moved it).
+// home is a topic's home by the control topic: the destination of its
+// latest flip decided flipped ("" when no flip ever moved it), and the
+// latest gen decided either way.
 func (cf *coordFlips) home(topic string) homeRecord {
 	var h homeRecord
-	_, _ = cf.st.get(homeKey(topic), &h)
+	gens := map[int64]bool{}
+	for _, k := range cf.st.keys("decided/" + topic + "/") {
+		rest := strings.TrimPrefix(k, "decided/"+topic+"/")
+		g, _, ok := strings.Cut(rest, "/")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(g, 10, 64); err == nil {
+			gens[n] = true
+		}
+	}
+	flippedGen := int64(0)
+	for g := range gens {
+		h.Gen = max(h.Gen, g)
+		if d, ok := cf.decision(topic, g); ok && d.Outcome == phaseFlipped && g > flippedGen {
+			flippedGen, h.Cluster, h.FlippedAt = g, d.To, d.At
+		}
+	}
 	return h
 }
 
@@ -265,9 +309,9 @@ func (cf *coordFlips) participate(ctx context.Context) {
 		if ok, err := cf.st.get(k, &f); !ok || err != nil {
 			continue
 		}
-		h := cf.home(topic)
-		decided := h.Gen == f.Gen && h.Cluster == f.To
-		aborted := f.Phase == phaseAborted && !decided
+		d, done := cf.decision(topic, f.Gen)
+		decided := done && d.Outcome == phaseFlipped
+		aborted := done && d.Outcome == phaseAborted
 		cf.mu.Lock()
 		p := cf.parts[topic]
 		if p != nil && p.gen < f.Gen {
@@ -277,7 +321,7 @@ func (cf *coordFlips) participate(ctx context.Context) {
 			p = nil
 		}
 		var fresh context.Context // the new part's prepare, once it holds
-		if p == nil && f.Phase == phaseHold && !decided {
+		if p == nil && f.Phase == phaseHold && !done {
 			p = &flipPart{gen: f.Gen, from: f.From, to: f.To, member: slices.Contains(f.Members, cf.self), prepared: make(chan struct{})}
 			fresh, p.cancel = context.WithCancel(ctx)
 			cf.parts[topic] = p
@@ -311,8 +355,8 @@ func (cf *coordFlips) participate(ctx context.Context) {
 			cf.mu.Lock()
 			p.ended = true
 			cf.mu.Unlock()
-			cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok)
-			cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", f.Gen, "reason", f.Reason)
+			cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok, d.Reason)
+			cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", f.Gen, "reason", d.Reason)
 		}
 	}
 }
@@ -370,7 +414,8 @@ func (cf *coordFlips) drive(ctx context.Context) {
 		var f flipRecord
 		hasFlip, _ := cf.st.get(flipKey(topic), &f)
 		h := cf.home(topic)
-		running := hasFlip && f.Phase == phaseHold && !(h.Gen == f.Gen && h.Cluster == f.To)
+		_, done := cf.decision(topic, f.Gen)
+		running := hasFlip && !done
 		w, wants := wanted[topic]
 		if running {
 			cf.decide(ctx, topic, f, view, w, wants)
@@ -409,7 +454,8 @@ func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, vi
 		cf.log.Warn("coordinated flip: aborting", "topic", topic, "gen", f.Gen, "reason", reason)
 		af := f
 		af.Phase, af.Reason = phaseAborted, reason
-		if err := cf.publish(ctx, stateRecord{flipKey(topic), af}); err != nil {
+		d := decisionRecord{Outcome: phaseAborted, From: f.From, To: f.To, Reason: reason, At: time.Now()}
+		if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d}, stateRecord{flipKey(topic), af}); err != nil {
 			cf.log.Error("coordinated flip: the abort was not published", "topic", topic, "gen", f.Gen, "error", err)
 		}
 	}
@@ -440,12 +486,14 @@ func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, vi
 			return
 		}
 	}
-	// The commit point: home at the flip's gen. flipped follows for the
-	// status; an instance flips on home alone.
-	h := homeRecord{Cluster: f.To, Gen: f.Gen, FlippedAt: time.Now()}
+	// The commit point: the decision (the first one of this gen wins);
+	// home and the flip's phase follow, for operators.
+	now := time.Now()
+	d := decisionRecord{Outcome: phaseFlipped, From: f.From, To: f.To, At: now}
 	ff := f
 	ff.Phase = phaseFlipped
-	if err := cf.publish(ctx, stateRecord{homeKey(topic), h}, stateRecord{flipKey(topic), ff}); err != nil {
+	if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d},
+		stateRecord{homeKey(topic), homeRecord{Cluster: f.To, Gen: f.Gen, FlippedAt: now}}, stateRecord{flipKey(topic), ff}); err != nil {
 		cf.log.Error("coordinated flip: the flip was not published; it aborts at max_hold unless a retry publishes it", "topic", topic, "gen", f.Gen, "error", err)
 		return
 	}

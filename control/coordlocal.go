@@ -114,6 +114,14 @@ func (c *cutovers) coordCommit(topic, from, to string, prepared bool) {
 		c.flipped[topic] = &m
 		c.mu.Unlock()
 	} else {
+		// Not a member (it joined during the hold) or its drain
+		// failed: its requests still in flight to from are answered
+		// before any held one goes to to.
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		if err := c.gate.WaitProduceIdle(ctx, topic); err != nil {
+			c.log.Error("coordinated flip: produce requests to the old home still in flight at the flip", "topic", topic, "error", err)
+		}
+		cancel()
 		c.log.Warn("coordinated flip committed without this instance's maps (it joined during the hold); the topic's produce moves with the others", "topic", topic, "home", to)
 	}
 	c.mu.Lock()
@@ -133,7 +141,7 @@ func (c *cutovers) coordCommit(topic, from, to string, prepared bool) {
 	c.coordEnd(topic, routing.Flipped, "")
 }
 
-func (c *cutovers) coordAbort(topic, from, to string, _ bool) {
+func (c *cutovers) coordAbort(topic, from, to string, _ bool, reason string) {
 	c.mu.Lock()
 	delete(c.coordPlans, topic)
 	c.producePins[topic], c.fetchPins[topic] = from, from
@@ -148,7 +156,7 @@ func (c *cutovers) coordAbort(topic, from, to string, _ bool) {
 			c.log.Error("replication not resumed after an aborted coordinated flip", "topic", topic, "error", err)
 		}
 	}
-	c.coordEnd(topic, routing.Aborted, "aborted by the driver")
+	c.coordEnd(topic, routing.Aborted, "aborted by the driver: "+reason)
 }
 
 // coordEnd records the end of this instance's part in a coordinated flip

@@ -31,6 +31,8 @@ type flipRig struct {
 
 func newFlipRig(t *testing.T, n int, partitions int32) *flipRig {
 	t.Helper()
+	coordinatedFlips = true
+	t.Cleanup(func() { coordinatedFlips = false })
 	r := &flipRig{t: t,
 		src: newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(partitions, "orders")),
 		tgt: newKfake(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))}
@@ -39,7 +41,7 @@ func newFlipRig(t *testing.T, n int, partitions int32) *flipRig {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := config.Parse(fmt.Appendf(nil, "listen: %s\nstate_dir: %s\ninstance:\n  id: kp-%d\ncontrol:\n  session_timeout: 2s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\nreplicate: [orders]\nreplication: { reverse_after_cutover: true }\ncutover: { max_hold: 20s }\n",
+		cfg, err := config.Parse(fmt.Appendf(nil, "listen: %s\nstate_dir: %s\ninstance:\n  id: kp-%d\ncontrol:\n  session_timeout: 6s\nclusters:\n  source: { bootstrap: [%s] }\n  target: { bootstrap: [%s] }\nroutes:\n  default: source\nreplicate: [orders]\nreplication: { reverse_after_cutover: true }\ncutover: { max_hold: 20s }\n",
 			listen, t.TempDir(), i, r.src.ListenAddrs()[0], r.tgt.ListenAddrs()[0]))
 		if err != nil {
 			t.Fatal(err)

@@ -40,6 +40,7 @@ type stateTopic struct {
 
 	mu      sync.Mutex // guards the fields below
 	vals    map[string]json.RawMessage
+	offs    map[string]int64 // each key's record offset: compaction keeps it
 	next    int64         // the offset after the last record applied
 	changed chan struct{} // closed (and replaced) at every applied record
 	err     error         // set when follow stopped: waiters give up
@@ -92,7 +93,7 @@ func openStateTopic(ctx context.Context, log hclog.Logger, topic string, newClie
 	}
 	fctx, stop := context.WithCancel(context.Background())
 	s := &stateTopic{log: log, topic: topic, cl: cl, stop: stop, done: make(chan struct{}),
-		vals: map[string]json.RawMessage{}, changed: make(chan struct{})}
+		vals: map[string]json.RawMessage{}, offs: map[string]int64{}, changed: make(chan struct{})}
 	go s.follow(fctx)
 	if err := s.waitRead(ctx, end); err != nil {
 		s.Close()
@@ -139,8 +140,10 @@ func (s *stateTopic) follow(ctx context.Context) {
 			k := string(r.Key)
 			if r.Value == nil {
 				delete(s.vals, k)
+				delete(s.offs, k)
 			} else {
 				s.vals[k] = json.RawMessage(r.Value)
+				s.offs[k] = r.Offset
 			}
 			s.next = r.Offset + 1
 			applied = true
@@ -207,6 +210,16 @@ func (s *stateTopic) get(key string, v any) (bool, error) {
 		return false, nil
 	}
 	return true, json.Unmarshal(raw, v)
+}
+
+// offset is the offset of key's record (false when it has none). Two
+// records of different keys are ordered by it the same way on every
+// instance, before and after compaction.
+func (s *stateTopic) offset(key string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o, ok := s.offs[key]
+	return o, ok
 }
 
 // keys lists the keys with a value that start with prefix.
