@@ -41,9 +41,9 @@ type stateTopic struct {
 	mu      sync.Mutex // guards the fields below
 	vals    map[string]json.RawMessage
 	offs    map[string]int64 // each key's record offset: compaction keeps it
-	next    int64         // the offset after the last record applied
-	changed chan struct{} // closed (and replaced) at every applied record
-	err     error         // set when follow stopped: waiters give up
+	next    int64            // the offset after the last record applied
+	changed chan struct{}    // closed (and replaced) at every applied record
+	err     error            // set when follow stopped: waiters give up
 }
 
 // stateRecord is one record as put writes it: key and value.
