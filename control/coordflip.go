@@ -141,6 +141,9 @@ type flipLocal interface {
 	// coordCommit makes to the topic's home here: pins, release on to,
 	// the copy back. prepared says coordPrepare succeeded for this flip.
 	coordCommit(topic, from, to string, prepared bool)
+	// coordRefuse ends the hold of an instance that stops before the
+	// flip was decided: held requests answered retriable, sent nowhere.
+	coordRefuse(topic string)
 	// coordAbort releases on from and resumes the copy into to; reason
 	// is the driver's.
 	coordAbort(topic, from, to string, prepared bool, reason string)
@@ -265,15 +268,24 @@ func (cf *coordFlips) close() {
 	<-cf.done
 	cf.mu.Lock()
 	var waits []chan struct{}
-	for _, p := range cf.parts {
+	var open []string
+	for t, p := range cf.parts {
 		if p.cancel != nil {
 			p.cancel()
 			waits = append(waits, p.prepared)
+		}
+		if !p.ended {
+			p.ended = true
+			open = append(open, t)
 		}
 	}
 	cf.mu.Unlock()
 	for _, w := range waits {
 		<-w
+	}
+	// Undecided here: the held requests are refused, written nowhere.
+	for _, t := range open {
+		cf.local.coordRefuse(t)
 	}
 	cf.st.Close()
 }

@@ -159,6 +159,13 @@ func (c *cutovers) coordAbort(topic, from, to string, _ bool, reason string) {
 	c.coordEnd(topic, routing.Aborted, "aborted by the driver: "+reason)
 }
 
+func (c *cutovers) coordRefuse(topic string) {
+	if r, ok := c.gate.(interface{ RefuseHeld(topic string) }); ok {
+		r.RefuseHeld(topic)
+	}
+	c.log.Warn("coordinated flip undecided as this instance stops: its held produce requests are refused (the clients retry on another instance)", "topic", topic)
+}
+
 // coordEnd records the end of this instance's part in a coordinated flip
 // and compares the topic with the config again (a reload may have come).
 func (c *cutovers) coordEnd(topic string, state routing.State, reason string) {

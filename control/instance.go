@@ -379,18 +379,19 @@ func (inst *Instance) Cutovers() []CutoverStatus { return inst.ctrl.Cutovers() }
 // directories.
 func (inst *Instance) Close() {
 	inst.closed.Store(true)
+	if inst.coord != nil {
+		// A flip this instance holds and that is not decided yet: the
+		// others abort it once this instance left their view. Its held
+		// requests are refused (retriable), never released on a cluster
+		// it cannot know is still the home; the leave's drain below
+		// then does not wait for them.
+		inst.coord.close()
+	}
 	if inst.insts != nil {
 		// First, while still serving: the others take over this
 		// instance's partitions at once, and what it already read is
 		// answered here.
 		inst.insts.leave()
-	}
-	if inst.coord != nil {
-		// A flip held here stays held: the others abort it (this
-		// instance left their view) or finish it, and this instance's
-		// held requests end with its connections, never released on a
-		// cluster it cannot know is still the home.
-		inst.coord.close()
 	}
 	for _, a := range []*adminServer{inst.admin, inst.metrics} {
 		if a != nil {
