@@ -43,6 +43,7 @@ func (gapMap) SourceStart() int64       { return 100 }
 func (gapMap) SourceEnd() int64         { return 105 }
 func (gapMap) TargetStart() int64       { return 0 }
 func (gapMap) TargetEnd() int64         { return 7 }
+func (gapMap) TargetGaps() int64        { return 2 }
 func (gapMap) InTargetGap(t int64) bool { return t == 3 || t == 6 }
 func (gapMap) String() string           { return "gapMap" }
 func batchAt(base int64, n int32, attrs int16) []byte {

@@ -186,7 +186,12 @@ func offsetsFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition, pos
 	// its own; translated, it would carry the next record's, and a client
 	// that skips it (a control batch) would skip that record too. Such
 	// batches are squeezed out of the answer.
-	gaps, _ := m.(interface{ InTargetGap(int64) bool })
+	// (Maps of a single instance's idempotent copy have none: one check
+	// per answer, not per batch.)
+	gaps, _ := m.(targetGaps)
+	if gaps != nil && gaps.TargetGaps() == 0 {
+		gaps = nil
+	}
 	var drop [][2]int // byte ranges of gap batches
 	rs, start, keep := p.RecordBatches, 0, 0
 	for off := 0; off+12 <= len(rs); {
@@ -229,6 +234,12 @@ func offsetsFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition, pos
 		out = rs[start:w]
 	}
 	p.RecordBatches = out
+}
+
+// targetGaps is an OffsetMap with target gaps (replicator.OffsetMap).
+type targetGaps interface {
+	TargetGaps() int64
+	InTargetGap(target int64) bool
 }
 
 // outOfRange is the answer for a position before the replicated range.
