@@ -206,6 +206,21 @@ type cutovers struct {
 	// gateRefusals: topics whose cutover failed a gate cutover.require
 	// names, with the reason (plan.go measures them per reload).
 	gateRefusals map[string]string
+
+	// With several instances (config control: and replicate): coord
+	// runs every flip through the control topic (coordflip.go) and owns
+	// says which partitions this instance leads and copies; its drain
+	// freezes and waits for those alone. nil with one instance.
+	coord *coordFlips
+	owns  func(topic string, partition int32) bool
+	// coordPlans: the sealed flip each prepared coordinated flip waits
+	// to commit (coordlocal.go).
+	coordPlans map[string]*flipPlan
+	// applying: considerLocked runs for a reload (apply), which retries
+	// a coordinated flip that aborted.
+	applying bool
+	// prepareHook, set by tests, runs first in coordPrepare.
+	prepareHook func(ctx context.Context) error
 }
 
 // gateRefusalsNow is the installed required-gate failures.
@@ -299,6 +314,7 @@ func (c *cutovers) apply(cfg *config.Config, prev, next *routing.Table, topics [
 	c.warm(next, topics)
 	c.mu.Lock()
 	c.cfg, c.table = cfg, next
+	c.applying = true
 	seen := map[string]bool{}
 	for t := range c.flipped {
 		topics = append(topics, t)
@@ -316,6 +332,7 @@ func (c *cutovers) apply(cfg *config.Config, prev, next *routing.Table, topics [
 			start = append(start, *a)
 		}
 	}
+	c.applying = false
 	c.publishLocked()
 	c.mu.Unlock()
 	c.launch(start)
@@ -398,6 +415,21 @@ func (c *cutovers) considerLocked(t string) *attempt {
 		return nil
 	}
 	home := c.copies.Home(t)
+	if c.coord != nil {
+		if ch := c.coord.home(t).Cluster; ch != "" && ch != home {
+			// The control topic records a flip this instance's state
+			// lacks (it was down): the topic stays where the others
+			// serve it, never on the cluster it left.
+			c.producePins[t], c.fetchPins[t] = ch, ch
+			if e == nil || e.st.Home != ch {
+				c.log.Error("the control topic homes the topic on another cluster than this instance's state; it is served there, without offset maps for a flip this instance did not take part in", "topic", t, "home", ch, "local", home)
+				c.entries[t] = &cutoverEntry{
+					st:  CutoverStatus{Topic: t, From: home, To: ch, Home: ch, Reason: "flipped while this instance was down"},
+					cut: routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(ch), State: routing.Flipped}}
+			}
+			return nil
+		}
+	}
 	c.producePins[t] = home
 	c.fetchPins[t] = home
 	var fetchNote string
@@ -412,6 +444,9 @@ func (c *cutovers) considerLocked(t string) *attempt {
 	var start *attempt
 	switch {
 	case np == home:
+		if c.coord != nil {
+			c.coord.want(t, home, home, false)
+		}
 		if c.flipped[t] == nil {
 			delete(c.producePins, t) // never flipped: the table is right
 		}
@@ -444,6 +479,12 @@ func (c *cutovers) considerLocked(t string) *attempt {
 		c.entries[t] = e
 	case c.ctx.Err() != nil:
 		// Shutting down: no new attempt; the pins keep the home.
+	case c.coord != nil:
+		// Several instances: the driver runs the flip through the
+		// control topic (coordflip.go); this instance follows it, and
+		// meanwhile produce and fetch stay pinned on the home whatever
+		// its own config says.
+		c.coord.want(t, home, np, c.applying)
 	default:
 		policy := c.policy(cfg, np)
 		cut := routing.Cutover{Topic: t, From: config.Cluster(home), To: config.Cluster(np)}
@@ -775,6 +816,7 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 		if serr != nil {
 			return nil, serr
 		}
+		ends, stable = c.ownedOnly(topic, ends), c.ownedOnly(topic, stable)
 		settled := true
 		for p, e := range ends {
 			if stable[p] != e {
@@ -818,6 +860,7 @@ func (c *cutovers) noteOldHomeProducers(ctx context.Context, topic, from string,
 		if err != nil {
 			return false, err
 		}
+		now = c.ownedOnly(topic, now)
 		if !maps.Equal(now, ends) {
 			return true, nil
 		}

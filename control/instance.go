@@ -44,7 +44,10 @@ type Instance struct {
 	locks   []*statefile.Lock // the state directories this instance owns
 	// insts is this instance's membership (config control:); nil when it
 	// serves alone.
-	insts  *instances
+	insts *instances
+	// coord runs cutovers through the control topic (control: and
+	// replicate); nil otherwise.
+	coord  *coordFlips
 	closed atomic.Bool // Close began: not ready
 	// lastPlan is the last POST /plan's answer, for the status page.
 	lastPlan atomic.Pointer[LastPlan]
@@ -129,9 +132,25 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 	if insts != nil {
 		insts.setOnView(ctrl.repl.reassign)
 	}
-	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, gateRecheckEvery: defaultGateRecheck}
+	var coord *coordFlips
+	if insts != nil && len(cfg.Replicate) > 0 && coordinatedFlips {
+		// Flips go through the control topic, read to its end before
+		// any client is accepted (a flip decided while this instance
+		// was down, or one in its hold, is known first).
+		if coord, err = openCoordFlips(ctx, cfg, log, insts, ctrl.cuts); err != nil {
+			ctrl.Close()
+			insts.leave()
+			srv.Close()
+			release()
+			return nil, err
+		}
+	}
+	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, coord: coord, gateRecheckEvery: defaultGateRecheck}
 	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)
+	if coord != nil {
+		coord.start()
+	}
 	srv.AcceptClients()
 	inst.gen.Store(1)
 	inst.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kproxy_config_reloads_total", Help: "Config reloads by result (applied, rejected)."}, []string{"result"})
@@ -360,6 +379,14 @@ func (inst *Instance) Cutovers() []CutoverStatus { return inst.ctrl.Cutovers() }
 // directories.
 func (inst *Instance) Close() {
 	inst.closed.Store(true)
+	if inst.coord != nil {
+		// A flip this instance holds and that is not decided yet: the
+		// others abort it once this instance left their view. Its held
+		// requests are refused (retriable), never released on a cluster
+		// it cannot know is still the home; the leave's drain below
+		// then does not wait for them.
+		inst.coord.close()
+	}
 	if inst.insts != nil {
 		// First, while still serving: the others take over this
 		// instance's partitions at once, and what it already read is

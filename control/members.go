@@ -8,6 +8,7 @@ package control
 
 import (
 	"context"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -213,3 +214,20 @@ func (in *instances) handedOver(others int) {
 		}
 	}
 }
+
+// memberIDs and viewChanged are the membership as the coordinated flip
+// reads it (coordflip.go).
+func (in *instances) memberIDs() ([]string, bool) {
+	v, ok := in.grp.View()
+	if !ok {
+		return nil, false
+	}
+	ids := make([]string, 0, len(v.Members))
+	for _, m := range v.Members {
+		ids = append(ids, m.ID)
+	}
+	slices.Sort(ids)
+	return ids, true
+}
+
+func (in *instances) viewChanged() <-chan struct{} { return in.grp.Changed() }

@@ -286,6 +286,9 @@ func (r replicationPort) SealFlip(ctx context.Context, topic, from, to string, e
 	if fromErr != nil {
 		return nil, fromErr
 	}
+	// ends may name only some partitions (several instances: those this
+	// instance copies); the others are not this flip's to check.
+	fromEnds, toEnds = onlyIn(fromEnds, ends), onlyIn(toEnds, ends)
 	for p, e := range fromEnds {
 		if e != ends[p] {
 			return nil, fmt.Errorf("partition %d: the %s's log moved from %d to %d while produce was held: something writes to it around kproxy", p, from, ends[p], e)
@@ -311,6 +314,21 @@ func (r replicationPort) SealFlip(ctx context.Context, topic, from, to string, e
 		}
 	}
 	return pl, nil
+}
+
+// onlyIn is m restricted to the partitions of keep (m itself when keep has
+// them all).
+func onlyIn(m, keep map[int32]int64) map[int32]int64 {
+	if len(m) == len(keep) || m == nil {
+		return m
+	}
+	out := make(map[int32]int64, len(keep))
+	for p, v := range m {
+		if _, ok := keep[p]; ok {
+			out[p] = v
+		}
+	}
+	return out
 }
 
 // fileMarkers keeps cutover markers in state_dir/cutover: flips.jsonl, one

@@ -502,6 +502,11 @@ func (rp *replication) loadHome(topic, cluster string, partitions int32) error {
 	h := &topicHome{cluster: cluster, maps: map[int32]*replicator.FlippedMap{}}
 	for p := int32(0); p < partitions; p++ {
 		m, err := replicator.LoadFlipped(mapDir(rp.cfg, cluster), topic, p)
+		if err != nil && rp.owns != nil {
+			// Several instances: this instance sealed only the
+			// partitions it copied at the flip (coordflip.go).
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("restoring %s/%d on the %s: %w", topic, p, cluster, err)
 		}
@@ -706,6 +711,12 @@ func (rp *replication) Map(cluster, topic string, partition int32) (proxy.Offset
 	c := rp.copies[cluster]
 	rp.mu.Unlock()
 	if cluster == home {
+		if h != nil && h.maps[partition] == nil && rp.owns != nil {
+			// Several instances: a coordinated flip sealed only the
+			// partitions this instance copied; another's partition has
+			// no map here, and its offsets are not the virtual ones.
+			return nil, true
+		}
 		if h == nil || h.maps[partition] == nil {
 			return nil, false // the first home: its offsets are virtual
 		}

@@ -35,6 +35,9 @@ type topicHold struct {
 	queue []*heldProduce
 	since time.Time
 	from  string // the topic's produce cluster when the hold began
+	// refuse: the hold answers what it queues NOT_LEADER_FOR_PARTITION
+	// at once (RefuseHeld) and stays until released.
+	refuse bool
 }
 
 // holds is the proxy's hold and in-flight state.
@@ -155,8 +158,22 @@ func (h *holds) enqueue(topic string, hp *heldProduce) bool {
 	if !ok {
 		return false
 	}
+	if th.refuse {
+		hp.refuse()
+		return true
+	}
 	th.queue = append(th.queue, hp)
 	return true
+}
+
+// refuse answers a held part NOT_LEADER_FOR_PARTITION without sending it.
+func (hp *heldProduce) refuse() {
+	for _, t := range hp.req.Topics {
+		for _, p := range t.Partitions {
+			hp.parts = append(hp.parts, producePartitionError(p.Partition, kerr.NotLeaderForPartition.Code))
+		}
+	}
+	close(hp.done)
 }
 
 // HoldProduce starts queueing topic's produce requests.
@@ -383,5 +400,26 @@ func (hp *heldProduce) wait(limit time.Duration) error {
 		return nil
 	case <-time.After(limit):
 		return errHoldTimeout
+	}
+}
+
+// RefuseHeld answers topic's held produce requests, and those that arrive
+// from now on, NOT_LEADER_FOR_PARTITION without sending them anywhere; the
+// clients retry (on another instance). The topic stays held. For an
+// instance that stops while a coordinated flip it takes part in is
+// undecided: it cannot know which cluster will be the topic's home, so it
+// writes the records to neither, and its held requests do not keep its
+// connections from closing.
+func (s *Server) RefuseHeld(topic string) {
+	s.holds.mu.Lock()
+	th, ok := s.holds.held[topic]
+	var queue []*heldProduce
+	if ok {
+		th.refuse = true
+		queue, th.queue = th.queue, nil
+	}
+	s.holds.mu.Unlock()
+	for _, hp := range queue {
+		hp.refuse()
 	}
 }

@@ -182,14 +182,31 @@ func offsetsFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition, pos
 	// yet, and the next fetch gets them. So is a partial batch at the end
 	// (a client discards it anyway); a partial first batch stays, with its
 	// offset translated, so the client sees that it must fetch more bytes.
+	//
+	// A batch wholly in a target gap (several instances: the copy's commit
+	// markers, a fenced owner's aborted records) has no virtual offset of
+	// its own; translated, it would carry the next record's, and a client
+	// that skips it (a control batch) would skip that record too. Such
+	// batches are squeezed out of the answer.
+	// (Maps of a single instance's idempotent copy have none: one check
+	// per answer, not per batch.)
+	gaps, _ := m.(targetGaps)
+	if gaps != nil && gaps.TargetGaps() == 0 {
+		gaps = nil
+	}
+	var drop [][2]int // byte ranges of gap batches
 	rs, start, keep := p.RecordBatches, 0, 0
 	for off := 0; off+12 <= len(rs); {
 		base := int64(binary.BigEndian.Uint64(rs[off:]))
 		if base >= end {
 			break
 		}
-		binary.BigEndian.PutUint64(rs[off:], uint64(virt(base)))
 		n := int(int32(binary.BigEndian.Uint32(rs[off+8:]))) + 12
+		if gaps != nil && n >= 27 && off+n <= len(rs) && gaps.InTargetGap(base) &&
+			gaps.InTargetGap(base+int64(int32(binary.BigEndian.Uint32(rs[off+23:])))) {
+			drop = append(drop, [2]int{off, off + n})
+		}
+		binary.BigEndian.PutUint64(rs[off:], uint64(virt(base)))
 		if n < 27 || off+n > len(rs) {
 			if off == start {
 				keep = len(rs)
@@ -204,7 +221,27 @@ func offsetsFetchPartition(m OffsetMap, p *kmsg.FetchResponseTopicPartition, pos
 		off += n
 		keep = off
 	}
-	p.RecordBatches = rs[start:max(keep, start)]
+	out := rs[start:max(keep, start)]
+	if len(drop) > 0 {
+		w := start
+		from := start
+		for _, d := range drop {
+			if d[0] < start || d[1] > keep {
+				continue
+			}
+			w += copy(rs[w:], rs[from:d[0]])
+			from = d[1]
+		}
+		w += copy(rs[w:], rs[from:max(keep, start)])
+		out = rs[start:w]
+	}
+	p.RecordBatches = out
+}
+
+// targetGaps is an OffsetMap with target gaps (replicator.OffsetMap).
+type targetGaps interface {
+	TargetGaps() int64
+	InTargetGap(target int64) bool
 }
 
 // outOfRange is the answer for a position before the replicated range.

@@ -51,6 +51,12 @@ func (f *FlippedMap) ToSource(t int64) (int64, bool) {
 	return f.m.ToSource(t)
 }
 
+// InTargetGap says whether t is a gap of the copied range (OffsetMap).
+func (f *FlippedMap) InTargetGap(t int64) bool { return t < f.tgtEnd && f.m.InTargetGap(t) }
+
+// TargetGaps is the copied range's number of target gaps.
+func (f *FlippedMap) TargetGaps() int64 { return f.m.TargetGaps() }
+
 // SourceStart is the first virtual offset on the target.
 func (f *FlippedMap) SourceStart() int64 { return f.m.SourceStart() }
 

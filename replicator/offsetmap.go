@@ -127,6 +127,22 @@ func (m *OffsetMap) compactOf(t int64) int64 {
 	return t - g.cum
 }
 
+// InTargetGap says whether target offset t is in a target gap: a commit
+// marker of the copy's transaction or a fenced owner's aborted record,
+// which has no virtual offset (the fetch path drops such batches).
+func (m *OffsetMap) InTargetGap(t int64) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if len(m.tgaps) == 0 {
+		return false
+	}
+	i := sort.Search(len(m.tgaps), func(i int) bool {
+		g := m.tgaps[i]
+		return g.at+g.cum-m.gapSize(i) > t
+	})
+	return i > 0 && t < m.tgaps[i-1].at+m.tgaps[i-1].cum
+}
+
 // gapSize is the size of gap i. Callers hold mu.
 func (m *OffsetMap) gapSize(i int) int64 {
 	if i == 0 {

@@ -55,6 +55,10 @@ func (md *tgapModel) check(t *testing.T, what string, m *OffsetMap) {
 		if got, ok := m.ToSource(tg); !ok || got != md.toSource(tg) {
 			t.Fatalf("%s: ToSource(%d) = %d, %v; want %d", what, tg, got, ok, md.toSource(tg))
 		}
+		// The fetch path drops the batches of a target gap.
+		if gap := tg < md.tgtEnd() && md.tgtFrom[tg-md.tgtBase] < 0; m.InTargetGap(tg) != gap {
+			t.Fatalf("%s: InTargetGap(%d) = %v, want %v", what, tg, !gap, gap)
+		}
 	}
 	if _, ok := m.ToSource(md.tgtEnd() + 1); ok {
 		t.Fatalf("%s: ToSource past the target end answers", what)

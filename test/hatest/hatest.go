@@ -494,3 +494,10 @@ func (t *Traffic) Check() (string, error) {
 	}
 	return verdict, nil
 }
+
+// ProducedTo is how many records were produced to partition p so far.
+func (t *Traffic) ProducedTo(p int32) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.next[p]
+}

@@ -1,0 +1,537 @@
+package control
+
+// The coordinated flip (docs/ha.md, "Coordinated cutover"): with several
+// instances (config control:), a replicated topic's home moves through the
+// control topic (statetopic.go), so that every instance holds, drains and
+// flips together and no topic is ever produced to both clusters.
+//
+// Records (the control topic, JSON values):
+//
+//	flip/<topic>                     {gen, phase: hold|flipped|aborted, from, to, members, driver, started, reason}
+//	ready/<topic>/<instance>         {gen, error}
+//	decided/<topic>/<gen>/<driver>   {outcome: flipped|aborted, from, to, reason}
+//	home/<topic>                     {cluster, gen, flipped_at} (for operators; derived from decided)
+//
+// One instance drives: the lowest instance id of the membership view
+// (every instance derives the same from the same view). The driver starts
+// a flip when its config routes a replicated topic's produce off the
+// topic's home: it publishes flip = hold(gen, from, to, members), members
+// being its view. Every instance that reads it holds the topic's produce;
+// each member then waits for its in-flight requests and, for the
+// partitions it leads (and copies), freezes the home's end offsets, waits
+// until its copy reached them and seals its maps (flipLocal.coordPrepare),
+// and publishes ready(gen), or ready(gen, error). The driver decides:
+//
+//   - every member ready: it publishes decided(gen) = flipped;
+//   - a member's error, the view no longer equal to members (an instance
+//     left or joined), max_hold passed, or its config no longer asking for
+//     the move: it publishes decided(gen) = aborted.
+//
+// The decision of a gen is the decided/<topic>/<gen>/* record with the
+// lowest offset: two drivers at once (views that differ for a moment, a
+// driver cut off from the membership but not from the control cluster)
+// may both decide, and every instance takes the first, now and after
+// compaction (each driver writes its own key, and compaction keeps
+// offsets). An instance flips (pins produce and fetch on `to`, releases
+// the held requests there, starts the copy back) only once it reads a
+// flipped decision, and only after its own drain ended; it releases on
+// `from` on an aborted one. None produces to `to` before the decision. An
+// instance that starts while a flip is undecided holds the topic too, and
+// follows the outcome. A driver that leaves mid-hold changes the view: the
+// next driver aborts the flip.
+//
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/secure"
+)
+
+// coordinatedFlips turns the control topic and coordinated flips on for
+// instances with control: and replicate. Off until validation lets a
+// route leave the source with several instances (docs/ha.md, "What stops
+// it from being enabled"): until then no flip can start, and an instance
+// needs no control topic (nor the ACLs to create and write it). The tests
+// of the flip turn it on.
+var coordinatedFlips = false
+
+// Phases of flip/<topic>.
+const (
+	phaseHold    = "hold"
+	phaseFlipped = "flipped"
+	phaseAborted = "aborted"
+)
+
+type flipRecord struct {
+	Gen     int64     `json:"gen"`
+	Phase   string    `json:"phase"`
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	Members []string  `json:"members"`
+	Driver  string    `json:"driver"`
+	Started time.Time `json:"started"`
+	Reason  string    `json:"reason,omitempty"`
+}
+
+type homeRecord struct {
+	Cluster   string    `json:"cluster"`
+	Gen       int64     `json:"gen"`
+	FlippedAt time.Time `json:"flipped_at"`
+}
+
+type decisionRecord struct {
+	Outcome string    `json:"outcome"` // phaseFlipped or phaseAborted
+	From    string    `json:"from"`
+	To      string    `json:"to"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+func decidedPrefix(topic string, gen int64) string {
+	return "decided/" + topic + "/" + strconv.FormatInt(gen, 10) + "/"
+}
+
+// decision is the first decision recorded for a topic's flip gen.
+func (cf *coordFlips) decision(topic string, gen int64) (decisionRecord, bool) {
+	var best decisionRecord
+	bestOff, found := int64(-1), false
+	for _, k := range cf.st.keys(decidedPrefix(topic, gen)) {
+		o, ok := cf.st.offset(k)
+		var d decisionRecord
+		if okv, err := cf.st.get(k, &d); !ok || !okv || err != nil {
+			continue
+		}
+		if !found || o < bestOff {
+			best, bestOff, found = d, o, true
+		}
+	}
+	return best, found
+}
+
+type readyRecord struct {
+	Gen   int64  `json:"gen"`
+	Error string `json:"error,omitempty"`
+}
+
+func flipKey(topic string) string            { return "flip/" + topic }
+func homeKey(topic string) string            { return "home/" + topic }
+func readyKey(topic, instance string) string { return "ready/" + topic + "/" + instance }
+
+// flipLocal is what one instance does in a coordinated flip (cutovers
+// implements it). Hold and the outcomes are called from the coordinator's
+// loop, one at a time per topic; prepare runs on its own goroutine.
+type flipLocal interface {
+	// coordHold holds the topic's produce requests, its produce and fetch
+	// pinned on from.
+	coordHold(topic, from, to string)
+	// coordPrepare waits for the in-flight requests, freezes the ends of
+	// the partitions this instance leads, waits until their copy reached
+	// them and seals the copy (nothing is committed).
+	coordPrepare(ctx context.Context, topic, from, to string) error
+	// coordCommit makes to the topic's home here: pins, release on to,
+	// the copy back. prepared says coordPrepare succeeded for this flip.
+	coordCommit(topic, from, to string, prepared bool)
+	// coordRefuse ends the hold of an instance that stops before the
+	// flip was decided: held requests answered retriable, sent nowhere.
+	coordRefuse(topic string)
+	// coordAbort releases on from and resumes the copy into to; reason
+	// is the driver's.
+	coordAbort(topic, from, to string, prepared bool, reason string)
+}
+
+// memberView is the membership as the coordinator reads it.
+type memberView interface {
+	// memberIDs is the live instances' ids, sorted; ok false until the
+	// group agreed on a first view.
+	memberIDs() (ids []string, ok bool)
+	// viewChanged is closed at the next view.
+	viewChanged() <-chan struct{}
+}
+
+// coordFlips is one instance's part in coordinated flips: participant
+// always, driver when its id is the view's lowest.
+type coordFlips struct {
+	log     hclog.Logger
+	self    string
+	st      *stateTopic
+	view    memberView
+	local   flipLocal
+	maxHold func() time.Duration
+	wake    chan struct{} // a want arrived
+
+	mu     sync.Mutex
+	wanted map[string]*wantedFlip // topic -> the move its config asks for
+	parts  map[string]*flipPart   // topic -> this instance's part in its latest flip
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// wantedFlip is a move this instance's config asks for.
+type wantedFlip struct {
+	from, to string
+	// tried: the driver started a flip for it; one that aborts is tried
+	// again at the next reload, as a single instance's cutover is.
+	tried bool
+}
+
+// flipPart is this instance's state in one flip.
+type flipPart struct {
+	gen      int64
+	from, to string
+	member   bool // in the flip's members: prepares and answers ready
+	cancel   context.CancelFunc
+	prepared chan struct{} // closed when prepare ended
+	ok       bool          // prepare succeeded (valid once prepared is closed)
+	ended    bool          // committed or aborted here
+}
+
+func newCoordFlips(log hclog.Logger, self string, st *stateTopic, view memberView, local flipLocal, maxHold func() time.Duration) *coordFlips {
+	return &coordFlips{log: log, self: self, st: st, view: view, local: local, maxHold: maxHold,
+		wake: make(chan struct{}, 1), wanted: map[string]*wantedFlip{}, parts: map[string]*flipPart{}, done: make(chan struct{})}
+}
+
+// home is a topic's home by the control topic: the destination of its
+// latest flip decided flipped ("" when no flip ever moved it), and the
+// latest gen decided either way.
+func (cf *coordFlips) home(topic string) homeRecord {
+	var h homeRecord
+	gens := map[int64]bool{}
+	for _, k := range cf.st.keys("decided/" + topic + "/") {
+		rest := strings.TrimPrefix(k, "decided/"+topic+"/")
+		g, _, ok := strings.Cut(rest, "/")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(g, 10, 64); err == nil {
+			gens[n] = true
+		}
+	}
+	flippedGen := int64(0)
+	for g := range gens {
+		h.Gen = max(h.Gen, g)
+		if d, ok := cf.decision(topic, g); ok && d.Outcome == phaseFlipped && g > flippedGen {
+			flippedGen, h.Cluster, h.FlippedAt = g, d.To, d.At
+		}
+	}
+	return h
+}
+
+// want notes what this instance's config asks for a topic whose produce
+// route leaves its home (from): only the driver acts on it. A want for a
+// topic back on its home (to == from) clears it.
+// retry (a reload) lets the driver try a move again after an abort.
+func (cf *coordFlips) want(topic, from, to string, retry bool) {
+	cf.mu.Lock()
+	w := cf.wanted[topic]
+	switch {
+	case from == to:
+		delete(cf.wanted, topic)
+	case w == nil || w.from != from || w.to != to:
+		cf.wanted[topic] = &wantedFlip{from: from, to: to}
+	case retry:
+		w.tried = false
+	}
+	cf.mu.Unlock()
+	select {
+	case cf.wake <- struct{}{}:
+	default:
+	}
+}
+
+// start runs the loop until close. Call it once the local side can take
+// holds (the controller started); an undecided flip read at start is
+// joined at once.
+func (cf *coordFlips) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cf.cancel = cancel
+	cf.participate(ctx) // before clients: an undecided flip holds at once
+	go cf.run(ctx)
+}
+
+func (cf *coordFlips) close() {
+	if cf.cancel == nil {
+		cf.st.Close()
+		return
+	}
+	cf.cancel()
+	<-cf.done
+	cf.mu.Lock()
+	var waits []chan struct{}
+	var open []string
+	for t, p := range cf.parts {
+		if p.cancel != nil {
+			p.cancel()
+			waits = append(waits, p.prepared)
+		}
+		if !p.ended {
+			p.ended = true
+			open = append(open, t)
+		}
+	}
+	cf.mu.Unlock()
+	for _, w := range waits {
+		<-w
+	}
+	// Undecided here: the held requests are refused, written nowhere.
+	for _, t := range open {
+		cf.local.coordRefuse(t)
+	}
+	cf.st.Close()
+}
+
+// coordTick bounds how late the driver notices max_hold.
+const coordTick = 50 * time.Millisecond
+
+func (cf *coordFlips) run(ctx context.Context) {
+	defer close(cf.done)
+	tick := time.NewTicker(coordTick)
+	defer tick.Stop()
+	for {
+		changed, viewed := cf.st.changes(), cf.view.viewChanged()
+		cf.participate(ctx)
+		cf.drive(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-viewed:
+		case <-cf.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// participate follows every flip record: hold, prepare and answer, then
+// commit or abort as the driver decided.
+func (cf *coordFlips) participate(ctx context.Context) {
+	for _, k := range cf.st.keys("flip/") {
+		topic := strings.TrimPrefix(k, "flip/")
+		var f flipRecord
+		if ok, err := cf.st.get(k, &f); !ok || err != nil {
+			continue
+		}
+		d, done := cf.decision(topic, f.Gen)
+		decided := done && d.Outcome == phaseFlipped
+		aborted := done && d.Outcome == phaseAborted
+		cf.mu.Lock()
+		p := cf.parts[topic]
+		if p != nil && p.gen < f.Gen {
+			// A newer flip. One whose end this instance missed (it
+			// cannot while it reads every record; a compacted topic
+			// read at start shows only the last flip) ends with it.
+			p = nil
+		}
+		var fresh context.Context // the new part's prepare, once it holds
+		if p == nil && f.Phase == phaseHold && !done {
+			p = &flipPart{gen: f.Gen, from: f.From, to: f.To, member: slices.Contains(f.Members, cf.self), prepared: make(chan struct{})}
+			fresh, p.cancel = context.WithCancel(ctx)
+			cf.parts[topic] = p
+		}
+		cf.mu.Unlock()
+		if fresh != nil {
+			cf.local.coordHold(topic, f.From, f.To)
+			cf.log.Info("coordinated flip: holding", "topic", topic, "gen", f.Gen, "from", f.From, "to", f.To, "driver", f.Driver, "member", p.member)
+			if p.member {
+				go cf.prepare(fresh, topic, p)
+			} else {
+				close(p.prepared) // it follows the outcome, with nothing to answer
+			}
+		}
+		if p == nil || p.gen != f.Gen || p.ended {
+			continue
+		}
+		switch {
+		case decided:
+			<-p.prepared // the driver decided on this instance's ready, sent after prepare
+			cf.mu.Lock()
+			p.ended = true
+			cf.mu.Unlock()
+			cf.local.coordCommit(topic, p.from, p.to, p.member && p.ok)
+			cf.log.Info("coordinated flip: flipped", "topic", topic, "gen", f.Gen, "home", p.to)
+		case aborted:
+			if p.cancel != nil {
+				p.cancel()
+			}
+			<-p.prepared
+			cf.mu.Lock()
+			p.ended = true
+			cf.mu.Unlock()
+			cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok, d.Reason)
+			cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", f.Gen, "reason", d.Reason)
+		}
+	}
+}
+
+// prepare runs the local drain and answers ready (with its error, if any).
+func (cf *coordFlips) prepare(ctx context.Context, topic string, p *flipPart) {
+	err := cf.local.coordPrepare(ctx, topic, p.from, p.to)
+	cf.mu.Lock()
+	p.ok = err == nil
+	cf.mu.Unlock()
+	close(p.prepared)
+	if ctx.Err() != nil {
+		return // aborted meanwhile: no answer needed
+	}
+	r := readyRecord{Gen: p.gen}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if perr := cf.st.put(pctx, stateRecord{readyKey(topic, cf.self), r}); perr != nil {
+		cf.log.Error("coordinated flip: ready not published; the driver aborts at max_hold", "topic", topic, "gen", p.gen, "error", perr)
+	}
+}
+
+// driver says whether this instance drives, and the view it drives on.
+func (cf *coordFlips) driver() ([]string, bool) {
+	ids, ok := cf.view.memberIDs()
+	if !ok || len(ids) == 0 || ids[0] != cf.self {
+		return nil, false
+	}
+	return ids, true
+}
+
+// drive starts and decides flips when this instance is the driver.
+func (cf *coordFlips) drive(ctx context.Context) {
+	view, ok := cf.driver()
+	if !ok {
+		return
+	}
+	cf.mu.Lock()
+	wanted := make(map[string]wantedFlip, len(cf.wanted))
+	for t, w := range cf.wanted {
+		wanted[t] = *w
+	}
+	cf.mu.Unlock()
+	topics := map[string]bool{}
+	for t := range wanted {
+		topics[t] = true
+	}
+	for _, k := range cf.st.keys("flip/") {
+		topics[strings.TrimPrefix(k, "flip/")] = true
+	}
+	for topic := range topics {
+		var f flipRecord
+		hasFlip, _ := cf.st.get(flipKey(topic), &f)
+		h := cf.home(topic)
+		_, done := cf.decision(topic, f.Gen)
+		running := hasFlip && !done
+		w, wants := wanted[topic]
+		if running {
+			cf.decide(ctx, topic, f, view, w, wants)
+			continue
+		}
+		if !wants || w.tried {
+			continue
+		}
+		home := h.Cluster
+		if home == "" {
+			home = w.from
+		}
+		if home == w.to {
+			continue // flipped already (the local side catches up)
+		}
+		gen := max(h.Gen, f.Gen) + 1
+		nf := flipRecord{Gen: gen, Phase: phaseHold, From: home, To: w.to, Members: view, Driver: cf.self, Started: time.Now()}
+		cf.mu.Lock()
+		if cw := cf.wanted[topic]; cw != nil && cw.to == w.to {
+			cw.tried = true
+		}
+		cf.mu.Unlock()
+		if err := cf.publish(ctx, stateRecord{flipKey(topic), nf}); err != nil {
+			cf.log.Error("coordinated flip not started", "topic", topic, "error", err)
+			continue
+		}
+		cf.log.Info("coordinated flip started", "topic", topic, "gen", gen, "from", home, "to", w.to, "members", view)
+	}
+}
+
+// decide ends a running flip when it can: flipped once every member is
+// ready, aborted on an error, a view change, max_hold or a config that no
+// longer asks for it.
+func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, view []string, w wantedFlip, wants bool) {
+	abort := func(reason string) {
+		cf.log.Warn("coordinated flip: aborting", "topic", topic, "gen", f.Gen, "reason", reason)
+		af := f
+		af.Phase, af.Reason = phaseAborted, reason
+		d := decisionRecord{Outcome: phaseAborted, From: f.From, To: f.To, Reason: reason, At: time.Now()}
+		if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d}, stateRecord{flipKey(topic), af}); err != nil {
+			cf.log.Error("coordinated flip: the abort was not published", "topic", topic, "gen", f.Gen, "error", err)
+		}
+	}
+	switch {
+	case !slices.Equal(view, f.Members):
+		abort(fmt.Sprintf("the instances changed during the hold: %v, now %v", f.Members, view))
+		return
+	case !wants || w.to != f.To:
+		abort("the config no longer routes the topic to the " + f.To)
+		return
+	case time.Since(f.Started) > cf.maxHold():
+		var missing []string
+		for _, m := range f.Members {
+			var r readyRecord
+			if ok, _ := cf.st.get(readyKey(topic, m), &r); !ok || r.Gen != f.Gen {
+				missing = append(missing, m)
+			}
+		}
+		abort(fmt.Sprintf("cutover.max_hold (%s) passed; not ready: %v", cf.maxHold(), missing))
+		return
+	}
+	for _, m := range f.Members {
+		var r readyRecord
+		if ok, _ := cf.st.get(readyKey(topic, m), &r); !ok || r.Gen != f.Gen {
+			return // not yet
+		} else if r.Error != "" {
+			abort(m + ": " + r.Error)
+			return
+		}
+	}
+	// The commit point: the decision (the first one of this gen wins);
+	// home and the flip's phase follow, for operators.
+	now := time.Now()
+	d := decisionRecord{Outcome: phaseFlipped, From: f.From, To: f.To, At: now}
+	ff := f
+	ff.Phase = phaseFlipped
+	if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d},
+		stateRecord{homeKey(topic), homeRecord{Cluster: f.To, Gen: f.Gen, FlippedAt: now}}, stateRecord{flipKey(topic), ff}); err != nil {
+		cf.log.Error("coordinated flip: the flip was not published; it aborts at max_hold unless a retry publishes it", "topic", topic, "gen", f.Gen, "error", err)
+		return
+	}
+	cf.log.Info("coordinated flip: every instance ready; flipped", "topic", topic, "gen", f.Gen, "to", f.To, "hold", time.Since(f.Started).Round(time.Millisecond))
+}
+
+func (cf *coordFlips) publish(ctx context.Context, recs ...stateRecord) error {
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return cf.st.put(pctx, recs...)
+}
+
+// openCoordFlips opens the control topic on the control cluster and builds
+// this instance's coordinator; start runs it.
+func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, in *instances, cuts *cutovers) (*coordFlips, error) {
+	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	st, err := openStateTopic(octx, log.Named("state"), StateTopicName(cfg.ClusterID), func(o ...kgo.Opt) (*kgo.Client, error) {
+		return secure.Client(cfg, cfg.Control.Cluster, o...)
+	})
+	if err != nil {
+		return nil, err
+	}
+	cf := newCoordFlips(log.Named("flips"), cfg.Instance.ID, st, in, cuts, cuts.maxHold)
+	cuts.mu.Lock()
+	cuts.coord, cuts.owns = cf, in.srv.LeadsInView
+	cuts.mu.Unlock()
+	return cf, nil
+}
