@@ -220,25 +220,37 @@ func (k *securedKproxy) password(wrong bool) string {
 // mech and returns its path: the password stays out of argv.
 func (k *securedKproxy) rdkConfig(t *testing.T, mech string, wrong bool) string {
 	t.Helper()
-	f := filepath.Join(k.dir, fmt.Sprintf("rdk-%s-%v.conf", mech, wrong))
 	body := fmt.Sprintf("security.protocol=SASL_SSL\nssl.ca.location=%s\nsasl.mechanisms=%s\nsasl.username=%s\nsasl.password=%s\n",
 		k.caFile, mech, k.user, k.password(wrong))
-	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+	return writeUniqueConfig(t, k.dir, fmt.Sprintf("rdk-%s-%v-*.conf", mech, wrong), body)
+}
+
+// writeUniqueConfig writes body to a new file named after pattern in dir.
+// Each call gets its own file: the matrix's rounds run at once, and a
+// shared name was rewritten (truncated, then written) while another
+// round's librdkafka read it. A CI run's librdkafka producer read it
+// empty, connected without TLS and retried until it was killed.
+func writeUniqueConfig(t *testing.T, dir, pattern, body string) string {
+	t.Helper()
+	f, err := os.CreateTemp(dir, pattern) // mode 0600
+	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+	if _, err := f.WriteString(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name()
 }
 
 // upstreamRdkConfig is rdkConfig for the harness's brokers (user kproxy).
 func (k *securedKproxy) upstreamRdkConfig(t *testing.T, mech string) string {
 	t.Helper()
-	f := filepath.Join(k.dir, "rdk-upstream-"+mech+".conf")
 	body := fmt.Sprintf("security.protocol=SASL_SSL\nssl.ca.location=%s\nsasl.mechanisms=%s\nsasl.username=%s\nsasl.password=%s\n",
 		k.up.caFile, mech, k.up.user, k.up.pass)
-	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return writeUniqueConfig(t, k.dir, "rdk-upstream-"+mech+"-*.conf", body)
 }
 
 // javaConfig writes a Java client properties file (VerifiableProducer and
