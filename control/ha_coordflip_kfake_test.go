@@ -248,6 +248,29 @@ func inSequence(logs map[int32][]string, want map[int32]int) error {
 	return nil
 }
 
+// settleAndCheck lets the load run 300 ms more, stops it, waits until
+// every acknowledged record was read, fails the test on the checker's
+// verdict, and returns how many records each partition got (what each
+// cluster's log must hold in sequence).
+func settleAndCheck(t *testing.T, ctx context.Context, tr *hatest.Traffic, stop func(), partitions int) map[int32]int {
+	t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	if err := tr.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	verdict, err := tr.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(verdict)
+	want := map[int32]int{}
+	for p := range int32(partitions) {
+		want[p] = tr.ProducedTo(p)
+	}
+	return want
+}
+
 // Issue 14: three instances flip a replicated topic together through the
 // control topic and roll it back, under produce load through all three.
 // The instances that see the route change before the driver do not flip
@@ -300,21 +323,7 @@ func TestThreeInstancesFlipAReplicatedTopicTogetherAndBack(t *testing.T) {
 	// Rollback: the same flip back, again with the driver last.
 	stop = load(ctx, tr)
 	r.flipAll(ctx, "source", []int{1, 2, 0}, func(i int) *config.Config { return r.cfgs[i] })
-	time.Sleep(300 * time.Millisecond)
-	stop()
-	if err := tr.Settle(ctx); err != nil {
-		t.Fatal(err)
-	}
-	verdict, err := tr.Check()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(verdict)
-
-	want := map[int32]int{}
-	for p := range int32(partitions) {
-		want[p] = tr.ProducedTo(p)
-	}
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
 	// The source holds what was produced there and what the copy back
 	// brought from the target while it was the home; the target the copy
 	// and what was produced there. Each once, in order.
@@ -394,20 +403,7 @@ func TestCoordinatedFlipAbortsWhenAnInstanceLeavesMidHold(t *testing.T) {
 			t.Fatalf("kp-%d held %d ms: the abort waited for max_hold, not for the instance leaving", i, h.HoldMillis)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
-	stop()
-	if err := tr.Settle(ctx); err != nil {
-		t.Fatal(err)
-	}
-	verdict, err := tr.Check()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(verdict)
-	want := map[int32]int{}
-	for p := range int32(partitions) {
-		want[p] = tr.ProducedTo(p)
-	}
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
 	if err := inSequence(readAll(t, ctx, r.src, partitions, want), want); err != nil {
 		t.Fatalf("source: %v", err)
 	}
