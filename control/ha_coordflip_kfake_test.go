@@ -248,6 +248,27 @@ func inSequence(logs map[int32][]string, want map[int32]int) error {
 	return nil
 }
 
+// startFlipTraffic forms three instances over a topic of partitions and
+// has 20 records produced through them and read back: the traffic the
+// coordinated-flip tests flip under. Everything ends with the test.
+func startFlipTraffic(t *testing.T, partitions int32) (*flipRig, context.Context, *hatest.Traffic) {
+	t.Helper()
+	r := newFlipRig(t, 3, partitions)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	r.formed(ctx, 3)
+	tr, err := hatest.NewTraffic(r.addrs, "orders", partitions, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tr.Close)
+	tr.Produce(ctx, 20)
+	if err := tr.Settle(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return r, ctx, tr
+}
+
 // settleAndCheck lets the load run 300 ms more, stops it, waits until
 // every acknowledged record was read, fails the test on the checker's
 // verdict, and returns how many records each partition got (what each
@@ -280,19 +301,7 @@ func settleAndCheck(t *testing.T, ctx context.Context, tr *hatest.Traffic, stop 
 // topic never took produce on both clusters).
 func TestThreeInstancesFlipAReplicatedTopicTogetherAndBack(t *testing.T) {
 	const partitions = 6
-	r := newFlipRig(t, 3, partitions)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	r.formed(ctx, 3)
-	tr, err := hatest.NewTraffic(r.addrs, "orders", partitions, "g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	tr.Produce(ctx, 20)
-	if err := tr.Settle(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r, ctx, tr := startFlipTraffic(t, partitions)
 
 	stop := load(ctx, tr)
 	// The two that are not the driver (kp-0, the lowest id) see the
@@ -351,19 +360,7 @@ func TestThreeInstancesFlipAReplicatedTopicTogetherAndBack(t *testing.T) {
 // the topic stays there, and nothing is lost or written twice.
 func TestCoordinatedFlipAbortsWhenAnInstanceLeavesMidHold(t *testing.T) {
 	const partitions = 6
-	r := newFlipRig(t, 3, partitions)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	r.formed(ctx, 3)
-	tr, err := hatest.NewTraffic(r.addrs, "orders", partitions, "g")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tr.Close()
-	tr.Produce(ctx, 20)
-	if err := tr.Settle(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r, ctx, tr := startFlipTraffic(t, partitions)
 	// kp-2 never gets ready: its drain waits until it is closed.
 	entered := make(chan struct{})
 	var once sync.Once
