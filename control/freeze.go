@@ -9,22 +9,28 @@ package control
 // marker still to be written) and the producer state at those ends
 // (decision 008), which is exact only if the ends did not move around it.
 // Asked one after the other through the admin client, that was a
-// ListOffsets pair, then a Metadata, a DescribeProducers and a ListOffsets:
-// four round trips in the hold, up to 61 ms on a loaded machine.
+// ListOffsets pair, then a Metadata (unless the client's cache answered
+// it), a DescribeProducers and a ListOffsets: three or four round trips in
+// the hold, up to 61 ms on a quiet machine.
 //
-// Here the four requests go to each partition leader at once, written
-// together on one connection of the controller's own: ListOffsets (log
-// ends), ListOffsets (read_committed: stable ends), DescribeProducers,
-// ListOffsets (log ends again). A Kafka broker reads the next request of
-// a connection only after it answered the one before (its socket server
-// mutes a connection while a request of it is being handled), so the
-// broker handles them in that order, and the producer state lies between
-// two listings of the ends: when those agree, the state is that of the
-// records below them, exactly as when the drain asked one after the
-// other. Only the round trips in between are gone; the drain checks the
-// same conditions (cutover.go). Any failure here (no leaders learnt, a
-// leader moved, a broker without DescribeProducers, a dead connection)
-// sends the drain to the lookups one after the other, as before.
+// Here the requests go to each partition leader at once, on connections
+// of the controller's own, without waiting for an answer in between: on
+// one connection ListOffsets (log ends), DescribeProducers and ListOffsets
+// (log ends again), written together; beside them, on a second
+// connection, ListOffsets with read_committed (stable ends). A Kafka
+// broker reads the next request of a connection only after it answered
+// the one before (its socket server mutes a connection while one of its
+// requests is handled), so the broker handles the three in that order,
+// and the producer state lies between two listings of the ends: when
+// those agree, the state is that of the records below them, exactly as
+// when the drain asked one after the other. The stable ends are listed
+// beside the first ends, as the separate lookups did. Only the round
+// trips in between are gone; the drain checks the same conditions
+// (cutover.go). A loaded broker still queues each of the three behind
+// the produce requests it is handling, so they cost that wait three
+// times in a row (the second connection saves a fourth). Any failure here
+// (no leaders learnt, a leader moved, a broker without DescribeProducers,
+// a dead connection) sends the drain to the separate lookups, as before.
 //
 // The connections are dialed when the controller learns the leaders
 // ahead of a cutover (adminOffsets.Warm), not in the hold, and dialed
@@ -76,7 +82,20 @@ type freezeConns struct {
 type freezeKey struct {
 	cluster string
 	broker  int32
+	lane    int // freezeMain or freezeStable
 }
+
+// A freeze uses two connections to each leader: the ends, the producers
+// and the ends again in a row on the main one, and beside them the stable
+// ends (as the separate lookups listed the ends and the stable ends at
+// once). A loaded broker queues each request behind the produce requests
+// it is handling, so each request in a row costs that wait again; three
+// in a row instead of four.
+const (
+	freezeMain = iota
+	freezeStable
+	freezeLanes
+)
 
 // freezeConn is one broker connection: one freeze at a time on it.
 type freezeConn struct {
@@ -98,36 +117,41 @@ func (f *freezeConns) prepare(ctx context.Context, cluster string, cl *kgo.Clien
 		return
 	}
 	for b, addr := range brokers {
-		k := freezeKey{cluster, b}
-		f.mu.Lock()
-		old := f.m[k]
-		f.mu.Unlock()
-		if old != nil && old.fresh() {
-			continue
-		}
-		c, err := dialFreezeConn(ctx, cl, b, addr)
-		if err != nil {
-			continue // the drain falls back to the separate lookups
-		}
-		f.mu.Lock()
-		if f.m == nil {
-			f.m = map[freezeKey]*freezeConn{}
-		}
-		f.m[k] = c
-		f.mu.Unlock()
-		if old != nil {
-			old.close()
+		for lane := range freezeLanes {
+			f.prepareOne(ctx, freezeKey{cluster, b, lane}, cl, addr)
 		}
 	}
 }
 
-func (f *freezeConns) get(cluster string, broker int32) *freezeConn {
+func (f *freezeConns) prepareOne(ctx context.Context, k freezeKey, cl *kgo.Client, addr string) {
+	f.mu.Lock()
+	old := f.m[k]
+	f.mu.Unlock()
+	if old != nil && old.fresh() {
+		return
+	}
+	c, err := dialFreezeConn(ctx, cl, k.broker, addr)
+	if err != nil {
+		return // the drain falls back to the separate lookups
+	}
+	f.mu.Lock()
+	if f.m == nil {
+		f.m = map[freezeKey]*freezeConn{}
+	}
+	f.m[k] = c
+	f.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+}
+
+func (f *freezeConns) get(cluster string, broker int32, lane int) *freezeConn {
 	if f == nil {
 		return nil
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.m[freezeKey{cluster, broker}]
+	return f.m[freezeKey{cluster, broker, lane}]
 }
 
 // close closes every connection (the controller's shutdown).
@@ -181,38 +205,13 @@ type freezeAnswer struct {
 	producers           map[int32][]proxy.ProducerState
 }
 
-// exchange sends the freeze's four requests for parts of topic together
-// and reads the four answers.
-func (c *freezeConn) exchange(ctx context.Context, topic string, parts []int32) (*freezeAnswer, error) {
+// exchange writes reqs together and reads their answers, in order.
+func (c *freezeConn) exchange(ctx context.Context, reqs []kmsg.Request) ([]kmsg.Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.dead {
 		return nil, errNoFreeze
 	}
-	if c.dp < 0 {
-		return nil, errors.New("the broker has no DescribeProducers")
-	}
-	listOffsets := func(isolation int8) *kmsg.ListOffsetsRequest {
-		req := kmsg.NewPtrListOffsetsRequest()
-		req.Version = c.lo
-		req.ReplicaID, req.IsolationLevel = -1, isolation
-		rt := kmsg.NewListOffsetsRequestTopic()
-		rt.Topic = topic
-		for _, p := range parts {
-			rp := kmsg.NewListOffsetsRequestTopicPartition()
-			rp.Partition, rp.Timestamp, rp.CurrentLeaderEpoch = p, -1, -1
-			rt.Partitions = append(rt.Partitions, rp)
-		}
-		req.Topics = append(req.Topics, rt)
-		return req
-	}
-	dp := kmsg.NewPtrDescribeProducersRequest()
-	dp.Version = c.dp
-	dt := kmsg.NewDescribeProducersRequestTopic()
-	dt.Topic, dt.Partitions = topic, parts
-	dp.Topics = append(dp.Topics, dt)
-	reqs := []kmsg.Request{listOffsets(0), listOffsets(1), dp, listOffsets(0)}
-
 	var buf, one []byte
 	first := c.corr + 1
 	for _, req := range reqs {
@@ -228,7 +227,7 @@ func (c *freezeConn) exchange(ctx context.Context, topic string, parts []int32) 
 	_ = c.nc.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	fail := func(err error) (*freezeAnswer, error) {
+	fail := func(err error) ([]kmsg.Response, error) {
 		// The connection's answers are out of step now: never reuse it.
 		c.dead = true
 		c.nc.Close()
@@ -246,19 +245,63 @@ func (c *freezeConn) exchange(ctx context.Context, topic string, parts []int32) 
 	}
 	_ = c.nc.SetDeadline(time.Time{})
 	c.used = time.Now()
+	return resps, nil
+}
+
+// freezeLeader runs the freeze of parts of topic on one leader: on the
+// main connection ListOffsets, DescribeProducers, ListOffsets, and beside
+// it a read_committed ListOffsets on the other.
+func freezeLeader(ctx context.Context, main, side *freezeConn, topic string, parts []int32) (*freezeAnswer, error) {
+	if main.dp < 0 {
+		return nil, errors.New("the broker has no DescribeProducers")
+	}
+	listOffsets := func(c *freezeConn, isolation int8) *kmsg.ListOffsetsRequest {
+		req := kmsg.NewPtrListOffsetsRequest()
+		req.Version = c.lo
+		req.ReplicaID, req.IsolationLevel = -1, isolation
+		rt := kmsg.NewListOffsetsRequestTopic()
+		rt.Topic = topic
+		for _, p := range parts {
+			rp := kmsg.NewListOffsetsRequestTopicPartition()
+			rp.Partition, rp.Timestamp, rp.CurrentLeaderEpoch = p, -1, -1
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		req.Topics = append(req.Topics, rt)
+		return req
+	}
+	dp := kmsg.NewPtrDescribeProducersRequest()
+	dp.Version = main.dp
+	dt := kmsg.NewDescribeProducersRequestTopic()
+	dt.Topic, dt.Partitions = topic, parts
+	dp.Topics = append(dp.Topics, dt)
+
+	var stable []kmsg.Response
+	var serr error
+	listed := make(chan struct{})
+	go func() {
+		defer close(listed)
+		stable, serr = side.exchange(ctx, []kmsg.Request{listOffsets(side, 1)})
+	}()
+	resps, err := main.exchange(ctx, []kmsg.Request{listOffsets(main, 0), dp, listOffsets(main, 0)})
+	<-listed
+	if err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		return nil, serr
+	}
 
 	a := &freezeAnswer{producers: map[int32][]proxy.ProducerState{}}
-	var err error
 	if a.ends, err = listedEnds(resps[0].(*kmsg.ListOffsetsResponse), topic, parts); err != nil {
 		return nil, err
 	}
-	if a.stable, err = listedEnds(resps[1].(*kmsg.ListOffsetsResponse), topic, parts); err != nil {
+	if a.stable, err = listedEnds(stable[0].(*kmsg.ListOffsetsResponse), topic, parts); err != nil {
 		return nil, err
 	}
-	if a.after, err = listedEnds(resps[3].(*kmsg.ListOffsetsResponse), topic, parts); err != nil {
+	if a.after, err = listedEnds(resps[2].(*kmsg.ListOffsetsResponse), topic, parts); err != nil {
 		return nil, err
 	}
-	for _, t := range resps[2].(*kmsg.DescribeProducersResponse).Topics {
+	for _, t := range resps[1].(*kmsg.DescribeProducersResponse).Topics {
 		if t.Topic != topic {
 			continue
 		}
@@ -318,13 +361,13 @@ func (a adminOffsets) Freeze(ctx context.Context, cluster, topic string) (*froze
 	}
 	answers := make(chan answer, len(byLeader))
 	for l, parts := range byLeader {
-		c := a.freeze.get(cluster, l)
-		if c == nil {
+		main, side := a.freeze.get(cluster, l, freezeMain), a.freeze.get(cluster, l, freezeStable)
+		if main == nil || side == nil {
 			answers <- answer{err: errNoFreeze}
 			continue
 		}
 		go func() {
-			fa, err := c.exchange(ctx, topic, parts)
+			fa, err := freezeLeader(ctx, main, side, topic, parts)
 			answers <- answer{fa, err}
 		}()
 	}
