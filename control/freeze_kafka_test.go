@@ -15,8 +15,8 @@ import (
 )
 
 // The freeze against real Kafka (test/kafka/kafka.sh; skipped without
-// it), over the plaintext listener and, when the harness has one, the
-// SASL_SSL listener (the freeze connection dials with the cluster's TLS
+// it), over the plaintext listener, the other cluster's and, when the
+// harness has one, the SASL_SSL listener (the freeze connection dials with the cluster's TLS
 // and SASL): the four pipelined requests come back in order, describe an
 // idempotent producer's last sequence at the ends, and see an open
 // transaction as stable ends below the ends.
@@ -26,6 +26,11 @@ func TestFreezeOnRealKafka(t *testing.T) {
 		t.Skip("no Kafka harness (bash test/kafka/kafka.sh up, then its env)")
 	}
 	listeners := map[string]string{"plaintext": fmt.Sprintf("{bootstrap: [%s]}", plain)}
+	if tgt := os.Getenv("KPROXY_TARGET_BOOTSTRAP"); tgt != "" {
+		// The harness's other cluster (Kafka 4.x), the home a rollback
+		// freezes: newer ListOffsets versions.
+		listeners["other_cluster"] = fmt.Sprintf("{bootstrap: [%s]}", tgt)
+	}
 	if sec, dir := os.Getenv("KPROXY_SOURCE_SECURE_BOOTSTRAP"), os.Getenv("KPROXY_KAFKA_SECURE_DIR"); sec != "" && dir != "" {
 		listeners["sasl_ssl"] = fmt.Sprintf("{bootstrap: [%s], tls: {ca_file: %s}, sasl: {mechanism: SCRAM-SHA-512, username: kproxy, password_file: %s}}",
 			sec, filepath.Join(dir, "ca.pem"), filepath.Join(dir, "kproxy.password"))
