@@ -66,7 +66,7 @@ func NewController(log hclog.Logger, srv *proxy.Server, cfg *config.Config, reg 
 	if cfg.StateDir != "" {
 		dir = filepath.Join(cfg.StateDir, "cutover")
 	}
-	ends := adminOffsets{admins: c.admins, cfg: cfg, leaders: &endLeaders{}}
+	ends := adminOffsets{admins: c.admins, cfg: cfg, leaders: &endLeaders{}, freeze: &freezeConns{}}
 	cuts, err := newCutovers(ctx, log.Named("cutover"), srv, ends, replicationPort{rp: c.repl, ends: ends}, &fileMarkers{dir: dir}, c.overlay, reg)
 	if err != nil {
 		cancel()
@@ -152,6 +152,9 @@ func (c *Controller) Close() {
 		<-c.mon.done
 	}
 	c.repl.stop()
+	if ao, ok := c.cuts.ends.(adminOffsets); ok {
+		ao.freeze.close()
+	}
 	c.admins.close()
 }
 

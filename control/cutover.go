@@ -798,7 +798,50 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 	// markers reach the partitions a moment later, and each moves the log
 	// end. Wait until every partition's last stable offset is its end (no
 	// marker pending), so the ends frozen here are final.
+	fz, _ := c.ends.(endsFreezer)
+	freezes := 0
+	defer func() {
+		// How the ends were frozen, for the hold's log line: one
+		// freeze is one round trip; "separate" is the fallback.
+		if fz == nil {
+			phases.note("ends-separately")
+		} else if freezes != 1 {
+			phases.note(fmt.Sprintf("freezes=%d", freezes))
+		}
+	}()
 	for {
+		if fz != nil {
+			// All of it in one round trip (freeze.go); the same checks
+			// as the separate lookups below.
+			freezes++
+			fh, err := fz.Freeze(ctx, from, topic)
+			if err == nil {
+				ends, stable, after := c.ownedOnly(topic, fh.ends), c.ownedOnly(topic, fh.stable), c.ownedOnly(topic, fh.after)
+				if maps.Equal(ends, stable) {
+					if !maps.Equal(after, ends) {
+						continue // a record landed around the producers: freeze again
+					}
+					if err := c.gate.KeepOldHomeProducers(topic, from, fh.producers); err != nil {
+						return nil, err
+					}
+					c.gate.CapFetch(topic, from, ends)
+					return ends, nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
+				case <-time.After(5 * time.Millisecond):
+				}
+				continue
+			}
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			if !errors.Is(err, errNoFreeze) {
+				c.log.Debug("the drain's one-round-trip freeze failed; looking the ends up one after the other", "topic", topic, "home", from, "error", err)
+			}
+			fz = nil
+		}
 		// Both lookups at once: the hold waits for the slower, not the
 		// sum (each is a metadata and a ListOffsets round trip).
 		var stable map[int32]int64
@@ -972,5 +1015,8 @@ func (p *phaseTimer) mark(name string) {
 	p.parts = append(p.parts, fmt.Sprintf("%s=%s", name, now.Sub(p.last).Round(100*time.Microsecond)))
 	p.last = now
 }
+
+// note adds a remark to the log line, between the phases.
+func (p *phaseTimer) note(s string) { p.parts = append(p.parts, s) }
 
 func (p *phaseTimer) String() string { return fmt.Sprint(p.parts) }

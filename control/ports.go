@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -28,6 +30,9 @@ type adminOffsets struct {
 	admins  *clusterAdmins
 	cfg     *config.Config
 	leaders *endLeaders
+	// freeze holds the drain's own connections to the leaders
+	// (freeze.go); nil: the drain looks the ends up one after the other.
+	freeze *freezeConns
 }
 
 // endLeaders are partition leaders learned ahead of a cutover (Warm): a
@@ -75,10 +80,20 @@ func (a adminOffsets) Warm(ctx context.Context, cluster string, topics []string)
 	if err != nil {
 		return
 	}
-	tds, err := adm.ListTopics(ctx, topics...)
+	md, err := adm.Metadata(ctx, topics...)
 	if err != nil {
 		return
 	}
+	tds := md.Topics
+	brokers := map[int32]string{} // the leaders' addresses
+	defer func() {
+		// The drain's freeze connections, dialed now rather than in
+		// the hold.
+		cl, err := a.admins.client(a.cfg, cluster)
+		if err == nil {
+			a.freeze.prepare(ctx, cluster, cl, brokers)
+		}
+	}()
 	for _, td := range tds {
 		if td.Err != nil || len(td.Partitions) == 0 {
 			continue
@@ -93,6 +108,13 @@ func (a adminOffsets) Warm(ctx context.Context, cluster string, topics []string)
 		}
 		if leaders != nil {
 			a.leaders.set(cluster, td.Topic, leaders)
+			for _, l := range leaders {
+				for _, b := range md.Brokers {
+					if b.NodeID == l {
+						brokers[l] = net.JoinHostPort(b.Host, strconv.Itoa(int(b.Port)))
+					}
+				}
+			}
 		}
 	}
 }
