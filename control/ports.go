@@ -18,6 +18,7 @@ import (
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/statefile"
 )
 
@@ -231,6 +232,12 @@ func (r replicationPort) Home(topic string) string         { return r.rp.home(to
 func (r replicationPort) CopiesInto(topic, to string) bool { return r.rp.copiesInto(topic, to) }
 func (r replicationPort) SaveCopyBack(pl *flipPlan) error  { return r.rp.saveCopyBack(pl) }
 func (r replicationPort) AdoptFlip(pl *flipPlan)           { r.rp.adoptFlip(pl) }
+func (r replicationPort) PlanPoints(topic, from, to string, points map[int32]flipPoint, left map[int32]*replicator.FlippedMap) (*flipPlan, error) {
+	return r.rp.planPoints(topic, from, to, points, left)
+}
+func (r replicationPort) SaveFlip(pl *flipPlan, skip map[int32]bool) error {
+	return r.rp.saveFlip(pl, skip)
+}
 func (r replicationPort) StartCopy(topic, to string) error { return r.rp.startCopy(topic, to) }
 func (r replicationPort) LoadHome(topic, cluster string, partitions int32) error {
 	return r.rp.loadHome(topic, cluster, partitions)
