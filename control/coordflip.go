@@ -405,23 +405,43 @@ func (cf *coordFlips) participate(ctx context.Context) {
 			continue
 		}
 		d, done := cf.decision(topic, f.Gen)
-		decided := done && d.Outcome == phaseFlipped
-		aborted := done && d.Outcome == phaseAborted
 		cf.mu.Lock()
 		p := cf.parts[topic]
+		cf.mu.Unlock()
+		if p != nil && p.gen < f.Gen && !p.ended {
+			// A newer flip while this instance's part in an older
+			// one has not ended: the loop reads only the latest
+			// flip record, and the older flip's decision and the
+			// newer start can arrive together. The older ends first,
+			// as its first decision says; a newer record with no
+			// decision of the older before it is no valid start (a
+			// driver starts a flip once the last one was decided):
+			// this instance keeps following the older.
+			od, ok := cf.decision(topic, p.gen)
+			if !ok {
+				continue
+			}
+			cf.end(topic, p, od)
+		}
 		if p != nil && p.gen < f.Gen {
-			// A newer flip. One whose end this instance missed (it
-			// cannot while it reads every record; a compacted topic
-			// read at start shows only the last flip) ends with it.
 			p = nil
 		}
 		var fresh context.Context // the new part's prepare, once it holds
 		if p == nil && f.Phase == phaseHold && !done {
+			if hb := cf.homeBefore(topic, f.Gen); hb != "" && hb != f.From {
+				// Started from a cluster that is no longer the
+				// topic's home (a driver that read the state before
+				// the last decision): holding on it would serve the
+				// topic from the cluster it left. The driver aborts
+				// it (drive).
+				continue
+			}
 			p = &flipPart{gen: f.Gen, from: f.From, to: f.To, member: slices.Contains(f.Members, cf.self), prepared: make(chan struct{})}
 			fresh, p.cancel = context.WithCancel(ctx)
+			cf.mu.Lock()
 			cf.parts[topic] = p
+			cf.mu.Unlock()
 		}
-		cf.mu.Unlock()
 		if fresh != nil {
 			cf.local.coordHold(topic, f.From, f.To)
 			cf.log.Info("coordinated flip: holding", "topic", topic, "gen", f.Gen, "from", f.From, "to", f.To, "driver", f.Driver, "member", p.member)
@@ -431,29 +451,50 @@ func (cf *coordFlips) participate(ctx context.Context) {
 				close(p.prepared) // it follows the outcome, with nothing to answer
 			}
 		}
-		if p == nil || p.gen != f.Gen || p.ended {
+		if p == nil || p.gen != f.Gen || p.ended || !done {
 			continue
 		}
-		switch {
-		case decided:
-			<-p.prepared // the driver decided on this instance's ready, sent after prepare
-			cf.mu.Lock()
-			p.ended = true
-			cf.mu.Unlock()
-			cf.local.coordCommit(topic, p.from, p.to, p.gen, p.member && p.ok, cf.points(topic, p.gen))
-			cf.log.Info("coordinated flip: flipped", "topic", topic, "gen", f.Gen, "home", p.to)
-		case aborted:
-			if p.cancel != nil {
-				p.cancel()
-			}
-			<-p.prepared
-			cf.mu.Lock()
-			p.ended = true
-			cf.mu.Unlock()
-			cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok, d.Reason)
-			cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", f.Gen, "reason", d.Reason)
-		}
+		cf.end(topic, p, d)
 	}
+}
+
+// end ends this instance's part in a flip as its first decision says:
+// the only decision any instance acts on.
+func (cf *coordFlips) end(topic string, p *flipPart, d decisionRecord) {
+	switch d.Outcome {
+	case phaseFlipped:
+		<-p.prepared // the driver decided on this instance's ready, sent after prepare
+		cf.mu.Lock()
+		p.ended = true
+		cf.mu.Unlock()
+		cf.local.coordCommit(topic, p.from, p.to, p.gen, p.member && p.ok, cf.points(topic, p.gen))
+		cf.log.Info("coordinated flip: flipped", "topic", topic, "gen", p.gen, "home", p.to)
+	case phaseAborted:
+		if p.cancel != nil {
+			p.cancel()
+		}
+		<-p.prepared
+		cf.mu.Lock()
+		p.ended = true
+		cf.mu.Unlock()
+		cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok, d.Reason)
+		cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", p.gen, "reason", d.Reason)
+	}
+}
+
+// homeBefore is the topic's home when flip gen started: the destination
+// of the latest flip decided flipped among the gens before it ("" when
+// none moved it: its first home, which the control topic does not name).
+func (cf *coordFlips) homeBefore(topic string, gen int64) string {
+	home := ""
+	for _, g := range cf.flippedGens(topic) {
+		if g >= gen {
+			break
+		}
+		d, _ := cf.decision(topic, g)
+		home = d.To
+	}
+	return home
 }
 
 // prepare runs the local drain and answers ready (with its error, if any).
@@ -515,11 +556,19 @@ func (cf *coordFlips) drive(ctx context.Context) {
 	for topic := range topics {
 		var f flipRecord
 		hasFlip, _ := cf.st.get(flipKey(topic), &f)
-		h := cf.home(topic)
 		_, done := cf.decision(topic, f.Gen)
+		// The home after the decision: read before it, a decision
+		// arriving in between left the home of the flip before, and a
+		// new flip started from there (a split: its holders serve the
+		// cluster the topic left).
+		h := cf.home(topic)
 		running := hasFlip && !done
 		w, wants := wanted[topic]
 		if running {
+			if hb := cf.homeBefore(topic, f.Gen); hb != "" && hb != f.From {
+				cf.abort(ctx, topic, f, fmt.Sprintf("started from the %s, but the topic's home is the %s (its driver read the state before the last decision)", f.From, hb))
+				continue
+			}
 			cf.decide(ctx, topic, f, view, w, wants)
 			continue
 		}
@@ -552,15 +601,7 @@ func (cf *coordFlips) drive(ctx context.Context) {
 // ready, aborted on an error, a view change, max_hold or a config that no
 // longer asks for it.
 func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, view []string, w wantedFlip, wants bool) {
-	abort := func(reason string) {
-		cf.log.Warn("coordinated flip: aborting", "topic", topic, "gen", f.Gen, "reason", reason)
-		af := f
-		af.Phase, af.Reason = phaseAborted, reason
-		d := decisionRecord{Outcome: phaseAborted, From: f.From, To: f.To, Reason: reason, At: time.Now()}
-		if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d}, stateRecord{flipKey(topic), af}); err != nil {
-			cf.log.Error("coordinated flip: the abort was not published", "topic", topic, "gen", f.Gen, "error", err)
-		}
-	}
+	abort := func(reason string) { cf.abort(ctx, topic, f, reason) }
 	switch {
 	case !slices.Equal(view, f.Members):
 		abort(fmt.Sprintf("the instances changed during the hold: %v, now %v", f.Members, view))
@@ -606,6 +647,18 @@ func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, vi
 		return
 	}
 	cf.log.Info("coordinated flip: every instance ready; flipped", "topic", topic, "gen", f.Gen, "to", f.To, "hold", time.Since(f.Started).Round(time.Millisecond))
+}
+
+// abort publishes flip f's decision aborted (it counts if it is the
+// gen's first).
+func (cf *coordFlips) abort(ctx context.Context, topic string, f flipRecord, reason string) {
+	cf.log.Warn("coordinated flip: aborting", "topic", topic, "gen", f.Gen, "reason", reason)
+	af := f
+	af.Phase, af.Reason = phaseAborted, reason
+	d := decisionRecord{Outcome: phaseAborted, From: f.From, To: f.To, Reason: reason, At: time.Now()}
+	if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d}, stateRecord{flipKey(topic), af}); err != nil {
+		cf.log.Error("coordinated flip: the abort was not published", "topic", topic, "gen", f.Gen, "error", err)
+	}
 }
 
 // uncovered says why the members' flip points do not make every

@@ -156,6 +156,9 @@ func (r *flipRig) flipAll(ctx context.Context, home string, order []int, next fu
 		for {
 			done, aborted := true, false
 			for i := range r.insts {
+				if r.closed[i] {
+					continue
+				}
 				c := r.cutoverOf(i)
 				done = done && r.insts[i].ctrl.repl.home("orders") == home && c.State == "flipped"
 				aborted = aborted || c.State == "aborted"
@@ -403,5 +406,85 @@ func TestCoordinatedFlipAbortsWhenAnInstanceLeavesMidHold(t *testing.T) {
 	want := settleAndCheck(t, ctx, tr, stop, partitions)
 	if err := inSequence(readAll(t, ctx, r.src, partitions, want), want); err != nil {
 		t.Fatalf("source: %v", err)
+	}
+}
+
+// restart starts instance i again on its config (its listener and
+// state_dir) with cfg's routes, as a pod restarted with the edited
+// ConfigMap.
+func (r *flipRig) restart(i int, cfg *config.Config) {
+	r.t.Helper()
+	log := hclog.NewNullLogger()
+	if os.Getenv("KPROXY_TEST_LOG") != "" {
+		log = hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("kp-%d", i), Level: hclog.Info, Output: os.Stderr})
+	}
+	inst, err := Start(context.Background(), cfg, log)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.insts[i], r.closed[i] = inst, false
+}
+
+// mapsEverywhere fails the test unless instance i holds a sealed map of
+// orders on home for every partition: whichever partition it leads after
+// a membership change, it translates the partition's offsets.
+func (r *flipRig) mapsEverywhere(i int, home string, partitions int32) {
+	r.t.Helper()
+	rp := r.insts[i].ctrl.repl
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	h := rp.homes["orders"]
+	if h == nil || h.cluster != home {
+		r.t.Fatalf("kp-%d: orders' home %+v, want the %s", i, h, home)
+	}
+	for p := range partitions {
+		if h.maps[p] == nil {
+			r.t.Fatalf("kp-%d has no sealed map of orders/%d on the %s (it holds %d of %d)", i, p, home, len(h.maps), partitions)
+		}
+	}
+}
+
+// Issue 14: a partition whose leader changes after a coordinated flip is
+// served by its new leader with the sealed map the old leader made: each
+// instance builds every partition's map from the points in the control
+// topic. Without them the new leader has no map for the partition it took
+// over, and its consumers stop there.
+func TestCoordinatedFlipMapsFollowPartitionsToTheirNextLeader(t *testing.T) {
+	const partitions = 6
+	r, ctx, tr := startFlipTraffic(t, partitions)
+	stop := load(ctx, tr)
+	r.flipAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return routed(r.cfgs[i], config.Target) })
+	for i := range r.insts {
+		r.mapsEverywhere(i, "target", partitions)
+	}
+	// kp-2's partitions move to kp-0 and kp-1 under load.
+	r.close(2)
+	r.formed(ctx, 2)
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
+	if err := inSequence(readAll(t, ctx, r.tgt, partitions, want), want); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+}
+
+// Issue 14: an instance down during a coordinated flip restarts on the new
+// home with every partition's sealed map, rebuilt from the control topic
+// before it serves: it neither serves the topic from the cluster it left
+// nor copies the old home into the new one.
+func TestInstanceDownDuringACoordinatedFlipRestartsWithItsMaps(t *testing.T) {
+	const partitions = 6
+	r, ctx, tr := startFlipTraffic(t, partitions)
+	r.close(2)
+	r.formed(ctx, 2)
+	stop := load(ctx, tr)
+	r.flipAll(ctx, "target", []int{1, 0}, func(i int) *config.Config { return routed(r.cfgs[i], config.Target) })
+	r.restart(2, routed(r.cfgs[2], config.Target))
+	r.mapsEverywhere(2, "target", partitions)
+	r.formed(ctx, 3)
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
+	if err := inSequence(readAll(t, ctx, r.tgt, partitions, want), want); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+	if err := inSequence(readAll(t, ctx, r.src, partitions, want), want); err != nil {
+		t.Fatalf("source (the copy back): %v", err)
 	}
 }
