@@ -31,8 +31,6 @@ type flipRig struct {
 
 func newFlipRig(t *testing.T, n int, partitions int32) *flipRig {
 	t.Helper()
-	coordinatedFlips = true
-	t.Cleanup(func() { coordinatedFlips = false })
 	r := &flipRig{t: t,
 		src: newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(partitions, "orders")),
 		tgt: newKfake(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))}
@@ -93,10 +91,8 @@ func (r *flipRig) formed(ctx context.Context, n int) {
 	}
 }
 
-// routed is cfg with orders' produce and fetch on cluster. Validation
-// refuses routes off the source with control and replicate until a flip's
-// offset maps follow its partitions across membership changes (docs/ha.md),
-// so the test installs the table past it, as a reload would.
+// routed is cfg with orders' produce and fetch on cluster, as a reload of
+// the edited file would apply it.
 func routed(cfg *config.Config, cluster config.Cluster) *config.Config {
 	next := *cfg
 	next.Routes.Topics = map[string]config.TopicRoute{"orders": {Route: cluster, Produce: cluster, Fetch: cluster}}
@@ -486,5 +482,58 @@ func TestInstanceDownDuringACoordinatedFlipRestartsWithItsMaps(t *testing.T) {
 	}
 	if err := inSequence(readAll(t, ctx, r.src, partitions, want), want); err != nil {
 		t.Fatalf("source (the copy back): %v", err)
+	}
+}
+
+// Issue 14: a reload while a coordinated flip holds, after this
+// instance sealed its copy, leaves the copy stopped: the flip's end
+// starts the right one. Restarted by the reload, the copy into the target
+// ran on while the target became the home, copying the copy back's
+// records (the target's, written into the source) into the target once
+// more: each such record twice in the new home.
+func TestReloadDuringACoordinatedHoldKeepsTheSealedCopyStopped(t *testing.T) {
+	const partitions = 6
+	r, ctx, tr := startFlipTraffic(t, partitions)
+	// kp-2 gets ready only when the test lets it.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.insts[2].ctrl.cuts.prepareHook = func(ctx context.Context) error {
+		once.Do(func() { close(entered) })
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	stop := load(ctx, tr)
+	for _, i := range []int{2, 1, 0} {
+		if err := r.insts[i].Apply(routed(r.cfgs[i], config.Target)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the flip never reached kp-2's drain")
+	}
+	// kp-1 sealed its partitions and waits for kp-2.
+	for r.insts[1].ctrl.repl.copiesInto("orders", "target") {
+		if ctx.Err() != nil {
+			t.Fatal("kp-1 never sealed its copy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.insts[1].Apply(routed(r.cfgs[1], config.Target)); err != nil { // the same file, saved again
+		t.Fatal(err)
+	}
+	if r.insts[1].ctrl.repl.copiesInto("orders", "target") {
+		t.Fatal("the reload during the hold restarted kp-1's sealed copy into the target")
+	}
+	close(release)
+	r.waitHome(ctx, "target")
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
+	if err := inSequence(readAll(t, ctx, r.tgt, partitions, want), want); err != nil {
+		t.Fatalf("target: %v", err)
 	}
 }

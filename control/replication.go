@@ -252,6 +252,14 @@ func (rp *replication) apply(cfg *config.Config) error {
 	rp.err = ""
 	want := map[string][]string{}
 	for _, t := range topics {
+		if rp.flipping[t] {
+			// Its copy was stopped and sealed by a flip not yet
+			// committed or aborted (a reload during the hold): the
+			// flip's end starts the right copy. Restarted here, it
+			// would copy on past the sealed maps into the cluster the
+			// topic may be flipping to.
+			continue
+		}
 		to := other(rp.homeOf(t))
 		if to == proxy.Source && !cfg.Replication.ReverseAfterCutover {
 			continue
