@@ -60,14 +60,6 @@ import (
 	"github.com/kproxy/kproxy/secure"
 )
 
-// coordinatedFlips turns the control topic and coordinated flips on for
-// instances with control: and replicate. Off until validation lets a
-// route leave the source with several instances (docs/ha.md, "What stops
-// it from being enabled"): until then no flip can start, and an instance
-// needs no control topic (nor the ACLs to create and write it). The tests
-// of the flip turn it on.
-var coordinatedFlips = false
-
 // Phases of flip/<topic>.
 const (
 	phaseHold    = "hold"

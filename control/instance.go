@@ -133,7 +133,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		insts.setOnView(ctrl.repl.reassign)
 	}
 	var coord *coordFlips
-	if insts != nil && len(cfg.Replicate) > 0 && coordinatedFlips {
+	if insts != nil && len(cfg.Replicate) > 0 {
 		// Flips go through the control topic, read to its end before
 		// any client is accepted (a flip decided while this instance
 		// was down, or one in its hold, is known first).
