@@ -55,6 +55,7 @@ func TestControlRejects(t *testing.T) {
 		{"a control cluster not configured", only + "instance: { id: a }\ncontrol: { cluster: target }\n", "names the target cluster, which is not configured"},
 		{"a session timeout out of range", minimal + "instance: { id: a }\ncontrol: { session_timeout: 10ms }\n", "must be from 1s to 30m"},
 		{"node_id with control", minimal + "node_id: 3\ninstance: { id: a }\ncontrol: {}\n", "is derived from instance.id"},
+		{"a read of the copy with control and replicate", minimal + "  topics: { orders: { produce: source, fetch: target } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "routes.topics.orders.fetch"},
 		{"a canary read of the copy with control and replicate", minimal + "  topics: { orders: { canary: { fetch: target, percent: 10 } } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "is not coordinated across instances yet"},
 		{"a group home on the target with control and replicate", minimal + "replicate: [orders]\ngroups: { default: source, g1: target }\ninstance: { id: a }\ncontrol: {}\n", "groups.g1"},
 	} {

@@ -495,6 +495,9 @@ func (c *Config) validateControl(v *validator) {
 	}
 	for _, name := range sortedKeys(c.Routes.Topics) {
 		r, p := c.Routes.Topics[name], top("routes").key("topics").key(name)
+		if produce, fetch := r.Effective(c.Routes.Default); produce != fetch {
+			onSource(p.key("fetch"), fetch, "a read of the copy (fetch on another cluster than produce)")
+		}
 		if r.Canary != nil {
 			onSource(p.key("canary").key("fetch"), r.Canary.Fetch, "a canary read")
 		}

@@ -711,13 +711,19 @@ func (cf *coordFlips) publish(ctx context.Context, recs ...stateRecord) error {
 // the flip's points, and those of the cluster the topic left from the
 // flip before (flipLocal.coordRestore). Called once the control topic was
 // read to its end, before the controller starts and clients are served.
-func (cf *coordFlips) restore() {
+// Only topics replicated (the config's replicate) count: a control topic
+// shared by mistake with another virtual cluster of the same cluster_id
+// names topics this one does not copy.
+func (cf *coordFlips) restore(replicated func(topic string) bool) {
 	topics := map[string]bool{}
 	for _, k := range cf.st.keys("decided/") {
 		topic, _, _ := strings.Cut(strings.TrimPrefix(k, "decided/"), "/")
-		topics[topic] = true
+		topics[topic] = replicated(topic)
 	}
-	for topic := range topics {
+	for topic, ok := range topics {
+		if !ok {
+			continue
+		}
 		gens := cf.flippedGens(topic)
 		if len(gens) == 0 {
 			continue
@@ -761,7 +767,7 @@ func (cf *coordFlips) flippedGens(topic string) []int64 {
 
 // openCoordFlips opens the control topic on the control cluster and builds
 // this instance's coordinator; start runs it.
-func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, in *instances, cuts *cutovers) (*coordFlips, error) {
+func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, in *instances, cuts *cutovers, replicated func(topic string) bool) (*coordFlips, error) {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := openStateTopic(octx, log.Named("state"), StateTopicName(cfg.ClusterID), func(o ...kgo.Opt) (*kgo.Client, error) {
@@ -774,6 +780,6 @@ func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, i
 	cuts.mu.Lock()
 	cuts.coord, cuts.owns = cf, in.srv.LeadsInView
 	cuts.mu.Unlock()
-	cf.restore()
+	cf.restore(replicated)
 	return cf, nil
 }

@@ -130,8 +130,8 @@ func (c *cutovers) coordCommit(topic, from, to string, gen int64, prepared bool,
 	}
 	c.mu.Lock()
 	c.producePins[topic], c.fetchPins[topic] = to, to
-	if nf := string(c.table.Route(topic, routing.Fetch, "", "")); nf == to || (nf == from && policy.ReverseReplication) {
-		delete(c.fetchPins, topic)
+	if nf := string(c.table.Route(topic, routing.Fetch, "", "")); nf == to {
+		delete(c.fetchPins, topic) // the copy back is not read (considerLocked)
 	}
 	c.publishLocked()
 	c.mu.Unlock()

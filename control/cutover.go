@@ -446,6 +446,12 @@ func (c *cutovers) considerLocked(t string) *attempt {
 	switch {
 	case nf == home:
 		delete(c.fetchPins, t)
+	case c.coord != nil:
+		// Several instances: a read of the copy is not coordinated (a
+		// partition's copy map lives with the instance copying it, and
+		// moves with it, rebuilt from the logs), so fetch follows the
+		// home, and moves with the flip.
+		fetchNote = fmt.Sprintf("fetch stays on the %s (the topic's home): with several instances the copy in the %s is read only once the topic flipped there", home, nf)
 	case c.copies.CopiesInto(t, nf):
 		delete(c.fetchPins, t) // reads the copy through its map
 	default:

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -311,16 +312,38 @@ func (r replicationPort) SealFlip(ctx context.Context, topic, from, to string, e
 	if toErr != nil {
 		return nil, toErr
 	}
-	for p, e := range toEnds {
-		f := pl.sealed[p]
-		if f == nil {
-			return nil, fmt.Errorf("partition %d has no offset map on the %s", p, to)
+	for {
+		behind := false
+		for p, e := range toEnds {
+			f := pl.sealed[p]
+			if f == nil {
+				return nil, fmt.Errorf("partition %d has no offset map on the %s", p, to)
+			}
+			_, te := f.FlipPoint()
+			switch {
+			case te > e:
+				// A transactional copy (several instances) counts its
+				// commit marker in the map once EndTxn answered; the
+				// broker appends the marker a moment later.
+				behind = true
+			case te != e:
+				return nil, fmt.Errorf("partition %d: the offset map ends at %s offset %d but its log ends at %d", p, to, te, e)
+			}
 		}
-		if _, te := f.FlipPoint(); te != e {
-			return nil, fmt.Errorf("partition %d: the offset map ends at %s offset %d but its log ends at %d", p, to, te, e)
+		if !behind {
+			return pl, nil
 		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the %s's log did not reach the copy's offset maps (a commit marker not written): %w", to, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+		now, err := r.ends.Ends(ctx, to, topic, false)
+		if err != nil {
+			return nil, err
+		}
+		toEnds = onlyIn(now, ends)
 	}
-	return pl, nil
 }
 
 // onlyIn is m restricted to the partitions of keep (m itself when keep has

@@ -73,6 +73,7 @@ func (in *instanceSet) flipped(ctx context.Context, topic, home string, live ...
 	in.t.Helper()
 	for attempt := 1; ; attempt++ {
 		in.reroute(topic, home, attempt+10*len(home), live...)
+		edited := time.Now()
 		for {
 			done, aborted := true, false
 			var states []string
@@ -85,7 +86,9 @@ func (in *instanceSet) flipped(ctx context.Context, topic, home string, live ...
 			if done {
 				return attempt
 			}
-			if aborted && attempt < 4 {
+			// An abort shown in the first second may be the last
+			// attempt's, before this edit's flip began.
+			if aborted && attempt < 4 && time.Since(edited) > time.Second {
 				in.t.Logf("the flip to the %s aborted: %v; asking again", home, states)
 				time.Sleep(500 * time.Millisecond)
 				break
