@@ -89,6 +89,7 @@ func flipBench(ctx context.Context, n int) map[string]any {
 	failed := 0
 	pctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
+	began := time.Now()
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(time.Second * partitions / time.Duration(*rate))
@@ -159,6 +160,7 @@ func flipBench(ctx context.Context, n int) map[string]any {
 	}
 	stop()
 	<-done
+	elapsed := time.Since(began)
 
 	var holds, maxes []float64
 	for _, f := range flips {
@@ -199,7 +201,10 @@ func flipBench(ctx context.Context, n int) map[string]any {
 		}
 		return map[string]any{"records": len(v), "p50_ms": round(pct(v, 0.5)), "p99_ms": round(pct(v, 0.99)), "max_ms": round(v[len(v)-1])}
 	}
-	return map[string]any{"flips": flips, "rate_records_per_s": *rate, "partitions": partitions,
+	mu.Lock()
+	achieved := float64(len(recs)) / elapsed.Seconds()
+	mu.Unlock()
+	return map[string]any{"flips": flips, "rate_records_per_s": *rate, "sent_records_per_s": round(achieved), "partitions": partitions,
 		"hold_ms_all_instances":        map[string]any{"n": len(holds), "p50": pct(holds, 0.5), "p99": pct(holds, 0.99), "max": holds[len(holds)-1]},
 		"hold_ms_per_flip_max":         map[string]any{"n": len(maxes), "p50": pct(maxes, 0.5), "p99": pct(maxes, 0.99), "max": maxes[len(maxes)-1]},
 		"produce_latency_during_flips": lat(during), "produce_latency_outside_flips": lat(outside),
