@@ -87,8 +87,18 @@ func flipBench(ctx context.Context, n int) map[string]any {
 	var mu sync.Mutex
 	var recs []*sent
 	failed := 0
-	pctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
+	pctx, cancelProduce := context.WithCancel(ctx)
+	defer cancelProduce()
+	halt, done := make(chan struct{}), make(chan struct{})
+	stop := func() {
+		// Stop sending, then wait for every record sent: a record
+		// counts as failed only if kproxy or Kafka failed it.
+		close(halt)
+		<-done
+		fctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		_ = prod.Flush(fctx)
+	}
 	began := time.Now()
 	go func() {
 		defer close(done)
@@ -97,7 +107,7 @@ func flipBench(ctx context.Context, n int) map[string]any {
 		val := make([]byte, 100)
 		for {
 			select {
-			case <-pctx.Done():
+			case <-halt:
 				return
 			case <-tick.C:
 			}
@@ -159,7 +169,6 @@ func flipBench(ctx context.Context, n int) map[string]any {
 		time.Sleep(3 * time.Second)
 	}
 	stop()
-	<-done
 	elapsed := time.Since(began)
 
 	var holds, maxes []float64
