@@ -4,12 +4,15 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/kproxy/kproxy/replicator"
 )
 
 // fixedView is a membership view that never changes.
@@ -132,4 +135,31 @@ func TestCoordinatedFlipActsOnlyOnTheFirstDecisionFromTheHome(t *testing.T) {
 	put(decided(3, "kp-0", phaseFlipped, "target", "source"), hold(4, "source", "target"))
 	cf.participate(ctx)
 	want("hold source->target", "commit 1 source->target", "hold target->source", "commit 3 target->source", "hold source->target")
+}
+
+// Issue 14: the driver flips only when the members' flip points cover
+// every partition once: views that differed for a moment can leave a
+// partition sealed by nobody (its copy never drained for the flip), and
+// flipped, its records past the copy would be missing on the new home.
+func TestCoordinatedFlipAbortsWhenAPartitionWasSealedByNobody(t *testing.T) {
+	ctl := newKfake(t, kfake.NumBrokers(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st := openTestStateTopic(t, ctx, ctl)
+	view := fixedView{"kp-0", "kp-1"}
+	d := newCoordFlips(hclog.NewNullLogger(), "kp-0", st, view, &recLocal{}, func() time.Duration { return time.Minute })
+	d.want("orders", "source", "target", false)
+	pt := flipPoint{Map: replicator.NewOffsetMap(replicator.MapMeta{Topic: "orders"}, 0, 0).AppendBinary(nil)}
+	if err := st.put(ctx,
+		stateRecord{flipKey("orders"), flipRecord{Gen: 1, Phase: phaseHold, From: "source", To: "target", Members: view, Driver: "kp-0", Started: time.Now()}},
+		stateRecord{readyKey("orders", 1, "kp-0"), readyRecord{Gen: 1, Partitions: 3, Points: map[int32]flipPoint{0: pt}}},
+		stateRecord{readyKey("orders", 1, "kp-1"), readyRecord{Gen: 1, Partitions: 3, Points: map[int32]flipPoint{2: pt}}},
+	); err != nil {
+		t.Fatal(err)
+	}
+	d.drive(ctx)
+	got, ok := d.decision("orders", 1)
+	if !ok || got.Outcome != phaseAborted || !strings.Contains(got.Reason, "partitions [1] were sealed by no instance") {
+		t.Fatalf("decision %+v %v, want aborted for partition 1", got, ok)
+	}
 }
