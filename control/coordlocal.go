@@ -145,7 +145,10 @@ func (c *cutovers) coordCommit(topic, from, to string, gen int64, prepared bool,
 	if adopt != nil {
 		c.persistFlip(topic, to, gen, adopt, own)
 	}
-	if adopt != nil && policy.ReverseReplication {
+	// Only an instance that sealed its copy starts the copy back: one that
+	// joined during the hold may still copy its partitions into to, and
+	// both copies of one partition would copy each other's records.
+	if prepared && adopt != nil && policy.ReverseReplication {
 		if err := c.copies.StartCopy(topic, from); err != nil {
 			c.log.Error("the copy back to the cluster the topic left did not start", "topic", topic, "to", from, "error", err)
 		}
