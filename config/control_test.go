@@ -33,11 +33,16 @@ func TestControlDefaults(t *testing.T) {
 }
 
 // With control, replicate is accepted (each partition's copy is fenced by
-// the broker) while every route and group home stays on the source.
+// the broker), and so are routes off the source (cutovers run through the
+// control topic), while every group home stays on the source.
 func TestControlWithReplicate(t *testing.T) {
 	c := mustParse(t, minimal+"  topics: { orders: source }\nreplicate: [orders]\nstate_dir: /tmp/kproxy-state\ngroups: { default: source }\ninstance: { id: a }\ncontrol: {}\n")
 	if len(c.Replicate) != 1 || c.Control == nil {
 		t.Fatalf("replicate %v control %+v", c.Replicate, c.Control)
+	}
+	c = mustParse(t, minimal+"  topics: { orders: { produce: target, fetch: target } }\nreplicate: [orders]\nstate_dir: /tmp/kproxy-state\nreplication: { reverse_after_cutover: true }\ninstance: { id: a }\ncontrol: {}\n")
+	if p, f := c.Routes.Topics["orders"].Effective(c.Routes.Default); p != Target || f != Target {
+		t.Fatalf("orders routed produce %s fetch %s, want the target", p, f)
 	}
 }
 
@@ -50,8 +55,8 @@ func TestControlRejects(t *testing.T) {
 		{"a control cluster not configured", only + "instance: { id: a }\ncontrol: { cluster: target }\n", "names the target cluster, which is not configured"},
 		{"a session timeout out of range", minimal + "instance: { id: a }\ncontrol: { session_timeout: 10ms }\n", "must be from 1s to 30m"},
 		{"node_id with control", minimal + "node_id: 3\ninstance: { id: a }\ncontrol: {}\n", "is derived from instance.id"},
-		{"a route to the target with control and replicate", minimal + "  topics: { orders: { produce: target } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "routes.topics.orders.produce"},
-		{"a read of the copy with control and replicate", minimal + "  topics: { orders: { canary: { fetch: target, percent: 10 } } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "are not coordinated across instances yet"},
+		{"a read of the copy with control and replicate", minimal + "  topics: { orders: { produce: source, fetch: target } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "routes.topics.orders.fetch"},
+		{"a canary read of the copy with control and replicate", minimal + "  topics: { orders: { canary: { fetch: target, percent: 10 } } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "is not coordinated across instances yet"},
 		{"a group home on the target with control and replicate", minimal + "replicate: [orders]\ngroups: { default: source, g1: target }\ninstance: { id: a }\ncontrol: {}\n", "groups.g1"},
 	} {
 		_, err := Parse([]byte(tc.yaml))

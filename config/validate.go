@@ -477,33 +477,33 @@ func (c *Config) validateControl(v *validator) {
 		v.add(p.key("session_timeout"), "must be from 1s to 30m, got %s", d)
 	}
 	// The copy is fenced per source partition by the broker (each
-	// partition copied where it is led, by a transactional producer), but
-	// a flip, a group move and a read of the copy are decided by each
-	// instance alone: with several instances each would drive its own.
-	// Until they are coordinated, everything stays on the source while
-	// several instances copy; a route or home to the target, which would
-	// start one of them, is refused (at a reload too, keeping the last
-	// good config).
+	// partition copied where it is led, by a transactional producer), and
+	// a replicated topic's cutover runs through the control topic: every
+	// instance holds, drains and flips together (docs/ha.md, "Coordinated
+	// cutover"), so routes may leave the source. A read of the copy for
+	// some clients (canary) and a group move are still decided by each
+	// instance alone: with several instances each would drive its own, so
+	// a canary read of the target and a group home off the source are
+	// refused (at a reload too, keeping the last good config).
 	if len(c.Replicate) == 0 {
 		return
 	}
-	onSource := func(p yamlPath, cl Cluster) {
+	onSource := func(p yamlPath, cl Cluster, what string) {
 		if cl != "" && cl != Source {
-			v.add(p, "is %s, but with control and replicate every route and group home stays on the source: cutovers, reads of the copy and group moves are not coordinated across instances yet (docs/ha.md, \"Replication ownership\"); run them with a single instance", cl)
+			v.add(p, "is %s, but with control and replicate %s stays on the source: it is not coordinated across instances yet (docs/ha.md, \"Coordinated cutover\"); run it with a single instance", cl, what)
 		}
 	}
-	onSource(top("routes").key("default"), c.Routes.Default)
 	for _, name := range sortedKeys(c.Routes.Topics) {
 		r, p := c.Routes.Topics[name], top("routes").key("topics").key(name)
-		produce, fetch := r.Effective(c.Routes.Default)
-		onSource(p.key("produce"), produce)
-		onSource(p.key("fetch"), fetch)
+		if produce, fetch := r.Effective(c.Routes.Default); produce != fetch {
+			onSource(p.key("fetch"), fetch, "a read of the copy (fetch on another cluster than produce)")
+		}
 		if r.Canary != nil {
-			onSource(p.key("canary").key("fetch"), r.Canary.Fetch)
+			onSource(p.key("canary").key("fetch"), r.Canary.Fetch, "a canary read")
 		}
 	}
-	onSource(top("groups").key("default"), c.Groups.Default)
+	onSource(top("groups").key("default"), c.Groups.Default, "every group home")
 	for _, name := range sortedKeys(c.Groups.Homes) {
-		onSource(top("groups").key(name), c.Groups.Homes[name])
+		onSource(top("groups").key(name), c.Groups.Homes[name], "every group home")
 	}
 }

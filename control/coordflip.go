@@ -8,7 +8,7 @@ package control
 // Records (the control topic, JSON values):
 //
 //	flip/<topic>                     {gen, phase: hold|flipped|aborted, from, to, members, driver, started, reason}
-//	ready/<topic>/<instance>         {gen, error}
+//	ready/<topic>/<gen>/<instance>   {gen, error, partitions, points: {partition: {map, from_end}}}
 //	decided/<topic>/<gen>/<driver>   {outcome: flipped|aborted, from, to, reason}
 //	home/<topic>                     {cluster, gen, flipped_at} (for operators; derived from decided)
 //
@@ -42,7 +42,9 @@ package control
 //
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -54,16 +56,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/config"
+	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/secure"
 )
-
-// coordinatedFlips turns the control topic and coordinated flips on for
-// instances with control: and replicate. Off until validation lets a
-// route leave the source with several instances (docs/ha.md, "What stops
-// it from being enabled"): until then no flip can start, and an instance
-// needs no control topic (nor the ACLs to create and write it). The tests
-// of the flip turn it on.
-var coordinatedFlips = false
 
 // Phases of flip/<topic>.
 const (
@@ -121,11 +116,83 @@ func (cf *coordFlips) decision(topic string, gen int64) (decisionRecord, bool) {
 type readyRecord struct {
 	Gen   int64  `json:"gen"`
 	Error string `json:"error,omitempty"`
+	// Partitions is the topic's partition count as this member saw it;
+	// Points the flip points of the partitions it sealed. The driver
+	// flips only when the members' points cover every partition once.
+	Partitions int32               `json:"partitions,omitempty"`
+	Points     map[int32]flipPoint `json:"points,omitempty"`
 }
 
-func flipKey(topic string) string            { return "flip/" + topic }
-func homeKey(topic string) string            { return "home/" + topic }
-func readyKey(topic, instance string) string { return "ready/" + topic + "/" + instance }
+// flipPoint is one partition's sealed copy as the member that sealed it
+// publishes it: the new home's offset map up to the flip (the map file
+// format; its end is the flip point, past which the new home's offsets
+// continue the virtual ones at a fixed shift) and the old home's log end,
+// where the copy back starts. From it any instance builds the partition's
+// sealed map and the copy back's map (replication.planPoints): the
+// partition's leader may change after the flip, and an instance that was
+// down during the flip restarts on the new home (coordFlips.restore).
+type flipPoint struct {
+	Map     []byte `json:"map"`
+	FromEnd int64  `json:"from_end"`
+}
+
+// sealed decodes the point's map, sealed at its end.
+func (pt flipPoint) sealed() (*replicator.FlippedMap, error) {
+	m, err := replicator.Load(bytes.NewReader(pt.Map))
+	if err != nil {
+		return nil, err
+	}
+	return replicator.Flipped(m), nil
+}
+
+// maxReadyBytes bounds a ready record's size: a record of the control
+// topic must fit the control cluster's message.max.bytes (1 MiB by
+// default). A topic whose maps do not fit aborts its flip, saying so.
+const maxReadyBytes = 900 << 10
+
+// readyPrefix is where the members of a topic's flip gen answer: one key
+// per gen, so a later flip does not compact away the points of the flip
+// that set the topic's home (restore needs them, and those of the flip
+// before it).
+func readyPrefix(topic string, gen int64) string {
+	return "ready/" + topic + "/" + strconv.FormatInt(gen, 10) + "/"
+}
+
+func readyKey(topic string, gen int64, instance string) string {
+	return readyPrefix(topic, gen) + instance
+}
+
+// points gathers the flip points every member published for a topic's
+// flip gen, the first published for a partition winning (the driver
+// checked that members agree).
+func (cf *coordFlips) points(topic string, gen int64) map[int32]flipPoint {
+	type answer struct {
+		off int64
+		r   readyRecord
+	}
+	var answers []answer
+	for _, k := range cf.st.keys(readyPrefix(topic, gen)) {
+		var r readyRecord
+		o, ok := cf.st.offset(k)
+		if okv, err := cf.st.get(k, &r); !ok || !okv || err != nil || r.Gen != gen {
+			continue
+		}
+		answers = append(answers, answer{o, r})
+	}
+	slices.SortFunc(answers, func(a, b answer) int { return int(a.off - b.off) })
+	out := map[int32]flipPoint{}
+	for _, a := range answers {
+		for p, pt := range a.r.Points {
+			if _, ok := out[p]; !ok {
+				out[p] = pt
+			}
+		}
+	}
+	return out
+}
+
+func flipKey(topic string) string { return "flip/" + topic }
+func homeKey(topic string) string { return "home/" + topic }
 
 // flipLocal is what one instance does in a coordinated flip (cutovers
 // implements it). Hold and the outcomes are called from the coordinator's
@@ -136,11 +203,19 @@ type flipLocal interface {
 	coordHold(topic, from, to string)
 	// coordPrepare waits for the in-flight requests, freezes the ends of
 	// the partitions this instance leads, waits until their copy reached
-	// them and seals the copy (nothing is committed).
-	coordPrepare(ctx context.Context, topic, from, to string) error
+	// them and seals the copy (nothing is committed). It returns the
+	// topic's partition count and the flip points of the partitions it
+	// sealed.
+	coordPrepare(ctx context.Context, topic, from, to string) (int32, map[int32]flipPoint, error)
 	// coordCommit makes to the topic's home here: pins, release on to,
-	// the copy back. prepared says coordPrepare succeeded for this flip.
-	coordCommit(topic, from, to string, prepared bool)
+	// the copy back, every partition's maps built from points (the
+	// members'). prepared says coordPrepare succeeded for this flip.
+	coordCommit(topic, from, to string, gen int64, prepared bool, points map[int32]flipPoint)
+	// coordRestore makes to the topic's home at start when the control
+	// topic decided flip gen while this instance was down (or before it
+	// saved its maps): the maps built from points, those of the cluster
+	// left from left (nil: this instance's own).
+	coordRestore(topic, from, to string, gen int64, points, left map[int32]flipPoint) error
 	// coordRefuse ends the hold of an instance that stops before the
 	// flip was decided: held requests answered retriable, sent nowhere.
 	coordRefuse(topic string)
@@ -322,23 +397,43 @@ func (cf *coordFlips) participate(ctx context.Context) {
 			continue
 		}
 		d, done := cf.decision(topic, f.Gen)
-		decided := done && d.Outcome == phaseFlipped
-		aborted := done && d.Outcome == phaseAborted
 		cf.mu.Lock()
 		p := cf.parts[topic]
+		cf.mu.Unlock()
+		if p != nil && p.gen < f.Gen && !p.ended {
+			// A newer flip while this instance's part in an older
+			// one has not ended: the loop reads only the latest
+			// flip record, and the older flip's decision and the
+			// newer start can arrive together. The older ends first,
+			// as its first decision says; a newer record with no
+			// decision of the older before it is no valid start (a
+			// driver starts a flip once the last one was decided):
+			// this instance keeps following the older.
+			od, ok := cf.decision(topic, p.gen)
+			if !ok {
+				continue
+			}
+			cf.end(topic, p, od)
+		}
 		if p != nil && p.gen < f.Gen {
-			// A newer flip. One whose end this instance missed (it
-			// cannot while it reads every record; a compacted topic
-			// read at start shows only the last flip) ends with it.
 			p = nil
 		}
 		var fresh context.Context // the new part's prepare, once it holds
 		if p == nil && f.Phase == phaseHold && !done {
+			if hb := cf.homeBefore(topic, f.Gen); hb != "" && hb != f.From {
+				// Started from a cluster that is no longer the
+				// topic's home (a driver that read the state before
+				// the last decision): holding on it would serve the
+				// topic from the cluster it left. The driver aborts
+				// it (drive).
+				continue
+			}
 			p = &flipPart{gen: f.Gen, from: f.From, to: f.To, member: slices.Contains(f.Members, cf.self), prepared: make(chan struct{})}
 			fresh, p.cancel = context.WithCancel(ctx)
+			cf.mu.Lock()
 			cf.parts[topic] = p
+			cf.mu.Unlock()
 		}
-		cf.mu.Unlock()
 		if fresh != nil {
 			cf.local.coordHold(topic, f.From, f.To)
 			cf.log.Info("coordinated flip: holding", "topic", topic, "gen", f.Gen, "from", f.From, "to", f.To, "driver", f.Driver, "member", p.member)
@@ -348,34 +443,66 @@ func (cf *coordFlips) participate(ctx context.Context) {
 				close(p.prepared) // it follows the outcome, with nothing to answer
 			}
 		}
-		if p == nil || p.gen != f.Gen || p.ended {
+		if p == nil || p.gen != f.Gen || p.ended || !done {
 			continue
 		}
-		switch {
-		case decided:
-			<-p.prepared // the driver decided on this instance's ready, sent after prepare
-			cf.mu.Lock()
-			p.ended = true
-			cf.mu.Unlock()
-			cf.local.coordCommit(topic, p.from, p.to, p.member && p.ok)
-			cf.log.Info("coordinated flip: flipped", "topic", topic, "gen", f.Gen, "home", p.to)
-		case aborted:
-			if p.cancel != nil {
-				p.cancel()
-			}
-			<-p.prepared
-			cf.mu.Lock()
-			p.ended = true
-			cf.mu.Unlock()
-			cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok, d.Reason)
-			cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", f.Gen, "reason", d.Reason)
-		}
+		cf.end(topic, p, d)
 	}
+}
+
+// end ends this instance's part in a flip as its first decision says:
+// the only decision any instance acts on.
+func (cf *coordFlips) end(topic string, p *flipPart, d decisionRecord) {
+	switch d.Outcome {
+	case phaseFlipped:
+		<-p.prepared // the driver decided on this instance's ready, sent after prepare
+		cf.mu.Lock()
+		p.ended = true
+		cf.mu.Unlock()
+		cf.local.coordCommit(topic, p.from, p.to, p.gen, p.member && p.ok, cf.points(topic, p.gen))
+		cf.log.Info("coordinated flip: flipped", "topic", topic, "gen", p.gen, "home", p.to)
+	case phaseAborted:
+		if p.cancel != nil {
+			p.cancel()
+		}
+		<-p.prepared
+		cf.mu.Lock()
+		p.ended = true
+		cf.mu.Unlock()
+		cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok, d.Reason)
+		cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", p.gen, "reason", d.Reason)
+	}
+}
+
+// homeBefore is the topic's home when flip gen started: the destination
+// of the latest flip decided flipped among the gens before it ("" when
+// none moved it: its first home, which the control topic does not name).
+func (cf *coordFlips) homeBefore(topic string, gen int64) string {
+	home := ""
+	for _, g := range cf.flippedGens(topic) {
+		if g >= gen {
+			break
+		}
+		d, _ := cf.decision(topic, g)
+		home = d.To
+	}
+	return home
 }
 
 // prepare runs the local drain and answers ready (with its error, if any).
 func (cf *coordFlips) prepare(ctx context.Context, topic string, p *flipPart) {
-	err := cf.local.coordPrepare(ctx, topic, p.from, p.to)
+	n, points, err := cf.local.coordPrepare(ctx, topic, p.from, p.to)
+	r := readyRecord{Gen: p.gen, Partitions: n, Points: points}
+	if err == nil {
+		if b, jerr := json.Marshal(r); jerr != nil {
+			err = jerr
+		} else if len(b) > maxReadyBytes {
+			err = fmt.Errorf("the offset maps of the partitions sealed here take %d bytes, more than a control topic record carries (%d): the topic cannot flip with several instances", len(b), maxReadyBytes)
+		}
+	}
+	if err != nil {
+		r = readyRecord{Gen: p.gen, Error: err.Error()}
+	}
 	cf.mu.Lock()
 	p.ok = err == nil
 	cf.mu.Unlock()
@@ -383,13 +510,9 @@ func (cf *coordFlips) prepare(ctx context.Context, topic string, p *flipPart) {
 	if ctx.Err() != nil {
 		return // aborted meanwhile: no answer needed
 	}
-	r := readyRecord{Gen: p.gen}
-	if err != nil {
-		r.Error = err.Error()
-	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if perr := cf.st.put(pctx, stateRecord{readyKey(topic, cf.self), r}); perr != nil {
+	if perr := cf.st.put(pctx, stateRecord{readyKey(topic, p.gen, cf.self), r}); perr != nil {
 		cf.log.Error("coordinated flip: ready not published; the driver aborts at max_hold", "topic", topic, "gen", p.gen, "error", perr)
 	}
 }
@@ -425,11 +548,19 @@ func (cf *coordFlips) drive(ctx context.Context) {
 	for topic := range topics {
 		var f flipRecord
 		hasFlip, _ := cf.st.get(flipKey(topic), &f)
-		h := cf.home(topic)
 		_, done := cf.decision(topic, f.Gen)
+		// The home after the decision: read before it, a decision
+		// arriving in between left the home of the flip before, and a
+		// new flip started from there (a split: its holders serve the
+		// cluster the topic left).
+		h := cf.home(topic)
 		running := hasFlip && !done
 		w, wants := wanted[topic]
 		if running {
+			if hb := cf.homeBefore(topic, f.Gen); hb != "" && hb != f.From {
+				cf.abort(ctx, topic, f, fmt.Sprintf("started from the %s, but the topic's home is the %s (its driver read the state before the last decision)", f.From, hb))
+				continue
+			}
 			cf.decide(ctx, topic, f, view, w, wants)
 			continue
 		}
@@ -462,15 +593,7 @@ func (cf *coordFlips) drive(ctx context.Context) {
 // ready, aborted on an error, a view change, max_hold or a config that no
 // longer asks for it.
 func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, view []string, w wantedFlip, wants bool) {
-	abort := func(reason string) {
-		cf.log.Warn("coordinated flip: aborting", "topic", topic, "gen", f.Gen, "reason", reason)
-		af := f
-		af.Phase, af.Reason = phaseAborted, reason
-		d := decisionRecord{Outcome: phaseAborted, From: f.From, To: f.To, Reason: reason, At: time.Now()}
-		if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d}, stateRecord{flipKey(topic), af}); err != nil {
-			cf.log.Error("coordinated flip: the abort was not published", "topic", topic, "gen", f.Gen, "error", err)
-		}
-	}
+	abort := func(reason string) { cf.abort(ctx, topic, f, reason) }
 	switch {
 	case !slices.Equal(view, f.Members):
 		abort(fmt.Sprintf("the instances changed during the hold: %v, now %v", f.Members, view))
@@ -482,21 +605,27 @@ func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, vi
 		var missing []string
 		for _, m := range f.Members {
 			var r readyRecord
-			if ok, _ := cf.st.get(readyKey(topic, m), &r); !ok || r.Gen != f.Gen {
+			if ok, _ := cf.st.get(readyKey(topic, f.Gen, m), &r); !ok || r.Gen != f.Gen {
 				missing = append(missing, m)
 			}
 		}
 		abort(fmt.Sprintf("cutover.max_hold (%s) passed; not ready: %v", cf.maxHold(), missing))
 		return
 	}
+	var readies []readyRecord
 	for _, m := range f.Members {
 		var r readyRecord
-		if ok, _ := cf.st.get(readyKey(topic, m), &r); !ok || r.Gen != f.Gen {
+		if ok, _ := cf.st.get(readyKey(topic, f.Gen, m), &r); !ok || r.Gen != f.Gen {
 			return // not yet
 		} else if r.Error != "" {
 			abort(m + ": " + r.Error)
 			return
 		}
+		readies = append(readies, r)
+	}
+	if reason := uncovered(readies); reason != "" {
+		abort(reason)
+		return
 	}
 	// The commit point: the decision (the first one of this gen wins);
 	// home and the flip's phase follow, for operators.
@@ -512,15 +641,133 @@ func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, vi
 	cf.log.Info("coordinated flip: every instance ready; flipped", "topic", topic, "gen", f.Gen, "to", f.To, "hold", time.Since(f.Started).Round(time.Millisecond))
 }
 
+// abort publishes flip f's decision aborted (it counts if it is the
+// gen's first).
+func (cf *coordFlips) abort(ctx context.Context, topic string, f flipRecord, reason string) {
+	cf.log.Warn("coordinated flip: aborting", "topic", topic, "gen", f.Gen, "reason", reason)
+	af := f
+	af.Phase, af.Reason = phaseAborted, reason
+	d := decisionRecord{Outcome: phaseAborted, From: f.From, To: f.To, Reason: reason, At: time.Now()}
+	if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d}, stateRecord{flipKey(topic), af}); err != nil {
+		cf.log.Error("coordinated flip: the abort was not published", "topic", topic, "gen", f.Gen, "error", err)
+	}
+}
+
+// uncovered says why the members' flip points do not make every
+// partition's sealed map ("" when they do): each member seals the
+// partitions it leads in its view, and views that differed for a moment
+// may leave a partition sealed by none (its copy never drained) or by two
+// that disagree.
+func uncovered(readies []readyRecord) string {
+	var n int32
+	for _, r := range readies {
+		if n != 0 && r.Partitions != 0 && r.Partitions != n {
+			return fmt.Sprintf("the members saw %d and %d partitions", n, r.Partitions)
+		}
+		n = max(n, r.Partitions)
+	}
+	seen := map[int32]flipPoint{}
+	var missing []int32
+	for _, r := range readies {
+		for p, pt := range r.Points {
+			if prev, ok := seen[p]; ok && !samePoint(prev, pt) {
+				return fmt.Sprintf("partition %d was sealed by two instances at different points", p)
+			}
+			seen[p] = pt
+		}
+	}
+	for p := range n {
+		if _, ok := seen[p]; !ok {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Sprintf("partitions %v were sealed by no instance (the instances' views of their leaders differed)", missing)
+	}
+	return ""
+}
+
+// samePoint says whether two sealers of one partition agree on its flip.
+func samePoint(a, b flipPoint) bool {
+	fa, err1 := a.sealed()
+	fb, err2 := b.sealed()
+	if err1 != nil || err2 != nil || a.FromEnd != b.FromEnd {
+		return false
+	}
+	va, ta := fa.FlipPoint()
+	vb, tb := fb.FlipPoint()
+	return va == vb && ta == tb
+}
+
 func (cf *coordFlips) publish(ctx context.Context, recs ...stateRecord) error {
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return cf.st.put(pctx, recs...)
 }
 
+// restore makes the home the control topic decided this instance's, for
+// every topic whose latest flip was decided while this instance was down
+// (or before it saved that flip's maps): the maps of every partition from
+// the flip's points, and those of the cluster the topic left from the
+// flip before (flipLocal.coordRestore). Called once the control topic was
+// read to its end, before the controller starts and clients are served.
+// Only topics replicated (the config's replicate) count: a control topic
+// shared by mistake with another virtual cluster of the same cluster_id
+// names topics this one does not copy.
+func (cf *coordFlips) restore(replicated func(topic string) bool) {
+	topics := map[string]bool{}
+	for _, k := range cf.st.keys("decided/") {
+		topic, _, _ := strings.Cut(strings.TrimPrefix(k, "decided/"), "/")
+		topics[topic] = replicated(topic)
+	}
+	for topic, ok := range topics {
+		if !ok {
+			continue
+		}
+		gens := cf.flippedGens(topic)
+		if len(gens) == 0 {
+			continue
+		}
+		g := gens[len(gens)-1]
+		d, _ := cf.decision(topic, g)
+		points := cf.points(topic, g)
+		if len(points) == 0 {
+			continue // decided before flips carried their points
+		}
+		left := map[int32]flipPoint{} // none: the cluster left was the first home
+		if len(gens) > 1 {
+			if left = cf.points(topic, gens[len(gens)-2]); len(left) == 0 {
+				left = nil // this instance's own, if any
+			}
+		}
+		if err := cf.local.coordRestore(topic, d.From, d.To, g, points, left); err != nil {
+			cf.log.Error("a flip decided while this instance was down: its maps were not rebuilt from the control topic; the topic is served on its home without them", "topic", topic, "gen", g, "home", d.To, "error", err)
+		}
+	}
+}
+
+// flippedGens lists a topic's flip gens decided flipped, ascending.
+func (cf *coordFlips) flippedGens(topic string) []int64 {
+	seen := map[int64]bool{}
+	var out []int64
+	for _, k := range cf.st.keys("decided/" + topic + "/") {
+		g, _, ok := strings.Cut(strings.TrimPrefix(k, "decided/"+topic+"/"), "/")
+		n, err := strconv.ParseInt(g, 10, 64)
+		if !ok || err != nil || seen[n] {
+			continue
+		}
+		seen[n] = true
+		if d, ok := cf.decision(topic, n); ok && d.Outcome == phaseFlipped {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // openCoordFlips opens the control topic on the control cluster and builds
 // this instance's coordinator; start runs it.
-func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, in *instances, cuts *cutovers) (*coordFlips, error) {
+func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, in *instances, cuts *cutovers, replicated func(topic string) bool) (*coordFlips, error) {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := openStateTopic(octx, log.Named("state"), StateTopicName(cfg.ClusterID), func(o ...kgo.Opt) (*kgo.Client, error) {
@@ -533,5 +780,6 @@ func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, i
 	cuts.mu.Lock()
 	cuts.coord, cuts.owns = cf, in.srv.LeadsInView
 	cuts.mu.Unlock()
+	cf.restore(replicated)
 	return cf, nil
 }

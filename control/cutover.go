@@ -47,6 +47,7 @@ import (
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/routing"
 )
 
@@ -160,6 +161,12 @@ type topicCopies interface {
 	// marker); AdoptFlip makes the plan's cluster the topic's home (after).
 	SaveCopyBack(pl *flipPlan) error
 	AdoptFlip(pl *flipPlan)
+	// PlanPoints builds a coordinated flip's plan for every partition
+	// from its members' flip points (left: the maps of from when the
+	// topic last left it; nil, this instance's own); SaveFlip persists
+	// its maps but those of skip.
+	PlanPoints(topic, from, to string, points map[int32]flipPoint, left map[int32]*replicator.FlippedMap) (*flipPlan, error)
+	SaveFlip(pl *flipPlan, skip map[int32]bool) error
 	// StartCopy starts copying the topic into to.
 	StartCopy(topic, to string) error
 	// LoadHome restores a flipped topic's home from its maps at start-up.
@@ -177,6 +184,9 @@ type cutoverMarker struct {
 	Home       string    `json:"home"` // empty in markers written before rollback existed: target
 	FlippedAt  time.Time `json:"flipped_at"`
 	Partitions int32     `json:"partitions"`
+	// Gen is the coordinated flip's gen in the control topic (0: a
+	// single instance's flip).
+	Gen int64 `json:"gen,omitempty"`
 }
 
 // cutovers owns per-topic cutover state and the topic pins of the router
@@ -436,6 +446,12 @@ func (c *cutovers) considerLocked(t string) *attempt {
 	switch {
 	case nf == home:
 		delete(c.fetchPins, t)
+	case c.coord != nil:
+		// Several instances: a read of the copy is not coordinated (a
+		// partition's copy map lives with the instance copying it, and
+		// moves with it, rebuilt from the logs), so fetch follows the
+		// home, and moves with the flip.
+		fetchNote = fmt.Sprintf("fetch stays on the %s (the topic's home): with several instances the copy in the %s is read only once the topic flipped there", home, nf)
 	case c.copies.CopiesInto(t, nf):
 		delete(c.fetchPins, t) // reads the copy through its map
 	default:
@@ -783,14 +799,21 @@ func (c *cutovers) finish(cut routing.Cutover, ex *execution) {
 // topic is in flight, then returns the home's end offsets: every
 // acknowledged record lies below them.
 func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases *phaseTimer) (map[int32]int64, error) {
+	ends, _, err := c.drainEnds(ctx, topic, from, phases)
+	return ends, err
+}
+
+// drainEnds is drainInFlight, also returning the topic's partition count
+// (with several instances the ends name only this instance's partitions).
+func (c *cutovers) drainEnds(ctx context.Context, topic, from string, phases *phaseTimer) (map[int32]int64, int32, error) {
 	if err := c.gate.WaitProduceIdle(ctx, topic); err != nil {
-		return nil, fmt.Errorf("waiting for in-flight produce requests: %w", err)
+		return nil, 0, fmt.Errorf("waiting for in-flight produce requests: %w", err)
 	}
 	phases.mark("in-flight")
 	// An open transaction on the topic finishes on the home first: its
 	// marker must lie below the end offsets the drain waits for.
 	if err := c.gate.WaitTxnIdle(ctx, topic); err != nil {
-		return nil, fmt.Errorf("waiting for open transactions on the topic: %w", err)
+		return nil, 0, fmt.Errorf("waiting for open transactions on the topic: %w", err)
 	}
 	phases.mark("transactions")
 	defer phases.mark("ends")
@@ -854,11 +877,12 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 		ends, err := c.ends.Ends(ctx, from, topic, false)
 		<-listed
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if serr != nil {
-			return nil, serr
+			return nil, 0, serr
 		}
+		total := int32(len(ends))
 		ends, stable = c.ownedOnly(topic, ends), c.ownedOnly(topic, stable)
 		settled := true
 		for p, e := range ends {
@@ -869,7 +893,7 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 		if settled {
 			again, err := c.noteOldHomeProducers(ctx, topic, from, ends)
 			if err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if again {
 				continue
@@ -878,11 +902,11 @@ func (c *cutovers) drainInFlight(ctx context.Context, topic, from string, phases
 			// process's late write) lies past the flip point: no
 			// consumer may read it there.
 			c.gate.CapFetch(topic, from, ends)
-			return ends, nil
+			return ends, total, nil
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
+			return nil, 0, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

@@ -264,6 +264,13 @@ func (f *fakeCopies) AdoptFlip(pl *flipPlan) {
 	r.note("home %s", pl.to)
 }
 
+// PlanPoints and SaveFlip serve coordinated flips only (coordlocal.go).
+func (f *fakeCopies) PlanPoints(topic, from, to string, points map[int32]flipPoint, left map[int32]*replicator.FlippedMap) (*flipPlan, error) {
+	return &flipPlan{topic: topic, from: from, to: to}, nil
+}
+
+func (f *fakeCopies) SaveFlip(pl *flipPlan, skip map[int32]bool) error { return nil }
+
 func (f *fakeCopies) StartCopy(topic, to string) error {
 	r := (*cutRig)(f)
 	r.mu.Lock()

@@ -31,8 +31,6 @@ type flipRig struct {
 
 func newFlipRig(t *testing.T, n int, partitions int32) *flipRig {
 	t.Helper()
-	coordinatedFlips = true
-	t.Cleanup(func() { coordinatedFlips = false })
 	r := &flipRig{t: t,
 		src: newKfake(t, kfake.NumBrokers(1), kfake.SeedTopics(partitions, "orders")),
 		tgt: newKfake(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))}
@@ -93,10 +91,8 @@ func (r *flipRig) formed(ctx context.Context, n int) {
 	}
 }
 
-// routed is cfg with orders' produce and fetch on cluster. Validation
-// refuses routes off the source with control and replicate until a flip's
-// offset maps follow its partitions across membership changes (docs/ha.md),
-// so the test installs the table past it, as a reload would.
+// routed is cfg with orders' produce and fetch on cluster, as a reload of
+// the edited file would apply it.
 func routed(cfg *config.Config, cluster config.Cluster) *config.Config {
 	next := *cfg
 	next.Routes.Topics = map[string]config.TopicRoute{"orders": {Route: cluster, Produce: cluster, Fetch: cluster}}
@@ -156,6 +152,9 @@ func (r *flipRig) flipAll(ctx context.Context, home string, order []int, next fu
 		for {
 			done, aborted := true, false
 			for i := range r.insts {
+				if r.closed[i] {
+					continue
+				}
 				c := r.cutoverOf(i)
 				done = done && r.insts[i].ctrl.repl.home("orders") == home && c.State == "flipped"
 				aborted = aborted || c.State == "aborted"
@@ -403,5 +402,138 @@ func TestCoordinatedFlipAbortsWhenAnInstanceLeavesMidHold(t *testing.T) {
 	want := settleAndCheck(t, ctx, tr, stop, partitions)
 	if err := inSequence(readAll(t, ctx, r.src, partitions, want), want); err != nil {
 		t.Fatalf("source: %v", err)
+	}
+}
+
+// restart starts instance i again on its config (its listener and
+// state_dir) with cfg's routes, as a pod restarted with the edited
+// ConfigMap.
+func (r *flipRig) restart(i int, cfg *config.Config) {
+	r.t.Helper()
+	log := hclog.NewNullLogger()
+	if os.Getenv("KPROXY_TEST_LOG") != "" {
+		log = hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("kp-%d", i), Level: hclog.Info, Output: os.Stderr})
+	}
+	inst, err := Start(context.Background(), cfg, log)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.insts[i], r.closed[i] = inst, false
+}
+
+// mapsEverywhere fails the test unless instance i holds a sealed map of
+// orders on home for every partition: whichever partition it leads after
+// a membership change, it translates the partition's offsets.
+func (r *flipRig) mapsEverywhere(i int, home string, partitions int32) {
+	r.t.Helper()
+	rp := r.insts[i].ctrl.repl
+	rp.mu.Lock()
+	defer rp.mu.Unlock()
+	h := rp.homes["orders"]
+	if h == nil || h.cluster != home {
+		r.t.Fatalf("kp-%d: orders' home %+v, want the %s", i, h, home)
+	}
+	for p := range partitions {
+		if h.maps[p] == nil {
+			r.t.Fatalf("kp-%d has no sealed map of orders/%d on the %s (it holds %d of %d)", i, p, home, len(h.maps), partitions)
+		}
+	}
+}
+
+// Issue 14: a partition whose leader changes after a coordinated flip is
+// served by its new leader with the sealed map the old leader made: each
+// instance builds every partition's map from the points in the control
+// topic. Without them the new leader has no map for the partition it took
+// over, and its consumers stop there.
+func TestCoordinatedFlipMapsFollowPartitionsToTheirNextLeader(t *testing.T) {
+	const partitions = 6
+	r, ctx, tr := startFlipTraffic(t, partitions)
+	stop := load(ctx, tr)
+	r.flipAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return routed(r.cfgs[i], config.Target) })
+	for i := range r.insts {
+		r.mapsEverywhere(i, "target", partitions)
+	}
+	// kp-2's partitions move to kp-0 and kp-1 under load.
+	r.close(2)
+	r.formed(ctx, 2)
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
+	if err := inSequence(readAll(t, ctx, r.tgt, partitions, want), want); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+}
+
+// Issue 14: an instance down during a coordinated flip restarts on the new
+// home with every partition's sealed map, rebuilt from the control topic
+// before it serves: it neither serves the topic from the cluster it left
+// nor copies the old home into the new one.
+func TestInstanceDownDuringACoordinatedFlipRestartsWithItsMaps(t *testing.T) {
+	const partitions = 6
+	r, ctx, tr := startFlipTraffic(t, partitions)
+	r.close(2)
+	r.formed(ctx, 2)
+	stop := load(ctx, tr)
+	r.flipAll(ctx, "target", []int{1, 0}, func(i int) *config.Config { return routed(r.cfgs[i], config.Target) })
+	r.restart(2, routed(r.cfgs[2], config.Target))
+	r.mapsEverywhere(2, "target", partitions)
+	r.formed(ctx, 3)
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
+	if err := inSequence(readAll(t, ctx, r.tgt, partitions, want), want); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+	if err := inSequence(readAll(t, ctx, r.src, partitions, want), want); err != nil {
+		t.Fatalf("source (the copy back): %v", err)
+	}
+}
+
+// Issue 14: a reload while a coordinated flip holds, after this
+// instance sealed its copy, leaves the copy stopped: the flip's end
+// starts the right one. Restarted by the reload, the copy into the target
+// ran on while the target became the home, copying the copy back's
+// records (the target's, written into the source) into the target once
+// more: each such record twice in the new home.
+func TestReloadDuringACoordinatedHoldKeepsTheSealedCopyStopped(t *testing.T) {
+	const partitions = 6
+	r, ctx, tr := startFlipTraffic(t, partitions)
+	// kp-2 gets ready only when the test lets it.
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.insts[2].ctrl.cuts.prepareHook = func(ctx context.Context) error {
+		once.Do(func() { close(entered) })
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	stop := load(ctx, tr)
+	for _, i := range []int{2, 1, 0} {
+		if err := r.insts[i].Apply(routed(r.cfgs[i], config.Target)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the flip never reached kp-2's drain")
+	}
+	// kp-1 sealed its partitions and waits for kp-2.
+	for r.insts[1].ctrl.repl.copiesInto("orders", "target") {
+		if ctx.Err() != nil {
+			t.Fatal("kp-1 never sealed its copy")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.insts[1].Apply(routed(r.cfgs[1], config.Target)); err != nil { // the same file, saved again
+		t.Fatal(err)
+	}
+	if r.insts[1].ctrl.repl.copiesInto("orders", "target") {
+		t.Fatal("the reload during the hold restarted kp-1's sealed copy into the target")
+	}
+	close(release)
+	r.waitHome(ctx, "target")
+	want := settleAndCheck(t, ctx, tr, stop, partitions)
+	if err := inSequence(readAll(t, ctx, r.tgt, partitions, want), want); err != nil {
+		t.Fatalf("target: %v", err)
 	}
 }

@@ -133,11 +133,11 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		insts.setOnView(ctrl.repl.reassign)
 	}
 	var coord *coordFlips
-	if insts != nil && len(cfg.Replicate) > 0 && coordinatedFlips {
+	if insts != nil && len(cfg.Replicate) > 0 {
 		// Flips go through the control topic, read to its end before
 		// any client is accepted (a flip decided while this instance
 		// was down, or one in its hold, is known first).
-		if coord, err = openCoordFlips(ctx, cfg, log, insts, ctrl.cuts); err != nil {
+		if coord, err = openCoordFlips(ctx, cfg, log, insts, ctrl.cuts, table.Replicated); err != nil {
 			ctrl.Close()
 			insts.leave()
 			srv.Close()

@@ -14,12 +14,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/config"
 	"github.com/kproxy/kproxy/proxy"
+	"github.com/kproxy/kproxy/replicator"
 	"github.com/kproxy/kproxy/statefile"
 )
 
@@ -253,6 +255,12 @@ func (r replicationPort) Home(topic string) string         { return r.rp.home(to
 func (r replicationPort) CopiesInto(topic, to string) bool { return r.rp.copiesInto(topic, to) }
 func (r replicationPort) SaveCopyBack(pl *flipPlan) error  { return r.rp.saveCopyBack(pl) }
 func (r replicationPort) AdoptFlip(pl *flipPlan)           { r.rp.adoptFlip(pl) }
+func (r replicationPort) PlanPoints(topic, from, to string, points map[int32]flipPoint, left map[int32]*replicator.FlippedMap) (*flipPlan, error) {
+	return r.rp.planPoints(topic, from, to, points, left)
+}
+func (r replicationPort) SaveFlip(pl *flipPlan, skip map[int32]bool) error {
+	return r.rp.saveFlip(pl, skip)
+}
 func (r replicationPort) StartCopy(topic, to string) error { return r.rp.startCopy(topic, to) }
 func (r replicationPort) LoadHome(topic, cluster string, partitions int32) error {
 	return r.rp.loadHome(topic, cluster, partitions)
@@ -326,16 +334,38 @@ func (r replicationPort) SealFlip(ctx context.Context, topic, from, to string, e
 	if toErr != nil {
 		return nil, toErr
 	}
-	for p, e := range toEnds {
-		f := pl.sealed[p]
-		if f == nil {
-			return nil, fmt.Errorf("partition %d has no offset map on the %s", p, to)
+	for {
+		behind := false
+		for p, e := range toEnds {
+			f := pl.sealed[p]
+			if f == nil {
+				return nil, fmt.Errorf("partition %d has no offset map on the %s", p, to)
+			}
+			_, te := f.FlipPoint()
+			switch {
+			case te > e:
+				// A transactional copy (several instances) counts its
+				// commit marker in the map once EndTxn answered; the
+				// broker appends the marker a moment later.
+				behind = true
+			case te != e:
+				return nil, fmt.Errorf("partition %d: the offset map ends at %s offset %d but its log ends at %d", p, to, te, e)
+			}
 		}
-		if _, te := f.FlipPoint(); te != e {
-			return nil, fmt.Errorf("partition %d: the offset map ends at %s offset %d but its log ends at %d", p, to, te, e)
+		if !behind {
+			return pl, nil
 		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("the %s's log did not reach the copy's offset maps (a commit marker not written): %w", to, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+		now, err := r.ends.Ends(ctx, to, topic, false)
+		if err != nil {
+			return nil, err
+		}
+		toEnds = onlyIn(now, ends)
 	}
-	return pl, nil
 }
 
 // onlyIn is m restricted to the partitions of keep (m itself when keep has

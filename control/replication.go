@@ -252,6 +252,14 @@ func (rp *replication) apply(cfg *config.Config) error {
 	rp.err = ""
 	want := map[string][]string{}
 	for _, t := range topics {
+		if rp.flipping[t] {
+			// Its copy was stopped and sealed by a flip not yet
+			// committed or aborted (a reload during the hold): the
+			// flip's end starts the right copy. Restarted here, it
+			// would copy on past the sealed maps into the cluster the
+			// topic may be flipping to.
+			continue
+		}
 		to := other(rp.homeOf(t))
 		if to == proxy.Source && !cfg.Replication.ReverseAfterCutover {
 			continue
@@ -545,6 +553,10 @@ type flipPlan struct {
 	from, to string
 	sealed   map[int32]*replicator.FlippedMap // the new home's view
 	back     map[int32]*replicator.OffsetMap  // the copy from `to` back into `from`
+	// fromEnds is from's log end per partition at the flip (the copy
+	// back's starting point): with sealed, what another instance needs
+	// to build the same plan (flipPoint).
+	fromEnds map[int32]int64
 }
 
 // planFlip seals the stopped copy's maps (the new home's view) and builds
@@ -555,32 +567,98 @@ func (rp *replication) planFlip(topic, from, to string, final map[int32]*replica
 	rp.mu.Lock()
 	left := rp.homes[topic]
 	rp.mu.Unlock()
-	pl := &flipPlan{topic: topic, from: from, to: to, sealed: map[int32]*replicator.FlippedMap{}, back: map[int32]*replicator.OffsetMap{}}
+	pl := &flipPlan{topic: topic, from: from, to: to, sealed: map[int32]*replicator.FlippedMap{}, back: map[int32]*replicator.OffsetMap{}, fromEnds: map[int32]int64{}}
 	for p, end := range fromEnds {
 		m := final[p]
 		if m == nil {
 			return nil, fmt.Errorf("partition %d has no offset map on the %s", p, to)
 		}
-		f := replicator.Flipped(m)
-		pl.sealed[p] = f
-		v, t := f.FlipPoint()
-		meta := m.Meta()
-		backMeta := replicator.MapMeta{Topic: topic, Partition: p,
-			SourceTopicID: meta.TargetTopicID, TargetTopicID: meta.SourceTopicID, SourceShift: v - t}
 		var leftMap *replicator.FlippedMap
 		if left != nil {
 			leftMap = left.maps[p]
 		}
-		back, err := replicator.ContinueMap(backMeta, leftMap, end)
-		if err != nil {
+		if err := pl.addPartition(p, replicator.Flipped(m), leftMap, end); err != nil {
 			return nil, err
 		}
-		if back.SourceEnd() != v {
-			return nil, fmt.Errorf("partition %d: the %s ends at virtual offset %d but the %s's copy at %d: a record reached one cluster the other does not have", p, from, back.SourceEnd(), to, v)
-		}
-		pl.back[p] = back
 	}
 	return pl, nil
+}
+
+// addPartition adds a partition's sealed map and the copy back's map,
+// which continues left (the map of `from` when the topic last left it;
+// nil: `from` was its first home) up to from's log end.
+func (pl *flipPlan) addPartition(p int32, f *replicator.FlippedMap, left *replicator.FlippedMap, end int64) error {
+	pl.sealed[p] = f
+	pl.fromEnds[p] = end
+	v, t := f.FlipPoint()
+	meta := f.Meta()
+	backMeta := replicator.MapMeta{Topic: pl.topic, Partition: p,
+		SourceTopicID: meta.TargetTopicID, TargetTopicID: meta.SourceTopicID, SourceShift: v - t}
+	back, err := replicator.ContinueMap(backMeta, left, end)
+	if err != nil {
+		return err
+	}
+	if back.SourceEnd() != v {
+		return fmt.Errorf("partition %d: the %s ends at virtual offset %d but the %s's copy at %d: a record reached one cluster the other does not have", p, pl.from, back.SourceEnd(), pl.to, v)
+	}
+	pl.back[p] = back
+	return nil
+}
+
+// planPoints builds a coordinated flip's plan for every partition from
+// the points its members published in the control topic (coordflip.go),
+// so that each instance holds the maps of partitions others sealed: the
+// partition may be led here later, or this instance restarts on the new
+// home. left is the map of `from` per partition when the topic last left
+// it; nil takes this instance's own (complete when it followed every
+// flip).
+func (rp *replication) planPoints(topic, from, to string, points map[int32]flipPoint, left map[int32]*replicator.FlippedMap) (*flipPlan, error) {
+	if left == nil {
+		rp.mu.Lock()
+		if h := rp.homes[topic]; h != nil && h.cluster == from {
+			left = h.maps
+		}
+		rp.mu.Unlock()
+	}
+	pl := &flipPlan{topic: topic, from: from, to: to, sealed: map[int32]*replicator.FlippedMap{}, back: map[int32]*replicator.OffsetMap{}, fromEnds: map[int32]int64{}}
+	for p, pt := range points {
+		f, err := pt.sealed()
+		if err != nil {
+			return nil, fmt.Errorf("partition %d: %w", p, err)
+		}
+		if err := pl.addPartition(p, f, left[p], pt.FromEnd); err != nil {
+			return nil, err
+		}
+	}
+	return pl, nil
+}
+
+// saveFlip persists a plan's maps, the new home's and the copy back's,
+// except those of partitions in skip (this instance sealed them and
+// saved them already): where a restart (loadHome) and a later copy of
+// the partition here (the replicator's map files) find them.
+func (rp *replication) saveFlip(pl *flipPlan, skip map[int32]bool) error {
+	rp.mu.Lock()
+	toDir, fromDir := mapDir(rp.cfg, pl.to), mapDir(rp.cfg, pl.from)
+	rp.mu.Unlock()
+	errs := make(chan error, 2*len(pl.sealed))
+	n := 0
+	for p, f := range pl.sealed {
+		if skip[p] {
+			continue
+		}
+		back := pl.back[p]
+		n += 2
+		go func() { errs <- replicator.SaveFlipped(toDir, f) }()
+		go func() { errs <- replicator.SaveMap(fromDir, back) }()
+	}
+	var first error
+	for range n {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // saveCopyBack persists the maps the copy back starts from. The caller

@@ -69,6 +69,22 @@ func (f *FlippedMap) SourceEnd() int64 { return math.MaxInt64 }
 // TargetEnd is unbounded (see SourceEnd).
 func (f *FlippedMap) TargetEnd() int64 { return math.MaxInt64 }
 
+// AppendBinary appends the sealed map in the map file format (Load reads
+// it back; Flipped of that seals it at the same flip point): how one
+// instance hands a flip's maps to the others through the control topic.
+func (f *FlippedMap) AppendBinary(b []byte) []byte { return f.m.AppendBinary(b) }
+
+// Meta is the sealed map's metadata (topic ids, shift).
+func (f *FlippedMap) Meta() MapMeta { return f.m.Meta() }
+
+// SaveFlipped persists a sealed map where LoadFlipped finds it. Only for
+// a map no replicator runs on (one read back from AppendBinary's bytes):
+// the save resets the map's journal.
+func SaveFlipped(dir string, f *FlippedMap) error {
+	_, err := saveMapFile(dir, f.m)
+	return err
+}
+
 // FlipPoint is where the copied range ends: (virtual, target).
 func (f *FlippedMap) FlipPoint() (virtual, target int64) { return f.srcEnd, f.tgtEnd }
 

@@ -57,6 +57,7 @@ var (
 	kills     = flag.Int("kills", 10, "how many instances to SIGKILL")
 	rate      = flag.Int("rate", 2400, "records/s of the failover phase's producer")
 	session   = flag.Duration("session", 6*time.Second, "control.session_timeout (the broker's minimum is 6 s by default)")
+	flipsN    = flag.Int("flips", 0, "run only the flip-hold phase: this many flips (target and back) of a replicated topic through three instances, into flips.json")
 )
 
 type instance struct {
@@ -75,6 +76,16 @@ func main() {
 		log.Fatal("-kproxy, -target and -work are required")
 	}
 	ctx := context.Background()
+	if *flipsN > 0 {
+		res := flipBench(ctx, *flipsN)
+		f, err := os.Create(filepath.Join(*out, "flips.json"))
+		must(err)
+		enc := json.NewEncoder(f)
+		enc.SetIndent("", "  ")
+		must(enc.Encode(res))
+		must(f.Close())
+		return
+	}
 	b := &bench{topic: fmt.Sprintf("ha-bench-%d", time.Now().Unix())}
 	b.group = b.topic + "-g"
 	createTopic(ctx, b.topic)

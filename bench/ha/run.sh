@@ -7,7 +7,8 @@
 # alike (bench/RESULTS.md says how it was measured):
 #   source /work/lane.sh K; eval "$(bash test/kafka/kafka.sh env)"
 #   flock /tmp/kproxy-bench.lock nice -n -15 bash bench/ha/run.sh
-# Knobs (env): KILLS=10 PHASE=10s RATE=2400
+# Knobs (env): KILLS=10 PHASE=10s RATE=2400; FLIPS=N runs only the flip-hold
+# phase (N flips of a replicated topic, to the target and back) into flips.json
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${KPROXY_TARGET_BOOTSTRAP:?eval \"\$(bash test/kafka/kafka.sh env)\" first}"
@@ -16,7 +17,7 @@ go build -o "$WORK/kproxy" ./cmd/kproxy
 go build -o "$WORK/ha" ./bench/ha
 uptime | sed 's/^/load before: /'
 "$WORK/ha" -kproxy "$WORK/kproxy" -source "${KPROXY_SOURCE_BOOTSTRAP:-}" -target "$KPROXY_TARGET_BOOTSTRAP" \
-  -work "$WORK" -out bench/ha -kills "${KILLS:-10}" -phase "${PHASE:-10s}" -rate "${RATE:-2400}"
+  -work "$WORK" -out bench/ha -kills "${KILLS:-10}" -phase "${PHASE:-10s}" -rate "${RATE:-2400}" ${FLIPS:+-flips "$FLIPS"}
 uptime | sed 's/^/load after: /'
-python3 bench/ha/plot.py bench/ha
+[ -n "${FLIPS:-}" ] || python3 bench/ha/plot.py bench/ha
 echo "work dir (kproxy logs): $WORK"

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,11 +73,11 @@ func main() {
 	} else {
 		fmt.Println("ok   replicaCount: 2 is refused with a reason without config.control")
 	}
-	if err := checkReplicatedCutoverRefused(*chartDir, *kproxy); err != nil {
+	if err := checkReplicatedGroupMoveRefused(*chartDir, *kproxy); err != nil {
 		failed = true
 		fmt.Printf("FAIL replicaCount with replicate: %v\n", err)
 	} else {
-		fmt.Println("ok   replicaCount: 2 with replicate and a route to the target renders, and kproxy validate refuses it with a reason")
+		fmt.Println("ok   replicaCount: 2 with replicate: a route to the target (a coordinated cutover) validates; a group home on the target renders, and kproxy validate refuses it with a reason")
 	}
 	if failed {
 		os.Exit(1)
@@ -118,36 +119,46 @@ func checkReplicaRefusals(chartDir string) error {
 	return nil
 }
 
-// checkReplicatedCutoverRefused: several replicas that copy may not route
-// to the target (a cutover is not coordinated across pods yet): the chart
-// renders, and `kproxy validate` refuses the config, saying why.
-func checkReplicatedCutoverRefused(chartDir, kproxy string) error {
-	cfg := map[string]any{
-		"clusters":  map[string]any{"source": map[string]any{"bootstrap": []any{"old-kafka:9092"}}, "target": map[string]any{"bootstrap": []any{"new-kafka:9092"}}},
-		"routes":    map[string]any{"default": "target"},
-		"replicate": []any{"orders"},
-		"control":   map[string]any{},
-	}
-	out, err := render(chartDir, "", map[string]any{"replicaCount": 2, "config": cfg})
-	if err != nil {
-		return fmt.Errorf("did not render: %v", err)
-	}
-	var objs objects
-	for file, text := range out {
-		if !strings.HasSuffix(file, ".yaml") || strings.HasPrefix(filepath.Base(file), "_") {
-			continue
+// checkReplicatedGroupMoveRefused: several replicas that copy may route
+// to the target (cutovers run through the control topic, coordinated
+// across pods) but may not move a group home (group moves are not
+// coordinated yet): both render, `kproxy validate` accepts the first and
+// refuses the second, saying why.
+func checkReplicatedGroupMoveRefused(chartDir, kproxy string) error {
+	validate := func(extra map[string]any) error {
+		cfg := map[string]any{
+			"clusters":    map[string]any{"source": map[string]any{"bootstrap": []any{"old-kafka:9092"}}, "target": map[string]any{"bootstrap": []any{"new-kafka:9092"}}},
+			"routes":      map[string]any{"default": "target"},
+			"replicate":   []any{"orders"},
+			"replication": map[string]any{"reverse_after_cutover": true},
+			"control":     map[string]any{},
 		}
-		for _, doc := range strings.Split(text, "\n---") {
-			if strings.TrimSpace(stripComments(doc)) != "" {
-				if _, err := decode(doc, &objs); err != nil {
-					return err
+		maps.Copy(cfg, extra)
+		out, err := render(chartDir, "", map[string]any{"replicaCount": 2, "config": cfg})
+		if err != nil {
+			return fmt.Errorf("did not render: %v", err)
+		}
+		var objs objects
+		for file, text := range out {
+			if !strings.HasSuffix(file, ".yaml") || strings.HasPrefix(filepath.Base(file), "_") {
+				continue
+			}
+			for _, doc := range strings.Split(text, "\n---") {
+				if strings.TrimSpace(stripComments(doc)) != "" {
+					if _, err := decode(doc, &objs); err != nil {
+						return err
+					}
 				}
 			}
 		}
+		return objs.validateConfig(kproxy)
 	}
-	err = objs.validateConfig(kproxy)
+	if err := validate(nil); err != nil {
+		return fmt.Errorf("kproxy validate refused a route to the target with replicate: %v", err)
+	}
+	err := validate(map[string]any{"groups": map[string]any{"default": "target"}})
 	if err == nil || !strings.Contains(err.Error(), "not coordinated across instances") {
-		return fmt.Errorf("kproxy validate: %v; want a refusal saying cutovers are not coordinated across instances", err)
+		return fmt.Errorf("kproxy validate: %v; want a refusal saying group moves are not coordinated across instances", err)
 	}
 	return nil
 }
