@@ -839,26 +839,27 @@ func (c *cutovers) drainEnds(ctx context.Context, topic, from string, phases *ph
 			freezes++
 			fh, err := fz.Freeze(ctx, from, topic)
 			if err == nil {
+				total := int32(len(fh.ends))
 				ends, stable, after := c.ownedOnly(topic, fh.ends), c.ownedOnly(topic, fh.stable), c.ownedOnly(topic, fh.after)
 				if maps.Equal(ends, stable) {
 					if !maps.Equal(after, ends) {
 						continue // a record landed around the producers: freeze again
 					}
 					if err := c.gate.KeepOldHomeProducers(topic, from, fh.producers); err != nil {
-						return nil, err
+						return nil, 0, err
 					}
 					c.gate.CapFetch(topic, from, ends)
-					return ends, nil
+					return ends, total, nil
 				}
 				select {
 				case <-ctx.Done():
-					return nil, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
+					return nil, 0, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
 				case <-time.After(5 * time.Millisecond):
 				}
 				continue
 			}
 			if ctx.Err() != nil {
-				return nil, err
+				return nil, 0, err
 			}
 			if !errors.Is(err, errNoFreeze) {
 				c.log.Debug("the drain's one-round-trip freeze failed; looking the ends up one after the other", "topic", topic, "home", from, "error", err)
