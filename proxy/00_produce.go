@@ -43,6 +43,19 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	sc.rc, sc.req = rc, req
 	s := rc.srv()
 	router := s.routes()
+	if rc.splice != nil && produceNamesReplicated(s, router, req) {
+		// Read by the spliced path, but a topic became replicated since
+		// (a cutover may hold its part past this call): its bodies come
+		// back into memory and the request goes the buffered way
+		// (produce_splice.go).
+		body, err := rc.splice.materialize(req)
+		if err != nil {
+			rc.cc.log.Warn("closing client connection: a spliced produce could not be read back", "error", err)
+			rc.cc.nc.Close()
+			return nil
+		}
+		rc.body, rc.splice = body, nil
+	}
 	look := newLeaderLookup(rc)
 	resp := &sc.resp
 	*resp = kmsg.ProduceResponse{Version: req.Version, Topics: resp.Topics[:0]}
@@ -131,6 +144,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		virtualID := t.TopicID
 		vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: virtualID} // for answers
 		for _, p := range t.Partitions {
+			// sparse: the records are a spliced section's batch
+			// headers, their bodies in pipes (produce_splice.go).
+			sparse := rc.splice.sparse(p.Records)
 			// The key is read before any producer id rewrite.
 			var key batchKey
 			var isKeyed bool
@@ -142,7 +158,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			// already written there (ident_pid_resend.go).
 			pc, resent, code := cluster, false, kerr.UnknownTopicID.Code
 			if name != "" {
-				pc, resent, code = rc.routeResend(cluster, name, p.Partition, p.Records)
+				pc, resent, code = rc.routeResend(cluster, name, p.Partition, p.Records, sparse)
 			}
 			ref := brokerRef{}
 			if code == 0 {
@@ -175,7 +191,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				pl, code = s.offsetsPlan(pc, name, p.Partition, false)
 			}
 			if code == 0 && !resent {
-				code = rc.rewriteProducerIDAt(pc, txnPartition{name, p.Partition}, p.Records)
+				code = rc.rewriteProducerIDs(pc, txnPartition{name, p.Partition}, p.Records, sparse)
 			}
 			if code != 0 {
 				addProducePartition(resp, vt, producePartitionError(p.Partition, code))
@@ -184,7 +200,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			asked.ask(ref, partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition})
 			plans = append(plans, producePlan{partPlan: pl, name: name, topic: vt,
 				up: kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, part: p,
-				note: ts.noteProduce(pc, p.Partition, p.Records), key: key, keyed: isKeyed})
+				note: ts.noteProduce(pc, p.Partition, p.Records, sparse), key: key, keyed: isKeyed})
 		}
 	}
 
@@ -436,6 +452,21 @@ func (sc *produceScratch) rest() kmsg.Response {
 		}
 		return sc.answered(resp)
 	}
+}
+
+// produceNamesReplicated reports whether req names a topic router
+// replicates.
+func produceNamesReplicated(s *Server, router Router, req *kmsg.ProduceRequest) bool {
+	for _, t := range req.Topics {
+		name := t.Topic
+		if req.Version >= 13 {
+			name, _ = s.topicIDs.name(t.TopicID)
+		}
+		if name != "" && router.Replicated(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // addHeldAnswers waits for the held parts of a request (released by the
