@@ -160,6 +160,13 @@ func (r *spliceReq) wants(n int) bool {
 	if r == nil || produceSpliceMin <= 0 || n < produceSpliceMin {
 		return false
 	}
+	// Only what arrived with the size is looked at: waiting here for the
+	// key would wait before anything is charged to the budget
+	// (TestStalledHugeFramesHoldOnlyWhatArrived). A client's frame starts
+	// in the segment its size is in.
+	if r.br.Buffered() < 2 {
+		return false
+	}
 	b, err := r.br.Peek(2)
 	return err == nil && binary.BigEndian.Uint16(b) == uint16(kmsg.Produce.Int16())
 }
