@@ -454,7 +454,13 @@ func (uc *upstreamConn) writePieces(buf []byte) error {
 	w := 0
 	for i, pc := range uc.pieces {
 		if pc.at > w {
-			if _, err := uc.nc.Write(buf[w:pc.at]); err != nil {
+			var err error
+			if uc.ss != nil {
+				err = uc.ss.sendMore(buf[w:pc.at]) // the body follows
+			} else {
+				_, err = uc.nc.Write(buf[w:pc.at])
+			}
+			if err != nil {
 				return err
 			}
 			w = pc.at
