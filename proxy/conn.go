@@ -274,7 +274,7 @@ func (cc *clientConn) readLoop() error {
 	}
 	lim := cc.srv.opts.Limits
 	budget := cc.srv.budget
-	var reuse []byte // a frame buffer no request references any more
+	var reuse []byte  // a frame buffer no request references any more
 	var charged int64 // what the frame being read holds of the budget
 	acquire := func(k int) error {
 		if err := budget.acquire(int64(k), cc.done); err != nil {

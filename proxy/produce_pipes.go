@@ -157,7 +157,7 @@ type sockSplicer struct {
 	more bool // out: more of the frame follows
 	err  error
 
-	b    []byte // send's bytes
+	b []byte // send's bytes
 
 	onReadable func(fd uintptr) bool
 	onWritable func(fd uintptr) bool

@@ -133,15 +133,15 @@ type spliceReq struct {
 	err     error // reading failed: the connection ends
 	unusual bool  // the buffered path takes the frame
 
-	h            requestHeader
-	clientOff    int // -1: null
-	clientLen    int
-	acks         int16
-	timeout      int32
-	topics       []prTopic
-	parts        []prPart
-	secs         []spliceSection
-	bodies       []bodyPiece
+	h         requestHeader
+	clientOff int // -1: null
+	clientLen int
+	acks      int16
+	timeout   int32
+	topics    []prTopic
+	parts     []prPart
+	secs      []spliceSection
+	bodies    []bodyPiece
 	pipesHeld int
 }
 
