@@ -310,7 +310,7 @@ func (cc *clientConn) readLoop() error {
 		}
 		charged = 0
 		var body []byte
-		if sp.wants(n) {
+		if !cc.sasl.raw && sp.wants(n) {
 			// A large Produce: read incrementally, its large batch
 			// bodies into pipes (produce_splice.go).
 			var spliced bool
