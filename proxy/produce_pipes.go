@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
+
+	"github.com/kproxy/kproxy/internal/lowat"
 )
 
 const (
@@ -149,6 +151,11 @@ func (p *kpipe) readOut(b []byte) error {
 // bound once (a closure per RawConn call would be allocated).
 type sockSplicer struct {
 	raw syscall.RawConn
+	// lw, when set, is the socket's low-water-mark reader: a splice
+	// from the socket waits for the rest of what it wants (up to a
+	// chunk) with it, one wake-up instead of one per segment; the caller
+	// releases the mark after.
+	lw *lowat.Reader
 	// the splice in progress
 	p    *kpipe
 	want int
@@ -210,6 +217,9 @@ func (s *sockSplicer) readable(fd uintptr) bool {
 			if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, fionread, uintptr(unsafe.Pointer(&queued))); e == 0 && queued > 0 {
 				s.full = true
 				return true
+			}
+			if s.lw != nil {
+				s.lw.MarkFD(fd, s.want-s.got)
 			}
 			return false // wait for the socket
 		case err != nil:

@@ -150,6 +150,7 @@ func newSpliceReq(cc *clientConn, br *bufio.Reader, lw *lowat.Reader, acquire fu
 	if ss == nil || lw == nil {
 		return nil // not a plain TCP socket: no splice
 	}
+	ss.lw = lw
 	return &spliceReq{cc: cc, br: br, lw: lw, ss: ss, acquire: acquire}
 }
 
@@ -519,20 +520,20 @@ func (r *spliceReq) spliceBody(sec *spliceSection, idx, n int) {
 			_, _ = r.br.Discard(got)
 			r.owed += len(b) - got // charged, not taken
 		} else {
-			// The mark a memory read left would delay the splice's
-			// wake-ups; they take what arrived (no syscall when the
-			// mark is one byte already).
-			if err := r.lw.Release(); err != nil {
-				r.err = err
-				return
-			}
-			k := min(n, frameChunk)
+			// Up to a MiB at a time, waking once it arrived (the
+			// splicer sets the mark: sockread.go's reasons).
+			k := min(n, lowatChunk)
 			if !r.charge(k) {
 				return
 			}
 			_ = r.cc.nc.SetReadDeadline(time.Now().Add(r.cc.srv.opts.Limits.ReadTimeout))
 			got, err = r.ss.in(p, k)
 			r.owed += k - got
+			// Memory reads through the buffered reader must not wait
+			// for the mark (no syscall when it is one byte).
+			if rerr := r.lw.Release(); rerr != nil && err == nil {
+				err = rerr
+			}
 		}
 		if got > 0 {
 			if m := len(r.bodies); m > 0 && r.bodies[m-1].at == len(r.mem) && r.bodies[m-1].sec == idx {
