@@ -23,6 +23,12 @@ package proxy
 // answered when their broker answers, the held part waits for the release,
 // and the one response merges both in the request's order.
 // acks=0: forwarded without waiting; the client gets no response.
+// A large Produce from a plaintext client may arrive with its large
+// records sections as batch headers only, their bodies in kernel pipes
+// (rc.splice, produce_splice.go, decision 009): the plan is made from the
+// headers (sparse), and the sub-requests are written with the bodies
+// spliced into them; a request naming a replicated topic has its bodies
+// read back into memory first (materialize) and goes on as any other.
 
 import (
 	"cmp"
