@@ -276,15 +276,13 @@ func (rc *reqCtx) rewriteProducerIDs(cluster string, tp txnPartition, records []
 // base sequence (bytes 43-56) end.
 const producerFieldsEnd = 57
 
-// patchCRC sets the CRC of a v2 batch whose producer fields were patched,
+// patchCRCLen sets the CRC of a v2 batch whose producer fields were patched,
 // derived from its old CRC and the patch (before: its bytes 21 to
 // producerFieldsEnd before the patch), not read again from its records:
 // the batch's bytes are read once less, and a batch the client sent
 // corrupt stays corrupt, for the broker to refuse (internal/batchcrc).
-func patchCRC(b, before []byte) { patchCRCLen(b, before, len(b)) }
-
-// patchCRCLen is patchCRC for a batch of n bytes of which b may hold only
-// the header (a spliced section's).
+// n is the batch's length: b may hold only its header (a spliced
+// section's, produce_splice.go).
 func patchCRCLen(b, before []byte, n int) {
 	old := binary.BigEndian.Uint32(b[17:])
 	binary.BigEndian.PutUint32(b[17:], batchcrc.Patched(old, before, b[21:producerFieldsEnd], n-21))

@@ -198,12 +198,9 @@ func (rc *reqCtx) routeResend(cluster, topic string, partition int32, records []
 	return
 }
 
-// putProducer writes an upstream session into a v2 batch header and
-// patches its CRC (patchCRC).
-func putProducer(b []byte, u upstreamPID) { putProducerLen(b, u, len(b)) }
-
-// putProducerLen is putProducer for a batch of n bytes of which b may
-// hold only the header.
+// putProducerLen writes an upstream session into a v2 batch header and
+// patches its CRC (patchCRCLen).
+// n is the batch's length: b may hold only its header.
 func putProducerLen(b []byte, u upstreamPID, n int) {
 	var before [producerFieldsEnd - 21]byte
 	copy(before[:], b[21:producerFieldsEnd])
