@@ -36,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -403,6 +404,22 @@ func (sc *produceScratch) rest() kmsg.Response {
 		}
 		for i, p := range pend {
 			ref := order[i]
+			if raw && p.err == nil {
+				// Read from the bytes first: an answer to pass through
+				// as it is needs no decoding (which allocates).
+				body, err := p.call.wait(p.u, upstreamTimeout(p.req))
+				if err == nil && produceAnswerPlain(body, req.Version, asked, plans) {
+					if p.call.frame != nil {
+						sc.frames = append(sc.frames, p.call)
+					}
+					for i := range plans {
+						plans[i].note.settle()
+					}
+					sc.upResp = kmsg.ProduceResponse{Version: req.Version, Topics: sc.upResp.Topics[:0]}
+					sc.pass = passthrough{Response: &sc.upResp, body: body, frames: sc.frames}
+					return &sc.pass
+				}
+			}
 			var stale []string
 			// Decoded without copying its strings: they alias the
 			// answer's buffer, which the client's answer holds until
@@ -573,6 +590,75 @@ func produceAnswerAsIs(pr *kmsg.ProduceResponse, asked *partsAsked, plans []prod
 		}
 	}
 	return e == len(asked.parts)
+}
+
+// produceAnswerPlain is produceAnswerAsIs read from the answer's body
+// (after its header) without decoding it: kmsg's decoder makes each
+// topic's partition array anew, the one allocation a forwarded Produce
+// still made. It is stricter where that is simpler (any tagged field, a
+// leader hint among them, says no): a no here only means the answer is
+// decoded and judged as before.
+func produceAnswerPlain(body []byte, version int16, asked *partsAsked, plans []producePlan) bool {
+	r := kbin.Reader{Src: body}
+	flex := version >= 9
+	length := func(short bool) int {
+		switch {
+		case flex:
+			return int(r.Uvarint()) - 1
+		case short:
+			return int(r.Int16())
+		}
+		return int(r.Int32())
+	}
+	skip := func(n int) {
+		if n > 0 {
+			r.Span(n)
+		}
+	}
+	noTags := func() bool { return !flex || r.Uvarint() == 0 }
+	e := 0
+	nt := length(false)
+	for t := 0; t < nt && r.Ok(); t++ {
+		var name []byte
+		var id [16]byte
+		if version >= 13 {
+			copy(id[:], r.Span(16))
+		} else if l := length(true); l >= 0 {
+			name = r.Span(l)
+		}
+		np := length(false)
+		for q := 0; q < np && r.Ok(); q++ {
+			partition, code := r.Int32(), r.Int16()
+			r.Int64() // BaseOffset: an identity plan leaves it
+			r.Int64() // LogAppendTime
+			if version >= 5 {
+				r.Int64() // LogStartOffset
+			}
+			if version >= 8 {
+				ne := length(false)
+				for x := 0; x < ne && r.Ok(); x++ {
+					r.Int32()
+					skip(length(true))
+					if !noTags() {
+						return false
+					}
+				}
+				skip(length(true)) // ErrorMessage
+			}
+			if !noTags() || !r.Ok() || e >= len(asked.parts) || code != 0 || plans[e].offsets != nil {
+				return false
+			}
+			if k := asked.parts[e].key; k.partition != partition || k.id != id || k.topic != string(name) {
+				return false
+			}
+			e++
+		}
+		if !noTags() {
+			return false
+		}
+	}
+	r.Int32() // ThrottleMillis
+	return noTags() && r.Ok() && len(r.Src) == 0 && e == len(asked.parts)
 }
 
 // producePlan is one produced partition's plan: its translation and the
