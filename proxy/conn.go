@@ -382,6 +382,13 @@ func fillBody(br *bufio.Reader, lw *lowat.Reader, b []byte) (int, error) {
 		return got, nil
 	}
 	if lw == nil || len(b)-got < lowatMin {
+		// A mark left from an earlier piece of this frame may be more
+		// than is left of it: the poller would never say readable.
+		if lw != nil {
+			if err := lw.Release(); err != nil {
+				return got, err
+			}
+		}
 		m, err := io.ReadFull(br, b[got:])
 		return got + m, err
 	}
