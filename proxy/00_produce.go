@@ -23,6 +23,12 @@ package proxy
 // answered when their broker answers, the held part waits for the release,
 // and the one response merges both in the request's order.
 // acks=0: forwarded without waiting; the client gets no response.
+// A large Produce from a plaintext client may arrive with its large
+// records sections as batch headers only, their bodies in kernel pipes
+// (rc.splice, produce_splice.go, decision 010): the plan is made from the
+// headers (sparse), and the sub-requests are written with the bodies
+// spliced into them; a request naming a replicated topic has its bodies
+// read back into memory first (materialize) and goes on as any other.
 
 import (
 	"cmp"
@@ -30,6 +36,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -43,6 +50,19 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 	sc.rc, sc.req = rc, req
 	s := rc.srv()
 	router := s.routes()
+	if rc.splice != nil && produceNamesReplicated(s, router, req) {
+		// Read by the spliced path, but a topic became replicated since
+		// (a cutover may hold its part past this call): its bodies come
+		// back into memory and the request goes the buffered way
+		// (produce_splice.go).
+		body, err := rc.splice.materialize(req)
+		if err != nil {
+			rc.cc.log.Warn("closing client connection: a spliced produce could not be read back", "error", err)
+			rc.cc.nc.Close()
+			return nil
+		}
+		rc.body, rc.splice = body, nil
+	}
 	look := newLeaderLookup(rc)
 	resp := &sc.resp
 	*resp = kmsg.ProduceResponse{Version: req.Version, Topics: resp.Topics[:0]}
@@ -131,6 +151,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		virtualID := t.TopicID
 		vt := kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: virtualID} // for answers
 		for _, p := range t.Partitions {
+			// sparse: the records are a spliced section's batch
+			// headers, their bodies in pipes (produce_splice.go).
+			sparse := rc.splice.sparse(p.Records)
 			// The key is read before any producer id rewrite.
 			var key batchKey
 			var isKeyed bool
@@ -142,7 +165,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			// already written there (ident_pid_resend.go).
 			pc, resent, code := cluster, false, kerr.UnknownTopicID.Code
 			if name != "" {
-				pc, resent, code = rc.routeResend(cluster, name, p.Partition, p.Records)
+				pc, resent, code = rc.routeResend(cluster, name, p.Partition, p.Records, sparse)
 			}
 			ref := brokerRef{}
 			if code == 0 {
@@ -175,7 +198,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 				pl, code = s.offsetsPlan(pc, name, p.Partition, false)
 			}
 			if code == 0 && !resent {
-				code = rc.rewriteProducerIDAt(pc, txnPartition{name, p.Partition}, p.Records)
+				code = rc.rewriteProducerIDs(pc, txnPartition{name, p.Partition}, p.Records, sparse)
 			}
 			if code != 0 {
 				addProducePartition(resp, vt, producePartitionError(p.Partition, code))
@@ -184,7 +207,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 			asked.ask(ref, partKey{topic: t.Topic, id: t.TopicID, partition: p.Partition})
 			plans = append(plans, producePlan{partPlan: pl, name: name, topic: vt,
 				up: kmsg.ProduceRequestTopic{Topic: t.Topic, TopicID: t.TopicID}, part: p,
-				note: ts.noteProduce(pc, p.Partition, p.Records), key: key, keyed: isKeyed})
+				note: ts.noteProduce(pc, p.Partition, p.Records, sparse), key: key, keyed: isKeyed})
 		}
 	}
 
@@ -381,6 +404,22 @@ func (sc *produceScratch) rest() kmsg.Response {
 		}
 		for i, p := range pend {
 			ref := order[i]
+			if raw && p.err == nil {
+				// Read from the bytes first: an answer to pass through
+				// as it is needs no decoding (which allocates).
+				body, err := p.call.wait(p.u, upstreamTimeout(p.req))
+				if err == nil && produceAnswerPlain(body, req.Version, asked, plans) {
+					if p.call.frame != nil {
+						sc.frames = append(sc.frames, p.call)
+					}
+					for i := range plans {
+						plans[i].note.settle()
+					}
+					sc.upResp = kmsg.ProduceResponse{Version: req.Version, Topics: sc.upResp.Topics[:0]}
+					sc.pass = passthrough{Response: &sc.upResp, body: body, frames: sc.frames}
+					return &sc.pass
+				}
+			}
 			var stale []string
 			// Decoded without copying its strings: they alias the
 			// answer's buffer, which the client's answer holds until
@@ -436,6 +475,21 @@ func (sc *produceScratch) rest() kmsg.Response {
 		}
 		return sc.answered(resp)
 	}
+}
+
+// produceNamesReplicated reports whether req names a topic router
+// replicates.
+func produceNamesReplicated(s *Server, router Router, req *kmsg.ProduceRequest) bool {
+	for _, t := range req.Topics {
+		name := t.Topic
+		if req.Version >= 13 {
+			name, _ = s.topicIDs.name(t.TopicID)
+		}
+		if name != "" && router.Replicated(name) {
+			return true
+		}
+	}
+	return false
 }
 
 // addHeldAnswers waits for the held parts of a request (released by the
@@ -536,6 +590,75 @@ func produceAnswerAsIs(pr *kmsg.ProduceResponse, asked *partsAsked, plans []prod
 		}
 	}
 	return e == len(asked.parts)
+}
+
+// produceAnswerPlain is produceAnswerAsIs read from the answer's body
+// (after its header) without decoding it: kmsg's decoder makes each
+// topic's partition array anew, the one allocation a forwarded Produce
+// still made. It is stricter where that is simpler (any tagged field, a
+// leader hint among them, says no): a no here only means the answer is
+// decoded and judged as before.
+func produceAnswerPlain(body []byte, version int16, asked *partsAsked, plans []producePlan) bool {
+	r := kbin.Reader{Src: body}
+	flex := version >= 9
+	length := func(short bool) int {
+		switch {
+		case flex:
+			return int(r.Uvarint()) - 1
+		case short:
+			return int(r.Int16())
+		}
+		return int(r.Int32())
+	}
+	skip := func(n int) {
+		if n > 0 {
+			r.Span(n)
+		}
+	}
+	noTags := func() bool { return !flex || r.Uvarint() == 0 }
+	e := 0
+	nt := length(false)
+	for t := 0; t < nt && r.Ok(); t++ {
+		var name []byte
+		var id [16]byte
+		if version >= 13 {
+			copy(id[:], r.Span(16))
+		} else if l := length(true); l >= 0 {
+			name = r.Span(l)
+		}
+		np := length(false)
+		for q := 0; q < np && r.Ok(); q++ {
+			partition, code := r.Int32(), r.Int16()
+			r.Int64() // BaseOffset: an identity plan leaves it
+			r.Int64() // LogAppendTime
+			if version >= 5 {
+				r.Int64() // LogStartOffset
+			}
+			if version >= 8 {
+				ne := length(false)
+				for x := 0; x < ne && r.Ok(); x++ {
+					r.Int32()
+					skip(length(true))
+					if !noTags() {
+						return false
+					}
+				}
+				skip(length(true)) // ErrorMessage
+			}
+			if !noTags() || !r.Ok() || e >= len(asked.parts) || code != 0 || plans[e].offsets != nil {
+				return false
+			}
+			if k := asked.parts[e].key; k.partition != partition || k.id != id || k.topic != string(name) {
+				return false
+			}
+			e++
+		}
+		if !noTags() {
+			return false
+		}
+	}
+	r.Int32() // ThrottleMillis
+	return noTags() && r.Ok() && len(r.Src) == 0 && e == len(asked.parts)
 }
 
 // producePlan is one produced partition's plan: its translation and the

@@ -274,7 +274,18 @@ func (cc *clientConn) readLoop() error {
 	}
 	lim := cc.srv.opts.Limits
 	budget := cc.srv.budget
-	var reuse []byte // a frame buffer no request references any more
+	var reuse []byte  // a frame buffer no request references any more
+	var charged int64 // what the frame being read holds of the budget
+	acquire := func(k int) error {
+		if err := budget.acquire(int64(k), cc.done); err != nil {
+			return err
+		}
+		charged += int64(k)
+		// The deadline runs from when kproxy is ready for the chunk:
+		// waiting for the budget is not the client's fault.
+		return cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
+	}
+	sp := newSpliceReq(cc, br, lw, func(k int) error { return acquire(k) }) // nil over TLS
 	for {
 		if err := cc.awaitRequest(br); err != nil {
 			return err
@@ -297,17 +308,34 @@ func (cc *clientConn) readLoop() error {
 			}
 			return err
 		}
-		var charged int64
-		body, err := readBodyChunks(n, reuse, func(k int) error {
-			if err := budget.acquire(int64(k), cc.done); err != nil {
-				return err
+		charged = 0
+		var body []byte
+		if !cc.sasl.raw && sp.wants(n) {
+			// A large Produce: read incrementally, its large batch
+			// bodies into pipes (produce_splice.go).
+			var spliced bool
+			body, spliced, charged, err = sp.read(n, reuse)
+			reuse = nil
+			if err == nil && spliced {
+				cc.srv.metrics.bytesIn.Add(float64(n + 4))
+				_, err = cc.dispatch(nil, charged, sp)
+				sp.finish()
+				reuse = sp.memory()
+				if err != nil {
+					if !errors.Is(err, errSASLState) {
+						cc.srv.metrics.badFrames.Inc()
+					}
+					return err
+				}
+				if err = lw.Release(); err != nil {
+					return err
+				}
+				continue
 			}
-			charged += int64(k)
-			// The deadline runs from when kproxy is ready for the
-			// chunk: waiting for the budget is not the client's fault.
-			return cc.nc.SetReadDeadline(time.Now().Add(lim.ReadTimeout))
-		}, fill, most)
-		reuse = nil
+		} else {
+			body, err = readBodyChunks(n, reuse, acquire, fill, most)
+			reuse = nil
+		}
 		if err == nil && lw != nil {
 			err = lw.Release()
 		}
@@ -325,7 +353,7 @@ func (cc *clientConn) readLoop() error {
 			}
 			continue
 		}
-		released, err := cc.dispatch(body, charged)
+		released, err := cc.dispatch(body, charged, nil)
 		if err != nil {
 			if !errors.Is(err, errSASLState) { // counted as closed{reason}
 				cc.srv.metrics.badFrames.Inc()
@@ -354,6 +382,13 @@ func fillBody(br *bufio.Reader, lw *lowat.Reader, b []byte) (int, error) {
 		return got, nil
 	}
 	if lw == nil || len(b)-got < lowatMin {
+		// A mark left from an earlier piece of this frame may be more
+		// than is left of it: the poller would never say readable.
+		if lw != nil {
+			if err := lw.Release(); err != nil {
+				return got, err
+			}
+		}
 		m, err := io.ReadFull(br, b[got:])
 		return got + m, err
 	}
@@ -388,7 +423,11 @@ func (cc *clientConn) awaitRequest(br *bufio.Reader) error {
 // written upstream during the synchronous part), so the buffer can be
 // reused for the next frame. charged is what the frame holds of the buffer
 // budget; dispatch gives it back once the request's handler is done.
-func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err error) {
+//
+// sp, when not nil, is a Produce read by the spliced path (frame is nil):
+// its header and fields are parsed already, its large sections' bodies in
+// pipes (produce_splice.go). The caller calls sp.finish once it returns.
+func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (released bool, err error) {
 	budget := cc.srv.budget
 	adv := cc.srv.advertised()
 	// A Fetch takes the connection's fetch turn first: it is decoded
@@ -401,6 +440,8 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	key := int16(-1)
 	if len(frame) >= 2 {
 		key = int16(binary.BigEndian.Uint16(frame))
+	} else if sp != nil {
+		key = sp.h.key
 	}
 	switch key {
 	case kmsg.Produce.Int16():
@@ -424,7 +465,16 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 		sc = cc.fetchScratch()
 		into = sc.decodeInto()
 	}
-	h, req, body, err := parseRequest(frame, adv, cc.lastClientID, into, ps != nil)
+	var h requestHeader
+	var req kmsg.Request
+	var body []byte
+	if sp != nil {
+		h = sp.header(cc.lastClientID)
+		sp.fill(into.(*kmsg.ProduceRequest))
+		req = into
+	} else {
+		h, req, body, err = parseRequest(frame, adv, cc.lastClientID, into, ps != nil)
+	}
 	cc.lastClientID = h.clientID
 	if ps != nil && err == nil {
 		ownProduceStrings(req.(*kmsg.ProduceRequest))
@@ -534,7 +584,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64) (released bool, err 
 	} else {
 		rc = new(reqCtx)
 	}
-	*rc = reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil, metadataFiltered: describe != nil, produce: ps}
+	*rc = reqCtx{cc: cc, clientID: h.clientID, client: clientID, body: body, filtered: narrowed != nil || describe != nil, metadataFiltered: describe != nil, produce: ps, splice: sp}
 	wait := cc.runHandler(func() func() kmsg.Response { return spec.handle(rc, req) })
 	var h2 *handlerRun
 	if s != nil {

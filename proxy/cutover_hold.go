@@ -287,7 +287,7 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 				// A batch the old home already has goes there
 				// (ident_pid_resend.go): after a crash, the hold of
 				// the restarted kproxy's cutover queues the resends.
-				pc, resent, code := rc.routeResend(cluster, topic, p.Partition, p.Records)
+				pc, resent, code := rc.routeResend(cluster, topic, p.Partition, p.Records, false)
 				ref := brokerRef{}
 				if code == 0 {
 					ref, code = look.find(pc, topic, p.Partition)
@@ -320,7 +320,7 @@ func (s *Server) sendHeld(topic string, queue []*heldProduce) {
 				}
 				st := lastProduceTopic(sub, t)
 				st.Partitions = append(st.Partitions, p)
-				notes[ref] = append(notes[ref], ts.noteProduce(pc, p.Partition, p.Records))
+				notes[ref] = append(notes[ref], ts.noteProduce(pc, p.Partition, p.Records, false))
 				if isKeyed {
 					keys[ref] = append(keys[ref], k)
 				}

@@ -47,6 +47,8 @@ type memBroker struct {
 	silentFetch   bool
 	fetched       chan struct{}
 	fetchConnDone chan struct{}
+	// produced, when set, gets a copy of each Produce frame body.
+	produced chan []byte
 
 	mu     sync.Mutex // guards cached
 	cached map[[2]int16][]byte
@@ -110,6 +112,9 @@ func (b *memBroker) serve(c net.Conn) {
 			sawFetch = true
 			b.fetched <- struct{}{}
 			continue
+		}
+		if key == kmsg.Produce.Int16() && b.produced != nil {
+			b.produced <- append([]byte(nil), frame...)
 		}
 		var resp []byte
 		switch key {
@@ -514,6 +519,28 @@ func BenchmarkFetchForwardedLarge(b *testing.B) {
 			benchForwarded(b, r, fetchRequest(16, 6, id), 6*len(batch))
 			if streamed := fetchStreamed.Load() > before; streamed != (path == "streamed") {
 				b.Fatalf("%s: streamed=%v", path, streamed)
+			}
+		})
+	}
+}
+
+// BenchmarkProduceForwardedLarge: acks=all Produce, 6 partitions of one
+// 256 KiB batch each, all led by one broker, nothing to rewrite: through
+// the buffered path (splicing off), the spliced path (batch bodies socket
+// to socket through pipes, produce_splice.go), and direct.
+func BenchmarkProduceForwardedLarge(b *testing.B) {
+	for _, path := range []string{"direct", "buffered", "spliced"} {
+		b.Run(path+"/v11", func(b *testing.B) {
+			defer func(m int) { produceSpliceMin = m }(produceSpliceMin)
+			if path == "buffered" {
+				produceSpliceMin = 0
+			}
+			batch := benchBatch(256, 1024)
+			r := newBenchRig(b, path == "direct", 6, nil)
+			before := produceSpliced.Load()
+			benchForwarded(b, r, produceRequest(11, 6, batch), 6*len(batch))
+			if spliced := produceSpliced.Load() > before; spliced != (path == "spliced") {
+				b.Fatalf("%s: spliced=%v", path, spliced)
 			}
 		})
 	}

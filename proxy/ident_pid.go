@@ -220,13 +220,24 @@ func (rc *reqCtx) rewriteProducerID(cluster string, records []byte) int16 {
 // transactional batches also get their sequence rebased onto the upstream
 // session (txn_producers.go, rebaseSequenceLocked).
 func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records []byte) int16 {
+	return rc.rewriteProducerIDs(cluster, tp, records, false)
+}
+
+// rewriteProducerIDs is rewriteProducerIDAt; sparse says records is a
+// spliced section's batch headers only, 61 bytes each, each header's
+// length the batch's true length (produce_splice.go).
+func (rc *reqCtx) rewriteProducerIDs(cluster string, tp txnPartition, records []byte, sparse bool) int16 {
 	for len(records) >= 61 {
 		n := int(int32(binary.BigEndian.Uint32(records[8:]))) + 12
-		if n < 61 || n > len(records) {
+		step := n
+		if sparse {
+			step = 61
+		}
+		if n < 61 || step > len(records) {
 			return kerr.CorruptMessage.Code
 		}
-		b := records[:n]
-		records = records[n:]
+		b := records[:step]
+		records = records[step:]
 		if b[16] != 2 {
 			continue // legacy message sets carry no producer id
 		}
@@ -256,7 +267,7 @@ func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records [
 		default:
 			continue // no producer id (-1), or not one of ours: unchanged
 		}
-		patchCRC(b, before[:])
+		patchCRCLen(b, before[:], n)
 	}
 	return 0
 }
@@ -265,14 +276,16 @@ func (rc *reqCtx) rewriteProducerIDAt(cluster string, tp txnPartition, records [
 // base sequence (bytes 43-56) end.
 const producerFieldsEnd = 57
 
-// patchCRC sets the CRC of a v2 batch whose producer fields were patched,
+// patchCRCLen sets the CRC of a v2 batch whose producer fields were patched,
 // derived from its old CRC and the patch (before: its bytes 21 to
 // producerFieldsEnd before the patch), not read again from its records:
 // the batch's bytes are read once less, and a batch the client sent
 // corrupt stays corrupt, for the broker to refuse (internal/batchcrc).
-func patchCRC(b, before []byte) {
+// n is the batch's length: b may hold only its header (a spliced
+// section's, produce_splice.go).
+func patchCRCLen(b, before []byte, n int) {
 	old := binary.BigEndian.Uint32(b[17:])
-	binary.BigEndian.PutUint32(b[17:], batchcrc.Patched(old, before, b[21:producerFieldsEnd], len(b)-21))
+	binary.BigEndian.PutUint32(b[17:], batchcrc.Patched(old, before, b[21:producerFieldsEnd], n-21))
 }
 
 // initVirtualProducer answers InitProducerId for an idempotent producer:

@@ -148,12 +148,15 @@ func (p *producerIDs) previousSessionLocked(vpid int64, vepoch int16, cluster, t
 // about to go to cluster, goes (the rule in the file comment). It returns
 // the cluster to send it to and, when that is the old home, rewritten true:
 // the batch already carries the old session's PID and epoch.
-func (rc *reqCtx) routeResend(cluster, topic string, partition int32, records []byte) (to string, rewritten bool, code int16) {
+// sparse says records is a spliced section's batch headers only
+// (produce_splice.go).
+func (rc *reqCtx) routeResend(cluster, topic string, partition int32, records []byte, sparse bool) (to string, rewritten bool, code int16) {
 	to = cluster
 	if len(records) < 61 || records[16] != 2 {
 		return
 	}
-	if n := int(int32(binary.BigEndian.Uint32(records[8:]))) + 12; n != len(records) {
+	whole := int(int32(binary.BigEndian.Uint32(records[8:]))) + 12
+	if sparse && len(records) != 61 || !sparse && whole != len(records) {
 		return // not one batch: the broker refuses it
 	}
 	vpid := int64(binary.BigEndian.Uint64(records[43:]))
@@ -189,20 +192,21 @@ func (rc *reqCtx) routeResend(cluster, topic string, partition int32, records []
 		s.countResend("old_home")
 		rc.cc.log.Info("a batch resent after its topic moved is already on the old home; the old home answers it as a duplicate",
 			"topic", topic, "partition", partition, "old_home", old, "first_sequence", first, "records", n)
-		putProducer(records, u)
+		putProducerLen(records, u, whole)
 		return old, true, 0
 	}
 	return
 }
 
-// putProducer writes an upstream session into a v2 batch header and
-// patches its CRC (patchCRC).
-func putProducer(b []byte, u upstreamPID) {
+// putProducerLen writes an upstream session into a v2 batch header and
+// patches its CRC (patchCRCLen).
+// n is the batch's length: b may hold only its header.
+func putProducerLen(b []byte, u upstreamPID, n int) {
 	var before [producerFieldsEnd - 21]byte
 	copy(before[:], b[21:producerFieldsEnd])
 	binary.BigEndian.PutUint64(b[43:], uint64(u.pid))
 	binary.BigEndian.PutUint16(b[51:], uint16(u.epoch))
-	patchCRC(b, before[:])
+	patchCRCLen(b, before[:], n)
 }
 
 // KeepOldHomeProducers records the producer state of topic's partitions on

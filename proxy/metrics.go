@@ -18,6 +18,11 @@ type metrics struct {
 	// Streaming-eligible Fetch answers by outcome (fetch_stream.go).
 	fetchRelays                                 *prometheus.CounterVec
 	fetchStreamed, fetchBuffered, fetchRelayCut prometheus.Counter
+	// Large Produce requests read incrementally (produce_splice.go), by
+	// outcome: spliced (bodies socket to socket), rebuilt (read back into
+	// memory before dispatch), materialized (read back by the handler).
+	produceSplices                                          *prometheus.CounterVec
+	produceSpliced, produceSpliceRebuilt, produceSpliceRead prometheus.Counter
 
 	// Resource limits (limits.go, docs/operations.md).
 	bufferedBytes prometheus.Gauge
@@ -71,6 +76,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		upstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_upstream_errors_total", Help: "Failed dials and writes to upstream brokers, by cluster.",
 		}, []string{"cluster"}),
+		produceSplices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kproxy_produce_splices_total",
+			Help: "Large Produce requests from plaintext clients read incrementally, by outcome: spliced (batch bodies went client socket to broker socket through pipes), rebuilt (found unusual after splicing began: read back into memory, buffered path), materialized (read back by the handler: a topic became replicated meanwhile).",
+		}, []string{"outcome"}),
 		fetchRelays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_fetch_relays_total",
 			Help: "Fetch answers eligible for the streaming relay, by outcome: streamed, buffered (not plain or small: read whole), closed (could not be completed after streaming began; the client connection was closed).",
@@ -136,7 +145,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.fetchStreamed = m.fetchRelays.WithLabelValues("streamed")
 	m.fetchBuffered = m.fetchRelays.WithLabelValues("buffered")
 	m.fetchRelayCut = m.fetchRelays.WithLabelValues("closed")
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, reqs, lat,
+	m.produceSpliced = m.produceSplices.WithLabelValues("spliced")
+	m.produceSpliceRebuilt = m.produceSplices.WithLabelValues("rebuilt")
+	m.produceSpliceRead = m.produceSplices.WithLabelValues("materialized")
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, m.produceSplices, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
 		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.readsReplanned, m.resends, m.unanswered, m.metadataListings)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {

@@ -29,6 +29,10 @@ type reqCtx struct {
 	metadataFiltered bool
 	// produce is a Produce's pooled scratch (00_produce.go), or nil.
 	produce *produceScratch
+	// splice, set for a Produce read by the spliced path, holds the
+	// bodies of its large sections (produce_splice.go): the sub-requests
+	// are written with them (writeTo).
+	splice *spliceReq
 }
 
 func (rc *reqCtx) srv() *Server { return rc.cc.srv }
@@ -102,7 +106,12 @@ func (rc *reqCtx) writeTo(p *pending, cluster string, broker UpstreamNodeID, add
 	if raw {
 		body = rc.body
 	}
-	call, err := u.write(req, rc.clientID, body, raw, expectResponse, w, stream, prev)
+	var call *upstreamCall
+	if pr, ok := req.(*kmsg.ProduceRequest); ok && rc.splice != nil {
+		call, err = u.writeSpliced(pr, rc.clientID, rc.splice, expectResponse, w, prev)
+	} else {
+		call, err = u.write(req, rc.clientID, body, raw, expectResponse, w, stream, prev)
+	}
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()
 	}

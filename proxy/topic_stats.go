@@ -187,11 +187,23 @@ const batchControl = 0x20
 // countBatches walks v2 record batch headers (Produce v3+ carries only
 // those): offsets taken (lastOffsetDelta+1), records, transactional
 // batches. A truncated tail is not counted.
-func countBatches(b []byte) batchCount {
+func countBatches(b []byte) batchCount { return countBatchesSparse(b, false) }
+
+// countBatchesSparse is countBatches; sparse says b is a spliced section's
+// batch headers only, 61 bytes each (produce_splice.go).
+func countBatchesSparse(b []byte, sparse bool) batchCount {
 	c := batchCount{bytes: len(b)}
+	if sparse {
+		c.bytes = 0
+	}
 	for len(b) >= 61 {
 		n := int(int32(binary.BigEndian.Uint32(b[8:]))) + 12
-		if n < 61 || n > len(b) {
+		step := n
+		if sparse {
+			step = 61
+			c.bytes += n
+		}
+		if n < 61 || step > len(b) {
 			break
 		}
 		if b[16] == 2 {
@@ -204,7 +216,7 @@ func countBatches(b []byte) batchCount {
 				c.txnBatches++
 			}
 		}
-		b = b[n:]
+		b = b[step:]
 	}
 	return c
 }
@@ -218,8 +230,9 @@ type produceNote struct {
 
 // noteProduce counts a partition's batches as sent to cluster (before the
 // send) and returns what settle needs.
-func (ts *topicStats) noteProduce(cluster string, partition int32, records []byte) produceNote {
-	c := countBatches(records)
+// sparse: records is a spliced section's batch headers (countBatchesSparse).
+func (ts *topicStats) noteProduce(cluster string, partition int32, records []byte, sparse bool) produceNote {
+	c := countBatchesSparse(records, sparse)
 	i := clusterIndex(cluster)
 	ts.produceBytes[i].Add(float64(c.bytes))
 	ts.produceRecords[i].Add(float64(c.records))

@@ -89,11 +89,11 @@ func TestTopicCountersDoNotAllocatePerRequest(t *testing.T) {
 	}
 	srv.SetStatsTopics([]string{"orders"})
 	batch := batchBytes(t, 0, 2, 5)
-	srv.topicStats("orders").noteProduce(Source, 3, batch).settle() // first sight of partition 3
+	srv.topicStats("orders").noteProduce(Source, 3, batch, false).settle() // first sight of partition 3
 	allocs := testing.AllocsPerRun(1000, func() {
 		for _, name := range []string{"orders", "elsewhere"} {
 			ts := srv.topicStats(name)
-			n := ts.noteProduce(Source, 3, batch)
+			n := ts.noteProduce(Source, 3, batch, false)
 			n.settle()
 			ts.noteFetched(Target, batch)
 		}

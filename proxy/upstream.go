@@ -208,6 +208,11 @@ type upstreamConn struct {
 	hbuf    []byte
 	iov     net.Buffers // the writev of one request (a field: a local escapes)
 	pending chan *upstreamCall
+	// pieces and ss are writeSpliced's: the bodies an encoding left out,
+	// and the splicer into this socket (nil: not plain TCP).
+	pieces []splicePiece
+	ss     *sockSplicer
+	ssInit bool
 
 	// renewAt, when set, is when the connection should be replaced
 	// before the broker's SASL session ends (dialer.go); set before the
@@ -384,6 +389,138 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 		return nil, nil
 	}
 	return c, nil
+}
+
+// writeSpliced is write for a Produce read by the spliced path
+// (produce_splice.go): req is encoded with its large sections' batch
+// headers in memory, and their bodies follow from sp's pipes, spliced into
+// the socket in their places. On a socket that cannot take a splice (TLS)
+// the bodies are read out of the pipes and written.
+func (uc *upstreamConn) writeSpliced(req *kmsg.ProduceRequest, clientID *string, sp *spliceReq, expectResponse bool, watch answerWatcher, prev *upstreamCall) (*upstreamCall, error) {
+	uc.wmu.Lock()
+	defer uc.wmu.Unlock()
+	if uc.isDead() {
+		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
+	}
+	uc.corr++
+	c := newCall(prev)
+	c.corr, c.key, c.ver, c.watch = uc.corr, req.Key(), req.GetVersion(), watch
+	c.flex = flexibleHeader(req)
+	buf := appendRequestHeader(uc.wbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
+	buf, uc.pieces = appendProduceBodyPieces(buf, req, sp, uc.pieces[:0])
+	spliced := 0
+	for _, pc := range uc.pieces {
+		spliced += pc.n
+	}
+	setFrameSize(buf, spliced)
+	uc.wbuf = buf
+	if expectResponse {
+		select {
+		case uc.pending <- c:
+		case <-uc.dead:
+			return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
+		}
+	}
+	if uc.writeTimeout > 0 {
+		_ = uc.nc.SetWriteDeadline(time.Now().Add(uc.writeTimeout))
+	}
+	err := uc.writePieces(buf)
+	for _, pc := range uc.pieces {
+		pc.sec.sent = true
+	}
+	clear(uc.pieces)
+	if cap(uc.wbuf) > 8<<20 {
+		uc.wbuf = nil
+	}
+	if err != nil {
+		err = fmt.Errorf("writing %s to upstream %s broker %d: %w", kmsg.NameForKey(req.Key()), uc.cluster, uc.broker, err)
+		go uc.fail(err)
+		if !expectResponse {
+			return nil, err
+		}
+		return c, nil
+	}
+	if !expectResponse {
+		return nil, nil
+	}
+	return c, nil
+}
+
+// writePieces writes buf with uc.pieces' bodies in their places (wmu held).
+func (uc *upstreamConn) writePieces(buf []byte) error {
+	if !uc.ssInit {
+		uc.ss, uc.ssInit = newSockSplicer(uc.nc), true
+	}
+	w := 0
+	for i, pc := range uc.pieces {
+		if pc.at > w {
+			var err error
+			if uc.ss != nil {
+				err = uc.ss.sendMore(buf[w:pc.at]) // the body follows
+			} else {
+				_, err = uc.nc.Write(buf[w:pc.at])
+			}
+			if err != nil {
+				return err
+			}
+			w = pc.at
+		}
+		more := i < len(uc.pieces)-1 || w < len(buf)
+		if err := uc.spliceOut(pc.sec, pc.n, more); err != nil {
+			return err
+		}
+	}
+	if w < len(buf) {
+		_, err := uc.nc.Write(buf[w:])
+		return err
+	}
+	return nil
+}
+
+// spliceOut sends n bytes of s's bodies from its pipes.
+func (uc *upstreamConn) spliceOut(s *spliceSection, n int, more bool) error {
+	for n > 0 {
+		if s.ci >= len(s.chain) {
+			return errors.New("spliced section: pipes hold fewer bytes than its batches")
+		}
+		p := s.chain[s.ci]
+		if p.n == 0 {
+			s.ci++
+			continue
+		}
+		k := min(n, p.n)
+		if uc.ss != nil {
+			if err := uc.ss.out(p, k, more || k < n); err != nil {
+				return err
+			}
+		} else {
+			// Not a plain TCP socket (TLS): through memory.
+			bp := getBuf()
+			b := (*bp)[:0]
+			for k > 0 {
+				m := min(k, 64<<10)
+				if cap(b) < m {
+					b = make([]byte, m)
+				}
+				b = b[:m]
+				if err := p.readOut(b); err != nil {
+					putBuf(bp)
+					return err
+				}
+				if _, err := uc.nc.Write(b); err != nil {
+					putBuf(bp)
+					return err
+				}
+				n -= m
+				k -= m
+			}
+			*bp = b
+			putBuf(bp)
+			continue
+		}
+		n -= k
+	}
+	return nil
 }
 
 func (uc *upstreamConn) readLoop() {

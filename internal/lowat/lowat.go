@@ -104,6 +104,16 @@ func (r *Reader) Release() error {
 	return err
 }
 
+// MarkFD sets the socket's mark to want (at most the chunk) from inside a
+// RawConn callback of another reader of the same socket (the proxy's
+// spliced Produce reader, which waits for a batch body with it), keeping
+// the mark this Reader knows right: Release sets it back afterwards.
+func (r *Reader) MarkFD(fd uintptr, want int) bool {
+	ok := r.setMark(fd, max(1, min(want, r.chunk)))
+	r.err = nil
+	return ok
+}
+
 // setMark sets SO_RCVLOWAT to want unless it is set already; false (and
 // r.err) when the kernel refused.
 func (r *Reader) setMark(fd uintptr, want int) bool {
