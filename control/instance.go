@@ -47,8 +47,11 @@ type Instance struct {
 	insts *instances
 	// coord runs cutovers through the control topic (control: and
 	// replicate); nil otherwise.
-	coord  *coordFlips
-	closed atomic.Bool // Close began: not ready
+	coord *coordFlips
+	// sessions shares idempotent producers' upstream sessions through
+	// the control topic (control:); nil otherwise.
+	sessions *sharedSessions
+	closed   atomic.Bool // Close began: not ready
 	// lastPlan is the last POST /plan's answer, for the status page.
 	lastPlan atomic.Pointer[LastPlan]
 
@@ -132,6 +135,20 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 	if insts != nil {
 		insts.setOnView(ctrl.repl.reassign)
 	}
+	var sessions *sharedSessions
+	if insts != nil {
+		// Idempotent producers' sessions move with their partitions
+		// between instances (sessions.go): read to the control topic's
+		// end before any client is accepted.
+		if sessions, err = openSharedSessions(ctx, cfg, log); err != nil {
+			ctrl.Close()
+			insts.leave()
+			srv.Close()
+			release()
+			return nil, err
+		}
+		srv.ShareProducerSessions(sessions)
+	}
 	var coord *coordFlips
 	if insts != nil && len(cfg.Replicate) > 0 && coordinatedFlips {
 		// Flips go through the control topic, read to its end before
@@ -141,11 +158,12 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 			ctrl.Close()
 			insts.leave()
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}
 	}
-	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, coord: coord, gateRecheckEvery: defaultGateRecheck}
+	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, coord: coord, sessions: sessions, gateRecheckEvery: defaultGateRecheck}
 	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)
 	if coord != nil {
@@ -404,6 +422,7 @@ func (inst *Instance) Close() {
 	inst.recheckDone.Wait()
 	inst.ctrl.Close()
 	inst.srv.Close()
+	inst.sessions.close()
 	for _, l := range inst.locks {
 		l.Release()
 	}
