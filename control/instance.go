@@ -113,12 +113,25 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		release()
 		return nil, err
 	}
+	var sessions *sharedSessions
 	var insts *instances
 	if cfg.Control != nil {
+		// Idempotent producers' sessions move with their partitions
+		// between instances (sessions.go): read to the control topic's
+		// end before any client is accepted, and shared before the
+		// first membership view (which would otherwise give gained
+		// partitions sessions of this instance's own).
+		if sessions, err = openSharedSessions(ctx, cfg, log); err != nil {
+			srv.Close()
+			release()
+			return nil, err
+		}
+		srv.ShareProducerSessions(sessions)
 		// After Start: the advertised addresses other instances list are
 		// the listeners' own (a port 0 is known only once listening).
 		if insts, err = joinInstances(cfg, srv, log); err != nil {
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}
@@ -129,25 +142,12 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 			insts.leave()
 		}
 		srv.Close()
+		sessions.close()
 		release()
 		return nil, err
 	}
 	if insts != nil {
 		insts.setOnView(ctrl.repl.reassign)
-	}
-	var sessions *sharedSessions
-	if insts != nil {
-		// Idempotent producers' sessions move with their partitions
-		// between instances (sessions.go): read to the control topic's
-		// end before any client is accepted.
-		if sessions, err = openSharedSessions(ctx, cfg, log); err != nil {
-			ctrl.Close()
-			insts.leave()
-			srv.Close()
-			release()
-			return nil, err
-		}
-		srv.ShareProducerSessions(sessions)
 	}
 	var coord *coordFlips
 	if insts != nil && len(cfg.Replicate) > 0 && coordinatedFlips {
@@ -180,6 +180,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		if err != nil {
 			ctrl.Close()
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}
@@ -193,6 +194,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 			}
 			ctrl.Close()
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}

@@ -79,6 +79,15 @@ func (s *Server) ShareProducerSessions(sh SessionShare) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.share = sh
+	// Move counts restored from state_dir are this instance's own (its
+	// gained partitions counted as moves before sessions were shared,
+	// instances.go), so they would key the same producer's session
+	// differently on each instance. With several instances no cutover
+	// runs yet (validation refuses one while control: and replicate are
+	// set): every instance starts from none. The coordinated flips,
+	// when enabled, must count moves from the control topic.
+	clear(p.moved)
+	p.oldHomes, p.resends = nil, nil
 	for k, u := range p.m {
 		if pid, epoch, ok := sh.Session(k.shared()); !ok || pid != u.pid || epoch != u.epoch {
 			delete(p.m, k)
