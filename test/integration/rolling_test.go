@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -89,8 +90,15 @@ func TestRollingRestartOfThreeInstancesUnderLoad(t *testing.T) {
 	// reports its unsent records as failed).
 	const rdkRate, rdkCount = 100, 2500
 	rdkProdOut, rdkProdErr := &lockedBuf{}, &lockedBuf{}
-	rdkProd := exec.Command(bin("test/clients/bin/rdk"), "produce", "--bootstrap", strings.Join(in.addrs, ","), "--topic", rdkTopic,
-		"--count", fmt.Sprint(rdkCount), "--rate", fmt.Sprint(rdkRate), "--idempotent", "--run", "1", "--timeout", "90")
+	rdkArgs := []string{"produce", "--bootstrap", strings.Join(in.addrs, ","), "--topic", rdkTopic,
+		"--count", fmt.Sprint(rdkCount), "--rate", fmt.Sprint(rdkRate), "--idempotent", "--run", "1", "--timeout", "90"}
+	// KPROXY_ROLL_RDK_LOG=file keeps the producer's librdkafka debug log
+	// (msg, eos, protocol: every produce request and answer) in file.
+	debugLog := os.Getenv("KPROXY_ROLL_RDK_LOG")
+	if debugLog != "" {
+		rdkArgs = append(rdkArgs, "-v")
+	}
+	rdkProd := exec.Command(bin("test/clients/bin/rdk"), rdkArgs...)
 	rdkProd.Stdout, rdkProd.Stderr = rdkProdOut, rdkProdErr
 	if err := rdkProd.Start(); err != nil {
 		t.Fatal(err)
@@ -181,6 +189,11 @@ func TestRollingRestartOfThreeInstancesUnderLoad(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the librdkafka producer did not finish")
+	}
+	if debugLog != "" {
+		if err := os.WriteFile(debugLog, []byte(rdkProdErr.String()), 0o644); err != nil {
+			t.Error(err)
+		}
 	}
 	rdkIdempotentHoldsItsAcks(t, rdkTopic, partitions, parse(t, "rdk producer", []byte(rdkProdOut.String())).Acks, rdkProdErr.String())
 
