@@ -117,6 +117,12 @@ func (ss *sharedSessions) apply(key string, val json.RawMessage, offset int64) {
 		ps = map[string]proposal{}
 		ss.byPrefix[prefix] = ps
 	}
+	if _, ok := ps[key]; ok {
+		// The same proposal again: instances chose by its first
+		// offset, and it keeps it. (Proposals are written once, by
+		// an idempotent producer; this is a guard, not a path.)
+		return
+	}
 	ps[key] = proposal{offset: offset, rec: r}
 }
 
