@@ -47,8 +47,11 @@ type Instance struct {
 	insts *instances
 	// coord runs cutovers through the control topic (control: and
 	// replicate); nil otherwise.
-	coord  *coordFlips
-	closed atomic.Bool // Close began: not ready
+	coord *coordFlips
+	// sessions shares idempotent producers' upstream sessions through
+	// the control topic (control:); nil otherwise.
+	sessions *sharedSessions
+	closed   atomic.Bool // Close began: not ready
 	// lastPlan is the last POST /plan's answer, for the status page.
 	lastPlan atomic.Pointer[LastPlan]
 
@@ -110,12 +113,25 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		release()
 		return nil, err
 	}
+	var sessions *sharedSessions
 	var insts *instances
 	if cfg.Control != nil {
+		// Idempotent producers' sessions move with their partitions
+		// between instances (sessions.go): read to the control topic's
+		// end before any client is accepted, and shared before the
+		// first membership view (which would otherwise give gained
+		// partitions sessions of this instance's own).
+		if sessions, err = openSharedSessions(ctx, cfg, log); err != nil {
+			srv.Close()
+			release()
+			return nil, err
+		}
+		srv.ShareProducerSessions(sessions)
 		// After Start: the advertised addresses other instances list are
 		// the listeners' own (a port 0 is known only once listening).
 		if insts, err = joinInstances(cfg, srv, log); err != nil {
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}
@@ -126,6 +142,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 			insts.leave()
 		}
 		srv.Close()
+		sessions.close()
 		release()
 		return nil, err
 	}
@@ -141,11 +158,12 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 			ctrl.Close()
 			insts.leave()
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}
 	}
-	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, coord: coord, gateRecheckEvery: defaultGateRecheck}
+	inst := &Instance{log: log, srv: srv, ctrl: ctrl, cfg: cfg, reg: reg, locks: locks, insts: insts, coord: coord, sessions: sessions, gateRecheckEvery: defaultGateRecheck}
 	inst.recheckCtx, inst.recheckCancel = context.WithCancel(context.Background())
 	ctrl.Start(cfg, table)
 	if coord != nil {
@@ -162,6 +180,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		if err != nil {
 			ctrl.Close()
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}
@@ -175,6 +194,7 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 			}
 			ctrl.Close()
 			srv.Close()
+			sessions.close()
 			release()
 			return nil, err
 		}
@@ -404,6 +424,7 @@ func (inst *Instance) Close() {
 	inst.recheckDone.Wait()
 	inst.ctrl.Close()
 	inst.srv.Close()
+	inst.sessions.close()
 	for _, l := range inst.locks {
 		l.Release()
 	}

@@ -44,6 +44,14 @@ type stateTopic struct {
 	next    int64            // the offset after the last record applied
 	changed chan struct{}    // closed (and replaced) at every applied record
 	err     error            // set when follow stopped: waiters give up
+	watches []stateWatch     // called at every record applied (watch)
+}
+
+// stateWatch is one watch: f is called for every record whose key starts
+// with prefix.
+type stateWatch struct {
+	prefix string
+	f      func(key string, val json.RawMessage, offset int64)
 }
 
 // stateRecord is one record as put writes it: key and value.
@@ -138,6 +146,11 @@ func (s *stateTopic) follow(ctx context.Context) {
 		applied := false
 		fs.EachRecord(func(r *kgo.Record) {
 			k := string(r.Key)
+			for _, w := range s.watches {
+				if strings.HasPrefix(k, w.prefix) {
+					w.f(k, r.Value, r.Offset)
+				}
+			}
 			if r.Value == nil {
 				delete(s.vals, k)
 				delete(s.offs, k)
@@ -233,6 +246,22 @@ func (s *stateTopic) keys(prefix string) []string {
 		}
 	}
 	return out
+}
+
+// watch calls f for every key starting with prefix: at once for each
+// value present, then for every record applied (val nil: a tombstone), in
+// the topic's order. f runs under the topic's lock: it must not block nor
+// call the topic. Tables that need their own index of some keys (the
+// producer sessions, sessions.go) build it with watch.
+func (s *stateTopic) watch(prefix string, f func(key string, val json.RawMessage, offset int64)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, v := range s.vals {
+		if strings.HasPrefix(k, prefix) {
+			f(k, v, s.offs[k])
+		}
+	}
+	s.watches = append(s.watches, stateWatch{prefix, f})
 }
 
 // changes is closed at the next record applied.

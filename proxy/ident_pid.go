@@ -18,6 +18,10 @@ package proxy
 // it, and a fresh session is the only one that accepts the continuation.
 // A batch resent across the move that the old home already has is sent
 // there instead, and answered as a duplicate (ident_pid_resend.go).
+// With several instances (config control:) every instance writes a given
+// key with the same upstream session, chosen through the control topic, so
+// a partition's sequence state stays with the broker when the partition
+// moves between instances (ident_pid_share.go).
 //
 // Transactional producers: one virtual session per transactional.id, with
 // one upstream session per cluster, and a transaction on one cluster at a
@@ -103,8 +107,12 @@ type producerIDs struct {
 	used map[pidKey]time.Time
 	idle time.Duration
 	now  func() time.Time
-	// store persists sessions and moves (nil without state_dir).
+	// store persists sessions and moves (nil without state_dir); with
+	// share it is this instance's cache of the shared sessions it used.
 	store *pidStore
+	// share holds the sessions every instance uses (config control:,
+	// ident_pid_share.go); nil when this instance serves alone.
+	share SessionShare
 	// initLocks serializes opening one upstream idempotent session per
 	// key (producer, cluster): first batches of other producers, or to the
 	// other cluster, do not wait for it (keyed_lock.go).
@@ -176,23 +184,20 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 	if ok {
 		return u, 0
 	}
-	uc, err := rc.clusterFor(cluster)
-	if err != nil {
-		return u, kerr.UnknownServerError.Code
+	var code int16
+	if sh := s.pids.sharer(); sh != nil {
+		// Several instances: the session every instance uses
+		// (ident_pid_share.go).
+		u, code = s.pids.sharedSession(sh, k, func() (upstreamPID, int16) { return rc.newUpstreamSession(cluster) })
+		if code == kerr.NotLeaderForPartition.Code {
+			rc.cc.log.Warn("producer session not settled with the other instances (control topic); the batch is refused, retriable", "cluster", cluster)
+		}
+	} else {
+		u, code = rc.newUpstreamSession(cluster)
 	}
-	req := kmsg.NewPtrInitProducerIDRequest()
-	req.TransactionTimeoutMillis = -1
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	resp, err := rc.initProducerID(ctx, uc, req)
-	if err != nil {
-		rc.cc.log.Warn("upstream InitProducerId failed", "cluster", cluster, "error", err)
-		return u, kerr.NotLeaderForPartition.Code
+	if code != 0 {
+		return u, code
 	}
-	if resp.ErrorCode != 0 {
-		return u, resp.ErrorCode
-	}
-	u = upstreamPID{resp.ProducerID, resp.ProducerEpoch}
 	// Durable before any batch uses it: after a restart a resent batch
 	// must reach the same session (ident_pid_store.go).
 	unlock := s.pids.lockStore()
@@ -206,6 +211,34 @@ func (rc *reqCtx) upstreamPID(cluster, topic string, vpid int64, vepoch int16) (
 	s.pids.mu.Unlock()
 	unlock()
 	return u, 0
+}
+
+// newUpstreamSession opens an upstream idempotent session on cluster.
+func (rc *reqCtx) newUpstreamSession(cluster string) (upstreamPID, int16) {
+	uc, err := rc.clusterFor(cluster)
+	if err != nil {
+		return upstreamPID{}, kerr.UnknownServerError.Code
+	}
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionTimeoutMillis = -1
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	resp, err := rc.initProducerID(ctx, uc, req)
+	if err != nil {
+		rc.cc.log.Warn("upstream InitProducerId failed", "cluster", cluster, "error", err)
+		return upstreamPID{}, kerr.NotLeaderForPartition.Code
+	}
+	if resp.ErrorCode != 0 {
+		return upstreamPID{}, resp.ErrorCode
+	}
+	return upstreamPID{resp.ProducerID, resp.ProducerEpoch}, 0
+}
+
+// sharer is the session share (nil: this instance serves alone).
+func (p *producerIDs) sharer() SessionShare {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.share
 }
 
 // rewriteProducerID translates a produce partition's record batches from a

@@ -134,9 +134,16 @@ func (s *Server) ViewGeneration() uint64 { return s.viewGen.Load() }
 // client's current sequence as out of order. A fresh session accepts it.
 // old nil (the first view) counts every partition as gained: sessions
 // restored from state_dir predate the time this instance was away.
-// Producer sessions shared through the control cluster replace this
-// (docs/ha.md).
+// With shared sessions (ShareProducerSessions) none of this: the gained
+// partition is written with the session every instance used for it, whose
+// sequence the broker kept where the client left it, so the broker itself
+// refuses a gap (a later batch that overtook an earlier one) as a real new
+// leader would; a fresh session would take it and the earlier batch, still
+// to come, would be lost to the client.
 func (s *Server) freshSessionsForGains(old, v *instanceView) {
+	if s.pids.sharer() != nil {
+		return
+	}
 	for _, topic := range s.KnownTopics() {
 		n := 0
 		for _, uc := range s.clusters {

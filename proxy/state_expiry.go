@@ -119,6 +119,7 @@ func (p *producerIDs) expireSessions() (int, error) {
 			if now.Sub(used) >= p.idle {
 				delete(p.m, k)
 				delete(p.used, k)
+				p.forgetShared(k)
 				n++
 			}
 		}
