@@ -216,6 +216,10 @@ type flipLocal interface {
 	// saved its maps): the maps built from points, those of the cluster
 	// left from left (nil: this instance's own).
 	coordRestore(topic, from, to string, gen int64, points, left map[int32]flipPoint) error
+	// coordMoves sets how many times topic moved, by the control topic's
+	// flipped decisions: part of a shared producer session's key, so every
+	// instance, also one that restarted after a flip, keys alike.
+	coordMoves(topic string, n uint64)
 	// coordRefuse ends the hold of an instance that stops before the
 	// flip was decided: held requests answered retriable, sent nowhere.
 	coordRefuse(topic string)
@@ -459,7 +463,16 @@ func (cf *coordFlips) end(topic string, p *flipPart, d decisionRecord) {
 		cf.mu.Lock()
 		p.ended = true
 		cf.mu.Unlock()
+		// The move count as the control topic has it: one less before the
+		// commit (whose release counts this move where the topic was held)
+		// and all after (where it was not, e.g. an instance that joined
+		// during the hold).
+		moves := uint64(len(cf.flippedGens(topic)))
+		if moves > 0 {
+			cf.local.coordMoves(topic, moves-1)
+		}
 		cf.local.coordCommit(topic, p.from, p.to, p.gen, p.member && p.ok, cf.points(topic, p.gen))
+		cf.local.coordMoves(topic, moves)
 		cf.log.Info("coordinated flip: flipped", "topic", topic, "gen", p.gen, "home", p.to)
 	case phaseAborted:
 		if p.cancel != nil {
@@ -728,6 +741,7 @@ func (cf *coordFlips) restore(replicated func(topic string) bool) {
 		if len(gens) == 0 {
 			continue
 		}
+		cf.local.coordMoves(topic, uint64(len(gens)))
 		g := gens[len(gens)-1]
 		d, _ := cf.decision(topic, g)
 		points := cf.points(topic, g)

@@ -50,6 +50,8 @@ func (l *recLocal) coordRefuse(topic string) { l.note("refuse") }
 func (l *recLocal) coordAbort(topic, from, to string, prepared bool, reason string) {
 	l.note("abort %s->%s", from, to)
 }
+func (l *recLocal) coordMoves(topic string, n uint64) {}
+
 func (l *recLocal) coordRestore(topic, from, to string, gen int64, points, left map[int32]flipPoint) error {
 	return nil
 }

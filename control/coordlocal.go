@@ -221,6 +221,14 @@ func (c *cutovers) coordRestore(topic, from, to string, gen int64, points, left 
 	return nil
 }
 
+// coordMoves passes the agreed move count to the proxy (the gate), where
+// it keys shared producer sessions; a gate without the count (tests) skips.
+func (c *cutovers) coordMoves(topic string, n uint64) {
+	if m, ok := c.gate.(interface{ SetTopicMoves(string, uint64) }); ok {
+		m.SetTopicMoves(topic, n)
+	}
+}
+
 func (c *cutovers) coordAbort(topic, from, to string, _ bool, reason string) {
 	c.mu.Lock()
 	delete(c.coordPlans, topic)

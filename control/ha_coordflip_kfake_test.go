@@ -476,6 +476,13 @@ func TestInstanceDownDuringACoordinatedFlipRestartsWithItsMaps(t *testing.T) {
 	r.restart(2, routed(r.cfgs[2], config.Target))
 	r.mapsEverywhere(2, "target", partitions)
 	r.formed(ctx, 3)
+	// The topic moved once, on every instance: the count keys shared
+	// producer sessions, so the restarted one must not start from none.
+	for i, in := range r.insts {
+		if n := in.srv.TopicMoves("orders"); n != 1 {
+			t.Fatalf("kp-%d counts %d moves of the topic, want 1 (the control topic's one flip)", i, n)
+		}
+	}
 	want := settleAndCheck(t, ctx, tr, stop, partitions)
 	if err := inSequence(readAll(t, ctx, r.tgt, partitions, want), want); err != nil {
 		t.Fatalf("target: %v", err)

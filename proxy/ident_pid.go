@@ -144,6 +144,35 @@ func (p *producerIDs) moveTopic(topic string) {
 	_ = p.store.appendLocked(pidRecord{Moved: topic, Moves: p.moved[topic]})
 }
 
+// SetTopicMoves sets how many times topic moved between clusters to n, the
+// count every instance agrees on (control/coordflip.go: the control topic's
+// flips decided flipped). With shared producer sessions
+// (ident_pid_share.go) the count is part of a session's key: an instance
+// that restarted or joined after a flip would otherwise key the topic's
+// producers from its own count, differently from the others, and a
+// partition moving to it would meet a session with another sequence state.
+func (s *Server) SetTopicMoves(topic string, n uint64) {
+	p := &s.pids
+	defer p.lockStore()()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.moved[topic] == n {
+		return
+	}
+	if p.moved == nil {
+		p.moved = map[string]uint64{}
+	}
+	p.moved[topic] = n
+	_ = p.store.appendLocked(pidRecord{Moved: topic, Moves: n})
+}
+
+// TopicMoves is how many times topic moved between clusters here.
+func (s *Server) TopicMoves(topic string) uint64 {
+	s.pids.mu.Lock()
+	defer s.pids.mu.Unlock()
+	return s.pids.moved[topic]
+}
+
 // touchLocked records that session k was used at now; p.mu is held.
 func (p *producerIDs) touchLocked(k pidKey, now time.Time) {
 	if p.used == nil {

@@ -82,10 +82,10 @@ func (s *Server) ShareProducerSessions(sh SessionShare) {
 	// Move counts restored from state_dir are this instance's own (its
 	// gained partitions counted as moves before sessions were shared,
 	// instances.go), so they would key the same producer's session
-	// differently on each instance. With several instances no cutover
-	// runs yet (validation refuses one while control: and replicate are
-	// set): every instance starts from none. The coordinated flips,
-	// when enabled, must count moves from the control topic.
+	// differently on each instance. Every instance starts from none; the
+	// coordinated flips then set each replicated topic's count from the
+	// control topic (SetTopicMoves, control/coordflip.go), at start and
+	// at each flip, so all instances key alike.
 	clear(p.moved)
 	p.oldHomes, p.resends = nil, nil
 	for k, u := range p.m {
