@@ -480,6 +480,16 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			return err
 		}
 		if txn != nil {
+			// The sequence this transaction's batches reached is the
+			// session's: the next transaction continues it in the same
+			// epoch. Only a broker with transactions version 2 (Kafka
+			// 4.0+, EndTxn v5) bumps the epoch at the commit and so
+			// restarts the sequence at 0 (copyTxn.commit); before that
+			// every second transaction was refused with
+			// OUT_OF_ORDER_SEQUENCE_NUMBER on a 3.x destination (the copy
+			// back to a 3.9 source restarted its session every few
+			// hundred ms).
+			txn.sess.seq = sess.seq
 			if err := pl.commit(ctx); err != nil {
 				return err
 			}

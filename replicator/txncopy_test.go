@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kversion"
 )
 
 // pauser blocks a replicator's copy before its next batch once armed, as a
@@ -267,5 +268,61 @@ func TestReassignHandsPartitionsOverBetweenInstances(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(want[p]) {
 			t.Fatalf("partition %d: the target holds %v, want %v", p, got, want[p])
 		}
+	}
+}
+
+// Issue 14: the fenced copy continues its producer's sequence from one
+// transaction to the next on a destination without transactions version 2
+// (before Kafka 4.0, EndTxn below v5: the commit keeps the epoch). It
+// restarted every transaction's sequence at 0, so every second
+// transaction was refused with OUT_OF_ORDER_SEQUENCE_NUMBER and the copy
+// started a new session each time (the copy back to a 3.9 source on real
+// Kafka, seen as flips back to the source holding for over a second).
+func TestFencedCopyContinuesItsSequenceAcrossTransactionsWithoutEpochBumps(t *testing.T) {
+	src, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "seq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(src.Close)
+	tgt, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.MaxVersions(kversion.V3_9_0()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(tgt.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var restarts []string
+	r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"seq"},
+		StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond,
+		TransactionalIDPrefix: "kproxy-test-copy-"})
+	t.Cleanup(r.Stop)
+	prod := newClient(t, src.ListenAddrs(), kgo.DefaultProduceTopic("seq"))
+	var want []string
+	for round := 0; round < 6; round++ { // one transaction (at least) per round
+		for i := 0; i < 3; i++ {
+			v := fmt.Sprintf("r%d-%d", round, i)
+			if err := prod.ProduceSync(ctx, &kgo.Record{Value: []byte(v)}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, v)
+		}
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		err := r.WaitCopied(wctx, "seq", 0, int64(len(want)))
+		wcancel()
+		if err != nil {
+			t.Fatalf("round %d: the copy did not reach %d: %v (status %+v)", round, len(want), err, r.Status())
+		}
+		for _, st := range r.Status() {
+			if st.Topic == "seq" && st.Err != "" {
+				restarts = append(restarts, fmt.Sprintf("round %d: %s", round, st.Err))
+			}
+		}
+	}
+	if len(restarts) > 0 {
+		t.Fatalf("the copy's session was interrupted: %v", restarts)
+	}
+	got := readTarget(t, tgt.ListenAddrs(), "seq", 0, len(want))
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("target holds %v, want %v", got, want)
 	}
 }
