@@ -95,16 +95,18 @@ type upstreamCall struct {
 // It runs on the upstream connection's reader: it must not block.
 type answerWatcher interface{ answered(err error) }
 
-// end marks the call answered (or failed): the watcher and the error are
-// read first (the owner may reuse the call as soon as it has the token),
-// then done gets its token and the watcher hears it. Called exactly once,
-// by readLoop or fail.
+// end marks the call answered (or failed): the watcher hears it first,
+// then done gets its token (the owner may reuse the call as soon as it has
+// the token, so nothing of the call is read after). The watcher before the
+// token: what it records (a batch settled, produce_unanswered.go; the
+// cutover's in-flight count) is in place before the client can have the
+// answer and send its next request. Called exactly once, by readLoop or
+// fail.
 func (c *upstreamCall) end() {
-	w, err := c.watch, c.err
-	c.done <- struct{}{}
-	if w != nil {
-		w.answered(err)
+	if w := c.watch; w != nil {
+		w.answered(c.err)
 	}
+	c.done <- struct{}{}
 }
 
 // newCall is a call ready to be sent: prev (the owner's previous call, may
