@@ -851,10 +851,8 @@ func (c *cutovers) drainEnds(ctx context.Context, topic, from string, phases *ph
 					c.gate.CapFetch(topic, from, ends)
 					return ends, total, nil
 				}
-				select {
-				case <-ctx.Done():
-					return nil, 0, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
-				case <-time.After(5 * time.Millisecond):
+				if err := waitForMarkers(ctx, from); err != nil {
+					return nil, 0, err
 				}
 				continue
 			}
@@ -905,11 +903,21 @@ func (c *cutovers) drainEnds(ctx context.Context, topic, from string, phases *ph
 			c.gate.CapFetch(topic, from, ends)
 			return ends, total, nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil, 0, fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+		if err := waitForMarkers(ctx, from); err != nil {
+			return nil, 0, err
 		}
+	}
+}
+
+// waitForMarkers waits a moment before the ends are frozen again: a
+// transaction's markers were still on their way (stable ends short of the
+// ends) on the home from.
+func waitForMarkers(ctx context.Context, from string) error {
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for transaction markers on the %s: %w", from, ctx.Err())
+	case <-time.After(5 * time.Millisecond):
+		return nil
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 
 	mbr "github.com/kproxy/kproxy/membership"
@@ -66,19 +65,7 @@ func TestSharedSessionRefusedWhileTheShareIsDownAndKeptAcrossGains(t *testing.T)
 	vpid := virtualPIDBit | 4242
 	produce := func(p, seq int32) int16 {
 		t.Helper()
-		req := kmsg.NewPtrProduceRequest()
-		req.Acks, req.TimeoutMillis = -1, 10000
-		rt := kmsg.NewProduceRequestTopic()
-		rt.Topic = "orders"
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition, rp.Records = p, idempotentBatch(vpid, 0, seq)
-		rt.Partitions = []kmsg.ProduceRequestTopicPartition{rp}
-		req.Topics = []kmsg.ProduceRequestTopic{rt}
-		r, err := b.Request(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode
+		return produceIdempotentBatch(t, ctx, b, "orders", p, vpid, seq)
 	}
 	if code := produce(0, 0); code != kerr.NotLeaderForPartition.Code {
 		t.Fatalf("first batch with the share down: %v, want NOT_LEADER_OR_FOLLOWER (retriable)", kerr.ErrorForCode(code))

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"encoding/binary"
 	"hash/crc32"
 	"slices"
@@ -190,19 +191,7 @@ func TestInstancesPartitionComingBackGetsAFreshProducerSession(t *testing.T) {
 	vpid := virtualPIDBit | 12345
 	produce := func(seq int32) int16 {
 		t.Helper()
-		req := kmsg.NewPtrProduceRequest()
-		req.Acks, req.TimeoutMillis = -1, 10000
-		rt := kmsg.NewProduceRequestTopic()
-		rt.Topic = "orders"
-		rp := kmsg.NewProduceRequestTopicPartition()
-		rp.Partition, rp.Records = p, idempotentBatch(vpid, 0, seq)
-		rt.Partitions = []kmsg.ProduceRequestTopicPartition{rp}
-		req.Topics = []kmsg.ProduceRequestTopic{rt}
-		r, err := b.Request(ctx, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode
+		return produceIdempotentBatch(t, ctx, b, "orders", p, vpid, seq)
 	}
 	alone := &Instances{Self: "a", LeaderID: "a", Members: []mbr.Member{me}}
 	if err := srv.SetInstances(alone); err != nil {
@@ -321,4 +310,24 @@ func TestLeavingInstanceStaysListedAndLeadsNothing(t *testing.T) {
 			t.Fatalf("the leaving instance still coordinates group %s", g)
 		}
 	}
+}
+
+// produceIdempotentBatch sends one idempotent batch of a virtual producer
+// (epoch 0, sequence seq) to partition p of topic through broker b and
+// returns the partition's error code.
+func produceIdempotentBatch(t *testing.T, ctx context.Context, b *kgo.Broker, topic string, p int32, vpid int64, seq int32) int16 {
+	t.Helper()
+	req := kmsg.NewPtrProduceRequest()
+	req.Acks, req.TimeoutMillis = -1, 10000
+	rt := kmsg.NewProduceRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewProduceRequestTopicPartition()
+	rp.Partition, rp.Records = p, idempotentBatch(vpid, 0, seq)
+	rt.Partitions = []kmsg.ProduceRequestTopicPartition{rp}
+	req.Topics = []kmsg.ProduceRequestTopic{rt}
+	r, err := b.Request(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.(*kmsg.ProduceResponse).Topics[0].Partitions[0].ErrorCode
 }

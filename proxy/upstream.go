@@ -333,13 +333,9 @@ func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte
 // write frames and writes one request: req encoded, or, when raw, a header
 // for req followed by body as it is. The call is queued for readLoop in the
 // same critical section as the write, so responses pair with calls FIFO.
-// watch (may be nil) hears the call end; it is not told of a request that
-// was never queued (an error return, or no response expected). stream asks
-// for the response body unread (upstreamCall.stream). prev, when not nil,
-// is the caller's previous call, reused when it is over (newCall).
-func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool, prev *upstreamCall) (*upstreamCall, error) {
-	uc.wmu.Lock()
-	defer uc.wmu.Unlock()
+// nextCallLocked numbers the next call on the connection and readies it
+// for req (newCall), unless the connection is dead; uc.wmu is held.
+func (uc *upstreamConn) nextCallLocked(req kmsg.Request, watch answerWatcher, stream bool, prev *upstreamCall) (*upstreamCall, error) {
 	if uc.isDead() {
 		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 	}
@@ -347,6 +343,20 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 	c := newCall(prev)
 	c.corr, c.key, c.ver, c.watch, c.stream = uc.corr, req.Key(), req.GetVersion(), watch, stream
 	c.flex = flexibleHeader(req)
+	return c, nil
+}
+
+// watch (may be nil) hears the call end; it is not told of a request that
+// was never queued (an error return, or no response expected). stream asks
+// for the response body unread (upstreamCall.stream). prev, when not nil,
+// is the caller's previous call, reused when it is over (newCall).
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool, prev *upstreamCall) (*upstreamCall, error) {
+	uc.wmu.Lock()
+	defer uc.wmu.Unlock()
+	c, err := uc.nextCallLocked(req, watch, stream, prev)
+	if err != nil {
+		return nil, err
+	}
 	var one []byte // the whole frame, when it is one buffer
 	if raw {
 		hdr := appendRequestHeader(uc.hbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
@@ -367,7 +377,6 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 	if uc.writeTimeout > 0 {
 		_ = uc.nc.SetWriteDeadline(time.Now().Add(uc.writeTimeout))
 	}
-	var err error
 	if one != nil {
 		_, err = uc.nc.Write(one)
 	} else {
@@ -401,13 +410,10 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 func (uc *upstreamConn) writeSpliced(req *kmsg.ProduceRequest, clientID *string, sp *spliceReq, expectResponse bool, watch answerWatcher, prev *upstreamCall) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
-	if uc.isDead() {
-		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
+	c, err := uc.nextCallLocked(req, watch, false, prev)
+	if err != nil {
+		return nil, err
 	}
-	uc.corr++
-	c := newCall(prev)
-	c.corr, c.key, c.ver, c.watch = uc.corr, req.Key(), req.GetVersion(), watch
-	c.flex = flexibleHeader(req)
 	buf := appendRequestHeader(uc.wbuf[:0], req.Key(), req.GetVersion(), req.IsFlexible(), c.corr, clientID)
 	buf, uc.pieces = appendProduceBodyPieces(buf, req, sp, uc.pieces[:0])
 	spliced := 0
@@ -426,7 +432,7 @@ func (uc *upstreamConn) writeSpliced(req *kmsg.ProduceRequest, clientID *string,
 	if uc.writeTimeout > 0 {
 		_ = uc.nc.SetWriteDeadline(time.Now().Add(uc.writeTimeout))
 	}
-	err := uc.writePieces(buf)
+	err = uc.writePieces(buf)
 	for _, pc := range uc.pieces {
 		pc.sec.sent = true
 	}
