@@ -339,6 +339,14 @@ type Replication struct {
 	// duration. Default 5s; at least 100ms and at most 10m.
 	WatchInterval time.Duration `yaml:"watch_interval"`
 
+	// ProduceTimeout is how long the copy waits for the target to answer
+	// one produce request before it drops the connection and starts its
+	// session again: a hung target broker (a paused process, a stalled
+	// disk) is noticed by then, and the copy's lag and retention risk,
+	// which its fetches update, show it. A Go duration. Default 60s; at
+	// least 5s and at most 10m. Taken when replication starts.
+	ProduceTimeout time.Duration `yaml:"produce_timeout"`
+
 	// Sync is what of the source's metadata around a replicated topic is
 	// applied to its copy on the target (each switchable).
 	Sync Sync `yaml:"sync"`
@@ -577,6 +585,7 @@ const (
 	DefaultClusterID         = "kproxy-virtual-cluster"
 	DefaultFetchMaxBytes     = 50 << 20
 	DefaultPartitionMaxBytes = 1 << 20
+	DefaultProduceTimeout    = 60 * time.Second
 	DefaultConcurrency       = 4
 	DefaultMaxHold           = 5 * time.Second
 	DefaultWatchInterval     = 5 * time.Second
@@ -620,6 +629,7 @@ func defaults() *Config {
 			Concurrency:         DefaultConcurrency,
 			ReverseAfterCutover: true,
 			WatchInterval:       DefaultWatchInterval,
+			ProduceTimeout:      DefaultProduceTimeout,
 			Sync: Sync{TopicConfigs: true, Partitions: true,
 				ConfigKeysDeny: slices.Clone(DefaultConfigKeysDeny)},
 		},

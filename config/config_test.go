@@ -64,7 +64,7 @@ func TestParseExample(t *testing.T) {
 		Groups:    Groups{Default: Source, Homes: map[string]Cluster{"billing-*": Target}},
 		Replicate: []string{"orders", "logs.*"},
 		Replication: Replication{FetchMaxBytes: 52428800, PartitionMaxBytes: 1048576, Concurrency: 4, ReverseAfterCutover: true, StateDir: "/var/lib/kproxy/replicator",
-			WatchInterval: DefaultWatchInterval, Sync: Sync{TopicConfigs: true, Partitions: true, ConfigKeysDeny: DefaultConfigKeysDeny, Interval: 12 * DefaultWatchInterval}},
+			WatchInterval: DefaultWatchInterval, ProduceTimeout: DefaultProduceTimeout, Sync: Sync{TopicConfigs: true, Partitions: true, ConfigKeysDeny: DefaultConfigKeysDeny, Interval: 12 * DefaultWatchInterval}},
 		Cutover: Cutover{MaxHold: 5 * time.Second, SampledVerifyRecords: DefaultSampledVerifyRecords},
 		Limits: Limits{
 			MaxFrameBytes: 104857600, MaxInflightPerConn: 128,

@@ -58,3 +58,22 @@ func TestReplicationSyncConfig(t *testing.T) {
 		}
 	}
 }
+
+// replication.produce_timeout: 60 s by default, taken as given within 5 s
+// to 10 m, and named in the error outside.
+func TestReplicationProduceTimeout(t *testing.T) {
+	c, err := Parse([]byte(minimal))
+	if err != nil || c.Replication.ProduceTimeout != time.Minute {
+		t.Fatalf("default produce_timeout: %v, %v", err, c)
+	}
+	c, err = Parse([]byte(minimal + "replication:\n  produce_timeout: 10s\n"))
+	if err != nil || c.Replication.ProduceTimeout != 10*time.Second {
+		t.Fatalf("produce_timeout 10s: %v, %v", err, c)
+	}
+	for _, bad := range []string{"1s", "11m"} {
+		_, err = Parse([]byte(minimal + "replication:\n  produce_timeout: " + bad + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "replication.produce_timeout") {
+			t.Errorf("produce_timeout %s: %v, want an error naming replication.produce_timeout", bad, err)
+		}
+	}
+}

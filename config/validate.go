@@ -121,6 +121,9 @@ func (c *Config) validate(doc *yaml.Node) error {
 	if n := c.Replication.Concurrency; n < 1 || n > 1024 {
 		v.add(r.key("concurrency"), "must be from 1 to 1024, got %d", n)
 	}
+	if d := c.Replication.ProduceTimeout; d < 5*time.Second || d > 10*time.Minute {
+		v.add(r.key("produce_timeout"), "must be from 5s to 10m, got %s", d)
+	}
 	if d := c.Replication.WatchInterval; d < 100*time.Millisecond || d > 10*time.Minute {
 		v.add(r.key("watch_interval"), "must be from 100ms to 10m, got %s", d)
 	} else if d := c.Replication.Sync.Interval; d != 0 && (d < c.Replication.WatchInterval || d > time.Hour) {

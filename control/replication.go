@@ -331,7 +331,8 @@ func (rp *replication) sync(cfg *config.Config, to string) error {
 			// request per source broker (replicator/fetcher.go), so an
 			// idle copy costs 40 requests/s per broker, whatever the
 			// number of partitions.
-			FetchMaxWait: 25 * time.Millisecond,
+			FetchMaxWait:   25 * time.Millisecond,
+			ProduceTimeout: cfg.Replication.ProduceTimeout,
 		}
 		if rp.owns != nil {
 			// Several instances: each partition is copied where it is led,

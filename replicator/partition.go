@@ -573,7 +573,7 @@ type inFlight struct {
 }
 
 func newPipeline(r *Replicator, p *partition, m *OffsetMap, conn *produceConn, tgtID [16]byte, shift int64, txn *copyTxn) *pipeline {
-	pl := &pipeline{r: r, p: p, m: m, conn: conn, shift: shift, txn: txn, timer: time.NewTimer(produceTimeout)}
+	pl := &pipeline{r: r, p: p, m: m, conn: conn, shift: shift, txn: txn, timer: time.NewTimer(conn.timeout)}
 	pl.timer.Stop()
 	for i := range pl.calls {
 		pl.calls[i].done = make(chan struct{}, 1)

@@ -84,7 +84,7 @@ func BenchmarkPipelineBatch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := &produceConn{broker: 1, nc: nc, ver: ver, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("bench")),
+	c := &produceConn{broker: 1, nc: nc, ver: ver, timeout: defaultProduceTimeout, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("bench")),
 		pending: make(chan *produceCall, 1024), dead: make(chan struct{})}
 	go c.readLoop()
 	defer c.fail(io.EOF)

@@ -44,10 +44,10 @@ import (
 // requires).
 const maxInFlight = 5
 
-// produceTimeout bounds the wait for one produce answer (the request's own
+// defaultProduceTimeout (Options.ProduceTimeout) bounds the wait for one produce answer (the request's own
 // timeout is 30 s): a broker that does not answer by then is not going to,
 // and the connection is closed, failing every call on it.
-const produceTimeout = 60 * time.Second
+const defaultProduceTimeout = 60 * time.Second
 
 // maxPendingPerConn bounds the requests waiting for an answer on one
 // connection: every partition the broker leads may have maxInFlight, and
@@ -73,9 +73,10 @@ type produceCall struct {
 
 // produceConn is a pipelined connection to one target broker.
 type produceConn struct {
-	broker int32
-	nc     net.Conn
-	ver    int16 // the Produce version both sides support
+	broker  int32
+	nc      net.Conn
+	ver     int16         // the Produce version both sides support
+	timeout time.Duration // for one produce answer (Options.ProduceTimeout)
 
 	wmu     sync.Mutex // orders writes with pending; guards corr, wbuf and iov
 	corr    int32
@@ -158,12 +159,12 @@ func version(av *kmsg.ApiVersionsResponse, key kmsg.Key, ours int16) int16 {
 }
 
 // dialProduceConn dials a target broker for the copy's produce requests.
-func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr string) (*produceConn, error) {
+func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr string, timeout time.Duration) (*produceConn, error) {
 	nc, av, err := dialBroker(ctx, cl, broker, addr, 4<<20)
 	if err != nil {
 		return nil, fmt.Errorf("target %w", err)
 	}
-	c := &produceConn{broker: broker, nc: nc, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
+	c := &produceConn{broker: broker, nc: nc, timeout: timeout, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
 		pending: make(chan *produceCall, maxPendingPerConn), dead: make(chan struct{})}
 	// v3 is the first with record batches (magic 2).
 	if c.ver = version(av, kmsg.Produce, kmsg.NewPtrProduceRequest().MaxVersion()); c.ver < 3 {
@@ -283,7 +284,7 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, call *produ
 		go c.fail(err)
 		return err
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(produceTimeout))
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
 	if _, err := c.bufs.WriteTo(c.nc); err != nil {
 		// The call is queued: the reader answers it with the error.
 		go c.fail(fmt.Errorf("target broker %d: writing produce: %w", c.broker, err))
@@ -332,12 +333,12 @@ func (c *produceConn) wait(call *produceCall, t *time.Timer) {
 		return
 	default:
 	}
-	t.Reset(produceTimeout)
+	t.Reset(c.timeout)
 	select {
 	case <-call.done:
 		t.Stop()
 	case <-t.C:
-		c.fail(fmt.Errorf("target broker %d: no produce answer within %s", c.broker, produceTimeout))
+		c.fail(fmt.Errorf("target broker %d: no produce answer within %s", c.broker, c.timeout))
 		<-call.done
 	}
 }
@@ -427,7 +428,11 @@ func (r *Replicator) produceConnFor(ctx context.Context, broker int32) (*produce
 	if addr == "" {
 		return nil, fmt.Errorf("target broker %d is not in the target's metadata", broker)
 	}
-	c, err := dialProduceConn(ctx, r.tgt, broker, addr)
+	timeout := r.opts.ProduceTimeout
+	if timeout <= 0 {
+		timeout = defaultProduceTimeout
+	}
+	c, err := dialProduceConn(ctx, r.tgt, broker, addr, timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,10 @@ type Options struct {
 	// is busy copying an answer (its next fetch should not wait out a long
 	// poll). Default 500ms.
 	FetchMaxWait time.Duration
+	// ProduceTimeout is how long the copy waits for one produce answer from
+	// the target before it drops the connection and starts its session
+	// again. Default 60 s.
+	ProduceTimeout time.Duration
 	// IdleFetchWait is the source long poll while every partition of the
 	// leader is caught up and waiting for records: new records end it at
 	// once, and a partition that starts copying meanwhile is fetched

@@ -84,7 +84,7 @@ func TestEveryPlanGateFailsAndPassesOnRealKafka(t *testing.T) {
 	head := fmt.Sprintf("listen: %s\nadmin: %s\nstate_dir: %s\n", listen, admin, filepath.Join(dir, "state")) + clusters(src, tgt) +
 		fmt.Sprintf("replicate: [%q, %q]\nmonitor:\n  bypass_interval: 1s\n", topic, tp)
 	running := func(sync bool) *config.Config {
-		c, err := config.Parse(fmt.Appendf(nil, "%sroutes:\n  default: source\nreplication:\n  watch_interval: 500ms\n  sync: { partitions: %v, acls: %v }\n", head, sync, sync))
+		c, err := config.Parse(fmt.Appendf(nil, "%sroutes:\n  default: source\nreplication:\n  watch_interval: 500ms\n  produce_timeout: 5s\n  sync: { partitions: %v, acls: %v }\n", head, sync, sync))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +217,8 @@ func TestEveryPlanGateFailsAndPassesOnRealKafka(t *testing.T) {
 	}()
 	produce(app, topic, 0, 1500, "held")
 	// The copy learns the source's new end once its produce to the paused
-	// target times out (a minute), and the risk at the monitor's next pass.
+	// target times out (replication.produce_timeout, 5 s here), and the
+	// risk at the monitor's next pass.
 	if !poll(150*time.Second, 250*time.Millisecond, func() bool {
 		for _, p := range inst.Status().Replication.Partitions {
 			if p.Topic == topic && p.Partition == 0 {
