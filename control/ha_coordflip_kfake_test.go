@@ -369,16 +369,7 @@ func TestCoordinatedFlipAbortsWhenAnInstanceLeavesMidHold(t *testing.T) {
 		return ctx.Err()
 	}
 	stop := load(ctx, tr)
-	for _, i := range []int{0, 1, 2} {
-		if err := r.insts[i].Apply(routed(r.cfgs[i], config.Target)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-entered:
-	case <-ctx.Done():
-		t.Fatal("the flip never reached kp-2's drain")
-	}
+	r.routeToTargetUntil(ctx, []int{0, 1, 2}, entered)
 	for _, i := range []int{0, 1} {
 		for r.cutoverOf(i).State != "holding" && r.cutoverOf(i).State != "draining" {
 			if ctx.Err() != nil {
@@ -408,6 +399,23 @@ func TestCoordinatedFlipAbortsWhenAnInstanceLeavesMidHold(t *testing.T) {
 // restart starts instance i again on its config (its listener and
 // state_dir) with cfg's routes, as a pod restarted with the edited
 // ConfigMap.
+// routeToTargetUntil applies a config routing the topic to the target on
+// the instances in order, then waits until entered says the flip reached
+// the drain the test holds.
+func (r *flipRig) routeToTargetUntil(ctx context.Context, order []int, entered <-chan struct{}) {
+	r.t.Helper()
+	for _, i := range order {
+		if err := r.insts[i].Apply(routed(r.cfgs[i], config.Target)); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		r.t.Fatal("the flip never reached kp-2's drain")
+	}
+}
+
 func (r *flipRig) restart(i int, cfg *config.Config) {
 	r.t.Helper()
 	log := hclog.NewNullLogger()
@@ -514,16 +522,7 @@ func TestReloadDuringACoordinatedHoldKeepsTheSealedCopyStopped(t *testing.T) {
 		}
 	}
 	stop := load(ctx, tr)
-	for _, i := range []int{2, 1, 0} {
-		if err := r.insts[i].Apply(routed(r.cfgs[i], config.Target)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-entered:
-	case <-ctx.Done():
-		t.Fatal("the flip never reached kp-2's drain")
-	}
+	r.routeToTargetUntil(ctx, []int{2, 1, 0}, entered)
 	// kp-1 sealed its partitions and waits for kp-2.
 	for r.insts[1].ctrl.repl.copiesInto("orders", "target") {
 		if ctx.Err() != nil {

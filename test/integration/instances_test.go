@@ -194,14 +194,7 @@ func TestThreeInstancesOnRealKafka(t *testing.T) {
 		t.Fatalf("after the restarts: %v", err)
 	}
 	tr.Produce(ctx, 100)
-	if err := tr.Settle(ctx); err != nil {
-		t.Fatal(err)
-	}
-	verdict, err := tr.Check()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Log(verdict)
+	checkTraffic(t, ctx, tr)
 }
 
 // A transactional producer and a read_committed consumer group through
