@@ -34,7 +34,8 @@ func TestControlDefaults(t *testing.T) {
 
 // With control, replicate is accepted (each partition's copy is fenced by
 // the broker), and so are routes off the source (cutovers run through the
-// control topic), while every group home stays on the source.
+// control topic), and so are group homes off the source (group moves run
+// through the control topic too).
 func TestControlWithReplicate(t *testing.T) {
 	c := mustParse(t, minimal+"  topics: { orders: source }\nreplicate: [orders]\nstate_dir: /tmp/kproxy-state\ngroups: { default: source }\ninstance: { id: a }\ncontrol: {}\n")
 	if len(c.Replicate) != 1 || c.Control == nil {
@@ -43,6 +44,10 @@ func TestControlWithReplicate(t *testing.T) {
 	c = mustParse(t, minimal+"  topics: { orders: { produce: target, fetch: target } }\nreplicate: [orders]\nstate_dir: /tmp/kproxy-state\nreplication: { reverse_after_cutover: true }\ninstance: { id: a }\ncontrol: {}\n")
 	if p, f := c.Routes.Topics["orders"].Effective(c.Routes.Default); p != Target || f != Target {
 		t.Fatalf("orders routed produce %s fetch %s, want the target", p, f)
+	}
+	c = mustParse(t, minimal+"replicate: [orders]\nstate_dir: /tmp/kproxy-state\ngroups: { default: target, g1: source }\ninstance: { id: a }\ncontrol: {}\n")
+	if c.Groups.Default != Target || c.Groups.Homes["g1"] != Source {
+		t.Fatalf("groups %+v", c.Groups)
 	}
 }
 
@@ -57,7 +62,6 @@ func TestControlRejects(t *testing.T) {
 		{"node_id with control", minimal + "node_id: 3\ninstance: { id: a }\ncontrol: {}\n", "is derived from instance.id"},
 		{"a read of the copy with control and replicate", minimal + "  topics: { orders: { produce: source, fetch: target } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "routes.topics.orders.fetch"},
 		{"a canary read of the copy with control and replicate", minimal + "  topics: { orders: { canary: { fetch: target, percent: 10 } } }\nreplicate: [orders]\ninstance: { id: a }\ncontrol: {}\n", "is not coordinated across instances yet"},
-		{"a group home on the target with control and replicate", minimal + "replicate: [orders]\ngroups: { default: source, g1: target }\ninstance: { id: a }\ncontrol: {}\n", "groups.g1"},
 	} {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -74,23 +78,5 @@ func TestControlChangesNeedARestart(t *testing.T) {
 	r := RestartRequired(a, b)
 	if len(r) != 2 || !strings.HasPrefix(r[0], "instance.id:") || !strings.HasPrefix(r[1], "control:") {
 		t.Fatalf("RestartRequired = %q", r)
-	}
-}
-
-// With control, a reload that changes group homes is a group move each
-// instance would run on its own: Uncoordinated names it. Without control,
-// or with the groups unchanged, nothing.
-func TestUncoordinatedGroupMovesWithControl(t *testing.T) {
-	ctl := minimal + "instance: { id: a }\ncontrol: {}\n"
-	a := mustParse(t, ctl)
-	b := mustParse(t, ctl+"groups: { default: source, g1: target }\n")
-	if u := Uncoordinated(a, b); len(u) != 1 || !strings.HasPrefix(u[0], "groups:") {
-		t.Fatalf("Uncoordinated = %q, want the groups change", u)
-	}
-	if u := Uncoordinated(a, mustParse(t, minimal+"  topics: { orders: target }\ninstance: { id: a }\ncontrol: {}\n")); len(u) != 0 {
-		t.Fatalf("Uncoordinated = %q for a route change without replicate", u)
-	}
-	if u := Uncoordinated(mustParse(t, minimal), mustParse(t, minimal+"groups: { default: source, g1: target }\n")); len(u) != 0 {
-		t.Fatalf("Uncoordinated = %q without control", u)
 	}
 }

@@ -159,22 +159,6 @@ func RestartRequired(old, new *Config) []string {
 	return out
 }
 
-// Uncoordinated lists the changes from old to new that several instances
-// (control) would each carry out on their own, which they must not until
-// the flips are coordinated through the control cluster (docs/ha.md): a
-// change of the groups section moves groups to a new home (group moves).
-// Route changes of replicated topics (cutovers) are refused by Validate
-// with control and replicate. Empty without control.
-func Uncoordinated(old, new *Config) []string {
-	if new.Control == nil || old.Control == nil {
-		return nil
-	}
-	if old.Groups.Default != new.Groups.Default || !maps.Equal(old.Groups.Homes, new.Groups.Homes) {
-		return []string{"groups: a change of group homes moves groups, and group moves are not coordinated across instances yet (docs/ha.md, each instance would move the group on its own): run group moves with a single instance"}
-	}
-	return nil
-}
-
 func quoteEmpty(v any) any {
 	if v == "" {
 		return `""`

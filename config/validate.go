@@ -481,13 +481,14 @@ func (c *Config) validateControl(v *validator) {
 	}
 	// The copy is fenced per source partition by the broker (each
 	// partition copied where it is led, by a transactional producer), and
-	// a replicated topic's cutover runs through the control topic: every
-	// instance holds, drains and flips together (docs/ha.md, "Coordinated
-	// cutover"), so routes may leave the source. A read of the copy for
-	// some clients (canary) and a group move are still decided by each
-	// instance alone: with several instances each would drive its own, so
-	// a canary read of the target and a group home off the source are
-	// refused (at a reload too, keeping the last good config).
+	// a replicated topic's cutover and a group's home move run through
+	// the control topic: every instance holds, drains and flips together
+	// (docs/ha.md, "Coordinated cutover" and "Group home moves with
+	// several instances"), so routes and group homes may leave the
+	// source. A read of the copy for some clients (canary) is still
+	// served by each instance alone: with several instances the copy's
+	// map lives with the partition's copier, so a canary read of the
+	// target is refused (at a reload too, keeping the last good config).
 	if len(c.Replicate) == 0 {
 		return
 	}
@@ -504,9 +505,5 @@ func (c *Config) validateControl(v *validator) {
 		if r.Canary != nil {
 			onSource(p.key("canary").key("fetch"), r.Canary.Fetch, "a canary read")
 		}
-	}
-	onSource(top("groups").key("default"), c.Groups.Default, "every group home")
-	for _, name := range sortedKeys(c.Groups.Homes) {
-		onSource(top("groups").key(name), c.Groups.Homes[name], "every group home")
 	}
 }

@@ -121,6 +121,10 @@ type readyRecord struct {
 	// flips only when the members' points cover every partition once.
 	Partitions int32               `json:"partitions,omitempty"`
 	Points     map[int32]flipPoint `json:"points,omitempty"`
+	// Relayed (a group move's ready, coordgroups.go): the group's member
+	// ids this instance handed out, which the driver's offset copy may
+	// remove from the new home as left behind by an earlier move.
+	Relayed []string `json:"relayed,omitempty"`
 }
 
 // flipPoint is one partition's sealed copy as the member that sealed it
@@ -252,8 +256,29 @@ type coordFlips struct {
 	wanted map[string]*wantedFlip // topic -> the move its config asks for
 	parts  map[string]*flipPart   // topic -> this instance's part in its latest flip
 
+	// copying: subject -> the gen whose copy the driver started (a
+	// flipCopier's step between every ready and the decision), so each
+	// gen copies once.
+	copying map[string]int64
+	copies  sync.WaitGroup
+
 	cancel context.CancelFunc
 	done   chan struct{}
+}
+
+// flipCopier is a subject's step on the driver between every member's
+// ready and the decision (coordgroups.go: a group move copies the group's
+// committed offsets while every instance holds it). It runs once per gen,
+// off the loop, bounded by max_hold; its error aborts the flip.
+type flipCopier interface {
+	copiesAtDecision(topic string) bool
+	coordCopy(ctx context.Context, topic, from, to string, readies []readyRecord) error
+}
+
+// relayedLister adds a subject's relayed member ids to this instance's
+// ready (coordgroups.go).
+type relayedLister interface {
+	coordRelayed(topic string) []string
 }
 
 // wantedFlip is a move this instance's config asks for.
@@ -277,7 +302,7 @@ type flipPart struct {
 
 func newCoordFlips(log hclog.Logger, self string, st *stateTopic, view memberView, local flipLocal, maxHold func() time.Duration) *coordFlips {
 	return &coordFlips{log: log, self: self, st: st, view: view, local: local, maxHold: maxHold,
-		wake: make(chan struct{}, 1), wanted: map[string]*wantedFlip{}, parts: map[string]*flipPart{}, done: make(chan struct{})}
+		wake: make(chan struct{}, 1), wanted: map[string]*wantedFlip{}, parts: map[string]*flipPart{}, copying: map[string]int64{}, done: make(chan struct{})}
 }
 
 // home is a topic's home by the control topic: the destination of its
@@ -345,6 +370,7 @@ func (cf *coordFlips) close() {
 	}
 	cf.cancel()
 	<-cf.done
+	cf.copies.Wait()
 	cf.mu.Lock()
 	var waits []chan struct{}
 	var open []string
@@ -506,6 +532,9 @@ func (cf *coordFlips) homeBefore(topic string, gen int64) string {
 func (cf *coordFlips) prepare(ctx context.Context, topic string, p *flipPart) {
 	n, points, err := cf.local.coordPrepare(ctx, topic, p.from, p.to)
 	r := readyRecord{Gen: p.gen, Partitions: n, Points: points}
+	if rl, ok := cf.local.(relayedLister); ok && err == nil {
+		r.Relayed = rl.coordRelayed(topic)
+	}
 	if err == nil {
 		if b, jerr := json.Marshal(r); jerr != nil {
 			err = jerr
@@ -640,6 +669,46 @@ func (cf *coordFlips) decide(ctx context.Context, topic string, f flipRecord, vi
 		abort(reason)
 		return
 	}
+	if c, ok := cf.local.(flipCopier); ok && c.copiesAtDecision(topic) {
+		cf.copyThenDecide(ctx, c, topic, f, readies)
+		return
+	}
+	cf.flipped(ctx, topic, f)
+}
+
+// copyThenDecide runs the subject's copy for flip f once (the loop comes
+// back here until a decision), then decides: flipped, or aborted with the
+// copy's error. Meanwhile decide still aborts on a view change or at
+// max_hold; the copy's later decision then counts for nothing (the first
+// one of a gen is the outcome).
+func (cf *coordFlips) copyThenDecide(ctx context.Context, c flipCopier, topic string, f flipRecord, readies []readyRecord) {
+	cf.mu.Lock()
+	if g, ok := cf.copying[topic]; ok && g == f.Gen {
+		cf.mu.Unlock()
+		return
+	}
+	cf.copying[topic] = f.Gen
+	cf.mu.Unlock()
+	cf.copies.Add(1)
+	go func() {
+		defer cf.copies.Done()
+		cctx, cancel := context.WithDeadline(ctx, f.Started.Add(cf.maxHold()))
+		err := c.coordCopy(cctx, topic, f.From, f.To, readies)
+		cancel()
+		if ctx.Err() != nil {
+			return // stopping: the next driver decides
+		}
+		if err != nil {
+			cf.abort(ctx, topic, f, err.Error())
+			return
+		}
+		cf.flipped(ctx, topic, f)
+	}()
+}
+
+// flipped publishes flip f's decision flipped (the commit point, if it is
+// the gen's first).
+func (cf *coordFlips) flipped(ctx context.Context, topic string, f flipRecord) {
 	// The commit point: the decision (the first one of this gen wins);
 	// home and the flip's phase follow, for operators.
 	now := time.Now()
@@ -731,7 +800,8 @@ func (cf *coordFlips) restore(replicated func(topic string) bool) {
 	topics := map[string]bool{}
 	for _, k := range cf.st.keys("decided/") {
 		topic, _, _ := strings.Cut(strings.TrimPrefix(k, "decided/"), "/")
-		topics[topic] = replicated(topic)
+		_, group := subjectGroup(topic)
+		topics[topic] = group || replicated(topic)
 	}
 	for topic, ok := range topics {
 		if !ok {
@@ -739,6 +809,15 @@ func (cf *coordFlips) restore(replicated func(topic string) bool) {
 		}
 		gens := cf.flippedGens(topic)
 		if len(gens) == 0 {
+			continue
+		}
+		if _, group := subjectGroup(topic); group {
+			// A group's home is its last move's destination; nothing
+			// else to rebuild (offsets are virtual on both clusters).
+			d, _ := cf.decision(topic, gens[len(gens)-1])
+			if err := cf.local.coordRestore(topic, d.From, d.To, gens[len(gens)-1], nil, nil); err != nil {
+				cf.log.Error("a group home from the control topic was not restored", "group", topic, "error", err)
+			}
 			continue
 		}
 		cf.local.coordMoves(topic, uint64(len(gens)))
@@ -780,8 +859,9 @@ func (cf *coordFlips) flippedGens(topic string) []int64 {
 }
 
 // openCoordFlips opens the control topic on the control cluster and builds
-// this instance's coordinator; start runs it.
-func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, in *instances, cuts *cutovers, replicated func(topic string) bool) (*coordFlips, error) {
+// this instance's coordinator (group moves always, flips of replicated
+// topics with replicate); start runs it.
+func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, in *instances, cuts *cutovers, groups *groupMoves, replicated func(topic string) bool) (*coordFlips, error) {
 	octx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	st, err := openStateTopic(octx, log.Named("state"), StateTopicName(cfg.ClusterID), func(o ...kgo.Opt) (*kgo.Client, error) {
@@ -790,10 +870,15 @@ func openCoordFlips(ctx context.Context, cfg *config.Config, log hclog.Logger, i
 	if err != nil {
 		return nil, err
 	}
-	cf := newCoordFlips(log.Named("flips"), cfg.Instance.ID, st, in, cuts, cuts.maxHold)
-	cuts.mu.Lock()
-	cuts.coord, cuts.owns = cf, in.srv.LeadsInView
-	cuts.mu.Unlock()
+	cf := newCoordFlips(log.Named("flips"), cfg.Instance.ID, st, in, coordSubjects{topics: cuts, groups: groups}, cuts.maxHold)
+	if len(cfg.Replicate) > 0 {
+		cuts.mu.Lock()
+		cuts.coord, cuts.owns = cf, in.srv.LeadsInView
+		cuts.mu.Unlock()
+	}
+	groups.mu.Lock()
+	groups.coord = cf
+	groups.mu.Unlock()
 	cf.restore(replicated)
 	return cf, nil
 }

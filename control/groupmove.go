@@ -108,6 +108,14 @@ type groupMoves struct {
 	wg      sync.WaitGroup // running moves and glob listings
 	file    string         // state_dir/group-homes.json ("" without state_dir)
 	admins  *clusterAdmins // shared with the cutover controller
+
+	// coord: several instances (config control:), every move runs
+	// through the control topic (coordgroups.go) and this instance only
+	// says what its config asks for; nil with one instance. restored:
+	// the groups whose pin is the control topic's home, which the
+	// state_dir's pins do not override.
+	coord    *coordFlips
+	restored map[string]bool
 }
 
 // groupHolder is the proxy's side of a group move (proxy/group_hold.go).
@@ -117,8 +125,13 @@ type groupHolder interface {
 	WaitGroupIdle(ctx context.Context, group string) error
 	GroupHeldCount(group string) int
 	// RelayedMember says whether the group's coordinator handed member
-	// out through kproxy (proxy/group_members.go).
+	// out through kproxy (proxy/group_members.go); RelayedMembers lists
+	// them.
 	RelayedMember(group, member string) bool
+	RelayedMembers(group string) []string
+	// RefuseHeldGroup answers the held commits retriable, sent nowhere
+	// (an instance stopping during a coordinated move).
+	RefuseHeldGroup(group string)
 }
 
 // groupHomes is what group-homes.json keeps: the groups section in effect
@@ -162,7 +175,9 @@ func (g *groupMoves) restore(cfg *config.Config) (*routing.Table, error) {
 	g.mu.Lock()
 	g.cfg = &last
 	for k, v := range h.Pins {
-		g.pins[k] = v
+		if !g.restored[k] { // the control topic's home wins
+			g.pins[k] = v
+		}
 	}
 	g.mu.Unlock()
 	return prev, nil
@@ -183,7 +198,7 @@ func (g *groupMoves) saveLocked() {
 func newGroupMoves(ctx context.Context, log hclog.Logger, srv groupHolder, ov *overlay, admins *clusterAdmins, reg prometheus.Registerer) *groupMoves {
 	g := &groupMoves{
 		log: log, srv: srv, ctx: ctx, overlay: ov, admins: admins,
-		pins: map[string]string{}, status: map[string]*GroupMoveStatus{}, running: map[string]bool{},
+		pins: map[string]string{}, status: map[string]*GroupMoveStatus{}, running: map[string]bool{}, restored: map[string]bool{},
 		moves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_group_moves_total",
 			Help: "Consumer group home moves, by result (moved, aborted).",
@@ -218,6 +233,11 @@ func (g *groupMoves) apply(cfg *config.Config, prev, next *routing.Table) {
 	// pinned them back to the old one (the soak's re-reads after moves).
 	defer func() { g.overlay.setGroups(g.pins, g.frozen) }()
 	defer g.saveLocked()
+	if prev == nil && g.coord != nil {
+		// Several instances: the control topic's homes (pins) are
+		// compared with the config at start too.
+		prev = next
+	}
 	if prev == nil {
 		return
 	}
@@ -236,7 +256,7 @@ func (g *groupMoves) apply(cfg *config.Config, prev, next *routing.Table) {
 		names[k] = true
 	}
 	for _, name := range sortedGroupKeys(names) {
-		g.considerLocked(cfg, name, g.currentLocked(name, prev))
+		g.considerLocked(cfg, name, g.currentLocked(name, prev), true)
 	}
 	if prevCfg == nil || g.frozen != nil || globsChanged(prevCfg, cfg) {
 		if g.frozen == nil {
@@ -263,21 +283,35 @@ func (g *groupMoves) currentLocked(group string, prev *routing.Table) string {
 }
 
 // considerLocked starts moving group from cur to its home in g.table, or
-// drops its pin when that is where it is.
-func (g *groupMoves) considerLocked(cfg *config.Config, group, cur string) {
+// drops its pin when that is where it is. With several instances it asks
+// the coordinator for the move instead (retry: a reload, which tries a move
+// that aborted again).
+func (g *groupMoves) considerLocked(cfg *config.Config, group, cur string, retry bool) {
 	to := string(g.table.GroupHome(group))
 	st := g.status[group]
 	if g.running[group] {
-		return // run looks at the table again when it ends
+		if g.coord != nil && st != nil {
+			// The want follows the config during a coordinated hold:
+			// the driver aborts a move its config no longer asks for.
+			g.coord.want(groupSubject(group), st.From, to, retry)
+		}
+		return // run (coordEnd) looks at the table again when it ends
 	}
 	if cur == to {
 		delete(g.pins, group)
 		if st != nil && st.State == groupAborted {
 			delete(g.status, group)
 		}
+		if g.coord != nil {
+			g.coord.want(groupSubject(group), cur, cur, false)
+		}
 		return
 	}
 	g.pins[group] = cur
+	if g.coord != nil {
+		g.coord.want(groupSubject(group), cur, to, retry)
+		return
+	}
 	g.status[group] = &GroupMoveStatus{Group: group, From: cur, To: to, State: groupHolding, StartedAt: time.Now()}
 	g.running[group] = true
 	g.wg.Add(1)
@@ -343,7 +377,7 @@ func (g *groupMoves) resolve(cfg *config.Config) {
 			found = found || c == cur
 		}
 		if found { // else it has no coordinator state on its home: nothing to move
-			g.considerLocked(cfg, name, cur)
+			g.considerLocked(cfg, name, cur, true)
 		}
 	}
 	g.frozen = nil
@@ -400,7 +434,7 @@ func (g *groupMoves) run(cfg *config.Config, group, from, to string) {
 	if g.frozen == nil && string(g.table.GroupHome(group)) == to {
 		delete(g.pins, group) // the table says the same
 	} else if g.frozen == nil {
-		g.considerLocked(g.cfg, group, to)
+		g.considerLocked(g.cfg, group, to, false)
 	}
 	g.saveLocked()
 	g.mu.Unlock()
@@ -416,15 +450,24 @@ func (g *groupMoves) setState(group string, state GroupMoveState) {
 	}
 }
 
-// copyOffsets waits for in-flight commits, then writes the group's committed
-// offsets on from to to, and reads them back. It returns how many
-// partitions were copied. A topic to lacks keeps its commits on from, where
-// the proxy looks for them (proxy/group_offsets.go).
+// copyOffsets waits for in-flight commits, then copies the committed
+// offsets (copyCommitted), the members this instance relayed being the ones
+// it may remove from to.
 func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group, from, to string) (int, error) {
 	if err := g.srv.WaitGroupIdle(ctx, group); err != nil {
 		return 0, fmt.Errorf("waiting for in-flight offset commits: %w", err)
 	}
 	g.setState(group, groupCopying)
+	return g.copyCommitted(ctx, cfg, group, from, to, func(member string) bool { return g.srv.RelayedMember(group, member) })
+}
+
+// copyCommitted writes the group's committed offsets on from to to, and
+// reads them back (the hold's in-flight commits are over). It returns how
+// many partitions were copied. A topic to lacks keeps its commits on from,
+// where the proxy looks for them (proxy/group_offsets.go). relayed says
+// whether kproxy handed a member out (removeLeftovers). Offsets are virtual
+// on both clusters: copied verbatim, flipped topic or not.
+func (g *groupMoves) copyCommitted(ctx context.Context, cfg *config.Config, group, from, to string, relayed func(member string) bool) (int, error) {
 	src, err := g.admins.get(cfg, from)
 	if err != nil {
 		return 0, err
@@ -452,7 +495,7 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 	if err != nil {
 		return 0, err
 	}
-	if err := g.removeLeftovers(ctx, cfg, group, to); err != nil {
+	if err := g.removeLeftovers(ctx, cfg, group, to, relayed); err != nil {
 		return 0, err
 	}
 	committed, err := g.commitWhenEmpty(ctx, dst, group, offs)
@@ -498,7 +541,7 @@ func (g *groupMoves) copyOffsets(ctx context.Context, cfg *config.Config, group,
 // the offsets is accepted. Members kproxy never handed out are clients
 // connected to to directly: they are left alone, and the commit then fails
 // and the move aborts, as it should (proxy/group_members.go says why).
-func (g *groupMoves) removeLeftovers(ctx context.Context, cfg *config.Config, group, to string) error {
+func (g *groupMoves) removeLeftovers(ctx context.Context, cfg *config.Config, group, to string, relayed func(member string) bool) error {
 	dst, err := g.admins.get(cfg, to)
 	if err != nil {
 		return err
@@ -538,7 +581,7 @@ func (g *groupMoves) removeLeftovers(ctx context.Context, cfg *config.Config, gr
 	req := kmsg.NewPtrLeaveGroupRequest()
 	req.Group = group
 	for _, m := range d.Members {
-		if !g.srv.RelayedMember(group, m.MemberID) {
+		if !relayed(m.MemberID) {
 			return fmt.Errorf("the group has %d member(s) on %s, and %s (client %q at %s) did not join through kproxy: a consumer connected to %s directly", len(d.Members), to, m.MemberID, m.ClientID, m.ClientHost, to)
 		}
 		lm := kmsg.NewLeaveGroupRequestMember()

@@ -45,8 +45,8 @@ type Instance struct {
 	// insts is this instance's membership (config control:); nil when it
 	// serves alone.
 	insts *instances
-	// coord runs cutovers through the control topic (control: and
-	// replicate); nil otherwise.
+	// coord runs group moves (control:) and cutovers (control: and
+	// replicate) through the control topic; nil otherwise.
 	coord *coordFlips
 	// sessions shares idempotent producers' upstream sessions through
 	// the control topic (control:); nil otherwise.
@@ -150,11 +150,12 @@ func Start(ctx context.Context, cfg *config.Config, log hclog.Logger) (*Instance
 		insts.setOnView(ctrl.repl.reassign)
 	}
 	var coord *coordFlips
-	if insts != nil && len(cfg.Replicate) > 0 {
-		// Flips go through the control topic, read to its end before
-		// any client is accepted (a flip decided while this instance
-		// was down, or one in its hold, is known first).
-		if coord, err = openCoordFlips(ctx, cfg, log, insts, ctrl.cuts, table.Replicated); err != nil {
+	if insts != nil {
+		// Flips and group moves go through the control topic, read to
+		// its end before any client is accepted (a flip or move decided
+		// while this instance was down, or one in its hold, is known
+		// first).
+		if coord, err = openCoordFlips(ctx, cfg, log, insts, ctrl.cuts, ctrl.groups, table.Replicated); err != nil {
 			ctrl.Close()
 			insts.leave()
 			srv.Close()
@@ -332,11 +333,6 @@ func (inst *Instance) Apply(next *config.Config) error {
 	prev := inst.cfg
 	if r := config.RestartRequired(prev, next); len(r) > 0 {
 		err := &config.RestartError{Lines: r}
-		inst.reject(err.Error())
-		return err
-	}
-	if u := config.Uncoordinated(prev, next); len(u) > 0 {
-		err := fmt.Errorf("refused with several instances: %s", strings.Join(u, "; "))
 		inst.reject(err.Error())
 		return err
 	}

@@ -434,3 +434,28 @@ func (rc *reqCtx) replayCommit(from, to string, req *kmsg.OffsetCommitRequest) k
 	}
 	return old
 }
+
+// RefuseHeldGroup answers group's queued commits NOT_COORDINATOR, sent
+// nowhere, and keeps the hold: an instance that stops while a coordinated
+// move of the group is undecided cannot know which cluster is its home
+// (control/coordgroups.go). Clients look the coordinator up again and
+// commit through another instance.
+func (s *Server) RefuseHeldGroup(group string) {
+	h := s.groupHolds()
+	h.mu.Lock()
+	gh, ok := h.held[group]
+	if !ok {
+		h.mu.Unlock()
+		return
+	}
+	queue := gh.queue
+	gh.queue = nil
+	for _, hc := range queue {
+		hc.taken = true
+	}
+	h.mu.Unlock()
+	for _, hc := range queue {
+		hc.resp = errorResponse(hc.req, kerr.NotCoordinator.Code)
+		close(hc.done)
+	}
+}

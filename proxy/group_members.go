@@ -24,6 +24,7 @@ package proxy
 // stranger and refuses, the safe side.
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -148,3 +149,22 @@ func (s *Server) noteRelayedMembers(group string, req kmsg.Request, resp kmsg.Re
 // through kproxy (within the last hour): a member a group move may remove
 // from its new home as one its clients left behind there.
 func (s *Server) RelayedMember(group, member string) bool { return s.relayed.has(group, member) }
+
+// RelayedMembers is every member id of group kproxy handed out (within the
+// last hour). With several instances each knows the members it relayed:
+// a coordinated group move gathers them from every instance's answer to
+// the hold (control/coordgroups.go).
+func (s *Server) RelayedMembers(group string) []string {
+	r := &s.relayed
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.clock()
+	var out []string
+	for id, at := range r.m[group] {
+		if now.Sub(at) <= relayedMemberMaxAge {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
