@@ -509,7 +509,7 @@ func (cf *coordFlips) end(topic string, p *flipPart, d decisionRecord) {
 		p.ended = true
 		cf.mu.Unlock()
 		cf.local.coordAbort(topic, p.from, p.to, p.member && p.ok, d.Reason)
-		cf.log.Warn("coordinated flip: aborted; held produce released on the "+p.from, "topic", topic, "gen", p.gen, "reason", d.Reason)
+		cf.log.Warn("coordinated flip: aborted; held requests released on the "+p.from, "topic", topic, "gen", p.gen, "reason", d.Reason)
 	}
 }
 

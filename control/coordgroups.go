@@ -155,6 +155,11 @@ func (g *groupMoves) coordHold(group, from, to string) {
 
 // coordPrepare waits for the group's commits in flight here.
 func (g *groupMoves) coordPrepare(ctx context.Context, group string) error {
+	if g.prepareHook != nil {
+		if err := g.prepareHook(ctx); err != nil {
+			return err
+		}
+	}
 	return g.srv.WaitGroupIdle(ctx, group)
 }
 

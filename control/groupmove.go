@@ -116,6 +116,8 @@ type groupMoves struct {
 	// state_dir's pins do not override.
 	coord    *coordFlips
 	restored map[string]bool
+	// prepareHook, set by tests, runs first in coordPrepare.
+	prepareHook func(ctx context.Context) error
 }
 
 // groupHolder is the proxy's side of a group move (proxy/group_hold.go).

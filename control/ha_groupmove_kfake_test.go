@@ -3,9 +3,12 @@ package control
 import (
 	"context"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/kproxy/kproxy/config"
@@ -142,4 +145,148 @@ func consume(ctx context.Context, tr *hatest.Traffic) (stop func()) {
 		_ = tr.Consume(cctx, 1<<30)
 	}()
 	return func() { cancel(); <-done }
+}
+
+// Issue 14 item 5: an instance that leaves while a group move holds aborts
+// the move everywhere (never two homes): the others release the group on
+// its home, the control topic's decision says aborted, and the group reads
+// on with nothing lost and no rewind.
+func TestCoordinatedGroupMoveAbortsWhenAnInstanceLeavesMidHold(t *testing.T) {
+	const partitions = 6
+	r, ctx, tr := startGroupTraffic(t, partitions)
+	entered := make(chan struct{})
+	var once sync.Once
+	r.insts[2].ctrl.groups.prepareHook = func(ctx context.Context) error {
+		once.Do(func() { close(entered) })
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	stop := load(ctx, tr)
+	stopConsume := consume(ctx, tr)
+	for _, i := range []int{1, 2, 0} {
+		if err := r.insts[i].Apply(homed(r.cfgs[i], config.Target)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the move never reached kp-2's prepare")
+	}
+	r.close(2)
+	r.formed(ctx, 2)
+	for _, i := range []int{0, 1} {
+		for r.groupMoveOf(i).State != groupAborted {
+			if ctx.Err() != nil {
+				t.Fatalf("kp-%d: %+v, want aborted", i, r.groupMoveOf(i))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		m := r.groupMoveOf(i)
+		if h := r.groupHome(i); h != "source" || !strings.Contains(m.Reason, "instances changed") {
+			t.Fatalf("kp-%d: home %s, %+v; want the source, aborted for the view change", i, h, m)
+		}
+	}
+	if d, ok := r.insts[0].coord.decision(groupSubject("g"), 1); !ok || d.Outcome != phaseAborted {
+		t.Fatalf("the control topic's decision of the move: %+v (found %v), want aborted", d, ok)
+	}
+	time.Sleep(500 * time.Millisecond) // reads and commits on the home
+	stopConsume()
+	settleAndCheck(t, ctx, tr, stop, partitions)
+}
+
+// Issue 14 item 5: every instance agrees on a group's home after a
+// restart: one restarted after a move, with a config that still names the
+// old home (its ConfigMap not yet updated) and an empty state_dir, routes
+// the group to the home the control topic decided, not to its config's.
+// The driver then moves it back only when its own config asks.
+func TestInstanceRestartedAfterAGroupMoveTakesItsHomeFromTheControlTopic(t *testing.T) {
+	const partitions = 3
+	r, ctx, tr := startGroupTraffic(t, partitions)
+	r.moveGroupAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return homed(r.cfgs[i], config.Target) })
+	r.close(2)
+	r.formed(ctx, 2)
+	cfg := *r.cfgs[2]
+	cfg.StateDir = t.TempDir()
+	r.restart(2, &cfg)
+	r.formed(ctx, 3)
+	if h := r.groupHome(2); h != "target" {
+		t.Fatalf("kp-2 restarted with the old config routes the group to the %s, want the target (the control topic's home)", h)
+	}
+	// A reload on a non-driver asks nothing the driver acts on.
+	if err := r.insts[1].Apply(r.cfgs[1]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for i := range r.insts {
+		if h := r.groupHome(i); h != "target" {
+			t.Fatalf("kp-%d routes the group to the %s before the driver asked for a move", i, h)
+		}
+	}
+	stop := load(ctx, tr)
+	stopConsume := consume(ctx, tr)
+	time.Sleep(500 * time.Millisecond)
+	stopConsume()
+	settleAndCheck(t, ctx, tr, stop, partitions)
+}
+
+// A member on the new home that did not join through kproxy (a consumer
+// connected to the target directly) fails the driver's offset copy: the
+// move aborts everywhere and the group stays on its home.
+func TestCoordinatedGroupMoveAbortsWhenTheCopyFails(t *testing.T) {
+	const partitions = 3
+	r, ctx, tr := startGroupTraffic(t, partitions)
+	// The copy looks for strangers on the new home only when there are
+	// offsets to copy: wait for the group's first commit on its home.
+	srcAdm, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srcAdm.Close()
+	for {
+		offs, err := kadm.NewClient(srcAdm).FetchOffsets(ctx, "g")
+		if err == nil && len(offs) > 0 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the group never committed on the source")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	direct, err := kgo.NewClient(kgo.SeedBrokers(r.tgt.ListenAddrs()...), kgo.ConsumerGroup("g"), kgo.ConsumeTopics("orders"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	for len(direct.PollFetches(ctx).Errors()) > 0 || !joined(direct) {
+		if ctx.Err() != nil {
+			t.Fatal("the direct consumer never joined the target")
+		}
+	}
+	for _, i := range []int{1, 2, 0} {
+		if err := r.insts[i].Apply(homed(r.cfgs[i], config.Target)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range r.insts {
+		for r.groupMoveOf(i).State != groupAborted {
+			if ctx.Err() != nil {
+				t.Fatalf("kp-%d: %+v, want aborted", i, r.groupMoveOf(i))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if m, h := r.groupMoveOf(i), r.groupHome(i); h != "source" || !strings.Contains(m.Reason, "did not join through kproxy") {
+			t.Fatalf("kp-%d: home %s, %+v; want the source, aborted by the copy", i, h, m)
+		}
+	}
+	stop := load(ctx, tr)
+	stopConsume := consume(ctx, tr)
+	time.Sleep(300 * time.Millisecond)
+	stopConsume()
+	settleAndCheck(t, ctx, tr, stop, partitions)
+}
+
+func joined(cl *kgo.Client) bool {
+	_, gen := cl.GroupMetadata()
+	return gen > 0
 }

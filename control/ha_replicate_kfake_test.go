@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -168,10 +167,12 @@ func readTargetPartition(t *testing.T, addrs []string, topic string, partition i
 	return got
 }
 
-// With control, a reload that changes the groups section (a group move) is
-// refused, the running config staying: each instance would move the group
-// on its own. Other live changes still apply.
-func TestInstanceRefusesGroupMovesWithControl(t *testing.T) {
+// With control (and no replicate), a reload that changes the groups section
+// moves the group through the control topic, as with several instances:
+// the move is recorded there (a decision of subject group:<id>) and the
+// group is routed to its new home. It was refused before group moves were
+// coordinated.
+func TestInstanceMovesGroupsThroughTheControlTopic(t *testing.T) {
 	src := newKfake(t, kfake.NumBrokers(1))
 	tgt := newKfake(t, kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	listen, err := freeAddr()
@@ -183,22 +184,24 @@ func TestInstanceRefusesGroupMovesWithControl(t *testing.T) {
 	defer cancel()
 	inst := startYAML(t, ctx, []byte(base))
 	defer inst.Close()
-	live, err := config.Parse([]byte(base + "monitor: { bypass_interval: 10s }\n"))
+	moved, err := config.Parse([]byte(base + "groups: { default: source, orders-readers: target }\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := inst.Apply(live); err != nil {
-		t.Fatalf("a live change was refused: %v", err)
+	if err := inst.Apply(moved); err != nil {
+		t.Fatalf("Apply = %v, want the group move accepted", err)
 	}
-	moved, err := config.Parse([]byte(base + "monitor: { bypass_interval: 10s }\ngroups: { default: source, orders-readers: target }\n"))
-	if err != nil {
-		t.Fatal(err)
+	for {
+		ms := inst.ctrl.GroupMoves()
+		if len(ms) == 1 && ms[0].State == groupMoved && inst.ctrl.overlay.router().GroupCluster("orders-readers") == "target" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the group never moved: %+v", ms)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	err = inst.Apply(moved)
-	if err == nil || !strings.Contains(err.Error(), "not coordinated across instances") {
-		t.Fatalf("Apply = %v, want the group move refused", err)
-	}
-	if inst.Config() != live || len(inst.ctrl.GroupMoves()) != 0 {
-		t.Fatalf("the refused reload changed something: config kept %v, group moves %v", inst.Config() == live, inst.ctrl.GroupMoves())
+	if h := inst.coord.home(groupSubject("orders-readers")); h.Cluster != "target" || h.Gen != 1 {
+		t.Fatalf("the control topic's home of the group: %+v, want the target at gen 1", h)
 	}
 }
