@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -114,6 +115,52 @@ func TestThreeInstancesMoveAGroupHomeTogetherAndBack(t *testing.T) {
 			t.Fatalf("kp-%d homes the group on the %s after the move back", i, h)
 		}
 	}
+
+	// Exact offsets: with the group idle, a move leaves the new home with
+	// the commits the old one had, answered through kproxy at once (a
+	// member that starts after a move resumes there). Without the copy
+	// the target answers the older commits of the group's first stay.
+	var before map[int32]int64
+	for {
+		before = committedThrough(t, ctx, r.addrs)
+		time.Sleep(300 * time.Millisecond)
+		if len(before) == partitions && maps.Equal(before, committedThrough(t, ctx, r.src.ListenAddrs())) && maps.Equal(before, committedThrough(t, ctx, r.addrs)) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the group's commits never settled: %v", before)
+		}
+	}
+	r.moveGroupAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return homed(r.cfgs[i], config.Target) })
+	if got := committedThrough(t, ctx, r.addrs); !maps.Equal(got, before) {
+		t.Fatalf("committed offsets after the move %v, want %v as before it", got, before)
+	}
+	if got := committedThrough(t, ctx, r.tgt.ListenAddrs()); !maps.Equal(got, before) {
+		t.Fatalf("committed offsets on the target after the move %v, want %v", got, before)
+	}
+}
+
+// committedThrough is group g's committed offsets of orders as kproxy
+// answers them.
+func committedThrough(t *testing.T, ctx context.Context, addrs []string) map[int32]int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, "g")
+	out := map[int32]int64{}
+	if err != nil {
+		return out
+	}
+
+	offs.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == "orders" && o.Err == nil {
+			out[o.Partition] = o.At
+		}
+	})
+	return out
 }
 
 // startGroupTraffic is startFlipTraffic with a consumer that commits every
