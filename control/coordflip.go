@@ -5,6 +5,12 @@ package control
 // control topic (statetopic.go), so that every instance holds, drains and
 // flips together and no topic is ever produced to both clusters.
 //
+// A consumer group's home moves the same way (coordgroups.go): its
+// subject, in place of <topic> below, is "group:" and the escaped group id;
+// its ready carries the member ids the instance relayed instead of points,
+// and the driver copies the group's committed offsets between every ready
+// and the decision (flipCopier).
+//
 // Records (the control topic, JSON values):
 //
 //	flip/<topic>                     {gen, phase: hold|flipped|aborted, from, to, members, driver, started, reason}
@@ -720,6 +726,7 @@ func (cf *coordFlips) flipped(ctx context.Context, topic string, f flipRecord) {
 		cf.log.Error("coordinated flip: the flip was not published; it aborts at max_hold unless a retry publishes it", "topic", topic, "gen", f.Gen, "error", err)
 		return
 	}
+	cf.prune(ctx, topic, f.Gen)
 	cf.log.Info("coordinated flip: every instance ready; flipped", "topic", topic, "gen", f.Gen, "to", f.To, "hold", time.Since(f.Started).Round(time.Millisecond))
 }
 
@@ -732,6 +739,43 @@ func (cf *coordFlips) abort(ctx context.Context, topic string, f flipRecord, rea
 	d := decisionRecord{Outcome: phaseAborted, From: f.From, To: f.To, Reason: reason, At: time.Now()}
 	if err := cf.publish(ctx, stateRecord{decidedPrefix(topic, f.Gen) + cf.self, d}, stateRecord{flipKey(topic), af}); err != nil {
 		cf.log.Error("coordinated flip: the abort was not published", "topic", topic, "gen", f.Gen, "error", err)
+		return
+	}
+	cf.prune(ctx, topic, f.Gen)
+}
+
+// prune tombstones the ready records of a topic's earlier flips that no
+// instance reads any more once flip gen is decided (the control topic
+// grew with every flip, each ready up to 900 KiB of maps): those of every
+// earlier gen but the last two decided flipped, whose points restore
+// rebuilds the home's maps and the maps of the cluster left from
+// (coordFlips.restore). An aborted gen's readies are read by its driver
+// only, before its decision; a flipped gen's by the instances committing
+// it (end), which a later gen's start finds done: a member answers a
+// newer flip only after ending the older one, and a driver starts a flip
+// only once the last one was decided. Only an instance that missed two
+// whole flips while serving would look for an older gen's points, and it
+// would have been out of the membership for both (those flips' members
+// were an unchanged view of ready instances).
+func (cf *coordFlips) prune(ctx context.Context, topic string, gen int64) {
+	keep := map[int64]bool{gen: true}
+	flipped := cf.flippedGens(topic)
+	for i := max(0, len(flipped)-2); i < len(flipped); i++ {
+		keep[flipped[i]] = true
+	}
+	var recs []stateRecord
+	for _, k := range cf.st.keys("ready/" + topic + "/") {
+		g, _, ok := strings.Cut(strings.TrimPrefix(k, "ready/"+topic+"/"), "/")
+		n, err := strconv.ParseInt(g, 10, 64)
+		if ok && err == nil && n < gen && !keep[n] {
+			recs = append(recs, stateRecord{k, nil})
+		}
+	}
+	if len(recs) == 0 {
+		return
+	}
+	if err := cf.publish(ctx, recs...); err != nil {
+		cf.log.Warn("coordinated flip: the ready records of earlier flips were not deleted; the next decision tries again", "topic", topic, "records", len(recs), "error", err)
 	}
 }
 

@@ -165,3 +165,45 @@ func TestCoordinatedFlipAbortsWhenAPartitionWasSealedByNobody(t *testing.T) {
 		t.Fatalf("decision %+v %v, want aborted for partition 1", got, ok)
 	}
 }
+
+// The ready records of earlier flips are tombstoned once a later flip is
+// decided, but for the last two flips decided flipped (restore rebuilds
+// the home's maps and the left cluster's from their points): the control
+// topic no longer grows with every flip.
+func TestDecidedFlipTombstonesReadiesNoInstanceReads(t *testing.T) {
+	ctl := newKfake(t, kfake.NumBrokers(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st := openTestStateTopic(t, ctx, ctl)
+	view := fixedView{"kp-0"}
+	d := newCoordFlips(hclog.NewNullLogger(), "kp-0", st, view, &recLocal{}, func() time.Duration { return time.Minute })
+	pt := flipPoint{Map: replicator.NewOffsetMap(replicator.MapMeta{Topic: "orders"}, 0, 0).AppendBinary(nil)}
+	ready := func(gen int64) stateRecord {
+		return stateRecord{readyKey("orders", gen, "kp-0"), readyRecord{Gen: gen, Partitions: 1, Points: map[int32]flipPoint{0: pt}}}
+	}
+	decided := func(gen int64, outcome, from, to string) stateRecord {
+		return stateRecord{decidedPrefix("orders", gen) + "kp-0", decisionRecord{Outcome: outcome, From: from, To: to, At: time.Now()}}
+	}
+	// Gens 1 (flipped), 2 (aborted) and 3 (flipped back) decided; gen 4
+	// holds with its member ready.
+	if err := st.put(ctx, ready(1), decided(1, phaseFlipped, "source", "target"),
+		ready(2), decided(2, phaseAborted, "target", "source"),
+		ready(3), decided(3, phaseFlipped, "target", "source"),
+		stateRecord{flipKey("orders"), flipRecord{Gen: 4, Phase: phaseHold, From: "source", To: "target", Members: view, Driver: "kp-0", Started: time.Now()}},
+		ready(4)); err != nil {
+		t.Fatal(err)
+	}
+	d.want("orders", "source", "target", false)
+	d.drive(ctx)
+	if got, ok := d.decision("orders", 4); !ok || got.Outcome != phaseFlipped {
+		t.Fatalf("gen 4's decision %+v %v, want flipped", got, ok)
+	}
+	left := st.keys("ready/orders/")
+	slices.Sort(left)
+	if want := []string{readyKey("orders", 3, "kp-0"), readyKey("orders", 4, "kp-0")}; !slices.Equal(left, want) {
+		t.Fatalf("ready records left %v, want %v (the last two flipped)", left, want)
+	}
+	if pts := d.points("orders", 3); len(pts) != 1 {
+		t.Fatalf("gen 3's points %v: restore needs them (the cluster left's maps)", pts)
+	}
+}

@@ -73,11 +73,11 @@ func main() {
 	} else {
 		fmt.Println("ok   replicaCount: 2 is refused with a reason without config.control")
 	}
-	if err := checkReplicatedGroupMoveRefused(*chartDir, *kproxy); err != nil {
+	if err := checkReplicatedCanaryRefused(*chartDir, *kproxy); err != nil {
 		failed = true
 		fmt.Printf("FAIL replicaCount with replicate: %v\n", err)
 	} else {
-		fmt.Println("ok   replicaCount: 2 with replicate: a route to the target (a coordinated cutover) validates; a group home on the target renders, and kproxy validate refuses it with a reason")
+		fmt.Println("ok   replicaCount: 2 with replicate: a route and a group home on the target (coordinated across pods) validate; a canary read of the copy renders, and kproxy validate refuses it with a reason")
 	}
 	if failed {
 		os.Exit(1)
@@ -119,12 +119,12 @@ func checkReplicaRefusals(chartDir string) error {
 	return nil
 }
 
-// checkReplicatedGroupMoveRefused: several replicas that copy may route
-// to the target (cutovers run through the control topic, coordinated
-// across pods) but may not move a group home (group moves are not
-// coordinated yet): both render, `kproxy validate` accepts the first and
-// refuses the second, saying why.
-func checkReplicatedGroupMoveRefused(chartDir, kproxy string) error {
+// checkReplicatedCanaryRefused: several replicas that copy may route to
+// the target and home groups there (cutovers and group moves run through
+// the control topic, coordinated across pods) but may not read the copy
+// for canary clients (not coordinated yet): all render, `kproxy validate`
+// accepts the first two and refuses the third, saying why.
+func checkReplicatedCanaryRefused(chartDir, kproxy string) error {
 	validate := func(extra map[string]any) error {
 		cfg := map[string]any{
 			"clusters":    map[string]any{"source": map[string]any{"bootstrap": []any{"old-kafka:9092"}}, "target": map[string]any{"bootstrap": []any{"new-kafka:9092"}}},
@@ -156,9 +156,12 @@ func checkReplicatedGroupMoveRefused(chartDir, kproxy string) error {
 	if err := validate(nil); err != nil {
 		return fmt.Errorf("kproxy validate refused a route to the target with replicate: %v", err)
 	}
-	err := validate(map[string]any{"groups": map[string]any{"default": "target"}})
+	if err := validate(map[string]any{"groups": map[string]any{"default": "target"}}); err != nil {
+		return fmt.Errorf("kproxy validate refused a group home on the target with replicate: %v", err)
+	}
+	err := validate(map[string]any{"routes": map[string]any{"default": "source", "topics": map[string]any{"orders": map[string]any{"canary": map[string]any{"fetch": "target", "percent": 10}}}}})
 	if err == nil || !strings.Contains(err.Error(), "not coordinated across instances") {
-		return fmt.Errorf("kproxy validate: %v; want a refusal saying group moves are not coordinated across instances", err)
+		return fmt.Errorf("kproxy validate: %v; want a refusal saying canary reads are not coordinated across instances", err)
 	}
 	return nil
 }

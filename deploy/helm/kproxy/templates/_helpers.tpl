@@ -77,8 +77,9 @@ kproxy.checkReplicas: replicaCount > 1 is kproxy's multi-instance mode
 the pods form one virtual cluster). config.replicate is allowed: each
 replicated partition is copied by the pod that leads it, with a
 transactional producer the target fences when another pod takes the
-partition over; kproxy's own validation keeps every route and group home
-on the source while several pods copy (cutovers are not coordinated yet).
+partition over; cutovers and group home moves run through the control
+topic, and kproxy's own validation refuses reads of the copy while
+several pods copy (those are not coordinated yet).
 */}}
 {{- define "kproxy.checkReplicas" -}}
 {{- if gt (int .Values.replicaCount) 1 -}}
