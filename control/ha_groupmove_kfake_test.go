@@ -284,7 +284,11 @@ func TestCoordinatedGroupMoveAbortsWhenTheCopyFails(t *testing.T) {
 	const partitions = 3
 	r, ctx, tr := startGroupTraffic(t, partitions)
 	// The copy looks for strangers on the new home only when there are
-	// offsets to copy: wait for the group's first commit on its home.
+	// offsets to copy: wait for the group's first commit on its home
+	// (kgo commits what a poll returned at a later poll: the group reads
+	// on meanwhile).
+	stop := load(ctx, tr)
+	stopConsume := consume(ctx, tr)
 	srcAdm, err := kgo.NewClient(kgo.SeedBrokers(r.src.ListenAddrs()...))
 	if err != nil {
 		t.Fatal(err)
@@ -326,8 +330,6 @@ func TestCoordinatedGroupMoveAbortsWhenTheCopyFails(t *testing.T) {
 			t.Fatalf("kp-%d: home %s, %+v; want the source, aborted by the copy", i, h, m)
 		}
 	}
-	stop := load(ctx, tr)
-	stopConsume := consume(ctx, tr)
 	time.Sleep(300 * time.Millisecond)
 	stopConsume()
 	settleAndCheck(t, ctx, tr, stop, partitions)
