@@ -247,3 +247,45 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 		}
 	}
 }
+
+// An instance that stops during a coordinated group move refuses the
+// commits it holds (control/coordgroups.go): each is answered
+// NOT_COORDINATOR, written to neither cluster, and the group stays held.
+// RelayedMembers lists the member the join handed out, for the driver's
+// copy.
+func TestRefuseHeldGroupAnswersNotCoordinatorAndWritesNothing(t *testing.T) {
+	srv, src, tgt := twoClusterProxy(t, StaticRouter(Source), "orders")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(srv.Addr().String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	direct := cl.SeedBrokers()[0]
+	gen, member := joinRaw(t, ctx, cl, "g")
+	if got := srv.RelayedMembers("g"); len(got) != 1 || got[0] != member {
+		t.Fatalf("RelayedMembers = %v, want [%s]", got, member)
+	}
+	srv.HoldGroup("g")
+	type answer struct {
+		resp kmsg.Response
+		err  error
+	}
+	held := make(chan answer, 1)
+	go func() { r, err := direct.Request(ctx, commitReq("g", gen, member, 0, 42)); held <- answer{r, err} }()
+	waitFor(t, ctx, func() bool { return srv.GroupHeldCount("g") == 1 })
+	srv.RefuseHeldGroup("g")
+	a := <-held
+	if code := commitCode(t, a.resp, a.err); code != kerr.NotCoordinator.Code {
+		t.Fatalf("refused held commit: %v, want NOT_COORDINATOR", kerr.ErrorForCode(code))
+	}
+	if !srv.groupHeld("g") {
+		t.Fatal("the group is no longer held after the refusal")
+	}
+	for name, c := range map[string]*kfake.Cluster{"source": src, "target": tgt} {
+		if got := committedOn(t, ctx, c, "g", 0); got != -1 {
+			t.Fatalf("%s: committed %d, want nothing", name, got)
+		}
+	}
+}
