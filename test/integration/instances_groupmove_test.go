@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -119,4 +120,71 @@ func TestThreeInstancesMoveAConsumerGroupOnRealKafka(t *testing.T) {
 	if onTarget != 1 {
 		t.Fatalf("the group's generation on the target was %d, want 1: it rebalanced more than once there", onTarget)
 	}
+}
+
+// Issue 14 item 5: an instance SIGKILLed while a group move holds. It is
+// paused first (SIGSTOP), so that the move waits for its answer when the
+// kill lands; the driver sees it leave the membership and aborts (a kill
+// after the decision would let it complete: either is right, never two
+// homes). The two left end the move alike and the group reads on with the
+// checker clean. The killed instance comes back and the three move the
+// group.
+func TestGroupMoveWithAnInstanceKilledMidHoldOnRealKafka(t *testing.T) {
+	const partitions = 6
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	in, topic, tr := startFlipSet(t, ctx, "hagroupkill", partitions)
+	group := topic + "-g"
+	const victim = 2 // not the driver
+
+	stop := produceLoad(ctx, tr)
+	consumed := make(chan error, 1)
+	cctx, stopConsume := context.WithCancel(ctx)
+	go func() { consumed <- tr.Consume(cctx, 1<<30) }()
+	if err := in.procs[victim].Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	in.regroup(topic, group, "target", 1, victim, 1, 0)
+	waitFor(t, "the others to hold the group", func() bool {
+		for _, i := range []int{0, 1} {
+			if st, _, _ := groupMoveOf(in.admins[i], group); st != "holding" && st != "copying" {
+				return false
+			}
+		}
+		return true
+	})
+	_ = in.procs[victim].Process.Signal(syscall.SIGKILL)
+	_ = in.procs[victim].Process.Signal(syscall.SIGCONT)
+	_ = in.procs[victim].Wait()
+	killed := time.Now()
+	var outcome string
+	waitFor(t, "the move to end alike on the two left", func() bool {
+		s0, to0, why := groupMoveOf(in.admins[0], group)
+		s1, to1, _ := groupMoveOf(in.admins[1], group)
+		if s0 == s1 && (s0 == "aborted" || s0 == "moved") && to0 == to1 {
+			outcome = fmt.Sprintf("%s (%s)", s0, why)
+			return true
+		}
+		return false
+	})
+	t.Logf("the move ended %s after the kill: %s", time.Since(killed).Round(time.Millisecond), outcome)
+	time.Sleep(2 * time.Second) // reads and commits after the outcome
+	stopConsume()
+	<-consumed
+	stop()
+	checkTraffic(t, ctx, tr)
+
+	// The killed instance restarts and the three move the group.
+	in.start(victim)
+	in.copiedOnceEach("each partition copied once again", topic, partitions)
+	stop = produceLoad(ctx, tr)
+	cctx, stopConsume = context.WithCancel(ctx)
+	go func() { consumed <- tr.Consume(cctx, 1<<30) }()
+	n := in.groupMoved(ctx, topic, group, "target", victim, 1, 0)
+	t.Logf("moved with the three in %d attempt(s)", n)
+	time.Sleep(2 * time.Second)
+	stopConsume()
+	<-consumed
+	stop()
+	checkTraffic(t, ctx, tr)
 }
