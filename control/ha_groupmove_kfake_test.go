@@ -339,3 +339,39 @@ func joined(cl *kgo.Client) bool {
 	_, gen := cl.GroupMetadata()
 	return gen > 0
 }
+
+// Committed offsets are virtual on both clusters, for a topic flipped or
+// not: after orders flipped to the target (its virtual offsets there
+// shifted from the target's own), the group moves there and back under
+// load with its offsets copied verbatim. Checker clean, no rewind, and an
+// idle move leaves the new home answering the same commits.
+func TestGroupMovesAfterItsTopicFlipped(t *testing.T) {
+	const partitions = 3
+	r, ctx, tr := startGroupTraffic(t, partitions)
+	stop := load(ctx, tr)
+	stopConsume := consume(ctx, tr)
+	r.flipAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return routed(r.cfgs[i], config.Target) })
+	time.Sleep(500 * time.Millisecond) // produced and committed on the new home
+	r.moveGroupAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return homed(routed(r.cfgs[i], config.Target), config.Target) })
+	time.Sleep(500 * time.Millisecond)
+	r.moveGroupAll(ctx, "source", []int{1, 2, 0}, func(i int) *config.Config { return routed(r.cfgs[i], config.Target) })
+	time.Sleep(500 * time.Millisecond)
+	stopConsume()
+	settleAndCheck(t, ctx, tr, stop, partitions)
+
+	var before map[int32]int64
+	for {
+		before = committedThrough(t, ctx, r.addrs)
+		time.Sleep(300 * time.Millisecond)
+		if len(before) == partitions && maps.Equal(before, committedThrough(t, ctx, r.src.ListenAddrs())) && maps.Equal(before, committedThrough(t, ctx, r.addrs)) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the group's commits never settled: %v", before)
+		}
+	}
+	r.moveGroupAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return homed(routed(r.cfgs[i], config.Target), config.Target) })
+	if got := committedThrough(t, ctx, r.addrs); !maps.Equal(got, before) {
+		t.Fatalf("committed offsets after the move %v, want %v as before it", got, before)
+	}
+}
