@@ -28,6 +28,12 @@ package control
 // edited while kproxy was down, moves the group again with its offsets
 // instead of serving it from a home that lacks them. Without state_dir a
 // move runs in memory only.
+//
+// With control: (several instances, or one with a control cluster) no move
+// runs here on its own: considerLocked asks the coordinator for it, and
+// every instance holds, the driver copies, and every instance pins and
+// releases as the control topic decides (coordgroups.go). The steps are
+// this file's (hold, wait, copyCommitted, pin, release).
 
 import (
 	"context"
