@@ -250,6 +250,17 @@ func (uc *upstreamCluster) knowsTopic(topic string) bool {
 	return ok
 }
 
+// topicNames lists the topics the cluster's metadata cache knows.
+func (uc *upstreamCluster) topicNames() []string {
+	uc.mu.RLock()
+	defer uc.mu.RUnlock()
+	names := make([]string, 0, len(uc.leaders))
+	for n := range uc.leaders {
+		names = append(names, n)
+	}
+	return names
+}
+
 func (uc *upstreamCluster) topicName(id [16]byte) (string, bool) {
 	uc.mu.RLock()
 	defer uc.mu.RUnlock()

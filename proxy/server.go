@@ -90,8 +90,14 @@ type Server struct {
 	viewsOff atomic.Bool
 	shared   sharedAnswers
 	topicIDs *topicIDs
-	pids     producerIDs
-	maps     atomic.Pointer[mapsBox]
+
+	// idResolveMu serializes resolveTopicID and guards idResolveAt, when
+	// it last listed every cluster's topics.
+	idResolveMu sync.Mutex
+	idResolveAt time.Time
+
+	pids producerIDs
+	maps atomic.Pointer[mapsBox]
 
 	// fetchCaps: topic -> *fetchCap, reads of an old home capped at the
 	// ends a cutover's drain froze (cutover_fetch_cap.go); capGen counts
@@ -219,6 +225,7 @@ func New(opts Options) (*Server, error) {
 	if opts.StateDir == "" {
 		s.log.Warn("state_dir is not set: virtual topic ids live in memory only, and a restart after the source is gone would show clients new ids")
 	}
+	ids.resolve = s.resolveTopicID
 	s.topicIDs = ids
 	s.pids.m = map[pidKey]upstreamPID{}
 	s.pids.used = map[pidKey]time.Time{}

@@ -14,6 +14,13 @@ package proxy
 // still pass through byte for byte: their topic ids are patched in place
 // (fetch_ids.go).
 //
+// An id this process never handed out is still recognised (resolve):
+// another instance of the virtual cluster handed it out (a client reads a
+// topic's Metadata from one instance and fetches a partition from the
+// instance that leads it), or this one before a restart without state_dir.
+// It is the derived id of a topic one of the clusters has, so it is looked
+// for among their topics' names (resolveTopicID).
+//
 // Fields translated: Metadata TopicID (v10+, and requests by id v12+);
 // Fetch v13+ request and response ids; Produce v13 request and response ids
 // (requests: upstreamTopicID in the handler's plan; answers: the virtual id
@@ -22,6 +29,7 @@ package proxy
 // heartbeats are translated in their handler.
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -30,6 +38,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -48,6 +57,10 @@ type topicIDs struct {
 	mu     sync.RWMutex // guards the maps
 	byName map[string]VirtualTopicID
 	byID   map[VirtualTopicID]string
+
+	// resolve finds the topic of an id the table lacks (set once by the
+	// Server before it starts: resolveTopicID); nil resolves nothing.
+	resolve func(VirtualTopicID) (string, bool)
 }
 
 type topicIDFile struct {
@@ -92,12 +105,16 @@ func (t *topicIDs) lookup(name string) (VirtualTopicID, bool) {
 	return id, ok
 }
 
-// name returns the topic a virtual id names.
+// name returns the topic a virtual id names; an id the table lacks is
+// resolved (and then recorded) when it is a topic's derived id.
 func (t *topicIDs) name(id VirtualTopicID) (string, bool) {
 	t.mu.RLock()
-	defer t.mu.RUnlock()
 	n, ok := t.byID[id]
-	return n, ok
+	t.mu.RUnlock()
+	if ok || t.resolve == nil || id == (VirtualTopicID{}) {
+		return n, ok
+	}
+	return t.resolve(id)
 }
 
 // assign returns the topic's virtual id, assigning candidate if it has none.
@@ -192,6 +209,53 @@ func (s *Server) assignTopicIDs(names []string) {
 	if err := t.saveLocked(); err != nil {
 		t.log.Error("could not persist virtual topic ids; they will not survive a restart", "path", t.path, "error", err)
 	}
+}
+
+// resolveTopicID finds the topic a virtual id names when the table lacks
+// it: the derived id of a topic a cluster has that has no id yet (a topic
+// with a recorded id is found by it). The topics the clusters' metadata
+// caches know are tried first; then every cluster lists all its topics
+// and they are tried again. The listing runs at most once per
+// idResolveEvery (an id no topic has, sent again and again, costs the
+// clusters one Metadata request per interval); lookups that miss meanwhile
+// wait for a listing in progress and are answered from it.
+func (s *Server) resolveTopicID(id VirtualTopicID) (string, bool) {
+	s.idResolveMu.Lock()
+	defer s.idResolveMu.Unlock()
+	if n, ok := s.derivedTopicName(id); ok {
+		return n, true
+	}
+	if !s.idResolveAt.IsZero() && time.Since(s.idResolveAt) < idResolveEvery {
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, uc := range s.clusters {
+		if err := uc.refresh(ctx, nil); err != nil {
+			s.log.Debug("listing topics to resolve a topic id", "error", err)
+		}
+	}
+	s.idResolveAt = time.Now()
+	return s.derivedTopicName(id)
+}
+
+// idResolveEvery bounds how often resolveTopicID lists every topic.
+const idResolveEvery = time.Second
+
+// derivedTopicName is the topic among the clusters' known topics without
+// a recorded id whose derived id is id, recorded now.
+func (s *Server) derivedTopicName(id VirtualTopicID) (string, bool) {
+	for _, uc := range s.clusters {
+		for _, n := range uc.topicNames() {
+			if _, recorded := s.topicIDs.lookup(n); recorded || deriveTopicID(s.opts.ClusterID, n) != id {
+				continue
+			}
+			if s.topicIDs.assign(n, id) == id {
+				return n, true
+			}
+		}
+	}
+	return "", false
 }
 
 // deriveTopicID is the virtual id of a topic: 16 bytes of SHA-256 over the

@@ -182,26 +182,39 @@ func (v View) Instance(addrs []string, node int32) int {
 // Traffic is an idempotent producer writing numbered records to every
 // partition of a topic and a consumer group reading them, both bootstrapped
 // from every instance. Each record is "p<partition>/<sequence>", so Check
-// can tell order and exactly-once per partition.
+// can tell order and exactly-once per partition. AddGroup adds more
+// consumer groups reading the same records, each judged on its own.
 type Traffic struct {
+	addrs      []string
 	topic      string
 	partitions int32
-	prod, cons *kgo.Client
+	prod       *kgo.Client
+	cons       *kgo.Client // the first group's client (readers[0].cl)
+	readers    []*reader
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards the fields below and each reader's committed, rereads and rewound
 	next    []int      // per partition: the next sequence to produce
 	acked   map[int32][]int
 	acks    []checker.Ack
 	ackedAt map[int32][]time.Time // per partition, when each ack came, in order
 	failure error
+}
 
-	// consumer side: only Consume touches them
+// reader is one consumer group's client and what it read.
+type reader struct {
+	group string
+	cl    *kgo.Client
+
+	// only Consume touches seen and consumed
 	seen     map[int32][]int // first readings, in the order read
 	consumed []checker.Consumed
 	// epoch counts the consumer's assignment changes: after one, the
 	// group may read again from its last commit (at-least-once), which
 	// the checker accepts as redelivery, not as reordering.
 	epoch atomic.Int32
+	// assigned, revoked and lost count kgo's callbacks: each assignment
+	// after the first is a rebalance this member went through.
+	assigned, revoked, lost atomic.Int32
 
 	// committed is, per partition, the highest offset a commit the
 	// coordinator acknowledged stored (written by kgo's commit callback).
@@ -220,9 +233,25 @@ func NewTraffic(addrs []string, topic string, partitions int32, group string, ex
 	if err != nil {
 		return nil, err
 	}
-	t := &Traffic{topic: topic, partitions: partitions, prod: prod,
-		next: make([]int, partitions), acked: map[int32][]int{}, ackedAt: map[int32][]time.Time{}, seen: map[int32][]int{}, committed: map[int32]int64{}}
-	bump := func(context.Context, *kgo.Client, map[string][]int32) { t.epoch.Add(1) }
+	t := &Traffic{addrs: addrs, topic: topic, partitions: partitions, prod: prod,
+		next: make([]int, partitions), acked: map[int32][]int{}, ackedAt: map[int32][]time.Time{}}
+	if err := t.AddGroup(group, extra...); err != nil {
+		prod.Close()
+		return nil, err
+	}
+	t.cons = t.readers[0].cl
+	return t, nil
+}
+
+// AddGroup adds a consumer group reading the topic from the start,
+// bootstrapped from every instance like the first; extra options apply to
+// it alone (kgo.FetchIsolationLevel, say). Consume and Settle read with
+// every group, Check judges each against the same acknowledgements.
+func (t *Traffic) AddGroup(group string, extra ...kgo.Opt) error {
+	r := &reader{group: group, seen: map[int32][]int{}, committed: map[int32]int64{}}
+	bump := func(n *atomic.Int32) func(context.Context, *kgo.Client, map[string][]int32) {
+		return func(context.Context, *kgo.Client, map[string][]int32) { n.Add(1); r.epoch.Add(1) }
+	}
 	// The offsets each commit stored, as the coordinator acknowledged them
 	// partition by partition.
 	noteCommit := func(_ *kgo.Client, req *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
@@ -240,32 +269,70 @@ func NewTraffic(addrs []string, topic string, partitions int32, group string, ex
 		for _, rt := range resp.Topics {
 			for _, rp := range rt.Partitions {
 				if o, ok := sent[rp.Partition]; ok && rp.ErrorCode == 0 {
-					t.committed[rp.Partition] = max(t.committed[rp.Partition], o)
+					r.committed[rp.Partition] = max(r.committed[rp.Partition], o)
 				}
 			}
 		}
 	}
-	cons, err := kgo.NewClient(append(common, kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+	opts := append([]kgo.Opt{kgo.SeedBrokers(t.addrs...), kgo.MetadataMinAge(100 * time.Millisecond)}, extra...)
+	cl, err := kgo.NewClient(append(opts, kgo.ConsumerGroup(group), kgo.ConsumeTopics(t.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.SessionTimeout(10*time.Second), kgo.HeartbeatInterval(500*time.Millisecond),
-		kgo.OnPartitionsAssigned(bump), kgo.OnPartitionsRevoked(bump), kgo.OnPartitionsLost(bump), kgo.AutoCommitCallback(noteCommit))...)
+		kgo.OnPartitionsAssigned(bump(&r.assigned)), kgo.OnPartitionsRevoked(bump(&r.revoked)), kgo.OnPartitionsLost(bump(&r.lost)),
+		kgo.AutoCommitCallback(noteCommit))...)
 	if err != nil {
-		prod.Close()
-		return nil, err
+		return err
 	}
-	t.cons = cons
-	return t, nil
+	r.cl = cl
+	t.readers = append(t.readers, r)
+	return nil
+}
+
+// GroupStats is what one consumer group of a Traffic went through.
+type GroupStats struct {
+	Group string
+	// Assigned, Revoked and Lost count kgo's callbacks for the member:
+	// every assignment after the first is a rebalance it went through
+	// (Lost: its group session ended without a revoke, e.g. because the
+	// coordinator could not be reached).
+	Assigned, Revoked, Lost int
+	Generation              int32 // as the member last joined
+	Rereads                 int   // records read again after an assignment change
+}
+
+// Rebalances is how many times the member rejoined after its first
+// assignment.
+func (g GroupStats) Rebalances() int { return max(g.Assigned-1, 0) }
+
+func (g GroupStats) String() string {
+	return fmt.Sprintf("%s: %d rebalances (assigned %d, revoked %d, lost %d), generation %d, read again %d",
+		g.Group, g.Rebalances(), g.Assigned, g.Revoked, g.Lost, g.Generation, g.Rereads)
+}
+
+// Groups reports on every consumer group, the first first.
+func (t *Traffic) Groups() []GroupStats {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var gs []GroupStats
+	for _, r := range t.readers {
+		_, gen := r.cl.GroupMetadata()
+		gs = append(gs, GroupStats{Group: r.group, Assigned: int(r.assigned.Load()), Revoked: int(r.revoked.Load()), Lost: int(r.lost.Load()),
+			Generation: gen, Rereads: r.rereads})
+	}
+	return gs
 }
 
 // NewTxnTraffic builds the clients of Txn: a producer with transactional
-// id txnID and a read_committed consumer group.
-func NewTxnTraffic(addrs []string, topic string, partitions int32, group, txnID string) (*Traffic, error) {
+// id txnID and a read_committed consumer group. extra options apply to the
+// producer after the defaults (kgo.TransactionTimeout, say: 10 s unless
+// given).
+func NewTxnTraffic(addrs []string, topic string, partitions int32, group, txnID string, extra ...kgo.Opt) (*Traffic, error) {
 	t, err := NewTraffic(addrs, topic, partitions, group, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return nil, err
 	}
 	t.prod.Close()
-	t.prod, err = kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.MetadataMinAge(100*time.Millisecond), kgo.DefaultProduceTopic(topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID(txnID), kgo.TransactionTimeout(10*time.Second))
+	t.prod, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(addrs...), kgo.MetadataMinAge(100 * time.Millisecond), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.TransactionalID(txnID), kgo.TransactionTimeout(10 * time.Second)}, extra...)...)
 	if err != nil {
 		t.cons.Close()
 		return nil, err
@@ -303,10 +370,12 @@ func (t *Traffic) Txn(ctx context.Context, n int, commit bool) error {
 	return t.prod.EndTransaction(ctx, kgo.TransactionEndTry(commit))
 }
 
-// Close closes both clients.
+// Close closes the producer and every group's client.
 func (t *Traffic) Close() {
 	t.prod.Close()
-	t.cons.Close()
+	for _, r := range t.readers {
+		r.cl.Close()
+	}
 }
 
 // Produce sends n more records to every partition without waiting.
@@ -355,12 +424,30 @@ func (t *Traffic) Produced() int {
 	return n
 }
 
-// Consume polls until total distinct records were consumed in all (reads
-// again after an assignment change do not count) or ctx ends.
+// Consume polls, with every group at once, until each has consumed total
+// distinct records in all (reads again after an assignment change do not
+// count) or ctx ends.
 func (t *Traffic) Consume(ctx context.Context, total int) error {
+	errs := make([]error, len(t.readers))
+	var wg sync.WaitGroup
+	for i, r := range t.readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = t.consume(ctx, r, total)
+			if errs[i] != nil && len(t.readers) > 1 {
+				errs[i] = fmt.Errorf("group %s: %w", r.group, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (t *Traffic) consume(ctx context.Context, r *reader, total int) error {
 	distinct := func() int {
 		n := 0
-		for _, s := range t.seen {
+		for _, s := range r.seen {
 			n += len(s)
 		}
 		return n
@@ -369,28 +456,28 @@ func (t *Traffic) Consume(ctx context.Context, total int) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("consumed %d of %d records: %w", distinct(), total, ctx.Err())
 		}
-		fs := t.cons.PollFetches(ctx)
+		fs := r.cl.PollFetches(ctx)
 		fs.EachRecord(func(rec *kgo.Record) {
 			if strings.HasPrefix(string(rec.Value), "aborted/") {
 				t.mu.Lock()
-				t.failure = errors.Join(t.failure, fmt.Errorf("read an aborted transaction's record at partition %d offset %d", rec.Partition, rec.Offset))
+				t.failure = errors.Join(t.failure, fmt.Errorf("group %s read an aborted transaction's record at partition %d offset %d", r.group, rec.Partition, rec.Offset))
 				t.mu.Unlock()
 				return
 			}
 			_, s, _ := strings.Cut(string(rec.Value), "/")
 			n, _ := strconv.Atoi(s)
-			if n >= len(t.seen[rec.Partition]) { // else read again after an assignment change
-				t.seen[rec.Partition] = append(t.seen[rec.Partition], n)
+			if n >= len(r.seen[rec.Partition]) { // else read again after an assignment change
+				r.seen[rec.Partition] = append(r.seen[rec.Partition], n)
 			} else {
 				t.mu.Lock()
-				t.rereads++
-				if c := t.committed[rec.Partition]; rec.Offset < c {
-					t.rewound = append(t.rewound, fmt.Sprintf("partition %d offset %d (acknowledged commit %d)", rec.Partition, rec.Offset, c))
+				r.rereads++
+				if c := r.committed[rec.Partition]; rec.Offset < c {
+					r.rewound = append(r.rewound, fmt.Sprintf("partition %d offset %d (acknowledged commit %d)", rec.Partition, rec.Offset, c))
 				}
 				t.mu.Unlock()
 			}
-			t.consumed = append(t.consumed, checker.Consumed{Client: "franz", Consumer: "group", Topic: rec.Topic, Partition: rec.Partition,
-				Offset: rec.Offset, Key: string(rec.Key), Value: string(rec.Value), Epoch: int(t.epoch.Load())})
+			r.consumed = append(r.consumed, checker.Consumed{Client: "franz", Consumer: r.group, Topic: rec.Topic, Partition: rec.Partition,
+				Offset: rec.Offset, Key: string(rec.Key), Value: string(rec.Value), Epoch: int(r.epoch.Load())})
 		})
 	}
 	return nil
@@ -431,20 +518,24 @@ func (t *Traffic) Acks() []checker.Ack {
 	return slices.Clone(t.acks)
 }
 
-// Generation is the consumer group's generation as the consumer last
-// joined it (-1 before it joined): the difference between two readings is
-// the number of rebalances in between.
+// Generation is the first consumer group's generation as the consumer
+// last joined it (-1 before it joined): the difference between two
+// readings is the number of rebalances in between.
 func (t *Traffic) Generation() int32 {
 	_, gen := t.cons.GroupMetadata()
 	return gen
 }
 
-// Rereads is how many records the group has read again so far (after an
-// assignment change, from its last commit).
+// Rereads is how many records the groups have read again so far (after an
+// assignment change, from their last commit).
 func (t *Traffic) Rereads() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.rereads
+	n := 0
+	for _, r := range t.readers {
+		n += r.rereads
+	}
+	return n
 }
 
 // Settle flushes the producer, then consumes every record produced so
@@ -458,38 +549,64 @@ func (t *Traffic) Settle(ctx context.Context) error {
 
 // Check judges the history: the checker finds nothing lost, duplicated,
 // reordered or moved, and every partition's records were acknowledged
-// exactly once each and first read in sequence order. A group reads again
-// from its last commit after an assignment change (an instance leaving
-// moves the coordinator: at-least-once), which counts as redelivery, not
-// as a duplicate; but a record read again from before a commit the
-// coordinator acknowledged is a rewind, and fails. It returns the
-// checker's one-line verdict and how many records were read again.
+// exactly once each and first read in sequence order by every group. A
+// group reads again from its last commit after an assignment change (an
+// instance leaving moves the coordinator: at-least-once), which counts as
+// redelivery, not as a duplicate; but a record read again from before a
+// commit the coordinator acknowledged is a rewind, and fails. It returns
+// the checker's one-line verdict (one per group, named, when there are
+// several) and how many records were read again.
 func (t *Traffic) Check() (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.failure != nil {
 		return "", t.failure
 	}
-	rep := checker.Check(t.acks, t.consumed, checker.Options{ExpectAll: true, RequireAcked: true, AllowRedelivery: true})
-	verdict := fmt.Sprintf("%s; read again %d", rep, t.rereads)
-	if len(t.rewound) > 0 {
-		return verdict, fmt.Errorf("the group read %d records again from before a commit its coordinator had acknowledged (a rewind, not at-least-once), first: %s", len(t.rewound), t.rewound[0])
+	for p := range t.partitions {
+		got := slices.Clone(t.acked[p])
+		slices.Sort(got)
+		if !slices.Equal(got, seq(t.next[p])) {
+			return "", fmt.Errorf("partition %d: acknowledged %v, want 0..%d once each", p, got, t.next[p]-1)
+		}
+	}
+	var verdicts []string
+	for _, r := range t.readers {
+		v, err := t.check(r)
+		if len(t.readers) > 1 {
+			v = r.group + ": " + v
+			if err != nil {
+				err = fmt.Errorf("group %s: %w", r.group, err)
+			}
+		}
+		verdicts = append(verdicts, v)
+		if err != nil {
+			return strings.Join(verdicts, "; "), err
+		}
+	}
+	return strings.Join(verdicts, "; "), nil
+}
+
+func seq(n int) []int {
+	s := make([]int, n)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// check judges one group's readings (t.mu held).
+func (t *Traffic) check(r *reader) (string, error) {
+	rep := checker.Check(t.acks, r.consumed, checker.Options{ExpectAll: true, RequireAcked: true, AllowRedelivery: true})
+	verdict := fmt.Sprintf("%s; read again %d", rep, r.rereads)
+	if len(r.rewound) > 0 {
+		return verdict, fmt.Errorf("the group read %d records again from before a commit its coordinator had acknowledged (a rewind, not at-least-once), first: %s", len(r.rewound), r.rewound[0])
 	}
 	if !rep.OK() {
 		return rep.String(), fmt.Errorf("checker: %s\n%s", rep, rep.Details())
 	}
 	for p := range t.partitions {
-		want := make([]int, t.next[p])
-		for i := range want {
-			want[i] = i
-		}
-		got := slices.Clone(t.acked[p])
-		slices.Sort(got)
-		if !slices.Equal(got, want) {
-			return verdict, fmt.Errorf("partition %d: acknowledged %v, want 0..%d once each", p, got, t.next[p]-1)
-		}
-		if !slices.Equal(t.seen[p], want) {
-			return verdict, fmt.Errorf("partition %d: consumed %v, want 0..%d once each, in order", p, t.seen[p], t.next[p]-1)
+		if want := seq(t.next[p]); !slices.Equal(r.seen[p], want) {
+			return verdict, fmt.Errorf("partition %d: consumed %v, want 0..%d once each, in order", p, r.seen[p], t.next[p]-1)
 		}
 	}
 	return verdict, nil
