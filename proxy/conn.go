@@ -88,6 +88,17 @@ type clientConn struct {
 	ip       string
 	software atomic.Pointer[string]
 	member   connGroups
+
+	// A Produce answered directly (directProduce): directPending (read
+	// loop only) says one may not be written yet, so the next slot queued
+	// waits for its token on directDone (slot.afterDirect). directW is
+	// the answerer's writer, directUp and directTimer its upstream call's
+	// timeout; whoever answers the one direct Produce in flight owns them.
+	directPending bool
+	directDone    chan struct{}
+	directW       *respWriter
+	directUp      atomic.Pointer[upstreamConn]
+	directTimer   *time.Timer
 }
 
 type upKey struct {
@@ -120,6 +131,9 @@ type slot struct {
 
 	respBytes int64 // charged to the buffer budget until written
 	fetchTurn bool  // holds clientConn.fetchTurn until written
+	// afterDirect: a directly answered Produce is ahead of this slot
+	// (directProduce): the write loop waits for its token first.
+	afterDirect bool
 	// closeAfter closes the connection once this response is written (a
 	// failed SASL authentication, as a broker does).
 	closeAfter bool
@@ -155,6 +169,7 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		fetchTurn:  make(chan struct{}, 1),
 		noResponse: make(chan struct{}, s.opts.MaxInflight),
 		spareFrame: make(chan []byte, 1),
+		directDone: make(chan struct{}, 1),
 		ups:        map[upKey]*upEntry{},
 		rec:        s.inventory.add(id, nc.RemoteAddr().String()),
 		ip:         remoteIP(nc),
@@ -448,6 +463,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// Decoded without copying strings (ownProduceStrings below).
 		ps = producePool.Get().(*produceScratch)
 		ps.pinned = false
+		ps.dstate.Store(directNone) // its last use is over (finishSlot)
 		into = ps.decodeInto()
 	case kmsg.Fetch.Int16():
 		select {
@@ -565,17 +581,13 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 			}
 			s.fetchTurn, turn = true, false
 		}
-		if !inline {
-			select {
-			case cc.slots <- s:
-			case <-cc.done:
-				if s.fetchTurn {
-					<-cc.fetchTurn
-				}
-				cc.outstanding.Add(-1)
-				budget.release(charged)
-				return false, net.ErrClosed
+		if !inline && !cc.push(s) {
+			if s.fetchTurn {
+				<-cc.fetchTurn
 			}
+			cc.outstanding.Add(-1)
+			budget.release(charged)
+			return false, net.ErrClosed
 		}
 	}
 	var rc *reqCtx
@@ -620,9 +632,11 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// connection has one Fetch in flight (fetchTurn), so its turn is
 		// when it would have been written anyway.
 		s.run = h2
-		select {
-		case cc.slots <- s:
-		case <-cc.done:
+		if ps != nil && ps.direct && sp == nil && h2.filter == nil && !s.closeAfter && cc.outstanding.Load() == 1 {
+			cc.directProduce(s, ps)
+			return true, nil
+		}
+		if !cc.push(s) {
 			// Nobody will write it: finish it aside (its upstream
 			// calls end when serve closes those connections).
 			go func() { cc.complete(s, h2); cc.finishSlot(s) }()
@@ -804,11 +818,115 @@ func (cc *clientConn) enqueueReady(h requestHeader, resp kmsg.Response) {
 	s := &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), ready: make(chan struct{}), resp: resp}
 	close(s.ready)
 	cc.outstanding.Add(1)
-	select {
-	case cc.slots <- s:
-	case <-cc.done:
+	if !cc.push(s) {
 		cc.outstanding.Add(-1)
 	}
+}
+
+// push queues s for the write loop (read loop only), behind a Produce
+// answered directly if one may be unwritten; false when the connection is
+// finished.
+func (cc *clientConn) push(s *slot) bool {
+	if cc.directPending {
+		s.afterDirect, cc.directPending = true, false
+	}
+	select {
+	case cc.slots <- s:
+		return true
+	case <-cc.done:
+		return false
+	}
+}
+
+// directProduce answers a Produce without the write loop (read loop only):
+// nothing else is outstanding on the connection, the request went upstream
+// as one call and its answer is all its rest needs (produceScratch.direct).
+// The goroutine that reads that answer runs the rest and writes it to the
+// client, instead of waking the write loop to do it: per small request,
+// one goroutine hand-off and its scheduler wake-ups fewer. A slot queued
+// meanwhile waits for it (push, afterDirect), so responses stay in
+// request order. If the answer came before the hand-over, the read loop
+// answers here itself.
+func (cc *clientConn) directProduce(s *slot, ps *produceScratch) {
+	if cc.directPending {
+		// The last direct answer had no slot behind it; it is written
+		// (nothing else is outstanding), so its token is there.
+		select {
+		case <-cc.directDone:
+		default:
+		}
+		cc.directPending = false
+	}
+	// The call's timeout, which no waiter arms now (upstreamCall.wait):
+	// a broker that does not answer fails its connection, which ends
+	// the call and answers the client.
+	p := ps.pend[0]
+	cc.directUp.Store(p.u)
+	if cc.directTimer == nil {
+		cc.directTimer = time.AfterFunc(upstreamTimeout(p.req), cc.directExpired)
+	} else {
+		cc.directTimer.Reset(upstreamTimeout(p.req))
+	}
+	if ps.dstate.CompareAndSwap(directNone, directArmed) {
+		cc.directPending = true
+		return
+	}
+	cc.answerDirect(s, false) // answered already
+}
+
+// producedDirect counts Produce answers written by answerDirect (tests).
+var producedDirect atomic.Int64
+
+// directExpired fails the upstream connection of a direct Produce that
+// had no answer within its timeout (as upstreamCall.wait does).
+func (cc *clientConn) directExpired() {
+	if u := cc.directUp.Swap(nil); u != nil {
+		u.fail(errors.New("no response to Produce within its timeout"))
+	}
+}
+
+// answerDirect runs a direct Produce's rest and writes its answer, then
+// gives the token to the slot behind it (handedOver: one may be queued)
+// and finishes the slot. It runs on the goroutine that ended the call
+// (produceScratch.ended), or on the read loop (directProduce).
+func (cc *clientConn) answerDirect(s *slot, handedOver bool) {
+	if cc.directUp.Swap(nil) != nil {
+		cc.directTimer.Stop()
+	}
+	cc.await(s) // the call has ended: nothing in the rest waits
+	if s.resp == nil {
+		cc.nc.Close() // the handler panicked (complete)
+		cc.finish()
+	} else {
+		w := cc.directW
+		if w == nil {
+			// Not pooled back: the last answerer may still use it
+			// after the connection closed; the GC takes it.
+			w = newRespWriter(cc.nc)
+			cc.directW = w
+		}
+		capture := cc.srv.opts.Capture
+		n := w.add(s, capture != nil)
+		if capture != nil {
+			capture(s.key, s.version, w.last())
+		}
+		cc.srv.metrics.bytesOut.Add(float64(n))
+		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
+		_ = cc.nc.SetWriteDeadline(time.Now().Add(cc.srv.opts.Limits.WriteTimeout))
+		if _, err := w.flush(); err != nil {
+			if isTimeout(err) {
+				cc.srv.metrics.closed.WithLabelValues("write_timeout").Inc()
+				cc.log.Warn("closing client connection: it did not read a response within the write timeout", "timeout", cc.srv.opts.Limits.WriteTimeout)
+			}
+			cc.nc.Close()
+			cc.finish()
+		}
+	}
+	producedDirect.Add(1)
+	if handedOver {
+		cc.directDone <- struct{}{} // before finishSlot: see directProduce
+	}
+	cc.finishSlot(s)
 }
 
 // writeLoop writes responses in request order. Every write has a deadline
@@ -860,6 +978,17 @@ func (cc *clientConn) writeLoop() {
 		case s = <-cc.slots:
 		case <-cc.done:
 			return
+		}
+		if s.afterDirect {
+			// A Produce answered directly is ahead of it (push); nothing
+			// else is queued here (it was answered with nothing else
+			// outstanding).
+			select {
+			case <-cc.directDone:
+			case <-cc.done:
+				fail(s, nil)
+				return
+			}
 		}
 		// Flush what is queued before waiting on a response that is
 		// not ready: holding response N until N+1 completes would add

@@ -49,6 +49,11 @@ type memBroker struct {
 	fetchConnDone chan struct{}
 	// produced, when set, gets a copy of each Produce frame body.
 	produced chan []byte
+	// dropProduce: a Produce closes its connection instead of an answer.
+	dropProduce bool
+	// holdProduce, when set, holds each Produce's answer until it gets a
+	// token.
+	holdProduce chan struct{}
 
 	mu     sync.Mutex // guards cached
 	cached map[[2]int16][]byte
@@ -115,6 +120,12 @@ func (b *memBroker) serve(c net.Conn) {
 		}
 		if key == kmsg.Produce.Int16() && b.produced != nil {
 			b.produced <- append([]byte(nil), frame...)
+		}
+		if key == kmsg.Produce.Int16() && b.dropProduce {
+			return
+		}
+		if key == kmsg.Produce.Int16() && b.holdProduce != nil {
+			<-b.holdProduce
 		}
 		var resp []byte
 		switch key {
