@@ -25,7 +25,9 @@ import (
 // request order). Each request's response is produced on a goroutine of its
 // own; the write goroutine waits for the slots in the order they were queued,
 // so pipelined requests may complete out of order upstream but always leave
-// in order (Java's InFlightRequests rejects anything else).
+// in order (Java's InFlightRequests rejects anything else). A small Produce
+// sent while nothing else is outstanding skips the write loop: the upstream
+// connection's reader answers it (directProduce).
 type clientConn struct {
 	srv *Server
 	id  uint64
@@ -630,7 +632,8 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// start and one wake-up fewer per request. Produce has sent its
 		// sub-requests already; Fetch sends in its rest, but a
 		// connection has one Fetch in flight (fetchTurn), so its turn is
-		// when it would have been written anyway.
+		// when it would have been written anyway. A Produce with nothing
+		// before it skips the write loop too (directProduce).
 		s.run = h2
 		if ps != nil && ps.direct && sp == nil && h2.filter == nil && !s.closeAfter && cc.outstanding.Load() == 1 {
 			cc.directProduce(s, ps)
@@ -878,7 +881,10 @@ func (cc *clientConn) directProduce(s *slot, ps *produceScratch) {
 var producedDirect atomic.Int64
 
 // directExpired fails the upstream connection of a direct Produce that
-// had no answer within its timeout (as upstreamCall.wait does).
+// had no answer within its timeout (as upstreamCall.wait does). A timer
+// that fires just as its answer is written and after the next direct
+// Produce stored its connection fails that one: a retriable error for a
+// request at the very edge of its timeout, not worth a generation count.
 func (cc *clientConn) directExpired() {
 	if u := cc.directUp.Swap(nil); u != nil {
 		u.fail(errors.New("no response to Produce within its timeout"))
@@ -923,6 +929,7 @@ func (cc *clientConn) answerDirect(s *slot, handedOver bool) {
 		}
 	}
 	producedDirect.Add(1)
+	cc.srv.metrics.produceDirect.Inc()
 	if handedOver {
 		cc.directDone <- struct{}{} // before finishSlot: see directProduce
 	}
