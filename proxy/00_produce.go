@@ -369,7 +369,7 @@ func (sc *produceScratch) ending() bool {
 }
 
 // ended answers the client (after the token: the rest finds the answer).
-func (sc *produceScratch) ended() { sc.slot.rc.cc.answerDirect(&sc.slot, true) }
+func (sc *produceScratch) ended() { sc.slot.rc.cc.answerDirect(&sc.slot) }
 
 var producePool = sync.Pool{New: func() any { return newProduceScratch() }}
 

@@ -25,9 +25,9 @@ import (
 // request order). Each request's response is produced on a goroutine of its
 // own; the write goroutine waits for the slots in the order they were queued,
 // so pipelined requests may complete out of order upstream but always leave
-// in order (Java's InFlightRequests rejects anything else). A small Produce
-// sent while nothing else is outstanding skips the write loop: the upstream
-// connection's reader answers it (directProduce).
+// in order (Java's InFlightRequests rejects anything else). A Produce sent
+// upstream whole, behind nothing but others like it, skips the write loop:
+// the upstream connection's reader answers it (directProduce).
 type clientConn struct {
 	srv *Server
 	id  uint64
@@ -91,16 +91,25 @@ type clientConn struct {
 	software atomic.Pointer[string]
 	member   connGroups
 
-	// A Produce answered directly (directProduce): directPending (read
-	// loop only) says one may not be written yet, so the next slot queued
-	// waits for its token on directDone (slot.afterDirect). directW is
-	// the answerer's writer, directUp and directTimer its upstream call's
-	// timeout; whoever answers the one direct Produce in flight owns them.
-	directPending bool
-	directDone    chan struct{}
-	directW       *respWriter
+	// Produce requests answered directly (directProduce), numbered from
+	// 1: directIssued of them handed over (written by the read loop only),
+	// directWritten answered (their bytes in the socket); directKick tells
+	// the write loop that directWritten moved (slot.afterDirect). Those in
+	// flight form a chain on one upstream connection, directConn (read
+	// loop) and directUp (the timer's). directTimer watches the chain's
+	// progress (directExpired): directMark is directWritten when it was
+	// armed, directWait its period. directW is the answerer's writer:
+	// answers of a chain are written one after the other, by the one
+	// goroutine that reads that connection.
+	directIssued  atomic.Int64
+	directWritten atomic.Int64
+	directKick    chan struct{}
+	directConn    *upstreamConn
 	directUp      atomic.Pointer[upstreamConn]
 	directTimer   *time.Timer
+	directMark    atomic.Int64
+	directWait    atomic.Int64
+	directW       *respWriter
 }
 
 type upKey struct {
@@ -133,9 +142,10 @@ type slot struct {
 
 	respBytes int64 // charged to the buffer budget until written
 	fetchTurn bool  // holds clientConn.fetchTurn until written
-	// afterDirect: a directly answered Produce is ahead of this slot
-	// (directProduce): the write loop waits for its token first.
-	afterDirect bool
+	// afterDirect: the direct Produce answers up to this number are
+	// ahead of this slot (directProduce): the write loop waits until
+	// directWritten reaches it.
+	afterDirect int64
 	// closeAfter closes the connection once this response is written (a
 	// failed SASL authentication, as a broker does).
 	closeAfter bool
@@ -171,7 +181,7 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		fetchTurn:  make(chan struct{}, 1),
 		noResponse: make(chan struct{}, s.opts.MaxInflight),
 		spareFrame: make(chan []byte, 1),
-		directDone: make(chan struct{}, 1),
+		directKick: make(chan struct{}, 1),
 		ups:        map[upKey]*upEntry{},
 		rec:        s.inventory.add(id, nc.RemoteAddr().String()),
 		ip:         remoteIP(nc),
@@ -632,10 +642,10 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// start and one wake-up fewer per request. Produce has sent its
 		// sub-requests already; Fetch sends in its rest, but a
 		// connection has one Fetch in flight (fetchTurn), so its turn is
-		// when it would have been written anyway. A Produce with nothing
-		// before it skips the write loop too (directProduce).
+		// when it would have been written anyway. A Produce behind nothing
+		// but direct ones skips the write loop too (directProduce).
 		s.run = h2
-		if ps != nil && ps.direct && sp == nil && h2.filter == nil && !s.closeAfter && cc.outstanding.Load() == 1 {
+		if ps != nil && ps.direct && sp == nil && h2.filter == nil && !s.closeAfter && cc.directOK(ps.pend[0].u) {
 			cc.directProduce(s, ps)
 			return true, nil
 		}
@@ -826,13 +836,11 @@ func (cc *clientConn) enqueueReady(h requestHeader, resp kmsg.Response) {
 	}
 }
 
-// push queues s for the write loop (read loop only), behind a Produce
-// answered directly if one may be unwritten; false when the connection is
+// push queues s for the write loop (read loop only), behind the Produce
+// requests answered directly so far; false when the connection is
 // finished.
 func (cc *clientConn) push(s *slot) bool {
-	if cc.directPending {
-		s.afterDirect, cc.directPending = true, false
-	}
+	s.afterDirect = cc.directIssued.Load()
 	select {
 	case cc.slots <- s:
 		return true
@@ -841,64 +849,86 @@ func (cc *clientConn) push(s *slot) bool {
 	}
 }
 
-// directProduce answers a Produce without the write loop (read loop only):
-// nothing else is outstanding on the connection, the request went upstream
-// as one call and its answer is all its rest needs (produceScratch.direct).
-// The goroutine that reads that answer runs the rest and writes it to the
-// client, instead of waking the write loop to do it: per small request,
-// one goroutine hand-off and its scheduler wake-ups fewer. A slot queued
-// meanwhile waits for it (push, afterDirect), so responses stay in
-// request order. If the answer came before the hand-over, the read loop
-// answers here itself.
+// directOK reports whether a Produce whose one upstream call went on u may
+// be answered directly (read loop only): everything outstanding on the
+// connection besides it is a direct answer not yet written, on u. Then the
+// write loop holds nothing, and u's reader writes the answers in the order
+// the broker gives them, which is the requests' order.
+func (cc *clientConn) directOK(u *upstreamConn) bool {
+	// outstanding first: a direct answer written and finished between
+	// the two loads makes the sides differ (not eligible), never agree
+	// wrongly (finishSlot comes after directWritten).
+	out := cc.outstanding.Load() - 1 // this request's own
+	inflight := cc.directIssued.Load() - cc.directWritten.Load()
+	return out == inflight && (inflight == 0 || cc.directConn == u)
+}
+
+// directProduce answers a Produce without the write loop (read loop only;
+// directOK): the request went upstream as one call and its answer is all
+// its rest needs (produceScratch.direct). The goroutine that reads that
+// answer runs the rest and writes it to the client, instead of waking the
+// write loop to do it: per small request, one goroutine hand-off and its
+// scheduler wake-ups fewer. A slot queued meanwhile waits for it (push,
+// afterDirect), so responses stay in request order. If the answer came
+// before the hand-over, the read loop answers here itself.
 func (cc *clientConn) directProduce(s *slot, ps *produceScratch) {
-	if cc.directPending {
-		// The last direct answer had no slot behind it; it is written
-		// (nothing else is outstanding), so its token is there.
-		select {
-		case <-cc.directDone:
-		default:
-		}
-		cc.directPending = false
-	}
-	// The call's timeout, which no waiter arms now (upstreamCall.wait):
-	// a broker that does not answer fails its connection, which ends
-	// the call and answers the client.
 	p := ps.pend[0]
-	cc.directUp.Store(p.u)
-	if cc.directTimer == nil {
-		cc.directTimer = time.AfterFunc(upstreamTimeout(p.req), cc.directExpired)
-	} else {
-		cc.directTimer.Reset(upstreamTimeout(p.req))
+	if cc.directIssued.Load() == cc.directWritten.Load() {
+		// A new chain. Its timeout, which no waiter arms now
+		// (upstreamCall.wait): a broker that answers nothing within a
+		// request's timeout fails its connection, which ends the calls
+		// and answers the clients.
+		wait := upstreamTimeout(p.req)
+		cc.directConn = p.u
+		cc.directUp.Store(p.u)
+		cc.directWait.Store(int64(wait))
+		cc.directMark.Store(cc.directWritten.Load())
+		if cc.directTimer == nil {
+			cc.directTimer = time.AfterFunc(wait, cc.directExpired)
+		} else {
+			cc.directTimer.Reset(wait)
+		}
 	}
+	cc.directIssued.Add(1)
 	if ps.dstate.CompareAndSwap(directNone, directArmed) {
-		cc.directPending = true
 		return
 	}
-	cc.answerDirect(s, false) // answered already
+	cc.answerDirect(s) // answered already
 }
 
 // producedDirect counts Produce answers written by answerDirect (tests).
 var producedDirect atomic.Int64
 
-// directExpired fails the upstream connection of a direct Produce that
-// had no answer within its timeout (as upstreamCall.wait does). A timer
-// that fires just as its answer is written and after the next direct
-// Produce stored its connection fails that one: a retriable error for a
-// request at the very edge of its timeout, not worth a generation count.
+// directExpired watches a chain of direct Produce requests (directTimer):
+// when no answer came for a whole period while some are in flight, their
+// upstream connection is failed, as upstreamCall.wait does for one call.
+// An answer within the period earns the rest another one (so a stalled
+// broker is found within one to two request timeouts). A firing that
+// races with the start of the next chain may take it for stalled: a
+// retriable error, only when a request arrives exactly a timeout after
+// the last chain began with nothing in between.
 func (cc *clientConn) directExpired() {
-	if u := cc.directUp.Swap(nil); u != nil {
-		u.fail(errors.New("no response to Produce within its timeout"))
+	w := cc.directWritten.Load()
+	if w >= cc.directIssued.Load() {
+		return // nothing in flight: the next chain arms the timer
+	}
+	if w != cc.directMark.Load() {
+		cc.directMark.Store(w)
+		cc.directTimer.Reset(time.Duration(cc.directWait.Load()))
+		return
+	}
+	if u := cc.directUp.Load(); u != nil {
+		u.fail(errors.New("no response to a Produce within its timeout"))
 	}
 }
 
-// answerDirect runs a direct Produce's rest and writes its answer, then
-// gives the token to the slot behind it (handedOver: one may be queued)
-// and finishes the slot. It runs on the goroutine that ended the call
-// (produceScratch.ended), or on the read loop (directProduce).
-func (cc *clientConn) answerDirect(s *slot, handedOver bool) {
-	if cc.directUp.Swap(nil) != nil {
-		cc.directTimer.Stop()
-	}
+// answerDirect runs a direct Produce's rest, writes its answer, counts it
+// written (waking a write loop that waits for it) and finishes the slot.
+// It runs on the goroutine that ended the call (produceScratch.ended), or
+// on the read loop (directProduce).
+func (cc *clientConn) answerDirect(s *slot) {
+	producedDirect.Add(1) // before the client can have the answer (tests)
+	cc.srv.metrics.produceDirect.Inc()
 	cc.await(s) // the call has ended: nothing in the rest waits
 	if s.resp == nil {
 		cc.nc.Close() // the handler panicked (complete)
@@ -928,10 +958,11 @@ func (cc *clientConn) answerDirect(s *slot, handedOver bool) {
 			cc.finish()
 		}
 	}
-	producedDirect.Add(1)
-	cc.srv.metrics.produceDirect.Inc()
-	if handedOver {
-		cc.directDone <- struct{}{} // before finishSlot: see directProduce
+	// Before finishSlot: see directOK.
+	cc.directWritten.Add(1)
+	select {
+	case cc.directKick <- struct{}{}:
+	default: // a kick is pending already: the write loop looks again
 	}
 	cc.finishSlot(s)
 }
@@ -986,12 +1017,11 @@ func (cc *clientConn) writeLoop() {
 		case <-cc.done:
 			return
 		}
-		if s.afterDirect {
-			// A Produce answered directly is ahead of it (push); nothing
-			// else is queued here (it was answered with nothing else
-			// outstanding).
+		// Produce answers written directly may be ahead of it (push);
+		// nothing else is queued here then (directOK).
+		for cc.directWritten.Load() < s.afterDirect {
 			select {
-			case <-cc.directDone:
+			case <-cc.directKick:
 			case <-cc.done:
 				fail(s, nil)
 				return

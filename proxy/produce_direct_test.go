@@ -91,6 +91,46 @@ func TestDirectProduceKeepsResponseOrder(t *testing.T) {
 	}
 }
 
+// Pipelined Produce requests on one broker connection are answered
+// directly one after the other, in order, and a request behind them waits
+// for all of them.
+func TestDirectProduceChain(t *testing.T) {
+	mb := newMemBroker(t, 1, nil)
+	mb.holdProduce = make(chan struct{})
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	c := dialRaw(t, srv)
+	produce := requestFrame(produceRequest(11, 1, benchBatch(1, 100)))
+	before := producedDirect.Load()
+	for corr := int32(1); corr <= 3; corr++ {
+		c.send(produce, corr)
+	}
+	c.send(requestFrame(kmsg.NewPtrApiVersionsRequest()), 4)
+	if f, err := c.recv(300 * time.Millisecond); err == nil {
+		t.Fatalf("answer with correlation id %d while the broker holds the Produce answers", corrOf(f))
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal(err)
+	}
+	for corr := int32(1); corr <= 4; corr++ {
+		if corr <= 3 {
+			select { // one more Produce answer may go
+			case mb.holdProduce <- struct{}{}:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a Produce never reached the broker")
+			}
+		}
+		f, err := c.recv(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answer %d: %v", corr, err)
+		}
+		if got := corrOf(f); got != corr {
+			t.Fatalf("answer with correlation id %d, want %d (answers out of request order)", got, corr)
+		}
+	}
+	if got := producedDirect.Load() - before; got != 3 {
+		t.Fatalf("%d of the 3 pipelined Produce requests answered directly, want all", got)
+	}
+}
+
 func TestDirectProduceAnsweredWhenItsBrokerConnectionDrops(t *testing.T) {
 	mb := newMemBroker(t, 1, nil)
 	mb.dropProduce = true
