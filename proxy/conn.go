@@ -936,9 +936,13 @@ func (cc *clientConn) answerDirect(s *slot) {
 	} else {
 		w := cc.directW
 		if w == nil {
-			// Not pooled back: the last answerer may still use it
-			// after the connection closed; the GC takes it.
-			w = newRespWriter(cc.nc)
+			// A Produce answer's header is all it encodes (the body
+			// goes by reference): a small buffer of its own, not a
+			// pooled 64 KiB one, since it stays with the connection and
+			// the GC takes it (the last answerer may use it after the
+			// connection closed).
+			b := make([]byte, 0, 256)
+			w = &respWriter{nc: cc.nc, bufp: &b}
 			cc.directW = w
 		}
 		capture := cc.srv.opts.Capture
