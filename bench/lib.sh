@@ -42,6 +42,7 @@ build_before_after() {
 # are ready (exits, with the log, when one is not). Fills the script's
 # associative arrays LISTEN and PID (declare -A LISTEN PID first) for
 # "before" and "after", and adds the pids to PIDS for its cleanup.
+# BEFORE_ENV and AFTER_ENV (VAR=value words) are set for the one process.
 start_before_after() {
   local v admin i
   for v in before after; do
@@ -55,7 +56,11 @@ clusters:
 routes: { default: source }
 log: { level: warn }
 YAML
-    "$WORK/kproxy-$v" run -c "$WORK/$v.yaml" >"$WORK/$v.log" 2>&1 &
+    # BEFORE_ENV / AFTER_ENV: environment for that process only, e.g.
+    # AFTER_ENV=GOMAXPROCS=1 (with BASE=HEAD: the runtime setting alone).
+    local envvar="${v^^}_ENV"
+    # shellcheck disable=SC2086 # a list of VAR=value words
+    env ${!envvar:-} "$WORK/kproxy-$v" run -c "$WORK/$v.yaml" >"$WORK/$v.log" 2>&1 &
     PID[$v]=$!
     PIDS+=("$!")
     for i in $(seq 1 100); do curl -fsS "http://$admin/readyz" >/dev/null 2>&1 && break; sleep 0.2; done

@@ -34,6 +34,7 @@ import (
 	"cmp"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kbin"
@@ -47,7 +48,7 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		sc = newProduceScratch()
 		sc.pinned = true
 	}
-	sc.rc, sc.req = rc, req
+	sc.rc, sc.req, sc.direct = rc, req, false
 	s := rc.srv()
 	router := s.routes()
 	if rc.splice != nil && produceNamesReplicated(s, router, req) {
@@ -305,6 +306,9 @@ func handleProduce(rc *reqCtx, req *kmsg.ProduceRequest) func() kmsg.Response {
 		flights.answered(nil) // every call is sent: the last answer ends it
 	}
 	sc.raw, sc.held = raw, held
+	// One call and nothing held: its answer is the whole rest, which the
+	// goroutine that reads it may run (directProduce).
+	sc.direct = len(pend) == 1 && pend[0].call != nil && len(held) == 0
 	return sc.run
 }
 
@@ -335,7 +339,37 @@ type produceScratch struct {
 	hold   heldResponse
 
 	run func() kmsg.Response // rest, bound once
+
+	// direct: the request's rest is its one call's answer (handleProduce);
+	// dstate is who runs it when the read loop hands it over
+	// (directProduce): a directState, reset at each dispatch.
+	direct bool
+	dstate atomic.Int32
 }
+
+// directState is a Produce's progress through directProduce: the read
+// loop arms it once its synchronous part is done, the call's end (its
+// hook, ending) notes that it was answered; whichever comes second runs
+// the rest and writes the answer.
+type directState = int32
+
+const (
+	directNone     directState = iota // neither yet
+	directArmed                       // handed over: the call's end answers the client
+	directAnswered                    // the call ended first: the read loop answers
+)
+
+// ending is the call's hook (upstreamCall.then), before its token: it
+// reports whether the read loop handed the answer over.
+func (sc *produceScratch) ending() bool {
+	if sc.dstate.CompareAndSwap(directNone, directAnswered) {
+		return false
+	}
+	return sc.dstate.Load() == directArmed
+}
+
+// ended answers the client (after the token: the rest finds the answer).
+func (sc *produceScratch) ended() { sc.slot.rc.cc.answerDirect(&sc.slot) }
 
 var producePool = sync.Pool{New: func() any { return newProduceScratch() }}
 

@@ -25,7 +25,9 @@ import (
 // request order). Each request's response is produced on a goroutine of its
 // own; the write goroutine waits for the slots in the order they were queued,
 // so pipelined requests may complete out of order upstream but always leave
-// in order (Java's InFlightRequests rejects anything else).
+// in order (Java's InFlightRequests rejects anything else). A Produce sent
+// upstream whole, behind nothing but others like it, skips the write loop:
+// the upstream connection's reader answers it (directProduce).
 type clientConn struct {
 	srv *Server
 	id  uint64
@@ -88,6 +90,26 @@ type clientConn struct {
 	ip       string
 	software atomic.Pointer[string]
 	member   connGroups
+
+	// Produce requests answered directly (directProduce), numbered from
+	// 1: directIssued of them handed over (written by the read loop only),
+	// directWritten answered (their bytes in the socket); directKick tells
+	// the write loop that directWritten moved (slot.afterDirect). Those in
+	// flight form a chain on one upstream connection, directConn (read
+	// loop) and directUp (the timer's). directTimer watches the chain's
+	// progress (directExpired): directMark is directWritten when it was
+	// armed, directWait its period. directW is the answerer's writer:
+	// answers of a chain are written one after the other, by the one
+	// goroutine that reads that connection.
+	directIssued  atomic.Int64
+	directWritten atomic.Int64
+	directKick    chan struct{}
+	directConn    *upstreamConn
+	directUp      atomic.Pointer[upstreamConn]
+	directTimer   *time.Timer
+	directMark    atomic.Int64
+	directWait    atomic.Int64
+	directW       *respWriter
 }
 
 type upKey struct {
@@ -120,6 +142,10 @@ type slot struct {
 
 	respBytes int64 // charged to the buffer budget until written
 	fetchTurn bool  // holds clientConn.fetchTurn until written
+	// afterDirect: the direct Produce answers up to this number are
+	// ahead of this slot (directProduce): the write loop waits until
+	// directWritten reaches it.
+	afterDirect int64
 	// closeAfter closes the connection once this response is written (a
 	// failed SASL authentication, as a broker does).
 	closeAfter bool
@@ -155,6 +181,7 @@ func newClientConn(s *Server, nc net.Conn, id uint64) *clientConn {
 		fetchTurn:  make(chan struct{}, 1),
 		noResponse: make(chan struct{}, s.opts.MaxInflight),
 		spareFrame: make(chan []byte, 1),
+		directKick: make(chan struct{}, 1),
 		ups:        map[upKey]*upEntry{},
 		rec:        s.inventory.add(id, nc.RemoteAddr().String()),
 		ip:         remoteIP(nc),
@@ -448,6 +475,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// Decoded without copying strings (ownProduceStrings below).
 		ps = producePool.Get().(*produceScratch)
 		ps.pinned = false
+		ps.dstate.Store(directNone) // its last use is over (finishSlot)
 		into = ps.decodeInto()
 	case kmsg.Fetch.Int16():
 		select {
@@ -565,17 +593,13 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 			}
 			s.fetchTurn, turn = true, false
 		}
-		if !inline {
-			select {
-			case cc.slots <- s:
-			case <-cc.done:
-				if s.fetchTurn {
-					<-cc.fetchTurn
-				}
-				cc.outstanding.Add(-1)
-				budget.release(charged)
-				return false, net.ErrClosed
+		if !inline && !cc.push(s) {
+			if s.fetchTurn {
+				<-cc.fetchTurn
 			}
+			cc.outstanding.Add(-1)
+			budget.release(charged)
+			return false, net.ErrClosed
 		}
 	}
 	var rc *reqCtx
@@ -618,11 +642,14 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// start and one wake-up fewer per request. Produce has sent its
 		// sub-requests already; Fetch sends in its rest, but a
 		// connection has one Fetch in flight (fetchTurn), so its turn is
-		// when it would have been written anyway.
+		// when it would have been written anyway. A Produce behind nothing
+		// but direct ones skips the write loop too (directProduce).
 		s.run = h2
-		select {
-		case cc.slots <- s:
-		case <-cc.done:
+		if ps != nil && ps.direct && sp == nil && h2.filter == nil && !s.closeAfter && cc.directOK(ps.pend[0].u) {
+			cc.directProduce(s, ps)
+			return true, nil
+		}
+		if !cc.push(s) {
 			// Nobody will write it: finish it aside (its upstream
 			// calls end when serve closes those connections).
 			go func() { cc.complete(s, h2); cc.finishSlot(s) }()
@@ -804,11 +831,144 @@ func (cc *clientConn) enqueueReady(h requestHeader, resp kmsg.Response) {
 	s := &slot{corr: h.corr, key: h.key, version: h.version, start: time.Now(), ready: make(chan struct{}), resp: resp}
 	close(s.ready)
 	cc.outstanding.Add(1)
-	select {
-	case cc.slots <- s:
-	case <-cc.done:
+	if !cc.push(s) {
 		cc.outstanding.Add(-1)
 	}
+}
+
+// push queues s for the write loop (read loop only), behind the Produce
+// requests answered directly so far; false when the connection is
+// finished.
+func (cc *clientConn) push(s *slot) bool {
+	s.afterDirect = cc.directIssued.Load()
+	select {
+	case cc.slots <- s:
+		return true
+	case <-cc.done:
+		return false
+	}
+}
+
+// directOK reports whether a Produce whose one upstream call went on u may
+// be answered directly (read loop only): everything outstanding on the
+// connection besides it is a direct answer not yet written, on u. Then the
+// write loop holds nothing, and u's reader writes the answers in the order
+// the broker gives them, which is the requests' order.
+func (cc *clientConn) directOK(u *upstreamConn) bool {
+	// outstanding first: a direct answer written and finished between
+	// the two loads makes the sides differ (not eligible), never agree
+	// wrongly (finishSlot comes after directWritten).
+	out := cc.outstanding.Load() - 1 // this request's own
+	inflight := cc.directIssued.Load() - cc.directWritten.Load()
+	return out == inflight && (inflight == 0 || cc.directConn == u)
+}
+
+// directProduce answers a Produce without the write loop (read loop only;
+// directOK): the request went upstream as one call and its answer is all
+// its rest needs (produceScratch.direct). The goroutine that reads that
+// answer runs the rest and writes it to the client, instead of waking the
+// write loop to do it: per small request, one goroutine hand-off and its
+// scheduler wake-ups fewer. A slot queued meanwhile waits for it (push,
+// afterDirect), so responses stay in request order. If the answer came
+// before the hand-over, the read loop answers here itself.
+func (cc *clientConn) directProduce(s *slot, ps *produceScratch) {
+	p := ps.pend[0]
+	if cc.directIssued.Load() == cc.directWritten.Load() {
+		// A new chain. Its timeout, which no waiter arms now
+		// (upstreamCall.wait): a broker that answers nothing within a
+		// request's timeout fails its connection, which ends the calls
+		// and answers the clients.
+		wait := upstreamTimeout(p.req)
+		cc.directConn = p.u
+		cc.directUp.Store(p.u)
+		cc.directWait.Store(int64(wait))
+		cc.directMark.Store(cc.directWritten.Load())
+		if cc.directTimer == nil {
+			cc.directTimer = time.AfterFunc(wait, cc.directExpired)
+		} else {
+			cc.directTimer.Reset(wait)
+		}
+	}
+	cc.directIssued.Add(1)
+	if ps.dstate.CompareAndSwap(directNone, directArmed) {
+		return
+	}
+	cc.answerDirect(s) // answered already
+}
+
+// producedDirect counts Produce answers written by answerDirect (tests).
+var producedDirect atomic.Int64
+
+// directExpired watches a chain of direct Produce requests (directTimer):
+// when no answer came for a whole period while some are in flight, their
+// upstream connection is failed, as upstreamCall.wait does for one call.
+// An answer within the period earns the rest another one (so a stalled
+// broker is found within one to two request timeouts). A firing that
+// races with the start of the next chain may take it for stalled: a
+// retriable error, only when a request arrives exactly a timeout after
+// the last chain began with nothing in between.
+func (cc *clientConn) directExpired() {
+	w := cc.directWritten.Load()
+	if w >= cc.directIssued.Load() {
+		return // nothing in flight: the next chain arms the timer
+	}
+	if w != cc.directMark.Load() {
+		cc.directMark.Store(w)
+		cc.directTimer.Reset(time.Duration(cc.directWait.Load()))
+		return
+	}
+	if u := cc.directUp.Load(); u != nil {
+		u.fail(errors.New("no response to a Produce within its timeout"))
+	}
+}
+
+// answerDirect runs a direct Produce's rest, writes its answer, counts it
+// written (waking a write loop that waits for it) and finishes the slot.
+// It runs on the goroutine that ended the call (produceScratch.ended), or
+// on the read loop (directProduce).
+func (cc *clientConn) answerDirect(s *slot) {
+	producedDirect.Add(1) // before the client can have the answer (tests)
+	cc.srv.metrics.produceDirect.Inc()
+	cc.await(s) // the call has ended: nothing in the rest waits
+	if s.resp == nil {
+		cc.nc.Close() // the handler panicked (complete)
+		cc.finish()
+	} else {
+		w := cc.directW
+		if w == nil {
+			// A Produce answer's header is all it encodes (the body
+			// goes by reference): a small buffer of its own, not a
+			// pooled 64 KiB one, since it stays with the connection and
+			// the GC takes it (the last answerer may use it after the
+			// connection closed).
+			b := make([]byte, 0, 256)
+			w = &respWriter{nc: cc.nc, bufp: &b}
+			cc.directW = w
+		}
+		capture := cc.srv.opts.Capture
+		n := w.add(s, capture != nil)
+		if capture != nil {
+			capture(s.key, s.version, w.last())
+		}
+		cc.srv.metrics.bytesOut.Add(float64(n))
+		cc.srv.metrics.latency[s.key].Observe(time.Since(s.start).Seconds())
+		_ = cc.nc.SetWriteDeadline(time.Now().Add(cc.srv.opts.Limits.WriteTimeout))
+		if _, err := w.flush(); err != nil {
+			if isTimeout(err) {
+				cc.srv.metrics.closed.WithLabelValues("write_timeout").Inc()
+				cc.log.Warn("closing client connection: it did not read a response within the write timeout", "timeout", cc.srv.opts.Limits.WriteTimeout)
+			}
+			cc.nc.Close()
+			cc.finish()
+		}
+	}
+	// Before finishSlot: see directOK.
+	cc.directWritten.Add(1)
+	select {
+	case cc.directKick <- struct{}{}:
+	default: // a kick is pending already: the write loop looks again
+	}
+	cc.finishSlot(s)
 }
 
 // writeLoop writes responses in request order. Every write has a deadline
@@ -860,6 +1020,16 @@ func (cc *clientConn) writeLoop() {
 		case s = <-cc.slots:
 		case <-cc.done:
 			return
+		}
+		// Produce answers written directly may be ahead of it (push);
+		// nothing else is queued here then (directOK).
+		for cc.directWritten.Load() < s.afterDirect {
+			select {
+			case <-cc.directKick:
+			case <-cc.done:
+				fail(s, nil)
+				return
+			}
 		}
 		// Flush what is queued before waiting on a response that is
 		// not ready: holding response N until N+1 completes would add

@@ -49,6 +49,11 @@ type memBroker struct {
 	fetchConnDone chan struct{}
 	// produced, when set, gets a copy of each Produce frame body.
 	produced chan []byte
+	// dropProduce: a Produce closes its connection instead of an answer.
+	dropProduce bool
+	// holdProduce, when set, holds each Produce's answer until it gets a
+	// token.
+	holdProduce chan struct{}
 
 	mu     sync.Mutex // guards cached
 	cached map[[2]int16][]byte
@@ -115,6 +120,12 @@ func (b *memBroker) serve(c net.Conn) {
 		}
 		if key == kmsg.Produce.Int16() && b.produced != nil {
 			b.produced <- append([]byte(nil), frame...)
+		}
+		if key == kmsg.Produce.Int16() && b.dropProduce {
+			return
+		}
+		if key == kmsg.Produce.Int16() && b.holdProduce != nil {
+			<-b.holdProduce
 		}
 		var resp []byte
 		switch key {
@@ -427,8 +438,53 @@ func checkAnswer(b *testing.B, req kmsg.Request, frame []byte) {
 			}
 		}
 	}
-	if n != 6 {
-		b.Fatalf("answer has %d partitions, want 6", n)
+	if want := requestPartitions(req); n != want {
+		b.Fatalf("answer has %d partitions, want %d", n, want)
+	}
+}
+
+// requestPartitions is how many partitions a bench Produce or Fetch names.
+func requestPartitions(req kmsg.Request) int {
+	n := 0
+	switch r := req.(type) {
+	case *kmsg.ProduceRequest:
+		for _, t := range r.Topics {
+			n += len(t.Partitions)
+		}
+	case *kmsg.FetchRequest:
+		for _, t := range r.Topics {
+			n += len(t.Partitions)
+		}
+	}
+	return n
+}
+
+// BenchmarkProduceSmall and BenchmarkFetchSmall: one request at a time of
+// one partition and one 1 KiB record, the shape of the latency phase of
+// bench/run.sh (franz-go, linger 0, 5k records/s): per request, not per
+// byte, is what costs here (wake-ups, syscalls; bench/RESULTS.md, "Small
+// requests").
+func BenchmarkProduceSmall(b *testing.B) {
+	for _, path := range []string{"direct", "proxy"} {
+		b.Run(path+"/v11", func(b *testing.B) {
+			batch := benchBatch(1, 1024)
+			r := newBenchRig(b, path == "direct", 1, nil)
+			benchForwarded(b, r, produceRequest(11, 1, batch), len(batch))
+		})
+	}
+}
+
+func BenchmarkFetchSmall(b *testing.B) {
+	for _, path := range []string{"direct", "proxy"} {
+		b.Run(path+"/v16", func(b *testing.B) {
+			batch := benchBatch(1, 1024)
+			r := newBenchRig(b, path == "direct", 1, fetchAnswer(1, batch))
+			id := memTopicID
+			if r.srv != nil {
+				id = r.srv.virtualTopicID(benchTopic)
+			}
+			benchForwarded(b, r, fetchRequest(16, 1, id), len(batch))
+		})
 	}
 }
 

@@ -23,6 +23,9 @@ type metrics struct {
 	// memory before dispatch), materialized (read back by the handler).
 	produceSplices                                          *prometheus.CounterVec
 	produceSpliced, produceSpliceRebuilt, produceSpliceRead prometheus.Counter
+	// Produce answers written by the goroutine that read the broker's
+	// answer, not the client's write loop (conn.go, directProduce).
+	produceDirect prometheus.Counter
 
 	// Resource limits (limits.go, docs/operations.md).
 	bufferedBytes prometheus.Gauge
@@ -80,6 +83,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kproxy_produce_splices_total",
 			Help: "Large Produce requests from plaintext clients read incrementally, by outcome: spliced (batch bodies went client socket to broker socket through pipes), rebuilt (found unusual after splicing began: read back into memory, buffered path), materialized (read back by the handler: a topic became replicated meanwhile).",
 		}, []string{"outcome"}),
+		produceDirect: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kproxy_produce_direct_total",
+			Help: "Produce answers written straight by the goroutine that read the broker's answer (a request with nothing else outstanding on its connection, sent upstream as one request), instead of the connection's write loop: one wake-up fewer each.",
+		}),
 		fetchRelays: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kproxy_fetch_relays_total",
 			Help: "Fetch answers eligible for the streaming relay, by outcome: streamed, buffered (not plain or small: read whole), closed (could not be completed after streaming began; the client connection was closed).",
@@ -148,7 +155,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.produceSpliced = m.produceSplices.WithLabelValues("spliced")
 	m.produceSpliceRebuilt = m.produceSplices.WithLabelValues("rebuilt")
 	m.produceSpliceRead = m.produceSplices.WithLabelValues("materialized")
-	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, m.produceSplices, reqs, lat,
+	reg.MustRegister(m.connections, m.bytesIn, m.bytesOut, m.badFrames, m.upstreamErrors, m.fetchRelays, m.produceSplices, m.produceDirect, reqs, lat,
 		m.bufferedBytes, m.closed, m.refused, m.acceptErrors, m.dialFailures, m.limits, m.saslFailures, m.policyDenials,
 		m.stateEntries, m.stateExpired, m.groupAmbiguous, m.readsReplanned, m.resends, m.unanswered, m.metadataListings)
 	for _, kind := range []string{stateProducerSessions, stateTxnIDs, stateGroupMemberships} {

@@ -107,10 +107,15 @@ func (rc *reqCtx) writeTo(p *pending, cluster string, broker UpstreamNodeID, add
 		body = rc.body
 	}
 	var call *upstreamCall
-	if pr, ok := req.(*kmsg.ProduceRequest); ok && rc.splice != nil {
-		call, err = u.writeSpliced(pr, rc.clientID, rc.splice, expectResponse, w, prev)
+	var then callHook
+	pr, isProduce := req.(*kmsg.ProduceRequest)
+	if isProduce && rc.produce != nil && expectResponse {
+		then = rc.produce // may answer the client itself (directProduce)
+	}
+	if isProduce && rc.splice != nil {
+		call, err = u.writeSpliced(pr, rc.clientID, rc.splice, expectResponse, w, then, prev)
 	} else {
-		call, err = u.write(req, rc.clientID, body, raw, expectResponse, w, stream, prev)
+		call, err = u.write(req, rc.clientID, body, raw, expectResponse, w, then, stream, prev)
 	}
 	if err != nil {
 		rc.srv().metrics.upstreamErrors.WithLabelValues(cluster).Inc()

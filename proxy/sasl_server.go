@@ -112,9 +112,7 @@ func (cc *clientConn) rawSASLStep(token []byte) error {
 	s := &slot{key: kmsg.SASLAuthenticate.Int16(), ready: make(chan struct{}), resp: &rawSASLToken{token: out}, start: time.Now()}
 	close(s.ready)
 	cc.outstanding.Add(1)
-	select {
-	case cc.slots <- s:
-	case <-cc.done:
+	if !cc.push(s) {
 		cc.outstanding.Add(-1)
 		return net.ErrClosed
 	}

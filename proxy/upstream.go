@@ -88,6 +88,22 @@ type upstreamCall struct {
 	// the streaming Fetch relay (fetch_stream.go) reads it itself.
 	stream bool
 	sr     *upstreamStream
+	// then, set before the call is queued, may take over the rest of the
+	// request it is part of when the call ends (callHook): a small
+	// Produce is then answered by the goroutine that read its answer.
+	then callHook
+}
+
+// callHook is told that a call is ending, on the goroutine that ends it
+// (the upstream reader, or whoever fails the connection): ending runs
+// before the call's token is given, while the request is surely still the
+// one the call was sent for, and says whether ended is to run after the
+// token (the hook's owner handed the rest of its request over to whoever
+// ends the call: conn.go, directProduce). Neither may block on the upstream
+// connection (ended may write to the client).
+type callHook interface {
+	ending() (runEnded bool)
+	ended()
 }
 
 // answerWatcher is told once that a call ended: err nil when the broker
@@ -106,7 +122,12 @@ func (c *upstreamCall) end() {
 	if w := c.watch; w != nil {
 		w.answered(c.err)
 	}
+	h := c.then
+	run := h != nil && h.ending()
 	c.done <- struct{}{}
+	if run {
+		h.ended() // c may be reused already: h is all that is used
+	}
 }
 
 // newCall is a call ready to be sent: prev (the owner's previous call, may
@@ -172,6 +193,12 @@ func (c *upstreamCall) releaseFrame() {
 func (c *upstreamCall) wait(uc *upstreamConn, timeout time.Duration) ([]byte, error) {
 	if c.ended {
 		return c.body, c.err
+	}
+	select {
+	case <-c.done: // answered already: no timer to arm
+		c.ended = true
+		return c.body, c.err
+	default:
 	}
 	t := getTimer(timeout)
 	defer putTimer(t)
@@ -321,13 +348,13 @@ func (uc *upstreamConn) fail(err error) {
 // send writes req and returns the call to wait on, or nil when the request
 // expects no response (acks=0 Produce).
 func (uc *upstreamConn) send(req kmsg.Request, clientID *string, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, nil, false, expectResponse, nil, false, nil)
+	return uc.write(req, clientID, nil, false, expectResponse, nil, nil, false, nil)
 }
 
 // sendBody is send for a request whose encoded body the caller already has
 // (the client's own bytes): the header and the body go out in one writev.
 func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte, expectResponse bool) (*upstreamCall, error) {
-	return uc.write(req, clientID, body, true, expectResponse, nil, false, nil)
+	return uc.write(req, clientID, body, true, expectResponse, nil, nil, false, nil)
 }
 
 // write frames and writes one request: req encoded, or, when raw, a header
@@ -335,25 +362,26 @@ func (uc *upstreamConn) sendBody(req kmsg.Request, clientID *string, body []byte
 // same critical section as the write, so responses pair with calls FIFO.
 // nextCallLocked numbers the next call on the connection and readies it
 // for req (newCall), unless the connection is dead; uc.wmu is held.
-func (uc *upstreamConn) nextCallLocked(req kmsg.Request, watch answerWatcher, stream bool, prev *upstreamCall) (*upstreamCall, error) {
+func (uc *upstreamConn) nextCallLocked(req kmsg.Request, watch answerWatcher, then callHook, stream bool, prev *upstreamCall) (*upstreamCall, error) {
 	if uc.isDead() {
 		return nil, fmt.Errorf("%w: %v", errUpstreamClosed, uc.deadErr)
 	}
 	uc.corr++
 	c := newCall(prev)
-	c.corr, c.key, c.ver, c.watch, c.stream = uc.corr, req.Key(), req.GetVersion(), watch, stream
+	c.corr, c.key, c.ver, c.watch, c.then, c.stream = uc.corr, req.Key(), req.GetVersion(), watch, then, stream
 	c.flex = flexibleHeader(req)
 	return c, nil
 }
 
 // watch (may be nil) hears the call end; it is not told of a request that
-// was never queued (an error return, or no response expected). stream asks
-// for the response body unread (upstreamCall.stream). prev, when not nil,
-// is the caller's previous call, reused when it is over (newCall).
-func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, stream bool, prev *upstreamCall) (*upstreamCall, error) {
+// was never queued (an error return, or no response expected); nor is
+// then (upstreamCall.then, may be nil). stream asks for the response body
+// unread (upstreamCall.stream). prev, when not nil, is the caller's
+// previous call, reused when it is over (newCall).
+func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, raw, expectResponse bool, watch answerWatcher, then callHook, stream bool, prev *upstreamCall) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
-	c, err := uc.nextCallLocked(req, watch, stream, prev)
+	c, err := uc.nextCallLocked(req, watch, then, stream, prev)
 	if err != nil {
 		return nil, err
 	}
@@ -407,10 +435,10 @@ func (uc *upstreamConn) write(req kmsg.Request, clientID *string, body []byte, r
 // headers in memory, and their bodies follow from sp's pipes, spliced into
 // the socket in their places. On a socket that cannot take a splice (TLS)
 // the bodies are read out of the pipes and written.
-func (uc *upstreamConn) writeSpliced(req *kmsg.ProduceRequest, clientID *string, sp *spliceReq, expectResponse bool, watch answerWatcher, prev *upstreamCall) (*upstreamCall, error) {
+func (uc *upstreamConn) writeSpliced(req *kmsg.ProduceRequest, clientID *string, sp *spliceReq, expectResponse bool, watch answerWatcher, then callHook, prev *upstreamCall) (*upstreamCall, error) {
 	uc.wmu.Lock()
 	defer uc.wmu.Unlock()
-	c, err := uc.nextCallLocked(req, watch, false, prev)
+	c, err := uc.nextCallLocked(req, watch, then, false, prev)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,166 @@
+package proxy
+
+// A small Produce answered by the goroutine that reads its upstream answer
+// (conn.go, directProduce): responses stay in request order, and a broker
+// connection that drops still answers the client.
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// rawClient is a client connection that sends prepared frames under a
+// correlation id and reads answer frames.
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, srv *Server) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return &rawClient{t: t, nc: nc, br: bufio.NewReader(nc)}
+}
+
+func (c *rawClient) send(frame []byte, corr int32) {
+	c.t.Helper()
+	f := append([]byte(nil), frame...)
+	binary.BigEndian.PutUint32(f[8:], uint32(corr))
+	if _, err := c.nc.Write(f); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// recv reads one answer frame (after its size) within d.
+func (c *rawClient) recv(d time.Duration) ([]byte, error) {
+	_ = c.nc.SetReadDeadline(time.Now().Add(d))
+	return readFrameInto(c.br, 1<<20, nil)
+}
+
+func corrOf(frame []byte) int32 { return int32(binary.BigEndian.Uint32(frame)) }
+
+func TestDirectProduceKeepsResponseOrder(t *testing.T) {
+	mb := newMemBroker(t, 1, nil)
+	mb.holdProduce = make(chan struct{})
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	c := dialRaw(t, srv)
+	produce := requestFrame(produceRequest(11, 1, benchBatch(1, 100)))
+	before := producedDirect.Load()
+	// The first request, with nothing else outstanding: answered
+	// directly (checked below). Behind it, pipelined: an ApiVersions the
+	// proxy answers at once by itself, and another Produce. The broker
+	// holds both Produce answers.
+	c.send(produce, 1)
+	c.send(requestFrame(kmsg.NewPtrApiVersionsRequest()), 2) // v0
+	c.send(produce, 3)
+	if f, err := c.recv(300 * time.Millisecond); err == nil {
+		t.Fatalf("answer with correlation id %d while the broker holds the first Produce's: it overtook that answer", corrOf(f))
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case mb.holdProduce <- struct{}{}:
+		case <-time.After(30 * time.Second):
+			t.Fatal("a Produce never reached the broker")
+		}
+	}
+	for i, w := range []int32{1, 2, 3} {
+		f, err := c.recv(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if got := corrOf(f); got != w {
+			t.Fatalf("answer %d has correlation id %d, want %d (answers out of request order)", i, got, w)
+		}
+	}
+	if producedDirect.Load() == before {
+		t.Fatal("the first Produce was not answered directly: this test checks nothing")
+	}
+}
+
+// Pipelined Produce requests on one broker connection are answered
+// directly one after the other, in order, and a request behind them waits
+// for all of them.
+func TestDirectProduceChain(t *testing.T) {
+	mb := newMemBroker(t, 1, nil)
+	mb.holdProduce = make(chan struct{})
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	c := dialRaw(t, srv)
+	produce := requestFrame(produceRequest(11, 1, benchBatch(1, 100)))
+	before := producedDirect.Load()
+	for corr := int32(1); corr <= 3; corr++ {
+		c.send(produce, corr)
+	}
+	c.send(requestFrame(kmsg.NewPtrApiVersionsRequest()), 4)
+	if f, err := c.recv(300 * time.Millisecond); err == nil {
+		t.Fatalf("answer with correlation id %d while the broker holds the Produce answers", corrOf(f))
+	} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal(err)
+	}
+	for corr := int32(1); corr <= 4; corr++ {
+		if corr <= 3 {
+			select { // one more Produce answer may go
+			case mb.holdProduce <- struct{}{}:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a Produce never reached the broker")
+			}
+		}
+		f, err := c.recv(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answer %d: %v", corr, err)
+		}
+		if got := corrOf(f); got != corr {
+			t.Fatalf("answer with correlation id %d, want %d (answers out of request order)", got, corr)
+		}
+	}
+	if got := producedDirect.Load() - before; got != 3 {
+		t.Fatalf("%d of the 3 pipelined Produce requests answered directly, want all", got)
+	}
+}
+
+func TestDirectProduceAnsweredWhenItsBrokerConnectionDrops(t *testing.T) {
+	mb := newMemBroker(t, 1, nil)
+	mb.dropProduce = true
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	c := dialRaw(t, srv)
+	req := produceRequest(11, 1, benchBatch(1, 100))
+	before := producedDirect.Load()
+	c.send(requestFrame(req), 7)
+	f, err := c.recv(30 * time.Second)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("no answer to a Produce whose broker connection dropped")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := corrOf(f); got != 7 {
+		t.Fatalf("answer with correlation id %d, want 7", got)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(11)
+	if err := resp.ReadFrom(f[5:]); err != nil { // after the id and the header's tags
+		t.Fatal(err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
+		t.Fatalf("answer names %d topics, want 1 with 1 partition", len(resp.Topics))
+	}
+	if code := resp.Topics[0].Partitions[0].ErrorCode; code == 0 {
+		t.Fatal("a Produce whose broker connection dropped was answered without error")
+	}
+	if producedDirect.Load() == before {
+		t.Fatal("the Produce was not answered directly: this test checks nothing")
+	}
+}
