@@ -109,6 +109,7 @@ type clientConn struct {
 	directTimer   *time.Timer
 	directMark    atomic.Int64
 	directWait    atomic.Int64
+	directStart   atomic.Int64 // when the current chain began (unix ns)
 	directW       *respWriter
 }
 
@@ -883,6 +884,7 @@ func (cc *clientConn) directProduce(s *slot, ps *produceScratch) {
 		cc.directUp.Store(p.u)
 		cc.directWait.Store(int64(wait))
 		cc.directMark.Store(cc.directWritten.Load())
+		cc.directStart.Store(time.Now().UnixNano())
 		if cc.directTimer == nil {
 			cc.directTimer = time.AfterFunc(wait, cc.directExpired)
 		} else {
@@ -904,17 +906,24 @@ var producedDirect atomic.Int64
 // upstream connection is failed, as upstreamCall.wait does for one call.
 // An answer within the period earns the rest another one (so a stalled
 // broker is found within one to two request timeouts). A firing that
-// races with the start of the next chain may take it for stalled: a
-// retriable error, only when a request arrives exactly a timeout after
-// the last chain began with nothing in between.
+// races with the start of the next chain (the timer armed by an earlier
+// chain, firing as this one begins) finds the chain younger than a period
+// and waits out the rest of it: directStart is stored before the chain's
+// request is counted issued, so a firing that sees the request sees its
+// start too, and never fails a healthy connection for it.
 func (cc *clientConn) directExpired() {
 	w := cc.directWritten.Load()
 	if w >= cc.directIssued.Load() {
 		return // nothing in flight: the next chain arms the timer
 	}
+	wait := time.Duration(cc.directWait.Load())
+	if age := time.Since(time.Unix(0, cc.directStart.Load())); age < wait {
+		cc.directTimer.Reset(wait - age)
+		return
+	}
 	if w != cc.directMark.Load() {
 		cc.directMark.Store(w)
-		cc.directTimer.Reset(time.Duration(cc.directWait.Load()))
+		cc.directTimer.Reset(wait)
 		return
 	}
 	if u := cc.directUp.Load(); u != nil {

@@ -164,3 +164,33 @@ func TestDirectProduceAnsweredWhenItsBrokerConnectionDrops(t *testing.T) {
 		t.Fatal("the Produce was not answered directly: this test checks nothing")
 	}
 }
+
+// The connection's one timer for direct answers (directExpired): a firing
+// of the timer an earlier chain armed, as the next chain begins, leaves
+// the upstream connection alone (the chain is younger than a period); a
+// chain a whole period old with no answer fails it, which answers its
+// clients.
+func TestDirectTimerSparesAChainThatJustBegan(t *testing.T) {
+	up, broker := net.Pipe()
+	defer broker.Close()
+	uc := newUpstreamConn(up, Source, 1, "broker", 1<<20, nil, time.Second)
+	defer uc.fail(errors.New("test over"))
+	cc := &clientConn{}
+	cc.directUp.Store(uc)
+	cc.directWait.Store(int64(time.Minute))
+	cc.directTimer = time.AfterFunc(time.Hour, func() {})
+	defer cc.directTimer.Stop()
+	// One request in flight, none answered, the chain begun just now.
+	cc.directStart.Store(time.Now().UnixNano())
+	cc.directIssued.Store(1)
+	cc.directExpired()
+	if uc.isDead() {
+		t.Fatalf("a chain that just began was taken for stalled: %v", uc.deadErr)
+	}
+	// The same chain a whole period later, still unanswered.
+	cc.directStart.Store(time.Now().Add(-2 * time.Minute).UnixNano())
+	cc.directExpired()
+	if !uc.isDead() {
+		t.Fatal("a chain with no answer for a whole period left its upstream connection open")
+	}
+}
