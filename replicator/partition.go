@@ -54,11 +54,14 @@ type partition struct {
 	risk                   time.Duration
 	riskKnown, riskWarned  bool
 
-	// waiters counts WaitCopied callers (a cutover's drain). While there
-	// are any, the copy polls the source with a short wait: a caught-up
-	// partition's long poll can outlast the last records it must copy
-	// (measured: holds of ~110 ms at a 100 ms long poll, ~10-20 ms with
-	// short polls), and the hold waits for it.
+	// waiters counts WaitCopied callers (a cutover's drain) and Urge
+	// holders (a cutover's approach and hold). While there are any, the
+	// partition is urgent: the copy polls the source with a short wait
+	// on the fetcher's side connection (a caught-up partition's long poll
+	// can outlast the last records it must copy, measured: holds of ~110
+	// ms at a 100 ms long poll, ~10-20 ms with short polls, and the
+	// shared session request's answer carries every busy partition's
+	// records), and produces on a connection of its own (Urge).
 	waiters atomic.Int32
 	// fetcher is the source fetcher of the current copy session, told
 	// when a drain starts waiting so its next request polls short at
@@ -68,6 +71,29 @@ type partition struct {
 
 // urgentFetchWait is the source poll while a drain waits on the partition.
 const urgentFetchWait = 5 * time.Millisecond
+
+// urge and unurge count a waiter (see waiters) and tell the partition's
+// fetcher, whose requests change with it: an urgent want leaves the
+// session request for the side loop, and comes back when it is urgent no
+// more.
+func (p *partition) urge() {
+	p.waiters.Add(1)
+	p.urgencyChanged()
+}
+
+func (p *partition) unurge() {
+	p.waiters.Add(-1)
+	p.urgencyChanged()
+}
+
+func (p *partition) urgencyChanged() {
+	if f := p.fetcher.Load(); f != nil {
+		f.mu.Lock()
+		f.dirty = true
+		f.mu.Unlock()
+		f.signal()
+	}
+}
 
 // FatalError stops a partition for good: copying on would lose or
 // duplicate data. The message says what the operator must do.
@@ -375,7 +401,8 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	if txn != nil {
 		sess = txn.sess
 	}
-	conn, err := r.produceConnFor(ctx, l.tgtLeader)
+	urgent := p.waiters.Load() > 0
+	conn, err := r.produceConnFor(ctx, l.tgtLeader, urgent)
 	if err != nil {
 		return err
 	}
@@ -419,6 +446,16 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			return fmt.Errorf("source fetch at offset %d returned %d bytes without a whole batch", from, len(fp.RecordBatches))
 		}
 		p.noteAnswer(batches, from)
+		if u := p.waiters.Load() > 0; u != urgent {
+			// A cutover began or stopped waiting on the partition: its
+			// batches change lanes (Urge). Nothing is in flight here
+			// (each answer is flushed before the next fetch), so the
+			// sequence cannot reach the broker out of order.
+			if pl.conn, err = r.produceConnFor(ctx, l.tgtLeader, u); err != nil {
+				return err
+			}
+			urgent = u
+		}
 		filter := newAbortFilter(fp.AbortedTransactions)
 		changed, lastTs := false, int64(0)
 		// sent is the map's SourceEnd once every batch sent so far is
