@@ -354,7 +354,14 @@ func TestPartitionJoiningALongPollIsFetchedBesideIt(t *testing.T) {
 	if len(seen) == 0 {
 		t.Fatal("the new topic was copied without a fetch the source saw")
 	}
+	longPolls := 0
 	for _, s := range seen {
+		if s.sessionID != 0 && s.partitions == 0 && s.forgotten == 0 && longPolls == 0 {
+			// The long poll itself: waitLongPoll sees it set just
+			// before it is written, so the source may log it after mark.
+			longPolls++
+			continue
+		}
 		if s.sessionID != 0 || s.epoch != -1 || s.partitions != 1 {
 			t.Fatalf("fetch during the long poll = %+v, want sessionless fetches of the new partition only (all: %+v)", s, seen)
 		}

@@ -415,9 +415,10 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	pl := newPipeline(r, p, m, conn, l.tgtID, shift, txn)
 	var batchBuf [][]byte // the batches of the current answer, reused
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
-	// The map is saved when the copy catches up, at most mapSaveInterval
-	// after a change while it is behind, and when the session ends (Stop,
-	// StopTopic, an error), except in a simulated crash.
+	// The map is saved when the copy catches up (unless it is urgent),
+	// at most mapSaveInterval after a change while it is behind (or
+	// urgent), and when the session ends (Stop, StopTopic, an error),
+	// except in a simulated crash.
 	unsaved, savedAt := false, time.Now()
 	defer func() {
 		if unsaved && !errors.Is(retErr, errCrashed) {
@@ -547,7 +548,12 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		if shift == 0 && logStart > m.SourceStart() && m.trimBelow(logStart) {
 			unsaved = true
 		}
-		caughtUp := m.SourceEnd() >= hwm+shift
+		// An urgent copy is not saved each time it catches up: it
+		// catches up at nearly every one of its small answers, and each
+		// save is an fsync the next fetch would wait for (and the seal,
+		// when it stops the copy in the middle of one). The cutover
+		// waiting on it stops the copy, which saves the map once then.
+		caughtUp := m.SourceEnd() >= hwm+shift && p.waiters.Load() == 0
 		// Published before the save: a drain waiting for this end is
 		// told at once, and the save (an fsync) runs while the cutover
 		// stops the copy, which waits for it (SealTopic reports a
