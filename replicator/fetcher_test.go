@@ -244,7 +244,7 @@ func TestIdleFetchesNameNoPartitions(t *testing.T) {
 	}
 	// New records on one partition are copied; the others stay quiet.
 	pp.produce(t, "c", 2, 3)
-	pp.waitCopied(t, "c", 2, 4)
+	pp.waitCopiedUnurged(t, "c", 2, 4)
 	for _, tp := range topics {
 		for p := int32(0); p < 4; p++ {
 			if tp == "c" && p == 2 {
@@ -290,7 +290,7 @@ func TestFetchSessionLostStartsOver(t *testing.T) {
 			})
 			mark := <-failed
 			pp.produce(t, "y", 1, 2)
-			pp.waitCopied(t, "y", 1, 3)
+			pp.waitCopiedUnurged(t, "y", 1, 3)
 			seen := pp.waitFetches(t, mark, 2)
 			if s := seen[0]; s.sessionID != 0 || s.epoch != 0 || s.partitions != len(topics)*3 {
 				t.Fatalf("first fetch after the session error = %+v, want a full fetch of all %d partitions opening a session", s, len(topics)*3)
@@ -312,18 +312,18 @@ func TestIdleSessionPartitionsLeaveAndJoin(t *testing.T) {
 	pp.r.StopTopic("p")
 	pp.waitParked(t, 3)
 	pp.produce(t, "q", 0, 2)
-	pp.waitCopied(t, "q", 0, 3)
+	pp.waitCopiedUnurged(t, "q", 0, 3)
 	pp.produce(t, "p", 1, 2) // p is not copied now
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := pp.r.AddTopic(ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
-	pp.waitCopied(t, "p", 1, 3)
+	pp.waitCopiedUnurged(t, "p", 1, 3)
 	pp.produce(t, "p", 2, 1)
 	pp.produce(t, "q", 2, 1)
-	pp.waitCopied(t, "p", 2, 2)
-	pp.waitCopied(t, "q", 2, 2)
+	pp.waitCopiedUnurged(t, "p", 2, 2)
+	pp.waitCopiedUnurged(t, "q", 2, 2)
 	checkNoPartitionErrors(t, pp.r)
 }
 
@@ -347,9 +347,9 @@ func TestPartitionJoiningALongPollIsFetchedBesideIt(t *testing.T) {
 	if err := pp.r.AddTopic(ctx, "n"); err != nil {
 		t.Fatal(err)
 	}
-	pp.waitCopied(t, "n", 0, 2)
+	pp.waitCopiedUnurged(t, "n", 0, 2)
 	pp.produce(t, "n", 0, 1)
-	pp.waitCopied(t, "n", 0, 3)
+	pp.waitCopiedUnurged(t, "n", 0, 3)
 	seen := pp.log.since(mark)
 	if len(seen) == 0 {
 		t.Fatal("the new topic was copied without a fetch the source saw")
@@ -367,7 +367,7 @@ func TestPartitionJoiningALongPollIsFetchedBesideIt(t *testing.T) {
 		}
 	}
 	pp.produce(t, "b", 1, 2)
-	pp.waitCopied(t, "b", 1, 3)
+	pp.waitCopiedUnurged(t, "b", 1, 3)
 	checkNoPartitionErrors(t, pp.r)
 }
 
@@ -416,7 +416,8 @@ func (pp *kfakePair) waitFetch(t *testing.T, mark int, what string, ok func(fetc
 }
 
 // waitCopiedUnurged is waitCopied without WaitCopied, which makes the
-// partition urgent while it waits: it polls CopiedThrough.
+// partition urgent while it waits (its own fetch lane: sessionless side
+// fetches the tests of the session would see): it polls CopiedThrough.
 func (pp *kfakePair) waitCopiedUnurged(t *testing.T, topic string, partition int32, end int64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
