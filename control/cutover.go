@@ -153,6 +153,9 @@ type topicCopies interface {
 	WaitCopied(ctx context.Context, topic, to string, ends map[int32]int64) error
 	// CopiedThrough is how far the copy into to has copied a partition.
 	CopiedThrough(topic, to string, partition int32) int64
+	// Urge gives the copy of topic into to its own lane until release
+	// (replicator.Urge): a cutover approaches and holds it.
+	Urge(topic, to string) (release func())
 	// SealFlip stops the copy into to and plans the flip: the new home's
 	// sealed maps, checked against both logs (from must still end at ends).
 	// On error the caller resumes the copy (StartCopy).
@@ -573,10 +576,18 @@ func (c *cutovers) run(a attempt) {
 	defer c.wg.Done()
 	cut, acts, policy := a.cut, a.acts, a.policy
 	topic := cut.Topic
+	ex := &execution{topic: topic, phases: newPhaseTimer(), unurge: func() {}}
+	defer func() { ex.unurge() }()
 	if len(acts) > 0 {
 		if _, holds := acts[0].(routing.ActionHoldProduce); holds {
+			// The copy's own lane from the approach until the drain
+			// has every record (copyAndCommit): what it copies right
+			// before and in the hold does not queue behind the other
+			// topics' copies.
+			ex.unurge = c.copies.Urge(topic, string(cut.To))
 			c.approach(a.ctx, topic, string(cut.From), string(cut.To))
 			cut = c.holdFromNow(topic)
+			ex.phases = newPhaseTimer()
 		}
 	}
 	ctx, cancel := a.ctx, context.CancelFunc(func() {})
@@ -584,7 +595,6 @@ func (c *cutovers) run(a attempt) {
 		ctx, cancel = context.WithDeadline(a.ctx, deadline)
 	}
 	defer cancel()
-	ex := &execution{topic: topic, phases: newPhaseTimer()}
 	for len(acts) > 0 {
 		act := acts[0]
 		acts = acts[1:]
@@ -690,6 +700,9 @@ type execution struct {
 	topic  string
 	phases *phaseTimer
 	err    error // why the attempt failed, for the final log line
+	// unurge releases the copy's urgency (Urge), once the drain has every
+	// record or the attempt ends; idempotent.
+	unurge func()
 }
 
 // execute performs one action and returns the event it leads to (nil: none).
@@ -706,7 +719,7 @@ func (c *cutovers) execute(ctx context.Context, ex *execution, cut routing.Cutov
 		}
 		return routing.InFlightDrained{Ends: ends}, nil
 	case routing.ActionWaitReplicated:
-		if err := c.copyAndCommit(ctx, topic, string(a.From), string(a.To), a.Ends, ex.phases); err != nil {
+		if err := c.copyAndCommit(ctx, topic, string(a.From), string(a.To), a.Ends, ex); err != nil {
 			return c.failure(ctx, ex, err), err
 		}
 		return routing.Replicated{}, nil
@@ -955,10 +968,12 @@ func (c *cutovers) noteOldHomeProducers(ctx context.Context, topic, from string,
 // marker, then the new home. On an error after the copy stopped it resumes
 // the copy (unless kproxy is shutting down), so an aborted attempt leaves
 // replication as it was.
-func (c *cutovers) copyAndCommit(ctx context.Context, topic, from, to string, ends map[int32]int64, phases *phaseTimer) error {
+func (c *cutovers) copyAndCommit(ctx context.Context, topic, from, to string, ends map[int32]int64, ex *execution) error {
+	phases := ex.phases
 	if err := c.copies.WaitCopied(ctx, topic, to, ends); err != nil {
 		return err
 	}
+	ex.unurge()
 	phases.mark("copy")
 	pl, err := c.copies.SealFlip(ctx, topic, from, to, ends)
 	if err == nil {

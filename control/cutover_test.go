@@ -46,6 +46,9 @@ type cutRig struct {
 	blocked chan struct{}
 	// copiedThrough replaces the copy's progress (default: all copied).
 	copiedThrough func(partition int32) int64
+	// urges counts Urge calls; urgent, those not released yet (and
+	// urgentAtSeal when SealFlip was called).
+	urges, urgent, urgentAtSeal int
 
 	sink    *routerLog
 	cuts    *cutovers
@@ -226,6 +229,29 @@ func (f *fakeCopies) WaitCopied(ctx context.Context, topic, to string, ends map[
 	return r.failure("copied")
 }
 
+func (f *fakeCopies) Urge(topic, to string) func() {
+	r := (*cutRig)(f)
+	r.mu.Lock()
+	r.urges++
+	r.urgent++
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			r.urgent--
+			r.mu.Unlock()
+		})
+	}
+}
+
+// urgency is the rig's Urge calls and those still held.
+func (r *cutRig) urgency() (urges, urgent int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.urges, r.urgent
+}
+
 // CopiedThrough is the rig's copiedThrough hook, or a copy that has read
 // everything.
 func (f *fakeCopies) CopiedThrough(topic, to string, p int32) int64 {
@@ -242,6 +268,7 @@ func (f *fakeCopies) CopiedThrough(topic, to string, p int32) int64 {
 func (f *fakeCopies) SealFlip(ctx context.Context, topic, from, to string, ends map[int32]int64) (*flipPlan, error) {
 	r := (*cutRig)(f)
 	r.mu.Lock()
+	r.urgentAtSeal = r.urgent
 	r.copies[to] = false // the copy stops before anything can fail
 	r.mu.Unlock()
 	r.note("seal %s->%s", from, to)
@@ -361,6 +388,37 @@ func TestCutoverFlipAndRollbackExecuteStepActionsInOrder(t *testing.T) {
 	}
 }
 
+// A flip urges the copy (its own lane, replicator.Urge) from before the
+// hold until the drain has every record: held while WaitCopied waits,
+// released before the seal stops the copy.
+func TestCutoverUrgesTheCopyUntilCopied(t *testing.T) {
+	r := newCutRig(t)
+	urgentInWait := make(chan int, 1)
+	r.block = func(ctx context.Context) error {
+		_, urgent := r.urgency()
+		urgentInWait <- urgent
+		return nil
+	}
+	r.start()
+	r.reload(proxy.Source)
+	r.reload(proxy.Target)
+	<-r.blocked
+	r.settle()
+	if st := r.status(); st.State != routing.Flipped.String() {
+		t.Fatalf("status: %+v", st)
+	}
+	if got := <-urgentInWait; got != 1 {
+		t.Fatalf("%d urges held while the drain waited for the copy, want 1", got)
+	}
+	urges, urgent := r.urgency()
+	r.mu.Lock()
+	atSeal := r.urgentAtSeal
+	r.mu.Unlock()
+	if urges != 1 || urgent != 0 || atSeal != 0 {
+		t.Fatalf("urges %d, held after the flip %d, held at the seal %d; want 1, 0, 0", urges, urgent, atSeal)
+	}
+}
+
 // An abort at any phase releases the held requests to the home, keeps the
 // route there and leaves the copy running; the next reload retries.
 func TestCutoverAbortAtEachPhase(t *testing.T) {
@@ -392,6 +450,9 @@ func TestCutoverAbortAtEachPhase(t *testing.T) {
 			st := r.status()
 			if st.State != routing.Aborted.String() || !strings.Contains(st.Reason, "injected "+tc.fail) || st.Home != proxy.Source {
 				t.Fatalf("status: %+v", st)
+			}
+			if urges, urgent := r.urgency(); urges != 1 || urgent != 0 {
+				t.Fatalf("the aborted attempt urged the copy %d times and left %d urges held, want 1 and 0", urges, urgent)
 			}
 			if got := r.sink.produce("orders"); got != proxy.Source {
 				t.Fatalf("produce routed to %s after an abort", got)

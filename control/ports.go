@@ -273,6 +273,13 @@ func (r replicationPort) CopiedThrough(topic, to string, partition int32) int64 
 	return -1
 }
 
+func (r replicationPort) Urge(topic, to string) (release func()) {
+	if c := r.rp.copyInto(to); c != nil {
+		return c.Urge(topic)
+	}
+	return func() {}
+}
+
 func (r replicationPort) WaitCopied(ctx context.Context, topic, to string, ends map[int32]int64) error {
 	c := r.rp.copyInto(to)
 	if c == nil {
@@ -281,6 +288,9 @@ func (r replicationPort) WaitCopied(ctx context.Context, topic, to string, ends 
 	if err := c.TopicErr(topic); err != nil {
 		return fmt.Errorf("replication of the topic failed: %w", err)
 	}
+	// Every partition urgent at once, not each only once the one before
+	// it is copied.
+	defer c.Urge(topic)()
 	for p, end := range ends {
 		if err := c.WaitCopied(ctx, topic, p, end); err != nil {
 			return fmt.Errorf("partition %d not copied up to %d within the hold: %w", p, end, err)

@@ -27,8 +27,14 @@ package replicator
 //     leader is parked: new data for any of them ends it at once (the broker
 //     watches every partition of the session). While some copy loop is busy
 //     the poll is FetchMaxWait, so a loop that comes back with its next
-//     offset does not wait out a long poll; while a drain (WaitCopied)
-//     waits on a parked partition the poll is urgentFetchWait.
+//     offset does not wait out a long poll.
+//   - An urgent partition (a cutover approaches or holds its topic:
+//     Replicator.Urge, WaitCopied) is fetched by the side loop alone, on
+//     the side connection with a short poll (urgentFetchWait), and leaves
+//     the session request until it is urgent no more: its last records
+//     before a flip come back in a small answer of their own, not in one
+//     carrying every other busy partition's records, and not after a
+//     session request already pending.
 //   - The broker still reads every partition of the session for each poll,
 //     so an idle source's cost is partitions / IdleFetchWait: at 10,000
 //     partitions and 500 ms that was 15% of the source broker's core. The
@@ -220,6 +226,9 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 		f.mu.Lock()
 		wants = wants[:0]
 		for _, w := range f.parked {
+			if w.p.waiters.Load() > 0 {
+				continue // urgent: the side loop fetches it
+			}
 			wants = append(wants, w)
 		}
 		busy, dirty := len(f.busy), f.dirty
@@ -232,14 +241,7 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 			}
 			continue
 		}
-		urgent := false
-		for _, w := range wants {
-			if w.p.waiters.Load() > 0 {
-				urgent = true
-				break
-			}
-		}
-		if busy > 0 && !dirty && !urgent {
+		if busy > 0 && !dirty {
 			// A partition was just answered: give its loop a moment to
 			// come back with its next offset, so the next request
 			// carries it instead of leaving it to wait a whole poll.
@@ -260,8 +262,6 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 		switch {
 		case len(wants) == 0:
 			wait = 0 // only forgetting: nothing to wait for
-		case urgent:
-			wait = urgentFetchWait
 		case busy > 0:
 			wait = f.r.opts.FetchMaxWait
 		case dirty || replied:
@@ -414,8 +414,9 @@ func (f *leaderFetcher) deliver(resp *kmsg.FetchResponse, frame *fetchFrame, inR
 	return replied
 }
 
-// sideLoop fetches the wants parked while a long poll is pending that the
-// poll does not carry (see the file comment), until the poll ends.
+// sideLoop fetches the urgent wants, and the wants parked while a long
+// poll is pending that the poll does not carry (see the file comment),
+// until the poll ends.
 func (f *leaderFetcher) sideLoop(ctx context.Context) {
 	defer func() {
 		if f.sideConn != nil {
@@ -427,12 +428,11 @@ func (f *leaderFetcher) sideLoop(ctx context.Context) {
 		wants = wants[:0]
 		urgent := false
 		f.mu.Lock()
-		if f.longPoll != nil {
-			for tp, w := range f.parked {
-				if f.longPoll[tp] != w {
-					wants = append(wants, w)
-					urgent = urgent || w.p.waiters.Load() > 0
-				}
+		for tp, w := range f.parked {
+			u := w.p.waiters.Load() > 0
+			if u || (f.longPoll != nil && f.longPoll[tp] != w) {
+				wants = append(wants, w)
+				urgent = urgent || u
 			}
 		}
 		f.mu.Unlock()

@@ -24,15 +24,20 @@ type fetchSeen struct {
 	sessionID, epoch int32
 	partitions       int // named in the request
 	forgotten        int
+	// The topics named and forgotten, by id (the replicator's fetches
+	// name topics by id).
+	named, forgot map[[16]byte]bool
 }
 
 func (l *fetchLog) add(req *kmsg.FetchRequest) {
-	s := fetchSeen{sessionID: req.SessionID, epoch: req.SessionEpoch}
+	s := fetchSeen{sessionID: req.SessionID, epoch: req.SessionEpoch, named: map[[16]byte]bool{}, forgot: map[[16]byte]bool{}}
 	for _, t := range req.Topics {
 		s.partitions += len(t.Partitions)
+		s.named[t.TopicID] = true
 	}
 	for _, t := range req.ForgottenTopics {
 		s.forgotten += len(t.Partitions)
+		s.forgot[t.TopicID] = true
 	}
 	l.mu.Lock()
 	l.reqs = append(l.reqs, s)
@@ -89,7 +94,7 @@ func startPair(t *testing.T, topics []string, parts int32, o Options) *kfakePair
 	t.Cleanup(pp.r.Stop)
 	for _, tp := range topics {
 		for p := int32(0); p < parts; p++ {
-			pp.waitCopied(t, tp, p, 1)
+			pp.waitCopiedUnurged(t, tp, p, 1)
 		}
 	}
 	return pp
@@ -239,7 +244,7 @@ func TestIdleFetchesNameNoPartitions(t *testing.T) {
 	}
 	// New records on one partition are copied; the others stay quiet.
 	pp.produce(t, "c", 2, 3)
-	pp.waitCopied(t, "c", 2, 4)
+	pp.waitCopiedUnurged(t, "c", 2, 4)
 	for _, tp := range topics {
 		for p := int32(0); p < 4; p++ {
 			if tp == "c" && p == 2 {
@@ -285,7 +290,7 @@ func TestFetchSessionLostStartsOver(t *testing.T) {
 			})
 			mark := <-failed
 			pp.produce(t, "y", 1, 2)
-			pp.waitCopied(t, "y", 1, 3)
+			pp.waitCopiedUnurged(t, "y", 1, 3)
 			seen := pp.waitFetches(t, mark, 2)
 			if s := seen[0]; s.sessionID != 0 || s.epoch != 0 || s.partitions != len(topics)*3 {
 				t.Fatalf("first fetch after the session error = %+v, want a full fetch of all %d partitions opening a session", s, len(topics)*3)
@@ -307,18 +312,18 @@ func TestIdleSessionPartitionsLeaveAndJoin(t *testing.T) {
 	pp.r.StopTopic("p")
 	pp.waitParked(t, 3)
 	pp.produce(t, "q", 0, 2)
-	pp.waitCopied(t, "q", 0, 3)
+	pp.waitCopiedUnurged(t, "q", 0, 3)
 	pp.produce(t, "p", 1, 2) // p is not copied now
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := pp.r.AddTopic(ctx, "p"); err != nil {
 		t.Fatal(err)
 	}
-	pp.waitCopied(t, "p", 1, 3)
+	pp.waitCopiedUnurged(t, "p", 1, 3)
 	pp.produce(t, "p", 2, 1)
 	pp.produce(t, "q", 2, 1)
-	pp.waitCopied(t, "p", 2, 2)
-	pp.waitCopied(t, "q", 2, 2)
+	pp.waitCopiedUnurged(t, "p", 2, 2)
+	pp.waitCopiedUnurged(t, "q", 2, 2)
 	checkNoPartitionErrors(t, pp.r)
 }
 
@@ -342,20 +347,27 @@ func TestPartitionJoiningALongPollIsFetchedBesideIt(t *testing.T) {
 	if err := pp.r.AddTopic(ctx, "n"); err != nil {
 		t.Fatal(err)
 	}
-	pp.waitCopied(t, "n", 0, 2)
+	pp.waitCopiedUnurged(t, "n", 0, 2)
 	pp.produce(t, "n", 0, 1)
-	pp.waitCopied(t, "n", 0, 3)
+	pp.waitCopiedUnurged(t, "n", 0, 3)
 	seen := pp.log.since(mark)
 	if len(seen) == 0 {
 		t.Fatal("the new topic was copied without a fetch the source saw")
 	}
+	longPolls := 0
 	for _, s := range seen {
+		if s.sessionID != 0 && s.partitions == 0 && s.forgotten == 0 && longPolls == 0 {
+			// The long poll itself: waitLongPoll sees it set just
+			// before it is written, so the source may log it after mark.
+			longPolls++
+			continue
+		}
 		if s.sessionID != 0 || s.epoch != -1 || s.partitions != 1 {
 			t.Fatalf("fetch during the long poll = %+v, want sessionless fetches of the new partition only (all: %+v)", s, seen)
 		}
 	}
 	pp.produce(t, "b", 1, 2)
-	pp.waitCopied(t, "b", 1, 3)
+	pp.waitCopiedUnurged(t, "b", 1, 3)
 	checkNoPartitionErrors(t, pp.r)
 }
 
@@ -380,5 +392,132 @@ func (pp *kfakePair) waitLongPoll(t *testing.T, n int) {
 			t.Fatalf("no long poll carrying %d partitions (%d)", n, carried)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitFetch waits until a fetch after mark satisfies ok and returns the
+// log's length once it has.
+func (pp *kfakePair) waitFetch(t *testing.T, mark int, what string, ok func(fetchSeen) bool) int {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		n := pp.log.len()
+		for _, s := range pp.log.since(mark) {
+			if ok(s) {
+				return n
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in 20 s", what)
+		}
+		mark = n
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// waitCopiedUnurged is waitCopied without WaitCopied, which makes the
+// partition urgent while it waits (its own fetch lane: sessionless side
+// fetches the tests of the session would see): it polls CopiedThrough.
+func (pp *kfakePair) waitCopiedUnurged(t *testing.T, topic string, partition int32, end int64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for pp.r.CopiedThrough(topic, partition) < end {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/%d: copy did not reach %d (status %+v)", topic, partition, end, pp.r.Status())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// An urgent partition (Urge: a cutover approaches or holds its topic) is
+// copied on a lane of its own: the session request forgets it and the side
+// loop fetches it sessionless, and its batches go on the urgent produce
+// connection; the other topics stay in the session and on the shared
+// connection. Released, it joins the session again and the sessionless
+// fetches stop. Every record is copied once through both changes of lane.
+func TestUrgentPartitionIsCopiedOnItsOwnLane(t *testing.T) {
+	pp := startPair(t, []string{"a", "b"}, 2, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 5 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	td, err := kadm.NewClient(pp.prod).ListTopics(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := td["a"].ID
+	sent := func(urgent bool) int32 { // requests sent on a produce connection
+		pp.r.pmu.Lock()
+		defer pp.r.pmu.Unlock()
+		conns := pp.r.pconns
+		if urgent {
+			conns = pp.r.uconns
+		}
+		n := int32(0)
+		for _, c := range conns {
+			c.wmu.Lock()
+			n += c.corr
+			c.wmu.Unlock()
+		}
+		return n
+	}
+
+	mark := pp.log.len()
+	release := pp.r.Urge("a")
+	// The session forgets topic a (a request already on its way may
+	// still name it).
+	mark = pp.waitFetch(t, mark, "a session request forgetting topic a", func(s fetchSeen) bool { return s.epoch > 0 && s.forgot[a] })
+	urgentSent, sharedSent := sent(true), sent(false)
+	pp.produce(t, "a", 0, 2)
+	pp.produce(t, "a", 1, 1)
+	pp.produce(t, "b", 0, 1)
+	pp.waitCopiedUnurged(t, "a", 0, 3)
+	pp.waitCopiedUnurged(t, "a", 1, 2)
+	pp.waitCopiedUnurged(t, "b", 0, 2)
+	sessionless := 0
+	for _, s := range pp.log.since(mark) {
+		switch {
+		case s.epoch == -1 && (s.partitions > 2 || !s.named[a]):
+			t.Fatalf("a sessionless fetch named %d partitions of %d topics; only topic a's 2 are urgent", s.partitions, len(s.named))
+		case s.epoch == -1:
+			sessionless++
+		case s.named[a]:
+			t.Fatalf("a session request named the urgent topic a: %+v", s)
+		}
+	}
+	if sessionless == 0 {
+		t.Fatal("the urgent topic's records were copied without a sessionless fetch")
+	}
+	// Three batches of a on the urgent connection, b's one on the shared.
+	if du, ds := sent(true)-urgentSent, sent(false)-sharedSent; du != 3 || ds != 1 {
+		t.Fatalf("produce requests while a was urgent: %d on the urgent connection, %d on the shared; want 3 and 1", du, ds)
+	}
+
+	release()
+	release() // idempotent
+	mark = pp.log.len()
+	mark = pp.waitFetch(t, mark, "a session request naming topic a", func(s fetchSeen) bool { return s.epoch > 0 && s.named[a] })
+	// A side fetch the side loop built before the release may still be
+	// logged: let a few session polls pass first.
+	for i := 0; i < 3; i++ {
+		mark = pp.waitFetch(t, mark, "a session request", func(s fetchSeen) bool { return s.epoch > 0 })
+	}
+	urgentSent, sharedSent = sent(true), sent(false)
+	pp.produce(t, "a", 0, 1)
+	pp.produce(t, "a", 1, 2)
+	pp.waitCopiedUnurged(t, "a", 0, 4)
+	pp.waitCopiedUnurged(t, "a", 1, 4)
+	for _, s := range pp.log.since(mark) {
+		if s.epoch == -1 {
+			t.Fatalf("a sessionless fetch with nothing urgent: %+v", s)
+		}
+	}
+	if du, ds := sent(true)-urgentSent, sent(false)-sharedSent; du != 0 || ds != 3 {
+		t.Fatalf("produce requests after the release: %d on the urgent connection, %d on the shared; want 0 and 3", du, ds)
+	}
+	checkNoPartitionErrors(t, pp.r)
+	// Each record once on the target: its end is the source's.
+	for _, s := range pp.r.Status() {
+		if s.Topic == "a" && s.TargetEnd != 4 {
+			t.Fatalf("a/%d: target end %d after 4 records, want 4", s.Partition, s.TargetEnd)
+		}
 	}
 }

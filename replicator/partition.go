@@ -54,11 +54,14 @@ type partition struct {
 	risk                   time.Duration
 	riskKnown, riskWarned  bool
 
-	// waiters counts WaitCopied callers (a cutover's drain). While there
-	// are any, the copy polls the source with a short wait: a caught-up
-	// partition's long poll can outlast the last records it must copy
-	// (measured: holds of ~110 ms at a 100 ms long poll, ~10-20 ms with
-	// short polls), and the hold waits for it.
+	// waiters counts WaitCopied callers (a cutover's drain) and Urge
+	// holders (a cutover's approach and hold). While there are any, the
+	// partition is urgent: the copy polls the source with a short wait
+	// on the fetcher's side connection (a caught-up partition's long poll
+	// can outlast the last records it must copy, measured: holds of ~110
+	// ms at a 100 ms long poll, ~10-20 ms with short polls, and the
+	// shared session request's answer carries every busy partition's
+	// records), and produces on a connection of its own (Urge).
 	waiters atomic.Int32
 	// fetcher is the source fetcher of the current copy session, told
 	// when a drain starts waiting so its next request polls short at
@@ -68,6 +71,29 @@ type partition struct {
 
 // urgentFetchWait is the source poll while a drain waits on the partition.
 const urgentFetchWait = 5 * time.Millisecond
+
+// urge and unurge count a waiter (see waiters) and tell the partition's
+// fetcher, whose requests change with it: an urgent want leaves the
+// session request for the side loop, and comes back when it is urgent no
+// more.
+func (p *partition) urge() {
+	p.waiters.Add(1)
+	p.urgencyChanged()
+}
+
+func (p *partition) unurge() {
+	p.waiters.Add(-1)
+	p.urgencyChanged()
+}
+
+func (p *partition) urgencyChanged() {
+	if f := p.fetcher.Load(); f != nil {
+		f.mu.Lock()
+		f.dirty = true
+		f.mu.Unlock()
+		f.signal()
+	}
+}
 
 // FatalError stops a partition for good: copying on would lose or
 // duplicate data. The message says what the operator must do.
@@ -375,7 +401,8 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	if txn != nil {
 		sess = txn.sess
 	}
-	conn, err := r.produceConnFor(ctx, l.tgtLeader)
+	urgent := p.waiters.Load() > 0
+	conn, err := r.produceConnFor(ctx, l.tgtLeader, urgent)
 	if err != nil {
 		return err
 	}
@@ -388,9 +415,10 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	pl := newPipeline(r, p, m, conn, l.tgtID, shift, txn)
 	var batchBuf [][]byte // the batches of the current answer, reused
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
-	// The map is saved when the copy catches up, at most mapSaveInterval
-	// after a change while it is behind, and when the session ends (Stop,
-	// StopTopic, an error), except in a simulated crash.
+	// The map is saved when the copy catches up (unless it is urgent),
+	// at most mapSaveInterval after a change while it is behind (or
+	// urgent), and when the session ends (Stop, StopTopic, an error),
+	// except in a simulated crash.
 	unsaved, savedAt := false, time.Now()
 	defer func() {
 		if unsaved && !errors.Is(retErr, errCrashed) {
@@ -419,6 +447,16 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			return fmt.Errorf("source fetch at offset %d returned %d bytes without a whole batch", from, len(fp.RecordBatches))
 		}
 		p.noteAnswer(batches, from)
+		if u := p.waiters.Load() > 0; u != urgent {
+			// A cutover began or stopped waiting on the partition: its
+			// batches change lanes (Urge). Nothing is in flight here
+			// (each answer is flushed before the next fetch), so the
+			// sequence cannot reach the broker out of order.
+			if pl.conn, err = r.produceConnFor(ctx, l.tgtLeader, u); err != nil {
+				return err
+			}
+			urgent = u
+		}
 		filter := newAbortFilter(fp.AbortedTransactions)
 		changed, lastTs := false, int64(0)
 		// sent is the map's SourceEnd once every batch sent so far is
@@ -510,7 +548,12 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		if shift == 0 && logStart > m.SourceStart() && m.trimBelow(logStart) {
 			unsaved = true
 		}
-		caughtUp := m.SourceEnd() >= hwm+shift
+		// An urgent copy is not saved each time it catches up: it
+		// catches up at nearly every one of its small answers, and each
+		// save is an fsync the next fetch would wait for (and the seal,
+		// when it stops the copy in the middle of one). The cutover
+		// waiting on it stops the copy, which saves the map once then.
+		caughtUp := m.SourceEnd() >= hwm+shift && p.waiters.Load() == 0
 		// Published before the save: a drain waiting for this end is
 		// told at once, and the save (an fsync) runs while the cutover
 		// stops the copy, which waits for it (SealTopic reports a

@@ -406,11 +406,16 @@ func (c *produceConn) readLoop() {
 }
 
 // produceConnFor returns a live produce connection to a target broker,
-// dialing one if there is none or the last one died.
-func (r *Replicator) produceConnFor(ctx context.Context, broker int32) (*produceConn, error) {
+// dialing one if there is none or the last one died: the shared one, or
+// with urgent the one of the urgent partitions (Urge).
+func (r *Replicator) produceConnFor(ctx context.Context, broker int32, urgent bool) (*produceConn, error) {
 	r.pmu.Lock()
 	defer r.pmu.Unlock()
-	if c := r.pconns[broker]; c != nil && !c.isDead() {
+	conns := &r.pconns
+	if urgent {
+		conns = &r.uconns
+	}
+	if c := (*conns)[broker]; c != nil && !c.isDead() {
 		return c, nil
 	}
 	// Dials are rare (one per broker, again after a failure): ask the
@@ -436,10 +441,10 @@ func (r *Replicator) produceConnFor(ctx context.Context, broker int32) (*produce
 	if err != nil {
 		return nil, err
 	}
-	if r.pconns == nil {
-		r.pconns = map[int32]*produceConn{}
+	if *conns == nil {
+		*conns = map[int32]*produceConn{}
 	}
-	r.pconns[broker] = c
+	(*conns)[broker] = c
 	return c, nil
 }
 
@@ -447,9 +452,11 @@ func (r *Replicator) produceConnFor(ctx context.Context, broker int32) (*produce
 func (r *Replicator) closeProduceConns() {
 	r.pmu.Lock()
 	defer r.pmu.Unlock()
-	for b, c := range r.pconns {
-		c.fail(errConnClosed)
-		delete(r.pconns, b)
+	for _, conns := range []map[int32]*produceConn{r.pconns, r.uconns} {
+		for b, c := range conns {
+			c.fail(errConnClosed)
+			delete(conns, b)
+		}
 	}
 }
 

@@ -144,8 +144,12 @@ type Replicator struct {
 
 	reassignMu sync.Mutex // one Reassign at a time (owners.go)
 
-	pmu    sync.Mutex             // guards pconns
+	pmu    sync.Mutex             // guards pconns and uconns
 	pconns map[int32]*produceConn // the copy's produce connections, by target broker (produceconn.go)
+	// uconns are the urgent partitions' produce connections (a drain
+	// waits on them: Urge, WaitCopied), by target broker: their last
+	// batches do not queue behind every other partition's on pconns.
+	uconns map[int32]*produceConn
 }
 
 type topicPartition struct {
@@ -486,11 +490,8 @@ func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int
 		}
 		return fmt.Errorf("replicator: %s/%d is not replicated", topic, partition)
 	}
-	p.waiters.Add(1)
-	defer p.waiters.Add(-1)
-	if f := p.fetcher.Load(); f != nil {
-		f.signal()
-	}
+	p.urge()
+	defer p.unurge()
 	for {
 		p.mu.Lock()
 		m, fatal, wake := p.m, p.fatal, p.wake
@@ -506,6 +507,37 @@ func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int
 			return ctx.Err()
 		case <-wake:
 		}
+	}
+}
+
+// Urge makes every partition of topic copied here urgent until release is
+// called: a cutover is about to hold the topic (its approach) or holds it,
+// and waits for the copy (WaitCopied). An urgent partition's copy has a
+// lane of its own: its fetches go on the fetcher's side connection with a
+// short poll (urgentFetchWait) instead of in the shared session request,
+// whose answer carries every other busy partition's records, and its
+// batches go on a produce connection of their own instead of queueing
+// behind every other partition's (fetcher.go, copyPartition). Release is
+// idempotent.
+func (r *Replicator) Urge(topic string) (release func()) {
+	r.mu.Lock()
+	var ps []*partition
+	for tp, p := range r.parts {
+		if tp.topic == topic {
+			ps = append(ps, p)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range ps {
+		p.urge()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for _, p := range ps {
+				p.unurge()
+			}
+		})
 	}
 }
 

@@ -13,6 +13,10 @@ import (
 // topic is replaced by a regular file (every save fails, for root too).
 func TestSealTopicRefusesAnUnsavedMap(t *testing.T) {
 	pp := startPair(t, []string{"s"}, 1, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: 50 * time.Millisecond})
+	// The copy saves its map after it publishes the first record, then
+	// asks for the next: once it is parked, that save is done (a failed
+	// one would restart the session, which cannot start without dir).
+	pp.waitParked(t, 1)
 	dir := filepath.Join(pp.r.opts.StateDir, "s")
 	// The copy writes into dir as it starts (its producer id file,
 	// session.go), so removing dir can race that write: try again until

@@ -128,7 +128,7 @@ def main():
                     for m in ("mb_per_s", "cpu_s_per_gb", "mb_per_cpu_s")]
             L.append(f"| {name.get(c, c)} | {who} | " + " | ".join(cols) + " |")
     L.append("")
-    L.append("kproxy's own view (Start to WaitCopied on every partition, getrusage; includes creating the "
+    L.append("kproxy's own view (Start until every partition is copied to its end, polled every 10 ms, getrusage; includes creating the "
              "target topic and the first fetch): " + "; ".join(
                  f"{name.get(c, c)} {fmt(med(c, 'kproxy_self', 'mb_per_s'))} MB/s, "
                  f"{fmt(med(c, 'kproxy_self', 'cpu_s_per_gb'), 2)} CPU-s/GB" for c in comps) + ".")

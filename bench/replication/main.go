@@ -267,9 +267,19 @@ func runKproxy(ctx context.Context, src, tgt, topic, state, cpuprofile, txnPrefi
 	if err := r.Start(ctx); err != nil {
 		return nil, err
 	}
+	// Polled, not WaitCopied: a partition WaitCopied waits on is urgent
+	// (a cutover's drain), copied on a lane of its own with short polls,
+	// which is not the steady-state copy this measures.
 	for p, end := range ends {
-		if err := r.WaitCopied(ctx, topic, p, end); err != nil {
-			return nil, err
+		for r.CopiedThrough(topic, p) < end {
+			if err := r.TopicErr(topic); err != nil {
+				return nil, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
 	}
 	secs, cpu := time.Since(t0).Seconds(), rusageCPU()-cpu0
