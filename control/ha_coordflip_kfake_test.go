@@ -249,14 +249,15 @@ func inSequence(logs map[int32][]string, want map[int32]int) error {
 
 // startFlipTraffic forms three instances over a topic of partitions and
 // has 20 records produced through them and read back: the traffic the
-// coordinated-flip tests flip under. Everything ends with the test.
-func startFlipTraffic(t *testing.T, partitions int32) (*flipRig, context.Context, *hatest.Traffic) {
+// coordinated-flip tests flip under. Everything ends with the test. opts
+// go to the traffic's clients (hatest.NewTraffic).
+func startFlipTraffic(t *testing.T, partitions int32, opts ...kgo.Opt) (*flipRig, context.Context, *hatest.Traffic) {
 	t.Helper()
 	r := newFlipRig(t, 3, partitions)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	r.formed(ctx, 3)
-	tr, err := hatest.NewTraffic(r.addrs, "orders", partitions, "g")
+	tr, err := hatest.NewTraffic(r.addrs, "orders", partitions, "g", opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -120,17 +120,7 @@ func TestThreeInstancesMoveAGroupHomeTogetherAndBack(t *testing.T) {
 	// the commits the old one had, answered through kproxy at once (a
 	// member that starts after a move resumes there). Without the copy
 	// the target answers the older commits of the group's first stay.
-	var before map[int32]int64
-	for {
-		before = committedThrough(t, ctx, r.addrs)
-		time.Sleep(300 * time.Millisecond)
-		if len(before) == partitions && maps.Equal(before, committedThrough(t, ctx, r.src.ListenAddrs())) && maps.Equal(before, committedThrough(t, ctx, r.addrs)) {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("the group's commits never settled: %v", before)
-		}
-	}
+	before := commitsSettled(t, ctx, r, partitions)
 	r.moveGroupAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return homed(r.cfgs[i], config.Target) })
 	if got := committedThrough(t, ctx, r.addrs); !maps.Equal(got, before) {
 		t.Fatalf("committed offsets after the move %v, want %v as before it", got, before)
@@ -167,20 +157,7 @@ func committedThrough(t *testing.T, ctx context.Context, addrs []string) map[int
 // 100 ms, so that commits arrive during a group move's hold.
 func startGroupTraffic(t *testing.T, partitions int32) (*flipRig, context.Context, *hatest.Traffic) {
 	t.Helper()
-	r := newFlipRig(t, 3, partitions)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	r.formed(ctx, 3)
-	tr, err := hatest.NewTraffic(r.addrs, "orders", partitions, "g", kgo.AutoCommitInterval(100*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(tr.Close)
-	tr.Produce(ctx, 20)
-	if err := tr.Settle(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return r, ctx, tr
+	return startFlipTraffic(t, partitions, kgo.AutoCommitInterval(100*time.Millisecond))
 }
 
 // consume has the group read on until the returned func is called.
@@ -359,19 +336,26 @@ func TestGroupMovesAfterItsTopicFlipped(t *testing.T) {
 	stopConsume()
 	settleAndCheck(t, ctx, tr, stop, partitions)
 
-	var before map[int32]int64
+	before := commitsSettled(t, ctx, r, partitions)
+	r.moveGroupAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return homed(routed(r.cfgs[i], config.Target), config.Target) })
+	if got := committedThrough(t, ctx, r.addrs); !maps.Equal(got, before) {
+		t.Fatalf("committed offsets after the move %v, want %v as before it", got, before)
+	}
+}
+
+// commitsSettled waits until the group's commits on every partition read
+// the same through the instances twice 300 ms apart and on the source
+// directly (the group idle), and returns them.
+func commitsSettled(t *testing.T, ctx context.Context, r *flipRig, partitions int) map[int32]int64 {
+	t.Helper()
 	for {
-		before = committedThrough(t, ctx, r.addrs)
+		before := committedThrough(t, ctx, r.addrs)
 		time.Sleep(300 * time.Millisecond)
 		if len(before) == partitions && maps.Equal(before, committedThrough(t, ctx, r.src.ListenAddrs())) && maps.Equal(before, committedThrough(t, ctx, r.addrs)) {
-			break
+			return before
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("the group's commits never settled: %v", before)
 		}
-	}
-	r.moveGroupAll(ctx, "target", []int{1, 2, 0}, func(i int) *config.Config { return homed(routed(r.cfgs[i], config.Target), config.Target) })
-	if got := committedThrough(t, ctx, r.addrs); !maps.Equal(got, before) {
-		t.Fatalf("committed offsets after the move %v, want %v as before it", got, before)
 	}
 }

@@ -402,6 +402,22 @@ func (t *Traffic) Produce(ctx context.Context, n int) {
 	}
 }
 
+// ProduceEvery produces one record to each partition every period until
+// load ends (Produce; ctx bounds each record): the steady load the
+// instance tests restart and kill instances under.
+func (t *Traffic) ProduceEvery(ctx, load context.Context, period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-load.Done():
+			return
+		case <-tick.C:
+			t.Produce(ctx, 1)
+		}
+	}
+}
+
 // Flush waits for every record produced so far; an error names the first
 // records that failed.
 func (t *Traffic) Flush(ctx context.Context) error {

@@ -15,21 +15,29 @@ import (
 	"github.com/kproxy/kproxy/test/hatest"
 )
 
-// cutoverOf is an instance's /status cutover of topic: state and home
-// ("" when it does not answer or has none).
-func cutoverOf(admin, topic string) (state, home, reason string) {
+// adminStatus is the part of an instance's /status the instance tests
+// read: its cutovers and its group moves.
+type adminStatus struct {
+	Cutovers   []struct{ Topic, State, Home, Reason string } `json:"cutovers"`
+	GroupMoves []struct{ Group, State, To, Reason string }   `json:"group_moves"`
+}
+
+// statusOf reads an instance's /status; false when it does not answer.
+func statusOf(admin string) (adminStatus, bool) {
+	var st adminStatus
 	cl := http.Client{Timeout: time.Second}
 	resp, err := cl.Get("http://" + admin + "/status")
 	if err != nil {
-		return "", "", ""
+		return st, false
 	}
 	defer resp.Body.Close()
-	var st struct {
-		Cutovers []struct{ Topic, State, Home, Reason string } `json:"cutovers"`
-	}
-	if json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return "", "", ""
-	}
+	return st, json.NewDecoder(resp.Body).Decode(&st) == nil
+}
+
+// cutoverOf is an instance's /status cutover of topic: state and home
+// ("" when it does not answer or has none).
+func cutoverOf(admin, topic string) (state, home, reason string) {
+	st, _ := statusOf(admin)
 	for _, c := range st.Cutovers {
 		if c.Topic == topic {
 			return c.State, c.Home, c.Reason

@@ -2,9 +2,7 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"syscall"
@@ -15,18 +13,7 @@ import (
 // groupMoveOf is an instance's /status move of group: state, destination
 // and reason ("" when it does not answer or has none).
 func groupMoveOf(admin, group string) (state, to, reason string) {
-	cl := http.Client{Timeout: time.Second}
-	resp, err := cl.Get("http://" + admin + "/status")
-	if err != nil {
-		return "", "", ""
-	}
-	defer resp.Body.Close()
-	var st struct {
-		GroupMoves []struct{ Group, State, To, Reason string } `json:"group_moves"`
-	}
-	if json.NewDecoder(resp.Body).Decode(&st) != nil {
-		return "", "", ""
-	}
+	st, _ := statusOf(admin)
 	for _, m := range st.GroupMoves {
 		if m.Group == group {
 			return m.State, m.To, m.Reason

@@ -115,16 +115,7 @@ func TestRollingRestartOfThreeInstancesUnderLoad(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-load.Done():
-				return
-			case <-tick.C:
-				tr.Produce(ctx, 1)
-			}
-		}
+		tr.ProduceEvery(ctx, load, 20*time.Millisecond)
 	}()
 	go func() {
 		defer wg.Done()
