@@ -50,8 +50,8 @@ func BenchmarkCopy(b *testing.B) {
 		if err := r.Start(context.Background()); err != nil {
 			b.Fatal(err)
 		}
-		// Polled: WaitCopied would make the partitions urgent (their own
-		// lane, short polls), not the steady-state copy profiled here.
+		// Polled: the steady-state copy is profiled here, with nothing
+		// waiting on or urging the partitions.
 		for p := int32(0); p < parts; p++ {
 			for r.CopiedThrough("bench", p) < perPart {
 				time.Sleep(time.Millisecond)

@@ -29,7 +29,7 @@ package replicator
 //     the poll is FetchMaxWait, so a loop that comes back with its next
 //     offset does not wait out a long poll.
 //   - An urgent partition (a cutover approaches or holds its topic:
-//     Replicator.Urge, WaitCopied) is fetched by the side loop alone, on
+//     Replicator.Urge) is fetched by the side loop alone, on
 //     the side connection with a short poll (urgentFetchWait), and leaves
 //     the session request until it is urgent no more: its last records
 //     before a flip come back in a small answer of their own, not in one

@@ -415,9 +415,9 @@ func (pp *kfakePair) waitFetch(t *testing.T, mark int, what string, ok func(fetc
 	}
 }
 
-// waitCopiedUnurged is waitCopied without WaitCopied, which makes the
-// partition urgent while it waits (its own fetch lane: sessionless side
-// fetches the tests of the session would see): it polls CopiedThrough.
+// waitCopiedUnurged waits for the copy by polling CopiedThrough, with
+// nothing urging the partition (Urge gives it its own fetch lane:
+// sessionless side fetches the tests of the session would see).
 func (pp *kfakePair) waitCopiedUnurged(t *testing.T, topic string, partition int32, end int64) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)

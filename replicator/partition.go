@@ -54,8 +54,8 @@ type partition struct {
 	risk                   time.Duration
 	riskKnown, riskWarned  bool
 
-	// waiters counts WaitCopied callers (a cutover's drain) and Urge
-	// holders (a cutover's approach and hold). While there are any, the
+	// waiters counts Urge holders (a cutover's approach, hold and
+	// drain). While there are any, the
 	// partition is urgent: the copy polls the source with a short wait
 	// on the fetcher's side connection (a caught-up partition's long poll
 	// can outlast the last records it must copy, measured: holds of ~110

@@ -147,7 +147,7 @@ type Replicator struct {
 	pmu    sync.Mutex             // guards pconns and uconns
 	pconns map[int32]*produceConn // the copy's produce connections, by target broker (produceconn.go)
 	// uconns are the urgent partitions' produce connections (a drain
-	// waits on them: Urge, WaitCopied), by target broker: their last
+	// waits on them: Urge), by target broker: their last
 	// batches do not queue behind every other partition's on pconns.
 	uconns map[int32]*produceConn
 }
@@ -481,7 +481,12 @@ func copiedThrough(m *OffsetMap) int64 { return m.SourceEnd() - m.Meta().SourceS
 
 // WaitCopied blocks until every source offset below sourceEnd is on the
 // target or a gap (the cutover's drain condition), ctx ends, or the
-// partition stops with a fatal error.
+// partition stops with a fatal error. It does not make the partition
+// urgent: a caller that wants the copy's own lane holds Urge around it, as
+// the cutover does (control's replicationPort). An urgent copy skips the
+// map save at each catch-up, and a waiter that released its urgency on an
+// idle partition would leave the map on disk behind the copy until the
+// next records or long poll (kproxy verify read it so: TestVerifyParallelRun).
 func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int32, sourceEnd int64) error {
 	p := r.lookup(topic, partition)
 	if p == nil {
@@ -490,8 +495,6 @@ func (r *Replicator) WaitCopied(ctx context.Context, topic string, partition int
 		}
 		return fmt.Errorf("replicator: %s/%d is not replicated", topic, partition)
 	}
-	p.urge()
-	defer p.unurge()
 	for {
 		p.mu.Lock()
 		m, fatal, wake := p.m, p.fatal, p.wake

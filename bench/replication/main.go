@@ -267,9 +267,8 @@ func runKproxy(ctx context.Context, src, tgt, topic, state, cpuprofile, txnPrefi
 	if err := r.Start(ctx); err != nil {
 		return nil, err
 	}
-	// Polled, not WaitCopied: a partition WaitCopied waits on is urgent
-	// (a cutover's drain), copied on a lane of its own with short polls,
-	// which is not the steady-state copy this measures.
+	// Polled: the steady-state copy is measured here, with nothing
+	// waiting on or urging the partitions.
 	for p, end := range ends {
 		for r.CopiedThrough(topic, p) < end {
 			if err := r.TopicErr(topic); err != nil {

@@ -216,9 +216,8 @@ func copyOnce(src, tgt, topic, profile string) {
 	var records int64
 	ends.Each(func(o kadm.ListedOffset) {
 		records += o.Offset
-		// Polled, not WaitCopied: a partition WaitCopied waits on is
-		// urgent (a cutover's drain: its own lane, short polls), not
-		// the steady-state copy measured here.
+		// Polled: the steady-state copy is measured here, with nothing
+		// waiting on or urging the partitions.
 		for r.CopiedThrough(topic, o.Partition) < o.Offset {
 			if ctx.Err() != nil {
 				log.Fatal(ctx.Err())
