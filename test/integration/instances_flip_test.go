@@ -79,30 +79,43 @@ func (in *instanceSet) reroute(topic, home string, note int, order ...int) {
 // again with a fresh edit. It returns the attempts it took.
 func (in *instanceSet) flipped(ctx context.Context, topic, home string, live ...int) int {
 	in.t.Helper()
+	return in.everywhere(ctx, "flip", home, "flipped", live,
+		func(note int) { in.reroute(topic, home, note, live...) },
+		func(admin string) (string, string, string) { return cutoverOf(admin, topic) })
+}
+
+// everywhere makes edit (with a note that differs per attempt and home)
+// and waits until every instance in live shows state (its /status, read by
+// of: state, where to, reason) as done with home; an attempt every
+// instance saw abort (a membership hiccup under load makes the driver
+// abort, as it must) is asked for again with a fresh edit, up to four. It
+// returns the attempts it took. what names the change in messages.
+func (in *instanceSet) everywhere(ctx context.Context, what, home, done string, live []int, edit func(note int), of func(admin string) (state, to, why string)) int {
+	in.t.Helper()
 	for attempt := 1; ; attempt++ {
-		in.reroute(topic, home, attempt+10*len(home), live...)
+		edit(attempt + 10*len(home))
 		edited := time.Now()
 		for {
-			done, aborted := true, false
+			all, aborted := true, false
 			var states []string
 			for _, i := range live {
-				st, h, why := cutoverOf(in.admins[i], topic)
-				states = append(states, fmt.Sprintf("kproxy-%d: %s home %s %s", i, st, h, why))
-				done = done && st == "flipped" && h == home
+				st, to, why := of(in.admins[i])
+				states = append(states, fmt.Sprintf("kproxy-%d: %s to %s %s", i, st, to, why))
+				all = all && st == done && to == home
 				aborted = aborted || st == "aborted"
 			}
-			if done {
+			if all {
 				return attempt
 			}
 			// An abort shown in the first second may be the last
-			// attempt's, before this edit's flip began.
+			// attempt's, before this edit's change began.
 			if aborted && attempt < 4 && time.Since(edited) > time.Second {
-				in.t.Logf("the flip to the %s aborted: %v; asking again", home, states)
+				in.t.Logf("the %s to the %s aborted: %v; asking again", what, home, states)
 				time.Sleep(500 * time.Millisecond)
 				break
 			}
 			if ctx.Err() != nil {
-				in.t.Fatalf("the flip to the %s never ended everywhere: %v", home, states)
+				in.t.Fatalf("the %s to the %s never ended everywhere: %v", what, home, states)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

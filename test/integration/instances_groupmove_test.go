@@ -41,32 +41,9 @@ func (in *instanceSet) regroup(topic, group, home string, note int, order ...int
 // fresh edit. It returns the attempts it took.
 func (in *instanceSet) groupMoved(ctx context.Context, topic, group, home string, live ...int) int {
 	in.t.Helper()
-	for attempt := 1; ; attempt++ {
-		in.regroup(topic, group, home, attempt+10*len(home), live...)
-		edited := time.Now()
-		for {
-			done, aborted := true, false
-			var states []string
-			for _, i := range live {
-				st, to, why := groupMoveOf(in.admins[i], group)
-				states = append(states, fmt.Sprintf("kproxy-%d: %s to %s %s", i, st, to, why))
-				done = done && st == "moved" && to == home
-				aborted = aborted || st == "aborted"
-			}
-			if done {
-				return attempt
-			}
-			if aborted && attempt < 4 && time.Since(edited) > time.Second {
-				in.t.Logf("the group move to the %s aborted: %v; asking again", home, states)
-				time.Sleep(500 * time.Millisecond)
-				break
-			}
-			if ctx.Err() != nil {
-				in.t.Fatalf("the group move to the %s never ended everywhere: %v", home, states)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	return in.everywhere(ctx, "group move", home, "moved", live,
+		func(note int) { in.regroup(topic, group, home, note, live...) },
+		func(admin string) (string, string, string) { return groupMoveOf(admin, group) })
 }
 
 // Issue 14 item 5, group home moves on real Kafka: three `kproxy run`
