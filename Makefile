@@ -93,6 +93,11 @@ test-matrix:
 bench:
 	bash bench/run.sh
 
+## bench-produce-replication: produce latency through kproxy on topics its replicator copies vs topics it does not, one run (issue 12 item 6)
+.PHONY: bench-produce-replication
+bench-produce-replication:
+	bash bench/produce_with_replication.sh
+
 ## bench-tls: produce and fetch through kproxy with TLS+SASL on both sides vs TLS+SASL direct (harness with KAFKA_SECURE=1)
 .PHONY: bench-tls
 bench-tls:
