@@ -415,23 +415,24 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	pl := newPipeline(r, p, m, conn, l.tgtID, shift, txn)
 	var batchBuf [][]byte // the batches of the current answer, reused
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
-	// The map is saved when the copy catches up (unless it is urgent),
+	// The map is saved when the copy catches up (unless it is urgent; at
+	// most every catchUpSaveGap, the last catch-up deferred until then),
 	// at most mapSaveInterval after a change while it is behind (or
 	// urgent), and when the session ends (Stop, StopTopic, an error),
-	// except in a simulated crash.
-	unsaved, savedAt := false, time.Now()
+	// except in a simulated crash (mapsaver.go).
+	saver := newMapSaver(r.opts.StateDir, p, m, r.metrics.mapSaves)
 	defer func() {
-		if unsaved && !errors.Is(retErr, errCrashed) {
-			_, err := persistMap(r.opts.StateDir, m)
-			p.noteSaved(err)
-			if err != nil && retErr == nil {
-				retErr = err
-			}
+		err := saver.end(!errors.Is(retErr, errCrashed))
+		saver.idle()
+		if err != nil && retErr == nil {
+			retErr = err
 		}
 	}()
 	for {
 		from := m.SourceEnd() - shift
+		saver.idle()
 		fp, frame, err := f.fetch(ctx, p, l.srcID, from, shift)
+		saver.busy()
 		if err != nil {
 			return err
 		}
@@ -538,7 +539,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		frame.release() // nothing refers to the answer's bytes any more
 		if changed {
 			p.noteCopied(lastTs)
-			unsaved = true
+			saver.changed()
 		}
 		// Records below the source's log start are gone (retention,
 		// DeleteRecords): the map stops covering them, so it does not
@@ -546,7 +547,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		// map starts with the left cluster's prefix, which its source's
 		// log start says nothing about (ContinueMap).
 		if shift == 0 && logStart > m.SourceStart() && m.trimBelow(logStart) {
-			unsaved = true
+			saver.changed()
 		}
 		// An urgent copy is not saved each time it catches up: it
 		// catches up at nearly every one of its small answers, and each
@@ -559,12 +560,8 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		// stops the copy, which waits for it (SealTopic reports a
 		// failed last save, so no flip trusts an unsaved map).
 		p.progress(m, hwm+shift)
-		if unsaved && (caughtUp || ctx.Err() != nil || time.Since(savedAt) >= mapSaveInterval) {
-			if _, err := persistMap(r.opts.StateDir, m); err != nil {
-				return err
-			}
-			p.noteSaved(nil)
-			unsaved, savedAt = false, time.Now()
+		if err := saver.after(caughtUp); err != nil {
+			return err
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -763,6 +763,9 @@ type metrics struct {
 	mapBytes prometheus.Gauge
 	// fenced counts partition copies the target fenced (txncopy.go).
 	fenced prometheus.Counter
+	// mapSaves counts offset map saves, each a write and an fsync
+	// (mapsaver.go).
+	mapSaves prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -779,9 +782,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
 		fenced:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fenced_total", Help: "Partition copies this instance stopped because the target fenced its transactional producer: another instance took the partition over."}),
 		mapBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
+		mapSaves:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_saves_total", Help: "Offset map saves to the state directory (each a write and an fsync)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced, m.mapSaves} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}

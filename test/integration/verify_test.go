@@ -112,6 +112,15 @@ replication:
 		}
 	}()
 	replWait(t, r, topic)
+	// verify reads the maps from stateDir: the copy saves its last
+	// catch-up there within catchUpSaveGap (replicator/mapsaver.go).
+	for p := int32(0); p < 2; p++ {
+		want := r.Map(topic, p).SourceEnd()
+		waitFor(t, fmt.Sprintf("the map of %s/%d on disk to reach %d", topic, p, want), func() bool {
+			m, err := replicator.LoadMap(stateDir, topic, p)
+			return err == nil && m != nil && m.SourceEnd() == want
+		})
+	}
 
 	// 1. A faithful copy passes.
 	out, errOut, code := verifyRun(t, exe, "-c", cfgPath, topic)
