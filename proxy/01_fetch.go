@@ -62,6 +62,7 @@ type fetchScratch struct {
 	stream     fetchStream
 	relay      fetchRelay
 	out        relayOut
+	splicer    *fetchSplicer // the relay's, kept while its connections are
 
 	run      func() kmsg.Response         // handle, bound once
 	buffered func(*pending) kmsg.Response // answerOne, bound once

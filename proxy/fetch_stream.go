@@ -90,6 +90,8 @@ type fetchStream struct {
 	// read after a later cap goes the buffered way, which plans again
 	// (replanAfterCap).
 	capGen uint64
+	// splicer is the relay's splicer when sc is nil (fetch_splice.go).
+	splicer *fetchSplicer
 }
 
 // abandon gives the upstream connection up when the answer is never
@@ -119,12 +121,14 @@ type relayOut struct {
 	wt      time.Duration
 	capture *[]byte
 	n       int
+	writes  int // writes and splices to the client (tests)
 }
 
 func (o *relayOut) Write(b []byte) (int, error) {
 	_ = o.nc.SetWriteDeadline(time.Now().Add(o.wt))
 	n, err := o.nc.Write(b)
 	o.n += n
+	o.writes++
 	if o.capture != nil {
 		*o.capture = append(*o.capture, b[:n]...)
 	}
@@ -158,6 +162,11 @@ func (f *fetchStream) relay(out *relayOut, corr int32) (kmsg.Response, error) {
 	if tc, ok := out.nc.(*net.TCPConn); ok && out.capture == nil {
 		if up, ok := p.u.nc.(*net.TCPConn); ok {
 			r.spliceTo, r.spliceFrom = tc, up
+			cached := &f.splicer
+			if f.sc != nil {
+				cached = &f.sc.splicer
+			}
+			r.sp = fetchSplicerFor(cached, up, tc)
 		}
 	}
 	r.staged = getBuf()
@@ -243,6 +252,8 @@ type fetchRelay struct {
 
 	upNC                 net.Conn // the upstream socket (read deadlines)
 	spliceTo, spliceFrom *net.TCPConn
+	sp                   *fetchSplicer    // the own splice loop (nil: io.CopyN)
+	spliced              bool             // the last batch body went through sp
 	lim                  io.LimitedReader // copyThrough's splice source
 	upstreamBroken       bool             // a read from upstream failed
 }
@@ -622,7 +633,7 @@ func (r *fetchRelay) records(n int, stats *topicStats) error {
 	c.bytes = n
 	counting := true
 	for n >= 17 {
-		h, err := r.need(17)
+		h, err := r.needHeader(17, n)
 		if err != nil {
 			return err
 		}
@@ -637,7 +648,7 @@ func (r *fetchRelay) records(n int, stats *topicStats) error {
 		n -= size
 		body := size - 17
 		if counting && size >= 61 {
-			rest, err := r.need(61 - 17)
+			rest, err := r.needHeader(61-17, size)
 			if err != nil {
 				return err
 			}
@@ -671,6 +682,11 @@ func (r *fetchRelay) records(n int, stats *topicStats) error {
 // copyThrough copies n bytes of the answer to the client unchanged: large
 // runs socket to socket, the rest through staged.
 func (r *fetchRelay) copyThrough(n int) error {
+	if n >= spliceMin && r.sp != nil {
+		if done, err := r.spliceBody(n); done {
+			return err
+		}
+	}
 	if n >= spliceMin && r.spliceTo != nil {
 		if err := r.flush(); err != nil {
 			return err
@@ -703,6 +719,7 @@ func (r *fetchRelay) copyThrough(n int) error {
 		}
 		return nil
 	}
+	r.spliced = false
 	for n > 0 {
 		k := min(n, stageMax)
 		if _, err := r.need(k); err != nil {
@@ -729,6 +746,19 @@ func (r *fetchRelay) spliceFromDeadline() error {
 
 // flush applies the patches to staged and writes it (after commit).
 func (r *fetchRelay) flush() error {
+	r.applyPatches()
+	b := *r.staged
+	if len(b) > 0 {
+		if _, err := r.out.Write(b); err != nil {
+			return err
+		}
+	}
+	*r.staged = b[:0]
+	return nil
+}
+
+// applyPatches applies the patches to staged.
+func (r *fetchRelay) applyPatches() {
 	b := *r.staged
 	for _, p := range r.patches {
 		switch {
@@ -746,13 +776,6 @@ func (r *fetchRelay) flush() error {
 		}
 	}
 	r.patches = r.patches[:0]
-	if len(b) > 0 {
-		if _, err := r.out.Write(b); err != nil {
-			return err
-		}
-	}
-	*r.staged = b[:0]
-	return nil
 }
 
 // rest reads the remainder of an answer that is not streamed and returns
