@@ -31,7 +31,7 @@ func TestProduceAroundMatchesKmsg(t *testing.T) {
 			req.Topics = append(req.Topics, rt)
 
 			var iov [3][]byte
-			appendProduceAround(nil, fmtr, req, 7, &iov, records)
+			appendProduceAround(nil, fmtr, req, 7, &iov, records, 0)
 			got := bytes.Join(iov[:], nil)
 			req.Topics[0].Partitions[0].Records = records
 			want := fmtr.AppendRequest(nil, req, 7)
