@@ -450,10 +450,10 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		if err != nil {
 			return err
 		}
+		curFrame, curSet = frame, fp.RecordBatches
 		if err := kerr.ErrorForCode(fp.ErrorCode); err != nil {
 			return fmt.Errorf("source fetch at offset %d: %w", from, err)
 		}
-		curFrame, curSet = frame, fp.RecordBatches
 		batches, spliced := frame.batchesOf(batchBuf[:0], spliceBuf[:0], fp.RecordBatches)
 		batchBuf, spliceBuf = batches, spliced
 		if len(batches) == 0 && len(fp.RecordBatches) > 0 {
