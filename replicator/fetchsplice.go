@@ -191,10 +191,25 @@ func (s *answerStream) records(spliceOK bool) {
 		if hn == batchHeaderLen {
 			n = int(int32(binary.BigEndian.Uint32(s.buf[s.pos+offLength:]))) + 12
 		}
+		if n > rem && s.buf[s.pos+offMagic] == 2 {
+			// The last batch, cut by the size limit (KIP-74): the copy
+			// drops it (splitRecordSet) and the next fetch starts at
+			// it. Its header stays, so the record set still ends in a
+			// partial batch; the rest is dropped from the socket
+			// unread (with 1 MiB batches this tail is up to a batch).
+			have := min(len(s.buf)-s.pos, rem)
+			s.pos += have
+			inMem += have
+			if err := s.sp.Discard(rem - have); err != nil {
+				s.fail(fmt.Errorf("dropping a cut batch: %w", err))
+				return
+			}
+			s.left -= rem - have
+			break
+		}
 		if n < batchHeaderLen || n > rem {
-			// A batch cut by the answer's size limit (KIP-74), or
-			// garbage: into memory, for the copy loop to judge as
-			// before.
+			// Garbage, or a cut tail shorter than a header: into
+			// memory, for the copy loop to judge as before.
 			s.ensure(rem, 0)
 			s.pos += rem
 			inMem += rem

@@ -149,6 +149,7 @@ type Splicer struct {
 	onReadable func(fd uintptr) bool
 	onWritable func(fd uintptr) bool
 	onSend     func(fd uintptr) bool
+	onDiscard  func(fd uintptr) bool
 }
 
 // NewSplicer returns a splicer for nc, or nil when nc is not a plain TCP
@@ -166,6 +167,7 @@ func NewSplicer(nc net.Conn) *Splicer {
 	s.onReadable = s.readable
 	s.onWritable = s.writable
 	s.onSend = s.send
+	s.onDiscard = s.discard
 	return s
 }
 
@@ -281,6 +283,42 @@ func (s *Splicer) send(fd uintptr) bool {
 			return true
 		}
 		s.got += n
+	}
+	return true
+}
+
+// Discard drops the next n bytes from the socket without copying them to
+// user space (recv with MSG_TRUNC, which TCP takes as "drop"). The
+// socket's read deadline applies.
+func (s *Splicer) Discard(n int) error {
+	s.want, s.got, s.err = n, 0, nil
+	err := s.raw.Read(s.onDiscard)
+	if err == nil {
+		err = s.err
+	}
+	s.err = nil
+	return err
+}
+
+func (s *Splicer) discard(fd uintptr) bool {
+	for s.got < s.want {
+		n, _, e := syscall.Syscall6(syscall.SYS_RECVFROM, fd, 0, uintptr(s.want-s.got), syscall.MSG_TRUNC|syscall.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.EAGAIN:
+			if s.LW != nil {
+				s.LW.MarkFD(fd, s.want-s.got)
+			}
+			return false
+		case e != 0:
+			s.err = fmt.Errorf("discarding from the socket: %w", e)
+			return true
+		case n == 0:
+			s.err = io.ErrUnexpectedEOF
+			return true
+		}
+		s.got += int(n)
 	}
 	return true
 }
