@@ -93,9 +93,10 @@ type answerStream struct {
 
 // read reads an answer of n bytes (its size already read) into f.
 func (s *answerStream) read(f *fetchFrame, n int, ver int16) error {
-	if cap(f.buf) < n {
-		f.buf = make([]byte, 0, frameBufSize(n))
-	}
+	// The buffer grows as bytes stay in memory (grow), not to the
+	// answer's size up front: most of a large answer goes into pipes,
+	// and a fresh buffer of the whole size would be zeroed by the
+	// runtime, every page of it (6 % of the copy's CPU).
 	f.splices, f.chain = f.splices[:0], f.chain[:0]
 	s.f, s.buf, s.left, s.pos, s.ver, s.flexible, s.err = f, f.buf[:0], n, 0, ver, ver >= 12, nil
 	s.parse()
@@ -298,6 +299,7 @@ func (s *answerStream) unsplice(first int) {
 	for _, p := range f.chain[first:] {
 		k := p.N
 		at := len(s.buf)
+		s.grow(k)
 		s.buf = s.buf[:at+k]
 		if err := p.ReadOut(s.buf[at:]); err != nil {
 			s.fail(err)
@@ -307,6 +309,20 @@ func (s *answerStream) unsplice(first int) {
 	}
 	clear(f.chain[first:])
 	f.chain = f.chain[:first]
+}
+
+// grow makes room for k more bytes in memory: at least double, at most
+// the whole answer, in whole 64 KiB. Nothing holds a slice of the buffer
+// while the answer is read (splices are kept as positions), so it may move.
+func (s *answerStream) grow(k int) {
+	if len(s.buf)+k <= cap(s.buf) {
+		return
+	}
+	c := max(2*cap(s.buf), len(s.buf)+k, 64<<10)
+	c = min((c+64<<10-1)&^(64<<10-1), len(s.buf)+s.left)
+	nb := make([]byte, len(s.buf), c)
+	copy(nb, s.buf)
+	s.buf = nb
 }
 
 func (s *answerStream) fail(err error) {
@@ -331,6 +347,7 @@ func (s *answerStream) ensure(k, ahead int) {
 	}
 	n := min(s.left, need+ahead)
 	at := len(s.buf)
+	s.grow(n)
 	s.buf = s.buf[:at+n]
 	if _, err := s.c.lw.ReadFull(s.buf[at:]); err != nil {
 		s.buf = s.buf[:at]
