@@ -426,6 +426,7 @@ func (r *Replicator) Stop() {
 	r.wg.Wait()
 	r.closeProduceConns()
 	r.closeClients()
+	r.pipes.Close() // every copy loop has given its pipes back
 }
 
 // Status returns every partition's state, sorted by topic and partition.

@@ -48,9 +48,10 @@ type Pipe struct {
 type Pool struct {
 	Max int
 
-	mu   sync.Mutex
-	idle []*Pipe
-	open int
+	mu     sync.Mutex
+	idle   []*Pipe
+	open   int
+	closed bool // Close ran: pipes put back are closed
 }
 
 // Get returns an empty pipe, or nil when Max are open or the kernel
@@ -63,7 +64,7 @@ func (pp *Pool) Get() *Pipe {
 		pp.mu.Unlock()
 		return p
 	}
-	if pp.open >= pp.Max {
+	if pp.open >= pp.Max || pp.closed {
 		pp.mu.Unlock()
 		return nil
 	}
@@ -85,17 +86,34 @@ func (pp *Pool) Get() *Pipe {
 // Put gives p back: to the pool when empty, else closed (its bytes are
 // garbage now: the pipe is never reused with them).
 func (pp *Pool) Put(p *Pipe) {
-	if p.N != 0 {
-		syscall.Close(p.r)
-		syscall.Close(p.w)
-		pp.mu.Lock()
-		pp.open--
+	pp.mu.Lock()
+	if p.N == 0 && !pp.closed {
+		pp.idle = append(pp.idle, p)
 		pp.mu.Unlock()
 		return
 	}
-	pp.mu.Lock()
-	pp.idle = append(pp.idle, p)
+	pp.open--
 	pp.mu.Unlock()
+	p.close()
+}
+
+// Close closes the idle pipes, and every pipe put back from now on; Get
+// returns nil after it. For the end of the pool's user (a stopped
+// replicator), whose pipes would otherwise stay open with the process.
+func (pp *Pool) Close() {
+	pp.mu.Lock()
+	idle := pp.idle
+	pp.idle, pp.closed = nil, true
+	pp.open -= len(idle)
+	pp.mu.Unlock()
+	for _, p := range idle {
+		p.close()
+	}
+}
+
+func (p *Pipe) close() {
+	syscall.Close(p.r)
+	syscall.Close(p.w)
 }
 
 // InUse is how many pipes are out of the pool.

@@ -113,4 +113,10 @@ func TestPoolBound(t *testing.T) {
 	if pool.Get() != a {
 		t.Fatal("an empty pipe put back is not reused")
 	}
+	pool.Put(a)
+	pool.Close()
+	pool.Put(b)
+	if pool.open != 0 || len(pool.idle) != 0 || pool.Get() != nil {
+		t.Fatalf("after Close: %d open, %d idle", pool.open, len(pool.idle))
+	}
 }
