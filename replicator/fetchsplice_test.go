@@ -13,6 +13,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kbin"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -316,4 +317,49 @@ func TestPaddedUvarint(t *testing.T) {
 			t.Fatalf("%d in %d bytes read back as %d in %d bytes", c.v, c.width, got, n)
 		}
 	}
+}
+
+// The target refusing a spliced batch as corrupt (its body never passed
+// through the copy to be checked) turns splicing off for the partition:
+// the next session reads its batches into memory, where a corrupt source
+// batch would be found and reported; a sound one is copied.
+func TestSplicedBatchRefusedAsCorruptIsCopiedFromMemory(t *testing.T) {
+	src, tgt := newClusters(t, kfake.SeedTopics(1, "corrupt"))
+	prod := newClient(t, src.ListenAddrs(), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchCompression(kgo.NoCompression()), kgo.MaxVersions(kversion.V3_0_0()))
+	total := int64(produceMixed(t, prod, "corrupt", 0, 3, rand.New(rand.NewPCG(7, 8))))
+	var refused atomic.Int32
+	tgt.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		tgt.KeepControl()
+		pr := req.(*kmsg.ProduceRequest)
+		if len(pr.Topics[0].Partitions[0].Records) < spliceMinBytes || !refused.CompareAndSwap(0, 1) {
+			return nil, nil, false
+		}
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		rt := kmsg.NewProduceResponseTopic()
+		rt.Topic = pr.Topics[0].Topic
+		rp := kmsg.NewProduceResponseTopicPartition()
+		rp.ErrorCode = kerr.CorruptMessage.Code
+		rt.Partitions = append(rt.Partitions, rp)
+		resp.Topics = append(resp.Topics, rt)
+		return resp, nil, true
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := startReplicator(t, ctx, Options{SourceBrokers: src.ListenAddrs(), TargetBrokers: tgt.ListenAddrs(), Topics: []string{"corrupt"},
+		StateDir: t.TempDir(), RetryBackoff: 20 * time.Millisecond, FetchMaxWait: 5 * time.Millisecond})
+	defer r.Stop()
+	if err := r.WaitCopied(ctx, "corrupt", 0, total); err != nil {
+		t.Fatalf("copy did not finish: %v (status %+v)", err, r.Status())
+	}
+	if refused.Load() != 1 {
+		t.Fatal("no large batch reached the target")
+	}
+	r.mu.Lock()
+	p := r.parts[topicPartition{"corrupt", 0}]
+	r.mu.Unlock()
+	if !p.noSplice.Load() {
+		t.Fatal("splicing still on for the partition after the target refused a spliced batch as corrupt")
+	}
+	checkCopiedExactly(t, r, src, tgt, "corrupt", 0, total)
 }
