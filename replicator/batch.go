@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/internal/batchcrc"
+	"github.com/kproxy/kproxy/internal/pipes"
 )
 
 // Record batch v2 header layout (kafka-protocol-notes 3.1). Everything from
@@ -179,6 +180,20 @@ type preparedBatch struct {
 	numRecords int32
 	srcLast    int64 // the source batch's last offset; SourceEnd moves past it
 	rebuilt    bool
+	// A spliced batch (fetchsplice.go): raw is its head, patched, and
+	// body the pipes holding the rest, total bytes in all. The pipeline
+	// gives the pipes back once the batch is written.
+	body    []*pipes.Pipe
+	total   int
+	spliced bool
+}
+
+// size is the batch's length in bytes.
+func (pb *preparedBatch) size() int {
+	if pb.spliced {
+		return pb.total
+	}
+	return len(pb.raw)
 }
 
 // prepareBatch rewrites one kept source batch for producing to the target as
@@ -226,14 +241,35 @@ func prepareBatch(b []byte, from int64, s producerSession) (preparedBatch, error
 		p.raw = b
 		return p, nil
 	}
-	// Derive the patched CRC from the stored one (internal/batchcrc) rather than
-	// read the batch.
+	patchDerived(b, h, crc, len(b), s)
+	p.raw = b
+	return p, nil
+}
+
+// patchDerived patches the producer fields of a large batch's header b
+// (total bytes long, stored CRC crc) and derives its CRC from the stored
+// one (internal/batchcrc) rather than read the batch.
+func patchDerived(b []byte, h batchHeader, crc uint32, total int, s producerSession) {
 	var before [batchHeaderLen - offAttributes]byte
 	copy(before[:], b[offAttributes:batchHeaderLen])
 	patchHeader(b, s.attrs(h.attributes), s)
-	binary.BigEndian.PutUint32(b[offCRC:], batchcrc.Patched(crc, before[:], b[offAttributes:batchHeaderLen], len(b)-offAttributes))
-	p.raw = b
-	return p, nil
+	binary.BigEndian.PutUint32(b[offCRC:], batchcrc.Patched(crc, before[:], b[offAttributes:batchHeaderLen], total-offAttributes))
+}
+
+// prepareSplicedBatch is prepareBatch for a batch whose body is in pipes
+// (fetchsplice.go): head is its header and whatever of its body is in
+// memory, total its length. The answer stream spliced only batches the
+// copy sends as they are, and the caller checked rebuildReason.
+func prepareSplicedBatch(head []byte, total int, s producerSession) (preparedBatch, error) {
+	h, err := parseHeader(head)
+	if err != nil {
+		return preparedBatch{}, err
+	}
+	if int(h.length)+12 != total || total < batchcrc.MinBytes {
+		return preparedBatch{}, fmt.Errorf("spliced batch at offset %d: length field %d for %d bytes", h.firstOffset, h.length, total)
+	}
+	patchDerived(head, h, binary.BigEndian.Uint32(head[offCRC:]), total, s)
+	return preparedBatch{raw: head, srcFirst: h.firstOffset, numRecords: h.numRecords, srcLast: h.lastOffset(), total: total, spliced: true}, nil
 }
 
 // rebuildReason says why a batch cannot be copied header-only, or "".

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/internal/lowat"
+	"github.com/kproxy/kproxy/internal/pipes"
 )
 
 // fetchFrame is one fetch answer: its bytes and the response decoded from
@@ -33,6 +34,12 @@ type fetchFrame struct {
 	buf  []byte
 	resp kmsg.FetchResponse
 	refs atomic.Int32
+	// A streamed answer's spliced batches (fetchsplice.go), in answer
+	// order, and the pipes holding their bodies: chain[i] is set to nil
+	// once its pipe is given back (sent, or dropped).
+	splices []splicedBatch
+	chain   []*pipes.Pipe
+	pool    *pipes.Pool
 }
 
 // freeFrames keeps released frames for the next answers, up to
@@ -120,6 +127,9 @@ type fetchConn struct {
 	// whose reads go through the TLS layer: a mark below what it buffered
 	// could stall them).
 	lw *lowat.Reader
+	// stream reads answers splicing large batch bodies into pipes (nil:
+	// TLS on either side, or Options.NoSplice).
+	stream *answerStream
 }
 
 func (r *Replicator) dialFetchConn(ctx context.Context, broker int32) (*fetchConn, error) {
@@ -148,6 +158,10 @@ func (r *Replicator) dialFetchConn(ctx context.Context, broker int32) (*fetchCon
 			c.lw = lowat.New(raw, fetchReadChunk)
 		}
 	}
+	if sp := pipes.NewSplicer(nc); sp != nil && c.lw != nil && r.spliceOn() {
+		sp.LW = c.lw
+		c.stream = &answerStream{c: c, sp: sp, pool: &r.pipes}
+	}
 	// v4 is the first with record batches and read_committed.
 	if c.ver = version(av, kmsg.Fetch, kmsg.NewPtrFetchRequest().MaxVersion()); c.ver < 4 {
 		nc.Close()
@@ -158,7 +172,10 @@ func (r *Replicator) dialFetchConn(ctx context.Context, broker int32) (*fetchCon
 
 // fetch sends req and reads its answer into a pooled frame held once for
 // the caller. ctx ending closes the connection (the caller drops it).
-func (c *fetchConn) fetch(ctx context.Context, req *kmsg.FetchRequest) (*fetchFrame, error) {
+// spliceOK, when the connection streams answers, says which partitions'
+// batches may be spliced (nil: all). The caller gives back the pipes of
+// the answer's spliced batches it does not hand on (closeSplices).
+func (c *fetchConn) fetch(ctx context.Context, req *kmsg.FetchRequest, spliceOK func(topic string, id [16]byte, partition int32) bool) (*fetchFrame, error) {
 	req.Version = c.ver
 	c.corr++
 	c.wbuf = c.fmtr.AppendRequest(c.wbuf[:0], req, c.corr)
@@ -171,8 +188,14 @@ func (c *fetchConn) fetch(ctx context.Context, req *kmsg.FetchRequest) (*fetchFr
 	}
 	f := getFrame()
 	f.refs.Store(1)
+	f.splices, f.chain = f.splices[:0], f.chain[:0]
 	var err error
-	if c.lw != nil {
+	if c.stream != nil && c.ver <= maxStreamedFetchVersion {
+		f.pool = c.stream.pool
+		c.stream.spliceOK = spliceOK
+		err = c.readStreamed(f)
+		c.stream.spliceOK = nil
+	} else if c.lw != nil {
 		f.buf, err = c.readFrameRaw(f.buf)
 	} else {
 		f.buf, err = readFrame(c.br, f.buf, c.maxLen)
@@ -182,12 +205,29 @@ func (c *fetchConn) fetch(ctx context.Context, req *kmsg.FetchRequest) (*fetchFr
 	}
 	f.resp.Version = c.ver
 	if err := decodeAnswer(f.buf, c.corr, req, &f.resp, true); err != nil {
+		f.closeSplices()
 		return nil, fmt.Errorf("broker %d: fetch answer: %w", c.broker, err)
 	}
 	return f, nil
 }
 
 func (c *fetchConn) close() { c.nc.Close() }
+
+// readStreamed reads an answer's size, then the answer as a stream
+// (answerStream).
+func (c *fetchConn) readStreamed(f *fetchFrame) error {
+	if cap(f.buf) < 4 {
+		f.buf = make([]byte, 4, 4096)
+	}
+	if err := c.readFull(f.buf[:4]); err != nil {
+		return err
+	}
+	n := int(int32(binary.BigEndian.Uint32(f.buf[:4])))
+	if n < 4 || n > c.maxLen {
+		return fmt.Errorf("answer of %d bytes", n)
+	}
+	return c.stream.read(f, n, c.ver)
+}
 
 // readFrameRaw is readFrame on the plain socket, woken only once
 // fetchReadChunk bytes (or the rest of the answer) are there.

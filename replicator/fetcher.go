@@ -194,7 +194,17 @@ func (f *leaderFetcher) fetch(ctx context.Context, p *partition, id [16]byte, of
 			f.dirty = true
 		}
 		f.mu.Unlock()
-		return nil, nil, ctx.Err() // the answer, if any, is dropped
+		// The answer, if any, is dropped; it was sent under f.mu, so it
+		// is in the channel by now or never comes.
+		select {
+		case rep := <-w.reply:
+			if rep.frame != nil {
+				rep.frame.dropSplicesOf(rep.fp.RecordBatches)
+				rep.frame.release()
+			}
+		default:
+		}
+		return nil, nil, ctx.Err()
 	case rep := <-w.reply:
 		return rep.fp, rep.frame, rep.err
 	}
@@ -314,7 +324,7 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 		f.conn, err = r.dialFetchConn(ctx, f.leader)
 	}
 	if err == nil {
-		frame, err = f.conn.fetch(ctx, req)
+		frame, err = f.conn.fetch(ctx, req, spliceAllowed(inRequest, ids))
 	}
 	if err != nil {
 		// The broker may have restarted and lost the session; the next
@@ -330,6 +340,7 @@ func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait 
 		return
 	}
 	defer frame.release()
+	defer frame.closeSplices() // those not delivered
 	resp := &frame.resp
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
 		s.reset()
@@ -408,6 +419,9 @@ func (f *leaderFetcher) deliver(resp *kmsg.FetchResponse, frame *fetchFrame, inR
 			f.busy[tp] = struct{}{}
 			replied = true
 			frame.hold()
+			for i, spl := 0, frame.splicesIn(fp.RecordBatches); i < len(spl); i++ {
+				spl[i].owned = true // the copy loop's to send or drop
+			}
 			w.reply <- fetchReply{fp: fp, frame: frame}
 		}
 	}
@@ -470,10 +484,11 @@ func (f *leaderFetcher) sideFetch(ctx context.Context, wants []*fetchWant, wait 
 		f.sideConn, err = r.dialFetchConn(ctx, f.leader)
 	}
 	if err == nil {
-		frame, err = f.sideConn.fetch(ctx, req)
+		frame, err = f.sideConn.fetch(ctx, req, spliceAllowed(inRequest, ids))
 	}
 	if err == nil {
 		defer frame.release()
+		defer frame.closeSplices() // those not delivered
 		err = kerr.ErrorForCode(frame.resp.ErrorCode)
 	}
 	if err != nil {
@@ -549,6 +564,19 @@ func (t *fetchTopics) add(w *fetchWant) {
 		t.req.Topics = append(t.req.Topics, rt)
 	}
 	t.req.Topics[i].Partitions = append(t.req.Topics[i].Partitions, t.r.fetchPartition(w.p.partition, w.offset))
+}
+
+// spliceAllowed says which partitions of a request (inRequest, their
+// topics by id in ids) an answer may splice: those whose copy did not
+// turn splicing off (partition.noSplice).
+func spliceAllowed(inRequest map[topicPartition]*fetchWant, ids map[[16]byte]string) func(string, [16]byte, int32) bool {
+	return func(topic string, id [16]byte, partition int32) bool {
+		if topic == "" {
+			topic = ids[id]
+		}
+		w := inRequest[topicPartition{topic, partition}]
+		return w != nil && !w.p.noSplice.Load()
+	}
 }
 
 // nextSessionEpoch follows epoch; after MaxInt32 it wraps to 1 (0 asks for

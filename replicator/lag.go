@@ -75,7 +75,7 @@ func (p *partition) noteAnswer(batches [][]byte, from int64) {
 		if err != nil {
 			return
 		}
-		nbytes += int64(len(b))
+		nbytes += int64(h.length) + 12 // a spliced batch has only its head in b
 		noffsets += int64(h.lastOffsetDelta) + 1
 		if nextTs == 0 && h.lastOffset() >= from && h.attributes&attrControl == 0 {
 			nextTs = h.firstTimestamp

@@ -23,6 +23,10 @@ type partition struct {
 	topic     string
 	partition int32
 	log       hclog.Logger
+	// noSplice: the target refused a spliced batch of this partition as
+	// corrupt; its batches are read into memory from then on, so the
+	// copy can check them and say which (corruptSourceBatch).
+	noSplice atomic.Bool
 
 	// ctx ends the partition's copy alone (Reassign) or with its topic;
 	// done is closed when its goroutine has returned (its map saved).
@@ -413,7 +417,18 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	// (virtual) source side; see MapMeta.SourceShift.
 	shift := m.Meta().SourceShift
 	pl := newPipeline(r, p, m, conn, l.tgtID, shift, txn)
-	var batchBuf [][]byte // the batches of the current answer, reused
+	var batchBuf [][]byte         // the batches of the current answer, reused
+	var spliceBuf []*splicedBatch // their splices (nil: in memory), reused
+	// The current answer's frame and record set while its batches are
+	// sent: a session that ends in the middle closes the pipes of the
+	// spliced batches it did not send.
+	var curFrame *fetchFrame
+	var curSet []byte
+	defer func() {
+		if curFrame != nil {
+			curFrame.dropSplicesOf(curSet)
+		}
+	}()
 	p.log.Debug("copy session started", "offset", m.SourceEnd()-shift, "target_offset", m.TargetEnd(), "producer_id", sess.pid)
 	// The map is saved when the copy catches up (unless it is urgent; at
 	// most every catchUpSaveGap, the last catch-up deferred until then),
@@ -436,11 +451,12 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		if err != nil {
 			return err
 		}
+		curFrame, curSet = frame, fp.RecordBatches
 		if err := kerr.ErrorForCode(fp.ErrorCode); err != nil {
 			return fmt.Errorf("source fetch at offset %d: %w", from, err)
 		}
-		batches := splitRecordSet(batchBuf[:0], fp.RecordBatches)
-		batchBuf = batches
+		batches, spliced := frame.batchesOf(batchBuf[:0], spliceBuf[:0], fp.RecordBatches)
+		batchBuf, spliceBuf = batches, spliced
 		if len(batches) == 0 && len(fp.RecordBatches) > 0 {
 			if len(fp.RecordBatches) > offMagic && fp.RecordBatches[offMagic] < 2 {
 				return p.fatalf("at offset %d: %v", from, ErrLegacyBatch)
@@ -463,7 +479,8 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		// sent is the map's SourceEnd once every batch sent so far is
 		// applied: the next batch starts there.
 		sent := m.SourceEnd()
-		for _, b := range batches {
+		for i, b := range batches {
+			sb := spliced[i]
 			if ctx.Err() != nil {
 				break // Stop: persist what was copied, leave the rest
 			}
@@ -474,6 +491,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 			}
 			keep := filter.keep(h, b)
 			if h.lastOffset()+shift < sent {
+				if sb != nil {
+					frame.dropPipes(sb)
+				}
 				continue // already copied (a fetch may start inside a batch)
 			}
 			next := h.lastOffset() + 1 + shift
@@ -489,7 +509,21 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 					sess = txn.sess // a commit may have bumped the epoch
 					txn.tgtNext = m.TargetEnd()
 				}
-				pb, err := prepareBatch(b, sent-shift, sess)
+				if sb != nil && (rebuildReason(h, sent-shift) != "" || pl.conn.sp == nil) {
+					// The copy must read this one after all.
+					if b, err = frame.readSpliced(b, sb); err != nil {
+						pl.drain()
+						return err
+					}
+					sb = nil
+				}
+				var pb preparedBatch
+				if sb != nil {
+					pb, err = prepareSplicedBatch(b, sb.total, sess)
+					pb.body = frame.pipesOf(sb)
+				} else {
+					pb, err = prepareBatch(b, sent-shift, sess)
+				}
 				if err != nil {
 					pl.drain()
 					return p.fatalf("%v", err)
@@ -508,6 +542,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 					sent, changed, lastTs = next, true, h.maxTimestamp
 					continue
 				}
+			}
+			if sb != nil {
+				frame.dropPipes(sb) // not copied (aborted, or no records)
 			}
 			pl.gap(next)
 			sent, changed, lastTs = next, true, h.maxTimestamp
@@ -536,6 +573,9 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 		}
 		hwm, logStart := fp.HighWatermark, fp.LogStartOffset
 		clear(batchBuf)
+		clear(spliceBuf)
+		frame.dropSplicesOf(curSet) // those left unsent (Stop)
+		curFrame, curSet = nil, nil
 		frame.release() // nothing refers to the answer's bytes any more
 		if changed {
 			p.noteCopied(lastTs)
@@ -648,7 +688,11 @@ func (pl *pipeline) send(pb preparedBatch, next int64) error {
 	// taken (or it failed to leave): the bypass check (Writes) must never
 	// see growth of the target it did not know could come.
 	pl.p.writes.Sent.Add(int64(pb.numRecords))
-	if err := pl.conn.send(pl.req, pb.raw, call); err != nil {
+	err := pl.conn.send(pl.req, pb.raw, pb.body, call)
+	if pb.spliced {
+		pl.giveBack(&pb, err == nil)
+	}
+	if err != nil {
 		pl.p.writes.Settled.Add(int64(pb.numRecords))
 		return fmt.Errorf("target broker %d: produce: %w", pl.conn.broker, err)
 	}
@@ -656,6 +700,24 @@ func (pl *pipeline) send(pb preparedBatch, next int64) error {
 	pl.q[(pl.head+pl.n)%maxInFlight] = inFlight{call: call, pb: pb, next: next}
 	pl.n++
 	return nil
+}
+
+// giveBack returns a spliced batch's pipes once it is written (or not):
+// empty ones to the pool, one with bytes left (a write that failed half
+// way) is closed. The frame's chain entries they alias become nil, so the
+// frame does not give them back again.
+func (pl *pipeline) giveBack(pb *preparedBatch, sent bool) {
+	left := 0
+	for i, p := range pb.body {
+		left += p.N
+		pl.r.pipes.Put(p)
+		pb.body[i] = nil
+	}
+	pb.body = nil
+	if sent && left == 0 {
+		pl.r.metrics.splicedBatches.Inc()
+		pl.r.metrics.splicedBytes.Add(float64(pb.total))
+	}
 }
 
 // gap marks source offsets up to next as gaps (markers, aborted data),
@@ -714,6 +776,13 @@ func (pl *pipeline) applyOldest() error {
 func (pl *pipeline) apply(f inFlight) error {
 	p, m, call := pl.p, pl.m, f.call
 	if err := pl.conn.produceErr(call); err != nil {
+		if f.pb.spliced && errors.Is(err, kerr.CorruptMessage) {
+			// The body never passed through here to be checked: the
+			// next session reads this partition's batches into memory,
+			// where a corrupt source batch is told apart (below).
+			p.noSplice.Store(true)
+			return fmt.Errorf("target broker %d: produce of a spliced batch: %w", pl.conn.broker, err)
+		}
 		if corruptSourceBatch(err, &f.pb) {
 			return p.fatalf("batch at offset %d: its bytes do not match its CRC: the source sent a corrupt batch", f.pb.srcFirst)
 		}
@@ -737,7 +806,7 @@ func (pl *pipeline) apply(f inFlight) error {
 		pl.txn.tgtNext += int64(f.pb.numRecords)
 		pl.txn.pending = append(pl.txn.pending, inFlight{pb: preparedBatch{srcOffsets: f.pb.srcOffsets, srcFirst: f.pb.srcFirst, numRecords: f.pb.numRecords}, next: f.next})
 		pl.txn.pendingNext = f.next
-		p.bytes.Add(float64(len(f.pb.raw)))
+		p.bytes.Add(float64(f.pb.size()))
 		return nil
 	}
 	p.bytes.Add(float64(len(f.pb.raw)))

@@ -34,6 +34,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 
+	"github.com/kproxy/kproxy/internal/pipes"
 	"github.com/kproxy/kproxy/secure"
 )
 
@@ -85,6 +86,8 @@ type produceConn struct {
 	bufs    net.Buffers // iov for one writev (a field: a local would escape)
 	fmtr    *kmsg.RequestFormatter
 	pending chan *produceCall
+	// sp splices spliced batch bodies into the socket (nil over TLS).
+	sp *pipes.Splicer
 
 	deadOnce sync.Once
 	dead     chan struct{}
@@ -171,6 +174,7 @@ func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr str
 		nc.Close()
 		return nil, fmt.Errorf("target broker %d at %s supports no Produce version with record batches", broker, addr)
 	}
+	c.sp = pipes.NewSplicer(nc)
 	go c.readLoop()
 	return c, nil
 }
@@ -265,18 +269,26 @@ func (c *produceConn) fail(err error) {
 // The records are not copied into the request's encoding: kmsg encodes
 // the request around a null record set, which is swapped for the records'
 // length, and the records follow from where they lie (one writev), so the
-// batch's bytes are touched only by the kernel's copy.
-func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, call *produceCall) error {
+// batch's bytes are touched only by the kernel's copy. With body (a
+// spliced batch: records is its head), the body follows records from its
+// pipes with splice(2); the caller gives the pipes back after.
+func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, body []*pipes.Pipe, call *produceCall) error {
 	req.Version = c.ver
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.isDead() {
 		return c.deadErr
 	}
+	bodyLen := 0
+	for _, p := range body {
+		bodyLen += p.N
+	}
+	if bodyLen > 0 && c.sp == nil {
+		return errors.New("spliced batch for a connection that cannot splice") // the pipeline reads such a batch first
+	}
 	c.corr++
 	call.corr, call.err, call.errCode, call.baseOffset = c.corr, nil, 0, -1
-	c.wbuf = appendProduceAround(c.wbuf[:0], c.fmtr, req, c.corr, &c.iov, records)
-	c.bufs = c.iov[:]
+	c.wbuf = appendProduceAround(c.wbuf[:0], c.fmtr, req, c.corr, &c.iov, records, bodyLen)
 	select {
 	case c.pending <- call:
 	default:
@@ -285,9 +297,39 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, call *produ
 		return err
 	}
 	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
-	if _, err := c.bufs.WriteTo(c.nc); err != nil {
-		// The call is queued: the reader answers it with the error.
+	var err error
+	if bodyLen > 0 {
+		err = c.writeSpliced(body)
+	} else {
+		c.bufs = c.iov[:]
+		_, err = c.bufs.WriteTo(c.nc)
+	}
+	if err != nil {
+		// The call is queued: the reader answers it with the error. A
+		// request cut short leaves the connection unusable anyway.
 		go c.fail(fmt.Errorf("target broker %d: writing produce: %w", c.broker, err))
+	}
+	return nil
+}
+
+// writeSpliced writes the request in c.iov whose records' body is in
+// pipes: the encoding and the batch's head (copied together: a few
+// hundred bytes) with MSG_MORE, so they leave with the body's first
+// segments, then the body from its pipes, then the trailer. wmu is held.
+func (c *produceConn) writeSpliced(body []*pipes.Pipe) error {
+	c.wbuf = append(c.iov[0], c.iov[1]...) // iov[0] is wbuf's start
+	if err := c.sp.SendMore(c.wbuf); err != nil {
+		return err
+	}
+	trailer := c.iov[2]
+	for i, p := range body {
+		if err := c.sp.Out(p, p.N, i < len(body)-1 || len(trailer) > 0); err != nil {
+			return err
+		}
+	}
+	if len(trailer) > 0 {
+		_, err := c.nc.Write(trailer)
+		return err
 	}
 	return nil
 }
@@ -298,13 +340,14 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, call *produ
 var flexibleTrailer = []byte{0, 0, 0}
 
 // appendProduceAround encodes req (version set, one topic with one
-// partition) as request corr into dst, with records as that partition's
+// partition) as request corr into dst, with records and then spliced
+// more bytes (written apart: a spliced batch's body) as that partition's
 // record set, and fills iov with the request's pieces in order: the
 // encoding up to the record set's length, records, and what follows them.
 // The record set is the last field of the request except the tag sections
 // (TestProduceAroundMatchesKmsg checks this against kmsg for every
 // version), so kmsg encodes everything but the records' bytes.
-func appendProduceAround(dst []byte, fmtr *kmsg.RequestFormatter, req *kmsg.ProduceRequest, corr int32, iov *[3][]byte, records []byte) []byte {
+func appendProduceAround(dst []byte, fmtr *kmsg.RequestFormatter, req *kmsg.ProduceRequest, corr int32, iov *[3][]byte, records []byte, spliced int) []byte {
 	rp := &req.Topics[0].Partitions[0]
 	rp.Records = nil
 	dst = fmtr.AppendRequest(dst, req, corr)
@@ -314,12 +357,13 @@ func appendProduceAround(dst []byte, fmtr *kmsg.RequestFormatter, req *kmsg.Prod
 		trailer, nullLen = flexibleTrailer, 1 // compact nullable bytes: uvarint 0
 	}
 	dst = dst[:len(dst)-len(trailer)-nullLen]
+	n := len(records) + spliced
 	if req.IsFlexible() {
-		dst = kbin.AppendUvarint(dst, uint32(len(records)+1))
+		dst = kbin.AppendUvarint(dst, uint32(n+1))
 	} else {
-		dst = kbin.AppendInt32(dst, int32(len(records)))
+		dst = kbin.AppendInt32(dst, int32(n))
 	}
-	binary.BigEndian.PutUint32(dst, uint32(len(dst)+len(records)+len(trailer)-4))
+	binary.BigEndian.PutUint32(dst, uint32(len(dst)+n+len(trailer)-4))
 	iov[0], iov[1], iov[2] = dst, records, trailer
 	return dst
 }

@@ -9,9 +9,9 @@ import (
 )
 
 // The request send writes (kmsg's encoding around the records, then the
-// records where they lie) is byte for byte kmsg's own encoding of the
-// request with the records in it, for every Produce version with record
-// batches and record sets of any length.
+// records where they lie, a spliced batch's body after its head) is byte
+// for byte kmsg's own encoding of the request with the records in it, for
+// every Produce version with record batches and record sets of any length.
 func TestProduceAroundMatchesKmsg(t *testing.T) {
 	fmtr := kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator"))
 	txn := "t"
@@ -30,13 +30,18 @@ func TestProduceAroundMatchesKmsg(t *testing.T) {
 			rt.Partitions = append(rt.Partitions, rp)
 			req.Topics = append(req.Topics, rt)
 
-			var iov [3][]byte
-			appendProduceAround(nil, fmtr, req, 7, &iov, records)
-			got := bytes.Join(iov[:], nil)
-			req.Topics[0].Partitions[0].Records = records
-			want := fmtr.AppendRequest(nil, req, 7)
-			if !bytes.Equal(got, want) {
-				t.Fatalf("version %d, %d bytes of records: %s", v, n, diffAt(got, want))
+			// Whole, and as a spliced batch: the head in records, the
+			// rest written after it (from pipes).
+			for _, head := range []int{n, min(n, 61)} {
+				var iov [3][]byte
+				appendProduceAround(nil, fmtr, req, 7, &iov, records[:head], n-head)
+				got := bytes.Join([][]byte{iov[0], iov[1], records[head:], iov[2]}, nil)
+				req.Topics[0].Partitions[0].Records = records
+				want := fmtr.AppendRequest(nil, req, 7)
+				req.Topics[0].Partitions[0].Records = nil
+				if !bytes.Equal(got, want) {
+					t.Fatalf("version %d, %d bytes of records (%d in the head): %s", v, n, head, diffAt(got, want))
+				}
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package replicator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
@@ -18,6 +19,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/kproxy/kproxy/internal/pipes"
 )
 
 // Options configure a Replicator. Source and Target clients, when given, are
@@ -91,6 +94,10 @@ type Options struct {
 	// Reassign applies a change of its answers. nil: every partition.
 	Owns func(topic string, partition int32) bool
 
+	// NoSplice turns the spliced copy off (fetchsplice.go): every batch
+	// passes through memory, as over TLS. For comparisons and tests.
+	NoSplice bool
+
 	// Hooks are for crash tests; leave zero in production.
 	Hooks Hooks
 }
@@ -120,6 +127,9 @@ type Replicator struct {
 	ownSrc  bool
 	ownTgt  bool
 	metrics *metrics
+	// pipes hold spliced batch bodies between the source and the target
+	// socket (fetchsplice.go); Max is replicatorPipes.
+	pipes pipes.Pool
 
 	mu        sync.Mutex // guards the fields below
 	parts     map[topicPartition]*partition
@@ -240,6 +250,7 @@ func New(o Options) (*Replicator, error) {
 	}
 	r := &Replicator{opts: o, log: o.Logger, src: o.Source, tgt: o.Target,
 		parts: map[topicPartition]*partition{}, topicErrs: map[string]error{}}
+	r.pipes.Max = replicatorPipes
 	var err error
 	if r.src == nil {
 		if r.src, err = kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(o.SourceBrokers...), metadataMaxCache}, o.SourceOpts...)...); err != nil {
@@ -415,6 +426,7 @@ func (r *Replicator) Stop() {
 	r.wg.Wait()
 	r.closeProduceConns()
 	r.closeClients()
+	r.pipes.Close() // every copy loop has given its pipes back
 }
 
 // Status returns every partition's state, sorted by topic and partition.
@@ -747,6 +759,15 @@ func (r *Replicator) setupTopics(ctx context.Context, topics []string) map[strin
 	return out
 }
 
+// spliceOn says whether the copy may splice batch bodies: not turned off,
+// and the target is plain TCP (a source connection over TLS cannot
+// splice either; fetchConn sees that itself). Over TLS every byte passes
+// through user space anyway.
+func (r *Replicator) spliceOn() bool {
+	tc, _ := r.tgt.OptValue(kgo.DialTLSConfig).(*tls.Config)
+	return !r.opts.NoSplice && tc == nil
+}
+
 // metrics are the replicator's Prometheus series.
 type metrics struct {
 	records *prometheus.CounterVec
@@ -766,26 +787,31 @@ type metrics struct {
 	// mapSaves counts offset map saves, each a write and an fsync
 	// (mapsaver.go).
 	mapSaves prometheus.Counter
+	// splicedBatches and splicedBytes count the batches whose bodies
+	// went socket to socket (fetchsplice.go).
+	splicedBatches, splicedBytes prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	l := []string{"topic", "partition"}
 	m := &metrics{
-		records:       prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
-		bytes:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
-		lag:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
-		lagMs:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
-		errs:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
-		lagB:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_bytes", Help: "Estimated source bytes not copied yet."}, l),
-		risk:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
-		catchUp:       prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
-		sessionResets: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
-		fenced:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fenced_total", Help: "Partition copies this instance stopped because the target fenced its transactional producer: another instance took the partition over."}),
-		mapBytes:      prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
-		mapSaves:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_saves_total", Help: "Offset map saves to the state directory (each a write and an fsync)."}),
+		records:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
+		bytes:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
+		lag:            prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
+		lagMs:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
+		errs:           prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
+		lagB:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_bytes", Help: "Estimated source bytes not copied yet."}, l),
+		risk:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
+		catchUp:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
+		sessionResets:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
+		fenced:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fenced_total", Help: "Partition copies this instance stopped because the target fenced its transactional producer: another instance took the partition over."}),
+		splicedBatches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "spliced_batches_total", Help: "Batches copied with their body spliced from the source socket to the target socket (never in kproxy's memory)."}),
+		splicedBytes:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "spliced_bytes_total", Help: "Bytes of the batches counted by spliced_batches_total."}),
+		mapBytes:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
+		mapSaves:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_saves_total", Help: "Offset map saves to the state directory (each a write and an fsync)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced, m.mapSaves} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced, m.splicedBatches, m.splicedBytes, m.mapSaves} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
