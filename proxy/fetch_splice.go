@@ -26,20 +26,20 @@ package proxy
 // does: measured, kproxy's CPU per GB was lower without it (medians 0.41
 // against 0.46 CPU-s/GB over 10 paired rounds: lower in 9, one tie).
 //
-// Pipes come from the Produce path's pool (produce_pipes.go), which caps
-// them process-wide; a relay that finds none uses io.CopyN as before. The
+// Pipes come from the proxy's pool (splice_pipes.go), which caps them
+// process-wide; a relay that finds none uses io.CopyN as before. The
 // upstream socket's mark is set back to one byte after each body, before
 // anything reads the socket through its buffered reader (which would
 // otherwise wait for a mark a small frame never reaches).
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
-	"syscall"
 	"time"
-	"unsafe"
+
+	"github.com/kproxy/kproxy/internal/lowat"
+	"github.com/kproxy/kproxy/internal/pipes"
 )
 
 // fetchSpliceChunk is the most of a batch body spliced in before it is
@@ -53,22 +53,13 @@ var fetchSpliceChunk = 1 << 20
 var fetchSplicePumps atomic.Int64
 
 // fetchSplicer is a connection's splice state for relayed batch bodies:
-// the two sockets' raw connections and callbacks bound once (a closure per
-// RawConn call would be allocated).
+// a splicer on each of the two sockets (internal/pipes) and the upstream
+// socket's low-water-mark reader, which the splice in sets the mark with.
 type fetchSplicer struct {
 	upNC, downNC net.Conn
-	up, down     syscall.RawConn
-	mark         int // the upstream socket's SO_RCVLOWAT as set (1: the default)
-
-	// the call in progress
-	p    *kpipe
-	want int
-	got  int
-	full bool // in: the pipe filled first
-	err  error
-
-	onIn, onOut func(fd uintptr) bool
-	onRelease   func(fd uintptr)
+	up, down     *pipes.Splicer
+	lw           *lowat.Reader
+	p            *pipes.Pipe // the pipe of the body in progress
 }
 
 // fetchSplicerFor returns a splicer between up and down, reusing *cached
@@ -80,19 +71,17 @@ func fetchSplicerFor(cached **fetchSplicer, up, down net.Conn) *fetchSplicer {
 	if s := *cached; s != nil && s.upNC == up && s.downNC == down {
 		return s
 	}
-	utc, ok1 := up.(*net.TCPConn)
-	dtc, ok2 := down.(*net.TCPConn)
-	if !ok1 || !ok2 {
+	us, ds := pipes.NewSplicer(up), pipes.NewSplicer(down)
+	if us == nil || ds == nil {
 		return nil
 	}
-	ur, err1 := utc.SyscallConn()
-	dr, err2 := dtc.SyscallConn()
-	if err1 != nil || err2 != nil {
+	utc, _ := up.(*net.TCPConn) // plain TCP: NewSplicer said so
+	raw, err := utc.SyscallConn()
+	if err != nil {
 		return nil
 	}
-	s := &fetchSplicer{upNC: up, downNC: down, up: ur, down: dr, mark: 1}
-	s.onIn, s.onOut = s.readable, s.writable
-	s.onRelease = func(fd uintptr) { s.setMark(fd, 1) }
+	s := &fetchSplicer{upNC: up, downNC: down, up: us, down: ds, lw: lowat.New(raw, fetchSpliceChunk)}
+	us.LW = s.lw
 	*cached = s
 	return s
 }
@@ -101,10 +90,10 @@ func fetchSplicerFor(cached **fetchSplicer, up, down net.Conn) *fetchSplicer {
 // the pipe out to the client whenever it is full.
 func (s *fetchSplicer) fill(b []byte, out *relayOut) error {
 	for len(b) > 0 {
-		n, err := s.p.writeIn(b)
+		n, err := s.p.WriteIn(b)
 		b = b[n:]
 		switch {
-		case err == errPipeFull:
+		case err == pipes.ErrFull:
 			if err := s.pump(out); err != nil {
 				return err
 			}
@@ -116,125 +105,33 @@ func (s *fetchSplicer) fill(b []byte, out *relayOut) error {
 }
 
 // in splices up to want bytes from the upstream socket into the pipe,
-// woken by the poller only once the rest of want arrived; it returns what
-// it moved, with errPipeFull when the pipe filled first. The upstream
-// read deadline applies.
+// woken by the poller only once the rest of want arrived (the mark); it
+// returns what it moved, with pipes.ErrFull when the pipe filled first.
+// The upstream read deadline applies.
 func (s *fetchSplicer) in(want int) (int, error) {
-	s.want, s.got, s.full, s.err = want, 0, false, nil
-	err := s.up.Read(s.onIn)
-	if err == nil {
-		err = s.err
-	}
-	if err == nil && s.full {
-		err = errPipeFull
-	}
-	s.err = nil
-	return s.got, err
-}
-
-func (s *fetchSplicer) readable(fd uintptr) bool {
-	for s.got < s.want {
-		n, err := syscall.Splice(int(fd), nil, s.p.w, nil, s.want-s.got, spliceMove|spliceNB)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			// The socket is empty, or the pipe is full: the socket's
-			// queue tells which.
-			var queued int32
-			if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, fionread, uintptr(unsafe.Pointer(&queued))); e == 0 && queued > 0 {
-				s.full = true
-				return true
-			}
-			// Wake once the rest arrived: it is part of this answer,
-			// so it comes (or the socket closes, which wakes too).
-			if !s.setMark(fd, s.want-s.got) {
-				return true
-			}
-			return false
-		case err != nil:
-			s.err = fmt.Errorf("splicing from the broker: %w", err)
-			return true
-		case n == 0:
-			s.err = io.ErrUnexpectedEOF
-			return true
-		}
-		s.got += int(n)
-		s.p.n += int(n)
-	}
-	return true
+	return s.up.In(s.p, want)
 }
 
 // pump splices everything in the pipe to the client. The client write
 // deadline applies.
 func (s *fetchSplicer) pump(out *relayOut) error {
-	s.want, s.got, s.err = s.p.n, 0, nil
-	err := s.down.Write(s.onOut)
-	if err == nil {
-		err = s.err
-	}
-	s.err = nil
-	out.n += s.got
+	n := s.p.N
+	err := s.down.Out(s.p, n, false)
+	out.n += n - s.p.N
 	out.writes++
 	fetchSplicePumps.Add(1)
 	return err
 }
 
-func (s *fetchSplicer) writable(fd uintptr) bool {
-	for s.got < s.want {
-		n, err := syscall.Splice(s.p.r, nil, int(fd), nil, s.want-s.got, spliceMove|spliceNB)
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false // the client's socket is full
-		case err != nil:
-			s.err = fmt.Errorf("splicing to the client: %w", err)
-			return true
-		case n == 0:
-			s.err = io.ErrUnexpectedEOF
-			return true
-		}
-		s.got += int(n)
-		s.p.n -= int(n)
-	}
-	return true
-}
-
 // release sets the upstream socket's mark back to one byte.
-func (s *fetchSplicer) release() error {
-	if s.mark == 1 {
-		return nil
-	}
-	s.err = nil
-	if err := s.up.Control(s.onRelease); err != nil {
-		return err
-	}
-	err := s.err
-	s.err = nil
-	return err
-}
-
-// setMark sets SO_RCVLOWAT to want unless it is set already; false (and
-// s.err) when the kernel refused.
-func (s *fetchSplicer) setMark(fd uintptr, want int) bool {
-	if want == s.mark {
-		return true
-	}
-	if err := syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVLOWAT, want); err != nil {
-		s.err = fmt.Errorf("setting SO_RCVLOWAT: %w", err)
-		return false
-	}
-	s.mark = want
-	return true
-}
+func (s *fetchSplicer) release() error { return s.lw.Release() }
 
 // spliceBody relays n bytes of a batch body with the relay's splicer:
 // staged (patched) and what the upstream reader buffered go into the pipe
 // first, then the body chunk by chunk. false when no pipe was free (the
 // caller copies another way; nothing was done).
 func (r *fetchRelay) spliceBody(n int) (bool, error) {
-	p := pipes.get()
+	p := splicePipes.Get()
 	if p == nil {
 		return false, nil
 	}
@@ -246,7 +143,7 @@ func (r *fetchRelay) spliceBody(n int) (bool, error) {
 		err = rerr
 	}
 	s.p = nil
-	pipes.put(p) // closed, not pooled, when bytes were left in it
+	splicePipes.Put(p) // closed, not pooled, when bytes were left in it
 	r.spliced = err == nil
 	return true, err
 }
@@ -271,10 +168,10 @@ func (r *fetchRelay) spliceBodyWith(s *fetchSplicer, n int) error {
 	_ = r.upNC.SetReadDeadline(time.Now().Add(streamStall))
 	_ = r.out.nc.SetWriteDeadline(time.Now().Add(r.out.wt))
 	for n > 0 {
-		got, err := s.in(max(1, min(n, fetchSpliceChunk, pipeSize-s.p.n)))
+		got, err := s.in(max(1, min(n, fetchSpliceChunk, pipes.Size-s.p.N)))
 		n -= got
 		r.st.left -= got
-		if err != nil && err != errPipeFull {
+		if err != nil && err != pipes.ErrFull {
 			r.upstreamBroken = true
 			return err
 		}
@@ -283,7 +180,7 @@ func (r *fetchRelay) spliceBodyWith(s *fetchSplicer, n int) error {
 			return err
 		}
 	}
-	if s.p.n > 0 { // only the bytes before the body, when it was all buffered
+	if s.p.N > 0 { // only the bytes before the body, when it was all buffered
 		if err := s.pump(r.out); err != nil {
 			r.upstreamBroken = true
 			return err

@@ -131,7 +131,7 @@ func TestFetchSpliceOneWakePerChunk(t *testing.T) {
 		if small := fetch(11); len(small) == 0 {
 			t.Fatalf("round %d: empty small answer", round)
 		}
-		if n := pipes.inUse(); n != 0 {
+		if n := splicePipes.InUse(); n != 0 {
 			t.Fatalf("round %d: %d pipes out of the pool after the relay", round, n)
 		}
 	}

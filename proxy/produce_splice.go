@@ -13,7 +13,7 @@ package proxy
 // records section of produceSpliceMin bytes or more: the request header,
 // the prefix fields, topic names, partition indexes, small sections whole,
 // and each large section's batch headers, 61 bytes each. Each large
-// section's bodies go, in order, into pipes of its own (produce_pipes.go).
+// section's bodies go, in order, into pipes of its own (splice_pipes.go, internal/pipes).
 //
 // The handler (00_produce.go) sees a large section as its batch headers
 // only (a sparse section: 61 bytes per batch, each header's length field
@@ -63,6 +63,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kproxy/kproxy/internal/lowat"
+	"github.com/kproxy/kproxy/internal/pipes"
 )
 
 // produceSpliceMin is the records section size whose batch bodies are
@@ -85,10 +86,10 @@ const batchHeaderLen = 61
 // memory (mem[off:off+61*nb]), its bodies in chain, in order.
 type spliceSection struct {
 	off, nb int
-	total   int      // the records section's length on the wire
-	chain   []*kpipe // the pipes its bodies are in
-	ci      int      // the first chain pipe not yet emptied (writer)
-	full    bool     // the last chain pipe took what it could
+	total   int           // the records section's length on the wire
+	chain   []*pipes.Pipe // the pipes its bodies are in
+	ci      int           // the first chain pipe not yet emptied (writer)
+	full    bool          // the last chain pipe took what it could
 	sent    bool
 }
 
@@ -122,7 +123,7 @@ type spliceReq struct {
 	cc      *clientConn
 	br      *bufio.Reader
 	lw      *lowat.Reader
-	ss      *sockSplicer
+	ss      *pipes.Splicer
 	acquire func(int) error // charges the budget (and sets the deadline)
 
 	n       int // the frame's size
@@ -146,11 +147,11 @@ type spliceReq struct {
 }
 
 func newSpliceReq(cc *clientConn, br *bufio.Reader, lw *lowat.Reader, acquire func(int) error) *spliceReq {
-	ss := newSockSplicer(cc.nc)
+	ss := pipes.NewSplicer(cc.nc)
 	if ss == nil || lw == nil {
 		return nil // not a plain TCP socket: no splice
 	}
-	ss.lw = lw
+	ss.LW = lw
 	return &spliceReq{cc: cc, br: br, lw: lw, ss: ss, acquire: acquire}
 }
 
@@ -220,7 +221,7 @@ func (r *spliceReq) finish() {
 		s := &r.secs[i]
 		sent = sent || s.sent
 		for _, p := range s.chain {
-			pipes.put(p)
+			splicePipes.Put(p)
 		}
 		clear(s.chain)
 		s.chain = s.chain[:0]
@@ -493,7 +494,7 @@ func (r *spliceReq) readSection(partition int32, n int) {
 // socket. Short of pipes it sets unusual: the rest goes into memory.
 func (r *spliceReq) spliceBody(sec *spliceSection, idx, n int) {
 	for n > 0 && !r.bad() {
-		var p *kpipe
+		var p *pipes.Pipe
 		if k := len(sec.chain); k > 0 && !sec.full {
 			p = sec.chain[k-1]
 		} else {
@@ -501,7 +502,7 @@ func (r *spliceReq) spliceBody(sec *spliceSection, idx, n int) {
 				r.unusual = true
 				return
 			}
-			if p = pipes.get(); p == nil {
+			if p = splicePipes.Get(); p == nil {
 				r.unusual = true
 				return
 			}
@@ -516,7 +517,7 @@ func (r *spliceReq) spliceBody(sec *spliceSection, idx, n int) {
 			if !r.charge(len(b)) {
 				return
 			}
-			got, err = p.writeIn(b)
+			got, err = p.WriteIn(b)
 			_, _ = r.br.Discard(got)
 			r.owed += len(b) - got // charged, not taken
 		} else {
@@ -527,7 +528,7 @@ func (r *spliceReq) spliceBody(sec *spliceSection, idx, n int) {
 				return
 			}
 			_ = r.cc.nc.SetReadDeadline(time.Now().Add(r.cc.srv.opts.Limits.ReadTimeout))
-			got, err = r.ss.in(p, k)
+			got, err = r.ss.In(p, k)
 			r.owed += k - got
 			// Memory reads through the buffered reader must not wait
 			// for the mark (no syscall when it is one byte).
@@ -545,7 +546,7 @@ func (r *spliceReq) spliceBody(sec *spliceSection, idx, n int) {
 		n -= got
 		r.left -= got
 		switch {
-		case errors.Is(err, errPipeFull):
+		case errors.Is(err, pipes.ErrFull):
 			sec.full = true
 		case err != nil:
 			r.err = fmt.Errorf("splicing a %d-byte frame body (%d received): %w", r.n, r.n-r.left, err)
@@ -577,12 +578,12 @@ func (s *spliceSection) take(b []byte) error {
 			return errors.New("spliced section: pipes hold fewer bytes than recorded")
 		}
 		p := s.chain[s.ci]
-		if p.n == 0 {
+		if p.N == 0 {
 			s.ci++
 			continue
 		}
-		k := min(len(b), p.n)
-		if err := p.readOut(b[:k]); err != nil {
+		k := min(len(b), p.N)
+		if err := p.ReadOut(b[:k]); err != nil {
 			return err
 		}
 		b = b[k:]

@@ -58,7 +58,7 @@ func TestSplicedIdempotentProduceReadsBackWithValidCRCs(t *testing.T) {
 			got++
 		})
 	}
-	if n := pipes.inUse(); n != 0 {
+	if n := splicePipes.InUse(); n != 0 {
 		t.Fatalf("%d pipes still out of the pool", n)
 	}
 }

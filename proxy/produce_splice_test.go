@@ -168,7 +168,7 @@ func TestSplicedProduceReaderAgreesWithKmsgEveryVersion(t *testing.T) {
 			t.Fatalf("v%d: topics differ from kmsg's decoding", v)
 		}
 		sp.finish()
-		if n := pipes.inUse(); n != 0 {
+		if n := splicePipes.InUse(); n != 0 {
 			t.Fatalf("v%d: %d pipes still out of the pool", v, n)
 		}
 	}
@@ -221,7 +221,7 @@ func TestSplicedProduceReaderFallsBackWithTheFrameAsSent(t *testing.T) {
 		if rebuilt := produceRebuilt.Load() > before; rebuilt != c.rebuilt {
 			t.Fatalf("%s: rebuilt %v, want %v", c.name, rebuilt, c.rebuilt)
 		}
-		if n := pipes.inUse(); n != 0 {
+		if n := splicePipes.InUse(); n != 0 {
 			t.Fatalf("%s: %d pipes still out of the pool", c.name, n)
 		}
 	}
@@ -240,7 +240,7 @@ func TestSplicedProduceReaderStallEndsAtTheReadDeadline(t *testing.T) {
 	if spliced || err == nil || !isTimeout(err) {
 		t.Fatalf("spliced %v, err %v; want a timeout", spliced, err)
 	}
-	if n := pipes.inUse(); n != 0 {
+	if n := splicePipes.InUse(); n != 0 {
 		t.Fatalf("%d pipes still out of the pool after the stall", n)
 	}
 
@@ -300,7 +300,7 @@ func TestSplicedProduceReachesTheBrokerAsSent(t *testing.T) {
 			t.Fatalf("v%d: answer %+v, err %v", v, resp, err)
 		}
 	}
-	waitUntil(t, "every pipe back in the pool", func() bool { return pipes.inUse() == 0 })
+	waitUntil(t, "every pipe back in the pool", func() bool { return splicePipes.InUse() == 0 })
 }
 
 // produceAnswerPlain, which reads a Produce answer's bytes, agrees with

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kproxy/kproxy/internal/pipes"
 )
 
 // trafficClass separates upstream connections so that a long-poll Fetch or a
@@ -240,7 +242,7 @@ type upstreamConn struct {
 	// pieces and ss are writeSpliced's: the bodies an encoding left out,
 	// and the splicer into this socket (nil: not plain TCP).
 	pieces []splicePiece
-	ss     *sockSplicer
+	ss     *pipes.Splicer
 	ssInit bool
 
 	// renewAt, when set, is when the connection should be replaced
@@ -485,14 +487,14 @@ func (uc *upstreamConn) writeSpliced(req *kmsg.ProduceRequest, clientID *string,
 // writePieces writes buf with uc.pieces' bodies in their places (wmu held).
 func (uc *upstreamConn) writePieces(buf []byte) error {
 	if !uc.ssInit {
-		uc.ss, uc.ssInit = newSockSplicer(uc.nc), true
+		uc.ss, uc.ssInit = pipes.NewSplicer(uc.nc), true
 	}
 	w := 0
 	for i, pc := range uc.pieces {
 		if pc.at > w {
 			var err error
 			if uc.ss != nil {
-				err = uc.ss.sendMore(buf[w:pc.at]) // the body follows
+				err = uc.ss.SendMore(buf[w:pc.at]) // the body follows
 			} else {
 				_, err = uc.nc.Write(buf[w:pc.at])
 			}
@@ -520,13 +522,13 @@ func (uc *upstreamConn) spliceOut(s *spliceSection, n int, more bool) error {
 			return errors.New("spliced section: pipes hold fewer bytes than its batches")
 		}
 		p := s.chain[s.ci]
-		if p.n == 0 {
+		if p.N == 0 {
 			s.ci++
 			continue
 		}
-		k := min(n, p.n)
+		k := min(n, p.N)
 		if uc.ss != nil {
-			if err := uc.ss.out(p, k, more || k < n); err != nil {
+			if err := uc.ss.Out(p, k, more || k < n); err != nil {
 				return err
 			}
 		} else {
@@ -539,7 +541,7 @@ func (uc *upstreamConn) spliceOut(s *spliceSection, n int, more bool) error {
 					b = make([]byte, m)
 				}
 				b = b[:m]
-				if err := p.readOut(b); err != nil {
+				if err := p.ReadOut(b); err != nil {
 					putBuf(bp)
 					return err
 				}

@@ -2,8 +2,10 @@
 // socket -> pipe -> socket without passing through user space. The
 // replicator's copy splices unchanged record batch bodies from its source
 // fetch connection to its target produce connection with it
-// (replicator/fetchsplice.go); the proxy's Produce path has the same
-// method (proxy/produce_pipes.go).
+// (replicator/fetchsplice.go); the proxy splices large Produce batch
+// bodies from the client to the broker (proxy/produce_splice.go) and
+// streamed Fetch batch bodies from the broker to the client
+// (proxy/fetch_splice.go) with it.
 //
 // Pipes are pooled (creating one is three syscalls) and capped per pool: a
 // caller that finds none takes its buffered path. A pipe goes back to the
@@ -125,6 +127,27 @@ func (pp *Pool) InUse() int {
 
 // ErrFull says a pipe has no room left for what was asked.
 var ErrFull = errors.New("pipe full")
+
+// WriteIn copies b (bytes a buffered reader already holds) into p; it
+// returns what fit, with ErrFull when p filled first.
+func (p *Pipe) WriteIn(b []byte) (int, error) {
+	got := 0
+	for got < len(b) {
+		n, err := syscall.Write(p.w, b[got:])
+		if err == syscall.EINTR {
+			continue
+		}
+		if err == syscall.EAGAIN {
+			return got, ErrFull
+		}
+		if err != nil {
+			return got, fmt.Errorf("writing a pipe: %w", err)
+		}
+		got += n
+		p.N += n
+	}
+	return got, nil
+}
 
 // ReadOut reads len(b) bytes out of p (which holds them).
 func (p *Pipe) ReadOut(b []byte) error {
