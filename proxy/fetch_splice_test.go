@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -83,16 +82,7 @@ func TestFetchSpliceOneWakePerChunk(t *testing.T) {
 		return answerWith(v, []kmsg.FetchResponseTopicPartition{dataPart(0, epochBatch(3, 500, 4)), dataPart(1, big)})
 	}
 	mb := newDribblingBroker(t, 2, body, 16<<10, 500*time.Microsecond)
-	srv, err := New(Options{Listen: "127.0.0.1:0", Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
 	nc, err := net.Dial("tcp", srv.Addr().String())
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"net"
 	"slices"
@@ -140,16 +139,7 @@ func fetchCases() []fetchCase {
 func fetchThrough(t *testing.T, ver int16, parts int32, body func(int16) []byte) []byte {
 	t.Helper()
 	mb := newMemBroker(t, parts, body)
-	srv, err := New(Options{Listen: "127.0.0.1:0", Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
 	nc, err := net.Dial("tcp", srv.Addr().String())
 	if err != nil {
 		t.Fatal(err)
