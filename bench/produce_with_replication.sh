@@ -16,7 +16,13 @@
 # line per measurement and a summary with medians, kproxy's CPU during each
 # phase and whether the copy kept up (its lag after the phase).
 #
-# Knobs (env): ROUNDS=3 RATE=5000 LAT_SECONDS=15 SIZE=1024 PARTITIONS=6
+# BASE=<git rev>: a same-run A/B. A second kproxy built from BASE runs beside
+# this tree's, with topics of its own (base_plain, base_repl: its replicate
+# pattern is "<id>-brepl-*"), and every round rotates over direct, plain,
+# repl, base_plain and base_repl; the summary gives both binaries' ratios.
+# Unset: one kproxy, as before.
+#
+# Knobs (env): ROUNDS=3 RATE=5000 LAT_SECONDS=15 SIZE=1024 PARTITIONS=6 BASE=
 #              SOURCE=127.0.0.1:19092 TARGET=127.0.0.1:29092 (or the lane's)
 # Both clusters must be up (bash test/kafka/kafka.sh up). Takes the bench lock.
 set -euo pipefail
@@ -29,6 +35,7 @@ PARTITIONS="${PARTITIONS:-6}"
 SOURCE="${SOURCE:-127.0.0.1:${KAFKA_SOURCE_BROKER_PORT:-19092}}"
 TARGET="${TARGET:-127.0.0.1:${KAFKA_TARGET_BROKER_PORT:-29092}}"
 GO="${GO:-go}"
+BASE="${BASE:-}"
 WORK="$(mktemp -d)"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
@@ -41,37 +48,59 @@ say "building kproxy and loadgen"
 "$GO" build -o "$WORK/kproxy" ./cmd/kproxy
 "$GO" build -o "$WORK/loadgen" ./bench/loadgen
 LG="$WORK/loadgen"
+if [[ -n "$BASE" ]]; then
+  say "building kproxy from $BASE ($(git rev-parse --short "$BASE"))"
+  mkdir -p "$WORK/base-src"
+  git archive "$BASE" | tar -x -C "$WORK/base-src"
+  (cd "$WORK/base-src" && "$GO" build -o "$WORK/kproxy-base" ./cmd/kproxy)
+fi
 
 ID="prodrepl-$(date +%s)"
 topics=()
 for r in $(seq 1 "$ROUNDS"); do topics+=("$ID-plain-r$r" "$ID-repl-r$r"); done
+if [[ -n "$BASE" ]]; then
+  for r in $(seq 1 "$ROUNDS"); do topics+=("$ID-bplain-r$r" "$ID-brepl-r$r"); done
+fi
 # Created before kproxy starts, so its replicator copies every repl topic
 # from its first pass (empty: nothing to catch up but the warm-up below).
 "$LG" create -brokers "$SOURCE" -partitions "$PARTITIONS" -topics "$(IFS=,; echo "${topics[*]}")" >/dev/null
 
-LISTEN="127.0.0.1:$(free_port)"
-ADMIN="127.0.0.1:$(free_port)"
-cat >"$WORK/kproxy.yaml" <<YAML
-listen: $LISTEN
-admin: $ADMIN
-state_dir: $WORK/state
+# start_kproxy NAME BINARY PATTERN: a kproxy replicating the topics of
+# PATTERN; sets LISTEN_<NAME>, ADMIN_<NAME>, KPID_<NAME>.
+start_kproxy() {
+  local name=$1 bin=$2 pattern=$3 listen admin pid
+  listen="127.0.0.1:$(free_port)"
+  admin="127.0.0.1:$(free_port)"
+  cat >"$WORK/$name.yaml" <<YAML
+listen: $listen
+admin: $admin
+state_dir: $WORK/state-$name
 clusters:
   source: { bootstrap: [$SOURCE] }
   target: { bootstrap: [$TARGET] }
 routes: { default: source }
-replicate: ["$ID-repl-*"]
+replicate: ["$pattern"]
 log: { level: warn }
 YAML
-"$WORK/kproxy" run -c "$WORK/kproxy.yaml" >"$WORK/kproxy.log" 2>&1 &
-KPID=$!
-PIDS+=("$KPID")
-for i in $(seq 1 150); do curl -fsS "http://$ADMIN/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
-curl -fsS "http://$ADMIN/readyz" >/dev/null || { cat "$WORK/kproxy.log" >&2; exit 1; }
+  "$bin" run -c "$WORK/$name.yaml" >"$WORK/$name.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  for i in $(seq 1 150); do curl -fsS "http://$admin/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+  curl -fsS "http://$admin/readyz" >/dev/null || { cat "$WORK/$name.log" >&2; exit 1; }
+  printf -v "LISTEN_$name" %s "$listen"
+  printf -v "ADMIN_$name" %s "$admin"
+  printf -v "KPID_$name" %s "$pid"
+}
+start_kproxy kproxy "$WORK/kproxy" "$ID-repl-*"
+LISTEN=$LISTEN_kproxy ADMIN=$ADMIN_kproxy KPID=$KPID_kproxy
+if [[ -n "$BASE" ]]; then
+  start_kproxy base "$WORK/kproxy-base" "$ID-brepl-*"
+fi
 
-# repl_lag prints the replicated topics' total lag in records from /status
-# (-1 when a repl topic is not copying yet).
+# repl_lag [ADMIN PREFIX] prints the replicated topics' total lag in records
+# from /status (-1 when a repl topic is not copying yet).
 repl_lag() {
-  curl -fsS "http://$ADMIN/status" | python3 -c '
+  curl -fsS "http://${1:-$ADMIN}/status" | python3 -c '
 import json, sys
 prefix = sys.argv[1]
 parts = (json.load(sys.stdin).get("replication") or {}).get("partitions") or []
@@ -80,35 +109,47 @@ for p in parts:
     if p["Topic"].startswith(prefix):
         seen.add(p["Topic"])
         lag += p["LagRecords"]
-print(lag if len(seen) == int(sys.argv[2]) else -1)' "$ID-repl-" "$ROUNDS"
+print(lag if len(seen) == int(sys.argv[2]) else -1)' "${2:-$ID-repl-}" "$ROUNDS"
 }
 say "waiting for the copy of $ROUNDS replicated topics to start"
 for i in $(seq 1 150); do [[ "$(repl_lag)" == 0 ]] && break; sleep 0.2; done
 [[ "$(repl_lag)" == 0 ]] || { say "the copy did not start: $(curl -fsS "http://$ADMIN/status" | head -c 2000)"; exit 1; }
+if [[ -n "$BASE" ]]; then
+  for i in $(seq 1 150); do [[ "$(repl_lag "$ADMIN_base" "$ID-brepl-")" == 0 ]] && break; sleep 0.2; done
+  [[ "$(repl_lag "$ADMIN_base" "$ID-brepl-")" == 0 ]] || { say "the base copy did not start"; exit 1; }
+fi
 
 # Warm-up: connections, producer ids and metadata on every path.
 "$LG" latency -brokers "$SOURCE" -topic "$ID-plain-r1" -rate "$RATE" -duration 3s -size "$SIZE" >/dev/null
 "$LG" latency -brokers "$LISTEN" -topic "$ID-plain-r1" -rate "$RATE" -duration 3s -size "$SIZE" >/dev/null
 "$LG" latency -brokers "$LISTEN" -topic "$ID-repl-r1" -rate "$RATE" -duration 3s -size "$SIZE" >/dev/null
+if [[ -n "$BASE" ]]; then
+  "$LG" latency -brokers "$LISTEN_base" -topic "$ID-bplain-r1" -rate "$RATE" -duration 3s -size "$SIZE" >/dev/null
+  "$LG" latency -brokers "$LISTEN_base" -topic "$ID-brepl-r1" -rate "$RATE" -duration 3s -size "$SIZE" >/dev/null
+fi
 
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 RAW="$WORK/raw.jsonl"
 LOAD0="$(cut -d' ' -f1-3 /proc/loadavg)"
 PATHS=(direct plain repl)
+[[ -z "$BASE" ]] || PATHS+=(base_plain base_repl)
 for r in $(seq 1 "$ROUNDS"); do
   order=()
   for i in "${!PATHS[@]}"; do order+=("${PATHS[$(( (i + r - 1) % ${#PATHS[@]} ))]}"); done
   for p in "${order[@]}"; do
+    kpid=$KPID admin=$ADMIN prefix="$ID-repl-"
     case $p in
       direct) addr=$SOURCE topic="$ID-plain-r$r" ;;
       plain) addr=$LISTEN topic="$ID-plain-r$r" ;;
       repl) addr=$LISTEN topic="$ID-repl-r$r" ;;
+      base_plain) addr=$LISTEN_base topic="$ID-bplain-r$r" kpid=$KPID_base admin=$ADMIN_base prefix="$ID-brepl-" ;;
+      base_repl) addr=$LISTEN_base topic="$ID-brepl-r$r" kpid=$KPID_base admin=$ADMIN_base prefix="$ID-brepl-" ;;
     esac
-    k0=$(cpu_ticks "$KPID")
+    k0=$(cpu_ticks "$kpid")
     out="$("$LG" latency -brokers "$addr" -topic "$topic" -rate "$RATE" -duration "${LAT_SECONDS}s" -size "$SIZE")"
-    k1=$(cpu_ticks "$KPID")
-    lag=$(repl_lag)
+    k1=$(cpu_ticks "$kpid")
+    lag=$(repl_lag "$admin" "$prefix")
     printf '{"round":%d,"path":"%s","kproxy_cpu_s":%s,"repl_lag_after":%s,"load1":%s,"result":%s}\n' "$r" "$p" \
       "$(awk -v a="$k0" -v b="$k1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}')" "$lag" "$(cut -d' ' -f1 /proc/loadavg)" "$out" | tee -a "$RAW"
   done
@@ -116,13 +157,17 @@ done
 "$LG" delete -brokers "$SOURCE" -prefix "$ID-" >/dev/null || true
 "$LG" delete -brokers "$TARGET" -prefix "$ID-" >/dev/null || true
 grep -iE '"level":"(error|warn)"|level=(ERROR|WARN)|\[(ERROR|WARN)\]' "$WORK/kproxy.log" | head -5 | sed "s/^/kproxy log: /" >&2 || true
-python3 - "$RAW" "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RATE" <<'PY'
+python3 - "$RAW" "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RATE" "$BASE" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 med = statistics.median
+base = sys.argv[5]
 out = {"rate": int(sys.argv[4]), "load_start": sys.argv[2], "load_end": sys.argv[3]}
+if base:
+    out["base"] = base
 by = lambda p: sorted((r for r in rows if r["path"] == p), key=lambda r: r["round"])
-for p in ("direct", "plain", "repl"):
+paths = ("direct", "plain", "repl") + (("base_plain", "base_repl") if base else ())
+for p in paths:
     rs = by(p)
     o = out[p] = {}
     for q in ("p50_ms", "p99_ms", "p999_ms"):
@@ -130,11 +175,14 @@ for p in ("direct", "plain", "repl"):
         o[q + "_median"] = round(med(o[q + "_rounds"]), 3)
     if p != "direct":
         o["kproxy_cpu_s_rounds"] = [x["kproxy_cpu_s"] for x in rs]
-    if p == "repl":
+    if p.endswith("repl"):
         o["repl_lag_after_rounds"] = [x["repl_lag_after"] for x in rs]
-for q in ("p50_ms", "p99_ms"):
-    pairs = zip(by("repl"), by("plain"))
-    out["repl_over_plain_" + q + "_rounds"] = [round(a["result"][q] / b["result"][q], 3) for a, b in pairs]
-    out["repl_over_plain_" + q + "_median"] = round(med(out["repl_over_plain_" + q + "_rounds"]), 3)
+    o["load1_rounds"] = [x["load1"] for x in rs]
+for pre in ("", "base_") if base else ("",):
+    for q in ("p50_ms", "p99_ms"):
+        pairs = zip(by(pre + "repl"), by(pre + "plain"))
+        k = pre + "repl_over_" + pre + "plain_" + q
+        out[k + "_rounds"] = [round(a["result"][q] / b["result"][q], 3) for a, b in pairs]
+        out[k + "_median"] = round(med(out[k + "_rounds"]), 3)
 print(json.dumps(out, indent=1))
 PY

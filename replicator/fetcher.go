@@ -53,6 +53,21 @@ package replicator
 //     the side loop; the poll goes long once a short one changed nothing. A drain on a partition the long poll carries needs
 //     nothing: it waits for records below the source's end, and records
 //     there end the poll at once. Stop closes both connections.
+//
+// A trickle of small batches is coalesced (issue 12 item 6, decision 016).
+// With MinBytes 1 a flowing source answered each request as soon as one
+// batch arrived: at 5,000 one-record Produce requests a second the copy
+// made about one fetch answer, one copy-loop wake-up and one target
+// Produce per source batch, and that CPU, on a machine the brokers share,
+// slowed the very producers it copied. While the copy is flowing (the
+// leader's last answer carried records) the session request asks
+// copyMinBytes and waits at most CopyLinger (a few ms), so an answer
+// carries what arrived meanwhile, several batches per partition; a backlog
+// fills copyMinBytes at once and is not slowed. The copy's lag grows by at
+// most CopyLinger. The idle long poll (nothing flowed last time: MinBytes
+// 1, so the first new batch ends it at once) and the side loop's polls
+// (urgent partitions, wants parked beside a long poll) do not linger: a
+// cutover's last records are not held back.
 
 import (
 	"context"
@@ -108,6 +123,16 @@ type leaderFetcher struct {
 	conn      *fetchConn // nil until dialed, and after an error
 	sideConn  *fetchConn // the side loop's; nil until dialed, and after an error
 }
+
+// defaultCopyLinger is Options.CopyLinger's default: long enough for a
+// trickle of thousands of batches a second to come back tens to an answer,
+// short beside the copy's other delays (a produce round trip, the map).
+const defaultCopyLinger = 5 * time.Millisecond
+
+// copyMinBytes is what a lingering session request asks (capped at
+// FetchMaxBytes): an answer this big is worth its round trip, so a copy
+// with a backlog gets it at once.
+const copyMinBytes = 256 << 10
 
 // sideFetchWait is the side loop's poll (a want parked during a long
 // poll): what the idle poll was before it grew long, so such a want waits
@@ -231,7 +256,8 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 	}()
 	var wants []*fetchWant
 	var busyTimer *time.Timer
-	replied := true // parked differs from the last request's wants
+	replied := true  // parked differs from the last request's wants
+	flowing := false // the last answer carried records: the next request lingers
 	for ctx.Err() == nil {
 		f.mu.Lock()
 		wants = wants[:0]
@@ -281,19 +307,27 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 			// The poll goes long once a short one changed nothing.
 			wait = min(sideFetchWait, wait)
 		}
+		minBytes := int32(1)
+		if flowing && len(wants) > 0 && f.r.opts.CopyLinger > 0 {
+			wait = min(wait, f.r.opts.CopyLinger)
+			minBytes = min(copyMinBytes, f.r.opts.FetchMaxBytes)
+		}
 		// A want that arrives after the snapshot leaves f.dirty set:
 		// the next round rebuilds.
-		replied = f.fetchOnce(ctx, wants, wait, dirty || replied)
+		replied, flowing = f.fetchOnce(ctx, wants, wait, minBytes, dirty || replied)
 	}
 }
 
-// fetchOnce sends one request for wants (the parked partitions) and answers
-// those that got records or an error; replied says it answered any (they
-// are no longer parked). changed false means the parked wants are exactly
-// those of the last request: with a session, nothing to send.
-func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait time.Duration, changed bool) (replied bool) {
+// fetchOnce sends one request for wants (the parked partitions), which
+// the broker answers once it has minBytes or after wait, and answers those
+// that got records or an error; replied says it answered any (they are no
+// longer parked), records that it answered any with records. changed false
+// means the parked wants are exactly those of the last request: with a
+// session, nothing to send.
+func (f *leaderFetcher) fetchOnce(ctx context.Context, wants []*fetchWant, wait time.Duration, minBytes int32, changed bool) (replied, records bool) {
 	r, s := f.r, &f.sess
 	req := r.newFetchRequest(1, wait) // read_committed
+	req.MinBytes = minBytes
 	full := s.id == 0
 	req.SessionID, req.SessionEpoch = s.id, s.epoch
 	rebuild := full || changed || f.inRequest == nil
@@ -389,10 +423,11 @@ func (f *leaderFetcher) answerAll(wants []*fetchWant, err error) {
 }
 
 // deliver answers the wants of a request (inRequest, their topics by id in
-// ids) that got records or an error in resp; replied says it answered any.
-// A want answered meanwhile (by the other loop's request) or gone is left
-// alone: only the want still parked is answered, once.
-func (f *leaderFetcher) deliver(resp *kmsg.FetchResponse, frame *fetchFrame, inRequest map[topicPartition]*fetchWant, ids map[[16]byte]string) (replied bool) {
+// ids) that got records or an error in resp; replied says it answered any,
+// records that it answered any with records. A want answered meanwhile
+// (by the other loop's request) or gone is left alone: only the want still
+// parked is answered, once.
+func (f *leaderFetcher) deliver(resp *kmsg.FetchResponse, frame *fetchFrame, inRequest map[topicPartition]*fetchWant, ids map[[16]byte]string) (replied, records bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i := range resp.Topics {
@@ -418,6 +453,7 @@ func (f *leaderFetcher) deliver(resp *kmsg.FetchResponse, frame *fetchFrame, inR
 			delete(f.parked, tp)
 			f.busy[tp] = struct{}{}
 			replied = true
+			records = records || len(fp.RecordBatches) > 0
 			frame.hold()
 			for i, spl := 0, frame.splicesIn(fp.RecordBatches); i < len(spl); i++ {
 				spl[i].owned = true // the copy loop's to send or drop
@@ -425,7 +461,7 @@ func (f *leaderFetcher) deliver(resp *kmsg.FetchResponse, frame *fetchFrame, inR
 			w.reply <- fetchReply{fp: fp, frame: frame}
 		}
 	}
-	return replied
+	return replied, records
 }
 
 // sideLoop fetches the urgent wants, and the wants parked while a long

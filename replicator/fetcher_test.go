@@ -21,16 +21,17 @@ type fetchLog struct {
 }
 
 type fetchSeen struct {
-	sessionID, epoch int32
-	partitions       int // named in the request
-	forgotten        int
+	sessionID, epoch  int32
+	minBytes, maxWait int32
+	partitions        int // named in the request
+	forgotten         int
 	// The topics named and forgotten, by id (the replicator's fetches
 	// name topics by id).
 	named, forgot map[[16]byte]bool
 }
 
 func (l *fetchLog) add(req *kmsg.FetchRequest) {
-	s := fetchSeen{sessionID: req.SessionID, epoch: req.SessionEpoch, named: map[[16]byte]bool{}, forgot: map[[16]byte]bool{}}
+	s := fetchSeen{sessionID: req.SessionID, epoch: req.SessionEpoch, minBytes: req.MinBytes, maxWait: req.MaxWaitMillis, named: map[[16]byte]bool{}, forgot: map[[16]byte]bool{}}
 	for _, t := range req.Topics {
 		s.partitions += len(t.Partitions)
 		s.named[t.TopicID] = true

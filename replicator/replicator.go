@@ -69,6 +69,14 @@ type Options struct {
 	// the broker reads every partition of the fetch session each time
 	// (fetcher.go). Default 10s; never below FetchMaxWait.
 	IdleFetchWait time.Duration
+	// CopyLinger is how long a source fetch may wait for more records
+	// while the copy is flowing (the leader's last answer carried
+	// records): the request asks copyMinBytes and waits at most this, so
+	// a trickle of small batches comes back many to an answer instead of
+	// one answer per batch (fetcher.go). It adds at most this to the
+	// copy's lag; idle and urgent polls do not linger. Default 5ms;
+	// negative turns it off.
+	CopyLinger time.Duration
 	// RetryBackoff is the pause before a partition retries after a
 	// transient error. Default 1s.
 	RetryBackoff time.Duration
@@ -239,6 +247,13 @@ func New(o Options) (*Replicator, error) {
 		o.IdleFetchWait = 10 * time.Second
 	}
 	o.IdleFetchWait = max(o.IdleFetchWait, o.FetchMaxWait)
+	switch {
+	case o.CopyLinger == 0:
+		o.CopyLinger = defaultCopyLinger
+	case o.CopyLinger < 0:
+		o.CopyLinger = 0
+	}
+	o.CopyLinger = min(o.CopyLinger, o.FetchMaxWait)
 	if o.RetentionWarning <= 0 {
 		o.RetentionWarning = time.Hour
 	}
