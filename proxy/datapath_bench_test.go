@@ -62,11 +62,22 @@ type memBroker struct {
 
 func newMemBroker(tb testing.TB, partitions int32, fetchBody func(int16) []byte) *memBroker {
 	tb.Helper()
+	return newMemBrokerOn(tb, nil, partitions, fetchBody)
+}
+
+// newMemBrokerOn is newMemBroker whose listener is wrap's (nil: as it is),
+// for brokers that pace what they send (newDribblingBroker).
+func newMemBrokerOn(tb testing.TB, wrap func(net.Listener) net.Listener, partitions int32, fetchBody func(int16) []byte) *memBroker {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b := &memBroker{ln: ln, partitions: partitions, fetchBody: fetchBody, cached: map[[2]int16][]byte{},
+	var served net.Listener = ln
+	if wrap != nil {
+		served = wrap(ln)
+	}
+	b := &memBroker{ln: served, partitions: partitions, fetchBody: fetchBody, cached: map[[2]int16][]byte{},
 		fetched: make(chan struct{}, 16), fetchConnDone: make(chan struct{}, 16)}
 	go b.accept()
 	tb.Cleanup(func() {

@@ -47,22 +47,9 @@ func (c dribbleConn) Write(b []byte) (int, error) {
 
 func newDribblingBroker(t *testing.T, partitions int32, body func(int16) []byte, piece int, pause time.Duration) *memBroker {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &memBroker{ln: dribbleListener{Listener: ln, piece: piece, pause: pause}, partitions: partitions, fetchBody: body,
-		cached: map[[2]int16][]byte{}, fetched: make(chan struct{}, 16), fetchConnDone: make(chan struct{}, 16)}
-	go b.accept()
-	t.Cleanup(func() {
-		ln.Close()
-		b.mu.Lock()
-		for _, c := range b.conns {
-			c.Close()
-		}
-		b.mu.Unlock()
-	})
-	return b
+	return newMemBrokerOn(t, func(ln net.Listener) net.Listener {
+		return dribbleListener{Listener: ln, piece: piece, pause: pause}
+	}, partitions, body)
 }
 
 // A large batch body that arrives in 16 KiB pieces is spliced to the client
