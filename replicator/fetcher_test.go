@@ -522,3 +522,35 @@ func TestUrgentPartitionIsCopiedOnItsOwnLane(t *testing.T) {
 		}
 	}
 }
+
+// Urge dials the urgent lane's produce connection to the urged topic's
+// target leader at once, before any urgent batch: a cutover urges at the
+// approach, and a caught-up partition's first urgent batch may come only
+// in the hold, which would otherwise wait for the dial.
+func TestUrgeDialsTheUrgentLaneAhead(t *testing.T) {
+	pp := startPair(t, []string{"a"}, 2, Options{FetchMaxWait: 5 * time.Millisecond, IdleFetchWait: time.Minute})
+	urgentConns := func() int {
+		pp.r.pmu.Lock()
+		defer pp.r.pmu.Unlock()
+		n := 0
+		for _, c := range pp.r.uconns {
+			if !c.isDead() {
+				n++
+			}
+		}
+		return n
+	}
+	if n := urgentConns(); n != 0 {
+		t.Fatalf("%d urgent produce connections before any Urge", n)
+	}
+	release := pp.r.Urge("a")
+	defer release()
+	// No record is produced: only the dial can open the connection.
+	deadline := time.Now().Add(10 * time.Second)
+	for urgentConns() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no urgent produce connection after Urge, with nothing to copy")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

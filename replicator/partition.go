@@ -67,6 +67,10 @@ type partition struct {
 	// shared session request's answer carries every busy partition's
 	// records), and produces on a connection of its own (Urge).
 	waiters atomic.Int32
+	// tgtLeader is the target leader of the current copy session plus
+	// one (0: none yet), for Urge to dial the urgent lane's connection
+	// ahead of the partition's first urgent batch.
+	tgtLeader atomic.Int32
 	// fetcher is the source fetcher of the current copy session, told
 	// when a drain starts waiting so its next request polls short at
 	// once rather than after a wait for busy partitions.
@@ -390,6 +394,7 @@ func (r *Replicator) copyPartition(ctx context.Context, p *partition) (retErr er
 	if err != nil {
 		return err
 	}
+	p.tgtLeader.Store(l.tgtLeader + 1)
 	var txn *copyTxn
 	if r.fencedMode() {
 		// Before the target log is read: from here on no earlier

@@ -455,6 +455,11 @@ func (c *produceConn) readLoop() {
 func (r *Replicator) produceConnFor(ctx context.Context, broker int32, urgent bool) (*produceConn, error) {
 	r.pmu.Lock()
 	defer r.pmu.Unlock()
+	if err := ctx.Err(); err != nil {
+		// Stopped (Stop cancels the run's context before it closes the
+		// connections): a dial now would outlive closeProduceConns.
+		return nil, err
+	}
 	conns := &r.pconns
 	if urgent {
 		conns = &r.uconns

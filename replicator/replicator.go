@@ -558,9 +558,14 @@ func (r *Replicator) Urge(topic string) (release func()) {
 		}
 	}
 	r.mu.Unlock()
+	leaders := map[int32]bool{}
 	for _, p := range ps {
 		p.urge()
+		if l := p.tgtLeader.Load(); l > 0 {
+			leaders[l-1] = true
+		}
 	}
+	r.dialUrgentLanes(leaders)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -568,6 +573,28 @@ func (r *Replicator) Urge(topic string) (release func()) {
 				p.unurge()
 			}
 		})
+	}
+}
+
+// dialUrgentLanes dials, in the background, the urgent produce connection
+// to each of the target brokers that lead an urged topic's partitions, so
+// that the first urgent batch does not wait for a dial: a cutover urges
+// its topic at the approach, and a partition whose copy is caught up sends
+// its first urgent batch in the hold itself. A dial that fails is dialed
+// again by the copy when it needs the connection.
+func (r *Replicator) dialUrgentLanes(leaders map[int32]bool) {
+	r.mu.Lock()
+	ctx := r.runCtx
+	r.mu.Unlock()
+	if ctx == nil {
+		return
+	}
+	for b := range leaders {
+		go func() {
+			dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			_, _ = r.produceConnFor(dctx, b, true)
+		}()
 	}
 }
 
