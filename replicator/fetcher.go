@@ -314,7 +314,15 @@ func (f *leaderFetcher) loop(ctx context.Context) {
 		}
 		// A want that arrives after the snapshot leaves f.dirty set:
 		// the next round rebuilds.
-		replied, flowing = f.fetchOnce(ctx, wants, wait, minBytes, dirty || replied)
+		got, recs := f.fetchOnce(ctx, wants, wait, minBytes, dirty || replied)
+		// A lingering request that answered nothing is not the short
+		// poll after a change: that poll (sideFetchWait) still comes
+		// before the poll goes long, so partitions still starting join
+		// the session rather than park beside a long poll in the side
+		// loop (TestPartitionJoiningALongPollIsFetchedBesideIt failed half
+		// its runs without this).
+		replied = got || minBytes > 1 && (dirty || replied)
+		flowing = recs
 	}
 }
 
