@@ -75,12 +75,7 @@ func fetchSplicerFor(cached **fetchSplicer, up, down net.Conn) *fetchSplicer {
 	if us == nil || ds == nil {
 		return nil
 	}
-	utc, _ := up.(*net.TCPConn) // plain TCP: NewSplicer said so
-	raw, err := utc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	s := &fetchSplicer{upNC: up, downNC: down, up: us, down: ds, lw: lowat.New(raw, fetchSpliceChunk)}
+	s := &fetchSplicer{upNC: up, downNC: down, up: us, down: ds, lw: lowat.New(lowat.RawConn(up), fetchSpliceChunk)}
 	us.LW = s.lw
 	*cached = s
 	return s

@@ -28,12 +28,8 @@ const lowatMin = 64 << 10
 // plain TCP connection (a TLS connection's reads go through the TLS layer,
 // which a mark above what it buffered could stall). Owned by one read loop.
 func newLowatReader(nc net.Conn) *lowat.Reader {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
+	raw := lowat.RawConn(nc)
+	if raw == nil {
 		return nil
 	}
 	return lowat.New(raw, lowatChunk)

@@ -153,10 +153,8 @@ func (r *Replicator) dialFetchConn(ctx context.Context, broker int32) (*fetchCon
 	c := &fetchConn{broker: broker, nc: nc, br: bufio.NewReaderSize(nc, 64<<10),
 		fmtr:   kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
 		maxLen: int(r.opts.FetchMaxBytes) + 1<<20} // the broker may exceed MaxBytes by one batch (KIP-74); headroom
-	if tc, ok := nc.(*net.TCPConn); ok {
-		if raw, err := tc.SyscallConn(); err == nil {
-			c.lw = lowat.New(raw, fetchReadChunk)
-		}
+	if raw := lowat.RawConn(nc); raw != nil {
+		c.lw = lowat.New(raw, fetchReadChunk)
 	}
 	if sp := pipes.NewSplicer(nc); sp != nil && c.lw != nil && r.spliceOn() {
 		sp.LW = c.lw

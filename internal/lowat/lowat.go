@@ -13,6 +13,7 @@ package lowat
 import (
 	"fmt"
 	"io"
+	"net"
 	"syscall"
 )
 
@@ -29,6 +30,21 @@ type Reader struct {
 	err        error
 	onReadable func(fd uintptr) bool
 	onControl  func(fd uintptr)
+}
+
+// RawConn returns nc's raw connection when nc is a plain TCP connection,
+// nil otherwise (a TLS connection: its bytes pass through the TLS layer,
+// so neither a mark nor a splice may go around it).
+func RawConn(nc net.Conn) syscall.RawConn {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
 }
 
 // New returns raw's reader, which wakes for at most chunk bytes at a time.

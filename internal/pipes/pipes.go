@@ -196,12 +196,8 @@ type Splicer struct {
 // NewSplicer returns a splicer for nc, or nil when nc is not a plain TCP
 // connection (TLS: its bytes must pass through user space).
 func NewSplicer(nc net.Conn) *Splicer {
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		return nil
-	}
-	raw, err := tc.SyscallConn()
-	if err != nil {
+	raw := lowat.RawConn(nc)
+	if raw == nil {
 		return nil
 	}
 	s := &Splicer{raw: raw}
