@@ -78,10 +78,12 @@ func (cc *clientConn) fetchScratch() *fetchScratch {
 }
 
 // decodeInto empties the reused request for the next decode, keeping its
-// topic array (kmsg makes each topic's partition array anew).
+// topic array with each topic's partition array and name, and its rack,
+// for decodeFetchPlain to decode into without allocating (kmsg, which
+// decodes what it does not take, makes each partition array anew).
 func (sc *fetchScratch) decodeInto() *kmsg.FetchRequest {
-	topics := sc.decoded.Topics[:0]
-	sc.decoded = kmsg.FetchRequest{Topics: topics}
+	topics, rack := sc.decoded.Topics[:0], sc.decoded.Rack
+	sc.decoded = kmsg.FetchRequest{Topics: topics, Rack: rack}
 	return &sc.decoded
 }
 

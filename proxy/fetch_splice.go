@@ -19,8 +19,9 @@ package proxy
 //     the rest of the chunk, so the relay wakes once per fetchSpliceChunk.
 //   - the batch header after a spliced body was read through the upstream
 //     reader, which filled its 32 KiB buffer with the next body: copied
-//     into user space and written out again. needHeader reads just the
-//     header.
+//     into user space and written out again. batchBytes reads just the
+//     header, whole in one read (17 bytes and then 44 were two), and sets
+//     the socket's mark only when it must wait for the rest.
 //
 // Not SPLICE_F_MORE (MSG_MORE) on the splices out, as the Produce path
 // does: measured, kproxy's CPU per GB was lower without it (medians 0.41
@@ -28,12 +29,13 @@ package proxy
 //
 // Pipes come from the proxy's pool (splice_pipes.go), which caps them
 // process-wide; a relay that finds none uses io.CopyN as before. The
-// upstream socket's mark is set back to one byte after each body, before
-// anything reads the socket through its buffered reader (which would
-// otherwise wait for a mark a small frame never reaches).
+// upstream socket's mark is set back to one byte after each record set
+// relayed this way (releaseMark), and before anything reads the socket
+// through its buffered reader (which would otherwise wait for a mark a
+// small frame never reaches); between the set's bodies and headers every
+// wait sets the mark it needs.
 
 import (
-	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -49,8 +51,10 @@ import (
 // one splice can take.
 var fetchSpliceChunk = 1 << 20
 
-// fetchSplicePumps counts splices of a relay's pipe to a client (tests).
-var fetchSplicePumps atomic.Int64
+// fetchSplicePumps counts splices of a relay's pipe to a client, and
+// fetchHeaderReads the batch header reads straight from the upstream
+// socket (tests).
+var fetchSplicePumps, fetchHeaderReads atomic.Int64
 
 // fetchSplicer is a connection's splice state for relayed batch bodies:
 // a splicer on each of the two sockets (internal/pipes) and the upstream
@@ -132,11 +136,8 @@ func (r *fetchRelay) spliceBody(n int) (bool, error) {
 	}
 	s := r.sp
 	s.p = p
+	r.marked = true // released once the record set is relayed (releaseMark)
 	err := r.spliceBodyWith(s, n)
-	if rerr := s.release(); err == nil && rerr != nil {
-		r.upstreamBroken = true
-		err = rerr
-	}
 	s.p = nil
 	splicePipes.Put(p) // closed, not pooled, when bytes were left in it
 	r.spliced = err == nil
@@ -184,23 +185,54 @@ func (r *fetchRelay) spliceBodyWith(s *fetchSplicer, n int) error {
 	return nil
 }
 
-// needHeader is need for a batch header that follows a spliced body in
-// the same record set of spliceMin or more: with the upstream reader's
-// buffer empty it reads just the header from the socket, where need would
-// fill the buffer (32 KiB) with the start of the next body, bytes copied
-// into user space only to be written back into the pipe. Elsewhere (small
-// batches, whose bodies go through staged anyway) it is need.
-func (r *fetchRelay) needHeader(n, setLeft int) ([]byte, error) {
-	if !r.spliced || setLeft < spliceMin || r.st.r.Buffered() > 0 || n > r.st.left {
-		return r.need(n)
+// batchBytes makes at least k bytes of the current batch read into
+// staged, of which have are there already, and returns how many are; n is
+// what the record set holds from the batch's start. After a spliced body
+// (the upstream reader's buffer empty) it reads from the socket itself,
+// where need would fill the buffer (32 KiB) with the start of the next
+// body, bytes copied into user space only to be written back into the
+// pipe; and it reads as much of a whole header as the set holds at once,
+// one receive per batch where the 17 bytes that give the batch's size and
+// the 44 after them were two. A batch turning out shorter than that (an
+// old message format) leaves what was read past it in staged, the next
+// batch's start (have). The read sets the socket's mark only to wait
+// (lowat ReadFirst): the mark a splice left stays until releaseMark.
+func (r *fetchRelay) batchBytes(k, n, have int) (int, error) {
+	if have >= k {
+		return have, nil
 	}
-	b := grow(*r.staged, n)
-	at := len(b) - n
-	if _, err := io.ReadFull(r.upNC, b[at:]); err != nil {
+	want := max(k, min(n, batchHeaderLen)) - have
+	if !r.spliced || n < spliceMin || r.st.r.Buffered() > 0 || want > r.st.left {
+		if _, err := r.need(k - have); err != nil {
+			return have, err
+		}
+		return k, nil
+	}
+	b := grow(*r.staged, want)
+	r.marked = true
+	fetchHeaderReads.Add(1)
+	if _, err := r.sp.lw.ReadFirst(b[len(b)-want:]); err != nil {
 		r.upstreamBroken = true
-		return nil, err
+		return have, err
 	}
-	r.st.left -= n
+	r.st.left -= want
 	*r.staged = b
-	return b[at:], nil
+	return have + want, nil
+}
+
+// releaseMark sets the upstream socket's mark back to one byte after the
+// relay's splices and header reads, before anything waits for the socket
+// through the upstream reader (or Go's poller), which would otherwise wait
+// for a mark a small frame never reaches. Once per record set, not once per
+// batch body.
+func (r *fetchRelay) releaseMark() error {
+	if !r.marked {
+		return nil
+	}
+	r.marked = false
+	if err := r.sp.release(); err != nil {
+		r.upstreamBroken = true
+		return err
+	}
+	return nil
 }

@@ -3,7 +3,9 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -107,6 +109,76 @@ func TestFetchSpliceOneWakePerChunk(t *testing.T) {
 		}
 		if small := fetch(11); len(small) == 0 {
 			t.Fatalf("round %d: empty small answer", round)
+		}
+		if n := splicePipes.InUse(); n != 0 {
+			t.Fatalf("round %d: %d pipes out of the pool after the relay", round, n)
+		}
+	}
+}
+
+// legacyEntry is an old-format (magic 1) message set entry of n bytes,
+// shorter than a v2 batch header when n < 61: the relay patches and counts
+// nothing in it, and must not lose the bytes it read past it.
+func legacyEntry(offset int64, n int) []byte {
+	e := make([]byte, n)
+	binary.BigEndian.PutUint64(e, uint64(offset))
+	binary.BigEndian.PutUint32(e[8:], uint32(n-12))
+	e[16] = 1 // magic
+	for i := 17; i < n; i++ {
+		e[i] = byte(i)
+	}
+	return e
+}
+
+// After a spliced body, the next batch's header is read from the socket in
+// one read of a whole header (61 bytes), not a read of 17 and one of 44,
+// also when it arrives split across segments; an old-format entry shorter
+// than that leaves the bytes read past it for the next one. The answer is
+// byte for byte the buffered path's.
+func TestFetchSpliceReadsEachHeaderOnce(t *testing.T) {
+	big := func(epoch int32) []byte { return epochBatch(90, 1024, epoch) } // over spliceMin
+	set := slices.Concat(big(9), big(7), legacyEntry(180, 44), legacyEntry(181, 50), big(5), legacyEntry(272, 40))
+	body := func(v int16) []byte {
+		return answerWith(v, []kmsg.FetchResponseTopicPartition{dataPart(0, set), dataPart(1, epochBatch(3, 500, 4))})
+	}
+	defer func(m int) { fetchStreamMin = m }(fetchStreamMin)
+	fetchStreamMin = 0
+	want := fetchThrough(t, 12, 2, body) // the buffered path
+	fetchStreamMin = 32 << 10
+	if want == nil {
+		t.Fatal("buffered path: no answer")
+	}
+	// 1000-byte pieces: headers arrive split, the relay waits for their rest.
+	mb := newDribblingBroker(t, 2, body, 1000, 20*time.Microsecond)
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	nc, err := net.Dial("tcp", srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	br := bufio.NewReader(nc)
+	for round := range 2 {
+		reads, streamed := fetchHeaderReads.Load(), fetchStreamed.Load()
+		if _, err := nc.Write(requestFrame(fetchRequest(12, 2, srv.virtualTopicID(benchTopic)))); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got, err := readFrame(br, 256<<20)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("round %d: answer differs (%d vs %d bytes, first difference at %d)", round, len(got), len(want), firstDiff(got, want))
+		}
+		if fetchStreamed.Load() == streamed {
+			t.Fatalf("round %d: the answer was not streamed", round)
+		}
+		// Straight from the socket: the second batch's header, then the
+		// first old entry's (with the second's first 17 bytes). The second
+		// old entry's body goes through the upstream reader, and so do the
+		// headers after it.
+		if n := fetchHeaderReads.Load() - reads; n != 2 {
+			t.Fatalf("round %d: %d header reads from the socket, want 2", round, n)
 		}
 		if n := splicePipes.InUse(); n != 0 {
 			t.Fatalf("round %d: %d pipes out of the pool after the relay", round, n)

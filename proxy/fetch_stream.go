@@ -254,6 +254,7 @@ type fetchRelay struct {
 	spliceTo, spliceFrom *net.TCPConn
 	sp                   *fetchSplicer    // the own splice loop (nil: io.CopyN)
 	spliced              bool             // the last batch body went through sp
+	marked               bool             // sp may have left the upstream socket's mark above one byte
 	lim                  io.LimitedReader // copyThrough's splice source
 	upstreamBroken       bool             // a read from upstream failed
 }
@@ -273,6 +274,9 @@ type relayPatch struct {
 func (r *fetchRelay) need(n int) ([]byte, error) {
 	if n < 0 || n > r.st.left {
 		return nil, fmt.Errorf("%w: field of %d bytes, %d left in frame", errMalformed, n, r.st.left)
+	}
+	if err := r.releaseMark(); err != nil {
+		return nil, err
 	}
 	b := *r.staged
 	at := len(b)
@@ -629,46 +633,54 @@ func (r *fetchRelay) records(n int, stats *topicStats) error {
 	}
 	// Batch by batch, as clearBatchEpochs and countBatches walk them: the
 	// header is patched and counted in staged, the body copied through.
+	// have is how much of the set from the current batch's start is read
+	// into staged already (batchBytes may read past a short batch).
 	var c batchCount
 	c.bytes = n
 	counting := true
+	have := 0
 	for n >= 17 {
-		h, err := r.needHeader(17, n)
-		if err != nil {
+		var err error
+		if have, err = r.batchBytes(17, n, have); err != nil {
 			return err
 		}
+		h := (*r.staged)[len(*r.staged)-have:]
 		size := int(int32(binary.BigEndian.Uint32(h[8:]))) + 12
 		if size < 17 || size > n {
-			n -= 17
 			break
 		}
 		if h[16] == 2 {
 			copy(h[12:16], []byte{0xff, 0xff, 0xff, 0xff}) // PartitionLeaderEpoch
 		}
-		n -= size
-		body := size - 17
 		if counting && size >= 61 {
-			rest, err := r.needHeader(61-17, size)
-			if err != nil {
+			if have, err = r.batchBytes(61, n, have); err != nil {
 				return err
 			}
-			h = (*r.staged)[len(*r.staged)-61:]
+			h = (*r.staged)[len(*r.staged)-have:]
 			if h[16] == 2 {
-				c.offsets += int64(int32(binary.BigEndian.Uint32(rest[23-17:]))) + 1
+				c.offsets += int64(int32(binary.BigEndian.Uint32(h[23:]))) + 1
 				attrs := binary.BigEndian.Uint16(h[21:])
 				if attrs&batchControl == 0 {
 					c.records += int64(int32(binary.BigEndian.Uint32(h[57:])))
 				}
 			}
-			body -= 61 - 17
 		} else {
 			counting = false
 		}
-		if err := r.copyThrough(body); err != nil {
+		n -= size
+		if have >= size { // all of it read (a batch shorter than a header)
+			have -= size
+			continue
+		}
+		if err := r.copyThrough(size - have); err != nil {
 			return err
 		}
+		have = 0
 	}
-	if err := r.copyThrough(n); err != nil { // a truncated last batch, as it is
+	if err := r.copyThrough(n - have); err != nil { // a truncated last batch, as it is
+		return err
+	}
+	if err := r.releaseMark(); err != nil {
 		return err
 	}
 	if stats != nil {
@@ -700,6 +712,9 @@ func (r *fetchRelay) copyThrough(n int) error {
 			_, _ = r.st.r.Discard(len(b))
 			n -= len(b)
 			r.st.left -= len(b)
+		}
+		if err := r.releaseMark(); err != nil {
+			return err
 		}
 		_ = r.spliceFrom.SetReadDeadline(time.Now().Add(streamStall))
 		_ = r.spliceTo.SetWriteDeadline(time.Now().Add(r.out.wt))
@@ -781,6 +796,9 @@ func (r *fetchRelay) applyPatches() {
 // rest reads the remainder of an answer that is not streamed and returns
 // the whole body (after the upstream header) in a pooled frame buffer.
 func (r *fetchRelay) rest() ([]byte, *[]byte, error) {
+	if err := r.releaseMark(); err != nil {
+		return nil, nil, err
+	}
 	pooled := fetchFramePool.Get().(*[]byte)
 	prefix := (*r.staged)[min(r.hdr, len(*r.staged)):]
 	body := append((*pooled)[:0], prefix...)
@@ -798,6 +816,9 @@ func (r *fetchRelay) rest() ([]byte, *[]byte, error) {
 // drain reads and drops what is left of the upstream frame, so that the
 // upstream connection can carry on after a relay the client could not get.
 func (r *fetchRelay) drain() error {
+	if err := r.releaseMark(); err != nil {
+		return err
+	}
 	_, err := io.CopyN(io.Discard, r.st.r, int64(r.st.left))
 	r.st.left = 0
 	return err

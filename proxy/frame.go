@@ -205,6 +205,12 @@ func decodeRequest(r *kbin.Reader, req kmsg.Request, unsafe bool) ([]byte, error
 			return nil, fmt.Errorf("truncated request header tags: %w", err)
 		}
 	}
+	if fr, ok := req.(*kmsg.FetchRequest); ok {
+		if decodeFetchPlain(r.Src, fr) {
+			return r.Src, nil
+		}
+		*fr = kmsg.FetchRequest{Version: fr.Version, Topics: fr.Topics[:0]}
+	}
 	read := req.ReadFrom
 	if unsafe {
 		read = req.(kmsg.UnsafeReadFrom).UnsafeReadFrom

@@ -28,6 +28,7 @@ type Reader struct {
 	b          []byte
 	got        int
 	err        error
+	first      bool // ReadFirst: read before setting the mark
 	onReadable func(fd uintptr) bool
 	onControl  func(fd uintptr)
 }
@@ -74,10 +75,22 @@ func (r *Reader) ReadFull(b []byte) (int, error) {
 	return got, err
 }
 
+// ReadFirst is ReadFull that reads before it sets the mark, and sets it
+// only to wait for the rest: a read that finds all of b queued leaves the
+// mark as it was, a setsockopt fewer. For a caller whose every wait on the
+// socket goes through this Reader (or MarkFD) until it calls Release: the
+// mark left may be above what another reader waits for.
+func (r *Reader) ReadFirst(b []byte) (int, error) {
+	r.first = true
+	n, err := r.ReadFull(b)
+	r.first = false
+	return n, err
+}
+
 // readable is ReadFull's RawConn.Read callback: true when the read is
 // over (done or failed), false to wait for the mark.
 func (r *Reader) readable(fd uintptr) bool {
-	if !r.setMark(fd, min(len(r.b)-r.got, r.chunk)) {
+	if !r.first && !r.setMark(fd, min(len(r.b)-r.got, r.chunk)) {
 		return true
 	}
 	for {
@@ -86,7 +99,8 @@ func (r *Reader) readable(fd uintptr) bool {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
-			return false
+			// Set already unless ReadFirst, whose wait it is for.
+			return !r.setMark(fd, min(len(r.b)-r.got, r.chunk))
 		case err != nil:
 			r.err = err
 			return true
