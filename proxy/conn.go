@@ -646,7 +646,7 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// when it would have been written anyway. A Produce behind nothing
 		// but direct ones skips the write loop too (directProduce).
 		s.run = h2
-		if ps != nil && ps.direct && sp == nil && h2.filter == nil && !s.closeAfter && cc.directOK(ps.pend[0].u) {
+		if ps != nil && ps.direct && h2.filter == nil && !s.closeAfter && cc.directOK(ps.pend[0].u) {
 			cc.directProduce(s, ps)
 			return true, nil
 		}
