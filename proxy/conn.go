@@ -644,9 +644,12 @@ func (cc *clientConn) dispatch(frame []byte, charged int64, sp *spliceReq) (rele
 		// sub-requests already; Fetch sends in its rest, but a
 		// connection has one Fetch in flight (fetchTurn), so its turn is
 		// when it would have been written anyway. A Produce behind nothing
-		// but direct ones skips the write loop too (directProduce).
+		// but direct ones skips the write loop too (directProduce), a
+		// spliced one included: its rest reads nothing of the splice
+		// reader the read loop goes on with, and a large request's turn
+		// on the write loop cost ~12 context switches (bench/RESULTS.md).
 		s.run = h2
-		if ps != nil && ps.direct && sp == nil && h2.filter == nil && !s.closeAfter && cc.directOK(ps.pend[0].u) {
+		if ps != nil && ps.direct && h2.filter == nil && !s.closeAfter && cc.directOK(ps.pend[0].u) {
 			cc.directProduce(s, ps)
 			return true, nil
 		}

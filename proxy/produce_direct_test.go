@@ -194,3 +194,71 @@ func TestDirectTimerSparesAChainThatJustBegan(t *testing.T) {
 		t.Fatal("a chain with no answer for a whole period left its upstream connection open")
 	}
 }
+
+// Large Produce requests, whose batch bodies the read loop splices into
+// pipes (produce_splice.go), are answered directly as small ones are:
+// pipelined, one after the other in order, with a request behind them
+// last.
+func TestDirectProduceChainSpliced(t *testing.T) {
+	mb := newMemBroker(t, 1, nil)
+	mb.holdProduce = make(chan struct{})
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	c := dialRaw(t, srv)
+	produce := requestFrame(produceRequest(11, 1, benchBatch(300, 1024))) // 300 KiB: spliced
+	direct, spliced := producedDirect.Load(), produceSpliced.Load()
+	for corr := int32(1); corr <= 3; corr++ {
+		c.send(produce, corr)
+	}
+	c.send(requestFrame(kmsg.NewPtrApiVersionsRequest()), 4)
+	for corr := int32(1); corr <= 4; corr++ {
+		if corr <= 3 {
+			select { // one more Produce answer may go
+			case mb.holdProduce <- struct{}{}:
+			case <-time.After(30 * time.Second):
+				t.Fatal("a Produce never reached the broker")
+			}
+		}
+		f, err := c.recv(30 * time.Second)
+		if err != nil {
+			t.Fatalf("answer %d: %v", corr, err)
+		}
+		if got := corrOf(f); got != corr {
+			t.Fatalf("answer with correlation id %d, want %d (answers out of request order)", got, corr)
+		}
+	}
+	waitUntil(t, "the 3 Produce requests counted as spliced", func() bool { return produceSpliced.Load()-spliced == 3 })
+	if got := producedDirect.Load() - direct; got != 3 {
+		t.Fatalf("%d of the 3 pipelined spliced Produce requests answered directly, want all", got)
+	}
+}
+
+// A spliced Produce answered directly whose broker connection drops is
+// answered with an error, as a small one is, and its pipes go back.
+func TestDirectProduceSplicedAnsweredWhenItsBrokerConnectionDrops(t *testing.T) {
+	mb := newMemBroker(t, 1, nil)
+	mb.dropProduce = true
+	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
+	c := dialRaw(t, srv)
+	direct, spliced := producedDirect.Load(), produceSpliced.Load()
+	c.send(requestFrame(produceRequest(11, 1, benchBatch(300, 1024))), 7) // 300 KiB: spliced
+	f, err := c.recv(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := corrOf(f); got != 7 {
+		t.Fatalf("answer with correlation id %d, want 7", got)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(11)
+	if err := resp.ReadFrom(f[5:]); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 || resp.Topics[0].Partitions[0].ErrorCode == 0 {
+		t.Fatalf("a spliced Produce whose broker connection dropped was answered %+v, want one partition with an error", resp.Topics)
+	}
+	waitUntil(t, "the request counted as spliced", func() bool { return produceSpliced.Load() > spliced })
+	if producedDirect.Load() == direct {
+		t.Fatal("the spliced Produce was not answered directly (the write loop answered it)")
+	}
+	waitUntil(t, "every pipe back in the pool", func() bool { return splicePipes.InUse() == 0 })
+}
