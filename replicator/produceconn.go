@@ -38,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -147,6 +148,9 @@ type produceConn struct {
 	seen  map[*kmsg.ProduceRequest]struct{}
 	cuts  []int
 	tail  [3]byte // a spliced request's trailer (writeSpliced)
+	// reqs and batches count the requests written and their batches
+	// (nil: not counted).
+	reqs, batches prometheus.Counter
 	// sp splices spliced batch bodies into the socket (nil over TLS).
 	sp *pipes.Splicer
 
@@ -429,6 +433,10 @@ func (c *produceConn) writeQueue() {
 			}
 			clear(c.batch)
 			continue
+		}
+		if c.reqs != nil {
+			c.reqs.Inc()
+			c.batches.Add(float64(len(c.batch)))
 		}
 		c.qmu.Unlock()
 		err := c.writeBatch()
@@ -791,6 +799,7 @@ func (r *Replicator) produceConnFor(ctx context.Context, broker int32, urgent bo
 	if err != nil {
 		return nil, err
 	}
+	c.reqs, c.batches = r.metrics.produceRequests, r.metrics.produceBatches // before its first send
 	if *conns == nil {
 		*conns = map[int32]*produceConn{}
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -102,6 +104,14 @@ func respPart(part int32, code int16, base int64) kmsg.ProduceResponseTopicParti
 	return rp
 }
 
+func counted(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		return -1
+	}
+	return m.GetCounter().GetValue()
+}
+
 // busy sends a's batch from another goroutine and returns once that send
 // is writing (blocked on the pipe until the test reads): the sends after
 // it queue.
@@ -124,6 +134,7 @@ func busy(t *testing.T, c *produceConn, req *kmsg.ProduceRequest, call *produceC
 
 func TestProduceConnMergesPartitions(t *testing.T) {
 	c, broker := mergeConn(t)
+	c.reqs, c.batches = prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}), prometheus.NewCounter(prometheus.CounterOpts{Name: "b"})
 	a0, ra0 := mergeCall("a", 0)
 	a1, ra1 := mergeCall("a", 1)
 	b0, rb0 := mergeCall("b", 0)
@@ -158,6 +169,10 @@ func TestProduceConnMergesPartitions(t *testing.T) {
 	}
 	if got := partsOf(req3); len(got) != 1 || got["a/1"] != "a1-2" {
 		t.Fatalf("third request: %v", got)
+	}
+
+	if r, b := counted(c.reqs), counted(c.batches); r != 3 || b != 5 {
+		t.Fatalf("counted %v requests of %v batches, want 3 of 5", r, b)
 	}
 
 	answer(t, broker, corr1, respTopic("a", respPart(0, 0, 100)))
