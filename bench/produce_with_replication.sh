@@ -154,6 +154,14 @@ for r in $(seq 1 "$ROUNDS"); do
       "$(awk -v a="$k0" -v b="$k1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}')" "$lag" "$(cut -d' ' -f1 /proc/loadavg)" "$out" | tee -a "$RAW"
   done
 done
+# The copy's target Produce requests and the batches in them, warm-up
+# included (decision 017's counters; a kproxy without them sent one
+# request per batch).
+copy_requests() {
+  curl -fsS "http://$1/metrics" | awk '/^kproxy_replicator_produce_(requests|batches)_total/{sub("kproxy_replicator_produce_", "", $1); printf "%s=%s ", $1, $2}'
+}
+say "copy's target Produce requests: kproxy: $(copy_requests "$ADMIN")"
+[[ -z "$BASE" ]] || say "copy's target Produce requests: base: $(copy_requests "$ADMIN_base")"
 "$LG" delete -brokers "$SOURCE" -prefix "$ID-" >/dev/null || true
 "$LG" delete -brokers "$TARGET" -prefix "$ID-" >/dev/null || true
 grep -iE '"level":"(error|warn)"|level=(ERROR|WARN)|\[(ERROR|WARN)\]' "$WORK/kproxy.log" | head -5 | sed "s/^/kproxy log: /" >&2 || true

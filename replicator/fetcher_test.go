@@ -454,9 +454,9 @@ func TestUrgentPartitionIsCopiedOnItsOwnLane(t *testing.T) {
 		}
 		n := int32(0)
 		for _, c := range conns {
-			c.wmu.Lock()
+			c.qmu.Lock()
 			n += c.corr
-			c.wmu.Unlock()
+			c.qmu.Unlock()
 		}
 		return n
 	}

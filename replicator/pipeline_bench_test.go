@@ -84,9 +84,7 @@ func BenchmarkPipelineBatch(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c := &produceConn{broker: 1, nc: nc, ver: ver, timeout: defaultProduceTimeout, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("bench")),
-		pending: make(chan *produceCall, 1024), dead: make(chan struct{})}
-	go c.readLoop()
+	c := newProduceConn(nc, nil, 1, ver, defaultProduceTimeout, 1024)
 	defer c.fail(io.EOF)
 	r := &Replicator{}
 	p := &partition{topic: "bench", partition: 0, records: prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}), bytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "b"}), writes: &Writes{}}

@@ -11,6 +11,16 @@ package replicator
 // one reader goroutine. A partition keeps up to maxInFlight batches on it
 // (partition.go), so the broker always has the next batch waiting.
 //
+// Sends of different partitions share requests (a group commit without a
+// timer): a send that finds another sender writing queues its batch and
+// returns, and the writer, once its write is done, takes everything
+// queued into its next request, one batch per partition (Kafka takes one
+// batch per partition per request, many partitions), so a lone send
+// leaves at once and a busy connection carries few, large requests.
+// The answer is split to each call by topic and partition. A partition's
+// second queued batch waits for the next request; its batches leave in
+// the order of send, and each request's answer still comes in order.
+//
 // The connection is dialed like the kgo target client's (its dial TLS
 // config and SASL mechanism, read back with OptValue), so a secured target
 // needs no extra settings.
@@ -28,6 +38,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -57,19 +68,57 @@ const defaultProduceTimeout = 60 * time.Second
 // busy partitions on one broker; the queue costs 512 KiB per connection.
 const maxPendingPerConn = 1 << 16
 
+// maxMergedCalls and maxMergedBytes bound one merged request: its
+// partitions and its records' bytes (the broker takes requests up to
+// socket.request.max.bytes, 100 MiB by default; a batch is at most the
+// topic's max.message.bytes, 1 MiB by default).
+const (
+	maxMergedCalls = 256
+	maxMergedBytes = 8 << 20
+)
+
 // errConnClosed is what the calls of a closed connection get.
 var errConnClosed = errors.New("produce connection closed")
 
-// produceCall is one produce request waiting for its answer. Calls are
-// owned by their partition's pipeline and reused (zero allocations per
-// batch); done is buffered 1 and receives exactly one value per send.
+// produceCall is one batch waiting for its answer. Calls are owned by
+// their partition's pipeline and reused (zero allocations per batch);
+// done is buffered 1 and receives exactly one value per send.
 type produceCall struct {
-	corr int32
 	done chan struct{}
-	// Filled by the reader before done: the single partition's answer.
+	// Set by send: the partition's request (its one topic and partition;
+	// its records are not used), the batch, and a spliced batch's body.
+	req     *kmsg.ProduceRequest
+	records []byte
+	body    []*pipes.Pipe
+	bodyLen int
+	// Set by the writer (under qmu): the request's correlation id, the
+	// next call of the same request (the first one is in pending), and
+	// wrote once the request's write is over (a spliced send waits for
+	// it: the caller takes the pipes back when send returns).
+	corr  int32
+	next  *produceCall
+	wrote bool
+	// Filled by the reader before done: the partition's answer.
 	errCode    int16
 	baseOffset int64
 	err        error
+}
+
+// alone says whether the call needs a request of its own: a spliced
+// batch is written from its pipes (writeSpliced), and a transactional
+// request carries its transactional id, which is one partition's
+// (txncopy.go).
+func (call *produceCall) alone() bool {
+	return call.bodyLen > 0 || call.req.TransactionID != nil
+}
+
+// topic is the call's topic entry (its name, and its id for v13+).
+func (call *produceCall) topic() *kmsg.ProduceRequestTopic { return &call.req.Topics[0] }
+
+// sameTopic says whether two calls' partitions go in one topic entry.
+func sameTopic(a, b *produceCall) bool {
+	ta, tb := a.topic(), b.topic()
+	return ta.Topic == tb.Topic && ta.TopicID == tb.TopicID
 }
 
 // produceConn is a pipelined connection to one target broker.
@@ -79,19 +128,47 @@ type produceConn struct {
 	ver     int16         // the Produce version both sides support
 	timeout time.Duration // for one produce answer (Options.ProduceTimeout)
 
-	wmu     sync.Mutex // orders writes with pending; guards corr, wbuf and iov
-	corr    int32
-	wbuf    []byte
-	iov     [3][]byte   // a request's pieces: encoding, records, trailer
-	bufs    net.Buffers // iov for one writev (a field: a local would escape)
-	fmtr    *kmsg.RequestFormatter
+	// qmu guards the queue, writing, waiters, the calls' corr, next and
+	// wrote, dead's closing and deadErr, and the order of pending.
+	qmu     sync.Mutex
+	wrote   sync.Cond // a request's write is over (for waiting spliced sends)
+	queue   []*produceCall
+	writing bool // a sender is writing the queue out (writeQueue)
+	waiters int  // spliced sends waiting on wrote
 	pending chan *produceCall
+
+	// The writer's own (the sender in writeQueue).
+	corr  int32
+	wbuf  []byte
+	iov   [][]byte    // a request's pieces: encoding, records, encoding, ...
+	bufs  net.Buffers // iov for one writev (a field: a local would escape)
+	fmtr  *kmsg.RequestFormatter
+	hdr   *kmsg.ProduceRequest // a request's fields before its topics
+	batch []*produceCall       // the calls of the request being written
+	seen  map[*kmsg.ProduceRequest]struct{}
+	cuts  []int
+	tail  [3]byte // a spliced request's trailer (writeSpliced)
+	// reqs and batches count the requests written and their batches
+	// (nil: not counted).
+	reqs, batches prometheus.Counter
 	// sp splices spliced batch bodies into the socket (nil over TLS).
 	sp *pipes.Splicer
 
-	deadOnce sync.Once
-	dead     chan struct{}
-	deadErr  error
+	dead    chan struct{}
+	deadErr error
+}
+
+// newProduceConn starts the reader of a connection that speaks Produce
+// version ver (sp: nil where the connection cannot splice).
+func newProduceConn(nc net.Conn, sp *pipes.Splicer, broker int32, ver int16, timeout time.Duration, pending int) *produceConn {
+	c := &produceConn{broker: broker, nc: nc, sp: sp, ver: ver, timeout: timeout,
+		fmtr:    kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
+		pending: make(chan *produceCall, pending), dead: make(chan struct{}),
+		hdr: kmsg.NewPtrProduceRequest(), seen: map[*kmsg.ProduceRequest]struct{}{}}
+	c.wrote.L = &c.qmu
+	c.hdr.Version = ver
+	go c.readLoop()
+	return c
 }
 
 // dialBroker dials a broker the way cl does (its dial TLS config and SASL
@@ -167,16 +244,13 @@ func dialProduceConn(ctx context.Context, cl *kgo.Client, broker int32, addr str
 	if err != nil {
 		return nil, fmt.Errorf("target %w", err)
 	}
-	c := &produceConn{broker: broker, nc: nc, timeout: timeout, fmtr: kmsg.NewRequestFormatter(kmsg.FormatterClientID("kproxy-replicator")),
-		pending: make(chan *produceCall, maxPendingPerConn), dead: make(chan struct{})}
 	// v3 is the first with record batches (magic 2).
-	if c.ver = version(av, kmsg.Produce, kmsg.NewPtrProduceRequest().MaxVersion()); c.ver < 3 {
+	ver := version(av, kmsg.Produce, kmsg.NewPtrProduceRequest().MaxVersion())
+	if ver < 3 {
 		nc.Close()
 		return nil, fmt.Errorf("target broker %d at %s supports no Produce version with record batches", broker, addr)
 	}
-	c.sp = pipes.NewSplicer(nc)
-	go c.readLoop()
-	return c, nil
+	return newProduceConn(nc, pipes.NewSplicer(nc), broker, ver, timeout, maxPendingPerConn), nil
 }
 
 // handshake runs one request at a time on a connection before it is
@@ -253,32 +327,40 @@ func (c *produceConn) isDead() bool {
 
 // fail closes the connection once; every call on it gets err.
 func (c *produceConn) fail(err error) {
-	c.deadOnce.Do(func() {
-		c.wmu.Lock()
-		c.deadErr = err
-		close(c.dead)
-		c.wmu.Unlock()
+	c.qmu.Lock()
+	first := c.markDead(err)
+	c.qmu.Unlock()
+	if first {
 		c.nc.Close()
-	})
+	}
 }
 
-// send writes req, whose single partition carries records, as the next
-// request on the connection; call gets its answer. Calls are answered in
-// the order of send.
-//
-// The records are not copied into the request's encoding: kmsg encodes
-// the request around a null record set, which is swapped for the records'
-// length, and the records follow from where they lie (one writev), so the
-// batch's bytes are touched only by the kernel's copy. With body (a
-// spliced batch: records is its head), the body follows records from its
-// pipes with splice(2); the caller gives the pipes back after.
-func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, body []*pipes.Pipe, call *produceCall) error {
-	req.Version = c.ver
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+// markDead records the connection's death (qmu held); it says whether
+// this was the first, whose caller closes the socket.
+func (c *produceConn) markDead(err error) bool {
 	if c.isDead() {
-		return c.deadErr
+		return false
 	}
+	c.deadErr = err
+	close(c.dead)
+	return true
+}
+
+// send queues req's single partition with records as the connection's
+// next batch of that partition; call gets its answer. A partition's
+// batches are written, and answered, in the order of send. With nobody
+// writing, the sender writes the queue itself (writeQueue) before it
+// returns; otherwise the writer takes the batch into its next request
+// and send returns at once: records must stay untouched until call is
+// answered (they do: they lie in the fetch answer, released after).
+//
+// The records are not copied into the request's encoding: they follow
+// it from where they lie (one writev), so the batch's bytes are touched
+// only by the kernel's copy. With body (a spliced batch: records is its
+// head), the body follows records from its pipes with splice(2) in a
+// request of its own, and send returns once it is written: the caller
+// gives the pipes back after.
+func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, body []*pipes.Pipe, call *produceCall) error {
 	bodyLen := 0
 	for _, p := range body {
 		bodyLen += p.N
@@ -286,42 +368,163 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, body []*pip
 	if bodyLen > 0 && c.sp == nil {
 		return errors.New("spliced batch for a connection that cannot splice") // the pipeline reads such a batch first
 	}
-	c.corr++
-	call.corr, call.err, call.errCode, call.baseOffset = c.corr, nil, 0, -1
-	c.wbuf = appendProduceAround(c.wbuf[:0], c.fmtr, req, c.corr, &c.iov, records, bodyLen)
-	select {
-	case c.pending <- call:
-	default:
-		err := errors.New("too many produce requests in flight on one connection")
-		go c.fail(err)
+	call.req, call.records, call.body, call.bodyLen = req, records, body, bodyLen
+	call.next, call.err, call.errCode, call.baseOffset = nil, nil, 0, -1
+	c.qmu.Lock()
+	if c.isDead() {
+		err := c.deadErr
+		c.qmu.Unlock()
 		return err
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
-	var err error
+	call.wrote = false
+	c.queue = append(c.queue, call)
 	if bodyLen > 0 {
-		err = c.writeSpliced(body)
-	} else {
-		c.bufs = c.iov[:]
-		_, err = c.bufs.WriteTo(c.nc)
+		for !call.wrote && c.writing {
+			c.waiters++
+			c.wrote.Wait()
+			c.waiters--
+		}
 	}
-	if err != nil {
-		// The call is queued: the reader answers it with the error. A
-		// request cut short leaves the connection unusable anyway.
-		go c.fail(fmt.Errorf("target broker %d: writing produce: %w", c.broker, err))
+	if call.wrote || c.writing {
+		c.qmu.Unlock()
+		return nil
 	}
+	c.writing = true
+	c.writeQueue()
+	c.writing = false
+	c.qmu.Unlock()
 	return nil
 }
 
-// writeSpliced writes the request in c.iov whose records' body is in
-// pipes: the encoding and the batch's head (copied together: a few
+// writeQueue writes requests until the queue is empty (qmu held, and
+// released while each request is written). Every queued call ends up in
+// a request whose first call is in pending, or, on a dead connection,
+// answered here.
+func (c *produceConn) writeQueue() {
+	for len(c.queue) > 0 {
+		if c.isDead() {
+			for i, call := range c.queue {
+				call.wrote, call.err = true, c.deadErr
+				call.done <- struct{}{}
+				c.queue[i] = nil
+			}
+			c.queue = c.queue[:0]
+			break
+		}
+		c.take()
+		c.corr++
+		for i, call := range c.batch {
+			call.corr = c.corr
+			if i+1 < len(c.batch) {
+				call.next = c.batch[i+1]
+			}
+		}
+		select {
+		case c.pending <- c.batch[0]:
+		default:
+			// Blocking here would hold qmu, which the failing reader needs.
+			err := errors.New("too many produce requests in flight on one connection")
+			if c.markDead(err) {
+				go c.nc.Close()
+			}
+			for _, call := range c.batch {
+				call.wrote, call.err = true, err
+				call.done <- struct{}{}
+			}
+			clear(c.batch)
+			continue
+		}
+		if c.reqs != nil {
+			c.reqs.Inc()
+			c.batches.Add(float64(len(c.batch)))
+		}
+		c.qmu.Unlock()
+		err := c.writeBatch()
+		c.qmu.Lock()
+		for _, call := range c.batch {
+			call.wrote = true
+		}
+		clear(c.batch)
+		if err != nil && c.markDead(fmt.Errorf("target broker %d: writing produce: %w", c.broker, err)) {
+			// The calls are in pending: the reader answers them with the
+			// error. A request cut short leaves the connection unusable.
+			go c.nc.Close()
+		}
+		if c.waiters > 0 {
+			c.wrote.Broadcast()
+		}
+	}
+	if c.waiters > 0 {
+		c.wrote.Broadcast()
+	}
+}
+
+// take moves the queue's next request into c.batch (qmu held): the
+// first call of each partition, in queue order, while they fit in one
+// request; the rest stay queued in their order. A call that needs a
+// request alone gets one. The calls of one topic end up side by side
+// (one topic entry each).
+func (c *produceConn) take() {
+	clear(c.seen)
+	c.batch = c.batch[:0]
+	kept, size := c.queue[:0], 0
+	for _, call := range c.queue {
+		_, dup := c.seen[call.req]
+		c.seen[call.req] = struct{}{}
+		switch {
+		case len(c.batch) == 0 && !dup:
+			c.batch = append(c.batch, call)
+			size = len(call.records)
+		case dup || len(c.batch) == maxMergedCalls || size+len(call.records) > maxMergedBytes ||
+			c.batch[0].alone() || call.alone() ||
+			call.req.Acks != c.batch[0].req.Acks || call.req.TimeoutMillis != c.batch[0].req.TimeoutMillis:
+			kept = append(kept, call)
+		default:
+			c.batch = append(c.batch, call)
+			size += len(call.records)
+		}
+	}
+	clear(c.queue[len(kept):])
+	c.queue = kept
+	// Group by topic: the order across partitions is free.
+	for i := 0; i < len(c.batch); i++ {
+		for k := i + 1; k < len(c.batch); k++ {
+			if sameTopic(c.batch[k], c.batch[i]) {
+				i++
+				c.batch[i], c.batch[k] = c.batch[k], c.batch[i]
+			}
+		}
+	}
+}
+
+// writeBatch encodes and writes the request of c.batch (the writer, qmu
+// not held).
+func (c *produceConn) writeBatch() error {
+	first := c.batch[0].req
+	c.hdr.TransactionID, c.hdr.Acks, c.hdr.TimeoutMillis = first.TransactionID, first.Acks, first.TimeoutMillis
+	c.wbuf, c.iov, c.cuts = appendProduce(c.wbuf[:0], c.iov[:0], c.cuts[:0], c.fmtr, c.hdr, c.corr, c.batch)
+	_ = c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
+	if call := c.batch[0]; call.bodyLen > 0 {
+		return c.writeSpliced(call.body)
+	}
+	c.bufs = c.iov
+	_, err := c.bufs.WriteTo(c.nc)
+	clear(c.iov) // the records are the callers'
+	return err
+}
+
+// writeSpliced writes the request in c.iov (one call) whose records' body
+// is in pipes: the encoding and the batch's head (copied together: a few
 // hundred bytes) with MSG_MORE, so they leave with the body's first
-// segments, then the body from its pipes, then the trailer. wmu is held.
+// segments, then the body from its pipes, then the trailer.
 func (c *produceConn) writeSpliced(body []*pipes.Pipe) error {
+	// The trailer lies in wbuf after the encoding, where the head goes.
+	trailer := c.tail[:copy(c.tail[:], c.iov[2])]
 	c.wbuf = append(c.iov[0], c.iov[1]...) // iov[0] is wbuf's start
+	clear(c.iov)
 	if err := c.sp.SendMore(c.wbuf); err != nil {
 		return err
 	}
-	trailer := c.iov[2]
 	for i, p := range body {
 		if err := c.sp.Out(p, p.N, i < len(body)-1 || len(trailer) > 0); err != nil {
 			return err
@@ -334,38 +537,84 @@ func (c *produceConn) writeSpliced(body []*pipes.Pipe) error {
 	return nil
 }
 
-// flexibleTrailer is what follows a flexible Produce request's record set
-// when nothing carries tagged fields: the partition's, the topic's and the
-// request's empty tag sections.
-var flexibleTrailer = []byte{0, 0, 0}
-
-// appendProduceAround encodes req (version set, one topic with one
-// partition) as request corr into dst, with records and then spliced
-// more bytes (written apart: a spliced batch's body) as that partition's
-// record set, and fills iov with the request's pieces in order: the
-// encoding up to the record set's length, records, and what follows them.
-// The record set is the last field of the request except the tag sections
-// (TestProduceAroundMatchesKmsg checks this against kmsg for every
-// version), so kmsg encodes everything but the records' bytes.
-func appendProduceAround(dst []byte, fmtr *kmsg.RequestFormatter, req *kmsg.ProduceRequest, corr int32, iov *[3][]byte, records []byte, spliced int) []byte {
-	rp := &req.Topics[0].Partitions[0]
-	rp.Records = nil
-	dst = fmtr.AppendRequest(dst, req, corr)
-	var trailer []byte
-	nullLen := 4 // nullable bytes: int32 -1
-	if req.IsFlexible() {
-		trailer, nullLen = flexibleTrailer, 1 // compact nullable bytes: uvarint 0
-	}
-	dst = dst[:len(dst)-len(trailer)-nullLen]
-	n := len(records) + spliced
-	if req.IsFlexible() {
-		dst = kbin.AppendUvarint(dst, uint32(n+1))
+// appendProduce encodes a Produce request (hdr's version, transactional
+// id, acks and timeout) as request corr into dst, with one partition per
+// call (calls of one topic side by side; each call's records, then its
+// bodyLen more bytes written apart, as that partition's record set), and
+// appends to iov the request's pieces in order: the encoding up to the
+// first record set's length, the first records, the encoding up to the
+// next record set's length, ..., and what follows the last records.
+// cuts is scratch. kmsg encodes the request's fields before its topics
+// (TestAppendProduceMatchesKmsg checks the whole against kmsg for every
+// version).
+func appendProduce(dst []byte, iov [][]byte, cuts []int, fmtr *kmsg.RequestFormatter, hdr *kmsg.ProduceRequest, corr int32, calls []*produceCall) ([]byte, [][]byte, []int) {
+	hdr.Topics = nil
+	dst = fmtr.AppendRequest(dst, hdr, corr)
+	flexible := hdr.IsFlexible()
+	if flexible {
+		dst = dst[:len(dst)-2] // the empty topics (uvarint 1) and the request's tags
 	} else {
-		dst = kbin.AppendInt32(dst, int32(n))
+		dst = dst[:len(dst)-4]
 	}
-	binary.BigEndian.PutUint32(dst, uint32(len(dst)+n+len(trailer)-4))
-	iov[0], iov[1], iov[2] = dst, records, trailer
-	return dst
+	topics := 0
+	for i, call := range calls {
+		if i == 0 || !sameTopic(call, calls[i-1]) {
+			topics++
+		}
+	}
+	dst = appendArrayLen(dst, topics, flexible)
+	n := 0
+	for i, call := range calls {
+		if i == 0 || !sameTopic(call, calls[i-1]) {
+			if i > 0 && flexible {
+				dst = append(dst, 0) // the last topic's tags
+			}
+			t := call.topic()
+			if hdr.Version >= 13 {
+				dst = append(dst, t.TopicID[:]...)
+			} else if flexible {
+				dst = kbin.AppendCompactString(dst, t.Topic)
+			} else {
+				dst = kbin.AppendString(dst, t.Topic)
+			}
+			parts := 1
+			for k := i + 1; k < len(calls) && sameTopic(calls[k], call); k++ {
+				parts++
+			}
+			dst = appendArrayLen(dst, parts, flexible)
+		}
+		dst = kbin.AppendInt32(dst, call.req.Topics[0].Partitions[0].Partition)
+		size := len(call.records) + call.bodyLen
+		if flexible {
+			dst = kbin.AppendUvarint(dst, uint32(size+1))
+		} else {
+			dst = kbin.AppendInt32(dst, int32(size))
+		}
+		cuts = append(cuts, len(dst))
+		n += size
+		if flexible {
+			dst = append(dst, 0) // the partition's tags
+		}
+	}
+	if flexible {
+		dst = append(dst, 0, 0) // the last topic's and the request's tags
+	}
+	binary.BigEndian.PutUint32(dst, uint32(len(dst)+n-4))
+	from := 0
+	for i, cut := range cuts {
+		iov = append(iov, dst[from:cut], calls[i].records)
+		from = cut
+	}
+	iov = append(iov, dst[from:])
+	return dst, iov, cuts
+}
+
+// appendArrayLen appends an array's length, compact in a flexible version.
+func appendArrayLen(dst []byte, n int, flexible bool) []byte {
+	if flexible {
+		return kbin.AppendUvarint(dst, uint32(n+1))
+	}
+	return kbin.AppendInt32(dst, int32(n))
 }
 
 // wait blocks for call's answer (every call sent is answered exactly once).
@@ -387,8 +636,8 @@ func (c *produceConn) wait(call *produceCall, t *time.Timer) {
 	}
 }
 
-// readLoop reads answers in order into their calls, reusing one frame
-// buffer and one decoded response.
+// readLoop reads answers in order into their requests' calls, reusing
+// one frame buffer and one decoded response.
 func (c *produceConn) readLoop() {
 	br := bufio.NewReaderSize(c.nc, 64<<10)
 	var frame []byte
@@ -403,19 +652,18 @@ func (c *produceConn) readLoop() {
 		if frame, err = readFrame(br, frame, 16<<20); err != nil {
 			break
 		}
-		var call *produceCall
+		var head *produceCall
 		select {
-		case call = <-c.pending:
+		case head = <-c.pending:
 		default:
 			err = errors.New("produce answer without a request")
 		}
 		if err != nil {
 			break
 		}
-		if corr := int32(binary.BigEndian.Uint32(frame)); corr != call.corr {
-			err = fmt.Errorf("produce answer %d for request %d", corr, call.corr)
-			call.err = err
-			call.done <- struct{}{}
+		if corr := int32(binary.BigEndian.Uint32(frame)); corr != head.corr {
+			err = fmt.Errorf("produce answer %d for request %d", corr, head.corr)
+			answerAll(head, err)
 			break
 		}
 		body := frame[4:]
@@ -426,27 +674,88 @@ func (c *produceConn) readLoop() {
 		}
 		// The decoded slices are reused from answer to answer.
 		if derr := resp.UnsafeReadFrom(body); derr != nil {
-			call.err = fmt.Errorf("target broker %d: decoding produce answer: %w", c.broker, derr)
-		} else if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
-			call.err = fmt.Errorf("target broker %d: produce answer has %d topics", c.broker, len(resp.Topics))
-		} else {
-			pr := &resp.Topics[0].Partitions[0]
-			call.errCode, call.baseOffset = pr.ErrorCode, pr.BaseOffset
+			answerAll(head, fmt.Errorf("target broker %d: decoding produce answer: %w", c.broker, derr))
+			continue
 		}
-		call.done <- struct{}{}
+		k := 0
+		for call := head; call != nil; call = call.next {
+			if pr := answerOf(resp, call, k); pr != nil {
+				call.errCode, call.baseOffset = pr.ErrorCode, pr.BaseOffset
+			} else {
+				call.err = fmt.Errorf("target broker %d: produce answer has no partition %d of %s", c.broker, call.req.Topics[0].Partitions[0].Partition, call.topic().Topic)
+			}
+			k++
+		}
+		answerAll(head, nil)
 	}
 	c.fail(fmt.Errorf("target broker %d: %w: %w", c.broker, errConnClosed, err))
-	// Answer every call still queued (none can be added: dead is closed
-	// under wmu before send checks it).
+	// Answer every request still in pending (none can be added: dead is
+	// closed under qmu, and the writer adds under qmu while alive).
 	for {
 		select {
-		case call := <-c.pending:
-			call.err = c.deadErr
-			call.done <- struct{}{}
+		case head := <-c.pending:
+			answerAll(head, c.deadErr)
 		default:
 			return
 		}
 	}
+}
+
+// answerAll answers a request's calls (with err, unless nil). Each call's
+// next is read before its done: once answered, a call is its owner's to
+// send again.
+func answerAll(head *produceCall, err error) {
+	for call := head; call != nil; {
+		next := call.next
+		if err != nil {
+			call.err = err
+		}
+		call.done <- struct{}{}
+		call = next
+	}
+}
+
+// answerOf finds call's partition in resp (the k-th call of its
+// request): the k-th partition of the answer if it is that one (the answer's order is the request's, a
+// single partition's for sure), otherwise wherever it is (a broker may
+// answer a request's topics and partitions in another order).
+func answerOf(resp *kmsg.ProduceResponse, call *produceCall, k int) *kmsg.ProduceResponseTopicPartition {
+	t, part := call.topic(), call.req.Topics[0].Partitions[0].Partition
+	byID := resp.Version >= 13
+	matches := func(rt *kmsg.ProduceResponseTopic) bool {
+		if byID {
+			return rt.TopicID == t.TopicID
+		}
+		return rt.Topic == t.Topic
+	}
+	if call.next == nil && k == 0 && len(resp.Topics) == 1 && len(resp.Topics[0].Partitions) == 1 {
+		// A request of one partition: its answer's one partition is
+		// its, named or not.
+		return &resp.Topics[0].Partitions[0]
+	}
+	i := 0
+	for ti := range resp.Topics {
+		rt := &resp.Topics[ti]
+		if k < i+len(rt.Partitions) {
+			if pr := &rt.Partitions[k-i]; pr.Partition == part && matches(rt) {
+				return pr
+			}
+			break
+		}
+		i += len(rt.Partitions)
+	}
+	for ti := range resp.Topics {
+		rt := &resp.Topics[ti]
+		if !matches(rt) {
+			continue
+		}
+		for pi := range rt.Partitions {
+			if rt.Partitions[pi].Partition == part {
+				return &rt.Partitions[pi]
+			}
+		}
+	}
+	return nil
 }
 
 // produceConnFor returns a live produce connection to a target broker,
@@ -490,6 +799,7 @@ func (r *Replicator) produceConnFor(ctx context.Context, broker int32, urgent bo
 	if err != nil {
 		return nil, err
 	}
+	c.reqs, c.batches = r.metrics.produceRequests, r.metrics.produceBatches // before its first send
 	if *conns == nil {
 		*conns = map[int32]*produceConn{}
 	}

@@ -832,28 +832,34 @@ type metrics struct {
 	// splicedBatches and splicedBytes count the batches whose bodies
 	// went socket to socket (fetchsplice.go).
 	splicedBatches, splicedBytes prometheus.Counter
+	// produceRequests and produceBatches count the copy's Produce
+	// requests and the batches in them (produceconn.go merges the
+	// batches of several partitions into one request).
+	produceRequests, produceBatches prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	l := []string{"topic", "partition"}
 	m := &metrics{
-		records:        prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
-		bytes:          prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
-		lag:            prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
-		lagMs:          prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
-		errs:           prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
-		lagB:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_bytes", Help: "Estimated source bytes not copied yet."}, l),
-		risk:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
-		catchUp:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
-		sessionResets:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
-		fenced:         prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fenced_total", Help: "Partition copies this instance stopped because the target fenced its transactional producer: another instance took the partition over."}),
-		splicedBatches: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "spliced_batches_total", Help: "Batches copied with their body spliced from the source socket to the target socket (never in kproxy's memory)."}),
-		splicedBytes:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "spliced_bytes_total", Help: "Bytes of the batches counted by spliced_batches_total."}),
-		mapBytes:       prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
-		mapSaves:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_saves_total", Help: "Offset map saves to the state directory (each a write and an fsync)."}),
+		records:         prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_records_total", Help: "Records copied to the target."}, l),
+		bytes:           prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "copied_bytes_total", Help: "Batch bytes produced to the target."}, l),
+		lag:             prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_records", Help: "Source high watermark minus the next source offset to copy."}, l),
+		lagMs:           prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_milliseconds", Help: "Time since the partition was last caught up; 0 when caught up."}, l),
+		errs:            prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "errors_total", Help: "Partition copy errors (each is followed by a retry unless fatal)."}, l),
+		lagB:            prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "lag_bytes", Help: "Estimated source bytes not copied yet."}, l),
+		risk:            prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "retention_risk_seconds", Help: "Estimated time until the source's retention deletes the oldest record not copied yet (+Inf: none at risk)."}, l),
+		catchUp:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "catch_up_seconds", Help: "Estimated time until the copy catches up with the source (the initial sync's ETA) at the current produce and copy rates: 0 caught up, -1 not catching up or no estimate yet."}, l),
+		sessionResets:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fetch_session_resets_total", Help: "Source fetch sessions the broker lost (restart, eviction); each is followed by a full fetch."}),
+		fenced:          prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "fenced_total", Help: "Partition copies this instance stopped because the target fenced its transactional producer: another instance took the partition over."}),
+		splicedBatches:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "spliced_batches_total", Help: "Batches copied with their body spliced from the source socket to the target socket (never in kproxy's memory)."}),
+		splicedBytes:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "spliced_bytes_total", Help: "Bytes of the batches counted by spliced_batches_total."}),
+		produceRequests: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "produce_requests_total", Help: "Produce requests the copy sent to the target (one holds a batch of each of several partitions)."}),
+		produceBatches:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "produce_batches_total", Help: "Batches in the Produce requests counted by produce_requests_total."}),
+		mapBytes:        prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_bytes", Help: "Memory of every replicated partition's offset map (runs, packed), updated every stats interval."}),
+		mapSaves:        prometheus.NewCounter(prometheus.CounterOpts{Namespace: "kproxy", Subsystem: "replicator", Name: "offset_map_saves_total", Help: "Offset map saves to the state directory (each a write and an fsync)."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced, m.splicedBatches, m.splicedBytes, m.mapSaves} {
+		for _, c := range []prometheus.Collector{m.records, m.bytes, m.lag, m.lagMs, m.errs, m.lagB, m.risk, m.catchUp, m.sessionResets, m.mapBytes, m.fenced, m.splicedBatches, m.splicedBytes, m.mapSaves, m.produceRequests, m.produceBatches} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("replicator: registering metrics: %w", err)
 			}
