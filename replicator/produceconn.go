@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -390,6 +391,16 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, body []*pip
 		return nil
 	}
 	c.writing = true
+	if len(c.queue) == 1 && bodyLen == 0 {
+		// Alone in the queue: let the goroutines that are ready to run
+		// (other partitions' copies woken by the same fetch answer)
+		// queue their batches first, so they share this request instead
+		// of each sending its own. A yield, not a timer: with nothing
+		// else ready it returns at once.
+		c.qmu.Unlock()
+		runtime.Gosched()
+		c.qmu.Lock()
+	}
 	c.writeQueue()
 	c.writing = false
 	c.qmu.Unlock()

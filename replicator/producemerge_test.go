@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -122,13 +123,70 @@ func busy(t *testing.T, c *produceConn, req *kmsg.ProduceRequest, call *produceC
 		}
 	}()
 	for {
+		// The call taken into the request being written (its
+		// correlation id set), not merely a writer at work: an earlier
+		// writer may not have noticed its queue is empty yet, and this
+		// send may still be yielding before it takes the queue.
 		c.qmu.Lock()
-		w := c.writing
+		w := c.writing && call.corr != 0
 		c.qmu.Unlock()
 		if w {
 			return
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A send alone in the queue yields before it writes, so the copies of
+// other partitions that are ready to run (woken by one fetch answer) put
+// their batches in its request instead of each sending its own. On one
+// P, three sends made ready at once go out as one request; without the
+// yield the first writes alone (and parks in the write), and the other
+// two share the next. The scheduler takes from its global queue first
+// at every 61st tick, so a yield can come straight back: 8 trials of 10
+// must merge all three (without the yield none does).
+func TestLoneSendYieldsToReadyPartitions(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	merged := 0
+	for range 10 {
+		c, broker := mergeConn(t)
+		start := make(chan struct{})
+		calls := make([]*produceCall, 3)
+		for i := range calls {
+			call, req := mergeCall("a", int32(i))
+			calls[i] = call
+			go func() {
+				<-start
+				if err := c.send(req, []byte{'r', byte('0' + i)}, nil, call); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		close(start)
+		var parts []kmsg.ProduceResponseTopicPartition
+		for n := 0; n < len(calls); {
+			corr, req := readProduce(t, broker)
+			got := partsOf(req)
+			if n == 0 && len(got) == len(calls) {
+				merged++
+			}
+			parts = parts[:0]
+			for _, p := range req.Topics[0].Partitions {
+				parts = append(parts, respPart(p.Partition, 0, int64(p.Partition)+1))
+			}
+			answer(t, broker, corr, respTopic("a", parts...))
+			n += len(got)
+		}
+		timer := time.NewTimer(time.Hour)
+		for i, call := range calls {
+			c.wait(call, timer)
+			if err := c.produceErr(call); err != nil || call.baseOffset != int64(i+1) {
+				t.Fatalf("partition %d: %v, base %d", i, err, call.baseOffset)
+			}
+		}
+	}
+	if merged < 8 {
+		t.Fatalf("the three ready partitions shared the first request in %d trials of 10, want 8 or more", merged)
 	}
 }
 
