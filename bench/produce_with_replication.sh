@@ -13,7 +13,7 @@
 #   repl    through kproxy, a topic the replicator copies while it is written
 #           (its copy was started and caught up before the round).
 # The goal (issue 12 item 6): repl's p99 within 2x of plain's. Prints one JSON
-# line per measurement and a summary with medians, kproxy's CPU during each
+# line per measurement and a summary with medians, kproxy's and both brokers' CPU during each
 # phase and whether the copy kept up (its lag after the phase).
 #
 # BASE=<git rev>: a same-run A/B. A second kproxy built from BASE runs beside
@@ -130,6 +130,14 @@ fi
 
 CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# The brokers' CPU in each phase too: on one machine the copy's cost
+# includes what the target broker spends taking its Produce requests and
+# the source broker answering its fetches, which share the cores with the
+# producer and its broker (0 when kafka.sh does not know the broker).
+broker_pid() { bash test/kafka/kafka.sh status 2>/dev/null | sed -n "s/^$1: running (pid \([0-9]*\)).*/\1/p"; }
+SPID="$(broker_pid source)" TPID="$(broker_pid target)"
+broker_ticks() { if [[ -n "$1" && -r "/proc/$1/stat" ]]; then cpu_ticks "$1"; else echo 0; fi; }
+secs() { awk -v a="$1" -v b="$2" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}'; }
 RAW="$WORK/raw.jsonl"
 LOAD0="$(cut -d' ' -f1-3 /proc/loadavg)"
 PATHS=(direct plain repl)
@@ -146,12 +154,12 @@ for r in $(seq 1 "$ROUNDS"); do
       base_plain) addr=$LISTEN_base topic="$ID-bplain-r$r" kpid=$KPID_base admin=$ADMIN_base prefix="$ID-brepl-" ;;
       base_repl) addr=$LISTEN_base topic="$ID-brepl-r$r" kpid=$KPID_base admin=$ADMIN_base prefix="$ID-brepl-" ;;
     esac
-    k0=$(cpu_ticks "$kpid")
+    k0=$(cpu_ticks "$kpid") s0=$(broker_ticks "$SPID") t0=$(broker_ticks "$TPID")
     out="$("$LG" latency -brokers "$addr" -topic "$topic" -rate "$RATE" -duration "${LAT_SECONDS}s" -size "$SIZE")"
-    k1=$(cpu_ticks "$kpid")
+    k1=$(cpu_ticks "$kpid") s1=$(broker_ticks "$SPID") t1=$(broker_ticks "$TPID")
     lag=$(repl_lag "$admin" "$prefix")
-    printf '{"round":%d,"path":"%s","kproxy_cpu_s":%s,"repl_lag_after":%s,"load1":%s,"result":%s}\n' "$r" "$p" \
-      "$(awk -v a="$k0" -v b="$k1" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}')" "$lag" "$(cut -d' ' -f1 /proc/loadavg)" "$out" | tee -a "$RAW"
+    printf '{"round":%d,"path":"%s","kproxy_cpu_s":%s,"source_broker_cpu_s":%s,"target_broker_cpu_s":%s,"repl_lag_after":%s,"load1":%s,"result":%s}\n' "$r" "$p" \
+      "$(secs "$k0" "$k1")" "$(secs "$s0" "$s1")" "$(secs "$t0" "$t1")" "$lag" "$(cut -d' ' -f1 /proc/loadavg)" "$out" | tee -a "$RAW"
   done
 done
 # The copy's target Produce requests and the batches in them, warm-up
@@ -183,6 +191,8 @@ for p in paths:
         o[q + "_median"] = round(med(o[q + "_rounds"]), 3)
     if p != "direct":
         o["kproxy_cpu_s_rounds"] = [x["kproxy_cpu_s"] for x in rs]
+    for b in ("source_broker", "target_broker"):
+        o[b + "_cpu_s_rounds"] = [x[b + "_cpu_s"] for x in rs]
     if p.endswith("repl"):
         o["repl_lag_after_rounds"] = [x["repl_lag_after"] for x in rs]
     o["load1_rounds"] = [x["load1"] for x in rs]
