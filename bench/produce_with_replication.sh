@@ -11,8 +11,13 @@
 #   direct  the source broker, no kproxy;
 #   plain   through kproxy, a topic not replicated;
 #   repl    through kproxy, a topic the replicator copies while it is written
-#           (its copy was started and caught up before the round).
-# The goal (issue 12 item 6): repl's p99 within 2x of plain's. Prints one JSON
+#           (its copy was started and caught up before the round);
+#   plain_twin  the plain topic through kproxy while a second producer writes
+#           the same load straight to a target topic: the target broker's
+#           share of a copy, without the copy (on one machine the target
+#           broker shares the cores with everything measured).
+# The goal (issue 12 item 6): repl's p99 within 2x of plain's; repl against
+# plain_twin is what kproxy's copy adds beyond its target broker. Prints one JSON
 # line per measurement and a summary with medians, kproxy's and both brokers' CPU during each
 # phase and whether the copy kept up (its lag after the phase).
 #
@@ -64,6 +69,12 @@ fi
 # Created before kproxy starts, so its replicator copies every repl topic
 # from its first pass (empty: nothing to catch up but the warm-up below).
 "$LG" create -brokers "$SOURCE" -partitions "$PARTITIONS" -topics "$(IFS=,; echo "${topics[*]}")" >/dev/null
+# The twins, on the target: plain_twin writes to them directly while it
+# measures the plain topic, so the target broker takes the copy's load
+# without kproxy's copy (below).
+twins=()
+for r in $(seq 1 "$ROUNDS"); do twins+=("$ID-twin-r$r"); done
+"$LG" create -brokers "$TARGET" -partitions "$PARTITIONS" -topics "$(IFS=,; echo "${twins[*]}")" >/dev/null
 
 # start_kproxy NAME BINARY PATTERN: a kproxy replicating the topics of
 # PATTERN; sets LISTEN_<NAME>, ADMIN_<NAME>, KPID_<NAME>.
@@ -140,7 +151,12 @@ broker_ticks() { if [[ -n "$1" && -r "/proc/$1/stat" ]]; then cpu_ticks "$1"; el
 secs() { awk -v a="$1" -v b="$2" -v t="$CLK_TCK" 'BEGIN{print (b-a)/t}'; }
 RAW="$WORK/raw.jsonl"
 LOAD0="$(cut -d' ' -f1-3 /proc/loadavg)"
-PATHS=(direct plain repl)
+# plain_twin: the plain topic through kproxy while a second producer
+# writes the same load (RATE one-record batches a second, linger 0)
+# straight to a target topic. On one machine the target broker then does
+# what the copy makes it do, without the copy: repl against plain_twin is
+# what kproxy's copy adds beyond the target broker's own work.
+PATHS=(direct plain repl plain_twin)
 [[ -z "$BASE" ]] || PATHS+=(base_plain base_repl)
 for r in $(seq 1 "$ROUNDS"); do
   order=()
@@ -151,11 +167,18 @@ for r in $(seq 1 "$ROUNDS"); do
       direct) addr=$SOURCE topic="$ID-plain-r$r" ;;
       plain) addr=$LISTEN topic="$ID-plain-r$r" ;;
       repl) addr=$LISTEN topic="$ID-repl-r$r" ;;
+      plain_twin) addr=$LISTEN topic="$ID-plain-r$r" ;;
       base_plain) addr=$LISTEN_base topic="$ID-bplain-r$r" kpid=$KPID_base admin=$ADMIN_base prefix="$ID-brepl-" ;;
       base_repl) addr=$LISTEN_base topic="$ID-brepl-r$r" kpid=$KPID_base admin=$ADMIN_base prefix="$ID-brepl-" ;;
     esac
     k0=$(cpu_ticks "$kpid") s0=$(broker_ticks "$SPID") t0=$(broker_ticks "$TPID")
+    twin=
+    if [[ $p == plain_twin ]]; then
+      "$LG" latency -brokers "$TARGET" -topic "$ID-twin-r$r" -rate "$RATE" -duration "${LAT_SECONDS}s" -size "$SIZE" >/dev/null &
+      twin=$!
+    fi
     out="$("$LG" latency -brokers "$addr" -topic "$topic" -rate "$RATE" -duration "${LAT_SECONDS}s" -size "$SIZE")"
+    [[ -z "$twin" ]] || wait "$twin"
     k1=$(cpu_ticks "$kpid") s1=$(broker_ticks "$SPID") t1=$(broker_ticks "$TPID")
     lag=$(repl_lag "$admin" "$prefix")
     printf '{"round":%d,"path":"%s","kproxy_cpu_s":%s,"source_broker_cpu_s":%s,"target_broker_cpu_s":%s,"repl_lag_after":%s,"load1":%s,"result":%s}\n' "$r" "$p" \
@@ -171,7 +194,7 @@ copy_requests() {
 say "copy's target Produce requests: kproxy: $(copy_requests "$ADMIN")"
 [[ -z "$BASE" ]] || say "copy's target Produce requests: base: $(copy_requests "$ADMIN_base")"
 "$LG" delete -brokers "$SOURCE" -prefix "$ID-" >/dev/null || true
-"$LG" delete -brokers "$TARGET" -prefix "$ID-" >/dev/null || true
+"$LG" delete -brokers "$TARGET" -prefix "$ID-" >/dev/null || true  # the twins too
 grep -iE '"level":"(error|warn)"|level=(ERROR|WARN)|\[(ERROR|WARN)\]' "$WORK/kproxy.log" | head -5 | sed "s/^/kproxy log: /" >&2 || true
 python3 - "$RAW" "$LOAD0" "$(cut -d' ' -f1-3 /proc/loadavg)" "$RATE" "$BASE" <<'PY'
 import json, statistics, sys
@@ -182,7 +205,7 @@ out = {"rate": int(sys.argv[4]), "load_start": sys.argv[2], "load_end": sys.argv
 if base:
     out["base"] = base
 by = lambda p: sorted((r for r in rows if r["path"] == p), key=lambda r: r["round"])
-paths = ("direct", "plain", "repl") + (("base_plain", "base_repl") if base else ())
+paths = ("direct", "plain", "repl", "plain_twin") + (("base_plain", "base_repl") if base else ())
 for p in paths:
     rs = by(p)
     o = out[p] = {}
@@ -202,5 +225,10 @@ for pre in ("", "base_") if base else ("",):
         k = pre + "repl_over_" + pre + "plain_" + q
         out[k + "_rounds"] = [round(a["result"][q] / b["result"][q], 3) for a, b in pairs]
         out[k + "_median"] = round(med(out[k + "_rounds"]), 3)
+for q in ("p50_ms", "p99_ms"):
+    pairs = zip(by("repl"), by("plain_twin"))
+    k = "repl_over_plain_twin_" + q
+    out[k + "_rounds"] = [round(a["result"][q] / b["result"][q], 3) for a, b in pairs]
+    out[k + "_median"] = round(med(out[k + "_rounds"]), 3)
 print(json.dumps(out, indent=1))
 PY
