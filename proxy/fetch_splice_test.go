@@ -96,12 +96,7 @@ func TestFetchSpliceOneWakePerChunk(t *testing.T) {
 	for round := range 3 {
 		pumps, streamed := fetchSplicePumps.Load(), fetchStreamed.Load()
 		got := fetch(12)
-		if !bytes.Equal(got, want) {
-			t.Fatalf("round %d: answer differs (%d vs %d bytes, first difference at %d)", round, len(got), len(want), firstDiff(got, want))
-		}
-		if fetchStreamed.Load() == streamed {
-			t.Fatalf("round %d: the answer was not streamed", round)
-		}
+		sameStreamedAnswer(t, round, got, want, streamed)
 		// One splice out for the body and what came before it; without
 		// the mark, one per arrival (about 38 here).
 		if n := fetchSplicePumps.Load() - pumps; n != 1 {
@@ -167,12 +162,7 @@ func TestFetchSpliceReadsEachHeaderOnce(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("round %d: answer differs (%d vs %d bytes, first difference at %d)", round, len(got), len(want), firstDiff(got, want))
-		}
-		if fetchStreamed.Load() == streamed {
-			t.Fatalf("round %d: the answer was not streamed", round)
-		}
+		sameStreamedAnswer(t, round, got, want, streamed)
 		// Straight from the socket: the second batch's header, then the
 		// first old entry's (with the second's first 17 bytes). The second
 		// old entry's body goes through the upstream reader, and so do the
@@ -183,5 +173,17 @@ func TestFetchSpliceReadsEachHeaderOnce(t *testing.T) {
 		if n := splicePipes.InUse(); n != 0 {
 			t.Fatalf("round %d: %d pipes out of the pool after the relay", round, n)
 		}
+	}
+}
+
+// sameStreamedAnswer checks that a round's answer is want byte for byte
+// and that it was streamed (fetchStreamed moved past streamed).
+func sameStreamedAnswer(t *testing.T, round int, got, want []byte, streamed int64) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		t.Fatalf("round %d: answer differs (%d vs %d bytes, first difference at %d)", round, len(got), len(want), firstDiff(got, want))
+	}
+	if fetchStreamed.Load() == streamed {
+		t.Fatalf("round %d: the answer was not streamed", round)
 	}
 }

@@ -17,26 +17,7 @@ import (
 // waiting until the deadline); and a peer that closes mid-body is an
 // unexpected EOF.
 func TestReadFullAcrossChunksThenReleaseThenEOF(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	w, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	rc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	raw, err := rc.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(raw, 256<<10)
+	w, rc, r := connectedReader(t)
 
 	body := make([]byte, 1<<20+123)
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -80,29 +61,10 @@ func TestReadFullAcrossChunksThenReleaseThenEOF(t *testing.T) {
 // setsockopt fewer than ReadFull, which sets it first), and for bytes
 // still on their way sets the mark to what is missing and waits for it.
 func TestReadFirstSetsTheMarkOnlyToWait(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	w, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	rc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	raw, err := rc.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := New(raw, 256<<10)
+	w, rc, r := connectedReader(t)
 	_ = rc.SetReadDeadline(time.Now().Add(20 * time.Second))
 	// A mark left high by an earlier wait (a splice's, say).
-	if err := raw.Control(func(fd uintptr) { r.setMark(fd, 100<<10) }); err != nil || r.err != nil {
+	if err := r.raw.Control(func(fd uintptr) { r.setMark(fd, 100<<10) }); err != nil || r.err != nil {
 		t.Fatal(err, r.err)
 	}
 
@@ -111,7 +73,7 @@ func TestReadFirstSetsTheMarkOnlyToWait(t *testing.T) {
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; { // until both bytes are queued
 		var queued int
-		_ = raw.Control(func(fd uintptr) { queued, _ = ioctlInq(fd) })
+		_ = r.raw.Control(func(fd uintptr) { queued, _ = ioctlInq(fd) })
 		if queued == 10 || time.Now().After(deadline) {
 			break
 		}
@@ -146,4 +108,31 @@ func ioctlInq(fd uintptr) (int, error) {
 		return 0, e
 	}
 	return int(n), nil
+}
+
+// connectedReader is a loopback TCP connection: the writing end, the
+// reading end and a Reader (256 KiB chunks) on the reading end; all are
+// closed when the test ends.
+func connectedReader(t *testing.T) (w, rc net.Conn, r *Reader) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	w, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	rc, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	raw, err := rc.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w, rc, New(raw, 256<<10)
 }
