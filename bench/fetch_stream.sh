@@ -7,7 +7,7 @@
 # start). Prints one JSON line per measurement and a summary with medians:
 # MB/s, the ratio to direct, and each kproxy's CPU-seconds per GB.
 #
-# Knobs (env): BASE=<commit> (default: the parent of the commit that added this script) ROUNDS=5 N=300000 SIZE=1024 PARTITIONS=6
+# Knobs (env): BASE=<commit> (default: the parent of the commit that added this script) ROUNDS=5 N=1000000 SIZE=1024 PARTITIONS=6
 #              SOURCE=127.0.0.1:19092 (or the lane's, after `source /work/lane.sh K`)
 # The source cluster must be up (bash test/kafka/kafka.sh up).
 set -euo pipefail
@@ -15,7 +15,10 @@ cd "$(dirname "$0")/.."
 ROOT="$PWD"
 BASE="${BASE:-$(git rev-parse "$(git log --format=%H --diff-filter=A -1 -- bench/fetch_stream.sh)^")}"
 ROUNDS="${ROUNDS:-5}"
-N="${N:-300000}"
+# N=1,000,000 (1 GB of 1 KiB records) by default: kproxy's CPU is read in
+# clock ticks (10 ms), and with 300 MB a round took 10-15 of them, so a
+# CPU-s/GB figure moved in steps of 8% (session 17).
+N="${N:-1000000}"
 SIZE="${SIZE:-1024}"
 PARTITIONS="${PARTITIONS:-6}"
 SOURCE="${SOURCE:-127.0.0.1:${KAFKA_SOURCE_BROKER_PORT:-19092}}"
@@ -26,6 +29,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait 
 trap cleanup EXIT
 say() { echo "fetch_stream: $*" >&2; }
 source bench/lib.sh
+bench_lock "waiting for another benchmark to finish"
 
 build_before_after
 declare -A LISTEN PID

@@ -16,7 +16,7 @@
 # PERF=1 records a `perf` profile of each kproxy during its round-1 produce
 # phase into $PERF_DIR/perf-{before,after}.txt (top symbols).
 #
-# Knobs (env): BASE=<commit> (default d0b1442, before the produce CPU work) ROUNDS=3 N=300000
+# Knobs (env): BASE=<commit> (default d0b1442, before the produce CPU work) ROUNDS=3 N=1000000
 #              SIZE=1024 PARTITIONS=6 RATE=5000 LAT_SECONDS=10 (0: produce phase only) PERF=0 PERF_DIR=.
 #              SOURCE=127.0.0.1:19092 (or the lane's, after `source /work/lane.sh K`)
 # The source cluster must be up (bash test/kafka/kafka.sh up). Run it under
@@ -25,7 +25,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${BASE:-d0b1442}" # the last commit before the produce CPU work
 ROUNDS="${ROUNDS:-3}"
-N="${N:-300000}"
+# N=1,000,000 (1 GB of 1 KiB records) by default: kproxy's CPU is read in
+# clock ticks (10 ms), and with 300 MB a round took 10-15 of them, so a
+# CPU-s/GB figure moved in steps of 8% (session 17).
+N="${N:-1000000}"
 SIZE="${SIZE:-1024}"
 PARTITIONS="${PARTITIONS:-6}"
 RATE="${RATE:-5000}"
