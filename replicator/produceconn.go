@@ -154,6 +154,10 @@ type produceConn struct {
 	reqs, batches prometheus.Counter
 	// sp splices spliced batch bodies into the socket (nil over TLS).
 	sp *pipes.Splicer
+	// yieldFirst: a lone send yields before it writes (send). The shared
+	// connections do; the urgent lane's, whose sends a flip's hold waits
+	// for, write at once.
+	yieldFirst bool
 
 	dead    chan struct{}
 	deadErr error
@@ -391,7 +395,7 @@ func (c *produceConn) send(req *kmsg.ProduceRequest, records []byte, body []*pip
 		return nil
 	}
 	c.writing = true
-	if len(c.queue) == 1 && bodyLen == 0 {
+	if c.yieldFirst && len(c.queue) == 1 && bodyLen == 0 {
 		// Alone in the queue: let the goroutines that are ready to run
 		// (other partitions' copies woken by the same fetch answer)
 		// queue their batches first, so they share this request instead
@@ -811,6 +815,7 @@ func (r *Replicator) produceConnFor(ctx context.Context, broker int32, urgent bo
 		return nil, err
 	}
 	c.reqs, c.batches = r.metrics.produceRequests, r.metrics.produceBatches // before its first send
+	c.yieldFirst = !urgent
 	if *conns == nil {
 		*conns = map[int32]*produceConn{}
 	}

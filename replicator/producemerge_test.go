@@ -28,6 +28,7 @@ const mergeVer = 9
 func mergeConn(t *testing.T) (*produceConn, net.Conn) {
 	ours, broker := net.Pipe()
 	c := newProduceConn(ours, nil, 1, mergeVer, time.Minute, 64)
+	c.yieldFirst = true // as the shared connections (produceConnFor)
 	t.Cleanup(func() { c.fail(errConnClosed); broker.Close() })
 	return c, broker
 }
