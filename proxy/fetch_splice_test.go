@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"net"
@@ -72,12 +71,8 @@ func TestFetchSpliceOneWakePerChunk(t *testing.T) {
 	}
 	mb := newDribblingBroker(t, 2, body, 16<<10, 500*time.Microsecond)
 	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
-	nc, err := net.Dial("tcp", srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	br := bufio.NewReader(nc)
+	rc := dialRaw(t, srv)
+	nc, br := rc.nc, rc.br
 	fetch := func(v int16) []byte {
 		t.Helper()
 		if _, err := nc.Write(requestFrame(fetchRequest(v, 2, srv.virtualTopicID(benchTopic)))); err != nil {
@@ -146,12 +141,8 @@ func TestFetchSpliceReadsEachHeaderOnce(t *testing.T) {
 	// 1000-byte pieces: headers arrive split, the relay waits for their rest.
 	mb := newDribblingBroker(t, 2, body, 1000, 20*time.Microsecond)
 	srv := startProxy(t, Options{Clusters: map[string][]string{Source: {mb.addr()}}, Router: StaticRouter(Source)})
-	nc, err := net.Dial("tcp", srv.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	br := bufio.NewReader(nc)
+	rc := dialRaw(t, srv)
+	nc, br := rc.nc, rc.br
 	for round := range 2 {
 		reads, streamed := fetchHeaderReads.Load(), fetchStreamed.Load()
 		if _, err := nc.Write(requestFrame(fetchRequest(12, 2, srv.virtualTopicID(benchTopic)))); err != nil {

@@ -140,6 +140,28 @@ func releaseInOrder(t *testing.T, mb *memBroker, c *rawClient, produces int32) {
 	}
 }
 
+// recvProduceAnswer reads the answer to the v11 Produce sent with
+// correlation id corr and decodes it (none within 30 s fails the test).
+func recvProduceAnswer(t *testing.T, c *rawClient, corr int32) *kmsg.ProduceResponse {
+	t.Helper()
+	f, err := c.recv(30 * time.Second)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("no answer to a Produce whose broker connection dropped")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := corrOf(f); got != corr {
+		t.Fatalf("answer with correlation id %d, want %d", got, corr)
+	}
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(11)
+	if err := resp.ReadFrom(f[5:]); err != nil { // after the id and the header's tags
+		t.Fatal(err)
+	}
+	return resp
+}
+
 func TestDirectProduceAnsweredWhenItsBrokerConnectionDrops(t *testing.T) {
 	mb := newMemBroker(t, 1, nil)
 	mb.dropProduce = true
@@ -148,21 +170,7 @@ func TestDirectProduceAnsweredWhenItsBrokerConnectionDrops(t *testing.T) {
 	req := produceRequest(11, 1, benchBatch(1, 100))
 	before := producedDirect.Load()
 	c.send(requestFrame(req), 7)
-	f, err := c.recv(30 * time.Second)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatal("no answer to a Produce whose broker connection dropped")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := corrOf(f); got != 7 {
-		t.Fatalf("answer with correlation id %d, want 7", got)
-	}
-	resp := kmsg.NewPtrProduceResponse()
-	resp.SetVersion(11)
-	if err := resp.ReadFrom(f[5:]); err != nil { // after the id and the header's tags
-		t.Fatal(err)
-	}
+	resp := recvProduceAnswer(t, c, 7)
 	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 {
 		t.Fatalf("answer names %d topics, want 1 with 1 partition", len(resp.Topics))
 	}
@@ -235,18 +243,7 @@ func TestDirectProduceSplicedAnsweredWhenItsBrokerConnectionDrops(t *testing.T) 
 	c := dialRaw(t, srv)
 	direct, spliced := producedDirect.Load(), produceSpliced.Load()
 	c.send(requestFrame(produceRequest(11, 1, benchBatch(300, 1024))), 7) // 300 KiB: spliced
-	f, err := c.recv(30 * time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := corrOf(f); got != 7 {
-		t.Fatalf("answer with correlation id %d, want 7", got)
-	}
-	resp := kmsg.NewPtrProduceResponse()
-	resp.SetVersion(11)
-	if err := resp.ReadFrom(f[5:]); err != nil {
-		t.Fatal(err)
-	}
+	resp := recvProduceAnswer(t, c, 7)
 	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 || resp.Topics[0].Partitions[0].ErrorCode == 0 {
 		t.Fatalf("a spliced Produce whose broker connection dropped was answered %+v, want one partition with an error", resp.Topics)
 	}
