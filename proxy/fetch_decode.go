@@ -73,10 +73,7 @@ func decodeFetchPlain(src []byte, req *kmsg.FetchRequest) bool {
 			if n < 0 {
 				return false
 			}
-			if s := b.Span(n); string(s) != name {
-				name = string(s)
-			}
-			t.Topic = name
+			t.Topic = keptString(b.Span(n), name)
 		}
 		if v >= 13 {
 			copy(t.TopicID[:], b.Span(16))
@@ -118,10 +115,16 @@ func decodeFetchPlain(src []byte, req *kmsg.FetchRequest) bool {
 		if n < 0 {
 			return false
 		}
-		if s := b.Span(n); string(s) != rack {
-			rack = string(s)
-		}
-		req.Rack = rack
+		req.Rack = keptString(b.Span(n), rack)
 	}
 	return noTags() && b.Ok()
+}
+
+// keptString is s as a string: prev itself when equal, so a name the
+// previous decode read is not allocated again.
+func keptString(s []byte, prev string) string {
+	if string(s) == prev {
+		return prev
+	}
+	return string(s)
 }
